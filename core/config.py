@@ -1,0 +1,316 @@
+"""Run configuration: YAML loaded with ``safe_load``, validated into typed objects.
+
+Everything is checked before any Beam object exists. A bad config raises
+:class:`ConfigError` whose lines each name the field, e.g.
+``filters[1].threshold: must be between 0 and 1, got 1.7``.
+
+Relative paths inside a config file are resolved against the file's folder, so
+``configs/default.yaml`` works from any working directory; ``--input``/``--output`` on
+the command line are relative to the working directory, as a user would expect.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+)
+
+from mitigate import filters as filter_registry
+from mitigate.filters.base import FilterConfig
+
+
+class ConfigError(ValueError):
+    """A config is invalid; ``errors`` holds one ``field: message`` line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("invalid config:\n  " + "\n  ".join(errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(_Strict):
+    paths: list[str] = Field(
+        default_factory=lambda: ["../data/sample/*.tar"],
+        min_length=1,
+        description="Files or globs (any Beam filesystem: local, gs://, s3://, ...).",
+    )
+    format: Literal["auto", "webdataset", "parquet", "jsonl", "csv"] = Field(
+        default="auto", description="auto: by extension (.tar, .parquet, .jsonl, .csv)."
+    )
+    key_column: str = "key"
+    image_column: str = Field(default="image", description="Image path, relative to the table.")
+    caption_column: str = "caption"
+    chunk_size: int = Field(
+        default=64, ge=1, le=100_000, description="Samples per unit of distributed work."
+    )
+
+
+class OutputConfig(_Strict):
+    path: str = Field(default="../out", description="Output folder (any Beam filesystem).")
+    samples_per_shard: int = Field(default=1000, ge=1, le=10_000_000)
+    overwrite: bool = Field(
+        default=False, description="Replace a previous run's results in `path`."
+    )
+
+
+class DecodeConfig(_Strict):
+    max_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="Images declaring more pixels (width x height) are rejected as "
+        "decompression bombs before their pixel data is decoded.",
+    )
+    max_image_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Larger image files are not read."
+    )
+    working_size: int = Field(
+        default=256,
+        ge=32,
+        le=4096,
+        description="Shorter side, in pixels, of the reduced decode that hashing (fast "
+        "mode) and pixel filters share; JPEGs are decoded directly at about this size.",
+    )
+    hash_mode: Literal["fast", "exact"] = Field(
+        default="fast",
+        description="fast: pHash of the reduced decode (within a few bits of imagehash). "
+        "exact: full decode, bit-identical to imagehash.phash.",
+    )
+
+
+class DedupConfig(_Strict):
+    exact: bool = Field(default=True, description="Drop samples with identical image bytes.")
+
+
+class RunnerConfig(_Strict):
+    name: Literal["direct"] = "direct"
+    direct_num_workers: int = Field(default=1, ge=1, le=1024)
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
+        "in_memory"
+    )
+
+
+class Config(_Strict):
+    input: InputConfig = Field(default_factory=InputConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    filters: list[SerializeAsAny[FilterConfig]] = Field(default_factory=list)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @field_validator("filters", mode="plain")
+    @classmethod
+    def _filters_already_built(cls, value: Any) -> Any:
+        # Filter entries are validated one by one in `validate_config` (each against its
+        # own registered model); by here they are FilterConfig objects.
+        if not all(isinstance(v, FilterConfig) for v in value):
+            raise ValueError("filters must be built by validate_config")
+        return value
+
+    def effective(self) -> dict[str, Any]:
+        """The config as plain data, every default filled in (written beside output)."""
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """sha256 of the effective config (stable key order), recorded in the summary."""
+        blob = json.dumps(self.effective(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that owns the field at ``loc`` (for listing valid keys)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+_RANGE_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+}
+
+
+def _messages(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...]) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            owner = _model_at(model, loc[:-1])
+            valid = ", ".join(sorted(owner.model_fields)) if owner else "?"
+            msg = f"unknown key; valid keys: {valid}"
+        elif kind == "missing":
+            msg = "required field is missing"
+        else:
+            ctx = err.get("ctx", {})
+            msg = _RANGE_MESSAGES[kind].format(**ctx) if kind in _RANGE_MESSAGES else err["msg"]
+            msg = msg.removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict | list):
+                msg += f", got {err['input']!r}"
+        out.append(f"{_loc(prefix + loc)}: {msg}")
+    return out
+
+
+def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
+    """Validate a raw config mapping (as loaded from YAML) into a :class:`Config`.
+
+    ``base_dir`` is where relative paths in the config are resolved from. Raises
+    :class:`ConfigError` listing every problem found.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"(top level): must be a mapping, got {type(raw).__name__}"])
+    raw = copy.deepcopy(raw)
+    base = Path(base_dir)
+    errors: list[str] = []
+    context = {"base_dir": str(base)}
+
+    raw_filters = raw.pop("filters", []) or []
+    built: list[FilterConfig] = []
+    if not isinstance(raw_filters, list):
+        errors.append(f"filters: must be a list, got {type(raw_filters).__name__}")
+        raw_filters = []
+    for i, entry in enumerate(raw_filters):
+        where = f"filters[{i}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            errors.append(f"{where}: must be a mapping with a `name` key")
+            continue
+        try:
+            cls = filter_registry.get(str(entry["name"]))
+        except KeyError as exc:
+            errors.append(f"{where}.name: {exc.args[0]}")
+            continue
+        try:
+            built.append(cls.config_model.model_validate(entry, context=context))
+        except ValidationError as exc:
+            errors.extend(_messages(exc, cls.config_model, ("filters", i)))
+    ids = [f.filter_id for f in built]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        errors.append(f"filters: id {dup!r} used twice; give each copy a distinct `id`")
+
+    config = None
+    try:
+        config = Config.model_validate({**raw, "filters": built}, context=context)
+    except ValidationError as exc:
+        errors.extend(_messages(exc, Config, ()))
+    if errors or config is None:
+        raise ConfigError(errors)
+    return _resolve_paths(config, base)
+
+
+def _is_local_relative(path: str) -> bool:
+    return "://" not in path and not Path(path).is_absolute()
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def fix(p: str) -> str:
+        return str((base / p).resolve()) if _is_local_relative(p) else p
+
+    return config.model_copy(
+        update={
+            "input": config.input.model_copy(update={"paths": [fix(p) for p in config.input.paths]}),
+            "output": config.output.model_copy(update={"path": fix(config.output.path)}),
+        }
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=value`` (value as YAML) into (['a', 'b'], value)."""
+    if "=" not in text:
+        raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. dedup.exact=false"])
+    key, _, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError([f"--set {text!r}: empty key segment"])
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"--set {key}: value is not valid YAML: {exc}"]) from None
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a raw config mapping (returns a new mapping).
+
+    ``filters[1].threshold=0.5`` style indexing is written ``filters.1.threshold``.
+    """
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = out
+        for depth, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError([f"--set {where}: no list item {part}"])
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict | list):
+                    raise ConfigError([f"--set {where}: is a value, not a section"])
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError([f"--set {'.'.join(parts)}: no list item {last}"])
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return out
+
+
+def load_config(
+    path: Path | str | None, overrides: list[str] | None = None
+) -> tuple[Config, dict[str, Any]]:
+    """Load YAML with ``safe_load``, apply ``--set`` overrides, validate.
+
+    Returns the config and the raw mapping it came from.
+    """
+    raw: Any = {}
+    base = Path(".")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError([f"config file not found: {path}"])
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{path}: not UTF-8: {exc}"]) from None
+        base = path.resolve().parent
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError([f"(top level): must be a mapping, got {type(raw).__name__}"])
+    raw = apply_overrides(raw, overrides or [])
+    return validate_config(raw, base), raw

@@ -1,0 +1,143 @@
+"""Output formats: kept-sample tar shards, the Parquet manifest, per-state counts.
+
+Everything here writes to a binary file object and is deterministic: the same records
+give the same bytes (fixed tar metadata, sorted JSON keys, explicit Parquet schema),
+so two runs, or two runners, can be compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mitigate.records import FINAL_STATES, KEPT, SampleRecord
+
+SIDECAR_KEY = "mitigate"  # our signals go under this key of KEY.json, beside the input's own
+
+_BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("index", pa.int64()),
+    ("state", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("filter", pa.string()),
+    ("threshold", pa.float64()),
+    ("duplicate_of", pa.string()),
+    ("distance", pa.int32()),
+    ("caption", pa.string()),
+    ("image_ext", pa.string()),
+    ("image_path", pa.string()),
+    ("n_bytes", pa.int64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("format", pa.string()),
+    ("sha256", pa.string()),
+    ("phash", pa.string()),
+    ("phash_mirror", pa.string()),
+]
+
+
+def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
+    """One column per base field, plus ``score_<id>`` and ``info_<id>`` per filter."""
+    fields = [pa.field(name, typ) for name, typ in _BASE_COLUMNS]
+    for fid in filter_ids:
+        fields += [pa.field(f"score_{fid}", pa.float64()), pa.field(f"info_{fid}", pa.string())]
+    return pa.schema(fields)
+
+
+def manifest_row(record: SampleRecord, filter_ids: Sequence[str]) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name, _ in _BASE_COLUMNS}
+    for fid in filter_ids:
+        row[f"score_{fid}"] = record.scores.get(fid)
+        row[f"info_{fid}"] = record.score_info.get(fid)
+    return row
+
+
+def write_manifest(
+    records: Iterable[SampleRecord], filter_ids: Sequence[str], fileobj: IO[bytes]
+) -> int:
+    """Write records, in the given order, as one Parquet file. Returns the row count."""
+    schema = manifest_schema(filter_ids)
+    rows = [manifest_row(r, filter_ids) for r in records]
+    table = pa.Table.from_pylist(rows, schema=schema)
+    pq.write_table(table, fileobj, compression="zstd")
+    return len(rows)
+
+
+def sidecar(record: SampleRecord, meta: dict[str, Any] | None) -> bytes:
+    """KEY.json of a kept sample: the input sidecar's fields, plus our signals."""
+    out = dict(meta or {})
+    out[SIDECAR_KEY] = {
+        "source": record.source,
+        "sha256": record.sha256,
+        "phash": record.phash,
+        "phash_mirror": record.phash_mirror,
+        "width": record.width,
+        "height": record.height,
+        "n_bytes": record.n_bytes,
+        "scores": dict(sorted(record.scores.items())),
+    }
+    return (json.dumps(out, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+class ShardWriter:
+    """Writes WebDataset samples (image, caption, sidecar) with fixed tar metadata."""
+
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)
+        self.count = 0
+
+    def add(self, record: SampleRecord, image: bytes, caption: bytes, meta: dict | None) -> None:
+        _add(self._tar, f"{record.key}.{record.image_ext}", image)
+        _add(self._tar, f"{record.key}.txt", caption)
+        _add(self._tar, f"{record.key}.json", sidecar(record, meta))
+        self.count += 1
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+def count_states(records: Iterable[SampleRecord]) -> dict[str, int]:
+    """Counts keyed ``state`` and ``state/reason`` (mergeable by addition)."""
+    counts: Counter[str] = Counter()
+    for r in records:
+        counts[r.state] += 1
+        if r.reason:
+            counts[f"{r.state}/{r.reason}"] += 1
+    return dict(counts)
+
+
+def check_conservation(input_count: int, counts: dict[str, int], manifest_rows: int) -> list[str]:
+    """Problems with the bookkeeping, empty when every input sample is accounted for."""
+    problems = []
+    per_state = sum(counts.get(s, 0) for s in FINAL_STATES)
+    if manifest_rows != input_count:
+        problems.append(f"manifest has {manifest_rows} rows but the input has {input_count}")
+    if per_state != input_count:
+        problems.append(f"per-state counts add up to {per_state}, not {input_count}")
+    stray = sorted(k for k in counts if "/" not in k and k not in FINAL_STATES)
+    if stray:
+        problems.append(f"records left in non-final states: {stray}")
+    return problems
+
+
+def is_kept(record: SampleRecord) -> bool:
+    return record.state == KEPT

@@ -1,0 +1,128 @@
+"""The per-sample record that flows through the pipeline, its states and reason codes.
+
+A :class:`SampleRecord` is deliberately light: it carries the signals computed for a
+sample and a *reference* to where its bytes live (a byte span in a tar shard, or an
+image path), never the image bytes themselves. Image bytes are read once for scoring
+and once more, for kept samples only, when the output shards are written. That keeps
+every shuffle and every runner-side buffer small, whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- states -------------------------------------------------------------------------
+PENDING = "pending"  # decoded and not dropped by any filter; dedup decides next
+KEPT = "kept"
+FILTERED = "filtered"
+DUPLICATE = "duplicate"
+ERROR = "error"
+FINAL_STATES = (KEPT, FILTERED, DUPLICATE, ERROR)
+
+
+class Reason:
+    """Fixed reason codes. Policy drops (filters, dedup) never share a code with
+    processing failures (errors), so a count of ``decode_error`` is never mixed with
+    a count of content that a filter chose to drop."""
+
+    # errors: the sample could not be processed as given
+    DECODE_ERROR = "decode_error"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    IMAGE_TOO_LARGE = "image_too_large"
+    MISSING_IMAGE = "missing_image"
+    MULTIPLE_IMAGES = "multiple_images"
+    MISSING_CAPTION = "missing_caption"
+    INVALID_CAPTION_ENCODING = "invalid_caption_encoding"
+    INVALID_JSON = "invalid_json"
+    INVALID_KEY = "invalid_key"
+    DUPLICATE_KEY = "duplicate_key"
+    TRUNCATED_SHARD = "truncated_shard"
+    READ_ERROR = "read_error"
+    # duplicates
+    EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+
+    ERRORS = frozenset(
+        {
+            DECODE_ERROR,
+            TOO_MANY_PIXELS,
+            IMAGE_TOO_LARGE,
+            MISSING_IMAGE,
+            MULTIPLE_IMAGES,
+            MISSING_CAPTION,
+            INVALID_CAPTION_ENCODING,
+            INVALID_JSON,
+            INVALID_KEY,
+            DUPLICATE_KEY,
+            TRUNCATED_SHARD,
+            READ_ERROR,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar member of a sample: its extension and where its data lies in the shard."""
+
+    ext: str
+    offset: int  # byte offset of the member's data (not its header) in the shard
+    size: int  # bytes
+
+
+@dataclass
+class SampleRecord:
+    """Everything the pipeline knows about one input sample, minus its image bytes.
+
+    ``source`` and ``index`` identify the occurrence (two records may share a ``key``
+    when the input repeats one; the later occurrence becomes an ``error``).
+    """
+
+    key: str
+    source: str  # URI of the shard or table the sample came from
+    index: int  # ordinal of the sample within ``source``
+    # where the bytes are: tar members, or an image path (table input)
+    members: tuple[Member, ...] = ()
+    image_path: str | None = None
+    image_ext: str | None = None
+    caption: str | None = None
+    # signals
+    n_bytes: int | None = None
+    width: int | None = None  # after EXIF orientation, in pixels
+    height: int | None = None
+    format: str | None = None  # Pillow format name (JPEG, PNG, WEBP, ...)
+    sha256: str | None = None
+    phash: str | None = None  # 16 hex digits, imagehash's string form
+    phash_mirror: str | None = None  # pHash of the horizontally mirrored image
+    scores: dict[str, float] = field(default_factory=dict)  # filter id -> score
+    score_info: dict[str, str] = field(default_factory=dict)  # filter id -> detail
+    # decision
+    state: str = PENDING
+    reason: str | None = None
+    detail: str | None = None
+    filter: str | None = None  # id of the filter that dropped the sample
+    threshold: float | None = None
+    duplicate_of: str | None = None
+    distance: int | None = None  # Hamming distance to ``duplicate_of`` (0 = same bytes)
+
+    @property
+    def order(self) -> tuple[str, int]:
+        """Position of the occurrence in the input, used wherever ties need breaking."""
+        return (self.source, self.index)
+
+    @property
+    def resolution(self) -> int:
+        return (self.width or 0) * (self.height or 0)
+
+    def with_error(self, reason: str, detail: str) -> SampleRecord:
+        return dataclasses.replace(self, state=ERROR, reason=reason, detail=detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def keep_rank(record: SampleRecord) -> tuple[int, str, str, int]:
+    """Sort key for choosing which of several duplicates to keep: highest resolution,
+    then smallest key, then earliest occurrence (smaller is better)."""
+    return (-record.resolution, record.key, record.source, record.index)

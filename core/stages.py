@@ -1,0 +1,191 @@
+"""The per-sample and per-group steps of the pipeline, as plain functions.
+
+Beam code in :mod:`mitigate.pipeline` only routes records to these; every decision
+the pipeline makes can be reproduced by calling them on plain lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO
+
+from mitigate import hashing
+from mitigate.config import DecodeConfig
+from mitigate.decode import DecodeFailure, decode_image
+from mitigate.filters import Filter, ScoringItem
+from mitigate.records import (
+    DUPLICATE,
+    ERROR,
+    FILTERED,
+    KEPT,
+    PENDING,
+    Reason,
+    SampleRecord,
+    keep_rank,
+)
+from mitigate.sources import CAPTION_EXT, IMAGE_EXTS, JSON_EXT, parse_payload, read_members
+
+log = logging.getLogger(__name__)
+Opener = Callable[[str], IO[bytes]]
+
+
+def load_payloads(
+    records: Sequence[SampleRecord], open_source: Opener, max_image_bytes: int
+) -> list[tuple[SampleRecord, bytes | None]]:
+    """Read the image bytes (and check caption/sidecar) of records from one source.
+
+    Tar records are read by member offset from one open handle of their shard; table
+    records by opening their image path. Read failures become ``error`` records.
+    """
+    out: list[tuple[SampleRecord, bytes | None]] = []
+    handle: IO[bytes] | None = None
+    handle_source: str | None = None
+    try:
+        for record in records:
+            if record.state == ERROR:
+                out.append((record, None))
+                continue
+            try:
+                if record.members:
+                    if handle_source != record.source:
+                        if handle is not None:
+                            handle.close()
+                        handle, handle_source = open_source(record.source), record.source
+                    data = read_members(
+                        handle, record, {*IMAGE_EXTS, CAPTION_EXT, JSON_EXT}
+                    )
+                    payload = parse_payload(record, data)
+                    if isinstance(payload, SampleRecord):
+                        out.append((payload, None))
+                        continue
+                    record.caption = payload.caption
+                    out.append((record, payload.image))
+                else:
+                    out.append(_read_image_file(record, open_source, max_image_bytes))
+            except (OSError, EOFError) as exc:
+                out.append((record.with_error(Reason.READ_ERROR, f"cannot read: {exc}"), None))
+    finally:
+        if handle is not None:
+            handle.close()
+    return out
+
+
+def _read_image_file(
+    record: SampleRecord, open_source: Opener, max_image_bytes: int
+) -> tuple[SampleRecord, bytes | None]:
+    path = record.image_path or ""
+    try:
+        with open_source(path) as f:
+            data = f.read(max_image_bytes + 1)
+    except FileNotFoundError:
+        return record.with_error(Reason.MISSING_IMAGE, f"image file not found: {path}"), None
+    if len(data) > max_image_bytes:
+        detail = f"{path} is larger than max_image_bytes {max_image_bytes}"
+        return record.with_error(Reason.IMAGE_TOO_LARGE, detail), None
+    record.n_bytes = len(data)
+    return record, data
+
+
+def compute_signals(
+    records: Sequence[tuple[SampleRecord, bytes | None]], decode: DecodeConfig
+) -> list[ScoringItem]:
+    """Decode each image once: sha256, size, pHash pair, and the working image."""
+    items = []
+    for record, data in records:
+        if data is None or record.state == ERROR:
+            items.append(ScoringItem(record, None))
+            continue
+        record.n_bytes = len(data)
+        record.sha256 = hashlib.sha256(data).hexdigest()
+        result = decode_image(
+            data,
+            max_pixels=decode.max_pixels,
+            working_size=decode.working_size,
+            hash_mode=decode.hash_mode,
+        )
+        if isinstance(result, DecodeFailure):
+            items.append(ScoringItem(record.with_error(result.reason, result.detail), None))
+            continue
+        record.width, record.height, record.format = result.width, result.height, result.format
+        record.phash = hashing.to_hex(result.phash)
+        record.phash_mirror = hashing.to_hex(result.phash_mirror)
+        items.append(ScoringItem(record, result.working))
+    return items
+
+
+def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) -> list[SampleRecord]:
+    """Run every filter over the decodable items (batched), then decide each one."""
+    live = [item for item in items if item.record.state != ERROR]
+    for flt in filters:
+        if not live:
+            break
+        scores = flt.score(live)
+        if len(scores) != len(live):
+            raise RuntimeError(f"filter {flt.filter_id} returned {len(scores)} scores for {len(live)}")
+        for item, score in zip(live, scores, strict=True):
+            item.record.scores[flt.filter_id] = float(score.value)
+            if score.info:
+                item.record.score_info[flt.filter_id] = score.info
+    return [decide(item.record, filters) for item in items]
+
+
+def decide(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord:
+    """Apply filter decisions, in config order, to a record with stored scores.
+
+    Errors stay errors. The first filter that drops the sample names the state;
+    otherwise the record stays ``pending`` for deduplication.
+    """
+    if record.state == ERROR:
+        return record
+    for flt in filters:
+        drop = flt.decide(record)
+        if drop is not None:
+            return dataclasses.replace(
+                record,
+                state=FILTERED,
+                reason=drop.reason,
+                detail=drop.detail,
+                filter=flt.filter_id,
+                threshold=drop.threshold,
+            )
+    return dataclasses.replace(record, state=PENDING, reason=None, detail=None, filter=None)
+
+
+def resolve_duplicate_keys(records: Iterable[SampleRecord]) -> list[SampleRecord]:
+    """Records sharing one key: the first occurrence (by source, index) stands; each
+    later one becomes an ``error``/``duplicate_key`` naming the first."""
+    ordered = sorted(records, key=lambda r: r.order)
+    first = ordered[0]
+    out = [first]
+    for rec in ordered[1:]:
+        detail = f"key {rec.key!r} already used at {first.source} (sample {first.index})"
+        out.append(rec.with_error(Reason.DUPLICATE_KEY, detail))
+    return out
+
+
+def resolve_exact_duplicates(records: Iterable[SampleRecord]) -> list[SampleRecord]:
+    """Records with identical image bytes: keep the best by :func:`keep_rank` (highest
+    resolution, then smallest key); the others become ``duplicate`` of it."""
+    ordered = sorted(records, key=keep_rank)
+    best = ordered[0]
+    out = [best]
+    for rec in ordered[1:]:
+        out.append(
+            dataclasses.replace(
+                rec,
+                state=DUPLICATE,
+                reason=Reason.EXACT_DUPLICATE,
+                detail=f"same image bytes (sha256 {best.sha256}) as {best.key!r}",
+                duplicate_of=best.key,
+                distance=0,
+            )
+        )
+    return out
+
+
+def finalize(record: SampleRecord) -> SampleRecord:
+    """A record that survived every stage is kept."""
+    return dataclasses.replace(record, state=KEPT) if record.state == PENDING else record

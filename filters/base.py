@@ -1,0 +1,103 @@
+"""The one filter interface: a batched ``score`` and a ``decide`` on stored scores.
+
+Scoring and deciding are separate on purpose (as in NeMo Curator): scores are stored
+in the manifest, so a threshold change can be re-decided later without re-running any
+model. A filter module defines a config model (validated from YAML before any Beam
+object exists) and a :class:`Filter` subclass registered under a short name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Generic, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mitigate.records import SampleRecord
+
+
+class FilterConfig(BaseModel):
+    """Fields every filter entry in YAML has. Subclasses add their own thresholds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Registered short name of the filter.")
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Column name for this filter's score; defaults to `name`. Needed "
+        "only when the same filter is configured twice.",
+    )
+    category: str = Field(
+        default="quality",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="What the filter protects against (sexual, violence, quality, ...).",
+    )
+
+    @property
+    def filter_id(self) -> str:
+        return self.id or self.name
+
+
+class Score(NamedTuple):
+    """A filter's output for one sample: a number, and what it found (free text)."""
+
+    value: float
+    info: str = ""
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A filter's decision to drop a sample, with everything needed to audit it."""
+
+    reason: str  # fixed snake_case reason code
+    score: float
+    threshold: float
+    detail: str  # human-readable, e.g. 'matched "gore" (violence)'
+
+
+@dataclass(frozen=True)
+class ScoringItem:
+    """What a filter sees of one sample: the record (caption, size, signals) and, for
+    filters that need pixels, the pipeline's single decode (RGB, reduced size)."""
+
+    record: SampleRecord
+    image: Image.Image | None
+
+
+C = TypeVar("C", bound=FilterConfig)
+
+
+class Filter(ABC, Generic[C]):
+    """Base class. Constructors only store the config, so filters pickle cleanly for
+    distributed runners; heavy resources (models, term tables) load in :meth:`setup`,
+    which the pipeline calls once per worker process."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[FilterConfig]]
+    needs_pixels: ClassVar[bool] = False
+
+    def __init__(self, config: C) -> None:
+        self.config = config
+
+    @property
+    def filter_id(self) -> str:
+        return self.config.filter_id
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Load resources. Called once per process before the first :meth:`score`."""
+
+    @abstractmethod
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        """Score a batch; one :class:`Score` per item, in order. Must not raise for one
+        bad item: return a score that :meth:`decide` understands instead."""
+
+    @abstractmethod
+    def decide(self, record: SampleRecord) -> Drop | None:
+        """Decide from stored signals only (``record.scores[self.filter_id]`` and the
+        record's size fields). ``None`` means keep."""

@@ -1,0 +1,153 @@
+"""``caption_terms``: drop samples whose caption contains a listed word or phrase.
+
+Terms and captions are both normalised with :func:`mitigate.text.normalize_text`
+(NFKC, casefold, zero-width characters removed), then matched as whole words: the term
+``gore`` matches "Gore", "ＧＯＲＥ" and "go\u200bre" but not "gored" or "Algore". A
+phrase matches its words in sequence ("graphic violence").
+
+Term lists come inline (``terms:``), from a file (``terms_file:``, one term a line,
+``#`` starts a comment), or per category (``categories: {violence: {terms_file: ...}}``).
+Files are read when the config is validated, so workers never need the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mitigate.filters import register
+from mitigate.filters.base import Drop, Filter, FilterConfig, Score, ScoringItem
+from mitigate.records import SampleRecord
+from mitigate.text import normalize_text, words
+
+REASON = "caption_term_match"
+
+
+def _check_file(value: str | None, info: ValidationInfo) -> str | None:
+    """Resolve against the config's folder; the effective config then holds absolute
+    paths and can be re-run from anywhere."""
+    if value is None:
+        return None
+    path = (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return str(path)
+
+
+class TermList(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    terms: list[str] = Field(default_factory=list, description="Inline words or phrases.")
+    terms_file: str | None = Field(
+        default=None, description="Text file, one term a line; relative to the config file."
+    )
+
+    _file_exists = field_validator("terms_file")(_check_file)
+
+
+class CaptionTermsConfig(FilterConfig):
+    name: Literal["caption_terms"] = "caption_terms"
+    category: str = Field(default="unsafe", pattern=r"^[a-z][a-z0-9_]*$")
+    terms: list[str] = Field(default_factory=list, description="Terms of `category`.")
+    terms_file: str | None = Field(default=None, description="File of terms of `category`.")
+    categories: dict[str, TermList] = Field(
+        default_factory=dict, description="More term lists, one per category name."
+    )
+    min_matches: int = Field(
+        default=1, ge=1, description="Drop when at least this many distinct terms match."
+    )
+
+    _term_table: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+    _file_exists = field_validator("terms_file")(_check_file)
+
+    @model_validator(mode="after")
+    def _load_terms(self, info: ValidationInfo) -> CaptionTermsConfig:
+        base = Path((info.context or {}).get("base_dir", "."))
+        lists = {self.category: TermList.model_construct(terms=self.terms, terms_file=self.terms_file)}
+        for cat, term_list in self.categories.items():
+            if cat in lists:
+                raise ValueError(f"category {cat!r} given twice")
+            lists[cat] = term_list
+        table: dict[tuple[str, ...], str] = {}
+        for cat, term_list in lists.items():
+            terms = list(term_list.terms)
+            if term_list.terms_file is not None:
+                terms += read_terms_file(base / term_list.terms_file)
+            for term in terms:
+                key = tuple(words(normalize_text(term)))
+                if not key:
+                    raise ValueError(f"term {term!r} ({cat}) has no words after normalisation")
+                table.setdefault(key, cat)
+        if not table:
+            raise ValueError("no terms given: set terms, terms_file or categories")
+        self._term_table = table
+        return self
+
+
+def read_terms_file(path: Path) -> list[str]:
+    """Read one term per line; blank lines and ``#`` comments are skipped."""
+    if not path.is_file():
+        raise ValueError(f"terms_file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"terms_file {path} is not UTF-8: {exc}") from None
+    out = []
+    for line in text.splitlines():
+        term = line.split("#", 1)[0].strip()
+        if term:
+            out.append(term)
+    return out
+
+
+@register
+class CaptionTerms(Filter[CaptionTermsConfig]):
+    """Score: the number of distinct terms found in the caption. Info: each match as
+    ``category:"term"``. Drops when the score reaches ``min_matches``."""
+
+    name = "caption_terms"
+    config_model = CaptionTermsConfig
+
+    def setup(self) -> None:
+        table = self.config._term_table
+        self._lengths = sorted({len(k) for k in table}, reverse=True)
+
+    def match(self, caption: str) -> list[tuple[str, str]]:
+        """Distinct ``(category, term)`` matches in ``caption``, in caption order."""
+        if not hasattr(self, "_lengths"):
+            self.setup()
+        table = self.config._term_table
+        tokens = words(normalize_text(caption))
+        found: dict[tuple[str, ...], str] = {}
+        for start in range(len(tokens)):
+            for n in self._lengths:
+                gram = tuple(tokens[start : start + n])
+                if len(gram) == n and gram in table and gram not in found:
+                    found[gram] = table[gram]
+        return [(cat, " ".join(gram)) for gram, cat in found.items()]
+
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        out = []
+        for item in items:
+            matches = self.match(item.record.caption or "")
+            info = "; ".join(f'{cat}:"{term}"' for cat, term in matches)
+            out.append(Score(float(len(matches)), info))
+        return out
+
+    def decide(self, record: SampleRecord) -> Drop | None:
+        value = record.scores.get(self.filter_id, 0.0)
+        if value >= self.config.min_matches:
+            info = record.score_info.get(self.filter_id, "")
+            return Drop(REASON, value, float(self.config.min_matches), f"matched {info}")
+        return None

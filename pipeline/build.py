@@ -1,0 +1,354 @@
+"""The Beam graph. It only routes records; every decision is a call into the core.
+
+::
+
+    sources ─ index (one element per shard/table) ─ chunks ─ Reshuffle
+      ─ ProcessChunk: read bytes, decode once, signals, filter scores, decisions
+      ─ group by key: later duplicate keys are errors
+      ─ group by sha256 (survivors only): exact duplicates
+      ─ group by source: manifest part per source (sorted), kept lists
+      ─ global offsets of kept samples ─ group by output shard ─ write shard
+      ─ summary.json (after every writer, with the conservation check)
+
+Image bytes exist only inside ``ProcessChunk`` and the shard writer; every shuffle
+moves light records, so memory does not grow with image volume on any runner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsList, AsSingleton, TaggedOutput
+
+from mitigate import output, stages
+from mitigate.config import Config
+from mitigate.filters import Filter, build_filter
+from mitigate.pipeline import fs
+from mitigate.records import KEPT, PENDING, SampleRecord
+from mitigate.sources import (
+    SourceIssue,
+    index_tar,
+    iter_table,
+    parse_payload,
+    read_members,
+    table_format,
+)
+
+log = logging.getLogger(__name__)
+NAMESPACE = "mitigate"
+ISSUES = "issues"
+KEPT_TAG = "kept"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run writes, relative to ``output.path``."""
+
+    root: str
+
+    @property
+    def shards(self) -> str:
+        return fs.join(self.root, "shards")
+
+    @property
+    def manifest(self) -> str:
+        return fs.join(self.root, "manifest")
+
+    @property
+    def summary(self) -> str:
+        return fs.join(self.root, "summary.json")
+
+    @property
+    def config(self) -> str:
+        return fs.join(self.root, "config.yaml")
+
+    def shard(self, shard_id: int) -> str:
+        return fs.join(self.shards, f"shard-{shard_id:06d}.tar")
+
+    def manifest_part(self, ordinal: int) -> str:
+        return fs.join(self.manifest, f"part-{ordinal:06d}.parquet")
+
+
+class IndexSource(beam.DoFn):
+    """One source file -> chunks of light records (and source-level issues)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def process(self, element: tuple[int, str]) -> Iterator[Any]:
+        ordinal, path = element
+        cfg = self.config.input
+        fmt = table_format(path, cfg.format)
+        chunk: list[SampleRecord] = []
+        try:
+            with fs.open_read(path) as f:
+                if fmt == "webdataset":
+                    items = index_tar(f, path, max_image_bytes=self.config.decode.max_image_bytes)
+                else:
+                    items = iter_table(
+                        f,
+                        path,
+                        fmt,
+                        key_column=cfg.key_column,
+                        image_column=cfg.image_column,
+                        caption_column=cfg.caption_column,
+                        join=fs.join,
+                    )
+                for item in items:
+                    if isinstance(item, SourceIssue):
+                        yield TaggedOutput(ISSUES, item)
+                        continue
+                    chunk.append(item)
+                    if len(chunk) >= cfg.chunk_size:
+                        yield (ordinal, chunk)
+                        chunk = []
+        except OSError as exc:
+            yield TaggedOutput(ISSUES, SourceIssue(path, "read_error", f"cannot open: {exc}"))
+        if chunk:
+            yield (ordinal, chunk)
+
+
+class ProcessChunk(beam.DoFn):
+    """Read, decode once, compute signals, score with every filter, decide."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._filters: list[Filter] = []
+
+    def setup(self) -> None:
+        self._filters = [build_filter(c) for c in self.config.filters]
+        for flt in self._filters:
+            flt.setup()
+        self._samples = Metrics.counter(NAMESPACE, "samples_processed")
+        self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
+
+    def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[SampleRecord]:
+        _, records = element
+        payloads = stages.load_payloads(records, fs.open_read, self.config.decode.max_image_bytes)
+        items = stages.compute_signals(payloads, self.config.decode)
+        decided = stages.score_and_decide(items, self._filters)
+        self._samples.inc(len(decided))
+        self._decoded.inc(sum(1 for item in items if item.image is not None))
+        yield from decided
+
+
+def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
+    survivors, decided = records | "SplitSurvivors" >> beam.Partition(
+        lambda r, _: 0 if r.state == PENDING else 1, 2
+    )
+    if enabled:
+        survivors = (
+            survivors
+            | "BySha256" >> beam.Map(lambda r: (r.sha256, r))
+            | "GroupSha256" >> beam.GroupByKey()
+            | "ResolveExact" >> beam.FlatMap(lambda kv: stages.resolve_exact_duplicates(kv[1]))
+        )
+    return (survivors, decided) | "Rejoin" >> beam.Flatten()
+
+
+class WriteManifestPart(beam.DoFn):
+    """All records of one source -> manifest/part-NNNNNN.parquet, sorted by index."""
+
+    def __init__(self, layout: Layout, filter_ids: list[str]) -> None:
+        self.layout = layout
+        self.filter_ids = filter_ids
+
+    def process(self, element: tuple[int, Iterable[SampleRecord]]) -> Iterator[Any]:
+        ordinal, group = element
+        records = sorted(group, key=lambda r: r.index)
+        with fs.atomic_write(self.layout.manifest_part(ordinal)) as f:
+            rows = output.write_manifest(records, self.filter_ids, f)
+        counts = output.count_states(records)
+        for name, n in counts.items():
+            Metrics.counter(NAMESPACE, f"state/{name}").inc(n)
+        yield {"part": ordinal, "rows": rows, "counts": counts}
+        kept = [r for r in records if r.state == KEPT]
+        if kept:
+            yield TaggedOutput(KEPT_TAG, (ordinal, kept))
+
+
+def _offsets(counts: dict[int, int]) -> dict[int, int]:
+    """Global index of each source's first kept sample, in source order."""
+    out, total = {}, 0
+    for ordinal in sorted(counts):
+        out[ordinal] = total
+        total += counts[ordinal]
+    return out
+
+
+def _assign_shards(
+    element: tuple[int, list[SampleRecord]], offsets: dict[int, int], per_shard: int
+) -> Iterator[tuple[int, tuple[int, SampleRecord]]]:
+    ordinal, kept = element
+    start = offsets[ordinal]
+    for i, record in enumerate(kept):
+        position = start + i
+        yield position // per_shard, (position, record)
+
+
+class WriteShard(beam.DoFn):
+    """Kept records of one output shard -> shards/shard-NNNNNN.tar (atomic)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def process(self, element: tuple[int, Iterable[tuple[int, SampleRecord]]]) -> Iterator[dict]:
+        shard_id, group = element
+        members = sorted(group, key=lambda pr: pr[0])
+        name = self.layout.shard(shard_id)
+        with fs.atomic_write(name) as f:
+            writer = output.ShardWriter(f)
+            handle, handle_source = None, None
+            try:
+                for _, record in members:
+                    if record.members:
+                        if handle_source != record.source:
+                            if handle is not None:
+                                handle.close()
+                            handle, handle_source = fs.open_read(record.source), record.source
+                        data = read_members(handle, record, {record.image_ext or "", "txt", "json"})
+                        payload = parse_payload(record, data)
+                        if isinstance(payload, SampleRecord):  # changed since it was scored
+                            raise RuntimeError(
+                                f"{record.key}: input changed during the run ({payload.detail})"
+                            )
+                        writer.add(record, payload.image, data["txt"], payload.meta)
+                    else:
+                        image = fs.read_bytes(record.image_path or "")
+                        writer.add(record, image, (record.caption or "").encode(), None)
+            finally:
+                if handle is not None:
+                    handle.close()
+                writer.close()
+        Metrics.counter(NAMESPACE, "samples_written").inc(writer.count)
+        yield {"shard": name.rsplit("/", 1)[-1], "samples": writer.count}
+
+
+class WriteSummary(beam.DoFn):
+    """summary.json, written after every other writer (it waits on their outputs)."""
+
+    def __init__(self, layout: Layout, header: dict[str, Any]) -> None:
+        self.layout = layout
+        self.header = header
+
+    def process(
+        self,
+        _: Any,
+        input_count: int,
+        parts: list[dict],
+        shards: list[dict],
+        issues: list[SourceIssue],
+    ) -> Iterator[dict]:
+        counts: dict[str, int] = {}
+        for part in parts:
+            for name, n in part["counts"].items():
+                counts[name] = counts.get(name, 0) + n
+        manifest_rows = sum(p["rows"] for p in parts)
+        written = sum(s["samples"] for s in shards)
+        problems = output.check_conservation(input_count, counts, manifest_rows)
+        if written != counts.get(KEPT, 0):
+            problems.append(f"shards hold {written} samples but {counts.get(KEPT, 0)} are kept")
+        summary = {
+            **self.header,
+            "input_count": input_count,
+            "manifest_rows": manifest_rows,
+            "counts": summarize_counts(counts),
+            "shards": sorted(shards, key=lambda s: s["shard"]),
+            "source_issues": sorted(
+                ({"source": i.source, "reason": i.reason, "detail": i.detail} for i in issues),
+                key=lambda d: (d["source"], d["reason"], d["detail"]),
+            ),
+            "conservation": {"ok": not problems, "problems": problems},
+        }
+        fs.write_bytes(self.layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
+        if problems:
+            raise RuntimeError("conservation check failed: " + "; ".join(problems))
+        yield summary
+
+
+def summarize_counts(counts: dict[str, int]) -> dict[str, Any]:
+    """{'kept': {'total': n, 'reasons': {...}}, ...} with every state present."""
+    out: dict[str, Any] = {}
+    for state in ("kept", "filtered", "duplicate", "error"):
+        reasons = {
+            k.split("/", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith(state + "/")
+        }
+        out[state] = {"total": counts.get(state, 0), "reasons": reasons}
+    return out
+
+
+def build(
+    pipeline: beam.Pipeline,
+    config: Config,
+    sources: list[str],
+    header: dict[str, Any],
+) -> None:
+    """Add the whole run to ``pipeline``. ``sources`` are the matched input files."""
+    layout = Layout(config.output.path)
+    filter_ids = [f.filter_id for f in config.filters]
+    ordinals = {path: i for i, path in enumerate(sources)}
+
+    indexed = (
+        pipeline
+        | "Sources" >> beam.Create(list(enumerate(sources)))
+        | "Index" >> beam.ParDo(IndexSource(config)).with_outputs(ISSUES, main="chunks")
+    )
+    chunks, issues = indexed.chunks, indexed[ISSUES]
+    input_count = (
+        chunks
+        | "ChunkSizes" >> beam.Map(lambda c: len(c[1]))
+        | "InputCount" >> beam.CombineGlobally(sum)
+    )
+    records = (
+        chunks
+        | "Distribute" >> beam.Reshuffle()
+        | "Process" >> beam.ParDo(ProcessChunk(config))
+        | "ByKey" >> beam.Map(lambda r: (r.key, r))
+        | "GroupKey" >> beam.GroupByKey()
+        | "ResolveKeys" >> beam.FlatMap(lambda kv: stages.resolve_duplicate_keys(kv[1]))
+    )
+    records = _exact_dedup(records, config.dedup.exact)
+    # Seam: near-duplicate search among survivors plugs in here (PENDING -> DUPLICATE).
+    final = records | "Finalize" >> beam.Map(stages.finalize)
+
+    written = (
+        final
+        | "BySource" >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals)
+        | "GroupSource" >> beam.GroupByKey()
+        | "Manifest"
+        >> beam.ParDo(WriteManifestPart(layout, filter_ids)).with_outputs(KEPT_TAG, main="parts")
+    )
+    parts, kept = written.parts, written[KEPT_TAG]
+    offsets = (
+        kept
+        | "KeptCounts" >> beam.Map(lambda kv: (kv[0], len(kv[1])))
+        | "CountsDict" >> beam.combiners.ToDict()
+        | "Offsets" >> beam.Map(_offsets)
+    )
+    shards = (
+        kept
+        | "AssignShards"
+        >> beam.FlatMap(
+            _assign_shards, offsets=AsSingleton(offsets), per_shard=config.output.samples_per_shard
+        )
+        | "GroupShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.ParDo(WriteShard(layout))
+    )
+    _ = (
+        pipeline
+        | "SummaryTrigger" >> beam.Create([None])
+        | "Summary"
+        >> beam.ParDo(
+            WriteSummary(layout, header),
+            input_count=AsSingleton(input_count),
+            parts=AsList(parts),
+            shards=AsList(shards),
+            issues=AsList(issues),
+        )
+    )

@@ -1,0 +1,105 @@
+"""Run a validated config: preflight checks, output preparation, the Beam run itself."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import apache_beam as beam
+import yaml
+
+from mitigate import __version__
+from mitigate.config import Config, ConfigError
+from mitigate.pipeline import fs
+from mitigate.pipeline.build import Layout, build
+from mitigate.runners import pipeline_options
+from mitigate.sources import table_format
+
+log = logging.getLogger(__name__)
+_PACKAGES = ("apache-beam", "pillow", "imagehash", "numpy", "scipy", "onnxruntime", "pyarrow")
+
+
+def preflight(config: Config) -> list[str]:
+    """Checks that need the filesystem, done before any work. Returns the sorted input
+    files; raises :class:`ConfigError` naming the field at fault."""
+    errors = []
+    matched = fs.match(list(config.input.paths))
+    sources: list[str] = []
+    for i, pattern in enumerate(config.input.paths):
+        files = matched[pattern]
+        if not files:
+            errors.append(f"input.paths[{i}]: no file matches {pattern!r}")
+        for path in files:
+            try:
+                table_format(path, config.input.format)
+            except ValueError as exc:
+                errors.append(f"input.paths[{i}]: {exc}")
+        sources.extend(files)
+    if errors:
+        raise ConfigError(errors)
+    layout = Layout(config.output.path)
+    previous = [p for p in (layout.summary, layout.shards, layout.manifest) if fs.exists(p)]
+    if previous and not config.output.overwrite:
+        raise ConfigError(
+            [
+                f"output.path: {config.output.path} holds a previous run ({previous[0]}); "
+                "choose another folder or pass --overwrite"
+            ]
+        )
+    return sorted(set(sources))
+
+
+def package_versions() -> dict[str, str]:
+    out = {"mitigate": __version__}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def prepare_output(config: Config) -> Layout:
+    layout = Layout(config.output.path)
+    for path in (layout.summary, layout.shards, layout.manifest, layout.config):
+        fs.delete_tree(path)
+    text = (
+        "# Effective config of this run: every default filled in, paths absolute.\n"
+        "# Re-run with: mitigate run --config <this file>\n"
+        + yaml.safe_dump(config.effective(), sort_keys=False, allow_unicode=True)
+    )
+    fs.write_bytes(layout.config, text.encode())
+    return layout
+
+
+def run(
+    config: Config,
+    sources: list[str] | None = None,
+    beam_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline to completion and return the summary (also in summary.json)."""
+    if sources is None:
+        sources = preflight(config)
+    layout = prepare_output(config)
+    header = {
+        "config_sha256": config.digest(),
+        "versions": package_versions(),
+        "sources": len(sources),
+        "filters": [f.filter_id for f in config.filters],
+    }
+    options = pipeline_options(config.runner, beam_args)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, config, sources, header)
+    elapsed = time.perf_counter() - started
+    summary = json.loads(fs.read_bytes(layout.summary))
+    summary["run"] = {
+        "runner": config.runner.model_dump(),
+        "wall_seconds": round(elapsed, 3),
+        "samples_per_second": round(summary["input_count"] / elapsed, 2) if elapsed else None,
+    }
+    fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
+    return summary

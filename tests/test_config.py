@@ -1,0 +1,102 @@
+"""Config validation: every problem names its field; overrides; path resolution."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mitigate.config import ConfigError, apply_overrides, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _errors(raw, base="."):
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw, base)
+    return err.value.errors
+
+
+def test_default_config_is_valid_and_resolves_paths_against_its_folder():
+    config, _ = load_config(REPO / "configs" / "default.yaml")
+    assert config.input.paths == [str(REPO / "data" / "sample" / "*.tar")]
+    assert config.output.path == str(REPO / "out")
+    assert [f.filter_id for f in config.filters] == ["image_quality", "caption_terms"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"decode": {"max_pixels": 0}}, "decode.max_pixels: must be >= 1, got 0"),
+        ({"decode": {"hash_mode": "slow"}}, "decode.hash_mode: Input should be 'fast' or 'exact'"),
+        ({"output": {"samples_per_shard": "many"}}, "output.samples_per_shard: Input should be a valid integer"),
+        ({"input": {"pathz": []}}, "input.pathz: unknown key; valid keys: caption_column, chunk_size"),
+        ({"bogus": 1}, "bogus: unknown key; valid keys: decode, dedup, filters, input, output, runner"),
+        ({"filters": [{"name": "image_quality"}, {"name": "image_quality", "min_side": -1}]},
+         "filters[1].min_side: must be >= 0, got -1"),
+        ({"filters": [{"name": "nsfw_magic"}]}, "filters[0].name: unknown filter 'nsfw_magic'; valid names:"),
+        ({"filters": [{"name": "image_quality", "colour": 1}]}, "filters[0].colour: unknown key; valid keys:"),
+        ({"filters": [{"min_side": 3}]}, "filters[0]: must be a mapping with a `name` key"),
+        ({"filters": "image_quality"}, "filters: must be a list, got str"),
+        ({"runner": {"name": "spark"}}, "runner.name: Input should be 'direct'"),
+        ({"filters": [{"name": "image_quality"}, {"name": "image_quality"}]},
+         "filters: id 'image_quality' used twice"),
+    ],
+)
+def test_errors_name_the_field(raw, expected):
+    errors = _errors(raw)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_all_errors_are_reported_at_once():
+    errors = _errors({"decode": {"max_pixels": 0}, "output": {"bogus": 1},
+                      "filters": [{"name": "x"}]})
+    assert len(errors) == 3
+
+
+def test_overrides_parse_values_as_yaml_and_index_lists():
+    raw = {"filters": [{"name": "image_quality", "min_side": 10}]}
+    out = apply_overrides(raw, ["dedup.exact=false", "filters.0.min_side=32",
+                                "filters=[{name: image_quality, min_side: 7}]"])
+    assert out["dedup"] == {"exact": False}
+    assert out["filters"] == [{"name": "image_quality", "min_side": 7}]
+    assert raw["filters"][0]["min_side"] == 10  # input not mutated
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["dedup.exact"])
+    with pytest.raises(ConfigError, match="no list item 3"):
+        apply_overrides(raw, ["filters.3.min_side=1"])
+
+
+def test_load_config_reports_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\(top level\): must be a mapping"):
+        load_config(listy)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("input: !!python/object/apply:os.system ['echo hi']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(evil)
+
+
+def test_effective_config_round_trips_and_digest_tracks_changes(tmp_path):
+    config, _ = load_config(REPO / "configs" / "default.yaml")
+    again = validate_config(yaml.safe_load(yaml.safe_dump(config.effective())), tmp_path)
+    assert again.effective() == config.effective()
+    assert again.digest() == config.digest()
+    changed, _ = load_config(REPO / "configs" / "default.yaml", ["decode.hash_mode=exact"])
+    assert changed.digest() != config.digest()
+
+
+def test_uris_are_not_resolved_as_local_paths(tmp_path):
+    config = validate_config({"input": {"paths": ["gs://bucket/x/*.tar"]},
+                              "output": {"path": "gs://bucket/out"}}, tmp_path)
+    assert config.input.paths == ["gs://bucket/x/*.tar"]
+    assert config.output.path == "gs://bucket/out"

@@ -1,0 +1,13 @@
+from mitigate.text import normalize_text, words
+
+
+def test_nfkc_casefold_and_zero_width_are_folded():
+    assert normalize_text("ＧＯＲＥ") == "gore"
+    assert normalize_text("go\u200bre") == "gore"
+    assert normalize_text("Stra\u00dfe") == "strasse"  # casefold, not lower
+    assert normalize_text("  a\t\nb  ") == "a b"
+
+
+def test_words_keep_inner_apostrophes_and_hyphens_and_any_script():
+    assert words("don't x-ray, naïve café 東京!") == ["don't", "x-ray", "naïve", "café", "東京"]
+    assert words("snake_case") == ["snake", "case"]
