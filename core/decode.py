@@ -83,8 +83,6 @@ def decode_image(
         return DecodeFailure(Reason.DECODE_ERROR, f"{image.format or 'image'}: {exc}")
     except MemoryError:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, "out of memory while decoding")
-    finally:
-        image.close()
 
 
 def _decode_opened(
@@ -109,13 +107,11 @@ def _decode_opened(
     image.load()
     oriented = ImageOps.exif_transpose(image) if orientation != 1 else image
 
-    if hash_mode == "exact":
-        phash, mirror = hashing.phash_pair(oriented)
-        working = _to_rgb(_reduce(oriented, working_size))
-    else:
-        working = _to_rgb(_reduce(oriented, working_size))
-        phash, mirror = hashing.phash_pair(working)
-    return DecodedImage(width, height, fmt, phash, mirror, working)
+    reduced = _reduce(oriented, working_size)
+    # Both modes hash with imagehash's greyscale conversion of the image's own mode (alpha
+    # ignored, as imagehash does); they differ only in the resolution that is hashed.
+    phash, mirror = hashing.phash_pair(oriented if hash_mode == "exact" else reduced)
+    return DecodedImage(width, height, fmt, phash, mirror, _to_rgb(reduced))
 
 
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:

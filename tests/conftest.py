@@ -1,0 +1,59 @@
+"""Shared fixtures: the bundled sample data (real photos) and small builders."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def expected_states() -> list[dict[str, str]]:
+    with open(SAMPLE / "expected.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def photos(expected_states) -> dict[str, bytes]:
+    """Image bytes of every sample photo the sample data expects to keep, by key."""
+    kept = {(r["key"], r["shard"]) for r in expected_states if r["state"] == "kept"}
+    out = {}
+    for shard in ("shard-00000.tar", "shard-00001.tar"):
+        with tarfile.open(SAMPLE / shard) as tar:
+            for member in tar.getmembers():
+                key, _, ext = member.name.partition(".")
+                if ext in ("jpg", "png", "webp") and (key, shard) in kept:
+                    out[key] = tar.extractfile(member).read()
+    assert len(out) >= 30
+    return out
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A tar archive holding ``members`` (name, data) in order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sample_members(key: str, image: bytes, caption: str = "a photo", ext: str = "jpg",
+                   meta: dict | None = None) -> list[tuple[str, bytes]]:
+    members = [(f"{key}.{ext}", image), (f"{key}.txt", caption.encode())]
+    if meta is not None:
+        members.append((f"{key}.json", json.dumps(meta).encode()))
+    return members

@@ -1,0 +1,170 @@
+"""Decoding once: hashes, sizes, orientation, modes, and every bad-image kind."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from mitigate import hashing
+from mitigate.decode import DecodedImage, DecodeFailure, decode_image
+
+LIMIT = 50_000_000
+
+
+def _decode(data: bytes, **kw) -> DecodedImage:
+    result = decode_image(data, max_pixels=kw.pop("max_pixels", LIMIT), **kw)
+    assert isinstance(result, DecodedImage), result
+    return result
+
+
+def _jpeg(image: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_exact_mode_is_bit_identical_to_imagehash_on_real_photos(photos):
+    for key, data in photos.items():
+        decoded = _decode(data, hash_mode="exact")
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        assert hashing.to_hex(decoded.phash) == str(imagehash.phash(image)), key
+        mirrored = str(imagehash.phash(ImageOps.mirror(image)))
+        assert hashing.to_hex(decoded.phash_mirror) == mirrored, key
+
+
+def test_fast_mode_stays_within_stated_distance_of_exact(photos):
+    """The documented bound for fast mode: at most 6 bits from exact on photos, and
+    under 1 bit on average. Large versions exercise JPEG draft decoding at 1/2..1/8."""
+    distances = []
+    for data in photos.values():
+        for scale in (1, 3):
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+            big = image.resize((image.width * scale, image.height * scale), Image.Resampling.LANCZOS)
+            payload = data if scale == 1 else _jpeg(big)
+            fast, exact = _decode(payload), _decode(payload, hash_mode="exact")
+            distances.append(hashing.hamming(fast.phash, exact.phash))
+    assert max(distances) <= 6, distances
+    assert np.mean(distances) < 1.0, distances
+
+
+def test_reduced_decode_keeps_working_size_and_full_size_signals(photos):
+    data = next(d for d in photos.values() if Image.open(io.BytesIO(d)).format == "JPEG")
+    big = Image.open(io.BytesIO(data)).convert("RGB").resize((2048, 1536))
+    decoded = _decode(_jpeg(big), working_size=256)
+    assert (decoded.width, decoded.height) == (2048, 1536)
+    assert decoded.working.mode == "RGB"
+    assert 256 <= min(decoded.working.size) < 1536  # draft decoded at reduced size
+
+
+def test_exif_orientation_is_applied_to_size_and_hash(photos):
+    data = next(d for d in photos.values() if Image.open(io.BytesIO(d)).format == "JPEG")
+    upright = Image.open(io.BytesIO(data)).convert("RGB").resize((400, 300))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # pixels stored rotated
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 270 ccw == back to upright
+    rotated = _decode(_jpeg(stored, exif=exif.tobytes()), hash_mode="exact")
+    plain = _decode(_jpeg(upright), hash_mode="exact")
+    assert (rotated.width, rotated.height) == (400, 300)
+    assert rotated.working.size == (400, 300)
+    assert hashing.hamming(rotated.phash, plain.phash) <= 4
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "PA_TRANSPARENT", "LA", "L", "I;16", "1"])
+def test_modes_normalise_to_rgb(mode):
+    rgb = Image.linear_gradient("L").resize((128, 96)).convert("RGB")
+    if mode == "CMYK":
+        data = _jpeg(rgb.convert("CMYK"))
+    elif mode == "P":
+        data = _png(rgb.convert("P"))
+    elif mode == "PA_TRANSPARENT":
+        pal = rgb.convert("P")
+        buf = io.BytesIO()
+        pal.save(buf, "PNG", transparency=0)
+        data = buf.getvalue()
+    elif mode == "I;16":
+        arr = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257).astype("<u2")
+        data = _png(Image.frombytes("I;16", rgb.size, arr.tobytes()))
+    else:
+        data = _png(rgb.convert(mode))
+    decoded = _decode(data)
+    assert decoded.working.mode == "RGB"
+    assert decoded.working.size == (128, 96)
+    if mode == "I;16":
+        # 16-bit values are scaled to 8 bits, not clipped at 255 (which would be white).
+        assert 100 < np.asarray(decoded.working).mean() < 155
+
+
+def test_alpha_is_composited_on_white():
+    rgba = Image.new("RGBA", (64, 64), (255, 0, 0, 0))  # fully transparent red
+    decoded = _decode(_png(rgba))
+    assert decoded.working.getpixel((10, 10)) == (255, 255, 255)
+
+
+def test_animated_image_uses_first_frame():
+    frames = [Image.new("RGB", (64, 64), c) for c in ((0, 0, 0), (255, 255, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    decoded = _decode(buf.getvalue())
+    assert decoded.working.getpixel((5, 5)) == (0, 0, 0)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature, IHDR and the start of an IDAT chunk: no usable pixel data."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    head = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    return head + struct.pack(">I", 1_000_000) + b"IDAT" + b"\x78\x9c"
+
+
+def test_decompression_bomb_is_rejected_from_the_header_alone():
+    # No pixel data exists: a decoder that tried to decode would fail with decode_error,
+    # so too_many_pixels proves the check happens before any decoding.
+    result = decode_image(_png_header_only(10_000, 8_000), max_pixels=LIMIT)
+    assert isinstance(result, DecodeFailure)
+    assert result.reason == "too_many_pixels"
+    assert "10000x8000" in result.detail
+    # Far beyond Pillow's own limit: still our reason code, not an exception.
+    huge = decode_image(_png_header_only(60_000, 60_000), max_pixels=LIMIT)
+    assert huge.reason == "too_many_pixels"
+
+
+def test_pixel_limit_is_configurable():
+    data = _png(Image.new("RGB", (100, 100)))
+    assert decode_image(data, max_pixels=9_999).reason == "too_many_pixels"
+    assert isinstance(decode_image(data, max_pixels=10_000), DecodedImage)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda jpg: jpg[: len(jpg) * 6 // 10],  # truncated JPEG
+        lambda jpg: b"this is not an image at all",
+        lambda jpg: b"",
+        lambda jpg: jpg[:2] + bytes(200),  # JPEG magic then zeros
+    ],
+    ids=["truncated", "text", "empty", "corrupt_header"],
+)
+def test_bad_images_become_decode_errors(photos, make):
+    jpg = next(d for d in photos.values() if Image.open(io.BytesIO(d)).format == "JPEG")
+    result = decode_image(make(jpg), max_pixels=LIMIT)
+    assert isinstance(result, DecodeFailure)
+    assert result.reason == "decode_error"
+    assert "0x" not in result.detail  # no object addresses: details are deterministic
+
+
+def test_decoding_is_deterministic(photos):
+    data = next(iter(photos.values()))
+    a, b = _decode(data), _decode(data)
+    assert (a.phash, a.phash_mirror, a.width, a.height) == (b.phash, b.phash_mirror, b.width, b.height)
+    assert a.working.tobytes() == b.working.tobytes()
