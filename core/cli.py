@@ -46,7 +46,9 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     overrides = list(args.overrides)
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
-        quoted = ", ".join(repr(str(Path(p).resolve()) if "://" not in p else p) for p in args.input)
+        quoted = ", ".join(
+            repr(str(Path(p).resolve()) if "://" not in p else p) for p in args.input
+        )
         overrides.append(f"input.paths=[{quoted}]")
     if args.output:
         out = args.output if "://" in args.output else str(Path(args.output).resolve())
@@ -62,7 +64,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     sources = preflight(config)
     names = ", ".join(f.filter_id for f in config.filters) or "none"
-    print(f"config OK: {len(sources)} input file(s), filters: {names}, output: {config.output.path}")
+    print(
+        f"config OK: {len(sources)} input file(s), filters: {names}, output: {config.output.path}"
+    )
     return 0
 
 
@@ -100,7 +104,9 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
             table.add_row("", reason, str(n), f"{n / total:.1%}" if total else "-")
     console.print(table)
     for issue in summary.get("source_issues", []):
-        console.print(f"[yellow]source issue[/] {issue['source']}: {issue['reason']}: {issue['detail']}")
+        console.print(
+            f"[yellow]source issue[/] {issue['source']}: {issue['reason']}: {issue['detail']}"
+        )
     run = summary.get("run", {})
     console.print(
         f"{len(summary['shards'])} shard(s) written; "

@@ -99,9 +99,7 @@ class DedupConfig(_Strict):
 class RunnerConfig(_Strict):
     name: Literal["direct"] = "direct"
     direct_num_workers: int = Field(default=1, ge=1, le=1024)
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
-        "in_memory"
-    )
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
 
 
 class Config(_Strict):
@@ -238,7 +236,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
     return config.model_copy(
         update={
-            "input": config.input.model_copy(update={"paths": [fix(p) for p in config.input.paths]}),
+            "input": config.input.model_copy(
+                update={"paths": [fix(p) for p in config.input.paths]}
+            ),
             "output": config.output.model_copy(update={"path": fix(config.output.path)}),
         }
     )

@@ -70,7 +70,9 @@ def decode_image(
         return DecodeFailure(Reason.TOO_MANY_PIXELS, str(exc))
     except UnidentifiedImageError:
         head = data[:8].hex(" ")
-        return DecodeFailure(Reason.DECODE_ERROR, f"unrecognised image format (first bytes: {head})")
+        return DecodeFailure(
+            Reason.DECODE_ERROR, f"unrecognised image format (first bytes: {head})"
+        )
     except (OSError, ValueError, SyntaxError) as exc:
         return DecodeFailure(Reason.DECODE_ERROR, f"not a readable image: {exc}")
     try:

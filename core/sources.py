@@ -228,7 +228,7 @@ def iter_table(
     folder = source.rsplit("/", 1)[0] if "/" in source else "."
     index = -1
     try:
-        for index, row in enumerate(_rows(fileobj, fmt)):  # noqa: B007 - index used after
+        for index, row in enumerate(_rows(fileobj, fmt)):
             if isinstance(row, str):
                 rec = SampleRecord(key=f"{source}#{index}", source=source, index=index)
                 yield rec.with_error(Reason.INVALID_JSON, row)

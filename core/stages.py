@@ -54,9 +54,7 @@ def load_payloads(
                         if handle is not None:
                             handle.close()
                         handle, handle_source = open_source(record.source), record.source
-                    data = read_members(
-                        handle, record, {*IMAGE_EXTS, CAPTION_EXT, JSON_EXT}
-                    )
+                    data = read_members(handle, record, {*IMAGE_EXTS, CAPTION_EXT, JSON_EXT})
                     payload = parse_payload(record, data)
                     if isinstance(payload, SampleRecord):
                         out.append((payload, None))
@@ -124,7 +122,9 @@ def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) ->
             break
         scores = flt.score(live)
         if len(scores) != len(live):
-            raise RuntimeError(f"filter {flt.filter_id} returned {len(scores)} scores for {len(live)}")
+            raise RuntimeError(
+                f"filter {flt.filter_id} returned {len(scores)} scores for {len(live)}"
+            )
         for item, score in zip(live, scores, strict=True):
             item.record.scores[flt.filter_id] = float(score.value)
             if score.info:

@@ -89,7 +89,7 @@ class Filter(ABC, Generic[C]):
     def filter_id(self) -> str:
         return self.config.filter_id
 
-    def setup(self) -> None:  # noqa: B027 - optional hook
+    def setup(self) -> None:
         """Load resources. Called once per process before the first :meth:`score`."""
 
     @abstractmethod

@@ -74,7 +74,9 @@ class CaptionTermsConfig(FilterConfig):
     @model_validator(mode="after")
     def _load_terms(self, info: ValidationInfo) -> CaptionTermsConfig:
         base = Path((info.context or {}).get("base_dir", "."))
-        lists = {self.category: TermList.model_construct(terms=self.terms, terms_file=self.terms_file)}
+        lists = {
+            self.category: TermList.model_construct(terms=self.terms, terms_file=self.terms_file)
+        }
         for cat, term_list in self.categories.items():
             if cat in lists:
                 raise ValueError(f"category {cat!r} given twice")

@@ -51,8 +51,9 @@ def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def sample_members(key: str, image: bytes, caption: str = "a photo", ext: str = "jpg",
-                   meta: dict | None = None) -> list[tuple[str, bytes]]:
+def sample_members(
+    key: str, image: bytes, caption: str = "a photo", ext: str = "jpg", meta: dict | None = None
+) -> list[tuple[str, bytes]]:
     members = [(f"{key}.{ext}", image), (f"{key}.txt", caption.encode())]
     if meta is not None:
         members.append((f"{key}.json", json.dumps(meta).encode()))

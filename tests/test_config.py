@@ -28,18 +28,37 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
     [
         ({"decode": {"max_pixels": 0}}, "decode.max_pixels: must be >= 1, got 0"),
         ({"decode": {"hash_mode": "slow"}}, "decode.hash_mode: Input should be 'fast' or 'exact'"),
-        ({"output": {"samples_per_shard": "many"}}, "output.samples_per_shard: Input should be a valid integer"),
-        ({"input": {"pathz": []}}, "input.pathz: unknown key; valid keys: caption_column, chunk_size"),
-        ({"bogus": 1}, "bogus: unknown key; valid keys: decode, dedup, filters, input, output, runner"),
-        ({"filters": [{"name": "image_quality"}, {"name": "image_quality", "min_side": -1}]},
-         "filters[1].min_side: must be >= 0, got -1"),
-        ({"filters": [{"name": "nsfw_magic"}]}, "filters[0].name: unknown filter 'nsfw_magic'; valid names:"),
-        ({"filters": [{"name": "image_quality", "colour": 1}]}, "filters[0].colour: unknown key; valid keys:"),
+        (
+            {"output": {"samples_per_shard": "many"}},
+            "output.samples_per_shard: Input should be a valid integer",
+        ),
+        (
+            {"input": {"pathz": []}},
+            "input.pathz: unknown key; valid keys: caption_column, chunk_size",
+        ),
+        (
+            {"bogus": 1},
+            "bogus: unknown key; valid keys: decode, dedup, filters, input, output, runner",
+        ),
+        (
+            {"filters": [{"name": "image_quality"}, {"name": "image_quality", "min_side": -1}]},
+            "filters[1].min_side: must be >= 0, got -1",
+        ),
+        (
+            {"filters": [{"name": "nsfw_magic"}]},
+            "filters[0].name: unknown filter 'nsfw_magic'; valid names:",
+        ),
+        (
+            {"filters": [{"name": "image_quality", "colour": 1}]},
+            "filters[0].colour: unknown key; valid keys:",
+        ),
         ({"filters": [{"min_side": 3}]}, "filters[0]: must be a mapping with a `name` key"),
         ({"filters": "image_quality"}, "filters: must be a list, got str"),
         ({"runner": {"name": "spark"}}, "runner.name: Input should be 'direct'"),
-        ({"filters": [{"name": "image_quality"}, {"name": "image_quality"}]},
-         "filters: id 'image_quality' used twice"),
+        (
+            {"filters": [{"name": "image_quality"}, {"name": "image_quality"}]},
+            "filters: id 'image_quality' used twice",
+        ),
     ],
 )
 def test_errors_name_the_field(raw, expected):
@@ -48,15 +67,22 @@ def test_errors_name_the_field(raw, expected):
 
 
 def test_all_errors_are_reported_at_once():
-    errors = _errors({"decode": {"max_pixels": 0}, "output": {"bogus": 1},
-                      "filters": [{"name": "x"}]})
+    errors = _errors(
+        {"decode": {"max_pixels": 0}, "output": {"bogus": 1}, "filters": [{"name": "x"}]}
+    )
     assert len(errors) == 3
 
 
 def test_overrides_parse_values_as_yaml_and_index_lists():
     raw = {"filters": [{"name": "image_quality", "min_side": 10}]}
-    out = apply_overrides(raw, ["dedup.exact=false", "filters.0.min_side=32",
-                                "filters=[{name: image_quality, min_side: 7}]"])
+    out = apply_overrides(
+        raw,
+        [
+            "dedup.exact=false",
+            "filters.0.min_side=32",
+            "filters=[{name: image_quality, min_side: 7}]",
+        ],
+    )
     assert out["dedup"] == {"exact": False}
     assert out["filters"] == [{"name": "image_quality", "min_side": 7}]
     assert raw["filters"][0]["min_side"] == 10  # input not mutated
@@ -96,7 +122,9 @@ def test_effective_config_round_trips_and_digest_tracks_changes(tmp_path):
 
 
 def test_uris_are_not_resolved_as_local_paths(tmp_path):
-    config = validate_config({"input": {"paths": ["gs://bucket/x/*.tar"]},
-                              "output": {"path": "gs://bucket/out"}}, tmp_path)
+    config = validate_config(
+        {"input": {"paths": ["gs://bucket/x/*.tar"]}, "output": {"path": "gs://bucket/out"}},
+        tmp_path,
+    )
     assert config.input.paths == ["gs://bucket/x/*.tar"]
     assert config.output.path == "gs://bucket/out"

@@ -51,7 +51,9 @@ def test_fast_mode_stays_within_stated_distance_of_exact(photos):
     for data in photos.values():
         for scale in (1, 3):
             image = Image.open(io.BytesIO(data)).convert("RGB")
-            big = image.resize((image.width * scale, image.height * scale), Image.Resampling.LANCZOS)
+            big = image.resize(
+                (image.width * scale, image.height * scale), Image.Resampling.LANCZOS
+            )
             payload = data if scale == 1 else _jpeg(big)
             fast, exact = _decode(payload), _decode(payload, hash_mode="exact")
             distances.append(hashing.hamming(fast.phash, exact.phash))
@@ -166,5 +168,10 @@ def test_bad_images_become_decode_errors(photos, make):
 def test_decoding_is_deterministic(photos):
     data = next(iter(photos.values()))
     a, b = _decode(data), _decode(data)
-    assert (a.phash, a.phash_mirror, a.width, a.height) == (b.phash, b.phash_mirror, b.width, b.height)
+    assert (a.phash, a.phash_mirror, a.width, a.height) == (
+        b.phash,
+        b.phash_mirror,
+        b.width,
+        b.height,
+    )
     assert a.working.tobytes() == b.working.tobytes()

@@ -30,7 +30,7 @@ def _run(flt, record):
 
 def test_registry_lists_builtin_filters_and_rejects_unknown_names():
     assert {"image_quality", "caption_terms"} <= set(filters.names())
-    with pytest.raises(KeyError, match="valid names: .*caption_terms"):
+    with pytest.raises(KeyError, match=r"valid names: .*caption_terms"):
         filters.get("nope")
 
 
@@ -46,8 +46,13 @@ def test_registry_lists_builtin_filters_and_rejects_unknown_names():
 )
 def test_image_quality_reason_codes(size, n_bytes, reason):
     flt = _build(
-        {"name": "image_quality", "min_side": 64, "max_aspect_ratio": 4.0, "min_bytes": 100,
-         "max_bytes": 10_000}
+        {
+            "name": "image_quality",
+            "min_side": 64,
+            "max_aspect_ratio": 4.0,
+            "min_bytes": 100,
+            "max_bytes": 10_000,
+        }
     )
     drop = _run(flt, _record(width=size[0], height=size[1], n_bytes=n_bytes))
     assert (drop.reason if drop else None) == reason
@@ -100,8 +105,9 @@ def test_caption_terms_categories_and_min_matches():
 
 def test_caption_terms_config_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError) as err:
-        validate_config({"filters": [{"name": "caption_terms", "terms_file": "missing.txt"}]},
-                        tmp_path)
+        validate_config(
+            {"filters": [{"name": "caption_terms", "terms_file": "missing.txt"}]}, tmp_path
+        )
     assert err.value.errors[0].startswith("filters[0].terms_file: file not found")
     with pytest.raises(ConfigError, match=r"filters\[0\]: no terms given"):
         validate_config({"filters": [{"name": "caption_terms"}]})

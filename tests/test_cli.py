@@ -1,0 +1,78 @@
+"""The command line: help, validation exit codes, a run with overrides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mitigate.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["validate", "--help"]])
+def test_help_on_every_command(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    assert "usage: mitigate" in capsys.readouterr().out
+
+
+def test_validate_accepts_the_default_config(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["validate"]) == 0
+    assert "config OK: 3 input file(s), filters: image_quality, caption_terms" in (
+        capsys.readouterr().out
+    )
+
+
+def test_validate_names_the_bad_field_and_exits_2(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    code = main(["validate", "--set", "filters.0.max_aspect_ratio=0.5", "--set", "decode.x=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "filters[0].max_aspect_ratio: must be >= 1.0, got 0.5" in err
+    assert "decode.x: unknown key; valid keys:" in err
+
+
+def test_run_with_input_output_and_set(tmp_path, sample_dir, capsys):
+    out = tmp_path / "o"
+    code = main(
+        [
+            "run",
+            "--config",
+            str(REPO / "configs" / "default.yaml"),
+            "--input",
+            str(sample_dir / "shard-00000.tar"),
+            "--input",
+            str(sample_dir / "shard-00001.tar"),
+            "--output",
+            str(out),
+            "--set",
+            "dedup.exact=false",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_count"] == 45
+    # the planted exact duplicate (000010006) survives when exact dedup is switched off
+    assert summary["counts"]["duplicate"]["total"] == 0
+    rows = pq.read_table(out / "manifest").to_pylist()
+    assert [r["state"] for r in rows if r["key"] == "000010006"] == ["kept"]
+    table = capsys.readouterr().out
+    assert "mitigate: 45 input samples" in table and "kept" in table
+    effective = (out / "config.yaml").read_text()
+    assert "exact: false" in effective
+    # a second run into the same folder is refused without --overwrite
+    assert main(["run", "--input", str(sample_dir / "shard-00001.tar"), "--output", str(out)]) == 2
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "mitigate"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "validate" in proc.stdout

@@ -1,0 +1,66 @@
+"""Output formats: deterministic tar shards readable by webdataset, manifest schema."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from mitigate.output import ShardWriter, manifest_schema, write_manifest
+from mitigate.records import KEPT, SampleRecord
+
+
+def _kept(key: str) -> SampleRecord:
+    return SampleRecord(
+        key=key,
+        source="s.tar",
+        index=0,
+        image_ext="jpg",
+        state=KEPT,
+        width=3,
+        height=2,
+        sha256="ab",
+        phash="0" * 16,
+        phash_mirror="f" * 16,
+        scores={"b": 2.0, "a": 1.0},
+    )
+
+
+def _shard(keys, meta=None) -> bytes:
+    buf = io.BytesIO()
+    writer = ShardWriter(buf)
+    for k in keys:
+        writer.add(_kept(k), b"IMG" + k.encode(), f"caption {k} ☃".encode(), meta)
+    writer.close()
+    return buf.getvalue()
+
+
+def test_shards_are_byte_identical_for_the_same_records():
+    assert _shard(["a", "b"], {"url": "u"}) == _shard(["a", "b"], {"url": "u"})
+    assert _shard(["a", "b"]) != _shard(["b", "a"])
+
+
+def test_webdataset_reads_shards_back_with_captions_and_signals(tmp_path):
+    path = tmp_path / "x.tar"
+    path.write_bytes(_shard(["k1", "dir/k2"], {"url": "http://x"}))
+    samples = list(wds.WebDataset(str(path), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == ["k1", "dir/k2"]
+    assert samples[1]["txt"].decode() == "caption dir/k2 ☃"
+    assert samples[1]["jpg"] == b"IMGdir/k2"
+    meta = json.loads(samples[0]["json"])
+    assert meta["url"] == "http://x"  # the input sidecar's own fields survive
+    assert meta["mitigate"]["scores"] == {"a": 1.0, "b": 2.0}
+
+
+def test_manifest_has_a_column_per_filter_and_keeps_order(tmp_path):
+    recs = [_kept("z"), _kept("a")]
+    recs[1].score_info["b"] = "why"
+    buf = io.BytesIO()
+    assert write_manifest(recs, ["a", "b"], buf) == 2
+    table = pq.read_table(io.BytesIO(buf.getvalue()))
+    assert table.schema == manifest_schema(["a", "b"])
+    rows = table.to_pylist()
+    assert [r["key"] for r in rows] == ["z", "a"]
+    assert (rows[1]["score_b"], rows[1]["info_b"], rows[0]["info_b"]) == (2.0, "why", None)

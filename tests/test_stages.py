@@ -1,0 +1,145 @@
+"""Per-group decisions: duplicate keys, exact duplicates, filter order, finalisation."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from mitigate import stages
+from mitigate.config import validate_config
+from mitigate.filters import build_filter
+from mitigate.output import check_conservation, count_states
+from mitigate.records import DUPLICATE, ERROR, FILTERED, KEPT, PENDING, SampleRecord
+
+
+def _rec(key, source="s.tar", index=0, **kw) -> SampleRecord:
+    return SampleRecord(key=key, source=source, index=index, **kw)
+
+
+def test_later_duplicate_keys_are_errors_naming_the_first():
+    recs = [_rec("k", "b.tar", 0), _rec("k", "a.tar", 5), _rec("k", "a.tar", 2)]
+    out = stages.resolve_duplicate_keys(recs)
+    assert [(r.source, r.index, r.state) for r in out] == [
+        ("a.tar", 2, PENDING),
+        ("a.tar", 5, ERROR),
+        ("b.tar", 0, ERROR),
+    ]
+    assert out[1].reason == "duplicate_key"
+    assert "a.tar (sample 2)" in out[1].detail
+
+
+def test_exact_duplicates_keep_highest_resolution_then_smallest_key():
+    recs = [
+        _rec("b", width=10, height=10, sha256="h"),
+        _rec("c", width=20, height=10, sha256="h"),
+        _rec("a", width=10, height=10, sha256="h"),
+    ]
+    out = {r.key: r for r in stages.resolve_exact_duplicates(recs)}
+    assert out["c"].state == PENDING
+    assert (out["a"].state, out["a"].duplicate_of, out["a"].distance) == (DUPLICATE, "c", 0)
+    assert out["b"].reason == "exact_duplicate"
+    tie = stages.resolve_exact_duplicates([_rec("z", sha256="h"), _rec("y", sha256="h")])
+    assert [(r.key, r.state) for r in tie] == [("y", PENDING), ("z", DUPLICATE)]
+
+
+def test_exact_dedup_result_does_not_depend_on_input_order():
+    recs = [_rec(k, width=w, height=5, sha256="h") for k, w in [("q", 5), ("p", 5), ("r", 6)]]
+    a = stages.resolve_exact_duplicates(recs)
+    b = stages.resolve_exact_duplicates(list(reversed(recs)))
+    assert [(r.key, r.state) for r in a] == [(r.key, r.state) for r in b]
+
+
+def _filters(entries):
+    return [build_filter(c) for c in validate_config({"filters": entries}).filters]
+
+
+def test_first_filter_in_config_order_names_the_state_and_all_scores_are_kept():
+    flts = _filters(
+        [
+            {"name": "caption_terms", "terms": ["cat"]},
+            {"name": "image_quality", "min_side": 100},
+        ]
+    )
+    from mitigate.filters import ScoringItem
+
+    rec = _rec("k", caption="a cat", width=50, height=50, n_bytes=10)
+    (out,) = stages.score_and_decide([ScoringItem(rec, None)], flts)
+    assert (out.state, out.reason, out.filter) == (FILTERED, "caption_term_match", "caption_terms")
+    assert set(out.scores) == {"caption_terms", "image_quality"}
+    flipped = stages.decide(out, list(reversed(flts)))  # re-decided from stored scores
+    assert (flipped.reason, flipped.filter, flipped.threshold) == (
+        "image_too_small",
+        "image_quality",
+        100,
+    )
+
+
+def test_errors_are_not_scored_or_overridden():
+    flts = _filters([{"name": "caption_terms", "terms": ["cat"]}])
+    from mitigate.filters import ScoringItem
+
+    bad = _rec("k", caption="cat").with_error("decode_error", "x")
+    (out,) = stages.score_and_decide([ScoringItem(bad, None)], flts)
+    assert (out.state, out.reason, out.scores) == (ERROR, "decode_error", {})
+
+
+def test_finalize_only_promotes_pending():
+    assert stages.finalize(_rec("a")).state == KEPT
+    err = _rec("b").with_error("decode_error", "x")
+    assert stages.finalize(err).state == ERROR
+
+
+def _tar(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_load_payloads_reads_tar_and_table_samples_and_reports_missing_files(tmp_path, photos):
+    from mitigate.sources import index_tar
+
+    jpg = next(iter(photos.values()))
+    shard = tmp_path / "s.tar"
+    shard.write_bytes(_tar([("k.jpg", jpg), ("k.txt", b"cap")]))
+    (tar_rec,) = index_tar(open(shard, "rb"), str(shard), max_image_bytes=10**7)
+    (tmp_path / "i.jpg").write_bytes(jpg)
+    table_ok = _rec("t1", image_path=str(tmp_path / "i.jpg"), caption="c")
+    table_missing = _rec("t2", image_path=str(tmp_path / "nope.jpg"), caption="c")
+    out = stages.load_payloads([tar_rec, table_ok, table_missing], lambda p: open(p, "rb"), 10**7)
+    assert [(r.key, r.state, data == jpg) for r, data in out] == [
+        ("k", PENDING, True),
+        ("t1", PENDING, True),
+        ("t2", ERROR, False),
+    ]
+    assert out[0][0].caption == "cap"
+    assert out[2][0].reason == "missing_image"
+    too_big = stages.load_payloads([table_ok], lambda p: open(p, "rb"), 100)
+    assert too_big[0][0].reason == "image_too_large"
+
+
+def test_conservation_check_catches_lost_and_double_counted_samples():
+    recs = [_rec("a", state=KEPT), _rec("b", state=ERROR, reason="decode_error")]
+    counts = count_states(recs)
+    assert counts == {"kept": 1, "error": 1, "error/decode_error": 1}
+    assert check_conservation(2, counts, 2) == []
+    assert check_conservation(3, counts, 2)  # a sample lost
+    assert check_conservation(2, counts, 3)  # a manifest row too many
+    assert check_conservation(2, {**counts, "pending": 1}, 2)  # non-final state
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_compute_signals_fills_every_signal(photos, mode):
+    from mitigate.config import DecodeConfig
+
+    jpg = next(iter(photos.values()))
+    (item,) = stages.compute_signals([(_rec("k", caption="c"), jpg)], DecodeConfig(hash_mode=mode))
+    r = item.record
+    assert r.n_bytes == len(jpg) and len(r.sha256) == 64
+    assert len(r.phash) == 16 and len(r.phash_mirror) == 16 and r.width > 0 and r.height > 0
+    assert item.image is not None and item.image.mode == "RGB"
