@@ -159,12 +159,18 @@ def perturb(im: Image.Image, cycle: int) -> Image.Image:
     return padded
 
 
-def make_sample(job: tuple[int, str, SourceImage, int]) -> tuple[str, dict[str, bytes]]:
-    """Encode one sample: ``(index, key, source, cycle)`` -> ``(key, members)``."""
-    _, key, src, cycle = job
+def make_sample(job: tuple[int, str, SourceImage, int, int]) -> tuple[str, dict[str, bytes]]:
+    """Encode one sample: ``(index, key, source, cycle, long_side)`` -> ``(key, members)``."""
+    _, key, src, cycle, long_side = job
     with Image.open(src.file) as raw:
         raw.load()
         im = perturb(flatten(raw), cycle)
+    if long_side:
+        # Resized (mostly enlarged) to a typical training-image size, so decode cost
+        # matches what a pipeline sees on img2dataset output at that size.
+        scale = long_side / max(im.size)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        im = im.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=JPEG_QUALITY)
     note = f" (variant {cycle})" if cycle else ""
@@ -188,13 +194,13 @@ def make_sample(job: tuple[int, str, SourceImage, int]) -> tuple[str, dict[str, 
 
 
 def jobs(
-    sources: list[SourceImage], n: int, shard_size: int
-) -> Iterator[tuple[int, str, SourceImage, int]]:
+    sources: list[SourceImage], n: int, shard_size: int, long_side: int = 0
+) -> Iterator[tuple[int, str, SourceImage, int, int]]:
     """Sample ``i`` uses source ``i mod len(sources)``, perturbed by cycle ``i div len``."""
     for i in range(n):
         cycle, which = divmod(i, len(sources))
         shard, idx = divmod(i, shard_size)
-        yield i, f"{shard:05d}{idx:04d}", sources[which], cycle
+        yield i, f"{shard:05d}{idx:04d}", sources[which], cycle, long_side
 
 
 def parallel_map(
@@ -273,6 +279,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.cpu_count() or 1,
         help="encoding processes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--long-side",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="resize every image so its longer side is PX pixels (default: native size)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
@@ -298,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         LOG.info("removed %d old shards from %s", len(stale), args.out)
     start = time.perf_counter()
-    todo = jobs(sources, n, args.shard_size)
+    todo = jobs(sources, n, args.shard_size, args.long_side)
     if args.workers == 1:
         count, shards, size = write_shards(map(make_sample, todo), args.out, args.shard_size)
     else:

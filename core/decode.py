@@ -112,7 +112,8 @@ def _decode_opened(
     reduced = _reduce(oriented, working_size)
     # Both modes hash with imagehash's greyscale conversion of the image's own mode (alpha
     # ignored, as imagehash does); they differ only in the resolution that is hashed.
-    phash, mirror = hashing.phash_pair(oriented if hash_mode == "exact" else reduced)
+    exact = hash_mode == "exact"
+    phash, mirror = hashing.phash_pair(oriented if exact else reduced, exact=exact)
     return DecodedImage(width, height, fmt, phash, mirror, _to_rgb(reduced))
 
 

@@ -22,9 +22,18 @@ HASH_SIZE = 8  # bits per side: 8x8 = 64-bit hash
 _THUMB = HASH_SIZE * 4  # imagehash's highfreq_factor=4
 
 
-def gray_thumbnail(image: Image.Image) -> np.ndarray:
-    """The 32x32 uint8 greyscale array pHash is computed from (imagehash's steps)."""
-    return np.asarray(image.convert("L").resize((_THUMB, _THUMB), Image.Resampling.LANCZOS))
+def gray_thumbnail(image: Image.Image, *, exact: bool = True) -> np.ndarray:
+    """The 32x32 uint8 greyscale array pHash is computed from.
+
+    ``exact`` follows imagehash's steps exactly. Otherwise, for images with a shorter
+    side of at least 256 px, Pillow first shrinks by an integer factor with a box filter
+    (``reducing_gap=2``) and only then applies Lanczos: about twice as fast, within the
+    fast-mode bound the tests state. Smaller images gain little and their hashes are
+    more fragile, so they always take the exact path.
+    """
+    gap = 2.0 if not exact and min(image.size) >= 8 * _THUMB else None
+    gray = image.convert("L")
+    return np.asarray(gray.resize((_THUMB, _THUMB), Image.Resampling.LANCZOS, reducing_gap=gap))
 
 
 def _bits_to_int(bits: np.ndarray) -> int:
@@ -38,9 +47,9 @@ def phash_from_thumbnail(thumb: np.ndarray) -> int:
     return _bits_to_int(low > np.median(low))
 
 
-def phash_pair(image: Image.Image) -> tuple[int, int]:
+def phash_pair(image: Image.Image, *, exact: bool = True) -> tuple[int, int]:
     """(pHash, pHash of the horizontally mirrored image) of a decoded image."""
-    thumb = gray_thumbnail(image)
+    thumb = gray_thumbnail(image, exact=exact)
     return phash_from_thumbnail(thumb), phash_from_thumbnail(np.fliplr(thumb))
 
 
