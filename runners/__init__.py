@@ -12,8 +12,9 @@ from mitigate.config import RunnerConfig
 
 
 def pipeline_options(runner: RunnerConfig, extra_args: list[str] | None = None) -> PipelineOptions:
-    """Beam options for ``runner``; ``extra_args`` are passed through to Beam as given."""
-    args = list(extra_args or [])
+    """Beam options for ``runner``; ``extra_args`` (raw Beam flags) come last, so an
+    explicit flag on the command line wins over the config."""
+    args: list[str] = []
     if runner.name == "direct":
         args += [
             "--runner=DirectRunner",
@@ -22,4 +23,4 @@ def pipeline_options(runner: RunnerConfig, extra_args: list[str] | None = None) 
         ]
     else:  # pragma: no cover - the config model admits only the names handled above
         raise ValueError(f"unsupported runner {runner.name!r}")
-    return PipelineOptions(args)
+    return PipelineOptions(args + list(extra_args or []))

@@ -76,3 +76,12 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "mitigate"
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and "validate" in proc.stdout
+
+
+def test_beam_flags_after_double_dash_win_over_the_config():
+    from mitigate.config import RunnerConfig
+    from mitigate.runners import pipeline_options
+
+    opts = pipeline_options(RunnerConfig(), ["--direct_num_workers=3"]).get_all_options()
+    assert opts["direct_num_workers"] == 3
+    assert opts["runner"] == "DirectRunner"
