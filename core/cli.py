@@ -72,17 +72,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from mitigate.pipeline.run import preflight, run
 
     config, _ = _load(args)
     sources = preflight(config)
-    console = Console(stderr=True)
-    with console.status(
-        f"[bold]mitigate[/] running on {len(sources)} input file(s) "
-        f"({config.runner.name}, {config.runner.direct_num_workers} worker(s))...",
-        spinner="dots",
-    ):
+    # Beam's local runner reports nothing until a run ends, so the live display is a
+    # spinner with elapsed time; counts follow in the summary table.
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        progress.add_task(
+            f"[bold]mitigate[/] {len(sources)} input file(s) -> {config.output.path} "
+            f"({config.runner.name}, {config.runner.direct_num_workers} worker(s))",
+            total=None,
+        )
         summary = run(config, sources, args.beam_args)
     print_summary(summary, Console())
     return 0
