@@ -14,10 +14,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mitigate.records import FINAL_STATES, KEPT, SampleRecord
+from mitigate.records import FINAL_STATES, KEPT, Member, SampleRecord
 
 SIDECAR_KEY = "mitigate"  # our signals go under this key of KEY.json, beside the input's own
 
@@ -43,11 +44,15 @@ _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("phash", pa.string()),
     ("phash_mirror", pa.string()),
 ]
+# Where each member's data lies in the source tar, so later tools (redecide, select)
+# can read a sample's bytes again without re-indexing.
+_MEMBERS = pa.list_(pa.struct([("ext", pa.string()), ("offset", pa.int64()), ("size", pa.int64())]))
 
 
 def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
     """One column per base field, plus ``score_<id>`` and ``info_<id>`` per filter."""
     fields = [pa.field(name, typ) for name, typ in _BASE_COLUMNS]
+    fields.append(pa.field("members", _MEMBERS))
     for fid in filter_ids:
         fields += [pa.field(f"score_{fid}", pa.float64()), pa.field(f"info_{fid}", pa.string())]
     return pa.schema(fields)
@@ -55,10 +60,33 @@ def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
 
 def manifest_row(record: SampleRecord, filter_ids: Sequence[str]) -> dict[str, Any]:
     row = {name: getattr(record, name) for name, _ in _BASE_COLUMNS}
+    row["members"] = [{"ext": m.ext, "offset": m.offset, "size": m.size} for m in record.members]
     for fid in filter_ids:
         row[f"score_{fid}"] = record.scores.get(fid)
         row[f"info_{fid}"] = record.score_info.get(fid)
     return row
+
+
+def record_from_row(row: dict[str, Any], filter_ids: Sequence[str]) -> SampleRecord:
+    """Rebuild a record from a manifest row (the inverse of :func:`manifest_row`,
+    without embeddings, which live in their own files)."""
+    fields = {name: row.get(name) for name, _ in _BASE_COLUMNS}
+    members = tuple(Member(m["ext"], m["offset"], m["size"]) for m in row.get("members") or [])
+    scores = {f: row[f"score_{f}"] for f in filter_ids if row.get(f"score_{f}") is not None}
+    info = {f: row[f"info_{f}"] for f in filter_ids if row.get(f"info_{f}") is not None}
+    return SampleRecord(**fields, members=members, scores=scores, score_info=info)
+
+
+def write_embeddings(records: Sequence[SampleRecord], filter_id: str, fileobj: IO[bytes]) -> int:
+    """One float16 row per record (manifest order) as ``.npy``; NaN where the record
+    has no embedding (errors, or samples the model never saw). Returns the width."""
+    width = next((len(r.embeddings[filter_id]) for r in records if filter_id in r.embeddings), 0)
+    matrix = np.full((len(records), width), np.nan, dtype=np.float16)
+    for i, record in enumerate(records):
+        if filter_id in record.embeddings:
+            matrix[i] = record.embeddings[filter_id]
+    np.save(fileobj, matrix, allow_pickle=False)
+    return width
 
 
 def write_manifest(

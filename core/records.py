@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 # --- states -------------------------------------------------------------------------
 PENDING = "pending"  # decoded and not dropped by any filter; dedup decides next
 KEPT = "kept"
@@ -40,6 +42,7 @@ class Reason:
     DUPLICATE_KEY = "duplicate_key"
     TRUNCATED_SHARD = "truncated_shard"
     READ_ERROR = "read_error"
+    INFERENCE_ERROR = "inference_error"
     # duplicates
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
@@ -58,6 +61,7 @@ class Reason:
             DUPLICATE_KEY,
             TRUNCATED_SHARD,
             READ_ERROR,
+            INFERENCE_ERROR,
         }
     )
 
@@ -97,6 +101,8 @@ class SampleRecord:
     phash_mirror: str | None = None  # pHash of the horizontally mirrored image
     scores: dict[str, float] = field(default_factory=dict)  # filter id -> score
     score_info: dict[str, str] = field(default_factory=dict)  # filter id -> detail
+    # filter id -> image embedding (float16), only for filters that store them
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     # decision
     state: str = PENDING
     reason: str | None = None

@@ -116,6 +116,12 @@ def compute_signals(
 
 def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) -> list[SampleRecord]:
     """Run every filter over the decodable items (batched), then decide each one."""
+    score_items(items, filters)
+    return [decide(item.record, filters) for item in items]
+
+
+def score_items(items: Sequence[ScoringItem], filters: Sequence[Filter]) -> None:
+    """Store every filter's score on each decodable item's record (batched per filter)."""
     live = [item for item in items if item.record.state != ERROR]
     for flt in filters:
         if not live:
@@ -129,7 +135,6 @@ def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) ->
             item.record.scores[flt.filter_id] = float(score.value)
             if score.info:
                 item.record.score_info[flt.filter_id] = score.info
-    return [decide(item.record, filters) for item in items]
 
 
 def decide(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord:

@@ -14,12 +14,13 @@ import pkgutil
 from importlib.metadata import entry_points
 from typing import TypeVar
 
-from mitigate.filters.base import Drop, Filter, FilterConfig, Score, ScoringItem
+from mitigate.filters.base import Drop, Filter, FilterConfig, ModelFilter, Score, ScoringItem
 
 __all__ = [
     "Drop",
     "Filter",
     "FilterConfig",
+    "ModelFilter",
     "Score",
     "ScoringItem",
     "build_filter",

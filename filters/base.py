@@ -11,9 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -101,3 +102,55 @@ class Filter(ABC, Generic[C]):
     def decide(self, record: SampleRecord) -> Drop | None:
         """Decide from stored signals only (``record.scores[self.filter_id]`` and the
         record's size fields). ``None`` means keep."""
+
+
+def _probability(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+Probability = Annotated[float, AfterValidator(_probability)]
+"""A threshold on a probability-like score; out of range gives the message the
+config errors promise (``filters[1].threshold: must be between 0 and 1, got 1.7``)."""
+
+
+class ModelFilter(Filter[C]):
+    """A filter backed by a model that scores images in batches.
+
+    In the pipeline the model runs inside Beam's ``RunInference`` (batching, one model
+    per process, latency metrics), fed from the pipeline's single decode: the pipeline
+    calls :meth:`load_model` once per process, :meth:`preprocess` per image and
+    :meth:`predict` per batch. :meth:`score` runs the same steps without Beam.
+    """
+
+    needs_pixels = True
+    batch_size: int = 32
+
+    @abstractmethod
+    def load_model(self) -> Any:
+        """Load the model (called once per process)."""
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One decoded RGB image -> the model's input tensor for it (no batch axis)."""
+
+    @abstractmethod
+    def predict(self, model: Any, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A stacked batch -> (scores of shape (N,), embeddings (N, D) or None)."""
+
+    def provenance(self) -> dict[str, Any]:
+        """What identifies the model (name, file, sha256), recorded in the summary."""
+        return {"filter": self.filter_id, "name": self.name}
+
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        model = getattr(self, "_model", None)
+        if model is None:
+            model = self._model = self.load_model()
+        out: list[Score] = []
+        for start in range(0, len(items), self.batch_size):
+            part = items[start : start + self.batch_size]
+            batch = np.stack([self.preprocess(item.image) for item in part])
+            scores, _ = self.predict(model, batch)
+            out.extend(Score(float(s)) for s in scores)
+        return out

@@ -26,10 +26,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton, TaggedOutput
 
+from mitigate import filters as filter_registry
 from mitigate import output, stages
 from mitigate.config import Config
-from mitigate.filters import Filter, build_filter
+from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
 from mitigate.pipeline import fs
+from mitigate.pipeline.inference import ScoreWithModel
 from mitigate.records import KEPT, PENDING, SampleRecord
 from mitigate.sources import (
     SourceIssue,
@@ -74,6 +76,14 @@ class Layout:
     def manifest_part(self, ordinal: int) -> str:
         return fs.join(self.manifest, f"part-{ordinal:06d}.parquet")
 
+    @property
+    def embeddings(self) -> str:
+        return fs.join(self.root, "embeddings")
+
+    def embeddings_part(self, filter_id: str, ordinal: int) -> str:
+        """Rows align with the manifest part of the same number."""
+        return fs.join(self.embeddings, filter_id, f"part-{ordinal:06d}.npy")
+
 
 class IndexSource(beam.DoFn):
     """One source file -> chunks of light records (and source-level issues)."""
@@ -114,28 +124,63 @@ class IndexSource(beam.DoFn):
             yield (ordinal, chunk)
 
 
-class ProcessChunk(beam.DoFn):
-    """Read, decode once, compute signals, score with every filter, decide."""
+class Decode(beam.DoFn):
+    """Read a chunk's bytes, decode each image once, compute signals, and score with
+    every filter that needs no model (model filters follow in RunInference)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._filters: list[Filter] = []
 
     def setup(self) -> None:
-        self._filters = [build_filter(c) for c in self.config.filters]
+        self._filters = [
+            build_filter(c)
+            for c in self.config.filters
+            if not issubclass(filter_registry.get(c.name), ModelFilter)
+        ]
         for flt in self._filters:
             flt.setup()
         self._samples = Metrics.counter(NAMESPACE, "samples_processed")
         self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
 
-    def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[SampleRecord]:
+    def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
         _, records = element
         payloads = stages.load_payloads(records, fs.open_read, self.config.decode.max_image_bytes)
         items = stages.compute_signals(payloads, self.config.decode)
-        decided = stages.score_and_decide(items, self._filters)
-        self._samples.inc(len(decided))
+        stages.score_items(items, self._filters)
+        self._samples.inc(len(items))
         self._decoded.inc(sum(1 for item in items if item.image is not None))
-        yield from decided
+        yield from items
+
+
+class Decide(beam.DoFn):
+    """Every score is in: apply the filters' decisions (config order), drop the pixels."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        self._filters = [build_filter(c) for c in self.config.filters]
+
+    def process(self, item: ScoringItem) -> Iterator[SampleRecord]:
+        yield stages.decide(item.record, self._filters)
+
+
+class ProcessChunk(beam.PTransform):
+    """Decode once, score with every filter (models through RunInference), decide."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, chunks: beam.PCollection) -> beam.PCollection:
+        items = chunks | "Decode" >> beam.ParDo(Decode(self.config))
+        for cfg in self.config.filters:
+            flt = build_filter(cfg)
+            if isinstance(flt, ModelFilter):
+                keep = bool(getattr(cfg, "store_embeddings", False))
+                items = items | ScoreWithModel(flt, keep)
+        return items | "Decide" >> beam.ParDo(Decide(self.config))
 
 
 def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
@@ -155,15 +200,21 @@ def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
 class WriteManifestPart(beam.DoFn):
     """All records of one source -> manifest/part-NNNNNN.parquet, sorted by index."""
 
-    def __init__(self, layout: Layout, filter_ids: list[str]) -> None:
+    def __init__(self, layout: Layout, filter_ids: list[str], embedding_ids: list[str]) -> None:
         self.layout = layout
         self.filter_ids = filter_ids
+        self.embedding_ids = embedding_ids
 
     def process(self, element: tuple[int, Iterable[SampleRecord]]) -> Iterator[Any]:
         ordinal, group = element
         records = sorted(group, key=lambda r: r.index)
         with fs.atomic_write(self.layout.manifest_part(ordinal)) as f:
             rows = output.write_manifest(records, self.filter_ids, f)
+        for fid in self.embedding_ids:
+            with fs.atomic_write(self.layout.embeddings_part(fid, ordinal)) as f:
+                output.write_embeddings(records, fid, f)
+        for record in records:
+            record.embeddings = {}  # written; not needed downstream
         counts = output.count_states(records)
         for name, n in counts.items():
             Metrics.counter(NAMESPACE, f"state/{name}").inc(n)
@@ -292,6 +343,7 @@ def build(
     """Add the whole run to ``pipeline``. ``sources`` are the matched input files."""
     layout = Layout(config.output.path)
     filter_ids = [f.filter_id for f in config.filters]
+    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
     ordinals = {path: i for i, path in enumerate(sources)}
 
     indexed = (
@@ -308,7 +360,7 @@ def build(
     records = (
         chunks
         | "Distribute" >> beam.Reshuffle()
-        | "Process" >> beam.ParDo(ProcessChunk(config))
+        | "Process" >> ProcessChunk(config)
         | "ByKey" >> beam.Map(lambda r: (r.key, r))
         | "GroupKey" >> beam.GroupByKey()
         | "ResolveKeys" >> beam.FlatMap(lambda kv: stages.resolve_duplicate_keys(kv[1]))
@@ -322,7 +374,9 @@ def build(
         | "BySource" >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals)
         | "GroupSource" >> beam.GroupByKey()
         | "Manifest"
-        >> beam.ParDo(WriteManifestPart(layout, filter_ids)).with_outputs(KEPT_TAG, main="parts")
+        >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids)).with_outputs(
+            KEPT_TAG, main="parts"
+        )
     )
     parts, kept = written.parts, written[KEPT_TAG]
     offsets = (

@@ -13,6 +13,7 @@ import yaml
 
 from mitigate import __version__
 from mitigate.config import Config, ConfigError
+from mitigate.filters import ModelFilter, build_filter
 from mitigate.pipeline import fs
 from mitigate.pipeline.build import Layout, build
 from mitigate.runners import pipeline_options
@@ -41,7 +42,11 @@ def preflight(config: Config) -> list[str]:
     if errors:
         raise ConfigError(errors)
     layout = Layout(config.output.path)
-    previous = [p for p in (layout.summary, layout.shards, layout.manifest) if fs.exists(p)]
+    previous = [
+        p
+        for p in (layout.summary, layout.shards, layout.manifest, layout.embeddings)
+        if fs.exists(p)
+    ]
     if previous and not config.output.overwrite:
         raise ConfigError(
             [
@@ -64,7 +69,7 @@ def package_versions() -> dict[str, str]:
 
 def prepare_output(config: Config) -> Layout:
     layout = Layout(config.output.path)
-    for path in (layout.summary, layout.shards, layout.manifest, layout.config):
+    for path in (layout.summary, layout.shards, layout.manifest, layout.embeddings, layout.config):
         fs.delete_tree(path)
     text = (
         "# Effective config of this run: every default filled in, paths absolute.\n"
@@ -89,6 +94,11 @@ def run(
         "versions": package_versions(),
         "sources": len(sources),
         "filters": [f.filter_id for f in config.filters],
+        "models": [
+            flt.provenance()
+            for flt in map(build_filter, config.filters)
+            if isinstance(flt, ModelFilter)
+        ],
     }
     options = pipeline_options(config.runner, beam_args)
     started = time.perf_counter()

