@@ -18,11 +18,15 @@ DEFAULT_CONFIG = "configs/default.yaml"
 log = logging.getLogger("mitigate")
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
+def _config_args(
+    parser: argparse.ArgumentParser, default_config: str | None = DEFAULT_CONFIG
+) -> None:
     parser.add_argument(
         "--config",
-        default=DEFAULT_CONFIG,
-        help=f"YAML config (default: {DEFAULT_CONFIG}, which runs on the bundled sample data)",
+        default=default_config,
+        help=f"YAML config (default: {default_config}, which runs on the bundled sample data)"
+        if default_config
+        else "YAML config (default: the config.yaml of the --from run)",
     )
     parser.add_argument(
         "--input",
@@ -56,6 +60,124 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     if getattr(args, "overwrite", False):
         overrides.append("output.overwrite=true")
     return load_config(args.config, overrides)
+
+
+def cmd_redecide(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mitigate.pipeline.run import redecide
+
+    if args.config is None:
+        args.config = str(Path(args.from_dir) / "config.yaml")
+    config, _ = _load(args)
+    summary = redecide(config, str(Path(args.from_dir).resolve()), args.beam_args)
+    print_summary(summary, Console())
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from mitigate import calibrate, review
+
+    labels = review.read_labels(args.labels)
+    entry = review.run_filter_config(args.scores, args.filter)
+    scored, truth, every, missing = review.calibration_data(args.scores, args.filter, labels)
+    if missing:
+        log.warning(
+            "%d labelled key(s) have no %s score in %s (e.g. %s); ignored",
+            len(missing),
+            args.filter,
+            args.scores,
+            ", ".join(missing[:3]),
+        )
+    result = calibrate.calibrate(
+        scored, truth, every, args.target_recall, confidence=args.confidence
+    )
+    ci = f"{args.confidence:.0%} CI"
+    print(
+        f"filter {args.filter}: threshold {result.threshold:.6f} for target recall "
+        f"{args.target_recall} ({result.n_pos} positive, {result.n_neg} negative labels)"
+    )
+    for name, value, interval in (
+        ("recall", result.recall, result.recall_ci),
+        ("precision", result.precision, result.precision_ci),
+        ("drop fraction", result.drop_fraction, result.drop_fraction_ci),
+    ):
+        print(f"  {name:<14} {value:.4f}  ({ci} {interval[0]:.4f} to {interval[1]:.4f})")
+    print(f"  (current threshold in that run: {entry.get('threshold')})")
+    snippet = calibrate.threshold_snippet(args.filter, result.threshold, result, name=entry["name"])
+    if args.write:
+        Path(args.write).write_text(snippet, encoding="utf-8")
+        print(f"config snippet written to {args.write}")
+    else:
+        print(snippet)
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    import csv
+
+    import numpy as np
+
+    from mitigate import review, select
+    from mitigate.pipeline import fs
+
+    entry = review.run_filter_config(args.from_dir, args.filter)
+    threshold = args.threshold if args.threshold is not None else float(entry["threshold"])
+    column = f"score_{args.filter}"
+    table = review.load_manifest(args.from_dir)
+    keys = table.column("key").to_pylist()
+    scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    notes: dict[int, str] = {}
+    if args.strategy == "uncertain":
+        picked = select.select_uncertain(keys, scores, threshold, args.n)
+    elif args.strategy == "positives":
+        picked = select.select_positives(keys, scores, threshold, args.n)
+    else:
+        if not args.positives:
+            raise ConfigError(
+                [
+                    "--positives: the neighbours strategy needs known positives "
+                    "(a labels CSV key,label)"
+                ]
+            )
+        labels = review.read_labels(args.positives)
+        positives = [k for k, v in labels.items() if v]
+        embeddings = review.load_embeddings(args.from_dir, args.filter)
+        found = select.select_neighbours(keys, embeddings, positives, scores, threshold, args.n)
+        picked = [i for i, _, _ in found]
+        notes = {i: f"like {keys[j]} (cosine {sim:.3f})" for i, j, sim in found}
+    rows = table.to_pylist()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "selection.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["key", "score", "state", "source", "note"])
+        for i in picked:
+            writer.writerow(
+                [keys[i], f"{scores[i]:.6f}", rows[i]["state"], rows[i]["source"], notes.get(i, "")]
+            )
+    blur = entry.get("category") == "sexual" and not args.no_blur
+    entries = []
+    for i in picked:
+        try:
+            uri = review.thumbnail(review.read_image_bytes(rows[i], fs.open_read))
+        except (OSError, EOFError, KeyError) as exc:
+            log.warning("%s: image unreadable for the contact sheet: %s", keys[i], exc)
+            uri = ""
+        entries.append(
+            review.SheetEntry(
+                keys[i], float(scores[i]), rows[i]["caption"] or "", notes.get(i, ""), uri
+            )
+        )
+    intro = (
+        f"{len(picked)} samples of {args.from_dir}, strategy '{args.strategy}', filter "
+        f"{args.filter}, threshold {threshold}. Mark each, then download labels.csv for "
+        "`mitigate calibrate --labels`."
+    )
+    page = review.contact_sheet(f"mitigate select: {args.filter}", intro, entries, blur)
+    (out / "contact_sheet.html").write_text(page, encoding="utf-8")
+    print(f"{len(picked)} samples -> {out / 'selection.csv'}, {out / 'contact_sheet.html'}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -151,6 +273,97 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_p.set_defaults(func=cmd_run)
 
+    red_p = sub.add_parser(
+        "redecide",
+        help="apply new thresholds to a finished run's stored scores (no model runs)",
+        description="Re-decide a finished run: every sample's stored scores are judged "
+        "again with the filters and thresholds of --config (default: the run's own "
+        "config.yaml, changed with --set), then exact duplicates are resolved again and a "
+        "complete new output is written. No image is decoded and no model runs; the input "
+        "shards must still be readable, since kept samples are copied from them. Errors "
+        "stay errors. Every filter of the new config needs stored scores in --from.",
+    )
+    red_p.add_argument(
+        "--from",
+        dest="from_dir",
+        required=True,
+        metavar="DIR",
+        help="output folder of a finished run",
+    )
+    _config_args(red_p, default_config=None)
+    red_p.add_argument(
+        "--overwrite", action="store_true", help="replace a previous run's results in OUTPUT"
+    )
+    red_p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    red_p.set_defaults(func=cmd_redecide)
+
+    cal_p = sub.add_parser(
+        "calibrate",
+        help="choose a filter threshold that reaches a target recall on labelled samples",
+        description="Pick the highest threshold whose recall on the labelled positives "
+        "reaches --target-recall, and print recall and precision on the labels and the "
+        "fraction of the whole run it would drop, each with a confidence interval "
+        "(Clopper-Pearson). Writes the threshold as a config snippet. Recall measured on "
+        "the labels the threshold was chosen on is optimistic: check it on held-out labels.",
+    )
+    cal_p.add_argument("--scores", required=True, metavar="DIR", help="output folder of a run")
+    cal_p.add_argument(
+        "--labels",
+        required=True,
+        metavar="CSV",
+        help="key,label CSV (label 1 = harmful, 0 = benign)",
+    )
+    cal_p.add_argument("--filter", required=True, help="filter id whose scores to calibrate")
+    cal_p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.99,
+        help="fraction of labelled positives to drop (default 0.99)",
+    )
+    cal_p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="confidence level of the intervals (default 0.95)",
+    )
+    cal_p.add_argument("--write", metavar="YAML", help="write the config snippet here")
+    cal_p.set_defaults(func=cmd_calibrate)
+
+    sel_p = sub.add_parser(
+        "select",
+        help="export the samples an active-learning round should label next",
+        description="Choose samples to label: 'uncertain' (scores nearest the threshold), "
+        "'positives' (a spread sample of predicted positives, for false-positive review at "
+        "a near-100%%-recall --threshold), or 'neighbours' (samples scored below threshold "
+        "whose stored embeddings are nearest known positives: likely misses). Writes "
+        "selection.csv and a self-contained contact_sheet.html whose buttons export "
+        "labels.csv for `mitigate calibrate`.",
+    )
+    sel_p.add_argument(
+        "--from", dest="from_dir", required=True, metavar="DIR", help="output folder of a run"
+    )
+    sel_p.add_argument("--filter", required=True, help="filter id whose scores to use")
+    sel_p.add_argument("--n", type=int, default=500, help="how many samples (default 500)")
+    sel_p.add_argument(
+        "--strategy", choices=["uncertain", "positives", "neighbours"], default="uncertain"
+    )
+    sel_p.add_argument(
+        "--threshold", type=float, help="threshold to select around (default: the run's)"
+    )
+    sel_p.add_argument(
+        "--positives", metavar="CSV", help="labels CSV whose positives seed the neighbours strategy"
+    )
+    sel_p.add_argument(
+        "--output",
+        default="selection",
+        metavar="DIR",
+        help="where to write selection.csv and contact_sheet.html",
+    )
+    sel_p.add_argument(
+        "--no-blur", action="store_true", help="show images of 'sexual'-category filters unblurred"
+    )
+    sel_p.set_defaults(func=cmd_select)
+
     val_p = sub.add_parser(
         "validate",
         help="check a config (and that its inputs exist) without running anything",
@@ -183,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"mitigate: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"mitigate: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
 

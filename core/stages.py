@@ -191,6 +191,25 @@ def resolve_exact_duplicates(records: Iterable[SampleRecord]) -> list[SampleReco
     return out
 
 
+def reopen(record: SampleRecord) -> SampleRecord:
+    """A finished record made undecided again, for re-deciding from stored signals.
+
+    Errors stay as they are: they describe the input, not a policy.
+    """
+    if record.state == ERROR:
+        return record
+    return dataclasses.replace(
+        record,
+        state=PENDING,
+        reason=None,
+        detail=None,
+        filter=None,
+        threshold=None,
+        duplicate_of=None,
+        distance=None,
+    )
+
+
 def finalize(record: SampleRecord) -> SampleRecord:
     """A record that survived every stage is kept."""
     return dataclasses.replace(record, state=KEPT) if record.state == PENDING else record

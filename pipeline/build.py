@@ -341,11 +341,6 @@ def build(
     header: dict[str, Any],
 ) -> None:
     """Add the whole run to ``pipeline``. ``sources`` are the matched input files."""
-    layout = Layout(config.output.path)
-    filter_ids = [f.filter_id for f in config.filters]
-    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
-    ordinals = {path: i for i, path in enumerate(sources)}
-
     indexed = (
         pipeline
         | "Sources" >> beam.Create(list(enumerate(sources)))
@@ -365,6 +360,61 @@ def build(
         | "GroupKey" >> beam.GroupByKey()
         | "ResolveKeys" >> beam.FlatMap(lambda kv: stages.resolve_duplicate_keys(kv[1]))
     )
+    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
+    _finish(pipeline, config, sources, header, records, input_count, issues, embedding_ids)
+
+
+def build_redecide(
+    pipeline: beam.Pipeline,
+    config: Config,
+    manifest_glob: str,
+    sources: list[str],
+    header: dict[str, Any],
+    stored_filters: list[str],
+    issues: list[SourceIssue],
+) -> None:
+    """Re-decide a finished run from its manifest: new thresholds, no model runs.
+
+    Errors stay errors (they are facts about the input); every other sample is decided
+    again from its stored scores with ``config``'s filters, then deduplicated again.
+    """
+    records = (
+        pipeline
+        | "ReadManifest" >> beam.io.ReadFromParquet(manifest_glob)
+        | "ToRecords" >> beam.Map(output.record_from_row, stored_filters)
+        | "Redecide" >> beam.ParDo(Redecide(config))
+    )
+    input_count = records | "InputCount" >> beam.combiners.Count.Globally()
+    carried = pipeline | "SourceIssues" >> beam.Create(issues)
+    # Embeddings are not re-computed; the caller copies the original files (same rows).
+    _finish(pipeline, config, sources, header, records, input_count, carried, [])
+
+
+class Redecide(beam.DoFn):
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        self._filters = [build_filter(c) for c in self.config.filters]
+
+    def process(self, record: SampleRecord) -> Iterator[SampleRecord]:
+        yield stages.decide(stages.reopen(record), self._filters)
+
+
+def _finish(
+    pipeline: beam.Pipeline,
+    config: Config,
+    sources: list[str],
+    header: dict[str, Any],
+    records: beam.PCollection,
+    input_count: beam.PCollection,
+    issues: beam.PCollection,
+    embedding_ids: list[str],
+) -> None:
+    """Shared tail: exact dedup, manifest, shards, summary."""
+    layout = Layout(config.output.path)
+    filter_ids = [f.filter_id for f in config.filters]
+    ordinals = {path: i for i, path in enumerate(sources)}
     records = _exact_dedup(records, config.dedup.exact)
     # Seam: near-duplicate search among survivors plugs in here (PENDING -> DUPLICATE).
     final = records | "Finalize" >> beam.Map(stages.finalize)

@@ -15,9 +15,9 @@ from mitigate import __version__
 from mitigate.config import Config, ConfigError
 from mitigate.filters import ModelFilter, build_filter
 from mitigate.pipeline import fs
-from mitigate.pipeline.build import Layout, build
+from mitigate.pipeline.build import Layout, build, build_redecide
 from mitigate.runners import pipeline_options
-from mitigate.sources import table_format
+from mitigate.sources import SourceIssue, table_format
 
 log = logging.getLogger(__name__)
 _PACKAGES = ("apache-beam", "pillow", "imagehash", "numpy", "scipy", "onnxruntime", "pyarrow")
@@ -89,7 +89,16 @@ def run(
     if sources is None:
         sources = preflight(config)
     layout = prepare_output(config)
-    header = {
+    header = _header(config, sources)
+    options = pipeline_options(config.runner, beam_args)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, config, sources, header)
+    return _finish_summary(layout, config, time.perf_counter() - started)
+
+
+def _header(config: Config, sources: list[str]) -> dict[str, Any]:
+    return {
         "config_sha256": config.digest(),
         "versions": package_versions(),
         "sources": len(sources),
@@ -100,11 +109,10 @@ def run(
             if isinstance(flt, ModelFilter)
         ],
     }
-    options = pipeline_options(config.runner, beam_args)
-    started = time.perf_counter()
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, config, sources, header)
-    elapsed = time.perf_counter() - started
+
+
+def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str, Any]:
+    """Add wall time and throughput (known only to the driver) to summary.json."""
     summary = json.loads(fs.read_bytes(layout.summary))
     summary["run"] = {
         "runner": config.runner.model_dump(),
@@ -113,3 +121,70 @@ def run(
     }
     fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
+
+
+def stored_run(path: str) -> tuple[dict[str, Any], list[str], list[str]]:
+    """What a finished run left: its summary, the filter ids with stored scores, and the
+    input files its manifest refers to (sorted)."""
+    import pyarrow.dataset as ds
+
+    layout = Layout(path)
+    if not fs.exists(layout.summary):
+        raise ConfigError([f"--from: {path} holds no finished run (no summary.json)"])
+    summary = json.loads(fs.read_bytes(layout.summary))
+    dataset = ds.dataset(layout.manifest, format="parquet")
+    stored = [c.removeprefix("score_") for c in dataset.schema.names if c.startswith("score_")]
+    sources = sorted(set(dataset.to_table(columns=["source"]).column("source").to_pylist()))
+    return summary, stored, sources
+
+
+def redecide(config: Config, from_path: str, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Apply ``config``'s filters and thresholds to the stored scores of the run in
+    ``from_path``, writing a complete new output (shards, manifest, summary) to
+    ``config.output.path`` without running any model or decoding any image."""
+    if fs.join(from_path, "") == fs.join(config.output.path, ""):
+        raise ConfigError(["--output: must differ from --from (the source run is read)"])
+    previous, stored, sources = stored_run(from_path)
+    errors = [
+        f"filters[{i}]: no stored scores for {f.filter_id!r} in {from_path} (stored: "
+        f"{', '.join(stored) or 'none'}); re-run the pipeline to score with a new filter"
+        for i, f in enumerate(config.filters)
+        if f.filter_id not in stored
+    ]
+    if errors:
+        raise ConfigError(errors)
+    layout = Layout(config.output.path)
+    previous_outputs = [p for p in (layout.summary, layout.shards, layout.manifest) if fs.exists(p)]
+    if previous_outputs and not config.output.overwrite:
+        raise ConfigError(
+            [f"output.path: {config.output.path} holds a previous run; pass --overwrite"]
+        )
+    layout = prepare_output(config)
+    header = _header(config, sources)
+    header["redecided_from"] = from_path
+    header["models"] = previous.get("models", [])
+    issues = [SourceIssue(**i) for i in previous.get("source_issues", [])]
+    options = pipeline_options(config.runner, beam_args)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as pipeline:
+        build_redecide(
+            pipeline,
+            config,
+            fs.join(from_path, "manifest", "*.parquet"),
+            sources,
+            header,
+            stored,
+            issues,
+        )
+    _copy_tree(Layout(from_path).embeddings, layout.embeddings)
+    return _finish_summary(layout, config, time.perf_counter() - started)
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    if not fs.exists(src):
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    files = [m.path for m in FileSystems.match([fs.join(src, "**")])[0].metadata_list]
+    for path in sorted(files):
+        fs.write_bytes(dst + path[len(src) :], fs.read_bytes(path))

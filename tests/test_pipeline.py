@@ -291,3 +291,42 @@ def test_every_decoded_sample_has_model_scores_and_embeddings(sample_run):
             assert bool(np.isfinite(vector).all()) == decoded, row["key"]
     (model,) = summary["models"]
     assert model["name"] == "nsfw" and len(model["model_sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_redecide_drops_exactly_what_a_fresh_run_would(sample_run, tmp_path):
+    from mitigate.pipeline.run import redecide
+
+    out, _ = sample_run
+    lower = ["output.samples_per_shard=10", "filters.0.threshold=0.1"]
+    fresh, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'fresh'}", *lower])
+    run(fresh)
+    again, _ = load_config(out / "config.yaml", [f"output.path={tmp_path / 're'}", *lower])
+    summary = redecide(again, str(out))
+    assert summary["redecided_from"] == str(out)
+    assert summary["counts"]["filtered"]["reasons"]["nsfw_image_above_threshold"] == 2
+    fresh_files, re_files = _files(tmp_path / "fresh"), _files(tmp_path / "re")
+    assert fresh_files.keys() == re_files.keys()
+    for name in fresh_files:
+        if name != "config.yaml":
+            assert fresh_files[name] == re_files[name], name
+    assert summary["source_issues"] == run_summary_issues(out)
+
+
+def run_summary_issues(out: Path) -> list:
+    return json.loads((out / "summary.json").read_text())["source_issues"]
+
+
+def test_redecide_refuses_filters_without_stored_scores(sample_run, tmp_path):
+    from mitigate.pipeline.run import redecide
+
+    out, _ = sample_run
+    config, _ = load_config(
+        out / "config.yaml",
+        [f"output.path={tmp_path / 'x'}", "filters.2.id=terms_v2"],
+    )
+    with pytest.raises(ConfigError, match=r"filters\[2\]: no stored scores for 'terms_v2'"):
+        redecide(config, str(out))
+    same, _ = load_config(out / "config.yaml", [f"output.path={out}"])
+    with pytest.raises(ConfigError, match="must differ from --from"):
+        redecide(same, str(out))

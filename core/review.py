@@ -1,0 +1,214 @@
+"""Tools that work on a finished run's output: read its manifest, scores, embeddings and
+images back, and render a labeller's contact sheet.
+
+Used by ``mitigate calibrate`` and ``mitigate select``. Nothing here imports Beam; file
+access goes through an ``opener`` (a function from path to binary file object) so the
+command line can pass Beam's filesystems for ``gs://`` and friends.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image, ImageFilter
+
+from mitigate.records import Member, SampleRecord
+from mitigate.sources import read_members
+
+Opener = Callable[[str], IO[bytes]]
+_TRUE = {"1", "true", "yes", "y", "harmful", "positive"}
+_FALSE = {"0", "false", "no", "n", "benign", "negative"}
+
+
+def manifest_parts(out_dir: str | Path) -> list[Path]:
+    parts = sorted(Path(out_dir, "manifest").glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"{out_dir} has no manifest (manifest/part-*.parquet)")
+    return parts
+
+
+def load_manifest(out_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """All manifest rows of a run, in part order (input order)."""
+    tables = [
+        pq.read_table(p, columns=list(columns) if columns else None)
+        for p in manifest_parts(out_dir)
+    ]
+    return pa.concat_tables(tables)
+
+
+def load_embeddings(out_dir: str | Path, filter_id: str) -> np.ndarray:
+    """Embeddings of ``filter_id`` aligned row for row with :func:`load_manifest`."""
+    rows = []
+    for part in manifest_parts(out_dir):
+        path = Path(out_dir, "embeddings", filter_id, part.name.replace(".parquet", ".npy"))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no embeddings for {filter_id!r} in {out_dir} (set store_embeddings: true)"
+            )
+        rows.append(np.load(path, mmap_mode="r"))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:
+    """The effective config entry of ``filter_id`` in a run's ``config.yaml``."""
+    config = yaml.safe_load(Path(out_dir, "config.yaml").read_text(encoding="utf-8"))
+    for entry in config.get("filters", []):
+        if (entry.get("id") or entry["name"]) == filter_id:
+            return entry
+    ids = [e.get("id") or e["name"] for e in config.get("filters", [])]
+    raise KeyError(f"run in {out_dir} has no filter {filter_id!r}; it has {ids}")
+
+
+def read_labels(path: str | Path) -> dict[str, bool]:
+    """``key,label`` CSV (header required); label 1/0, true/false, yes/no,
+    harmful/benign. A bad row raises ValueError naming its line."""
+    out: dict[str, bool] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"key", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: needs a header with columns key,label")
+        for line, row in enumerate(reader, start=2):
+            value = (row["label"] or "").strip().lower()
+            if value not in _TRUE | _FALSE:
+                raise ValueError(f"{path}:{line}: label {row['label']!r} is not 1/0/true/false")
+            out[row["key"]] = value in _TRUE
+    return out
+
+
+def row_record(row: dict[str, Any]) -> SampleRecord:
+    members = tuple(Member(m["ext"], m["offset"], m["size"]) for m in row.get("members") or [])
+    return SampleRecord(
+        key=row["key"],
+        source=row["source"],
+        index=row["index"],
+        members=members,
+        image_path=row.get("image_path"),
+        image_ext=row.get("image_ext"),
+    )
+
+
+def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
+    """A sample's original image bytes, from its tar member or its image path."""
+    record = row_record(row)
+    if record.members:
+        with opener(record.source) as f:
+            return read_members(f, record, {record.image_ext or ""})[record.image_ext or ""]
+    with opener(record.image_path or "") as f:
+        return f.read()
+
+
+def thumbnail(data: bytes, size: int = 160, blur: bool = False) -> str:
+    """A small JPEG as a data: URI (blurred when asked); empty string if undecodable."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.draft("RGB", (size, size))
+        image = image.convert("RGB")
+        image.thumbnail((size, size))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return ""
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(radius=max(4, size // 16)))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@dataclass(frozen=True)
+class SheetEntry:
+    key: str
+    score: float | None
+    caption: str
+    note: str
+    image_uri: str  # data: URI, or "" when the image could not be read
+
+
+_SHEET_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
+.card{border:1px solid #ccc;border-radius:6px;padding:8px;font-size:12px}
+.card img{width:100%;height:160px;object-fit:contain;background:#eee;cursor:pointer}
+.card img.hide{filter:blur(14px)}
+.card .cap{height:3em;overflow:hidden}
+.card.pos{outline:3px solid #c0392b}.card.neg{outline:3px solid #27ae60}
+button{margin:2px}
+"""
+
+_SHEET_JS = """
+const labels = {};
+function mark(key, value, el) {
+  labels[key] = value;
+  const card = el.closest('.card');
+  card.classList.toggle('pos', value === 1);
+  card.classList.toggle('neg', value === 0);
+}
+function download() {
+  const rows = ['key,label'].concat(Object.entries(labels).map(([k, v]) => `${k},${v}`));
+  const blob = new Blob([rows.join('\\n') + '\\n'], {type: 'text/csv'});
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = 'labels.csv';
+  a.click();
+}
+document.querySelectorAll('img.hide').forEach(i => i.addEventListener(
+  'click', () => i.classList.toggle('hide')));
+"""
+
+
+def contact_sheet(title: str, intro: str, entries: Sequence[SheetEntry], blurred: bool) -> str:
+    """A self-contained HTML page of thumbnails with harmful/benign buttons that export
+    ``labels.csv`` for ``mitigate calibrate --labels`` (the active-learning loop)."""
+    cards = []
+    for e in entries:
+        score = "" if e.score is None else f"{e.score:.4f}"
+        key = html.escape(e.key, quote=True)
+        img = (
+            f'<img src="{e.image_uri}" alt="{key}" class="{"hide" if blurred else ""}">'
+            if e.image_uri
+            else '<div class="cap">(image unreadable)</div>'
+        )
+        key_js = html.escape(json.dumps(e.key), quote=True)
+        cards.append(
+            f'<div class="card" data-key="{key}">{img}<div><b>{key}</b> score {score}</div>'
+            f'<div class="cap">{html.escape(e.caption)}</div><div>{html.escape(e.note)}</div>'
+            f'<button onclick="mark({key_js},1,this)">harmful</button>'
+            f'<button onclick="mark({key_js},0,this)">benign</button></div>'
+        )
+    blur_note = " Images are blurred; click one to reveal it." if blurred else ""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_SHEET_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}{blur_note}</p>"
+        "<p><button onclick='download()'>Download labels.csv</button></p>"
+        f"<div class='grid'>{''.join(cards)}</div><script>{_SHEET_JS}</script></body></html>"
+    )
+
+
+def calibration_data(
+    out_dir: str | Path, filter_id: str, labels: dict[str, bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(labelled scores, labels, every stored score, labelled keys without a score)."""
+    column = f"score_{filter_id}"
+    table = load_manifest(out_dir, ["key", column])
+    keys = table.column("key").to_pylist()
+    scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    by_key = {k: s for k, s in zip(keys, scores, strict=True) if np.isfinite(s)}
+    missing = sorted(k for k in labels if k not in by_key)
+    known = [k for k in labels if k in by_key]
+    return (
+        np.array([by_key[k] for k in known], dtype=np.float64),
+        np.array([labels[k] for k in known], dtype=bool),
+        scores[np.isfinite(scores)],
+        missing,
+    )

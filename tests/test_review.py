@@ -1,0 +1,178 @@
+"""The active-learning tools on a real run: calibrate, select, the contact sheet."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from mitigate import review
+from mitigate.cli import main
+from mitigate.config import load_config, validate_config
+from mitigate.pipeline.run import run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("review") / "out"
+    config, _ = load_config(REPO / "configs" / "default.yaml", [f"output.path={out}"])
+    run(config)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scores(run_dir) -> dict[str, float]:
+    rows = pq.read_table(run_dir / "manifest").to_pylist()
+    return {r["key"]: r["score_nsfw"] for r in rows if r["score_nsfw"] is not None}
+
+
+def _labels(path: Path, labels: dict[str, int]) -> Path:
+    path.write_text("key,label\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    return path
+
+
+@pytest.mark.slow
+def test_calibrate_picks_the_highest_threshold_reaching_the_target(
+    run_dir, scores, tmp_path, capsys
+):
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    labels = {k: 1 for k in ranked[:3]} | {k: 0 for k in ranked[3:10]}
+    snippet = tmp_path / "t.yaml"
+    code = main(
+        [
+            "calibrate",
+            "--scores",
+            str(run_dir),
+            "--labels",
+            str(_labels(tmp_path / "l.csv", labels)),
+            "--filter",
+            "nsfw",
+            "--target-recall",
+            "1.0",
+            "--write",
+            str(snippet),
+        ]
+    )
+    assert code == 0
+    lowest_positive = min(scores[k] for k in ranked[:3])
+    text = capsys.readouterr().out
+    assert f"threshold {lowest_positive:.6f}" in text
+    assert "drop fraction  0.0714" in text  # 3 of the 42 scored samples
+    parsed = yaml.safe_load(snippet.read_text())
+    assert parsed["filters"][0]["threshold"] == pytest.approx(lowest_positive)
+    # the snippet is a valid filter entry
+    validate_config({"filters": parsed["filters"]})
+
+
+def test_bad_labels_file_is_a_clear_error(run_dir, tmp_path, capsys):
+    bad = tmp_path / "l.csv"
+    bad.write_text("key,label\nabc,maybe\n")
+    assert (
+        main(["calibrate", "--scores", str(run_dir), "--labels", str(bad), "--filter", "nsfw"]) == 2
+    )
+    assert "l.csv:2: label 'maybe' is not 1/0/true/false" in capsys.readouterr().err
+    good = _labels(tmp_path / "ok.csv", {"000000000": 1})
+    assert (
+        main(["calibrate", "--scores", str(run_dir), "--labels", str(good), "--filter", "nope"])
+        == 2
+    )
+    assert "has no filter 'nope'" in capsys.readouterr().err
+
+
+def _sheet_images(page: str) -> list[Image.Image]:
+    uris = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)
+    return [Image.open(io.BytesIO(base64.b64decode(u))) for u in uris]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["uncertain", "positives"])
+def test_select_writes_table_and_contact_sheet(run_dir, scores, tmp_path, strategy):
+    out = tmp_path / "sel"
+    assert (
+        main(
+            [
+                "select",
+                "--from",
+                str(run_dir),
+                "--filter",
+                "nsfw",
+                "--n",
+                "5",
+                "--strategy",
+                strategy,
+                "--threshold",
+                "0.05",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with open(out / "selection.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if strategy == "uncertain":
+        nearest = sorted(scores, key=lambda k: (abs(scores[k] - 0.05), k))[:5]
+        assert [r["key"] for r in rows] == nearest
+    else:
+        positives = {k for k, s in scores.items() if s >= 0.05}
+        assert {r["key"] for r in rows} == positives  # fewer than n: all of them
+    page = (out / "contact_sheet.html").read_text()
+    images = _sheet_images(page)
+    assert len(images) == len(rows)
+    assert all(min(im.size) > 0 for im in images)
+    assert 'class="hide"' in page  # nsfw is in the sexual category: blurred by default
+    assert "Download labels.csv" in page
+
+
+@pytest.mark.slow
+def test_select_neighbours_finds_near_copies_of_a_known_positive(run_dir, tmp_path):
+    """Seeded with 000000000 as a known positive, the nearest sample below threshold is
+    its planted re-encoded copy 000010001 (expected.csv, related_key)."""
+    labels = _labels(tmp_path / "pos.csv", {"000000000": 1})
+    out = tmp_path / "nb"
+    assert (
+        main(
+            [
+                "select",
+                "--from",
+                str(run_dir),
+                "--filter",
+                "nsfw",
+                "--n",
+                "3",
+                "--strategy",
+                "neighbours",
+                "--positives",
+                str(labels),
+                "--output",
+                str(out),
+                "--no-blur",
+            ]
+        )
+        == 0
+    )
+    with open(out / "selection.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["key"] == "000010001"
+    cosine = float(re.search(r"cosine ([0-9.]+)", rows[0]["note"]).group(1))
+    assert (
+        cosine
+        > 0.95
+        > max(float(re.search(r"cosine ([0-9.]+)", r["note"]).group(1)) for r in rows[1:])
+    )
+    assert 'class="hide"' not in (out / "contact_sheet.html").read_text()
+
+
+def test_read_labels_accepts_common_spellings(tmp_path):
+    path = _labels(tmp_path / "l.csv", {"a": 1, "b": 0})
+    path.write_text(path.read_text() + "c,True\nd,benign\n")
+    assert review.read_labels(path) == {"a": True, "b": False, "c": True, "d": False}
