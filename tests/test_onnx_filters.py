@@ -246,3 +246,69 @@ def test_nsfw_preset_records_provenance(nsfw):
     assert len(prov["model_sha256"]) == 64
     assert prov["model_file"].endswith("open-nsfw.onnx")
     assert nsfw.reason == "nsfw_image_above_threshold"
+
+
+# --- the optional NudeNet preset (AGPL-3.0; installed by the dev extra) --------------------
+
+
+def test_nudenet_anchor_logic_counts_only_anchors_whose_best_class_is_exposed():
+    pytest.importorskip("nudenet")
+    from mitigate.filters.nudenet import EXPOSED, LABELS
+
+    nude = build_filter(validate_config({"filters": [{"name": "nudenet"}]}).filters[0])
+
+    class FakeModel:
+        def __init__(self, out):
+            self.out = out
+
+        def run(self, names, feeds):
+            return [self.out]
+
+    out = np.zeros((2, 4 + len(LABELS), 3), dtype=np.float32)
+    face = LABELS.index("FACE_FEMALE")
+    # sample 0: anchor 0 is a face (0.9) with an exposed score of 0.6 underneath: ignored;
+    # anchor 2 is exposed (0.4) -> score 0.4
+    out[0, 4 + face, 0], out[0, 4 + EXPOSED[0], 0] = 0.9, 0.6
+    out[0, 4 + EXPOSED[1], 2] = 0.4
+    # sample 1: nothing exposed wins any anchor -> 0
+    out[1, 4 + face, 1] = 0.8
+    scores, emb = nude.predict(FakeModel(out), np.zeros((2, 3, 320, 320), np.float32))
+    np.testing.assert_allclose(scores, [0.4, 0.0], rtol=1e-6)
+    assert emb is None
+
+
+@pytest.mark.slow
+def test_nudenet_preset_on_real_photos_agrees_with_nudenet_on_its_strongest_detection(photos):
+    pytest.importorskip("nudenet")
+    from nudenet import NudeDetector
+
+    nude = build_filter(validate_config({"filters": [{"name": "nudenet"}]}).filters[0])
+    assert nude.provenance()["model_file"].endswith("320n.onnx")
+    keys = sorted(photos)
+    items = [
+        ScoringItem(
+            SampleRecord(key=k, source="s", index=0),
+            decode_image(photos[k], max_pixels=50_000_000).working,
+        )
+        for k in keys
+    ]
+    ours = dict(zip(keys, (s.value for s in nude.score(items)), strict=True))
+    assert all(0.0 <= v <= 1.0 for v in ours.values())
+    detector = NudeDetector()
+    exposed = {
+        "BUTTOCKS_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "FEMALE_GENITALIA_EXPOSED",
+        "ANUS_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+    }
+    theirs = {
+        k: max(
+            [d["score"] for d in detector.detect(photos[k]) if d["class"] in exposed], default=0.0
+        )
+        for k in keys
+    }
+    strongest = max(theirs, key=theirs.get)
+    assert theirs[strongest] > 0.5  # NudeNet's false positive on the apricot photo
+    assert max(ours, key=ours.get) == strongest
+    assert ours[strongest] == pytest.approx(theirs[strongest], abs=0.1)
