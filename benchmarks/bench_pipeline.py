@@ -73,6 +73,10 @@ def child(shards: list[str], out: str, workers: int) -> None:
         f"output.path={out}",
         "output.overwrite=true",
         "input.chunk_size=32",
+        # The model-free filters of the default config: this benchmark is about the
+        # pipeline's own work; bench_nsfw.py measures the model filter.
+        "filters=[{name: image_quality}, {name: caption_terms, category: violence, "
+        "terms_file: terms/violence.txt}]",
     ]
     if workers > 1:
         overrides += [

@@ -4,15 +4,16 @@ RunInference batches elements, loads the model once per process (a shared handle
 records inference latency and batch-size metrics; this module only adapts a
 :class:`~mitigate.filters.base.ModelFilter` to Beam's ``ModelHandler`` interface. The
 elements are :class:`ScoringItem`s carrying the pipeline's single decode, so no image is
-decoded twice. A batch that fails as a whole goes to RunInference's dead-letter output
-and its samples become ``error``/``inference_error`` records; an image that fails alone
-in preprocessing fails alone.
+decoded twice. An image whose preprocessing fails becomes an ``error``/``inference_error``
+record alone; when the model fails on a batch, each sample of that batch does. Failures
+are caught inside the handler rather than through RunInference's dead-letter output,
+whose extra branch would need a Flatten that breaks fusion and serialises every image.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -31,12 +32,23 @@ class Failure:
 
 
 class FilterModelHandler(ModelHandler[ScoringItem, PredictionResult, Any]):
+    """Adapts a model filter to RunInference. Items without pixels (errors) pass through
+    untouched, and failures are caught here, per item or per batch, so that the chain
+    Decode -> RunInference -> ... -> Decide stays one fused stage: images never cross a
+    stage boundary (which would serialise them)."""
+
     def __init__(self, flt: ModelFilter) -> None:
-        super().__init__(min_batch_size=1, max_batch_size=flt.batch_size)
+        # Fixed-size batches: onnxruntime is markedly faster per image on full batches
+        # than on the small ones BatchElements' adaptive sizing starts with.
+        super().__init__(min_batch_size=flt.batch_size, max_batch_size=flt.batch_size)
         self._flt = flt
 
     def load_model(self) -> Any:
         return self._flt.load_model()
+
+    def get_num_bytes(self, batch: Sequence[ScoringItem]) -> int:
+        # The default pickles the batch to measure it; pixels are what matters.
+        return sum(3 * item.image.width * item.image.height for item in batch if item.image)
 
     def run_inference(
         self,
@@ -44,19 +56,27 @@ class FilterModelHandler(ModelHandler[ScoringItem, PredictionResult, Any]):
         model: Any,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        tensors, ok, failed = [], [], []
+        results: list[PredictionResult] = []
+        tensors, ok = [], []
         for item in batch:
+            if item.image is None:
+                results.append(PredictionResult(item, None))
+                continue
             try:
                 tensors.append(self._flt.preprocess(item.image))
                 ok.append(item)
             except Exception as exc:  # one item's failure stays with that item
-                failed.append(PredictionResult(item, Failure(f"preprocessing: {exc!r}")))
-        results = list(failed)
+                results.append(PredictionResult(item, Failure(f"preprocessing: {exc!r}")))
         if ok:
-            scores, embeddings = self._flt.predict(model, np.stack(tensors))
-            for i, item in enumerate(ok):
-                emb = None if embeddings is None else embeddings[i]
-                results.append(PredictionResult(item, (float(scores[i]), emb)))
+            try:
+                scores, embeddings = self._flt.predict(model, np.stack(tensors))
+            except Exception as exc:  # the model failed on the batch: every item in it
+                failure = Failure(f"model failed on this sample's batch: {exc!r}")
+                results.extend(PredictionResult(item, failure) for item in ok)
+            else:
+                for i, item in enumerate(ok):
+                    emb = None if embeddings is None else embeddings[i]
+                    results.append(PredictionResult(item, (float(scores[i]), emb)))
         return results
 
     def get_metrics_namespace(self) -> str:
@@ -65,11 +85,11 @@ class FilterModelHandler(ModelHandler[ScoringItem, PredictionResult, Any]):
 
 def _attach(result: PredictionResult, filter_id: str, keep_embedding: bool) -> ScoringItem:
     item: ScoringItem = result.example
+    if result.inference is None:  # no pixels: nothing to score
+        return item
     if isinstance(result.inference, Failure):
-        record = item.record.with_error(
-            Reason.INFERENCE_ERROR, f"{filter_id}: {result.inference.detail}"
-        )
-        return ScoringItem(record, None)
+        detail = f"{filter_id}: {result.inference.detail}"
+        return ScoringItem(item.record.with_error(Reason.INFERENCE_ERROR, detail), None)
     score, embedding = result.inference
     item.record.scores[filter_id] = score
     if keep_embedding and embedding is not None:
@@ -77,17 +97,8 @@ def _attach(result: PredictionResult, filter_id: str, keep_embedding: bool) -> S
     return item
 
 
-def _failed_batch(
-    element: tuple[Sequence[ScoringItem], Any], filter_id: str
-) -> Iterator[ScoringItem]:
-    batch, exc = element
-    for item in batch:
-        detail = f"{filter_id}: model failed on this sample's batch: {exc}"
-        yield ScoringItem(item.record.with_error(Reason.INFERENCE_ERROR, detail), None)
-
-
 class ScoreWithModel(beam.PTransform):
-    """Score the items that have pixels with one model filter; pass the rest through."""
+    """Score every item that has pixels with one model filter (RunInference)."""
 
     def __init__(self, flt: ModelFilter, keep_embedding: bool) -> None:
         super().__init__(label=f"Model[{flt.filter_id}]")
@@ -95,15 +106,8 @@ class ScoreWithModel(beam.PTransform):
         self._keep = keep_embedding
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
-        fid = self._flt.filter_id
-        with_pixels, without = items | "HasPixels" >> beam.Partition(
-            lambda item, _: 0 if item.image is not None else 1, 2
+        return (
+            items
+            | "RunInference" >> RunInference(FilterModelHandler(self._flt))
+            | "Attach" >> beam.Map(_attach, self._flt.filter_id, self._keep)
         )
-        main, dead = (
-            with_pixels
-            | "RunInference"
-            >> RunInference(FilterModelHandler(self._flt)).with_exception_handling()
-        )
-        scored = main | "Attach" >> beam.Map(_attach, fid, self._keep)
-        failed = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, fid)
-        return (scored, failed, without) | "Merge" >> beam.Flatten()

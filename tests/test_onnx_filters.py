@@ -135,7 +135,7 @@ def test_handler_batches_and_returns_scores_and_embeddings(tmp_path):
         tmp_path, crop="none", activation="softmax", embedding_output="pooled", batch_size=3
     )
     handler = FilterModelHandler(flt)
-    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 3}
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 3, "max_batch_size": 3}
     model = handler.load_model()
     items = [_item("a"), _item("b", (0, 0, 0))]
     results = list(handler.run_inference(items, model))

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Cost of the ``nsfw`` filter inside the pipeline against bare onnxruntime, one run.
+
+* bare: the same images, decoded once with the pipeline's decoder (not timed), then
+  the nsfw preset's preprocessing and ``session.run`` in batches of 32, in a plain loop;
+* pipeline: the whole pipeline (DirectRunner, in-process) with ``filters: [nsfw]``,
+  minus the same pipeline with no filters: the marginal cost of the filter, which is
+  preprocessing + RunInference (batching, shared model, metrics) + moving items.
+
+overhead = pipeline marginal cost / bare cost - 1 (target: <= 15%). Runs alternate
+(bare, with, without, repeated) and the medians are compared, since the machine is
+shared.
+
+    python benchmarks/bench_nsfw.py --n 400 --long-side 1024 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_pipeline import ensure_data  # noqa: E402
+
+
+def bare_seconds(shards: list[Path]) -> tuple[int, float]:
+    from mitigate.config import validate_config
+    from mitigate.decode import decode_image
+    from mitigate.filters import build_filter
+
+    nsfw = build_filter(validate_config({"filters": [{"name": "nsfw"}]}).filters[0])
+    session = nsfw.load_model()
+    images = []
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".jpg"):
+                    data = tar.extractfile(member).read()
+                    images.append(decode_image(data, max_pixels=10**9).working)
+    started = time.perf_counter()
+    for start in range(0, len(images), 32):
+        batch = np.stack([nsfw.preprocess(im) for im in images[start : start + 32]])
+        session.run(["outputs"], {"input:0": batch})
+    return len(images), time.perf_counter() - started
+
+
+def pipeline_seconds(shards: list[Path], with_nsfw: bool) -> float:
+    from mitigate.config import load_config
+    from mitigate.pipeline.run import run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        filters = "[{name: nsfw}]" if with_nsfw else "[]"
+        config, _ = load_config(
+            REPO / "configs" / "default.yaml",
+            [
+                f"input.paths={json.dumps([str(s) for s in shards])}",
+                f"output.path={tmp}/out",
+                f"filters={filters}",
+            ],
+        )
+        started = time.perf_counter()
+        run(config)
+        return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO / "bench_data")
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--long-side", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    shards = ensure_data(args.data, args.n, args.long_side)
+    bare, with_model, without = [], [], []
+    n = 0
+    for _ in range(args.repeat):
+        n, seconds = bare_seconds(shards)
+        bare.append(seconds)
+        with_model.append(pipeline_seconds(shards, True))
+        without.append(pipeline_seconds(shards, False))
+    b, w, wo = (statistics.median(x) for x in (bare, with_model, without))
+    marginal = w - wo
+    print(f"{n} images, {args.long_side or 'native'} px, median of {args.repeat} runs")
+    print(f"bare onnxruntime (preprocess + run):  {b / n * 1e3:7.2f} ms/image")
+    print(f"pipeline with nsfw:                   {w / n * 1e3:7.2f} ms/image (whole run)")
+    print(f"pipeline without filters:             {wo / n * 1e3:7.2f} ms/image (whole run)")
+    print(f"nsfw inside the pipeline (marginal):  {marginal / n * 1e3:7.2f} ms/image")
+    print(f"overhead over bare inference:         {marginal / b - 1:+7.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
