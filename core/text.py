@@ -16,20 +16,42 @@ _INVISIBLE = dict.fromkeys(
     map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e"),
     None,
 )
+# Typographic apostrophes become ASCII so "woman’s" and "woman's" tokenise alike.
+_APOSTROPHES = {ord(c): "'" for c in "\u2019\u02bc\u2018\uff07"}
 _SPACE = re.compile(r"\s+")
-# A word is a run of letters, digits, marks or underscores (any script), with inner
+
+
+def _mark_class() -> str:
+    """A regex class of the combining marks in the Basic Multilingual Plane (Python's
+    ``re`` has no ``\\p{M}``): vowel signs of Indic scripts and the like belong inside
+    words, not between them."""
+    out, start = [], None
+    for code in range(0x10000):
+        is_mark = unicodedata.category(chr(code)).startswith("M")
+        if is_mark and start is None:
+            start = code
+        elif not is_mark and start is not None:
+            out.append(f"\\u{start:04x}-\\u{code - 1:04x}")
+            start = None
+    return "".join(out)
+
+
+_CHAR = rf"(?:[^\W_]|[{_mark_class()}])"
+# A word is a run of letters, digits and combining marks (any script), with inner
 # apostrophes/hyphens kept so "don't" and "x-ray" stay single words.
-_WORD = re.compile(r"[^\W_]+(?:['\-][^\W_]+)*")
+_WORD = re.compile(rf"{_CHAR}+(?:['\-]{_CHAR}+)*")
 
 
 def normalize_text(text: str) -> str:
     """Return ``text`` in the canonical form used for all caption matching.
 
     Steps, in order: Unicode NFKC (folds full-width and compatibility forms),
-    removal of zero-width/invisible characters, ``casefold`` (aggressive lower-casing,
-    e.g. German sharp s), and collapsing of every whitespace run to one space.
+    removal of zero-width/invisible characters, typographic apostrophes to ``'``,
+    ``casefold`` (aggressive lower-casing, e.g. German sharp s), and collapsing of every
+    whitespace run to one space.
     """
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).translate(_APOSTROPHES)
+    text = text.casefold()
     return _SPACE.sub(" ", text).strip()
 
 
