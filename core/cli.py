@@ -238,11 +238,43 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         console.print(
             f"[yellow]source issue[/] {issue['source']}: {issue['reason']}: {issue['detail']}"
         )
+    if "rebalance" in summary:
+        print_bias_table(summary["rebalance"], console)
     run = summary.get("run", {})
     console.print(
         f"{len(summary['shards'])} shard(s) written; "
         f"{run.get('wall_seconds', 0):.1f} s, {run.get('samples_per_second', 0):.1f} samples/s"
     )
+
+
+def print_bias_table(report: dict[str, Any], console: Any) -> None:
+    """Probe-term frequencies: unfiltered / filtered / reweighted (the DALL·E 2 table)."""
+    from rich.table import Table
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2%}"
+
+    def change(value: float | None) -> str:
+        return "" if value is None else f" ({value:+.1%})"
+
+    table = Table(title="rebalancing: probe-term frequency", title_justify="left")
+    for col in ("probe", "unfiltered", "filtered", "reweighted"):
+        table.add_column(col, justify="left" if col == "probe" else "right")
+    for group, row in report["probes"].items():
+        table.add_row(
+            group,
+            pct(row["unfiltered"]),
+            pct(row["filtered"]) + change(row["change_filtered"]),
+            pct(row["reweighted"]) + change(row["change_reweighted"]),
+        )
+    console.print(table)
+    w = report["weights"]
+    if w["n"]:
+        console.print(
+            f"weights: {w['n']} kept, mean {w['mean']:.3f}, range {w['min']:.3f}..{w['max']:.3f}, "
+            f"effective sample size {w['effective_sample_size']:.0f} "
+            f"({w['ess_fraction']:.1%}); mode {report['mode']}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -96,6 +96,62 @@ class DedupConfig(_Strict):
     exact: bool = Field(default=True, description="Drop samples with identical image bytes.")
 
 
+DEFAULT_PROBES = {
+    "women": ["woman", "women", "girl", "girls", "female", "lady", "ladies"],
+    "men": ["man", "men", "boy", "boys", "male", "gentleman"],
+    "people": ["person", "people", "child", "children"],
+    "animals": ["dog", "cat", "horse", "bird"],
+}
+
+
+class RebalanceConfig(_Strict):
+    """Density-ratio weights that undo the bias the filters introduce (DALL·E 2)."""
+
+    enabled: bool = False
+    filtered_by: list[str] | None = Field(
+        default=None,
+        description="Filter ids whose drops count as 'filtered'; default: every filter "
+        "whose category is not 'quality'. Errors, duplicates and other filters' drops are "
+        "outside the population that is rebalanced.",
+    )
+    embedding_filter: str | None = Field(
+        default=None,
+        description="Model filter whose stored image embedding joins the caption n-grams "
+        "as features (it needs store_embeddings: true).",
+    )
+    n_features: int = Field(default=2**18, ge=16, le=2**24, description="Caption hash buckets.")
+    mask_filter_terms: bool = Field(
+        default=True,
+        description="Cut the terms of the caption filters being rebalanced out of the "
+        "caption features. A feature that decides a filter makes the density ratio "
+        "constant on the kept set (no kept caption has it), leaving nothing to learn; "
+        "masked, the classifier learns how the rest of the caption predicts removal.",
+    )
+    embedding_weight: float = Field(default=1.0, gt=0, description="Scale of the image block.")
+    fit_sample_size: int = Field(
+        default=50_000,
+        ge=2,
+        le=5_000_000,
+        description="Samples (a deterministic uniform sample) the classifier is fitted on.",
+    )
+    C: float = Field(
+        default=0.1, gt=0, description="Inverse L2 strength: small keeps the classifier weak."
+    )
+    w_min: float = Field(default=0.1, ge=0, le=1, description="Smallest weight after clipping.")
+    w_max: float = Field(default=10.0, ge=1, le=1e6, description="Largest weight after clipping.")
+    mode: Literal["weights", "resample"] = Field(
+        default="weights",
+        description="weights: store each kept sample's weight for loss reweighting; "
+        "resample: also write each kept sample a number of times whose expectation is "
+        "its weight (for trainers that cannot take weights).",
+    )
+    seed: int = Field(default=0, ge=0, lt=2**64)
+    probes: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROBES.items()},
+        description="Bias report: group -> words or phrases, matched as whole words.",
+    )
+
+
 class RunnerConfig(_Strict):
     name: Literal["direct"] = "direct"
     direct_num_workers: int = Field(default=1, ge=1, le=1024)
@@ -108,6 +164,7 @@ class Config(_Strict):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     filters: list[SerializeAsAny[FilterConfig]] = Field(default_factory=list)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     @field_validator("filters", mode="plain")
@@ -221,9 +278,40 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
         config = Config.model_validate({**raw, "filters": built}, context=context)
     except ValidationError as exc:
         errors.extend(_messages(exc, Config, ()))
+    if config is not None:
+        errors.extend(_cross_checks(config))
     if errors or config is None:
         raise ConfigError(errors)
     return _resolve_paths(config, base)
+
+
+def _cross_checks(config: Config) -> list[str]:
+    """Checks that span sections (which filter ids exist, and what they provide)."""
+    errors = []
+    by_id = {f.filter_id: f for f in config.filters}
+    rb = config.rebalance
+    for i, fid in enumerate(rb.filtered_by or []):
+        if fid not in by_id:
+            errors.append(
+                f"rebalance.filtered_by[{i}]: no filter {fid!r}; filters: {sorted(by_id)}"
+            )
+    if rb.embedding_filter is not None:
+        flt = by_id.get(rb.embedding_filter)
+        if flt is None:
+            errors.append(
+                f"rebalance.embedding_filter: no filter {rb.embedding_filter!r}; "
+                f"filters: {sorted(by_id)}"
+            )
+        elif not (
+            getattr(flt, "embedding_output", None) and getattr(flt, "store_embeddings", False)
+        ):
+            errors.append(
+                f"rebalance.embedding_filter: filter {rb.embedding_filter!r} must have an "
+                "embedding_output and store_embeddings: true"
+            )
+    if rb.enabled and not rb.probes:
+        errors.append("rebalance.probes: give at least one probe group")
+    return errors
 
 
 def _is_local_relative(path: str) -> bool:

@@ -43,6 +43,8 @@ _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("sha256", pa.string()),
     ("phash", pa.string()),
     ("phash_mirror", pa.string()),
+    ("weight", pa.float64()),
+    ("copies", pa.int32()),
 ]
 # Where each member's data lies in the source tar, so later tools (redecide, select)
 # can read a sample's bytes again without re-indexing.
@@ -113,6 +115,8 @@ def sidecar(record: SampleRecord, meta: dict[str, Any] | None) -> bytes:
         "n_bytes": record.n_bytes,
         "scores": dict(sorted(record.scores.items())),
     }
+    if record.weight is not None:
+        out[SIDECAR_KEY]["weight"] = record.weight
     return (json.dumps(out, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -133,10 +137,19 @@ class ShardWriter:
         self._tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)
         self.count = 0
 
-    def add(self, record: SampleRecord, image: bytes, caption: bytes, meta: dict | None) -> None:
-        _add(self._tar, f"{record.key}.{record.image_ext}", image)
-        _add(self._tar, f"{record.key}.txt", caption)
-        _add(self._tar, f"{record.key}.json", sidecar(record, meta))
+    def add(
+        self,
+        record: SampleRecord,
+        image: bytes,
+        caption: bytes,
+        meta: dict | None,
+        key: str | None = None,
+    ) -> None:
+        """Add one sample; ``key`` overrides the record's (resampled copies)."""
+        key = key or record.key
+        _add(self._tar, f"{key}.{record.image_ext}", image)
+        _add(self._tar, f"{key}.txt", caption)
+        _add(self._tar, f"{key}.json", sidecar(record, meta))
         self.count += 1
 
     def close(self) -> None:
@@ -169,3 +182,13 @@ def check_conservation(input_count: int, counts: dict[str, int], manifest_rows: 
 
 def is_kept(record: SampleRecord) -> bool:
     return record.state == KEPT
+
+
+def copies_of(record: SampleRecord) -> int:
+    """How many times a kept sample goes into the shards (1 unless resampled)."""
+    return 1 if record.copies is None else record.copies
+
+
+def copy_key(key: str, copy: int) -> str:
+    """Key of the ``copy``-th copy of a resampled sample: the first keeps its key."""
+    return key if copy == 0 else f"{key}_r{copy}"

@@ -111,6 +111,9 @@ class SampleRecord:
     threshold: float | None = None
     duplicate_of: str | None = None
     distance: int | None = None  # Hamming distance to ``duplicate_of`` (0 = same bytes)
+    # rebalancing (kept samples only)
+    weight: float | None = None  # density-ratio weight for loss reweighting; mean 1
+    copies: int | None = None  # resample mode: times the sample is written (E = weight)
 
     @property
     def order(self) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from mitigate.config import Config
 from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
 from mitigate.pipeline import fs
 from mitigate.pipeline.inference import ScoreWithModel
+from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, SampleRecord
 from mitigate.sources import (
     SourceIssue,
@@ -218,8 +219,9 @@ class WriteManifestPart(beam.DoFn):
         counts = output.count_states(records)
         for name, n in counts.items():
             Metrics.counter(NAMESPACE, f"state/{name}").inc(n)
-        yield {"part": ordinal, "rows": rows, "counts": counts}
         kept = [r for r in records if r.state == KEPT]
+        to_write = sum(output.copies_of(r) for r in kept)
+        yield {"part": ordinal, "rows": rows, "counts": counts, "to_write": to_write}
         if kept:
             yield TaggedOutput(KEPT_TAG, (ordinal, kept))
 
@@ -235,12 +237,15 @@ def _offsets(counts: dict[int, int]) -> dict[int, int]:
 
 def _assign_shards(
     element: tuple[int, list[SampleRecord]], offsets: dict[int, int], per_shard: int
-) -> Iterator[tuple[int, tuple[int, SampleRecord]]]:
+) -> Iterator[tuple[int, tuple[int, SampleRecord, int]]]:
+    """(shard id, (global position, record, copy number)) for every sample to write;
+    resampled samples appear once per copy, consecutively."""
     ordinal, kept = element
-    start = offsets[ordinal]
-    for i, record in enumerate(kept):
-        position = start + i
-        yield position // per_shard, (position, record)
+    position = offsets[ordinal]
+    for record in kept:
+        for copy in range(output.copies_of(record)):
+            yield position // per_shard, (position, record, copy)
+            position += 1
 
 
 class WriteShard(beam.DoFn):
@@ -249,15 +254,18 @@ class WriteShard(beam.DoFn):
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
 
-    def process(self, element: tuple[int, Iterable[tuple[int, SampleRecord]]]) -> Iterator[dict]:
+    def process(
+        self, element: tuple[int, Iterable[tuple[int, SampleRecord, int]]]
+    ) -> Iterator[dict]:
         shard_id, group = element
-        members = sorted(group, key=lambda pr: pr[0])
+        members = sorted(group, key=lambda entry: entry[0])
         name = self.layout.shard(shard_id)
         with fs.atomic_write(name) as f:
             writer = output.ShardWriter(f)
             handle, handle_source = None, None
             try:
-                for _, record in members:
+                for _, record, copy in members:
+                    key = output.copy_key(record.key, copy)
                     if record.members:
                         if handle_source != record.source:
                             if handle is not None:
@@ -269,10 +277,10 @@ class WriteShard(beam.DoFn):
                             raise RuntimeError(
                                 f"{record.key}: input changed during the run ({payload.detail})"
                             )
-                        writer.add(record, payload.image, data["txt"], payload.meta)
+                        writer.add(record, payload.image, data["txt"], payload.meta, key)
                     else:
                         image = fs.read_bytes(record.image_path or "")
-                        writer.add(record, image, (record.caption or "").encode(), None)
+                        writer.add(record, image, (record.caption or "").encode(), None, key)
             finally:
                 if handle is not None:
                     handle.close()
@@ -295,6 +303,7 @@ class WriteSummary(beam.DoFn):
         parts: list[dict],
         shards: list[dict],
         issues: list[SourceIssue],
+        rebalance: list[dict],
     ) -> Iterator[dict]:
         counts: dict[str, int] = {}
         for part in parts:
@@ -302,9 +311,13 @@ class WriteSummary(beam.DoFn):
                 counts[name] = counts.get(name, 0) + n
         manifest_rows = sum(p["rows"] for p in parts)
         written = sum(s["samples"] for s in shards)
+        to_write = sum(p["to_write"] for p in parts)
         problems = output.check_conservation(input_count, counts, manifest_rows)
-        if written != counts.get(KEPT, 0):
-            problems.append(f"shards hold {written} samples but {counts.get(KEPT, 0)} are kept")
+        if written != to_write:
+            problems.append(
+                f"shards hold {written} samples but {to_write} were to be written "
+                f"({counts.get(KEPT, 0)} kept)"
+            )
         summary = {
             **self.header,
             "input_count": input_count,
@@ -316,7 +329,10 @@ class WriteSummary(beam.DoFn):
                 key=lambda d: (d["source"], d["reason"], d["detail"]),
             ),
             "conservation": {"ok": not problems, "problems": problems},
+            "samples_written": written,
         }
+        if rebalance:
+            summary["rebalance"] = rebalance[0]
         fs.write_bytes(self.layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
         if problems:
             raise RuntimeError("conservation check failed: " + "; ".join(problems))
@@ -418,6 +434,10 @@ def _finish(
     records = _exact_dedup(records, config.dedup.exact)
     # Seam: near-duplicate search among survivors plugs in here (PENDING -> DUPLICATE).
     final = records | "Finalize" >> beam.Map(stages.finalize)
+    if config.rebalance.enabled:
+        final, rebalance_report = final | "Rebalance" >> Rebalance(config)
+    else:
+        rebalance_report = pipeline | "NoRebalance" >> beam.Create([])
 
     written = (
         final
@@ -431,7 +451,7 @@ def _finish(
     parts, kept = written.parts, written[KEPT_TAG]
     offsets = (
         kept
-        | "KeptCounts" >> beam.Map(lambda kv: (kv[0], len(kv[1])))
+        | "KeptCounts" >> beam.Map(lambda kv: (kv[0], sum(output.copies_of(r) for r in kv[1])))
         | "CountsDict" >> beam.combiners.ToDict()
         | "Offsets" >> beam.Map(_offsets)
     )
@@ -454,5 +474,6 @@ def _finish(
             parts=AsList(parts),
             shards=AsList(shards),
             issues=AsList(issues),
+            rebalance=AsList(rebalance_report),
         )
     )

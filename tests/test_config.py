@@ -38,7 +38,7 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
         ),
         (
             {"bogus": 1},
-            "bogus: unknown key; valid keys: decode, dedup, filters, input, output, runner",
+            "bogus: unknown key; valid keys: decode, dedup, filters, input, output, rebalance, runner",
         ),
         (
             {"filters": [{"name": "image_quality"}, {"name": "image_quality", "min_side": -1}]},

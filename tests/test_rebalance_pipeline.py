@@ -1,0 +1,182 @@
+"""Rebalancing end to end: a caption filter that removes "woman" captions about three
+times as often as "man" captions, on real photos, and weights that undo it."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from mitigate.config import ConfigError, validate_config
+from mitigate.pipeline.run import run
+
+N = 2400
+SUBJECTS = {
+    "women": ["a woman", "a young woman", "a girl", "two women"],
+    "men": ["a man", "a young man", "a boy", "two men"],
+    "animals": ["a dog", "a cat", "a horse", "a bird"],
+}
+SCENES = [
+    "in a park",
+    "at the market",
+    "on a street",
+    "in a kitchen",
+    "near a lake",
+    "at a desk",
+    "on a bus",
+    "in a garden",
+]
+# P(caption carries the #swimsuit tag | group): the caption filter drops every such
+# caption, so it removes "woman" captions three times as often as "man" captions. The
+# rebalancing features mask the filter's own terms (rebalance.mask_filter_terms), so
+# what the classifier can learn is how the rest of a caption predicts removal.
+SWIMSUIT = {"women": 0.30, "men": 0.10, "animals": 0.0}
+
+
+def _caption(rng: random.Random, group: str) -> str:
+    tag = " #swimsuit" if rng.random() < SWIMSUIT[group] else ""
+    return f"a photo of {rng.choice(SUBJECTS[group])} {rng.choice(SCENES)}{tag}"
+
+
+@pytest.fixture(scope="module")
+def biased_dataset(tmp_path_factory, photos) -> Path:
+    folder = tmp_path_factory.mktemp("biased")
+    rng = random.Random(7)
+    bases = [Image.open(io.BytesIO(d)).convert("RGB").resize((72, 72)) for d in photos.values()]
+    for shard in range(N // 600):
+        with tarfile.open(folder / f"shard-{shard:05d}.tar", "w") as tar:
+            for j in range(600):
+                i = shard * 600 + j
+                image = bases[i % len(bases)].copy()
+                image.putpixel((0, 0), (i % 256, i // 256, 7))  # distinct bytes per sample
+                buf = io.BytesIO()
+                image.save(buf, "PNG")
+                group = rng.choice(list(SUBJECTS))
+                for name, data in (
+                    (f"{i:06d}.png", buf.getvalue()),
+                    (f"{i:06d}.txt", _caption(rng, group).encode()),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def _config(data: Path, out: Path, **rebalance):
+    return validate_config(
+        {
+            "input": {"paths": [str(data / "*.tar")], "chunk_size": 200},
+            "output": {"path": str(out), "samples_per_shard": 5000},
+            "filters": [{"name": "caption_terms", "category": "sexual", "terms": ["swimsuit"]}],
+            "rebalance": {
+                "enabled": True,
+                "C": 10.0,
+                "w_min": 0.05,
+                "w_max": 20.0,
+                "probes": {k: [w.split()[-1] for w in v] for k, v in SUBJECTS.items()},
+                **rebalance,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def weighted_run(biased_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rb") / "out"
+    return out, run(_config(biased_dataset, out))
+
+
+@pytest.mark.slow
+def test_filter_bias_is_visible_and_reweighting_undoes_it(weighted_run):
+    _, summary = weighted_run
+    probes = summary["rebalance"]["probes"]
+    assert probes["women"]["change_filtered"] < -0.10  # the filter's bias
+    assert probes["women"]["change_filtered"] < 2 * probes["men"]["change_filtered"]
+    for group, row in probes.items():
+        assert abs(row["change_reweighted"]) < 0.03, (group, row)
+
+
+@pytest.mark.slow
+def test_weights_are_clipped_normalised_and_written_everywhere(weighted_run):
+    out, summary = weighted_run
+    rows = pq.read_table(out / "manifest").to_pylist()
+    kept = [r for r in rows if r["state"] == "kept"]
+    weights = np.array([r["weight"] for r in kept])
+    assert weights.mean() == pytest.approx(1.0, abs=1e-3)
+    assert weights.min() >= 0.05 and weights.max() <= 20.0
+    assert all(r["weight"] is None for r in rows if r["state"] != "kept")
+    # the women who survived the filter carry more weight than the men
+    women = [r["weight"] for r in kept if " woman " in r["caption"] or "women" in r["caption"]]
+    men = [r["weight"] for r in kept if " man " in r["caption"] or " men " in r["caption"]]
+    assert np.mean(women) > np.mean(men)
+    by_key = {r["key"]: r["weight"] for r in kept}
+    for sample in wds.WebDataset(str(out / "shards" / "shard-000000.tar"), shardshuffle=False):
+        assert json.loads(sample["json"])["mitigate"]["weight"] == by_key[sample["__key__"]]
+    stats = summary["rebalance"]["weights"]
+    assert stats["n"] == len(kept)
+    assert 0 < stats["effective_sample_size"] <= len(kept)
+
+
+@pytest.mark.slow
+def test_weights_are_deterministic_across_runners(weighted_run, biased_dataset, tmp_path):
+    out, _ = weighted_run
+    config = _config(biased_dataset, tmp_path / "mp")
+    config = config.model_copy(
+        update={
+            "runner": config.runner.model_copy(
+                update={"direct_num_workers": 2, "direct_running_mode": "multi_processing"}
+            )
+        }
+    )
+    run(config)
+    for part in sorted((out / "manifest").glob("*.parquet")):
+        assert (tmp_path / "mp" / "manifest" / part.name).read_bytes() == part.read_bytes()
+
+
+@pytest.mark.slow
+def test_resample_mode_writes_copies_with_expected_count_equal_to_weight(
+    biased_dataset, weighted_run, tmp_path
+):
+    summary = run(_config(biased_dataset, tmp_path / "rs", mode="resample"))
+    rows = [
+        r for r in pq.read_table(tmp_path / "rs" / "manifest").to_pylist() if r["state"] == "kept"
+    ]
+    copies = np.array([r["copies"] for r in rows])
+    weights = np.array([r["weight"] for r in rows])
+    assert np.all((copies == np.floor(weights)) | (copies == np.floor(weights) + 1))
+    assert abs(copies.sum() - weights.sum()) < 3 * np.sqrt(len(rows))
+    samples = list(wds.WebDataset(str(tmp_path / "rs/shards/shard-000000.tar"), shardshuffle=False))
+    assert len(samples) == copies.sum() == summary["samples_written"]
+    keys = [s["__key__"] for s in samples]
+    assert len(set(keys)) == len(keys)  # copies get distinct keys: KEY, KEY_r1, ...
+    assert summary["conservation"]["ok"]
+
+
+def test_rebalance_config_is_cross_checked():
+    with pytest.raises(ConfigError, match=r"rebalance.filtered_by\[0\]: no filter 'nsfw'"):
+        validate_config({"rebalance": {"filtered_by": ["nsfw"]}})
+    with pytest.raises(ConfigError, match="must have an embedding_output and store_embeddings"):
+        validate_config({"filters": [{"name": "nsfw"}], "rebalance": {"embedding_filter": "nsfw"}})
+    with pytest.raises(ConfigError, match=r"rebalance.w_min: must be <= 1"):
+        validate_config({"rebalance": {"w_min": 2}})
+
+
+def test_masked_filter_terms_leave_no_trace_in_the_features():
+    from mitigate.rebalance import caption_terms
+
+    masked = frozenset({("swimsuit",), ("graphic", "violence")})
+    assert caption_terms("a woman in a park #swimsuit", masked) == caption_terms(
+        "a woman in a park", masked
+    )
+    # a cut in the middle: no bigram joins the words on either side of it
+    terms = caption_terms("a graphic violence scene", masked)
+    assert terms == ["a", "scene"]
+    assert "swimsuit" in caption_terms("a woman in a swimsuit")  # unmasked by default
