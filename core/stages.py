@@ -207,6 +207,8 @@ def reopen(record: SampleRecord) -> SampleRecord:
         threshold=None,
         duplicate_of=None,
         distance=None,
+        weight=None,
+        copies=None,
     )
 
 

@@ -380,10 +380,42 @@ def build(
     _finish(pipeline, config, sources, header, records, input_count, issues, embedding_ids)
 
 
+class ReadRunPart(beam.DoFn):
+    """One manifest part of a finished run -> its records, with the stored embeddings
+    of that part attached (rows of ``embeddings/<id>/part-N.npy`` align with it)."""
+
+    def __init__(self, source_run: str, stored_filters: list[str], embedding_ids: list[str]):
+        self.source_run = source_run
+        self.stored_filters = stored_filters
+        self.embedding_ids = embedding_ids
+
+    def process(self, part: str) -> Iterator[SampleRecord]:
+        import io
+
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(io.BytesIO(fs.read_bytes(part))).to_pylist()
+        name = part.rsplit("/", 1)[-1].replace(".parquet", ".npy")
+        matrices = {
+            fid: np.load(
+                io.BytesIO(fs.read_bytes(fs.join(self.source_run, "embeddings", fid, name)))
+            )
+            for fid in self.embedding_ids
+        }
+        for i, row in enumerate(rows):
+            record = output.record_from_row(row, self.stored_filters)
+            for fid, matrix in matrices.items():
+                if matrix.shape[1] and np.isfinite(matrix[i]).all():
+                    record.embeddings[fid] = matrix[i]
+            yield record
+
+
 def build_redecide(
     pipeline: beam.Pipeline,
     config: Config,
-    manifest_glob: str,
+    source_run: str,
+    parts: list[str],
     sources: list[str],
     header: dict[str, Any],
     stored_filters: list[str],
@@ -392,12 +424,14 @@ def build_redecide(
     """Re-decide a finished run from its manifest: new thresholds, no model runs.
 
     Errors stay errors (they are facts about the input); every other sample is decided
-    again from its stored scores with ``config``'s filters, then deduplicated again.
+    again from its stored scores with ``config``'s filters, then deduplicated and
+    rebalanced again (with the stored embeddings, where the config uses them).
     """
+    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
     records = (
         pipeline
-        | "ReadManifest" >> beam.io.ReadFromParquet(manifest_glob)
-        | "ToRecords" >> beam.Map(output.record_from_row, stored_filters)
+        | "ManifestParts" >> beam.Create(parts)
+        | "ReadParts" >> beam.ParDo(ReadRunPart(source_run, stored_filters, embedding_ids))
         | "Redecide" >> beam.ParDo(Redecide(config))
     )
     input_count = records | "InputCount" >> beam.combiners.Count.Globally()

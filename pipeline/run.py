@@ -167,10 +167,12 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     options = pipeline_options(config.runner, beam_args)
     started = time.perf_counter()
     with beam.Pipeline(options=options) as pipeline:
+        parts = fs.match([fs.join(from_path, "manifest", "part-*.parquet")])
         build_redecide(
             pipeline,
             config,
-            fs.join(from_path, "manifest", "*.parquet"),
+            from_path,
+            next(iter(parts.values())),
             sources,
             header,
             stored,
