@@ -25,6 +25,7 @@ from pydantic import (
     SerializeAsAny,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from mitigate import filters as filter_registry
@@ -152,10 +153,61 @@ class RebalanceConfig(_Strict):
     )
 
 
+_REQUIRED = {
+    "portable": ("job_endpoint",),
+    "flink": ("job_endpoint",),
+    "spark": ("job_endpoint",),
+    "dataflow": ("project", "region", "temp_location"),
+    "dask": ("dask_address",),
+}
+
+
 class RunnerConfig(_Strict):
-    name: Literal["direct"] = "direct"
+    """Which Beam runner executes the pipeline, and its options (flat, so that
+    ``--set runner.KEY=VALUE`` reaches any of them)."""
+
+    name: Literal["direct", "portable", "dataflow", "flink", "spark", "dask"] = "direct"
+    # direct: in-process, threads, or worker processes on this machine
     direct_num_workers: int = Field(default=1, ge=1, le=1024)
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+    # portable, flink, spark: a running job service (Flink/Spark: their Beam job server)
+    job_endpoint: str | None = Field(default=None, description="host:port of the job service.")
+    environment_type: Literal["DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK"] | None = Field(
+        default=None, description="How the job service runs Python workers."
+    )
+    environment_config: str | None = Field(
+        default=None, description="e.g. host:port of a worker pool for EXTERNAL."
+    )
+    # dataflow
+    project: str | None = None
+    region: str | None = None
+    temp_location: str | None = Field(default=None, description="gs:// path for temp files.")
+    staging_location: str | None = None
+    machine_type: str | None = Field(default=None, description="e.g. n2-standard-4.")
+    num_workers: int | None = Field(default=None, ge=1)
+    max_num_workers: int | None = Field(default=None, ge=1)
+    autoscaling_algorithm: Literal["THROUGHPUT_BASED", "NONE"] | None = None
+    sdk_container_image: str | None = Field(
+        default=None, description="Custom SDK container (runners/dataflow/Dockerfile)."
+    )
+    requirements_file: str | None = Field(
+        default=None, description="Pinned requirements staged for the workers."
+    )
+    extra_packages: list[str] = Field(
+        default_factory=list, description="sdists/wheels staged for the workers (this package)."
+    )
+    dry_run: bool = Field(default=False, description="Build the job without submitting it.")
+    # dask
+    dask_address: str | None = Field(default=None, description="Dask scheduler address.")
+
+    @model_validator(mode="after")
+    def _required(self) -> RunnerConfig:
+        missing = [k for k in _REQUIRED.get(self.name, ()) if getattr(self, k) in (None, "")]
+        if missing:
+            raise ValueError(f"runner {self.name!r} needs {', '.join(missing)}")
+        if self.dry_run and self.name != "dataflow":
+            raise ValueError("dry_run is a Dataflow option (it builds the job offline)")
+        return self
 
 
 class Config(_Strict):

@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from mitigate.text import normalize_text, words
 
@@ -351,7 +352,11 @@ def normalize_embeddings(embeddings: np.ndarray) -> np.ndarray:
         raise ValueError(f"embeddings must be 2-D, got shape {emb.shape}")
     if not np.all(np.isfinite(emb)):
         raise ValueError("embeddings contain NaN or inf")
-    norms = np.sqrt(np.einsum("ij,ij->i", emb, emb, dtype=np.float64)).astype(np.float32)
+    # math.fsum is exactly rounded, so a row's norm does not depend on how SIMD code
+    # happens to split the sum (which varies with memory alignment, i.e. from process to
+    # process): weights must be bit-identical on every runner.
+    wide = emb.astype(np.float64)
+    norms = np.array([math.sqrt(math.fsum(r * r)) for r in wide], dtype=np.float32)
     norms[norms == 0] = 1.0
     return emb / norms[:, None]
 
@@ -545,7 +550,11 @@ def fit_density_ratio(
     clf = LogisticRegression(
         C=C, solver=solver, max_iter=max_iter, tol=tol, random_state=random_state, **extra
     )
-    clf.fit(x, y)
+    # One BLAS thread: the solver's dot products are split across threads otherwise, and
+    # the split (set per process by the runner, e.g. Dask workers use 1) changes the
+    # last bits of the coefficients, hence of every weight.
+    with threadpool_limits(limits=1):
+        clf.fit(x, y)
     coef = np.asarray(clf.coef_, dtype=np.float64).ravel()
     nz = np.flatnonzero(coef).astype(np.int32)
     intercept = float(np.asarray(clf.intercept_).ravel()[0])
@@ -1022,20 +1031,34 @@ HIST_BINS = 1 << 15  # over log-weights in [-MAX_ABS_LOG_WEIGHT, MAX_ABS_LOG_WEI
 _EDGES = np.exp(np.linspace(-MAX_ABS_LOG_WEIGHT, MAX_ABS_LOG_WEIGHT, HIST_BINS + 1))
 
 
+_FRAC_BITS = 44  # fixed-point resolution of a value's position inside its bin
+
+
 class LogHistogram:
     """Mergeable summary of non-negative values: per log-spaced bin, a count and the
-    exact sum of the values in it (plus a count of zeros).
+    sum of the values in it (plus a count of zeros).
 
     Bins are 0.3% wide (2**15 over e**-50..e**50), so anything computed from the
     histogram is exact for bins wholly on one side of a cut and off by at most that
     for the bin a cut falls into. Memory is fixed (512 KiB) whatever the data size,
     which is what lets the pipeline normalise weights over any number of samples.
+
+    Sums are kept in integer fixed point (each value's offset inside its bin, to
+    2**-44 of the bin's lower edge), so merging in any order gives the same bits: the
+    normalising scale, and so every weight, is identical on every runner. (Float sums
+    would differ in the last bit with the order of addition.) A bin overflows only
+    past ~10**8 values.
     """
 
     def __init__(self) -> None:
         self.counts = np.zeros(HIST_BINS, dtype=np.int64)
-        self.sums = np.zeros(HIST_BINS, dtype=np.float64)
+        self.fixed = np.zeros(HIST_BINS, dtype=np.int64)  # sum of offsets, 2**-44 units
         self.zeros = 0
+
+    @property
+    def sums(self) -> np.ndarray:
+        """Sum of the values in each bin (float64, derived deterministically)."""
+        return _EDGES[:-1] * (self.counts + self.fixed / float(1 << _FRAC_BITS))
 
     @property
     def n(self) -> int:
@@ -1048,14 +1071,15 @@ class LogHistogram:
         pos = v[v > 0]
         self.zeros += int(v.size - pos.size)
         idx = np.clip(np.searchsorted(_EDGES, pos, side="right") - 1, 0, HIST_BINS - 1)
+        offset = np.clip(pos / _EDGES[idx] - 1.0, 0.0, None)
         np.add.at(self.counts, idx, 1)
-        np.add.at(self.sums, idx, pos)
+        np.add.at(self.fixed, idx, np.round(offset * (1 << _FRAC_BITS)).astype(np.int64))
         return self
 
     def merge(self, other: LogHistogram) -> LogHistogram:
         out = LogHistogram()
         out.counts = self.counts + other.counts
-        out.sums = self.sums + other.sums
+        out.fixed = self.fixed + other.fixed
         out.zeros = self.zeros + other.zeros
         return out
 

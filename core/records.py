@@ -124,6 +124,17 @@ class SampleRecord:
     def resolution(self) -> int:
         return (self.width or 0) * (self.height or 0)
 
+    def copy(self) -> SampleRecord:
+        """An independent copy (its dicts too). Stages copy a record before changing
+        it: runners may hand the same object to several consumers, and Beam forbids
+        mutating an element a DoFn received."""
+        return dataclasses.replace(
+            self,
+            scores=dict(self.scores),
+            score_info=dict(self.score_info),
+            embeddings=dict(self.embeddings),
+        )
+
     def with_error(self, reason: str, detail: str) -> SampleRecord:
         return dataclasses.replace(self, state=ERROR, reason=reason, detail=detail)
 

@@ -45,6 +45,7 @@ def load_payloads(
     handle_source: str | None = None
     try:
         for record in records:
+            record = record.copy()  # later stages fill in signals on this copy
             if record.state == ERROR:
                 out.append((record, None))
                 continue

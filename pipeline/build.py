@@ -16,6 +16,7 @@ moves light records, so memory does not grow with image volume on any runner.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -24,14 +25,14 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsList, AsSingleton, TaggedOutput
+from apache_beam.pvalue import AsList, AsSingleton
+from apache_beam.utils.shared import Shared
 
-from mitigate import filters as filter_registry
 from mitigate import output, stages
 from mitigate.config import Config
 from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
 from mitigate.pipeline import fs
-from mitigate.pipeline.inference import ScoreWithModel
+from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
 from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, SampleRecord
 from mitigate.sources import (
@@ -45,8 +46,26 @@ from mitigate.sources import (
 
 log = logging.getLogger(__name__)
 NAMESPACE = "mitigate"
+# Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
+# batching (BatchElements) relies on: there, model filters run inside Decode instead,
+# batched per chunk, with the same handler code and results.
+INLINE_MODEL_RUNNERS = frozenset({"dask"})
+# Multi-output DoFns here emit (tag, value) pairs that `split` routes: runners differ in
+# how well they support tagged outputs (Beam's Dask runner mixes them up), plain
+# filters work everywhere.
+CHUNKS = "chunks"
 ISSUES = "issues"
+PARTS = "parts"
 KEPT_TAG = "kept"
+
+
+def split(tagged: beam.PCollection, label: str, tags: list[str]) -> dict[str, beam.PCollection]:
+    """Route (tag, value) pairs to one PCollection per tag."""
+    return {
+        tag: tagged
+        | f"{label}[{tag}]" >> beam.FlatMap(lambda tv, t: [tv[1]] if tv[0] == t else [], tag)
+        for tag in tags
+    }
 
 
 @dataclass(frozen=True)
@@ -113,34 +132,44 @@ class IndexSource(beam.DoFn):
                     )
                 for item in items:
                     if isinstance(item, SourceIssue):
-                        yield TaggedOutput(ISSUES, item)
+                        yield (ISSUES, item)
                         continue
                     chunk.append(item)
                     if len(chunk) >= cfg.chunk_size:
-                        yield (ordinal, chunk)
+                        yield (CHUNKS, (ordinal, chunk))
                         chunk = []
         except OSError as exc:
-            yield TaggedOutput(ISSUES, SourceIssue(path, "read_error", f"cannot open: {exc}"))
+            yield (ISSUES, SourceIssue(path, "read_error", f"cannot open: {exc}"))
         if chunk:
-            yield (ordinal, chunk)
+            yield (CHUNKS, (ordinal, chunk))
 
 
 class Decode(beam.DoFn):
     """Read a chunk's bytes, decode each image once, compute signals, and score with
-    every filter that needs no model (model filters follow in RunInference)."""
+    every filter that needs no model. Model filters follow in RunInference, or, with
+    ``inline_models``, run here on the chunk as one batch, the model shared per process
+    (for runners that drop finish_bundle output, which RunInference's batching uses)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, inline_models: bool = False) -> None:
         self.config = config
+        self.inline_models = inline_models
+        self._shared = Shared() if inline_models else None
         self._filters: list[Filter] = []
 
     def setup(self) -> None:
-        self._filters = [
-            build_filter(c)
-            for c in self.config.filters
-            if not issubclass(filter_registry.get(c.name), ModelFilter)
-        ]
+        built = [build_filter(c) for c in self.config.filters]
+        self._filters = [f for f in built if not isinstance(f, ModelFilter)]
         for flt in self._filters:
             flt.setup()
+        self._models: list[tuple[FilterModelHandler, Any, bool]] = []
+        if self.inline_models:
+            for cfg, flt in zip(self.config.filters, built, strict=True):
+                if isinstance(flt, ModelFilter):
+                    handle = self._shared.acquire(
+                        lambda f=flt: _ModelHolder(f.load_model()), tag=flt.filter_id
+                    )
+                    keep = bool(getattr(cfg, "store_embeddings", False))
+                    self._models.append((FilterModelHandler(flt), handle.model, keep))
         self._samples = Metrics.counter(NAMESPACE, "samples_processed")
         self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
 
@@ -149,9 +178,25 @@ class Decode(beam.DoFn):
         payloads = stages.load_payloads(records, fs.open_read, self.config.decode.max_image_bytes)
         items = stages.compute_signals(payloads, self.config.decode)
         stages.score_items(items, self._filters)
+        for handler, model, keep in self._models:
+            fid = handler.filter_id
+            items = [
+                attach(result, fid, keep)
+                for start in range(0, len(items), handler.batch_size)
+                for result in handler.run_inference(
+                    items[start : start + handler.batch_size], model
+                )
+            ]
         self._samples.inc(len(items))
         self._decoded.inc(sum(1 for item in items if item.image is not None))
         yield from items
+
+
+class _ModelHolder:
+    """Weak-referenceable box for a model in Beam's per-process ``Shared`` cache."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
 
 
 class Decide(beam.DoFn):
@@ -175,19 +220,20 @@ class ProcessChunk(beam.PTransform):
         self.config = config
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
-        items = chunks | "Decode" >> beam.ParDo(Decode(self.config))
-        for cfg in self.config.filters:
-            flt = build_filter(cfg)
-            if isinstance(flt, ModelFilter):
-                keep = bool(getattr(cfg, "store_embeddings", False))
-                items = items | ScoreWithModel(flt, keep)
+        inline = self.config.runner.name in INLINE_MODEL_RUNNERS
+        items = chunks | "Decode" >> beam.ParDo(Decode(self.config, inline))
+        if not inline:
+            for cfg in self.config.filters:
+                flt = build_filter(cfg)
+                if isinstance(flt, ModelFilter):
+                    keep = bool(getattr(cfg, "store_embeddings", False))
+                    items = items | ScoreWithModel(flt, keep)
         return items | "Decide" >> beam.ParDo(Decide(self.config))
 
 
 def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
-    survivors, decided = records | "SplitSurvivors" >> beam.Partition(
-        lambda r, _: 0 if r.state == PENDING else 1, 2
-    )
+    survivors = records | "Survivors" >> beam.Filter(lambda r: r.state == PENDING)
+    decided = records | "Decided" >> beam.Filter(lambda r: r.state != PENDING)
     if enabled:
         survivors = (
             survivors
@@ -214,16 +260,16 @@ class WriteManifestPart(beam.DoFn):
         for fid in self.embedding_ids:
             with fs.atomic_write(self.layout.embeddings_part(fid, ordinal)) as f:
                 output.write_embeddings(records, fid, f)
-        for record in records:
-            record.embeddings = {}  # written; not needed downstream
+        # written; downstream needs no embeddings (copies: inputs are never mutated)
+        records = [dataclasses.replace(r, embeddings={}) if r.embeddings else r for r in records]
         counts = output.count_states(records)
         for name, n in counts.items():
             Metrics.counter(NAMESPACE, f"state/{name}").inc(n)
         kept = [r for r in records if r.state == KEPT]
         to_write = sum(output.copies_of(r) for r in kept)
-        yield {"part": ordinal, "rows": rows, "counts": counts, "to_write": to_write}
+        yield (PARTS, {"part": ordinal, "rows": rows, "counts": counts, "to_write": to_write})
         if kept:
-            yield TaggedOutput(KEPT_TAG, (ordinal, kept))
+            yield (KEPT_TAG, (ordinal, kept))
 
 
 def _offsets(counts: dict[int, int]) -> dict[int, int]:
@@ -360,9 +406,10 @@ def build(
     indexed = (
         pipeline
         | "Sources" >> beam.Create(list(enumerate(sources)))
-        | "Index" >> beam.ParDo(IndexSource(config)).with_outputs(ISSUES, main="chunks")
+        | "Index" >> beam.ParDo(IndexSource(config))
     )
-    chunks, issues = indexed.chunks, indexed[ISSUES]
+    routed = split(indexed, "Route", [CHUNKS, ISSUES])
+    chunks, issues = routed[CHUNKS], routed[ISSUES]
     input_count = (
         chunks
         | "ChunkSizes" >> beam.Map(lambda c: len(c[1]))
@@ -477,12 +524,10 @@ def _finish(
         final
         | "BySource" >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals)
         | "GroupSource" >> beam.GroupByKey()
-        | "Manifest"
-        >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids)).with_outputs(
-            KEPT_TAG, main="parts"
-        )
+        | "Manifest" >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids))
     )
-    parts, kept = written.parts, written[KEPT_TAG]
+    routed = split(written, "RouteManifest", [PARTS, KEPT_TAG])
+    parts, kept = routed[PARTS], routed[KEPT_TAG]
     offsets = (
         kept
         | "KeptCounts" >> beam.Map(lambda kv: (kv[0], sum(output.copies_of(r) for r in kv[1])))

@@ -82,8 +82,16 @@ class FilterModelHandler(ModelHandler[ScoringItem, PredictionResult, Any]):
     def get_metrics_namespace(self) -> str:
         return f"mitigate_{self._flt.filter_id}"
 
+    @property
+    def filter_id(self) -> str:
+        return self._flt.filter_id
 
-def _attach(result: PredictionResult, filter_id: str, keep_embedding: bool) -> ScoringItem:
+    @property
+    def batch_size(self) -> int:
+        return self._flt.batch_size
+
+
+def attach(result: PredictionResult, filter_id: str, keep_embedding: bool) -> ScoringItem:
     item: ScoringItem = result.example
     if result.inference is None:  # no pixels: nothing to score
         return item
@@ -91,10 +99,11 @@ def _attach(result: PredictionResult, filter_id: str, keep_embedding: bool) -> S
         detail = f"{filter_id}: {result.inference.detail}"
         return ScoringItem(item.record.with_error(Reason.INFERENCE_ERROR, detail), None)
     score, embedding = result.inference
-    item.record.scores[filter_id] = score
+    record = item.record.copy()  # never mutate an element received from upstream
+    record.scores[filter_id] = score
     if keep_embedding and embedding is not None:
-        item.record.embeddings[filter_id] = embedding.astype(np.float16)
-    return item
+        record.embeddings[filter_id] = embedding.astype(np.float16)
+    return ScoringItem(record, item.image)
 
 
 class ScoreWithModel(beam.PTransform):
@@ -109,5 +118,5 @@ class ScoreWithModel(beam.PTransform):
         return (
             items
             | "RunInference" >> RunInference(FilterModelHandler(self._flt))
-            | "Attach" >> beam.Map(_attach, self._flt.filter_id, self._keep)
+            | "Attach" >> beam.Map(attach, self._flt.filter_id, self._keep)
         )

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.pvalue import AsSingleton
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from mitigate import rebalance as rb
 from mitigate.config import Config, RebalanceConfig
@@ -130,38 +127,19 @@ def fit(
     return Fitted(model, info)
 
 
-class RawWeights(beam.DoFn):
-    """Kept records -> (record, raw weight), featurised in batches of 512."""
-
-    def __init__(self, embedding_filter: str | None) -> None:
-        self.embedding_filter = embedding_filter
-
-    def start_bundle(self) -> None:
-        self._buffer: list[SampleRecord] = []
-
-    def process(self, record: SampleRecord, fitted: Fitted) -> Iterator[tuple]:
-        self._fitted = fitted  # the same in every call (global window); kept for the flush
-        self._buffer.append(record)
-        if len(self._buffer) >= _BATCH:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        if self._buffer:
-            for out in self._flush():
-                yield WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()])
-
-    def _flush(self) -> Iterator[tuple]:
-        fitted = self._fitted
-        batch, self._buffer = self._buffer, []
-        if fitted.model is None:
-            raw = np.ones(len(batch))
-        else:
-            emb = None
-            if self.embedding_filter is not None:
-                emb = np.stack([_embedding(r, self.embedding_filter) for r in batch])
-            raw = fitted.model.weights_for([r.caption for r in batch], emb)
-        for record, value in zip(batch, raw, strict=True):
-            yield record, float(value)
+def raw_weights(
+    batch: list[SampleRecord], fitted: Fitted, embedding_filter: str | None
+) -> list[tuple[SampleRecord, float]]:
+    """(record, raw density ratio) for a batch of kept records (featurised together,
+    which is ~25x cheaper per sample than one at a time)."""
+    batch = sorted(batch, key=lambda r: r.order)
+    if fitted.model is None:
+        return [(r, 1.0) for r in batch]
+    emb = None
+    if embedding_filter is not None:
+        emb = np.stack([_embedding(r, embedding_filter) for r in batch])
+    raw = fitted.model.weights_for([r.caption for r in batch], emb)
+    return [(r, float(v)) for r, v in zip(batch, raw, strict=True)]
 
 
 class ScaleFn(beam.CombineFn):
@@ -264,10 +242,19 @@ class Rebalance(beam.PTransform):
             | "FitSample" >> beam.CombineGlobally(BottomK(cfg.fit_sample_size, cfg.seed))
             | "Fit" >> beam.Map(fit, cfg, emb_id, masked_terms(self.config))
         )
-        kept, others = records | "SplitKept" >> beam.Partition(
-            lambda r, _: 0 if r.state == KEPT else 1, 2
+        # Filters rather than Partition, and batches formed by a GroupByKey on (source,
+        # index block) rather than buffered until finish_bundle: both work on every
+        # runner, including Dask's, which mishandles multi-output ParDos and drops
+        # finish_bundle output.
+        kept = records | "Kept" >> beam.Filter(lambda r: r.state == KEPT)
+        others = records | "NotKept" >> beam.Filter(lambda r: r.state != KEPT)
+        raw = (
+            kept
+            | "BatchKey" >> beam.Map(lambda r: ((r.source, r.index // _BATCH), r))
+            | "Batches" >> beam.GroupByKey()
+            | "RawWeights"
+            >> beam.FlatMap(lambda kv, f: raw_weights(list(kv[1]), f, emb_id), AsSingleton(fitted))
         )
-        raw = kept | "RawWeights" >> beam.ParDo(RawWeights(emb_id), AsSingleton(fitted))
         scale = (
             raw
             | "Raw" >> beam.Map(lambda pair: pair[1])

@@ -92,9 +92,23 @@ def run(
     header = _header(config, sources)
     options = pipeline_options(config.runner, beam_args)
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, config, sources, header)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config, sources, header)
+    _execute(pipeline, config)
     return _finish_summary(layout, config, time.perf_counter() - started)
+
+
+def _execute(pipeline: beam.Pipeline, config: Config) -> None:
+    """Run to completion; a dry run (Dataflow) only builds the job."""
+    result = pipeline.run()
+    if config.runner.dry_run:
+        return
+    state = result.wait_until_finish()
+    client = getattr(result, "client", None)  # the Dask runner's distributed.Client
+    if client is not None:
+        client.close()
+    if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
+        raise RuntimeError(f"pipeline ended in state {state}")
 
 
 def _header(config: Config, sources: list[str]) -> dict[str, Any]:
@@ -166,18 +180,12 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     issues = [SourceIssue(**i) for i in previous.get("source_issues", [])]
     options = pipeline_options(config.runner, beam_args)
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as pipeline:
-        parts = fs.match([fs.join(from_path, "manifest", "part-*.parquet")])
-        build_redecide(
-            pipeline,
-            config,
-            from_path,
-            next(iter(parts.values())),
-            sources,
-            header,
-            stored,
-            issues,
-        )
+    parts = fs.match([fs.join(from_path, "manifest", "part-*.parquet")])
+    pipeline = beam.Pipeline(options=options)
+    build_redecide(
+        pipeline, config, from_path, next(iter(parts.values())), sources, header, stored, issues
+    )
+    _execute(pipeline, config)
     _copy_tree(Layout(from_path).embeddings, layout.embeddings)
     return _finish_summary(layout, config, time.perf_counter() - started)
 

@@ -1,7 +1,13 @@
 """Turn the validated ``runner:`` section of a config into Beam pipeline options.
 
-Only the DirectRunner is wired up so far (in-process, multi-threaded or
-multi-process); distributed runners arrive with their own option sections.
+* ``direct``: Beam's local runner, in-process, multi-threaded or multi-process;
+* ``portable``: any Beam job service over the portability (gRPC) API, e.g. Beam's own
+  Python job service with an external worker pool;
+* ``flink`` / ``spark``: the portable runner pointed at a team's Flink or Spark Beam job
+  server (``job_endpoint``); nothing is downloaded at start;
+* ``dataflow``: Google Cloud Dataflow, with this package staged for the workers;
+  ``dry_run`` builds the job offline and submits nothing;
+* ``dask``: Beam's Dask runner on a running ``distributed`` scheduler.
 """
 
 from __future__ import annotations
@@ -10,17 +16,52 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mitigate.config import RunnerConfig
 
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+
+
+def runner_args(runner: RunnerConfig) -> list[str]:
+    """The Beam command-line flags for ``runner``."""
+    r = runner
+    if r.name == "direct":
+        return [
+            "--runner=DirectRunner",
+            f"--direct_num_workers={r.direct_num_workers}",
+            f"--direct_running_mode={r.direct_running_mode}",
+        ]
+    if r.name in ("portable", "flink", "spark"):
+        args = ["--runner=PortableRunner", f"--job_endpoint={r.job_endpoint}"]
+        if r.environment_type:
+            args.append(f"--environment_type={r.environment_type}")
+        if r.environment_config:
+            args.append(f"--environment_config={r.environment_config}")
+        return args
+    if r.name == "dataflow":
+        args = [
+            "--runner=DataflowRunner",
+            f"--project={r.project}",
+            f"--region={r.region}",
+            f"--temp_location={r.temp_location}",
+        ]
+        optional = {
+            "staging_location": r.staging_location,
+            "machine_type": r.machine_type,
+            "num_workers": r.num_workers,
+            "max_num_workers": r.max_num_workers,
+            "autoscaling_algorithm": r.autoscaling_algorithm,
+            "sdk_container_image": r.sdk_container_image,
+            "requirements_file": r.requirements_file,
+        }
+        args += [f"--{k}={v}" for k, v in optional.items() if v is not None]
+        args += [f"--extra_package={p}" for p in r.extra_packages]
+        if r.dry_run:
+            args.append("--dry_run=True")
+        return args
+    if r.name == "dask":
+        return [f"--runner={DASK_RUNNER}", f"--dask_client_address={r.dask_address}"]
+    raise ValueError(f"unsupported runner {r.name!r}")  # pragma: no cover - config forbids
+
 
 def pipeline_options(runner: RunnerConfig, extra_args: list[str] | None = None) -> PipelineOptions:
     """Beam options for ``runner``; ``extra_args`` (raw Beam flags) come last, so an
     explicit flag on the command line wins over the config."""
-    args: list[str] = []
-    if runner.name == "direct":
-        args += [
-            "--runner=DirectRunner",
-            f"--direct_num_workers={runner.direct_num_workers}",
-            f"--direct_running_mode={runner.direct_running_mode}",
-        ]
-    else:  # pragma: no cover - the config model admits only the names handled above
-        raise ValueError(f"unsupported runner {runner.name!r}")
-    return PipelineOptions(args + list(extra_args or []))
+    return PipelineOptions(runner_args(runner) + list(extra_args or []))

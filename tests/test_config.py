@@ -38,7 +38,8 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
         ),
         (
             {"bogus": 1},
-            "bogus: unknown key; valid keys: decode, dedup, filters, input, output, rebalance, runner",
+            "bogus: unknown key; valid keys: decode, dedup, filters, input, output, rebalance, "
+            "runner",
         ),
         (
             {"filters": [{"name": "image_quality"}, {"name": "image_quality", "min_side": -1}]},
@@ -54,7 +55,9 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
         ),
         ({"filters": [{"min_side": 3}]}, "filters[0]: must be a mapping with a `name` key"),
         ({"filters": "image_quality"}, "filters: must be a list, got str"),
-        ({"runner": {"name": "spark"}}, "runner.name: Input should be 'direct'"),
+        ({"runner": {"name": "spark"}}, "runner: runner 'spark' needs job_endpoint"),
+        ({"runner": {"name": "sparky"}}, "runner.name: Input should be 'direct', 'portable'"),
+        ({"runner": {"dry_run": True}}, "runner: dry_run is a Dataflow option"),
         (
             {"filters": [{"name": "image_quality"}, {"name": "image_quality"}]},
             "filters: id 'image_quality' used twice",
@@ -128,3 +131,45 @@ def test_uris_are_not_resolved_as_local_paths(tmp_path):
     )
     assert config.input.paths == ["gs://bucket/x/*.tar"]
     assert config.output.path == "gs://bucket/out"
+
+
+def test_runner_options_map_to_beam_flags():
+    from mitigate.runners import runner_args
+
+    def args(**runner):
+        return runner_args(validate_config({"runner": runner}).runner)
+
+    assert args(
+        name="flink",
+        job_endpoint="jm:8099",
+        environment_type="EXTERNAL",
+        environment_config="w:50000",
+    ) == [
+        "--runner=PortableRunner",
+        "--job_endpoint=jm:8099",
+        "--environment_type=EXTERNAL",
+        "--environment_config=w:50000",
+    ]
+    dataflow = args(
+        name="dataflow",
+        project="p",
+        region="europe-west4",
+        temp_location="gs://b/tmp",
+        machine_type="n2-standard-4",
+        max_num_workers=50,
+        sdk_container_image="eu.gcr.io/p/mitigate:0.1",
+        extra_packages=["dist/x.tar.gz"],
+        dry_run=True,
+    )
+    assert dataflow[0] == "--runner=DataflowRunner"
+    assert {
+        "--machine_type=n2-standard-4",
+        "--max_num_workers=50",
+        "--dry_run=True",
+        "--sdk_container_image=eu.gcr.io/p/mitigate:0.1",
+        "--extra_package=dist/x.tar.gz",
+    } <= set(dataflow)
+    assert args(name="dask", dask_address="tcp://127.0.0.1:8786") == [
+        "--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
+        "--dask_client_address=tcp://127.0.0.1:8786",
+    ]

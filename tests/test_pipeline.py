@@ -15,7 +15,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from mitigate.config import ConfigError, load_config, validate_config
-from mitigate.pipeline.build import IndexSource, ProcessChunk, _exact_dedup
+from mitigate.pipeline.build import IndexSource, ProcessChunk, _exact_dedup, split
 from mitigate.pipeline.run import preflight, run
 from mitigate.records import PENDING, SampleRecord
 
@@ -35,12 +35,8 @@ def test_index_source_chunks_a_shard(tmp_path, sample_dir):
     config = _config(tmp_path, "input.chunk_size=5")
     shard = str(sample_dir / "shard-00000.tar")
     with TestPipeline() as p:
-        out = (
-            p
-            | beam.Create([(7, shard)])
-            | beam.ParDo(IndexSource(config)).with_outputs("issues", main="chunks")
-        )
-        chunks = out.chunks
+        tagged = p | beam.Create([(7, shard)]) | beam.ParDo(IndexSource(config))
+        chunks = split(tagged, "Route", ["chunks", "issues"])["chunks"]
         sizes = chunks | beam.Map(lambda c: (c[0], len(c[1])))
         assert_that(sizes, equal_to([(7, 5)] * 4 + [(7, 4)]))
 
@@ -49,15 +45,14 @@ def test_index_source_reports_truncation_as_an_issue(tmp_path, sample_dir):
     config = _config(tmp_path)
     shard = str(sample_dir / "shard-00002.tar")
     with TestPipeline() as p:
-        out = (
-            p
-            | beam.Create([(0, shard)])
-            | beam.ParDo(IndexSource(config)).with_outputs("issues", main="chunks")
-        )
+        tagged = p | beam.Create([(0, shard)]) | beam.ParDo(IndexSource(config))
+        out = split(tagged, "Route", ["chunks", "issues"])
         assert_that(
-            out.issues | beam.Map(lambda i: i.reason), equal_to(["truncated_shard"]), label="issues"
+            out["issues"] | beam.Map(lambda i: i.reason),
+            equal_to(["truncated_shard"]),
+            label="issues",
         )
-        states = out.chunks | beam.FlatMap(lambda c: [(r.key, r.state) for r in c[1]])
+        states = out["chunks"] | beam.FlatMap(lambda c: [(r.key, r.state) for r in c[1]])
         assert_that(
             states | beam.Map(lambda kv: kv[1]),
             equal_to([PENDING, PENDING, PENDING, "error"]),

@@ -180,3 +180,14 @@ def test_masked_filter_terms_leave_no_trace_in_the_features():
     terms = caption_terms("a graphic violence scene", masked)
     assert terms == ["a", "scene"]
     assert "swimsuit" in caption_terms("a woman in a swimsuit")  # unmasked by default
+
+
+def test_weight_scale_is_bit_identical_whatever_the_merge_order():
+    from mitigate.rebalance import LogHistogram, finalize_weights, solve_scale
+
+    raw = np.random.default_rng(3).lognormal(0.0, 2.0, 20_000)
+    a = LogHistogram().add(raw[:7000]).merge(LogHistogram().add(raw[7000:]))
+    b = LogHistogram().add(raw[15000:]).merge(LogHistogram().add(raw[:15000]))
+    assert solve_scale(a, 0.1, 10.0) == solve_scale(b, 0.1, 10.0)
+    weights = np.clip(solve_scale(a, 0.1, 10.0) * raw, 0.1, 10.0)
+    np.testing.assert_allclose(weights, finalize_weights(raw, 0.1, 10.0), rtol=1e-5)
