@@ -180,6 +180,20 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from mitigate.pipeline import fs
+    from mitigate.report import write_report
+
+    path = write_report(
+        args.out_dir,
+        opener=fs.open_read,
+        blur_sexual=not args.no_blur,
+        max_thumbs=args.max_thumbs,
+    )
+    print(f"report written to {path}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from mitigate.pipeline.run import preflight
 
@@ -328,6 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     red_p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     red_p.set_defaults(func=cmd_redecide)
+
+    rep_p = sub.add_parser(
+        "report",
+        help="rebuild OUT/report.html from a finished run (no re-run)",
+        description="Write OUT/report.html: one self-contained page (plots and thumbnails "
+        "inline, opens offline) with the funnel, each filter's score histogram and "
+        "threshold with example thumbnails, duplicate clusters, the rebalancing weights and "
+        "bias table, errors with examples, and the effective config with model provenance. "
+        "`mitigate run` writes it at the end of every run.",
+    )
+    rep_p.add_argument("out_dir", metavar="OUT", help="output folder of a finished run")
+    rep_p.add_argument(
+        "--no-blur",
+        action="store_true",
+        help="show thumbnails of 'sexual'-category filters unblurred",
+    )
+    rep_p.add_argument(
+        "--max-thumbs", type=int, default=12, help="thumbnails per strip (default 12)"
+    )
+    rep_p.set_defaults(func=cmd_report)
 
     cal_p = sub.add_parser(
         "calibrate",

@@ -126,7 +126,8 @@ def _header(config: Config, sources: list[str]) -> dict[str, Any]:
 
 
 def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str, Any]:
-    """Add wall time and throughput (known only to the driver) to summary.json."""
+    """Add wall time and throughput (known only to the driver) to summary.json, then
+    write the HTML report beside it."""
     summary = json.loads(fs.read_bytes(layout.summary))
     summary["run"] = {
         "runner": config.runner.model_dump(),
@@ -134,6 +135,7 @@ def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str,
         "samples_per_second": round(summary["input_count"] / elapsed, 2) if elapsed else None,
     }
     fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
+    write_html_report(layout.root)
     return summary
 
 
@@ -198,3 +200,14 @@ def _copy_tree(src: str, dst: str) -> None:
     files = [m.path for m in FileSystems.match([fs.join(src, "**")])[0].metadata_list]
     for path in sorted(files):
         fs.write_bytes(dst + path[len(src) :], fs.read_bytes(path))
+
+
+def write_html_report(out_dir: str) -> None:
+    """OUT/report.html (local output folders; for object stores run `mitigate report`
+    on a local copy)."""
+    from mitigate.report import write_report
+
+    if "://" in out_dir:
+        log.warning("report.html is written for local outputs only; skipped for %s", out_dir)
+        return
+    write_report(out_dir, opener=fs.open_read)
