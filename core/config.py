@@ -22,8 +22,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -95,6 +97,76 @@ class DecodeConfig(_Strict):
 
 class DedupConfig(_Strict):
     exact: bool = Field(default=True, description="Drop samples with identical image bytes.")
+    near: bool = Field(
+        default=True, description="Drop near duplicates (pHash or mirror pHash within k)."
+    )
+    k: int = Field(
+        default=10,
+        ge=0,
+        le=32,
+        description="Hamming distance, bits of 64, up to which two images are near "
+        "duplicates (see README for the measurement behind the default).",
+    )
+    mode: Literal["auto", "exact", "lsh", "brute"] = Field(
+        default="auto",
+        description="exact: multi-index hashing, the same pairs as all-pairs search; "
+        "lsh: bit-sampling LSH for very large N, its pair recall measured every run; "
+        "auto: chosen from N and k.",
+    )
+    against: list[str] = Field(
+        default_factory=list,
+        description="Reference sets (e.g. evaluation sets): WebDataset shards or hash "
+        "lists (.txt/.csv: phash or key,phash[,mirror]); training samples within k of "
+        "any reference image become duplicates with reason eval_overlap.",
+    )
+    blocklist: str | None = Field(
+        default=None,
+        description="File of known-bad sha256 (checked before decoding) and/or pHash "
+        "values; matching samples are filtered with reason blocklist.",
+    )
+    blocklist_max_distance: int = Field(
+        default=0, ge=0, le=16, description="Bits within which a pHash blocklist entry matches."
+    )
+
+    _blocklist: Any = PrivateAttr(default=None)
+    _reference_hashes: list = PrivateAttr(default_factory=list)
+    _reference_shards: list = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _load_files(self, info: ValidationInfo) -> DedupConfig:
+        from mitigate.near import Blocklist, read_hash_list
+
+        base = Path((info.context or {}).get("base_dir", "."))
+
+        def local(p: str) -> Path:
+            return Path(p) if "://" in p or Path(p).is_absolute() else (base / p).resolve()
+
+        if self.blocklist is not None:
+            path = local(self.blocklist)
+            if not path.is_file():
+                raise ValueError(f"blocklist: file not found: {path}")
+            self._blocklist = Blocklist.read(path, self.blocklist_max_distance)
+        for i, ref in enumerate(self.against):
+            if ref.lower().endswith((".txt", ".csv")):
+                path = local(ref)
+                if not path.is_file():
+                    raise ValueError(f"against[{i}]: file not found: {path}")
+                self._reference_hashes.extend(read_hash_list(path))
+            else:
+                self._reference_shards.append(ref if "://" in ref else str(local(ref)))
+        return self
+
+    @property
+    def blocklist_set(self) -> Any:
+        return self._blocklist
+
+    @property
+    def reference_hashes(self) -> list:
+        return self._reference_hashes
+
+    @property
+    def reference_shards(self) -> list:
+        return self._reference_shards
 
 
 DEFAULT_PROBES = {
@@ -374,12 +446,19 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def fix(p: str) -> str:
         return str((base / p).resolve()) if _is_local_relative(p) else p
 
+    dedup = config.dedup.model_copy(
+        update={
+            "against": [fix(p) for p in config.dedup.against],
+            "blocklist": fix(config.dedup.blocklist) if config.dedup.blocklist else None,
+        }
+    )
     return config.model_copy(
         update={
             "input": config.input.model_copy(
                 update={"paths": [fix(p) for p in config.input.paths]}
             ),
             "output": config.output.model_copy(update={"path": fix(config.output.path)}),
+            "dedup": dedup,
         }
     )
 

@@ -16,6 +16,7 @@ from mitigate import hashing
 from mitigate.config import DecodeConfig
 from mitigate.decode import DecodeFailure, decode_image
 from mitigate.filters import Filter, ScoringItem
+from mitigate.near import BLOCKLIST, Blocklist
 from mitigate.records import (
     DUPLICATE,
     ERROR,
@@ -89,9 +90,15 @@ def _read_image_file(
 
 
 def compute_signals(
-    records: Sequence[tuple[SampleRecord, bytes | None]], decode: DecodeConfig
+    records: Sequence[tuple[SampleRecord, bytes | None]],
+    decode: DecodeConfig,
+    blocklist: Blocklist | None = None,
 ) -> list[ScoringItem]:
-    """Decode each image once: sha256, size, pHash pair, and the working image."""
+    """Decode each image once: sha256, size, pHash pair, and the working image.
+
+    A sample whose sha256 is on the ``blocklist`` is filtered without being decoded; one
+    whose pHash (or mirror pHash) matches a listed pHash is filtered after hashing.
+    """
     items = []
     for record, data in records:
         if data is None or record.state == ERROR:
@@ -99,6 +106,9 @@ def compute_signals(
             continue
         record.n_bytes = len(data)
         record.sha256 = hashlib.sha256(data).hexdigest()
+        if blocklist is not None and record.sha256 in blocklist.sha256:
+            items.append(ScoringItem(_blocked(record, "sha256 is on the blocklist", 0), None))
+            continue
         result = decode_image(
             data,
             max_pixels=decode.max_pixels,
@@ -111,8 +121,31 @@ def compute_signals(
         record.width, record.height, record.format = result.width, result.height, result.format
         record.phash = hashing.to_hex(result.phash)
         record.phash_mirror = hashing.to_hex(result.phash_mirror)
+        hit = blocklist.match_phash(record.phash, record.phash_mirror) if blocklist else None
+        if hit is not None:
+            detail = f"pHash within {hit[1]} bits of listed {hashing.to_hex(hit[0])}"
+            items.append(ScoringItem(_blocked(record, detail, hit[1]), None))
+            continue
         items.append(ScoringItem(record, result.working))
     return items
+
+
+def _blocked(record: SampleRecord, detail: str, distance: int) -> SampleRecord:
+    return dataclasses.replace(
+        record,
+        state=FILTERED,
+        reason=BLOCKLIST,
+        filter=BLOCKLIST,
+        detail=detail,
+        threshold=None,
+        distance=distance,
+    )
+
+
+def is_settled(record: SampleRecord) -> bool:
+    """Errors and blocklist hits are facts about the input, not filter decisions: they
+    are never re-decided."""
+    return record.state == ERROR or record.reason == BLOCKLIST
 
 
 def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) -> list[SampleRecord]:
@@ -123,7 +156,7 @@ def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) ->
 
 def score_items(items: Sequence[ScoringItem], filters: Sequence[Filter]) -> None:
     """Store every filter's score on each decodable item's record (batched per filter)."""
-    live = [item for item in items if item.record.state != ERROR]
+    live = [item for item in items if not is_settled(item.record)]
     for flt in filters:
         if not live:
             break
@@ -144,7 +177,7 @@ def decide(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord:
     Errors stay errors. The first filter that drops the sample names the state;
     otherwise the record stays ``pending`` for deduplication.
     """
-    if record.state == ERROR:
+    if is_settled(record):
         return record
     for flt in filters:
         drop = flt.decide(record)
@@ -195,9 +228,9 @@ def resolve_exact_duplicates(records: Iterable[SampleRecord]) -> list[SampleReco
 def reopen(record: SampleRecord) -> SampleRecord:
     """A finished record made undecided again, for re-deciding from stored signals.
 
-    Errors stay as they are: they describe the input, not a policy.
+    Errors and blocklist hits stay as they are: they describe the input, not a policy.
     """
-    if record.state == ERROR:
+    if is_settled(record):
         return record
     return dataclasses.replace(
         record,

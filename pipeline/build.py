@@ -33,6 +33,7 @@ from mitigate.config import Config
 from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
 from mitigate.pipeline import fs
 from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
+from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, SampleRecord
 from mitigate.sources import (
@@ -176,7 +177,9 @@ class Decode(beam.DoFn):
     def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
         _, records = element
         payloads = stages.load_payloads(records, fs.open_read, self.config.decode.max_image_bytes)
-        items = stages.compute_signals(payloads, self.config.decode)
+        items = stages.compute_signals(
+            payloads, self.config.decode, self.config.dedup.blocklist_set
+        )
         stages.score_items(items, self._filters)
         for handler, model, keep in self._models:
             fid = handler.filter_id
@@ -350,6 +353,7 @@ class WriteSummary(beam.DoFn):
         shards: list[dict],
         issues: list[SourceIssue],
         rebalance: list[dict],
+        dedup: list[dict],
     ) -> Iterator[dict]:
         counts: dict[str, int] = {}
         for part in parts:
@@ -379,6 +383,8 @@ class WriteSummary(beam.DoFn):
         }
         if rebalance:
             summary["rebalance"] = rebalance[0]
+        if dedup:
+            summary["dedup"] = dedup[0]
         fs.write_bytes(self.layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
         if problems:
             raise RuntimeError("conservation check failed: " + "; ".join(problems))
@@ -513,7 +519,10 @@ def _finish(
     filter_ids = [f.filter_id for f in config.filters]
     ordinals = {path: i for i, path in enumerate(sources)}
     records = _exact_dedup(records, config.dedup.exact)
-    # Seam: near-duplicate search among survivors plugs in here (PENDING -> DUPLICATE).
+    if config.dedup.near or config.dedup.against:
+        records, near_report = records | "NearDedup" >> NearDedup(config)
+    else:
+        near_report = pipeline | "NoNearDedup" >> beam.Create([])
     final = records | "Finalize" >> beam.Map(stages.finalize)
     if config.rebalance.enabled:
         final, rebalance_report = final | "Rebalance" >> Rebalance(config)
@@ -554,5 +563,6 @@ def _finish(
             shards=AsList(shards),
             issues=AsList(issues),
             rebalance=AsList(rebalance_report),
+            dedup=AsList(near_report),
         )
     )

@@ -508,7 +508,16 @@ class Builder:
             raise ValueError(kind)
         note = f"near duplicate of {of_key} ({how})"
         return self._add(
-            shard, out, "jpg", caption, im.size, src, KEPT, note=note, related_key=of_key
+            shard,
+            out,
+            "jpg",
+            caption,
+            im.size,
+            src,
+            DUPLICATE,
+            "near_duplicate",
+            note=note,
+            related_key=of_key,
         ).key
 
     # --- errors ------------------------------------------------------------------------
@@ -1040,7 +1049,7 @@ def check(samples: list[Sample], terms: list[tuple[str, ...]], out: Path) -> Non
                 _fail(s, f"json size {doc['width']}x{doc['height']} != displayed {w}x{h}")
     by_key = {s.key: s for s in samples if s.reason != "duplicate_key"}
     for s in samples:
-        if s.state == DUPLICATE:
+        if s.state == DUPLICATE and s.reason == "exact_duplicate":
             kept = by_key[s.related_key]
             if kept.members[kept.image_ext or ""] != s.members[s.image_ext or ""]:
                 _fail(s, "bytes differ from the kept copy")

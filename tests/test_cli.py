@@ -55,12 +55,14 @@ def test_run_with_input_output_and_set(tmp_path, sample_dir, capsys):
             str(out),
             "--set",
             "dedup.exact=false",
+            "--set",
+            "dedup.near=false",
         ]
     )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input_count"] == 45
-    # the planted exact duplicate (000010006) survives when exact dedup is switched off
+    # the planted exact duplicate (000010006) survives when dedup is switched off
     assert summary["counts"]["duplicate"]["total"] == 0
     rows = pq.read_table(out / "manifest").to_pylist()
     assert [r["state"] for r in rows if r["key"] == "000010006"] == ["kept"]

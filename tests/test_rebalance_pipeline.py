@@ -76,6 +76,9 @@ def _config(data: Path, out: Path, **rebalance):
             "input": {"paths": [str(data / "*.tar")], "chunk_size": 200},
             "output": {"path": str(out), "samples_per_shard": 5000},
             "filters": [{"name": "caption_terms", "category": "sexual", "terms": ["swimsuit"]}],
+            # the images are 36 photos reused with one pixel changed: near duplicates
+            # by design, so near-dedup is off here to keep the population whole
+            "dedup": {"near": False},
             "rebalance": {
                 "enabled": True,
                 "C": 10.0,

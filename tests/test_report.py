@@ -614,7 +614,10 @@ def test_report_of_the_sample_run_matches_its_summary_and_manifest(run_dir):
     _check_histograms_match(run_dir)
     doc = parse(page)
     assert list(doc.sections) == list(report.SECTION_IDS)
-    assert "not run" in section_text(doc, "dedup")
+    # the three planted near duplicates form three clusters of two
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["dedup"]["cluster_sizes"] == {"2": 3}
+    assert "3 clusters holding 6 samples" in section_text(doc, "dedup")
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,208 @@
+"""Near-duplicate decisions for the pipeline: decontamination against reference sets,
+then near-duplicate removal among the survivors, plus the statistics the summary and
+report show. Plain functions over light (key, hashes, size) items; the search itself is
+:mod:`mitigate.neardup` (multi-index hashing, exact; or LSH with measured recall).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mitigate import hashing, neardup
+from mitigate.records import Reason
+
+EVAL_OVERLAP = "eval_overlap"
+BLOCKLIST = "blocklist"
+
+
+@dataclass(frozen=True)
+class HashItem:
+    """What near-duplicate search needs of a sample."""
+
+    key: str
+    phash: str
+    mirror: str
+    resolution: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    key: str
+    reason: str  # near_duplicate | eval_overlap
+    duplicate_of: str
+    distance: int
+
+
+def _arrays(items: Sequence[HashItem]) -> tuple[np.ndarray, np.ndarray]:
+    p = neardup.hex_to_uint64([i.phash for i in items])
+    m = neardup.hex_to_uint64([i.mirror for i in items])
+    return p, m
+
+
+def decide_near_duplicates(
+    items: Sequence[HashItem],
+    k: int,
+    *,
+    mode: str = "auto",
+    references: Sequence[tuple[str, str, str | None]] = (),
+    recall_samples: int = 1000,
+    n_examples: int = 4,
+    n_largest: int = 6,
+) -> tuple[list[Decision], dict[str, Any]]:
+    """Decide which items are near duplicates (of each other, or of a reference).
+
+    Items within ``k`` bits of any reference (``(key, phash, mirror-or-None)``) become
+    ``eval_overlap`` duplicates of the closest reference. Among the rest, connected
+    groups of near duplicates keep their best item (highest resolution, then smallest
+    key) and every other item is a ``near_duplicate`` of a kept item within ``k``.
+    Returns the decisions and a report for ``summary.json``.
+    """
+    items = sorted(items, key=lambda i: i.key)
+    decisions: list[Decision] = []
+    report: dict[str, Any] = {"k": k, "items": len(items), "references": len(references)}
+    if references and items:
+        p, m = _arrays(items)
+        rp = neardup.hex_to_uint64([r[1] for r in references])
+        rm_values = [r[2] for r in references]
+        rm = None if any(v is None for v in rm_values) else neardup.hex_to_uint64(rm_values)
+        match = neardup.match_reference(p, m, rp, rm, k, ref_keys=[r[0] for r in references])
+        overlapping = []
+        for i, item in enumerate(items):
+            if match.ref_index[i] >= 0:
+                ref_key = str(references[int(match.ref_index[i])][0])
+                decisions.append(Decision(item.key, EVAL_OVERLAP, ref_key, int(match.distance[i])))
+                overlapping.append(i)
+        report["eval_overlap"] = len(overlapping)
+        items = [it for i, it in enumerate(items) if match.ref_index[i] < 0]
+    if len(items) < 2:
+        report.update(
+            mode="none",
+            cluster_sizes={},
+            largest_clusters=[],
+            examples_by_distance={},
+            pair_recall=None,
+            near_duplicates=0,
+        )
+        return decisions, report
+    p, m = _arrays(items)
+    chosen = neardup.choose_mode(len(items), k) if mode == "auto" else mode
+    order = sorted(range(len(items)), key=lambda i: (-items[i].resolution, items[i].key))
+    rank = np.empty(len(items), dtype=np.int64)
+    rank[np.asarray(order)] = np.arange(len(items))
+    result = neardup.deduplicate(p, m, k, rank, mode=chosen)
+    report["mode"] = chosen
+    report["pair_recall"] = None
+    if chosen == "lsh":
+        found = neardup.find_near_duplicates(p, m, k, mode="lsh")
+        est = neardup.estimate_pair_recall(p, m, k, found, n_samples=recall_samples)
+        report["pair_recall"] = {
+            "estimate": None if np.isnan(est.recall) else float(est.recall),
+            "ci": [float(est.ci_low), float(est.ci_high)],
+            "queries": est.n_queries,
+        }
+    by_distance: dict[int, list[list[str]]] = collections.defaultdict(list)
+    for i in np.flatnonzero(~result.keep):
+        keeper = items[int(result.duplicate_of[i])].key
+        dist = int(result.distance[i])
+        decisions.append(Decision(items[i].key, Reason.NEAR_DUPLICATE, keeper, dist))
+        if len(by_distance[dist]) < n_examples:
+            by_distance[dist].append([keeper, items[i].key])
+    members: dict[int, list[int]] = collections.defaultdict(list)
+    for i, comp in enumerate(result.component):
+        members[int(comp)].append(i)
+    sizes = collections.Counter(len(v) for v in members.values() if len(v) > 1)
+    largest = sorted((v for v in members.values() if len(v) > 1), key=lambda v: (-len(v), v[0]))
+    report.update(
+        near_duplicates=int((~result.keep).sum()),
+        cluster_sizes={str(s): n for s, n in sorted(sizes.items())},
+        largest_clusters=[
+            [items[i].key for i in sorted(v, key=lambda i: rank[i])][:12]
+            for v in largest[:n_largest]
+        ],
+        examples_by_distance={str(d): v for d, v in sorted(by_distance.items())},
+    )
+    return decisions, report
+
+
+def read_hash_list(path: Path) -> list[tuple[str, str, str | None]]:
+    """A reference hash list: one sample a line, ``phash`` or ``key,phash[,mirror]``
+    (16 hex digits each, as imagehash writes them); ``#`` comments."""
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            if len(parts) == 1:
+                out.append((f"{path.name}:{lineno}", _hex(parts[0]), None))
+            else:
+                mirror = _hex(parts[2]) if len(parts) > 2 and parts[2] else None
+                out.append((parts[0], _hex(parts[1]), mirror))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
+    return out
+
+
+def _hex(text: str) -> str:
+    return hashing.to_hex(hashing.from_hex(text))
+
+
+@dataclass(frozen=True)
+class Blocklist:
+    """Known-bad image hashes: sha256 (checked before decoding) and pHash values."""
+
+    sha256: frozenset[str]
+    phash: frozenset[int]
+    max_distance: int = 0
+
+    @classmethod
+    def read(cls, path: Path, max_distance: int = 0) -> Blocklist:
+        """Lines of 64 hex digits are sha256, of 16 hex digits pHash; an optional
+        ``sha256:``/``phash:`` prefix says so explicitly; ``#`` comments."""
+        sha, ph = set(), set()
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            value = line.split("#", 1)[0].strip().lower()
+            if not value:
+                continue
+            kind, _, body = value.rpartition(":")
+            body = body.strip()
+            if kind in ("", "sha256") and len(body) == 64 and _is_hex(body):
+                sha.add(body)
+            elif kind in ("", "phash") and len(body) == 16 and _is_hex(body):
+                ph.add(int(body, 16))
+            else:
+                raise ValueError(f"{path}:{lineno}: not a sha256 (64 hex) or pHash (16 hex)")
+        return cls(frozenset(sha), frozenset(ph), max_distance)
+
+    def match_phash(self, phash: str, mirror: str) -> tuple[int, int] | None:
+        """(listed hash, distance) of the closest listed pHash within max_distance."""
+        if not self.phash:
+            return None
+        values = [int(phash, 16), int(mirror, 16)]
+        if self.max_distance == 0:
+            hit = next((v for v in values if v in self.phash), None)
+            return None if hit is None else (hit, 0)
+        listed = np.fromiter(self.phash, dtype=np.uint64, count=len(self.phash))
+        best = None
+        for v in values:
+            dist = neardup.popcount64(listed ^ np.uint64(v))
+            i = int(dist.argmin())
+            if dist[i] <= self.max_distance and (best is None or dist[i] < best[1]):
+                best = (int(listed[i]), int(dist[i]))
+        return best
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def iter_hash_items(records: Iterable[Any]) -> Iterable[HashItem]:
+    for r in records:
+        yield HashItem(r.key, r.phash, r.phash_mirror, r.resolution)

@@ -1,0 +1,118 @@
+"""Near-duplicate removal and decontamination in Beam; the decisions are
+:func:`mitigate.near.decide_near_duplicates`.
+
+::
+
+    survivors ─ (key, pHash, mirror pHash, resolution) ─ ToList ─┐
+    reference shards ─ decode + hash ─ ToList ─┐                  ├─ decide (one worker)
+    reference hash lists (from the config) ────┴─ side input ─────┘
+    decisions ─ CoGroupByKey with the survivors ─ duplicate / eval_overlap records
+
+The search runs in one worker over the hashes only (about 50 bytes a sample, so 1M
+samples is ~50 MB and ~60 s of exact multi-index search, see BENCHMARKS.md); the
+records themselves never leave their workers, the decisions are joined back by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import AsSingleton
+
+from mitigate import stages
+from mitigate.config import Config
+from mitigate.near import HashItem, decide_near_duplicates
+from mitigate.pipeline import fs
+from mitigate.records import DUPLICATE, PENDING, SampleRecord
+from mitigate.sources import index_tar
+
+
+def reference_hashes(path: str, config: Config) -> Iterator[tuple[str, str, str]]:
+    """(key, pHash, mirror pHash) of every decodable image of a reference shard."""
+    with fs.open_read(path) as f:
+        records = [
+            r
+            for r in index_tar(f, path, max_image_bytes=config.decode.max_image_bytes)
+            if isinstance(r, SampleRecord)
+        ]
+    payloads = stages.load_payloads(records, fs.open_read, config.decode.max_image_bytes)
+    for item in stages.compute_signals(payloads, config.decode):
+        if item.record.phash is not None:
+            yield (item.record.key, item.record.phash, item.record.phash_mirror)
+
+
+def _decide(
+    items: list[HashItem], shard_refs: list, config: Config
+) -> tuple[list[Any], dict[str, Any]]:
+    refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
+    k = config.dedup.k
+    decisions, report = decide_near_duplicates(
+        items if config.dedup.near else [], k, mode=config.dedup.mode, references=refs
+    )
+    if not config.dedup.near:
+        # decontamination only: check every item against the references
+        decisions, report = decide_near_duplicates(items, k, mode="exact", references=refs)
+        decisions = [d for d in decisions if d.reason == "eval_overlap"]
+    return decisions, report
+
+
+def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
+    _, grouped = element
+    decisions = grouped["decision"]
+    for record in grouped["record"]:
+        if not decisions:
+            yield record
+            continue
+        d = decisions[0]
+        what = "a reference image" if d.reason == "eval_overlap" else "a kept sample"
+        yield dataclasses.replace(
+            record,
+            state=DUPLICATE,
+            reason=d.reason,
+            duplicate_of=d.duplicate_of,
+            distance=d.distance,
+            detail=f"pHash within {d.distance} bits of {what}, {d.duplicate_of!r}",
+        )
+
+
+class NearDedup(beam.PTransform):
+    """Records in, records out (survivors decided), plus a one-dict report."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        pipeline = records.pipeline
+        pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
+        others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
+        items = (
+            pending
+            | "HashItems"
+            >> beam.Map(lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution))
+            | "AllHashes" >> beam.combiners.ToList()
+        )
+        shard_refs = (
+            pipeline
+            | "ReferenceShards" >> beam.Create(list(self.config.dedup.reference_shards))
+            | "ReferenceFiles" >> beam.FlatMap(_expand_glob)
+            | "ReferenceHashes" >> beam.FlatMap(reference_hashes, self.config)
+            | "AllReferences" >> beam.combiners.ToList()
+        )
+        decided = items | "Decide" >> beam.Map(_decide, AsSingleton(shard_refs), self.config)
+        decisions = decided | "Decisions" >> beam.FlatMap(lambda d: [(x.key, x) for x in d[0]])
+        report = decided | "Report" >> beam.Map(lambda d: d[1])
+        keyed = pending | "ByKey" >> beam.Map(lambda r: (r.key, r))
+        joined = (
+            {"record": keyed, "decision": decisions}
+            | "Join" >> beam.CoGroupByKey()
+            | "Apply" >> beam.FlatMap(_apply)
+        )
+        return (joined, others) | "Rejoin" >> beam.Flatten(), report
+
+
+def _expand_glob(pattern: str) -> list[str]:
+    return next(iter(fs.match([pattern]).values()))
