@@ -1,0 +1,141 @@
+"""Near-duplicate removal end to end: real photos with planted copies, decontamination
+against an evaluation set, and a hash blocklist."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mitigate.config import ConfigError, validate_config
+from mitigate.pipeline.run import run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from eval_near_k import EDITS  # noqa: E402  (the same planted edits as the measurement)
+
+
+def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _shard(path: Path, samples: list[tuple[str, bytes, str]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for key, image, caption in samples:
+            for name, data in ((f"{key}.jpg", image), (f"{key}.txt", caption.encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, photos):
+    """Every bundled photo plus its six edited copies; keys g<group>_<edit>."""
+    folder = tmp_path_factory.mktemp("planted")
+    samples = []
+    for g, data in enumerate(sorted(photos.values(), key=len)):
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        samples.append((f"g{g:02d}_original", _jpeg(image), f"photo {g}"))
+        for name, edit in EDITS.items():
+            quality = 50 if name == "jpeg_q50" else 90
+            key = f"g{g:02d}_{name.replace('.', 'p')}"  # no dots: WebDataset keys end there
+            samples.append((key, _jpeg(edit(image), quality), f"photo {g}"))
+    return _shard(folder / "planted.tar", samples), len(photos)
+
+
+def _config(data: Path, out: Path, **dedup) -> object:
+    return validate_config({
+        "input": {"paths": [str(data)]},
+        "output": {"path": str(out)},
+        "dedup": dedup,
+    })
+
+
+@pytest.mark.slow
+def test_planted_copies_are_found_with_high_precision(planted, tmp_path):
+    data, n_groups = planted
+    summary = run(_config(data, tmp_path / "out", k=10))
+    rows = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
+    dropped = [r for r in rows if r["state"] == "duplicate"]
+    kept = [r for r in rows if r["state"] == "kept"]
+    group = {r["key"]: r["key"].split("_")[0] for r in rows}
+    correct = [r for r in dropped if group[r["duplicate_of"]] == group[r["key"]]]
+    precision = len(correct) / len(dropped)
+    recall = len(correct) / (len(rows) - n_groups)
+    assert precision >= 0.95, precision
+    assert recall >= 0.85, recall
+    kept_keys = {r["key"] for r in kept}
+    assert all(r["duplicate_of"] in kept_keys for r in dropped)  # always a kept sample
+    assert all(0 <= r["distance"] <= 10 for r in dropped)
+    # keep rule: the highest resolution in a group survives (originals are largest
+    # except where the crop/resize copies are smaller)
+    assert {group[k] for k in kept_keys} == {f"g{g:02d}" for g in range(n_groups)}
+    report = summary["dedup"]
+    assert report["k"] == 10 and report["near_duplicates"] == len(dropped)
+    assert sum(int(s) * n for s, n in report["cluster_sizes"].items()) >= len(dropped)
+
+
+@pytest.mark.slow
+def test_decontamination_against_an_eval_set_and_a_hash_list(planted, tmp_path, photos):
+    data, _ = planted
+    # eval set: two of the originals, as shards; a third as a hash list entry
+    originals = sorted(photos.values(), key=len)
+    images = [Image.open(io.BytesIO(d)).convert("RGB") for d in originals[:3]]
+    evalset = _shard(tmp_path / "eval.tar", [(f"eval{i}", _jpeg(im), "x") for i, im in
+                                             enumerate(images[:2])])
+    from mitigate.decode import decode_image
+    from mitigate.hashing import to_hex
+
+    third = decode_image(_jpeg(images[2]), max_pixels=10**8)
+    hashes = tmp_path / "eval_hashes.csv"
+    hashes.write_text(f"eval_listed,{to_hex(third.phash)},{to_hex(third.phash_mirror)}\n")
+    run(_config(data, tmp_path / "out", k=10, near=False,
+                against=[str(evalset), str(hashes)]))
+    rows = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
+    overlap = {r["key"]: r["duplicate_of"] for r in rows if r["reason"] == "eval_overlap"}
+    for g, ref in ((0, "eval0"), (1, "eval1"), (2, "eval_listed")):
+        assert overlap.get(f"g{g:02d}_original") == ref
+    assert all(r["state"] == "kept" for r in rows if r["key"].startswith("g05_"))
+
+
+@pytest.mark.slow
+def test_blocklist_by_sha256_before_decoding_and_by_phash(planted, tmp_path):
+    data, _ = planted
+    with tarfile.open(data) as tar:
+        first = tar.extractfile("g00_original.jpg").read()
+    rows_before = None
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text(f"# known bad\nsha256:{hashlib.sha256(first).hexdigest()}\n")
+    run(_config(data, tmp_path / "a", blocklist=str(blocklist), near=False))
+    rows_before = {r["key"]: r for r in pq.read_table(tmp_path / "a" / "manifest").to_pylist()}
+    hit = rows_before["g00_original"]
+    assert (hit["state"], hit["reason"], hit["phash"]) == ("filtered", "blocklist", None)
+    # by pHash: list g01's hash; its near copies match within a few bits
+    listed = rows_before["g01_original"]["phash"]
+    blocklist.write_text(f"phash:{listed}\n")
+    run(_config(data, tmp_path / "b", blocklist=str(blocklist), blocklist_max_distance=4,
+                near=False))
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "b" / "manifest").to_pylist()}
+    assert rows["g01_original"]["reason"] == "blocklist"
+    assert rows["g01_jpeg_q50"]["reason"] == "blocklist"
+    assert rows["g02_original"]["state"] == "kept"
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["counts"]["filtered"]["reasons"]["blocklist"] >= 2
+
+
+def test_bad_blocklist_and_missing_reference_files_are_config_errors(tmp_path):
+    bad = tmp_path / "bl.txt"
+    bad.write_text("not-a-hash\n")
+    with pytest.raises(ConfigError, match=r"dedup: .*bl.txt:1: not a sha256"):
+        validate_config({"dedup": {"blocklist": str(bad)}})
+    with pytest.raises(ConfigError, match=r"against\[0\]: file not found"):
+        validate_config({"dedup": {"against": [str(tmp_path / "missing.txt")]}})
