@@ -59,6 +59,10 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
         overrides.append(f"output.path={out!r}")
     if getattr(args, "overwrite", False):
         overrides.append("output.overwrite=true")
+    if getattr(args, "runner", None):
+        overrides.append(f"runner.name={args.runner}")
+    if getattr(args, "dry_run", False):
+        overrides.append("runner.dry_run=true")
     return load_config(args.config, overrides)
 
 
@@ -214,6 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config, _ = _load(args)
     sources = preflight(config)
+    if config.runner.dry_run:
+        import json
+
+        print(json.dumps(run(config, sources, args.beam_args), indent=2))
+        return 0
     # Beam's local runner reports nothing until a run ends, so the live display is a
     # spinner with elapsed time; counts follow in the summary table.
     with Progress(
@@ -311,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run_p)
     run_p.add_argument(
         "--overwrite", action="store_true", help="replace a previous run's results in OUTPUT"
+    )
+    run_p.add_argument(
+        "--runner",
+        choices=["direct", "portable", "dataflow", "flink", "spark", "dask"],
+        help="Beam runner (replaces runner.name; set its options with --set runner.KEY=V)",
+    )
+    run_p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Dataflow: build the job offline and report what would be submitted",
     )
     run_p.add_argument(
         "beam_args",

@@ -25,11 +25,19 @@ _PACKAGES = ("apache-beam", "pillow", "imagehash", "numpy", "scipy", "onnxruntim
 
 def preflight(config: Config) -> list[str]:
     """Checks that need the filesystem, done before any work. Returns the sorted input
-    files; raises :class:`ConfigError` naming the field at fault."""
+    files; raises :class:`ConfigError` naming the field at fault.
+
+    A Dataflow dry run works offline: remote inputs are taken as given (not listed) and
+    the output folder is not inspected.
+    """
     errors = []
-    matched = fs.match(list(config.input.paths))
-    sources: list[str] = []
+    dry = config.runner.dry_run
+    local = [p for p in config.input.paths if not (dry and "://" in p)]
+    matched = fs.match(local) if local else {}
+    sources: list[str] = [p for p in config.input.paths if p not in matched]
     for i, pattern in enumerate(config.input.paths):
+        if pattern not in matched:
+            continue
         files = matched[pattern]
         if not files:
             errors.append(f"input.paths[{i}]: no file matches {pattern!r}")
@@ -41,6 +49,8 @@ def preflight(config: Config) -> list[str]:
         sources.extend(files)
     if errors:
         raise ConfigError(errors)
+    if dry:
+        return sorted(set(sources))
     layout = Layout(config.output.path)
     previous = [
         p
@@ -88,6 +98,8 @@ def run(
     """Run the pipeline to completion and return the summary (also in summary.json)."""
     if sources is None:
         sources = preflight(config)
+    if config.runner.dry_run:
+        return dry_run(config, sources, beam_args)
     layout = prepare_output(config)
     header = _header(config, sources)
     options = pipeline_options(config.runner, beam_args)
@@ -96,6 +108,44 @@ def run(
     build(pipeline, config, sources, header)
     _execute(pipeline, config)
     return _finish_summary(layout, config, time.perf_counter() - started)
+
+
+def dry_run(
+    config: Config, sources: list[str], beam_args: list[str] | None = None
+) -> dict[str, Any]:
+    """Build the Dataflow job offline and describe what would be submitted: the
+    transform graph, the container image, the files staged for the workers. Nothing is
+    submitted, read or written."""
+    from apache_beam.portability.api import beam_runner_api_pb2 as pb
+
+    pipeline = beam.Pipeline(options=pipeline_options(config.runner, beam_args))
+    build(pipeline, config, sources, _header(config, sources))
+    result = pipeline.run()
+    job = result.job
+    proto = job.proto_pipeline
+    environments = []
+    for env_id, env in sorted(proto.components.environments.items()):
+        image = None
+        if env.urn == "beam:env:docker:v1":
+            image = pb.DockerPayload.FromString(env.payload).container_image
+        staged = sorted(
+            pb.ArtifactStagingToRolePayload.FromString(d.role_payload).staged_name
+            for d in env.dependencies
+        )
+        environments.append({"id": env_id, "container_image": image, "staged_files": staged})
+    names = sorted(t.unique_name for t in proto.components.transforms.values())
+    return {
+        "dry_run": True,
+        "runner": config.runner.name,
+        "job_name": job.proto.name,
+        "project": config.runner.project,
+        "region": config.runner.region,
+        "transforms": len(names),
+        "top_level_transforms": sorted({n.split("/")[0] for n in names}),
+        "environments": environments,
+        "inputs": sources,
+        "output": config.output.path,
+    }
 
 
 def _execute(pipeline: beam.Pipeline, config: Config) -> None:

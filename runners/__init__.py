@@ -54,7 +54,9 @@ def runner_args(runner: RunnerConfig) -> list[str]:
         args += [f"--{k}={v}" for k, v in optional.items() if v is not None]
         args += [f"--extra_package={p}" for p in r.extra_packages]
         if r.dry_run:
-            args.append("--dry_run=True")
+            # Offline: stage the requirements file itself instead of downloading every
+            # package into a local cache first.
+            args += ["--dry_run=True", "--requirements_cache=skip"]
         return args
     if r.name == "dask":
         return [f"--runner={DASK_RUNNER}", f"--dask_client_address={r.dask_address}"]
