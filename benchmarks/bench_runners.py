@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Samples/s of the same pipeline on the DirectRunner (1 and 2 worker processes) and on
 Dask distributed (a LocalCluster of 2 worker processes on 127.0.0.1), same data, same
-run. Default config (nsfw, image_quality, caption_terms, exact dedup, rebalancing), with
-near-dedup off because the Dask runner refuses it together with rebalancing.
+run. Default config (nsfw, image_quality, caption_terms, exact and near dedup) without
+rebalancing, which the Dask runner refuses.
 
     python benchmarks/bench_runners.py --n 800
 """
@@ -30,8 +30,13 @@ def timed(shards: list[Path], extra: list[str]) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         config, _ = load_config(
             REPO / "configs" / "default.yaml",
-            [f"input.paths={json.dumps([str(s) for s in shards])}", f"output.path={tmp}/o",
-             "dedup.near=false", "input.chunk_size=32", *extra],
+            [
+                f"input.paths={json.dumps([str(s) for s in shards])}",
+                f"output.path={tmp}/o",
+                "rebalance.enabled=false",
+                "input.chunk_size=32",
+                *extra,
+            ],
         )
         started = time.perf_counter()
         summary = run(config)
@@ -49,12 +54,28 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     rows.append(("direct, 1 worker", 1, *timed(shards, [])))
-    rows.append(("direct, 2 processes", 2, *timed(shards, [
-        "runner.direct_num_workers=2", "runner.direct_running_mode=multi_processing"])))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
-        rows.append(("dask, 2 processes", 2, *timed(shards, [
-            "runner.name=dask", f"runner.dask_address={cluster.scheduler_address}"])))
+    rows.append(
+        (
+            "direct, 2 processes",
+            2,
+            *timed(
+                shards,
+                ["runner.direct_num_workers=2", "runner.direct_running_mode=multi_processing"],
+            ),
+        )
+    )
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        rows.append(
+            (
+                "dask, 2 processes",
+                2,
+                *timed(
+                    shards, ["runner.name=dask", f"runner.dask_address={cluster.scheduler_address}"]
+                ),
+            )
+        )
     base = rows[0][3] / rows[0][2]
     print(f"{'runner':<22} {'wall s':>7} {'samples/s':>10} {'x direct-1':>11}")
     for name, _, wall, n in rows:

@@ -82,21 +82,27 @@ def evaluate(images: list[Image.Image], ks: list[int]) -> list[dict]:
         same = group_arr[pairs.i] == group_arr[pairs.j]
         found = {(int(a), int(b)) for a, b, s in zip(pairs.i, pairs.j, same, strict=True) if s}
         # recall: each edited copy paired with its original
-        originals = {g: i for i, (g, e) in enumerate(zip(group, edit, strict=True)) if e == "original"}
+        originals = {
+            g: i for i, (g, e) in enumerate(zip(group, edit, strict=True)) if e == "original"
+        }
         per_edit = {}
         for name in EDITS:
             idx = np.flatnonzero(edit_arr == name)
             hit = sum(
-                1 for i in idx if (min(i, originals[group[i]]), max(i, originals[group[i]])) in found
+                1
+                for i in idx
+                if (min(i, originals[group[i]]), max(i, originals[group[i]])) in found
             )
             per_edit[name] = hit / len(idx)
-        rows.append({
-            "k": k,
-            "pairs": len(pairs.i),
-            "precision": float(same.mean()) if len(same) else 1.0,
-            "recall": float(np.mean(list(per_edit.values()))),
-            **per_edit,
-        })
+        rows.append(
+            {
+                "k": k,
+                "pairs": len(pairs.i),
+                "precision": float(same.mean()) if len(same) else 1.0,
+                "recall": float(np.mean(list(per_edit.values()))),
+                **per_edit,
+            }
+        )
     return rows
 
 
@@ -110,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = evaluate(images, args.ks)
     edits = list(EDITS)
     print(f"{len(images)} source images x {len(EDITS) + 1} versions")
-    print(f"{'k':>3} {'pairs':>7} {'precision':>9} {'recall':>7} " + " ".join(f"{e:>10}" for e in edits))
+    print(
+        f"{'k':>3} {'pairs':>7} {'precision':>9} {'recall':>7} "
+        + " ".join(f"{e:>10}" for e in edits)
+    )
     for r in rows:
-        print(f"{r['k']:>3} {r['pairs']:>7} {r['precision']:>9.4f} {r['recall']:>7.3f} "
-              + " ".join(f"{r[e]:>10.3f}" for e in edits))
+        print(
+            f"{r['k']:>3} {r['pairs']:>7} {r['precision']:>9.4f} {r['recall']:>7.3f} "
+            + " ".join(f"{r[e]:>10.3f}" for e in edits)
+        )
     return 0
 
 

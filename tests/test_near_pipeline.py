@@ -18,7 +18,7 @@ from mitigate.config import ConfigError, validate_config
 from mitigate.pipeline.run import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from eval_near_k import EDITS  # noqa: E402  (the same planted edits as the measurement)
+from eval_near_k import EDITS
 
 
 def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -53,11 +53,13 @@ def planted(tmp_path_factory, photos):
 
 
 def _config(data: Path, out: Path, **dedup) -> object:
-    return validate_config({
-        "input": {"paths": [str(data)]},
-        "output": {"path": str(out)},
-        "dedup": dedup,
-    })
+    return validate_config(
+        {
+            "input": {"paths": [str(data)]},
+            "output": {"path": str(out)},
+            "dedup": dedup,
+        }
+    )
 
 
 @pytest.mark.slow
@@ -90,16 +92,16 @@ def test_decontamination_against_an_eval_set_and_a_hash_list(planted, tmp_path, 
     # eval set: two of the originals, as shards; a third as a hash list entry
     originals = sorted(photos.values(), key=len)
     images = [Image.open(io.BytesIO(d)).convert("RGB") for d in originals[:3]]
-    evalset = _shard(tmp_path / "eval.tar", [(f"eval{i}", _jpeg(im), "x") for i, im in
-                                             enumerate(images[:2])])
+    evalset = _shard(
+        tmp_path / "eval.tar", [(f"eval{i}", _jpeg(im), "x") for i, im in enumerate(images[:2])]
+    )
     from mitigate.decode import decode_image
     from mitigate.hashing import to_hex
 
     third = decode_image(_jpeg(images[2]), max_pixels=10**8)
     hashes = tmp_path / "eval_hashes.csv"
     hashes.write_text(f"eval_listed,{to_hex(third.phash)},{to_hex(third.phash_mirror)}\n")
-    run(_config(data, tmp_path / "out", k=10, near=False,
-                against=[str(evalset), str(hashes)]))
+    run(_config(data, tmp_path / "out", k=10, near=False, against=[str(evalset), str(hashes)]))
     rows = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
     overlap = {r["key"]: r["duplicate_of"] for r in rows if r["reason"] == "eval_overlap"}
     for g, ref in ((0, "eval0"), (1, "eval1"), (2, "eval_listed")):
@@ -122,8 +124,11 @@ def test_blocklist_by_sha256_before_decoding_and_by_phash(planted, tmp_path):
     # by pHash: list g01's hash; its near copies match within a few bits
     listed = rows_before["g01_original"]["phash"]
     blocklist.write_text(f"phash:{listed}\n")
-    run(_config(data, tmp_path / "b", blocklist=str(blocklist), blocklist_max_distance=4,
-                near=False))
+    run(
+        _config(
+            data, tmp_path / "b", blocklist=str(blocklist), blocklist_max_distance=4, near=False
+        )
+    )
     rows = {r["key"]: r for r in pq.read_table(tmp_path / "b" / "manifest").to_pylist()}
     assert rows["g01_original"]["reason"] == "blocklist"
     assert rows["g01_jpeg_q50"]["reason"] == "blocklist"

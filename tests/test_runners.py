@@ -126,12 +126,14 @@ def test_dask_two_worker_processes_write_what_the_direct_runner_writes(direct_ru
             [
                 f"output.path={tmp_path / 'dask'}",
                 "runner.name=dask",
-                "dedup.near=false",
+                "rebalance.enabled=false",
                 f"runner.dask_address={cluster.scheduler_address}",
             ],
         )
         summary = run(config)
-        direct, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'direct'}", "dedup.near=false"])
+        direct, _ = load_config(
+            DEFAULT, [f"output.path={tmp_path / 'direct'}", "rebalance.enabled=false"]
+        )
         run(direct)
     assert summary["conservation"] == {"ok": True, "problems": []}
     import pyarrow.parquet as pq
@@ -141,10 +143,10 @@ def test_dask_two_worker_processes_write_what_the_direct_runner_writes(direct_ru
     assert _outputs(tmp_path / "dask") == _outputs(tmp_path / "direct")
 
 
-def test_dask_refuses_near_dedup_with_rebalancing_at_config_time():
+def test_dask_refuses_rebalancing_at_config_time():
     from mitigate.config import ConfigError
 
-    with pytest.raises(ConfigError, match="dask runner cannot combine near-duplicate removal"):
+    with pytest.raises(ConfigError, match="dask runner cannot run rebalancing"):
         load_config(DEFAULT, ["runner.name=dask", "runner.dask_address=tcp://127.0.0.1:1"])
 
 
