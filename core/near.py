@@ -7,7 +7,7 @@ report show. Plain functions over light (key, hashes, size) items; the search it
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ def decide_near_duplicates(
     *,
     mode: str = "auto",
     references: Sequence[tuple[str, str, str | None]] = (),
+    search: bool = True,
     recall_samples: int = 1000,
     n_examples: int = 4,
     n_largest: int = 6,
@@ -61,6 +62,7 @@ def decide_near_duplicates(
     ``eval_overlap`` duplicates of the closest reference. Among the rest, connected
     groups of near duplicates keep their best item (highest resolution, then smallest
     key) and every other item is a ``near_duplicate`` of a kept item within ``k``.
+    ``search=False`` only decontaminates (no near-duplicate search among the items).
     Returns the decisions and a report for ``summary.json``.
     """
     items = sorted(items, key=lambda i: i.key)
@@ -80,7 +82,7 @@ def decide_near_duplicates(
                 overlapping.append(i)
         report["eval_overlap"] = len(overlapping)
         items = [it for i, it in enumerate(items) if match.ref_index[i] < 0]
-    if len(items) < 2:
+    if len(items) < 2 or not search:
         report.update(
             mode="none",
             cluster_sizes={},
@@ -201,8 +203,3 @@ class Blocklist:
 
 def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
-
-
-def iter_hash_items(records: Iterable[Any]) -> Iterable[HashItem]:
-    for r in records:
-        yield HashItem(r.key, r.phash, r.phash_mirror, r.resolution)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mitigate.records import FINAL_STATES, KEPT, Member, SampleRecord
+from mitigate.records import FINAL_STATES, Member, SampleRecord
 
 SIDECAR_KEY = "mitigate"  # our signals go under this key of KEY.json, beside the input's own
 
@@ -178,10 +178,6 @@ def check_conservation(input_count: int, counts: dict[str, int], manifest_rows: 
     if stray:
         problems.append(f"records left in non-final states: {stray}")
     return problems
-
-
-def is_kept(record: SampleRecord) -> bool:
-    return record.state == KEPT
 
 
 def copies_of(record: SampleRecord) -> int:

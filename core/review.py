@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageFilter
 
-from mitigate.records import Member, SampleRecord
+from mitigate.output import record_from_row
 from mitigate.sources import read_members
 
 Opener = Callable[[str], IO[bytes]]
@@ -87,21 +87,9 @@ def read_labels(path: str | Path) -> dict[str, bool]:
     return out
 
 
-def row_record(row: dict[str, Any]) -> SampleRecord:
-    members = tuple(Member(m["ext"], m["offset"], m["size"]) for m in row.get("members") or [])
-    return SampleRecord(
-        key=row["key"],
-        source=row["source"],
-        index=row["index"],
-        members=members,
-        image_path=row.get("image_path"),
-        image_ext=row.get("image_ext"),
-    )
-
-
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
     """A sample's original image bytes, from its tar member or its image path."""
-    record = row_record(row)
+    record = record_from_row(row, [])
     if record.members:
         with opener(record.source) as f:
             return read_members(f, record, {record.image_ext or ""})[record.image_ext or ""]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mitigate.records import ERROR, Member, Reason, SampleRecord
+from mitigate.records import Member, Reason, SampleRecord
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
 CAPTION_EXT = "txt"
@@ -254,7 +254,3 @@ def iter_table(
             yield rec
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
         yield SourceIssue(source, Reason.READ_ERROR, f"table unreadable after row {index}: {exc}")
-
-
-def is_error(record: SampleRecord) -> bool:
-    return record.state == ERROR

@@ -48,15 +48,9 @@ def _decide(
     items: list[HashItem], shard_refs: list, config: Config
 ) -> tuple[list[Any], dict[str, Any]]:
     refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
-    k = config.dedup.k
-    decisions, report = decide_near_duplicates(
-        items if config.dedup.near else [], k, mode=config.dedup.mode, references=refs
+    return decide_near_duplicates(
+        items, config.dedup.k, mode=config.dedup.mode, references=refs, search=config.dedup.near
     )
-    if not config.dedup.near:
-        # decontamination only: check every item against the references
-        decisions, report = decide_near_duplicates(items, k, mode="exact", references=refs)
-        decisions = [d for d in decisions if d.reason == "eval_overlap"]
-    return decisions, report
 
 
 def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:

@@ -101,8 +101,13 @@ def test_decontamination_against_an_eval_set_and_a_hash_list(planted, tmp_path, 
     third = decode_image(_jpeg(images[2]), max_pixels=10**8)
     hashes = tmp_path / "eval_hashes.csv"
     hashes.write_text(f"eval_listed,{to_hex(third.phash)},{to_hex(third.phash_mirror)}\n")
-    run(_config(data, tmp_path / "out", k=10, near=False, against=[str(evalset), str(hashes)]))
+    summary = run(
+        _config(data, tmp_path / "out", k=10, near=False, against=[str(evalset), str(hashes)])
+    )
     rows = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
+    # with near=false the report claims no near duplicates: none were removed
+    assert summary["dedup"]["near_duplicates"] == 0
+    assert not any(r["reason"] == "near_duplicate" for r in rows)
     overlap = {r["key"]: r["duplicate_of"] for r in rows if r["reason"] == "eval_overlap"}
     for g, ref in ((0, "eval0"), (1, "eval1"), (2, "eval_listed")):
         assert overlap.get(f"g{g:02d}_original") == ref
