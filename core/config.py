@@ -11,6 +11,7 @@ the command line are relative to the working directory, as a user would expect.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import hashlib
 import json
@@ -31,7 +32,8 @@ from pydantic import (
 )
 
 from mitigate import filters as filter_registry
-from mitigate.filters.base import FilterConfig
+from mitigate.filters.base import FilterConfig, NoBoolNumbers
+from mitigate.sources import SourceLimits
 
 
 class ConfigError(ValueError):
@@ -42,7 +44,7 @@ class ConfigError(ValueError):
         super().__init__("invalid config:\n  " + "\n  ".join(errors))
 
 
-class _Strict(BaseModel):
+class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -61,6 +63,27 @@ class InputConfig(_Strict):
     chunk_size: int = Field(
         default=64, ge=1, le=100_000, description="Samples per unit of distributed work."
     )
+    image_root: str | None = Field(
+        default=None,
+        description="Tables: the folder image paths are relative to, and must stay inside "
+        "(default: the table's own folder). Paths that leave it are errors "
+        "(image_path_outside_root) and are never read.",
+    )
+    name_encoding: str | None = Field(
+        default=None,
+        description="Tar shards: encoding tried for member names that are not UTF-8 (e.g. "
+        "latin-1 for old GNU tars). Unset: such samples are errors (invalid_key).",
+    )
+
+    @field_validator("name_encoding")
+    @classmethod
+    def _known_codec(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"unknown encoding {value!r}") from None
+        return value
 
 
 class OutputConfig(_Strict):
@@ -80,6 +103,17 @@ class DecodeConfig(_Strict):
     )
     max_image_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1, description="Larger image files are not read."
+    )
+    max_caption_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="Captions longer than this (bytes, UTF-8) are errors "
+        "(caption_too_large), known from the tar index without reading them.",
+    )
+    max_sidecar_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Larger KEY.json sidecars are errors (json_too_large), never read.",
     )
     working_size: int = Field(
         default=256,
@@ -300,6 +334,15 @@ class Config(_Strict):
             raise ValueError("filters must be built by validate_config")
         return value
 
+    def source_limits(self) -> SourceLimits:
+        """What the source readers check per sample before reading any byte."""
+        return SourceLimits(
+            max_image_bytes=self.decode.max_image_bytes,
+            max_caption_bytes=self.decode.max_caption_bytes,
+            max_sidecar_bytes=self.decode.max_sidecar_bytes,
+            name_encoding=self.input.name_encoding,
+        )
+
     def effective(self) -> dict[str, Any]:
         """The config as plain data, every default filled in (written beside output)."""
         return self.model_dump(mode="json")
@@ -508,6 +551,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict | list):
                     raise ConfigError([f"--set {where}: is a value, not a section"])
+        if not isinstance(node, dict | list):
+            where = ".".join(parts[:-1])
+            raise ConfigError([f"--set {where}: is a value, not a section"])
         last = parts[-1]
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):
@@ -523,8 +569,19 @@ def load_config(
 ) -> tuple[Config, dict[str, Any]]:
     """Load YAML with ``safe_load``, apply ``--set`` overrides, validate.
 
-    Returns the config and the raw mapping it came from.
+    Returns the config and the raw mapping it came from. A document nested deeply
+    enough to exhaust the parser's recursion is a config error, not a crash.
     """
+    try:
+        return _load_config(path, overrides)
+    except RecursionError:
+        where = path if path is not None else "--set"
+        raise ConfigError([f"{where}: nested too deeply to be a config"]) from None
+
+
+def _load_config(
+    path: Path | str | None, overrides: list[str] | None
+) -> tuple[Config, dict[str, Any]]:
     raw: Any = {}
     base = Path(".")
     if path is not None:

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mitigate import hashing
 from mitigate.records import Reason
+from mitigate.sources import IMAGE_FORMATS
 
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 or 270 degrees
@@ -63,12 +64,17 @@ def decode_image(
     tests for the measured bound).
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        image = open_image(data)
     except Image.DecompressionBombError as exc:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, str(exc))
     except UnidentifiedImageError:
+        refused = refused_format(data)
+        if refused:
+            accepted = ", ".join(IMAGE_FORMATS)
+            return DecodeFailure(
+                Reason.UNSUPPORTED_FORMAT,
+                f"{refused} data is not an accepted image format (accepted: {accepted})",
+            )
         head = data[:8].hex(" ")
         return DecodeFailure(
             Reason.DECODE_ERROR, f"unrecognised image format (first bytes: {head})"
@@ -85,6 +91,44 @@ def decode_image(
         return DecodeFailure(Reason.DECODE_ERROR, f"{image.format or 'image'}: {exc}")
     except MemoryError:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, "out of memory while decoding")
+
+
+# Magic numbers of formats that are refused (see sources.IMAGE_FORMATS), for a clear
+# reason; the bytes are never handed to their decoders.
+_REFUSED_MAGIC = (
+    (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS (DOS binary)"),
+    (b"%PDF", "PDF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"8BPS", "Photoshop PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+)
+
+
+def refused_format(data: bytes) -> str | None:
+    """Name of a recognised but refused format (EPS, TIFF, SVG, HEIC, ...), or None."""
+    for magic, name in _REFUSED_MAGIC:
+        if data.startswith(magic):
+            return name
+    head = data[:256].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower():
+        return "SVG"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"avif", b"heim"):
+        return "HEIF/AVIF"
+    return None
+
+
+def open_image(data: bytes) -> Image.Image:
+    """``Image.open`` restricted to the accepted formats: Pillow tries no other plugin,
+    so no input can make it start an external program (its EPS plugin runs
+    Ghostscript) or reach a rarely used decoder. Every reader of input images uses
+    this."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
 
 
 def _decode_opened(
@@ -120,9 +164,13 @@ def _decode_opened(
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:
     """Shrink by an integer factor while the shorter side stays >= working_size."""
     factor = min(image.size) // working_size
-    if factor >= 2 and image.mode not in ("P", "1"):
-        return image.reduce(factor)
-    return image
+    if factor < 2 or image.mode in ("P", "1"):
+        return image
+    if image.mode.startswith("I;16"):
+        # reduce() has no 16-bit kernel: reduce in 32-bit, then back to the same mode
+        # (values fit), so hashing and RGB conversion see what they saw before.
+        return image.convert("I").reduce(factor).convert("I;16")
+    return image.reduce(factor)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -43,6 +43,17 @@ class Reason:
     TRUNCATED_SHARD = "truncated_shard"
     READ_ERROR = "read_error"
     INFERENCE_ERROR = "inference_error"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    UNSUPPORTED_MEMBER = "unsupported_member"
+    DUPLICATE_MEMBER = "duplicate_member"
+    TOO_MANY_MEMBERS = "too_many_members"
+    CAPTION_TOO_LARGE = "caption_too_large"
+    JSON_TOO_LARGE = "json_too_large"
+    IMAGE_PATH_OUTSIDE_ROOT = "image_path_outside_root"
+    # source issues (a stretch of a source file, not one sample)
+    DAMAGED_HEADER = "damaged_header"
+    MISSING_END_MARKER = "missing_end_marker"
+    TRAILING_DATA = "trailing_data"
     # duplicates
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
@@ -62,6 +73,13 @@ class Reason:
             TRUNCATED_SHARD,
             READ_ERROR,
             INFERENCE_ERROR,
+            UNSUPPORTED_FORMAT,
+            UNSUPPORTED_MEMBER,
+            DUPLICATE_MEMBER,
+            TOO_MANY_MEMBERS,
+            CAPTION_TOO_LARGE,
+            JSON_TOO_LARGE,
+            IMAGE_PATH_OUTSIDE_ROOT,
         }
     )
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageFilter
 
+from mitigate.decode import open_image
 from mitigate.output import record_from_row
 from mitigate.sources import read_members
 
@@ -100,7 +101,7 @@ def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
 def thumbnail(data: bytes, size: int = 160, blur: bool = False) -> str:
     """A small JPEG as a data: URI (blurred when asked); empty string if undecodable."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(data)  # the accepted formats only, as in the run
         image.draft("RGB", (size, size))
         image = image.convert("RGB")
         image.thumbnail((size, size))

@@ -17,31 +17,84 @@ whole file (not a tar, cut off) become :class:`SourceIssue` entries for the summ
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import posixpath
 import re
-import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from mitigate.records import Member, Reason, SampleRecord
+from mitigate.tarscan import TarProblem, scan_tar
 
-IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
+# Image formats read, by member extension and by Pillow format name. Decoding is
+# restricted to these plugins, so no input can make Pillow start an external program
+# (its EPS plugin runs Ghostscript) or reach a rarely used, lightly hardened decoder.
+# TIFF is left out on purpose: libtiff is a large attack surface, multi-page files can
+# hide huge pages, and web-scraped pre-training data hardly ever holds TIFF.
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp"})
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+# Extensions of image formats that are recognised but not accepted: such a sample is an
+# ``unsupported_format`` error rather than ``missing_image``.
+REFUSED_IMAGE_EXTS = frozenset(
+    {
+        "tif",
+        "tiff",
+        "eps",
+        "ps",
+        "pdf",
+        "svg",
+        "ico",
+        "heic",
+        "heif",
+        "avif",
+        "jxl",
+        "jp2",
+        "j2k",
+        "psd",
+        "ppm",
+        "pgm",
+        "pbm",
+        "pnm",
+        "tga",
+        "xbm",
+        "xpm",
+        "pcx",
+        "dds",
+        "icns",
+    }
+)
 CAPTION_EXT = "txt"
 JSON_EXT = "json"
+MAX_MEMBERS_PER_SAMPLE = 16
 # WebDataset's convention: the key is the path up to the first dot of the basename.
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
 @dataclass(frozen=True)
 class SourceIssue:
-    """A problem with a whole source file rather than one sample."""
+    """A problem with a whole source file, or a stretch of one, rather than one sample.
+
+    ``count`` is how many members the problem swallowed where that is known (a damaged
+    header is one member), None where it cannot be known (a shard cut at a boundary).
+    """
 
     source: str
     reason: str
     detail: str
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """Per-sample size limits checked from the tar index, before any byte is read."""
+
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_caption_bytes: int = 64 * 1024
+    max_sidecar_bytes: int = 1024 * 1024
+    name_encoding: str | None = None  # tried for member names that are not UTF-8
 
 
 def key_problem(key: str) -> str | None:
@@ -53,80 +106,199 @@ def key_problem(key: str) -> str | None:
         return "key contains a NUL or backslash"
     if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
         return "key is an absolute path or has an empty, '.' or '..' segment"
+    if any(part.startswith(".") for part in key.split("/")):
+        return "key has a hidden ('.'-prefixed) name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return "key contains a control character"
     return None
 
 
-def _finish(record: SampleRecord, max_image_bytes: int) -> SampleRecord:
+def split_name(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name. A leading ``./`` (what ``tar -C dir .``
+    writes) is dropped. Names that do not follow the WebDataset convention (hidden
+    names, no extension) still get a key, the name up to its last dot, so that the
+    sample is listed (as an error) rather than lost."""
+    while name.startswith("./"):
+        name = name[2:]
+    match = _KEY_EXT.match(name)
+    if match is not None:
+        return match.group(1), match.group(2).lower()
+    folder, slash, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem:
+        return name, ext.lower() if dot else ""
+    return folder + slash + stem, ext.lower()
+
+
+def decode_name(raw: bytes, fallback: str | None) -> tuple[str, str | None]:
+    """A member name as text, and a problem if it is not UTF-8 (nor ``fallback``)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        pass
+    if fallback:
+        try:
+            return raw.decode(fallback), None
+        except UnicodeDecodeError:
+            pass
+    shown = raw.decode("utf-8", "backslashreplace")
+    hint = f" nor {fallback}" if fallback else "; set input.name_encoding (e.g. latin-1) to read it"
+    return shown, f"member name {raw!r} is not UTF-8{hint}"
+
+
+@dataclass
+class _Building:
+    """A sample being assembled from consecutive members of one key."""
+
+    record: SampleRecord
+    problem: tuple[str, str] | None = None  # (reason, detail) found while indexing
+    note: str = ""  # damage nearby, added to the detail of an error
+
+    def fail(self, reason: str, detail: str) -> None:
+        if self.problem is None:
+            self.problem = (reason, detail)
+
+
+def _finish(building: _Building, limits: SourceLimits) -> SampleRecord:
     """Structural checks on one sample's members (everything that needs no data)."""
+    record = building.record
+    error = building.problem or _structure_problem(record, limits)
+    if error is None:
+        return record
+    reason, detail = error
+    return record.with_error(reason, detail + building.note)
+
+
+def _structure_problem(record: SampleRecord, limits: SourceLimits) -> tuple[str, str] | None:
     problem = key_problem(record.key)
     if problem:
-        return record.with_error(Reason.INVALID_KEY, f"{record.key!r}: {problem}")
+        return Reason.INVALID_KEY, f"{record.key!r}: {problem}"
     images = [m for m in record.members if m.ext in IMAGE_EXTS]
     if not images:
-        exts = ", ".join(m.ext for m in record.members) or "none"
-        return record.with_error(Reason.MISSING_IMAGE, f"no image member (members: {exts})")
+        refused = [m.ext for m in record.members if m.ext in REFUSED_IMAGE_EXTS]
+        if refused:
+            accepted = ", ".join(sorted(IMAGE_EXTS))
+            return Reason.UNSUPPORTED_FORMAT, (
+                f"image member .{refused[0]} is not an accepted format (accepted: {accepted})"
+            )
+        exts = ", ".join(repr(m.ext) for m in record.members) or "none"
+        return Reason.MISSING_IMAGE, f"no image member (members: {exts})"
     if len(images) > 1:
         exts = ", ".join(m.ext for m in images)
-        return record.with_error(Reason.MULTIPLE_IMAGES, f"several image members: {exts}")
+        return Reason.MULTIPLE_IMAGES, f"several image members: {exts}"
     image = images[0]
     record.image_ext = image.ext
     record.n_bytes = image.size
-    if image.size > max_image_bytes:
-        return record.with_error(
-            Reason.IMAGE_TOO_LARGE, f"{image.size} bytes > max_image_bytes {max_image_bytes}"
+    if image.size > limits.max_image_bytes:
+        return Reason.IMAGE_TOO_LARGE, (
+            f"{image.size} bytes > max_image_bytes {limits.max_image_bytes}"
         )
-    if not any(m.ext == CAPTION_EXT for m in record.members):
-        return record.with_error(Reason.MISSING_CAPTION, "no .txt member")
-    return record
+    caption = next((m for m in record.members if m.ext == CAPTION_EXT), None)
+    if caption is None:
+        return Reason.MISSING_CAPTION, "no .txt member"
+    if caption.size > limits.max_caption_bytes:
+        return Reason.CAPTION_TOO_LARGE, (
+            f"caption of {caption.size} bytes > max_caption_bytes {limits.max_caption_bytes}"
+        )
+    sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
+    if sidecar is not None and sidecar.size > limits.max_sidecar_bytes:
+        return Reason.JSON_TOO_LARGE, (
+            f"sidecar .json of {sidecar.size} bytes > max_sidecar_bytes {limits.max_sidecar_bytes}"
+        )
+    return None
+
+
+_ISSUE_REASONS = {
+    "damaged_header": Reason.DAMAGED_HEADER,
+    "truncated": Reason.TRUNCATED_SHARD,
+    "missing_end_marker": Reason.MISSING_END_MARKER,
+    "trailing_data": Reason.TRAILING_DATA,
+    "oversized_header": Reason.DAMAGED_HEADER,
+    "not_a_tar": Reason.READ_ERROR,
+}
 
 
 def index_tar(
-    fileobj: IO[bytes], source: str, *, max_image_bytes: int
+    fileobj: IO[bytes],
+    source: str,
+    *,
+    max_image_bytes: int | None = None,
+    limits: SourceLimits | None = None,
 ) -> Iterator[SampleRecord | SourceIssue]:
-    """Stream a tar shard and yield one record per sample, then any source issues.
+    """Index a tar shard: one record per sample, plus source issues, in file order.
 
-    A shard cut off mid-member yields every complete sample before the cut, an
-    ``error``/``truncated_shard`` record for the sample being read, and an issue.
+    Nothing is extracted and no member name is used as a path. A damaged header is
+    skipped (the archive is read on from the next valid header) and reported with the
+    bytes skipped; a shard cut off mid-member yields every complete sample before the
+    cut, an ``error``/``truncated_shard`` record for the sample being read, and an issue.
     """
-    current: SampleRecord | None = None
+    if limits is None:
+        limits = SourceLimits()
+    if max_image_bytes is not None:
+        limits = dataclasses.replace(limits, max_image_bytes=max_image_bytes)
+    current: _Building | None = None
     index = 0
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-            for info in tar:
-                if info.isdir():
-                    continue
-                if not info.isfile():
-                    yield SourceIssue(source, "skipped_member", f"{info.name!r} is not a file")
-                    continue
-                match = _KEY_EXT.match(info.name)
-                if match is None:
-                    yield SourceIssue(source, "skipped_member", f"{info.name!r} has no extension")
-                    continue
-                key, ext = match.group(1), match.group(2).lower()
-                if current is None or key != current.key:
-                    if current is not None:
-                        yield _finish(current, max_image_bytes)
-                        index += 1
-                    current = SampleRecord(key=key, source=source, index=index)
-                if any(m.ext == ext for m in current.members):
-                    yield SourceIssue(source, "skipped_member", f"{info.name!r} repeated")
-                    continue
-                current.members = (*current.members, Member(ext, info.offset_data, info.size))
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if current is None:
-            yield SourceIssue(source, Reason.READ_ERROR, f"not a readable tar: {exc}")
-            return
-        yield current.with_error(
-            Reason.TRUNCATED_SHARD, f"shard ends inside this sample's members: {exc}"
-        )
-        yield SourceIssue(
-            source,
-            Reason.TRUNCATED_SHARD,
-            f"shard is cut off after {index} complete samples ({exc}); the rest is lost",
-        )
-        return
+    complete = 0
+    damage_note = ""
+    for item in scan_tar(fileobj):
+        if isinstance(item, TarProblem):
+            reason = _ISSUE_REASONS[item.kind]
+            if item.kind == "truncated":
+                if current is not None:
+                    current.fail(
+                        Reason.TRUNCATED_SHARD, f"shard ends inside this sample: {item.detail}"
+                    )
+                    yield _finish(current, limits)
+                    current = None
+                yield SourceIssue(
+                    source,
+                    reason,
+                    f"shard is cut off after {complete} complete samples ({item.detail}); "
+                    "anything after the cut is lost",
+                )
+                return
+            count = item.headers if item.kind == "damaged_header" else None
+            detail = item.detail
+            if item.probable_name:
+                detail += f"; the damaged header names {item.probable_name!r}"
+            yield SourceIssue(source, reason, detail, count)
+            if item.kind == "damaged_header":
+                damage_note = f" (a damaged tar header precedes it at byte {item.start})"
+                if current is not None:
+                    current.note = current.note or damage_note
+            continue
+        if item.kind == "directory":
+            continue
+        name, name_problem = decode_name(item.raw_name, limits.name_encoding)
+        key, ext = split_name(name)
+        if current is None or key != current.record.key:
+            if current is not None:
+                yield _finish(current, limits)
+                index += 1
+                complete += 1
+            current = _Building(SampleRecord(key=key, source=source, index=index), note=damage_note)
+            damage_note = ""
+        if name_problem:
+            current.fail(Reason.INVALID_KEY, name_problem)
+        if not item.is_file:
+            current.fail(
+                Reason.UNSUPPORTED_MEMBER, f"{name!r} is a {item.kind}; only regular files are read"
+            )
+            continue
+        members = current.record.members
+        if any(m.ext == ext for m in members):
+            current.fail(
+                Reason.DUPLICATE_MEMBER, f"two members named {name!r} (or differing only in case)"
+            )
+            continue
+        if len(members) >= MAX_MEMBERS_PER_SAMPLE:
+            current.fail(
+                Reason.TOO_MANY_MEMBERS, f"more than {MAX_MEMBERS_PER_SAMPLE} members with this key"
+            )
+            continue
+        current.record.members = (*members, Member(ext, item.offset, item.size))
     if current is not None:
-        yield _finish(current, max_image_bytes)
+        yield _finish(current, limits)
 
 
 @dataclass(frozen=True)
@@ -149,6 +321,38 @@ def read_members(fileobj: IO[bytes], record: SampleRecord, exts: set[str]) -> di
     return out
 
 
+MAX_JSON_DEPTH = 64  # sidecars nest a few levels; deeper is hostile or broken
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    """Iteratively (no recursion to exhaust) check that ``value`` nests <= limit."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return True
+
+
+def parse_sidecar(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """A ``KEY.json`` sidecar as a dict, or why it is unusable."""
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"sidecar .json: {exc}"
+    except RecursionError:
+        return None, "sidecar .json is nested too deeply to parse"
+    if not isinstance(meta, dict):
+        return None, f"sidecar .json is a {type(meta).__name__}, not an object"
+    if not _depth_ok(meta, MAX_JSON_DEPTH):
+        return None, f"sidecar .json nests deeper than {MAX_JSON_DEPTH} levels"
+    return meta, None
+
+
 def parse_payload(record: SampleRecord, data: dict[str, bytes]) -> Payload | SampleRecord:
     """Check caption and sidecar of a tar sample; an error record if either is bad."""
     try:
@@ -157,14 +361,9 @@ def parse_payload(record: SampleRecord, data: dict[str, bytes]) -> Payload | Sam
         return record.with_error(Reason.INVALID_CAPTION_ENCODING, f"caption is not UTF-8: {exc}")
     meta = None
     if JSON_EXT in data:
-        try:
-            meta = json.loads(data[JSON_EXT].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return record.with_error(Reason.INVALID_JSON, f"sidecar .json: {exc}")
-        if not isinstance(meta, dict):
-            return record.with_error(
-                Reason.INVALID_JSON, f"sidecar .json is a {type(meta).__name__}, not an object"
-            )
+        meta, problem = parse_sidecar(data[JSON_EXT])
+        if problem:
+            return record.with_error(Reason.INVALID_JSON, problem)
     if not caption.strip():
         return record.with_error(Reason.MISSING_CAPTION, "caption is empty")
     return Payload(data[record.image_ext or ""], caption, meta)
@@ -198,19 +397,58 @@ def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
         for batch in pq.ParquetFile(fileobj).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
     elif fmt == "jsonl":
-        for lineno, line in enumerate(io.TextIOWrapper(fileobj, encoding="utf-8"), 1):
-            if not line.strip():
+        # Line by line in bytes, so one line that is not UTF-8 is one bad row.
+        for lineno, raw in enumerate(fileobj, 1):
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield f"line {lineno}: not UTF-8: {exc}"
+                continue
             except json.JSONDecodeError as exc:
                 yield f"line {lineno}: not valid JSON: {exc}"
+                continue
+            except RecursionError:
+                yield f"line {lineno}: JSON nested too deeply"
                 continue
             yield row if isinstance(row, dict) else f"line {lineno}: not a JSON object"
     elif fmt == "csv":
         yield from csv.DictReader(io.TextIOWrapper(fileobj, encoding="utf-8", newline=""))
     else:
         raise ValueError(f"unknown table format {fmt!r}")
+
+
+def _split_uri(path: str) -> tuple[str, str]:
+    """('gs://bucket', '/a/b') for a URI, ('', path) for a local path."""
+    if "://" in path:
+        scheme, _, rest = path.partition("://")
+        host, slash, tail = rest.partition("/")
+        return f"{scheme}://{host}", slash + tail
+    return "", path
+
+
+def resolve_image_path(image: str, root: str) -> str | None:
+    """The image path of a table row, or None when it leaves ``root``.
+
+    Relative paths are taken from ``root`` (the table's folder, or ``input.image_root``);
+    absolute paths and URIs must lie inside it. ``..`` is resolved lexically first, so
+    no row can make the pipeline read a file outside the folder the user named.
+    """
+    root_prefix, root_path = _split_uri(root)
+    absolute = "://" in image or image.startswith("/")
+    prefix, path = (
+        _split_uri(image) if absolute else (root_prefix, posixpath.join(root_path, image))
+    )
+    if prefix != root_prefix:
+        return None
+    norm_root = posixpath.normpath(root_path or "/")
+    norm = posixpath.normpath(path)
+    if norm_root == ".":  # a table named without a folder: the working directory
+        inside = not (norm == ".." or norm.startswith(("../", "/")))
+    else:
+        inside = norm_root == "/" or norm == norm_root or norm.startswith(norm_root + "/")
+    return prefix + norm if inside else None
 
 
 def iter_table(
@@ -221,11 +459,14 @@ def iter_table(
     key_column: str,
     image_column: str,
     caption_column: str,
-    join: Callable[[str, str], str] = posixpath.join,
+    image_root: str | None = None,
+    limits: SourceLimits | None = None,
 ) -> Iterator[SampleRecord | SourceIssue]:
-    """Yield one record per table row. Image paths are relative to the table's folder
-    (absolute paths and URIs are used as given); ``join`` joins folder and path."""
+    """Yield one record per table row. Image paths are relative to ``image_root``
+    (default: the table's folder); a path that leaves it is an error, never read."""
+    limits = limits or SourceLimits()
     folder = source.rsplit("/", 1)[0] if "/" in source else "."
+    root = image_root or folder
     index = -1
     try:
         for index, row in enumerate(_rows(fileobj, fmt)):
@@ -247,10 +488,27 @@ def iter_table(
             if not isinstance(caption, str) or not caption.strip():
                 yield rec.with_error(Reason.MISSING_CAPTION, f"column {caption_column!r} is empty")
                 continue
-            absolute = "://" in image or image.startswith("/")
-            rec.image_path = image if absolute else join(folder, image)
+            n_caption = len(caption.encode("utf-8", "surrogatepass"))
+            if n_caption > limits.max_caption_bytes:
+                yield rec.with_error(
+                    Reason.CAPTION_TOO_LARGE,
+                    f"caption of {n_caption} bytes > max_caption_bytes {limits.max_caption_bytes}",
+                )
+                continue
+            path = resolve_image_path(image, root)
+            if path is None:
+                yield rec.with_error(
+                    Reason.IMAGE_PATH_OUTSIDE_ROOT,
+                    f"{image!r} is outside {root} (set input.image_root to allow another folder)",
+                )
+                continue
+            rec.image_path = path
             rec.image_ext = image.rsplit(".", 1)[-1].lower() if "." in image else ""
             rec.caption = caption
             yield rec
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
-        yield SourceIssue(source, Reason.READ_ERROR, f"table unreadable after row {index}: {exc}")
+        yield SourceIssue(
+            source,
+            Reason.READ_ERROR,
+            f"table unreadable after row {index}: {exc}; the rows after it are lost",
+        )

@@ -11,10 +11,27 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, NamedTuple, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    NamedTuple,
+    TypeVar,
+    get_args,
+    get_origin,
+)
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -22,7 +39,31 @@ if TYPE_CHECKING:
     from mitigate.records import SampleRecord
 
 
-class FilterConfig(BaseModel):
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is a number (int/float, optionally in a union with None)."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _numeric(args[0])
+    return bool(args) and any(a in (int, float) for a in args) and bool not in args
+
+
+class NoBoolNumbers(BaseModel):
+    """Base for config models: YAML ``true`` is not the number 1. Pydantic's lax mode
+    would turn ``threshold: true`` into 1.0; here it is an error naming the field."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _numeric(field.annotation):
+                raise ValueError("must be a number, not a boolean")
+        return value
+
+
+class FilterConfig(NoBoolNumbers):
     """Fields every filter entry in YAML has. Subclasses add their own thresholds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -119,8 +119,9 @@ class IndexSource(beam.DoFn):
         chunk: list[SampleRecord] = []
         try:
             with fs.open_read(path) as f:
+                limits = self.config.source_limits()
                 if fmt == "webdataset":
-                    items = index_tar(f, path, max_image_bytes=self.config.decode.max_image_bytes)
+                    items = index_tar(f, path, limits=limits)
                 else:
                     items = iter_table(
                         f,
@@ -129,7 +130,8 @@ class IndexSource(beam.DoFn):
                         key_column=cfg.key_column,
                         image_column=cfg.image_column,
                         caption_column=cfg.caption_column,
-                        join=fs.join,
+                        image_root=cfg.image_root,
+                        limits=limits,
                     )
                 for item in items:
                     if isinstance(item, SourceIssue):
@@ -255,9 +257,11 @@ class WriteManifestPart(beam.DoFn):
         self.filter_ids = filter_ids
         self.embedding_ids = embedding_ids
 
-    def process(self, element: tuple[int, Iterable[SampleRecord]]) -> Iterator[Any]:
+    def process(self, element: tuple[int, Iterable[SampleRecord | None]]) -> Iterator[Any]:
         ordinal, group = element
-        records = sorted(group, key=lambda r: r.index)
+        # None is the marker every source sends, so a source with no sample (an empty
+        # or unreadable file) still gets its (empty) manifest part.
+        records = sorted((r for r in group if r is not None), key=lambda r: r.index)
         with fs.atomic_write(self.layout.manifest_part(ordinal)) as f:
             rows = output.write_manifest(records, self.filter_ids, f)
         for fid in self.embedding_ids:
@@ -375,10 +379,19 @@ class WriteSummary(beam.DoFn):
             "counts": summarize_counts(counts),
             "shards": sorted(shards, key=lambda s: s["shard"]),
             "source_issues": sorted(
-                ({"source": i.source, "reason": i.reason, "detail": i.detail} for i in issues),
+                (
+                    {"source": i.source, "reason": i.reason, "detail": i.detail, "count": i.count}
+                    for i in issues
+                ),
                 key=lambda d: (d["source"], d["reason"], d["detail"]),
             ),
-            "conservation": {"ok": not problems, "problems": problems},
+            "conservation": {
+                "ok": not problems,
+                "problems": problems,
+                # members swallowed by damaged stretches of the input, where countable
+                "members_lost_in_source_issues": sum(i.count or 0 for i in issues),
+                "source_issues_of_unknown_size": sum(1 for i in issues if i.count is None),
+            },
             "samples_written": written,
         }
         if rebalance:
@@ -529,9 +542,15 @@ def _finish(
     else:
         rebalance_report = pipeline | "NoRebalance" >> beam.Create([])
 
+    markers = pipeline | "EverySource" >> beam.Create([(i, None) for i in range(len(sources))])
     written = (
-        final
-        | "BySource" >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals)
+        (
+            final
+            | "BySource"
+            >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals),
+            markers,
+        )
+        | "WithEmptySources" >> beam.Flatten()
         | "GroupSource" >> beam.GroupByKey()
         | "Manifest" >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids))
     )

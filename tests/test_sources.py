@@ -17,7 +17,9 @@ from mitigate.sources import (
     iter_table,
     key_problem,
     parse_payload,
+    SourceLimits,
     read_members,
+    resolve_image_path,
     table_format,
 )
 
@@ -89,7 +91,7 @@ def test_not_a_tar_is_a_source_issue_not_a_crash():
     assert [i.reason for i in issues] == ["read_error"]
 
 
-def test_non_file_members_and_extensionless_names_are_reported():
+def test_non_file_members_and_extensionless_names_are_listed_as_errors():
     buf = io.BytesIO()
     import tarfile
 
@@ -102,8 +104,12 @@ def test_non_file_members_and_extensionless_names_are_reported():
         plain.size = 1
         tar.addfile(plain, io.BytesIO(b"x"))
     records, issues = _index(buf.getvalue())
-    assert records == []
-    assert sorted(i.reason for i in issues) == ["skipped_member", "skipped_member"]
+    assert [(r.key, r.state, r.reason) for r in records] == [
+        ("k", ERROR, "unsupported_member"),
+        ("README", ERROR, "missing_image"),
+    ]
+    assert "symbolic link" in records[0].detail
+    assert not issues
 
 
 @pytest.mark.parametrize(
@@ -140,13 +146,17 @@ ROWS = [
     {"key": "r3", "image": "img/c.jpg", "caption": ""},
     {"key": None, "image": "img/d.jpg", "caption": "no key"},
     {"key": "r5", "image": "gs://b/e.jpg", "caption": "absolute"},
+    {"key": "r6", "image": "../../etc/passwd.jpg", "caption": "escape"},
+    {"key": "r7", "image": "/data/img/../img/g.jpg", "caption": "absolute inside"},
 ]
 EXPECTED = [
     ("r1", PENDING, None, "/data/img/a.jpg"),
     ("r2", ERROR, "missing_image", None),
     ("r3", ERROR, "missing_caption", None),
     ("", ERROR, "invalid_key", None),
-    ("r5", PENDING, None, "gs://b/e.jpg"),
+    ("r5", ERROR, "image_path_outside_root", None),
+    ("r6", ERROR, "image_path_outside_root", None),
+    ("r7", PENDING, None, "/data/img/g.jpg"),
 ]
 
 
@@ -209,3 +219,69 @@ def test_table_format_by_extension():
     assert table_format("a.bin", "csv") == "csv"
     with pytest.raises(ValueError, match=r"set input\.format"):
         table_format("a.bin", "auto")
+
+
+@pytest.mark.parametrize(
+    ("image", "root", "expected"),
+    [
+        ("a.jpg", "/d", "/d/a.jpg"),
+        ("sub/../a.jpg", "/d", "/d/a.jpg"),
+        ("../a.jpg", "/d", None),
+        ("/etc/passwd", "/d", None),
+        ("/d2/a.jpg", "/d", None),  # a sibling whose name starts like the root
+        ("img/a.jpg", "gs://b/data", "gs://b/data/img/a.jpg"),
+        ("gs://b/data/x.jpg", "gs://b/data", "gs://b/data/x.jpg"),
+        ("gs://other/x.jpg", "gs://b/data", None),
+        ("gs://b/data/../secret.jpg", "gs://b/data", None),
+        ("a.jpg", ".", "a.jpg"),
+        ("../a.jpg", ".", None),
+    ],
+)
+def test_image_paths_stay_inside_their_root(image, root, expected):
+    assert resolve_image_path(image, root) == expected
+
+
+def test_image_root_allows_another_folder_and_captions_have_a_size_limit():
+    rows = [
+        {"key": "a", "image": "/imgs/a.jpg", "caption": "x"},
+        {"key": "b", "image": "b.jpg", "caption": "y" * 100},
+    ]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    items = list(
+        iter_table(
+            io.BytesIO(data),
+            "/tables/t.jsonl",
+            "jsonl",
+            key_column="key",
+            image_column="image",
+            caption_column="caption",
+            image_root="/imgs",
+            limits=SourceLimits(max_caption_bytes=50),
+        )
+    )
+    assert [(r.key, r.reason, r.image_path) for r in items] == [
+        ("a", None, "/imgs/a.jpg"),
+        ("b", "caption_too_large", None),
+    ]
+
+
+def test_jsonl_line_that_is_not_utf8_is_one_bad_row():
+    data = (
+        b'{"key": "a", "image": "a.jpg", "caption": "x"}\n{"key": "\xff"}\n'
+        b'{"key": "b", "image": "b.jpg", "caption": "y"}\n'
+    )
+    items = list(
+        iter_table(
+            io.BytesIO(data),
+            "/d/t.jsonl",
+            "jsonl",
+            key_column="key",
+            image_column="image",
+            caption_column="caption",
+        )
+    )
+    assert [(r.key, r.reason) for r in items] == [
+        ("a", None),
+        ("/d/t.jsonl#1", "invalid_json"),
+        ("b", None),
+    ]

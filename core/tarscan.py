@@ -1,0 +1,344 @@
+"""A defensive tar header scanner: where each member's data lies, and where the archive
+is damaged, without extracting anything or trusting any field further than it checks.
+
+Python's :mod:`tarfile` stops silently at the first bad header checksum (every member
+after it is lost without a word), reads GNU long names and PAX headers of any size
+into memory, and decodes names it cannot decode into surrogates. Shards written by
+other tools, cut off, or damaged in transit need more care, so this module reads the
+512-byte headers itself (POSIX ustar, GNU and PAX, as GNU tar, bsdtar, Python and
+img2dataset write them) and yields:
+
+* :class:`TarMember` for every member, with its raw name bytes (names are decoded by
+  the caller, which decides what a non-UTF-8 name means);
+* :class:`TarProblem` for every stretch it could not read: a damaged header (it then
+  resynchronises to the next valid header, as GNU tar does with "skipping to next
+  header", and says which bytes it skipped), a member cut off by the end of the file,
+  a missing end-of-archive marker, data after the end marker, or no tar at all.
+
+No Beam here; everything works on any seekable binary file object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+BLOCK = 512
+_SCAN_CHUNK = 1 << 20  # bytes read at a time while searching for the next valid header
+_ZERO_BLOCK = bytes(BLOCK)
+# Type flags (POSIX ustar, GNU, PAX).
+_FILE_TYPES = frozenset(b"07\x00")
+_DIR_TYPE = ord("5")
+_GNU_LONGNAME = ord("L")
+_GNU_LONGLINK = ord("K")
+_PAX_HEADER = ord("x")
+_PAX_GLOBAL = ord("g")
+_KIND_NAMES = {
+    ord("1"): "hard link",
+    ord("2"): "symbolic link",
+    ord("3"): "character device",
+    ord("4"): "block device",
+    ord("6"): "FIFO",
+    ord("S"): "GNU sparse file",
+    ord("V"): "volume label",
+    ord("M"): "multi-volume continuation",
+}
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """One member: its name as stored (bytes), what it is, and where its data lies."""
+
+    raw_name: bytes
+    kind: str  # "file", "directory", or a description of a special member
+    offset: int  # byte offset of the data (not the header)
+    size: int
+    header_offset: int
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind == "file"
+
+
+@dataclass(frozen=True)
+class TarProblem:
+    """A stretch of the archive that could not be read as members.
+
+    ``kind``: ``damaged_header`` (bytes ``start``..``end`` skipped, ``headers`` damaged
+    headers in them), ``truncated`` (the file ends inside a member or header),
+    ``missing_end_marker`` (the file ends at a member boundary with no end-of-archive
+    blocks: it may have been cut there), ``trailing_data`` (bytes after the end
+    marker that hold no valid header), ``oversized_header`` (a long-name or PAX
+    header larger than the limit, skipped), ``not_a_tar``.
+    """
+
+    kind: str
+    start: int
+    end: int
+    detail: str
+    headers: int = 0  # damaged member headers (each is one member whose data is lost)
+    probable_name: bytes | None = None  # name field of a damaged header, untrusted
+
+
+def _octal(field: bytes) -> int | None:
+    """A numeric header field: octal (NUL/space padded) or GNU base-256."""
+    if field and field[0] & 0x80:  # base-256: big-endian, first byte's top bit set
+        value = int.from_bytes(field, "big", signed=False) & ~(0x80 << (8 * (len(field) - 1)))
+        return value if not field[0] & 0x40 else None  # negative: nonsense here
+    text = field.split(b"\x00", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    if not all(48 <= c <= 55 for c in text):
+        return None
+    return int(text, 8)
+
+
+def _checksum_ok(block: bytes) -> bool:
+    stored = _octal(block[148:156])
+    if stored is None:
+        return False
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    if stored == unsigned:
+        return True
+    # Some old tars summed signed bytes.
+    signed = unsigned - 256 * sum(1 for c in (*block[:148], *block[156:]) if c > 127)
+    return stored == signed
+
+
+def _plausible(block: bytes, strict: bool) -> bool:
+    """A valid header: checksum right; when resynchronising also the ustar magic, so a
+    stretch of image data is very unlikely to pass for a header."""
+    if block == _ZERO_BLOCK:
+        return False
+    if strict and block[257:262] != b"ustar":
+        return False
+    return _checksum_ok(block) and _octal(block[124:136]) is not None
+
+
+def _header_name(block: bytes) -> bytes:
+    name = block[0:100].split(b"\x00", 1)[0]
+    if block[257:263] == b"ustar\x00":  # POSIX: a prefix field extends the name
+        prefix = block[345:500].split(b"\x00", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return name
+
+
+def _pax_records(data: bytes) -> dict[bytes, bytes]:
+    """``"%d %s=%s\\n"`` records of a PAX extended header; malformed ones end parsing."""
+    out: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            break
+        if length <= 0 or pos + length > len(data):
+            break
+        record = data[space + 1 : pos + length - 1]  # without the trailing newline
+        key, eq, value = record.partition(b"=")
+        if eq:
+            out[key] = value
+        pos += length
+    return out
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+class _Reader:
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self.f = fileobj
+        fileobj.seek(0, 2)
+        self.size = fileobj.tell()
+
+    def read(self, pos: int, n: int) -> bytes:
+        self.f.seek(pos)
+        return self.f.read(n)
+
+    def next_header(self, pos: int) -> int | None:
+        """Offset of the first block at or after ``pos`` that is a valid ustar header."""
+        pos = -(-pos // BLOCK) * BLOCK
+        while pos < self.size:
+            chunk = self.read(pos, _SCAN_CHUNK)
+            if not chunk:
+                return None
+            start = 0
+            while True:
+                # The magic sits 257 bytes into a header: find candidates, then check.
+                hit = chunk.find(b"ustar", start)
+                if hit < 0:
+                    break
+                at = hit - 257
+                start = hit + 1
+                if at < 0 or at % BLOCK:
+                    continue
+                block = chunk[at : at + BLOCK]
+                if len(block) < BLOCK:
+                    block = self.read(pos + at, BLOCK)
+                if len(block) == BLOCK and _plausible(block, strict=True):
+                    return pos + at
+            pos += max(len(chunk) - BLOCK, BLOCK)  # overlap: a header may span chunks
+        return None
+
+    def all_zero_from(self, pos: int) -> bool:
+        while pos < self.size:
+            chunk = self.read(pos, _SCAN_CHUNK)
+            if chunk.strip(b"\x00"):
+                return False
+            pos += len(chunk)
+        return True
+
+
+def _not_a_tar(head: bytes) -> str:
+    if head[:2] == b"\x1f\x8b":
+        return "gzip-compressed, not a plain tar (decompress it first: shards are read by offset)"
+    return f"no valid tar header found (first bytes: {head[:8].hex(' ')})"
+
+
+def scan_tar(
+    fileobj: IO[bytes], *, max_meta_bytes: int = 1 << 20
+) -> Iterator[TarMember | TarProblem]:
+    """Yield every member of a tar archive and every problem with it, in file order.
+
+    ``max_meta_bytes`` bounds GNU long names and PAX headers (a hostile archive could
+    declare gigabytes); larger ones are skipped and reported.
+    """
+    reader = _Reader(fileobj)
+    pos = 0
+    long_name: bytes | None = None
+    pax: dict[bytes, bytes] = {}
+    global_pax: dict[bytes, bytes] = {}
+    seen_header = False
+    while True:
+        block = reader.read(pos, BLOCK)
+        if not block:
+            if seen_header:
+                yield TarProblem(
+                    "missing_end_marker",
+                    pos,
+                    pos,
+                    "the archive ends without its end-of-archive blocks: it may have been "
+                    "cut at this member boundary, and members after the cut cannot be counted",
+                )
+            else:
+                yield TarProblem("not_a_tar", 0, 0, "empty file")
+            return
+        if len(block) < BLOCK and not seen_header:
+            yield TarProblem("not_a_tar", 0, reader.size, _not_a_tar(block))
+            return
+        if len(block) < BLOCK:
+            yield TarProblem(
+                "truncated", pos, reader.size, f"the archive ends inside a header at byte {pos}"
+            )
+            return
+        if block == _ZERO_BLOCK:
+            if not seen_header:
+                if reader.all_zero_from(pos):
+                    return  # an empty archive: only end-of-archive blocks
+            nxt = reader.next_header(pos + BLOCK)
+            if nxt is None:
+                if not reader.all_zero_from(pos):
+                    yield TarProblem(
+                        "trailing_data",
+                        pos,
+                        reader.size,
+                        f"bytes {pos}-{reader.size} after the end-of-archive marker hold "
+                        "no tar member",
+                    )
+                return
+            # Data after the end marker (archives joined with `cat`): read on.
+            pos = nxt
+            continue
+        if not _plausible(block, strict=False):
+            nxt = reader.next_header(pos + BLOCK)
+            end = reader.size if nxt is None else nxt
+            if not seen_header and nxt is None:
+                yield TarProblem("not_a_tar", 0, reader.size, _not_a_tar(block))
+                return
+            name = block[0:100].split(b"\x00", 1)[0] or None
+            yield TarProblem(
+                "damaged_header",
+                pos,
+                end,
+                f"damaged tar header at byte {pos} (bad checksum); skipped bytes "
+                f"{pos}-{end} to the next valid header"
+                + ("" if nxt is not None else " (none: the rest of the file)"),
+                headers=1,
+                probable_name=name,
+            )
+            long_name, pax = None, {}
+            if nxt is None:
+                return
+            pos = nxt
+            continue
+
+        seen_header = True
+        typeflag = block[156]
+        size = _octal(block[124:136]) or 0
+        data_at = pos + BLOCK
+        after = data_at + _padded(size)
+        if typeflag in (_GNU_LONGNAME, _GNU_LONGLINK, _PAX_HEADER, _PAX_GLOBAL):
+            if data_at + size > reader.size:
+                yield TarProblem(
+                    "truncated", pos, reader.size, f"the archive ends inside a header at byte {pos}"
+                )
+                return
+            if size > max_meta_bytes:
+                yield TarProblem(
+                    "oversized_header",
+                    pos,
+                    after,
+                    f"extended header of {size} bytes at byte {pos} (limit {max_meta_bytes}); "
+                    "skipped, the next member keeps its short name",
+                )
+            else:
+                data = reader.read(data_at, size)
+                if typeflag == _GNU_LONGNAME:
+                    long_name = data.split(b"\x00", 1)[0]
+                elif typeflag == _PAX_HEADER:
+                    pax = _pax_records(data)
+                elif typeflag == _PAX_GLOBAL:
+                    global_pax.update(_pax_records(data))
+            pos = after
+            continue
+
+        name = _header_name(block)
+        if long_name is not None:
+            name = long_name
+        merged = {**global_pax, **pax}
+        if b"path" in merged:
+            name = merged[b"path"]
+        if b"size" in merged:
+            try:
+                size = int(merged[b"size"])
+            except ValueError:
+                pass
+            after = data_at + _padded(size)
+        long_name, pax = None, {}
+        if typeflag in _FILE_TYPES:
+            kind = "file"
+        elif typeflag == _DIR_TYPE:
+            kind = "directory"
+        else:
+            kind = _KIND_NAMES.get(typeflag, f"member of unknown type {chr(typeflag)!r}")
+            if typeflag in (ord("1"), ord("2")):
+                size = 0  # links carry no data, whatever the size field says
+                after = data_at
+        if kind in ("file", "directory") and data_at + size > reader.size:
+            yield TarMember(name, kind, data_at, size, pos)
+            yield TarProblem(
+                "truncated",
+                pos,
+                reader.size,
+                f"the archive ends inside member data at byte {reader.size} "
+                f"({data_at + size - reader.size} bytes missing)",
+            )
+            return
+        yield TarMember(name, kind, data_at, size, pos)
+        pos = after

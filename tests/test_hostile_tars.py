@@ -1,0 +1,213 @@
+"""Shards written by other tools, damaged or hostile: every sample is listed exactly
+once or counted by a source issue, and nothing stops the index."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+
+import pytest
+
+from conftest import sample_members, tar_bytes
+from mitigate.records import ERROR, PENDING, SampleRecord
+from mitigate.sources import SourceIssue, SourceLimits, index_tar, parse_payload
+from mitigate.tarscan import TarMember, TarProblem, scan_tar
+
+JPG = b"\xff\xd8fake-jpeg-bytes" * 8
+
+
+def _index(data: bytes, **limits):
+    items = list(index_tar(io.BytesIO(data), "mem://s.tar", limits=SourceLimits(**limits)))
+    records = [i for i in items if isinstance(i, SampleRecord)]
+    issues = [i for i in items if isinstance(i, SourceIssue)]
+    return records, issues
+
+
+def _five() -> bytes:
+    return tar_bytes([m for i in range(5) for m in sample_members(f"k{i}", JPG, f"cap {i}")])
+
+
+def _header_offset(data: bytes, name: str) -> int:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return next(m.offset for m in tar.getmembers() if m.name == name)
+
+
+def test_corrupt_header_mid_shard_resynchronises_and_reports_the_damage():
+    data = bytearray(_five())
+    at = _header_offset(bytes(data), "k2.jpg")
+    data[at + 3] ^= 0x5A  # one flipped byte in the name: the checksum no longer holds
+    records, issues = _index(bytes(data))
+    got = [(r.key, r.state, r.reason) for r in records]
+    assert got == [
+        ("k0", PENDING, None),
+        ("k1", PENDING, None),
+        ("k2", ERROR, "missing_image"),  # its caption survived, its image header did not
+        ("k3", PENDING, None),
+        ("k4", PENDING, None),
+    ]
+    assert f"damaged tar header precedes it at byte {at}" in records[2].detail
+    (issue,) = issues
+    assert issue.reason == "damaged_header" and issue.count == 1
+    assert f"at byte {at}" in issue.detail
+
+
+def test_a_damaged_header_that_hides_a_whole_sample_is_counted():
+    members = [("k0.jpg", JPG), ("k0.txt", b"a"), ("k1.jpg", JPG), ("k2.jpg", JPG)]
+    members += [("k2.txt", b"c")]
+    data = bytearray(tar_bytes(members))
+    at = _header_offset(bytes(data), "k1.jpg")
+    data[at + 140] ^= 0x01  # in the mtime field: the name stays readable
+    records, issues = _index(bytes(data))
+    assert [r.key for r in records] == ["k0", "k2"]
+    assert [(i.reason, i.count) for i in issues] == [("damaged_header", 1)]
+    assert "k1.jpg" in issues[0].detail  # the untrusted name of the damaged header
+
+
+def test_shard_cut_at_a_member_boundary_is_reported():
+    full = _five()
+    end = _header_offset(full, "k3.jpg")  # cut exactly before k3's first header
+    records, issues = _index(full[:end])
+    assert [r.key for r in records] == ["k0", "k1", "k2"]
+    assert all(r.state == PENDING for r in records)
+    assert [i.reason for i in issues] == ["missing_end_marker"]
+    assert issues[0].count is None  # how many samples followed cannot be known
+
+
+def test_shard_cut_inside_a_header():
+    full = _five()
+    end = _header_offset(full, "k3.jpg") + 100
+    records, issues = _index(full[:end])
+    assert [r.key for r in records] == ["k0", "k1", "k2"]
+    assert [i.reason for i in issues] == ["truncated_shard"]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"", "empty file"),
+        (gzip.compress(b"x" * 2000), "gzip-compressed"),
+        (b"not a tar at all" * 100, "no valid tar header"),
+    ],
+)
+def test_files_that_are_no_tar_are_one_issue(data, fragment):
+    records, issues = _index(data)
+    assert records == []
+    assert [i.reason for i in issues] == ["read_error"]
+    assert fragment in issues[0].detail
+
+
+def test_empty_archive_is_no_sample_and_no_issue():
+    records, issues = _index(tar_bytes([]))
+    assert records == [] and issues == []
+
+
+def test_concatenated_archives_are_read_to_the_end():
+    first = tar_bytes(sample_members("a", JPG))
+    second = tar_bytes(sample_members("b", JPG))
+    records, issues = _index(first + second)
+    assert [r.key for r in records] == ["a", "b"] and not issues
+
+
+def test_garbage_after_the_end_marker_is_reported():
+    records, issues = _index(tar_bytes(sample_members("a", JPG)) + b"\x01garbage" * 100)
+    assert [r.key for r in records] == ["a"]
+    assert [i.reason for i in issues] == ["trailing_data"]
+
+
+def _raw_tar(names: list[bytes], encoding: str = "utf-8") -> bytes:
+    """A GNU tar with names stored as given bytes (as GNU tar writes latin-1 names)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        for raw in names:
+            info = tarfile.TarInfo(raw.decode("latin-1"))
+            data = JPG if raw.endswith(b".jpg") else b"caption"
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_names_that_are_not_utf8_are_errors_or_decoded_with_the_fallback():
+    data = _raw_tar([b"caf\xe9.jpg", b"caf\xe9.txt", b"ok.jpg", b"ok.txt"])
+    records, issues = _index(data)
+    assert [(r.key, r.state, r.reason) for r in records] == [
+        ("caf\\xe9", ERROR, "invalid_key"),
+        ("ok", PENDING, None),
+    ]
+    assert "not UTF-8" in records[0].detail and "name_encoding" in records[0].detail
+    records, _ = _index(data, name_encoding="latin-1")
+    assert [(r.key, r.state) for r in records] == [("café", PENDING), ("ok", PENDING)]
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["./k.jpg", "./k.txt"], [("k", PENDING, None)]),  # what `tar -C dir .` writes
+        ([".k.jpg", ".k.txt"], [(".k", ERROR, "invalid_key")]),
+        (["..\\..\\k.jpg", "..\\..\\k.txt"], [("..\\..\\k", ERROR, "invalid_key")]),
+        (["d/.h/k.jpg", "d/.h/k.txt"], [("d/.h/k", ERROR, "invalid_key")]),
+        (["k.jpg", "k.JPG", "k.txt"], [("k", ERROR, "duplicate_member")]),
+        (["k.gif", "k.txt"], [("k", PENDING, None)]),
+        (["k.tif", "k.txt"], [("k", ERROR, "unsupported_format")]),
+        (["k\x07.jpg", "k\x07.txt"], [("k\x07", ERROR, "invalid_key")]),
+    ],
+)
+def test_odd_member_names(names, expected):
+    members = [(n, JPG if not n.endswith(".txt") else b"cap") for n in names]
+    records, issues = _index(tar_bytes(members))
+    assert [(r.key, r.state, r.reason) for r in records] == expected
+    assert not issues
+
+
+def test_long_and_pax_names_are_read():
+    long_key = "d/" + "x" * 150
+    members = sample_members(long_key, JPG) + sample_members("naïve", JPG)
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        records, issues = _index(buf.getvalue())
+        assert [(r.key, r.state) for r in records] == [(long_key, PENDING), ("naïve", PENDING)]
+        assert not issues
+
+
+def test_size_limits_come_from_the_index_without_reading():
+    members = sample_members("big", JPG, caption="c" * 5000)
+    members += [("side.jpg", JPG), ("side.txt", b"c"), ("side.json", b"{}" + b" " * 5000)]
+    records, _ = _index(tar_bytes(members), max_caption_bytes=1000, max_sidecar_bytes=1000)
+    assert [(r.key, r.reason) for r in records] == [
+        ("big", "caption_too_large"),
+        ("side", "json_too_large"),
+    ]
+
+
+def test_oversized_long_name_header_is_skipped_not_loaded():
+    data = tar_bytes(sample_members("a", JPG))
+    # A GNU long-name header that declares 50 MB: bounded, reported, not read.
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = tarfile.GNUTYPE_LONGNAME
+    info.size = 50 * 1024 * 1024
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    items = list(scan_tar(io.BytesIO(header + bytes(1024)), max_meta_bytes=1 << 20))
+    assert [type(i) for i in items] == [TarProblem]
+    assert items[0].kind == "truncated"
+    items = list(scan_tar(io.BytesIO(data)))
+    assert all(isinstance(i, TarMember) for i in items)
+
+
+@pytest.mark.parametrize("nesting", ["[", '{"a":'])
+def test_deeply_nested_sidecar_is_invalid_json(nesting):
+    closing = "]" if nesting == "[" else "}"
+    deep = (nesting * 5000 + "1" + closing * 5000).encode()
+    wrapped = b'{"x": ' + (nesting * 100 + "1" + closing * 100).encode() + b"}"
+    record = SampleRecord(key="k", source="s", index=0, image_ext="jpg")
+    for sidecar in (deep, wrapped):
+        out = parse_payload(record, {"jpg": JPG, "txt": b"cap", "json": sidecar})
+        assert isinstance(out, SampleRecord) and out.reason == "invalid_json", sidecar[:20]
+    fine = json.dumps({"a": {"b": [1, 2, {"c": 3}]}}).encode()
+    out = parse_payload(record, {"jpg": JPG, "txt": b"cap", "json": fine})
+    assert not isinstance(out, SampleRecord)
