@@ -1,13 +1,16 @@
 """``mitigate``: the command line.
 
-Config problems exit with status 2 before any work starts; a finished run prints a
+Config problems exit with status 2 before any work starts; a run that fails exits
+with 1 and one line saying why (``-v`` for the traceback); a finished run prints a
 summary table (counts per state and reason, wall time, throughput).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,9 @@ from typing import Any
 from mitigate.config import Config, ConfigError, load_config
 
 DEFAULT_CONFIG = "configs/default.yaml"
+# Exit status: 0 done; 2 nothing was started (bad config or usage, or an output folder
+# that is occupied, locked or not writable); 1 the run started and failed; 130 Ctrl-C.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = logging.getLogger("mitigate")
 
 
@@ -202,7 +208,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from mitigate.pipeline.run import preflight
 
     config, _ = _load(args)
-    sources = preflight(config)
+    sources = preflight(config, protected=[args.config] if args.config else [])
     names = ", ".join(f.filter_id for f in config.filters) or "none"
     print(
         f"config OK: {len(sources)} input file(s), filters: {names}, output: {config.output.path}"
@@ -217,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mitigate.pipeline.run import preflight, run
 
     config, _ = _load(args)
-    sources = preflight(config)
+    sources = preflight(config, protected=[args.config] if args.config else [])
     if config.runner.dry_run:
         import json
 
@@ -481,10 +487,28 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"mitigate: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(f"mitigate: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mitigate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout went away (`mitigate calibrate ... | head`): not an error of ours.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if args.verbose:
+            log.exception("run failed")
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"mitigate: failed: {type(exc).__name__}: {message}"
+            + ("" if args.verbose else " (run with -v for the traceback)"),
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -454,6 +454,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _f(x: float | None, spec: str) -> str:
+    """``x`` formatted with ``spec``; "-" where a run has no value (nothing kept)."""
+    return "-" if x is None else format(x, spec)
+
+
 def _table(head: Sequence[str] | None, rows: Sequence[Sequence[str]], cls: str = "") -> str:
     """An HTML table; cells are already-escaped HTML (``<td class=n>`` for numbers)."""
     thead = ""
@@ -619,8 +624,8 @@ def _section_funnel(summary: Mapping[str, Any], funnel: Funnel) -> str:
         f"source file(s); {funnel.kept:,} kept ({_pct(funnel.kept_share)}), "
         f"{summary.get('samples_written', funnel.kept):,} written to "
         f"{len(summary.get('shards', []))} shard(s). {check}.</p>"
-        f"<p>Wall time <b>{run.get('wall_seconds', float('nan')):.1f} s</b>, "
-        f"throughput <b>{run.get('samples_per_second', float('nan')):.1f} samples/s</b>"
+        f"<p>Wall time <b>{_f(run.get('wall_seconds'), '.1f')} s</b>, "
+        f"throughput <b>{_f(run.get('samples_per_second'), '.1f')} samples/s</b>"
         f" (runner {runner_text}).</p>"
         + _plot(_funnel_plot, funnel, alt="funnel: samples left after each step")
         + note
@@ -919,19 +924,19 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
         ("kept samples weighted", f"{w.get('n', 0):,}"),
         (
             "mean / min / max weight",
-            f"{w.get('mean', float('nan')):.4f} / {w.get('min', float('nan')):.4f} / "
-            f"{w.get('max', float('nan')):.4f}",
+            f"{_f(w.get('mean'), '.4f')} / {_f(w.get('min'), '.4f')} / "
+            f"{_f(w.get('max'), '.4f')}",
         ),
         (
             "effective sample size",
-            f"{w.get('effective_sample_size', float('nan')):,.1f} "
+            f"{_f(w.get('effective_sample_size'), ',.1f')} "
             f"({_pct(w.get('ess_fraction'))} of kept)",
         ),
         (
             "clipped at w_min / w_max",
             f"{w.get('clipped_at_min', 0)} / {w.get('clipped_at_max', 0)}",
         ),
-        ("normalising scale", _fmt_num(float(rebalance.get("scale", float("nan"))))),
+        ("normalising scale", _fmt_num(float(rebalance.get("scale") or float("nan")))),
         ("filters rebalanced", ", ".join(rebalance.get("filtered_by") or [])),
         ("embedding filter", rebalance.get("embedding_filter") or "none"),
         ("masked filter terms", rebalance.get("masked_terms", 0)),

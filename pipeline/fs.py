@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from typing import IO
@@ -51,7 +52,26 @@ def atomic_write(path: str) -> Iterator[IO[bytes]]:
         FileSystems.delete([tmp])
         raise
     # rename replaces an existing file (os.rename locally, copy+delete on object stores).
-    FileSystems.rename([tmp], [path])
+    try:
+        FileSystems.rename([tmp], [path])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([tmp])
+        raise
+
+
+def rename(src: str, dst: str) -> None:
+    """Move a file or folder to ``dst`` (whose parent is created). Locally one atomic
+    ``os.replace``; on object stores each object is copied and deleted."""
+    if "://" not in src:
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        os.replace(src, dst)
+        return
+    files = [m.path for m in FileSystems.match([join(src, "**")])[0].metadata_list]
+    if not files:
+        FileSystems.rename([src], [dst])
+        return
+    FileSystems.rename(files, [dst + f[len(src) :] for f in files])
 
 
 def delete_tree(path: str) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import apache_beam as beam
 import yaml
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from mitigate import __version__
 from mitigate.config import Config, ConfigError
 from mitigate.filters import ModelFilter, build_filter
-from mitigate.pipeline import fs
+from mitigate.pipeline import fs, outdir
 from mitigate.pipeline.build import Layout, build, build_redecide
 from mitigate.runners import pipeline_options
 from mitigate.sources import SourceIssue, table_format
@@ -23,12 +25,13 @@ log = logging.getLogger(__name__)
 _PACKAGES = ("apache-beam", "pillow", "imagehash", "numpy", "scipy", "onnxruntime", "pyarrow")
 
 
-def preflight(config: Config) -> list[str]:
+def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
     """Checks that need the filesystem, done before any work. Returns the sorted input
     files; raises :class:`ConfigError` naming the field at fault.
 
     A Dataflow dry run works offline: remote inputs are taken as given (not listed) and
-    the output folder is not inspected.
+    the output folder is not inspected. ``protected`` are files the run reads (its
+    config file), which the output must not replace.
     """
     errors = []
     dry = config.runner.dry_run
@@ -51,19 +54,7 @@ def preflight(config: Config) -> list[str]:
         raise ConfigError(errors)
     if dry:
         return sorted(set(sources))
-    layout = Layout(config.output.path)
-    previous = [
-        p
-        for p in (layout.summary, layout.shards, layout.manifest, layout.embeddings)
-        if fs.exists(p)
-    ]
-    if previous and not config.output.overwrite:
-        raise ConfigError(
-            [
-                f"output.path: {config.output.path} holds a previous run ({previous[0]}); "
-                "choose another folder or pass --overwrite"
-            ]
-        )
+    outdir.check_output(config.output.path, config.output.overwrite, protected)
     return sorted(set(sources))
 
 
@@ -77,17 +68,39 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def prepare_output(config: Config) -> Layout:
-    layout = Layout(config.output.path)
-    for path in (layout.summary, layout.shards, layout.manifest, layout.embeddings, layout.config):
-        fs.delete_tree(path)
+def write_config(config: Config, layout: Layout) -> None:
     text = (
         "# Effective config of this run: every default filled in, paths absolute.\n"
         "# Re-run with: mitigate run --config <this file>\n"
         + yaml.safe_dump(config.effective(), sort_keys=False, allow_unicode=True)
     )
     fs.write_bytes(layout.config, text.encode())
-    return layout
+
+
+def _staged(config: Config, work: Callable[[Config, Layout], None]) -> dict[str, Any]:
+    """Run ``work`` into a staging folder under the output folder's lock, then swap
+    the complete result in (see :mod:`mitigate.pipeline.outdir`). ``work`` gets the
+    config pointed at the staging folder; config.yaml records the real output path."""
+    out = config.output.path
+    started = time.perf_counter()
+    with outdir.locked(out):
+        outdir.recover(out)
+        # Checked again under the lock: another run may have finished meanwhile.
+        outdir.check_output(out, config.output.overwrite)
+        staging = outdir.new_staging(out)
+        layout = Layout(staging)
+        try:
+            write_config(config, layout)
+            staged = config.model_copy(
+                update={"output": config.output.model_copy(update={"path": staging})}
+            )
+            work(staged, layout)
+            summary = _finish_summary(layout, config, time.perf_counter() - started)
+            outdir.swap_in(out, staging)
+        except BaseException:
+            fs.delete_tree(staging)
+            raise
+    return summary
 
 
 def run(
@@ -100,14 +113,27 @@ def run(
         sources = preflight(config)
     if config.runner.dry_run:
         return dry_run(config, sources, beam_args)
-    layout = prepare_output(config)
     header = _header(config, sources)
     options = pipeline_options(config.runner, beam_args)
-    started = time.perf_counter()
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, config, sources, header)
-    _execute(pipeline, config)
-    return _finish_summary(layout, config, time.perf_counter() - started)
+    header["runner_options"] = options_in_force(options)
+
+    def work(staged: Config, layout: Layout) -> None:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, staged, sources, header)
+        _execute(pipeline, config)
+
+    return _staged(config, work)
+
+
+def options_in_force(options: PipelineOptions) -> dict[str, Any]:
+    """The Beam options the run actually used (config and command-line flags merged),
+    as JSON-safe values: what summary.json reports, not what the config asked for."""
+    out = {}
+    for name, value in sorted(options.get_all_options(drop_default=True).items()):
+        if value is None or value == [] or name in ("pipeline_type_check",):
+            continue
+        out[name] = value if isinstance(value, bool | int | float | str) else repr(value)
+    return out
 
 
 def dry_run(
@@ -176,11 +202,19 @@ def _header(config: Config, sources: list[str]) -> dict[str, Any]:
 
 
 def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str, Any]:
-    """Add wall time and throughput (known only to the driver) to summary.json, then
-    write the HTML report beside it."""
+    """Add wall time and throughput (known only to the driver) and the list of outputs
+    to summary.json, then write the HTML report beside it."""
     summary = json.loads(fs.read_bytes(layout.summary))
+    # What this run wrote (the report follows): all that a later --overwrite may delete.
+    written = [n for n in outdir.OUTPUT_NAMES if fs.exists(fs.join(layout.root, n))]
+    summary["outputs"] = sorted({*written, "report.html", outdir.SUMMARY})
+    runner = config.runner.model_dump()
+    in_force = summary.get("runner_options", {})
+    for name in ("direct_num_workers", "direct_running_mode", "job_endpoint", "project"):
+        if name in in_force:
+            runner[name] = in_force[name]
     summary["run"] = {
-        "runner": config.runner.model_dump(),
+        "runner": runner,
         "wall_seconds": round(elapsed, 3),
         "samples_per_second": round(summary["input_count"] / elapsed, 2) if elapsed else None,
     }
@@ -219,27 +253,24 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     ]
     if errors:
         raise ConfigError(errors)
-    layout = Layout(config.output.path)
-    previous_outputs = [p for p in (layout.summary, layout.shards, layout.manifest) if fs.exists(p)]
-    if previous_outputs and not config.output.overwrite:
-        raise ConfigError(
-            [f"output.path: {config.output.path} holds a previous run; pass --overwrite"]
-        )
-    layout = prepare_output(config)
+    outdir.check_output(config.output.path, config.output.overwrite)
     header = _header(config, sources)
     header["redecided_from"] = from_path
     header["models"] = previous.get("models", [])
     issues = [SourceIssue(**i) for i in previous.get("source_issues", [])]
     options = pipeline_options(config.runner, beam_args)
-    started = time.perf_counter()
+    header["runner_options"] = options_in_force(options)
     parts = fs.match([fs.join(from_path, "manifest", "part-*.parquet")])
-    pipeline = beam.Pipeline(options=options)
-    build_redecide(
-        pipeline, config, from_path, next(iter(parts.values())), sources, header, stored, issues
-    )
-    _execute(pipeline, config)
-    _copy_tree(Layout(from_path).embeddings, layout.embeddings)
-    return _finish_summary(layout, config, time.perf_counter() - started)
+
+    def work(staged: Config, layout: Layout) -> None:
+        pipeline = beam.Pipeline(options=options)
+        build_redecide(
+            pipeline, staged, from_path, next(iter(parts.values())), sources, header, stored, issues
+        )
+        _execute(pipeline, config)
+        _copy_tree(Layout(from_path).embeddings, layout.embeddings)
+
+    return _staged(config, work)
 
 
 def _copy_tree(src: str, dst: str) -> None:

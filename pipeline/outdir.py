@@ -1,0 +1,223 @@
+"""The output folder's life cycle: a lock, a staging folder, and a swap at the end.
+
+A run never writes under a final name until it has finished. It writes everything into
+a hidden staging folder inside the output folder, and only when the run is complete
+moves the previous run's entries aside and the new ones in (``summary.json`` last,
+since its presence marks a complete run), then deletes the old ones. So:
+
+* a run that is killed or fails leaves the previous complete result untouched, plus a
+  hidden staging folder that the next run in that folder removes;
+* ``--overwrite`` deletes only what the previous run's ``summary.json`` lists as its
+  outputs, never a file the pipeline did not create (a user's own ``config.yaml``);
+* two runs into one folder cannot interleave: a lock file (pid, host, start time)
+  refuses the second while the first is alive, and a lock left by a dead process on
+  this host is taken over.
+
+Locking needs a local folder; object stores (gs://, s3://) have no atomic create, so a
+run there is not locked (a warning says so) but still staged and swapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mitigate.config import ConfigError
+from mitigate.pipeline import fs
+
+log = logging.getLogger(__name__)
+
+# Every top-level entry a run may write, summary.json last (it marks completeness).
+OUTPUT_NAMES = ("shards", "manifest", "embeddings", "quarantine", "config.yaml", "report.html")
+SUMMARY = "summary.json"
+LOCK = ".mitigate.lock"
+STAGING_PREFIX = ".mitigate-staging-"
+OLD_PREFIX = ".mitigate-old-"
+
+
+def _local(path: str) -> bool:
+    return "://" not in path
+
+
+def previous_outputs(out: str) -> list[str] | None:
+    """Names a previous complete run in ``out`` wrote (from its summary), or None."""
+    summary = fs.join(out, SUMMARY)
+    if not fs.exists(summary):
+        return None
+    try:
+        listed = json.loads(fs.read_bytes(summary)).get("outputs")
+    except (OSError, ValueError):
+        listed = None
+    if not isinstance(listed, list):  # written before summaries listed their outputs
+        listed = [*OUTPUT_NAMES, SUMMARY]
+    return [n for n in listed if n in (*OUTPUT_NAMES, SUMMARY)]
+
+
+def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
+    """Refuse, before any work, an output folder the run must not write into.
+
+    ``protected`` are files the run reads (the --config file): never replaced.
+    """
+    if _local(out):
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ConfigError([f"output.path: {out} is a file, not a folder"])
+        probe = out
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe) or "."
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(
+                [f"output.path: {out} is not writable (no write permission on {probe})"]
+            )
+    for path in protected:
+        for name in (*OUTPUT_NAMES, SUMMARY):
+            if _local(out) and os.path.abspath(path) == os.path.abspath(os.path.join(out, name)):
+                raise ConfigError(
+                    [
+                        f"output.path: the run would replace {path}, which it reads; "
+                        "choose another folder"
+                    ]
+                )
+    previous = previous_outputs(out)
+    ours = set(previous or [])
+    foreign = [n for n in (*OUTPUT_NAMES, SUMMARY) if n not in ours and fs.exists(fs.join(out, n))]
+    if foreign:
+        raise ConfigError(
+            [
+                f"output.path: {out} already holds {', '.join(foreign)}, not written by a "
+                "mitigate run (no summary.json lists it); choose an empty folder or move it"
+            ]
+        )
+    if previous and not overwrite:
+        raise ConfigError(
+            [
+                f"output.path: {out} holds a previous run ({fs.join(out, SUMMARY)}); "
+                "choose another folder or pass --overwrite"
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    pid: int
+    host: str
+    started: float
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        return f"pid {self.pid} on {self.host}, since {when}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_lock(path: str) -> LockInfo | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        return LockInfo(int(raw["pid"]), str(raw["host"]), float(raw["started"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def locked(out: str) -> Iterator[None]:
+    """Hold ``out``'s lock for the block; refuse (ConfigError) while another live run
+    holds it, and take over a lock whose process is gone (same host)."""
+    if not _local(out):
+        log.warning("%s is not a local folder: the run is not locked against others", out)
+        yield
+        return
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK)
+    me = LockInfo(os.getpid(), socket.gethostname(), time.time())
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if holder is None:
+                # Being written this instant, or garbage: give it a moment.
+                time.sleep(0.2)
+                holder = _read_lock(path)
+            if holder is not None and (holder.host != me.host or _alive(holder.pid)):
+                raise ConfigError(
+                    [
+                        f"output.path: {out} is in use by another run ({holder.describe()}); "
+                        f"wait for it, or remove {path} if that run is gone"
+                    ]
+                ) from None
+            log.warning("taking over a stale lock in %s (%s)", out, holder and holder.describe())
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"pid": me.pid, "host": me.host, "started": me.started}, f)
+        break
+    else:
+        raise ConfigError([f"output.path: could not lock {out}"])
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _entries(folder: str) -> list[str]:
+    """Top-level output entries present in ``folder``."""
+    return [n for n in (*OUTPUT_NAMES, SUMMARY) if fs.exists(fs.join(folder, n))]
+
+
+def _hidden(out: str, prefix: str) -> list[str]:
+    if not _local(out) or not os.path.isdir(out):
+        return []
+    return sorted(os.path.join(out, n) for n in os.listdir(out) if n.startswith(prefix))
+
+
+def recover(out: str) -> None:
+    """Clean up after a run that died (called with the lock held): put back a previous
+    result that a swap had moved aside, and delete dead staging folders."""
+    for old in _hidden(out, OLD_PREFIX):
+        if not fs.exists(fs.join(out, SUMMARY)) and fs.exists(fs.join(old, SUMMARY)):
+            log.warning("restoring the previous result that an interrupted run moved to %s", old)
+            for name in _entries(out):
+                fs.delete_tree(fs.join(out, name))
+            for name in _entries(old):
+                fs.rename(fs.join(old, name), fs.join(out, name))
+        fs.delete_tree(old)
+    for staging in _hidden(out, STAGING_PREFIX):
+        log.info("removing the staging folder of an interrupted run: %s", staging)
+        fs.delete_tree(staging)
+
+
+def new_staging(out: str) -> str:
+    return fs.join(out, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
+
+
+def swap_in(out: str, staging: str) -> list[str]:
+    """Replace the previous run's outputs in ``out`` by the staged ones; returns the
+    names now in place. The previous entries are moved aside first and deleted last."""
+    old = fs.join(out, f"{OLD_PREFIX}{uuid.uuid4().hex[:12]}")
+    previous = previous_outputs(out) or []
+    for name in previous:
+        if fs.exists(fs.join(out, name)):
+            fs.rename(fs.join(out, name), fs.join(old, name))
+    staged = _entries(staging)
+    for name in sorted(staged, key=lambda n: n == SUMMARY):  # summary.json last
+        fs.rename(fs.join(staging, name), fs.join(out, name))
+    fs.delete_tree(old)
+    fs.delete_tree(staging)
+    return staged

@@ -1,0 +1,226 @@
+"""Runs that are interrupted, repeated or concurrent, a full disk, and hostile images
+in a real run: the output folder holds a complete result or nothing under final
+names, and no input starts an external program."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import sample_members, tar_bytes
+from mitigate.config import ConfigError
+from mitigate.pipeline import outdir
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _cli(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, **kw.pop("env", {})}
+    return subprocess.Popen(
+        [PY, "-m", "mitigate.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def _run_args(inputs: list[Path], out: Path, *extra: str) -> list[str]:
+    args = ["run", "--config", str(REPO / "configs" / "default.yaml"), "--output", str(out)]
+    for path in inputs:
+        args += ["--input", str(path)]
+    # no model and no rebalancing: a quick run (the nsfw filter is tested elsewhere)
+    args += ["--set", "filters=[{name: image_quality}]", "--set", "rebalance.enabled=false"]
+    return args + list(extra)
+
+
+def _final_names(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.exists() else set()
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not p.relative_to(out).parts[0].startswith(".")
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, sample_dir) -> tuple[Path, dict[str, bytes]]:
+    """A complete previous result, and its files."""
+    out = tmp_path_factory.mktemp("prev") / "out"
+    proc = _cli(_run_args([sample_dir / "shard-00000.tar"], out), REPO)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return out, _snapshot(out)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_overwrite_replaces_only_what_the_previous_run_wrote(finished, tmp_path, sample_dir):
+    out = _copy(finished[0], tmp_path / "out")
+    (out / "notes.txt").write_text("mine")
+    proc = _cli(_run_args([sample_dir / "shard-00001.tar"], out, "--overwrite"), tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert (out / "notes.txt").read_text() == "mine"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_count"] != json.loads(finished[1]["summary.json"])["input_count"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".mitigate")]
+
+
+def test_files_the_run_did_not_create_are_never_replaced(tmp_path, sample_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("# my own config\n")
+    for extra in ((), ("--overwrite",)):
+        proc = _cli(_run_args([sample_dir / "shard-00000.tar"], out, *extra), tmp_path)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2
+        assert "already holds config.yaml, not written by a mitigate run" in err
+    assert (out / "config.yaml").read_text() == "# my own config\n"
+
+
+def test_the_config_file_itself_is_protected(finished, tmp_path):
+    out = _copy(finished[0], tmp_path / "out")
+    with pytest.raises(ConfigError, match="which it reads"):
+        outdir.check_output(str(out), True, protected=[str(out / "config.yaml")])
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_sigkill_leaves_the_previous_result_or_nothing(finished, tmp_path, sample_dir, overwrite):
+    out = _copy(finished[0], tmp_path / "out") if overwrite else tmp_path / "out"
+    before = _snapshot(out) if overwrite else {}
+    extra = ("--overwrite",) if overwrite else ()
+    proc = _cli(_run_args([sample_dir / "shard-00001.tar"], out, *extra), tmp_path)
+    deadline = time.monotonic() + 120
+    staged = []
+    while time.monotonic() < deadline and not staged:
+        staged = list(out.glob(".mitigate-staging-*/config.yaml")) if out.exists() else []
+        time.sleep(0.05)
+    assert staged, "the run never started staging"
+    time.sleep(0.5)  # well inside the Beam run
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert _snapshot(out) == before  # the previous complete result, or nothing
+    if not overwrite:
+        assert _final_names(out) == set()
+    # The next run takes over the dead run's lock, clears its staging and finishes.
+    proc = _cli(_run_args([sample_dir / "shard-00001.tar"], out, "--overwrite"), tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert "taking over a stale lock" in err
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(finished, tmp_path, sample_dir):
+    out = _copy(finished[0], tmp_path / "out")
+    first = _cli(_run_args([sample_dir / "shard-00001.tar"], out, "--overwrite"), tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / outdir.LOCK).exists():
+        time.sleep(0.02)
+    second = _cli(_run_args([sample_dir / "shard-00000.tar"], out, "--overwrite"), tmp_path)
+    _, err2 = second.communicate(timeout=120)
+    _, err1 = first.communicate(timeout=300)
+    assert first.returncode == 0, err1
+    assert second.returncode == 2
+    assert "is in use by another run (pid" in err2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_count"] == 25  # the first run's input (shard-00001)
+
+
+def test_lock_held_by_a_live_process_refuses_and_a_dead_one_is_taken_over(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": sleeper.pid, "host": socket.gethostname(), "started": time.time()}
+        (out / outdir.LOCK).write_text(json.dumps(lock))
+        with pytest.raises(ConfigError, match=f"pid {sleeper.pid}"), outdir.locked(str(out)):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with outdir.locked(str(out)):  # its process is gone now: taken over
+        held = json.loads((out / outdir.LOCK).read_text())
+        assert held["pid"] == os.getpid()
+    assert not (out / outdir.LOCK).exists()
+
+
+def test_full_disk_fails_cleanly_and_keeps_the_previous_result(finished, tmp_path, sample_dir):
+    out = _copy(finished[0], tmp_path / "out")
+    before = _snapshot(out)
+    # Writes past 64 KiB per file fail with EFBIG, as on a full disk (shards are larger).
+    limiter = (
+        "import resource, runpy, signal, sys;"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536));"
+        "sys.argv = ['mitigate'] + sys.argv[1:];"
+        "runpy.run_module('mitigate.cli', run_name='__main__')"
+    )
+    args = _run_args([sample_dir / "shard-00001.tar"], out, "--overwrite")
+    proc = subprocess.run(
+        [PY, "-c", limiter, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "mitigate: failed:" in proc.stderr and "Traceback" not in proc.stderr
+    assert _snapshot(out) == before
+    leftovers = [p for p in out.rglob("*") if ".tmp-" in p.name or "staging" in p.name]
+    assert leftovers == []
+
+
+def test_no_external_program_ever_runs_on_input_bytes(tmp_path):
+    """A PostScript file named KEY.jpg with a fake `gs` first on PATH: if Pillow
+    handed it to Ghostscript, the fake would leave a marker."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "gs-was-run"
+    fake = bin_dir / "gs"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(0o755)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, "PNG")
+    shard = tmp_path / "in.tar"
+    shard.write_bytes(
+        tar_bytes(
+            sample_members("eps", eps, "postscript")
+            + sample_members("tiff", b"II*\x00" + bytes(100), "tiff", ext="jpg")
+            + sample_members("ok", buf.getvalue(), "a red square", ext="png")
+        )
+    )
+    out = tmp_path / "out"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = _cli(_run_args([shard], out, "--set", "filters=[]"), tmp_path, env=env)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert not marker.exists()
+    rows = {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
+    assert (rows["eps"]["state"], rows["eps"]["reason"]) == ("error", "unsupported_format")
+    assert "PostScript" in rows["eps"]["detail"]
+    assert rows["tiff"]["reason"] == "unsupported_format"
+    assert rows["ok"]["state"] == "kept"
