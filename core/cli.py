@@ -483,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_quiet_beam_import_noise)
+    if not args.verbose:
+        # A failing bundle makes Beam log its traceback at ERROR; the one line below
+        # says what failed, and -v shows Beam's own logging.
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     try:
         return args.func(args)
     except ConfigError as exc:
