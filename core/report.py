@@ -924,13 +924,11 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
         ("kept samples weighted", f"{w.get('n', 0):,}"),
         (
             "mean / min / max weight",
-            f"{_f(w.get('mean'), '.4f')} / {_f(w.get('min'), '.4f')} / "
-            f"{_f(w.get('max'), '.4f')}",
+            f"{_f(w.get('mean'), '.4f')} / {_f(w.get('min'), '.4f')} / {_f(w.get('max'), '.4f')}",
         ),
         (
             "effective sample size",
-            f"{_f(w.get('effective_sample_size'), ',.1f')} "
-            f"({_pct(w.get('ess_fraction'))} of kept)",
+            f"{_f(w.get('effective_sample_size'), ',.1f')} ({_pct(w.get('ess_fraction'))} of kept)",
         ),
         (
             "clipped at w_min / w_max",

@@ -173,3 +173,28 @@ def test_runner_options_map_to_beam_flags():
         "--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
         "--dask_client_address=tcp://127.0.0.1:8786",
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("filters.0.threshold=true", "filters[0].threshold: must be a number, not a boolean"),
+        ("decode.max_pixels=true", "decode.max_pixels: must be a number, not a boolean"),
+        ("dedup.k=false", "dedup.k: must be a number, not a boolean"),
+        ("input.paths.0.x=1", "--set input.paths.0: is a value, not a section"),
+        ("input.name_encoding=klingon", "input.name_encoding: unknown encoding 'klingon'"),
+    ],
+)
+def test_bad_values_are_config_errors_not_coercions(override, expected):
+    with pytest.raises(ConfigError) as exc:
+        load_config(REPO / "configs" / "default.yaml", [override])
+    assert any(e.startswith(expected) for e in exc.value.errors), exc.value.errors
+
+
+@pytest.mark.parametrize("nesting", ["[", "{a: "])
+def test_absurdly_nested_yaml_is_a_config_error(tmp_path, nesting):
+    closing = "]" if nesting == "[" else "}"
+    path = tmp_path / "deep.yaml"
+    path.write_text("input: " + nesting * 5000 + "1" + closing * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(path)

@@ -175,3 +175,35 @@ def test_decoding_is_deterministic(photos):
         b.height,
     )
     assert a.working.tobytes() == b.working.tobytes()
+
+
+def test_large_16_bit_png_is_reduced_and_scaled():
+    """A 16-bit PNG whose shorter side is >= 2x working_size goes through reduce(),
+    which Pillow has no 16-bit kernel for."""
+    ramp = np.linspace(0, 65535, 1024, dtype=np.uint16)
+    arr = np.tile(ramp, (600, 1)).astype("<u2")
+    decoded = _decode(_png(Image.frombytes("I;16", (1024, 600), arr.tobytes())))
+    assert isinstance(decoded, DecodedImage), decoded
+    assert (decoded.width, decoded.height) == (1024, 600)
+    assert decoded.working.mode == "RGB" and min(decoded.working.size) >= 256
+    row = np.asarray(decoded.working)[0, :, 0]
+    assert row[0] < 5 and row[-1] > 250  # scaled across the whole 8-bit range
+
+
+def test_gif_is_accepted():
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, "GIF")
+    decoded = _decode(buf.getvalue())
+    assert isinstance(decoded, DecodedImage) and decoded.format == "GIF"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"),
+    [("TIFF", "TIFF"), ("EPS", "PostScript/EPS"), ("PDF", "PDF"), ("ICO", "ICO")],
+)
+def test_refused_formats_are_unsupported_not_decoded(fmt, name):
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(buf, fmt)
+    result = decode_image(buf.getvalue(), max_pixels=10**8)
+    assert isinstance(result, DecodeFailure)
+    assert result.reason == "unsupported_format" and name in result.detail

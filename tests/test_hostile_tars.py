@@ -131,6 +131,7 @@ def _raw_tar(names: list[bytes], encoding: str = "utf-8") -> bytes:
 def test_names_that_are_not_utf8_are_errors_or_decoded_with_the_fallback():
     data = _raw_tar([b"caf\xe9.jpg", b"caf\xe9.txt", b"ok.jpg", b"ok.txt"])
     records, issues = _index(data)
+    assert not issues
     assert [(r.key, r.state, r.reason) for r in records] == [
         ("caf\\xe9", ERROR, "invalid_key"),
         ("ok", PENDING, None),

@@ -81,11 +81,16 @@ def _copy(src: Path, dst: Path) -> Path:
 def test_overwrite_replaces_only_what_the_previous_run_wrote(finished, tmp_path, sample_dir):
     out = _copy(finished[0], tmp_path / "out")
     (out / "notes.txt").write_text("mine")
-    proc = _cli(_run_args([sample_dir / "shard-00001.tar"], out, "--overwrite"), tmp_path)
+    beam_flags = ("--", "--direct_num_workers=2", "--direct_running_mode=multi_threading")
+    args = _run_args([sample_dir / "shard-00001.tar"], out, "--overwrite", *beam_flags)
+    proc = _cli(args, tmp_path)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert (out / "notes.txt").read_text() == "mine"
     summary = json.loads((out / "summary.json").read_text())
+    # the options in force, not the config's defaults
+    runner = summary["run"]["runner"]
+    assert (runner["direct_num_workers"], runner["direct_running_mode"]) == (2, "multi_threading")
     assert summary["input_count"] != json.loads(finished[1]["summary.json"])["input_count"]
     assert not [p for p in out.iterdir() if p.name.startswith(".mitigate")]
 

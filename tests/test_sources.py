@@ -13,11 +13,11 @@ from conftest import sample_members, tar_bytes
 from mitigate.records import ERROR, PENDING, SampleRecord
 from mitigate.sources import (
     SourceIssue,
+    SourceLimits,
     index_tar,
     iter_table,
     key_problem,
     parse_payload,
-    SourceLimits,
     read_members,
     resolve_image_path,
     table_format,
