@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -168,6 +168,9 @@ def _tree(root: Path, skip: Path) -> dict[str, int]:
     max_examples=14,
     derandomize=True,  # a fixed seed: CI runs the same examples every time
     deadline=None,
+    # no shrinking: each example is a whole pipeline run, and the failing example as
+    # generated is small enough to read
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(case=shards())

@@ -230,3 +230,46 @@ def test_no_external_program_ever_runs_on_input_bytes(tmp_path):
     assert "PostScript" in rows["eps"]["detail"]
     assert rows["tiff"]["reason"] == "unsupported_format"
     assert rows["ok"]["state"] == "kept"
+
+
+def test_runs_with_no_sample_or_nothing_kept_finish_with_summary_and_report(tmp_path, sample_dir):
+    import gzip
+
+    from mitigate.config import load_config
+    from mitigate.pipeline.run import run
+
+    empty, zero, gz = tmp_path / "empty.tar", tmp_path / "zero.tar", tmp_path / "gz.tar"
+    empty.write_bytes(tar_bytes([]))
+    zero.write_bytes(b"")
+    gz.write_bytes(gzip.compress(tar_bytes(sample_members("a", b"x"))))
+    cases = {
+        "nothing": ([empty, zero, gz], []),
+        # every sample dropped: a filter no photo passes
+        "none_kept": (
+            [sample_dir / "shard-00000.tar"],
+            ["filters=[{name: image_quality, min_side: 100000}]"],
+        ),
+    }
+    for name, (inputs, sets) in cases.items():
+        out = tmp_path / name
+        config, _ = load_config(
+            REPO / "configs" / "default.yaml",
+            [
+                f"input.paths={[str(p) for p in inputs]!r}",
+                f"output.path='{out}'",
+                "filters=[]",
+                "rebalance.enabled=true",
+                "rebalance.embedding_filter=null",
+                *sets,
+            ],
+        )
+        summary = run(config)
+        assert summary["counts"]["kept"]["total"] == 0
+        assert summary["conservation"]["ok"]
+        assert (out / "report.html").stat().st_size > 1000
+        parts = sorted((out / "manifest").glob("part-*.parquet"))
+        assert len(parts) == len(inputs)  # an (empty) part for every input file
+        rows = pq.read_table(out / "manifest").num_rows
+        assert rows == summary["input_count"]
+    issues = json.loads((tmp_path / "nothing" / "summary.json").read_text())["source_issues"]
+    assert sorted(i["reason"] for i in issues) == ["read_error", "read_error"]
