@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,23 @@ DEFAULT_CONFIG = "configs/default.yaml"
 # that is occupied, locked or not writable); 1 the run started and failed; 130 Ctrl-C.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = logging.getLogger("mitigate")
+
+
+class RunFailed(Exception):
+    """A run that had started failed (exit status 1, whatever the underlying error)."""
+
+
+@contextlib.contextmanager
+def _runtime() -> Iterator[None]:
+    """Errors past this point are runtime failures (1), not usage errors (2), even a
+    ValueError from deep inside a run; config errors found late (the output folder
+    locked by a run that started meanwhile) stay config errors."""
+    try:
+        yield
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise RunFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _config_args(
@@ -80,7 +98,8 @@ def cmd_redecide(args: argparse.Namespace) -> int:
     if args.config is None:
         args.config = str(Path(args.from_dir) / "config.yaml")
     config, _ = _load(args)
-    summary = redecide(config, str(Path(args.from_dir).resolve()), args.beam_args)
+    with _runtime():
+        summary = redecide(config, str(Path(args.from_dir).resolve()), args.beam_args)
     print_summary(summary, Console())
     return 0
 
@@ -243,7 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"({config.runner.name}, {config.runner.direct_num_workers} worker(s))",
             total=None,
         )
-        summary = run(config, sources, args.beam_args)
+        with _runtime():
+            summary = run(config, sources, args.beam_args)
     print_summary(summary, Console())
     return 0
 
@@ -492,6 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mitigate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as exc:
+        if args.verbose:
+            log.error("run failed", exc_info=exc.__cause__)
+        message = str(exc).strip().splitlines()[0]
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        print(f"mitigate: failed: {message}{hint}", file=sys.stderr)
+        return EXIT_FAILED
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(f"mitigate: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_USAGE

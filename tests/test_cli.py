@@ -87,3 +87,27 @@ def test_beam_flags_after_double_dash_win_over_the_config():
     opts = pipeline_options(RunnerConfig(), ["--direct_num_workers=3"]).get_all_options()
     assert opts["direct_num_workers"] == 3
     assert opts["runner"] == "DirectRunner"
+
+
+def test_a_failure_inside_a_run_exits_1_with_one_line(capsys, monkeypatch, tmp_path):
+    import mitigate.pipeline.run as run_module
+
+    def boom(*args, **kwargs):
+        raise ValueError("a worker found something odd\nsecond line")
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(run_module, "run", boom)
+    code = main(["run", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1  # a ValueError from inside a run is no usage error
+    assert err.strip().splitlines() == [
+        "mitigate: failed: ValueError: a worker found something odd "
+        "(run with -v for the traceback)"
+    ]
+
+
+def test_an_output_path_that_is_a_file_exits_2(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    (tmp_path / "out").write_text("x")
+    assert main(["validate", "--output", str(tmp_path / "out")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
