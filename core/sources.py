@@ -211,6 +211,7 @@ def _structure_problem(record: SampleRecord, limits: SourceLimits) -> tuple[str,
 _ISSUE_REASONS = {
     "damaged_header": Reason.DAMAGED_HEADER,
     "truncated": Reason.TRUNCATED_SHARD,
+    "truncated_header": Reason.TRUNCATED_SHARD,
     "missing_end_marker": Reason.MISSING_END_MARKER,
     "trailing_data": Reason.TRAILING_DATA,
     "oversized_header": Reason.DAMAGED_HEADER,
@@ -243,12 +244,16 @@ def index_tar(
     for item in scan_tar(fileobj):
         if isinstance(item, TarProblem):
             reason = _ISSUE_REASONS[item.kind]
-            if item.kind == "truncated":
+            if item.kind in ("truncated", "truncated_header"):
                 if current is not None:
-                    current.fail(
-                        Reason.TRUNCATED_SHARD, f"shard ends inside this sample: {item.detail}"
-                    )
+                    if item.kind == "truncated":  # inside this sample's member data
+                        current.fail(
+                            Reason.TRUNCATED_SHARD, f"shard ends inside this sample: {item.detail}"
+                        )
+                    else:  # in the next header: this sample may lack a later member
+                        current.note += " (the shard is cut off right after it)"
                     yield _finish(current, limits)
+                    complete += current.problem is None
                     current = None
                 yield SourceIssue(
                     source,

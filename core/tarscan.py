@@ -66,7 +66,8 @@ class TarProblem:
     """A stretch of the archive that could not be read as members.
 
     ``kind``: ``damaged_header`` (bytes ``start``..``end`` skipped, ``headers`` damaged
-    headers in them), ``truncated`` (the file ends inside a member or header),
+    headers in them), ``truncated`` (the file ends inside the data of the member just
+    yielded), ``truncated_header`` (the file ends inside a header),
     ``missing_end_marker`` (the file ends at a member boundary with no end-of-archive
     blocks: it may have been cut there), ``trailing_data`` (bytes after the end
     marker that hold no valid header), ``oversized_header`` (a long-name or PAX
@@ -234,7 +235,10 @@ def scan_tar(
             return
         if len(block) < BLOCK:
             yield TarProblem(
-                "truncated", pos, reader.size, f"the archive ends inside a header at byte {pos}"
+                "truncated_header",
+                pos,
+                reader.size,
+                f"the archive ends inside a header at byte {pos}",
             )
             return
         if block == _ZERO_BLOCK:
@@ -286,7 +290,10 @@ def scan_tar(
         if typeflag in (_GNU_LONGNAME, _GNU_LONGLINK, _PAX_HEADER, _PAX_GLOBAL):
             if data_at + size > reader.size:
                 yield TarProblem(
-                    "truncated", pos, reader.size, f"the archive ends inside a header at byte {pos}"
+                    "truncated_header",
+                    pos,
+                    reader.size,
+                    f"the archive ends inside a header at byte {pos}",
                 )
                 return
             if size > max_meta_bytes:

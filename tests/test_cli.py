@@ -101,8 +101,7 @@ def test_a_failure_inside_a_run_exits_1_with_one_line(capsys, monkeypatch, tmp_p
     err = capsys.readouterr().err
     assert code == 1  # a ValueError from inside a run is no usage error
     assert err.strip().splitlines() == [
-        "mitigate: failed: ValueError: a worker found something odd "
-        "(run with -v for the traceback)"
+        "mitigate: failed: ValueError: a worker found something odd (run with -v for the traceback)"
     ]
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import sample_members, tar_bytes
 from mitigate.records import ERROR, PENDING, SampleRecord
 from mitigate.sources import SourceIssue, SourceLimits, index_tar, parse_payload
-from mitigate.tarscan import TarMember, TarProblem, scan_tar
+from mitigate.tarscan import TarProblem, scan_tar
 
 JPG = b"\xff\xd8fake-jpeg-bytes" * 8
 
@@ -79,8 +79,19 @@ def test_shard_cut_inside_a_header():
     full = _five()
     end = _header_offset(full, "k3.jpg") + 100
     records, issues = _index(full[:end])
-    assert [r.key for r in records] == ["k0", "k1", "k2"]
+    # k2 was complete: the cut in k3's header does not make it an error
+    assert [(r.key, r.state) for r in records] == [
+        ("k0", PENDING),
+        ("k1", PENDING),
+        ("k2", PENDING),
+    ]
     assert [i.reason for i in issues] == ["truncated_shard"]
+    assert "after 3 complete samples" in issues[0].detail
+    # cut in k2's caption header: k2 has lost its caption, and says where the shard ends
+    end = _header_offset(full, "k2.txt") + 100
+    records, _ = _index(full[:end])
+    assert (records[-1].key, records[-1].reason) == ("k2", "missing_caption")
+    assert "cut off right after it" in records[-1].detail
 
 
 @pytest.mark.parametrize(
@@ -187,17 +198,19 @@ def test_size_limits_come_from_the_index_without_reading():
 
 
 def test_oversized_long_name_header_is_skipped_not_loaded():
-    data = tar_bytes(sample_members("a", JPG))
-    # A GNU long-name header that declares 50 MB: bounded, reported, not read.
+    # A GNU long-name header that declares 2 MiB of name: skipped (limit 1 MiB) and
+    # reported; the member after it keeps its own short name.
     info = tarfile.TarInfo("././@LongLink")
     info.type = tarfile.GNUTYPE_LONGNAME
-    info.size = 50 * 1024 * 1024
-    header = info.tobuf(format=tarfile.GNU_FORMAT)
-    items = list(scan_tar(io.BytesIO(header + bytes(1024)), max_meta_bytes=1 << 20))
-    assert [type(i) for i in items] == [TarProblem]
-    assert items[0].kind == "truncated"
-    items = list(scan_tar(io.BytesIO(data)))
-    assert all(isinstance(i, TarMember) for i in items)
+    info.size = 2 * 1024 * 1024
+    header = info.tobuf(format=tarfile.GNU_FORMAT) + b"n" * info.size
+    data = header + tar_bytes(sample_members("a", JPG))
+    items = list(scan_tar(io.BytesIO(data), max_meta_bytes=1 << 20))
+    assert isinstance(items[0], TarProblem) and items[0].kind == "oversized_header"
+    assert [i.raw_name for i in items[1:]] == [b"a.jpg", b"a.txt"]
+    # cut inside that header's data: a truncated header, nothing read past it
+    items = list(scan_tar(io.BytesIO(data[:4096]), max_meta_bytes=1 << 20))
+    assert [(type(i), i.kind) for i in items] == [(TarProblem, "truncated_header")]
 
 
 @pytest.mark.parametrize("nesting", ["[", '{"a":'])
