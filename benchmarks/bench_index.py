@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import tarfile
@@ -55,9 +54,13 @@ def ours(path: Path) -> int:
 
 
 def _child(which: str, path: str) -> None:
-    """Run one reader in a fresh process and print its peak RSS (MiB)."""
+    """Run one reader in a fresh process and print its peak RSS (MiB). VmHWM, not
+    ru_maxrss: Linux carries ru_maxrss across exec, so a child would report the
+    parent's peak from before the fork."""
     (baseline if which == "tarfile" else ours)(Path(path))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    status = Path("/proc/self/status").read_text()
+    hwm = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(int(hwm.split()[1]) / 1024)
 
 
 def peak_rss(which: str, path: Path) -> float:
