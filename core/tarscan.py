@@ -196,6 +196,12 @@ class _Reader:
         return True
 
 
+def _cut_in_header(pos: int, size: int) -> TarProblem:
+    return TarProblem(
+        "truncated_header", pos, size, f"the archive ends inside a header at byte {pos}"
+    )
+
+
 def _not_a_tar(head: bytes) -> str:
     if head[:2] == b"\x1f\x8b":
         return "gzip-compressed, not a plain tar (decompress it first: shards are read by offset)"
@@ -234,12 +240,7 @@ def scan_tar(
             yield TarProblem("not_a_tar", 0, reader.size, _not_a_tar(block))
             return
         if len(block) < BLOCK:
-            yield TarProblem(
-                "truncated_header",
-                pos,
-                reader.size,
-                f"the archive ends inside a header at byte {pos}",
-            )
+            yield _cut_in_header(pos, reader.size)
             return
         if block == _ZERO_BLOCK:
             if not seen_header:
@@ -289,12 +290,7 @@ def scan_tar(
         after = data_at + _padded(size)
         if typeflag in (_GNU_LONGNAME, _GNU_LONGLINK, _PAX_HEADER, _PAX_GLOBAL):
             if data_at + size > reader.size:
-                yield TarProblem(
-                    "truncated_header",
-                    pos,
-                    reader.size,
-                    f"the archive ends inside a header at byte {pos}",
-                )
+                yield _cut_in_header(pos, reader.size)
                 return
             if size > max_meta_bytes:
                 yield TarProblem(
