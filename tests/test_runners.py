@@ -4,6 +4,10 @@ must conserve counts and write exactly what the DirectRunner writes."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,12 +59,23 @@ def _wait_for(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies, however it
+    dies (a killed pytest must not leave a job service running)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @pytest.fixture(scope="module")
 def portable_services(tmp_path_factory):
     """Beam's Python job service and an external worker pool, both on loopback, the
-    workers running in this very environment (the project's own venv)."""
+    workers running in this very environment (the project's own venv).
+
+    The worker pool starts each SDK worker as `python` from PATH, so PATH leads with
+    this interpreter's folder: the tests need no activated venv."""
     job_port, pool_port = _free_port(), _free_port()
     logs = tmp_path_factory.mktemp("services")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     procs = [
         subprocess.Popen(
             [
@@ -71,6 +86,8 @@ def portable_services(tmp_path_factory):
             ],
             stdout=open(logs / "job.log", "w"),
             stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
         ),
         subprocess.Popen(
             [
@@ -81,6 +98,8 @@ def portable_services(tmp_path_factory):
             ],
             stdout=open(logs / "pool.log", "w"),
             stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
         ),
     ]
     try:
@@ -135,7 +154,7 @@ def test_dask_two_worker_processes_write_what_the_direct_runner_writes(direct_ru
             DEFAULT, [f"output.path={tmp_path / 'direct'}", "rebalance.enabled=false"]
         )
         run(direct)
-    assert summary["conservation"] == {"ok": True, "problems": []}
+    assert (summary["conservation"]["ok"], summary["conservation"]["problems"]) == (True, [])
     import pyarrow.parquet as pq
 
     keys = pq.read_table(tmp_path / "dask" / "manifest", columns=["key", "source"]).to_pylist()
