@@ -116,7 +116,7 @@ def select_C(
         rows += y.size
         for c in values:
             model = fit_density_ratio(
-                x[train], x[tr_kept], C=c, feature_config=feature_config, warn=False
+                x[train], x[tr_kept], C=c, feature_config=feature_config, tol=1e-4, warn=False
             )
             logits = np.concatenate(
                 [model.decision_function(x_test_u), model.decision_function(x_test_f)]
