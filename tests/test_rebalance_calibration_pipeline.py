@@ -141,3 +141,23 @@ def test_calibrated_weights_are_identical_on_another_runner(
     assert parts
     for part in parts:
         assert (tmp_path / "mp" / "manifest" / part.name).read_bytes() == part.read_bytes()
+
+
+@pytest.mark.slow
+def test_report_and_console_separate_calibrated_groups_from_held_out_probes(calibrated_run):
+    from rich.console import Console
+
+    from mitigate.cli import print_bias_table
+
+    out, summary = calibrated_run
+    page = (out / "report.html").read_text()
+    assert "women (calibrated)" in page and "men (calibrated)" in page
+    assert "animals (calibrated)" not in page
+    assert "held-out probes" in page and "C chosen by held-out log loss" in page
+    assert "effective sample size is" in page  # the ESS warning
+    console = Console(record=True, width=200)
+    print_bias_table(summary["rebalance"], console)
+    text = console.export_text()
+    assert "women (calibrated)" in text and "animals (calibrated)" not in text
+    assert "held-out probes: animals" in text
+    assert "warning: effective sample size" in text
