@@ -250,3 +250,23 @@ def test_calibrate_groups_restores_the_declared_groups(corpus_fit: dict, c: obje
     assert rb.effective_sample_size(w) / w.size > 0.9
     # held-out probe: not calibrated; its change is reported, not imposed
     assert math.isfinite(table["animals"].rel_change_reweighted)
+
+
+def test_unreachable_calibration_falls_back_to_plain_weights_with_a_recorded_error() -> None:
+    from mitigate.config import validate_config
+    from mitigate.pipeline.rebalance import calibration_fit
+
+    cfg = validate_config(
+        {"rebalance": {"enabled": True, "calibrate_groups": ["women", "men"], "w_max": 2.0}}
+    ).rebalance
+    raw, pat = _synthetic(4000, 5)
+    hists = {int(p): rb.LogHistogram().add(raw[pat == p]) for p in np.unique(pat)}
+    # unfiltered: 90% women, 5% men -- out of reach with w_max = 2
+    counts = {1: 900, 2: 50, 0: 50}
+    out = calibration_fit(counts, hists, cfg, NAMES)
+    assert out["error"] is not None and "group 'women'" in out["error"]
+    assert out["unfiltered_shares"] == {"women": 0.9, "men": 0.05}
+    assert set(out["multipliers"].values()) == {out["scale"]}  # the plain density ratio
+    ok = calibration_fit({1: 300, 2: 250, 3: 20, 0: 430}, hists, cfg, NAMES)
+    assert ok["error"] is None and set(ok["multipliers"]) == {0, 1, 2, 3}
+    assert sum(ok["targets"].values()) == pytest.approx(4000, rel=1e-12)
