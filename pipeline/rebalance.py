@@ -215,7 +215,23 @@ class GroupTotalsFn(beam.CombineFn):
         if kind == "unfiltered":
             counts[pattern] = counts.get(pattern, 0) + 1
         else:
-            hists.setdefault(pattern, rb.LogHistogram()).add([raw])
+            if pattern not in hists:
+                hists[pattern] = rb.LogHistogram()
+            hists[pattern].add([raw])
+        return counts, hists
+
+    def add_inputs(self, acc, items: Iterable[tuple[str, int, float]]):
+        counts, hists = acc
+        raws: dict[int, list[float]] = {}
+        for kind, pattern, raw in items:
+            if kind == "unfiltered":
+                counts[pattern] = counts.get(pattern, 0) + 1
+            else:
+                raws.setdefault(pattern, []).append(raw)
+        for pattern, values in raws.items():
+            if pattern not in hists:
+                hists[pattern] = rb.LogHistogram()
+            hists[pattern].add(np.asarray(values, dtype=np.float64))
         return counts, hists
 
     def merge_accumulators(self, accs):
@@ -225,7 +241,8 @@ class GroupTotalsFn(beam.CombineFn):
             for p, n in c.items():
                 counts[p] = counts.get(p, 0) + n
             for p, hist in h.items():
-                hists[p] = hists[p].merge(hist) if p in hists else hist
+                # merge() returns a new histogram: no input accumulator is aliased
+                hists[p] = (hists[p] if p in hists else rb.LogHistogram()).merge(hist)
         return counts, hists
 
     def extract_output(self, acc) -> dict[str, Any]:

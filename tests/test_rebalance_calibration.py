@@ -270,3 +270,43 @@ def test_unreachable_calibration_falls_back_to_plain_weights_with_a_recorded_err
     ok = calibration_fit({1: 300, 2: 250, 3: 20, 0: 430}, hists, cfg, NAMES)
     assert ok["error"] is None and set(ok["multipliers"]) == {0, 1, 2, 3}
     assert sum(ok["targets"].values()) == pytest.approx(4000, rel=1e-12)
+
+
+def test_group_totals_combiner_is_independent_of_bundling_and_merge_order() -> None:
+    from mitigate.config import validate_config
+    from mitigate.pipeline.rebalance import ExactTotalsFn, GroupTotalsFn
+
+    cfg = validate_config(
+        {"rebalance": {"enabled": True, "calibrate_groups": ["women", "men"]}}
+    ).rebalance
+    raw, pat = _synthetic(6000, 6)
+    items = [("kept", int(p), float(r)) for p, r in zip(pat, raw, strict=True)]
+    items += [("unfiltered", int(p), 0.0) for p in np.random.default_rng(7).choice(4, 7000)]
+    fn = GroupTotalsFn(cfg, NAMES)
+
+    def combine(chunks: list[list], one_by_one: bool, reverse: bool) -> dict:
+        accs = []
+        for chunk in chunks:
+            acc = fn.create_accumulator()
+            if one_by_one:
+                for item in chunk:
+                    acc = fn.add_input(acc, item)
+            else:
+                acc = fn.add_inputs(acc, chunk)
+            accs.append(acc)
+        return fn.extract_output(fn.merge_accumulators(accs[::-1] if reverse else accs))
+
+    a = combine([items[:5000], items[5000:]], one_by_one=True, reverse=False)
+    b = combine([items[i::3] for i in range(3)], one_by_one=False, reverse=True)
+    assert a["error"] is None
+    assert a["multipliers"] == b["multipliers"] and a["targets"] == b["targets"]
+    assert a["scale"] == b["scale"]
+    exact = ExactTotalsFn(0.1, 10.0)
+    pairs = [(int(p), float(w)) for p, w in zip(pat, np.clip(raw, 0.1, 10.0), strict=True)]
+    accs = []
+    for part in (pairs[:100], pairs[100:]):
+        acc = exact.create_accumulator()
+        for pair in part:
+            acc = exact.add_input(acc, pair)
+        accs.append(acc)
+    assert exact.merge_accumulators(accs).cells == exact.merge_accumulators(accs[::-1]).cells
