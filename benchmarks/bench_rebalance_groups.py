@@ -15,9 +15,15 @@ reweighted), the fraction of the gap each variant closes, the held-out probe's c
 the effective sample size, the time of each step as a ratio to the baseline fit, and
 peak RSS. The whole corpus is the fit sample (N <= the default fit_sample_size).
 
+With ``--pipeline N1 N2`` the whole pipeline also runs on the corpus written as
+WebDataset shards (16x16 noise images, unrelated to the captions), once per variant:
+fixed ``C=0.1`` without calibration (the baseline), ``C: auto``, ``C: auto`` with
+``calibrate_groups: [women, men]``; wall time as a ratio to the baseline, peak RSS of
+the run's process, and the bias table's reweighted changes.
+
 Usage::
 
-    python benchmarks/bench_rebalance_groups.py --sizes 10000 40000
+    python benchmarks/bench_rebalance_groups.py --sizes 10000 40000 --pipeline 4000 16000
 """
 
 from __future__ import annotations
@@ -153,6 +159,103 @@ def run_child(n: int, n_features: int) -> dict:
     return out
 
 
+VARIANTS = {
+    "fixed C=0.1 (old)": {"C": 0.1},
+    "C auto": {"C": "auto"},
+    "C auto + calibrate_groups": {"C": "auto", "calibrate_groups": ["women", "men"]},
+}
+
+
+def write_shards(n: int, folder: str) -> None:
+    """The corpus as WebDataset shards; images are 16x16 noise, unrelated to captions."""
+    import io
+    import tarfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from mitigate.rebalance_corpus import make_caption_corpus
+
+    corpus = make_caption_corpus(n, seed=0)
+    rng = np.random.default_rng(1)
+    per_shard = 1000
+    for shard in range(0, n, per_shard):
+        with tarfile.open(Path(folder) / f"shard-{shard // per_shard:05d}.tar", "w") as tar:
+            for i in range(shard, min(shard + per_shard, n)):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+                for name, data in (
+                    (f"{corpus.keys[i]}.png", buf.getvalue()),
+                    (f"{corpus.keys[i]}.txt", corpus.captions[i].encode()),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def run_pipeline_child(data: str, out: str, variant: str) -> dict:
+    from mitigate.config import validate_config
+    from mitigate.pipeline.run import run
+    from mitigate.rebalance_corpus import FILTER_TERMS, PROBES
+
+    config = validate_config(
+        {
+            "input": {"paths": [f"{data}/*.tar"]},
+            "output": {"path": out},
+            "filters": [
+                {"name": "caption_terms", "category": "sexual", "terms": list(FILTER_TERMS)}
+            ],
+            "dedup": {"near": False},
+            "rebalance": {"enabled": True, "probes": PROBES, **VARIANTS[variant]},
+        }
+    )
+    t0 = time.perf_counter()
+    summary = run(config)
+    wall = time.perf_counter() - t0
+    probes = summary["rebalance"]["probes"]
+    return {
+        "wall_s": wall,
+        "peak_rss_mib": rss_mib(),
+        "C": summary["rebalance"]["fit"].get("C"),
+        "change": {g: probes[g]["change_reweighted"] for g in probes},
+        "filtered": {g: probes[g]["change_filtered"] for g in probes},
+        "ess_fraction": summary["rebalance"]["weights"]["ess_fraction"],
+    }
+
+
+def pipeline_bench(sizes: list[int]) -> None:
+    import tempfile
+
+    print("\nwhole pipeline (DirectRunner, one process), issue-13 corpus as shards")
+    print(
+        f"{'N':>7} {'variant':<27}{'C':>6}{'wall s':>8}{'x old':>7}{'RSS MiB':>9}"
+        f"{'d women':>9}{'d men':>8}{'d animals':>10}{'ESS':>7}"
+    )
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_shards(n, tmp)
+            base = None
+            for variant in VARIANTS:
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--pipeline-child",
+                    tmp,
+                    f"{tmp}/out-{len(variant)}",
+                    variant,
+                ]
+                res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                r = json.loads(res.stdout.strip().splitlines()[-1])
+                base = base or r["wall_s"]
+                ch = r["change"]
+                print(
+                    f"{n:>7} {variant:<27}{r['C']:>6g}{r['wall_s']:>8.1f}"
+                    f"{r['wall_s'] / base:>7.2f}{r['peak_rss_mib']:>9.0f}"
+                    f"{100 * ch['women']:>+8.2f}%{100 * ch['men']:>+7.2f}%"
+                    f"{100 * ch['animals']:>+9.2f}%{r['ess_fraction']:>7.3f}"
+                )
+
+
 def spawn(n: int, n_features: int) -> dict:
     cmd = [sys.executable, __file__, "--child", str(n), "--n-features", str(n_features)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -163,8 +266,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000])
     ap.add_argument("--n-features", type=int, default=2**18)
+    ap.add_argument(
+        "--pipeline",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run the whole pipeline at these sizes (three variants each)",
+    )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--pipeline-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.pipeline_child:
+        logging.basicConfig(level=logging.ERROR)
+        res = run_pipeline_child(*args.pipeline_child)
+        sys.stdout.write(json.dumps(res) + "\n")
+        return
     if args.child is not None:
         logging.basicConfig(level=logging.ERROR)
         sys.stdout.write(json.dumps(run_child(args.child, args.n_features)) + "\n")
@@ -214,6 +330,8 @@ def main() -> None:
             f"peak RSS {r['peak_rss_mib']:.0f} MiB (after imports "
             f"{r['rss_after_imports_mib']:.0f} MiB)"
         )
+    if args.pipeline:
+        pipeline_bench(args.pipeline)
 
 
 if __name__ == "__main__":
