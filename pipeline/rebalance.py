@@ -9,6 +9,15 @@ globally, report probe-term frequencies. All the math is in :mod:`mitigate.rebal
     kept ─ raw weight (model as side input, batched) ─ log-histogram ─ scale
          ─ weight = clip(scale * raw) [─ copies] ─ probe counts (kept, weighted)
 
+With ``calibrate_groups`` the scale step becomes raking over the declared groups
+(:mod:`mitigate.raking`)::
+
+    population ─ group pattern ─ counts ┐
+    kept ─ raw weight ─ group pattern ──┴ group totals (combiner: counts, and per pattern
+         a log-histogram of raw weights) ─ raking ─ multipliers (side input)
+         ─ clip(m_p * raw) ─ exact fixed-point totals per pattern (combiner)
+         ─ corrections (side input) ─ final weight [─ copies]
+
 Nothing holds more than the fit sample and fixed-size histograms in one worker.
 """
 

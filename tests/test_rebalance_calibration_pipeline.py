@@ -161,3 +161,15 @@ def test_report_and_console_separate_calibrated_groups_from_held_out_probes(cali
     assert "women (calibrated)" in text and "animals (calibrated)" not in text
     assert "held-out probes: animals" in text
     assert "warning: effective sample size" in text
+
+
+def test_dask_still_refuses_rebalancing_with_calibration():
+    from mitigate.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dask runner cannot run rebalancing"):
+        validate_config(
+            {
+                "rebalance": {"enabled": True, "calibrate_groups": ["women", "men"]},
+                "runner": {"name": "dask", "dask_address": "tcp://127.0.0.1:1"},
+            }
+        )
