@@ -309,14 +309,29 @@ def print_bias_table(report: dict[str, Any], console: Any) -> None:
     table = Table(title="rebalancing: probe-term frequency", title_justify="left")
     for col in ("probe", "unfiltered", "filtered", "reweighted"):
         table.add_column(col, justify="left" if col == "probe" else "right")
-    for group, row in report["probes"].items():
+    # calibrated groups first (their reweighted share is imposed), then the held-out
+    # probes (whose reweighted share shows whether the correction generalises)
+    rows = sorted(report["probes"].items(), key=lambda kv: not kv[1].get("calibrated"))
+    for group, row in rows:
         table.add_row(
-            group,
+            group + (" (calibrated)" if row.get("calibrated") else ""),
             pct(row["unfiltered"]),
             pct(row["filtered"]) + change(row["change_filtered"]),
             pct(row["reweighted"]) + change(row["change_reweighted"]),
         )
     console.print(table)
+    cal = report.get("calibration")
+    if cal:
+        if cal.get("error"):
+            console.print(f"[yellow]calibration not applied: {cal['error']}[/yellow]")
+        else:
+            console.print(
+                f"calibrated to unfiltered shares: {', '.join(cal['groups'])} (max error "
+                f"{cal['max_abs_share_error']:.1e}); held-out probes: "
+                f"{', '.join(cal['held_out_probes']) or 'none'}"
+            )
+    for text in report.get("warnings", []):
+        console.print(f"[yellow]warning: {text}[/yellow]")
     w = report["weights"]
     if w["n"]:
         console.print(

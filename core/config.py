@@ -241,8 +241,29 @@ class RebalanceConfig(_Strict):
         le=5_000_000,
         description="Samples (a deterministic uniform sample) the classifier is fitted on.",
     )
-    C: float = Field(
-        default=0.1, gt=0, description="Inverse L2 strength: small keeps the classifier weak."
+    C: float | Literal["auto"] = Field(
+        default="auto",
+        description="Inverse L2 strength of the classifier (small keeps it weak), or auto: "
+        "the value of C_grid with the least k-fold held-out log loss on the fit sample.",
+    )
+    C_grid: list[float] = Field(
+        default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0],
+        min_length=1,
+        description="Values tried by C: auto.",
+    )
+    cv_folds: int = Field(default=3, ge=2, le=10, description="Folds for C: auto.")
+    calibrate_groups: list[str] | dict[str, list[str]] = Field(
+        default_factory=list,
+        description="Groups whose weighted share among kept samples is calibrated (raking, "
+        "clipping respected) to their unfiltered share: names of probes groups, or a "
+        "mapping group -> terms. Probes not named here are the held-out check.",
+    )
+    ess_warn_fraction: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="Warn when the effective sample size of the final weights falls "
+        "below this fraction of the kept samples.",
     )
     w_min: float = Field(default=0.1, ge=0, le=1, description="Smallest weight after clipping.")
     w_max: float = Field(default=10.0, ge=1, le=1e6, description="Largest weight after clipping.")
@@ -257,6 +278,28 @@ class RebalanceConfig(_Strict):
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROBES.items()},
         description="Bias report: group -> words or phrases, matched as whole words.",
     )
+
+    @field_validator("C_grid")
+    @classmethod
+    def _positive_grid(cls, value: list[float]) -> list[float]:
+        bad = [c for c in value if not c > 0]
+        if bad:
+            raise ValueError(f"every C must be > 0, got {bad}")
+        return value
+
+    def calibration_groups(self) -> dict[str, list[str]]:
+        """Calibrated group -> terms (names given as a list take the probes' terms)."""
+        if isinstance(self.calibrate_groups, dict):
+            return {g: list(t) for g, t in self.calibrate_groups.items()}
+        return {g: list(self.probes.get(g, [])) for g in self.calibrate_groups}
+
+    def report_probes(self) -> dict[str, list[str]]:
+        """Groups of the bias report: the probes plus calibrated groups given their
+        own terms."""
+        out = {g: list(t) for g, t in self.probes.items()}
+        for g, terms in self.calibration_groups().items():
+            out.setdefault(g, terms)
+        return out
 
 
 _REQUIRED = {
@@ -457,6 +500,11 @@ def _cross_checks(config: Config) -> list[str]:
     errors = []
     by_id = {f.filter_id: f for f in config.filters}
     rb = config.rebalance
+    if not rb.enabled:
+        # A disabled section is not checked against the rest of the config: switching
+        # rebalancing off must not demand the filters or embeddings it would need.
+        return errors
+    errors.extend(_calibration_checks(rb))
     for i, fid in enumerate(rb.filtered_by or []):
         if fid not in by_id:
             errors.append(
@@ -489,6 +537,30 @@ def _cross_checks(config: Config) -> list[str]:
             "recomputation gives inconsistent weights); set rebalance.enabled=false or "
             "use another runner"
         )
+    return errors
+
+
+def _calibration_checks(rb: RebalanceConfig) -> list[str]:
+    """rebalance.calibrate_groups: known probe names or non-empty term lists, <= 8."""
+    errors = []
+    groups = rb.calibrate_groups
+    if isinstance(groups, list):
+        for i, name in enumerate(groups):
+            if name not in rb.probes:
+                errors.append(
+                    f"rebalance.calibrate_groups[{i}]: no probe group {name!r}; probes: "
+                    f"{sorted(rb.probes)} (or give a mapping group -> terms)"
+                )
+        if len(set(groups)) != len(groups):
+            errors.append("rebalance.calibrate_groups: a group is named twice")
+    else:
+        for name, terms in groups.items():
+            if not terms or not all(isinstance(t, str) and t.split() for t in terms):
+                errors.append(
+                    f"rebalance.calibrate_groups.{name}: give at least one non-empty term"
+                )
+    if len(groups) > 8:
+        errors.append(f"rebalance.calibrate_groups: at most 8 groups, got {len(groups)}")
     return errors
 
 

@@ -480,6 +480,7 @@ def fit_density_ratio(
     max_iter: int = 1000,
     tol: float = 1e-6,
     random_state: int = 0,
+    warn: bool = True,
 ) -> DensityRatioModel:
     """Fit the unfiltered-vs-filtered classifier and return a :class:`DensityRatioModel`.
 
@@ -518,6 +519,8 @@ def fit_density_ratio(
         intercept_scaling: liblinear only, see above.
         max_iter, tol: optimiser limits.
         random_state: passed to scikit-learn (fixed for reproducibility).
+        warn: log the fit at INFO and warn on a near-separable fit (off for the many
+            trial fits of model selection).
 
     Returns:
         The fitted model. Same inputs give bit-identical coefficients on the same
@@ -571,6 +574,8 @@ def fit_density_ratio(
         C=float(C),
         train_auc=auc,
     )
+    if not warn:
+        return model
     logger.info(
         "density-ratio fit: n_unfiltered=%d n_filtered=%d C=%g solver=%s n_iter=%s "
         "nonzero_coef=%d train_auc=%.4f",

@@ -940,7 +940,11 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
         ("masked filter terms", rebalance.get("masked_terms", 0)),
     ]
     for k, v in (rebalance.get("fit") or {}).items():
+        if k == "C_selection" and isinstance(v, Mapping):
+            kv.append(("fit: C chosen by held-out log loss", _c_selection_text(v)))
+            continue
         kv.append((f"fit: {k}", _fmt_num(v) if isinstance(v, float) else v))
+    kv.extend(_calibration_rows(rebalance))
     parts.append(_table(None, [[_td(k), _td(v)] for k, v in kv], cls="kv"))
     weights = _column_f64(table, "weight")
     weights = weights[np.isfinite(weights) & _mask(table, "state", "kept")]
@@ -963,7 +967,7 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
 
         rows = [
             [
-                _td(g),
+                _td(f"{g} (calibrated)" if r.get("calibrated") else g),
                 _td(f"{_pct(r.get('unfiltered'))} (n={r.get('count_unfiltered', '?')})", True),
                 _td(
                     f"{_pct(r.get('filtered'))}{change(r.get('change_filtered'))}"
@@ -972,13 +976,35 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
                 ),
                 _td(f"{_pct(r.get('reweighted'))}{change(r.get('change_reweighted'))}", True),
             ]
-            for g, r in probes.items()
+            for g, r in sorted(probes.items(), key=lambda kv: not kv[1].get("calibrated"))
         ]
         parts.append(
             _table(["probe", "unfiltered", "filtered (change)", "reweighted (change)"], rows)
         )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _c_selection_text(sel: Mapping[str, Any]) -> str:
+    losses = sel.get("held_out_log_loss") or {}
+    tried = ", ".join(f"{c}: {float(v):.4f}" for c, v in losses.items())
+    return f"C={sel.get('C')} ({sel.get('folds')}-fold held-out log loss: {tried})"
+
+
+def _calibration_rows(rebalance: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Calibrated groups apart from held-out probes, and the weight warnings."""
+    rows: list[tuple[str, Any]] = []
+    cal = rebalance.get("calibration")
+    if cal:
+        rows.append(("calibrated groups", ", ".join(cal.get("groups") or [])))
+        rows.append(("held-out probes", ", ".join(cal.get("held_out_probes") or []) or "none"))
+        if cal.get("error"):
+            rows.append(("calibration", f"not applied: {cal['error']}"))
+        elif cal.get("max_abs_share_error") is not None:
+            rows.append(("calibration: max share error", f"{cal['max_abs_share_error']:.1e}"))
+    for text in rebalance.get("warnings") or []:
+        rows.append(("warning", text))
+    return rows
 
 
 def _section_errors(

@@ -9,6 +9,15 @@ globally, report probe-term frequencies. All the math is in :mod:`mitigate.rebal
     kept ─ raw weight (model as side input, batched) ─ log-histogram ─ scale
          ─ weight = clip(scale * raw) [─ copies] ─ probe counts (kept, weighted)
 
+With ``calibrate_groups`` the scale step becomes raking over the declared groups
+(:mod:`mitigate.raking`)::
+
+    population ─ group pattern ─ counts ┐
+    kept ─ raw weight ─ group pattern ──┴ group totals (combiner: counts, and per pattern
+         a log-histogram of raw weights) ─ raking ─ multipliers (side input)
+         ─ clip(m_p * raw) ─ exact fixed-point totals per pattern (combiner)
+         ─ corrections (side input) ─ final weight [─ copies]
+
 Nothing holds more than the fit sample and fixed-size histograms in one worker.
 """
 
@@ -23,7 +32,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.pvalue import AsSingleton
 
+from mitigate import raking
 from mitigate import rebalance as rb
+from mitigate import rebalance_select as select
 from mitigate.config import Config, RebalanceConfig
 from mitigate.records import FILTERED, KEPT, SampleRecord
 
@@ -122,9 +133,29 @@ def fit(
         dim = embeddings.shape[1]
     feature_config = _features(cfg, dim, masked)
     features = feature_config.featurize(captions, embeddings)
-    model = rb.fit_density_ratio_from_sample(features, kept, C=cfg.C, feature_config=feature_config)
+    c_value = cfg.C
+    if c_value == "auto":
+        c_value, info["C_selection"] = _select_c(sample, features, kept, cfg, feature_config)
+    model = rb.fit_density_ratio_from_sample(
+        features, kept, C=float(c_value), feature_config=feature_config
+    )
+    info["C"] = float(c_value)
     info["train_auc"] = model.train_auc
     return Fitted(model, info)
+
+
+def _select_c(
+    sample: list, features: Any, kept: np.ndarray, cfg: RebalanceConfig, feature_config: Any
+) -> tuple[float, dict[str, Any]]:
+    """C by k-fold held-out log loss; folds from the key hashes that drew the sample."""
+    folds = select.fold_ids([h for h, _, _ in sample], cfg.cv_folds)
+    try:
+        chosen = select.select_C(features, kept, folds, cfg.C_grid, feature_config=feature_config)
+    except ValueError as exc:  # a fold without kept or filtered samples: tiny sample
+        fallback = rb.DEFAULT_C
+        log.warning("rebalance C auto: %s; using C=%g", exc, fallback)
+        return fallback, {"C": fallback, "note": f"selection impossible ({exc}); default C"}
+    return chosen.C, chosen.as_dict()
 
 
 def raw_weights(
@@ -176,12 +207,148 @@ def _final(pair: tuple[SampleRecord, float], scale: float, cfg: RebalanceConfig)
     return dataclasses.replace(record, weight=weight, copies=copies)
 
 
+class GroupTotalsFn(beam.CombineFn):
+    """Group totals for calibration: unfiltered counts per group pattern and, per
+    pattern, a log-histogram of the kept samples' raw weights; out comes the raking fit
+    (multipliers per pattern, the side input of the weighting step)."""
+
+    def __init__(self, cfg: RebalanceConfig, names: tuple[str, ...]) -> None:
+        self.cfg, self.names = cfg, names
+
+    def create_accumulator(self) -> tuple[dict[int, int], dict[int, rb.LogHistogram]]:
+        return {}, {}
+
+    def add_input(self, acc, item: tuple[str, int, float]):
+        counts, hists = acc
+        kind, pattern, raw = item
+        if kind == "unfiltered":
+            counts[pattern] = counts.get(pattern, 0) + 1
+        else:
+            if pattern not in hists:
+                hists[pattern] = rb.LogHistogram()
+            hists[pattern].add([raw])
+        return counts, hists
+
+    def add_inputs(self, acc, items: Iterable[tuple[str, int, float]]):
+        counts, hists = acc
+        raws: dict[int, list[float]] = {}
+        for kind, pattern, raw in items:
+            if kind == "unfiltered":
+                counts[pattern] = counts.get(pattern, 0) + 1
+            else:
+                raws.setdefault(pattern, []).append(raw)
+        for pattern, values in raws.items():
+            if pattern not in hists:
+                hists[pattern] = rb.LogHistogram()
+            hists[pattern].add(np.asarray(values, dtype=np.float64))
+        return counts, hists
+
+    def merge_accumulators(self, accs):
+        counts: dict[int, int] = {}
+        hists: dict[int, rb.LogHistogram] = {}
+        for c, h in accs:
+            for p, n in c.items():
+                counts[p] = counts.get(p, 0) + n
+            for p, hist in h.items():
+                # merge() returns a new histogram: no input accumulator is aliased
+                hists[p] = (hists[p] if p in hists else rb.LogHistogram()).merge(hist)
+        return counts, hists
+
+    def extract_output(self, acc) -> dict[str, Any]:
+        counts, hists = acc
+        return calibration_fit(counts, hists, self.cfg, self.names)
+
+
+def calibration_fit(
+    counts: dict[int, int],
+    hists: dict[int, rb.LogHistogram],
+    cfg: RebalanceConfig,
+    names: tuple[str, ...],
+) -> dict[str, Any]:
+    """Raking over the declared groups from merged group totals (plain values only,
+    so the result pickles small and prints into the summary)."""
+    shares, n_population = raking.pattern_counts_to_shares(counts, names)
+    whole = rb.LogHistogram()
+    for p in sorted(hists):
+        whole = whole.merge(hists[p])
+    scale = rb.solve_scale(whole, cfg.w_min, cfg.w_max) if whole.n else 1.0
+    out: dict[str, Any] = {
+        "groups": list(names),
+        "unfiltered_shares": shares,
+        "population": n_population,
+        "scale": scale,
+        "multipliers": {p: scale for p in hists},  # fallback: plain density-ratio weights
+        "targets": {},
+        "error": None,
+    }
+    cells = {p: raking.HistCell(h, cfg.w_min, cfg.w_max) for p, h in sorted(hists.items())}
+    try:
+        if n_population == 0 or not cells:
+            raise raking.CalibrationError("no samples to calibrate")
+        fit = raking.rake(cells, shares, names, cfg.w_min, cfg.w_max)
+    except raking.CalibrationError as exc:
+        log.warning("rebalance.calibrate_groups: %s; weights are not calibrated", exc)
+        out["error"] = str(exc)
+        return out
+    out.update(multipliers=fit.multipliers, targets=fit.targets, iterations=fit.iterations)
+    return out
+
+
+class ExactTotalsFn(beam.CombineFn):
+    """Exact (fixed-point) per-pattern totals of the provisional calibrated weights."""
+
+    def __init__(self, w_min: float, w_max: float) -> None:
+        self.w_min, self.w_max = w_min, w_max
+
+    def create_accumulator(self) -> raking.ExactTotals:
+        return raking.ExactTotals()
+
+    def add_input(self, acc: raking.ExactTotals, item: tuple[int, float]) -> raking.ExactTotals:
+        return acc.add(item[0], item[1], self.w_min, self.w_max)
+
+    def merge_accumulators(self, accs: Iterable[raking.ExactTotals]) -> raking.ExactTotals:
+        out = raking.ExactTotals()
+        for acc in accs:
+            out = out.merge(acc)
+        return out
+
+    def extract_output(self, acc: raking.ExactTotals) -> raking.ExactTotals:
+        return acc
+
+
+def _provisional(item: tuple[SampleRecord, float, int], cal: dict[str, Any], cfg) -> tuple:
+    _, raw, pattern = item
+    m = cal["multipliers"].get(pattern, cal["scale"])
+    return pattern, float(np.clip(m * raw, cfg.w_min, cfg.w_max))
+
+
+def _corrections(totals: raking.ExactTotals, cal: dict[str, Any], cfg) -> dict[int, float]:
+    if cal["error"] is not None:
+        return {}
+    return raking.corrections(totals, cal["targets"], cfg.w_min, cfg.w_max)
+
+
+def _final_calibrated(
+    item: tuple[SampleRecord, float, int],
+    cal: dict[str, Any],
+    corr: dict[int, float],
+    cfg: RebalanceConfig,
+) -> SampleRecord:
+    record, raw, pattern = item
+    m = cal["multipliers"].get(pattern, cal["scale"])
+    weight = raking.apply(raw, m, corr.get(pattern, 1.0), cfg.w_min, cfg.w_max)
+    copies = None
+    if cfg.mode == "resample":
+        copies = int(rb.resample_counts([weight], [record.key], cfg.seed)[0])
+    return dataclasses.replace(record, weight=weight, copies=copies)
+
+
 class StatsFn(beam.CombineFn):
     def __init__(self, cfg: RebalanceConfig) -> None:
         self.cfg = cfg
 
     def create_accumulator(self) -> tuple[rb.WeightStats, rb.ProbeTableAccumulator]:
-        return rb.WeightStats(), rb.ProbeTableAccumulator(self.cfg.probes)
+        return rb.WeightStats(), rb.ProbeTableAccumulator(self.cfg.report_probes())
 
     def add_input(self, acc, item: tuple[str, str | None, float | None]):
         stats, probes = acc
@@ -202,6 +369,7 @@ class StatsFn(beam.CombineFn):
 
     def extract_output(self, acc) -> dict[str, Any]:
         stats, probes = acc
+        calibrated = set(self.cfg.calibration_groups())
         table = {
             group: {
                 "unfiltered": _finite(row.freq_unfiltered),
@@ -211,6 +379,7 @@ class StatsFn(beam.CombineFn):
                 "change_reweighted": _finite(row.rel_change_reweighted),
                 "count_unfiltered": row.hits_unfiltered,
                 "count_filtered": row.hits_filtered,
+                "calibrated": group in calibrated,
             }
             for group, row in probes.result().items()
         }
@@ -255,12 +424,17 @@ class Rebalance(beam.PTransform):
             | "RawWeights"
             >> beam.FlatMap(lambda kv, f: raw_weights(list(kv[1]), f, emb_id), AsSingleton(fitted))
         )
-        scale = (
-            raw
-            | "Raw" >> beam.Map(lambda pair: pair[1])
-            | "Scale" >> beam.CombineGlobally(ScaleFn(cfg.w_min, cfg.w_max))
-        )
-        weighted = raw | "Weights" >> beam.Map(_final, AsSingleton(scale), cfg)
+        groups = cfg.calibration_groups()
+        calibration = None
+        if groups:
+            weighted, scale, calibration = self._calibrated(population, raw, groups)
+        else:
+            scale = (
+                raw
+                | "Raw" >> beam.Map(lambda pair: pair[1])
+                | "Scale" >> beam.CombineGlobally(ScaleFn(cfg.w_min, cfg.w_max))
+            )
+            weighted = raw | "Weights" >> beam.Map(_final, AsSingleton(scale), cfg)
         unfiltered = population | "ProbeUnfiltered" >> beam.Map(
             lambda r: ("unfiltered", r.caption, None)
         )
@@ -283,4 +457,79 @@ class Rebalance(beam.PTransform):
             AsSingleton(fitted),
             AsSingleton(scale),
         )
+        if calibration is not None:
+            report = report | "CalibrationReport" >> beam.Map(
+                _with_calibration, AsSingleton(calibration)
+            )
+        report = report | "EssCheck" >> beam.Map(_ess_check, cfg.ess_warn_fraction)
         return (weighted, others) | "Rejoin" >> beam.Flatten(), report
+
+    def _calibrated(
+        self, population: beam.PCollection, raw: beam.PCollection, groups: dict[str, list[str]]
+    ) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
+        """Raking over the declared groups: group totals as a combiner, multipliers and
+        exact corrections as side inputs (two global combines, nothing held per sample)."""
+        cfg = self.config.rebalance
+        matcher = raking.GroupMatcher(groups)
+        with_pattern = raw | "GroupPattern" >> beam.Map(
+            lambda pair, m: (pair[0], pair[1], m.pattern(pair[0].caption)), matcher
+        )
+        totals_in = (
+            population
+            | "GroupPatternUnfiltered"
+            >> beam.Map(lambda r, m: ("unfiltered", m.pattern(r.caption), 0.0), matcher),
+            with_pattern | "GroupPatternKept" >> beam.Map(lambda t: ("kept", t[2], t[1])),
+        ) | "GroupTotalsInputs" >> beam.Flatten()
+        calibration = totals_in | "GroupTotals" >> beam.CombineGlobally(
+            GroupTotalsFn(cfg, matcher.names)
+        )
+        corrections = (
+            with_pattern
+            | "Provisional" >> beam.Map(_provisional, AsSingleton(calibration), cfg)
+            | "ExactTotals" >> beam.CombineGlobally(ExactTotalsFn(cfg.w_min, cfg.w_max))
+            | "Corrections" >> beam.Map(_corrections, AsSingleton(calibration), cfg)
+        )
+        weighted = with_pattern | "CalibratedWeights" >> beam.Map(
+            _final_calibrated, AsSingleton(calibration), AsSingleton(corrections), cfg
+        )
+        scale = calibration | "CalibrationScale" >> beam.Map(lambda c: c["scale"])
+        return weighted, scale, calibration
+
+
+def _with_calibration(report: dict[str, Any], cal: dict[str, Any]) -> dict[str, Any]:
+    """The calibrated groups apart from the held-out probes, with what was reached."""
+    probes = report["probes"]
+    names = cal["groups"]
+    reached = {g: probes[g]["reweighted"] for g in names if g in probes}
+    out = {
+        "groups": names,
+        "held_out_probes": [g for g in probes if g not in names],
+        "unfiltered_shares": cal["unfiltered_shares"],
+        "reached_shares": reached,
+        "max_abs_share_error": max(
+            (
+                abs(reached[g] - cal["unfiltered_shares"][g])
+                for g in names
+                if reached.get(g) is not None
+            ),
+            default=None,
+        ),
+        "iterations": cal.get("iterations"),
+        "error": cal["error"],
+    }
+    return {**report, "calibration": out}
+
+
+def _ess_check(report: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """Warn (log and summary) when the final weights leave too little effective data."""
+    ess = report["weights"].get("ess_fraction")
+    warnings = list(report.get("warnings", []))
+    if ess is not None and ess < fraction:
+        text = (
+            f"effective sample size is {ess:.1%} of the kept samples, below "
+            f"rebalance.ess_warn_fraction={fraction:.0%}: the weights concentrate on few "
+            "samples"
+        )
+        log.warning("rebalance: %s", text)
+        warnings.append(text)
+    return {**report, "ess_warn_fraction": fraction, "warnings": warnings}

@@ -164,12 +164,46 @@ def test_resample_mode_writes_copies_with_expected_count_equal_to_weight(
 
 
 def test_rebalance_config_is_cross_checked():
+    on = {"enabled": True}
     with pytest.raises(ConfigError, match=r"rebalance.filtered_by\[0\]: no filter 'nsfw'"):
-        validate_config({"rebalance": {"filtered_by": ["nsfw"]}})
+        validate_config({"rebalance": {**on, "filtered_by": ["nsfw"]}})
     with pytest.raises(ConfigError, match="must have an embedding_output and store_embeddings"):
-        validate_config({"filters": [{"name": "nsfw"}], "rebalance": {"embedding_filter": "nsfw"}})
+        validate_config(
+            {"filters": [{"name": "nsfw"}], "rebalance": {**on, "embedding_filter": "nsfw"}}
+        )
     with pytest.raises(ConfigError, match=r"rebalance.w_min: must be <= 1"):
         validate_config({"rebalance": {"w_min": 2}})
+    with pytest.raises(ConfigError, match=r"rebalance.calibrate_groups\[1\]: no probe group"):
+        validate_config({"rebalance": {**on, "calibrate_groups": ["women", "nurses"]}})
+    with pytest.raises(ConfigError, match=r"rebalance.calibrate_groups.nurses: give at least"):
+        validate_config({"rebalance": {**on, "calibrate_groups": {"nurses": []}}})
+    with pytest.raises(ConfigError, match=r"rebalance.C_grid: .*every C must be > 0"):
+        validate_config({"rebalance": {"C_grid": [1.0, 0]}})
+    with pytest.raises(ConfigError, match=r"rebalance.C"):
+        validate_config({"rebalance": {"C": "best"}})
+
+
+def test_disabled_rebalancing_is_not_cross_checked():
+    # the references a disabled section would need are not demanded (they were before)
+    config = validate_config(
+        {
+            "filters": [{"name": "nsfw"}],
+            "rebalance": {
+                "enabled": False,
+                "embedding_filter": "nsfw",
+                "filtered_by": ["gone"],
+                "calibrate_groups": ["nobody"],
+            },
+            "runner": {"name": "dask", "dask_address": "tcp://127.0.0.1:8786"},
+        }
+    )
+    assert config.rebalance.embedding_filter == "nsfw"
+    assert config.rebalance.C == "auto"  # the default
+    assert validate_config({"rebalance": {"C": 0.5}}).rebalance.C == 0.5
+    groups = {"enabled": True, "calibrate_groups": {"nurses": ["nurse", "nurses"]}}
+    rb = validate_config({"rebalance": groups}).rebalance
+    assert rb.report_probes()["nurses"] == ["nurse", "nurses"]
+    assert "women" in rb.report_probes()  # the probes stay, as held-out checks
 
 
 def test_masked_filter_terms_leave_no_trace_in_the_features():

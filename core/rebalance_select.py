@@ -1,0 +1,136 @@
+"""Model selection for the density-ratio classifier: ``C`` by k-fold held-out log loss.
+
+The classifier's strength ``C`` decides how much of the filter's effect the weights
+can express, and no fixed value suits every dataset: scikit-learn sums the loss over
+rows, so the same ``C`` is weak on a small fit sample and strong on a large one. Here
+``C`` is chosen from a grid by the log loss on held-out folds of the bounded fit
+sample (the same coupled sample the model is then fitted on, see
+:func:`mitigate.rebalance.fit_density_ratio`): the value whose probabilities of
+"unfiltered vs filtered" generalise best.
+
+Folds are assigned by the sample-key hash that drew the fit sample, so a kept sample's
+two rows (label 1 as part of the unfiltered population, label 0 as a filtered sample)
+always fall in the same fold, and the split is the same on every runner. Ties go to the
+smaller ``C`` (the weaker model). Beam-free and deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from mitigate.rebalance import FeatureConfig, fit_density_ratio
+
+logger = logging.getLogger(__name__)
+
+#: Default grid of ``C`` values tried by ``rebalance.C: auto``.
+DEFAULT_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+#: Default number of folds.
+DEFAULT_FOLDS = 3
+
+
+@dataclass(frozen=True)
+class CSelection:
+    """Outcome of :func:`select_C`.
+
+    Attributes:
+        C: the chosen value.
+        log_loss: ``C`` -> mean held-out log loss (nats per row, both classes' rows).
+        folds: number of folds used.
+    """
+
+    C: float
+    log_loss: dict[float, float]
+    folds: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "C": self.C,
+            "folds": self.folds,
+            "held_out_log_loss": {repr(c): v for c, v in self.log_loss.items()},
+        }
+
+
+def fold_ids(hashes: Sequence[int] | np.ndarray, k: int) -> np.ndarray:
+    """Fold of each fit-sample row from its 64-bit key hash (``hash % k``)."""
+    if k < 2:
+        raise ValueError(f"need at least 2 folds, got {k}")
+    return np.array([int(h) % k for h in hashes], dtype=np.int64)
+
+
+def _log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Sum of ``log(1 + exp(-y z))`` with ``y`` in {-1, +1}, computed stably."""
+    margin = np.where(labels == 1, logits, -logits)
+    return float(np.logaddexp(0.0, -margin).sum())
+
+
+def select_C(
+    features: sp.spmatrix | np.ndarray,
+    kept: np.ndarray | Sequence[bool],
+    folds: np.ndarray | Sequence[int],
+    grid: Sequence[float] = DEFAULT_C_GRID,
+    *,
+    feature_config: FeatureConfig | None = None,
+) -> CSelection:
+    """Choose ``C`` by k-fold held-out log loss on a coupled fit sample.
+
+    Args:
+        features: one row per sample of the unfiltered fit sample.
+        kept: kept flag per row (kept rows are also the filtered class).
+        folds: fold id per row (:func:`fold_ids`); every fold must leave both classes
+            in its training part.
+        grid: candidate ``C`` values (> 0).
+        feature_config: passed to :func:`~mitigate.rebalance.fit_density_ratio`.
+
+    Returns:
+        :class:`CSelection` with the ``C`` of least mean held-out log loss.
+    """
+    mask = np.asarray(kept, dtype=bool).ravel()
+    fold = np.asarray(folds, dtype=np.int64).ravel()
+    if not (mask.size == fold.size == features.shape[0]):
+        raise ValueError("features, kept and folds must have one entry per row")
+    values = sorted({float(c) for c in grid})
+    if not values or any(not (c > 0 and math.isfinite(c)) for c in values):
+        raise ValueError(f"C grid must hold positive finite numbers, got {list(grid)}")
+    x = sp.csr_matrix(features) if sp.issparse(features) else np.asarray(features)
+    ids = sorted(set(fold.tolist()))
+    if len(ids) < 2:
+        raise ValueError("need at least two non-empty folds")
+    losses = dict.fromkeys(values, 0.0)
+    rows = 0
+    for f in ids:
+        test, train = fold == f, fold != f
+        tr_kept = mask & train
+        if not tr_kept.any() or tr_kept.sum() == train.sum():
+            raise ValueError(f"fold {f}: its training part lacks a filtered or a kept sample")
+        x_test_u, x_test_f = x[test], x[test & mask]
+        y = np.concatenate(
+            [np.ones(x_test_u.shape[0], dtype=np.int8), np.zeros(x_test_f.shape[0], dtype=np.int8)]
+        )
+        rows += y.size
+        for c in values:
+            model = fit_density_ratio(
+                x[train], x[tr_kept], C=c, feature_config=feature_config, tol=1e-4, warn=False
+            )
+            logits = np.concatenate(
+                [model.decision_function(x_test_u), model.decision_function(x_test_f)]
+            )
+            losses[c] += _log_loss(logits, y)
+    mean = {c: v / rows for c, v in losses.items()}
+    best = min(values, key=lambda c: (mean[c], c))
+    logger.info(
+        "rebalance C auto: %s -> C=%g (%d folds)",
+        ", ".join(f"C={c:g}: {v:.5f}" for c, v in mean.items()),
+        best,
+        len(ids),
+    )
+    return CSelection(best, mean, len(ids))
+
+
+__all__ = ["DEFAULT_C_GRID", "DEFAULT_FOLDS", "CSelection", "fold_ids", "select_C"]
