@@ -9,8 +9,10 @@
     decisions ─ CoGroupByKey with the survivors ─ duplicate / eval_overlap records
 
 The search runs in one worker over the hashes only (about 50 bytes a sample, so 1M
-samples is ~50 MB and ~60 s of exact multi-index search, see BENCHMARKS.md); the
-records themselves never leave their workers, the decisions are joined back by key.
+samples is ~50 MB and ~60 s of exact multi-index search, see BENCHMARKS.md; with
+``dedup.verify`` each item also carries its 768-byte verification signature, ~0.8 GB
+for 1M samples); the records themselves never leave their workers, the decisions are
+joined back by key.
 """
 
 from __future__ import annotations
