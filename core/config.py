@@ -141,6 +141,26 @@ class DedupConfig(_Strict):
         description="Hamming distance, bits of 64, up to which two images are near "
         "duplicates (see README for the measurement behind the default).",
     )
+    verify: bool = Field(
+        default=True,
+        description="Check every pHash candidate pair with a finer signature (16x16 YCbCr "
+        "of the decoded image) and merge only pairs that pass; catches look-alikes a "
+        "64-bit pHash cannot tell apart (another letter or digit, another colour).",
+    )
+    verify_threshold: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Largest verification score (most changed 1/8-of-the-image window, in "
+        "units of normalised luma difference) at which a candidate pair is still merged; "
+        "lower is stricter (see README for the measurement behind the default).",
+    )
+    keep: Literal["medoid", "resolution"] = Field(
+        default="medoid",
+        description="Which copy of a duplicate group to keep. medoid: the copy nearest to "
+        "all others (for independent edits of one original, the original), then the "
+        "highest resolution, then the smallest key. resolution: highest resolution, then "
+        "smallest key.",
+    )
     mode: Literal["auto", "exact", "lsh", "brute"] = Field(
         default="auto",
         description="exact: multi-index hashing, the same pairs as all-pairs search; "

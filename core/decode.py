@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mitigate import hashing
+from mitigate import hashing, verify
 from mitigate.records import Reason
 from mitigate.sources import IMAGE_FORMATS
 
@@ -41,6 +41,7 @@ class DecodedImage:
     phash: int
     phash_mirror: int
     working: Image.Image  # RGB, shorter side >= working_size unless the image is smaller
+    signature: bytes = b""  # mitigate.verify.signature of the working image
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def _decode_opened(
     # ignored, as imagehash does); they differ only in the resolution that is hashed.
     exact = hash_mode == "exact"
     phash, mirror = hashing.phash_pair(oriented if exact else reduced, exact=exact)
-    return DecodedImage(width, height, fmt, phash, mirror, _to_rgb(reduced))
+    working = _to_rgb(reduced)
+    return DecodedImage(width, height, fmt, phash, mirror, working, verify.signature(working))
 
 
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:

@@ -14,11 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from mitigate import hashing, neardup
+from mitigate import hashing, keep, neardup, verify
 from mitigate.records import Reason
 
 EVAL_OVERLAP = "eval_overlap"
 BLOCKLIST = "blocklist"
+#: Decision on a sample that stays kept: its closest pHash candidate was refused by
+#: verification (evidence only, no state change).
+NOT_MERGED = "not_merged"
 
 
 @dataclass(frozen=True)
@@ -29,14 +32,16 @@ class HashItem:
     phash: str
     mirror: str
     resolution: int
+    signature: bytes | None = None  # mitigate.verify signature; None = pHash only
 
 
 @dataclass(frozen=True)
 class Decision:
     key: str
-    reason: str  # near_duplicate | eval_overlap
-    duplicate_of: str
+    reason: str  # near_duplicate | eval_overlap | not_merged
+    duplicate_of: str  # for not_merged: the candidate verification refused
     distance: int
+    verify_score: float | None = None  # None: pair not verified
 
 
 def _arrays(items: Sequence[HashItem]) -> tuple[np.ndarray, np.ndarray]:
@@ -55,15 +60,22 @@ def decide_near_duplicates(
     recall_samples: int = 1000,
     n_examples: int = 4,
     n_largest: int = 6,
+    verify_threshold: float | None = None,
+    keep_rule: str = "resolution",
 ) -> tuple[list[Decision], dict[str, Any]]:
     """Decide which items are near duplicates (of each other, or of a reference).
 
     Items within ``k`` bits of any reference (``(key, phash, mirror-or-None)``) become
     ``eval_overlap`` duplicates of the closest reference. Among the rest, connected
-    groups of near duplicates keep their best item (highest resolution, then smallest
-    key) and every other item is a ``near_duplicate`` of a kept item within ``k``.
-    ``search=False`` only decontaminates (no near-duplicate search among the items).
-    Returns the decisions and a report for ``summary.json``.
+    groups of near duplicates keep their best item (``keep_rule``, see
+    :mod:`mitigate.keep`) and every other item is a ``near_duplicate`` of a kept item
+    within ``k``. With ``verify_threshold`` set, a candidate pair within ``k`` joins
+    two items only if its verification score (:func:`mitigate.verify.pair_scores`) is
+    at most the threshold (pairs where an item has no signature are taken on pHash
+    alone); a kept item whose closest candidate was refused gets a ``not_merged``
+    decision carrying that evidence. ``search=False`` only decontaminates (no
+    near-duplicate search among the items). Returns the decisions and a report for
+    ``summary.json``.
     """
     items = sorted(items, key=lambda i: i.key)
     decisions: list[Decision] = []
@@ -94,10 +106,27 @@ def decide_near_duplicates(
         return decisions, report
     p, m = _arrays(items)
     chosen = neardup.choose_mode(len(items), k) if mode == "auto" else mode
-    order = sorted(range(len(items)), key=lambda i: (-items[i].resolution, items[i].key))
-    rank = np.empty(len(items), dtype=np.int64)
-    rank[np.asarray(order)] = np.arange(len(items))
-    result = neardup.deduplicate(p, m, k, rank, mode=chosen)
+    scores: dict[tuple[int, int], float] = {}
+    refused: list[tuple[int, int, int, float]] = []
+    if verify_threshold is None and keep_rule == "resolution":
+        order = sorted(range(len(items)), key=lambda i: (-items[i].resolution, items[i].key))
+        rank = np.empty(len(items), dtype=np.int64)
+        rank[np.asarray(order)] = np.arange(len(items))
+        result = neardup.deduplicate(p, m, k, rank, mode=chosen)
+    else:
+        result, rank, scores, refused = _verified_keep(
+            items, p, m, k, chosen, verify_threshold, keep_rule
+        )
+        report["verify"] = {
+            "threshold": verify_threshold,
+            "merged_pairs": len(scores),
+            "refused_pairs": len(refused),
+            "examples_refused": [
+                [items[a].key, items[b].key, d, round(sc, 4)]
+                for a, b, d, sc in sorted(refused, key=lambda r: (r[2], r[3]))[: n_examples * 3]
+            ],
+        }
+    report["keep"] = keep_rule
     report["mode"] = chosen
     report["pair_recall"] = None
     if chosen == "lsh":
@@ -110,11 +139,20 @@ def decide_near_duplicates(
         }
     by_distance: dict[int, list[list[str]]] = collections.defaultdict(list)
     for i in np.flatnonzero(~result.keep):
-        keeper = items[int(result.duplicate_of[i])].key
+        j = int(result.duplicate_of[i])
+        keeper = items[j].key
         dist = int(result.distance[i])
-        decisions.append(Decision(items[i].key, Reason.NEAR_DUPLICATE, keeper, dist))
+        score = scores.get((min(i, j), max(i, j)))
+        decisions.append(Decision(items[i].key, Reason.NEAR_DUPLICATE, keeper, dist, score))
         if len(by_distance[dist]) < n_examples:
-            by_distance[dist].append([keeper, items[i].key])
+            by_distance[dist].append([keeper, items[i].key, score])
+    closest: dict[int, tuple[float, int, int]] = {}
+    for a, b, d, sc in refused:
+        for x, y in ((a, b), (b, a)):
+            if result.keep[x] and (x not in closest or (sc, y) < closest[x][:2]):
+                closest[x] = (sc, y, d)
+    for x, (sc, y, d) in sorted(closest.items()):
+        decisions.append(Decision(items[x].key, NOT_MERGED, items[y].key, d, sc))
     members: dict[int, list[int]] = collections.defaultdict(list)
     for i, comp in enumerate(result.component):
         members[int(comp)].append(i)
@@ -130,6 +168,58 @@ def decide_near_duplicates(
         examples_by_distance={str(d): v for d, v in sorted(by_distance.items())},
     )
     return decisions, report
+
+
+def _verified_keep(
+    items: Sequence[HashItem],
+    p: np.ndarray,
+    m: np.ndarray,
+    k: int,
+    mode: str,
+    threshold: float | None,
+    keep_rule: str,
+) -> tuple[
+    neardup.KeepResult, np.ndarray, dict[tuple[int, int], float], list[tuple[int, int, int, float]]
+]:
+    """Candidate pairs within k, verified, then the keep rule over the verified pairs.
+
+    Returns the keep result, the rank used, the verification score of every merged
+    (verified) pair and the refused pairs ``(i, j, distance, score)``."""
+    pairs = neardup.find_near_duplicates(p, m, k, mode=mode)
+    sigs = [it.signature for it in items]
+    has_sig = np.asarray([s is not None for s in sigs], dtype=bool)
+    ok = np.ones(len(pairs), dtype=bool)
+    score = np.full(len(pairs), np.nan)
+    if threshold is not None and len(pairs):
+        both = has_sig[pairs.i] & has_sig[pairs.j]
+        if both.any():
+            idx = np.flatnonzero(both)
+            present = np.flatnonzero(has_sig)
+            sub = np.full(len(items), -1, np.int64)
+            sub[present] = np.arange(present.shape[0])
+            table = verify.as_signatures([sigs[x] for x in present])
+            score[idx] = verify.pair_scores(sub[pairs.i[idx]], sub[pairs.j[idx]], table)
+            ok[idx] = verify.verified(score[idx], threshold)
+    edges = neardup.PairSet(pairs.i[ok], pairs.j[ok], pairs.dist[ok])
+    keys = [it.key for it in items]
+    resolution = [it.resolution for it in items]
+    if keep_rule == "medoid":
+        component = neardup.connected_components(len(items), edges.i, edges.j)
+        central = keep.centrality(component, keys, p, m, sigs)
+        rank = keep.keep_rank("medoid", keys, resolution, central)
+    else:
+        rank = keep.keep_rank(keep_rule, keys, resolution)
+    result = neardup.greedy_keep(len(items), edges, rank)
+    merged = {
+        (int(a), int(b)): float(sc)
+        for a, b, sc in zip(edges.i, edges.j, score[ok], strict=True)
+        if not np.isnan(sc)
+    }
+    refused = [
+        (int(a), int(b), int(d), float(sc))
+        for a, b, d, sc in zip(pairs.i[~ok], pairs.j[~ok], pairs.dist[~ok], score[~ok], strict=True)
+    ]
+    return result, rank, merged, refused
 
 
 def read_hash_list(path: Path) -> list[tuple[str, str, str | None]]:

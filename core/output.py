@@ -45,6 +45,8 @@ _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("phash_mirror", pa.string()),
     ("weight", pa.float64()),
     ("copies", pa.int32()),
+    ("verify_score", pa.float64()),
+    ("signature", pa.binary()),
 ]
 # Where each member's data lies in the source tar, so later tools (redecide, select)
 # can read a sample's bytes again without re-indexing.

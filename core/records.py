@@ -117,6 +117,7 @@ class SampleRecord:
     sha256: str | None = None
     phash: str | None = None  # 16 hex digits, imagehash's string form
     phash_mirror: str | None = None  # pHash of the horizontally mirrored image
+    signature: bytes | None = None  # mitigate.verify signature (768 bytes) for verification
     scores: dict[str, float] = field(default_factory=dict)  # filter id -> score
     score_info: dict[str, str] = field(default_factory=dict)  # filter id -> detail
     # filter id -> image embedding (float16), only for filters that store them
@@ -129,6 +130,9 @@ class SampleRecord:
     threshold: float | None = None
     duplicate_of: str | None = None
     distance: int | None = None  # Hamming distance to ``duplicate_of`` (0 = same bytes)
+    # verification score of the pair with ``duplicate_of`` (mitigate.verify; lower = more
+    # alike); on a kept sample, of the closest candidate verification refused to merge
+    verify_score: float | None = None
     # rebalancing (kept samples only)
     weight: float | None = None  # density-ratio weight for loss reweighting; mean 1
     copies: int | None = None  # resample mode: times the sample is written (E = weight)

@@ -64,6 +64,8 @@ ERROR_EXAMPLES_PER_REASON = 5
 #: Largest near-duplicate clusters shown, and example pairs shown per Hamming distance.
 DEDUP_CLUSTERS_SHOWN = 6
 DEDUP_PAIRS_PER_DISTANCE = 4
+#: Pairs refused by verification shown (evidence of what was kept apart).
+DEDUP_REFUSED_SHOWN = 8
 #: Bins of a score histogram on a continuous score.
 HISTOGRAM_BINS = 40
 
@@ -774,6 +776,13 @@ def _cluster_plot(fig: Figure, bars: Sequence[tuple[str, int]]) -> None:
     ax.spines[["top", "right"]].set_visible(False)
 
 
+def _score_note(pair: Sequence[Any]) -> str:
+    """Caption of an example pair: its verification score, when it was verified."""
+    if len(pair) > 2 and pair[2] is not None:
+        return f'<div class="muted">verification score {float(pair[2]):.3f}</div>'
+    return ""
+
+
 def _section_dedup(
     dedup: Mapping[str, Any] | None, thumbs: _Thumbs, blur: np.ndarray, max_thumbs: int
 ) -> str:
@@ -810,12 +819,16 @@ def _section_dedup(
         parts.append('<p class="note">No near-duplicate clusters.</p>')
 
     clusters = [list(c) for c in (dedup.get("largest_clusters") or [])][:DEDUP_CLUSTERS_SHOWN]
+    # example pairs: [keeper, duplicate] or [keeper, duplicate, verification score]
     by_distance = {
         int(d): [list(p) for p in pairs][:DEDUP_PAIRS_PER_DISTANCE]
         for d, pairs in (dedup.get("examples_by_distance") or {}).items()
     }
+    check = dedup.get("verify") or {}
+    refused = [list(r) for r in (check.get("examples_refused") or [])][:DEDUP_REFUSED_SHOWN]
     keys = [k for c in clusters for k in c[:max_thumbs]]
-    keys += [k for pairs in by_distance.values() for p in pairs for k in p]
+    keys += [k for pairs in by_distance.values() for p in pairs for k in p[:2]]
+    keys += [k for r in refused for k in r[:2]]
     where = thumbs.index_of(keys)
     table = thumbs.table
 
@@ -842,9 +855,30 @@ def _section_dedup(
         parts.append("<h3>Example pairs by Hamming distance</h3>")
         for d in sorted(by_distance):
             pairs = "".join(
-                f'<div class="pair">{"".join(fig(k) for k in p)}</div>' for p in by_distance[d]
+                f'<div class="pair">{"".join(fig(k) for k in p[:2])}{_score_note(p)}</div>'
+                for p in by_distance[d]
             )
             parts.append(f"<p>distance <b>{d}</b></p><div>{pairs or '<i>none</i>'}</div>")
+    if check:
+        parts.append(
+            f"<h3>Verification</h3><p>Candidate pairs within k were checked with the "
+            f"verification signature (threshold <b>{_esc(check.get('threshold'))}</b>): "
+            f"<b>{int(check.get('merged_pairs') or 0):,}</b> merged, "
+            f"<b>{int(check.get('refused_pairs') or 0):,}</b> refused as different images. "
+            f"Keep rule: <b>{_esc(dedup.get('keep', '?'))}</b>.</p>"
+        )
+        if refused:
+            parts.append("<p>Refused pairs (kept apart), closest pHash first:</p>")
+            parts.append(
+                "<div>"
+                + "".join(
+                    f'<div class="pair">{"".join(fig(k) for k in r[:2])}'
+                    f'<div class="muted">pHash distance {_esc(r[2])}, '
+                    f"verification score {float(r[3]):.3f}</div></div>"
+                    for r in refused
+                )
+                + "</div>"
+            )
     parts.append("</section>")
     return "".join(parts)
 

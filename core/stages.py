@@ -121,6 +121,7 @@ def compute_signals(
         record.width, record.height, record.format = result.width, result.height, result.format
         record.phash = hashing.to_hex(result.phash)
         record.phash_mirror = hashing.to_hex(result.phash_mirror)
+        record.signature = result.signature
         hit = blocklist.match_phash(record.phash, record.phash_mirror) if blocklist else None
         if hit is not None:
             detail = f"pHash within {hit[1]} bits of listed {hashing.to_hex(hit[0])}"

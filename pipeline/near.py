@@ -9,8 +9,10 @@
     decisions ─ CoGroupByKey with the survivors ─ duplicate / eval_overlap records
 
 The search runs in one worker over the hashes only (about 50 bytes a sample, so 1M
-samples is ~50 MB and ~60 s of exact multi-index search, see BENCHMARKS.md); the
-records themselves never leave their workers, the decisions are joined back by key.
+samples is ~50 MB and ~60 s of exact multi-index search, see BENCHMARKS.md; with
+``dedup.verify`` each item also carries its 768-byte verification signature, ~0.8 GB
+for 1M samples); the records themselves never leave their workers, the decisions are
+joined back by key.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from apache_beam.pvalue import AsSingleton
 
 from mitigate import stages
 from mitigate.config import Config
-from mitigate.near import HashItem, decide_near_duplicates
+from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
 from mitigate.pipeline import fs
 from mitigate.records import DUPLICATE, PENDING, SampleRecord
 from mitigate.sources import index_tar
@@ -48,8 +50,15 @@ def _decide(
     items: list[HashItem], shard_refs: list, config: Config
 ) -> tuple[list[Any], dict[str, Any]]:
     refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
+    dedup = config.dedup
     return decide_near_duplicates(
-        items, config.dedup.k, mode=config.dedup.mode, references=refs, search=config.dedup.near
+        items,
+        dedup.k,
+        mode=dedup.mode,
+        references=refs,
+        search=dedup.near,
+        verify_threshold=dedup.verify_threshold if dedup.verify else None,
+        keep_rule=dedup.keep,
     )
 
 
@@ -61,14 +70,24 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
             yield record
             continue
         d = decisions[0]
+        if d.reason == NOT_MERGED:
+            yield dataclasses.replace(
+                record,
+                verify_score=d.verify_score,
+                detail=f"not merged: pHash within {d.distance} bits of {d.duplicate_of!r} "
+                f"but verification score {d.verify_score:.3f} > threshold (different images)",
+            )
+            continue
         what = "a reference image" if d.reason == "eval_overlap" else "a kept sample"
+        verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
         yield dataclasses.replace(
             record,
             state=DUPLICATE,
             reason=d.reason,
             duplicate_of=d.duplicate_of,
             distance=d.distance,
-            detail=f"pHash within {d.distance} bits of {what}, {d.duplicate_of!r}",
+            verify_score=d.verify_score,
+            detail=f"pHash within {d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
         )
 
 
@@ -86,7 +105,9 @@ class NearDedup(beam.PTransform):
         items = (
             pending
             | "HashItems"
-            >> beam.Map(lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution))
+            >> beam.Map(
+                lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution, r.signature)
+            )
             | "AllHashes" >> beam.combiners.ToList()
         )
         shard_refs = (

@@ -78,11 +78,17 @@ def test_planted_copies_are_found_with_high_precision(planted, tmp_path):
     kept_keys = {r["key"] for r in kept}
     assert all(r["duplicate_of"] in kept_keys for r in dropped)  # always a kept sample
     assert all(0 <= r["distance"] <= 10 for r in dropped)
-    # keep rule: the highest resolution in a group survives (originals are largest
-    # except where the crop/resize copies are smaller)
+    # per-pair evidence: the verification score of every merge, the signature of every
+    # decoded sample (768 bytes, from the single decode)
+    assert all(0 <= r["verify_score"] <= 1.0 for r in dropped)
+    assert all(len(r["signature"]) == 768 for r in rows if r["state"] != "error")
+    assert all("verification score" in r["detail"] for r in dropped)
+    # keep rule: every group keeps one sample
     assert {group[k] for k in kept_keys} == {f"g{g:02d}" for g in range(n_groups)}
     report = summary["dedup"]
     assert report["k"] == 10 and report["near_duplicates"] == len(dropped)
+    assert report["keep"] == "medoid" and report["verify"]["merged_pairs"] >= len(dropped)
+    assert all(len(p) == 3 for pairs in report["examples_by_distance"].values() for p in pairs)
     assert sum(int(s) * n for s, n in report["cluster_sizes"].items()) >= len(dropped)
 
 

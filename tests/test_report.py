@@ -857,3 +857,35 @@ def test_report_in_a_browser(request, tmp_path):
     finally:
         browser.close()
     assert browser.proc.returncode is not None
+
+
+def test_dedup_section_shows_verification_evidence(synthetic, tmp_path):
+    """Merged example pairs carry their verification score; refused pairs are shown
+    with their pHash distance and score, and the keep rule is named."""
+    out = shutil.copytree(synthetic, tmp_path / "out")
+    keys = review.load_manifest(out, ["key", "state"]).to_pylist()
+    kept = [r["key"] for r in keys if r["state"] == "kept"]
+    summary = json.loads((out / "summary.json").read_text())
+    summary["dedup"] = {
+        "cluster_sizes": {"2": 1},
+        "largest_clusters": [],
+        "examples_by_distance": {"3": [[kept[0], kept[1], 0.4321]]},
+        "pair_recall": None,
+        "k": 10,
+        "mode": "exact",
+        "keep": "medoid",
+        "verify": {
+            "threshold": 1.0,
+            "merged_pairs": 5,
+            "refused_pairs": 2,
+            "examples_refused": [[kept[2], kept[3], 2, 2.3456]],
+        },
+    }
+    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    doc = parse(report.build_report(out))
+    text = section_text(doc, "dedup")
+    assert "verification score 0.432" in text
+    assert "5 merged" in text and "2 refused" in text and "medoid" in text
+    assert "pHash distance 2, verification score 2.346" in text
+    alts = {i["alt"] for i in doc.sections["dedup"]["images"] if i.get("class") != "plot"}
+    assert set(kept[:4]) <= alts

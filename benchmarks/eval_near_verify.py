@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Near-duplicate precision with verification: pHash candidates (k) checked by
+:mod:`mitigate.verify`, on real images with planted copies and real look-alikes.
+
+The labelled set (built here, deterministic):
+
+* sources: every Tux Paint stamp (Debian ``tuxpaint-stamps-default``, composited on
+  white, longer side at most ``--max-side``) and the photos shipped in the scikit-image
+  and scikit-learn wheels. Sources with identical pixels (the same letter stamp in the
+  English, German and Spanish alphabets) form one group;
+* redundant copies: every source gets each edit of ``tests/near_edits.EDITS`` (JPEG
+  q40, half size, brightness +-15%, watermark band over 10% of the height, 3% border
+  crop, horizontal flip); a copy belongs to its source's group;
+* look-alikes, each its own group: the stamps themselves (letter, digit, coin and flag
+  families share outlines), the stereo pair of scikit-image (``motorcycle_left/right``)
+  and the grey/colour chessboards, and planted variants on every ``--variant-every``-th
+  source (``tests/near_edits.VARIANTS``: another letter or digit printed on the image,
+  a recoloured copy).
+
+Every image goes through the pipeline's decoder (``mitigate.decode.decode_image``,
+fast mode) exactly as a sample would. Candidate pairs are all pairs within ``k``
+(exact search); each method is then a filter over these pairs. Reported per method and
+threshold: pair precision (verified pairs joining one group / verified pairs), recall of
+redundant copies (planted copies joined to their source by a verified pair), and per
+edit kind; and the cost of the signature per image against the decode in the same run.
+
+    python benchmarks/eval_near_verify.py --ks 10 16 --sweep  # full set
+    python benchmarks/eval_near_verify.py --limit 200        # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from near_edits import EDITS, VARIANTS, jpeg
+
+from mitigate import neardup, verify
+from mitigate.decode import DecodedImage, decode_image
+
+LOG = logging.getLogger("eval_near_verify")
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+MAX_PIXELS = 50_000_000  # decode.max_pixels default
+
+
+def _package_dir(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{name} not installed: pip install -e '.[sample-data]'")
+    return Path(spec.origin).parent
+
+
+def _flatten(image: Image.Image, max_side: int) -> Image.Image:
+    image.load()
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(bg, rgba)
+    image = image.convert("RGB")
+    scale = max_side / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
+
+
+def load_sources(stamps: Path, max_side: int, limit: int | None) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) of every source, in a fixed order."""
+    out = []
+    if not stamps.is_dir():
+        raise SystemExit(f"{stamps} missing: apt-get install tuxpaint-stamps-default")
+    for path in sorted(stamps.rglob("*.png")):
+        with Image.open(path) as im:
+            out.append((f"stamp:{path.relative_to(stamps)}", _flatten(im, max_side)))
+    sk = _package_dir("skimage") / "data"
+    for name in sorted(p.name for p in sk.iterdir() if p.suffix in (".png", ".jpg")):
+        with Image.open(sk / name) as im:
+            if min(im.size) >= 64:
+                out.append((f"skimage:{name}", _flatten(im, max_side)))
+    sl = _package_dir("sklearn") / "datasets" / "images"
+    for name in ("china.jpg", "flower.jpg"):
+        with Image.open(sl / name) as im:
+            out.append((f"sklearn:{name}", _flatten(im, max_side)))
+    if limit is not None:
+        out = out[:limit]
+    return out
+
+
+@dataclass
+class EvalSet:
+    names: list[str] = field(default_factory=list)
+    group: list[int] = field(default_factory=list)  # same group = near duplicates
+    kind: list[str] = field(default_factory=list)  # original | edit name | variant name
+    source: list[int] = field(default_factory=list)  # index of the source's original
+    phash: list[int] = field(default_factory=list)
+    mirror: list[int] = field(default_factory=list)
+    sigs: list[bytes] = field(default_factory=list)
+    dct256: list[bytes] = field(default_factory=list)
+    t_decode: float = 0.0
+    t_sig: float = 0.0
+
+
+def dct256(image: Image.Image) -> bytes:
+    """A 256-bit pHash (16x16 low DCT block of a 64x64 grey thumbnail), a candidate."""
+    import scipy.fftpack
+
+    thumb = np.asarray(image.convert("L").resize((64, 64), Image.Resampling.LANCZOS), float)
+    d = scipy.fftpack.dct(scipy.fftpack.dct(thumb, axis=0), axis=1)[:16, :16]
+    return np.packbits(d > np.median(d)).tobytes()
+
+
+def _digest(image: Image.Image) -> str:
+    return hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()
+
+
+def colourful(image: Image.Image) -> bool:
+    """At least 5% of the pixels saturated (HSV saturation >= 0.35, value >= 0.25)."""
+    hsv = np.asarray(image.convert("HSV"))
+    return float(((hsv[..., 1] >= 90) & (hsv[..., 2] >= 64)).mean()) >= 0.05
+
+
+def build(sources: list[tuple[str, Image.Image]], variant_every: int) -> EvalSet:
+    ev = EvalSet()
+    pixel_group: dict[str, int] = {}
+
+    def add(name: str, data: bytes, group: int, kind: str, source: int) -> None:
+        t0 = time.perf_counter()
+        dec = decode_image(data, max_pixels=10**9)
+        t1 = time.perf_counter()
+        assert isinstance(dec, DecodedImage), name
+        sig = verify.signature(dec.working)
+        t2 = time.perf_counter()
+        ev.t_decode += t1 - t0
+        ev.t_sig += t2 - t1
+        ev.names.append(name)
+        ev.group.append(group)
+        ev.kind.append(kind)
+        ev.source.append(source)
+        ev.phash.append(dec.phash)
+        ev.mirror.append(dec.phash_mirror)
+        ev.sigs.append(sig)
+        ev.dct256.append(dct256(dec.working))
+
+    n_groups = 0
+    for s, (name, image) in enumerate(sources):
+        # a stamp and its mirror-image stamp (bradley.png, bradley_mirror.png) are one
+        # image under the flip-tolerant rule: one group
+        digest = min(_digest(image), _digest(ImageOps.mirror(image)))
+        if digest not in pixel_group:
+            pixel_group[digest] = n_groups
+            n_groups += 1
+        group = pixel_group[digest]
+        src = len(ev.names)
+        add(name, jpeg(image, 90), group, "original", src)
+        for edit, (fn, quality) in EDITS.items():
+            add(f"{name}#{edit}", jpeg(fn(image), quality), group, edit, src)
+        if s % variant_every == 0:
+            for variant, fn in VARIANTS.items():
+                if variant == "recolour" and not colourful(image):
+                    continue  # turning the hue of a grey image changes nothing
+                add(f"{name}#{variant}", jpeg(fn(image), 90), n_groups, variant, src)
+                n_groups += 1
+    return ev
+
+
+def evaluate(ev: EvalSet, k: int) -> tuple[neardup.PairSet, np.ndarray]:
+    p = neardup.as_hashes(ev.phash)
+    m = neardup.as_hashes(ev.mirror)
+    pairs = neardup.find_near_duplicates(p, m, k, mode="exact")
+    group = np.asarray(ev.group)
+    return pairs, group[pairs.i] == group[pairs.j]
+
+
+def metrics(ev: EvalSet, pairs: neardup.PairSet, same: np.ndarray, ok: np.ndarray) -> dict:
+    kept = {(int(a), int(b)) for a, b in zip(pairs.i[ok], pairs.j[ok], strict=True)}
+    per_edit = {}
+    for edit in EDITS:
+        idx = [i for i, kd in enumerate(ev.kind) if kd == edit]
+        hit = sum(1 for i in idx if (min(i, ev.source[i]), max(i, ev.source[i])) in kept)
+        per_edit[edit] = hit / max(1, len(idx))
+    n_ok = int(ok.sum())
+    return {
+        "pairs": n_ok,
+        "false": int((ok & ~same).sum()),
+        "precision": float((ok & same).sum() / n_ok) if n_ok else 1.0,
+        "recall": float(np.mean(list(per_edit.values()))),
+        **per_edit,
+    }
+
+
+def cost(shards: list[Path], repeat: int = 5) -> int:
+    """Signature time against the rest of the decode path, per image, same run."""
+    import tarfile
+
+    images = []
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            try:
+                for m in tar:
+                    if m.isfile() and m.name.rsplit(".", 1)[-1] in ("jpg", "png", "webp"):
+                        data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                        if isinstance(decode_image(data, max_pixels=MAX_PIXELS), DecodedImage):
+                            images.append(data)
+            except tarfile.ReadError:
+                pass  # a truncated shard (the sample data plants one): use what was read
+    t_decode = t_sig = 0.0
+    for _ in range(repeat):
+        for data in images:
+            t0 = time.perf_counter()
+            dec = decode_image(data, max_pixels=MAX_PIXELS)
+            t1 = time.perf_counter()
+            assert isinstance(dec, DecodedImage)
+            verify.signature(dec.working)
+            t_sig += time.perf_counter() - t1
+            t_decode += t1 - t0
+    n = len(images) * repeat
+    # decode_image computes the signature once itself: the rest of the path is the rest
+    rest = t_decode - t_sig
+    print(
+        f"{len(images)} images x {repeat}: decode path {t_decode / n * 1e3:.2f} ms, of which "
+        f"signature {t_sig / n * 1e3:.3f} ms = {t_sig / rest:.1%} of the rest of the decode"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stamps", type=Path, default=STAMPS)
+    parser.add_argument("--limit", type=int, default=None, help="use the first N sources")
+    parser.add_argument("--max-side", type=int, default=384)
+    parser.add_argument("--variant-every", type=int, default=2)
+    parser.add_argument("--ks", type=int, nargs="+", default=[10], help="pHash radii")
+    parser.add_argument(
+        "--threshold", type=float, default=verify.DEFAULT_THRESHOLD, help="verification"
+    )
+    parser.add_argument("--sweep", action="store_true", help="thresholds of every method")
+    parser.add_argument("--show-false", type=int, default=0, help="list N false merges")
+    parser.add_argument(
+        "--cost-shards",
+        type=Path,
+        nargs="+",
+        help="only measure the signature's cost against the decode on these shards' images",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.cost_shards:
+        return cost(args.cost_shards)
+
+    t0 = time.perf_counter()
+    sources = load_sources(args.stamps, args.max_side, args.limit)
+    ev = build(sources, args.variant_every)
+    n = len(ev.names)
+    print(
+        f"{len(sources)} sources, {n} images ({sum(k in EDITS for k in ev.kind)} planted "
+        f"copies, {sum(k in VARIANTS for k in ev.kind)} planted look-alikes), "
+        f"{len(set(ev.group))} groups; built in {time.perf_counter() - t0:.0f} s"
+    )
+    print(
+        f"cost per image: decode {ev.t_decode / n * 1e3:.2f} ms, signature "
+        f"{ev.t_sig / n * 1e3:.3f} ms = {ev.t_sig / ev.t_decode:.1%} of the decode"
+    )
+    for k in args.ks:
+        pairs, same = evaluate(ev, k)
+        t1 = time.perf_counter()
+        scores = verify.pair_scores(pairs.i, pairs.j, ev.sigs)
+        t_verify = time.perf_counter() - t1
+        print(
+            f"k={k}: {len(pairs)} candidate pairs ({int(same.sum())} true); verification "
+            f"{t_verify / max(1, len(pairs)) * 1e6:.1f} us/pair, "
+            f"{t_verify / n * 1e3:.3f} ms per image"
+        )
+        d256 = np.asarray(
+            [
+                np.unpackbits(
+                    np.frombuffer(ev.dct256[a], np.uint8) ^ np.frombuffer(ev.dct256[b], np.uint8)
+                ).sum()
+                for a, b in zip(pairs.i, pairs.j, strict=True)
+            ]
+        )
+        methods: dict[str, list[tuple[str, np.ndarray]]] = {
+            "phash only": [("-", np.ones(len(pairs), bool))],
+            "verify (default)": [(f"{args.threshold}", verify.verified(scores, args.threshold))],
+        }
+        if args.sweep:
+            methods["verify"] = [(f"{t:.2f}", scores <= t) for t in (0.6, 0.8, 0.9, 1.1, 1.2, 1.5)]
+            methods["dct256 (no mirror)"] = [(str(t), d256 <= t) for t in (20, 30, 40, 50, 60, 70)]
+        header = f"{'method':<20} {'thr':>5} {'pairs':>6} {'false':>5} {'prec':>7} {'recall':>7} "
+        print(header + " ".join(f"{e:>12}" for e in EDITS))
+        for name, rows in methods.items():
+            for thr, ok in rows:
+                r = metrics(ev, pairs, same, ok)
+                print(
+                    f"{name:<20} {thr:>5} {r['pairs']:>6} {r['false']:>5} {r['precision']:>7.4f} "
+                    f"{r['recall']:>7.4f} " + " ".join(f"{r[e]:>12.3f}" for e in EDITS)
+                )
+    if args.show_false:
+        ok = verify.verified(scores, args.threshold)
+        bad = np.flatnonzero(ok & ~same)[: args.show_false]
+        for t in bad:
+            a, b = int(pairs.i[t]), int(pairs.j[t])
+            print(f"  false: {ev.names[a]} ~ {ev.names[b]} d={pairs.dist[t]} s={scores[t]:.3f}")
+        miss = np.flatnonzero(~ok & same)[: args.show_false]
+        for t in miss:
+            a, b = int(pairs.i[t]), int(pairs.j[t])
+            print(f"  missed: {ev.names[a]} ~ {ev.names[b]} d={pairs.dist[t]} s={scores[t]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Near-duplicate verification (mitigate.verify), the keep rule (mitigate.keep) and
+their use in decide_near_duplicates, on the bundled real images of data/near_eval/
+with planted copies and look-alikes (tests/near_edits.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from near_edits import EDITS, VARIANTS, jpeg
+from PIL import Image
+
+from mitigate import hashing, keep, neardup, verify
+from mitigate.config import ConfigError, load_config
+from mitigate.decode import DecodedImage, decode_image
+from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "near_eval"
+K = 10
+# Floors on the bundled subset (measured values in BENCHMARKS.md, "bundled subset"):
+# regressions in the signature or the score fall below them.
+P_FLOOR = 0.65  # measured 0.688 (pHash alone: 0.532)
+R_FLOOR = 0.93  # measured 0.957 (pHash alone: 0.967)
+
+
+@dataclass
+class Sample:
+    key: str
+    group: str  # same group = near duplicates
+    kind: str  # original | edit name | variant name
+    source: str  # key of the original it was made from
+    family: str
+    phash: int
+    mirror: int
+    signature: bytes
+    resolution: int
+
+
+def _decode(data: bytes) -> DecodedImage:
+    out = decode_image(data, max_pixels=10**8)
+    assert isinstance(out, DecodedImage)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evalset() -> list[Sample]:
+    return build_evalset()
+
+
+def build_evalset() -> list[Sample]:
+    """Every bundled original, its planted copies and its planted look-alikes."""
+    with open(DATA / "sources.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 30
+    out = []
+
+    def add(key: str, data: bytes, group: str, kind: str, source: str, family: str) -> None:
+        d = _decode(data)
+        out.append(
+            Sample(
+                key,
+                group,
+                kind,
+                source,
+                family,
+                d.phash,
+                d.phash_mirror,
+                d.signature,
+                d.width * d.height,
+            )
+        )
+
+    for row in rows:
+        with Image.open(DATA / row["file"]) as im:
+            image = im.convert("RGB")
+        stem = row["file"].removesuffix(".jpg")
+        add(stem, jpeg(image, 92), stem, "original", stem, row["family"])
+        for name, (fn, quality) in EDITS.items():
+            add(f"{stem}~{name}", jpeg(fn(image), quality), stem, name, stem, row["family"])
+        for name, fn in VARIANTS.items():
+            if name == "recolour" and row["family"] in ("letters", "digits"):
+                continue  # black glyphs: turning the hue changes nothing
+            add(f"{stem}+{name}", jpeg(fn(image), 92), f"{stem}+{name}", name, stem, row["family"])
+    return out
+
+
+def _pairs(samples: list[Sample]) -> neardup.PairSet:
+    p = neardup.as_hashes([s.phash for s in samples])
+    m = neardup.as_hashes([s.mirror for s in samples])
+    return neardup.find_near_duplicates(p, m, K, mode="exact")
+
+
+# --- the signature ---------------------------------------------------------------------
+
+
+def test_signature_is_compact_and_comes_from_the_single_decode() -> None:
+    data = (DATA / "photos-chelsea.jpg").read_bytes()
+    decoded = _decode(data)
+    assert len(decoded.signature) == verify.SIG_BYTES == 768
+    assert decoded.signature == verify.signature(decoded.working)
+    # any mode works and gives RGB's signature for an RGB-equivalent image
+    grey = Image.open(io.BytesIO(data)).convert("L")
+    assert verify.signature(grey) == verify.signature(grey.convert("RGB"))
+
+
+def test_scores_identical_zero_symmetric_and_ordered() -> None:
+    a = verify.signature(Image.open(DATA / "flags-redflag.jpg"))
+    b = verify.signature(Image.open(DATA / "flags-greenflag.jpg"))
+    assert verify.score(a, a) == 0.0
+    sigs = [a, b]
+    s = verify.pair_scores([0, 1], [1, 0], sigs)
+    assert s[0] == s[1] > verify.DEFAULT_THRESHOLD  # red vs green flag: different
+    assert verify.verified(s).tolist() == [False, False]
+
+
+def test_bad_signatures_are_named() -> None:
+    good = bytes(verify.SIG_BYTES)
+    with pytest.raises(ValueError, match="signature 1: expected 768 bytes, got 5 bytes"):
+        verify.as_signatures([good, b"short"])
+    with pytest.raises(ValueError, match="signature 0: expected 768 bytes, got None"):
+        verify.as_signatures([None])
+    with pytest.raises(ValueError, match="differ in length"):
+        verify.pair_scores([0, 1], [1], [good, good])
+    assert verify.from_hex(verify.to_hex(good)) == good
+    with pytest.raises(ValueError, match="hex digits"):
+        verify.from_hex("ab")
+
+
+# --- planted copies and look-alikes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_every_edit_kind_is_still_caught(evalset: list[Sample], edit: str) -> None:
+    """Planted copies that pHash proposes as candidates of their original pass
+    verification (>= 90% per edit kind; measured 28/30 for half size of these 192 px
+    images, 21/23 for the 3% crop, all for the others); pHash proposes most of them."""
+    index = {s.key: i for i, s in enumerate(evalset)}
+    pairs = _pairs(evalset)
+    scores = verify.pair_scores(pairs.i, pairs.j, [s.signature for s in evalset])
+    score_of = {(int(a), int(b)): sc for a, b, sc in zip(pairs.i, pairs.j, scores, strict=True)}
+    copies = [i for i, s in enumerate(evalset) if s.kind == edit]
+    proposed = [
+        score_of[p]
+        for i in copies
+        if (p := tuple(sorted((i, index[evalset[i].source])))) in score_of
+    ]
+    assert len(proposed) >= 0.65 * len(copies), (edit, len(proposed), len(copies))
+    passed = sum(sc <= verify.DEFAULT_THRESHOLD for sc in proposed)
+    assert passed >= 0.9 * len(proposed), (edit, passed, len(proposed))
+
+
+def test_look_alikes_are_refused(evalset: list[Sample]) -> None:
+    """Look-alike pairs that pHash proposes (real families: letters, digits, coins,
+    flags; planted: another character printed, recoloured) are refused."""
+    pairs = _pairs(evalset)
+    group = np.asarray([s.group for s in evalset])
+    scores = verify.pair_scores(pairs.i, pairs.j, [s.signature for s in evalset])
+    different = group[pairs.i] != group[pairs.j]
+    kinds = {}
+    for t in np.flatnonzero(different):
+        a, b = evalset[pairs.i[t]], evalset[pairs.j[t]]
+        kind = (
+            "family"
+            if a.source != b.source
+            else (
+                "variant-variant" if a.kind in VARIANTS and b.kind in VARIANTS else "variant-copy"
+            )
+        )
+        kinds.setdefault(kind, []).append(scores[t] > verify.DEFAULT_THRESHOLD)
+    # pHash alone proposes look-alikes of every kind (the test would be empty otherwise)
+    assert set(kinds) >= {"family", "variant-copy"}
+    # floors below the measured 0.78 / 0.88 (BENCHMARKS.md): glyph-only differences
+    # (E vs F, P vs R: the bottom rows; a digit vs a letter in the same box) are partly
+    # below the signature's resolution
+    assert np.mean(kinds["family"]) >= 0.7, np.mean(kinds["family"])
+    assert np.mean(kinds["variant-copy"]) >= 0.8, np.mean(kinds["variant-copy"])
+
+
+def test_precision_and_recall_floors_on_the_bundled_subset(evalset: list[Sample]) -> None:
+    """decide_near_duplicates with verification: pair precision of the merges and
+    recall of the planted copies, against pHash alone on the same pairs."""
+    items = [
+        HashItem(
+            s.key, hashing.to_hex(s.phash), hashing.to_hex(s.mirror), s.resolution, s.signature
+        )
+        for s in evalset
+    ]
+    group = {s.key: s.group for s in evalset}
+
+    def run(threshold: float | None) -> tuple[float, float]:
+        decisions, _ = decide_near_duplicates(
+            items, K, mode="exact", verify_threshold=threshold, keep_rule="medoid"
+        )
+        dups = [d for d in decisions if d.reason == "near_duplicate"]
+        precision = np.mean([group[d.key] == group[d.duplicate_of] for d in dups])
+        copies = [s for s in evalset if s.kind in EDITS]
+        removed = {d.key for d in dups if group[d.key] == group[d.duplicate_of]}
+        originals_removed = {d.key for d in dups if d.key in {s.source for s in evalset}}
+        # a group loses all but one member: its copies count as found when removed, or
+        # when the original was removed in their favour
+        found = sum(1 for s in copies if s.key in removed or s.source in originals_removed)
+        return float(precision), found / len(copies)
+
+    p_verify, r_verify = run(verify.DEFAULT_THRESHOLD)
+    p_phash, r_phash = run(None)
+    print(f"precision {p_phash:.3f} -> {p_verify:.3f}, recall {r_phash:.3f} -> {r_verify:.3f}")
+    assert p_verify >= P_FLOOR, p_verify
+    assert r_verify >= R_FLOOR, r_verify
+    assert p_verify >= p_phash + 0.1  # the bundled look-alikes do fool pHash alone
+
+
+def test_medoid_keeps_a_clean_copy_where_resolution_keeps_the_watermark(
+    evalset: list[Sample],
+) -> None:
+    """Same-size copies, the watermarked one with the smallest key: the old rule keeps
+    it; the medoid rule keeps the original (or its exact mirror image, equally central)."""
+    originals = {
+        s.key for s in evalset if s.kind == "original" and s.family in ("photos", "animals")
+    }
+    subset = [s for s in evalset if s.source in originals and s.kind in ("original", *EDITS)]
+
+    def key(s: Sample) -> str:
+        return f"0-{s.key}" if s.kind == "watermark_10" else s.key
+
+    items = [
+        HashItem(
+            key(s), hashing.to_hex(s.phash), hashing.to_hex(s.mirror), s.resolution, s.signature
+        )
+        for s in subset
+    ]
+    kind = {key(s): s.kind for s in subset}
+
+    def kept_kinds(rule: str) -> list[str]:
+        decisions, report = decide_near_duplicates(
+            items, K, mode="exact", verify_threshold=verify.DEFAULT_THRESHOLD, keep_rule=rule
+        )
+        assert report["keep"] == rule
+        for d in decisions:
+            if d.reason == "near_duplicate":
+                assert d.verify_score is not None
+                assert d.verify_score <= verify.DEFAULT_THRESHOLD
+        dropped = {d.key for d in decisions if d.reason == "near_duplicate"}
+        return [kind[i.key] for i in items if i.key not in dropped]
+
+    old = kept_kinds("resolution")
+    new = kept_kinds("medoid")
+    assert old.count("watermark_10") >= len(originals) - 1, old
+    assert new.count("original") + new.count("flip") >= len(originals) - 1, new
+    assert new.count("watermark_10") <= 1, new
+
+
+def test_refused_pairs_leave_evidence_on_the_kept_sample(evalset: list[Sample]) -> None:
+    red = next(s for s in evalset if s.key == "flags-redflag")
+    green = next(s for s in evalset if s.key == "flags-greenflag")
+    assert hashing.hamming(red.phash, green.phash) <= K  # pHash alone would merge them
+    items = [
+        HashItem(
+            s.key, hashing.to_hex(s.phash), hashing.to_hex(s.mirror), s.resolution, s.signature
+        )
+        for s in (red, green)
+    ]
+    decisions, report = decide_near_duplicates(
+        items, K, mode="exact", verify_threshold=verify.DEFAULT_THRESHOLD, keep_rule="medoid"
+    )
+    assert {d.reason for d in decisions} == {NOT_MERGED}
+    assert {d.key for d in decisions} == {red.key, green.key}
+    assert all(d.verify_score > verify.DEFAULT_THRESHOLD for d in decisions)
+    assert report["verify"]["refused_pairs"] == 1
+    assert report["verify"]["examples_refused"][0][:2] == sorted([red.key, green.key])
+
+
+def test_items_without_signature_fall_back_to_phash() -> None:
+    h = "ffff0000ffff0000"
+    items = [HashItem("a", h, h, 10), HashItem("b", h, h, 10, None)]
+    decisions, _ = decide_near_duplicates(
+        items, K, mode="exact", verify_threshold=verify.DEFAULT_THRESHOLD, keep_rule="medoid"
+    )
+    assert [(d.key, d.duplicate_of, d.verify_score) for d in decisions] == [("b", "a", None)]
+
+
+# --- the keep rule ---------------------------------------------------------------------
+
+
+def test_keep_rank_medoid_then_resolution_then_key() -> None:
+    keys = ["c", "a", "b", "d"]
+    rank = keep.keep_rank("medoid", keys, [10, 10, 20, 20], np.array([0.5, 0.5, 0.5, 0.1]))
+    # d: most central; then b (higher resolution); then a before c (key)
+    assert [keys[i] for i in np.argsort(rank)] == ["d", "b", "a", "c"]
+    rank = keep.keep_rank("resolution", keys, [10, 10, 20, 20])
+    assert [keys[i] for i in np.argsort(rank)] == ["b", "d", "a", "c"]
+    with pytest.raises(ValueError, match="unknown keep rule 'biggest'"):
+        keep.keep_rank("biggest", keys, [1, 1, 1, 1])
+
+
+def test_centrality_is_mean_distance_within_component() -> None:
+    h = neardup.as_hashes([0b0, 0b1, 0b11, 0b111])
+    component = np.array([0, 0, 0, 3])
+    c = keep.centrality(component, ["a", "b", "c", "d"], h, h, [None] * 4)
+    # pHash pair distances among a, b, c: a-b 1, a-c 2, b-c 1
+    assert c.tolist() == [1.5, 1.0, 1.5, 0.0]
+
+
+def test_config_keys() -> None:
+    config, _ = load_config(None)
+    assert config.dedup.verify and config.dedup.keep == "medoid"
+    assert config.dedup.verify_threshold == verify.DEFAULT_THRESHOLD
+    with pytest.raises(ConfigError, match=r"dedup\.keep"):
+        load_config(None, ["dedup.keep=biggest"])
+    with pytest.raises(ConfigError, match=r"dedup\.verify_threshold"):
+        load_config(None, ["dedup.verify_threshold=-1"])
