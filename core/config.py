@@ -127,6 +127,33 @@ class DedupConfig(_Strict):
     blocklist_max_distance: int = Field(
         default=0, ge=0, le=16, description="Bits within which a pHash blocklist entry matches."
     )
+    partition: Literal["auto", "none", "clusters"] = Field(
+        default="auto",
+        description="none: every hash in one worker (ToList). auto: partitioned graph, "
+        "one partition (exact) while the distinct hashes fit in max_partition_size, "
+        "clusters beyond. clusters: always cluster (at least 2 per clustering).",
+    )
+    max_partition_size: int = Field(
+        default=2_000_000,
+        ge=2,
+        description="Distinct hashes one partition may hold by design (~0.5 KB each in "
+        "a worker, so the default fits a 4 GB worker with room for the search); the "
+        "number of clusters is chosen so the mean partition is a quarter of this.",
+    )
+    clusterings: int = Field(
+        default=5,
+        ge=1,
+        le=32,
+        description="Independent clusterings; each hash goes to its nearest centroid "
+        "(pHash and mirror) in each, so more clusterings find more pairs and shuffle more.",
+    )
+    min_recall: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="The run fails before applying any near-duplicate decision when the "
+        "measured pair recall (point estimate) is below this.",
+    )
 
     _blocklist: Any = PrivateAttr(default=None)
     _reference_hashes: list = PrivateAttr(default_factory=list)

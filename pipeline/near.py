@@ -48,9 +48,17 @@ def _decide(
     items: list[HashItem], shard_refs: list, config: Config
 ) -> tuple[list[Any], dict[str, Any]]:
     refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
-    return decide_near_duplicates(
+    decisions, report = decide_near_duplicates(
         items, config.dedup.k, mode=config.dedup.mode, references=refs, search=config.dedup.near
     )
+    if config.dedup.near:
+        from mitigate.pipeline.near_partitioned import check_recall
+
+        report.update(partition="none", partitions=1, largest_partition=report["items"])
+        report["clusterings"] = 1
+        if report.get("pair_recall"):
+            check_recall(report["pair_recall"], config)
+    return decisions, report
 
 
 def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
@@ -73,13 +81,20 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
 
 
 class NearDedup(beam.PTransform):
-    """Records in, records out (survivors decided), plus a one-dict report."""
+    """Records in, records out (survivors decided), plus a one-dict report.
+
+    ``dedup.partition: none`` runs the one-worker graph above; ``auto``/``clusters``
+    the partitioned one (:mod:`mitigate.pipeline.near_partitioned`)."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        if self.config.dedup.partition != "none":
+            from mitigate.pipeline.near_partitioned import PartitionedNearDedup
+
+            return records | "Partitioned" >> PartitionedNearDedup(self.config)
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
