@@ -141,25 +141,6 @@ def test_missed_pairs_are_measured_and_fail_the_run_below_min_recall():
 
 
 @pytest.mark.slow
-def test_a_run_below_min_recall_fails_before_writing(tmp_path, sample_dir):
-    config, _ = load_config(
-        DEFAULT,
-        [
-            f"output.path={tmp_path / 'out'}",
-            "rebalance.enabled=false",
-            "filters=[]",
-            "dedup.partition=clusters",
-            "dedup.max_partition_size=2",
-            "dedup.clusterings=1",
-            "dedup.min_recall=1.0",
-        ],
-    )
-    with pytest.raises(Exception, match="dedup.min_recall"):
-        run(config)
-    assert not list((tmp_path / "out").rglob("*.tar"))
-
-
-@pytest.mark.slow
 def test_bundled_data_with_tiny_partitions_reaches_the_golden_states(tmp_path, expected_states):
     out = tmp_path / "out"
     config, _ = load_config(
