@@ -53,14 +53,21 @@ class KeyPair:
 def search_pairs(items: Sequence[HashItem], k: int, mode: str = "auto") -> list[KeyPair]:
     """Every pair of ``items`` within ``k`` bits (exact unless ``mode="lsh"``), with the
     existing search of :func:`mitigate.neardup.find_near_duplicates`."""
-    if len(items) < 2:
-        return []
     p = neardup.hex_to_uint64([i.phash for i in items])
     m = neardup.hex_to_uint64([i.mirror for i in items])
-    chosen = neardup.choose_mode(len(items), k) if mode == "auto" else mode
+    return search_arrays([i.key for i in items], p, m, k, mode)
+
+
+def search_arrays(
+    keys: Sequence[str], p: np.ndarray, m: np.ndarray, k: int, mode: str = "auto"
+) -> list[KeyPair]:
+    """:func:`search_pairs` on keys and uint64 hash arrays (one partition's content)."""
+    if len(keys) < 2:
+        return []
+    chosen = neardup.choose_mode(len(keys), k) if mode == "auto" else mode
     found = neardup.find_near_duplicates(p, m, k, mode=chosen)  # type: ignore[arg-type]
     return [
-        KeyPair.of(items[a].key, items[b].key, d)
+        KeyPair.of(keys[a], keys[b], d)
         for a, b, d in zip(found.i.tolist(), found.j.tolist(), found.dist.tolist(), strict=True)
     ]
 

@@ -140,19 +140,33 @@ def _plan(sample: list[HashItem], n_nodes: int, config: Config) -> partition.Par
     return plan
 
 
-def _assign(batch: list[HashItem], plan: partition.PartitionPlan) -> Iterator[tuple[int, HashItem]]:
+def _assign(batch: list[HashItem], plan: partition.PartitionPlan) -> Iterator[tuple[int, Any]]:
+    """(partition id, chunk) for every partition a node of ``batch`` goes to; a chunk is
+    (keys, pHashes, mirrors) of the batch's nodes in that partition, so the shuffle
+    carries arrays, not one element per (node, partition)."""
     p = neardup.hex_to_uint64([i.phash for i in batch])
     m = neardup.hex_to_uint64([i.mirror for i in batch])
-    for item, ids in zip(batch, partition.assign(plan, p, m), strict=True):
+    members: dict[int, list[int]] = {}
+    for idx, ids in enumerate(partition.assign(plan, p, m)):
         for pid in ids:
-            yield pid, item
+            members.setdefault(pid, []).append(idx)
+    for pid, idx in sorted(members.items()):
+        sel = np.asarray(idx, np.int64)
+        yield pid, ([batch[i].key for i in idx], p[sel], m[sel])
 
 
-def _search(element: tuple[int, Iterable[HashItem]], config: Config) -> Iterator[Any]:
-    _pid, members = element
-    items = sorted({it.key: it for it in members}.values(), key=lambda it: it.key)
-    yield beam.pvalue.TaggedOutput("size", len(items))
-    yield from components.search_pairs(items, config.dedup.k, config.dedup.mode)
+def _search(element: tuple[int, Iterable[Any]], config: Config) -> Iterator[Any]:
+    """Exact search inside one partition (chunks from every worker, merged by key)."""
+    _, chunks = element
+    chunks = list(chunks)
+    keys = [key for c in chunks for key in c[0]]
+    p = np.concatenate([c[1] for c in chunks])
+    m = np.concatenate([c[2] for c in chunks])
+    order = sorted(range(len(keys)), key=keys.__getitem__)  # independent of arrival order
+    sel = np.asarray(order, np.int64)
+    keys = [keys[i] for i in order]
+    yield beam.pvalue.TaggedOutput("size", len(keys))
+    yield from components.search_arrays(keys, p[sel], m[sel], config.dedup.k, config.dedup.mode)
 
 
 # -------------------------------------------------------------------- recall
@@ -174,8 +188,7 @@ def _true_neighbours(
             yield (sample[q].key, batch[x].key), 1
 
 
-def _found_for_sample(pair: KeyPair, sample_keys: list[HashItem]) -> Iterator[tuple]:
-    keys = {q.key for q in sample_keys}
+def _found_for_sample(pair: KeyPair, keys: frozenset[str]) -> Iterator[tuple]:
     if pair.a in keys:
         yield (pair.a, pair.b), 1
     if pair.b in keys:
@@ -265,7 +278,9 @@ def _decide_component(element: tuple[str, dict]) -> Iterator[Any]:
     infos = list(grouped["node"])
     pairs = list(grouped["pair"])
     reps = [info["rep"] for info in infos]
-    yield from components.keep_component(reps, pairs).items()
+    by_key = {rep.key: rep for rep in reps}
+    for key, fate in components.keep_component(reps, pairs).items():
+        yield (by_key[key].phash, by_key[key].mirror), fate  # keyed like the items
     size = sum(info["count"] for info in infos)
     yield beam.pvalue.TaggedOutput(
         "cluster", (size, min(info["min_key"] for info in infos), _top_keys(infos))
@@ -438,7 +453,10 @@ class PartitionedSearch(beam.PTransform):
         truth = batches | "TrueNeighbours" >> beam.FlatMap(
             _true_neighbours, AsSingleton(rsample), k
         )
-        found = pairs | "FoundForSample" >> beam.FlatMap(_found_for_sample, AsSingleton(rsample))
+        sample_keys = rsample | "SampleKeys" >> beam.Map(lambda s: frozenset(q.key for q in s))
+        found = pairs | "FoundForSample" >> beam.FlatMap(
+            _found_for_sample, AsSingleton(sample_keys)
+        )
         recall = (
             {"true": truth, "found": found}
             | "JoinRecall" >> beam.CoGroupByKey()
@@ -486,13 +504,7 @@ class PartitionedSearch(beam.PTransform):
             | "ByComponent" >> beam.CoGroupByKey()
             | "KeepRule" >> beam.FlatMap(_decide_component).with_outputs("cluster", main="fate")
         )
-        rep_hash = nodes | "RepHash" >> beam.Map(lambda kv: (kv[1]["rep"].key, kv[0]))
-        fates = (
-            {"hash": rep_hash, "fate": decided.fate}
-            | "JoinFateHash" >> beam.CoGroupByKey()
-            | "FateByHash"
-            >> beam.FlatMap(lambda e: [(h, f) for h in e[1]["hash"] for f in e[1]["fate"]])
-        )
+        fates = decided.fate
         items_by_hash = items | "ItemsByHash" >> beam.Map(_by_hash)
         applied = (
             {"item": items_by_hash, "fate": fates}
