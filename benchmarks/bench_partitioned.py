@@ -192,7 +192,12 @@ def bytes_per_element() -> dict[str, int]:
     key, other = "000123-0004567", "000987-0001234"
     return {
         "item": len(pickle.dumps(((item.phash, item.mirror), item))),
-        "assignment": len(pickle.dumps((1234, item))),
+        # one (partition, chunk of keys + pHash + mirror arrays) element per batch and
+        # partition: per entry, in a chunk of 100
+        "assignment": len(
+            pickle.dumps((1234, ([key] * 100, np.zeros(100, np.uint64), np.zeros(100, np.uint64))))
+        )
+        // 100,
         "pair": len(pickle.dumps(((key, other), 7))),
         "edge": len(pickle.dumps((key, other))),
         "decision_or_label": len(pickle.dumps((key, (other, 7)))),

@@ -166,7 +166,7 @@ def assign(plan: PartitionPlan, phash: ArrayLike, mirror: ArrayLike | None) -> l
 
 
 def partition_pairs(
-    plan: PartitionPlan, phash: ArrayLike, mirror: ArrayLike | None, k: int, mode: str = "exact"
+    plan: PartitionPlan, phash: ArrayLike, mirror: ArrayLike | None, k: int, mode: str = "auto"
 ) -> tuple[neardup.PairSet, list[int]]:
     """All pairs the partitioned search finds on in-memory hashes (for tests and
     benchmarks: the pipeline does the same with one partition per worker), and the
@@ -182,11 +182,12 @@ def partition_pairs(
         idx = np.asarray(members[pid], np.int64)
         if idx.size < 2:
             continue
+        chosen = neardup.choose_mode(idx.size, k) if mode == "auto" else mode
         found = neardup.find_near_duplicates(
             p[idx],
             None if m is None else m[idx],
             k,
-            mode=mode,  # type: ignore[arg-type]
+            mode=chosen,  # type: ignore[arg-type]
         )
         parts_i.append(idx[found.i])
         parts_j.append(idx[found.j])
