@@ -11,6 +11,8 @@ images decoded. Three parts::
     python benchmarks/bench_partitioned.py beam --sizes 100000,1000000 --max-partition-size 20000
     # worker memory: search of one partition of S hashes in a fresh process, at two N
     python benchmarks/bench_partitioned.py worker --partition-sizes 20000,200000
+    # CPU of the nearest-centroid assignment at the 10^9 geometry
+    python benchmarks/bench_partitioned.py assign --n 40000 --clusters 4000 --clusterings 5
 
 Timings are wall clock on a shared 2-core machine (+-20 %); ratios are within one run.
 """
@@ -286,10 +288,35 @@ def bench_worker(sizes: list[int]) -> None:
         print(json.dumps({"partition_size": s, **{k: round(v, 1) for k, v in r.items()}}))
 
 
+def bench_assign(n: int, n_clusters: int, n_clusterings: int) -> None:
+    """CPU of nearest-centroid assignment per hash (the map side of the partitioning)."""
+    p, m = _hashes(n, seed=3)
+    t0 = time.perf_counter()
+    plan = pt.fit_clusterings(
+        p[: pt.FIT_SAMPLE_SIZE], m[: pt.FIT_SAMPLE_SIZE], n_clusters, n_clusterings
+    )
+    fit = time.perf_counter() - t0
+    t0 = time.process_time()
+    pt.assign(plan, p, m)
+    cpu = time.process_time() - t0
+    print(
+        json.dumps(
+            {
+                "n": p.size,
+                "clusters": n_clusters,
+                "clusterings": n_clusterings,
+                "fit_s": round(fit, 1),
+                "assign_cpu_us_per_hash": round(cpu / p.size * 1e6),
+            }
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "what", choices=["choose", "beam", "worker", "beam-child", "exact-child", "worker-child"]
+        "what",
+        choices=["choose", "beam", "worker", "assign", "beam-child", "exact-child", "worker-child"],
     )
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--sizes", default="100000")
@@ -306,6 +333,8 @@ def main() -> None:
         bench_beam(ints(a.sizes), a.max_partition_size, ints(a.clusterings)[0])
     elif a.what == "worker":
         bench_worker(ints(a.partition_sizes))
+    elif a.what == "assign":
+        bench_assign(a.n, ints(a.clusters)[0], ints(a.clusterings)[0])
     elif a.what == "beam-child":
         beam_child(a.n, a.max_partition_size, ints(a.clusterings)[0], a.out)
     elif a.what == "exact-child":
