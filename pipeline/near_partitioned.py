@@ -52,6 +52,27 @@ RECALL_SAMPLES: int = 1000
 N_LARGEST, N_TOP_MEMBERS, N_EXAMPLES = 6, 12, 4
 
 
+MAIN = "main"
+
+
+class _Route(beam.PTransform):
+    """Split ``(tag, value)`` pairs into one PCollection per tag with filters: Beam's
+    Dask runner mixes up the outputs of multi-output ParDos (see README), so no step
+    here uses ``with_outputs``."""
+
+    def __init__(self, *tags: str) -> None:
+        super().__init__()
+        self.tags = tags
+
+    def expand(self, tagged: beam.PCollection) -> dict[str, beam.PCollection]:
+        return {
+            tag: tagged
+            | f"Only_{tag}" >> beam.Filter(lambda tv, tag=tag: tv[0] == tag)
+            | f"Value_{tag}" >> beam.Map(lambda tv: tv[1])
+            for tag in self.tags
+        }
+
+
 class RecallTooLow(RuntimeError):
     """The measured pair recall is below ``dedup.min_recall``."""
 
@@ -99,7 +120,7 @@ def _decontaminate(batch: list[HashItem], shard_refs: list, config: Config) -> I
     to the first) does not depend on the batch, so this equals the one-worker match."""
     refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
     if not refs:
-        yield from batch
+        yield from ((MAIN, item) for item in batch)
         return
     p = neardup.hex_to_uint64([i.phash for i in batch])
     m = neardup.hex_to_uint64([i.mirror for i in batch])
@@ -110,10 +131,10 @@ def _decontaminate(batch: list[HashItem], shard_refs: list, config: Config) -> I
     for i, item in enumerate(batch):
         r = int(match.ref_index[i])
         if r < 0:
-            yield item
+            yield MAIN, item
         else:
             decision = Decision(item.key, EVAL_OVERLAP, str(refs[r][0]), int(match.distance[i]))
-            yield beam.pvalue.TaggedOutput("overlap", decision)
+            yield "overlap", decision
 
 
 # -------------------------------------------------------------------- partitions
@@ -165,8 +186,9 @@ def _search(element: tuple[int, Iterable[Any]], config: Config) -> Iterator[Any]
     order = sorted(range(len(keys)), key=keys.__getitem__)  # independent of arrival order
     sel = np.asarray(order, np.int64)
     keys = [keys[i] for i in order]
-    yield beam.pvalue.TaggedOutput("size", len(keys))
-    yield from components.search_arrays(keys, p[sel], m[sel], config.dedup.k, config.dedup.mode)
+    yield "size", len(keys)
+    for pair in components.search_arrays(keys, p[sel], m[sel], config.dedup.k, config.dedup.mode):
+        yield MAIN, pair
 
 
 # -------------------------------------------------------------------- recall
@@ -262,9 +284,9 @@ def _m_per_edge(element: tuple[str, Iterable[str]]) -> Iterator[tuple[Any, Any]]
     u, nbrs = element
     nbrs = set(nbrs)
     m = components.min_neighbour(u, nbrs)
-    yield beam.pvalue.TaggedOutput("m", (u, m))
+    yield "m", (u, m)
     for v in nbrs:
-        yield (min(u, v), max(u, v)), m
+        yield MAIN, ((min(u, v), max(u, v)), m)
 
 
 def _disagree(element: tuple[tuple[str, str], Iterable[str]]) -> Iterator[tuple[str, str]]:
@@ -280,11 +302,9 @@ def _decide_component(element: tuple[str, dict]) -> Iterator[Any]:
     reps = [info["rep"] for info in infos]
     by_key = {rep.key: rep for rep in reps}
     for key, fate in components.keep_component(reps, pairs).items():
-        yield (by_key[key].phash, by_key[key].mirror), fate  # keyed like the items
+        yield MAIN, ((by_key[key].phash, by_key[key].mirror), fate)  # keyed like the items
     size = sum(info["count"] for info in infos)
-    yield beam.pvalue.TaggedOutput(
-        "cluster", (size, min(info["min_key"] for info in infos), _top_keys(infos))
-    )
+    yield "cluster", (size, min(info["min_key"] for info in infos), _top_keys(infos))
 
 
 def _top_keys(infos: list[dict]) -> list[str]:
@@ -304,15 +324,13 @@ def _item_decisions(element: tuple[Any, dict]) -> Iterator[Any]:
     fate = fates[0] if fates else None
     if fate is None:
         if len(items) > 1 and not fates:  # identical hashes, no other neighbour
-            yield beam.pvalue.TaggedOutput(
-                "cluster", (len(items), min(i.key for i in items), [i.key for i in items][:12])
-            )
+            yield "cluster", (len(items), min(i.key for i in items), [i.key for i in items][:12])
         for item in items[1:]:
-            yield Decision(item.key, Reason.NEAR_DUPLICATE, rep.key, 0)
+            yield MAIN, Decision(item.key, Reason.NEAR_DUPLICATE, rep.key, 0)
     else:
         dup_of, dist = fate
         for item in items:
-            yield Decision(item.key, Reason.NEAR_DUPLICATE, dup_of, dist)
+            yield MAIN, Decision(item.key, Reason.NEAR_DUPLICATE, dup_of, dist)
 
 
 class _ReportFn(beam.CombineFn):
@@ -436,15 +454,16 @@ class PartitionedSearch(beam.PTransform):
             batches
             | "Assign" >> beam.FlatMap(_assign, AsSingleton(plan))
             | "ByPartition" >> beam.GroupByKey()
-            | "Search" >> beam.FlatMap(_search, config).with_outputs("size", main="pairs")
+            | "Search" >> beam.FlatMap(_search, config)
+            | "RouteSearch" >> _Route("size", MAIN)
         )
         pairs = (
-            searched.pairs
+            searched[MAIN]
             | "PairKey" >> beam.Map(lambda p: ((p.a, p.b), p.distance))
             | "DistinctPairs" >> beam.CombinePerKey(min)
             | "Pair" >> beam.Map(lambda kv: KeyPair(kv[0][0], kv[0][1], kv[1]))
         )
-        sizes = searched.size | "Sizes" >> beam.combiners.ToList()
+        sizes = searched["size"] | "Sizes" >> beam.combiners.ToList()
 
         # pair recall: brute force of a fixed-size sample of nodes against every node
         rsample = reps | "RecallSample" >> beam.combiners.Top.Smallest(
@@ -473,17 +492,18 @@ class PartitionedSearch(beam.PTransform):
             edges
             | "FinalOut" >> beam.FlatMap(_both_ways)
             | "FinalByNode" >> beam.GroupByKey()
-            | "MinNeighbour" >> beam.FlatMap(_m_per_edge).with_outputs("m", main="edge_m")
+            | "MinNeighbour" >> beam.FlatMap(_m_per_edge)
+            | "RouteMinNeighbour" >> _Route("m", MAIN)
         )
         remaining = (
-            settled.edge_m | "ByEdge" >> beam.GroupByKey() | "Disagree" >> beam.FlatMap(_disagree)
+            settled[MAIN] | "ByEdge" >> beam.GroupByKey() | "Disagree" >> beam.FlatMap(_disagree)
         )
         finished = (
             remaining
             | "Remaining" >> beam.combiners.ToList()
             | "Finish" >> beam.Map(components.finish)
         )
-        labels = settled.m | "Label" >> beam.Map(
+        labels = settled["m"] | "Label" >> beam.Map(
             lambda um, done: (um[0], done.get(um[1], um[1])), AsSingleton(finished)
         )
 
@@ -502,25 +522,26 @@ class PartitionedSearch(beam.PTransform):
         decided = (
             {"node": labelled_nodes, "pair": labelled_pairs}
             | "ByComponent" >> beam.CoGroupByKey()
-            | "KeepRule" >> beam.FlatMap(_decide_component).with_outputs("cluster", main="fate")
+            | "KeepRule" >> beam.FlatMap(_decide_component)
+            | "RouteKeepRule" >> _Route("cluster", MAIN)
         )
-        fates = decided.fate
+        fates = decided[MAIN]
         items_by_hash = items | "ItemsByHash" >> beam.Map(_by_hash)
         applied = (
             {"item": items_by_hash, "fate": fates}
             | "JoinItemFate" >> beam.CoGroupByKey()
-            | "ItemDecisions"
-            >> beam.FlatMap(_item_decisions).with_outputs("cluster", main="decisions")
+            | "ItemDecisions" >> beam.FlatMap(_item_decisions)
+            | "RouteItemDecisions" >> _Route("cluster", MAIN)
         )
         clusters = (
-            (decided.cluster, applied.cluster)
+            (decided["cluster"], applied["cluster"])
             | "AllClusters" >> beam.Flatten()
             | "ClusterReport" >> beam.CombineGlobally(_ReportFn())
         )
-        examples = applied.decisions | "Examples" >> beam.CombineGlobally(_ExamplesFn())
+        examples = applied[MAIN] | "Examples" >> beam.CombineGlobally(_ExamplesFn())
         counts = (
             (
-                _count(applied.decisions, "near_duplicates"),
+                _count(applied[MAIN], "near_duplicates"),
                 _count(pairs, "pairs"),
                 _count(remaining, "remaining"),
             )
@@ -528,7 +549,7 @@ class PartitionedSearch(beam.PTransform):
             | "CountDict" >> beam.combiners.ToDict()
         )
         return {
-            "decisions": applied.decisions,
+            "decisions": applied[MAIN],
             "sizes": sizes,
             "plan": plan,
             "recall": recall,
@@ -567,24 +588,22 @@ class PartitionedNearDedup(beam.PTransform):
         checked = (
             items
             | "DeconBatch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
-            | "Decontaminate"
-            >> beam.FlatMap(_decontaminate, AsSingleton(shard_refs), config).with_outputs(
-                "overlap", main="clean"
-            )
+            | "Decontaminate" >> beam.FlatMap(_decontaminate, AsSingleton(shard_refs), config)
+            | "RouteDecontaminate" >> _Route("overlap", MAIN)
         )
         n_items = _count(items, "items")
         n_refs = shard_refs | "NRefs" >> beam.Map(
             lambda refs: ("references", len(refs) + len(config.dedup.reference_hashes))
         )
-        n_overlap = _count(checked.overlap, "eval_overlap")
+        n_overlap = _count(checked["overlap"], "eval_overlap")
         base = (
             (n_items, n_refs, n_overlap)
             | "BaseCounts" >> beam.Flatten()
             | "BaseDict" >> beam.combiners.ToDict()
         )
-        decisions = [checked.overlap]
+        decisions = [checked["overlap"]]
         if config.dedup.near:
-            out = checked.clean | "Search" >> PartitionedSearch(config)
+            out = checked[MAIN] | "Search" >> PartitionedSearch(config)
             decisions.append(out["decisions"])
             report = (
                 pipeline
