@@ -73,6 +73,29 @@ class _Route(beam.PTransform):
         }
 
 
+BATCH: int = 2048
+"""Hashes per batch for the vectorised steps (decontamination, assignment, recall)."""
+
+
+def _bucket(item: HashItem, n: int) -> tuple[int, HashItem]:
+    return partition.stable_hash(item.key) % max(1, -(-n // BATCH)), item
+
+
+class _Batch(beam.PTransform):
+    """Batches of about BATCH hash items, formed by a GroupByKey on a stable hash of the
+    key (not BatchElements: Beam's Dask runner drops output emitted from finish_bundle),
+    each sorted by key, so the batches are the same on every runner."""
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        n = items | "Count" >> beam.combiners.Count.Globally()
+        return (
+            items
+            | "Bucket" >> beam.Map(_bucket, AsSingleton(n))
+            | "Group" >> beam.GroupByKey()
+            | "Sort" >> beam.Map(lambda kv: sorted(kv[1], key=lambda it: it.key))
+        )
+
+
 class RecallTooLow(RuntimeError):
     """The measured pair recall is below ``dedup.min_recall``."""
 
@@ -449,7 +472,7 @@ class PartitionedSearch(beam.PTransform):
             partition.FIT_SAMPLE_SIZE, key=lambda it: partition.stable_hash(it.key)
         )
         plan = fit_sample | "Fit" >> beam.Map(_plan, AsSingleton(n_nodes), config)
-        batches = reps | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+        batches = reps | "Batch" >> _Batch()
         searched = (
             batches
             | "Assign" >> beam.FlatMap(_assign, AsSingleton(plan))
@@ -587,7 +610,7 @@ class PartitionedNearDedup(beam.PTransform):
         )
         checked = (
             items
-            | "DeconBatch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+            | "DeconBatch" >> _Batch()
             | "Decontaminate" >> beam.FlatMap(_decontaminate, AsSingleton(shard_refs), config)
             | "RouteDecontaminate" >> _Route("overlap", MAIN)
         )
