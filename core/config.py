@@ -181,9 +181,57 @@ class DedupConfig(_Strict):
     blocklist_max_distance: int = Field(
         default=0, ge=0, le=16, description="Bits within which a pHash blocklist entry matches."
     )
+    partition: Literal["auto", "none", "clusters"] = Field(
+        default="auto",
+        description="none: every hash in one worker (ToList). clusters: the partitioned "
+        "graph (k-modes clusterings, exact search per partition, distributed components). "
+        "auto: the partitioned graph (one exact partition while the distinct hashes fit "
+        "in max_partition_size, clusters beyond) where it applies the configured rules, "
+        "i.e. with verify: false and keep: resolution; else none. The partitioned graph "
+        "does not yet verify candidates or keep the medoid.",
+    )
+    max_partition_size: int = Field(
+        default=2_000_000,
+        ge=2,
+        description="Distinct hashes one partition may hold by design (~0.5 KB each in "
+        "a worker, so the default fits a 4 GB worker with room for the search); the "
+        "number of clusters is chosen so the mean partition is a quarter of this.",
+    )
+    clusterings: int = Field(
+        default=5,
+        ge=1,
+        le=32,
+        description="Independent clusterings; each hash goes to its nearest centroid "
+        "(pHash and mirror) in each, so more clusterings find more pairs and shuffle more.",
+    )
+    min_recall: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="The run fails before applying any near-duplicate decision when the "
+        "measured pair recall (point estimate) is below this.",
+    )
 
     _blocklist: Any = PrivateAttr(default=None)
     _reference_hashes: list = PrivateAttr(default_factory=list)
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether near-dup search runs the partitioned graph (see ``partition``)."""
+        if self.partition == "auto":
+            return not self.verify and self.keep == "resolution"
+        return self.partition == "clusters"
+
+    @model_validator(mode="after")
+    def _partitioned_rules(self) -> DedupConfig:
+        if self.partition == "clusters" and (self.verify or self.keep != "resolution"):
+            raise ValueError(
+                "partition: clusters does not yet verify candidate pairs or keep the medoid; "
+                "set dedup.verify: false and dedup.keep: resolution with it, or use "
+                "partition: none (one worker, with verification)"
+            )
+        return self
+
     _reference_shards: list = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")

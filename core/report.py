@@ -806,6 +806,13 @@ def _section_dedup(
         f"<p>Hamming radius k = <b>{_esc(dedup.get('k', '?'))}</b>, mode "
         f"<b>{_esc(dedup.get('mode', '?'))}</b>; {rec}.</p>"
     )
+    if dedup.get("partitions"):
+        parts.append(
+            f"<p>Search partitions: <b>{_esc(dedup.get('partition', '?'))}</b>, "
+            f"{int(dedup['partitions']):,} partitions ({_esc(dedup.get('clusterings', '?'))} "
+            f"clusterings), the largest holding {int(dedup.get('largest_partition') or 0):,} "
+            "hashes.</p>"
+        )
     sizes = {int(k): int(v) for k, v in (dedup.get("cluster_sizes") or {}).items()}
     if sizes:
         n_clusters = sum(sizes.values())

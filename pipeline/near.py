@@ -51,7 +51,7 @@ def _decide(
 ) -> tuple[list[Any], dict[str, Any]]:
     refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
     dedup = config.dedup
-    return decide_near_duplicates(
+    decisions, report = decide_near_duplicates(
         items,
         dedup.k,
         mode=dedup.mode,
@@ -60,6 +60,14 @@ def _decide(
         verify_threshold=dedup.verify_threshold if dedup.verify else None,
         keep_rule=dedup.keep,
     )
+    if config.dedup.near:
+        from mitigate.pipeline.near_partitioned import check_recall
+
+        report.update(partition="none", partitions=1, largest_partition=report["items"])
+        report["clusterings"] = 1
+        if report.get("pair_recall"):
+            check_recall(report["pair_recall"], config)
+    return decisions, report
 
 
 def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
@@ -92,13 +100,20 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
 
 
 class NearDedup(beam.PTransform):
-    """Records in, records out (survivors decided), plus a one-dict report."""
+    """Records in, records out (survivors decided), plus a one-dict report.
+
+    ``dedup.partitioned`` picks the partitioned graph
+    (:mod:`mitigate.pipeline.near_partitioned`); otherwise the one-worker graph above."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        if self.config.dedup.partitioned:
+            from mitigate.pipeline.near_partitioned import PartitionedNearDedup
+
+            return records | "Partitioned" >> PartitionedNearDedup(self.config)
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)

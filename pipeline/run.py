@@ -168,6 +168,7 @@ def dry_run(
         "region": config.runner.region,
         "transforms": len(names),
         "top_level_transforms": sorted({n.split("/")[0] for n in names}),
+        "transform_names": names,
         "environments": environments,
         "inputs": sources,
         "output": config.output.path,

@@ -155,3 +155,88 @@ def test_bad_blocklist_and_missing_reference_files_are_config_errors(tmp_path):
         validate_config({"dedup": {"blocklist": str(bad)}})
     with pytest.raises(ConfigError, match=r"against\[0\]: file not found"):
         validate_config({"dedup": {"against": [str(tmp_path / "missing.txt")]}})
+
+
+def _manifest_rows(out: Path) -> dict[str, tuple]:
+    rows = pq.read_table(out / "manifest").to_pylist()
+    return {r["key"]: (r["state"], r["reason"], r["duplicate_of"], r["distance"]) for r in rows}
+
+
+@pytest.mark.slow
+def test_partitioned_mode_decontaminates_and_blocks_as_the_single_worker_mode(planted, tmp_path):
+    """Clusters forced tiny, eval-set hashes and a pHash blocklist: the same manifest as
+    `partition: none` whenever the measured recall is 1."""
+    data, _ = planted
+    first = _manifest_rows_once(data, tmp_path)
+    refs = tmp_path / "eval.csv"
+    refs.write_text(f"eval0,{first['g00_original']},\n")
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text(f"phash:{first['g01_original']}\n")
+    common = dict(
+        k=10,
+        against=[str(refs)],
+        blocklist=str(blocklist),
+        blocklist_max_distance=4,
+        verify=False,  # the partitioned graph does not verify yet: compare like with like
+        keep="resolution",
+    )
+    run(_config(data, tmp_path / "none", partition="none", **common))
+    summary = run(
+        _config(
+            data,
+            tmp_path / "clusters",
+            partition="clusters",
+            max_partition_size=40,
+            clusterings=8,
+            **common,
+        )
+    )
+    dedup = summary["dedup"]
+    assert dedup["pair_recall"]["estimate"] == 1.0, dedup["pair_recall"]
+    assert dedup["partitions"] > 8 and dedup["largest_partition"] <= 40
+    none, clusters = _manifest_rows(tmp_path / "none"), _manifest_rows(tmp_path / "clusters")
+    assert clusters == none
+    assert clusters["g00_original"][:3] == ("duplicate", "eval_overlap", "eval0")
+    assert clusters["g01_original"][:2] == ("filtered", "blocklist")
+    assert sum(1 for v in clusters.values() if v[1] == "near_duplicate") > 100
+    assert dedup["eval_overlap"] >= 1
+
+
+def _manifest_rows_once(data: Path, tmp_path: Path) -> dict[str, str]:
+    """pHash of every sample (a run without near-dup search)."""
+    run(_config(data, tmp_path / "hashes", near=False, exact=False))
+    rows = pq.read_table(tmp_path / "hashes" / "manifest").to_pylist()
+    return {r["key"]: r["phash"] for r in rows}
+
+
+@pytest.mark.slow
+def test_a_run_below_min_recall_fails_before_writing_a_shard(planted, tmp_path):
+    data, _ = planted
+    config = _config(
+        data,
+        tmp_path / "out",
+        k=10,
+        partition="clusters",
+        verify=False,
+        keep="resolution",
+        max_partition_size=4,
+        clusterings=1,
+        min_recall=0.99,
+    )
+    with pytest.raises(Exception, match=r"dedup\.min_recall: measured pair recall 0\.\d+"):
+        run(config)
+    assert not list((tmp_path / "out").rglob("*.tar"))
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_partitioned_graph_only_where_it_applies_the_configured_rules():
+    from mitigate.config import ConfigError
+
+    def dedup(**kw):
+        return validate_config({"dedup": kw}).dedup
+
+    assert not dedup().partitioned  # defaults verify and keep the medoid: one worker
+    assert dedup(verify=False, keep="resolution").partitioned  # auto
+    assert not dedup(partition="none", verify=False, keep="resolution").partitioned
+    with pytest.raises(ConfigError, match="partition: clusters does not yet verify"):
+        dedup(partition="clusters")

@@ -512,6 +512,22 @@ def test_dedup_section_renders_from_a_synthetic_summary(synthetic, tmp_path):
     assert {t["alt"] for t in thumbs} <= set(kept)
 
 
+def test_dedup_section_shows_the_partitions_of_a_partitioned_search(synthetic, tmp_path):
+    out = shutil.copytree(synthetic, tmp_path / "out")
+    keys = review.load_manifest(out, ["key", "state"]).to_pylist()
+    with_dedup(out, [r["key"] for r in keys if r["state"] == "kept"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert "Search partitions" not in section_text(parse(report.build_report(out)), "dedup")
+    summary["dedup"].update(
+        partition="clusters", partitions=4012, clusterings=5, largest_partition=1234567
+    )
+    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    text = section_text(parse(report.build_report(out)), "dedup")
+    assert "Search partitions: clusters" in text
+    assert "4,012 partitions (5 clusterings)" in text
+    assert "largest holding 1,234,567 hashes" in text
+
+
 def test_cluster_size_bars_keep_every_cluster():
     few = {2: 7, 3: 2, 5: 1}
     assert report.cluster_size_bars(few) == [("2", 7), ("3", 2), ("5", 1)]

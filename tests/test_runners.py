@@ -182,6 +182,10 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
             "runner.temp_location=gs://my-bucket/tmp",
             f"runner.sdk_container_image={image}",
             f"runner.requirements_file={REPO / 'runners' / 'dataflow' / 'requirements.txt'}",
+            # the scalable near-dup graph (it does not verify candidates yet)
+            "dedup.partition=clusters",
+            "dedup.verify=false",
+            "dedup.keep=resolution",
         ],
     )
     started = time.monotonic()
@@ -197,6 +201,20 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
         "WriteShards",
         "Summary",
     } <= set(job["top_level_transforms"])
+    # the near-dup search is the partitioned graph: no stage gathers every hash
+    near = {n.removeprefix("NearDedup/Partitioned/") for n in job["transform_names"]}
+    assert {
+        "Search/Fit",
+        "Search/Assign",
+        "Search/ByPartition",
+        "Search/Search",
+        "Search/StarRound5/ByNode2",
+        "Search/Finish",
+        "Search/KeepRule",
+        "Search/Recall",
+        "CheckRecall",
+    } <= near
+    assert not any(n.startswith("NearDedup/AllHashes") for n in job["transform_names"])
     (env,) = job["environments"]
     assert env["container_image"] == image
     assert "requirements.txt" in env["staged_files"]

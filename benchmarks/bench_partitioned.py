@@ -1,0 +1,347 @@
+"""Benchmark of the partitioned near-duplicate search (dedup.partition: clusters).
+
+Hash-only: synthetic 64-bit (pHash, mirror) pairs with planted neighbours at every
+distance 0..k (neardup.synthetic_hashes: 10 % planted copies, 2 % mirror copies), no
+images decoded. Three parts::
+
+    # recall vs clusterings and clusters per clustering (core only, in memory)
+    python benchmarks/bench_partitioned.py choose --n 200000 --clusters 64,512,4000
+    # the Beam graph (PartitionedSearch) on the DirectRunner, one fresh process per size,
+    # against the exact single-worker search of the same hashes (baseline)
+    python benchmarks/bench_partitioned.py beam --sizes 100000,1000000 --max-partition-size 20000
+    # worker memory: search of one partition of S hashes in a fresh process, at two N
+    python benchmarks/bench_partitioned.py worker --partition-sizes 20000,200000
+    # CPU of the nearest-centroid assignment at the 10^9 geometry
+    python benchmarks/bench_partitioned.py assign --n 40000 --clusters 4000 --clusterings 5
+
+Timings are wall clock on a shared 2-core machine (+-20 %); ratios are within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mitigate import neardup as nd
+from mitigate import partition as pt
+
+K = 10
+
+
+def _hashes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    return nd.synthetic_hashes(
+        int(n * 0.88), k=K, n_planted=int(n * 0.10), n_mirror_planted=int(n * 0.02), seed=seed
+    )
+
+
+# ------------------------------------------------------------------ choose (core)
+
+
+def choose(n: int, clusters: list[int], clusterings: list[int]) -> None:
+    p, m = _hashes(n, seed=1)
+    t0 = time.perf_counter()
+    exact = nd.find_near_duplicates(p, m, K, mode="exact")
+    t_exact = time.perf_counter() - t0
+    print(f"N={p.size:,} exact pairs {len(exact):,} in {t_exact:.1f} s (baseline)")
+    print(
+        f"{'K':>6} {'C':>3} {'recall':>7} {'recall d=10':>11} {'entries/node':>12} "
+        f"{'largest':>8} {'mean':>7} {'fit s':>6} {'search s':>8} {'x baseline':>10}"
+    )
+    rng = np.random.default_rng(0)
+    sample = rng.choice(p.size, size=min(pt.FIT_SAMPLE_SIZE, p.size), replace=False)
+    want_d = np.bincount(exact.dist, minlength=K + 1)
+    for kk in clusters:
+        for c in clusterings:
+            t0 = time.perf_counter()
+            plan = pt.fit_clusterings(p[sample], m[sample], kk, c, k=K)
+            t_fit = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            found, sizes = pt.partition_pairs(plan, p, m, K)
+            t_search = time.perf_counter() - t0
+            got_d = np.bincount(found.dist, minlength=K + 1)
+            print(
+                f"{kk:>6} {c:>3} {len(found) / len(exact):>7.4f} {got_d[K] / want_d[K]:>11.4f} "
+                f"{sum(sizes) / p.size:>12.2f} {max(sizes):>8,} {np.mean(sizes):>7.0f} "
+                f"{t_fit:>6.1f} {t_search:>8.1f} {t_search / t_exact:>10.2f}",
+                flush=True,
+            )
+
+
+# ------------------------------------------------------------------ beam
+
+
+def _generate(chunk: int, per_chunk: int) -> list:
+    from mitigate.near import HashItem
+
+    p, m = _hashes(per_chunk, seed=1000 + chunk)
+    res = np.random.default_rng(chunk).integers(100, 1000, size=p.size)
+    ph, mh = nd.uint64_to_hex(p), nd.uint64_to_hex(m)
+    return [HashItem(f"{chunk:05d}-{i:07d}", ph[i], mh[i], int(res[i])) for i in range(p.size)]
+
+
+def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> None:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from mitigate.config import validate_config
+    from mitigate.pipeline.near_partitioned import PartitionedSearch
+
+    config = validate_config(
+        {
+            "dedup": {
+                "k": K,
+                "partition": "clusters",
+                "max_partition_size": max_partition_size,
+                "clusterings": clusterings,
+                "min_recall": 0.0,
+            }
+        }
+    )
+    per_chunk = 50_000
+    chunks = max(1, n // per_chunk)
+    t0 = time.perf_counter()
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
+        items = (
+            pipeline
+            | beam.Create(list(range(chunks)))
+            | beam.FlatMap(_generate, min(n, per_chunk))
+            | beam.Reshuffle()
+        )
+        res = items | PartitionedSearch(config)
+
+        def write(_, recall, sizes, counts, clusters, plan):
+            Path(out).write_text(
+                json.dumps(
+                    {
+                        "recall": recall,
+                        "partitions": len(sizes),
+                        "largest_partition": max(sizes),
+                        "entries": sum(sizes),
+                        "counts": counts,
+                        "clusters_per_clustering": plan.n_clusters,
+                        "clusterings": plan.n_clusterings,
+                        "cluster_sizes": clusters["cluster_sizes"],
+                    }
+                )
+            )
+
+        from apache_beam.pvalue import AsSingleton
+
+        _ = (
+            pipeline
+            | "Seed" >> beam.Create([None])
+            | "Write"
+            >> beam.Map(
+                write,
+                AsSingleton(res["recall"]),
+                AsSingleton(res["sizes"]),
+                AsSingleton(res["counts"]),
+                AsSingleton(res["clusters"]),
+                AsSingleton(res["plan"]),
+            )
+        )
+    wall = time.perf_counter() - t0
+    report = json.loads(Path(out).read_text())
+    report["seconds"] = wall
+    report["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["n"] = chunks * len(_generate(0, min(n, per_chunk)))
+    Path(out).write_text(json.dumps(report))
+
+
+def exact_child(n: int, out: str) -> None:
+    per_chunk = 50_000
+    chunks = max(1, n // per_chunk)
+    ps, ms, res = [], [], []
+    for c in range(chunks):
+        p, m = _hashes(min(n, per_chunk), seed=1000 + c)
+        ps.append(p)
+        ms.append(m)
+        res.append(np.random.default_rng(c).integers(100, 1000, size=p.size))
+    p, m = np.concatenate(ps), np.concatenate(ms)
+    t0 = time.perf_counter()
+    # pairs between distinct (pHash, mirror) nodes, as the partitioned search reports
+    # them (identical hashes are grouped before any search in both modes)
+    found = nd.find_node_pairs(nd.collapse_identical(p, m), K, mode="exact")
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(out).write_text(json.dumps({"seconds": wall, "pairs": len(found), "maxrss_mib": rss}))
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    subprocess.run([sys.executable, __file__, *args, "--out", out], check=True)
+    return json.loads(Path(out).read_text())
+
+
+def bytes_per_element() -> dict[str, int]:
+    """Encoded size of one element of each shuffled collection (Beam's default coder
+    for Python objects pickles them)."""
+    from mitigate.components import KeyPair
+    from mitigate.near import HashItem
+
+    item = HashItem("000123-0004567", "8f3a5b0c1d2e3f40", "0f3a5b0c1d2e3f41", 512)
+    key, other = "000123-0004567", "000987-0001234"
+    return {
+        "item": len(pickle.dumps(((item.phash, item.mirror), item))),
+        # one (partition, chunk of keys + pHash + mirror arrays) element per batch and
+        # partition: per entry, in a chunk of 100
+        "assignment": len(
+            pickle.dumps((1234, ([key] * 100, np.zeros(100, np.uint64), np.zeros(100, np.uint64))))
+        )
+        // 100,
+        "pair": len(pickle.dumps(((key, other), 7))),
+        "edge": len(pickle.dumps((key, other))),
+        "decision_or_label": len(pickle.dumps((key, (other, 7)))),
+        "keypair": len(pickle.dumps(KeyPair(key, other, 7))),
+    }
+
+
+def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> None:
+    from mitigate.pipeline.near_partitioned import STAR_ROUNDS
+
+    b = bytes_per_element()
+    print("encoded bytes per element:", b)
+    for n in sizes:
+        base = _child(["exact-child", "--n", str(n)])
+        r = _child(
+            [
+                "beam-child",
+                "--n",
+                str(n),
+                "--max-partition-size",
+                str(max_partition_size),
+                "--clusterings",
+                str(clusterings),
+            ]
+        )
+        n_items = r["n"]
+        pairs = r["counts"]["pairs"]
+        true_recall = pairs / base["pairs"]
+        # bytes through GroupByKey/CoGroupByKey per sample (shuffled once each):
+        shuffled = (
+            2 * b["item"]  # identical-hash grouping, item <- node-decision join
+            + r["entries"] / n_items * b["assignment"]  # partitions
+            + pairs / n_items * b["pair"]  # distinct pairs
+            + pairs / n_items * STAR_ROUNDS * 4 * b["edge"]  # 2 steps x 2 directions a round
+            + pairs / n_items * 4 * b["edge"]  # final m(v), edges
+            + pairs / n_items * 3 * b["decision_or_label"]  # labels joined to nodes, pairs
+        )
+        rec = r["recall"]
+        print(
+            json.dumps(
+                {
+                    "n": n_items,
+                    "beam_seconds": round(r["seconds"], 1),
+                    "exact_one_worker_seconds": round(base["seconds"], 1),
+                    "beam_over_exact": round(r["seconds"] / base["seconds"], 2),
+                    "pairs_found": pairs,
+                    "pairs_exact": base["pairs"],
+                    "true_pair_recall": round(true_recall, 4),
+                    "measured_pair_recall": rec["estimate"],
+                    "measured_ci": [round(x, 4) for x in rec["ci"]],
+                    "partitions": r["partitions"],
+                    "clusters_per_clustering": r["clusters_per_clustering"],
+                    "largest_partition": r["largest_partition"],
+                    "entries_per_sample": round(r["entries"] / n_items, 2),
+                    "remaining_edges_after_rounds": r["counts"]["remaining"],
+                    "shuffled_bytes_per_sample_est": round(shuffled),
+                    "directrunner_maxrss_mib": round(r["maxrss_mib"]),
+                    "exact_maxrss_mib": round(base["maxrss_mib"]),
+                }
+            ),
+            flush=True,
+        )
+
+
+# ------------------------------------------------------------------ worker memory
+
+
+def worker_child(size: int, out: str) -> None:
+    """What one worker does with one partition: the items, the exact search, the pairs."""
+    from mitigate.components import search_pairs
+    from mitigate.near import HashItem
+
+    p, m = _hashes(size, seed=7)
+    ph, mh = nd.uint64_to_hex(p), nd.uint64_to_hex(m)
+    items = [HashItem(f"{i:09d}", ph[i], mh[i], 1) for i in range(p.size)]
+    t0 = time.perf_counter()
+    pairs = search_pairs(items, K, "auto")
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(out).write_text(json.dumps({"seconds": wall, "pairs": len(pairs), "maxrss_mib": rss}))
+
+
+def bench_worker(sizes: list[int]) -> None:
+    for s in sizes:
+        r = _child(["worker-child", "--n", str(s)])
+        print(json.dumps({"partition_size": s, **{k: round(v, 1) for k, v in r.items()}}))
+
+
+def bench_assign(n: int, n_clusters: int, n_clusterings: int) -> None:
+    """CPU of nearest-centroid assignment per hash (the map side of the partitioning)."""
+    p, m = _hashes(n, seed=3)
+    t0 = time.perf_counter()
+    plan = pt.fit_clusterings(
+        p[: pt.FIT_SAMPLE_SIZE], m[: pt.FIT_SAMPLE_SIZE], n_clusters, n_clusterings
+    )
+    fit = time.perf_counter() - t0
+    t0 = time.process_time()
+    pt.assign(plan, p, m)
+    cpu = time.process_time() - t0
+    print(
+        json.dumps(
+            {
+                "n": p.size,
+                "clusters": n_clusters,
+                "clusterings": n_clusterings,
+                "fit_s": round(fit, 1),
+                "assign_cpu_us_per_hash": round(cpu / p.size * 1e6),
+            }
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "what",
+        choices=["choose", "beam", "worker", "assign", "beam-child", "exact-child", "worker-child"],
+    )
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--sizes", default="100000")
+    ap.add_argument("--clusters", default="64,512,4000")
+    ap.add_argument("--clusterings", default="5")
+    ap.add_argument("--max-partition-size", type=int, default=20_000)
+    ap.add_argument("--partition-sizes", default="20000,200000")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    if a.what == "choose":
+        choose(a.n, ints(a.clusters), ints(a.clusterings))
+    elif a.what == "beam":
+        bench_beam(ints(a.sizes), a.max_partition_size, ints(a.clusterings)[0])
+    elif a.what == "worker":
+        bench_worker(ints(a.partition_sizes))
+    elif a.what == "assign":
+        bench_assign(a.n, ints(a.clusters)[0], ints(a.clusterings)[0])
+    elif a.what == "beam-child":
+        beam_child(a.n, a.max_partition_size, ints(a.clusterings)[0], a.out)
+    elif a.what == "exact-child":
+        exact_child(a.n, a.out)
+    else:
+        worker_child(a.n, a.out)
+
+
+if __name__ == "__main__":
+    main()

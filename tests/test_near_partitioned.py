@@ -1,0 +1,171 @@
+"""The partitioned near-duplicate graph (pipeline/near_partitioned.py) against the
+single-worker decisions: synthetic hashes with planted neighbours through Beam, the
+recall check, and the bundled data with partitions forced tiny (golden states)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from mitigate import neardup as nd
+from mitigate.config import load_config, validate_config
+from mitigate.near import HashItem, decide_near_duplicates
+from mitigate.partition import n_clusters_for
+from mitigate.pipeline.near_partitioned import PartitionedSearch, RecallTooLow, check_recall
+from mitigate.pipeline.run import run
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "configs" / "default.yaml"
+
+
+def _items(n: int, seed: int, k: int = 10) -> list[HashItem]:
+    p, m = nd.synthetic_hashes(
+        n,
+        k=k,
+        n_planted=n // 3,
+        n_mirror_planted=n // 10,
+        n_chains=3,
+        chain_length=6,
+        hot_sizes=(4, 3),
+        seed=seed,
+    )
+    res = np.random.default_rng(seed).integers(1, 4, size=p.size)  # ties: key decides
+    ph, mh = nd.uint64_to_hex(p), nd.uint64_to_hex(m)
+    return [HashItem(f"s{i:05d}", ph[i], mh[i], int(res[i])) for i in range(p.size)]
+
+
+def _search(items: list[HashItem], check, **dedup) -> None:
+    config = validate_config({"dedup": {"k": 10, "verify": False, "keep": "resolution", **dedup}})
+    with TestPipeline() as p:
+        out = p | beam.Create(items) | PartitionedSearch(config)
+        report = (
+            out["recall"],
+            out["sizes"] | "S" >> beam.Map(lambda s: {"sizes": s}),
+            out["clusters"],
+            out["examples"] | "E" >> beam.Map(lambda e: {"examples_by_distance": e}),
+            out["counts"],
+            out["plan"] | "P" >> beam.Map(lambda plan: {"plan": plan.centroids.shape}),
+        ) | "Parts" >> beam.Flatten()
+        decisions = out["decisions"] | "D" >> beam.Map(
+            lambda d: (d.key, str(d.reason), d.duplicate_of, d.distance)
+        )
+        both = (
+            decisions
+            | "DL" >> beam.combiners.ToList()
+            | "DT" >> beam.Map(lambda d: ("decisions", d)),
+            report | "RL" >> beam.combiners.ToList() | "RT" >> beam.Map(lambda r: ("report", r)),
+        ) | "Both" >> beam.Flatten()
+        assert_that(both, lambda got: check(dict(got)))
+
+
+def _single(items: list[HashItem]) -> tuple[set, dict]:
+    decisions, report = decide_near_duplicates(items, 10, mode="exact")
+    return {(d.key, str(d.reason), d.duplicate_of, d.distance) for d in decisions}, report
+
+
+def _merged(parts: list[dict]) -> dict:
+    out: dict = {}
+    for part in parts:
+        out.update(part)
+    return out
+
+
+@pytest.mark.slow
+def test_one_partition_decides_exactly_as_the_single_worker_path():
+    items = _items(300, seed=1)
+    want, want_report = _single(items)
+    assert len(want) > 100
+
+    def check(got: dict) -> None:
+        report = _merged(got["report"])
+        assert set(got["decisions"]) == want and len(got["decisions"]) == len(want)
+        assert report["sizes"] == [len({(i.phash, i.mirror) for i in items})]
+        assert report["plan"] == (1, 1)
+        assert report["estimate"] == 1.0 and report["queries"] > 300
+        for key in ("cluster_sizes", "largest_clusters", "examples_by_distance"):
+            assert report[key] == want_report[key], key
+        assert report["near_duplicates"] == want_report["near_duplicates"]
+
+    _search(items, check)
+
+
+@pytest.mark.slow
+def test_many_partitions_with_recall_one_give_the_same_kept_set_and_duplicate_of():
+    items = _items(300, seed=2)
+    want, want_report = _single(items)
+
+    def check(got: dict) -> None:
+        report = _merged(got["report"])
+        n_nodes = len({(i.phash, i.mirror) for i in items})
+        assert report["plan"] == (6, n_clusters_for(n_nodes, 100)) == (6, 36)
+        assert len(report["sizes"]) > 100 and max(report["sizes"]) <= 100
+        assert report["estimate"] == 1.0, report
+        assert set(got["decisions"]) == want
+        assert report["cluster_sizes"] == want_report["cluster_sizes"]
+        assert report["largest_clusters"] == want_report["largest_clusters"]
+
+    _search(items, check, partition="clusters", max_partition_size=100, clusterings=6)
+
+
+@pytest.mark.slow
+def test_missed_pairs_are_measured_and_fail_the_run_below_min_recall():
+    items = _items(400, seed=3)
+
+    def check(got: dict) -> None:
+        report = _merged(got["report"])
+        assert 0.3 < report["estimate"] < 1.0, report
+        lo, hi = report["ci"]
+        assert lo < report["estimate"] < hi
+        # the decisions are those of the found pairs: never a false duplicate
+        dup_of = {d[0]: d[2] for d in got["decisions"]}
+        by_key = {i.key: i for i in items}
+        for key, other in dup_of.items():
+            a, b = by_key[key], by_key[other]
+            d = nd.pair_distance(
+                *[nd.hex_to_uint64([h]) for h in (a.phash, a.mirror, b.phash, b.mirror)]
+            )
+            assert int(d[0]) <= 10
+
+    _search(items, check, partition="clusters", max_partition_size=40, clusterings=1)
+    config = validate_config({"dedup": {"min_recall": 0.95, "clusterings": 1}})
+    with pytest.raises(RecallTooLow, match=r"dedup.min_recall: measured pair recall 0.800"):
+        check_recall({"estimate": 0.8, "ci": [0.7, 0.9], "queries": 1000}, config)
+    assert check_recall({"estimate": None, "ci": [0.0, 1.0], "queries": 10}, config)
+    assert check_recall({"estimate": 0.95, "ci": [0.9, 1.0], "queries": 10}, config)
+
+
+@pytest.mark.slow
+def test_bundled_data_with_tiny_partitions_reaches_the_golden_states(tmp_path, expected_states):
+    out = tmp_path / "out"
+    config, _ = load_config(
+        DEFAULT,
+        [
+            f"output.path={out}",
+            "rebalance.enabled=false",
+            "dedup.partition=clusters",
+            "dedup.verify=false",
+            "dedup.keep=resolution",
+            "dedup.max_partition_size=4",
+            "dedup.clusterings=8",
+        ],
+    )
+    summary = run(config)
+    rows = pq.read_table(out / "manifest").to_pylist()
+    got = {(r["key"], Path(r["source"]).name): (r["state"], r["reason"] or "") for r in rows}
+    want = {(e["key"], e["shard"]): (e["state"], e["reason"]) for e in expected_states}
+    assert got == want
+    related = {
+        e["key"]: e["related_key"] for e in expected_states if e["reason"] == "near_duplicate"
+    }
+    assert {r["key"]: r["duplicate_of"] for r in rows if r["reason"] == "near_duplicate"} == related
+    dedup = summary["dedup"]
+    assert dedup["partition"] == "clusters" and dedup["clusterings"] == 8
+    assert dedup["partitions"] > 20 and dedup["largest_partition"] <= 8
+    assert dedup["pair_recall"]["estimate"] == 1.0
+    assert dedup["near_duplicates"] == len(related)
