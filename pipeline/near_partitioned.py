@@ -398,7 +398,9 @@ class _ExamplesFn(beam.CombineFn):
         return out
 
     def extract_output(self, acc: dict) -> dict:
-        return {str(d): [[keeper, key] for key, keeper in v] for d, v in sorted(acc.items())}
+        # [keeper, duplicate, verification score]: as the one-worker report, where the
+        # score is None for unverified pairs (this graph does not verify yet)
+        return {str(d): [[keeper, key, None] for key, keeper in v] for d, v in sorted(acc.items())}
 
 
 # -------------------------------------------------------------------- the transform
