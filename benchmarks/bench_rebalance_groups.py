@@ -169,28 +169,21 @@ VARIANTS = {
 def write_shards(n: int, folder: str) -> None:
     """The corpus as WebDataset shards; images are 16x16 noise, unrelated to captions."""
     import io
-    import tarfile
     from pathlib import Path
 
     from PIL import Image
 
-    from mitigate.rebalance_corpus import make_caption_corpus
+    from mitigate.rebalance_corpus import make_caption_corpus, write_corpus_shards
 
     corpus = make_caption_corpus(n, seed=0)
     rng = np.random.default_rng(1)
-    per_shard = 1000
-    for shard in range(0, n, per_shard):
-        with tarfile.open(Path(folder) / f"shard-{shard // per_shard:05d}.tar", "w") as tar:
-            for i in range(shard, min(shard + per_shard, n)):
-                buf = io.BytesIO()
-                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-                for name, data in (
-                    (f"{corpus.keys[i]}.png", buf.getvalue()),
-                    (f"{corpus.keys[i]}.txt", corpus.captions[i].encode()),
-                ):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+
+    def image_for(i: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    write_corpus_shards(corpus, Path(folder), image_for, per_shard=1000)
 
 
 def run_pipeline_child(data: str, out: str, variant: str) -> dict:

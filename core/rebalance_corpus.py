@@ -15,7 +15,11 @@ Deterministic for a given ``(n, seed)``; Beam-free.
 
 from __future__ import annotations
 
+import io
+import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -131,3 +135,21 @@ __all__ = [
     "CaptionCorpus",
     "make_caption_corpus",
 ]
+
+
+def write_corpus_shards(
+    corpus: CaptionCorpus, folder: Path, image_for: Callable[[int], bytes], per_shard: int
+) -> None:
+    """The corpus as WebDataset shards in ``folder`` (``KEY.png`` from ``image_for(i)``,
+    ``KEY.txt``), ``per_shard`` samples each, for tests and benchmarks."""
+    n = len(corpus.keys)
+    for start in range(0, n, per_shard):
+        with tarfile.open(Path(folder) / f"shard-{start // per_shard:05d}.tar", "w") as tar:
+            for i in range(start, min(start + per_shard, n)):
+                for name, data in (
+                    (f"{corpus.keys[i]}.png", image_for(i)),
+                    (f"{corpus.keys[i]}.txt", corpus.captions[i].encode()),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))

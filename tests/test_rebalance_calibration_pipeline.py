@@ -5,7 +5,6 @@ man-captions, and dropped captions with their own context words."""
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,12 @@ from PIL import Image
 
 from mitigate.config import validate_config
 from mitigate.pipeline.run import run
-from mitigate.rebalance_corpus import FILTER_TERMS, PROBES, make_caption_corpus
+from mitigate.rebalance_corpus import (
+    FILTER_TERMS,
+    PROBES,
+    make_caption_corpus,
+    write_corpus_shards,
+)
 
 N = 2400
 PER_SHARD = 800
@@ -26,20 +30,15 @@ def corpus_shards(tmp_path_factory, photos) -> Path:
     folder = tmp_path_factory.mktemp("corpus13")
     corpus = make_caption_corpus(N, seed=3)
     bases = [Image.open(io.BytesIO(d)).convert("RGB").resize((48, 48)) for d in photos.values()]
-    for shard in range(N // PER_SHARD):
-        with tarfile.open(folder / f"shard-{shard:05d}.tar", "w") as tar:
-            for i in range(shard * PER_SHARD, (shard + 1) * PER_SHARD):
-                image = bases[i % len(bases)].copy()  # unrelated to the caption
-                image.putpixel((0, 0), (i % 256, i // 256, 13))
-                buf = io.BytesIO()
-                image.save(buf, "PNG")
-                for name, data in (
-                    (f"{corpus.keys[i]}.png", buf.getvalue()),
-                    (f"{corpus.keys[i]}.txt", corpus.captions[i].encode()),
-                ):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+
+    def image_for(i: int) -> bytes:
+        image = bases[i % len(bases)].copy()  # unrelated to the caption
+        image.putpixel((0, 0), (i % 256, i // 256, 13))
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        return buf.getvalue()
+
+    write_corpus_shards(corpus, folder, image_for, PER_SHARD)
     return folder
 
 
