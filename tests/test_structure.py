@@ -1,0 +1,99 @@
+"""The source tree matches the import tree, and Beam stays inside pipeline/ and runners/."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The design's top-level folders and the sub-package each one is.
+FOLDERS = {
+    "mitigate": ROOT / "mitigate",
+    "mitigate.filters": ROOT / "filters",
+    "mitigate.pipeline": ROOT / "pipeline",
+    "mitigate.runners": ROOT / "runners",
+}
+# Modules that may import apache_beam (the CLI only lazily, to start a run).
+BEAM_ALLOWED = ("mitigate.pipeline", "mitigate.runners", "mitigate.cli")
+
+
+def _expected_path(module: str) -> Path:
+    parts = module.split(".")
+    for depth in range(len(parts), 0, -1):
+        package = ".".join(parts[:depth])
+        if package in FOLDERS:
+            return FOLDERS[package].joinpath(*parts[depth:])
+    raise AssertionError(f"{module} is outside the mapped folders")
+
+
+def _all_modules() -> list[str]:
+    # Each mapped package is walked on its own: an editable install maps the sub-packages
+    # by name, so they are not found under mitigate.__path__.
+    names = set()
+    for package in FOLDERS:
+        names.add(package)
+        for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+            names.add(info.name)
+    return sorted(names)
+
+
+def test_every_module_lives_where_its_import_name_says() -> None:
+    modules = _all_modules()
+    assert "mitigate.filters.base" in modules and "mitigate.pipeline.build" in modules
+    for name in modules:
+        module = importlib.import_module(name)
+        where = Path(module.__file__).resolve()
+        expected = _expected_path(name)
+        if where.name == "__init__.py":
+            assert where.parent == expected, f"{name} is at {where}, expected {expected}/"
+        else:
+            assert where == expected.with_suffix(".py"), f"{name} is at {where}"
+
+
+def test_no_stray_python_folders_beside_the_package() -> None:
+    # A new top-level folder of library code must be mapped, not silently left out.
+    mapped = {p.resolve() for p in FOLDERS.values()}
+    unmapped = {"tests", "benchmarks", "scripts", "docs", "configs", "data"}
+    for child in ROOT.iterdir():
+        if child.is_dir() and not child.name.startswith(".") and child.name not in unmapped:
+            if (child / "__init__.py").exists():
+                assert child.resolve() in mapped, f"{child.name}/ is a package outside the map"
+
+
+def _imports_beam(path: Path) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            if any(a.name.split(".")[0] == "apache_beam" for a in node.names):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "apache_beam":
+                lines.append(node.lineno)
+    return lines
+
+
+def test_beam_is_imported_only_by_pipeline_runners_and_cli() -> None:
+    offenders = []
+    checked = 0
+    for name in _all_modules():
+        path = Path(importlib.import_module(name).__file__)
+        checked += 1
+        if name.startswith(BEAM_ALLOWED):
+            continue
+        for line in _imports_beam(path):
+            offenders.append(f"{path.relative_to(ROOT)}:{line}")
+    assert checked > 20
+    assert not offenders, "apache_beam imported outside pipeline/, runners/, cli: " + ", ".join(
+        offenders
+    )
+
+
+def test_the_beam_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    # The checker must catch the lazy form too, or the rule above could not fail.
+    sample = tmp_path / "m.py"
+    sample.write_text("def f():\n    from apache_beam.io import fileio\n    import os\n")
+    assert _imports_beam(sample) == [2]
