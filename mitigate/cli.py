@@ -209,6 +209,47 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from mitigate import train
+    from mitigate.pipeline import fs
+
+    result = train.train(
+        args.from_dir,
+        args.embeddings,
+        args.labels,
+        args.name,
+        args.output,
+        category=args.category,
+        target_recall=args.target_recall,
+        confidence=args.confidence,
+        folds=args.folds,
+        n_review=args.n,
+        overwrite=args.overwrite,
+        opener=fs.open_read,
+    )
+    r = result.report
+    t = r["threshold"]
+    print(
+        f"probe {r['name']} on {r['backbone']} ({r['embedding_dim']}-d): {r['n_positive']} "
+        f"positive, {r['n_negative']} negative labels; C {r['model']['C']:g}"
+    )
+    print(
+        f"  out-of-fold ({r['model']['folds']}-fold) ROC AUC {r['out_of_fold']['roc_auc']:.4f}, "
+        f"average precision {r['out_of_fold']['average_precision']:.4f}"
+    )
+    print(
+        f"  threshold {t['threshold']:.6f} for recall >= {t['target_recall']:g}: recall "
+        f"{t['recall']:.4f} ({t['recall_ci'][0]:.4f} to {t['recall_ci'][1]:.4f}), drops "
+        f"{t['drop_fraction']:.2%} of the run"
+    )
+    print(
+        f"  {len(r['mistakes'])} out-of-fold mistake(s) and {len(r['neighbours'])} neighbour(s) "
+        f"to label: {result.output / 'review' / 'contact_sheet.html'}"
+    )
+    print(f"head, config entry and report -> {result.output} (add {r['name']}.yaml to filters:)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mitigate.pipeline import fs
     from mitigate.report import write_report
@@ -489,6 +530,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-blur", action="store_true", help="show images of 'sexual'-category filters unblurred"
     )
     sel_p.set_defaults(func=cmd_select)
+
+    tr_p = sub.add_parser(
+        "train",
+        help="train a filter from labels: a linear probe on a run's stored embeddings",
+        description="Fit a linear probe (class-balanced logistic regression, C chosen by "
+        "cross-validated log loss) on the embeddings a filter stored in a finished run "
+        "(store_embeddings: true), and write to --output: NAME.onnx (the head alone), "
+        "NAME.yaml (a linear_probe filter entry with the threshold for --target-recall), "
+        "report.json/report.md (out-of-fold ROC AUC, precision-recall, the threshold with "
+        "its interval) and review/contact_sheet.html (labelled samples the out-of-fold "
+        "models get wrong and their nearest unlabelled neighbours, to label next).",
+    )
+    tr_p.add_argument(
+        "--from", dest="from_dir", required=True, metavar="DIR", help="output folder of a run"
+    )
+    tr_p.add_argument(
+        "--embeddings",
+        required=True,
+        metavar="FILTER",
+        help="id of the filter whose stored embeddings to train on (e.g. nsfw)",
+    )
+    tr_p.add_argument(
+        "--labels", required=True, metavar="CSV", help="key,label CSV (1 = in the category)"
+    )
+    tr_p.add_argument(
+        "--name", required=True, help="id of the new filter (score column score_NAME)"
+    )
+    tr_p.add_argument("--output", required=True, metavar="DIR", help="where to write")
+    tr_p.add_argument("--category", help="category the filter protects against (default NAME)")
+    tr_p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.95,
+        help="fraction of labelled positives the threshold drops (default 0.95)",
+    )
+    tr_p.add_argument(
+        "--confidence", type=float, default=0.95, help="interval confidence (default 0.95)"
+    )
+    tr_p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    tr_p.add_argument(
+        "--n", type=int, default=50, help="mistakes and neighbours to show (default 50 each)"
+    )
+    tr_p.add_argument("--overwrite", action="store_true", help="replace a previous --output")
+    tr_p.set_defaults(func=cmd_train)
 
     val_p = sub.add_parser(
         "validate",
