@@ -63,6 +63,7 @@ Opener = Callable[[str], IO[bytes]]
 MIN_PER_CLASS = 10  #: fewer labelled positives (or negatives) than this is an error
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 7))  #: inverse regularisation grid
 DEFAULT_FOLDS = 5
+MAX_CV_LABELS = 20_000  #: labels cross-validated at most (a stratified sample beyond)
 ONNX_TOLERANCE = 1e-4  #: largest |onnxruntime - scikit-learn| probability accepted
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CURVE_POINTS = 200
@@ -78,7 +79,7 @@ class RunEmbeddings:
     embedding, e.g. samples that failed to decode)."""
 
     keys: list[str]
-    embeddings: np.ndarray  # (N, D) float32
+    embeddings: np.ndarray  # (N, D) float16, as stored (half the memory of float32)
     has_embedding: np.ndarray  # (N,) bool
 
 
@@ -122,7 +123,7 @@ def load_run_embeddings(out_dir: str | Path, filter_id: str) -> RunEmbeddings:
         blocks.append(matrix)
     if width is None:
         raise TrainError(f"--embeddings: the run holds no {filter_id!r} embedding at all")
-    out = np.full((len(keys), width), np.nan, dtype=np.float32)
+    out = np.full((len(keys), width), np.nan, dtype=np.float16)
     start = 0
     for block in blocks:
         if block.shape[1]:
@@ -176,16 +177,21 @@ class ProbeFit:
     C: float
     cs: list[float]
     cv_log_loss: list[float]  # class-balanced, pooled over folds, one per C
-    oof: np.ndarray  # out-of-fold probabilities of the chosen C, one per label
+    oof: np.ndarray  # out-of-fold probabilities of the chosen C, one per row of cv_rows
+    cv_rows: np.ndarray  # labels that were cross-validated (all, up to max_cv_labels)
     folds: int
     n_iter: int  # iterations of the final fit
     sklearn_model: Any  # the final LogisticRegression (on standardised features)
     mean: np.ndarray
     scale: np.ndarray
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        logit = np.asarray(x, dtype=np.float64) @ self.weights + self.bias
-        return 1.0 / (1.0 + np.exp(-logit))
+    def predict(self, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Probabilities for the rows of ``x`` (float64 math, ``chunk`` rows at a time)."""
+        out = np.empty(x.shape[0])
+        for s in range(0, x.shape[0], chunk):
+            logit = np.asarray(x[s : s + chunk], dtype=np.float64) @ self.weights + self.bias
+            out[s : s + chunk] = 1.0 / (1.0 + np.exp(-logit))
+        return out
 
 
 def _balanced_weights(y: np.ndarray) -> np.ndarray:
@@ -224,6 +230,7 @@ def fit_probe(
     seed: int = 0,
     mean: np.ndarray | None = None,
     scale: np.ndarray | None = None,
+    max_cv_labels: int = MAX_CV_LABELS,
 ) -> ProbeFit:
     """Class-balanced logistic regression with ``C`` chosen by out-of-fold log loss.
 
@@ -233,6 +240,10 @@ def fit_probe(
         folds: Stratified folds (shuffled with ``seed``), at least 2.
         cs: Inverse regularisation strengths to try (ascending is fastest: warm starts).
         mean, scale: Standardisation; default: that of ``x`` itself.
+        max_cv_labels: With more labels than this, ``C`` is chosen and the out-of-fold
+            scores are computed on a stratified sample of this many (seeded); the final
+            head is still fit on every label. Bounds the cost of the ``folds x len(cs)``
+            fits, where extra labels change the chosen ``C`` little (n >> D).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -244,18 +255,28 @@ def fit_probe(
         raise TrainError(f"--folds: {folds} folds need at least {folds} labels of each class")
     if mean is None or scale is None:
         mean, scale = standardiser(x)
-    z = ((np.asarray(x, dtype=np.float64) - mean) / scale).astype(np.float32)
+    z = (np.asarray(x, dtype=np.float32) - mean.astype(np.float32)) / scale.astype(np.float32)
     cs = sorted(float(c) for c in cs)
-    weights = _balanced_weights(y)
-    oof = np.zeros((len(cs), len(y)))
+    cv_rows = np.arange(len(y))
+    if len(y) > max_cv_labels:
+        from sklearn.model_selection import train_test_split
+
+        cv_rows, _ = train_test_split(
+            cv_rows, train_size=max_cv_labels, stratify=y, random_state=seed
+        )
+        cv_rows = np.sort(cv_rows)
+        log.info("cross-validating %d of %d labels (stratified sample)", len(cv_rows), len(y))
+    zc, yc = z[cv_rows], y[cv_rows]
+    weights = _balanced_weights(yc)
+    oof = np.zeros((len(cs), len(yc)))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train_idx, test_idx in splitter.split(z, y):
+    for train_idx, test_idx in splitter.split(zc, yc):
         clf = LogisticRegression(class_weight="balanced", max_iter=1000, warm_start=True)
         for j, c in enumerate(cs):
             clf.set_params(C=c)
-            clf.fit(z[train_idx], y[train_idx])
-            oof[j, test_idx] = clf.predict_proba(z[test_idx])[:, 1]
-    losses = [_log_loss(y, oof[j], weights) for j in range(len(cs))]
+            clf.fit(zc[train_idx], yc[train_idx])
+            oof[j, test_idx] = clf.predict_proba(zc[test_idx])[:, 1]
+    losses = [_log_loss(yc, oof[j], weights) for j in range(len(cs))]
     best = int(np.argmin(losses))  # first minimum: the strongest regularisation on ties
     final = LogisticRegression(C=cs[best], class_weight="balanced", max_iter=1000).fit(z, y)
     coef = final.coef_[0].astype(np.float64) / scale
@@ -267,6 +288,7 @@ def fit_probe(
         cs=cs,
         cv_log_loss=losses,
         oof=oof[best],
+        cv_rows=cv_rows,
         folds=folds,
         n_iter=int(np.max(final.n_iter_)),
         sklearn_model=final,
@@ -410,26 +432,29 @@ def train(
     run = load_run_embeddings(from_dir, filter_id)
     rows = labelled_rows(run, labels, filter_id)
     y = np.array(list(labels.values()), dtype=bool)
-    x = run.embeddings[rows]
+    x = run.embeddings[rows].astype(np.float32)
 
-    mean, scale = standardiser(run.embeddings[run.has_embedding])
+    present = run.embeddings[run.has_embedding]
+    mean, scale = standardiser(present)
     fit = fit_probe(x, y, folds=folds, cs=cs, seed=seed, mean=mean, scale=scale)
     all_scores = np.full(len(run.keys), np.nan)
-    all_scores[run.has_embedding] = fit.predict(run.embeddings[run.has_embedding])
+    all_scores[run.has_embedding] = fit.predict(present)
+    del present
+    y_cv, cv_keys = y[fit.cv_rows], rows[fit.cv_rows]
     cal = calibrate.calibrate(
-        fit.oof, y, all_scores[run.has_embedding], target_recall, confidence=confidence
+        fit.oof, y_cv, all_scores[run.has_embedding], target_recall, confidence=confidence
     )
-    metrics = evaluate(y, fit.oof)
+    metrics = evaluate(y_cv, fit.oof)
 
     # what the out-of-fold models get wrong at the chosen threshold, worst first
-    wrong = np.flatnonzero((fit.oof >= cal.threshold) != y)
-    wrong = wrong[np.argsort(-np.abs(fit.oof[wrong] - y[wrong]), kind="stable")]
+    wrong = np.flatnonzero((fit.oof >= cal.threshold) != y_cv)
+    wrong = wrong[np.argsort(-np.abs(fit.oof[wrong] - y_cv[wrong]), kind="stable")]
     mistakes = [
         {
-            "key": run.keys[rows[i]],
-            "label": int(y[i]),
+            "key": run.keys[cv_keys[i]],
+            "label": int(y_cv[i]),
             "oof_score": float(fit.oof[i]),
-            "kind": "missed positive" if y[i] else "false positive",
+            "kind": "missed positive" if y_cv[i] else "false positive",
         }
         for i in wrong
     ]
@@ -466,6 +491,7 @@ def train(
         "n_labelled": len(y),
         "n_positive": int(y.sum()),
         "n_negative": int((~y).sum()),
+        "n_cross_validated": len(fit.cv_rows),
         "model": {
             "kind": "LogisticRegression(class_weight='balanced'), standardised features",
             "C": fit.C,
@@ -597,6 +623,15 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"## Out-of-fold ({m['folds']}-fold stratified) quality",
         "",
+        *(
+            [
+                f"Cross-validated on a stratified sample of {report['n_cross_validated']} "
+                "labels; the head is fit on all of them.",
+                "",
+            ]
+            if report["n_cross_validated"] < report["n_labelled"]
+            else []
+        ),
         f"- ROC AUC: **{oof['roc_auc']:.4f}**",
         f"- average precision: **{oof['average_precision']:.4f}**",
         f"- C = {m['C']:g} (lowest class-balanced out-of-fold log loss on the grid "

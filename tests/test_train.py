@@ -340,3 +340,15 @@ def test_head_config_errors_name_the_field(tmp_path):
             }
         )
     assert check_heads([]) == []
+
+
+def test_many_labels_are_cross_validated_on_a_stratified_sample():
+    rng = np.random.default_rng(4)
+    y = np.arange(400) % 5 == 0
+    x = rng.normal(size=(400, 8)) + y[:, None]
+    fit = train.fit_probe(x, y, folds=3, max_cv_labels=100)
+    assert len(fit.cv_rows) == len(fit.oof) == 100
+    assert int(y[fit.cv_rows].sum()) == 20  # stratified: the same positive share
+    # the final head saw every label: it differs from one fit on the sample alone
+    small = train.fit_probe(x[fit.cv_rows], y[fit.cv_rows], folds=3)
+    assert not np.allclose(small.weights, fit.weights)

@@ -25,9 +25,12 @@ from mitigate.pipeline.run import redecide, run
 
 REPO = Path(__file__).resolve().parents[1]
 ANIMALS = REPO / "data" / "probe" / "animals"
-# Held-out ROC AUC of the probe trained on 100 labels measured 0.9xx on this data
-# (see BENCHMARKS.md, "Linear probes"); the floor leaves a margin for other
-# onnxruntime / scikit-learn builds without letting a broken probe pass.
+# Measured with benchmarks/eval_probe.py (BENCHMARKS.md, "Linear probes"): held-out ROC
+# AUC 0.980 on this split (out-of-fold 0.928 on the 100 training labels), and 0.899 /
+# 0.954 / 0.989 (min / mean / max) over 20 random stratified 100/60 splits; held-out
+# recall 0.89 (25/28) at the threshold chosen for 0.95. The floors sit below the worst
+# random split, so another scikit-learn / onnxruntime build passes and a broken probe
+# (AUC ~0.5, or a threshold that keeps animals) does not.
 HELD_OUT_AUC_FLOOR = 0.85
 TARGET_RECALL = 0.95
 HELD_OUT_RECALL_FLOOR = 0.75
