@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         "config.yaml, changed with --set), then exact duplicates are resolved again and a "
         "complete new output is written. No image is decoded and no model runs; the input "
         "shards must still be readable, since kept samples are copied from them. Errors "
-        "stay errors. Every filter of the new config needs stored scores in --from.",
+        "stay errors. Every filter of the new config needs stored scores in --from, "
+        "except linear_probe heads, scored from their backbone's stored embeddings.",
     )
     red_p.add_argument(
         "--from",

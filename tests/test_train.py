@@ -352,3 +352,22 @@ def test_many_labels_are_cross_validated_on_a_stratified_sample():
     # the final head saw every label: it differs from one fit on the sample alone
     small = train.fit_probe(x[fit.cv_rows], y[fit.cv_rows], folds=3)
     assert not np.allclose(small.weights, fit.weights)
+
+
+def test_a_head_keeps_its_backbone_embedding_on_the_record_without_storing_it(tmp_path):
+    import onnx
+
+    from mitigate.config import validate_config
+    from mitigate.pipeline.build import _keeps_embedding
+
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2 == 0
+    fit = train.fit_probe(rng.normal(size=(40, 1024)) + y[:, None], y, folds=2)
+    onnx.save(train.head_model(fit, "h", {}), str(tmp_path / "head.onnx"))
+    base = {"input": {"paths": [str(tmp_path / "*.tar")]}, "output": {"path": str(tmp_path)}}
+    nsfw = {"name": "nsfw", "store_embeddings": False}
+    head = {"name": "linear_probe", "backbone": "nsfw", "model": {"path": "head.onnx"}}
+    alone = validate_config({**base, "filters": [nsfw]}, tmp_path)
+    with_head = validate_config({**base, "filters": [nsfw, head]}, tmp_path)
+    assert not _keeps_embedding(alone.filters[0], alone)
+    assert _keeps_embedding(with_head.filters[0], with_head)
