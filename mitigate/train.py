@@ -535,7 +535,7 @@ def train(
             json.dumps(_finite(report), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
         (work / "report.md").write_text(markdown(report), encoding="utf-8")
-        _write_review(work / "review", from_dir, run, report, entry, opener)
+        _write_review(work / "review", from_dir, run, report, entry, opener, n_review)
         if output.exists():
             shutil.rmtree(output) if output.is_dir() else output.unlink()
         work.rename(output)
@@ -671,25 +671,29 @@ def _write_review(
     report: dict[str, Any],
     entry: dict[str, Any],
     opener: Opener | None,
+    n_review: int,
 ) -> None:
-    """selection.csv and contact_sheet.html (the contact sheet of ``mitigate select``)."""
+    """selection.csv and contact_sheet.html (the contact sheet of ``mitigate select``):
+    the ``n_review`` worst out-of-fold mistakes, then their neighbours."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     folder.mkdir()
     opener = opener or (lambda path: open(path, "rb"))
     picked = [
         (m["key"], m["oof_score"], f"labelled {m['label']}: {m['kind']}")
-        for m in report["mistakes"]
+        for m in report["mistakes"][:n_review]
     ] + [
         (n["key"], n["score"], f"near {n['near']} (cosine {n['cosine']:.3f})")
         for n in report["neighbours"]
     ]
-    wanted = {key for key, _, _ in picked}
+    wanted = pa.array(sorted({key for key, _, _ in picked}), pa.string())
     rows: dict[str, dict[str, Any]] = {}
     for part in review.manifest_parts(from_dir):
-        for row in pq.read_table(part).to_pylist():
-            if row["key"] in wanted and row["key"] not in rows:
-                rows[row["key"]] = row
+        table = pq.read_table(part)
+        for row in table.filter(pc.is_in(table.column("key"), value_set=wanted)).to_pylist():
+            rows.setdefault(row["key"], row)
     entries = []
     with open(folder / "selection.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

@@ -167,7 +167,7 @@ def test_train_writes_head_snippet_report_and_review(tmp_path, capsys):
         tmp_path / "labels.csv", [keys[i] for i in labelled], [int(truth[i]) for i in labelled]
     )
     out = tmp_path / "probe"
-    assert main(_train_args(run, labels, out, "--target-recall", "0.9")) == 0
+    assert main(_train_args(run, labels, out, "--target-recall", "0.9", "--n", "4")) == 0
     assert "out-of-fold (5-fold) ROC AUC" in capsys.readouterr().out
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert names == [
@@ -189,9 +189,11 @@ def test_train_writes_head_snippet_report_and_review(tmp_path, capsys):
     for m in report["mistakes"]:
         assert (m["oof_score"] >= t) != bool(m["label"])
     # neighbours are unlabelled samples
-    assert report["neighbours"] and all(int(n["key"][1:]) >= 90 for n in report["neighbours"])
+    assert len(report["mistakes"]) > 4  # all of them in the report, --n on the sheet
+    assert len(report["neighbours"]) == 4
+    assert all(int(n["key"][1:]) >= 90 for n in report["neighbours"])
     sheet = (out / "review" / "contact_sheet.html").read_text()
-    picked = len(report["mistakes"]) + len(report["neighbours"])
+    picked = 4 + 4
     assert sheet.count('class="card"') == picked and sheet.count("data:image/jpeg") == picked
     assert "ROC AUC" in (out / "report.md").read_text()
     # the snippet is a filter entry that loads and keeps the threshold exactly
