@@ -68,10 +68,45 @@ def _config_args(
         help="override any config field, VALUE parsed as YAML, e.g. --set dedup.exact=false "
         "or --set 'filters=[{name: caption_terms, terms_file: t.txt}]' (repeatable)",
     )
+    parser.add_argument(
+        "--add-filter",
+        dest="add_filter",
+        action="append",
+        metavar="YAML",
+        help="append the `filters:` entries of a YAML snippet (e.g. NAME.yaml from "
+        "`mitigate train`) to the config's filters (repeatable; before any --set)",
+    )
+
+
+def _added_filters(args: argparse.Namespace) -> list[str]:
+    """An override setting ``filters`` to the config file's list plus every
+    ``--add-filter`` snippet's entries (none without ``--add-filter``)."""
+    import json
+
+    import yaml
+
+    if not getattr(args, "add_filter", None):
+        return []
+    try:
+        base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    except (OSError, yaml.YAMLError):
+        return []  # load_config reports the config file's own problem
+    entries = list((base or {}).get("filters") or []) if isinstance(base, dict) else []
+    for path in args.add_filter:
+        try:
+            snippet = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([f"--add-filter {path}: cannot read it: {exc}"]) from None
+        if not isinstance(snippet, dict) or not isinstance(snippet.get("filters"), list):
+            raise ConfigError(
+                [f"--add-filter {path}: expected a `filters:` list (as `mitigate train` writes)"]
+            )
+        entries += snippet["filters"]
+    return [f"filters={json.dumps(entries)}"]
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    overrides = list(args.overrides)
+    overrides = _added_filters(args) + list(args.overrides)
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(

@@ -373,3 +373,41 @@ def test_a_head_keeps_its_backbone_embedding_on_the_record_without_storing_it(tm
     with_head = validate_config({**base, "filters": [nsfw, head]}, tmp_path)
     assert not _keeps_embedding(alone.filters[0], alone)
     assert _keeps_embedding(with_head.filters[0], with_head)
+
+
+def test_add_filter_appends_a_trained_entry_to_the_config(tmp_path, capsys):
+    import onnx
+
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2 == 0
+    fit = train.fit_probe(rng.normal(size=(40, 1024)) + y[:, None], y, folds=2)
+    onnx.save(train.head_model(fit, "animal", {}), str(tmp_path / "animal.onnx"))
+    snippet = tmp_path / "animal.yaml"
+    entry = {
+        "name": "linear_probe",
+        "id": "animal",
+        "backbone": "nsfw",
+        "model": {"path": str(tmp_path / "animal.onnx")},
+        "threshold": 0.3,
+    }
+    snippet.write_text(yaml.safe_dump({"filters": [entry]}))
+    config = tmp_path / "c.yaml"
+    animals = Path(__file__).resolve().parents[1] / "data" / "probe" / "animals"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(animals / "*.tar")]},
+                "output": {"path": str(tmp_path / "out")},
+                "filters": [{"name": "nsfw", "store_embeddings": True}],
+            }
+        )
+    )
+    base = ["validate", "--config", str(config), "--add-filter", str(snippet)]
+    assert main(base) == 0
+    assert "filters: nsfw, animal" in capsys.readouterr().out
+    # --set applies after the appended entries
+    assert main([*base, "--set", "filters.1.threshold=1.5"]) == 2
+    assert "filters[1].threshold: must be between 0 and 1" in capsys.readouterr().err
+    snippet.write_text("threshold: 0.3\n")
+    assert main(base) == 2
+    assert "expected a `filters:` list" in capsys.readouterr().err
