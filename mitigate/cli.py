@@ -281,7 +281,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"  {len(r['mistakes'])} out-of-fold mistake(s) and {len(r['neighbours'])} neighbour(s) "
         f"to label: {result.output / 'review' / 'contact_sheet.html'}"
     )
-    print(f"head, config entry and report -> {result.output} (add {r['name']}.yaml to filters:)")
+    print(
+        f"head, config entry and report -> {result.output}; add the filter with "
+        f"`--add-filter {result.output / (r['name'] + '.yaml')}` (redecide or run)"
+    )
     return 0
 
 
