@@ -68,10 +68,45 @@ def _config_args(
         help="override any config field, VALUE parsed as YAML, e.g. --set dedup.exact=false "
         "or --set 'filters=[{name: caption_terms, terms_file: t.txt}]' (repeatable)",
     )
+    parser.add_argument(
+        "--add-filter",
+        dest="add_filter",
+        action="append",
+        metavar="YAML",
+        help="append the `filters:` entries of a YAML snippet (e.g. NAME.yaml from "
+        "`mitigate train`) to the config's filters (repeatable; before any --set)",
+    )
+
+
+def _added_filters(args: argparse.Namespace) -> list[str]:
+    """An override setting ``filters`` to the config file's list plus every
+    ``--add-filter`` snippet's entries (none without ``--add-filter``)."""
+    import json
+
+    import yaml
+
+    if not getattr(args, "add_filter", None):
+        return []
+    try:
+        base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    except (OSError, yaml.YAMLError):
+        return []  # load_config reports the config file's own problem
+    entries = list((base or {}).get("filters") or []) if isinstance(base, dict) else []
+    for path in args.add_filter:
+        try:
+            snippet = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([f"--add-filter {path}: cannot read it: {exc}"]) from None
+        if not isinstance(snippet, dict) or not isinstance(snippet.get("filters"), list):
+            raise ConfigError(
+                [f"--add-filter {path}: expected a `filters:` list (as `mitigate train` writes)"]
+            )
+        entries += snippet["filters"]
+    return [f"filters={json.dumps(entries)}"]
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    overrides = list(args.overrides)
+    overrides = _added_filters(args) + list(args.overrides)
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
@@ -206,6 +241,50 @@ def cmd_select(args: argparse.Namespace) -> int:
     page = review.contact_sheet(f"mitigate select: {args.filter}", intro, entries, blur)
     (out / "contact_sheet.html").write_text(page, encoding="utf-8")
     print(f"{len(picked)} samples -> {out / 'selection.csv'}, {out / 'contact_sheet.html'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mitigate import train
+    from mitigate.pipeline import fs
+
+    result = train.train(
+        args.from_dir,
+        args.embeddings,
+        args.labels,
+        args.name,
+        args.output,
+        category=args.category,
+        target_recall=args.target_recall,
+        confidence=args.confidence,
+        folds=args.folds,
+        n_review=args.n,
+        overwrite=args.overwrite,
+        opener=fs.open_read,
+    )
+    r = result.report
+    t = r["threshold"]
+    print(
+        f"probe {r['name']} on {r['backbone']} ({r['embedding_dim']}-d): {r['n_positive']} "
+        f"positive, {r['n_negative']} negative labels; C {r['model']['C']:g}"
+    )
+    print(
+        f"  out-of-fold ({r['model']['folds']}-fold) ROC AUC {r['out_of_fold']['roc_auc']:.4f}, "
+        f"average precision {r['out_of_fold']['average_precision']:.4f}"
+    )
+    print(
+        f"  threshold {t['threshold']:.6f} for recall >= {t['target_recall']:g}: recall "
+        f"{t['recall']:.4f} ({t['recall_ci'][0]:.4f} to {t['recall_ci'][1]:.4f}), drops "
+        f"{t['drop_fraction']:.2%} of the run"
+    )
+    print(
+        f"  {len(r['mistakes'])} out-of-fold mistake(s) and {len(r['neighbours'])} neighbour(s) "
+        f"to label: {result.output / 'review' / 'contact_sheet.html'}"
+    )
+    print(
+        f"head, config entry and report -> {result.output}; add the filter with "
+        f"`--add-filter {result.output / (r['name'] + '.yaml')}` (redecide or run)"
+    )
     return 0
 
 
@@ -387,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
         "config.yaml, changed with --set), then exact duplicates are resolved again and a "
         "complete new output is written. No image is decoded and no model runs; the input "
         "shards must still be readable, since kept samples are copied from them. Errors "
-        "stay errors. Every filter of the new config needs stored scores in --from.",
+        "stay errors. Every filter of the new config needs stored scores in --from, "
+        "except linear_probe heads, scored from their backbone's stored embeddings.",
     )
     red_p.add_argument(
         "--from",
@@ -489,6 +569,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-blur", action="store_true", help="show images of 'sexual'-category filters unblurred"
     )
     sel_p.set_defaults(func=cmd_select)
+
+    tr_p = sub.add_parser(
+        "train",
+        help="train a filter from labels: a linear probe on a run's stored embeddings",
+        description="Fit a linear probe (class-balanced logistic regression, C chosen by "
+        "cross-validated log loss) on the embeddings a filter stored in a finished run "
+        "(store_embeddings: true), and write to --output: NAME.onnx (the head alone), "
+        "NAME.yaml (a linear_probe filter entry with the threshold for --target-recall), "
+        "report.json/report.md (out-of-fold ROC AUC, precision-recall, the threshold with "
+        "its interval) and review/contact_sheet.html (labelled samples the out-of-fold "
+        "models get wrong and their nearest unlabelled neighbours, to label next).",
+    )
+    tr_p.add_argument(
+        "--from", dest="from_dir", required=True, metavar="DIR", help="output folder of a run"
+    )
+    tr_p.add_argument(
+        "--embeddings",
+        required=True,
+        metavar="FILTER",
+        help="id of the filter whose stored embeddings to train on (e.g. nsfw)",
+    )
+    tr_p.add_argument(
+        "--labels", required=True, metavar="CSV", help="key,label CSV (1 = in the category)"
+    )
+    tr_p.add_argument(
+        "--name", required=True, help="id of the new filter (score column score_NAME)"
+    )
+    tr_p.add_argument("--output", required=True, metavar="DIR", help="where to write")
+    tr_p.add_argument("--category", help="category the filter protects against (default NAME)")
+    tr_p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.95,
+        help="fraction of labelled positives the threshold drops (default 0.95)",
+    )
+    tr_p.add_argument(
+        "--confidence", type=float, default=0.95, help="interval confidence (default 0.95)"
+    )
+    tr_p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    tr_p.add_argument(
+        "--n", type=int, default=50, help="mistakes and neighbours to show (default 50 each)"
+    )
+    tr_p.add_argument("--overwrite", action="store_true", help="replace a previous --output")
+    tr_p.set_defaults(func=cmd_train)
 
     val_p = sub.add_parser(
         "validate",

@@ -33,6 +33,7 @@ from pydantic import (
 
 from mitigate import filters as filter_registry
 from mitigate.filters.base import FilterConfig, NoBoolNumbers
+from mitigate.filters.probe import check_heads
 from mitigate.sources import SourceLimits
 
 
@@ -558,6 +559,7 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
         errors.extend(_messages(exc, Config, ()))
     if config is not None:
         errors.extend(_cross_checks(config))
+        errors.extend(check_heads(config.filters))
     if errors or config is None:
         raise ConfigError(errors)
     return _resolve_paths(config, base)

@@ -242,6 +242,7 @@ def reopen(record: SampleRecord) -> SampleRecord:
         threshold=None,
         duplicate_of=None,
         distance=None,
+        verify_score=None,  # recomputed by near-dedup among the new survivors
         weight=None,
         copies=None,
     )

@@ -31,6 +31,7 @@ from apache_beam.utils.shared import Shared
 from mitigate import output, stages
 from mitigate.config import Config
 from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
+from mitigate.filters.probe import apply_heads, backbones, is_head
 from mitigate.pipeline import fs
 from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
 from mitigate.pipeline.near import NearDedup
@@ -161,7 +162,8 @@ class Decode(beam.DoFn):
 
     def setup(self) -> None:
         built = [build_filter(c) for c in self.config.filters]
-        self._filters = [f for f in built if not isinstance(f, ModelFilter)]
+        # heads read a model's embedding: they are scored in Decide, after the models
+        self._filters = [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
         for flt in self._filters:
             flt.setup()
         self._models: list[tuple[FilterModelHandler, Any, bool]] = []
@@ -171,7 +173,7 @@ class Decode(beam.DoFn):
                     handle = self._shared.acquire(
                         lambda f=flt: _ModelHolder(f.load_model()), tag=flt.filter_id
                     )
-                    keep = bool(getattr(cfg, "store_embeddings", False))
+                    keep = _keeps_embedding(cfg, self.config)
                     self._models.append((FilterModelHandler(flt), handle.model, keep))
         self._samples = Metrics.counter(NAMESPACE, "samples_processed")
         self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
@@ -212,9 +214,17 @@ class Decide(beam.DoFn):
 
     def setup(self) -> None:
         self._filters = [build_filter(c) for c in self.config.filters]
+        self._heads = [f for f in self._filters if is_head(f)]
 
     def process(self, item: ScoringItem) -> Iterator[SampleRecord]:
-        yield stages.decide(item.record, self._filters)
+        yield stages.decide(apply_heads(item.record, self._heads), self._filters)
+
+
+def _keeps_embedding(cfg: Any, config: Config) -> bool:
+    """A model filter's embedding stays on the record when it is stored or a head reads it."""
+    return bool(getattr(cfg, "store_embeddings", False)) or (
+        cfg.filter_id in backbones(config.filters)
+    )
 
 
 class ProcessChunk(beam.PTransform):
@@ -231,7 +241,7 @@ class ProcessChunk(beam.PTransform):
             for cfg in self.config.filters:
                 flt = build_filter(cfg)
                 if isinstance(flt, ModelFilter):
-                    keep = bool(getattr(cfg, "store_embeddings", False))
+                    keep = _keeps_embedding(cfg, self.config)
                     items = items | ScoreWithModel(flt, keep)
         return items | "Decide" >> beam.ParDo(Decide(self.config))
 
@@ -494,10 +504,12 @@ def build_redecide(
     rebalanced again (with the stored embeddings, where the config uses them).
     """
     embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
+    # heads are scored again from their backbone's stored embeddings
+    read_ids = sorted(set(embedding_ids) | backbones(config.filters))
     records = (
         pipeline
         | "ManifestParts" >> beam.Create(parts)
-        | "ReadParts" >> beam.ParDo(ReadRunPart(source_run, stored_filters, embedding_ids))
+        | "ReadParts" >> beam.ParDo(ReadRunPart(source_run, stored_filters, read_ids))
         | "Redecide" >> beam.ParDo(Redecide(config))
     )
     input_count = records | "InputCount" >> beam.combiners.Count.Globally()
@@ -512,9 +524,10 @@ class Redecide(beam.DoFn):
 
     def setup(self) -> None:
         self._filters = [build_filter(c) for c in self.config.filters]
+        self._heads = [f for f in self._filters if is_head(f)]
 
     def process(self, record: SampleRecord) -> Iterator[SampleRecord]:
-        yield stages.decide(stages.reopen(record), self._filters)
+        yield stages.decide(apply_heads(stages.reopen(record), self._heads), self._filters)
 
 
 def _finish(

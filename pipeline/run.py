@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from mitigate import __version__
 from mitigate.config import Config, ConfigError
 from mitigate.filters import ModelFilter, build_filter
+from mitigate.filters.probe import LinearProbeConfig, is_head
 from mitigate.pipeline import fs, outdir
 from mitigate.pipeline.build import Layout, build, build_redecide
 from mitigate.runners import pipeline_options
@@ -197,7 +198,7 @@ def _header(config: Config, sources: list[str]) -> dict[str, Any]:
         "models": [
             flt.provenance()
             for flt in map(build_filter, config.filters)
-            if isinstance(flt, ModelFilter)
+            if isinstance(flt, ModelFilter) or is_head(flt)
         ],
     }
 
@@ -250,14 +251,18 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
         f"filters[{i}]: no stored scores for {f.filter_id!r} in {from_path} (stored: "
         f"{', '.join(stored) or 'none'}); re-run the pipeline to score with a new filter"
         for i, f in enumerate(config.filters)
-        if f.filter_id not in stored
+        if f.filter_id not in stored and not isinstance(f, LinearProbeConfig)
     ]
+    errors += _head_errors(config, from_path)
     if errors:
         raise ConfigError(errors)
     outdir.check_output(config.output.path, config.output.overwrite)
     header = _header(config, sources)
     header["redecided_from"] = from_path
     header["models"] = previous.get("models", [])
+    header["models"] += [
+        m for m in _header(config, sources)["models"] if m.get("name") == "linear_probe"
+    ]
     issues = [SourceIssue(**i) for i in previous.get("source_issues", [])]
     options = pipeline_options(config.runner, beam_args)
     header["runner_options"] = options_in_force(options)
@@ -272,6 +277,42 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
         _copy_tree(Layout(from_path).embeddings, layout.embeddings)
 
     return _staged(config, work)
+
+
+def _head_errors(config: Config, from_path: str) -> list[str]:
+    """A head is scored again from its backbone's stored embeddings: they must exist
+    for every manifest part and have the width the head takes."""
+    import numpy as np
+
+    errors = []
+    pattern = fs.join(from_path, "manifest", "part-*.parquet")
+    parts = fs.match([pattern])[pattern]
+    for i, f in enumerate(config.filters):
+        if not isinstance(f, LinearProbeConfig):
+            continue
+        for part in sorted(parts):
+            name = part.rsplit("/", 1)[-1].replace(".parquet", ".npy")
+            path = fs.join(from_path, "embeddings", f.backbone, name)
+            if not fs.exists(path):
+                errors.append(
+                    f"filters[{i}]: head {f.filter_id!r} needs the stored {f.backbone!r} "
+                    f"embeddings, but {path} is missing (store_embeddings: true on "
+                    f"{f.backbone!r} in the run)"
+                )
+                break
+            with fs.open_read(path) as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0
+                if major != 1:
+                    read = np.lib.format.read_array_header_2_0
+                shape = read(fh)[0]
+            if len(shape) == 2 and shape[1] not in (0, f.dim):
+                errors.append(
+                    f"filters[{i}]: head {f.filter_id!r} takes {f.dim}-d embeddings but "
+                    f"{path} holds {shape[1]}-d ones"
+                )
+                break
+    return errors
 
 
 def _copy_tree(src: str, dst: str) -> None:

@@ -143,3 +143,23 @@ def test_compute_signals_fills_every_signal(photos, mode):
     assert r.n_bytes == len(jpg) and len(r.sha256) == 64
     assert len(r.phash) == 16 and len(r.phash_mirror) == 16 and r.width > 0 and r.height > 0
     assert item.image is not None and item.image.mode == "RGB"
+
+
+def test_reopen_clears_every_decision_and_keeps_the_signals():
+    done = SampleRecord(
+        "k",
+        "s",
+        0,
+        scores={"nsfw": 0.1},
+        state="kept",
+        verify_score=1.7,
+        weight=2.0,
+        copies=2,
+    )
+    again = stages.reopen(done)
+    assert again.state == "pending" and again.scores == {"nsfw": 0.1}
+    # near-dedup sets verify_score again among the new survivors; a stale one would
+    # make redecide differ from a fresh run
+    assert again.verify_score is None and again.weight is None and again.copies is None
+    failed = SampleRecord("e", "s", 1, state="error", reason="decode_error")
+    assert stages.reopen(failed) is failed
