@@ -92,6 +92,14 @@ class OutputConfig(_Strict):
     overwrite: bool = Field(
         default=False, description="Replace a previous run's results in `path`."
     )
+    quarantine: bool = Field(
+        default=False,
+        description="Also write filtered samples as WebDataset shards under "
+        "quarantine/<reason>/, each KEY.json carrying the sample's manifest row.",
+    )
+    quarantine_duplicates: bool = Field(
+        default=False, description="Quarantine duplicates too (under their reason)."
+    )
 
 
 class DecodeConfig(_Strict):
