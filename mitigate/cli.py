@@ -331,11 +331,64 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(json.dumps(run(config, sources, args.beam_args), indent=2))
         return 0
-    with _live_progress(config, sources):
+    with _live_progress(config, sources), _interruptible(config.output.path):
         with _runtime():
             summary = run(config, sources, args.beam_args)
     print_summary(summary, Console())
     return 0
+
+
+@contextlib.contextmanager
+def _interruptible(out: str) -> Iterator[None]:
+    """Ctrl-C during a run: one line, exit 130, at once. Beam's runner threads and
+    worker processes do not unwind on KeyboardInterrupt (the main thread can sit in a
+    wait that never sees it, and each thread prints its own traceback), so the handler
+    removes this run's staging folder and lock (what a later run would otherwise clean
+    up as a crashed run's) and ends the process. Nothing under a final name is touched:
+    the output folder keeps the previous result, if any."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            os.write(2, b"mitigate: interrupted\n")
+        with contextlib.suppress(Exception):
+            _remove_own_staging(out)
+        with contextlib.suppress(Exception):
+            os.unlink(os.environ["MITIGATE_PROGRESS_FILE"])
+        os._exit(EXIT_INTERRUPTED)
+
+    try:
+        previous = signal.signal(signal.SIGINT, stop)
+    except ValueError:  # not the main thread (an embedding caller): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _remove_own_staging(out: str) -> None:
+    """Delete the staging folders and the lock of the run this process holds in a
+    local ``out`` (no other run can have staging there while we hold the lock)."""
+    import json
+    import shutil
+
+    from mitigate.pipeline import outdir
+
+    if "://" in out:
+        return
+    lock = Path(out) / outdir.LOCK
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(holder, dict) or holder.get("pid") != os.getpid():
+        return
+    for child in Path(out).iterdir():
+        if child.name.startswith(outdir.STAGING_PREFIX):
+            shutil.rmtree(child, ignore_errors=True)
+    lock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

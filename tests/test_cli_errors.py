@@ -148,24 +148,24 @@ def test_calibrate_piped_into_head_exits_quietly(run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
+    out = tmp_path / "o"
     proc = subprocess.Popen(
-        [str(EXE), "run", "--input", str(sample_dir / "*.tar"), "--output", str(tmp_path / "o")],
+        [str(EXE), "run", "--input", str(sample_dir / "*.tar"), "--output", str(out)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
-    progress = tmp_path / "seen"
     deadline = time.monotonic() + 120
     # wait until the run is under way (its staging folder exists), then Ctrl-C the group
-    while time.monotonic() < deadline and not any((tmp_path / "o").glob(".mitigate-staging-*")):
+    while time.monotonic() < deadline and not any(out.glob(".mitigate-staging-*")):
         time.sleep(0.2)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("mitigate ")]
+    lines = [line for line in err.splitlines() if not line.startswith("mitigate ")]
     assert lines == ["mitigate: interrupted"], err
-    assert "Traceback" not in err
-    assert not progress.exists()
+    # the interrupted run's staging folder and lock are gone; nothing else was written
+    assert sorted(p.name for p in out.iterdir()) == []

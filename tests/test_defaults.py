@@ -100,7 +100,8 @@ def test_init_writes_a_starter_that_validates_and_refuses_to_overwrite(
     starter.write_text("mine")
     assert main(["init"]) == 2
     assert capsys.readouterr().err == (
-        "mitigate: init: mitigate.yaml exists; pass --force to overwrite it, or choose another PATH\n"
+        "mitigate: init: mitigate.yaml exists; pass --force to overwrite it, or choose "
+        "another PATH\n"
     )
     assert starter.read_text() == "mine"
     assert main(["init", "--force"]) == 0
