@@ -33,7 +33,10 @@ def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
     the output folder is not inspected. ``protected`` are files the run reads (its
     config file), which the output must not replace.
     """
-    errors = []
+    from mitigate.runners.extras import missing_extra
+
+    missing = missing_extra(config.runner.name)
+    errors = [missing] if missing else []
     dry = config.runner.dry_run
     local = [p for p in config.input.paths if not (dry and "://" in p)]
     matched = fs.match(local) if local else {}
