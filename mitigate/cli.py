@@ -728,6 +728,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verbose == 1:
         # Beam's INFO lines (type-hint conversions, stage fusion) drown ours: -vv.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        # Worker processes' own log lines, relayed by the local job service (dozens per
+        # multi-process run, none actionable): -vv.
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+            logging.ERROR
+        )
     try:
         code = args.func(args)
         # Flushed here, so that a reader that went away (`| head`) is caught below

@@ -20,6 +20,7 @@ written). Nothing here imports Beam.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -130,6 +131,7 @@ class ProgressRenderer:
         # rate over a sliding window of (time, processed), so a slow start (models
         # loading) does not depress the ETA for the rest of the run
         self._history: list[tuple[float, int]] = []
+        self._lock = threading.Lock()  # the poll thread draws, a log line clears
 
     def _rate(self, now: float, done: int) -> float | None:
         self._history.append((now, done))
@@ -174,6 +176,10 @@ class ProgressRenderer:
         return body[:width]
 
     def update(self, counts: Counts, final: bool = False) -> None:
+        with self._lock:
+            self._update(counts, final)
+
+    def _update(self, counts: Counts, final: bool) -> None:
         now = self.clock()
         if self.terminal:
             width = max(20, self.width() - 1)  # the last column would wrap
@@ -189,10 +195,12 @@ class ProgressRenderer:
         self.stream.flush()
 
     def close(self) -> None:
-        """Clear the terminal line (the summary table follows)."""
-        if self.terminal and self._drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+        """Clear the terminal line (the summary table or a log line follows)."""
+        with self._lock:
+            if self.terminal and self._drawn:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self._drawn = False
 
 
 class LiveProgress:
@@ -208,9 +216,18 @@ class LiveProgress:
         self._thread = threading.Thread(target=self._loop, name="mitigate-progress", daemon=True)
         self._previous: str | None = None
 
+    def _clear_for_log(self, record: object) -> bool:
+        # A log line must not land inside the redrawn line: clear it first (the next
+        # poll draws it again below the log line).
+        self.renderer.close()
+        return True
+
     def __enter__(self) -> LiveProgress:
         self._previous = os.environ.get(ENV)
         os.environ[ENV] = self.path
+        if self.renderer.terminal:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._clear_for_log)
         self._thread.start()
         return self
 
@@ -221,6 +238,8 @@ class LiveProgress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self._clear_for_log)
         if exc[0] is None and not self.renderer.terminal:
             self.renderer.update(self.stream.poll(), final=True)
         self.renderer.close()
@@ -247,8 +266,6 @@ def announce(text: str) -> None:
         for listener in list(_listeners):
             listener(text)
     else:
-        import logging
-
         logging.getLogger(__name__).info("%s", text)
 
 

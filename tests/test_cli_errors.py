@@ -169,3 +169,33 @@ def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
     assert lines == ["mitigate: interrupted"], err
     # the interrupted run's staging folder and lock are gone; nothing else was written
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "beam_level", "relay_level"),
+    [([], "CRITICAL", "NOTSET"), (["-v"], "WARNING", "ERROR"), (["-vv"], "NOTSET", "NOTSET")],
+)
+def test_beam_logging_stays_quiet_unless_vv(flags, beam_level, relay_level, monkeypatch):
+    import logging
+
+    beam = logging.getLogger("apache_beam")
+    relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    monkeypatch.setattr(beam, "level", logging.NOTSET)
+    monkeypatch.setattr(relay, "level", logging.NOTSET)
+    monkeypatch.chdir(REPO)
+    assert main([*flags, "validate"]) == 0
+    assert logging.getLevelName(beam.level) == beam_level
+    assert logging.getLevelName(relay.level) == relay_level
+
+
+def test_the_resource_module_warning_is_dropped():
+    import logging
+
+    from mitigate.cli import _quiet_beam_import_noise
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("root", logging.WARNING, __file__, 1, message, None, None)
+
+    text = "Resource module is not available for current platform, memory usage cannot be fetched."
+    assert not _quiet_beam_import_noise(record(text))
+    assert _quiet_beam_import_noise(record("a real warning"))

@@ -154,9 +154,9 @@ def test_dataflow_link_is_announced_to_a_listener():
         None,
         [
             "runner.name=dataflow",
-            "runner.project=p",
+            "runner.project=my-project",
             "runner.region=europe-west4",
-            "runner.temp_location=gs://b/tmp",
+            "runner.temp_location=gs://my-bucket/tmp",
         ],
     )
     heard: list[str] = []
@@ -164,5 +164,23 @@ def test_dataflow_link_is_announced_to_a_listener():
         _announce_job(config, Result())
     assert heard == [
         "Dataflow job 2026-01-01_00_00_00-123: https://console.cloud.google.com/dataflow/"
-        "jobs/europe-west4/2026-01-01_00_00_00-123?project=p"
+        "jobs/europe-west4/2026-01-01_00_00_00-123?project=my-project"
     ]
+
+
+def test_a_log_line_clears_the_terminal_line_first(tmp_path):
+    import logging
+
+    out = io.StringIO()
+    r = ProgressRenderer(out, terminal=True, sources=1, width=lambda: 80)
+    handler = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with LiveProgress(r, str(tmp_path / "p.txt"), interval=0.01):
+            r.update(counts(indexed=5, sources=1, processed=1))
+            logging.getLogger("apache_beam").warning("a warning")
+    finally:
+        root.removeHandler(handler)
+    text = out.getvalue()
+    assert "\x1b[K\r\x1b[Ka warning\n" in text or "samples · -/s\x1b[K\r\x1b[Ka warning" in text
