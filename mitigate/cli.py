@@ -391,12 +391,19 @@ def _remove_own_staging(out: str) -> None:
     lock.unlink(missing_ok=True)
 
 
+def _stderr_width() -> int:
+    """The terminal's width as stderr sees it (stdout may be piped), resized live."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 80
+
+
 @contextlib.contextmanager
 def _live_progress(config: Config, sources: list[str]) -> Iterator[None]:
     """Samples done/total, rate, ETA and per-state counts on stderr while a run goes
     (see :mod:`mitigate.progress`): one redrawn line in a terminal, plain lines
     otherwise. Remote runners' workers cannot reach the file; they get a note."""
-    import shutil
     import tempfile
 
     from mitigate.progress import LiveProgress, ProgressRenderer
@@ -407,9 +414,10 @@ def _live_progress(config: Config, sources: list[str]) -> Iterator[None]:
         terminal=terminal,
         sources=len(sources),
         where=f"-> {config.output.path}",
-        width=lambda: shutil.get_terminal_size((80, 24)).columns,
+        width=_stderr_width,
     )
-    if config.runner.name not in ("direct", "dask") and not (
+    # Dask's workers were started before this run set the variable: remote, here.
+    if config.runner.name != "direct" and not (
         config.runner.name == "portable" and config.runner.environment_type == "LOOPBACK"
     ):
         from mitigate import progress
