@@ -60,7 +60,7 @@ def test_outside_a_checkout_validate_uses_the_packaged_config(
 def test_installed_cli_runs_from_a_folder_without_configs(tmp_path, sample_dir):
     exe = Path(sys.executable).parent / "mitigate"
     proc = subprocess.run(
-        [str(exe), "run", "--input", str(sample_dir / "shard-00000.tar"), "--output", "o"],
+        [str(exe), "run", "--input", str(sample_dir / "shard-00002.tar"), "--output", "o"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
