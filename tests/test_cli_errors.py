@@ -75,6 +75,16 @@ def test_calibrate_missing_scores_folder(tmp_path, capsys):
     ]
 
 
+def test_select_missing_positives_file(run_dir, tmp_path, capsys):
+    missing = tmp_path / "pos.csv"
+    argv = ["select", "--from", str(run_dir), "--filter", "nsfw", "--strategy", "neighbours"]
+    assert main([*argv, "--positives", str(missing), "--output", str(tmp_path / "s")]) == 2
+    assert _err(capsys) == [
+        f"mitigate: --positives: no such file: {missing} (a key,label CSV, e.g. the "
+        "labels.csv that `mitigate select`'s contact sheet downloads)"
+    ]
+
+
 def test_select_missing_from_folder(tmp_path, capsys):
     assert main(["select", "--from", str(tmp_path / "x"), "--filter", "nsfw"]) == 2
     assert _err(capsys)[0].startswith(f"mitigate: --from: {tmp_path / 'x'}: not the output")
