@@ -25,6 +25,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = logging.getLogger("mitigate")
 
 
+class UsageError(Exception):
+    """A helper command was asked for something it cannot do (status 2, one line)."""
+
+
 class RunFailed(Exception):
     """A run that had started failed (exit status 1, whatever the underlying error)."""
 
@@ -47,8 +51,10 @@ def _config_args(
 ) -> None:
     parser.add_argument(
         "--config",
-        default=default_config,
-        help=f"YAML config (default: {default_config}, which runs on the bundled sample data)"
+        default=None,
+        help=f"YAML config (default: {default_config} of the working directory, which runs "
+        "on the bundled sample data in a checkout; elsewhere the default config shipped in "
+        "the package, which needs --input)"
         if default_config
         else "YAML config (default: the config.yaml of the --from run)",
     )
@@ -106,7 +112,9 @@ def _added_filters(args: argparse.Namespace) -> list[str]:
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    overrides = _added_filters(args) + list(args.overrides)
+    # The packaged default (when no --config) first: --add-filter extends its filters.
+    packaged = _packaged_default(args) if args.config is None else []
+    overrides = packaged + _added_filters(args) + list(args.overrides)
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
@@ -125,6 +133,26 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     return load_config(args.config, overrides)
 
 
+def _packaged_default(args: argparse.Namespace) -> list[str]:
+    """Point ``args.config`` at the default config (see :mod:`mitigate.defaults`);
+    the packaged copy names no data, so it needs --input and writes to ./out."""
+    from mitigate.defaults import resolve_default_config
+
+    path, packaged = resolve_default_config()
+    args.config = str(path)
+    if not packaged:
+        return []
+    if not args.input:
+        raise ConfigError(
+            [
+                f"--input: no --config given and no {DEFAULT_CONFIG} in this folder, so "
+                "there is no input: pass --input 'PATH_OR_GLOB', or write a config with "
+                "`mitigate init` and pass --config"
+            ]
+        )
+    return [] if args.output else [f"output.path={str(Path('out').resolve())!r}"]
+
+
 def cmd_redecide(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -139,11 +167,45 @@ def cmd_redecide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scored_filter(out_dir: str, filter_id: str, flag: str) -> dict[str, Any]:
+    """The run's config entry of a filter that has a score and a threshold; a rule
+    filter (image_quality) or an unknown id is a usage error naming the scored ones."""
+    import yaml
+
+    from mitigate import review
+
+    try:
+        entry = review.run_filter_config(out_dir, filter_id)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{flag}: {exc.args[0]}") from None
+    if entry.get("threshold") is None:
+        raw = yaml.safe_load(Path(out_dir, "config.yaml").read_text(encoding="utf-8"))
+        scored = [
+            e.get("id") or e["name"]
+            for e in raw.get("filters", [])
+            if e.get("threshold") is not None
+        ]
+        raise UsageError(
+            f"--filter {filter_id}: a rule filter with no score and threshold to work "
+            f"on; choose a scored filter of that run: {', '.join(scored) or 'none'}"
+        )
+    return entry
+
+
+def _need_labels(flag: str, path: str) -> None:
+    if not Path(path).is_file():
+        raise UsageError(
+            f"{flag}: no such file: {path} (a key,label CSV, e.g. the labels.csv that "
+            "`mitigate select`'s contact sheet downloads)"
+        )
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from mitigate import calibrate, review
 
+    entry = _scored_filter(args.scores, args.filter, "--scores")
+    _need_labels("--labels", args.labels)
     labels = review.read_labels(args.labels)
-    entry = review.run_filter_config(args.scores, args.filter)
     scored, truth, every, missing = review.calibration_data(args.scores, args.filter, labels)
     if missing:
         log.warning(
@@ -185,7 +247,18 @@ def cmd_select(args: argparse.Namespace) -> int:
     from mitigate import review, select
     from mitigate.pipeline import fs
 
-    entry = review.run_filter_config(args.from_dir, args.filter)
+    entry = _scored_filter(args.from_dir, args.filter, "--from")
+    if args.positives:
+        _need_labels("--positives", args.positives)
+    out = Path(args.output)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.overwrite):
+        raise UsageError(
+            f"--output: {out} is a file"
+            if out.is_file()
+            else f"--output: {out} is not empty (an earlier selection?); pass "
+            "--overwrite to replace its selection.csv and contact_sheet.html, or choose "
+            "another folder"
+        )
     threshold = args.threshold if args.threshold is not None else float(entry["threshold"])
     column = f"score_{args.filter}"
     table = review.load_manifest(args.from_dir)
@@ -198,11 +271,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         picked = select.select_positives(keys, scores, threshold, args.n)
     else:
         if not args.positives:
-            raise ConfigError(
-                [
-                    "--positives: the neighbours strategy needs known positives "
-                    "(a labels CSV key,label)"
-                ]
+            raise UsageError(
+                "--positives: the neighbours strategy needs known positives "
+                "(a labels CSV key,label)"
             )
         labels = review.read_labels(args.positives)
         positives = [k for k, v in labels.items() if v]
@@ -211,7 +282,6 @@ def cmd_select(args: argparse.Namespace) -> int:
         picked = [i for i, _, _ in found]
         notes = {i: f"like {keys[j]} (cosine {sim:.3f})" for i, j, sim in found}
     rows = table.to_pylist()
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "selection.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -314,9 +384,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from mitigate.defaults import InitRefused, write_starter
+
+    try:
+        written = write_starter(Path(args.path), force=args.force)
+    except InitRefused as exc:
+        raise UsageError(f"init: {exc}") from None
+    print(
+        f"wrote {written[0]} and {written[1]}; edit input.paths, then "
+        f"`mitigate validate --config {written[0]}`"
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from mitigate.pipeline.run import preflight, run
 
@@ -327,24 +410,110 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(json.dumps(run(config, sources, args.beam_args), indent=2))
         return 0
-    # Beam's local runner reports nothing until a run ends, so the live display is a
-    # spinner with elapsed time; counts follow in the summary table.
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
-        progress.add_task(
-            f"[bold]mitigate[/] {len(sources)} input file(s) -> {config.output.path} "
-            f"({config.runner.name}, {config.runner.direct_num_workers} worker(s))",
-            total=None,
-        )
+    with _live_progress(config, sources), _interruptible(config.output.path):
         with _runtime():
             summary = run(config, sources, args.beam_args)
     print_summary(summary, Console())
     return 0
+
+
+@contextlib.contextmanager
+def _interruptible(out: str) -> Iterator[None]:
+    """Ctrl-C during a run: one line, exit 130, at once. Beam's runner threads and
+    worker processes do not unwind on KeyboardInterrupt (the main thread can sit in a
+    wait that never sees it, and each thread prints its own traceback), so the handler
+    removes this run's staging folder and lock (what a later run would otherwise clean
+    up as a crashed run's) and ends the process. Nothing under a final name is touched:
+    the output folder keeps the previous result, if any."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            os.write(2, b"mitigate: interrupted\n")
+        with contextlib.suppress(Exception):
+            _remove_own_staging(out)
+        with contextlib.suppress(Exception):
+            os.unlink(os.environ["MITIGATE_PROGRESS_FILE"])
+        os._exit(EXIT_INTERRUPTED)
+
+    try:
+        previous = signal.signal(signal.SIGINT, stop)
+    except ValueError:  # not the main thread (an embedding caller): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _remove_own_staging(out: str) -> None:
+    """Delete the staging folders and the lock of the run this process holds in a
+    local ``out`` (no other run can have staging there while we hold the lock)."""
+    import json
+    import shutil
+
+    from mitigate.pipeline import outdir
+
+    if "://" in out:
+        return
+    lock = Path(out) / outdir.LOCK
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(holder, dict) or holder.get("pid") != os.getpid():
+        return
+    for child in Path(out).iterdir():
+        if child.name.startswith(outdir.STAGING_PREFIX):
+            shutil.rmtree(child, ignore_errors=True)
+    lock.unlink(missing_ok=True)
+
+
+def _stderr_width() -> int:
+    """The terminal's width as stderr sees it (stdout may be piped), resized live."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 80
+
+
+@contextlib.contextmanager
+def _live_progress(config: Config, sources: list[str]) -> Iterator[None]:
+    """Samples done/total, rate, ETA and per-state counts on stderr while a run goes
+    (see :mod:`mitigate.progress`): one redrawn line in a terminal, plain lines
+    otherwise. Remote runners' workers cannot reach the file; they get a note."""
+    import tempfile
+
+    from mitigate.progress import LiveProgress, ProgressRenderer
+
+    terminal = sys.stderr.isatty()
+    renderer = ProgressRenderer(
+        sys.stderr,
+        terminal=terminal,
+        sources=len(sources),
+        where=f"-> {config.output.path}",
+        width=_stderr_width,
+    )
+    # Dask's workers were started before this run set the variable: remote, here.
+    if config.runner.name != "direct" and not (
+        config.runner.name == "portable" and config.runner.environment_type == "LOOPBACK"
+    ):
+        from mitigate import progress
+
+        if config.runner.name != "dataflow":
+            print(
+                f"mitigate: {config.runner.name} runner: live counts need workers on this "
+                "machine; the summary follows at the end",
+                file=sys.stderr,
+            )
+        with progress.listening(lambda text: print(f"mitigate: {text}", file=sys.stderr)):
+            yield
+        return
+    fd, path = tempfile.mkstemp(prefix="mitigate-progress-", suffix=".txt")
+    os.close(fd)
+    with LiveProgress(renderer, path):
+        yield
 
 
 def print_summary(summary: dict[str, Any], console: Any) -> None:
@@ -427,7 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
         "filter harmful content, deduplicate, and write cleaned WebDataset shards with a "
         "manifest of every input sample.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: log progress details and show tracebacks; -vv: Apache Beam's own logging too",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run_p = sub.add_parser(
@@ -568,6 +743,13 @@ def build_parser() -> argparse.ArgumentParser:
     sel_p.add_argument(
         "--no-blur", action="store_true", help="show images of 'sexual'-category filters unblurred"
     )
+    sel_p.add_argument(
+        "--overwrite",
+        "--force",
+        dest="overwrite",
+        action="store_true",
+        help="write into a non-empty --output folder (replacing an earlier selection)",
+    )
     sel_p.set_defaults(func=cmd_select)
 
     tr_p = sub.add_parser(
@@ -622,13 +804,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_args(val_p)
     val_p.set_defaults(func=cmd_validate)
+
+    init_p = sub.add_parser(
+        "init",
+        help="write a commented starter config (and the terms list it names)",
+        description="Write a commented starter config to PATH (default mitigate.yaml; a "
+        "folder gets mitigate.yaml inside it) and the violence terms list it names to "
+        "terms/violence.txt beside it. Refuses to overwrite either without --force.",
+    )
+    init_p.add_argument("path", nargs="?", default="mitigate.yaml", metavar="PATH")
+    init_p.add_argument("--force", action="store_true", help="overwrite existing files")
+    init_p.set_defaults(func=cmd_init)
     return parser
 
 
-def _quiet_beam_import_noise(record: logging.LogRecord) -> bool:
+_BEAM_NOISE = (
     # Beam warns at import that optional GCP client libraries are absent; they are
     # needed only for gs:// paths and say so themselves when used.
-    return "apitools not found" not in record.getMessage()
+    "apitools not found",
+    # The worker's memory monitor needs the Unix-only `resource` module's peers; it
+    # says so once per worker, which tells a user nothing they can act on.
+    "Resource module is not available",
+)
+
+
+def _quiet_beam_import_noise(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(noise in message for noise in _BEAM_NOISE)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an error, never a bare errno (``FileNotFoundError(2, ...)``)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -646,9 +857,24 @@ def main(argv: list[str] | None = None) -> int:
         # A failing bundle makes Beam log its traceback at ERROR; the one line below
         # says what failed, and -v shows Beam's own logging.
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+    elif args.verbose == 1:
+        # Beam's INFO lines (type-hint conversions, stage fusion) drown ours: -vv.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        # Worker processes' own log lines, relayed by the local job service (dozens per
+        # multi-process run, none actionable): -vv.
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+            logging.ERROR
+        )
     try:
-        return args.func(args)
+        code = args.func(args)
+        # Flushed here, so that a reader that went away (`| head`) is caught below
+        # rather than reported by the interpreter at exit.
+        sys.stdout.flush()
+        return code
     except ConfigError as exc:
+        print(f"mitigate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
         print(f"mitigate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RunFailed as exc:
@@ -659,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mitigate: failed: {message}{hint}", file=sys.stderr)
         return EXIT_FAILED
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"mitigate: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        print(f"mitigate: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("mitigate: interrupted", file=sys.stderr)

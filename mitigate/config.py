@@ -15,6 +15,7 @@ import codecs
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +93,14 @@ class OutputConfig(_Strict):
     samples_per_shard: int = Field(default=1000, ge=1, le=10_000_000)
     overwrite: bool = Field(
         default=False, description="Replace a previous run's results in `path`."
+    )
+    quarantine: bool = Field(
+        default=False,
+        description="Also write filtered samples as WebDataset shards under "
+        "quarantine/<reason>/, each KEY.json carrying the sample's manifest row.",
+    )
+    quarantine_duplicates: bool = Field(
+        default=False, description="Quarantine duplicates too (under their reason)."
     )
 
 
@@ -560,9 +569,68 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
     if config is not None:
         errors.extend(_cross_checks(config))
         errors.extend(check_heads(config.filters))
+        errors.extend(_dataflow_names(config))
     if errors or config is None:
         raise ConfigError(errors)
     return _resolve_paths(config, base)
+
+
+# Google Cloud's naming rules (as Beam's own option validator has them), checked
+# offline: Beam answers an invalid bucket by looking for a default bucket over the
+# network, which a dry run must never do.
+_GCS_BUCKET = re.compile(r"[a-z0-9][-_a-z0-9.]{1,220}[a-z0-9]")
+_GCP_PROJECT = re.compile(r"[a-z][-a-z0-9:.]{4,61}[a-z0-9]")
+_GCP_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
+_IMAGE_NAME = re.compile(r"[a-z0-9]([-a-z0-9._/]*[a-z0-9])?(:[0-9]+)?(/[-a-z0-9._/]+)?")
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _bucket_problem(path: str) -> str | None:
+    if not path.startswith("gs://"):
+        return f"{path!r} is not a gs:// path"
+    bucket = path[5:].split("/", 1)[0]
+    if not _GCS_BUCKET.fullmatch(bucket):
+        return (
+            f"{bucket!r} in {path} is not a Cloud Storage bucket name (3-63 lowercase "
+            "letters, digits, '-', '_' or '.'); put your bucket in place of the placeholder"
+        )
+    return None
+
+
+def _dataflow_names(config: Config) -> list[str]:
+    """Project, region, bucket and image names a Dataflow job needs, checked offline."""
+    r = config.runner
+    if r.name != "dataflow":
+        return []
+    errors = []
+    if r.project and (r.project.isdigit() or not _GCP_PROJECT.fullmatch(r.project)):
+        errors.append(
+            f"runner.project: {r.project!r} is not a Google Cloud project id (6-30 "
+            "lowercase letters, digits and '-', starting with a letter)"
+        )
+    if r.region and not _GCP_REGION.fullmatch(r.region):
+        errors.append(f"runner.region: {r.region!r} is not a region name, e.g. europe-west4")
+    for name in ("temp_location", "staging_location"):
+        value = getattr(r, name)
+        if value and (problem := _bucket_problem(value)):
+            errors.append(f"runner.{name}: {problem}")
+    remote = [("output.path", config.output.path)] + [
+        (f"input.paths[{i}]", p) for i, p in enumerate(config.input.paths)
+    ]
+    for where, path in remote:
+        if path.startswith("gs://") and (problem := _bucket_problem(path)):
+            errors.append(f"{where}: {problem}")
+    if r.sdk_container_image:
+        ref = r.sdk_container_image.split("@", 1)[0]  # a digest is Docker's to check
+        head, _, last = ref.rpartition("/")
+        last, _, tag = last.partition(":")
+        name = f"{head}/{last}" if head else last
+        if not _IMAGE_NAME.fullmatch(name) or (tag and not _IMAGE_TAG.fullmatch(tag)):
+            errors.append(
+                f"runner.sdk_container_image: {r.sdk_container_image!r} is not a container "
+                "image reference (lowercase registry/repository[:tag])"
+            )
+    return errors
 
 
 def _cross_checks(config: Config) -> list[str]:

@@ -104,8 +104,11 @@ def write_manifest(
     return len(rows)
 
 
-def sidecar(record: SampleRecord, meta: dict[str, Any] | None) -> bytes:
-    """KEY.json of a kept sample: the input sidecar's fields, plus our signals."""
+def sidecar(
+    record: SampleRecord, meta: dict[str, Any] | None, extra: dict[str, Any] | None = None
+) -> bytes:
+    """KEY.json of a kept sample: the input sidecar's fields, plus our signals (and
+    ``extra`` beside them: a quarantined sample's manifest row)."""
     out = dict(meta or {})
     out[SIDECAR_KEY] = {
         "source": record.source,
@@ -119,6 +122,8 @@ def sidecar(record: SampleRecord, meta: dict[str, Any] | None) -> bytes:
     }
     if record.weight is not None:
         out[SIDECAR_KEY]["weight"] = record.weight
+    if extra:
+        out[SIDECAR_KEY].update(extra)
     return (json.dumps(out, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -146,12 +151,13 @@ class ShardWriter:
         caption: bytes,
         meta: dict | None,
         key: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Add one sample; ``key`` overrides the record's (resampled copies)."""
         key = key or record.key
         _add(self._tar, f"{key}.{record.image_ext}", image)
         _add(self._tar, f"{key}.txt", caption)
-        _add(self._tar, f"{key}.json", sidecar(record, meta))
+        _add(self._tar, f"{key}.json", sidecar(record, meta, extra))
         self.count += 1
 
     def close(self) -> None:

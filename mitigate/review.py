@@ -29,8 +29,12 @@ from mitigate.output import record_from_row
 from mitigate.sources import read_members
 
 Opener = Callable[[str], IO[bytes]]
-_TRUE = {"1", "true", "yes", "y", "harmful", "positive"}
-_FALSE = {"0", "false", "no", "n", "benign", "negative"}
+# "yes"/"no" are refused: whether "yes" means "harmful" or "fine to keep" depends on the
+# question the labeller was asked, and a silent guess flips every label.
+_TRUE = {"1", "true", "harmful", "positive"}
+_FALSE = {"0", "false", "benign", "negative"}
+LABEL_VALUES = "1/true/harmful/positive (harmful) or 0/false/benign/negative (benign)"
+_AMBIGUOUS = {"yes", "y", "no", "n"}
 
 
 def manifest_parts(out_dir: str | Path) -> list[Path]:
@@ -64,6 +68,11 @@ def load_embeddings(out_dir: str | Path, filter_id: str) -> np.ndarray:
 
 def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:
     """The effective config entry of ``filter_id`` in a run's ``config.yaml``."""
+    if not Path(out_dir, "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"{out_dir}: not the output folder of a finished run (it has no config.yaml); "
+            "pass the folder that `mitigate run --output` wrote"
+        )
     config = yaml.safe_load(Path(out_dir, "config.yaml").read_text(encoding="utf-8"))
     for entry in config.get("filters", []):
         if (entry.get("id") or entry["name"]) == filter_id:
@@ -73,9 +82,14 @@ def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:
 
 
 def read_labels(path: str | Path) -> dict[str, bool]:
-    """``key,label`` CSV (header required); label 1/0, true/false, yes/no,
-    harmful/benign. A bad row raises ValueError naming its line."""
+    """``key,label`` CSV (header required); label 1/0, true/false, harmful/benign,
+    positive/negative (any case). A bad row raises ValueError naming its line."""
     out: dict[str, bool] = {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path}: no such labels file (a key,label CSV, e.g. the labels.csv that "
+            "`mitigate select`'s contact sheet downloads)"
+        )
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"key", "label"} <= set(reader.fieldnames):
@@ -83,7 +97,10 @@ def read_labels(path: str | Path) -> dict[str, bool]:
         for line, row in enumerate(reader, start=2):
             value = (row["label"] or "").strip().lower()
             if value not in _TRUE | _FALSE:
-                raise ValueError(f"{path}:{line}: label {row['label']!r} is not 1/0/true/false")
+                hint = " (ambiguous: say harmful or benign)" if value in _AMBIGUOUS else ""
+                raise ValueError(
+                    f"{path}:{line}: label {row['label']!r} is not one of {LABEL_VALUES}{hint}"
+                )
             out[row["key"]] = value in _TRUE
     return out
 

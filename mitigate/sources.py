@@ -22,7 +22,7 @@ import io
 import json
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -394,6 +394,87 @@ def table_format(path: str, configured: str) -> str:
     raise ValueError(f"cannot tell the format of {path!r} from its extension; set input.format")
 
 
+# Table columns tried, in order, when the configured column is the default and absent.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "key_column": ("key", "id", "__key__"),
+    "image_column": ("image", "image_path", "path", "file", "filename"),
+    "caption_column": ("caption", "text", "txt"),
+}
+_MISSING_REASON = {
+    "key_column": Reason.INVALID_KEY,
+    "image_column": Reason.MISSING_IMAGE,
+    "caption_column": Reason.MISSING_CAPTION,
+}
+
+
+def resolve_columns(
+    present: Sequence[str], configured: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Which table column serves each of ``key_column``/``image_column``/
+    ``caption_column``: the configured one when the table has it; when that is the
+    default name and absent, the first common name present (``image_path``, ``text``,
+    ...). Returns (field -> column, field -> problem text for the fields found in no
+    column; the text lists the table's columns and the setting to change)."""
+    used: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    listed = ", ".join(repr(c) for c in present) or "none"
+    for field, name in configured.items():
+        aliases = COLUMN_ALIASES[field]
+        if name in present:
+            used[field] = name
+            continue
+        found = [a for a in aliases if a in present] if name == aliases[0] else []
+        if found:
+            used[field] = found[0]
+            continue
+        tried = f" (nor {', '.join(repr(a) for a in aliases[1:])})" if name == aliases[0] else ""
+        url = (
+            "; a 'url' column holds addresses to download, which mitigate does not do "
+            "(download first, e.g. with img2dataset)"
+            if field == "image_column" and "url" in present
+            else ""
+        )
+        problems[field] = (
+            f"no column {name!r}{tried}; the table's columns are {listed}: set input.{field}{url}"
+        )
+        used[field] = name
+    return used, problems
+
+
+def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
+    """A table's column names without reading its rows: the Parquet schema, the CSV
+    header, the keys of the first JSONL object."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(fileobj).schema_arrow.names)
+    if fmt == "csv":
+        text = io.TextIOWrapper(fileobj, encoding="utf-8", newline="")
+        return next(csv.reader(text), [])
+    if fmt == "jsonl":
+        for raw in fileobj:
+            if raw.strip():
+                row = json.loads(raw.decode("utf-8"))
+                if not isinstance(row, dict):
+                    raise ValueError("the first line is not a JSON object")
+                return list(row)
+        return []
+    raise ValueError(f"unknown table format {fmt!r}")
+
+
+def table_problems(
+    fileobj: IO[bytes], fmt: str, configured: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """(columns used, problems) of one table, for ``mitigate validate``: every problem
+    names the column, the columns present and the setting to change."""
+    try:
+        present = table_columns(fileobj, fmt)
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        return {}, [f"cannot read the table's columns: {exc}"]
+    used, problems = resolve_columns(present, configured)
+    return used, list(problems.values())
+
+
 def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
     """Rows of a table as dicts; a string instead of a dict describes a bad row."""
     if fmt == "parquet":
@@ -473,25 +554,43 @@ def iter_table(
     folder = source.rsplit("/", 1)[0] if "/" in source else "."
     root = image_root or folder
     index = -1
+    configured = {
+        "key_column": key_column,
+        "image_column": image_column,
+        "caption_column": caption_column,
+    }
+    absent: dict[str, str] | None = None  # per field: why its column is missing
     try:
         for index, row in enumerate(_rows(fileobj, fmt)):
             if isinstance(row, str):
                 rec = SampleRecord(key=f"{source}#{index}", source=source, index=index)
                 yield rec.with_error(Reason.INVALID_JSON, row)
                 continue
+            if absent is None:
+                # The first row's columns decide (a table's schema, a CSV header); a
+                # column found in none is said once here, and again in each row's detail.
+                used, absent = resolve_columns(list(row), configured)
+                key_column = used["key_column"]
+                image_column = used["image_column"]
+                caption_column = used["caption_column"]
+                for field, problem in absent.items():
+                    yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
             key = row.get(key_column)
             rec = SampleRecord(key=str(key) if key is not None else "", source=source, index=index)
             problem = key_problem(rec.key)
             if problem:
-                yield rec.with_error(Reason.INVALID_KEY, f"column {key_column!r}: {problem}")
+                detail = absent.get("key_column") or f"column {key_column!r}: {problem}"
+                yield rec.with_error(Reason.INVALID_KEY, detail)
                 continue
             image = row.get(image_column)
             if not isinstance(image, str) or not image.strip():
-                yield rec.with_error(Reason.MISSING_IMAGE, f"column {image_column!r} is empty")
+                detail = absent.get("image_column") or f"column {image_column!r} is empty"
+                yield rec.with_error(Reason.MISSING_IMAGE, detail)
                 continue
             caption = row.get(caption_column)
             if not isinstance(caption, str) or not caption.strip():
-                yield rec.with_error(Reason.MISSING_CAPTION, f"column {caption_column!r} is empty")
+                detail = absent.get("caption_column") or f"column {caption_column!r} is empty"
+                yield rec.with_error(Reason.MISSING_CAPTION, detail)
                 continue
             n_caption = len(caption.encode("utf-8", "surrogatepass"))
             if n_caption > limits.max_caption_bytes:

@@ -28,7 +28,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 from apache_beam.utils.shared import Shared
 
-from mitigate import output, stages
+from mitigate import output, progress, stages
 from mitigate.config import Config
 from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
@@ -140,12 +140,15 @@ class IndexSource(beam.DoFn):
                         continue
                     chunk.append(item)
                     if len(chunk) >= cfg.chunk_size:
+                        progress.emit("indexed", len(chunk))
                         yield (CHUNKS, (ordinal, chunk))
                         chunk = []
         except OSError as exc:
             yield (ISSUES, SourceIssue(path, "read_error", f"cannot open: {exc}"))
         if chunk:
+            progress.emit("indexed", len(chunk))
             yield (CHUNKS, (ordinal, chunk))
+        progress.emit("sources", 1)
 
 
 class Decode(beam.DoFn):
@@ -196,6 +199,7 @@ class Decode(beam.DoFn):
             ]
         self._samples.inc(len(items))
         self._decoded.inc(sum(1 for item in items if item.image is not None))
+        progress.emit("processed", len(items))
         yield from items
 
 
@@ -282,6 +286,7 @@ class WriteManifestPart(beam.DoFn):
         counts = output.count_states(records)
         for name, n in counts.items():
             Metrics.counter(NAMESPACE, f"state/{name}").inc(n)
+            progress.emit(f"state/{name}", n)
         kept = [r for r in records if r.state == KEPT]
         to_write = sum(output.copies_of(r) for r in kept)
         yield (PARTS, {"part": ordinal, "rows": rows, "counts": counts, "to_write": to_write})
@@ -554,6 +559,11 @@ def _finish(
         final, rebalance_report = final | "Rebalance" >> Rebalance(config)
     else:
         rebalance_report = pipeline | "NoRebalance" >> beam.Create([])
+
+    if config.output.quarantine or config.output.quarantine_duplicates:
+        from mitigate.pipeline.quarantine import Quarantine
+
+        _ = final | "Quarantine" >> Quarantine(config, layout.root, ordinals)
 
     markers = pipeline | "EverySource" >> beam.Create([(i, None) for i in range(len(sources))])
     written = (

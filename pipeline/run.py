@@ -13,14 +13,14 @@ import apache_beam as beam
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mitigate import __version__
+from mitigate import __version__, progress
 from mitigate.config import Config, ConfigError
 from mitigate.filters import ModelFilter, build_filter
 from mitigate.filters.probe import LinearProbeConfig, is_head
 from mitigate.pipeline import fs, outdir
 from mitigate.pipeline.build import Layout, build, build_redecide
 from mitigate.runners import pipeline_options
-from mitigate.sources import SourceIssue, table_format
+from mitigate.sources import SourceIssue, table_format, table_problems
 
 log = logging.getLogger(__name__)
 _PACKAGES = ("apache-beam", "pillow", "imagehash", "numpy", "scipy", "onnxruntime", "pyarrow")
@@ -34,7 +34,10 @@ def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
     the output folder is not inspected. ``protected`` are files the run reads (its
     config file), which the output must not replace.
     """
-    errors = []
+    from mitigate.runners.extras import missing_extra
+
+    missing = missing_extra(config.runner.name)
+    errors = [missing] if missing else []
     dry = config.runner.dry_run
     local = [p for p in config.input.paths if not (dry and "://" in p)]
     matched = fs.match(local) if local else {}
@@ -50,6 +53,8 @@ def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
                 table_format(path, config.input.format)
             except ValueError as exc:
                 errors.append(f"input.paths[{i}]: {exc}")
+                continue
+            errors.extend(f"input.paths[{i}]: {path}: {p}" for p in _table_problems(config, path))
         sources.extend(files)
     if errors:
         raise ConfigError(errors)
@@ -57,6 +62,35 @@ def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
         return sorted(set(sources))
     outdir.check_output(config.output.path, config.output.overwrite, protected)
     return sorted(set(sources))
+
+
+def _table_problems(config: Config, path: str) -> list[str]:
+    """A table's missing key/image/caption columns, found from its schema or header
+    before any work; a common name used in place of a default one is logged."""
+    fmt = table_format(path, config.input.format)
+    if fmt == "webdataset":
+        return []
+    cfg = config.input
+    configured = {
+        "key_column": cfg.key_column,
+        "image_column": cfg.image_column,
+        "caption_column": cfg.caption_column,
+    }
+    try:
+        with fs.open_read(path) as f:
+            used, problems = table_problems(f, fmt, configured)
+    except OSError as exc:
+        return [f"cannot open: {exc}"]
+    for field, column in used.items():
+        if column != configured[field] and not problems:
+            log.warning(
+                "%s: no column %r, using %r (set input.%s to choose)",
+                path,
+                configured[field],
+                column,
+                field,
+            )
+    return problems
 
 
 def package_versions() -> dict[str, str]:
@@ -181,12 +215,23 @@ def _execute(pipeline: beam.Pipeline, config: Config) -> None:
     result = pipeline.run()
     if config.runner.dry_run:
         return
+    _announce_job(config, result)
     state = result.wait_until_finish()
     client = getattr(result, "client", None)  # the Dask runner's distributed.Client
     if client is not None:
         client.close()
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
         raise RuntimeError(f"pipeline ended in state {state}")
+
+
+def _announce_job(config: Config, result: Any) -> None:
+    """Where to watch a cloud job: the Dataflow console page of the submitted job."""
+    job_id = getattr(result, "job_id", None)
+    if config.runner.name == "dataflow" and callable(job_id):
+        url = progress.dataflow_console_url(
+            config.runner.project or "", config.runner.region or "", job_id()
+        )
+        progress.announce(f"Dataflow job {job_id()}: {url}")
 
 
 def _header(config: Config, sources: list[str]) -> dict[str, Any]:

@@ -152,12 +152,12 @@ def test_runner_options_map_to_beam_flags():
     ]
     dataflow = args(
         name="dataflow",
-        project="p",
+        project="my-project",
         region="europe-west4",
-        temp_location="gs://b/tmp",
+        temp_location="gs://my-bucket/tmp",
         machine_type="n2-standard-4",
         max_num_workers=50,
-        sdk_container_image="eu.gcr.io/p/mitigate:0.1",
+        sdk_container_image="eu.gcr.io/my-project/mitigate:0.1",
         extra_packages=["dist/x.tar.gz"],
         dry_run=True,
     )
@@ -166,7 +166,7 @@ def test_runner_options_map_to_beam_flags():
         "--machine_type=n2-standard-4",
         "--max_num_workers=50",
         "--dry_run=True",
-        "--sdk_container_image=eu.gcr.io/p/mitigate:0.1",
+        "--sdk_container_image=eu.gcr.io/my-project/mitigate:0.1",
         "--extra_package=dist/x.tar.gz",
     } <= set(dataflow)
     assert args(name="dask", dask_address="tcp://127.0.0.1:8786") == [

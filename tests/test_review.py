@@ -79,7 +79,9 @@ def test_bad_labels_file_is_a_clear_error(run_dir, tmp_path, capsys):
     assert (
         main(["calibrate", "--scores", str(run_dir), "--labels", str(bad), "--filter", "nsfw"]) == 2
     )
-    assert "l.csv:2: label 'maybe' is not 1/0/true/false" in capsys.readouterr().err
+    assert "l.csv:2: label 'maybe' is not one of 1/true/harmful/positive" in (
+        capsys.readouterr().err
+    )
     good = _labels(tmp_path / "ok.csv", {"000000000": 1})
     assert (
         main(["calibrate", "--scores", str(run_dir), "--labels", str(good), "--filter", "nope"])

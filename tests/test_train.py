@@ -236,7 +236,7 @@ def test_output_is_refused_unless_overwrite(tmp_path, capsys):
         ("missing_file", r"--embeddings: .*part-000001.npy is missing"),
         ("misaligned", r"--embeddings: .*part-000000.npy has shape \(59, 16\) but part-000000"),
         ("wrong_filter", r"--embeddings: run in .* has no filter 'other'"),
-        ("bad_label", r"--labels: .*:3: label 'maybe' is not 1/0/true/false"),
+        ("bad_label", r"--labels: .*:3: label 'maybe' is not one of 1/true/harmful/positive"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, message):

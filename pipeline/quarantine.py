@@ -1,0 +1,83 @@
+"""Beam glue for quarantine shards (see :mod:`mitigate.quarantine`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from mitigate import output, quarantine
+from mitigate.config import Config
+from mitigate.pipeline import fs
+from mitigate.records import SampleRecord
+from mitigate.sources import parse_payload, read_members
+
+NAMESPACE = "mitigate"
+
+
+class WriteQuarantine(beam.DoFn):
+    """All quarantined records of one (reason, source) -> their shards (atomic)."""
+
+    def __init__(self, root: str, filter_ids: list[str], per_shard: int) -> None:
+        self.root = root
+        self.filter_ids = filter_ids
+        self.per_shard = per_shard
+
+    def process(self, element: tuple[tuple[str, int], Iterable[SampleRecord]]) -> Iterator[dict]:
+        (reason, ordinal), group = element
+        for number, records in enumerate(quarantine.chunks(list(group), self.per_shard)):
+            name = fs.join(self.root, quarantine.shard_path(reason, ordinal, number))
+            with fs.atomic_write(name) as f:
+                writer = output.ShardWriter(f)
+                try:
+                    for record in records:
+                        extra = quarantine.manifest_extra(record, self.filter_ids)
+                        if record.members:
+                            with fs.open_read(record.source) as handle:
+                                exts = {record.image_ext or "", "txt", "json"}
+                                data = read_members(handle, record, exts)
+                            payload = parse_payload(record, data)
+                            if isinstance(payload, SampleRecord):
+                                raise RuntimeError(
+                                    f"{record.key}: input changed during the run ({payload.detail})"
+                                )
+                            writer.add(
+                                record, payload.image, data["txt"], payload.meta, extra=extra
+                            )
+                        else:
+                            image = fs.read_bytes(record.image_path or "")
+                            caption = (record.caption or "").encode()
+                            writer.add(record, image, caption, None, extra=extra)
+                finally:
+                    writer.close()
+            Metrics.counter(NAMESPACE, f"quarantined/{reason}").inc(writer.count)
+            yield {"shard": quarantine.shard_path(reason, ordinal, number), "samples": writer.count}
+
+
+class Quarantine(beam.PTransform):
+    """Final records -> quarantine shards of the dropped ones (per reason and source)."""
+
+    def __init__(self, config: Config, root: str, ordinals: dict[str, int]) -> None:
+        super().__init__()
+        self.config = config
+        self.root = root
+        self.ordinals = ordinals
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        out = self.config.output
+        filter_ids = [f.filter_id for f in self.config.filters]
+        ordinals = self.ordinals
+        return (
+            records
+            | "Dropped" >> beam.Filter(quarantine.wanted, out.quarantine, out.quarantine_duplicates)
+            # embeddings stay out of the shuffle: the shards do not carry them
+            | "ByReasonSource"
+            >> beam.Map(
+                lambda r: ((r.reason, ordinals[r.source]), dataclasses.replace(r, embeddings={}))
+            )
+            | "GroupReasonSource" >> beam.GroupByKey()
+            | "WriteQuarantine"
+            >> beam.ParDo(WriteQuarantine(self.root, filter_ids, out.samples_per_shard))
+        )

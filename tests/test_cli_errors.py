@@ -1,0 +1,211 @@
+"""Every helper-command error is one line naming the thing at fault and what to do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mitigate.cli import main
+from mitigate.output import write_manifest
+from mitigate.records import SampleRecord
+
+REPO = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).parent / "mitigate"
+
+
+@pytest.fixture()
+def run_dir(tmp_path) -> Path:
+    """A finished run's layout (config.yaml + manifest) with 40 nsfw scores."""
+    out = tmp_path / "run"
+    (out / "manifest").mkdir(parents=True)
+    filters = [
+        {"name": "nsfw", "threshold": 0.3},
+        {"name": "image_quality", "min_side": 64, "max_aspect_ratio": 4.0},
+    ]
+    (out / "config.yaml").write_text(yaml.safe_dump({"filters": filters}))
+    records = [
+        SampleRecord(
+            key=f"k{i:03d}",
+            source=str(tmp_path / "gone.tar"),
+            index=i,
+            state="kept" if i % 4 else "filtered",
+            caption=f"caption {i}",
+            scores={"nsfw": i / 40},
+        )
+        for i in range(40)
+    ]
+    with open(out / "manifest" / "part-000000.parquet", "wb") as f:
+        write_manifest(records, ["nsfw", "image_quality"], f)
+    return out
+
+
+def _labels(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("key,label\n" + "".join(f"{k},{v}\n" for k, v in rows))
+    return path
+
+
+def _err(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_calibrate_missing_labels_file(run_dir, tmp_path, capsys):
+    missing = tmp_path / "nope.csv"
+    argv = ["calibrate", "--scores", str(run_dir), "--labels", str(missing), "--filter", "nsfw"]
+    assert main(argv) == 2
+    assert _err(capsys) == [
+        f"mitigate: --labels: no such file: {missing} (a key,label CSV, e.g. the labels.csv "
+        "that `mitigate select`'s contact sheet downloads)"
+    ]
+
+
+def test_calibrate_missing_scores_folder(tmp_path, capsys):
+    labels = _labels(tmp_path / "l.csv", [("k001", "1")])
+    argv = ["calibrate", "--scores", str(tmp_path / "x"), "--labels", str(labels)]
+    assert main([*argv, "--filter", "nsfw"]) == 2
+    assert _err(capsys) == [
+        f"mitigate: --scores: {tmp_path / 'x'}: not the output folder of a finished run (it has no "
+        "config.yaml); pass the folder that `mitigate run --output` wrote"
+    ]
+
+
+def test_select_missing_positives_file(run_dir, tmp_path, capsys):
+    missing = tmp_path / "pos.csv"
+    argv = ["select", "--from", str(run_dir), "--filter", "nsfw", "--strategy", "neighbours"]
+    assert main([*argv, "--positives", str(missing), "--output", str(tmp_path / "s")]) == 2
+    assert _err(capsys) == [
+        f"mitigate: --positives: no such file: {missing} (a key,label CSV, e.g. the "
+        "labels.csv that `mitigate select`'s contact sheet downloads)"
+    ]
+
+
+def test_select_missing_from_folder(tmp_path, capsys):
+    assert main(["select", "--from", str(tmp_path / "x"), "--filter", "nsfw"]) == 2
+    assert _err(capsys)[0].startswith(f"mitigate: --from: {tmp_path / 'x'}: not the output")
+
+
+def test_select_and_calibrate_refuse_a_rule_filter(run_dir, tmp_path, capsys):
+    out = tmp_path / "sel"
+    argv = ["select", "--from", str(run_dir), "--filter", "image_quality", "--output", str(out)]
+    assert main(argv) == 2
+    assert _err(capsys) == [
+        "mitigate: --filter image_quality: a rule filter with no score and threshold to "
+        "work on; choose a scored filter of that run: nsfw"
+    ]
+    labels = _labels(tmp_path / "l.csv", [("k001", "1")])
+    argv = ["calibrate", "--scores", str(run_dir), "--labels", str(labels)]
+    assert main([*argv, "--filter", "image_quality"]) == 2
+    assert _err(capsys)[0].startswith("mitigate: --filter image_quality: a rule filter")
+    assert not out.exists()
+
+
+def test_unknown_filter_lists_the_run_s_filters(run_dir, tmp_path, capsys):
+    assert main(["select", "--from", str(run_dir), "--filter", "nope"]) == 2
+    assert _err(capsys) == [
+        f"mitigate: run in {run_dir} has no filter 'nope'; it has ['nsfw', 'image_quality']"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("label", "hint"), [("maybe", ""), ("yes", " (ambiguous: say harmful or benign)")]
+)
+def test_calibrate_label_vocabulary(run_dir, tmp_path, capsys, label, hint):
+    labels = _labels(tmp_path / "l.csv", [("k001", "1"), ("k002", label)])
+    argv = ["calibrate", "--scores", str(run_dir), "--labels", str(labels), "--filter", "nsfw"]
+    assert main(argv) == 2
+    assert _err(capsys) == [
+        f"mitigate: {labels}:3: label {label!r} is not one of 1/true/harmful/positive "
+        f"(harmful) or 0/false/benign/negative (benign){hint}"
+    ]
+
+
+def test_select_refuses_a_non_empty_output_without_overwrite(run_dir, tmp_path, capsys):
+    out = tmp_path / "sel"
+    argv = ["select", "--from", str(run_dir), "--filter", "nsfw", "--n", "5", "--output", str(out)]
+    assert main(argv) == 0
+    first = (out / "selection.csv").read_text()
+    (out / "selection.csv").write_text("my edits")
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert _err(capsys) == [
+        f"mitigate: --output: {out} is not empty (an earlier selection?); pass --overwrite "
+        "to replace its selection.csv and contact_sheet.html, or choose another folder"
+    ]
+    assert (out / "selection.csv").read_text() == "my edits"
+    assert main([*argv, "--force"]) == 0
+    assert (out / "selection.csv").read_text() == first
+
+
+def test_calibrate_piped_into_head_exits_quietly(run_dir, tmp_path):
+    labels = _labels(tmp_path / "l.csv", [(f"k{i:03d}", "1" if i > 30 else "0") for i in range(40)])
+    cmd = (
+        f"{EXE} calibrate --scores {run_dir} --labels {labels} --filter nsfw --target-recall 0.9"
+        " | head -c 1"
+    )
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout == "f"  # "filter nsfw: threshold ..."
+    assert proc.stderr == ""
+    assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [str(EXE), "run", "--input", str(sample_dir / "*.tar"), "--output", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    # wait until the run is under way (its staging folder exists), then Ctrl-C the group
+    while time.monotonic() < deadline and not any(out.glob(".mitigate-staging-*")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if not line.startswith("mitigate ")]
+    assert lines == ["mitigate: interrupted"], err
+    # the interrupted run's staging folder and lock are gone; nothing else was written
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "beam_level", "relay_level"),
+    [([], "CRITICAL", "NOTSET"), (["-v"], "WARNING", "ERROR"), (["-vv"], "NOTSET", "NOTSET")],
+)
+def test_beam_logging_stays_quiet_unless_vv(flags, beam_level, relay_level, monkeypatch):
+    import logging
+
+    beam = logging.getLogger("apache_beam")
+    relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    monkeypatch.setattr(beam, "level", logging.NOTSET)
+    monkeypatch.setattr(relay, "level", logging.NOTSET)
+    monkeypatch.chdir(REPO)
+    assert main([*flags, "validate"]) == 0
+    assert logging.getLevelName(beam.level) == beam_level
+    assert logging.getLevelName(relay.level) == relay_level
+
+
+def test_the_resource_module_warning_is_dropped():
+    import logging
+
+    from mitigate.cli import _quiet_beam_import_noise
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("root", logging.WARNING, __file__, 1, message, None, None)
+
+    text = "Resource module is not available for current platform, memory usage cannot be fetched."
+    assert not _quiet_beam_import_noise(record(text))
+    assert _quiet_beam_import_noise(record("a real warning"))

@@ -1,0 +1,111 @@
+"""The installed CLI works from any folder: the packaged default config, `mitigate init`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from mitigate.cli import main
+from mitigate.config import load_config
+from mitigate.defaults import packaged_config, packaged_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_packaged_config_and_terms_match_the_checkout_copies():
+    # configs/ is the user-facing copy; the package ships the same bytes.
+    assert packaged_config().read_bytes() == (REPO / "configs" / "default.yaml").read_bytes()
+    for terms in (REPO / "configs" / "terms").iterdir():
+        assert (packaged_config_dir() / "terms" / terms.name).read_bytes() == terms.read_bytes()
+
+
+def test_pyproject_ships_every_packaged_config_file():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["mitigate"]
+    shipped = {p for g in globs for p in (REPO / "mitigate").glob(g)}
+    present = {p for p in (REPO / "mitigate" / "configs").rglob("*") if p.is_file()}
+    assert present and present == shipped
+
+
+def test_packaged_config_resolves_its_terms_file_from_the_package(sample_dir):
+    config, _ = load_config(packaged_config(), [f"input.paths=[{str(sample_dir)!r}]"])
+    terms = next(f for f in config.filters if f.filter_id == "caption_terms")
+    assert Path(terms.terms_file) == (packaged_config_dir() / "terms" / "violence.txt").resolve()
+
+
+def test_outside_a_checkout_without_input_says_what_to_pass(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert "--input: no --config given and no configs/default.yaml in this folder" in err
+    assert "mitigate init" in err
+
+
+def test_outside_a_checkout_validate_uses_the_packaged_config(
+    tmp_path, monkeypatch, capsys, sample_dir
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--input", str(sample_dir / "shard-00000.tar")]) == 0
+    out = capsys.readouterr().out
+    assert "filters: nsfw, image_quality, caption_terms" in out
+    assert f"output: {tmp_path / 'out'}" in out
+
+
+@pytest.mark.slow
+def test_installed_cli_runs_from_a_folder_without_configs(tmp_path, sample_dir):
+    exe = Path(sys.executable).parent / "mitigate"
+    proc = subprocess.run(
+        [str(exe), "run", "--input", str(sample_dir / "shard-00002.tar"), "--output", "o"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["input_count"] == sum(c["total"] for c in summary["counts"].values()) > 0
+    assert summary["counts"]["kept"]["total"] > 0
+    # the packaged terms list was read: its path lies in the package, not in tmp_path
+    effective = (tmp_path / "o" / "config.yaml").read_text()
+    assert str((packaged_config_dir() / "terms" / "violence.txt").resolve()) in effective
+    assert (tmp_path / "o" / "report.html").is_file()
+    assert not (tmp_path / "configs").exists()
+
+
+def test_init_writes_a_starter_that_validates_and_refuses_to_overwrite(
+    tmp_path, monkeypatch, capsys, sample_dir
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    starter = Path("mitigate.yaml")
+    assert (tmp_path / "terms" / "violence.txt").read_bytes() == (
+        REPO / "configs" / "terms" / "violence.txt"
+    ).read_bytes()
+    text = starter.read_text()
+    starter = tmp_path / "mitigate.yaml"
+    assert text.count("#") > 20  # commented
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "a.tar").write_bytes((sample_dir / "shard-00000.tar").read_bytes())
+    capsys.readouterr()
+    assert main(["validate", "--config", str(starter)]) == 0
+    assert "config OK: 1 input file(s), filters: nsfw, image_quality, caption_terms" in (
+        capsys.readouterr().out
+    )
+    starter.write_text("mine")
+    assert main(["init"]) == 2
+    assert capsys.readouterr().err == (
+        "mitigate: init: mitigate.yaml exists; pass --force to overwrite it, or choose "
+        "another PATH\n"
+    )
+    assert starter.read_text() == "mine"
+    assert main(["init", "--force"]) == 0
+    assert starter.read_text() == text
+    # a folder gets mitigate.yaml inside it
+    assert main(["init", str(tmp_path / "sub")]) == 0
+    assert (tmp_path / "sub" / "mitigate.yaml").is_file()

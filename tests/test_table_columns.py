@@ -1,0 +1,134 @@
+"""Table inputs: the key/image/caption columns are found from the table's schema or
+header before any work, common names are accepted, and a missing column is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mitigate.cli import main
+from mitigate.config import validate_config
+from mitigate.sources import SourceIssue, iter_table, resolve_columns
+
+DEFAULTS = {"key_column": "key", "image_column": "image", "caption_column": "caption"}
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    fmt = path.suffix.lstrip(".")
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "csv":
+        cols = list(rows[0])
+        path.write_text(
+            "\n".join([",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]) + "\n"
+        )
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_common_names_stand_in_for_the_default_columns():
+    used, problems = resolve_columns(["id", "image_path", "text"], DEFAULTS)
+    assert used == {"key_column": "id", "image_column": "image_path", "caption_column": "text"}
+    assert problems == {}
+    # the configured column wins when present, even beside a common name
+    used, _ = resolve_columns(["key", "image", "path", "caption", "txt"], DEFAULTS)
+    assert used == DEFAULTS
+
+
+def test_a_missing_column_lists_the_table_s_columns_and_the_setting():
+    _, problems = resolve_columns(["key", "url", "caption"], DEFAULTS)
+    assert problems == {
+        "image_column": "no column 'image' (nor 'image_path', 'path', 'file', 'filename'); "
+        "the table's columns are 'key', 'url', 'caption': set input.image_column; a 'url' "
+        "column holds addresses to download, which mitigate does not do (download first, "
+        "e.g. with img2dataset)"
+    }
+    # a column the user named is not replaced by a guess
+    _, problems = resolve_columns(
+        ["key", "image_path", "caption"], {**DEFAULTS, "image_column": "pic"}
+    )
+    assert problems["image_column"] == (
+        "no column 'pic'; the table's columns are 'key', 'image_path', 'caption': "
+        "set input.image_column"
+    )
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_rows_read_through_a_common_name(tmp_path, fmt):
+    path = _write(tmp_path / f"t.{fmt}", [{"key": "a", "image_path": "a.jpg", "text": "cap a"}])
+    with open(path, "rb") as f:
+        items = list(iter_table(f, str(path), fmt, **DEFAULTS))
+    assert [(r.key, r.state, r.image_path, r.caption) for r in items] == [
+        ("a", "pending", str(tmp_path / "a.jpg"), "cap a")
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_a_missing_column_at_run_time_is_a_source_issue_and_every_row_says_why(tmp_path, fmt):
+    rows = [
+        {"key": "a", "picture": "a.jpg", "caption": "x"},
+        {"key": "b", "picture": "b.jpg", "caption": "y"},
+    ]
+    path = _write(tmp_path / f"t.{fmt}", rows)
+    with open(path, "rb") as f:
+        items = list(iter_table(f, str(path), fmt, **DEFAULTS))
+    issues = [i for i in items if isinstance(i, SourceIssue)]
+    records = [i for i in items if not isinstance(i, SourceIssue)]
+    why = (
+        "no column 'image' (nor 'image_path', 'path', 'file', 'filename'); the table's "
+        "columns are 'key', 'picture', 'caption': set input.image_column"
+    )
+    assert [(i.reason, i.detail, i.count) for i in issues] == [("missing_image", why, 0)]
+    assert [(r.key, r.state, r.reason, r.detail) for r in records] == [
+        ("a", "error", "missing_image", why),
+        ("b", "error", "missing_image", why),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_validate_names_a_missing_column_before_any_work(tmp_path, fmt, capsys):
+    path = _write(tmp_path / f"t.{fmt}", [{"id": "a", "picture": "a.jpg", "caption": "x"}])
+    argv = ["validate", "--input", str(path), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"input.paths[0]: {path}: no column 'image' (nor 'image_path', 'path', 'file', "
+        "'filename'); the table's columns are 'id', 'picture', 'caption': set "
+        "input.image_column"
+    ) in err
+    assert main([*argv, "--set", "input.image_column=picture"]) == 0
+
+
+def test_validate_accepts_a_common_name_and_says_which(tmp_path, capsys, caplog):
+    path = _write(tmp_path / "t.parquet", [{"key": "a", "image_path": "a.jpg", "caption": "x"}])
+    assert main(["validate", "--input", str(path), "--output", str(tmp_path / "out")]) == 0
+    assert "config OK: 1 input file(s)" in capsys.readouterr().out
+    assert f"{path}: no column 'image', using 'image_path' (set input.image_column to choose)" in (
+        caplog.text
+    )
+
+
+@pytest.mark.slow
+def test_a_run_on_a_table_without_its_image_column_finishes_with_a_report(tmp_path):
+    from mitigate.pipeline.run import run
+
+    path = _write(tmp_path / "t.parquet", [{"key": "a", "picture": "a.jpg", "caption": "x"}])
+    config = validate_config(
+        {
+            "input": {"paths": [str(path)]},
+            "output": {"path": str(tmp_path / "out")},
+            "filters": [{"name": "image_quality"}],
+            "rebalance": {"enabled": False},
+        }
+    )
+    # sources given: past validate (the table changed after it, or a remote table)
+    summary = run(config, [str(path)])
+    assert summary["counts"]["error"]["reasons"] == {"missing_image": 1}
+    assert [i["reason"] for i in summary["source_issues"]] == ["missing_image"]
+    assert "set input.image_column" in summary["source_issues"][0]["detail"]
+    assert (tmp_path / "out" / "report.html").stat().st_size > 0
