@@ -42,13 +42,8 @@ from typing import Protocol
 
 import numpy as np
 
-from mitigate.rebalance import (
-    _EDGES,
-    HIST_BINS,
-    LogHistogram,
-    _probe_tokens,
-    caption_word_set,
-)
+from mitigate.rebalance.probes import _probe_tokens, caption_word_set
+from mitigate.rebalance.weights import _EDGES, HIST_BINS, LogHistogram
 
 logger = logging.getLogger(__name__)
 
