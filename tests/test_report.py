@@ -589,7 +589,7 @@ def test_write_report_is_atomic(synthetic, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     before = path.read_bytes()
-    monkeypatch.setattr(report.os, "replace", broken)
+    monkeypatch.setattr(report.page.os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
         report.write_report(out)
     assert path.read_bytes() == before  # the old report is untouched

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def test_every_module_lives_where_its_import_name_says() -> None:
     modules = _all_modules()
     assert "mitigate.filters.base" in modules and "mitigate.pipeline.build" in modules
     for name in modules:
-        module = importlib.import_module(name)
-        where = Path(module.__file__).resolve()
+        # A __main__ module runs when imported: find it without running it.
+        found = importlib.util.find_spec(name)
+        assert found is not None and found.origin is not None, name
+        where = Path(found.origin).resolve()
         expected = _expected_path(name)
         if where.name == "__init__.py":
             assert where.parent == expected, f"{name} is at {where}, expected {expected}/"
@@ -97,3 +100,25 @@ def test_the_beam_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     sample = tmp_path / "m.py"
     sample.write_text("def f():\n    from apache_beam.io import fileio\n    import os\n")
     assert _imports_beam(sample) == [2]
+
+
+# Modules over the line budget, each with the reason it is not split (yet).
+MAX_LINES = 600
+OVER_BUDGET = {
+    "mitigate.config": "typed config objects for every section; shared by in-flight issues",
+    "mitigate.pipeline.near_partitioned": "one Beam graph for the partitioned near-dup search",
+}
+
+
+def test_no_library_module_is_over_the_line_budget() -> None:
+    over = {}
+    for name in _all_modules():
+        origin = importlib.util.find_spec(name).origin
+        n = len(Path(origin).read_text(encoding="utf-8").splitlines())
+        if n > MAX_LINES and name not in OVER_BUDGET:
+            over[name] = n
+    assert not over, f"modules over {MAX_LINES} lines (split them): {over}"
+    # The exemptions must stay true, or they hide nothing and should go.
+    for name in OVER_BUDGET:
+        origin = importlib.util.find_spec(name).origin
+        assert len(Path(origin).read_text(encoding="utf-8").splitlines()) > MAX_LINES, name
