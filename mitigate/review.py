@@ -128,7 +128,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 .card{border:1px solid #ccc;border-radius:6px;padding:8px;font-size:12px}
 .card img{width:100%;height:160px;object-fit:contain;background:#eee;cursor:pointer}
-.card img.hide{filter:blur(14px)}
+.card img.hide{filter:blur(14px);clip-path:inset(0)}
 .card .cap{height:3em;overflow:hidden}
 .card.pos{outline:3px solid #c0392b}.card.neg{outline:3px solid #27ae60}
 button{margin:2px}

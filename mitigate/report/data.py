@@ -64,6 +64,8 @@ class FilterSpec:
     name: str
     category: str
     threshold: float | None  # on the score column; None if the filter has no such field
+    # image_quality's min_side (px): its size check reads the shorter side, not the score
+    min_side: float | None = None
 
     @property
     def column(self) -> str:
@@ -86,6 +88,7 @@ def filter_specs(config: Mapping[str, Any], summary: Mapping[str, Any]) -> list[
                 name=entry["name"],
                 category=entry.get("category") or "quality",
                 threshold=threshold,
+                min_side=None if entry.get("min_side") is None else float(entry["min_side"]),
             )
         )
     return specs
@@ -107,6 +110,7 @@ def manifest_columns(available: Sequence[str], specs: Sequence[FilterSpec]) -> l
         "members",
         "weight",
         *(s.column for s in specs),
+        *(("width", "height") if any(s.min_side is not None for s in specs) else ()),
     ]
     have = set(available)
     return [c for c in wanted if c in have]
@@ -219,9 +223,14 @@ def score_histogram(
     lo, hi = float(finite.min()), float(finite.max())
     if threshold is not None and math.isfinite(threshold):
         lo, hi = min(lo, threshold), max(hi, threshold)
-    if lo >= 0.0 and hi <= 1.0 and not np.all(finite == np.round(finite)):
+    integer = bool(np.all(finite == np.round(finite)))
+    if integer and lo >= 0.0:
+        # Counts start at 0 and span at least 0..1, so the plot shows a count axis (a
+        # caption with no match beside one with a match), not one bin at -0.5..0.5.
+        lo, hi = 0.0, max(hi, 1.0)
+    if lo >= 0.0 and hi <= 1.0 and not integer:
         edges = np.linspace(0.0, 1.0, bins + 1)
-    elif np.all(finite == np.round(finite)) and hi - lo <= 200:
+    elif integer and hi - lo <= 200:
         edges = np.arange(math.floor(lo) - 0.5, math.ceil(hi) + 1.0, 1.0)
     else:
         if hi <= lo:
@@ -255,6 +264,8 @@ class FilterData:
     at_or_above: int  # scored rows on the drop side of the threshold (any state)
     top_kept: list[int]  # manifest row indices, highest score first
     bottom_dropped: list[int]  # manifest row indices, lowest score first
+    # image_quality: shorter side (px) of every decoded image, against min_side
+    side_histogram: Histogram | None = None
 
 
 def _top(indices: np.ndarray, scores: np.ndarray, n: int, descending: bool) -> list[int]:
@@ -285,7 +296,18 @@ def filter_data(table: pa.Table, spec: FilterSpec, max_thumbs: int) -> FilterDat
         at_or_above=at_or_above,
         top_kept=_top(kept, scores, max_thumbs, descending=True),
         bottom_dropped=_top(dropped, scores, max_thumbs, descending=False),
+        side_histogram=_side_histogram(table, spec),
     )
+
+
+def _side_histogram(table: pa.Table, spec: FilterSpec) -> Histogram | None:
+    """Shorter side (px) of each image with a size, against ``min_side``: what
+    image_quality's ``image_too_small`` drops read (its score is the aspect ratio)."""
+    if spec.min_side is None or "width" not in table.column_names:
+        return None
+    side = np.fmin(_column_f64(table, "width"), _column_f64(table, "height"))
+    side[~(side > 0)] = np.nan  # no size: not decoded
+    return score_histogram(side, spec.min_side)
 
 
 @dataclass(frozen=True)

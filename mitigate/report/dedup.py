@@ -18,6 +18,15 @@ DEDUP_PAIRS_PER_DISTANCE = 4
 DEDUP_REFUSED_SHOWN = 8
 
 
+# summary.json's dedup.mode is the search that ran; "brute" is what mode auto picks
+# for inputs too small for multi-index hashing to pay off: exact, like MIH.
+_MODE_NAMES = {
+    "brute": ("exact", " (all pairs compared: too few hashes for multi-index hashing)"),
+    "exact": ("exact", " (multi-index hashing)"),
+    "lsh": ("lsh", " (bit-sampling LSH: approximate)"),
+}
+
+
 def _cluster_plot(fig: Figure, bars: Sequence[tuple[str, int]]) -> None:
     ax = fig.add_subplot()
     ax.bar([b[0] for b in bars], [b[1] for b in bars], color=_PALETTE["duplicate"])
@@ -52,9 +61,11 @@ def _section_dedup(
         rec = f"measured pair recall <b>{estimate:.3f}</b> (95% CI {ci[0]:.3f}–{ci[1]:.3f})"
     else:
         rec = f"measured pair recall <b>{estimate:.3f}</b>"
+    mode = str(dedup.get("mode", "?"))
+    shown, how = _MODE_NAMES.get(mode, (mode, ""))
     parts.append(
         f"<p>Hamming radius k = <b>{_esc(dedup.get('k', '?'))}</b>, mode "
-        f"<b>{_esc(dedup.get('mode', '?'))}</b>; {rec}.</p>"
+        f"<b>{_esc(shown)}</b>{_esc(how)}; {rec}.</p>"
     )
     if dedup.get("partitions"):
         parts.append(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mitigate.report.common import (
     _PALETTE,
@@ -19,16 +20,26 @@ from mitigate.report.common import (
     _short_caption,
     _Thumbs,
 )
-from mitigate.report.data import FilterData, FilterSpec, _column_f64
+from mitigate.report.data import FilterData, FilterSpec, Histogram, _column_f64
+
+# What a filter's score measures, where the column name alone does not say it.
+_SCORE_LABELS = {
+    "image_quality": "aspect ratio (longer side / shorter side)",
+    "caption_terms": "matched terms per caption",
+}
 
 
-def _hist_plot(fig: Figure, data: FilterData) -> None:
+def _hist_plot(
+    fig: Figure, hist: Histogram, thr: float | None, label: str, drop_below: bool = False
+) -> None:
+    """Bars coloured by the side of ``thr`` that drops: at or above it for scores,
+    below it for ``drop_below`` (a minimum size)."""
     ax = fig.add_subplot()
-    hist = data.histogram
     centres = (hist.edges[:-1] + hist.edges[1:]) / 2
-    thr = data.spec.threshold
     colours = [
-        _PALETTE["filtered"] if thr is not None and c >= thr else _PALETTE["unfiltered"]
+        _PALETTE["filtered"]
+        if thr is not None and ((c < thr) if drop_below else (c >= thr))
+        else _PALETTE["unfiltered"]
         for c in centres
     ]
     ax.bar(
@@ -52,7 +63,10 @@ def _hist_plot(fig: Figure, data: FilterData) -> None:
             color="#c62828",
             fontsize=8,
         )
-    ax.set_xlabel(f"{data.spec.column}")
+    if np.all(np.diff(hist.edges) == 1.0):  # one bin per integer: integer ticks only
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(hist.edges[0], hist.edges[-1])
+    ax.set_xlabel(label)
     ax.spines[["top", "right"]].set_visible(False)
 
 
@@ -109,9 +123,29 @@ def _section_filters(
             + ".</p>"
         )
         if hist.n_scored:
-            parts.append(_plot(_hist_plot, d, alt=f"histogram of {s.column}"))
+            what = _SCORE_LABELS.get(s.name)
+            label = s.column if what is None else f"{s.column}: {what}"
+            parts.append(
+                _plot(_hist_plot, hist, s.threshold, label, alt=f"histogram of {s.column}")
+            )
         else:
             parts.append('<p class="note">No sample has a score.</p>')
+        side = d.side_histogram
+        if side is not None and side.n_scored:
+            parts.append(
+                f"<p>Its size check (<code>image_too_small</code>) reads the shorter side, "
+                f"not the score: min side {s.min_side:g} px.</p>"
+            )
+            parts.append(
+                _plot(
+                    _hist_plot,
+                    side,
+                    s.min_side,
+                    "shorter side (px)",
+                    True,
+                    alt="histogram of the shorter side",
+                )
+            )
         blur_note = " (blurred: sexual-content filter)" if blur else ""
         parts.append(f"<p>Highest-scored <b>kept</b> samples{blur_note}:</p>")
         parts.append(_strip(thumbs, table, d.top_kept, s, blur))

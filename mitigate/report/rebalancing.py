@@ -59,15 +59,16 @@ def _probe_plot(fig: Figure, probes: Mapping[str, Mapping[str, Any]]) -> None:
     groups = list(probes)
     x = np.arange(len(groups))
     width = 0.27
-    for j, (col, colour) in enumerate(
+    # summary.json's "filtered" is the set after filtering: the kept samples, unweighted.
+    for j, (col, label, colour) in enumerate(
         (
-            ("unfiltered", _PALETTE["unfiltered"]),
-            ("filtered", _PALETTE["filtered"]),
-            ("reweighted", _PALETTE["reweighted"]),
+            ("unfiltered", "unfiltered", _PALETTE["unfiltered"]),
+            ("filtered", "kept", _PALETTE["filtered"]),
+            ("reweighted", "kept, reweighted", _PALETTE["reweighted"]),
         )
     ):
         vals = [100.0 * float(probes[g].get(col) or 0.0) for g in groups]
-        ax.bar(x + (j - 1) * width, vals, width, label=col, color=colour)
+        ax.bar(x + (j - 1) * width, vals, width, label=label, color=colour)
     ax.set_xticks(x, groups)
     ax.set_ylabel("captions with a probe term (%)")
     ax.legend(frameon=False, ncols=3, loc="upper right")
@@ -143,7 +144,7 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
             for g, r in sorted(probes.items(), key=lambda kv: not kv[1].get("calibrated"))
         ]
         parts.append(
-            _table(["probe", "unfiltered", "filtered (change)", "reweighted (change)"], rows)
+            _table(["probe", "unfiltered", "kept (change)", "kept, reweighted (change)"], rows)
         )
     parts.append("</section>")
     return "".join(parts)
