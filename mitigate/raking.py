@@ -34,7 +34,6 @@ the group totals as a combiner and applies the multipliers as a side input.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +43,6 @@ import numpy as np
 
 from mitigate.rebalance.probes import _probe_tokens, caption_word_set
 from mitigate.rebalance.weights import _EDGES, HIST_BINS, LogHistogram
-
-logger = logging.getLogger(__name__)
 
 #: At most this many declared groups (patterns are bit sets: 2**8 cells at most).
 MAX_GROUPS = 8

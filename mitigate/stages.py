@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO
 
@@ -29,7 +28,6 @@ from mitigate.records import (
 )
 from mitigate.sources import CAPTION_EXT, IMAGE_EXTS, JSON_EXT, parse_payload, read_members
 
-log = logging.getLogger(__name__)
 Opener = Callable[[str], IO[bytes]]
 
 

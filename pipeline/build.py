@@ -6,6 +6,10 @@
       ─ ProcessChunk: read bytes, decode once, signals, filter scores, decisions
       ─ group by key: later duplicate keys are errors
       ─ group by sha256 (survivors only): exact duplicates
+      ─ NearDedup (dedup.near / dedup.against; pipeline/near.py, one worker, or
+        pipeline/near_partitioned.py): near duplicates, eval overlap
+      ─ finalize ─ Rebalance (rebalance.enabled; pipeline/rebalance.py): fit on a
+        bounded sample, weights as a side input
       ─ group by source: manifest part per source (sorted), kept lists
       ─ global offsets of kept samples ─ group by output shard ─ write shard
       ─ summary.json (after every writer, with the conservation check)
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +48,6 @@ from mitigate.sources import (
     table_format,
 )
 
-log = logging.getLogger(__name__)
 NAMESPACE = "mitigate"
 # Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
 # batching (BatchElements) relies on: there, model filters run inside Decode instead,

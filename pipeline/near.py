@@ -8,11 +8,12 @@
     reference hash lists (from the config) ────┴─ side input ─────┘
     decisions ─ CoGroupByKey with the survivors ─ duplicate / eval_overlap records
 
-The search runs in one worker over the hashes only (about 50 bytes a sample, so 1M
-samples is ~50 MB and ~60 s of exact multi-index search, see BENCHMARKS.md; with
-``dedup.verify`` each item also carries its 768-byte verification signature, ~0.8 GB
-for 1M samples); the records themselves never leave their workers, the decisions are
-joined back by key.
+The search runs in one worker over a ``HashItem`` per survivor (key, two pHashes,
+resolution: about 340 bytes as Python objects, so ~340 MB for 1M samples, measured by
+``benchmarks/hashitem_bytes.py``; exact multi-index search of 1M hashes takes ~60 s, see
+BENCHMARKS.md; with ``dedup.verify`` each item also carries its 768-byte verification
+signature, ~1.1 GB for 1M samples). The records themselves do not go to that worker:
+they meet the decisions in a CoGroupByKey by key (one shuffle of the light records).
 """
 
 from __future__ import annotations
