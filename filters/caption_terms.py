@@ -28,10 +28,11 @@ from pydantic import (
 
 from mitigate.filters import register
 from mitigate.filters.base import Drop, Filter, FilterConfig, Score, ScoringItem
+from mitigate.reasons import Reason
 from mitigate.records import SampleRecord
 from mitigate.text import normalize_text, words
 
-REASON = "caption_term_match"
+REASON = Reason.CAPTION_TERM_MATCH
 
 
 def _check_file(value: str | None, info: ValidationInfo) -> str | None:

@@ -46,6 +46,7 @@ from pydantic import (
 
 from mitigate.filters import register
 from mitigate.filters.base import Drop, FilterConfig, ModelFilter, Probability
+from mitigate.reasons import image_above_threshold
 from mitigate.records import SampleRecord
 
 _INTERPOLATION = {
@@ -241,7 +242,7 @@ class OnnxImage(ModelFilter[OnnxImageConfig]):
 
     @property
     def reason(self) -> str:
-        return f"{self.filter_id}_image_above_threshold"
+        return image_above_threshold(self.filter_id)
 
     def provenance(self) -> dict[str, Any]:
         return {

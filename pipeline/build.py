@@ -38,7 +38,7 @@ from mitigate.pipeline import fs
 from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
 from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.rebalance import Rebalance
-from mitigate.records import KEPT, PENDING, SampleRecord
+from mitigate.records import KEPT, PENDING, Reason, SampleRecord
 from mitigate.sources import (
     SourceIssue,
     index_tar,
@@ -144,7 +144,7 @@ class IndexSource(beam.DoFn):
                         yield (CHUNKS, (ordinal, chunk))
                         chunk = []
         except OSError as exc:
-            yield (ISSUES, SourceIssue(path, "read_error", f"cannot open: {exc}"))
+            yield (ISSUES, SourceIssue(path, Reason.READ_ERROR, f"cannot open: {exc}"))
         if chunk:
             yield (CHUNKS, (ordinal, chunk))
 

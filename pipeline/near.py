@@ -29,7 +29,7 @@ from mitigate import stages
 from mitigate.config import Config
 from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
 from mitigate.pipeline import fs
-from mitigate.records import DUPLICATE, PENDING, SampleRecord
+from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
 from mitigate.sources import index_tar
 
 
@@ -87,7 +87,7 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
                 f"but verification score {d.verify_score:.3f} > threshold (different images)",
             )
             continue
-        what = "a reference image" if d.reason == "eval_overlap" else "a kept sample"
+        what = "a reference image" if d.reason == Reason.EVAL_OVERLAP else "a kept sample"
         verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
         yield dataclasses.replace(
             record,
