@@ -97,6 +97,10 @@ class CaptionTermsConfig(FilterConfig):
         self._term_table = table
         return self
 
+    @property
+    def matched_terms(self) -> frozenset[tuple[str, ...]]:
+        return frozenset(self._term_table)
+
 
 def read_terms_file(path: Path) -> list[str]:
     """Read one term per line; blank lines and ``#`` comments are skipped."""

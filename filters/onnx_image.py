@@ -129,6 +129,14 @@ class OnnxImageConfig(FilterConfig):
     _model_path: str = PrivateAttr(default="")
     _model_sha256: str = PrivateAttr(default="")
 
+    @property
+    def provides_embeddings(self) -> bool:
+        return self.embedding_output is not None
+
+    @property
+    def stores_embeddings(self) -> bool:
+        return self.store_embeddings
+
     @model_validator(mode="after")
     def _check_model(self, info: ValidationInfo) -> OnnxImageConfig:
         if any(s == 0 for s in self.std):

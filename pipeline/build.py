@@ -173,7 +173,7 @@ class Decode(beam.DoFn):
                     handle = self._shared.acquire(
                         lambda f=flt: _ModelHolder(f.load_model()), tag=flt.filter_id
                     )
-                    keep = bool(getattr(cfg, "store_embeddings", False))
+                    keep = cfg.stores_embeddings
                     self._models.append((FilterModelHandler(flt), handle.model, keep))
         self._samples = Metrics.counter(NAMESPACE, "samples_processed")
         self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
@@ -233,7 +233,7 @@ class ProcessChunk(beam.PTransform):
             for cfg in self.config.filters:
                 flt = build_filter(cfg)
                 if isinstance(flt, ModelFilter):
-                    keep = bool(getattr(cfg, "store_embeddings", False))
+                    keep = cfg.stores_embeddings
                     items = items | ScoreWithModel(flt, keep)
         return items | "Decide" >> beam.ParDo(Decide(self.config))
 
@@ -444,7 +444,7 @@ def build(
         | "GroupKey" >> beam.GroupByKey()
         | "ResolveKeys" >> beam.FlatMap(lambda kv: stages.resolve_duplicate_keys(kv[1]))
     )
-    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
+    embedding_ids = [f.filter_id for f in config.filters if f.stores_embeddings]
     _finish(pipeline, config, sources, header, records, input_count, issues, embedding_ids)
 
 
@@ -495,7 +495,7 @@ def build_redecide(
     again from its stored scores with ``config``'s filters, then deduplicated and
     rebalanced again (with the stored embeddings, where the config uses them).
     """
-    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
+    embedding_ids = [f.filter_id for f in config.filters if f.stores_embeddings]
     records = (
         pipeline
         | "ManifestParts" >> beam.Create(parts)

@@ -64,9 +64,8 @@ def masked_terms(config: Config) -> frozenset[tuple[str, ...]]:
     harmful = harmful_filter_ids(config)
     out: set[tuple[str, ...]] = set()
     for flt in config.filters:
-        table = getattr(flt, "_term_table", None)
-        if flt.filter_id in harmful and table:
-            out.update(table)
+        if flt.filter_id in harmful:
+            out.update(flt.matched_terms)
     return frozenset(out)
 
 
