@@ -13,10 +13,10 @@ import csv
 import html
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,17 +24,18 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageFilter
 
+from mitigate import layout
 from mitigate.decode import open_image
+from mitigate.layout import Layout
 from mitigate.output import record_from_row
-from mitigate.sources import read_members
+from mitigate.samples import Opener, SampleReader
 
-Opener = Callable[[str], IO[bytes]]
 _TRUE = {"1", "true", "yes", "y", "harmful", "positive"}
 _FALSE = {"0", "false", "no", "n", "benign", "negative"}
 
 
 def manifest_parts(out_dir: str | Path) -> list[Path]:
-    parts = sorted(Path(out_dir, "manifest").glob("part-*.parquet"))
+    parts = sorted(Path(out_dir, layout.MANIFEST).glob(layout.MANIFEST_PATTERN))
     if not parts:
         raise FileNotFoundError(f"{out_dir} has no manifest (manifest/part-*.parquet)")
     return parts
@@ -53,7 +54,7 @@ def load_embeddings(out_dir: str | Path, filter_id: str) -> np.ndarray:
     """Embeddings of ``filter_id`` aligned row for row with :func:`load_manifest`."""
     rows = []
     for part in manifest_parts(out_dir):
-        path = Path(out_dir, "embeddings", filter_id, part.name.replace(".parquet", ".npy"))
+        path = Path(Layout(str(out_dir)).embeddings_beside(filter_id, part.name))
         if not path.is_file():
             raise FileNotFoundError(
                 f"no embeddings for {filter_id!r} in {out_dir} (set store_embeddings: true)"
@@ -64,7 +65,7 @@ def load_embeddings(out_dir: str | Path, filter_id: str) -> np.ndarray:
 
 def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:
     """The effective config entry of ``filter_id`` in a run's ``config.yaml``."""
-    config = yaml.safe_load(Path(out_dir, "config.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load(Path(out_dir, layout.CONFIG).read_text(encoding="utf-8"))
     for entry in config.get("filters", []):
         if (entry.get("id") or entry["name"]) == filter_id:
             return entry
@@ -90,12 +91,8 @@ def read_labels(path: str | Path) -> dict[str, bool]:
 
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
     """A sample's original image bytes, from its tar member or its image path."""
-    record = record_from_row(row, [])
-    if record.members:
-        with opener(record.source) as f:
-            return read_members(f, record, {record.image_ext or ""})[record.image_ext or ""]
-    with opener(record.image_path or "") as f:
-        return f.read()
+    with SampleReader(opener) as reader:
+        return reader.image(record_from_row(row, []))
 
 
 def thumbnail(data: bytes, size: int = 160, blur: bool = False) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mitigate import layout
 from mitigate.report.common import _esc, _table, _td
 
 
@@ -35,7 +36,7 @@ def _section_config(summary: Mapping[str, Any], out_dir: Path) -> str:
         parts.append(
             _table(["package", "version"], [[_td(k), _td(v)] for k, v in sorted(versions.items())])
         )
-    config_path = out_dir / "config.yaml"
+    config_path = out_dir / layout.CONFIG
     text = config_path.read_text(encoding="utf-8") if config_path.is_file() else "(no config.yaml)"
     parts.append(
         f"<h3>Effective config</h3><p>config sha256 <code>"

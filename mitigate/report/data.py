@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+from mitigate import layout
+
 log = logging.getLogger(__name__)
 #: Example rows per error reason in the errors table.
 ERROR_EXAMPLES_PER_REASON = 5
@@ -45,12 +47,12 @@ def local_open(path: str) -> IO[bytes]:
 
 def load_summary(out_dir: str | Path) -> dict[str, Any]:
     """A run's ``summary.json``."""
-    return json.loads(Path(out_dir, "summary.json").read_text(encoding="utf-8"))
+    return json.loads(Path(out_dir, layout.SUMMARY).read_text(encoding="utf-8"))
 
 
 def load_run_config(out_dir: str | Path) -> dict[str, Any]:
     """A run's effective ``config.yaml`` (empty dict if the run has none)."""
-    path = Path(out_dir, "config.yaml")
+    path = Path(out_dir, layout.CONFIG)
     if not path.is_file():
         return {}
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}

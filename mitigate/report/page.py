@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mitigate import layout
 from mitigate.report.common import _CSP, _CSS, _blur_rows, _esc, _Thumbs
 from mitigate.report.config import _section_config
 from mitigate.report.data import (
@@ -95,7 +96,7 @@ def write_report(
     """Build the report and write it to ``OUT/report.html`` atomically (a hidden
     temporary file in the same folder, then a rename). Returns the path."""
     page = build_report(out_dir, opener=opener, blur_sexual=blur_sexual, max_thumbs=max_thumbs)
-    target = Path(out_dir, "report.html")
+    target = Path(out_dir, layout.REPORT)
     fd, tmp = tempfile.mkstemp(prefix=".report.html.tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
