@@ -122,3 +122,63 @@ def test_no_library_module_is_over_the_line_budget() -> None:
     for name in OVER_BUDGET:
         origin = importlib.util.find_spec(name).origin
         assert len(Path(origin).read_text(encoding="utf-8").splitlines()) > MAX_LINES, name
+
+
+# Where a SampleRecord may be changed in place: where it is built (sources, output's
+# record_from_row, redecide's ReadRunPart in pipeline.build) and on a private copy
+# (stages; pipeline.inference.attach). Every other step makes a new record
+# (dataclasses.replace / with_error), since Beam forbids mutating a received element.
+RECORD_MUTATORS = {
+    "mitigate.sources",
+    "mitigate.output",
+    "mitigate.stages",
+    "mitigate.pipeline.inference",
+    "mitigate.pipeline.build",
+}
+
+
+def _record_field_writes(path: Path, fields: set[str]) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for t in targets:
+            if isinstance(t, ast.Subscript):
+                t = t.value
+            if (
+                isinstance(t, ast.Attribute)
+                and t.attr in fields
+                and not (isinstance(t.value, ast.Name) and t.value.id in ("self", "cls"))
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_sample_records_change_in_place_only_where_the_rule_allows() -> None:
+    import dataclasses
+
+    from mitigate.records import SampleRecord
+
+    fields = {f.name for f in dataclasses.fields(SampleRecord)}
+    offenders = []
+    for name in _all_modules():
+        if name in RECORD_MUTATORS or name == "mitigate.records":
+            continue
+        origin = importlib.util.find_spec(name).origin
+        for line in _record_field_writes(Path(origin), fields):
+            offenders.append(f"{name}:{line}")
+    assert not offenders, "SampleRecord changed in place outside the allowed modules: " + ", ".join(
+        offenders
+    )
+
+
+def test_the_record_rule_sees_field_and_item_writes(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    sample.write_text(
+        "def f(r, self):\n    r.state = 'kept'\n    r.scores['x'] = 1.0\n    self.state = 2\n"
+    )
+    assert _record_field_writes(sample, {"state", "scores"}) == [2, 3]
