@@ -343,7 +343,8 @@ class ExactTotalsFn(beam.CombineFn):
         return raking.ExactTotals()
 
     def add_input(self, acc: raking.ExactTotals, item: PatternTotal) -> raking.ExactTotals:
-        return acc.add(item.pattern, item.weight, self.w_min, self.w_max)
+        pattern, weight = item
+        return acc.add(pattern, weight, self.w_min, self.w_max)
 
     def merge_accumulators(self, accs: Iterable[raking.ExactTotals]) -> raking.ExactTotals:
         out = raking.ExactTotals()
