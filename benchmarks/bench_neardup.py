@@ -269,22 +269,22 @@ def calibrate(seed: int) -> None:
         q = full[: min(u, 100_000)] ^ np.uint64(1)
         for bits in (10, 12, 14, 16, 18, 20, 22):
             for r in (0, 1, 2):
-                vol = nd._ball_volume(bits, r)
+                vol = nd.cost._ball_volume(bits, r)
                 if q.shape[0] * vol > 3e7:
                     continue
-                ik, qk = nd._substring(full, 0, bits), nd._substring(q, 0, bits)
+                ik, qk = nd.mih._substring(full, 0, bits), nd.mih._substring(q, 0, bits)
                 pos = np.arange(bits)
                 probes = float(q.shape[0] * vol)
                 args_ = (ik, full, qk, q, bits, pos, r, 10)
-                best = min(cpu_of(lambda a=args_: nd._join_on_keys(*a)) for _ in range(2))
-                idx = nd._SlotIndex(ik.astype(np.intp), full, bits, pos, r, 10, probes)
+                best = min(cpu_of(lambda a=args_: nd.mih._join_on_keys(*a)) for _ in range(2))
+                idx = nd.mih._SlotIndex(ik.astype(np.intp), full, bits, pos, r, 10, probes)
                 nb = 1 << bits
                 ovf = 0.0
                 if idx.has_overflow:
-                    masks = nd._ball_masks(bits, r).astype(np.intp)
+                    masks = nd.mih._ball_masks(bits, r).astype(np.intp)
                     pk = (qk.astype(np.intp)[:, None] ^ masks[None, :]).ravel()
                     ovf = float(np.take(idx.ovf_count, pk).sum())
-                miss = nd._miss_ns(nb * idx.width * 12.0) / nd.COST_MISS_NS
+                miss = nd.cost._miss_ns(nb * idx.width * 12.0) / nd.COST_MISS_NS
                 feats.append(
                     [
                         probes,
@@ -325,9 +325,9 @@ def calibrate(seed: int) -> None:
     x = rng.integers(0, 2**64 - 1, size=20_000, dtype=np.uint64, endpoint=True)
     t = cpu_of(lambda: nd.brute_force_pairs(x, x ^ np.uint64(3), 10))
     print(f"COST_BRUTE_PAIR_NS = {t / (20_000 * 19_999 / 2) * 1e9:.2f}")
-    view = nd._bytes_le(x)
-    luts = nd._lsh_luts(np.arange(0, 60, 3))
-    t = cpu_of(lambda: [nd._lsh_table_key(view, luts) for _ in range(20)])
+    view = nd.lsh._bytes_le(x)
+    luts = nd.lsh._lsh_luts(np.arange(0, 60, 3))
+    t = cpu_of(lambda: [nd.lsh._lsh_table_key(view, luts) for _ in range(20)])
     print(f"COST_LSH_KEY_NS = {t / 20 / x.shape[0] * 1e9:.2f}")
 
 

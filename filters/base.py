@@ -85,6 +85,24 @@ class FilterConfig(NoBoolNumbers):
     def filter_id(self) -> str:
         return self.id or self.name
 
+    # Capabilities: what the pipeline may ask of any filter's config, declared here so
+    # that no caller reads a subclass's field or private attribute by name.
+    @property
+    def provides_embeddings(self) -> bool:
+        """Whether the filter's model outputs an image embedding."""
+        return False
+
+    @property
+    def stores_embeddings(self) -> bool:
+        """Whether those embeddings are written beside the manifest (``embeddings/``)."""
+        return False
+
+    @property
+    def matched_terms(self) -> frozenset[tuple[str, ...]]:
+        """Normalised caption terms (word tuples) the filter drops on; rebalancing masks
+        them from its features when ``rebalance.mask_filter_terms`` is on."""
+        return frozenset()
+
 
 class Score(NamedTuple):
     """A filter's output for one sample: a number, and what it found (free text)."""
@@ -114,6 +132,17 @@ class ScoringItem:
 
 C = TypeVar("C", bound=FilterConfig)
 
+Prediction = tuple[float, "np.ndarray | None"]
+"""A model filter's output for one image: its score and, if the model gives one, its
+embedding."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Stands in for a prediction when one image could not be scored."""
+
+    detail: str
+
 
 class Filter(ABC, Generic[C]):
     """Base class. Constructors only store the config, so filters pickle cleanly for
@@ -122,7 +151,6 @@ class Filter(ABC, Generic[C]):
 
     name: ClassVar[str]
     config_model: ClassVar[type[FilterConfig]]
-    needs_pixels: ClassVar[bool] = False
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -165,7 +193,6 @@ class ModelFilter(Filter[C]):
     :meth:`predict` per batch. :meth:`score` runs the same steps without Beam.
     """
 
-    needs_pixels = True
     batch_size: int = 32
 
     @abstractmethod
@@ -184,14 +211,52 @@ class ModelFilter(Filter[C]):
         """What identifies the model (name, file, sha256), recorded in the summary."""
         return {"filter": self.filter_id, "name": self.name}
 
+    def predict_batch(
+        self, model: Any, images: Sequence[Image.Image | None]
+    ) -> list[Prediction | Failure | None]:
+        """One batch through :meth:`preprocess` and :meth:`predict`, one result per image
+        in order: ``(score, embedding or None)``; ``None`` for an image that is absent
+        (the sample is already an error); a :class:`Failure` for an image whose
+        preprocessing failed (that image alone) or whose batch the model failed on
+        (every image of the batch). The pipeline's RunInference handler and
+        :meth:`score` both batch through here."""
+        out: list[Prediction | Failure | None] = [None] * len(images)
+        tensors, ok = [], []
+        for i, image in enumerate(images):
+            if image is None:
+                continue
+            try:
+                tensors.append(self.preprocess(image))
+                ok.append(i)
+            except Exception as exc:  # one item's failure stays with that item
+                out[i] = Failure(f"preprocessing: {exc!r}")
+        if ok:
+            try:
+                scores, embeddings = self.predict(model, np.stack(tensors))
+            except Exception as exc:  # the model failed on the batch: every item in it
+                failure = Failure(f"model failed on this sample's batch: {exc!r}")
+                for i in ok:
+                    out[i] = failure
+            else:
+                for n, i in enumerate(ok):
+                    out[i] = (float(scores[n]), None if embeddings is None else embeddings[n])
+        return out
+
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        """Scores without Beam (tests, scripts). Unlike the pipeline, which records an
+        ``inference_error`` per failed item, this raises on the first failure: a score
+        cannot stand for "not scored" (a NaN would be kept)."""
         model = getattr(self, "_model", None)
         if model is None:
             model = self._model = self.load_model()
         out: list[Score] = []
         for start in range(0, len(items), self.batch_size):
             part = items[start : start + self.batch_size]
-            batch = np.stack([self.preprocess(item.image) for item in part])
-            scores, _ = self.predict(model, batch)
-            out.extend(Score(float(s)) for s in scores)
+            for item, result in zip(
+                part, self.predict_batch(model, [item.image for item in part]), strict=True
+            ):
+                if result is None or isinstance(result, Failure):
+                    what = "no image" if result is None else result.detail
+                    raise ValueError(f"{self.filter_id}: {item.record.key}: {what}")
+                out.append(Score(result[0]))
         return out

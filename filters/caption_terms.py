@@ -28,10 +28,11 @@ from pydantic import (
 
 from mitigate.filters import register
 from mitigate.filters.base import Drop, Filter, FilterConfig, Score, ScoringItem
+from mitigate.reasons import Reason
 from mitigate.records import SampleRecord
 from mitigate.text import normalize_text, words
 
-REASON = "caption_term_match"
+REASON = Reason.CAPTION_TERM_MATCH
 
 
 def _check_file(value: str | None, info: ValidationInfo) -> str | None:
@@ -95,6 +96,10 @@ class CaptionTermsConfig(FilterConfig):
             raise ValueError("no terms given: set terms, terms_file or categories")
         self._term_table = table
         return self
+
+    @property
+    def matched_terms(self) -> frozenset[tuple[str, ...]]:
+        return frozenset(self._term_table)
 
 
 def read_terms_file(path: Path) -> list[str]:

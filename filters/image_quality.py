@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from mitigate.filters import register
 from mitigate.filters.base import Drop, Filter, FilterConfig, Score, ScoringItem
+from mitigate.reasons import Reason
 from mitigate.records import SampleRecord
 
 
@@ -55,20 +56,23 @@ class ImageQuality(Filter[ImageQualityConfig]):
         w, h, n = record.width or 0, record.height or 0, record.n_bytes or 0
         if min(w, h) < cfg.min_side:
             return Drop(
-                "image_too_small", min(w, h), cfg.min_side, f"{w}x{h} px, min side {cfg.min_side}"
+                Reason.IMAGE_TOO_SMALL,
+                min(w, h),
+                cfg.min_side,
+                f"{w}x{h} px, min side {cfg.min_side}",
             )
         aspect = _aspect(w, h)
         if aspect > cfg.max_aspect_ratio:
             return Drop(
-                "aspect_ratio_out_of_range",
+                Reason.ASPECT_RATIO_OUT_OF_RANGE,
                 aspect,
                 cfg.max_aspect_ratio,
                 f"{w}x{h} px, aspect {aspect:.2f} > {cfg.max_aspect_ratio}",
             )
         if n < cfg.min_bytes:
-            return Drop("file_too_small", n, cfg.min_bytes, f"{n} bytes < {cfg.min_bytes}")
+            return Drop(Reason.FILE_TOO_SMALL, n, cfg.min_bytes, f"{n} bytes < {cfg.min_bytes}")
         if cfg.max_bytes is not None and n > cfg.max_bytes:
-            return Drop("file_too_large", n, cfg.max_bytes, f"{n} bytes > {cfg.max_bytes}")
+            return Drop(Reason.FILE_TOO_LARGE, n, cfg.max_bytes, f"{n} bytes > {cfg.max_bytes}")
         return None
 
 

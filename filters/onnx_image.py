@@ -46,6 +46,7 @@ from pydantic import (
 
 from mitigate.filters import register
 from mitigate.filters.base import Drop, FilterConfig, ModelFilter, Probability
+from mitigate.reasons import image_above_threshold
 from mitigate.records import SampleRecord
 
 _INTERPOLATION = {
@@ -127,6 +128,14 @@ class OnnxImageConfig(FilterConfig):
 
     _model_path: str = PrivateAttr(default="")
     _model_sha256: str = PrivateAttr(default="")
+
+    @property
+    def provides_embeddings(self) -> bool:
+        return self.embedding_output is not None
+
+    @property
+    def stores_embeddings(self) -> bool:
+        return self.store_embeddings
 
     @model_validator(mode="after")
     def _check_model(self, info: ValidationInfo) -> OnnxImageConfig:
@@ -241,7 +250,7 @@ class OnnxImage(ModelFilter[OnnxImageConfig]):
 
     @property
     def reason(self) -> str:
-        return f"{self.filter_id}_image_above_threshold"
+        return image_above_threshold(self.filter_id)
 
     def provenance(self) -> dict[str, Any]:
         return {

@@ -655,9 +655,7 @@ def _cross_checks(config: Config) -> list[str]:
                 f"rebalance.embedding_filter: no filter {rb.embedding_filter!r}; "
                 f"filters: {sorted(by_id)}"
             )
-        elif not (
-            getattr(flt, "embedding_output", None) and getattr(flt, "store_embeddings", False)
-        ):
+        elif not (flt.provides_embeddings and flt.stores_embeddings):
             errors.append(
                 f"rebalance.embedding_filter: filter {rb.embedding_filter!r} must have an "
                 "embedding_output and store_embeddings: true"

@@ -17,11 +17,11 @@ import numpy as np
 from mitigate import hashing, keep, neardup, verify
 from mitigate.records import Reason
 
-EVAL_OVERLAP = "eval_overlap"
-BLOCKLIST = "blocklist"
+EVAL_OVERLAP = Reason.EVAL_OVERLAP
+BLOCKLIST = Reason.BLOCKLIST
 #: Decision on a sample that stays kept: its closest pHash candidate was refused by
 #: verification (evidence only, no state change).
-NOT_MERGED = "not_merged"
+NOT_MERGED = Reason.NOT_MERGED
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from mitigate import neardup
+from mitigate.neardup.bits import canonical_pairs
 
 FIT_SAMPLE_SIZE: int = 20_000
 """Nodes in the deterministic sample the centroids are fitted on (bounded, not N)."""
@@ -195,7 +196,7 @@ def partition_pairs(
     sizes = [len(v) for _, v in sorted(members.items())]
     if not parts_i:
         return neardup.PairSet.empty(), sizes
-    i, j, d = neardup._canonical_pairs(
+    i, j, d = canonical_pairs(
         np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_d)
     )
     assert d is not None

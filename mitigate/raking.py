@@ -34,7 +34,6 @@ the group totals as a combiner and applies the multipliers as a side input.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,15 +41,8 @@ from typing import Protocol
 
 import numpy as np
 
-from mitigate.rebalance import (
-    _EDGES,
-    HIST_BINS,
-    LogHistogram,
-    _probe_tokens,
-    caption_word_set,
-)
-
-logger = logging.getLogger(__name__)
+from mitigate.rebalance.probes import _probe_tokens, caption_word_set
+from mitigate.rebalance.weights import _EDGES, HIST_BINS, LogHistogram
 
 #: At most this many declared groups (patterns are bit sets: 2**8 cells at most).
 MAX_GROUPS = 8

@@ -1,4 +1,6 @@
-"""The per-sample record that flows through the pipeline, its states and reason codes.
+"""The per-sample record that flows through the pipeline and its states.
+
+Reason codes live in :mod:`mitigate.reasons` (``Reason`` is re-exported here).
 
 A :class:`SampleRecord` is deliberately light: it carries the signals computed for a
 sample and a *reference* to where its bytes live (a byte span in a tar shard, or an
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from mitigate.reasons import Reason as Reason  # re-exported: callers use records.Reason
+
 # --- states -------------------------------------------------------------------------
 PENDING = "pending"  # decoded and not dropped by any filter; dedup decides next
 KEPT = "kept"
@@ -22,66 +26,6 @@ FILTERED = "filtered"
 DUPLICATE = "duplicate"
 ERROR = "error"
 FINAL_STATES = (KEPT, FILTERED, DUPLICATE, ERROR)
-
-
-class Reason:
-    """Fixed reason codes. Policy drops (filters, dedup) never share a code with
-    processing failures (errors), so a count of ``decode_error`` is never mixed with
-    a count of content that a filter chose to drop."""
-
-    # errors: the sample could not be processed as given
-    DECODE_ERROR = "decode_error"
-    TOO_MANY_PIXELS = "too_many_pixels"
-    IMAGE_TOO_LARGE = "image_too_large"
-    MISSING_IMAGE = "missing_image"
-    MULTIPLE_IMAGES = "multiple_images"
-    MISSING_CAPTION = "missing_caption"
-    INVALID_CAPTION_ENCODING = "invalid_caption_encoding"
-    INVALID_JSON = "invalid_json"
-    INVALID_KEY = "invalid_key"
-    DUPLICATE_KEY = "duplicate_key"
-    TRUNCATED_SHARD = "truncated_shard"
-    READ_ERROR = "read_error"
-    INFERENCE_ERROR = "inference_error"
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    UNSUPPORTED_MEMBER = "unsupported_member"
-    DUPLICATE_MEMBER = "duplicate_member"
-    TOO_MANY_MEMBERS = "too_many_members"
-    CAPTION_TOO_LARGE = "caption_too_large"
-    JSON_TOO_LARGE = "json_too_large"
-    IMAGE_PATH_OUTSIDE_ROOT = "image_path_outside_root"
-    # source issues (a stretch of a source file, not one sample)
-    DAMAGED_HEADER = "damaged_header"
-    MISSING_END_MARKER = "missing_end_marker"
-    TRAILING_DATA = "trailing_data"
-    # duplicates
-    EXACT_DUPLICATE = "exact_duplicate"
-    NEAR_DUPLICATE = "near_duplicate"
-
-    ERRORS = frozenset(
-        {
-            DECODE_ERROR,
-            TOO_MANY_PIXELS,
-            IMAGE_TOO_LARGE,
-            MISSING_IMAGE,
-            MULTIPLE_IMAGES,
-            MISSING_CAPTION,
-            INVALID_CAPTION_ENCODING,
-            INVALID_JSON,
-            INVALID_KEY,
-            DUPLICATE_KEY,
-            TRUNCATED_SHARD,
-            READ_ERROR,
-            INFERENCE_ERROR,
-            UNSUPPORTED_FORMAT,
-            UNSUPPORTED_MEMBER,
-            DUPLICATE_MEMBER,
-            TOO_MANY_MEMBERS,
-            CAPTION_TOO_LARGE,
-            JSON_TOO_LARGE,
-            IMAGE_PATH_OUTSIDE_ROOT,
-        }
-    )
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import csv
 import html
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,11 +24,12 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageFilter
 
+from mitigate import layout
 from mitigate.decode import open_image
+from mitigate.layout import Layout
 from mitigate.output import record_from_row
-from mitigate.sources import read_members
+from mitigate.samples import Opener, SampleReader
 
-Opener = Callable[[str], IO[bytes]]
 # "yes"/"no" are refused: whether "yes" means "harmful" or "fine to keep" depends on the
 # question the labeller was asked, and a silent guess flips every label.
 _TRUE = {"1", "true", "harmful", "positive"}
@@ -38,7 +39,7 @@ _AMBIGUOUS = {"yes", "y", "no", "n"}
 
 
 def manifest_parts(out_dir: str | Path) -> list[Path]:
-    parts = sorted(Path(out_dir, "manifest").glob("part-*.parquet"))
+    parts = sorted(Path(out_dir, layout.MANIFEST).glob(layout.MANIFEST_PATTERN))
     if not parts:
         raise FileNotFoundError(f"{out_dir} has no manifest (manifest/part-*.parquet)")
     return parts
@@ -57,7 +58,7 @@ def load_embeddings(out_dir: str | Path, filter_id: str) -> np.ndarray:
     """Embeddings of ``filter_id`` aligned row for row with :func:`load_manifest`."""
     rows = []
     for part in manifest_parts(out_dir):
-        path = Path(out_dir, "embeddings", filter_id, part.name.replace(".parquet", ".npy"))
+        path = Path(Layout(str(out_dir)).embeddings_beside(filter_id, part.name))
         if not path.is_file():
             raise FileNotFoundError(
                 f"no embeddings for {filter_id!r} in {out_dir} (set store_embeddings: true)"
@@ -68,12 +69,12 @@ def load_embeddings(out_dir: str | Path, filter_id: str) -> np.ndarray:
 
 def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:
     """The effective config entry of ``filter_id`` in a run's ``config.yaml``."""
-    if not Path(out_dir, "config.yaml").is_file():
+    if not Path(out_dir, layout.CONFIG).is_file():
         raise FileNotFoundError(
-            f"{out_dir}: not the output folder of a finished run (it has no config.yaml); "
+            f"{out_dir}: not the output folder of a finished run (it has no {layout.CONFIG}); "
             "pass the folder that `mitigate run --output` wrote"
         )
-    config = yaml.safe_load(Path(out_dir, "config.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load(Path(out_dir, layout.CONFIG).read_text(encoding="utf-8"))
     for entry in config.get("filters", []):
         if (entry.get("id") or entry["name"]) == filter_id:
             return entry
@@ -107,12 +108,8 @@ def read_labels(path: str | Path) -> dict[str, bool]:
 
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
     """A sample's original image bytes, from its tar member or its image path."""
-    record = record_from_row(row, [])
-    if record.members:
-        with opener(record.source) as f:
-            return read_members(f, record, {record.image_ext or ""})[record.image_ext or ""]
-    with opener(record.image_path or "") as f:
-        return f.read()
+    with SampleReader(opener) as reader:
+        return reader.image(record_from_row(row, []))
 
 
 def thumbnail(data: bytes, size: int = 160, blur: bool = False) -> str:
@@ -145,7 +142,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 .card{border:1px solid #ccc;border-radius:6px;padding:8px;font-size:12px}
 .card img{width:100%;height:160px;object-fit:contain;background:#eee;cursor:pointer}
-.card img.hide{filter:blur(14px)}
+.card img.hide{filter:blur(14px);clip-path:inset(0)}
 .card .cap{height:3em;overflow:hidden}
 .card.pos{outline:3px solid #c0392b}.card.neg{outline:3px solid #27ae60}
 button{margin:2px}

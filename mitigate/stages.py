@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import IO
+from collections.abc import Iterable, Sequence
 
 from mitigate import hashing
 from mitigate.config import DecodeConfig
@@ -27,10 +25,8 @@ from mitigate.records import (
     SampleRecord,
     keep_rank,
 )
-from mitigate.sources import CAPTION_EXT, IMAGE_EXTS, JSON_EXT, parse_payload, read_members
-
-log = logging.getLogger(__name__)
-Opener = Callable[[str], IO[bytes]]
+from mitigate.samples import Opener, SampleReader
+from mitigate.sources import CAPTION_EXT, IMAGE_EXTS, JSON_EXT, parse_payload
 
 
 def load_payloads(
@@ -42,9 +38,7 @@ def load_payloads(
     records by opening their image path. Read failures become ``error`` records.
     """
     out: list[tuple[SampleRecord, bytes | None]] = []
-    handle: IO[bytes] | None = None
-    handle_source: str | None = None
-    try:
+    with SampleReader(open_source) as reader:
         for record in records:
             record = record.copy()  # later stages fill in signals on this copy
             if record.state == ERROR:
@@ -52,11 +46,7 @@ def load_payloads(
                 continue
             try:
                 if record.members:
-                    if handle_source != record.source:
-                        if handle is not None:
-                            handle.close()
-                        handle, handle_source = open_source(record.source), record.source
-                    data = read_members(handle, record, {*IMAGE_EXTS, CAPTION_EXT, JSON_EXT})
+                    data = reader.members(record, {*IMAGE_EXTS, CAPTION_EXT, JSON_EXT})
                     payload = parse_payload(record, data)
                     if isinstance(payload, SampleRecord):
                         out.append((payload, None))
@@ -64,22 +54,18 @@ def load_payloads(
                     record.caption = payload.caption
                     out.append((record, payload.image))
                 else:
-                    out.append(_read_image_file(record, open_source, max_image_bytes))
+                    out.append(_read_image_file(record, reader, max_image_bytes))
             except (OSError, EOFError) as exc:
                 out.append((record.with_error(Reason.READ_ERROR, f"cannot read: {exc}"), None))
-    finally:
-        if handle is not None:
-            handle.close()
     return out
 
 
 def _read_image_file(
-    record: SampleRecord, open_source: Opener, max_image_bytes: int
+    record: SampleRecord, reader: SampleReader, max_image_bytes: int
 ) -> tuple[SampleRecord, bytes | None]:
     path = record.image_path or ""
     try:
-        with open_source(path) as f:
-            data = f.read(max_image_bytes + 1)
+        data = reader.file(path, max_image_bytes)
     except FileNotFoundError:
         return record.with_error(Reason.MISSING_IMAGE, f"image file not found: {path}"), None
     if len(data) > max_image_bytes:

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from mitigate.reasons import Reason
+
 BLOCK = 512
 _SCAN_CHUNK = 1 << 20  # bytes read at a time while searching for the next valid header
 _ZERO_BLOCK = bytes(BLOCK)
@@ -227,7 +229,7 @@ def scan_tar(
         if not block:
             if seen_header:
                 yield TarProblem(
-                    "missing_end_marker",
+                    Reason.MISSING_END_MARKER,
                     pos,
                     pos,
                     "the archive ends without its end-of-archive blocks: it may have been "
@@ -250,7 +252,7 @@ def scan_tar(
             if nxt is None:
                 if not reader.all_zero_from(pos):
                     yield TarProblem(
-                        "trailing_data",
+                        Reason.TRAILING_DATA,
                         pos,
                         reader.size,
                         f"bytes {pos}-{reader.size} after the end-of-archive marker hold "
@@ -268,7 +270,7 @@ def scan_tar(
                 return
             name = block[0:100].split(b"\x00", 1)[0] or None
             yield TarProblem(
-                "damaged_header",
+                Reason.DAMAGED_HEADER,
                 pos,
                 end,
                 f"damaged tar header at byte {pos} (bad checksum); skipped bytes "

@@ -6,6 +6,10 @@
       ─ ProcessChunk: read bytes, decode once, signals, filter scores, decisions
       ─ group by key: later duplicate keys are errors
       ─ group by sha256 (survivors only): exact duplicates
+      ─ NearDedup (dedup.near / dedup.against; pipeline/near.py, one worker, or
+        pipeline/near_partitioned.py): near duplicates, eval overlap
+      ─ finalize ─ Rebalance (rebalance.enabled; pipeline/rebalance.py): fit on a
+        bounded sample, weights as a side input
       ─ group by source: manifest part per source (sorted), kept lists
       ─ global offsets of kept samples ─ group by output shard ─ write shard
       ─ summary.json (after every writer, with the conservation check)
@@ -18,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -32,21 +34,21 @@ from mitigate import output, progress, stages
 from mitigate.config import Config
 from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
+from mitigate.layout import Layout
 from mitigate.pipeline import fs
 from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
 from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.rebalance import Rebalance
-from mitigate.records import KEPT, PENDING, SampleRecord
+from mitigate.records import KEPT, PENDING, Reason, SampleRecord
+from mitigate.samples import SampleReader
 from mitigate.sources import (
     SourceIssue,
     index_tar,
     iter_table,
     parse_payload,
-    read_members,
     table_format,
 )
 
-log = logging.getLogger(__name__)
 NAMESPACE = "mitigate"
 # Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
 # batching (BatchElements) relies on: there, model filters run inside Decode instead,
@@ -68,43 +70,6 @@ def split(tagged: beam.PCollection, label: str, tags: list[str]) -> dict[str, be
         | f"{label}[{tag}]" >> beam.FlatMap(lambda tv, t: [tv[1]] if tv[0] == t else [], tag)
         for tag in tags
     }
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a run writes, relative to ``output.path``."""
-
-    root: str
-
-    @property
-    def shards(self) -> str:
-        return fs.join(self.root, "shards")
-
-    @property
-    def manifest(self) -> str:
-        return fs.join(self.root, "manifest")
-
-    @property
-    def summary(self) -> str:
-        return fs.join(self.root, "summary.json")
-
-    @property
-    def config(self) -> str:
-        return fs.join(self.root, "config.yaml")
-
-    def shard(self, shard_id: int) -> str:
-        return fs.join(self.shards, f"shard-{shard_id:06d}.tar")
-
-    def manifest_part(self, ordinal: int) -> str:
-        return fs.join(self.manifest, f"part-{ordinal:06d}.parquet")
-
-    @property
-    def embeddings(self) -> str:
-        return fs.join(self.root, "embeddings")
-
-    def embeddings_part(self, filter_id: str, ordinal: int) -> str:
-        """Rows align with the manifest part of the same number."""
-        return fs.join(self.embeddings, filter_id, f"part-{ordinal:06d}.npy")
 
 
 class IndexSource(beam.DoFn):
@@ -144,7 +109,7 @@ class IndexSource(beam.DoFn):
                         yield (CHUNKS, (ordinal, chunk))
                         chunk = []
         except OSError as exc:
-            yield (ISSUES, SourceIssue(path, "read_error", f"cannot open: {exc}"))
+            yield (ISSUES, SourceIssue(path, Reason.READ_ERROR, f"cannot open: {exc}"))
         if chunk:
             progress.emit("indexed", len(chunk))
             yield (CHUNKS, (ordinal, chunk))
@@ -226,9 +191,7 @@ class Decide(beam.DoFn):
 
 def _keeps_embedding(cfg: Any, config: Config) -> bool:
     """A model filter's embedding stays on the record when it is stored or a head reads it."""
-    return bool(getattr(cfg, "store_embeddings", False)) or (
-        cfg.filter_id in backbones(config.filters)
-    )
+    return cfg.stores_embeddings or cfg.filter_id in backbones(config.filters)
 
 
 class ProcessChunk(beam.PTransform):
@@ -330,28 +293,23 @@ class WriteShard(beam.DoFn):
         name = self.layout.shard(shard_id)
         with fs.atomic_write(name) as f:
             writer = output.ShardWriter(f)
-            handle, handle_source = None, None
             try:
-                for _, record, copy in members:
-                    key = output.copy_key(record.key, copy)
-                    if record.members:
-                        if handle_source != record.source:
-                            if handle is not None:
-                                handle.close()
-                            handle, handle_source = fs.open_read(record.source), record.source
-                        data = read_members(handle, record, {record.image_ext or "", "txt", "json"})
-                        payload = parse_payload(record, data)
-                        if isinstance(payload, SampleRecord):  # changed since it was scored
-                            raise RuntimeError(
-                                f"{record.key}: input changed during the run ({payload.detail})"
-                            )
-                        writer.add(record, payload.image, data["txt"], payload.meta, key)
-                    else:
-                        image = fs.read_bytes(record.image_path or "")
-                        writer.add(record, image, (record.caption or "").encode(), None, key)
+                with SampleReader(fs.open_read) as reader:
+                    for _, record, copy in members:
+                        key = output.copy_key(record.key, copy)
+                        if record.members:
+                            exts = {record.image_ext or "", "txt", "json"}
+                            data = reader.members(record, exts)
+                            payload = parse_payload(record, data)
+                            if isinstance(payload, SampleRecord):  # changed since it was scored
+                                raise RuntimeError(
+                                    f"{record.key}: input changed during the run ({payload.detail})"
+                                )
+                            writer.add(record, payload.image, data["txt"], payload.meta, key)
+                        else:
+                            image = reader.file(record.image_path or "")
+                            writer.add(record, image, (record.caption or "").encode(), None, key)
             finally:
-                if handle is not None:
-                    handle.close()
                 writer.close()
         Metrics.counter(NAMESPACE, "samples_written").inc(writer.count)
         yield {"shard": name.rsplit("/", 1)[-1], "samples": writer.count}
@@ -457,7 +415,7 @@ def build(
         | "GroupKey" >> beam.GroupByKey()
         | "ResolveKeys" >> beam.FlatMap(lambda kv: stages.resolve_duplicate_keys(kv[1]))
     )
-    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
+    embedding_ids = [f.filter_id for f in config.filters if f.stores_embeddings]
     _finish(pipeline, config, sources, header, records, input_count, issues, embedding_ids)
 
 
@@ -477,10 +435,9 @@ class ReadRunPart(beam.DoFn):
         import pyarrow.parquet as pq
 
         rows = pq.read_table(io.BytesIO(fs.read_bytes(part))).to_pylist()
-        name = part.rsplit("/", 1)[-1].replace(".parquet", ".npy")
         matrices = {
             fid: np.load(
-                io.BytesIO(fs.read_bytes(fs.join(self.source_run, "embeddings", fid, name)))
+                io.BytesIO(fs.read_bytes(Layout(self.source_run).embeddings_beside(fid, part)))
             )
             for fid in self.embedding_ids
         }
@@ -508,7 +465,7 @@ def build_redecide(
     again from its stored scores with ``config``'s filters, then deduplicated and
     rebalanced again (with the stored embeddings, where the config uses them).
     """
-    embedding_ids = [f.filter_id for f in config.filters if getattr(f, "store_embeddings", False)]
+    embedding_ids = [f.filter_id for f in config.filters if f.stores_embeddings]
     # heads are scored again from their backbone's stored embeddings
     read_ids = sorted(set(embedding_ids) | backbones(config.filters))
     records = (

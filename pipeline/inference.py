@@ -12,7 +12,6 @@ whose extra branch would need a Flatten that breaks fusion and serialises every 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,14 +20,8 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from mitigate.filters import ModelFilter, ScoringItem
+from mitigate.filters.base import Failure
 from mitigate.records import Reason
-
-
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    """Stands in for a prediction when one item could not be preprocessed."""
-
-    detail: str
 
 
 class FilterModelHandler(ModelHandler[ScoringItem, PredictionResult, Any]):
@@ -56,28 +49,8 @@ class FilterModelHandler(ModelHandler[ScoringItem, PredictionResult, Any]):
         model: Any,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        results: list[PredictionResult] = []
-        tensors, ok = [], []
-        for item in batch:
-            if item.image is None:
-                results.append(PredictionResult(item, None))
-                continue
-            try:
-                tensors.append(self._flt.preprocess(item.image))
-                ok.append(item)
-            except Exception as exc:  # one item's failure stays with that item
-                results.append(PredictionResult(item, Failure(f"preprocessing: {exc!r}")))
-        if ok:
-            try:
-                scores, embeddings = self._flt.predict(model, np.stack(tensors))
-            except Exception as exc:  # the model failed on the batch: every item in it
-                failure = Failure(f"model failed on this sample's batch: {exc!r}")
-                results.extend(PredictionResult(item, failure) for item in ok)
-            else:
-                for i, item in enumerate(ok):
-                    emb = None if embeddings is None else embeddings[i]
-                    results.append(PredictionResult(item, (float(scores[i]), emb)))
-        return results
+        predictions = self._flt.predict_batch(model, [item.image for item in batch])
+        return [PredictionResult(item, p) for item, p in zip(batch, predictions, strict=True)]
 
     def get_metrics_namespace(self) -> str:
         return f"mitigate_{self._flt.filter_id}"

@@ -8,11 +8,12 @@
     reference hash lists (from the config) ────┴─ side input ─────┘
     decisions ─ CoGroupByKey with the survivors ─ duplicate / eval_overlap records
 
-The search runs in one worker over the hashes only (about 50 bytes a sample, so 1M
-samples is ~50 MB and ~60 s of exact multi-index search, see BENCHMARKS.md; with
-``dedup.verify`` each item also carries its 768-byte verification signature, ~0.8 GB
-for 1M samples); the records themselves never leave their workers, the decisions are
-joined back by key.
+The search runs in one worker over a ``HashItem`` per survivor (key, two pHashes,
+resolution: about 340 bytes as Python objects, so ~340 MB for 1M samples, measured by
+``benchmarks/hashitem_bytes.py``; exact multi-index search of 1M hashes takes ~60 s, see
+BENCHMARKS.md; with ``dedup.verify`` each item also carries its 768-byte verification
+signature, ~1.1 GB for 1M samples). The records themselves do not go to that worker:
+they meet the decisions in a CoGroupByKey by key (one shuffle of the light records).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mitigate import stages
 from mitigate.config import Config
 from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
 from mitigate.pipeline import fs
-from mitigate.records import DUPLICATE, PENDING, SampleRecord
+from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
 from mitigate.sources import index_tar
 
 
@@ -86,7 +87,7 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
                 f"but verification score {d.verify_score:.3f} > threshold (different images)",
             )
             continue
-        what = "a reference image" if d.reason == "eval_overlap" else "a kept sample"
+        what = "a reference image" if d.reason == Reason.EVAL_OVERLAP else "a kept sample"
         verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
         yield dataclasses.replace(
             record,

@@ -620,7 +620,7 @@ class PartitionedNearDedup(beam.PTransform):
         n_refs = shard_refs | "NRefs" >> beam.Map(
             lambda refs: ("references", len(refs) + len(config.dedup.reference_hashes))
         )
-        n_overlap = _count(checked["overlap"], "eval_overlap")
+        n_overlap = _count(checked["overlap"], EVAL_OVERLAP)
         base = (
             (n_items, n_refs, n_overlap)
             | "BaseCounts" >> beam.Flatten()

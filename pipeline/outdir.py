@@ -29,14 +29,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from mitigate import layout
 from mitigate.config import ConfigError
 from mitigate.pipeline import fs
 
 log = logging.getLogger(__name__)
 
 # Every top-level entry a run may write, summary.json last (it marks completeness).
-OUTPUT_NAMES = ("shards", "manifest", "embeddings", "quarantine", "config.yaml", "report.html")
-SUMMARY = "summary.json"
+OUTPUT_NAMES = layout.OUTPUT_NAMES
+SUMMARY = layout.SUMMARY
 LOCK = ".mitigate.lock"
 STAGING_PREFIX = ".mitigate-staging-"
 OLD_PREFIX = ".mitigate-old-"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -40,6 +40,46 @@ from mitigate.records import FILTERED, KEPT, SampleRecord
 
 log = logging.getLogger(__name__)
 _BATCH = 512
+
+
+class RawWeight(NamedTuple):
+    """A kept record and its raw density ratio (before clipping and scaling)."""
+
+    record: SampleRecord
+    raw: float
+
+
+class PatternWeight(NamedTuple):
+    """A kept record, its raw ratio and its calibration-group pattern (bit per group)."""
+
+    record: SampleRecord
+    raw: float
+    pattern: int
+
+
+class GroupInput(NamedTuple):
+    """One input of the group totals: an unfiltered sample's pattern, or a kept one's
+    pattern and raw ratio (``kind`` is "unfiltered" or "kept")."""
+
+    kind: str
+    pattern: int
+    raw: float
+
+
+class PatternTotal(NamedTuple):
+    """A kept sample's provisional calibrated weight, by pattern."""
+
+    pattern: int
+    weight: float
+
+
+class ProbeInput(NamedTuple):
+    """One input of the bias table: an unfiltered caption, or a kept caption and its
+    final weight (``kind`` is "unfiltered" or "kept")."""
+
+    kind: str
+    caption: str | None
+    weight: float | None
 
 
 def harmful_filter_ids(config: Config) -> set[str]:
@@ -64,9 +104,8 @@ def masked_terms(config: Config) -> frozenset[tuple[str, ...]]:
     harmful = harmful_filter_ids(config)
     out: set[tuple[str, ...]] = set()
     for flt in config.filters:
-        table = getattr(flt, "_term_table", None)
-        if flt.filter_id in harmful and table:
-            out.update(table)
+        if flt.filter_id in harmful:
+            out.update(flt.matched_terms)
     return frozenset(out)
 
 
@@ -160,17 +199,17 @@ def _select_c(
 
 def raw_weights(
     batch: list[SampleRecord], fitted: Fitted, embedding_filter: str | None
-) -> list[tuple[SampleRecord, float]]:
+) -> list[RawWeight]:
     """(record, raw density ratio) for a batch of kept records (featurised together,
     which is ~25x cheaper per sample than one at a time)."""
     batch = sorted(batch, key=lambda r: r.order)
     if fitted.model is None:
-        return [(r, 1.0) for r in batch]
+        return [RawWeight(r, 1.0) for r in batch]
     emb = None
     if embedding_filter is not None:
         emb = np.stack([_embedding(r, embedding_filter) for r in batch])
     raw = fitted.model.weights_for([r.caption for r in batch], emb)
-    return [(r, float(v)) for r, v in zip(batch, raw, strict=True)]
+    return [RawWeight(r, float(v)) for r, v in zip(batch, raw, strict=True)]
 
 
 class ScaleFn(beam.CombineFn):
@@ -198,7 +237,7 @@ class ScaleFn(beam.CombineFn):
         return rb.solve_scale(acc, self.w_min, self.w_max)
 
 
-def _final(pair: tuple[SampleRecord, float], scale: float, cfg: RebalanceConfig) -> SampleRecord:
+def _final(pair: RawWeight, scale: float, cfg: RebalanceConfig) -> SampleRecord:
     record, raw = pair
     weight = float(np.clip(scale * raw, cfg.w_min, cfg.w_max))
     copies = None
@@ -218,7 +257,7 @@ class GroupTotalsFn(beam.CombineFn):
     def create_accumulator(self) -> tuple[dict[int, int], dict[int, rb.LogHistogram]]:
         return {}, {}
 
-    def add_input(self, acc, item: tuple[str, int, float]):
+    def add_input(self, acc, item: GroupInput):
         counts, hists = acc
         kind, pattern, raw = item
         if kind == "unfiltered":
@@ -229,7 +268,7 @@ class GroupTotalsFn(beam.CombineFn):
             hists[pattern].add([raw])
         return counts, hists
 
-    def add_inputs(self, acc, items: Iterable[tuple[str, int, float]]):
+    def add_inputs(self, acc, items: Iterable[GroupInput]):
         counts, hists = acc
         raws: dict[int, list[float]] = {}
         for kind, pattern, raw in items:
@@ -303,8 +342,9 @@ class ExactTotalsFn(beam.CombineFn):
     def create_accumulator(self) -> raking.ExactTotals:
         return raking.ExactTotals()
 
-    def add_input(self, acc: raking.ExactTotals, item: tuple[int, float]) -> raking.ExactTotals:
-        return acc.add(item[0], item[1], self.w_min, self.w_max)
+    def add_input(self, acc: raking.ExactTotals, item: PatternTotal) -> raking.ExactTotals:
+        pattern, weight = item
+        return acc.add(pattern, weight, self.w_min, self.w_max)
 
     def merge_accumulators(self, accs: Iterable[raking.ExactTotals]) -> raking.ExactTotals:
         out = raking.ExactTotals()
@@ -316,10 +356,10 @@ class ExactTotalsFn(beam.CombineFn):
         return acc
 
 
-def _provisional(item: tuple[SampleRecord, float, int], cal: dict[str, Any], cfg) -> tuple:
+def _provisional(item: PatternWeight, cal: dict[str, Any], cfg) -> PatternTotal:
     _, raw, pattern = item
     m = cal["multipliers"].get(pattern, cal["scale"])
-    return pattern, float(np.clip(m * raw, cfg.w_min, cfg.w_max))
+    return PatternTotal(pattern, float(np.clip(m * raw, cfg.w_min, cfg.w_max)))
 
 
 def _corrections(totals: raking.ExactTotals, cal: dict[str, Any], cfg) -> dict[int, float]:
@@ -329,7 +369,7 @@ def _corrections(totals: raking.ExactTotals, cal: dict[str, Any], cfg) -> dict[i
 
 
 def _final_calibrated(
-    item: tuple[SampleRecord, float, int],
+    item: PatternWeight,
     cal: dict[str, Any],
     corr: dict[int, float],
     cfg: RebalanceConfig,
@@ -350,7 +390,7 @@ class StatsFn(beam.CombineFn):
     def create_accumulator(self) -> tuple[rb.WeightStats, rb.ProbeTableAccumulator]:
         return rb.WeightStats(), rb.ProbeTableAccumulator(self.cfg.report_probes())
 
-    def add_input(self, acc, item: tuple[str, str | None, float | None]):
+    def add_input(self, acc, item: ProbeInput):
         stats, probes = acc
         kind, caption, weight = item
         if kind == "unfiltered":
@@ -431,14 +471,16 @@ class Rebalance(beam.PTransform):
         else:
             scale = (
                 raw
-                | "Raw" >> beam.Map(lambda pair: pair[1])
+                | "Raw" >> beam.Map(lambda pair: pair.raw)
                 | "Scale" >> beam.CombineGlobally(ScaleFn(cfg.w_min, cfg.w_max))
             )
             weighted = raw | "Weights" >> beam.Map(_final, AsSingleton(scale), cfg)
         unfiltered = population | "ProbeUnfiltered" >> beam.Map(
-            lambda r: ("unfiltered", r.caption, None)
+            lambda r: ProbeInput("unfiltered", r.caption, None)
         )
-        filtered = weighted | "ProbeKept" >> beam.Map(lambda r: ("kept", r.caption, r.weight))
+        filtered = weighted | "ProbeKept" >> beam.Map(
+            lambda r: ProbeInput("kept", r.caption, r.weight)
+        )
         stats = (
             (unfiltered, filtered)
             | "ProbeInputs" >> beam.Flatten()
@@ -472,13 +514,15 @@ class Rebalance(beam.PTransform):
         cfg = self.config.rebalance
         matcher = raking.GroupMatcher(groups)
         with_pattern = raw | "GroupPattern" >> beam.Map(
-            lambda pair, m: (pair[0], pair[1], m.pattern(pair[0].caption)), matcher
+            lambda pair, m: PatternWeight(pair.record, pair.raw, m.pattern(pair.record.caption)),
+            matcher,
         )
         totals_in = (
             population
             | "GroupPatternUnfiltered"
-            >> beam.Map(lambda r, m: ("unfiltered", m.pattern(r.caption), 0.0), matcher),
-            with_pattern | "GroupPatternKept" >> beam.Map(lambda t: ("kept", t[2], t[1])),
+            >> beam.Map(lambda r, m: GroupInput("unfiltered", m.pattern(r.caption), 0.0), matcher),
+            with_pattern
+            | "GroupPatternKept" >> beam.Map(lambda t: GroupInput("kept", t.pattern, t.raw)),
         ) | "GroupTotalsInputs" >> beam.Flatten()
         calibration = totals_in | "GroupTotals" >> beam.CombineGlobally(
             GroupTotalsFn(cfg, matcher.names)

@@ -311,7 +311,7 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     issues = [SourceIssue(**i) for i in previous.get("source_issues", [])]
     options = pipeline_options(config.runner, beam_args)
     header["runner_options"] = options_in_force(options)
-    parts = fs.match([fs.join(from_path, "manifest", "part-*.parquet")])
+    parts = fs.match([Layout(from_path).manifest_parts])
 
     def work(staged: Config, layout: Layout) -> None:
         pipeline = beam.Pipeline(options=options)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 import math
 
+import neardup_keys as nk
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mitigate import neardup as nd
+from mitigate.neardup import bits, mih, synthetic
 
 HSET = settings(
     max_examples=40,
@@ -135,8 +137,8 @@ def test_popcount_matches_python_and_lut() -> None:
     x[:4] = [0, U64_MAX, 1 << 63, 0x5555_5555_5555_5555]
     ref = np.array([bin(int(v)).count("1") for v in x])
     assert np.array_equal(nd.popcount64(x), ref)
-    assert np.array_equal(nd._popcount_lut(x), ref)
-    assert np.array_equal(nd._popcount_lut(x.reshape(40, 50)), ref.reshape(40, 50))
+    assert np.array_equal(bits._popcount_lut(x), ref)
+    assert np.array_equal(bits._popcount_lut(x.reshape(40, 50)), ref.reshape(40, 50))
 
 
 def test_pair_distance_rule_and_symmetry() -> None:
@@ -238,7 +240,7 @@ def test_exact_auto_equals_brute_force(k: int) -> None:
     assert nd.find_near_duplicates(p, m, k, mode="exact").same_as(bf)
     assert nd.find_near_duplicates(p, m, k, mode="auto").same_as(bf)
     if k < 13:
-        assert nd.band_pairs(p, m, k).same_as(bf)
+        assert nk.band_pairs(p, m, k).same_as(bf)
     bf0 = nd.brute_force_pairs(p, None, k)
     assert nd.find_near_duplicates(p, None, k, mode="exact").same_as(bf0)
 
@@ -275,7 +277,7 @@ def test_exact_on_sparse_hashes(k: int) -> None:
     m = p ^ np.uint64(1 << 63)
     bf = nd.brute_force_pairs(p, m, k)
     assert 0 < len(bf) < 0.5 * len(p) * (len(p) - 1) / 2
-    for plan in (None, nd.plan_bands(k), nd.make_plan(k, 4), nd.make_plan(k, 2)):
+    for plan in (None, nk.plan_bands(k), nd.make_plan(k, 4), nd.make_plan(k, 2)):
         if plan is not None and plan.probes_per_query() > 50_000:
             continue
         got = nd.find_near_duplicates(p, m, k, mode="exact", plan=plan)
@@ -291,9 +293,9 @@ def test_bucket_expansion_batches() -> None:
     lo = np.concatenate([[0], np.cumsum(cnt)[:-1]]) % 350
     rows = rng.integers(0, 400, size=60)
     ids = np.arange(400, dtype=np.int64)[::-1]
-    whole = nd._expand_verify(lo, cnt, rows, full, ids, full, 6, 1 << 22)
+    whole = mih._expand_verify(lo, cnt, rows, full, ids, full, 6, 1 << 22)
     for cap in (1, 7, 50):
-        part = nd._expand_verify(lo, cnt, rows, full, ids, full, 6, cap)
+        part = mih._expand_verify(lo, cnt, rows, full, ids, full, 6, cap)
         assert sorted(zip(*map(np.ndarray.tolist, part), strict=True)) == sorted(
             zip(*map(np.ndarray.tolist, whole), strict=True)
         )
@@ -357,7 +359,7 @@ def test_exact_equals_python_hypothesis(
     assert nd.find_near_duplicates(pa, ma, k, mode="exact").to_set() == ref
     assert nd.brute_force_pairs(pa, ma, k).to_set() == ref
     if k < 63:
-        assert nd.band_pairs(pa, ma, k).to_set() == ref
+        assert nk.band_pairs(pa, ma, k).to_set() == ref
 
 
 def test_plans_are_exact_and_documented() -> None:
@@ -369,7 +371,7 @@ def test_plans_are_exact_and_documented() -> None:
     assert nd.pigeonhole_radii(10, 4) == (2, 2, 2, 1)
     assert nd.pigeonhole_radii(10, 11) == (0,) * 11
     assert nd.pigeonhole_radii(3, 6) == (0, 0, 0, 0, -1, -1)
-    assert nd.plan_bands(10).m == 11
+    assert nk.plan_bands(10).m == 11
     assert [ln for _, ln in nd.split_bits(5)] == [13, 13, 13, 13, 12]
 
 
@@ -379,31 +381,31 @@ def test_distributed_keys_reproduce_exact_pairs(
     """Simulate a group-by-key pipeline with substring_keys / probe_keys / band_keys."""
     p, m, bf = data10
     n = len(p)
-    for plan in (nd.make_plan(10, 5), nd.plan_bands(10)):
+    for plan in (nd.make_plan(10, 5), nk.plan_bands(10)):
         index: dict[tuple[int, int], list[int]] = {}
-        sk = nd.substring_keys(p, plan)
+        sk = nk.substring_keys(p, plan)
         for z in range(plan.m):
             if plan.radii[z] < 0:
                 continue
             for i, v in enumerate(sk[:, z].tolist()):
                 index.setdefault((z, v), []).append(i)
-        rows, zs, vals = nd.probe_keys(np.concatenate([p, m]), plan)
+        rows, zs, vals = nk.probe_keys(np.concatenate([p, m]), plan)
         ci: list[int] = []
         cj: list[int] = []
         for r, z, v in zip(rows.tolist(), zs.tolist(), vals.tolist(), strict=True):
             for j in index.get((z, v), ()):
                 ci.append(r % n)
                 cj.append(j)
-        got = nd.verify_candidates(p, m, ci, cj, 10)
+        got = nk.verify_candidates(p, m, ci, cj, 10)
         assert got.same_as(bf)
-    bands = nd.band_keys(p, 10)
+    bands = nk.band_keys(p, 10)
     assert bands.shape == (n, 11)
-    assert np.array_equal(bands, nd.substring_keys(p, nd.plan_bands(10)))
+    assert np.array_equal(bands, nk.substring_keys(p, nk.plan_bands(10)))
 
 
 def test_verify_candidates_canonicalises() -> None:
     p = np.array([0, 0b111, 0b1, U64_MAX], np.uint64)
-    got = nd.verify_candidates(p, None, [1, 0, 2, 2, 3, 0], [0, 1, 0, 2, 0, 2], 3)
+    got = nk.verify_candidates(p, None, [1, 0, 2, 2, 3, 0], [0, 1, 0, 2, 0, 2], 3)
     assert got.to_set() == {(0, 1, 3), (0, 2, 1)}
     assert len(got) == 2
 
@@ -425,7 +427,7 @@ def test_lsh_keys_are_sampled_bits() -> None:
     rng = np.random.default_rng(7)
     h = rng.integers(0, U64_MAX, size=50, dtype=np.uint64, endpoint=True)
     params = nd.LSHParams(bits_per_table=13, n_tables=4, seed=3)
-    keys = nd.lsh_keys(h, params)
+    keys = nk.lsh_keys(h, params)
     pos = params.positions()
     for t in range(4):
         for i in range(50):
@@ -540,7 +542,7 @@ def test_recall_ci_accounts_for_clustering() -> None:
     far too narrow here; the design-effect-adjusted one must still cover the truth."""
     rng = np.random.default_rng(5)
     centres = rng.integers(0, U64_MAX, size=60, dtype=np.uint64, endpoint=True)
-    members = np.repeat(centres, 15) ^ nd._flip_masks(rng, rng.integers(0, 3, size=900))
+    members = np.repeat(centres, 15) ^ synthetic._flip_masks(rng, rng.integers(0, 3, size=900))
     background = rng.integers(0, U64_MAX, size=600, dtype=np.uint64, endpoint=True)
     p = np.concatenate([members, background])
     cluster = np.concatenate([np.repeat(np.arange(60), 15), np.full(600, -1)])
@@ -585,7 +587,7 @@ def random_graph(rng: np.random.Generator, n: int, n_edges: int) -> nd.PairSet:
     i = rng.integers(0, n, size=n_edges)
     j = rng.integers(0, n, size=n_edges)
     d = rng.integers(0, 11, size=n_edges)
-    ci, cj, cd = nd._canonical_pairs(i, j, d)
+    ci, cj, cd = bits.canonical_pairs(i, j, d)
     assert cd is not None
     return nd.PairSet(ci, cj, cd)
 

@@ -18,6 +18,7 @@ from PIL import Image
 from mitigate.config import ConfigError, validate_config
 from mitigate.decode import decode_image
 from mitigate.filters import ScoringItem, build_filter
+from mitigate.filters.base import Failure
 from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel
 from mitigate.records import SampleRecord
 
@@ -312,3 +313,57 @@ def test_nudenet_preset_on_real_photos_agrees_with_nudenet_on_its_strongest_dete
     assert theirs[strongest] > 0.5  # NudeNet's false positive on the apricot photo
     assert max(ours, key=ours.get) == strongest
     assert ours[strongest] == pytest.approx(theirs[strongest], abs=0.1)
+
+
+def test_predict_batch_keeps_failures_with_their_items(tmp_path):
+    # The one batching implementation (ModelFilter.predict_batch), without Beam: results
+    # in input order, an absent image gives None, a bad image fails alone.
+    flt = _filter(tmp_path, crop="none", activation="softmax", embedding_output="pooled")
+    model = flt.load_model()
+    images = [_item("a").image, None, Image.new("L", (9, 9)), _item("b", (0, 0, 0)).image]
+    a, absent, odd, b = flt.predict_batch(model, images)
+    assert absent is None
+    assert isinstance(odd, Failure) and odd.detail.startswith("preprocessing: ")
+    assert a[0] == pytest.approx(_softmax(expected_logits((0.2, 0.4, 0.6)))[1])
+    np.testing.assert_allclose(b[1], [0, 0, 0], atol=1e-7)
+    # the Beam handler returns exactly these, item by item
+    items = [_item("a"), ScoringItem(SampleRecord(key="n", source="s", index=1), None)]
+    got = FilterModelHandler(flt).run_inference(items, model)
+    assert [r.example.record.key for r in got] == ["a", "n"]
+    assert got[0].inference[0] == a[0] and got[1].inference is None
+    # score() cannot stand a score in for a failure: it says which sample failed
+    odd_item = ScoringItem(SampleRecord(key="odd", source="s", index=2), Image.new("L", (9, 9)))
+    with pytest.raises(ValueError, match="tiny: odd: preprocessing"):
+        flt.score([_item("a"), odd_item])
+
+
+def test_a_failing_model_fails_every_item_of_its_batch(tmp_path):
+    flt = _filter(tmp_path, crop="none", fail=True)
+    results = flt.predict_batch(flt.load_model(), [_item("a").image, None, _item("b").image])
+    assert results[1] is None
+    assert all(isinstance(r, Failure) and "model failed" in r.detail for r in results[::2])
+
+
+def test_capabilities_are_declared_on_every_filter_config(tmp_path):
+    pooled_linear(tmp_path / "m.onnx")
+    cfg = validate_config(
+        {
+            "filters": [
+                {
+                    "name": "onnx_image",
+                    "id": "tiny",
+                    "model": {"path": str(tmp_path / "m.onnx")},
+                    "size": 8,
+                    "embedding_output": "pooled",
+                    "store_embeddings": True,
+                },
+                {"name": "image_quality"},
+                {"name": "caption_terms", "terms": ["Graphic Violence", "gore"]},
+            ]
+        }
+    )
+    onnx, quality, terms = cfg.filters
+    assert onnx.provides_embeddings and onnx.stores_embeddings and not onnx.matched_terms
+    assert not quality.provides_embeddings and not quality.stores_embeddings
+    assert quality.matched_terms == frozenset()
+    assert terms.matched_terms == {("graphic", "violence"), ("gore",)}

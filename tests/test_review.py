@@ -178,3 +178,17 @@ def test_read_labels_accepts_common_spellings(tmp_path):
     path = _labels(tmp_path / "l.csv", {"a": 1, "b": 0})
     path.write_text(path.read_text() + "c,True\nd,benign\n")
     assert review.read_labels(path) == {"a": True, "b": False, "c": True, "d": False}
+
+
+def test_blurred_contact_sheet_images_stay_inside_their_cards():
+    from mitigate.review import SheetEntry, contact_sheet
+
+    entry = SheetEntry(
+        key="k", score=0.9, caption="c", note="", image_uri="data:image/jpeg;base64,"
+    )
+    page = contact_sheet("t", "i", [entry], blurred=True)
+    assert 'class="hide"' in page
+    # a CSS blur paints beyond the element's box; clipping to the box keeps it in the card
+    rule = re.search(r"\.card img\.hide\{([^}]*)\}", page)
+    assert rule is not None
+    assert "filter:blur(" in rule.group(1) and "clip-path:inset(0)" in rule.group(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def test_every_module_lives_where_its_import_name_says() -> None:
     modules = _all_modules()
     assert "mitigate.filters.base" in modules and "mitigate.pipeline.build" in modules
     for name in modules:
-        module = importlib.import_module(name)
-        where = Path(module.__file__).resolve()
+        # A __main__ module runs when imported: find it without running it.
+        found = importlib.util.find_spec(name)
+        assert found is not None and found.origin is not None, name
+        where = Path(found.origin).resolve()
         expected = _expected_path(name)
         if where.name == "__init__.py":
             assert where.parent == expected, f"{name} is at {where}, expected {expected}/"
@@ -97,3 +100,85 @@ def test_the_beam_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     sample = tmp_path / "m.py"
     sample.write_text("def f():\n    from apache_beam.io import fileio\n    import os\n")
     assert _imports_beam(sample) == [2]
+
+
+# Modules over the line budget, each with the reason it is not split (yet).
+MAX_LINES = 600
+OVER_BUDGET = {
+    "mitigate.config": "typed config objects for every section; shared by in-flight issues",
+    "mitigate.pipeline.near_partitioned": "one Beam graph for the partitioned near-dup search",
+}
+
+
+def test_no_library_module_is_over_the_line_budget() -> None:
+    over = {}
+    for name in _all_modules():
+        origin = importlib.util.find_spec(name).origin
+        n = len(Path(origin).read_text(encoding="utf-8").splitlines())
+        if n > MAX_LINES and name not in OVER_BUDGET:
+            over[name] = n
+    assert not over, f"modules over {MAX_LINES} lines (split them): {over}"
+    # The exemptions must stay true, or they hide nothing and should go.
+    for name in OVER_BUDGET:
+        origin = importlib.util.find_spec(name).origin
+        assert len(Path(origin).read_text(encoding="utf-8").splitlines()) > MAX_LINES, name
+
+
+# Where a SampleRecord may be changed in place: where it is built (sources, output's
+# record_from_row, redecide's ReadRunPart in pipeline.build) and on a private copy
+# (stages; pipeline.inference.attach). Every other step makes a new record
+# (dataclasses.replace / with_error), since Beam forbids mutating a received element.
+RECORD_MUTATORS = {
+    "mitigate.sources",
+    "mitigate.output",
+    "mitigate.stages",
+    "mitigate.pipeline.inference",
+    "mitigate.pipeline.build",
+}
+
+
+def _record_field_writes(path: Path, fields: set[str]) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for t in targets:
+            if isinstance(t, ast.Subscript):
+                t = t.value
+            if (
+                isinstance(t, ast.Attribute)
+                and t.attr in fields
+                and not (isinstance(t.value, ast.Name) and t.value.id in ("self", "cls"))
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_sample_records_change_in_place_only_where_the_rule_allows() -> None:
+    import dataclasses
+
+    from mitigate.records import SampleRecord
+
+    fields = {f.name for f in dataclasses.fields(SampleRecord)}
+    offenders = []
+    for name in _all_modules():
+        if name in RECORD_MUTATORS or name == "mitigate.records":
+            continue
+        origin = importlib.util.find_spec(name).origin
+        for line in _record_field_writes(Path(origin), fields):
+            offenders.append(f"{name}:{line}")
+    assert not offenders, "SampleRecord changed in place outside the allowed modules: " + ", ".join(
+        offenders
+    )
+
+
+def test_the_record_rule_sees_field_and_item_writes(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    sample.write_text(
+        "def f(r, self):\n    r.state = 'kept'\n    r.scores['x'] = 1.0\n    self.state = 2\n"
+    )
+    assert _record_field_writes(sample, {"state", "scores"}) == [2, 3]

@@ -1,0 +1,156 @@
+"""The ``filters`` section: per filter, a score histogram with its threshold and
+thumbnail strips of the highest-scored kept and lowest-scored dropped samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mitigate.report.common import (
+    _PALETTE,
+    _esc,
+    _fmt_num,
+    _log_counts,
+    _plot,
+    _short_caption,
+    _Thumbs,
+)
+from mitigate.report.data import FilterData, FilterSpec, Histogram, _column_f64
+
+# What a filter's score measures, where the column name alone does not say it.
+_SCORE_LABELS = {
+    "image_quality": "aspect ratio (longer side / shorter side)",
+    "caption_terms": "matched terms per caption",
+}
+
+
+def _hist_plot(
+    fig: Figure, hist: Histogram, thr: float | None, label: str, drop_below: bool = False
+) -> None:
+    """Bars coloured by the side of ``thr`` that drops: at or above it for scores,
+    below it for ``drop_below`` (a minimum size)."""
+    ax = fig.add_subplot()
+    centres = (hist.edges[:-1] + hist.edges[1:]) / 2
+    colours = [
+        _PALETTE["filtered"]
+        if thr is not None and ((c < thr) if drop_below else (c >= thr))
+        else _PALETTE["unfiltered"]
+        for c in centres
+    ]
+    ax.bar(
+        hist.edges[:-1],
+        hist.counts,
+        width=np.diff(hist.edges),
+        align="edge",
+        color=colours,
+        edgecolor="white",
+        linewidth=0.3,
+    )
+    _log_counts(ax, int(hist.counts.max()) if hist.counts.size else 1, "samples (log)")
+    if thr is not None:
+        ax.axvline(thr, color="#c62828", linestyle="--", linewidth=1.2)
+        ax.annotate(
+            f"threshold {thr:g}",
+            xy=(thr, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10),
+            textcoords="offset points",
+            color="#c62828",
+            fontsize=8,
+        )
+    if np.all(np.diff(hist.edges) == 1.0):  # one bin per integer: integer ticks only
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(hist.edges[0], hist.edges[-1])
+    ax.set_xlabel(label)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _strip(
+    thumbs: _Thumbs, table: pa.Table, indices: Sequence[int], spec: FilterSpec, blur: bool
+) -> str:
+    if not indices:
+        return '<p class="note">none</p>'
+    sub = table.take(pa.array(indices, type=pa.int64()))
+    keys = sub.column("key").to_pylist()
+    states = sub.column("state").to_pylist()
+    reasons = (
+        sub.column("reason").to_pylist() if "reason" in sub.column_names else [None] * len(keys)
+    )
+    captions = (
+        sub.column("caption").to_pylist() if "caption" in sub.column_names else [None] * len(keys)
+    )
+    scores = _column_f64(sub, spec.column)
+    figs = []
+    for i, idx in enumerate(indices):
+        lines = [
+            f"score {_fmt_num(float(scores[i]))}",
+            reasons[i] or states[i],
+            _short_caption(captions[i]),
+        ]
+        figs.append(thumbs.figure(idx, keys[i], blur, lines))
+    return f'<div class="strip">{"".join(figs)}</div>'
+
+
+def _section_filters(
+    table: pa.Table, data: Sequence[FilterData], thumbs: _Thumbs, blur_sexual: bool
+) -> str:
+    parts = ['<section id="filters"><h2>Filters</h2>']
+    if not data:
+        parts.append('<p class="note">No filters configured.</p>')
+    for d in data:
+        s = d.spec
+        blur = blur_sexual and s.category == "sexual"
+        hist = d.histogram
+        reasons = ", ".join(f"{_esc(r)} {n:,}" for r, n in d.dropped_by_reason.items())
+        thr = "no score threshold" if s.threshold is None else f"threshold {s.threshold:g}"
+        parts.append(
+            f'<div class="filter" id="filter-{_esc(s.filter_id)}">'
+            f"<h3>{_esc(s.filter_id)} <span class='muted'>({_esc(s.name)}, category "
+            f"{_esc(s.category)}, {thr})</span></h3>"
+            f"<p>Dropped (this filter decided the state): <b>{d.dropped:,}</b>"
+            f"{' — ' + reasons if reasons else ''}. Scored: {hist.n_scored:,}; without a "
+            f"score: {hist.n_missing:,}"
+            + (
+                f"; on the drop side of the threshold (any state): {d.at_or_above:,}"
+                if s.threshold is not None and s.name != "image_quality"
+                else ""
+            )
+            + ".</p>"
+        )
+        if hist.n_scored:
+            what = _SCORE_LABELS.get(s.name)
+            label = s.column if what is None else f"{s.column}: {what}"
+            parts.append(
+                _plot(_hist_plot, hist, s.threshold, label, alt=f"histogram of {s.column}")
+            )
+        else:
+            parts.append('<p class="note">No sample has a score.</p>')
+        side = d.side_histogram
+        if side is not None and side.n_scored:
+            parts.append(
+                f"<p>Its size check (<code>image_too_small</code>) reads the shorter side, "
+                f"not the score: min side {s.min_side:g} px.</p>"
+            )
+            parts.append(
+                _plot(
+                    _hist_plot,
+                    side,
+                    s.min_side,
+                    "shorter side (px)",
+                    True,
+                    alt="histogram of the shorter side",
+                )
+            )
+        blur_note = " (blurred: sexual-content filter)" if blur else ""
+        parts.append(f"<p>Highest-scored <b>kept</b> samples{blur_note}:</p>")
+        parts.append(_strip(thumbs, table, d.top_kept, s, blur))
+        parts.append(f"<p>Lowest-scored <b>dropped</b> samples{blur_note}:</p>")
+        parts.append(_strip(thumbs, table, d.bottom_dropped, s, blur))
+        parts.append("</div>")
+    parts.append("</section>")
+    return "".join(parts)

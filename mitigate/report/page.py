@@ -1,0 +1,125 @@
+"""The page: sections in order, header and navigation; the atomic write and ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from mitigate import layout
+from mitigate.report.common import _CSP, _CSS, _blur_rows, _esc, _Thumbs
+from mitigate.report.config import _section_config
+from mitigate.report.data import (
+    _manifest_schema_names,
+    error_examples,
+    filter_data,
+    filter_specs,
+    funnel_data,
+    load_run_config,
+    load_summary,
+    local_open,
+    manifest_columns,
+)
+from mitigate.report.dedup import _section_dedup
+from mitigate.report.errors import _section_errors
+from mitigate.report.filters import _section_filters
+from mitigate.report.funnel import _section_funnel
+from mitigate.report.rebalancing import _section_rebalancing
+from mitigate.review import Opener, load_manifest
+
+log = logging.getLogger(__name__)
+
+#: The page's sections, in order; each is a ``<section id=...>``.
+SECTION_IDS: tuple[str, ...] = ("funnel", "filters", "dedup", "rebalancing", "errors", "config")
+
+
+# ---------------------------------------------------------------------------- API
+
+
+def build_report(
+    out_dir: str | Path,
+    *,
+    opener: Opener | None = None,
+    blur_sexual: bool = True,
+    max_thumbs: int = 12,
+) -> str:
+    """The report of the finished run in ``out_dir`` as one self-contained HTML page.
+
+    ``opener`` reads the samples' source files for thumbnails (default: local files;
+    pass ``mitigate.pipeline.fs.open_read`` for remote paths). Thumbnails of
+    ``sexual``-category filters, and elsewhere of samples scoring at or above a sexual
+    filter's threshold, are blurred in the pixels unless ``blur_sexual`` is False.
+    ``max_thumbs`` bounds every thumbnail strip.
+    """
+    out_dir = Path(out_dir)
+    summary = load_summary(out_dir)
+    config = load_run_config(out_dir)
+    specs = filter_specs(config, summary)
+    columns = manifest_columns(_manifest_schema_names(out_dir), specs)
+    table = load_manifest(out_dir, columns)
+    log.info("report: %d manifest rows, %d filters", table.num_rows, len(specs))
+    thumbs = _Thumbs(table, opener or local_open)
+    funnel = funnel_data(summary, table)
+    data = [filter_data(table, s, max_thumbs) for s in specs]
+    blur = _blur_rows(table, specs, blur_sexual)
+    sections = [
+        _section_funnel(summary, funnel),
+        _section_filters(table, data, thumbs, blur_sexual),
+        _section_dedup(summary.get("dedup"), thumbs, blur, max_thumbs),
+        _section_rebalancing(summary.get("rebalance"), table),
+        _section_errors(summary, error_examples(table)),
+        _section_config(summary, out_dir),
+    ]
+    nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTION_IDS)
+    title = f"mitigate report: {out_dir}"
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>mitigate run report</h1><div class='muted'>{_esc(out_dir)} · "
+        f"mitigate {_esc(summary.get('versions', {}).get('mitigate', '?'))}</div>"
+        f"<nav>{nav}</nav></header><main>{''.join(sections)}</main></body></html>"
+    )
+
+
+def write_report(
+    out_dir: str | Path,
+    *,
+    opener: Opener | None = None,
+    blur_sexual: bool = True,
+    max_thumbs: int = 12,
+) -> Path:
+    """Build the report and write it to ``OUT/report.html`` atomically (a hidden
+    temporary file in the same folder, then a rename). Returns the path."""
+    page = build_report(out_dir, opener=opener, blur_sexual=blur_sexual, max_thumbs=max_thumbs)
+    target = Path(out_dir, layout.REPORT)
+    fd, tmp = tempfile.mkstemp(prefix=".report.html.tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    os.chmod(target, 0o644)
+    log.info("report written to %s (%.1f kB)", target, len(page.encode()) / 1024)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mitigate.report OUT``: write ``OUT/report.html`` (local paths)."""
+    parser = argparse.ArgumentParser(prog="python -m mitigate.report", description=main.__doc__)
+    parser.add_argument("out_dir", help="a finished run's output folder")
+    parser.add_argument(
+        "--no-blur", action="store_true", help="do not blur sexual-content thumbnails"
+    )
+    parser.add_argument("--max-thumbs", type=int, default=12, help="thumbnails per strip")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = write_report(args.out_dir, blur_sexual=not args.no_blur, max_thumbs=args.max_thumbs)
+    log.info("%s", path)
+    return 0

@@ -1,0 +1,67 @@
+"""The one sample reader: a sample's bytes, from its tar members or its image path.
+
+Tar samples are read by member offset (the index recorded where each member's data
+lies); consecutive samples of one source share one open handle, so reading a chunk of a
+shard opens it once. Table samples are read from their image path. Scoring, shard
+writing and the review/report helpers all read through here (no Beam: the caller passes
+the opener, e.g. ``mitigate.pipeline.fs.open_read`` for ``gs://`` paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import IO
+
+from mitigate.records import SampleRecord
+from mitigate.sources import read_members
+
+Opener = Callable[[str], IO[bytes]]
+
+
+class SampleReader:
+    """Reads samples' bytes through ``opener``; use as a context manager (it keeps the
+    current source open between calls and closes it at the end)."""
+
+    def __init__(self, opener: Opener) -> None:
+        self._opener = opener
+        self._handle: IO[bytes] | None = None
+        self._source: str | None = None
+
+    def members(self, record: SampleRecord, exts: set[str]) -> dict[str, bytes]:
+        """The data of ``record``'s tar members whose extension is in ``exts``; raises
+        ``OSError``/``EOFError`` if the shard cannot be read or is shorter than indexed."""
+        if self._source != record.source:
+            self.close()
+            self._handle, self._source = self._opener(record.source), record.source
+        assert self._handle is not None
+        return read_members(self._handle, record, exts)
+
+    def file(self, path: str, limit: int | None = None) -> bytes:
+        """A table sample's image file; at most ``limit + 1`` bytes when ``limit`` is
+        given (so the caller can tell "larger than the limit")."""
+        with self._opener(path) as f:
+            return f.read() if limit is None else f.read(limit + 1)
+
+    def image(self, record: SampleRecord) -> bytes:
+        """The sample's original image bytes, wherever they are."""
+        if record.members:
+            ext = record.image_ext or ""
+            return self.members(record, {ext})[ext]
+        return self.file(record.image_path or "")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle, self._source = None, None
+
+    def __enter__(self) -> SampleReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
