@@ -14,9 +14,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mitigate.config import Config, ConfigError, load_config
+if TYPE_CHECKING:
+    from mitigate.config import Config
+
+# Start-up: no heavy module (the config models, numpy, Beam, onnxruntime) is imported at
+# module level, so `mitigate --help` costs argparse alone; each command imports what it
+# needs (tests/test_startup.py checks this).
 
 DEFAULT_CONFIG = "configs/default.yaml"
 # Exit status: 0 done; 2 nothing was started (bad config or usage, or an output folder
@@ -34,6 +39,8 @@ def _runtime() -> Iterator[None]:
     """Errors past this point are runtime failures (1), not usage errors (2), even a
     ValueError from deep inside a run; config errors found late (the output folder
     locked by a run that started meanwhile) stay config errors."""
+    from mitigate.config import ConfigError
+
     try:
         yield
     except (ConfigError, KeyboardInterrupt):
@@ -87,6 +94,8 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
         overrides.append(f"runner.name={args.runner}")
     if getattr(args, "dry_run", False):
         overrides.append("runner.dry_run=true")
+    from mitigate.config import load_config
+
     return load_config(args.config, overrides)
 
 
@@ -163,6 +172,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         picked = select.select_positives(keys, scores, threshold, args.n)
     else:
         if not args.positives:
+            from mitigate.config import ConfigError
+
             raise ConfigError(
                 [
                     "--positives: the neighbours strategy needs known positives "
@@ -224,7 +235,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from mitigate.pipeline.run import preflight
+    from mitigate.pipeline.preflight import preflight
 
     config, _ = _load(args)
     sources = preflight(config, protected=[args.config] if args.config else [])
@@ -518,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_quiet_beam_import_noise)
+    from mitigate.config import ConfigError
+
     if not args.verbose:
         # A failing bundle makes Beam log its traceback at ERROR; the one line below
         # says what failed, and -v shows Beam's own logging.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -18,44 +18,12 @@ from mitigate.config import Config, ConfigError
 from mitigate.filters import ModelFilter, build_filter
 from mitigate.pipeline import fs, outdir
 from mitigate.pipeline.build import Layout, build, build_redecide
+from mitigate.pipeline.preflight import preflight
 from mitigate.runners import pipeline_options
-from mitigate.sources import SourceIssue, table_format
+from mitigate.sources import SourceIssue
 
 log = logging.getLogger(__name__)
 _PACKAGES = ("apache-beam", "pillow", "imagehash", "numpy", "scipy", "onnxruntime", "pyarrow")
-
-
-def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
-    """Checks that need the filesystem, done before any work. Returns the sorted input
-    files; raises :class:`ConfigError` naming the field at fault.
-
-    A Dataflow dry run works offline: remote inputs are taken as given (not listed) and
-    the output folder is not inspected. ``protected`` are files the run reads (its
-    config file), which the output must not replace.
-    """
-    errors = []
-    dry = config.runner.dry_run
-    local = [p for p in config.input.paths if not (dry and "://" in p)]
-    matched = fs.match(local) if local else {}
-    sources: list[str] = [p for p in config.input.paths if p not in matched]
-    for i, pattern in enumerate(config.input.paths):
-        if pattern not in matched:
-            continue
-        files = matched[pattern]
-        if not files:
-            errors.append(f"input.paths[{i}]: no file matches {pattern!r}")
-        for path in files:
-            try:
-                table_format(path, config.input.format)
-            except ValueError as exc:
-                errors.append(f"input.paths[{i}]: {exc}")
-        sources.extend(files)
-    if errors:
-        raise ConfigError(errors)
-    if dry:
-        return sorted(set(sources))
-    outdir.check_output(config.output.path, config.output.overwrite, protected)
-    return sorted(set(sources))
 
 
 def package_versions() -> dict[str, str]:

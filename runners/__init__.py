@@ -1,6 +1,7 @@
 """Turn the validated ``runner:`` section of a config into Beam pipeline options.
 
-* ``direct``: Beam's local runner, in-process, multi-threaded or multi-process;
+* ``direct``: Beam's local runner (FnApiRunner), in-process, multi-threaded or
+  multi-process, pinned so that it never switches to Prism (:mod:`.local`);
 * ``portable``: any Beam job service over the portability (gRPC) API, e.g. Beam's own
   Python job service with an external worker pool;
 * ``flink`` / ``spark``: the portable runner pointed at a team's Flink or Spark Beam job
@@ -15,6 +16,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mitigate.config import RunnerConfig
+from mitigate.runners.local import LOCAL_RUNNER
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -24,7 +26,7 @@ def runner_args(runner: RunnerConfig) -> list[str]:
     r = runner
     if r.name == "direct":
         return [
-            "--runner=DirectRunner",
+            f"--runner={LOCAL_RUNNER}",
             f"--direct_num_workers={r.direct_num_workers}",
             f"--direct_running_mode={r.direct_running_mode}",
         ]
