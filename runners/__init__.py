@@ -27,8 +27,8 @@ def runner_args(runner: RunnerConfig) -> list[str]:
     if r.name == "direct":
         return [
             f"--runner={LOCAL_RUNNER}",
-            f"--direct_num_workers={r.direct_num_workers}",
-            f"--direct_running_mode={r.direct_running_mode}",
+            f"--direct_num_workers={r.local_workers()}",
+            f"--direct_running_mode={r.local_running_mode()}",
         ]
     if r.name in ("portable", "flink", "spark"):
         args = ["--runner=PortableRunner", f"--job_endpoint={r.job_endpoint}"]
