@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[(n, workers, nsfw)].append(pipeline_run(data[n], workers, args.mode, nsfw))
     result = {row: sorted(rs, key=lambda r: r["wall"])[len(rs) // 2] for row, rs in runs.items()}
     print(f"baseline (full decode + 2x imagehash.phash, 1 core): {base_rate:.1f} samples/s")
-    print(
-        f"parallel rows: direct_num_workers={args.workers}, {args.mode}; medians of {args.repeat}"
-    )
+    print(f"parallel: direct_num_workers={args.workers}, {args.mode}; medians of {args.repeat}")
     print(
         f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'wall s':>7} {'CPU s':>7} "
         f"{'samples/s/core':>15} {'x baseline':>10} {'x 1 worker':>10} "

@@ -399,10 +399,11 @@ class RunnerConfig(_Strict):
 
     def local_running_mode(self) -> str:
         """The DirectRunner mode in force: more than one worker ``in_memory`` would run
-        on one thread (Beam only warns), so it becomes ``multi_processing``, the mode
-        that uses more than one core for Python work (BENCHMARKS.md, issue 14)."""
+        on one thread (Beam only warns), so it becomes ``multi_threading``, which costs
+        ~10 % more CPU than one worker where ``multi_processing`` costs ~50 % (worker
+        start-up, every element over gRPC; BENCHMARKS.md, issue 14)."""
         if self.local_workers() > 1 and self.direct_running_mode == "in_memory":
-            return "multi_processing"
+            return "multi_threading"
         return self.direct_running_mode
 
     # portable, flink, spark: a running job service (Flink/Spark: their Beam job server)

@@ -1,5 +1,7 @@
-"""The local runner is Beam's DirectRunner pinned to the FnApiRunner: it never tries
-Prism (which the stock DirectRunner does, downloading a binary where it can)."""
+"""Local runs (issue 14): the runner is Beam's DirectRunner pinned to the FnApiRunner
+and never tries Prism (which the stock DirectRunner does, downloading a binary where it
+can); `auto` workers; work cut so that workers get equal shares; per-element costs that
+grew with the sample (the fit-sample combiner)."""
 
 from __future__ import annotations
 
@@ -58,11 +60,11 @@ def test_auto_workers_use_every_core_and_more_than_one_worker_leaves_one_thread(
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     auto = validate_config({"runner": {"direct_num_workers": "auto"}}).runner
     assert auto.local_workers() == 6
-    assert auto.local_running_mode() == "multi_processing"  # not 6 workers on one thread
+    assert auto.local_running_mode() == "multi_threading"  # not 6 workers on one thread
     flags = pipeline_options(auto).get_all_options()
-    assert (flags["direct_num_workers"], flags["direct_running_mode"]) == (6, "multi_processing")
-    threads = RunnerConfig(direct_num_workers=2, direct_running_mode="multi_threading")
-    assert threads.local_running_mode() == "multi_threading"  # an explicit mode stands
+    assert (flags["direct_num_workers"], flags["direct_running_mode"]) == (6, "multi_threading")
+    procs = RunnerConfig(direct_num_workers=2, direct_running_mode="multi_processing")
+    assert procs.local_running_mode() == "multi_processing"  # an explicit mode stands
     assert RunnerConfig().local_running_mode() == "in_memory"
     with pytest.raises(ConfigError, match=r"runner\.direct_num_workers"):
         validate_config({"runner": {"direct_num_workers": "many"}})
@@ -95,3 +97,18 @@ def test_index_cuts_every_source_into_equal_chunks(tmp_path: Path) -> None:
     assert sizes == [25, 25, 25, 25]
     keys = [r.key for tag, (_, chunk) in out if tag == CHUNKS for r in chunk]
     assert keys == [f"{i:04d}" for i in range(100)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 50, 500])
+def test_bottom_k_add_input_equals_the_merge_it_replaces(n: int) -> None:
+    from mitigate import rebalance as rb
+    from mitigate.pipeline.rebalance import BottomK
+
+    combine = BottomK(n, seed=3)
+    keys = [f"k{i % 211}" for i in range(300)]  # repeats: a key already in stays once
+    fast, slow = combine.create_accumulator(), []
+    for i, key in enumerate(keys):
+        fast = combine.add_input(fast, (key, i))
+        slow = rb.bottom_k_merge(slow, [(rb.key_hash64(key, 3), key, i)], n)
+    assert fast == slow
+    assert len(fast) == min(n, 211)
