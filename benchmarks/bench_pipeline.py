@@ -63,7 +63,7 @@ def baseline(shards: list[Path]) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
-def child(shards: list[str], out: str, workers: int) -> None:
+def child(shards: list[str], out: str, workers: int, mode: str, nsfw: bool) -> None:
     """Run the pipeline once and print its timing and peak memory as JSON."""
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
@@ -73,16 +73,17 @@ def child(shards: list[str], out: str, workers: int) -> None:
         f"output.path={out}",
         "output.overwrite=true",
         "input.chunk_size=32",
-        # The model-free filters of the default config: this benchmark is about the
-        # pipeline's own work; bench_nsfw.py measures the model filter.
-        "filters=[{name: image_quality}, {name: caption_terms, category: violence, "
-        "terms_file: terms/violence.txt}]",
     ]
-    if workers > 1:
+    if not nsfw:
+        # The default config minus the model filter (whose embeddings rebalancing then
+        # cannot use: it fits on caption features alone).
         overrides += [
-            f"runner.direct_num_workers={workers}",
-            "runner.direct_running_mode=multi_processing",
+            "filters=[{name: image_quality}, {name: caption_terms, category: violence, "
+            "terms_file: terms/violence.txt}]",
+            "rebalance.embedding_filter=null",
         ]
+    if workers > 1:
+        overrides += [f"runner.direct_num_workers={workers}", f"runner.direct_running_mode={mode}"]
     config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
     started = time.perf_counter()
     summary = run(config)
@@ -100,20 +101,17 @@ def child(shards: list[str], out: str, workers: int) -> None:
     )
 
 
-def pipeline_run(shards: list[Path], workers: int) -> dict:
+def pipeline_run(shards: list[Path], workers: int, mode: str, nsfw: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--workers",
-            str(workers),
-            "--out",
-            str(Path(tmp) / "out"),
-            *map(str, shards),
-        ]
+        cmd = [sys.executable, __file__, "--child", "--workers", str(workers), "--mode", mode]
+        cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else []), *map(str, shards)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # CPU of the child and its worker processes (threads are inside the child).
+    result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,35 +127,55 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PX",
         help="resize benchmark images to this longer side (default: native, mostly ~150 px)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="the parallel run's direct_num_workers"
+    )
+    parser.add_argument(
+        "--mode",
+        default="multi_processing",
+        choices=["in_memory", "multi_threading", "multi_processing"],
+        help="the parallel run's direct_running_mode",
+    )
+    parser.add_argument(
+        "--nsfw", action="store_true", help="also run the large size with the nsfw filter"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per row (median reported)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
-        child(args.shards, args.out, args.workers)
+        child(args.shards, args.out, args.workers, args.mode, args.nsfw)
         return 0
 
     small, large = sorted(args.sizes)
     data = {n: ensure_data(args.data, n, args.long_side) for n in (small, large)}
     n_base, t_base = baseline(data[small])
     base_rate = n_base / t_base
-    rows = []
-    for n, workers in ((small, 1), (large, 1), (large, 2)):
-        result = pipeline_run(data[n], workers)
-        rate = result["n"] / result["wall"]
-        rows.append((n, workers, result, rate / workers))
+    plan = [(small, 1, False), (small, args.workers, False)]
+    plan += [(large, 1, False), (large, args.workers, False)]
+    if args.nsfw:
+        plan += [(large, 1, True), (large, args.workers, True)]
+    runs: dict[tuple[int, int, bool], list[dict]] = {row: [] for row in plan}
+    for _ in range(args.repeat):  # rows alternate, so load changes hit every row alike
+        for n, workers, nsfw in plan:
+            runs[(n, workers, nsfw)].append(pipeline_run(data[n], workers, args.mode, nsfw))
+    result = {row: sorted(rs, key=lambda r: r["wall"])[len(rs) // 2] for row, rs in runs.items()}
     print(f"baseline (full decode + 2x imagehash.phash, 1 core): {base_rate:.1f} samples/s")
+    print(f"parallel: direct_num_workers={args.workers}, {args.mode}; medians of {args.repeat}")
     print(
-        f"{'samples':>8} {'workers':>7} {'wall s':>7} {'samples/s/core':>15} "
-        f"{'x baseline':>10} {'peak RSS parent MB':>19} {'peak RSS workers MB':>20}"
+        f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'wall s':>7} {'CPU s':>7} "
+        f"{'samples/s/core':>15} {'x baseline':>10} {'x 1 worker':>10} "
+        f"{'peak RSS parent MB':>19} {'peak RSS workers MB':>20}"
     )
-    for n, workers, result, per_core in rows:
+    for (n, workers, nsfw), r in result.items():
+        per_core = r["n"] / r["wall"] / workers
+        speedup = result[(n, 1, nsfw)]["wall"] / r["wall"]
         print(
-            f"{n:>8} {workers:>7} {result['wall']:>7.1f} {per_core:>15.1f} "
-            f"{per_core / base_rate:>10.2f} {result['rss_parent_mb']:>19.0f} "
-            f"{result['rss_workers_mb']:>20.0f}"
+            f"{n:>8} {'yes' if nsfw else 'no':>5} {workers:>7} {r['wall']:>7.1f} {r['cpu']:>7.1f} "
+            f"{per_core:>15.1f} {per_core / base_rate:>10.2f} {speedup:>10.2f} "
+            f"{r['rss_parent_mb']:>19.0f} {r['rss_workers_mb']:>20.0f}"
         )
     return 0
 

@@ -28,8 +28,13 @@ before any work, with a message naming the filter and the mismatch.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.resources
+import importlib.util
 import io
+import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +61,7 @@ _INTERPOLATION = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 CPU = ["CPUExecutionProvider"]
+log = logging.getLogger(__name__)
 
 
 class ModelFile(BaseModel):
@@ -79,14 +85,25 @@ class ModelFile(BaseModel):
         if self.path is not None:
             path = (base_dir / self.path).resolve()
         else:
-            try:
-                root = importlib.resources.files(str(self.package))
-            except ModuleNotFoundError:
-                raise ValueError(f"package {self.package!r} is not installed") from None
-            path = Path(str(root.joinpath(str(self.file))))
+            path = _package_file(str(self.package), str(self.file))
         if not path.is_file():
             raise ValueError(f"model file not found: {path}")
         return path
+
+
+def _package_file(package: str, file: str) -> Path:
+    """A data file inside an installed package, located without importing the package
+    (model wheels import onnxruntime on import: a second of start-up for nothing)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None:
+        raise ValueError(f"package {package!r} is not installed")
+    locations = list(spec.submodule_search_locations or [])
+    if len(locations) == 1 and Path(locations[0]).is_dir():
+        return Path(locations[0]) / file
+    return Path(str(importlib.resources.files(package).joinpath(file)))  # zip, namespace
 
 
 class OnnxImageConfig(FilterConfig):
@@ -145,7 +162,7 @@ class OnnxImageConfig(FilterConfig):
         path = self.model.resolve(base)
         self._model_path = str(path)
         self._model_sha256 = _sha256(path)
-        check_model(self, open_session(self, threads=1))
+        check_model_once(self)
         return self
 
     @property
@@ -163,6 +180,57 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _check_cache_dir() -> Path:
+    """Where passed model checks are remembered: ``$MITIGATE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/mitigate``, else ``~/.cache/mitigate``."""
+    root = os.environ.get("MITIGATE_CACHE_DIR")
+    if root:
+        return Path(root) / "model-checks"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "mitigate" / "model-checks"
+
+
+def _check_key(cfg: OnnxImageConfig) -> str:
+    """Everything the model check's verdict depends on: the model bytes, the spec
+    fields it reads, and the versions of the libraries that load the model."""
+    versions = {}
+    for name in ("onnxruntime", "onnx"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    spec = {
+        "model_sha256": cfg.model_sha256,
+        "fields": cfg.model_dump(
+            mode="json",
+            include={"input_name", "layout", "size", "output", "columns", "embedding_output"},
+        ),
+        "versions": versions,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def check_model_once(cfg: OnnxImageConfig) -> None:
+    """:func:`check_model` on a real onnxruntime session, once per model file and spec.
+
+    Opening the session (and, with ``embedding_output``, importing ``onnx`` to expose
+    the tensor) costs seconds, which every ``mitigate validate`` and every run paid at
+    start. A passed check is remembered by a marker file named by :func:`_check_key`;
+    a failed one is not, so a bad model or spec fails the same way every time.
+    """
+    marker = _check_cache_dir() / _check_key(cfg)
+    if marker.is_file():
+        return
+    check_model(cfg, open_session(cfg, threads=1))
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
+        tmp.write_text(cfg.model_path + "\n", encoding="utf-8")
+        os.replace(tmp, marker)
+    except OSError as exc:  # an unwritable cache only costs time
+        log.debug("model check not remembered (%s): %s", marker, exc)
 
 
 def open_session(cfg: OnnxImageConfig, threads: int | None = None) -> Any:

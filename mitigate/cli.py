@@ -14,19 +14,25 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mitigate.config import Config, ConfigError, load_config
+from mitigate.commands import UsageError, cmd_calibrate, cmd_select, cmd_train
+from mitigate.console import EXIT_INTERRUPTED, print_summary
+from mitigate.console import interruptible as _interruptible
+from mitigate.console import live_progress as _live_progress
+
+if TYPE_CHECKING:
+    from mitigate.config import Config
+
+# Start-up: no heavy module (the config models, numpy, Beam, onnxruntime) is imported at
+# module level, so `mitigate --help` costs argparse alone; each command imports what it
+# needs (tests/test_startup.py checks this).
 
 DEFAULT_CONFIG = "configs/default.yaml"
 # Exit status: 0 done; 2 nothing was started (bad config or usage, or an output folder
 # that is occupied, locked or not writable); 1 the run started and failed; 130 Ctrl-C.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERRUPTED (130), console.py
 log = logging.getLogger("mitigate")
-
-
-class UsageError(Exception):
-    """A helper command was asked for something it cannot do (status 2, one line)."""
 
 
 class RunFailed(Exception):
@@ -38,6 +44,8 @@ def _runtime() -> Iterator[None]:
     """Errors past this point are runtime failures (1), not usage errors (2), even a
     ValueError from deep inside a run; config errors found late (the output folder
     locked by a run that started meanwhile) stay config errors."""
+    from mitigate.config import ConfigError
+
     try:
         yield
     except (ConfigError, KeyboardInterrupt):
@@ -91,6 +99,8 @@ def _added_filters(args: argparse.Namespace) -> list[str]:
 
     import yaml
 
+    from mitigate.config import ConfigError
+
     if not getattr(args, "add_filter", None):
         return []
     try:
@@ -130,12 +140,15 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
         overrides.append(f"runner.name={args.runner}")
     if getattr(args, "dry_run", False):
         overrides.append("runner.dry_run=true")
+    from mitigate.config import load_config
+
     return load_config(args.config, overrides)
 
 
 def _packaged_default(args: argparse.Namespace) -> list[str]:
     """Point ``args.config`` at the default config (see :mod:`mitigate.defaults`);
     the packaged copy names no data, so it needs --input and writes to ./out."""
+    from mitigate.config import ConfigError
     from mitigate.defaults import resolve_default_config
 
     path, packaged = resolve_default_config()
@@ -167,197 +180,6 @@ def cmd_redecide(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scored_filter(out_dir: str, filter_id: str, flag: str) -> dict[str, Any]:
-    """The run's config entry of a filter that has a score and a threshold; a rule
-    filter (image_quality) or an unknown id is a usage error naming the scored ones."""
-    import yaml
-
-    from mitigate import review
-
-    try:
-        entry = review.run_filter_config(out_dir, filter_id)
-    except FileNotFoundError as exc:
-        raise UsageError(f"{flag}: {exc.args[0]}") from None
-    if entry.get("threshold") is None:
-        raw = yaml.safe_load(Path(out_dir, "config.yaml").read_text(encoding="utf-8"))
-        scored = [
-            e.get("id") or e["name"]
-            for e in raw.get("filters", [])
-            if e.get("threshold") is not None
-        ]
-        raise UsageError(
-            f"--filter {filter_id}: a rule filter with no score and threshold to work "
-            f"on; choose a scored filter of that run: {', '.join(scored) or 'none'}"
-        )
-    return entry
-
-
-def _need_labels(flag: str, path: str) -> None:
-    if not Path(path).is_file():
-        raise UsageError(
-            f"{flag}: no such file: {path} (a key,label CSV, e.g. the labels.csv that "
-            "`mitigate select`'s contact sheet downloads)"
-        )
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from mitigate import calibrate, review
-
-    entry = _scored_filter(args.scores, args.filter, "--scores")
-    _need_labels("--labels", args.labels)
-    labels = review.read_labels(args.labels)
-    scored, truth, every, missing = review.calibration_data(args.scores, args.filter, labels)
-    if missing:
-        log.warning(
-            "%d labelled key(s) have no %s score in %s (e.g. %s); ignored",
-            len(missing),
-            args.filter,
-            args.scores,
-            ", ".join(missing[:3]),
-        )
-    result = calibrate.calibrate(
-        scored, truth, every, args.target_recall, confidence=args.confidence
-    )
-    ci = f"{args.confidence:.0%} CI"
-    print(
-        f"filter {args.filter}: threshold {result.threshold:.6f} for target recall "
-        f"{args.target_recall} ({result.n_pos} positive, {result.n_neg} negative labels)"
-    )
-    for name, value, interval in (
-        ("recall", result.recall, result.recall_ci),
-        ("precision", result.precision, result.precision_ci),
-        ("drop fraction", result.drop_fraction, result.drop_fraction_ci),
-    ):
-        print(f"  {name:<14} {value:.4f}  ({ci} {interval[0]:.4f} to {interval[1]:.4f})")
-    print(f"  (current threshold in that run: {entry.get('threshold')})")
-    snippet = calibrate.threshold_snippet(args.filter, result.threshold, result, name=entry["name"])
-    if args.write:
-        Path(args.write).write_text(snippet, encoding="utf-8")
-        print(f"config snippet written to {args.write}")
-    else:
-        print(snippet)
-    return 0
-
-
-def cmd_select(args: argparse.Namespace) -> int:
-    import csv
-
-    import numpy as np
-
-    from mitigate import review, select
-    from mitigate.pipeline import fs
-
-    entry = _scored_filter(args.from_dir, args.filter, "--from")
-    if args.positives:
-        _need_labels("--positives", args.positives)
-    out = Path(args.output)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.overwrite):
-        raise UsageError(
-            f"--output: {out} is a file"
-            if out.is_file()
-            else f"--output: {out} is not empty (an earlier selection?); pass "
-            "--overwrite to replace its selection.csv and contact_sheet.html, or choose "
-            "another folder"
-        )
-    threshold = args.threshold if args.threshold is not None else float(entry["threshold"])
-    column = f"score_{args.filter}"
-    table = review.load_manifest(args.from_dir)
-    keys = table.column("key").to_pylist()
-    scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-    notes: dict[int, str] = {}
-    if args.strategy == "uncertain":
-        picked = select.select_uncertain(keys, scores, threshold, args.n)
-    elif args.strategy == "positives":
-        picked = select.select_positives(keys, scores, threshold, args.n)
-    else:
-        if not args.positives:
-            raise UsageError(
-                "--positives: the neighbours strategy needs known positives "
-                "(a labels CSV key,label)"
-            )
-        labels = review.read_labels(args.positives)
-        positives = [k for k, v in labels.items() if v]
-        embeddings = review.load_embeddings(args.from_dir, args.filter)
-        found = select.select_neighbours(keys, embeddings, positives, scores, threshold, args.n)
-        picked = [i for i, _, _ in found]
-        notes = {i: f"like {keys[j]} (cosine {sim:.3f})" for i, j, sim in found}
-    rows = table.to_pylist()
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "selection.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["key", "score", "state", "source", "note"])
-        for i in picked:
-            writer.writerow(
-                [keys[i], f"{scores[i]:.6f}", rows[i]["state"], rows[i]["source"], notes.get(i, "")]
-            )
-    blur = entry.get("category") == "sexual" and not args.no_blur
-    entries = []
-    for i in picked:
-        try:
-            uri = review.thumbnail(review.read_image_bytes(rows[i], fs.open_read))
-        except (OSError, EOFError, KeyError) as exc:
-            log.warning("%s: image unreadable for the contact sheet: %s", keys[i], exc)
-            uri = ""
-        entries.append(
-            review.SheetEntry(
-                keys[i], float(scores[i]), rows[i]["caption"] or "", notes.get(i, ""), uri
-            )
-        )
-    intro = (
-        f"{len(picked)} samples of {args.from_dir}, strategy '{args.strategy}', filter "
-        f"{args.filter}, threshold {threshold}. Mark each, then download labels.csv for "
-        "`mitigate calibrate --labels`."
-    )
-    page = review.contact_sheet(f"mitigate select: {args.filter}", intro, entries, blur)
-    (out / "contact_sheet.html").write_text(page, encoding="utf-8")
-    print(f"{len(picked)} samples -> {out / 'selection.csv'}, {out / 'contact_sheet.html'}")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from mitigate import train
-    from mitigate.pipeline import fs
-
-    result = train.train(
-        args.from_dir,
-        args.embeddings,
-        args.labels,
-        args.name,
-        args.output,
-        category=args.category,
-        target_recall=args.target_recall,
-        confidence=args.confidence,
-        folds=args.folds,
-        n_review=args.n,
-        overwrite=args.overwrite,
-        opener=fs.open_read,
-    )
-    r = result.report
-    t = r["threshold"]
-    print(
-        f"probe {r['name']} on {r['backbone']} ({r['embedding_dim']}-d): {r['n_positive']} "
-        f"positive, {r['n_negative']} negative labels; C {r['model']['C']:g}"
-    )
-    print(
-        f"  out-of-fold ({r['model']['folds']}-fold) ROC AUC {r['out_of_fold']['roc_auc']:.4f}, "
-        f"average precision {r['out_of_fold']['average_precision']:.4f}"
-    )
-    print(
-        f"  threshold {t['threshold']:.6f} for recall >= {t['target_recall']:g}: recall "
-        f"{t['recall']:.4f} ({t['recall_ci'][0]:.4f} to {t['recall_ci'][1]:.4f}), drops "
-        f"{t['drop_fraction']:.2%} of the run"
-    )
-    print(
-        f"  {len(r['mistakes'])} out-of-fold mistake(s) and {len(r['neighbours'])} neighbour(s) "
-        f"to label: {result.output / 'review' / 'contact_sheet.html'}"
-    )
-    print(
-        f"head, config entry and report -> {result.output}; add the filter with "
-        f"`--add-filter {result.output / (r['name'] + '.yaml')}` (redecide or run)"
-    )
-    return 0
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from mitigate.pipeline import fs
     from mitigate.report import write_report
@@ -373,7 +195,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from mitigate.pipeline.run import preflight
+    from mitigate.pipeline.preflight import preflight
 
     config, _ = _load(args)
     sources = preflight(config, protected=[args.config] if args.config else [])
@@ -415,178 +237,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run(config, sources, args.beam_args)
     print_summary(summary, Console())
     return 0
-
-
-@contextlib.contextmanager
-def _interruptible(out: str) -> Iterator[None]:
-    """Ctrl-C during a run: one line, exit 130, at once. Beam's runner threads and
-    worker processes do not unwind on KeyboardInterrupt (the main thread can sit in a
-    wait that never sees it, and each thread prints its own traceback), so the handler
-    removes this run's staging folder and lock (what a later run would otherwise clean
-    up as a crashed run's) and ends the process. Nothing under a final name is touched:
-    the output folder keeps the previous result, if any."""
-    import signal
-
-    def stop(signum: int, frame: Any) -> None:
-        with contextlib.suppress(Exception):
-            os.write(2, b"mitigate: interrupted\n")
-        with contextlib.suppress(Exception):
-            _remove_own_staging(out)
-        with contextlib.suppress(Exception):
-            os.unlink(os.environ["MITIGATE_PROGRESS_FILE"])
-        os._exit(EXIT_INTERRUPTED)
-
-    try:
-        previous = signal.signal(signal.SIGINT, stop)
-    except ValueError:  # not the main thread (an embedding caller): leave it alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _remove_own_staging(out: str) -> None:
-    """Delete the staging folders and the lock of the run this process holds in a
-    local ``out`` (no other run can have staging there while we hold the lock)."""
-    import json
-    import shutil
-
-    from mitigate.pipeline import outdir
-
-    if "://" in out:
-        return
-    lock = Path(out) / outdir.LOCK
-    try:
-        holder = json.loads(lock.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(holder, dict) or holder.get("pid") != os.getpid():
-        return
-    for child in Path(out).iterdir():
-        if child.name.startswith(outdir.STAGING_PREFIX):
-            shutil.rmtree(child, ignore_errors=True)
-    lock.unlink(missing_ok=True)
-
-
-def _stderr_width() -> int:
-    """The terminal's width as stderr sees it (stdout may be piped), resized live."""
-    try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
-    except (OSError, ValueError):
-        return 80
-
-
-@contextlib.contextmanager
-def _live_progress(config: Config, sources: list[str]) -> Iterator[None]:
-    """Samples done/total, rate, ETA and per-state counts on stderr while a run goes
-    (see :mod:`mitigate.progress`): one redrawn line in a terminal, plain lines
-    otherwise. Remote runners' workers cannot reach the file; they get a note."""
-    import tempfile
-
-    from mitigate.progress import LiveProgress, ProgressRenderer
-
-    terminal = sys.stderr.isatty()
-    renderer = ProgressRenderer(
-        sys.stderr,
-        terminal=terminal,
-        sources=len(sources),
-        where=f"-> {config.output.path}",
-        width=_stderr_width,
-    )
-    # Dask's workers were started before this run set the variable: remote, here.
-    if config.runner.name != "direct" and not (
-        config.runner.name == "portable" and config.runner.environment_type == "LOOPBACK"
-    ):
-        from mitigate import progress
-
-        if config.runner.name != "dataflow":
-            print(
-                f"mitigate: {config.runner.name} runner: live counts need workers on this "
-                "machine; the summary follows at the end",
-                file=sys.stderr,
-            )
-        with progress.listening(lambda text: print(f"mitigate: {text}", file=sys.stderr)):
-            yield
-        return
-    fd, path = tempfile.mkstemp(prefix="mitigate-progress-", suffix=".txt")
-    os.close(fd)
-    with LiveProgress(renderer, path):
-        yield
-
-
-def print_summary(summary: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
-
-    total = summary["input_count"]
-    table = Table(title=f"mitigate: {total} input samples", title_justify="left")
-    table.add_column("state")
-    table.add_column("reason")
-    table.add_column("count", justify="right")
-    table.add_column("share", justify="right")
-    for state, entry in summary["counts"].items():
-        share = f"{entry['total'] / total:.1%}" if total else "-"
-        table.add_row(f"[bold]{state}[/]", "", str(entry["total"]), share)
-        for reason, n in entry["reasons"].items():
-            table.add_row("", reason, str(n), f"{n / total:.1%}" if total else "-")
-    console.print(table)
-    for issue in summary.get("source_issues", []):
-        console.print(
-            f"[yellow]source issue[/] {issue['source']}: {issue['reason']}: {issue['detail']}"
-        )
-    if "rebalance" in summary:
-        print_bias_table(summary["rebalance"], console)
-    run = summary.get("run", {})
-    console.print(
-        f"{len(summary['shards'])} shard(s) written; "
-        f"{run.get('wall_seconds', 0):.1f} s, {run.get('samples_per_second', 0):.1f} samples/s"
-    )
-
-
-def print_bias_table(report: dict[str, Any], console: Any) -> None:
-    """Probe-term frequencies: unfiltered / filtered / reweighted (the DALL·E 2 table)."""
-    from rich.table import Table
-
-    def pct(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2%}"
-
-    def change(value: float | None) -> str:
-        return "" if value is None else f" ({value:+.1%})"
-
-    table = Table(title="rebalancing: probe-term frequency", title_justify="left")
-    for col in ("probe", "unfiltered", "filtered", "reweighted"):
-        table.add_column(col, justify="left" if col == "probe" else "right")
-    # calibrated groups first (their reweighted share is imposed), then the held-out
-    # probes (whose reweighted share shows whether the correction generalises)
-    rows = sorted(report["probes"].items(), key=lambda kv: not kv[1].get("calibrated"))
-    for group, row in rows:
-        table.add_row(
-            group + (" (calibrated)" if row.get("calibrated") else ""),
-            pct(row["unfiltered"]),
-            pct(row["filtered"]) + change(row["change_filtered"]),
-            pct(row["reweighted"]) + change(row["change_reweighted"]),
-        )
-    console.print(table)
-    cal = report.get("calibration")
-    if cal:
-        if cal.get("error"):
-            console.print(f"[yellow]calibration not applied: {cal['error']}[/yellow]")
-        else:
-            console.print(
-                f"calibrated to unfiltered shares: {', '.join(cal['groups'])} (max error "
-                f"{cal['max_abs_share_error']:.1e}); held-out probes: "
-                f"{', '.join(cal['held_out_probes']) or 'none'}"
-            )
-    for text in report.get("warnings", []):
-        console.print(f"[yellow]warning: {text}[/yellow]")
-    w = report["weights"]
-    if w["n"]:
-        console.print(
-            f"weights: {w['n']} kept, mean {w['mean']:.3f}, range {w['min']:.3f}..{w['max']:.3f}, "
-            f"effective sample size {w['effective_sample_size']:.0f} "
-            f"({w['ess_fraction']:.1%}); mode {report['mode']}"
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -853,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_quiet_beam_import_noise)
+    from mitigate.config import ConfigError
+
     if not args.verbose:
         # A failing bundle makes Beam log its traceback at ERROR; the one line below
         # says what failed, and -v shows Beam's own logging.

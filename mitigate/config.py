@@ -15,9 +15,10 @@ import codecs
 import copy
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -395,8 +396,26 @@ class RunnerConfig(_Strict):
 
     name: Literal["direct", "portable", "dataflow", "flink", "spark", "dask"] = "direct"
     # direct: in-process, threads, or worker processes on this machine
-    direct_num_workers: int = Field(default=1, ge=1, le=1024)
+    direct_num_workers: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        default=1, description="Local workers; auto: one per CPU core."
+    )
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+
+    def local_workers(self) -> int:
+        """``direct_num_workers`` as a number (``auto``: the machine's CPU count)."""
+        if self.direct_num_workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return self.direct_num_workers
+
+    def local_running_mode(self) -> str:
+        """The DirectRunner mode in force: more than one worker ``in_memory`` would run
+        on one thread (Beam only warns), so it becomes ``multi_threading``, which costs
+        ~10 % more CPU than one worker where ``multi_processing`` costs ~50 % (worker
+        start-up, every element over gRPC; BENCHMARKS.md, issue 14)."""
+        if self.local_workers() > 1 and self.direct_running_mode == "in_memory":
+            return "multi_threading"
+        return self.direct_running_mode
+
     # portable, flink, spark: a running job service (Flink/Spark: their Beam job server)
     job_endpoint: str | None = Field(default=None, description="host:port of the job service.")
     environment_type: Literal["DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK"] | None = Field(

@@ -15,7 +15,6 @@ directly.
 from __future__ import annotations
 
 import numpy as np
-import scipy.fftpack
 from PIL import Image
 
 HASH_SIZE = 8  # bits per side: 8x8 = 64-bit hash
@@ -42,6 +41,8 @@ def _bits_to_int(bits: np.ndarray) -> int:
 
 def phash_from_thumbnail(thumb: np.ndarray) -> int:
     """pHash of a 32x32 greyscale array, as an unsigned 64-bit integer."""
+    import scipy.fftpack  # here: importing it costs ~0.3 s, and most commands never hash
+
     dct = scipy.fftpack.dct(scipy.fftpack.dct(thumb, axis=0), axis=1)
     low = dct[:HASH_SIZE, :HASH_SIZE]
     return _bits_to_int(low > np.median(low))

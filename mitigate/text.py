@@ -7,6 +7,7 @@ so that all of them agree on what a "word" is.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -36,10 +37,14 @@ def _mark_class() -> str:
     return "".join(out)
 
 
-_CHAR = rf"(?:[^\W_]|[{_mark_class()}])"
-# A word is a run of letters, digits and combining marks (any script), with inner
-# apostrophes/hyphens kept so "don't" and "x-ray" stay single words.
-_WORD = re.compile(rf"{_CHAR}+(?:['\-]{_CHAR}+)*")
+@functools.cache
+def _word_pattern() -> re.Pattern[str]:
+    """A word is a run of letters, digits and combining marks (any script), with inner
+    apostrophes/hyphens kept so "don't" and "x-ray" stay single words. Built on first
+    use: scanning the BMP for marks costs ~0.1 s, which commands that never split
+    captions (``mitigate validate``, ``--help``) should not pay."""
+    char = rf"(?:[^\W_]|[{_mark_class()}])"
+    return re.compile(rf"{char}+(?:['\-]{char}+)*")
 
 
 def normalize_text(text: str) -> str:
@@ -57,4 +62,4 @@ def normalize_text(text: str) -> str:
 
 def words(text: str) -> list[str]:
     """Split already-normalised text into word tokens (see :func:`normalize_text`)."""
-    return _WORD.findall(text)
+    return _word_pattern().findall(text)

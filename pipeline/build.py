@@ -41,13 +41,8 @@ from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, Reason, SampleRecord
 from mitigate.samples import SampleReader
-from mitigate.sources import (
-    SourceIssue,
-    index_tar,
-    iter_table,
-    parse_payload,
-    table_format,
-)
+from mitigate.sources import SourceIssue, index_tar, parse_payload
+from mitigate.tables import iter_table, table_format
 
 NAMESPACE = "mitigate"
 # Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
@@ -82,7 +77,7 @@ class IndexSource(beam.DoFn):
         ordinal, path = element
         cfg = self.config.input
         fmt = table_format(path, cfg.format)
-        chunk: list[SampleRecord] = []
+        pending: list[SampleRecord] = []
         try:
             with fs.open_read(path) as f:
                 limits = self.config.source_limits()
@@ -103,17 +98,43 @@ class IndexSource(beam.DoFn):
                     if isinstance(item, SourceIssue):
                         yield (ISSUES, item)
                         continue
-                    chunk.append(item)
-                    if len(chunk) >= cfg.chunk_size:
-                        progress.emit("indexed", len(chunk))
-                        yield (CHUNKS, (ordinal, chunk))
-                        chunk = []
+                    pending.append(item)
+                    if len(pending) >= BALANCE_CHUNKS * cfg.chunk_size:
+                        progress.emit("indexed", cfg.chunk_size)
+                        yield (CHUNKS, (ordinal, pending[: cfg.chunk_size]))
+                        del pending[: cfg.chunk_size]
         except OSError as exc:
             yield (ISSUES, SourceIssue(path, Reason.READ_ERROR, f"cannot open: {exc}"))
-        if chunk:
+        for chunk in balanced_chunks(pending, cfg.chunk_size):
             progress.emit("indexed", len(chunk))
             yield (CHUNKS, (ordinal, chunk))
         progress.emit("sources", 1)
+
+
+# A source's last chunks are cut to near-equal sizes over at most this many chunks' worth
+# of records (light records only, so memory stays bounded per source).
+BALANCE_CHUNKS = 16
+
+
+def balanced_chunks(records: list[SampleRecord], chunk_size: int) -> list[list[SampleRecord]]:
+    """``records`` in order, cut into the fewest chunks of at most ``chunk_size``, with
+    sizes differing by at most one.
+
+    Why: the local runner hands the chunks of a stage to its workers round-robin in
+    arrival order, so a fixed short remainder per source (100 samples in chunks of 32:
+    32, 32, 32, 4) landed on the same worker every time; with 2 workers one did 64 % of
+    the decoding. Equal chunks balance the workers (BENCHMARKS.md, issue 14).
+    """
+    if not records:
+        return []
+    n_chunks = -(-len(records) // chunk_size)
+    base, extra = divmod(len(records), n_chunks)
+    out, start = [], 0
+    for i in range(n_chunks):
+        size = base + (1 if i < extra else 0)
+        out.append(records[start : start + size])
+        start += size
+    return out
 
 
 class Decode(beam.DoFn):

@@ -1,36 +1,122 @@
-"""File access through Beam's FileSystems, so every path may be local, gs://, s3://, ..."""
+"""File access through Beam's FileSystems, so every path may be local, gs://, s3://, ...
+
+Local paths (no ``scheme://``) that are only read, joined, listed or tested take a
+plain-Python path with Beam's semantics, so that commands that touch no remote file
+(``mitigate validate``) start without importing Beam (seconds); Beam is imported on first
+use of anything else.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+
+def _beam() -> tuple[Any, Any]:
+    """(FileSystems, CompressionTypes), imported on first use."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems, CompressionTypes
+
+
+def _local(path: str) -> bool:
+    return "://" not in path
 
 
 def open_read(path: str) -> IO[bytes]:
     """Open for random-access reading; never decompresses (tar offsets are raw bytes)."""
+    if _local(path):
+        return open(path, "rb")  # what Beam's LocalFileSystem returns uncompressed
+    FileSystems, CompressionTypes = _beam()
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def join(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts)
+    if _local(base):
+        return os.path.join(base, *parts)  # as LocalFileSystem.join
+    return _beam()[0].join(base, *parts)
 
 
 def match(patterns: list[str]) -> dict[str, list[str]]:
     """Expand each pattern to a sorted list of file paths (empty list if none match)."""
     out: dict[str, list[str]] = {}
-    for pattern, result in zip(patterns, FileSystems.match(patterns), strict=True):
-        out[pattern] = sorted(m.path for m in result.metadata_list)
+    remote = [p for p in patterns if not _local(p)]
+    found = dict(zip(remote, _beam()[0].match(remote), strict=True)) if remote else {}
+    for pattern in patterns:
+        if pattern in found:
+            out[pattern] = sorted(m.path for m in found[pattern].metadata_list)
+        else:
+            out[pattern] = sorted(_match_local(pattern))
     return out
 
 
+def _match_local(pattern: str) -> list[str]:
+    """Beam's ``FileSystem.match`` for one local pattern: ``*`` stays within a folder,
+    ``**`` crosses folders, ``?`` and ``[...]`` as in fnmatch; a pattern without glob
+    characters matches itself if it exists (tests/test_startup.py compares with Beam)."""
+    if pattern.endswith(("/", "\\")):
+        pattern += "*"
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)  # type: ignore[union-attr]
+    if prefix == pattern:
+        return [pattern] if os.path.exists(pattern) else []
+    folder = os.path.dirname(prefix)
+    if not os.path.exists(folder):
+        return []
+    regex = re.compile(_translate(pattern))
+    return [
+        path
+        for root, _, files in os.walk(folder)
+        for name in files
+        if regex.match(path := os.path.join(root, name))
+    ]
+
+
+def _translate(pattern: str) -> str:
+    """A glob as Beam reads it (``FileSystem.translate_pattern``), as a regex."""
+    out, i, n = "", 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if i < n and pattern[i] == "*":
+                out += ".*"
+                i += 1
+            else:
+                out += r"[^/\\]*"
+        elif c == "?":
+            out += "."
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out += r"\["
+            else:
+                stuff = pattern[i:j].replace("\\", "\\\\")
+                i = j + 1
+                if stuff[0] == "!":
+                    stuff = "^" + stuff[1:]
+                elif stuff[0] == "^":
+                    stuff = "\\" + stuff
+                out += f"[{stuff}]"
+        else:
+            out += re.escape(c)
+    return r"(?ms)" + out + r"\Z"
+
+
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    if _local(path):
+        return os.path.exists(path)
+    return _beam()[0].exists(path)
 
 
 @contextlib.contextmanager
@@ -43,6 +129,7 @@ def atomic_write(path: str) -> Iterator[IO[bytes]]:
     folder, _, name = path.rpartition("/")
     tmp_name = f".{name}.tmp-{uuid.uuid4().hex}"
     tmp = f"{folder}/{tmp_name}" if folder else tmp_name
+    FileSystems, CompressionTypes = _beam()
     handle = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
     try:
         yield handle
@@ -67,6 +154,7 @@ def rename(src: str, dst: str) -> None:
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
         os.replace(src, dst)
         return
+    FileSystems = _beam()[0]
     files = [m.path for m in FileSystems.match([join(src, "**")])[0].metadata_list]
     if not files:
         FileSystems.rename([src], [dst])
@@ -76,6 +164,7 @@ def rename(src: str, dst: str) -> None:
 
 def delete_tree(path: str) -> None:
     """Delete a file or folder if it exists."""
+    FileSystems = _beam()[0]
     if FileSystems.exists(path):
         FileSystems.delete([path])
 

@@ -23,6 +23,7 @@ Nothing holds more than the fit sample and fixed-size histograms in one worker.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 from collections.abc import Iterable
@@ -135,8 +136,20 @@ class BottomK(beam.CombineFn):
         return []
 
     def add_input(self, acc: list, item: tuple[str, Any]) -> list:
+        """``bottom_k_merge(acc, [entry], n)`` in O(log n): a binary search and one list
+        insert (the accumulator is Beam's to modify), instead of walking the whole
+        sample for every element (issue 14: ~1 ms per sample at a few thousand)."""
         key, payload = item
-        return rb.bottom_k_merge(acc, [(rb.key_hash64(key, self.seed), key, payload)], self.n)
+        rank = (rb.key_hash64(key, self.seed), key)
+        if self.n <= 0 or (len(acc) >= self.n and rank >= acc[-1][:2]):
+            return acc
+        at = bisect.bisect_left(acc, rank, key=lambda entry: entry[:2])
+        if at < len(acc) and acc[at][:2] == rank:
+            return acc  # the same key is in already; its entry stays
+        acc.insert(at, (*rank, payload))
+        if len(acc) > self.n:
+            acc.pop()
+        return acc
 
     def merge_accumulators(self, accs: Iterable[list]) -> list:
         out: list = []

@@ -1,6 +1,7 @@
 """Turn the validated ``runner:`` section of a config into Beam pipeline options.
 
-* ``direct``: Beam's local runner, in-process, multi-threaded or multi-process;
+* ``direct``: Beam's local runner (FnApiRunner), in-process, multi-threaded or
+  multi-process, pinned so that it never switches to Prism (:mod:`.local`);
 * ``portable``: any Beam job service over the portability (gRPC) API, e.g. Beam's own
   Python job service with an external worker pool;
 * ``flink`` / ``spark``: the portable runner pointed at a team's Flink or Spark Beam job
@@ -12,9 +13,16 @@
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from typing import TYPE_CHECKING
 
 from mitigate.config import RunnerConfig
+
+# What ``--runner`` names for a local run (runners/local.py; Beam imports the class
+# from this dotted path, so naming it here keeps Beam out of `validate`).
+LOCAL_RUNNER = "mitigate.runners.local.LocalRunner"
+
+if TYPE_CHECKING:  # Beam is imported when options are built, not by `validate`
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -24,9 +32,9 @@ def runner_args(runner: RunnerConfig) -> list[str]:
     r = runner
     if r.name == "direct":
         return [
-            "--runner=DirectRunner",
-            f"--direct_num_workers={r.direct_num_workers}",
-            f"--direct_running_mode={r.direct_running_mode}",
+            f"--runner={LOCAL_RUNNER}",
+            f"--direct_num_workers={r.local_workers()}",
+            f"--direct_running_mode={r.local_running_mode()}",
         ]
     if r.name in ("portable", "flink", "spark"):
         args = ["--runner=PortableRunner", f"--job_endpoint={r.job_endpoint}"]
@@ -66,4 +74,6 @@ def runner_args(runner: RunnerConfig) -> list[str]:
 def pipeline_options(runner: RunnerConfig, extra_args: list[str] | None = None) -> PipelineOptions:
     """Beam options for ``runner``; ``extra_args`` (raw Beam flags) come last, so an
     explicit flag on the command line wins over the config."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     return PipelineOptions(runner_args(runner) + list(extra_args or []))

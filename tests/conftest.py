@@ -5,10 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Passed model checks are remembered in a cache folder (filters/onnx_image.py); the
+# suite keeps its own, so it neither reads nor writes the user's.
+os.environ.setdefault("MITIGATE_CACHE_DIR", tempfile.mkdtemp(prefix="mitigate-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

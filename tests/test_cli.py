@@ -86,7 +86,7 @@ def test_beam_flags_after_double_dash_win_over_the_config():
 
     opts = pipeline_options(RunnerConfig(), ["--direct_num_workers=3"]).get_all_options()
     assert opts["direct_num_workers"] == 3
-    assert opts["runner"] == "DirectRunner"
+    assert opts["runner"] == "mitigate.runners.local.LocalRunner"  # DirectRunner minus Prism
 
 
 def test_a_failure_inside_a_run_exits_1_with_one_line(capsys, monkeypatch, tmp_path):

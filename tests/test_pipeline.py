@@ -195,19 +195,26 @@ def test_second_run_is_byte_identical(sample_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_multi_processing_gives_the_same_output(sample_run, tmp_path):
+@pytest.mark.parametrize(
+    ("workers", "mode"), [("2", "multi_processing"), ("auto", "multi_threading")]
+)
+def test_multi_processing_gives_the_same_output(sample_run, tmp_path, workers, mode):
+    # Shard, manifest and embedding bytes of 1 worker, whatever the workers and mode
+    # (auto: one per core) and however the input is chunked.
     out, _ = sample_run
     config, _ = load_config(
         DEFAULT,
         [
             f"output.path={tmp_path / 'mp'}",
             "output.samples_per_shard=10",
-            "runner.direct_num_workers=2",
-            "runner.direct_running_mode=multi_processing",
+            f"runner.direct_num_workers={workers}",
+            f"runner.direct_running_mode={mode}",
             "input.chunk_size=4",
         ],
     )
-    run(config)
+    summary = run(config)
+    assert summary["run"]["runner"]["direct_num_workers"] == config.runner.local_workers()
+    assert summary["runner_options"]["runner"] == "mitigate.runners.local.LocalRunner"
     mine, theirs = _files(out), _files(tmp_path / "mp")
     assert mine.keys() == theirs.keys()
     for name in mine:

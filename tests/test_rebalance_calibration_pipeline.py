@@ -146,7 +146,7 @@ def test_calibrated_weights_are_identical_on_another_runner(
 def test_report_and_console_separate_calibrated_groups_from_held_out_probes(calibrated_run):
     from rich.console import Console
 
-    from mitigate.cli import print_bias_table
+    from mitigate.console import print_bias_table
 
     out, summary = calibrated_run
     page = (out / "report.html").read_text()
@@ -160,6 +160,7 @@ def test_report_and_console_separate_calibrated_groups_from_held_out_probes(cali
     assert "women (calibrated)" in text and "animals (calibrated)" not in text
     assert "held-out probes: animals" in text
     assert "warning: effective sample size" in text
+    assert "kept, reweighted" in text  # the kept set is named as such, not "filtered"
 
 
 def test_dask_still_refuses_rebalancing_with_calibration():

@@ -15,13 +15,11 @@ from mitigate.sources import (
     SourceIssue,
     SourceLimits,
     index_tar,
-    iter_table,
     key_problem,
     parse_payload,
     read_members,
-    resolve_image_path,
-    table_format,
 )
+from mitigate.tables import iter_table, resolve_image_path, table_format
 
 JPG = b"\xff\xd8fake-jpeg-bytes"
 

@@ -125,15 +125,17 @@ def test_no_library_module_is_over_the_line_budget() -> None:
 
 
 # Where a SampleRecord may be changed in place: where it is built (sources, output's
-# record_from_row, redecide's ReadRunPart in pipeline.build) and on a private copy
+# record_from_row, redecide's ReadRunPart in pipeline.build; tables) and on a private copy
 # (stages; pipeline.inference.attach). Every other step makes a new record
 # (dataclasses.replace / with_error), since Beam forbids mutating a received element.
 RECORD_MUTATORS = {
     "mitigate.sources",
+    "mitigate.tables",
     "mitigate.output",
     "mitigate.stages",
     "mitigate.pipeline.inference",
     "mitigate.pipeline.build",
+    "mitigate.filters.probe",  # apply_heads, on its own copy
 }
 
 
@@ -182,3 +184,22 @@ def test_the_record_rule_sees_field_and_item_writes(tmp_path: Path) -> None:
         "def f(r, self):\n    r.state = 'kept'\n    r.scores['x'] = 1.0\n    self.state = 2\n"
     )
     assert _record_field_writes(sample, {"state", "scores"}) == [2, 3]
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    # An editable install finds sub-packages by path; a wheel (pip install ., the
+    # Dataflow container) ships only those pyproject lists.
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    packages = {
+        name
+        for name in _all_modules()
+        if Path(importlib.import_module(name).__file__).name == "__init__.py"
+    }
+    assert {"mitigate.neardup", "mitigate.filters"} <= packages
+    assert packages == listed, f"not listed: {packages - listed}; listed, gone: {listed - packages}"

@@ -12,7 +12,8 @@ import pytest
 
 from mitigate.cli import main
 from mitigate.config import validate_config
-from mitigate.sources import SourceIssue, iter_table, resolve_columns
+from mitigate.sources import SourceIssue
+from mitigate.tables import iter_table, resolve_columns
 
 DEFAULTS = {"key_column": "key", "image_column": "image", "caption_column": "caption"}
 

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Where one worker's time goes: the per-sample steps alone, then the whole run.
+
+CPU seconds (``time.process_time``, not wall time, so other jobs on a shared machine
+distort the figures less), on the shards of ``--data``:
+
+* each per-sample step on its own, in this process, in a plain loop over every sample:
+  tar index, reading the sample's members by offset, sha256, the decode (JPEG at draft
+  scale, EXIF, reduce), pHash pair, verification signature, RGB working image, the two
+  model-free filters, manifest rows, and shard writing (which reads the members again);
+* the whole pipeline (default config minus nsfw, one in-process worker) in a fresh child
+  process, with its phases timed from inside: imports, graph construction, the Beam run
+  (everything between the first and the last element), the HTML report.
+
+"Beam and the other stages" is the run's CPU minus the per-sample steps it contains:
+per-element and shuffle costs, exact and near dedup, rebalancing, the summary.
+
+    python benchmarks/make_bench_data.py --out bench_data/n1600-1024px --n 1600 --long-side 1024
+    python benchmarks/profile_pipeline.py --data bench_data/n1600-1024px
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FILTERS = (
+    "filters=[{name: image_quality}, {name: caption_terms, category: violence, "
+    "terms_file: terms/violence.txt}]"
+)
+
+
+def steps(shards: list[Path]) -> tuple[int, dict[str, float]]:
+    """CPU seconds of each per-sample step over every sample of ``shards``."""
+    from PIL import ImageOps
+
+    from mitigate import decode, hashing, output, stages, verify
+    from mitigate.config import load_config
+    from mitigate.filters import build_filter
+    from mitigate.sources import index_tar, parse_payload, read_members
+
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml", [FILTERS, "rebalance.embedding_filter=null"]
+    )
+    cpu: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        started = time.process_time()
+        result = fn()
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - started
+        return result
+
+    records = []
+    for shard in shards:
+        with open(shard, "rb") as f:
+            records += timed("tar index", lambda f=f, s=shard: list(index_tar(f, str(s))))
+    payloads = []
+    for shard in shards:
+        mine = [r for r in records if r.source == str(shard)]
+        payloads += timed(
+            "read members",
+            lambda m=mine: stages.load_payloads(m, lambda p: open(p, "rb"), 1 << 30),
+        )
+    images = [data for _, data in payloads]
+    timed("sha256", lambda: [hashlib.sha256(d).hexdigest() for d in images])
+    size = config.decode.working_size
+
+    def draft_decode() -> list:
+        out = []
+        for data in images:
+            im = decode.open_image(data)
+            im.draft("RGB", (size, size))
+            im.load()
+            orientation = im.getexif().get(0x0112, 1)
+            out.append(ImageOps.exif_transpose(im) if orientation != 1 else im)
+        return out
+
+    decoded = timed("decode: JPEG at draft scale + EXIF", draft_decode)
+    reduced = timed("decode: reduce", lambda: [decode._reduce(im, size) for im in decoded])
+    timed("pHash pair", lambda: [hashing.phash_pair(im, exact=False) for im in reduced])
+    working = timed("RGB working image", lambda: [decode._to_rgb(im) for im in reduced])
+    timed("verification signature", lambda: [verify.signature(im) for im in working])
+    items = stages.compute_signals(payloads, config.decode)
+    filters = [build_filter(c) for c in config.filters]
+    for flt in filters:
+        flt.setup()
+    timed("filters (image_quality, caption_terms)", lambda: stages.score_items(items, filters))
+    decided = [stages.finalize(stages.decide(i.record, filters)) for i in items]
+    timed("manifest rows (Parquet)", lambda: output.write_manifest(decided, [], io.BytesIO()))
+
+    def write_shards() -> None:
+        writer = output.ShardWriter(io.BytesIO())
+        for record in decided:
+            with open(record.source, "rb") as handle:
+                data = read_members(handle, record, {record.image_ext or "", "txt", "json"})
+            payload = parse_payload(record, data)
+            writer.add(record, payload.image, data["txt"], payload.meta, record.key)
+        writer.close()
+
+    timed("shard writing (members read again)", write_shards)
+    return len(records), cpu
+
+
+def child(shards: list[str], out: str) -> None:
+    """One in-process run; CPU seconds of its phases as JSON."""
+    started = time.process_time()
+    import apache_beam  # noqa: F401
+
+    import mitigate.pipeline.run as run_module
+    from mitigate.config import load_config
+
+    phases = {"imports": time.process_time() - started}
+
+    def timing(name: str, fn: Callable) -> Callable:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            t = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.process_time() - t
+
+        return wrapped
+
+    run_module.build = timing("graph construction", run_module.build)
+    run_module._execute = timing("Beam run", run_module._execute)
+    run_module.write_html_report = timing("HTML report", run_module.write_html_report)
+    overrides = [
+        f"input.paths={json.dumps(shards)}",
+        f"output.path={out}",
+        "input.chunk_size=32",
+        FILTERS,
+        "rebalance.embedding_filter=null",
+    ]
+    config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
+    t = time.process_time()
+    summary = run_module.run(config)
+    phases["whole run() call"] = time.process_time() - t
+    phases["total CPU of the process"] = time.process_time()
+    print(json.dumps({"n": summary["input_count"], "cpu": phases}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder of benchmark shards")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.child:
+        child(args.shards, args.out)
+        return 0
+    shards = sorted(args.data.glob("*.tar"))
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, __file__, "--data", str(args.data), "--child"]
+        cmd += ["--out", str(Path(tmp) / "out"), *map(str, shards)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    whole = json.loads(proc.stdout.strip().splitlines()[-1])
+    n, cpu = steps(shards)
+    per = 1000 / n
+    print(f"{n} samples from {args.data}; CPU ms per sample (one worker)")
+    print("per-sample steps alone:")
+    for name, seconds in cpu.items():
+        print(f"  {name:<42} {seconds * per:7.2f}")
+    inside = sum(cpu.values())
+    print(f"  {'sum':<42} {inside * per:7.2f}")
+    print("whole pipeline, one in-process worker (fresh process):")
+    for name, seconds in whole["cpu"].items():
+        print(f"  {name:<42} {seconds * per:7.2f}   ({seconds:.1f} s)")
+    beam_run = whole["cpu"]["Beam run"]
+    print(f"  {'Beam run minus the per-sample steps':<42} {(beam_run - inside) * per:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""What a run shows in the terminal: live progress while it goes, one line on Ctrl-C,
+and the summary tables at the end (``mitigate.cli`` uses these for run and redecide)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mitigate.config import Config
+
+# Exit status for Ctrl-C (the others are in mitigate.cli).
+EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def interruptible(out: str) -> Iterator[None]:
+    """Ctrl-C during a run: one line, exit 130, at once. Beam's runner threads and
+    worker processes do not unwind on KeyboardInterrupt (the main thread can sit in a
+    wait that never sees it, and each thread prints its own traceback), so the handler
+    removes this run's staging folder and lock (what a later run would otherwise clean
+    up as a crashed run's) and ends the process. Nothing under a final name is touched:
+    the output folder keeps the previous result, if any."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            os.write(2, b"mitigate: interrupted\n")
+        with contextlib.suppress(Exception):
+            _remove_own_staging(out)
+        with contextlib.suppress(Exception):
+            os.unlink(os.environ["MITIGATE_PROGRESS_FILE"])
+        os._exit(EXIT_INTERRUPTED)
+
+    try:
+        previous = signal.signal(signal.SIGINT, stop)
+    except ValueError:  # not the main thread (an embedding caller): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _remove_own_staging(out: str) -> None:
+    """Delete the staging folders and the lock of the run this process holds in a
+    local ``out`` (no other run can have staging there while we hold the lock)."""
+    import json
+    import shutil
+
+    from mitigate.pipeline import outdir
+
+    if "://" in out:
+        return
+    lock = Path(out) / outdir.LOCK
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(holder, dict) or holder.get("pid") != os.getpid():
+        return
+    for child in Path(out).iterdir():
+        if child.name.startswith(outdir.STAGING_PREFIX):
+            shutil.rmtree(child, ignore_errors=True)
+    lock.unlink(missing_ok=True)
+
+
+def _stderr_width() -> int:
+    """The terminal's width as stderr sees it (stdout may be piped), resized live."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 80
+
+
+@contextlib.contextmanager
+def live_progress(config: Config, sources: list[str]) -> Iterator[None]:
+    """Samples done/total, rate, ETA and per-state counts on stderr while a run goes
+    (see :mod:`mitigate.progress`): one redrawn line in a terminal, plain lines
+    otherwise. Remote runners' workers cannot reach the file; they get a note."""
+    import tempfile
+
+    from mitigate.progress import LiveProgress, ProgressRenderer
+
+    terminal = sys.stderr.isatty()
+    renderer = ProgressRenderer(
+        sys.stderr,
+        terminal=terminal,
+        sources=len(sources),
+        where=f"-> {config.output.path}",
+        width=_stderr_width,
+    )
+    # Dask's workers were started before this run set the variable: remote, here.
+    if config.runner.name != "direct" and not (
+        config.runner.name == "portable" and config.runner.environment_type == "LOOPBACK"
+    ):
+        from mitigate import progress
+
+        if config.runner.name != "dataflow":
+            print(
+                f"mitigate: {config.runner.name} runner: live counts need workers on this "
+                "machine; the summary follows at the end",
+                file=sys.stderr,
+            )
+        with progress.listening(lambda text: print(f"mitigate: {text}", file=sys.stderr)):
+            yield
+        return
+    fd, path = tempfile.mkstemp(prefix="mitigate-progress-", suffix=".txt")
+    os.close(fd)
+    with LiveProgress(renderer, path):
+        yield
+
+
+def print_summary(summary: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    total = summary["input_count"]
+    table = Table(title=f"mitigate: {total} input samples", title_justify="left")
+    table.add_column("state")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    table.add_column("share", justify="right")
+    for state, entry in summary["counts"].items():
+        share = f"{entry['total'] / total:.1%}" if total else "-"
+        table.add_row(f"[bold]{state}[/]", "", str(entry["total"]), share)
+        for reason, n in entry["reasons"].items():
+            table.add_row("", reason, str(n), f"{n / total:.1%}" if total else "-")
+    console.print(table)
+    for issue in summary.get("source_issues", []):
+        console.print(
+            f"[yellow]source issue[/] {issue['source']}: {issue['reason']}: {issue['detail']}"
+        )
+    if "rebalance" in summary:
+        print_bias_table(summary["rebalance"], console)
+    run = summary.get("run", {})
+    console.print(
+        f"{len(summary['shards'])} shard(s) written; "
+        f"{run.get('wall_seconds', 0):.1f} s, {run.get('samples_per_second', 0):.1f} samples/s"
+    )
+
+
+def print_bias_table(report: dict[str, Any], console: Any) -> None:
+    """Probe-term frequencies: unfiltered / kept / kept and reweighted (the DALL·E 2 table)."""
+    from rich.table import Table
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2%}"
+
+    def change(value: float | None) -> str:
+        return "" if value is None else f" ({value:+.1%})"
+
+    table = Table(title="rebalancing: probe-term frequency", title_justify="left")
+    for col in ("probe", "unfiltered", "kept", "kept, reweighted"):
+        table.add_column(col, justify="left" if col == "probe" else "right")
+    # calibrated groups first (their reweighted share is imposed), then the held-out
+    # probes (whose reweighted share shows whether the correction generalises)
+    rows = sorted(report["probes"].items(), key=lambda kv: not kv[1].get("calibrated"))
+    for group, row in rows:
+        table.add_row(
+            group + (" (calibrated)" if row.get("calibrated") else ""),
+            pct(row["unfiltered"]),
+            pct(row["filtered"]) + change(row["change_filtered"]),
+            pct(row["reweighted"]) + change(row["change_reweighted"]),
+        )
+    console.print(table)
+    cal = report.get("calibration")
+    if cal:
+        if cal.get("error"):
+            console.print(f"[yellow]calibration not applied: {cal['error']}[/yellow]")
+        else:
+            console.print(
+                f"calibrated to unfiltered shares: {', '.join(cal['groups'])} (max error "
+                f"{cal['max_abs_share_error']:.1e}); held-out probes: "
+                f"{', '.join(cal['held_out_probes']) or 'none'}"
+            )
+    for text in report.get("warnings", []):
+        console.print(f"[yellow]warning: {text}[/yellow]")
+    w = report["weights"]
+    if w["n"]:
+        console.print(
+            f"weights: {w['n']} kept, mean {w['mean']:.3f}, range {w['min']:.3f}..{w['max']:.3f}, "
+            f"effective sample size {w['effective_sample_size']:.0f} "
+            f"({w['ess_fraction']:.1%}); mode {report['mode']}"
+        )

@@ -1,0 +1,260 @@
+"""Table sources (Parquet, JSONL, CSV): a key column, an image path relative to the
+table (or to ``input.image_root``), and a caption, read into light
+:class:`SampleRecord` references like the tar index (no Beam here).
+
+Column names are checked from the schema or header before any work
+(:func:`table_problems`); a default column that is absent falls back to a common name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from mitigate.records import Reason, SampleRecord
+from mitigate.sources import SourceIssue, SourceLimits, key_problem
+
+TABLE_FORMATS = ("parquet", "jsonl", "csv")
+
+
+def table_format(path: str, configured: str) -> str:
+    if configured != "auto":
+        return configured
+    lower = path.lower()
+    for fmt, suffixes in {
+        "webdataset": (".tar",),
+        "parquet": (".parquet", ".pq"),
+        "jsonl": (".jsonl", ".ndjson"),
+        "csv": (".csv",),
+    }.items():
+        if lower.endswith(suffixes):
+            return fmt
+    raise ValueError(f"cannot tell the format of {path!r} from its extension; set input.format")
+
+
+# Table columns tried, in order, when the configured column is the default and absent.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "key_column": ("key", "id", "__key__"),
+    "image_column": ("image", "image_path", "path", "file", "filename"),
+    "caption_column": ("caption", "text", "txt"),
+}
+_MISSING_REASON = {
+    "key_column": Reason.INVALID_KEY,
+    "image_column": Reason.MISSING_IMAGE,
+    "caption_column": Reason.MISSING_CAPTION,
+}
+
+
+def resolve_columns(
+    present: Sequence[str], configured: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Which table column serves each of ``key_column``/``image_column``/
+    ``caption_column``: the configured one when the table has it; when that is the
+    default name and absent, the first common name present (``image_path``, ``text``,
+    ...). Returns (field -> column, field -> problem text for the fields found in no
+    column; the text lists the table's columns and the setting to change)."""
+    used: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    listed = ", ".join(repr(c) for c in present) or "none"
+    for field, name in configured.items():
+        aliases = COLUMN_ALIASES[field]
+        if name in present:
+            used[field] = name
+            continue
+        found = [a for a in aliases if a in present] if name == aliases[0] else []
+        if found:
+            used[field] = found[0]
+            continue
+        tried = f" (nor {', '.join(repr(a) for a in aliases[1:])})" if name == aliases[0] else ""
+        url = (
+            "; a 'url' column holds addresses to download, which mitigate does not do "
+            "(download first, e.g. with img2dataset)"
+            if field == "image_column" and "url" in present
+            else ""
+        )
+        problems[field] = (
+            f"no column {name!r}{tried}; the table's columns are {listed}: set input.{field}{url}"
+        )
+        used[field] = name
+    return used, problems
+
+
+def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
+    """A table's column names without reading its rows: the Parquet schema, the CSV
+    header, the keys of the first JSONL object."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(fileobj).schema_arrow.names)
+    if fmt == "csv":
+        text = io.TextIOWrapper(fileobj, encoding="utf-8", newline="")
+        return next(csv.reader(text), [])
+    if fmt == "jsonl":
+        for raw in fileobj:
+            if raw.strip():
+                row = json.loads(raw.decode("utf-8"))
+                if not isinstance(row, dict):
+                    raise ValueError("the first line is not a JSON object")
+                return list(row)
+        return []
+    raise ValueError(f"unknown table format {fmt!r}")
+
+
+def table_problems(
+    fileobj: IO[bytes], fmt: str, configured: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """(columns used, problems) of one table, for ``mitigate validate``: every problem
+    names the column, the columns present and the setting to change."""
+    try:
+        present = table_columns(fileobj, fmt)
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        return {}, [f"cannot read the table's columns: {exc}"]
+    used, problems = resolve_columns(present, configured)
+    return used, list(problems.values())
+
+
+def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
+    """Rows of a table as dicts; a string instead of a dict describes a bad row."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(fileobj).iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
+    elif fmt == "jsonl":
+        # Line by line in bytes, so one line that is not UTF-8 is one bad row.
+        for lineno, raw in enumerate(fileobj, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield f"line {lineno}: not UTF-8: {exc}"
+                continue
+            except json.JSONDecodeError as exc:
+                yield f"line {lineno}: not valid JSON: {exc}"
+                continue
+            except RecursionError:
+                yield f"line {lineno}: JSON nested too deeply"
+                continue
+            yield row if isinstance(row, dict) else f"line {lineno}: not a JSON object"
+    elif fmt == "csv":
+        yield from csv.DictReader(io.TextIOWrapper(fileobj, encoding="utf-8", newline=""))
+    else:
+        raise ValueError(f"unknown table format {fmt!r}")
+
+
+def _split_uri(path: str) -> tuple[str, str]:
+    """('gs://bucket', '/a/b') for a URI, ('', path) for a local path."""
+    if "://" in path:
+        scheme, _, rest = path.partition("://")
+        host, slash, tail = rest.partition("/")
+        return f"{scheme}://{host}", slash + tail
+    return "", path
+
+
+def resolve_image_path(image: str, root: str) -> str | None:
+    """The image path of a table row, or None when it leaves ``root``.
+
+    Relative paths are taken from ``root`` (the table's folder, or ``input.image_root``);
+    absolute paths and URIs must lie inside it. ``..`` is resolved lexically first, so
+    no row can make the pipeline read a file outside the folder the user named.
+    """
+    root_prefix, root_path = _split_uri(root)
+    absolute = "://" in image or image.startswith("/")
+    prefix, path = (
+        _split_uri(image) if absolute else (root_prefix, posixpath.join(root_path, image))
+    )
+    if prefix != root_prefix:
+        return None
+    norm_root = posixpath.normpath(root_path or "/")
+    norm = posixpath.normpath(path)
+    if norm_root == ".":  # a table named without a folder: the working directory
+        inside = not (norm == ".." or norm.startswith(("../", "/")))
+    else:
+        inside = norm_root == "/" or norm == norm_root or norm.startswith(norm_root + "/")
+    return prefix + norm if inside else None
+
+
+def iter_table(
+    fileobj: IO[bytes],
+    source: str,
+    fmt: str,
+    *,
+    key_column: str,
+    image_column: str,
+    caption_column: str,
+    image_root: str | None = None,
+    limits: SourceLimits | None = None,
+) -> Iterator[SampleRecord | SourceIssue]:
+    """Yield one record per table row. Image paths are relative to ``image_root``
+    (default: the table's folder); a path that leaves it is an error, never read."""
+    limits = limits or SourceLimits()
+    folder = source.rsplit("/", 1)[0] if "/" in source else "."
+    root = image_root or folder
+    index = -1
+    configured = {
+        "key_column": key_column,
+        "image_column": image_column,
+        "caption_column": caption_column,
+    }
+    absent: dict[str, str] | None = None  # per field: why its column is missing
+    try:
+        for index, row in enumerate(_rows(fileobj, fmt)):
+            if isinstance(row, str):
+                rec = SampleRecord(key=f"{source}#{index}", source=source, index=index)
+                yield rec.with_error(Reason.INVALID_JSON, row)
+                continue
+            if absent is None:
+                # The first row's columns decide (a table's schema, a CSV header); a
+                # column found in none is said once here, and again in each row's detail.
+                used, absent = resolve_columns(list(row), configured)
+                key_column = used["key_column"]
+                image_column = used["image_column"]
+                caption_column = used["caption_column"]
+                for field, problem in absent.items():
+                    yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
+            key = row.get(key_column)
+            rec = SampleRecord(key=str(key) if key is not None else "", source=source, index=index)
+            problem = key_problem(rec.key)
+            if problem:
+                detail = absent.get("key_column") or f"column {key_column!r}: {problem}"
+                yield rec.with_error(Reason.INVALID_KEY, detail)
+                continue
+            image = row.get(image_column)
+            if not isinstance(image, str) or not image.strip():
+                detail = absent.get("image_column") or f"column {image_column!r} is empty"
+                yield rec.with_error(Reason.MISSING_IMAGE, detail)
+                continue
+            caption = row.get(caption_column)
+            if not isinstance(caption, str) or not caption.strip():
+                detail = absent.get("caption_column") or f"column {caption_column!r} is empty"
+                yield rec.with_error(Reason.MISSING_CAPTION, detail)
+                continue
+            n_caption = len(caption.encode("utf-8", "surrogatepass"))
+            if n_caption > limits.max_caption_bytes:
+                yield rec.with_error(
+                    Reason.CAPTION_TOO_LARGE,
+                    f"caption of {n_caption} bytes > max_caption_bytes {limits.max_caption_bytes}",
+                )
+                continue
+            path = resolve_image_path(image, root)
+            if path is None:
+                yield rec.with_error(
+                    Reason.IMAGE_PATH_OUTSIDE_ROOT,
+                    f"{image!r} is outside {root} (set input.image_root to allow another folder)",
+                )
+                continue
+            rec.image_path = path
+            rec.image_ext = image.rsplit(".", 1)[-1].lower() if "." in image else ""
+            rec.caption = caption
+            yield rec
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        yield SourceIssue(
+            source,
+            Reason.READ_ERROR,
+            f"table unreadable after row {index}: {exc}; the rows after it are lost",
+        )
