@@ -117,7 +117,7 @@ def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> N
             | beam.FlatMap(_generate, min(n, per_chunk))
             | beam.Reshuffle()
         )
-        res = items | PartitionedSearch(config)
+        res = items | PartitionedSearch(config.dedup)
 
         def write(_, recall, sizes, counts, clusters, plan):
             Path(out).write_text(

@@ -237,3 +237,29 @@ def reopen(record: SampleRecord) -> SampleRecord:
 def finalize(record: SampleRecord) -> SampleRecord:
     """A record that survived every stage is kept."""
     return dataclasses.replace(record, state=KEPT) if record.state == PENDING else record
+
+
+# A source's last chunks are cut to near-equal sizes over at most this many chunks' worth
+# of records (light records only, so memory stays bounded per source).
+BALANCE_CHUNKS = 16
+
+
+def balanced_chunks(records: list[SampleRecord], chunk_size: int) -> list[list[SampleRecord]]:
+    """``records`` in order, cut into the fewest chunks of at most ``chunk_size``, with
+    sizes differing by at most one.
+
+    Why: the local runner hands the chunks of a stage to its workers round-robin in
+    arrival order, so a fixed short remainder per source (100 samples in chunks of 32:
+    32, 32, 32, 4) landed on the same worker every time; with 2 workers one did 64 % of
+    the decoding. Equal chunks balance the workers (BENCHMARKS.md, issue 14).
+    """
+    if not records:
+        return []
+    n_chunks = -(-len(records) // chunk_size)
+    base, extra = divmod(len(records), n_chunks)
+    out, start = [], 0
+    for i in range(n_chunks):
+        size = base + (1 if i < extra else 0)
+        out.append(records[start : start + size])
+        start += size
+    return out

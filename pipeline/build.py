@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -31,8 +31,8 @@ from apache_beam.pvalue import AsList, AsSingleton
 from apache_beam.utils.shared import Shared
 
 from mitigate import output, progress, stages
-from mitigate.config import Config
-from mitigate.filters import Filter, ModelFilter, ScoringItem, build_filter
+from mitigate.config import Config, DecodeConfig, InputConfig
+from mitigate.filters import Filter, FilterConfig, ModelFilter, ScoringItem, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
 from mitigate.layout import Layout
 from mitigate.pipeline import fs
@@ -41,7 +41,7 @@ from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, Reason, SampleRecord
 from mitigate.samples import SampleReader
-from mitigate.sources import SourceIssue, index_tar, parse_payload
+from mitigate.sources import SourceIssue, SourceLimits, index_tar, parse_payload
 from mitigate.tables import iter_table, table_format
 
 NAMESPACE = "mitigate"
@@ -70,17 +70,22 @@ def split(tagged: beam.PCollection, label: str, tags: list[str]) -> dict[str, be
 class IndexSource(beam.DoFn):
     """One source file -> chunks of light records (and source-level issues)."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, input_cfg: InputConfig, limits: SourceLimits) -> None:
+        self.input_cfg = input_cfg
+        self.limits = limits
+
+    @classmethod
+    def of(cls, config: Config) -> IndexSource:
+        return cls(config.input, config.source_limits())
 
     def process(self, element: tuple[int, str]) -> Iterator[Any]:
         ordinal, path = element
-        cfg = self.config.input
+        cfg = self.input_cfg
         fmt = table_format(path, cfg.format)
         pending: list[SampleRecord] = []
         try:
             with fs.open_read(path) as f:
-                limits = self.config.source_limits()
+                limits = self.limits
                 if fmt == "webdataset":
                     items = index_tar(f, path, limits=limits)
                 else:
@@ -99,42 +104,16 @@ class IndexSource(beam.DoFn):
                         yield (ISSUES, item)
                         continue
                     pending.append(item)
-                    if len(pending) >= BALANCE_CHUNKS * cfg.chunk_size:
+                    if len(pending) >= stages.BALANCE_CHUNKS * cfg.chunk_size:
                         progress.emit("indexed", cfg.chunk_size)
                         yield (CHUNKS, (ordinal, pending[: cfg.chunk_size]))
                         del pending[: cfg.chunk_size]
         except OSError as exc:
             yield (ISSUES, SourceIssue(path, Reason.READ_ERROR, f"cannot open: {exc}"))
-        for chunk in balanced_chunks(pending, cfg.chunk_size):
+        for chunk in stages.balanced_chunks(pending, cfg.chunk_size):
             progress.emit("indexed", len(chunk))
             yield (CHUNKS, (ordinal, chunk))
         progress.emit("sources", 1)
-
-
-# A source's last chunks are cut to near-equal sizes over at most this many chunks' worth
-# of records (light records only, so memory stays bounded per source).
-BALANCE_CHUNKS = 16
-
-
-def balanced_chunks(records: list[SampleRecord], chunk_size: int) -> list[list[SampleRecord]]:
-    """``records`` in order, cut into the fewest chunks of at most ``chunk_size``, with
-    sizes differing by at most one.
-
-    Why: the local runner hands the chunks of a stage to its workers round-robin in
-    arrival order, so a fixed short remainder per source (100 samples in chunks of 32:
-    32, 32, 32, 4) landed on the same worker every time; with 2 workers one did 64 % of
-    the decoding. Equal chunks balance the workers (BENCHMARKS.md, issue 14).
-    """
-    if not records:
-        return []
-    n_chunks = -(-len(records) // chunk_size)
-    base, extra = divmod(len(records), n_chunks)
-    out, start = [], 0
-    for i in range(n_chunks):
-        size = base + (1 if i < extra else 0)
-        out.append(records[start : start + size])
-        start += size
-    return out
 
 
 class Decode(beam.DoFn):
@@ -143,36 +122,42 @@ class Decode(beam.DoFn):
     ``inline_models``, run here on the chunk as one batch, the model shared per process
     (for runners that drop finish_bundle output, which RunInference's batching uses)."""
 
-    def __init__(self, config: Config, inline_models: bool = False) -> None:
-        self.config = config
+    def __init__(
+        self,
+        filters: Sequence[FilterConfig],
+        decode: DecodeConfig,
+        blocklist: Any = None,
+        inline_models: bool = False,
+    ) -> None:
+        self.filter_configs = list(filters)
+        self.decode = decode
+        self.blocklist = blocklist
         self.inline_models = inline_models
         self._shared = Shared() if inline_models else None
         self._filters: list[Filter] = []
 
     def setup(self) -> None:
-        built = [build_filter(c) for c in self.config.filters]
+        built = [build_filter(c) for c in self.filter_configs]
         # heads read a model's embedding: they are scored in Decide, after the models
         self._filters = [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
         for flt in self._filters:
             flt.setup()
         self._models: list[tuple[FilterModelHandler, Any, bool]] = []
         if self.inline_models:
-            for cfg, flt in zip(self.config.filters, built, strict=True):
+            for cfg, flt in zip(self.filter_configs, built, strict=True):
                 if isinstance(flt, ModelFilter):
                     handle = self._shared.acquire(
                         lambda f=flt: _ModelHolder(f.load_model()), tag=flt.filter_id
                     )
-                    keep = _keeps_embedding(cfg, self.config)
+                    keep = _keeps_embedding(cfg, self.filter_configs)
                     self._models.append((FilterModelHandler(flt), handle.model, keep))
         self._samples = Metrics.counter(NAMESPACE, "samples_processed")
         self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
 
     def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
         _, records = element
-        payloads = stages.load_payloads(records, fs.open_read, self.config.decode.max_image_bytes)
-        items = stages.compute_signals(
-            payloads, self.config.decode, self.config.dedup.blocklist_set
-        )
+        payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
+        items = stages.compute_signals(payloads, self.decode, self.blocklist)
         stages.score_items(items, self._filters)
         for handler, model, keep in self._models:
             fid = handler.filter_id
@@ -199,20 +184,20 @@ class _ModelHolder:
 class Decide(beam.DoFn):
     """Every score is in: apply the filters' decisions (config order), drop the pixels."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, filters: Sequence[FilterConfig]) -> None:
+        self.filter_configs = list(filters)
 
     def setup(self) -> None:
-        self._filters = [build_filter(c) for c in self.config.filters]
+        self._filters = [build_filter(c) for c in self.filter_configs]
         self._heads = [f for f in self._filters if is_head(f)]
 
     def process(self, item: ScoringItem) -> Iterator[SampleRecord]:
         yield stages.decide(apply_heads(item.record, self._heads), self._filters)
 
 
-def _keeps_embedding(cfg: Any, config: Config) -> bool:
+def _keeps_embedding(cfg: FilterConfig, filters: Sequence[FilterConfig]) -> bool:
     """A model filter's embedding stays on the record when it is stored or a head reads it."""
-    return cfg.stores_embeddings or cfg.filter_id in backbones(config.filters)
+    return cfg.stores_embeddings or cfg.filter_id in backbones(filters)
 
 
 class ProcessChunk(beam.PTransform):
@@ -220,18 +205,21 @@ class ProcessChunk(beam.PTransform):
 
     def __init__(self, config: Config) -> None:
         super().__init__()
-        self.config = config
+        # each step below gets only the config sections it reads
+        self.filters = list(config.filters)
+        self.decode = config.decode
+        self.blocklist = config.dedup.blocklist_set
+        self.inline = config.runner.name in INLINE_MODEL_RUNNERS
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
-        inline = self.config.runner.name in INLINE_MODEL_RUNNERS
-        items = chunks | "Decode" >> beam.ParDo(Decode(self.config, inline))
-        if not inline:
-            for cfg in self.config.filters:
+        decode = Decode(self.filters, self.decode, self.blocklist, self.inline)
+        items = chunks | "Decode" >> beam.ParDo(decode)
+        if not self.inline:
+            for cfg in self.filters:
                 flt = build_filter(cfg)
                 if isinstance(flt, ModelFilter):
-                    keep = _keeps_embedding(cfg, self.config)
-                    items = items | ScoreWithModel(flt, keep)
-        return items | "Decide" >> beam.ParDo(Decide(self.config))
+                    items = items | ScoreWithModel(flt, _keeps_embedding(cfg, self.filters))
+        return items | "Decide" >> beam.ParDo(Decide(self.filters))
 
 
 def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
@@ -419,7 +407,7 @@ def build(
     indexed = (
         pipeline
         | "Sources" >> beam.Create(list(enumerate(sources)))
-        | "Index" >> beam.ParDo(IndexSource(config))
+        | "Index" >> beam.ParDo(IndexSource.of(config))
     )
     routed = split(indexed, "Route", [CHUNKS, ISSUES])
     chunks, issues = routed[CHUNKS], routed[ISSUES]
@@ -493,7 +481,7 @@ def build_redecide(
         pipeline
         | "ManifestParts" >> beam.Create(parts)
         | "ReadParts" >> beam.ParDo(ReadRunPart(source_run, stored_filters, read_ids))
-        | "Redecide" >> beam.ParDo(Redecide(config))
+        | "Redecide" >> beam.ParDo(Redecide(config.filters))
     )
     input_count = records | "InputCount" >> beam.combiners.Count.Globally()
     carried = pipeline | "SourceIssues" >> beam.Create(issues)
@@ -502,11 +490,11 @@ def build_redecide(
 
 
 class Redecide(beam.DoFn):
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, filters: Sequence[FilterConfig]) -> None:
+        self.filter_configs = list(filters)
 
     def setup(self) -> None:
-        self._filters = [build_filter(c) for c in self.config.filters]
+        self._filters = [build_filter(c) for c in self.filter_configs]
         self._heads = [f for f in self._filters if is_head(f)]
 
     def process(self, record: SampleRecord) -> Iterator[SampleRecord]:
@@ -529,19 +517,19 @@ def _finish(
     ordinals = {path: i for i, path in enumerate(sources)}
     records = _exact_dedup(records, config.dedup.exact)
     if config.dedup.near or config.dedup.against:
-        records, near_report = records | "NearDedup" >> NearDedup(config)
+        records, near_report = records | "NearDedup" >> NearDedup(config.dedup, config.decode)
     else:
         near_report = pipeline | "NoNearDedup" >> beam.Create([])
     final = records | "Finalize" >> beam.Map(stages.finalize)
     if config.rebalance.enabled:
-        final, rebalance_report = final | "Rebalance" >> Rebalance(config)
+        final, rebalance_report = final | "Rebalance" >> Rebalance(config.rebalance, config.filters)
     else:
         rebalance_report = pipeline | "NoRebalance" >> beam.Create([])
 
     if config.output.quarantine or config.output.quarantine_duplicates:
         from mitigate.pipeline.quarantine import Quarantine
 
-        _ = final | "Quarantine" >> Quarantine(config, layout.root, ordinals)
+        _ = final | "Quarantine" >> Quarantine(config.output, config.filters, layout.root, ordinals)
 
     markers = pipeline | "EverySource" >> beam.Create([(i, None) for i in range(len(sources))])
     written = (

@@ -26,32 +26,31 @@ import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
 from mitigate import stages
-from mitigate.config import Config
+from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
 from mitigate.pipeline import fs
 from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
 from mitigate.sources import index_tar
 
 
-def reference_hashes(path: str, config: Config) -> Iterator[tuple[str, str, str]]:
+def reference_hashes(path: str, decode: DecodeConfig) -> Iterator[tuple[str, str, str]]:
     """(key, pHash, mirror pHash) of every decodable image of a reference shard."""
     with fs.open_read(path) as f:
         records = [
             r
-            for r in index_tar(f, path, max_image_bytes=config.decode.max_image_bytes)
+            for r in index_tar(f, path, max_image_bytes=decode.max_image_bytes)
             if isinstance(r, SampleRecord)
         ]
-    payloads = stages.load_payloads(records, fs.open_read, config.decode.max_image_bytes)
-    for item in stages.compute_signals(payloads, config.decode):
+    payloads = stages.load_payloads(records, fs.open_read, decode.max_image_bytes)
+    for item in stages.compute_signals(payloads, decode):
         if item.record.phash is not None:
             yield (item.record.key, item.record.phash, item.record.phash_mirror)
 
 
 def _decide(
-    items: list[HashItem], shard_refs: list, config: Config
+    items: list[HashItem], shard_refs: list, dedup: DedupConfig
 ) -> tuple[list[Any], dict[str, Any]]:
-    refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
-    dedup = config.dedup
+    refs = sorted(shard_refs) + list(dedup.reference_hashes)
     decisions, report = decide_near_duplicates(
         items,
         dedup.k,
@@ -61,13 +60,13 @@ def _decide(
         verify_threshold=dedup.verify_threshold if dedup.verify else None,
         keep_rule=dedup.keep,
     )
-    if config.dedup.near:
+    if dedup.near:
         from mitigate.pipeline.near_partitioned import check_recall
 
         report.update(partition="none", partitions=1, largest_partition=report["items"])
         report["clusterings"] = 1
         if report.get("pair_recall"):
-            check_recall(report["pair_recall"], config)
+            check_recall(report["pair_recall"], dedup)
     return decisions, report
 
 
@@ -106,15 +105,16 @@ class NearDedup(beam.PTransform):
     ``dedup.partitioned`` picks the partitioned graph
     (:mod:`mitigate.pipeline.near_partitioned`); otherwise the one-worker graph above."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, dedup: DedupConfig, decode: DecodeConfig) -> None:
         super().__init__()
-        self.config = config
+        self.dedup = dedup
+        self.decode = decode  # to hash reference shards as the run hashes its input
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        if self.config.dedup.partitioned:
+        if self.dedup.partitioned:
             from mitigate.pipeline.near_partitioned import PartitionedNearDedup
 
-            return records | "Partitioned" >> PartitionedNearDedup(self.config)
+            return records | "Partitioned" >> PartitionedNearDedup(self.dedup, self.decode)
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
@@ -128,12 +128,12 @@ class NearDedup(beam.PTransform):
         )
         shard_refs = (
             pipeline
-            | "ReferenceShards" >> beam.Create(list(self.config.dedup.reference_shards))
+            | "ReferenceShards" >> beam.Create(list(self.dedup.reference_shards))
             | "ReferenceFiles" >> beam.FlatMap(_expand_glob)
-            | "ReferenceHashes" >> beam.FlatMap(reference_hashes, self.config)
+            | "ReferenceHashes" >> beam.FlatMap(reference_hashes, self.decode)
             | "AllReferences" >> beam.combiners.ToList()
         )
-        decided = items | "Decide" >> beam.Map(_decide, AsSingleton(shard_refs), self.config)
+        decided = items | "Decide" >> beam.Map(_decide, AsSingleton(shard_refs), self.dedup)
         decisions = decided | "Decisions" >> beam.FlatMap(lambda d: [(x.key, x) for x in d[0]])
         report = decided | "Report" >> beam.Map(lambda d: d[1])
         keyed = pending | "ByKey" >> beam.Map(lambda r: (r.key, r))

@@ -35,7 +35,7 @@ from apache_beam.pvalue import AsSingleton
 
 from mitigate import components, neardup, partition
 from mitigate.components import KeyPair
-from mitigate.config import Config
+from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import EVAL_OVERLAP, Decision, HashItem
 from mitigate.records import PENDING, Reason
 
@@ -137,11 +137,11 @@ class _NodeFn(beam.CombineFn):
 # -------------------------------------------------------------------- decontamination
 
 
-def _decontaminate(batch: list[HashItem], shard_refs: list, config: Config) -> Iterator[Any]:
+def _decontaminate(batch: list[HashItem], shard_refs: list, dedup: DedupConfig) -> Iterator[Any]:
     """Items of ``batch`` within k of a reference become eval_overlap decisions (tagged
     ``overlap``); the rest go on to the search. Per item the closest reference (ties
     to the first) does not depend on the batch, so this equals the one-worker match."""
-    refs = sorted(shard_refs) + list(config.dedup.reference_hashes)
+    refs = sorted(shard_refs) + list(dedup.reference_hashes)
     if not refs:
         yield from ((MAIN, item) for item in batch)
         return
@@ -150,7 +150,7 @@ def _decontaminate(batch: list[HashItem], shard_refs: list, config: Config) -> I
     rp = neardup.hex_to_uint64([r[1] for r in refs])
     rm_values = [r[2] for r in refs]
     rm = None if any(v is None for v in rm_values) else neardup.hex_to_uint64(rm_values)
-    match = neardup.match_reference(p, m, rp, rm, config.dedup.k)
+    match = neardup.match_reference(p, m, rp, rm, dedup.k)
     for i, item in enumerate(batch):
         r = int(match.ref_index[i])
         if r < 0:
@@ -163,8 +163,8 @@ def _decontaminate(batch: list[HashItem], shard_refs: list, config: Config) -> I
 # -------------------------------------------------------------------- partitions
 
 
-def _plan(sample: list[HashItem], n_nodes: int, config: Config) -> partition.PartitionPlan:
-    d = config.dedup
+def _plan(sample: list[HashItem], n_nodes: int, dedup: DedupConfig) -> partition.PartitionPlan:
+    d = dedup
     n_clusters = partition.n_clusters_for(n_nodes, d.max_partition_size)
     if d.partition == "clusters":
         n_clusters = max(n_clusters, 2)
@@ -199,7 +199,7 @@ def _assign(batch: list[HashItem], plan: partition.PartitionPlan) -> Iterator[tu
         yield pid, ([batch[i].key for i in idx], p[sel], m[sel])
 
 
-def _search(element: tuple[int, Iterable[Any]], config: Config) -> Iterator[Any]:
+def _search(element: tuple[int, Iterable[Any]], dedup: DedupConfig) -> Iterator[Any]:
     """Exact search inside one partition (chunks from every worker, merged by key)."""
     _, chunks = element
     chunks = list(chunks)
@@ -210,7 +210,7 @@ def _search(element: tuple[int, Iterable[Any]], config: Config) -> Iterator[Any]
     sel = np.asarray(order, np.int64)
     keys = [keys[i] for i in order]
     yield "size", len(keys)
-    for pair in components.search_arrays(keys, p[sel], m[sel], config.dedup.k, config.dedup.mode):
+    for pair in components.search_arrays(keys, p[sel], m[sel], dedup.k, dedup.mode):
         yield MAIN, pair
 
 
@@ -262,12 +262,12 @@ def _recall(counts: list[tuple[str, tuple[int, int]]], sample: list[HashItem]) -
     }
 
 
-def check_recall(recall: dict, config: Config) -> bool:
+def check_recall(recall: dict, dedup: DedupConfig) -> bool:
     """Fail the run (before any near-duplicate decision is applied) when the measured
     pair recall is below ``dedup.min_recall``; an unmeasurable recall (no true pair in
     the sample) passes."""
     est = recall.get("estimate")
-    d = config.dedup
+    d = dedup
     if est is not None and est < d.min_recall:
         lo, hi = recall["ci"]
         raise RecallTooLow(
@@ -426,12 +426,12 @@ def _report(
     clusters: dict,
     examples: dict,
     counts: dict,
-    config: Config,
+    dedup: DedupConfig,
 ) -> dict[str, Any]:
     report = dict(base)
     report.update(
-        k=config.dedup.k,
-        mode=config.dedup.mode,
+        k=dedup.k,
+        mode=dedup.mode,
         partition="clusters" if plan.n_partitions > 1 else "single",
         partitions=len(sizes),
         largest_partition=max(sizes, default=0),
@@ -460,26 +460,26 @@ class PartitionedSearch(beam.PTransform):
     """Hash items in (after decontamination); near-duplicate decisions, the partition
     sizes, the plan, the recall, cluster statistics and counts out."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, dedup: DedupConfig) -> None:
         super().__init__()
-        self.config = config
+        self.dedup = dedup
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
-        config = self.config
-        k = config.dedup.k
+        dedup = self.dedup
+        k = dedup.k
         nodes = items | "ByHash" >> beam.Map(_by_hash) | "Nodes" >> beam.CombinePerKey(_NodeFn())
         reps = nodes | "Reps" >> beam.Map(lambda kv: kv[1]["rep"])
         n_nodes = reps | "CountNodes" >> beam.combiners.Count.Globally()
         fit_sample = reps | "FitSample" >> beam.combiners.Top.Smallest(
             partition.FIT_SAMPLE_SIZE, key=lambda it: partition.stable_hash(it.key)
         )
-        plan = fit_sample | "Fit" >> beam.Map(_plan, AsSingleton(n_nodes), config)
+        plan = fit_sample | "Fit" >> beam.Map(_plan, AsSingleton(n_nodes), dedup)
         batches = reps | "Batch" >> _Batch()
         searched = (
             batches
             | "Assign" >> beam.FlatMap(_assign, AsSingleton(plan))
             | "ByPartition" >> beam.GroupByKey()
-            | "Search" >> beam.FlatMap(_search, config)
+            | "Search" >> beam.FlatMap(_search, dedup)
             | "RouteSearch" >> _Route("size", MAIN)
         )
         pairs = (
@@ -589,14 +589,15 @@ class PartitionedNearDedup(beam.PTransform):
     """Records in, records out (survivors decided), plus a one-dict report; the same
     contract as :class:`mitigate.pipeline.near.NearDedup`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, dedup: DedupConfig, decode: DecodeConfig) -> None:
         super().__init__()
-        self.config = config
+        self.dedup = dedup
+        self.decode = decode  # to hash reference shards as the run hashes its input
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         from mitigate.pipeline.near import _apply, _expand_glob, reference_hashes
 
-        config = self.config
+        dedup = self.dedup
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
@@ -605,20 +606,20 @@ class PartitionedNearDedup(beam.PTransform):
         )
         shard_refs = (
             pipeline
-            | "ReferenceShards" >> beam.Create(list(config.dedup.reference_shards))
+            | "ReferenceShards" >> beam.Create(list(dedup.reference_shards))
             | "ReferenceFiles" >> beam.FlatMap(_expand_glob)
-            | "ReferenceHashes" >> beam.FlatMap(reference_hashes, config)
+            | "ReferenceHashes" >> beam.FlatMap(reference_hashes, self.decode)
             | "AllReferences" >> beam.combiners.ToList()
         )
         checked = (
             items
             | "DeconBatch" >> _Batch()
-            | "Decontaminate" >> beam.FlatMap(_decontaminate, AsSingleton(shard_refs), config)
+            | "Decontaminate" >> beam.FlatMap(_decontaminate, AsSingleton(shard_refs), dedup)
             | "RouteDecontaminate" >> _Route("overlap", MAIN)
         )
         n_items = _count(items, "items")
         n_refs = shard_refs | "NRefs" >> beam.Map(
-            lambda refs: ("references", len(refs) + len(config.dedup.reference_hashes))
+            lambda refs: ("references", len(refs) + len(dedup.reference_hashes))
         )
         n_overlap = _count(checked["overlap"], EVAL_OVERLAP)
         base = (
@@ -627,15 +628,15 @@ class PartitionedNearDedup(beam.PTransform):
             | "BaseDict" >> beam.combiners.ToDict()
         )
         decisions = [checked["overlap"]]
-        if config.dedup.near:
-            out = checked[MAIN] | "Search" >> PartitionedSearch(config)
+        if dedup.near:
+            out = checked[MAIN] | "Search" >> PartitionedSearch(dedup)
             decisions.append(out["decisions"])
             report = (
                 pipeline
                 | "ReportSeed" >> beam.Create([None])
                 | "Report"
                 >> beam.Map(
-                    lambda _, *args: _report(*args, config=config),
+                    lambda _, *args: _report(*args, dedup=dedup),
                     AsSingleton(base),
                     AsSingleton(out["recall"]),
                     AsSingleton(out["sizes"]),
@@ -645,9 +646,9 @@ class PartitionedNearDedup(beam.PTransform):
                     AsSingleton(out["counts"]),
                 )
             )
-            ok = out["recall"] | "CheckRecall" >> beam.Map(check_recall, config)
+            ok = out["recall"] | "CheckRecall" >> beam.Map(check_recall, dedup)
         else:
-            report = base | "Report" >> beam.Map(_decontamination_report, config)
+            report = base | "Report" >> beam.Map(_decontamination_report, dedup)
             ok = pipeline | "NoRecall" >> beam.Create([True])
         all_decisions = (
             decisions
@@ -663,12 +664,12 @@ class PartitionedNearDedup(beam.PTransform):
         return (joined, others) | "Rejoin" >> beam.Flatten(), report
 
 
-def _decontamination_report(base: dict, config: Config) -> dict[str, Any]:
+def _decontamination_report(base: dict, dedup: DedupConfig) -> dict[str, Any]:
     """``near: false``: the decontamination counts, and a report that claims nothing
     about near duplicates (as the single-worker path)."""
     report = dict(base)
     report.update(
-        k=config.dedup.k,
+        k=dedup.k,
         mode="none",
         partition="none",
         cluster_sizes={},

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from mitigate import output, quarantine
-from mitigate.config import Config
+from mitigate.config import OutputConfig
+from mitigate.filters import FilterConfig
 from mitigate.pipeline import fs
 from mitigate.records import SampleRecord
 from mitigate.sources import parse_payload, read_members
@@ -59,15 +60,22 @@ class WriteQuarantine(beam.DoFn):
 class Quarantine(beam.PTransform):
     """Final records -> quarantine shards of the dropped ones (per reason and source)."""
 
-    def __init__(self, config: Config, root: str, ordinals: dict[str, int]) -> None:
+    def __init__(
+        self,
+        output: OutputConfig,
+        filters: Sequence[FilterConfig],
+        root: str,
+        ordinals: dict[str, int],
+    ) -> None:
         super().__init__()
-        self.config = config
+        self.output = output
+        self.filter_ids = [f.filter_id for f in filters]  # the manifest row's score columns
         self.root = root
         self.ordinals = ordinals
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        out = self.config.output
-        filter_ids = [f.filter_id for f in self.config.filters]
+        out = self.output
+        filter_ids = self.filter_ids
         ordinals = self.ordinals
         return (
             records

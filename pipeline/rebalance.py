@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -36,7 +36,8 @@ from apache_beam.pvalue import AsSingleton
 from mitigate import raking
 from mitigate import rebalance as rb
 from mitigate import rebalance_select as select
-from mitigate.config import Config, RebalanceConfig
+from mitigate.config import RebalanceConfig
+from mitigate.filters import FilterConfig
 from mitigate.records import FILTERED, KEPT, SampleRecord
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,11 @@ class ProbeInput(NamedTuple):
     weight: float | None
 
 
-def harmful_filter_ids(config: Config) -> set[str]:
+def harmful_filter_ids(cfg: RebalanceConfig, filters: Sequence[FilterConfig]) -> set[str]:
     """Filters whose drops count as 'filtered' for rebalancing."""
-    if config.rebalance.filtered_by is not None:
-        return set(config.rebalance.filtered_by)
-    return {f.filter_id for f in config.filters if f.category != "quality"}
+    if cfg.filtered_by is not None:
+        return set(cfg.filtered_by)
+    return {f.filter_id for f in filters if f.category != "quality"}
 
 
 def in_population(record: SampleRecord, harmful: set[str]) -> bool:
@@ -98,13 +99,15 @@ def in_population(record: SampleRecord, harmful: set[str]) -> bool:
     return record.state == FILTERED and record.filter in harmful
 
 
-def masked_terms(config: Config) -> frozenset[tuple[str, ...]]:
+def masked_terms(
+    cfg: RebalanceConfig, filters: Sequence[FilterConfig]
+) -> frozenset[tuple[str, ...]]:
     """Normalised terms of the caption filters whose drops are being rebalanced."""
-    if not config.rebalance.mask_filter_terms:
+    if not cfg.mask_filter_terms:
         return frozenset()
-    harmful = harmful_filter_ids(config)
+    harmful = harmful_filter_ids(cfg, filters)
     out: set[tuple[str, ...]] = set()
-    for flt in config.filters:
+    for flt in filters:
         if flt.filter_id in harmful:
             out.update(flt.matched_terms)
     return frozenset(out)
@@ -448,13 +451,14 @@ class Rebalance(beam.PTransform):
     """Final records in, the same records out with kept ones weighted; plus a summary
     PCollection (one dict) for summary.json."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, cfg: RebalanceConfig, filters: Sequence[FilterConfig]) -> None:
         super().__init__()
-        self.config = config
+        self.cfg = cfg
+        self.filters = list(filters)  # which drops are rebalanced, and their caption terms
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        cfg = self.config.rebalance
-        harmful = harmful_filter_ids(self.config)
+        cfg = self.cfg
+        harmful = harmful_filter_ids(self.cfg, self.filters)
         emb_id = cfg.embedding_filter
         population = records | "Population" >> beam.Filter(in_population, harmful)
         fitted = (
@@ -462,7 +466,7 @@ class Rebalance(beam.PTransform):
             | "SampleEntries"
             >> beam.Map(lambda r: (r.key, (r.caption, _embedding(r, emb_id), r.state == KEPT)))
             | "FitSample" >> beam.CombineGlobally(BottomK(cfg.fit_sample_size, cfg.seed))
-            | "Fit" >> beam.Map(fit, cfg, emb_id, masked_terms(self.config))
+            | "Fit" >> beam.Map(fit, cfg, emb_id, masked_terms(self.cfg, self.filters))
         )
         # Filters rather than Partition, and batches formed by a GroupByKey on (source,
         # index block) rather than buffered until finish_bundle: both work on every
@@ -507,7 +511,7 @@ class Rebalance(beam.PTransform):
                 "mode": cfg.mode,
                 "filtered_by": sorted(harmful),
                 "embedding_filter": emb_id,
-                "masked_terms": len(masked_terms(self.config)),
+                "masked_terms": len(masked_terms(self.cfg, self.filters)),
             },
             AsSingleton(fitted),
             AsSingleton(scale),
@@ -524,7 +528,7 @@ class Rebalance(beam.PTransform):
     ) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
         """Raking over the declared groups: group totals as a combiner, multipliers and
         exact corrections as side inputs (two global combines, nothing held per sample)."""
-        cfg = self.config.rebalance
+        cfg = self.cfg
         matcher = raking.GroupMatcher(groups)
         with_pattern = raw | "GroupPattern" >> beam.Map(
             lambda pair, m: PatternWeight(pair.record, pair.raw, m.pattern(pair.record.caption)),

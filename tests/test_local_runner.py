@@ -16,8 +16,9 @@ from apache_beam.runners.portability import prism_runner
 from apache_beam.testing.util import assert_that, equal_to
 
 from mitigate.config import ConfigError, RunnerConfig, validate_config
-from mitigate.pipeline.build import CHUNKS, IndexSource, balanced_chunks
+from mitigate.pipeline.build import CHUNKS, IndexSource
 from mitigate.runners import pipeline_options
+from mitigate.stages import balanced_chunks
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_index_cuts_every_source_into_equal_chunks(tmp_path: Path) -> None:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     config = validate_config({"input": {"paths": [str(shard)], "chunk_size": 32}})
-    out = list(IndexSource(config).process((0, str(shard))))
+    out = list(IndexSource.of(config).process((0, str(shard))))
     sizes = [len(chunk) for tag, (_, chunk) in out if tag == CHUNKS]
     assert sizes == [25, 25, 25, 25]
     keys = [r.key for tag, (_, chunk) in out if tag == CHUNKS for r in chunk]

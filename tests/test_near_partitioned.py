@@ -43,7 +43,7 @@ def _items(n: int, seed: int, k: int = 10) -> list[HashItem]:
 def _search(items: list[HashItem], check, **dedup) -> None:
     config = validate_config({"dedup": {"k": 10, "verify": False, "keep": "resolution", **dedup}})
     with TestPipeline() as p:
-        out = p | beam.Create(items) | PartitionedSearch(config)
+        out = p | beam.Create(items) | PartitionedSearch(config.dedup)
         report = (
             out["recall"],
             out["sizes"] | "S" >> beam.Map(lambda s: {"sizes": s}),
@@ -135,9 +135,9 @@ def test_missed_pairs_are_measured_and_fail_the_run_below_min_recall():
     _search(items, check, partition="clusters", max_partition_size=40, clusterings=1)
     config = validate_config({"dedup": {"min_recall": 0.95, "clusterings": 1}})
     with pytest.raises(RecallTooLow, match=r"dedup.min_recall: measured pair recall 0.800"):
-        check_recall({"estimate": 0.8, "ci": [0.7, 0.9], "queries": 1000}, config)
-    assert check_recall({"estimate": None, "ci": [0.0, 1.0], "queries": 10}, config)
-    assert check_recall({"estimate": 0.95, "ci": [0.9, 1.0], "queries": 10}, config)
+        check_recall({"estimate": 0.8, "ci": [0.7, 0.9], "queries": 1000}, config.dedup)
+    assert check_recall({"estimate": None, "ci": [0.0, 1.0], "queries": 10}, config.dedup)
+    assert check_recall({"estimate": 0.95, "ci": [0.9, 1.0], "queries": 10}, config.dedup)
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def test_index_source_chunks_a_shard(tmp_path, sample_dir):
     config = _config(tmp_path, "input.chunk_size=5")
     shard = str(sample_dir / "shard-00000.tar")
     with TestPipeline() as p:
-        tagged = p | beam.Create([(7, shard)]) | beam.ParDo(IndexSource(config))
+        tagged = p | beam.Create([(7, shard)]) | beam.ParDo(IndexSource.of(config))
         chunks = split(tagged, "Route", ["chunks", "issues"])["chunks"]
         sizes = chunks | beam.Map(lambda c: (c[0], len(c[1])))
         assert_that(sizes, equal_to([(7, 5)] * 4 + [(7, 4)]))
@@ -45,7 +45,7 @@ def test_index_source_reports_truncation_as_an_issue(tmp_path, sample_dir):
     config = _config(tmp_path)
     shard = str(sample_dir / "shard-00002.tar")
     with TestPipeline() as p:
-        tagged = p | beam.Create([(0, shard)]) | beam.ParDo(IndexSource(config))
+        tagged = p | beam.Create([(0, shard)]) | beam.ParDo(IndexSource.of(config))
         out = split(tagged, "Route", ["chunks", "issues"])
         assert_that(
             out["issues"] | beam.Map(lambda i: i.reason),

@@ -203,3 +203,41 @@ def test_every_package_is_listed_for_the_wheel() -> None:
     }
     assert {"mitigate.neardup", "mitigate.filters"} <= packages
     assert packages == listed, f"not listed: {packages - listed}; listed, gone: {listed - packages}"
+
+
+# Beam steps get the config sections they read, not the whole config (a DoFn is pickled
+# to every worker with what it holds). ProcessChunk splits the config into its steps'
+# sections when the graph is built.
+WHOLE_CONFIG_ALLOWED = {"ProcessChunk"}
+
+
+def _steps_taking_whole_config(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                for arg in item.args.args + item.args.kwonlyargs:
+                    if arg.annotation is not None and ast.unparse(arg.annotation) == "Config":
+                        found.append(node.name)
+    return found
+
+
+def test_beam_steps_receive_only_their_config_sections() -> None:
+    offenders = []
+    files = sorted((ROOT / "pipeline").glob("*.py"))
+    assert len(files) > 5
+    for path in files:
+        for name in _steps_taking_whole_config(path):
+            if name not in WHOLE_CONFIG_ALLOWED:
+                offenders.append(f"{path.name}:{name}")
+    assert not offenders, f"steps holding the whole Config: {offenders}"
+
+
+def test_the_config_check_sees_a_step_holding_the_config(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    body = "    def __init__(self, config: Config) -> None:\n        pass\n"
+    sample.write_text("class Step:\n" + body)
+    assert _steps_taking_whole_config(sample) == ["Step"]
