@@ -170,9 +170,7 @@ class Decode(beam.DoFn):
     def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
         _, records = element
         payloads = stages.load_payloads(records, fs.open_read, self.config.decode.max_image_bytes)
-        items = stages.compute_signals(
-            payloads, self.config.decode, self.config.dedup.blocklist_set
-        )
+        items = stages.compute_signals(payloads, self.config.decode, self._filters)
         stages.score_items(items, self._filters)
         for handler, model, keep in self._models:
             fid = handler.filter_id
@@ -510,7 +508,8 @@ class Redecide(beam.DoFn):
         self._heads = [f for f in self._filters if is_head(f)]
 
     def process(self, record: SampleRecord) -> Iterator[SampleRecord]:
-        yield stages.decide(apply_heads(stages.reopen(record), self._heads), self._filters)
+        record = stages.rescore_from_signals(stages.reopen(record), self._filters)
+        yield stages.decide(apply_heads(record, self._heads), self._filters)
 
 
 def _finish(
