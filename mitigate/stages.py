@@ -144,10 +144,16 @@ def _dropped(record: SampleRecord, flt: Filter, drop: Drop) -> SampleRecord:
 def is_settled(record: SampleRecord) -> bool:
     """Errors are facts about the input, not filter decisions, and a sample filtered
     before decoding (hashed, never decoded: a sha256 on the blocklist) has no signals to
-    decide it again: neither is ever re-decided."""
+    decide it again: neither is ever re-decided. Nor is a blocklist drop without its
+    score, from a run made before the blocklist was a filter (no other filter scored it).
+    """
     if record.state == ERROR:
         return True
-    return record.state == FILTERED and record.sha256 is not None and record.phash is None
+    if record.state != FILTERED:
+        return False
+    if record.reason == Reason.BLOCKLIST and record.filter not in record.scores:
+        return True
+    return record.sha256 is not None and record.phash is None
 
 
 def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) -> list[SampleRecord]:

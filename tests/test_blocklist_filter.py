@@ -193,3 +193,15 @@ def test_redecide_rescores_from_stored_signals_and_applies_a_new_max_distance(tm
     by_sha.scores["blocklist"] = 0.0
     assert stages.is_settled(by_sha)
     assert stages.rescore_from_signals(stages.reopen(by_sha), [other]) is by_sha
+
+
+def test_blocklist_drops_of_runs_before_it_was_a_filter_stay_as_they_are():
+    # such runs filtered a pHash match without scoring it with any filter: reopened, it
+    # would be kept unscored
+    old = _record(state="filtered", reason="blocklist", sha256="c" * 64, phash=PHASH)
+    old.filter = "blocklist"
+    assert stages.is_settled(old) and stages.reopen(old) is old
+    new = _record(state="filtered", reason="blocklist", sha256="c" * 64, phash=PHASH)
+    new.filter = "blocklist"
+    new.scores["blocklist"] = 2.0
+    assert not stages.is_settled(new) and stages.reopen(new).state == "pending"
