@@ -151,6 +151,9 @@ class Filter(ABC, Generic[C]):
 
     name: ClassVar[str]
     config_model: ClassVar[type[FilterConfig]]
+    #: Whether :meth:`score` reads only signals the manifest stores (sha256, pHash,
+    #: size), so ``redecide`` may score it again instead of reusing the stored score.
+    scores_from_signals: ClassVar[bool] = False
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -161,6 +164,11 @@ class Filter(ABC, Generic[C]):
 
     def setup(self) -> None:
         """Load resources. Called once per process before the first :meth:`score`."""
+
+    def score_before_decoding(self, record: SampleRecord) -> Score | None:
+        """A score known from the bytes' sha256 alone, before the image is decoded, or
+        ``None``. When it drops the sample, the sample is decided without decoding."""
+        return None
 
     @abstractmethod
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:

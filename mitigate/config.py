@@ -15,6 +15,7 @@ import codecs
 import copy
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -37,6 +38,8 @@ from mitigate import filters as filter_registry
 from mitigate.filters.base import FilterConfig, NoBoolNumbers
 from mitigate.filters.probe import check_heads
 from mitigate.sources import SourceLimits
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -184,14 +187,6 @@ class DedupConfig(_Strict):
         "lists (.txt/.csv: phash or key,phash[,mirror]); training samples within k of "
         "any reference image become duplicates with reason eval_overlap.",
     )
-    blocklist: str | None = Field(
-        default=None,
-        description="File of known-bad sha256 (checked before decoding) and/or pHash "
-        "values; matching samples are filtered with reason blocklist.",
-    )
-    blocklist_max_distance: int = Field(
-        default=0, ge=0, le=16, description="Bits within which a pHash blocklist entry matches."
-    )
     partition: Literal["auto", "none", "clusters"] = Field(
         default="auto",
         description="none: every hash in one worker (ToList). clusters: the partitioned "
@@ -223,7 +218,6 @@ class DedupConfig(_Strict):
         "measured pair recall (point estimate) is below this.",
     )
 
-    _blocklist: Any = PrivateAttr(default=None)
     _reference_hashes: list = PrivateAttr(default_factory=list)
 
     @property
@@ -247,18 +241,13 @@ class DedupConfig(_Strict):
 
     @model_validator(mode="after")
     def _load_files(self, info: ValidationInfo) -> DedupConfig:
-        from mitigate.near import Blocklist, read_hash_list
+        from mitigate.near import read_hash_list
 
         base = Path((info.context or {}).get("base_dir", "."))
 
         def local(p: str) -> Path:
             return Path(p) if "://" in p or Path(p).is_absolute() else (base / p).resolve()
 
-        if self.blocklist is not None:
-            path = local(self.blocklist)
-            if not path.is_file():
-                raise ValueError(f"blocklist: file not found: {path}")
-            self._blocklist = Blocklist.read(path, self.blocklist_max_distance)
         for i, ref in enumerate(self.against):
             if ref.lower().endswith((".txt", ".csv")):
                 path = local(ref)
@@ -268,10 +257,6 @@ class DedupConfig(_Strict):
             else:
                 self._reference_shards.append(ref if "://" in ref else str(local(ref)))
         return self
-
-    @property
-    def blocklist_set(self) -> Any:
-        return self._blocklist
 
     @property
     def reference_hashes(self) -> list:
@@ -562,6 +547,7 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
     if not isinstance(raw_filters, list):
         errors.append(f"filters: must be a list, got {type(raw_filters).__name__}")
         raw_filters = []
+    legacy = _legacy_blocklist(raw, raw_filters, context, errors)
     for i, entry in enumerate(raw_filters):
         where = f"filters[{i}]"
         if not isinstance(entry, dict) or "name" not in entry:
@@ -576,6 +562,8 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
             built.append(cls.config_model.model_validate(entry, context=context))
         except ValidationError as exc:
             errors.extend(_messages(exc, cls.config_model, ("filters", i)))
+    if legacy is not None:
+        built.insert(0, legacy)  # first, so it names the reason as it did under dedup:
     ids = [f.filter_id for f in built]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         errors.append(f"filters: id {dup!r} used twice; give each copy a distinct `id`")
@@ -592,6 +580,48 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
     if errors or config is None:
         raise ConfigError(errors)
     return _resolve_paths(config, base)
+
+
+_LEGACY_BLOCKLIST = {"blocklist": "path", "blocklist_max_distance": "max_distance"}
+
+
+def _legacy_blocklist(
+    raw: dict[str, Any], raw_filters: list[Any], context: dict[str, Any], errors: list[str]
+) -> FilterConfig | None:
+    """``dedup.blocklist`` / ``dedup.blocklist_max_distance`` (before the blocklist was a
+    filter): removed from ``raw`` and returned as the equivalent ``- name: blocklist``
+    filter entry (placed first by the caller), with a deprecation warning. Errors name
+    the keys the user wrote."""
+    dedup = raw.get("dedup")
+    if not isinstance(dedup, dict) or not _LEGACY_BLOCKLIST.keys() & dedup.keys():
+        return None
+    old = {key: dedup.pop(key) for key in list(_LEGACY_BLOCKLIST) if key in dedup}
+    if "blocklist" not in old:
+        errors.append("dedup.blocklist_max_distance: given without dedup.blocklist")
+        return None
+    if any(isinstance(f, dict) and f.get("name") == "blocklist" for f in raw_filters):
+        errors.append(
+            "dedup.blocklist: the blocklist is a filter now and one is configured under "
+            "filters:; remove dedup.blocklist (and dedup.blocklist_max_distance)"
+        )
+        return None
+    entry = {"name": "blocklist", **{_LEGACY_BLOCKLIST[k]: v for k, v in old.items()}}
+    log.warning(
+        "dedup.blocklist and dedup.blocklist_max_distance are deprecated: configure the "
+        "blocklist as a filter, first under filters: (- name: blocklist, path: %s, "
+        "max_distance: %s)",
+        entry["path"],
+        entry.get("max_distance", 0),
+    )
+    cls = filter_registry.get("blocklist")
+    try:
+        return cls.config_model.model_validate(entry, context=context)
+    except ValidationError as exc:
+        new_to_old = {v: k for k, v in _LEGACY_BLOCKLIST.items()}
+        for msg in _messages(exc, cls.config_model, ()):
+            field, _, rest = msg.partition(": ")
+            errors.append(f"dedup.{new_to_old.get(field, field)}: {rest}")
+        return None
 
 
 # Google Cloud's naming rules (as Beam's own option validator has them), checked
@@ -730,7 +760,6 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     dedup = config.dedup.model_copy(
         update={
             "against": [fix(p) for p in config.dedup.against],
-            "blocklist": fix(config.dedup.blocklist) if config.dedup.blocklist else None,
         }
     )
     return config.model_copy(

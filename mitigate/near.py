@@ -248,14 +248,14 @@ def _hex(text: str) -> str:
 
 @dataclass(frozen=True)
 class Blocklist:
-    """Known-bad image hashes: sha256 (checked before decoding) and pHash values."""
+    """Known-bad image hashes: sha256 (checked before decoding) and pHash values, as
+    the ``blocklist`` filter (:mod:`mitigate.filters.blocklist`) reads them."""
 
     sha256: frozenset[str]
     phash: frozenset[int]
-    max_distance: int = 0
 
     @classmethod
-    def read(cls, path: Path, max_distance: int = 0) -> Blocklist:
+    def read(cls, path: Path) -> Blocklist:
         """Lines of 64 hex digits are sha256, of 16 hex digits pHash; an optional
         ``sha256:``/``phash:`` prefix says so explicitly; ``#`` comments."""
         sha, ph = set(), set()
@@ -271,24 +271,7 @@ class Blocklist:
                 ph.add(int(body, 16))
             else:
                 raise ValueError(f"{path}:{lineno}: not a sha256 (64 hex) or pHash (16 hex)")
-        return cls(frozenset(sha), frozenset(ph), max_distance)
-
-    def match_phash(self, phash: str, mirror: str) -> tuple[int, int] | None:
-        """(listed hash, distance) of the closest listed pHash within max_distance."""
-        if not self.phash:
-            return None
-        values = [int(phash, 16), int(mirror, 16)]
-        if self.max_distance == 0:
-            hit = next((v for v in values if v in self.phash), None)
-            return None if hit is None else (hit, 0)
-        listed = np.fromiter(self.phash, dtype=np.uint64, count=len(self.phash))
-        best = None
-        for v in values:
-            dist = neardup.popcount64(listed ^ np.uint64(v))
-            i = int(dist.argmin())
-            if dist[i] <= self.max_distance and (best is None or dist[i] < best[1]):
-                best = (int(listed[i]), int(dist[i]))
-        return best
+        return cls(frozenset(sha), frozenset(ph))
 
 
 def _is_hex(text: str) -> bool:

@@ -13,8 +13,7 @@ from collections.abc import Iterable, Sequence
 from mitigate import hashing
 from mitigate.config import DecodeConfig
 from mitigate.decode import DecodeFailure, decode_image
-from mitigate.filters import Filter, ScoringItem
-from mitigate.near import BLOCKLIST, Blocklist
+from mitigate.filters import Drop, Filter, ScoringItem
 from mitigate.records import (
     DUPLICATE,
     ERROR,
@@ -78,12 +77,13 @@ def _read_image_file(
 def compute_signals(
     records: Sequence[tuple[SampleRecord, bytes | None]],
     decode: DecodeConfig,
-    blocklist: Blocklist | None = None,
+    filters: Sequence[Filter] = (),
 ) -> list[ScoringItem]:
     """Decode each image once: sha256, size, pHash pair, and the working image.
 
-    A sample whose sha256 is on the ``blocklist`` is filtered without being decoded; one
-    whose pHash (or mirror pHash) matches a listed pHash is filtered after hashing.
+    A sample that one of ``filters`` drops from its sha256 alone
+    (:meth:`~mitigate.filters.Filter.score_before_decoding`, e.g. a blocklisted sha256)
+    is decided here without being decoded; it has no pixels and no pHash.
     """
     items = []
     for record, data in records:
@@ -92,8 +92,9 @@ def compute_signals(
             continue
         record.n_bytes = len(data)
         record.sha256 = hashlib.sha256(data).hexdigest()
-        if blocklist is not None and record.sha256 in blocklist.sha256:
-            items.append(ScoringItem(_blocked(record, "sha256 is on the blocklist", 0), None))
+        early = _decide_before_decoding(record, filters)
+        if early is not None:
+            items.append(ScoringItem(early, None))
             continue
         result = decode_image(
             data,
@@ -108,31 +109,51 @@ def compute_signals(
         record.phash = hashing.to_hex(result.phash)
         record.phash_mirror = hashing.to_hex(result.phash_mirror)
         record.signature = result.signature
-        hit = blocklist.match_phash(record.phash, record.phash_mirror) if blocklist else None
-        if hit is not None:
-            detail = f"pHash within {hit[1]} bits of listed {hashing.to_hex(hit[0])}"
-            items.append(ScoringItem(_blocked(record, detail, hit[1]), None))
-            continue
         items.append(ScoringItem(record, result.working))
     return items
 
 
-def _blocked(record: SampleRecord, detail: str, distance: int) -> SampleRecord:
+def _decide_before_decoding(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord | None:
+    """``record`` filtered by the first filter (config order) whose score from the sha256
+    alone drops it, with that score stored; ``None`` when none does."""
+    for flt in filters:
+        score = flt.score_before_decoding(record)
+        if score is None:
+            continue
+        scored = record.copy()
+        scored.scores[flt.filter_id] = float(score.value)
+        if score.info:
+            scored.score_info[flt.filter_id] = score.info
+        drop = flt.decide(scored)
+        if drop is not None:
+            return _dropped(scored, flt, drop)
+    return None
+
+
+def _dropped(record: SampleRecord, flt: Filter, drop: Drop) -> SampleRecord:
     return dataclasses.replace(
         record,
         state=FILTERED,
-        reason=BLOCKLIST,
-        filter=BLOCKLIST,
-        detail=detail,
-        threshold=None,
-        distance=distance,
+        reason=drop.reason,
+        detail=drop.detail,
+        filter=flt.filter_id,
+        threshold=drop.threshold,
     )
 
 
 def is_settled(record: SampleRecord) -> bool:
-    """Errors and blocklist hits are facts about the input, not filter decisions: they
-    are never re-decided."""
-    return record.state == ERROR or record.reason == BLOCKLIST
+    """Errors are facts about the input, not filter decisions, and a sample filtered
+    before decoding (hashed, never decoded: a sha256 on the blocklist) has no signals to
+    decide it again: neither is ever re-decided. Nor is a blocklist drop without its
+    score, from a run made before the blocklist was a filter (no other filter scored it).
+    """
+    if record.state == ERROR:
+        return True
+    if record.state != FILTERED:
+        return False
+    if record.reason == Reason.BLOCKLIST and record.filter not in record.scores:
+        return True
+    return record.sha256 is not None and record.phash is None
 
 
 def score_and_decide(items: Sequence[ScoringItem], filters: Sequence[Filter]) -> list[SampleRecord]:
@@ -169,14 +190,7 @@ def decide(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord:
     for flt in filters:
         drop = flt.decide(record)
         if drop is not None:
-            return dataclasses.replace(
-                record,
-                state=FILTERED,
-                reason=drop.reason,
-                detail=drop.detail,
-                filter=flt.filter_id,
-                threshold=drop.threshold,
-            )
+            return _dropped(record, flt, drop)
     return dataclasses.replace(record, state=PENDING, reason=None, detail=None, filter=None)
 
 
@@ -215,7 +229,7 @@ def resolve_exact_duplicates(records: Iterable[SampleRecord]) -> list[SampleReco
 def reopen(record: SampleRecord) -> SampleRecord:
     """A finished record made undecided again, for re-deciding from stored signals.
 
-    Errors and blocklist hits stay as they are: they describe the input, not a policy.
+    Errors and samples filtered before decoding stay as they are (:func:`is_settled`).
     """
     if is_settled(record):
         return record
@@ -232,6 +246,25 @@ def reopen(record: SampleRecord) -> SampleRecord:
         weight=None,
         copies=None,
     )
+
+
+def rescore_from_signals(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord:
+    """``record`` (a copy) with the score of every filter that scores from stored
+    signals alone (:attr:`~mitigate.filters.Filter.scores_from_signals`, e.g. the
+    blocklist) computed again, so that ``redecide`` applies the filter as configured now
+    (a changed blocklist file) rather than as it was when the run scored it."""
+    chosen = [f for f in filters if f.scores_from_signals]
+    if not chosen or is_settled(record):
+        return record
+    out = record.copy()
+    for flt in chosen:
+        (score,) = flt.score([ScoringItem(out, None)])
+        out.scores[flt.filter_id] = float(score.value)
+        if score.info:
+            out.score_info[flt.filter_id] = score.info
+        else:
+            out.score_info.pop(flt.filter_id, None)
+    return out
 
 
 def finalize(record: SampleRecord) -> SampleRecord:

@@ -126,12 +126,10 @@ class Decode(beam.DoFn):
         self,
         filters: Sequence[FilterConfig],
         decode: DecodeConfig,
-        blocklist: Any = None,
         inline_models: bool = False,
     ) -> None:
         self.filter_configs = list(filters)
         self.decode = decode
-        self.blocklist = blocklist
         self.inline_models = inline_models
         self._shared = Shared() if inline_models else None
         self._filters: list[Filter] = []
@@ -157,7 +155,7 @@ class Decode(beam.DoFn):
     def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
         _, records = element
         payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
-        items = stages.compute_signals(payloads, self.decode, self.blocklist)
+        items = stages.compute_signals(payloads, self.decode, self._filters)
         stages.score_items(items, self._filters)
         for handler, model, keep in self._models:
             fid = handler.filter_id
@@ -208,11 +206,10 @@ class ProcessChunk(beam.PTransform):
         # each step below gets only the config sections it reads
         self.filters = list(config.filters)
         self.decode = config.decode
-        self.blocklist = config.dedup.blocklist_set
         self.inline = config.runner.name in INLINE_MODEL_RUNNERS
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
-        decode = Decode(self.filters, self.decode, self.blocklist, self.inline)
+        decode = Decode(self.filters, self.decode, self.inline)
         items = chunks | "Decode" >> beam.ParDo(decode)
         if not self.inline:
             for cfg in self.filters:
@@ -498,7 +495,8 @@ class Redecide(beam.DoFn):
         self._heads = [f for f in self._filters if is_head(f)]
 
     def process(self, record: SampleRecord) -> Iterator[SampleRecord]:
-        yield stages.decide(apply_heads(stages.reopen(record), self._heads), self._filters)
+        record = stages.rescore_from_signals(stages.reopen(record), self._filters)
+        yield stages.decide(apply_heads(record, self._heads), self._filters)
 
 
 def _finish(

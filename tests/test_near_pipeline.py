@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from mitigate.config import ConfigError, validate_config
-from mitigate.pipeline.run import run
+from mitigate.pipeline.run import redecide, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from eval_near_k import EDITS
@@ -52,12 +52,13 @@ def planted(tmp_path_factory, photos):
     return _shard(folder / "planted.tar", samples), len(photos)
 
 
-def _config(data: Path, out: Path, **dedup) -> object:
+def _config(data: Path, out: Path, filters: list | None = None, **dedup) -> object:
     return validate_config(
         {
             "input": {"paths": [str(data)]},
             "output": {"path": str(out)},
             "dedup": dedup,
+            "filters": filters or [],
         }
     )
 
@@ -125,33 +126,74 @@ def test_blocklist_by_sha256_before_decoding_and_by_phash(planted, tmp_path):
     data, _ = planted
     with tarfile.open(data) as tar:
         first = tar.extractfile("g00_original.jpg").read()
-    rows_before = None
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text(f"# known bad\nsha256:{hashlib.sha256(first).hexdigest()}\n")
-    run(_config(data, tmp_path / "a", blocklist=str(blocklist), near=False))
+    flt = [{"name": "blocklist", "path": str(blocklist)}]
+    run(_config(data, tmp_path / "a", filters=flt, near=False))
     rows_before = {r["key"]: r for r in pq.read_table(tmp_path / "a" / "manifest").to_pylist()}
     hit = rows_before["g00_original"]
     assert (hit["state"], hit["reason"], hit["phash"]) == ("filtered", "blocklist", None)
-    # by pHash: list g01's hash; its near copies match within a few bits
+    assert (hit["filter"], hit["score_blocklist"]) == ("blocklist", 0.0)
+    assert hit["detail"] == "sha256 is on the blocklist"
+    assert rows_before["g01_original"]["state"] == "kept"
+    # nothing in the list within reach of a pHash: a score that never drops
+    assert rows_before["g01_original"]["score_blocklist"] == float("inf")
+    # by pHash, configured the old way (dedup.blocklist*): translated into the filter;
+    # list g01's hash; its near copies match within a few bits
     listed = rows_before["g01_original"]["phash"]
     blocklist.write_text(f"phash:{listed}\n")
-    run(
-        _config(
-            data, tmp_path / "b", blocklist=str(blocklist), blocklist_max_distance=4, near=False
-        )
+    old_way = _config(
+        data, tmp_path / "b", blocklist=str(blocklist), blocklist_max_distance=4, near=False
     )
+    run(old_way)
     rows = {r["key"]: r for r in pq.read_table(tmp_path / "b" / "manifest").to_pylist()}
     assert rows["g01_original"]["reason"] == "blocklist"
+    assert rows["g01_original"]["score_blocklist"] == 0.0
     assert rows["g01_jpeg_q50"]["reason"] == "blocklist"
+    near = [k for k, r in rows.items() if k.startswith("g01_") and 0 < r["score_blocklist"] <= 4]
+    assert near, {k: r["score_blocklist"] for k, r in rows.items() if k.startswith("g01_")}
+    assert {(rows[k]["reason"], rows[k]["threshold"]) for k in near} == {("blocklist", 4)}
     assert rows["g02_original"]["state"] == "kept"
+    assert rows["g02_original"]["score_blocklist"] > 4
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["counts"]["filtered"]["reasons"]["blocklist"] >= 2
+
+    # redecide with max_distance 0: the exact pHash stays dropped, its near copies kept
+    strict = old_way.model_copy(
+        update={
+            "filters": [old_way.filters[0].model_copy(update={"max_distance": 0})],
+            "output": old_way.output.model_copy(update={"path": str(tmp_path / "c")}),
+        }
+    )
+    redecide(strict, str(tmp_path / "b"))
+    again = {r["key"]: r for r in pq.read_table(tmp_path / "c" / "manifest").to_pylist()}
+    assert again["g01_original"]["reason"] == "blocklist"
+    assert {(again[k]["state"], again[k]["reason"]) for k in near} == {("kept", None)}
+
+    # redecide run a against a changed list file: re-scored from the stored pHash,
+    # while the sample filtered by sha256 before decoding has no pHash and stays as it was
+    other = tmp_path / "other.txt"
+    other.write_text(f"{rows_before['g02_original']['phash']}\n")
+    changed = _config(
+        data, tmp_path / "d", filters=[{"name": "blocklist", "path": str(other)}], near=False
+    )
+    redecide(changed, str(tmp_path / "a"))
+    rescored = {r["key"]: r for r in pq.read_table(tmp_path / "d" / "manifest").to_pylist()}
+    assert (rescored["g02_original"]["reason"], rescored["g02_original"]["score_blocklist"]) == (
+        "blocklist",
+        0.0,
+    )
+    assert rescored["g00_original"]["reason"] == "blocklist"
+    assert rescored["g00_original"]["detail"] == "sha256 is on the blocklist"
+    assert rescored["g01_original"]["state"] == "kept"
 
 
 def test_bad_blocklist_and_missing_reference_files_are_config_errors(tmp_path):
     bad = tmp_path / "bl.txt"
     bad.write_text("not-a-hash\n")
-    with pytest.raises(ConfigError, match=r"dedup: .*bl.txt:1: not a sha256"):
+    with pytest.raises(ConfigError, match=r"filters\[0\]\.path: .*bl.txt:1: not a sha256"):
+        validate_config({"filters": [{"name": "blocklist", "path": str(bad)}]})
+    with pytest.raises(ConfigError, match=r"dedup\.blocklist: .*bl.txt:1: not a sha256"):
         validate_config({"dedup": {"blocklist": str(bad)}})
     with pytest.raises(ConfigError, match=r"against\[0\]: file not found"):
         validate_config({"dedup": {"against": [str(tmp_path / "missing.txt")]}})
@@ -175,8 +217,7 @@ def test_partitioned_mode_decontaminates_and_blocks_as_the_single_worker_mode(pl
     common = dict(
         k=10,
         against=[str(refs)],
-        blocklist=str(blocklist),
-        blocklist_max_distance=4,
+        filters=[{"name": "blocklist", "path": str(blocklist), "max_distance": 4}],
         verify=False,  # the partitioned graph does not verify yet: compare like with like
         keep="resolution",
     )

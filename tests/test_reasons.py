@@ -56,14 +56,15 @@ def test_onnx_filter_reasons_are_built_from_the_filter_id():
     assert not reasons.is_known("too_blurry")
 
 
-@pytest.mark.parametrize("name", ["image_quality", "caption_terms"])
+@pytest.mark.parametrize("name", ["image_quality", "caption_terms", "blocklist"])
 def test_rule_filters_drop_only_with_listed_codes(name):
     # Their codes are spelled once, in mitigate.reasons.
     import inspect
 
-    from mitigate.filters import caption_terms, image_quality
+    from mitigate.filters import blocklist, caption_terms, image_quality
 
-    module = {"image_quality": image_quality, "caption_terms": caption_terms}[name]
+    modules = {"image_quality": image_quality, "caption_terms": caption_terms}
+    module = {**modules, "blocklist": blocklist}[name]
     source = inspect.getsource(module)
     assert not re.search(r"Drop\(\s*\"", source), "a reason spelled as a literal"
 

@@ -26,6 +26,7 @@ from mitigate.report.data import FilterData, FilterSpec, Histogram, _column_f64
 _SCORE_LABELS = {
     "image_quality": "aspect ratio (longer side / shorter side)",
     "caption_terms": "matched terms per caption",
+    "blocklist": "bits to the nearest listed hash (0: listed sha256)",
 }
 
 
