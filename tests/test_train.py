@@ -371,8 +371,8 @@ def test_a_head_keeps_its_backbone_embedding_on_the_record_without_storing_it(tm
     head = {"name": "linear_probe", "backbone": "nsfw", "model": {"path": "head.onnx"}}
     alone = validate_config({**base, "filters": [nsfw]}, tmp_path)
     with_head = validate_config({**base, "filters": [nsfw, head]}, tmp_path)
-    assert not _keeps_embedding(alone.filters[0], alone)
-    assert _keeps_embedding(with_head.filters[0], with_head)
+    assert not _keeps_embedding(alone.filters[0], alone.filters)
+    assert _keeps_embedding(with_head.filters[0], with_head.filters)
 
 
 def test_add_filter_appends_a_trained_entry_to_the_config(tmp_path, capsys):
