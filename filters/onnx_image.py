@@ -106,7 +106,30 @@ def _package_file(package: str, file: str) -> Path:
     return Path(str(importlib.resources.files(package).joinpath(file)))  # zip, namespace
 
 
-class OnnxImageConfig(FilterConfig):
+class ModelFileConfig(FilterConfig):
+    """A filter config with a ``model: ModelFile`` field: where the file was found and its
+    sha256 (provenance), set by :meth:`_locate_model` from the subclass's validator."""
+
+    _model_path: str = PrivateAttr(default="")
+    _model_sha256: str = PrivateAttr(default="")
+
+    def _locate_model(self, info: ValidationInfo) -> Path:
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = self.model.resolve(base)  # type: ignore[attr-defined]
+        self._model_path = str(path)
+        self._model_sha256 = _sha256(path)
+        return path
+
+    @property
+    def model_path(self) -> str:
+        return self._model_path
+
+    @property
+    def model_sha256(self) -> str:
+        return self._model_sha256
+
+
+class OnnxImageConfig(ModelFileConfig):
     name: Literal["onnx_image"] = "onnx_image"
     category: str = Field(default="unsafe", pattern=r"^[a-z][a-z0-9_]*$")
     model: ModelFile
@@ -143,9 +166,6 @@ class OnnxImageConfig(FilterConfig):
     batch_size: int = Field(default=32, ge=1, le=4096)
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0: auto.")
 
-    _model_path: str = PrivateAttr(default="")
-    _model_sha256: str = PrivateAttr(default="")
-
     @property
     def provides_embeddings(self) -> bool:
         return self.embedding_output is not None
@@ -158,20 +178,9 @@ class OnnxImageConfig(FilterConfig):
     def _check_model(self, info: ValidationInfo) -> OnnxImageConfig:
         if any(s == 0 for s in self.std):
             raise ValueError("std: no channel may be 0")
-        base = Path((info.context or {}).get("base_dir", "."))
-        path = self.model.resolve(base)
-        self._model_path = str(path)
-        self._model_sha256 = _sha256(path)
+        self._locate_model(info)
         check_model_once(self)
         return self
-
-    @property
-    def model_path(self) -> str:
-        return self._model_path
-
-    @property
-    def model_sha256(self) -> str:
-        return self._model_sha256
 
 
 def _sha256(path: Path) -> str:

@@ -38,11 +38,11 @@ from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
 from mitigate.filters import register
 from mitigate.filters.base import Drop, Filter, FilterConfig, Probability, Score, ScoringItem
-from mitigate.filters.onnx_image import CPU, ModelFile, _sha256
+from mitigate.filters.onnx_image import CPU, ModelFile, ModelFileConfig
 from mitigate.records import ERROR, SampleRecord
 
 
-class LinearProbeConfig(FilterConfig):
+class LinearProbeConfig(ModelFileConfig):
     name: Literal["linear_probe"] = "linear_probe"
     category: str = Field(default="unsafe", pattern=r"^[a-z][a-z0-9_]*$")
     backbone: str = Field(
@@ -54,28 +54,12 @@ class LinearProbeConfig(FilterConfig):
         default=0.5, description="Drop when the head's probability >= threshold."
     )
 
-    _model_path: str = PrivateAttr(default="")
-    _model_sha256: str = PrivateAttr(default="")
     _dim: int = PrivateAttr(default=0)
 
     @model_validator(mode="after")
     def _check_model(self, info: ValidationInfo) -> LinearProbeConfig:
-        from pathlib import Path
-
-        base = Path((info.context or {}).get("base_dir", "."))
-        path = self.model.resolve(base)
-        self._model_path = str(path)
-        self._model_sha256 = _sha256(path)
-        self._dim = check_head(open_head(str(path)))
+        self._dim = check_head(open_head(str(self._locate_model(info))))
         return self
-
-    @property
-    def model_path(self) -> str:
-        return self._model_path
-
-    @property
-    def model_sha256(self) -> str:
-        return self._model_sha256
 
     @property
     def dim(self) -> int:
