@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import IO
 
 from mitigate.records import SampleRecord
-from mitigate.sources import read_members
+from mitigate.sources import parse_payload, read_members
 
 Opener = Callable[[str], IO[bytes]]
 
@@ -65,3 +65,17 @@ class SampleReader:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def shard_sample(reader: SampleReader, record: SampleRecord) -> tuple[bytes, bytes, dict | None]:
+    """What an output shard holds of ``record``: the original image bytes, the caption
+    bytes and the sidecar metadata (kept and quarantine shards alike). A tar sample
+    that no longer parses changed since it was scored: RuntimeError, never a silent
+    substitute."""
+    if not record.members:
+        return reader.file(record.image_path or ""), (record.caption or "").encode(), None
+    data = reader.members(record, {record.image_ext or "", "txt", "json"})
+    payload = parse_payload(record, data)
+    if isinstance(payload, SampleRecord):
+        raise RuntimeError(f"{record.key}: input changed during the run ({payload.detail})")
+    return payload.image, data["txt"], payload.meta

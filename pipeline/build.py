@@ -40,8 +40,8 @@ from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, atta
 from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, Reason, SampleRecord
-from mitigate.samples import SampleReader
-from mitigate.sources import SourceIssue, SourceLimits, index_tar, parse_payload
+from mitigate.samples import SampleReader, shard_sample
+from mitigate.sources import SourceIssue, SourceLimits, index_tar
 from mitigate.tables import iter_table, table_format
 
 NAMESPACE = "mitigate"
@@ -302,19 +302,8 @@ class WriteShard(beam.DoFn):
             try:
                 with SampleReader(fs.open_read) as reader:
                     for _, record, copy in members:
-                        key = output.copy_key(record.key, copy)
-                        if record.members:
-                            exts = {record.image_ext or "", "txt", "json"}
-                            data = reader.members(record, exts)
-                            payload = parse_payload(record, data)
-                            if isinstance(payload, SampleRecord):  # changed since it was scored
-                                raise RuntimeError(
-                                    f"{record.key}: input changed during the run ({payload.detail})"
-                                )
-                            writer.add(record, payload.image, data["txt"], payload.meta, key)
-                        else:
-                            image = reader.file(record.image_path or "")
-                            writer.add(record, image, (record.caption or "").encode(), None, key)
+                        image, caption, meta = shard_sample(reader, record)
+                        writer.add(record, image, caption, meta, output.copy_key(record.key, copy))
             finally:
                 writer.close()
         Metrics.counter(NAMESPACE, "samples_written").inc(writer.count)

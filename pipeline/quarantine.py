@@ -13,7 +13,7 @@ from mitigate.config import OutputConfig
 from mitigate.filters import FilterConfig
 from mitigate.pipeline import fs
 from mitigate.records import SampleRecord
-from mitigate.sources import parse_payload, read_members
+from mitigate.samples import SampleReader, shard_sample
 
 NAMESPACE = "mitigate"
 
@@ -33,24 +33,12 @@ class WriteQuarantine(beam.DoFn):
             with fs.atomic_write(name) as f:
                 writer = output.ShardWriter(f)
                 try:
-                    for record in records:
-                        extra = quarantine.manifest_extra(record, self.filter_ids)
-                        if record.members:
-                            with fs.open_read(record.source) as handle:
-                                exts = {record.image_ext or "", "txt", "json"}
-                                data = read_members(handle, record, exts)
-                            payload = parse_payload(record, data)
-                            if isinstance(payload, SampleRecord):
-                                raise RuntimeError(
-                                    f"{record.key}: input changed during the run ({payload.detail})"
-                                )
-                            writer.add(
-                                record, payload.image, data["txt"], payload.meta, extra=extra
-                            )
-                        else:
-                            image = fs.read_bytes(record.image_path or "")
-                            caption = (record.caption or "").encode()
-                            writer.add(record, image, caption, None, extra=extra)
+                    # one reader per shard: one open handle per source, not per sample
+                    with SampleReader(fs.open_read) as reader:
+                        for record in records:
+                            image, caption, meta = shard_sample(reader, record)
+                            extra = quarantine.manifest_extra(record, self.filter_ids)
+                            writer.add(record, image, caption, meta, extra=extra)
                 finally:
                     writer.close()
             Metrics.counter(NAMESPACE, f"quarantined/{reason}").inc(writer.count)

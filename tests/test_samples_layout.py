@@ -12,7 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from mitigate.layout import OUTPUT_NAMES, SUMMARY, Layout, join
 from mitigate.pipeline import outdir
 from mitigate.records import Member, SampleRecord
-from mitigate.samples import SampleReader
+from mitigate.samples import SampleReader, shard_sample
 
 
 def _shard(path: Path, members: dict[str, bytes]) -> dict[str, Member]:
@@ -86,3 +86,21 @@ def test_layout_joins_like_beam(root):
 def test_the_output_folder_guard_uses_the_layout_names():
     assert outdir.OUTPUT_NAMES == OUTPUT_NAMES and outdir.SUMMARY == SUMMARY
     assert {"shards", "manifest", "embeddings", "config.yaml", "report.html"} <= set(OUTPUT_NAMES)
+
+
+def test_shard_sample_gives_what_a_shard_holds_and_refuses_a_changed_input(tmp_path):
+    a = tmp_path / "a.tar"
+    ma = _shard(
+        a, {"x.jpg": b"JPEG-x", "x.txt": b"cap x", "y.jpg": b"JPEG-y", "y.txt": b"\xff\xfe"}
+    )
+    (tmp_path / "t.webp").write_bytes(b"WEBP")
+    x = SampleRecord("x", str(a), 0, members=(ma["x.jpg"], ma["x.txt"]), image_ext="jpg")
+    # y's caption was valid when it was scored; its bytes now are not UTF-8
+    y = SampleRecord("y", str(a), 1, members=(ma["y.jpg"], ma["y.txt"]), image_ext="jpg")
+    t = SampleRecord("t", "table.parquet", 0, image_path=str(tmp_path / "t.webp"), caption="c t")
+    with SampleReader(CountingOpener()) as reader:
+        image, caption, _ = shard_sample(reader, x)
+        assert (image, caption) == (b"JPEG-x", b"cap x")
+        assert shard_sample(reader, t) == (b"WEBP", b"c t", None)
+        with pytest.raises(RuntimeError, match="y: input changed during the run"):
+            shard_sample(reader, y)
