@@ -1,9 +1,9 @@
 """Property-based fuzzing of whole runs on hostile shards (hypothesis, fixed seed).
 
-Each example builds a tar from building blocks (valid and broken images, odd names,
-duplicate, special and oversized members, bad captions and sidecars), then damages
-it (truncation at a random offset, a flipped header byte, trailing garbage), runs the
-real pipeline on it and checks the manifest promise:
+Each example builds several tars from building blocks (valid and broken images, odd
+names, duplicate, special and oversized members, bad captions and sidecars), damages
+each (truncation at a random offset, a flipped header byte, trailing garbage), runs the
+real pipeline once on all of them and checks the manifest promise per shard:
 
 * the run finishes (no exception) with a summary and a report;
 * every sample that was written is in the manifest exactly once, or the source issues
@@ -66,8 +66,10 @@ class Sample:
     normal: bool
     members: list[tuple[bytes, bytes, str]] = field(default_factory=list)  # name, data, type
 
+    shard: int = 0
+
     def key_bytes(self, variant: str) -> bytes:
-        base = f"s{self.index:03d}".encode()
+        base = f"c{self.shard:02d}s{self.index:03d}".encode()
         return {
             "plain": base,
             "dotslash": b"./" + base,
@@ -79,8 +81,8 @@ class Sample:
         }[variant]
 
 
-def manifest_key(sample_index: int, variant: str) -> str:
-    base = f"s{sample_index:03d}"
+def manifest_key(shard: int, sample_index: int, variant: str) -> str:
+    base = f"c{shard:02d}s{sample_index:03d}"
     return {
         "plain": base,
         "dotslash": base,
@@ -93,23 +95,24 @@ def manifest_key(sample_index: int, variant: str) -> str:
 
 
 @st.composite
-def shards(draw):
+def shard(draw, number: int):
     n = draw(st.integers(min_value=2, max_value=8))
+    seed = 10_000 * number  # image bytes differ between shards (no exact duplicates)
     samples = []
     for i in range(n):
         normal = draw(st.booleans())
         variant = "plain" if normal else draw(st.sampled_from(NAME_VARIANTS))
-        sample = Sample(i, normal)
+        sample = Sample(i, normal, shard=number)
         key = sample.key_bytes(variant)
         if normal:
             sample.members = [
-                (key + b".png", _image(1000 + i), "file"),
+                (key + b".png", _image(seed + 1000 + i), "file"),
                 (key + b".txt", f"a photo number {i}".encode(), "file"),
                 (key + b".json", json.dumps({"i": i}).encode(), "file"),
             ]
         else:
             kind = draw(st.sampled_from([*HOSTILE_IMAGES, "good"]))
-            image = _image(2000 + i) if kind == "good" else HOSTILE_IMAGES[kind](i)
+            image = _image(seed + 2000 + i) if kind == "good" else HOSTILE_IMAGES[kind](i)
             ext = b".JPG" if variant == "upper_ext" else b".jpg"
             members = [(key + ext, image, "file")]
             caption = draw(
@@ -126,7 +129,7 @@ def shards(draw):
             elif extra == "symlink":
                 members.append((key + b".webp", b"", "symlink"))
             elif extra == "second_image":
-                members.append((key + b".png", _image(3000 + i), "file"))
+                members.append((key + b".png", _image(seed + 3000 + i), "file"))
             sample.members = list(draw(st.permutations(members)))
             if extra == "no_ext":  # a stray file between samples: a sample of its own
                 sample.members.append((f"README{i}".encode(), b"hello", "file"))
@@ -134,6 +137,14 @@ def shards(draw):
     damage = draw(st.sampled_from(["none", "truncate", "flip", "garbage"]))
     where = draw(st.floats(min_value=0.05, max_value=0.95))
     return samples, damage, where
+
+
+@st.composite
+def shard_sets(draw):
+    """Several hostile shards for one run (keys differ between shards), so one run's
+    fixed cost covers many damaged inputs and their interplay."""
+    count = draw(st.integers(min_value=5, max_value=8))
+    return [draw(shard(number)) for number in range(count)]
 
 
 def _build(samples) -> tuple[bytes, list[list[int]]]:
@@ -165,7 +176,7 @@ def _tree(root: Path, skip: Path) -> dict[str, int]:
 
 
 @settings(
-    max_examples=14,
+    max_examples=3,
     derandomize=True,  # a fixed seed: CI runs the same examples every time
     deadline=None,
     # no shrinking: each example is a whole pipeline run, and the failing example as
@@ -173,31 +184,33 @@ def _tree(root: Path, skip: Path) -> dict[str, int]:
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(case=shards())
-def test_hostile_shards_never_lose_a_sample(case, tmp_path_factory):
-    samples, damage, where = case
+@given(cases=shard_sets())
+def test_hostile_shards_never_lose_a_sample(cases, tmp_path_factory):
     work = tmp_path_factory.mktemp("fuzz")
-    data, offsets = _build(samples)
-    cut = None
-    if damage == "truncate":
-        cut = int(len(data) * where)
-        data = data[:cut]
-    elif damage == "flip":
-        headers = [o for offs in offsets for o in offs]
-        at = headers[int(where * len(headers)) % len(headers)]
-        data = bytearray(data)
-        data[at + 140] ^= 0x04  # the mtime field: the checksum breaks, the name survives
-        data = bytes(data)
-    elif damage == "garbage":
-        data += b"\x01trailing garbage" * 40
-    shard = work / "in.tar"
-    shard.write_bytes(data)
+    built = []
+    for number, (samples, damage, where) in enumerate(cases):
+        data, offsets = _build(samples)
+        cut = None
+        if damage == "truncate":
+            cut = int(len(data) * where)
+            data = data[:cut]
+        elif damage == "flip":
+            headers = [o for offs in offsets for o in offs]
+            at = headers[int(where * len(headers)) % len(headers)]
+            data = bytearray(data)
+            data[at + 140] ^= 0x04  # the mtime field: the checksum breaks, the name survives
+            data = bytes(data)
+        elif damage == "garbage":
+            data += b"\x01trailing garbage" * 40
+        path = work / f"in-{number:02d}.tar"
+        path.write_bytes(data)
+        built.append((path, samples, offsets, damage, cut))
     out = work / "out"
     before = _tree(work, out)
     config, _ = load_config(
         REPO / "configs" / "default.yaml",
         [
-            f"input.paths=['{shard}']",
+            f"input.paths={json.dumps([str(b[0]) for b in built])}",
             f"output.path='{out}'",
             "filters=[]",
             "rebalance.enabled=false",
@@ -212,22 +225,28 @@ def test_hostile_shards_never_lose_a_sample(case, tmp_path_factory):
     rows = pq.read_table(out / "manifest").to_pylist()
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys)), "a sample is listed twice"
-    issues = summary["source_issues"]
-    swallowed = sum(i["count"] or 0 for i in issues if i["reason"] == "damaged_header")
-    cut_off = any(i["count"] is None for i in issues)
-    missing = []
-    for (sample, variant), offs in zip(samples, offsets, strict=True):
-        key = manifest_key(sample.index, variant)
-        if key in keys:
-            row = rows[keys.index(key)]
-            untouched = damage in ("none", "garbage") or (
-                damage == "truncate" and cut is not None and cut > offs[-1] + 2048
-            )
-            if sample.normal and untouched and not any(key in i["detail"] for i in issues):
-                assert row["state"] == "kept", (key, row["reason"], row["detail"])
-            continue
-        if all(o >= (cut or 0) for o in offs) and cut is not None:
-            continue  # wholly after the cut: the truncation issue says the rest is lost
-        missing.append(key)
-    assert len(missing) <= swallowed or (cut_off and damage == "truncate"), (missing, issues)
+    for path, samples, offsets, damage, cut in built:
+        issues = [i for i in summary["source_issues"] if i["source"] == str(path)]
+        swallowed = sum(i["count"] or 0 for i in issues if i["reason"] == "damaged_header")
+        cut_off = any(i["count"] is None for i in issues)
+        missing = []
+        for (sample, variant), offs in zip(samples, offsets, strict=True):
+            key = manifest_key(sample.shard, sample.index, variant)
+            if key in keys:
+                row = rows[keys.index(key)]
+                assert row["source"] == str(path), (key, row["source"])
+                untouched = damage in ("none", "garbage") or (
+                    damage == "truncate" and cut is not None and cut > offs[-1] + 2048
+                )
+                if sample.normal and untouched and not any(key in i["detail"] for i in issues):
+                    assert row["state"] == "kept", (key, row["reason"], row["detail"])
+                continue
+            if all(o >= (cut or 0) for o in offs) and cut is not None:
+                continue  # wholly after the cut: the truncation issue says the rest is lost
+            missing.append(key)
+        assert len(missing) <= swallowed or (cut_off and damage == "truncate"), (
+            path.name,
+            missing,
+            issues,
+        )
     assert _tree(work, out) == before, "something was written outside the output folder"
