@@ -200,7 +200,7 @@ def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str,
         "samples_per_second": round(summary["input_count"] / elapsed, 2) if elapsed else None,
     }
     fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
-    write_html_report(layout.root)
+    write_html_report(layout.root, shown_as=config.output.path)
     return summary
 
 
@@ -304,7 +304,7 @@ def _copy_tree(src: str, dst: str) -> None:
         fs.write_bytes(dst + path[len(src) :], fs.read_bytes(path))
 
 
-def write_html_report(out_dir: str) -> None:
+def write_html_report(out_dir: str, shown_as: str | None = None) -> None:
     """OUT/report.html (local output folders; for object stores run `mitigate report`
     on a local copy)."""
     from mitigate.report import write_report
@@ -312,4 +312,4 @@ def write_html_report(out_dir: str) -> None:
     if "://" in out_dir:
         log.warning("report.html is written for local outputs only; skipped for %s", out_dir)
         return
-    write_report(out_dir, opener=fs.open_read)
+    write_report(out_dir, opener=fs.open_read, shown_as=shown_as)

@@ -4,6 +4,7 @@ as a browser shows it (headless Chromium driven over the DevTools protocol)."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -634,6 +635,11 @@ def test_report_of_the_sample_run_matches_its_summary_and_manifest(run_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["dedup"]["cluster_sizes"] == {"2": 3}
     assert "3 clusters holding 6 samples" in section_text(doc, "dedup")
+    # the run wrote its page in a staging folder; the page names the output folder
+    written = (run_dir / "report.html").read_text(encoding="utf-8")
+    title = re.search(r"<title>(.*?)</title>", written).group(1)
+    assert title == html.escape(f"mitigate report: {run_dir}"), title
+    assert "mitigate-staging" not in written.split("</header>")[0]
 
 
 # --------------------------------------------------------------------------------------

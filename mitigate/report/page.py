@@ -45,6 +45,7 @@ def build_report(
     opener: Opener | None = None,
     blur_sexual: bool = True,
     max_thumbs: int = 12,
+    shown_as: str | None = None,
 ) -> str:
     """The report of the finished run in ``out_dir`` as one self-contained HTML page.
 
@@ -52,9 +53,12 @@ def build_report(
     pass ``mitigate.pipeline.fs.open_read`` for remote paths). Thumbnails of
     ``sexual``-category filters, and elsewhere of samples scoring at or above a sexual
     filter's threshold, are blurred in the pixels unless ``blur_sexual`` is False.
-    ``max_thumbs`` bounds every thumbnail strip.
+    ``max_thumbs`` bounds every thumbnail strip. ``shown_as`` is the folder name the
+    page shows (default ``out_dir``; a run writes its report in a staging folder and
+    shows the output folder it is swapped into).
     """
     out_dir = Path(out_dir)
+    shown = shown_as if shown_as is not None else str(out_dir)
     summary = load_summary(out_dir)
     config = load_run_config(out_dir)
     specs = filter_specs(config, summary)
@@ -74,13 +78,13 @@ def build_report(
         _section_config(summary, out_dir),
     ]
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTION_IDS)
-    title = f"mitigate report: {out_dir}"
+    title = f"mitigate report: {shown}"
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>mitigate run report</h1><div class='muted'>{_esc(out_dir)} · "
+        f"<header><h1>mitigate run report</h1><div class='muted'>{_esc(shown)} · "
         f"mitigate {_esc(summary.get('versions', {}).get('mitigate', '?'))}</div>"
         f"<nav>{nav}</nav></header><main>{''.join(sections)}</main></body></html>"
     )
@@ -92,10 +96,13 @@ def write_report(
     opener: Opener | None = None,
     blur_sexual: bool = True,
     max_thumbs: int = 12,
+    shown_as: str | None = None,
 ) -> Path:
     """Build the report and write it to ``OUT/report.html`` atomically (a hidden
     temporary file in the same folder, then a rename). Returns the path."""
-    page = build_report(out_dir, opener=opener, blur_sexual=blur_sexual, max_thumbs=max_thumbs)
+    page = build_report(
+        out_dir, opener=opener, blur_sexual=blur_sexual, max_thumbs=max_thumbs, shown_as=shown_as
+    )
     target = Path(out_dir, layout.REPORT)
     fd, tmp = tempfile.mkstemp(prefix=".report.html.tmp-", dir=target.parent)
     try:
