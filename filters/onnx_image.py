@@ -46,6 +46,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -72,6 +73,15 @@ class ModelFile(BaseModel):
     path: str | None = None
     package: str | None = None
     file: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Relative to the config's folder; the effective config (OUT/config.yaml) then
+        holds an absolute path and can be re-run from anywhere."""
+        if value is None:
+            return None
+        return str((Path((info.context or {}).get("base_dir", ".")) / value).resolve())
 
     @model_validator(mode="after")
     def _one_way(self) -> ModelFile:

@@ -131,6 +131,19 @@ def test_not_an_onnx_file_is_a_config_error(tmp_path):
         )
 
 
+def test_a_relative_model_path_is_absolute_in_the_effective_config(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    pooled_linear(folder / "m.onnx")
+    entry = {"name": "onnx_image", "model": {"path": "m.onnx"}, "size": 8}
+    config = validate_config({"filters": [entry]}, folder)
+    written = config.effective()["filters"][0]["model"]["path"]
+    assert written == str((folder / "m.onnx").resolve())
+    # what OUT/config.yaml holds validates from any other folder, to the same file
+    again = validate_config(config.effective(), tmp_path / "elsewhere")
+    assert again.filters[0].model_path == config.filters[0].model_path == written
+
+
 def test_handler_batches_and_returns_scores_and_embeddings(tmp_path):
     flt = _filter(
         tmp_path, crop="none", activation="softmax", embedding_output="pooled", batch_size=3
