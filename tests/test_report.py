@@ -985,3 +985,33 @@ def test_dedup_mode_brute_is_shown_as_exact_all_pairs(synthetic, tmp_path):
     text = section_text(parse(report.build_report(out)), "dedup")
     assert "mode exact (all pairs compared" in text
     assert "brute" not in text
+
+
+def test_blocklist_threshold_is_a_maximum_distance(synthetic, tmp_path):
+    """The blocklist drops scores at or below max_distance: the count on the drop side,
+    the strips (kept samples nearest the list first) and the heading say so."""
+    out = shutil.copytree(synthetic, tmp_path / "out")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    config["filters"].append(
+        {"name": "blocklist", "id": "blocklist", "path": "bl.txt", "max_distance": 6}
+    )
+    (out / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    all_scores: list[int] = []
+    for part in sorted((out / "manifest").glob("*.parquet")):
+        table = pq.read_table(part)
+        scores = (np.arange(table.num_rows) * 7 + len(all_scores)) % 33  # 0..32 bits
+        table = table.append_column("score_blocklist", pa.array(scores, pa.float64()))
+        pq.write_table(table, part)
+        all_scores.extend(scores.tolist())
+    scores = np.array(all_scores, dtype=float)
+    spec = next(s for s in report.filter_specs(config, {}) if s.name == "blocklist")
+    assert (spec.threshold, spec.drops_low) == (6.0, True)
+    table = review.load_manifest(out, None)
+    data = report.filter_data(table, spec, 5)
+    assert data.at_or_above == int(np.count_nonzero(scores <= 6))
+    kept = np.flatnonzero(np.array(table.column("state").to_pylist()) == "kept")
+    nearest = sorted(kept, key=lambda i: (scores[i], i))[:5]
+    assert [scores[i] for i in data.top_kept] == [scores[i] for i in nearest]
+    text = section_text(parse(report.build_report(out)), "filters")
+    assert "drops a score at or below 6" in text
+    assert "Lowest-scored kept samples" in text

@@ -27,8 +27,11 @@ HISTOGRAM_BINS = 40
 
 # Config fields that hold the threshold on a filter's *score* (first one present wins):
 # ONNX/NudeNet filters drop when score >= threshold, image_quality when the aspect
-# ratio (its score) > max_aspect_ratio, caption_terms when the match count >= min_matches.
-_THRESHOLD_FIELDS = ("threshold", "max_aspect_ratio", "min_matches")
+# ratio (its score) > max_aspect_ratio, caption_terms when the match count >= min_matches,
+# blocklist when the distance in bits (its score) <= max_distance.
+_THRESHOLD_FIELDS = ("threshold", "max_aspect_ratio", "min_matches", "max_distance")
+# Filters whose low scores drop (the others drop high scores).
+_DROP_AT_OR_BELOW = frozenset({"blocklist"})
 
 _STEPS = (
     ("errors", "error"),
@@ -68,6 +71,8 @@ class FilterSpec:
     threshold: float | None  # on the score column; None if the filter has no such field
     # image_quality's min_side (px): its size check reads the shorter side, not the score
     min_side: float | None = None
+    # the drop side: scores at or below the threshold (blocklist distance), else at/above
+    drops_low: bool = False
 
     @property
     def column(self) -> str:
@@ -91,6 +96,7 @@ def filter_specs(config: Mapping[str, Any], summary: Mapping[str, Any]) -> list[
                 category=entry.get("category") or "quality",
                 threshold=threshold,
                 min_side=None if entry.get("min_side") is None else float(entry["min_side"]),
+                drops_low=entry["name"] in _DROP_AT_OR_BELOW,
             )
         )
     return specs
@@ -264,8 +270,8 @@ class FilterData:
     dropped: int  # rows whose state this filter decided
     dropped_by_reason: dict[str, int]
     at_or_above: int  # scored rows on the drop side of the threshold (any state)
-    top_kept: list[int]  # manifest row indices, highest score first
-    bottom_dropped: list[int]  # manifest row indices, lowest score first
+    top_kept: list[int]  # manifest row indices, nearest the drop side first
+    bottom_dropped: list[int]  # manifest row indices, nearest the keep side first
     # image_quality: shorter side (px) of every decoded image, against min_side
     side_histogram: Histogram | None = None
 
@@ -287,7 +293,10 @@ def filter_data(table: pa.Table, spec: FilterSpec, max_thumbs: int) -> FilterDat
     reasons = _value_counts(table.filter(pa.array(mine)), ["reason"]) if mine.any() else {}
     at_or_above = 0
     if spec.threshold is not None:
-        at_or_above = int(np.count_nonzero(scores[finite] >= spec.threshold))
+        on_drop_side = (
+            scores[finite] <= spec.threshold if spec.drops_low else scores[finite] >= spec.threshold
+        )
+        at_or_above = int(np.count_nonzero(on_drop_side))
     kept = np.flatnonzero(_mask(table, "state", "kept") & finite)
     dropped = np.flatnonzero(mine & finite)
     return FilterData(
@@ -296,8 +305,9 @@ def filter_data(table: pa.Table, spec: FilterSpec, max_thumbs: int) -> FilterDat
         dropped=int(mine.sum()),
         dropped_by_reason={r[0]: n for r, n in sorted(reasons.items(), key=lambda x: -x[1])},
         at_or_above=at_or_above,
-        top_kept=_top(kept, scores, max_thumbs, descending=True),
-        bottom_dropped=_top(dropped, scores, max_thumbs, descending=False),
+        # kept samples nearest the drop side, and dropped samples nearest the keep side
+        top_kept=_top(kept, scores, max_thumbs, descending=not spec.drops_low),
+        bottom_dropped=_top(dropped, scores, max_thumbs, descending=spec.drops_low),
         side_histogram=_side_histogram(table, spec),
     )
 

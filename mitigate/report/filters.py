@@ -30,16 +30,24 @@ _SCORE_LABELS = {
 }
 
 
+def _drops(c: float, thr: float, drop_side: str) -> bool:
+    if drop_side == "below":
+        return c < thr
+    if drop_side == "at_or_below":
+        return c <= thr
+    return c >= thr
+
+
 def _hist_plot(
-    fig: Figure, hist: Histogram, thr: float | None, label: str, drop_below: bool = False
+    fig: Figure, hist: Histogram, thr: float | None, label: str, drop_side: str = "at_or_above"
 ) -> None:
-    """Bars coloured by the side of ``thr`` that drops: at or above it for scores,
-    below it for ``drop_below`` (a minimum size)."""
+    """Bars coloured by the side of ``thr`` that drops: ``at_or_above`` it for most
+    scores, ``at_or_below`` for a distance (blocklist), ``below`` for a minimum size."""
     ax = fig.add_subplot()
     centres = (hist.edges[:-1] + hist.edges[1:]) / 2
     colours = [
         _PALETTE["filtered"]
-        if thr is not None and ((c < thr) if drop_below else (c >= thr))
+        if thr is not None and _drops(c, thr, drop_side)
         else _PALETTE["unfiltered"]
         for c in centres
     ]
@@ -109,6 +117,8 @@ def _section_filters(
         hist = d.histogram
         reasons = ", ".join(f"{_esc(r)} {n:,}" for r, n in d.dropped_by_reason.items())
         thr = "no score threshold" if s.threshold is None else f"threshold {s.threshold:g}"
+        if s.threshold is not None and s.drops_low:
+            thr = f"drops a score at or below {s.threshold:g}"
         parts.append(
             f'<div class="filter" id="filter-{_esc(s.filter_id)}">'
             f"<h3>{_esc(s.filter_id)} <span class='muted'>({_esc(s.name)}, category "
@@ -127,7 +137,14 @@ def _section_filters(
             what = _SCORE_LABELS.get(s.name)
             label = s.column if what is None else f"{s.column}: {what}"
             parts.append(
-                _plot(_hist_plot, hist, s.threshold, label, alt=f"histogram of {s.column}")
+                _plot(
+                    _hist_plot,
+                    hist,
+                    s.threshold,
+                    label,
+                    "at_or_below" if s.drops_low else "at_or_above",
+                    alt=f"histogram of {s.column}",
+                )
             )
         else:
             parts.append('<p class="note">No sample has a score.</p>')
@@ -143,14 +160,15 @@ def _section_filters(
                     side,
                     s.min_side,
                     "shorter side (px)",
-                    True,
+                    "below",
                     alt="histogram of the shorter side",
                 )
             )
         blur_note = " (blurred: sexual-content filter)" if blur else ""
-        parts.append(f"<p>Highest-scored <b>kept</b> samples{blur_note}:</p>")
+        high, low = ("Lowest", "Highest") if s.drops_low else ("Highest", "Lowest")
+        parts.append(f"<p>{high}-scored <b>kept</b> samples{blur_note}:</p>")
         parts.append(_strip(thumbs, table, d.top_kept, s, blur))
-        parts.append(f"<p>Lowest-scored <b>dropped</b> samples{blur_note}:</p>")
+        parts.append(f"<p>{low}-scored <b>dropped</b> samples{blur_note}:</p>")
         parts.append(_strip(thumbs, table, d.bottom_dropped, s, blur))
         parts.append("</div>")
     parts.append("</section>")
