@@ -12,8 +12,19 @@ Each pipeline run is a fresh child process, so its peak RSS (``ru_maxrss``, pare
 worker processes reported separately) is its own; two dataset sizes show whether
 memory grows with the data.
 
+Wall time needs a quiet machine; CPU time (the baseline's ``process_time``, the child's
+and its workers' user+sys from ``getrusage``) is much less sensitive to other jobs, so
+every row reports both, with the ratio to the baseline in each: ``x base wall`` is
+samples/s per core against the baseline's samples/s, ``x base CPU`` the baseline's CPU
+per sample over the pipeline's (how many times cheaper per sample the pipeline is).
+``--compare-before`` adds one-worker rows with the fixed-cost cuts of issue 14 switched
+off (Beam's introspection memos, ``runners/beam_memo.py``, and the runner-API round
+trip the local runner skips, ``runners/local.py``): their before/after in the same run.
+
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
+    python benchmarks/bench_pipeline.py --sizes 1600 6400 --long-side 1024 \
+        --workers 2 --mode multi_threading --compare-before
 """
 
 from __future__ import annotations
@@ -47,10 +58,11 @@ def ensure_data(root: Path, n: int, long_side: int) -> list[Path]:
     return sorted(folder.glob("*.tar"))
 
 
-def baseline(shards: list[Path]) -> tuple[int, float]:
-    """Naive: full decode + phash(image) + phash(mirror) per image, one core."""
+def baseline(shards: list[Path]) -> tuple[int, float, float]:
+    """Naive: full decode + phash(image) + phash(mirror) per image, one core.
+    Returns (images, wall seconds, CPU seconds)."""
     n = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for shard in shards:
         with tarfile.open(shard) as tar:
             for member in tar:
@@ -60,13 +72,22 @@ def baseline(shards: list[Path]) -> tuple[int, float]:
                     imagehash.phash(image)
                     imagehash.phash(ImageOps.mirror(image))
                     n += 1
-    return n, time.perf_counter() - started
+    return n, time.perf_counter() - started, time.process_time() - cpu_started
 
 
-def child(shards: list[str], out: str, workers: int, mode: str, nsfw: bool) -> None:
+def child(
+    shards: list[str], out: str, workers: int, mode: str, nsfw: bool, cuts: bool = True
+) -> None:
     """Run the pipeline once and print its timing and peak memory as JSON."""
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
+
+    if not cuts:  # the fixed-cost cuts off: Beam's own behaviour
+        from mitigate.runners import beam_memo
+        from mitigate.runners.local import LocalRunner
+
+        beam_memo.uninstall()
+        LocalRunner.is_fnapi_compatible = lambda self: False  # type: ignore[method-assign]
 
     overrides = [
         f"input.paths={json.dumps(shards)}",
@@ -101,10 +122,13 @@ def child(shards: list[str], out: str, workers: int, mode: str, nsfw: bool) -> N
     )
 
 
-def pipeline_run(shards: list[Path], workers: int, mode: str, nsfw: bool) -> dict:
+def pipeline_run(
+    shards: list[Path], workers: int, mode: str, nsfw: bool, cuts: bool = True
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, __file__, "--child", "--workers", str(workers), "--mode", mode]
-        cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else []), *map(str, shards)]
+        cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else [])]
+        cmd += [*([] if cuts else ["--cuts-off"]), *map(str, shards)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -140,41 +164,60 @@ def main(argv: list[str] | None = None) -> int:
         "--nsfw", action="store_true", help="also run the large size with the nsfw filter"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (median reported)")
+    parser.add_argument(
+        "--compare-before",
+        action="store_true",
+        help="also run one worker at each size with the fixed-cost cuts off",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cuts-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
-        child(args.shards, args.out, args.workers, args.mode, args.nsfw)
+        child(args.shards, args.out, args.workers, args.mode, args.nsfw, not args.cuts_off)
         return 0
 
     small, large = sorted(args.sizes)
     data = {n: ensure_data(args.data, n, args.long_side) for n in (small, large)}
-    n_base, t_base = baseline(data[small])
+    n_base, t_base, cpu_base = baseline(data[small])
     base_rate = n_base / t_base
-    plan = [(small, 1, False), (small, args.workers, False)]
-    plan += [(large, 1, False), (large, args.workers, False)]
+    base_cpu_ms = cpu_base / n_base * 1000
+    # (samples, workers, nsfw, fixed-cost cuts on)
+    plan = [(small, 1, False, True), (small, args.workers, False, True)]
+    plan += [(large, 1, False, True), (large, args.workers, False, True)]
+    if args.compare_before:
+        plan += [(small, 1, False, False), (large, 1, False, False)]
     if args.nsfw:
-        plan += [(large, 1, True), (large, args.workers, True)]
-    runs: dict[tuple[int, int, bool], list[dict]] = {row: [] for row in plan}
+        plan += [(large, 1, True, True), (large, args.workers, True, True)]
+    runs: dict[tuple[int, int, bool, bool], list[dict]] = {row: [] for row in plan}
     for _ in range(args.repeat):  # rows alternate, so load changes hit every row alike
-        for n, workers, nsfw in plan:
-            runs[(n, workers, nsfw)].append(pipeline_run(data[n], workers, args.mode, nsfw))
+        for n, workers, nsfw, memo in plan:
+            runs[(n, workers, nsfw, memo)].append(
+                pipeline_run(data[n], workers, args.mode, nsfw, memo)
+            )
     result = {row: sorted(rs, key=lambda r: r["wall"])[len(rs) // 2] for row, rs in runs.items()}
-    print(f"baseline (full decode + 2x imagehash.phash, 1 core): {base_rate:.1f} samples/s")
+    print(
+        f"baseline (full decode + 2x imagehash.phash, 1 core, {n_base} images): "
+        f"{base_rate:.1f} samples/s wall, {base_cpu_ms:.2f} ms CPU per sample"
+    )
     print(f"parallel: direct_num_workers={args.workers}, {args.mode}; medians of {args.repeat}")
     print(
-        f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'wall s':>7} {'CPU s':>7} "
-        f"{'samples/s/core':>15} {'x baseline':>10} {'x 1 worker':>10} "
+        f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'cuts':>5} {'wall s':>7} {'CPU s':>7} "
+        f"{'CPU ms/sample':>13} {'samples/s/core':>15} {'x base wall':>11} {'x base CPU':>10} "
+        f"{'x 1 worker wall':>15} {'CPU vs 1 worker':>15} "
         f"{'peak RSS parent MB':>19} {'peak RSS workers MB':>20}"
     )
-    for (n, workers, nsfw), r in result.items():
+    for (n, workers, nsfw, memo), r in result.items():
         per_core = r["n"] / r["wall"] / workers
-        speedup = result[(n, 1, nsfw)]["wall"] / r["wall"]
+        one = result[(n, 1, nsfw, memo)] if (n, 1, nsfw, memo) in result else r
+        cpu_ms = r["cpu"] / r["n"] * 1000
         print(
-            f"{n:>8} {'yes' if nsfw else 'no':>5} {workers:>7} {r['wall']:>7.1f} {r['cpu']:>7.1f} "
-            f"{per_core:>15.1f} {per_core / base_rate:>10.2f} {speedup:>10.2f} "
+            f"{n:>8} {'yes' if nsfw else 'no':>5} {workers:>7} {'on' if memo else 'off':>5} "
+            f"{r['wall']:>7.1f} {r['cpu']:>7.1f} {cpu_ms:>13.2f} {per_core:>15.1f} "
+            f"{per_core / base_rate:>11.2f} {base_cpu_ms / cpu_ms:>10.2f} "
+            f"{one['wall'] / r['wall']:>15.2f} {r['cpu'] / one['cpu']:>15.2f} "
             f"{r['rss_parent_mb']:>19.0f} {r['rss_workers_mb']:>20.0f}"
         )
     return 0

@@ -15,8 +15,16 @@ distort the figures less), on the shards of ``--data``:
 "Beam and the other stages" is the run's CPU minus the per-sample steps it contains:
 per-element and shuffle costs, exact and near dedup, rebalancing, the summary.
 
+``--cprofile FILE`` also runs the whole pipeline once more under cProfile (a third
+fresh process; the profiler inflates Python-heavy code, so read its counts and its
+ranking, not its seconds), saves the stats to FILE and prints the top functions by own
+time and the call counts of Beam's repeated introspections (see runners/beam_memo.py).
+``--cuts-off`` runs the whole-pipeline processes with the fixed-cost cuts of issue 14 off
+(those memos, and the runner-API round trip the local runner skips): the before.
+
     python benchmarks/make_bench_data.py --out bench_data/n1600-1024px --n 1600 --long-side 1024
     python benchmarks/profile_pipeline.py --data bench_data/n1600-1024px
+    python benchmarks/profile_pipeline.py --data bench_data/n1600-1024px --cprofile /tmp/run.prof
 """
 
 from __future__ import annotations
@@ -113,7 +121,7 @@ def steps(shards: list[Path]) -> tuple[int, dict[str, float]]:
     return len(records), cpu
 
 
-def child(shards: list[str], out: str) -> None:
+def child(shards: list[str], out: str, cuts: bool = True, cprofile: str | None = None) -> None:
     """One in-process run; CPU seconds of its phases as JSON."""
     started = time.process_time()
     import apache_beam  # noqa: F401
@@ -122,6 +130,12 @@ def child(shards: list[str], out: str) -> None:
     from mitigate.config import load_config
 
     phases = {"imports": time.process_time() - started}
+    if not cuts:  # issue 14's fixed-cost cuts off: Beam's own behaviour
+        from mitigate.runners import beam_memo
+        from mitigate.runners.local import LocalRunner
+
+        beam_memo.uninstall()
+        LocalRunner.is_fnapi_compatible = lambda self: False  # type: ignore[method-assign]
 
     def timing(name: str, fn: Callable) -> Callable:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -145,7 +159,14 @@ def child(shards: list[str], out: str) -> None:
     ]
     config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
     t = time.process_time()
-    summary = run_module.run(config)
+    if cprofile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        summary = profiler.runcall(run_module.run, config)
+        profiler.dump_stats(cprofile)
+    else:
+        summary = run_module.run(config)
     phases["whole run() call"] = time.process_time() - t
     phases["total CPU of the process"] = time.process_time()
     print(json.dumps({"n": summary["input_count"], "cpu": phases}))
@@ -154,20 +175,29 @@ def child(shards: list[str], out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder of benchmark shards")
+    parser.add_argument("--cprofile", metavar="FILE", help="also profile one run into FILE")
+    parser.add_argument(
+        "--cuts-off", action="store_true", help="whole runs with issue 14's fixed-cost cuts off"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
-        child(args.shards, args.out)
+        child(args.shards, args.out, not args.cuts_off, args.cprofile)
         return 0
-    shards = sorted(args.data.glob("*.tar"))
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--data", str(args.data), "--child"]
-        cmd += ["--out", str(Path(tmp) / "out"), *map(str, shards)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    whole = json.loads(proc.stdout.strip().splitlines()[-1])
+    shards = sorted(args.data.resolve().glob("*.tar"))  # absolute: the config resolves paths
+    memo = ["--cuts-off"] if args.cuts_off else []
+
+    def whole_run(extra: list[str]) -> dict:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, __file__, "--data", str(args.data), "--child", *memo, *extra]
+            cmd += ["--out", str(Path(tmp) / "out"), *map(str, shards)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    whole = whole_run([])
     n, cpu = steps(shards)
     per = 1000 / n
     print(f"{n} samples from {args.data}; CPU ms per sample (one worker)")
@@ -181,7 +211,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<42} {seconds * per:7.2f}   ({seconds:.1f} s)")
     beam_run = whole["cpu"]["Beam run"]
     print(f"  {'Beam run minus the per-sample steps':<42} {(beam_run - inside) * per:7.2f}")
+    if args.cprofile:
+        whole_run(["--cprofile", args.cprofile])
+        print_profile(args.cprofile)
     return 0
+
+
+# Beam's repeated introspections (runners/beam_memo.py) and the record coder's pickling
+WATCHED = ("get_dofn_specs", "view_as", "_pickle.dumps", "_pickle.loads", "add_argument")
+
+
+def print_profile(path: str) -> None:
+    """Top functions by own time, then the call counts of the WATCHED functions."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    stats.sort_stats("tottime").print_stats(25)
+    print("calls of watched functions (cProfile, one run):")
+    for (filename, line, name), (_, calls, tottime, cumtime, _) in sorted(stats.stats.items()):
+        label = f"{Path(filename).name}:{line}({name})" if line else name
+        if any(w in label for w in WATCHED):
+            print(f"  {label:<60} {calls:>8} calls {tottime:8.2f} s own {cumtime:8.2f} s cum")
 
 
 if __name__ == "__main__":

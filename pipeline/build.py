@@ -40,11 +40,14 @@ from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, atta
 from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, Reason, SampleRecord
+from mitigate.runners import beam_memo
 from mitigate.samples import SampleReader, shard_sample
 from mitigate.sources import SourceIssue, SourceLimits, index_tar
 from mitigate.tables import iter_table, table_format
 
 NAMESPACE = "mitigate"
+# Beam's per-DoFn introspection, memoised: a fixed ~5 s a run otherwise (runners/beam_memo.py)
+beam_memo.install()
 # Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
 # batching (BatchElements) relies on: there, model filters run inside Decode instead,
 # batched per chunk, with the same handler code and results.

@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from mitigate.config import ConfigError, RunnerConfig, validate_config
 from mitigate.pipeline.build import CHUNKS, IndexSource
 from mitigate.runners import pipeline_options
+from mitigate.runners.local import LocalRunner
 from mitigate.stages import balanced_chunks
 
 
@@ -53,6 +54,32 @@ def test_local_runner_never_tries_prism(prism_attempts: list[str], workers: int)
     assert options.get_all_options()["runner"] == "mitigate.runners.local.LocalRunner"
     _squares(options)
     assert prism_attempts == []
+
+
+def test_local_runner_skips_the_runner_api_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Beam skips its portability self-test (pipeline -> protos -> pipeline) for batch
+    # pipelines on its own SwitchingDirectRunner; the pinned subclass must too (a fixed
+    # cost of every run otherwise).
+    rebuilt: list[str] = []
+    original = beam.Pipeline.from_runner_api
+
+    def recording(*args, **kwargs):
+        rebuilt.append("round trip")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(beam.Pipeline, "from_runner_api", staticmethod(recording))
+    _squares(pipeline_options(RunnerConfig()))
+    assert rebuilt == []
+    # the check can fail: a runner Beam does not exempt makes the round trip
+    options = pipeline_options(RunnerConfig())
+    with beam.Pipeline(runner=_NotExempt(), options=options) as p:
+        assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x + 1), equal_to([2, 3]))
+    assert rebuilt == ["round trip"]
+
+
+class _NotExempt(LocalRunner):
+    def is_fnapi_compatible(self) -> bool:
+        return False
 
 
 def test_auto_workers_use_every_core_and_more_than_one_worker_leaves_one_thread(
