@@ -303,10 +303,10 @@ def signature_area(image: Image.Image) -> bytes:
     """The signature as first built (exact area averages over every pixel), the cost
     baseline of :func:`mitigate.verify.signature` (which point-samples large images)."""
     image = image.convert("RGB")
-    factor = min(image.size) // (4 * verify.GRID)
+    factor = min(image.size) // 64
     if factor >= 2:
         image = image.reduce(factor)
-    small = image.resize((verify.GRID, verify.GRID), Image.Resampling.BOX).convert("YCbCr")
+    small = image.resize((16, 16), Image.Resampling.BOX).convert("YCbCr")
     return np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1)).tobytes()
 
 

@@ -79,6 +79,8 @@ MEAN_LIMIT = 0.4
 #: |log| of the ratio of luma std (each + 8) that scores 1.0: planted copies reach 0.53.
 STD_LIMIT = 0.7
 _CONTRAST_FLOOR = 4.0  # luma std (0..255) below which an image counts as flat
+#: Point samples per cell side the signature averages (16 a cell).
+SAMPLES = 4
 _CHUNK = 512  # pairs scored at a time (bounded memory)
 _Y = GRID * GRID
 _C = CHROMA_GRID * CHROMA_GRID
@@ -87,30 +89,29 @@ _C = CHROMA_GRID * CHROMA_GRID
 def signature(image: Image.Image) -> bytes:
     """The :data:`SIG_BYTES`-byte signature of an image (any size and mode).
 
-    The image is averaged to 32x32 cells and converted to YCbCr (Pillow's conversion,
-    BT.601 as JPEG uses); luma is stored at 32x32, each chroma plane averaged to 16x16,
-    one byte a cell. An image with a shorter side of ``8 * GRID`` px or more is
-    point-sampled first (every ``factor``-th pixel a side, so each luma cell still
-    averages at least 16 samples): reading 1/factor^2 of the pixels instead of all of
-    them keeps the signature's cost a few percent of the decode path, with the same
+    An image with a shorter side of at least ``2 * GRID * SAMPLES`` px is point-sampled
+    at ``SAMPLES`` x ``SAMPLES`` pixels a cell on a regular grid (Pillow's NEAREST
+    resize to ``GRID * SAMPLES`` square), each cell the mean of its samples
+    (``reduce``); a smaller one is area-averaged to the cells (BOX). The cells are
+    converted to YCbCr (Pillow's conversion, BT.601 as
+    JPEG uses); luma is stored at 32x32 cells, each chroma plane averaged to 16x16, one
+    byte a cell. Reading 16 pixels a cell instead of every pixel keeps the signature's
+    cost a few percent of the decode path whatever the image size, at the same
     precision and recall on the evaluation set (BENCHMARKS.md, "Near-duplicate
     verification").
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
-    factor = min(image.size) // (4 * GRID)
-    if factor >= 2:
-        size = (image.width // factor, image.height // factor)
-        image = image.resize(size, Image.Resampling.NEAREST)
-    small = np.asarray(image.resize((GRID, GRID), Image.Resampling.BOX).convert("YCbCr"))
+    side = GRID * SAMPLES
+    if min(image.size) >= 2 * side:
+        small = image.resize((side, side), Image.Resampling.NEAREST).reduce(SAMPLES)
+    else:
+        # a small image: exact area averages (cheap here; point samples would skip
+        # pixels unevenly when fewer than two pixels a sample are there)
+        small = image.resize((GRID, GRID), Image.Resampling.BOX)
+    y, cb, cr = small.convert("YCbCr").split()
     f = GRID // CHROMA_GRID
-    chroma = small[:, :, 1:].astype(np.uint32).reshape(CHROMA_GRID, f, CHROMA_GRID, f, 2)
-    # exact mean of f x f cells, rounded half up (integer arithmetic: deterministic)
-    chroma = (chroma.sum(axis=(1, 3)) + f * f // 2) // (f * f)
-    return (
-        np.ascontiguousarray(small[:, :, 0]).tobytes()
-        + np.ascontiguousarray(chroma.transpose(2, 0, 1).astype(np.uint8)).tobytes()
-    )
+    return y.tobytes() + cb.reduce(f).tobytes() + cr.reduce(f).tobytes()
 
 
 def as_signatures(signatures: Sequence[bytes | None] | NDArray[np.uint8]) -> NDArray[np.uint8]:
