@@ -300,6 +300,16 @@ def cost(shards: list[Path], repeat: int = 5) -> int:
     return 0
 
 
+def search_cost(n: int, ks: list[int]) -> int:
+    """Exact candidate search time and pairs at each k, on the same synthetic hashes."""
+    p, m = neardup.synthetic_hashes(n, k=10, n_planted=n // 10, seed=0)
+    for k in ks:
+        t0 = time.process_time()
+        pairs = neardup.find_near_duplicates(p, m, k, mode="exact")
+        print(f"{len(p)} hashes, k={k}: {time.process_time() - t0:.1f} s CPU, {len(pairs)} pairs")
+    return 0
+
+
 def signature_area(image: Image.Image) -> bytes:
     """The signature as first built (exact area averages over every pixel), the cost
     baseline of :func:`mitigate.verify.signature` (which point-samples large images)."""
@@ -367,10 +377,19 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="only measure the signature's cost against the decode on these shards' images",
     )
+    parser.add_argument(
+        "--search-cost",
+        type=int,
+        metavar="N",
+        help="only time the exact candidate search at each of --ks on N synthetic hashes "
+        "(neardup.synthetic_hashes, 10%% planted copies): the cost of a larger k",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.cost_shards:
         return cost(args.cost_shards)
+    if args.search_cost:
+        return search_cost(args.search_cost, args.ks)
 
     t0 = time.perf_counter()
     sources = load_sources(args.stamps, args.max_side, args.limit)
