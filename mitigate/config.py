@@ -157,7 +157,7 @@ class DedupConfig(_Strict):
     )
     verify: bool = Field(
         default=True,
-        description="Check every pHash candidate pair with a finer signature (16x16 YCbCr "
+        description="Check every pHash candidate pair with a finer signature (32x32 YCbCr "
         "of the decoded image) and merge only pairs that pass; catches look-alikes a "
         "64-bit pHash cannot tell apart (another letter or digit, another colour).",
     )

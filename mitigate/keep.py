@@ -51,7 +51,7 @@ def centrality(
         ga = np.tile(np.asarray(anchors, np.int64), len(group))
         off = gi != ga
         gi, ga = gi[off], ga[off]
-        if all(signatures[x] is not None for x in group):
+        if all(verify.is_signature(signatures[x]) for x in group):
             sub = {x: t for t, x in enumerate(group)}
             sigs = verify.as_signatures([signatures[x] for x in group])
             d = verify.pair_scores([sub[x] for x in gi], [sub[x] for x in ga], sigs)

@@ -187,7 +187,7 @@ def _verified_keep(
     (verified) pair and the refused pairs ``(i, j, distance, score)``."""
     pairs = neardup.find_near_duplicates(p, m, k, mode=mode)
     sigs = [it.signature for it in items]
-    has_sig = np.asarray([s is not None for s in sigs], dtype=bool)
+    has_sig = np.asarray([verify.is_signature(s) for s in sigs], dtype=bool)
     ok = np.ones(len(pairs), dtype=bool)
     score = np.full(len(pairs), np.nan)
     if threshold is not None and len(pairs):

@@ -61,7 +61,7 @@ class SampleRecord:
     sha256: str | None = None
     phash: str | None = None  # 16 hex digits, imagehash's string form
     phash_mirror: str | None = None  # pHash of the horizontally mirrored image
-    signature: bytes | None = None  # mitigate.verify signature (768 bytes) for verification
+    signature: bytes | None = None  # mitigate.verify signature (verify.SIG_BYTES bytes)
     scores: dict[str, float] = field(default_factory=dict)  # filter id -> score
     score_info: dict[str, str] = field(default_factory=dict)  # filter id -> detail
     # filter id -> image embedding (float16), only for filters that store them

@@ -11,8 +11,8 @@
 The search runs in one worker over a ``HashItem`` per survivor (key, two pHashes,
 resolution: about 340 bytes as Python objects, so ~340 MB for 1M samples, measured by
 ``benchmarks/hashitem_bytes.py``; exact multi-index search of 1M hashes takes ~60 s, see
-BENCHMARKS.md; with ``dedup.verify`` each item also carries its 768-byte verification
-signature, ~1.1 GB for 1M samples). The records themselves do not go to that worker:
+BENCHMARKS.md; with ``dedup.verify`` each item also carries its 1,536-byte verification
+signature, ~1.9 GB for 1M samples). The records themselves do not go to that worker:
 they meet the decisions in a CoGroupByKey by key (one shuffle of the light records).
 """
 

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from mitigate import verify
 from mitigate.config import ConfigError, validate_config
 from mitigate.pipeline.run import redecide, run
 
@@ -80,9 +81,9 @@ def test_planted_copies_are_found_with_high_precision(planted, tmp_path):
     assert all(r["duplicate_of"] in kept_keys for r in dropped)  # always a kept sample
     assert all(0 <= r["distance"] <= 10 for r in dropped)
     # per-pair evidence: the verification score of every merge, the signature of every
-    # decoded sample (768 bytes, from the single decode)
+    # decoded sample (verify.SIG_BYTES bytes, from the single decode)
     assert all(0 <= r["verify_score"] <= 1.0 for r in dropped)
-    assert all(len(r["signature"]) == 768 for r in rows if r["state"] != "error")
+    assert all(len(r["signature"]) == verify.SIG_BYTES for r in rows if r["state"] != "error")
     assert all("verification score" in r["detail"] for r in dropped)
     # keep rule: every group keeps one sample
     assert {group[k] for k in kept_keys} == {f"g{g:02d}" for g in range(n_groups)}
