@@ -191,15 +191,14 @@ class DedupConfig(_Strict):
         default="auto",
         description="none: every hash in one worker (ToList). clusters: the partitioned "
         "graph (k-modes clusterings, exact search per partition, distributed components). "
-        "auto: the partitioned graph (one exact partition while the distinct hashes fit "
-        "in max_partition_size, clusters beyond) where it applies the configured rules, "
-        "i.e. with verify: false and keep: resolution; else none. The partitioned graph "
-        "does not yet verify candidates or keep the medoid.",
+        "auto: the partitioned graph (one exact partition while the hashes fit in "
+        "max_partition_size, clusters beyond). Both graphs verify candidate pairs and "
+        "apply dedup.keep the same way.",
     )
     max_partition_size: int = Field(
         default=2_000_000,
         ge=2,
-        description="Distinct hashes one partition may hold by design (~0.5 KB each in "
+        description="Hashes one partition may hold by design (~0.5 KB each in "
         "a worker, so the default fits a 4 GB worker with room for the search); the "
         "number of clusters is chosen so the mean partition is a quarter of this.",
     )
@@ -223,19 +222,7 @@ class DedupConfig(_Strict):
     @property
     def partitioned(self) -> bool:
         """Whether near-dup search runs the partitioned graph (see ``partition``)."""
-        if self.partition == "auto":
-            return not self.verify and self.keep == "resolution"
-        return self.partition == "clusters"
-
-    @model_validator(mode="after")
-    def _partitioned_rules(self) -> DedupConfig:
-        if self.partition == "clusters" and (self.verify or self.keep != "resolution"):
-            raise ValueError(
-                "partition: clusters does not yet verify candidate pairs or keep the medoid; "
-                "set dedup.verify: false and dedup.keep: resolution with it, or use "
-                "partition: none (one worker, with verification)"
-            )
-        return self
+        return self.partition in ("auto", "clusters")
 
     _reference_shards: list = PrivateAttr(default_factory=list)
 

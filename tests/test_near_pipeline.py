@@ -270,14 +270,11 @@ def test_a_run_below_min_recall_fails_before_writing_a_shard(planted, tmp_path):
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
-def test_partitioned_graph_only_where_it_applies_the_configured_rules():
-    from mitigate.config import ConfigError
-
+def test_partitioned_graph_runs_with_verification_and_the_medoid_rule():
     def dedup(**kw):
         return validate_config({"dedup": kw}).dedup
 
-    assert not dedup().partitioned  # defaults verify and keep the medoid: one worker
-    assert dedup(verify=False, keep="resolution").partitioned  # auto
-    assert not dedup(partition="none", verify=False, keep="resolution").partitioned
-    with pytest.raises(ConfigError, match="partition: clusters does not yet verify"):
-        dedup(partition="clusters")
+    assert dedup().partitioned  # auto, with the default verify + medoid
+    assert dedup(partition="clusters").partitioned
+    assert dedup(verify=False, keep="resolution").partitioned
+    assert not dedup(partition="none").partitioned
