@@ -20,6 +20,7 @@ Timings are wall clock on a shared 2-core machine (+-20 %); ratios are within on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import resource
@@ -47,7 +48,7 @@ def _hashes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ choose (core)
 
 
-def choose(n: int, clusters: list[int], clusterings: list[int]) -> None:
+def choose(n: int, clusters: list[int], clusterings: list[int], probes: int = 1) -> None:
     p, m = _hashes(n, seed=1)
     t0 = time.perf_counter()
     exact = nd.find_near_duplicates(p, m, K, mode="exact")
@@ -64,6 +65,7 @@ def choose(n: int, clusters: list[int], clusterings: list[int]) -> None:
         for c in clusterings:
             t0 = time.perf_counter()
             plan = pt.fit_clusterings(p[sample], m[sample], kk, c, k=K)
+            plan = dataclasses.replace(plan, probes=probes)
             t_fit = time.perf_counter() - t0
             t0 = time.perf_counter()
             found, sizes = pt.partition_pairs(plan, p, m, K)
@@ -380,11 +382,12 @@ def main() -> None:
     ap.add_argument("--clusterings", default="5")
     ap.add_argument("--max-partition-size", type=int, default=20_000)
     ap.add_argument("--partition-sizes", default="20000,200000")
+    ap.add_argument("--probes", type=int, default=1)
     ap.add_argument("--out")
     a = ap.parse_args()
     ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
     if a.what == "choose":
-        choose(a.n, ints(a.clusters), ints(a.clusterings))
+        choose(a.n, ints(a.clusters), ints(a.clusterings), a.probes)
     elif a.what == "beam":
         bench_beam(ints(a.sizes), a.max_partition_size, ints(a.clusterings)[0])
     elif a.what == "worker":

@@ -51,6 +51,7 @@ class PartitionPlan:
 
     centroids: NDArray[np.uint64]
     k: int
+    probes: int = 1  # nearest centroids a hash goes to, per clustering (multi-probe)
 
     @property
     def n_clusterings(self) -> int:
@@ -148,9 +149,24 @@ def fit_clusterings(
     return PartitionPlan(out, k)
 
 
+def _nearest_few(
+    points: NDArray[np.uint64], centroids: NDArray[np.uint64], probes: int, block: int = 4096
+) -> NDArray[np.int64]:
+    """Indices of the ``probes`` nearest centroids of every point (ties to the smaller
+    index), shape ``(n, probes)``."""
+    n = points.shape[0]
+    out = np.empty((n, probes), np.int64)
+    for s in range(0, n, block):
+        d = neardup.popcount64(points[s : s + block, None] ^ centroids[None, :]).astype(np.int64)
+        key = d * centroids.shape[0] + np.arange(centroids.shape[0])  # distance, then index
+        part = np.argpartition(key, probes - 1, axis=1)[:, :probes]
+        out[s : s + block] = part
+    return out
+
+
 def assign(plan: PartitionPlan, phash: ArrayLike, mirror: ArrayLike | None) -> list[list[int]]:
-    """Sorted partition ids of every node: per clustering, the nearest centroid of its
-    pHash and of its mirror (one id when both are the same)."""
+    """Sorted partition ids of every node: per clustering, the nearest centroid (the
+    ``plan.probes`` nearest) of its pHash and of its mirror (duplicates once)."""
     p = neardup.as_hashes(phash, "phash")
     n = p.shape[0]
     if plan.n_partitions == 1:
@@ -159,10 +175,14 @@ def assign(plan: PartitionPlan, phash: ArrayLike, mirror: ArrayLike | None) -> l
     cols = []
     for c in range(plan.n_clusterings):
         base = c * plan.n_clusters
-        cols.append(_nearest(p, plan.centroids[c])[0] + base)
-        if m is not None:
-            cols.append(_nearest(m, plan.centroids[c])[0] + base)
-    ids = np.sort(np.stack(cols, axis=1), axis=1)
+        for h in (p, m):
+            if h is None:
+                continue
+            if plan.probes == 1:
+                cols.append((_nearest(h, plan.centroids[c])[0] + base)[:, None])
+            else:
+                cols.append(_nearest_few(h, plan.centroids[c], plan.probes) + base)
+    ids = np.sort(np.concatenate(cols, axis=1), axis=1)
     return [sorted(set(row)) for row in ids.tolist()]
 
 
