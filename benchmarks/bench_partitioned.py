@@ -112,7 +112,9 @@ def _assemble(element):
     return pb.Batch(bid, keys[order], p[order], m[order], res[order], [None] * keys.size)
 
 
-def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> None:
+def beam_child(
+    n: int, max_partition_size: int, clusterings: int, out: str, probes: int = 1
+) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -126,6 +128,7 @@ def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> N
                 "partition": "clusters",
                 "max_partition_size": max_partition_size,
                 "clusterings": clusterings,
+                "probes": probes,
                 "min_recall": 0.0,
                 "verify": False,  # hash-only: no signatures (pairs taken on pHash alone)
                 "keep": "resolution",
@@ -270,7 +273,7 @@ def shuffled_per_sample(b: dict[str, float], r: dict, rounds: int, signatures: b
     return {k: round(v, 1) for k, v in steps.items()}
 
 
-def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> None:
+def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int, probes: int) -> None:
     from mitigate.pipeline.near_batched import STAR_ROUNDS
 
     b = bytes_per_unit()
@@ -286,6 +289,8 @@ def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> N
                 str(max_partition_size),
                 "--clusterings",
                 str(clusterings),
+                "--probes",
+                str(probes),
             ]
         )
         n_items = r["n"]
@@ -389,13 +394,13 @@ def main() -> None:
     if a.what == "choose":
         choose(a.n, ints(a.clusters), ints(a.clusterings), a.probes)
     elif a.what == "beam":
-        bench_beam(ints(a.sizes), a.max_partition_size, ints(a.clusterings)[0])
+        bench_beam(ints(a.sizes), a.max_partition_size, ints(a.clusterings)[0], a.probes)
     elif a.what == "worker":
         bench_worker(ints(a.partition_sizes))
     elif a.what == "assign":
         bench_assign(a.n, ints(a.clusters)[0], ints(a.clusterings)[0])
     elif a.what == "beam-child":
-        beam_child(a.n, a.max_partition_size, ints(a.clusterings)[0], a.out)
+        beam_child(a.n, a.max_partition_size, ints(a.clusterings)[0], a.out, a.probes)
     elif a.what == "exact-child":
         exact_child(a.n, a.out)
     else:

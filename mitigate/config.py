@@ -209,6 +209,14 @@ class DedupConfig(_Strict):
         description="Independent clusterings; each hash goes to its nearest centroid "
         "(pHash and mirror) in each, so more clusterings find more pairs and shuffle more.",
     )
+    probes: int = Field(
+        default=1,
+        ge=1,
+        le=4,
+        description="Nearest centroids a hash goes to in each clustering (multi-probe). "
+        "2 finds more pairs than twice the clusterings at the same shuffle (measured, "
+        "BENCHMARKS.md); clusters per clustering grow with it so partitions keep their size.",
+    )
     min_recall: float = Field(
         default=0.9,
         ge=0.0,

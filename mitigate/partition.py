@@ -72,12 +72,13 @@ def stable_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
-def n_clusters_for(n_nodes: int, max_partition_size: int) -> int:
+def n_clusters_for(n_nodes: int, max_partition_size: int, probes: int = 1) -> int:
     """Centroids per clustering so the mean partition holds ``FILL * max_partition_size``
-    entries (two entries a node: pHash and mirror); 1 when every node fits in one."""
+    entries (``2 * probes`` entries a node: pHash and mirror, each to its ``probes``
+    nearest centroids); 1 when every node fits in one."""
     if n_nodes <= max_partition_size:
         return 1
-    return max(2, math.ceil(2 * n_nodes / (FILL * max_partition_size)))
+    return max(2, math.ceil(2 * probes * n_nodes / (FILL * max_partition_size)))
 
 
 def _nearest(

@@ -25,6 +25,7 @@ remaining graph after the rounds (reported as ``components.remaining_edges``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -98,13 +99,14 @@ class _ConcatFn(beam.CombineFn):
 
 
 def _plan(sample: tuple, n: int, dedup: DedupConfig) -> partition.PartitionPlan:
-    n_clusters = partition.n_clusters_for(n, dedup.max_partition_size)
+    n_clusters = partition.n_clusters_for(n, dedup.max_partition_size, dedup.probes)
     if dedup.partition == "clusters":
         n_clusters = max(n_clusters, 2)
     _, ids, p, m = sample
     order = np.argsort(ids)
     n_clusters = min(n_clusters, np.unique(np.r_[p, m]).size)
-    return partition.fit_clusterings(p[order], m[order], n_clusters, dedup.clusterings, k=dedup.k)
+    plan = partition.fit_clusterings(p[order], m[order], n_clusters, dedup.clusterings, k=dedup.k)
+    return dataclasses.replace(plan, probes=min(dedup.probes, plan.n_clusters))
 
 
 def _search(element: tuple[int, Iterable[tuple]], dedup: DedupConfig) -> Iterator[Any]:
