@@ -10,7 +10,9 @@ clustering splits. This module does the same for 64-bit perceptual hashes:
 * :func:`assign` sends every node (a distinct ``(pHash, mirror)``) to the nearest
   centroid of its pHash **and** of its mirror pHash in every clustering, so a pair
   within ``k`` by either the plain or the mirror rule can meet in one partition;
-  partition ids are ``clustering * K + centroid``;
+  partition ids are ``clustering * K + centroid``; with ``plan.probes > 1`` (multi-probe,
+  ``dedup.probes``) to its ``probes`` nearest centroids, which catches pairs near a
+  cell boundary at less cost than more clusterings (measured, BENCHMARKS.md);
 * the pipeline then runs the existing exact search (:mod:`mitigate.neardup`) inside
   every partition; a pair met in several partitions is reported once;
 * :func:`recall_from_counts` turns the per-query counts of the sampled brute-force
