@@ -20,6 +20,7 @@ Timings are wall clock on a shared 2-core machine (+-20 %); ratios are within on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import resource
@@ -47,7 +48,7 @@ def _hashes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ choose (core)
 
 
-def choose(n: int, clusters: list[int], clusterings: list[int]) -> None:
+def choose(n: int, clusters: list[int], clusterings: list[int], probes: int = 1) -> None:
     p, m = _hashes(n, seed=1)
     t0 = time.perf_counter()
     exact = nd.find_near_duplicates(p, m, K, mode="exact")
@@ -64,6 +65,7 @@ def choose(n: int, clusters: list[int], clusterings: list[int]) -> None:
         for c in clusterings:
             t0 = time.perf_counter()
             plan = pt.fit_clusterings(p[sample], m[sample], kk, c, k=K)
+            plan = dataclasses.replace(plan, probes=probes)
             t_fit = time.perf_counter() - t0
             t0 = time.perf_counter()
             found, sizes = pt.partition_pairs(plan, p, m, K)
@@ -80,21 +82,44 @@ def choose(n: int, clusters: list[int], clusterings: list[int]) -> None:
 # ------------------------------------------------------------------ beam
 
 
-def _generate(chunk: int, per_chunk: int) -> list:
-    from mitigate.near import HashItem
+PER_CHUNK = 100_000
+BATCH_SAMPLES = 50_000
+
+
+def _key(chunk: int, i: np.ndarray) -> list[str]:
+    return [f"{chunk:05d}-{x:07d}" for x in i.tolist()]
+
+
+def _generate(chunk: int, per_chunk: int, n_batches: int):
+    """One chunk of synthetic hashes (planted neighbours inside the chunk), split into
+    pieces by batch (a stable hash of the key), so pairs cross batches."""
+    from mitigate import partition_batch as pb
 
     p, m = _hashes(per_chunk, seed=1000 + chunk)
+    keys = np.asarray(_key(chunk, np.arange(p.size)), dtype=np.str_)
     res = np.random.default_rng(chunk).integers(100, 1000, size=p.size)
-    ph, mh = nd.uint64_to_hex(p), nd.uint64_to_hex(m)
-    return [HashItem(f"{chunk:05d}-{i:07d}", ph[i], mh[i], int(res[i])) for i in range(p.size)]
+    bid = (pb.stable_hashes(keys.tolist()) % np.uint64(n_batches)).astype(np.int64)
+    yield from pb.split_by(bid, keys, p, m, res)
 
 
-def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> None:
+def _assemble(element):
+    from mitigate import partition_batch as pb
+
+    bid, parts = element
+    parts = list(parts)
+    keys, p, m, res = (np.concatenate([x[i] for x in parts]) for i in range(4))
+    order = np.argsort(keys)
+    return pb.Batch(bid, keys[order], p[order], m[order], res[order], [None] * keys.size)
+
+
+def beam_child(
+    n: int, max_partition_size: int, clusterings: int, out: str, probes: int = 1
+) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from mitigate.config import validate_config
-    from mitigate.pipeline.near_partitioned import PartitionedSearch
+    from mitigate.pipeline.near_batched import PartitionedSearch
 
     config = validate_config(
         {
@@ -103,21 +128,26 @@ def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> N
                 "partition": "clusters",
                 "max_partition_size": max_partition_size,
                 "clusterings": clusterings,
+                "probes": probes,
                 "min_recall": 0.0,
+                "verify": False,  # hash-only: no signatures (pairs taken on pHash alone)
+                "keep": "resolution",
             }
         }
     )
-    per_chunk = 50_000
+    per_chunk = min(n, PER_CHUNK)
     chunks = max(1, n // per_chunk)
+    n_batches = max(1, chunks * per_chunk // BATCH_SAMPLES)
     t0 = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
-        items = (
+        batches = (
             pipeline
             | beam.Create(list(range(chunks)))
-            | beam.FlatMap(_generate, min(n, per_chunk))
-            | beam.Reshuffle()
+            | beam.FlatMap(_generate, per_chunk, n_batches)
+            | "ByBatch" >> beam.GroupByKey()
+            | "Assemble" >> beam.Map(_assemble)
         )
-        res = items | PartitionedSearch(config.dedup)
+        res = batches | PartitionedSearch(config.dedup)
 
         def write(_, recall, sizes, counts, clusters, plan):
             Path(out).write_text(
@@ -127,6 +157,7 @@ def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> N
                         "partitions": len(sizes),
                         "largest_partition": max(sizes),
                         "entries": sum(sizes),
+                        "candidates": counts["merged"] + counts["refused"],
                         "counts": counts,
                         "clusters_per_clustering": plan.n_clusters,
                         "clusterings": plan.n_clusterings,
@@ -154,24 +185,22 @@ def beam_child(n: int, max_partition_size: int, clusterings: int, out: str) -> N
     report = json.loads(Path(out).read_text())
     report["seconds"] = wall
     report["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report["n"] = chunks * len(_generate(0, min(n, per_chunk)))
+    report["n"] = chunks * per_chunk
     Path(out).write_text(json.dumps(report))
 
 
 def exact_child(n: int, out: str) -> None:
-    per_chunk = 50_000
+    per_chunk = min(n, PER_CHUNK)
     chunks = max(1, n // per_chunk)
-    ps, ms, res = [], [], []
+    ps, ms = [], []
     for c in range(chunks):
-        p, m = _hashes(min(n, per_chunk), seed=1000 + c)
+        p, m = _hashes(per_chunk, seed=1000 + c)
         ps.append(p)
         ms.append(m)
-        res.append(np.random.default_rng(c).integers(100, 1000, size=p.size))
     p, m = np.concatenate(ps), np.concatenate(ms)
     t0 = time.perf_counter()
-    # pairs between distinct (pHash, mirror) nodes, as the partitioned search reports
-    # them (identical hashes are grouped before any search in both modes)
-    found = nd.find_node_pairs(nd.collapse_identical(p, m), K, mode="exact")
+    # item pairs (identical hashes included), as the partitioned graph reports them
+    found = nd.find_near_duplicates(p, m, K, mode="exact")
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(out).write_text(json.dumps({"seconds": wall, "pairs": len(found), "maxrss_mib": rss}))
@@ -184,34 +213,71 @@ def _child(args: list[str]) -> dict[str, Any]:
     return json.loads(Path(out).read_text())
 
 
-def bytes_per_element() -> dict[str, int]:
-    """Encoded size of one element of each shuffled collection (Beam's default coder
-    for Python objects pickles them)."""
-    from mitigate.components import KeyPair
+def bytes_per_unit() -> dict[str, float]:
+    """Pickled bytes (Beam's default coder for these elements) per unit of each
+    shuffled collection, from real elements of 50,000 samples / entries / pairs."""
+    from mitigate import partition_batch as pb
     from mitigate.near import HashItem
 
-    item = HashItem("000123-0004567", "8f3a5b0c1d2e3f40", "0f3a5b0c1d2e3f41", 512)
-    key, other = "000123-0004567", "000987-0001234"
+    n = 50_000
+    p, m = _hashes(n, seed=5)
+    keys = np.asarray(_key(1, np.arange(p.size)), dtype=np.str_)
+    rng = np.random.default_rng(0)
+    sigs = [rng.integers(0, 256, 768, dtype=np.uint8).tobytes() for _ in range(p.size)]
+    res = np.full(p.size, 512, np.int64)
+    no_sig = pb.Batch(3, keys, p, m, res, [None] * p.size)
+    with_sig = pb.Batch(3, keys, p, m, res, sigs)
+    ids = no_sig.ids
+    ids2, ids3 = ids + 1, ids + 2  # distinct objects (pickle memoises a repeated one)
+    item = HashItem(str(keys[0]), "8f3a5b0c1d2e3f40", "0f3a5b0c1d2e3f41", 512, sigs[0])
+    per = lambda obj, count: len(pickle.dumps(obj)) / count  # noqa: E731
     return {
-        "item": len(pickle.dumps(((item.phash, item.mirror), item))),
-        # one (partition, chunk of keys + pHash + mirror arrays) element per batch and
-        # partition: per entry, in a chunk of 100
-        "assignment": len(
-            pickle.dumps((1234, ([key] * 100, np.zeros(100, np.uint64), np.zeros(100, np.uint64))))
-        )
-        // 100,
-        "pair": len(pickle.dumps(((key, other), 7))),
-        "edge": len(pickle.dumps((key, other))),
-        "decision_or_label": len(pickle.dumps((key, (other, 7)))),
-        "keypair": len(pickle.dumps(KeyPair(key, other, 7))),
+        "item_with_signature": per((7, item), 1),
+        "batch_per_sample": per((3, no_sig), p.size),
+        "batch_with_signature_per_sample": per((3, with_sig), p.size),
+        "entry": per((12, (ids, p, m)), p.size),
+        "pair": per((3, (ids, ids2, np.zeros(p.size, np.uint8))), p.size),
+        "pair_with_key_and_signature": per(
+            (3, (ids, ids2, np.zeros(p.size, np.uint8), keys, sigs)), p.size
+        ),
+        "directed_edge": per((3, (ids, ids2)), p.size),
+        "edge_with_m": per((3, (ids, ids2, ids3)), p.size),
+        "member_with_signature": per((3, ("member", (ids, ids2, keys, p, m, res, sigs))), p.size),
     }
 
 
-def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> None:
-    from mitigate.pipeline.near_partitioned import STAR_ROUNDS
+def shuffled_per_sample(b: dict[str, float], r: dict, rounds: int, signatures: bool) -> dict:
+    """Bytes through GroupByKey/CoGroupByKey per sample, by step, from the element sizes
+    and the counts of one run (entries, pairs; edges in the rounds bounded by pairs)."""
+    n = r["n"]
+    pairs = (r["counts"].get("merged", 0) + r["counts"].get("refused", 0)) / n
+    batch = b["batch_with_signature_per_sample" if signatures else "batch_per_sample"]
+    member = b["member_with_signature"] if signatures else b["entry"] + 40
+    in_components = sum(int(s) * c for s, c in r["cluster_sizes"].items()) / n
+    steps = {
+        "batching (records path: item by key hash)": b["item_with_signature"]
+        if signatures
+        else batch,
+        "partitions": r["entries"] / n * b["entry"],
+        "join A (batch + candidate pairs)": batch + r["candidates"] / n * b["pair"],
+        "join B (batch + pairs with key, signature)": batch
+        + pairs * (b["pair_with_key_and_signature"] if signatures else b["pair"] + 60),
+        "star rounds": rounds * 2 * 2 * pairs * b["directed_edge"],
+        "final m(u)": 2 * pairs * (b["directed_edge"] + b["edge_with_m"]),
+        "members join (batch + labels + edges)": batch
+        + in_components * b["directed_edge"]
+        + pairs * b["pair"],
+        "keep rule (members + edges by component)": in_components * member + pairs * b["pair"],
+    }
+    steps["total"] = sum(steps.values())
+    return {k: round(v, 1) for k, v in steps.items()}
 
-    b = bytes_per_element()
-    print("encoded bytes per element:", b)
+
+def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int, probes: int) -> None:
+    from mitigate.pipeline.near_batched import STAR_ROUNDS
+
+    b = bytes_per_unit()
+    print("pickled bytes per unit:", json.dumps({k: round(v, 1) for k, v in b.items()}))
     for n in sizes:
         base = _child(["exact-child", "--n", str(n)])
         r = _child(
@@ -223,20 +289,12 @@ def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> N
                 str(max_partition_size),
                 "--clusterings",
                 str(clusterings),
+                "--probes",
+                str(probes),
             ]
         )
         n_items = r["n"]
-        pairs = r["counts"]["pairs"]
-        true_recall = pairs / base["pairs"]
-        # bytes through GroupByKey/CoGroupByKey per sample (shuffled once each):
-        shuffled = (
-            2 * b["item"]  # identical-hash grouping, item <- node-decision join
-            + r["entries"] / n_items * b["assignment"]  # partitions
-            + pairs / n_items * b["pair"]  # distinct pairs
-            + pairs / n_items * STAR_ROUNDS * 4 * b["edge"]  # 2 steps x 2 directions a round
-            + pairs / n_items * 4 * b["edge"]  # final m(v), edges
-            + pairs / n_items * 3 * b["decision_or_label"]  # labels joined to nodes, pairs
-        )
+        pairs = r["counts"]["merged"]
         rec = r["recall"]
         print(
             json.dumps(
@@ -247,7 +305,7 @@ def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> N
                     "beam_over_exact": round(r["seconds"] / base["seconds"], 2),
                     "pairs_found": pairs,
                     "pairs_exact": base["pairs"],
-                    "true_pair_recall": round(true_recall, 4),
+                    "true_pair_recall": round(pairs / base["pairs"], 4),
                     "measured_pair_recall": rec["estimate"],
                     "measured_ci": [round(x, 4) for x in rec["ci"]],
                     "partitions": r["partitions"],
@@ -255,7 +313,12 @@ def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> N
                     "largest_partition": r["largest_partition"],
                     "entries_per_sample": round(r["entries"] / n_items, 2),
                     "remaining_edges_after_rounds": r["counts"]["remaining"],
-                    "shuffled_bytes_per_sample_est": round(shuffled),
+                    "shuffled_bytes_per_sample_hash_only": shuffled_per_sample(
+                        b, r, STAR_ROUNDS, False
+                    ),
+                    "shuffled_bytes_per_sample_with_signatures": shuffled_per_sample(
+                        b, r, STAR_ROUNDS, True
+                    ),
                     "directrunner_maxrss_mib": round(r["maxrss_mib"]),
                     "exact_maxrss_mib": round(base["maxrss_mib"]),
                 }
@@ -268,18 +331,18 @@ def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int) -> N
 
 
 def worker_child(size: int, out: str) -> None:
-    """What one worker does with one partition: the items, the exact search, the pairs."""
-    from mitigate.components import search_pairs
-    from mitigate.near import HashItem
+    """What one worker does with one partition: its chunks of (ids, pHash, mirror) in,
+    the exact search (as the Search step), the pairs out."""
+    from mitigate import partition_batch as pb
 
     p, m = _hashes(size, seed=7)
-    ph, mh = nd.uint64_to_hex(p), nd.uint64_to_hex(m)
-    items = [HashItem(f"{i:09d}", ph[i], mh[i], 1) for i in range(p.size)]
+    ids = np.arange(p.size, dtype=np.int64)
+    chunks = [(ids[s : s + 2048], p[s : s + 2048], m[s : s + 2048]) for s in range(0, p.size, 2048)]
     t0 = time.perf_counter()
-    pairs = search_pairs(items, K, "auto")
+    a, _, _ = pb.search_chunks(chunks, K, "auto")
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(out).write_text(json.dumps({"seconds": wall, "pairs": len(pairs), "maxrss_mib": rss}))
+    Path(out).write_text(json.dumps({"seconds": wall, "pairs": int(a.size), "maxrss_mib": rss}))
 
 
 def bench_worker(sizes: list[int]) -> None:
@@ -324,19 +387,20 @@ def main() -> None:
     ap.add_argument("--clusterings", default="5")
     ap.add_argument("--max-partition-size", type=int, default=20_000)
     ap.add_argument("--partition-sizes", default="20000,200000")
+    ap.add_argument("--probes", type=int, default=1)
     ap.add_argument("--out")
     a = ap.parse_args()
     ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
     if a.what == "choose":
-        choose(a.n, ints(a.clusters), ints(a.clusterings))
+        choose(a.n, ints(a.clusters), ints(a.clusterings), a.probes)
     elif a.what == "beam":
-        bench_beam(ints(a.sizes), a.max_partition_size, ints(a.clusterings)[0])
+        bench_beam(ints(a.sizes), a.max_partition_size, ints(a.clusterings)[0], a.probes)
     elif a.what == "worker":
         bench_worker(ints(a.partition_sizes))
     elif a.what == "assign":
         bench_assign(a.n, ints(a.clusters)[0], ints(a.clusterings)[0])
     elif a.what == "beam-child":
-        beam_child(a.n, a.max_partition_size, ints(a.clusterings)[0], a.out)
+        beam_child(a.n, a.max_partition_size, ints(a.clusterings)[0], a.out, a.probes)
     elif a.what == "exact-child":
         exact_child(a.n, a.out)
     else:

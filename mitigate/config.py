@@ -42,6 +42,10 @@ from mitigate.sources import SourceLimits
 log = logging.getLogger(__name__)
 
 
+# Runners whose whole job runs in one local process tree (dedup.partition: auto).
+LOCAL_RUNNERS = frozenset({"direct"})
+
+
 class ConfigError(ValueError):
     """A config is invalid; ``errors`` holds one ``field: message`` line per problem."""
 
@@ -191,15 +195,16 @@ class DedupConfig(_Strict):
         default="auto",
         description="none: every hash in one worker (ToList). clusters: the partitioned "
         "graph (k-modes clusterings, exact search per partition, distributed components). "
-        "auto: the partitioned graph (one exact partition while the distinct hashes fit "
-        "in max_partition_size, clusters beyond) where it applies the configured rules, "
-        "i.e. with verify: false and keep: resolution; else none. The partitioned graph "
-        "does not yet verify candidates or keep the medoid.",
+        "auto: on the local runner (direct) none, since its one process holds every "
+        "collection anyway and the one-worker graph is the faster one there; on every other "
+        "runner the partitioned graph (one exact partition while the hashes fit in "
+        "max_partition_size, clusters beyond). Both graphs verify candidate pairs and "
+        "apply dedup.keep the same way.",
     )
     max_partition_size: int = Field(
         default=2_000_000,
         ge=2,
-        description="Distinct hashes one partition may hold by design (~0.5 KB each in "
+        description="Hashes one partition may hold by design (~0.5 KB each in "
         "a worker, so the default fits a 4 GB worker with room for the search); the "
         "number of clusters is chosen so the mean partition is a quarter of this.",
     )
@@ -209,6 +214,14 @@ class DedupConfig(_Strict):
         le=32,
         description="Independent clusterings; each hash goes to its nearest centroid "
         "(pHash and mirror) in each, so more clusterings find more pairs and shuffle more.",
+    )
+    probes: int = Field(
+        default=1,
+        ge=1,
+        le=4,
+        description="Nearest centroids a hash goes to in each clustering (multi-probe). "
+        "2 finds more pairs than twice the clusterings at the same shuffle (measured, "
+        "BENCHMARKS.md); clusters per clustering grow with it so partitions keep their size.",
     )
     min_recall: float = Field(
         default=0.9,
@@ -220,22 +233,12 @@ class DedupConfig(_Strict):
 
     _reference_hashes: list = PrivateAttr(default_factory=list)
 
-    @property
-    def partitioned(self) -> bool:
-        """Whether near-dup search runs the partitioned graph (see ``partition``)."""
+    def partitioned_on(self, runner: str) -> bool:
+        """Whether near-dup search runs the partitioned graph on ``runner`` (a
+        ``runner.name``; see ``partition``)."""
         if self.partition == "auto":
-            return not self.verify and self.keep == "resolution"
+            return runner not in LOCAL_RUNNERS
         return self.partition == "clusters"
-
-    @model_validator(mode="after")
-    def _partitioned_rules(self) -> DedupConfig:
-        if self.partition == "clusters" and (self.verify or self.keep != "resolution"):
-            raise ValueError(
-                "partition: clusters does not yet verify candidate pairs or keep the medoid; "
-                "set dedup.verify: false and dedup.keep: resolution with it, or use "
-                "partition: none (one worker, with verification)"
-            )
-        return self
 
     _reference_shards: list = PrivateAttr(default_factory=list)
 

@@ -10,7 +10,9 @@ clustering splits. This module does the same for 64-bit perceptual hashes:
 * :func:`assign` sends every node (a distinct ``(pHash, mirror)``) to the nearest
   centroid of its pHash **and** of its mirror pHash in every clustering, so a pair
   within ``k`` by either the plain or the mirror rule can meet in one partition;
-  partition ids are ``clustering * K + centroid``;
+  partition ids are ``clustering * K + centroid``; with ``plan.probes > 1`` (multi-probe,
+  ``dedup.probes``) to its ``probes`` nearest centroids, which catches pairs near a
+  cell boundary at less cost than more clusterings (measured, BENCHMARKS.md);
 * the pipeline then runs the existing exact search (:mod:`mitigate.neardup`) inside
   every partition; a pair met in several partitions is reported once;
 * :func:`recall_from_counts` turns the per-query counts of the sampled brute-force
@@ -51,6 +53,7 @@ class PartitionPlan:
 
     centroids: NDArray[np.uint64]
     k: int
+    probes: int = 1  # nearest centroids a hash goes to, per clustering (multi-probe)
 
     @property
     def n_clusterings(self) -> int:
@@ -71,12 +74,13 @@ def stable_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
-def n_clusters_for(n_nodes: int, max_partition_size: int) -> int:
+def n_clusters_for(n_nodes: int, max_partition_size: int, probes: int = 1) -> int:
     """Centroids per clustering so the mean partition holds ``FILL * max_partition_size``
-    entries (two entries a node: pHash and mirror); 1 when every node fits in one."""
+    entries (``2 * probes`` entries a node: pHash and mirror, each to its ``probes``
+    nearest centroids); 1 when every node fits in one."""
     if n_nodes <= max_partition_size:
         return 1
-    return max(2, math.ceil(2 * n_nodes / (FILL * max_partition_size)))
+    return max(2, math.ceil(2 * probes * n_nodes / (FILL * max_partition_size)))
 
 
 def _nearest(
@@ -148,9 +152,24 @@ def fit_clusterings(
     return PartitionPlan(out, k)
 
 
+def _nearest_few(
+    points: NDArray[np.uint64], centroids: NDArray[np.uint64], probes: int, block: int = 4096
+) -> NDArray[np.int64]:
+    """Indices of the ``probes`` nearest centroids of every point (ties to the smaller
+    index), shape ``(n, probes)``."""
+    n = points.shape[0]
+    out = np.empty((n, probes), np.int64)
+    for s in range(0, n, block):
+        d = neardup.popcount64(points[s : s + block, None] ^ centroids[None, :]).astype(np.int64)
+        key = d * centroids.shape[0] + np.arange(centroids.shape[0])  # distance, then index
+        part = np.argpartition(key, probes - 1, axis=1)[:, :probes]
+        out[s : s + block] = part
+    return out
+
+
 def assign(plan: PartitionPlan, phash: ArrayLike, mirror: ArrayLike | None) -> list[list[int]]:
-    """Sorted partition ids of every node: per clustering, the nearest centroid of its
-    pHash and of its mirror (one id when both are the same)."""
+    """Sorted partition ids of every node: per clustering, the nearest centroid (the
+    ``plan.probes`` nearest) of its pHash and of its mirror (duplicates once)."""
     p = neardup.as_hashes(phash, "phash")
     n = p.shape[0]
     if plan.n_partitions == 1:
@@ -159,10 +178,14 @@ def assign(plan: PartitionPlan, phash: ArrayLike, mirror: ArrayLike | None) -> l
     cols = []
     for c in range(plan.n_clusterings):
         base = c * plan.n_clusters
-        cols.append(_nearest(p, plan.centroids[c])[0] + base)
-        if m is not None:
-            cols.append(_nearest(m, plan.centroids[c])[0] + base)
-    ids = np.sort(np.stack(cols, axis=1), axis=1)
+        for h in (p, m):
+            if h is None:
+                continue
+            if plan.probes == 1:
+                cols.append((_nearest(h, plan.centroids[c])[0] + base)[:, None])
+            else:
+                cols.append(_nearest_few(h, plan.centroids[c], plan.probes) + base)
+    ids = np.sort(np.concatenate(cols, axis=1), axis=1)
     return [sorted(set(row)) for row in ids.tolist()]
 
 

@@ -507,7 +507,9 @@ def _finish(
     ordinals = {path: i for i, path in enumerate(sources)}
     records = _exact_dedup(records, config.dedup.exact)
     if config.dedup.near or config.dedup.against:
-        records, near_report = records | "NearDedup" >> NearDedup(config.dedup, config.decode)
+        records, near_report = records | "NearDedup" >> NearDedup(
+            config.dedup, config.decode, config.runner.name
+        )
     else:
         near_report = pipeline | "NoNearDedup" >> beam.Create([])
     final = records | "Finalize" >> beam.Map(stages.finalize)

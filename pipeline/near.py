@@ -102,16 +102,17 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
 class NearDedup(beam.PTransform):
     """Records in, records out (survivors decided), plus a one-dict report.
 
-    ``dedup.partitioned`` picks the partitioned graph
+    ``dedup.partitioned_on(runner)`` picks the partitioned graph
     (:mod:`mitigate.pipeline.near_partitioned`); otherwise the one-worker graph above."""
 
-    def __init__(self, dedup: DedupConfig, decode: DecodeConfig) -> None:
+    def __init__(self, dedup: DedupConfig, decode: DecodeConfig, runner: str = "direct") -> None:
         super().__init__()
         self.dedup = dedup
         self.decode = decode  # to hash reference shards as the run hashes its input
+        self.partitioned = dedup.partitioned_on(runner)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        if self.dedup.partitioned:
+        if self.partitioned:
             from mitigate.pipeline.near_partitioned import PartitionedNearDedup
 
             return records | "Partitioned" >> PartitionedNearDedup(self.dedup, self.decode)

@@ -1,25 +1,19 @@
 """Near-duplicate removal with no worker holding every hash (``dedup.partition``
-``auto``/``clusters``); the math is :mod:`mitigate.partition` and
-:mod:`mitigate.components`.
+``auto``/``clusters``): the record-level wrapper around the batched graph of
+:mod:`mitigate.pipeline.near_batched` (steps in :mod:`mitigate.partition_batch`,
+partitions in :mod:`mitigate.partition`).
 
 ::
 
-    survivors ─ HashItem ─ decontaminate (batches vs the reference side input) ─┐
-      ─ collapse identical (pHash, mirror) into nodes (CombinePerKey) ─┐     eval_overlap
-      ├─ bounded deterministic sample ─ fit C×K centroids ─ plan (side input)
-      ├─ assign (batches) ─ GroupByKey(partition) ─ exact search ─ pairs (deduplicated)
-      ├─ recall sample ─ brute force vs every node (batches) ─ join with pairs ─ estimate
-      pairs ─ R × (large-star, small-star) ─ remaining graph ─ one worker ─ labels
-      labels + nodes + pairs ─ CoGroupByKey(component) ─ keep rule ─ node decisions
-      node decisions ─ CoGroupByKey((pHash, mirror)) with the items ─ item decisions
-    item decisions ─ CoGroupByKey(key) with the survivors (after the recall check)
+    survivors ─ HashItem (key, hashes, resolution, signature)
+      ─ batches by a stable hash of the key (GroupByKey, sorted by key)
+      ─ decontaminate each batch against the reference side input ─ eval_overlap
+      ─ Batch arrays ─ PartitionedSearch ─ near_duplicate / not_merged decisions
+    decisions ─ CoGroupByKey(key) with the survivors (after the recall check)
 
-A worker holds one partition (at most ``max_partition_size`` hashes by design; the
-largest is reported), one component, one identical-hash group, the reference set or
-the fixed-size samples; the remaining graph after the rounds is the only other
-gathered collection and is reported as ``components.remaining_edges``. With
-``K = 1`` (``auto`` and N ≤ ``max_partition_size``) the single partition is the exact
-single-worker search, and the decisions equal ``dedup.partition: none``.
+With ``K = 1`` (``auto`` and N ≤ ``max_partition_size``) the single partition is the
+exact single-worker search, and the decisions equal ``dedup.partition: none`` (verified
+pairs, ``dedup.keep``, not_merged evidence: the same rules on the same pairs).
 """
 
 from __future__ import annotations
@@ -30,29 +24,25 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.pvalue import AsSingleton
 
-from mitigate import components, neardup, partition
-from mitigate.components import KeyPair
+from mitigate import neardup, partition
+from mitigate import partition_batch as pb
 from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import EVAL_OVERLAP, Decision, HashItem
-from mitigate.records import PENDING, Reason
+from mitigate.pipeline.near_batched import STAR_ROUNDS, PartitionedSearch
+from mitigate.records import PENDING
 
 logger = logging.getLogger(__name__)
 
-STAR_ROUNDS: int = 6
-"""Large-star + small-star rounds run as Beam stages before the remaining graph is
-finished in one worker (a chain of 5000 nodes in random key order leaves 32 edges
-after 6 rounds, 2528 after none; tests/test_components.py)."""
-
-RECALL_SAMPLES: int = 1000
-"""Nodes whose true neighbours are brute-forced against every node to measure recall."""
-
 N_LARGEST, N_TOP_MEMBERS, N_EXAMPLES = 6, 12, 4
 
-
 MAIN = "main"
+
+BATCH: int = 2048
+"""Samples per batch (the unit every later step moves: ids, hashes, signatures)."""
+
+__all__ = ["PartitionedNearDedup", "PartitionedSearch", "RecallTooLow", "check_recall"]
 
 
 class _Route(beam.PTransform):
@@ -82,9 +72,9 @@ def _bucket(item: HashItem, n: int) -> tuple[int, HashItem]:
 
 
 class _Batch(beam.PTransform):
-    """Batches of about BATCH hash items, formed by a GroupByKey on a stable hash of the
-    key (not BatchElements: Beam's Dask runner drops output emitted from finish_bundle),
-    each sorted by key, so the batches are the same on every runner."""
+    """``(batch id, items sorted by key)`` of about BATCH items, formed by a GroupByKey on
+    a stable hash of the key (not BatchElements: Beam's Dask runner drops output
+    emitted from finish_bundle), so the batches are the same on every runner."""
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         n = items | "Count" >> beam.combiners.Count.Globally()
@@ -92,7 +82,7 @@ class _Batch(beam.PTransform):
             items
             | "Bucket" >> beam.Map(_bucket, AsSingleton(n))
             | "Group" >> beam.GroupByKey()
-            | "Sort" >> beam.Map(lambda kv: sorted(kv[1], key=lambda it: it.key))
+            | "Sort" >> beam.Map(lambda kv: (kv[0], sorted(kv[1], key=lambda it: it.key)))
         )
 
 
@@ -100,166 +90,33 @@ class RecallTooLow(RuntimeError):
     """The measured pair recall is below ``dedup.min_recall``."""
 
 
-# -------------------------------------------------------------------- identical hashes
-
-
-class _NodeFn(beam.CombineFn):
-    """Collapse items with identical (pHash, mirror): the best-ranked item represents
-    them; also the count, the best-ranked members (for the report) and the smallest key."""
-
-    def create_accumulator(self) -> tuple[Any, int, list, str | None]:
-        return (None, 0, [], None)
-
-    def add_input(self, acc: tuple, item: HashItem) -> tuple:
-        return self.merge_accumulators([acc, (item, 1, [item], item.key)])
-
-    def merge_accumulators(self, accs: Iterable[tuple]) -> tuple:
-        rep, count, top, low = None, 0, [], None
-        for r, c, t, lo in accs:
-            if r is not None and (rep is None or components.rank(r) < components.rank(rep)):
-                rep = r
-            count += c
-            top = sorted(top + t, key=components.rank)[:N_TOP_MEMBERS]
-            if lo is not None and (low is None or lo < low):
-                low = lo
-        return (rep, count, top, low)
-
-    def extract_output(self, acc: tuple) -> dict[str, Any]:
-        rep, count, top, low = acc
-        return {
-            "rep": rep,
-            "count": count,
-            "ranked": [components.rank(t) for t in top],
-            "min_key": low,
-        }
-
-
-# -------------------------------------------------------------------- decontamination
-
-
-def _decontaminate(batch: list[HashItem], shard_refs: list, dedup: DedupConfig) -> Iterator[Any]:
-    """Items of ``batch`` within k of a reference become eval_overlap decisions (tagged
-    ``overlap``); the rest go on to the search. Per item the closest reference (ties
-    to the first) does not depend on the batch, so this equals the one-worker match."""
+def _decontaminate(
+    element: tuple[int, list[HashItem]], shard_refs: list, dedup: DedupConfig
+) -> Iterator[Any]:
+    """Items of a batch within k of a reference become eval_overlap decisions (tagged
+    ``overlap``); the rest go on to the search as one :class:`Batch` (tagged ``main``).
+    Per item the closest reference (ties to the first) does not depend on the batch, so
+    this equals the one-worker match."""
+    bid, batch = element
     refs = sorted(shard_refs) + list(dedup.reference_hashes)
-    if not refs:
-        yield from ((MAIN, item) for item in batch)
-        return
-    p = neardup.hex_to_uint64([i.phash for i in batch])
-    m = neardup.hex_to_uint64([i.mirror for i in batch])
-    rp = neardup.hex_to_uint64([r[1] for r in refs])
-    rm_values = [r[2] for r in refs]
-    rm = None if any(v is None for v in rm_values) else neardup.hex_to_uint64(rm_values)
-    match = neardup.match_reference(p, m, rp, rm, dedup.k)
-    for i, item in enumerate(batch):
-        r = int(match.ref_index[i])
-        if r < 0:
-            yield MAIN, item
-        else:
-            decision = Decision(item.key, EVAL_OVERLAP, str(refs[r][0]), int(match.distance[i]))
-            yield "overlap", decision
-
-
-# -------------------------------------------------------------------- partitions
-
-
-def _plan(sample: list[HashItem], n_nodes: int, dedup: DedupConfig) -> partition.PartitionPlan:
-    d = dedup
-    n_clusters = partition.n_clusters_for(n_nodes, d.max_partition_size)
-    if d.partition == "clusters":
-        n_clusters = max(n_clusters, 2)
-    sample = sorted(sample, key=lambda it: it.key)
-    points = {h for it in sample for h in (it.phash, it.mirror)}
-    n_clusters = min(n_clusters, len(points))
-    p = neardup.hex_to_uint64([it.phash for it in sample])
-    m = neardup.hex_to_uint64([it.mirror for it in sample])
-    plan = partition.fit_clusterings(p, m, n_clusters, d.clusterings, k=d.k)
-    logger.info(
-        "near-dup partitions: %d nodes, %d clusterings x %d clusters (fitted on %d)",
-        n_nodes,
-        plan.n_clusterings,
-        plan.n_clusters,
-        len(sample),
-    )
-    return plan
-
-
-def _assign(batch: list[HashItem], plan: partition.PartitionPlan) -> Iterator[tuple[int, Any]]:
-    """(partition id, chunk) for every partition a node of ``batch`` goes to; a chunk is
-    (keys, pHashes, mirrors) of the batch's nodes in that partition, so the shuffle
-    carries arrays, not one element per (node, partition)."""
-    p = neardup.hex_to_uint64([i.phash for i in batch])
-    m = neardup.hex_to_uint64([i.mirror for i in batch])
-    members: dict[int, list[int]] = {}
-    for idx, ids in enumerate(partition.assign(plan, p, m)):
-        for pid in ids:
-            members.setdefault(pid, []).append(idx)
-    for pid, idx in sorted(members.items()):
-        sel = np.asarray(idx, np.int64)
-        yield pid, ([batch[i].key for i in idx], p[sel], m[sel])
-
-
-def _search(element: tuple[int, Iterable[Any]], dedup: DedupConfig) -> Iterator[Any]:
-    """Exact search inside one partition (chunks from every worker, merged by key)."""
-    _, chunks = element
-    chunks = list(chunks)
-    keys = [key for c in chunks for key in c[0]]
-    p = np.concatenate([c[1] for c in chunks])
-    m = np.concatenate([c[2] for c in chunks])
-    order = sorted(range(len(keys)), key=keys.__getitem__)  # independent of arrival order
-    sel = np.asarray(order, np.int64)
-    keys = [keys[i] for i in order]
-    yield "size", len(keys)
-    for pair in components.search_arrays(keys, p[sel], m[sel], dedup.k, dedup.mode):
-        yield MAIN, pair
-
-
-# -------------------------------------------------------------------- recall
-
-
-def _true_neighbours(
-    batch: list[HashItem], sample: list[HashItem], k: int
-) -> Iterator[tuple[tuple[str, str], int]]:
-    """((sampled node, other node), 1) for every other node within k of a sampled one."""
-    if not sample:
-        return
-    qp = neardup.hex_to_uint64([q.phash for q in sample])
-    qm = neardup.hex_to_uint64([q.mirror for q in sample])
-    p = neardup.hex_to_uint64([i.phash for i in batch])
-    m = neardup.hex_to_uint64([i.mirror for i in batch])
-    qi, xi, _ = neardup.brute_force_join(qp, qm, p, m, k)
-    for q, x in zip(qi.tolist(), xi.tolist(), strict=True):
-        if sample[q].key != batch[x].key:
-            yield (sample[q].key, batch[x].key), 1
-
-
-def _found_for_sample(pair: KeyPair, keys: frozenset[str]) -> Iterator[tuple]:
-    if pair.a in keys:
-        yield (pair.a, pair.b), 1
-    if pair.b in keys:
-        yield (pair.b, pair.a), 1
-
-
-def _per_query(element: tuple[tuple[str, str], dict]) -> Iterator[tuple[str, tuple[int, int]]]:
-    (q, _), grouped = element
-    if grouped["true"]:
-        yield q, (1, 1 if grouped["found"] else 0)
-
-
-def _recall(counts: list[tuple[str, tuple[int, int]]], sample: list[HashItem]) -> dict:
-    by_q: dict[str, list[int]] = {q.key: [0, 0] for q in sample}
-    for q, (t, f) in counts:
-        by_q[q][0] += t
-        by_q[q][1] += f
-    order = sorted(by_q)
-    est = partition.recall_from_counts([by_q[q][0] for q in order], [by_q[q][1] for q in order])
-    return {
-        "estimate": None if np.isnan(est.recall) else float(est.recall),
-        "ci": [float(est.ci_low), float(est.ci_high)],
-        "queries": est.n_queries,
-        "true_pairs": est.n_true_pairs,
-        "found_pairs": est.n_found_pairs,
-    }
+    rest = batch
+    if refs and batch:
+        p = neardup.hex_to_uint64([i.phash for i in batch])
+        m = neardup.hex_to_uint64([i.mirror for i in batch])
+        rp = neardup.hex_to_uint64([r[1] for r in refs])
+        rm_values = [r[2] for r in refs]
+        rm = None if any(v is None for v in rm_values) else neardup.hex_to_uint64(rm_values)
+        match = neardup.match_reference(p, m, rp, rm, dedup.k)
+        rest = []
+        for i, item in enumerate(batch):
+            r = int(match.ref_index[i])
+            if r < 0:
+                rest.append(item)
+            else:
+                d = Decision(item.key, EVAL_OVERLAP, str(refs[r][0]), int(match.distance[i]))
+                yield "overlap", d
+    if rest:
+        yield MAIN, pb.Batch.of_items(bid, rest)
 
 
 def check_recall(recall: dict, dedup: DedupConfig) -> bool:
@@ -277,83 +134,6 @@ def check_recall(recall: dict, dedup: DedupConfig) -> bool:
             f"dedup.max_partition_size (now {d.max_partition_size})"
         )
     return True
-
-
-# -------------------------------------------------------------------- components
-
-
-def _both_ways(edge: tuple[str, str]) -> list[tuple[str, str]]:
-    a, b = edge
-    return [(a, b), (b, a)]
-
-
-class _StarRound(beam.PTransform):
-    def expand(self, edges: beam.PCollection) -> beam.PCollection:
-        big = (
-            edges
-            | "Out" >> beam.FlatMap(_both_ways)
-            | "ByNode" >> beam.GroupByKey()
-            | "LargeStar" >> beam.FlatMap(lambda e: components.large_star(*e))
-        )
-        return (
-            big
-            | "Out2" >> beam.FlatMap(_both_ways)
-            | "ByNode2" >> beam.GroupByKey()
-            | "SmallStar" >> beam.FlatMap(lambda e: components.small_star(*e))
-        )
-
-
-def _m_per_edge(element: tuple[str, Iterable[str]]) -> Iterator[tuple[Any, Any]]:
-    u, nbrs = element
-    nbrs = set(nbrs)
-    m = components.min_neighbour(u, nbrs)
-    yield "m", (u, m)
-    for v in nbrs:
-        yield MAIN, ((min(u, v), max(u, v)), m)
-
-
-def _disagree(element: tuple[tuple[str, str], Iterable[str]]) -> Iterator[tuple[str, str]]:
-    ms = sorted(set(element[1]))
-    if len(ms) > 1:
-        yield ms[0], ms[1]
-
-
-def _decide_component(element: tuple[str, dict]) -> Iterator[Any]:
-    _label, grouped = element
-    infos = list(grouped["node"])
-    pairs = list(grouped["pair"])
-    reps = [info["rep"] for info in infos]
-    by_key = {rep.key: rep for rep in reps}
-    for key, fate in components.keep_component(reps, pairs).items():
-        yield MAIN, ((by_key[key].phash, by_key[key].mirror), fate)  # keyed like the items
-    size = sum(info["count"] for info in infos)
-    yield "cluster", (size, min(info["min_key"] for info in infos), _top_keys(infos))
-
-
-def _top_keys(infos: list[dict]) -> list[str]:
-    """The best-ranked members of a cluster, at most 12 (identical hashes can differ in
-    resolution, so every listed member is ranked by its own (resolution, key))."""
-    ranked = sorted(r for info in infos for r in info["ranked"])
-    return [key for _, key in ranked[:N_TOP_MEMBERS]]
-
-
-def _item_decisions(element: tuple[Any, dict]) -> Iterator[Any]:
-    _, grouped = element
-    fates = list(grouped["fate"])
-    items = sorted(grouped["item"], key=components.rank)
-    if not items:
-        return
-    rep = items[0]
-    fate = fates[0] if fates else None
-    if fate is None:
-        if len(items) > 1 and not fates:  # identical hashes, no other neighbour
-            yield "cluster", (len(items), min(i.key for i in items), [i.key for i in items][:12])
-        for item in items[1:]:
-            yield MAIN, Decision(item.key, Reason.NEAR_DUPLICATE, rep.key, 0)
-    else:
-        dup_of, dist = fate
-        for item in items:
-            yield MAIN, Decision(item.key, Reason.NEAR_DUPLICATE, dup_of, dist)
 
 
 class _ReportFn(beam.CombineFn):
@@ -382,40 +162,29 @@ class _ReportFn(beam.CombineFn):
 
 
 class _ExamplesFn(beam.CombineFn):
-    """Per distance, the first examples in key order (as the single-worker report)."""
+    """Per distance, the first examples in key order, ``[keeper, duplicate, verification
+    score]`` (score None for an unverified pair), as the single-worker report."""
 
     def create_accumulator(self) -> dict:
         return {}
 
     def add_input(self, acc: dict, d: Decision) -> dict:
-        return self.merge_accumulators([acc, {d.distance: [(d.key, d.duplicate_of)]}])
+        return self.merge_accumulators(
+            [acc, {d.distance: [(d.key, d.duplicate_of, d.verify_score)]}]
+        )
 
     def merge_accumulators(self, accs: Iterable[dict]) -> dict:
         out: dict = {}
         for acc in accs:
             for dist, ex in acc.items():
-                out[dist] = sorted(out.get(dist, []) + ex)[:N_EXAMPLES]
+                out[dist] = sorted(out.get(dist, []) + ex, key=lambda e: e[:2])[:N_EXAMPLES]
         return out
 
     def extract_output(self, acc: dict) -> dict:
-        # [keeper, duplicate, verification score]: as the one-worker report, where the
-        # score is None for unverified pairs (this graph does not verify yet)
-        return {str(d): [[keeper, key, None] for key, keeper in v] for d, v in sorted(acc.items())}
-
-
-# -------------------------------------------------------------------- the transform
-
-
-def _by_hash(item: HashItem) -> tuple[tuple[str, str], HashItem]:
-    return (item.phash, item.mirror), item
-
-
-def _labelled(element: tuple[str, dict]) -> Iterator[tuple[str, Any]]:
-    _, grouped = element
-    labels = list(grouped["label"])
-    if labels:
-        for value in grouped["value"]:
-            yield labels[0], value
+        return {
+            str(d): [[keeper, key, score] for key, keeper, score in v]
+            for d, v in sorted(acc.items())
+        }
 
 
 def _report(
@@ -426,6 +195,7 @@ def _report(
     clusters: dict,
     examples: dict,
     counts: dict,
+    refused: dict,
     dedup: DedupConfig,
 ) -> dict[str, Any]:
     report = dict(base)
@@ -438,13 +208,20 @@ def _report(
         clusterings=plan.n_clusterings,
         clusters_per_clustering=plan.n_clusters,
         pair_recall=recall,
+        keep=dedup.keep,
         near_duplicates=counts.get("near_duplicates", 0),
-        pairs=counts.get("pairs", 0),
+        pairs=counts.get("merged", 0) + counts.get("refused", 0),
         components={"rounds": STAR_ROUNDS, "remaining_edges": counts.get("remaining", 0)},
         cluster_sizes=clusters.get("cluster_sizes", {}),
         largest_clusters=clusters.get("largest_clusters", []),
         examples_by_distance=examples,
     )
+    if dedup.verify:
+        report["verify"] = {
+            "threshold": dedup.verify_threshold,
+            "merged_pairs": counts.get("merged_pairs", 0),
+            **refused,
+        }
     return report
 
 
@@ -454,135 +231,6 @@ def _count(pcoll: beam.PCollection, name: str) -> beam.PCollection:
         | f"Count{name}" >> beam.combiners.Count.Globally()
         | f"Name{name}" >> beam.Map(lambda n, name=name: (name, n))
     )
-
-
-class PartitionedSearch(beam.PTransform):
-    """Hash items in (after decontamination); near-duplicate decisions, the partition
-    sizes, the plan, the recall, cluster statistics and counts out."""
-
-    def __init__(self, dedup: DedupConfig) -> None:
-        super().__init__()
-        self.dedup = dedup
-
-    def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
-        dedup = self.dedup
-        k = dedup.k
-        nodes = items | "ByHash" >> beam.Map(_by_hash) | "Nodes" >> beam.CombinePerKey(_NodeFn())
-        reps = nodes | "Reps" >> beam.Map(lambda kv: kv[1]["rep"])
-        n_nodes = reps | "CountNodes" >> beam.combiners.Count.Globally()
-        fit_sample = reps | "FitSample" >> beam.combiners.Top.Smallest(
-            partition.FIT_SAMPLE_SIZE, key=lambda it: partition.stable_hash(it.key)
-        )
-        plan = fit_sample | "Fit" >> beam.Map(_plan, AsSingleton(n_nodes), dedup)
-        batches = reps | "Batch" >> _Batch()
-        searched = (
-            batches
-            | "Assign" >> beam.FlatMap(_assign, AsSingleton(plan))
-            | "ByPartition" >> beam.GroupByKey()
-            | "Search" >> beam.FlatMap(_search, dedup)
-            | "RouteSearch" >> _Route("size", MAIN)
-        )
-        pairs = (
-            searched[MAIN]
-            | "PairKey" >> beam.Map(lambda p: ((p.a, p.b), p.distance))
-            | "DistinctPairs" >> beam.CombinePerKey(min)
-            | "Pair" >> beam.Map(lambda kv: KeyPair(kv[0][0], kv[0][1], kv[1]))
-        )
-        sizes = searched["size"] | "Sizes" >> beam.combiners.ToList()
-
-        # pair recall: brute force of a fixed-size sample of nodes against every node
-        rsample = reps | "RecallSample" >> beam.combiners.Top.Smallest(
-            RECALL_SAMPLES, key=lambda it: partition.stable_hash("recall:" + it.key)
-        )
-        truth = batches | "TrueNeighbours" >> beam.FlatMap(
-            _true_neighbours, AsSingleton(rsample), k
-        )
-        sample_keys = rsample | "SampleKeys" >> beam.Map(lambda s: frozenset(q.key for q in s))
-        found = pairs | "FoundForSample" >> beam.FlatMap(
-            _found_for_sample, AsSingleton(sample_keys)
-        )
-        recall = (
-            {"true": truth, "found": found}
-            | "JoinRecall" >> beam.CoGroupByKey()
-            | "PerQuery" >> beam.FlatMap(_per_query)
-            | "AllQueries" >> beam.combiners.ToList()
-            | "Recall" >> beam.Map(_recall, AsSingleton(rsample))
-        )
-
-        # connected components: star rounds, then the remaining graph in one worker
-        edges = pairs | "Edges" >> beam.Map(lambda p: (p.a, p.b))
-        for r in range(STAR_ROUNDS):
-            edges = edges | f"StarRound{r}" >> _StarRound()
-        settled = (
-            edges
-            | "FinalOut" >> beam.FlatMap(_both_ways)
-            | "FinalByNode" >> beam.GroupByKey()
-            | "MinNeighbour" >> beam.FlatMap(_m_per_edge)
-            | "RouteMinNeighbour" >> _Route("m", MAIN)
-        )
-        remaining = (
-            settled[MAIN] | "ByEdge" >> beam.GroupByKey() | "Disagree" >> beam.FlatMap(_disagree)
-        )
-        finished = (
-            remaining
-            | "Remaining" >> beam.combiners.ToList()
-            | "Finish" >> beam.Map(components.finish)
-        )
-        labels = settled["m"] | "Label" >> beam.Map(
-            lambda um, done: (um[0], done.get(um[1], um[1])), AsSingleton(finished)
-        )
-
-        # keep rule per component
-        node_by_key = nodes | "NodeByKey" >> beam.Map(lambda kv: (kv[1]["rep"].key, kv[1]))
-        labelled_nodes = (
-            {"label": labels, "value": node_by_key}
-            | "JoinNodeLabel" >> beam.CoGroupByKey()
-            | "NodeLabel" >> beam.FlatMap(_labelled)
-        )
-        labelled_pairs = (
-            {"label": labels, "value": pairs | "PairByA" >> beam.Map(lambda p: (p.a, p))}
-            | "JoinPairLabel" >> beam.CoGroupByKey()
-            | "PairLabel" >> beam.FlatMap(_labelled)
-        )
-        decided = (
-            {"node": labelled_nodes, "pair": labelled_pairs}
-            | "ByComponent" >> beam.CoGroupByKey()
-            | "KeepRule" >> beam.FlatMap(_decide_component)
-            | "RouteKeepRule" >> _Route("cluster", MAIN)
-        )
-        fates = decided[MAIN]
-        items_by_hash = items | "ItemsByHash" >> beam.Map(_by_hash)
-        applied = (
-            {"item": items_by_hash, "fate": fates}
-            | "JoinItemFate" >> beam.CoGroupByKey()
-            | "ItemDecisions" >> beam.FlatMap(_item_decisions)
-            | "RouteItemDecisions" >> _Route("cluster", MAIN)
-        )
-        clusters = (
-            (decided["cluster"], applied["cluster"])
-            | "AllClusters" >> beam.Flatten()
-            | "ClusterReport" >> beam.CombineGlobally(_ReportFn())
-        )
-        examples = applied[MAIN] | "Examples" >> beam.CombineGlobally(_ExamplesFn())
-        counts = (
-            (
-                _count(applied[MAIN], "near_duplicates"),
-                _count(pairs, "pairs"),
-                _count(remaining, "remaining"),
-            )
-            | "Counts" >> beam.Flatten()
-            | "CountDict" >> beam.combiners.ToDict()
-        )
-        return {
-            "decisions": applied[MAIN],
-            "sizes": sizes,
-            "plan": plan,
-            "recall": recall,
-            "clusters": clusters,
-            "examples": examples,
-            "counts": counts,
-            "pairs": pairs,
-        }
 
 
 class PartitionedNearDedup(beam.PTransform):
@@ -602,7 +250,7 @@ class PartitionedNearDedup(beam.PTransform):
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
         items = pending | "HashItems" >> beam.Map(
-            lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution)
+            lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution, r.signature)
         )
         shard_refs = (
             pipeline
@@ -644,6 +292,7 @@ class PartitionedNearDedup(beam.PTransform):
                     AsSingleton(out["clusters"]),
                     AsSingleton(out["examples"]),
                     AsSingleton(out["counts"]),
+                    AsSingleton(out["verify"]),
                 )
             )
             ok = out["recall"] | "CheckRecall" >> beam.Map(check_recall, dedup)

@@ -16,7 +16,8 @@ from apache_beam.testing.util import assert_that
 from mitigate import neardup as nd
 from mitigate.config import load_config, validate_config
 from mitigate.near import HashItem, decide_near_duplicates
-from mitigate.partition import n_clusters_for
+from mitigate.partition import n_clusters_for, stable_hash
+from mitigate.partition_batch import Batch
 from mitigate.pipeline.near_partitioned import PartitionedSearch, RecallTooLow, check_recall
 from mitigate.pipeline.run import run
 
@@ -40,21 +41,28 @@ def _items(n: int, seed: int, k: int = 10) -> list[HashItem]:
     return [HashItem(f"s{i:05d}", ph[i], mh[i], int(res[i])) for i in range(p.size)]
 
 
+def _batches(items: list[HashItem], n_batches: int = 3) -> list[Batch]:
+    by: dict[int, list[HashItem]] = {}
+    for it in items:
+        by.setdefault(stable_hash(it.key) % n_batches, []).append(it)
+    return [Batch.of_items(bid, part) for bid, part in sorted(by.items())]
+
+
 def _search(items: list[HashItem], check, **dedup) -> None:
-    config = validate_config({"dedup": {"k": 10, "verify": False, "keep": "resolution", **dedup}})
+    rules = {"verify": False, "keep": "resolution"}
+    config = validate_config({"dedup": {"k": 10, **rules, **dedup}})
     with TestPipeline() as p:
-        out = p | beam.Create(items) | PartitionedSearch(config.dedup)
+        out = p | beam.Create(_batches(items)) | PartitionedSearch(config.dedup)
         report = (
             out["recall"],
             out["sizes"] | "S" >> beam.Map(lambda s: {"sizes": s}),
             out["clusters"],
             out["examples"] | "E" >> beam.Map(lambda e: {"examples_by_distance": e}),
             out["counts"],
+            out["verify"] | "V" >> beam.Map(lambda v: {"verify": v}),
             out["plan"] | "P" >> beam.Map(lambda plan: {"plan": plan.centroids.shape}),
         ) | "Parts" >> beam.Flatten()
-        decisions = out["decisions"] | "D" >> beam.Map(
-            lambda d: (d.key, str(d.reason), d.duplicate_of, d.distance)
-        )
+        decisions = out["decisions"] | "D" >> beam.Map(_decision)
         both = (
             decisions
             | "DL" >> beam.combiners.ToList()
@@ -64,9 +72,38 @@ def _search(items: list[HashItem], check, **dedup) -> None:
         assert_that(both, lambda got: check(dict(got)))
 
 
-def _single(items: list[HashItem]) -> tuple[set, dict]:
-    decisions, report = decide_near_duplicates(items, 10, mode="exact")
-    return {(d.key, str(d.reason), d.duplicate_of, d.distance) for d in decisions}, report
+def _decision(d) -> tuple:
+    score = None if d.verify_score is None else round(d.verify_score, 9)
+    return (d.key, str(d.reason), d.duplicate_of, d.distance, score)
+
+
+def _single(items: list[HashItem], **kw) -> tuple[set, dict]:
+    decisions, report = decide_near_duplicates(items, 10, mode="exact", **kw)
+    return {_decision(d) for d in decisions}, report
+
+
+def _with_signatures(items: list[HashItem], seed: int) -> list[HashItem]:
+    """Signatures (opaque 768 bytes): near copies share their group's signature plus
+    noise (verification merges them); a quarter get a fresh one (look-alikes that
+    share a pHash neighbourhood: refused); a few have none (taken on pHash alone)."""
+    p = nd.hex_to_uint64([i.phash for i in items])
+    m = nd.hex_to_uint64([i.mirror for i in items])
+    exact = nd.find_near_duplicates(p, m, 10, mode="exact")
+    comp = nd.connected_components(len(items), exact.i, exact.j)
+    rng = np.random.default_rng(seed)
+    base = {int(c): rng.integers(0, 256, 768) for c in set(comp.tolist())}
+    out = []
+    for i, it in enumerate(items):
+        r = rng.random()
+        if r < 0.05:
+            sig = None
+        elif r < 0.3:
+            sig = rng.integers(0, 256, 768).astype(np.uint8).tobytes()
+        else:
+            noisy = base[int(comp[i])] + rng.integers(-3, 4, 768)
+            sig = np.clip(noisy, 0, 255).astype(np.uint8).tobytes()
+        out.append(HashItem(it.key, it.phash, it.mirror, it.resolution, sig))
+    return out
 
 
 def _merged(parts: list[dict]) -> dict:
@@ -85,7 +122,7 @@ def test_one_partition_decides_exactly_as_the_single_worker_path():
     def check(got: dict) -> None:
         report = _merged(got["report"])
         assert set(got["decisions"]) == want and len(got["decisions"]) == len(want)
-        assert report["sizes"] == [len({(i.phash, i.mirror) for i in items})]
+        assert report["sizes"] == [len(items)]
         assert report["plan"] == (1, 1)
         assert report["estimate"] == 1.0 and report["queries"] > 300
         for key in ("cluster_sizes", "largest_clusters", "examples_by_distance"):
@@ -102,8 +139,7 @@ def test_many_partitions_with_recall_one_give_the_same_kept_set_and_duplicate_of
 
     def check(got: dict) -> None:
         report = _merged(got["report"])
-        n_nodes = len({(i.phash, i.mirror) for i in items})
-        assert report["plan"] == (6, n_clusters_for(n_nodes, 100)) == (6, 36)
+        assert report["plan"] == (6, n_clusters_for(len(items), 100))
         assert len(report["sizes"]) > 100 and max(report["sizes"]) <= 100
         assert report["estimate"] == 1.0, report
         assert set(got["decisions"]) == want
@@ -111,6 +147,38 @@ def test_many_partitions_with_recall_one_give_the_same_kept_set_and_duplicate_of
         assert report["largest_clusters"] == want_report["largest_clusters"]
 
     _search(items, check, partition="clusters", max_partition_size=100, clusterings=6)
+
+
+@pytest.mark.slow
+def test_verification_and_medoid_in_many_partitions_decide_as_the_single_worker_path():
+    items = _with_signatures(_items(300, seed=2), seed=5)
+    want, want_report = _single(items, verify_threshold=1.0, keep_rule="medoid")
+    reasons = {w[1] for w in want}
+    assert reasons == {"near_duplicate", "not_merged"}, reasons
+    assert want_report["verify"]["refused_pairs"] > 20
+
+    def check(got: dict) -> None:
+        report = _merged(got["report"])
+        assert len(report["sizes"]) > 100 and max(report["sizes"]) <= 100
+        assert report["estimate"] == 1.0, report
+        assert set(got["decisions"]) == want and len(got["decisions"]) == len(want)
+        for key in ("cluster_sizes", "largest_clusters"):
+            assert report[key] == want_report[key], key
+        assert report["near_duplicates"] == want_report["near_duplicates"]
+        assert report["verify"]["refused_pairs"] == want_report["verify"]["refused_pairs"]
+        assert report["merged_pairs"] == want_report["verify"]["merged_pairs"]
+        assert report["verify"]["examples_refused"] == want_report["verify"]["examples_refused"]
+
+    _search(
+        items,
+        check,
+        partition="clusters",
+        max_partition_size=100,
+        clusterings=6,
+        verify=True,
+        verify_threshold=1.0,
+        keep="medoid",
+    )
 
 
 @pytest.mark.slow
@@ -149,8 +217,6 @@ def test_bundled_data_with_tiny_partitions_reaches_the_golden_states(tmp_path, e
             f"output.path={out}",
             "rebalance.enabled=false",
             "dedup.partition=clusters",
-            "dedup.verify=false",
-            "dedup.keep=resolution",
             "dedup.max_partition_size=4",
             "dedup.clusterings=8",
         ],

@@ -271,14 +271,15 @@ def test_a_run_below_min_recall_fails_before_writing_a_shard(planted, tmp_path):
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
-def test_partitioned_graph_only_where_it_applies_the_configured_rules():
-    from mitigate.config import ConfigError
-
+def test_partitioned_graph_runs_with_verification_and_the_medoid_rule():
     def dedup(**kw):
         return validate_config({"dedup": kw}).dedup
 
-    assert not dedup().partitioned  # defaults verify and keep the medoid: one worker
-    assert dedup(verify=False, keep="resolution").partitioned  # auto
-    assert not dedup(partition="none", verify=False, keep="resolution").partitioned
-    with pytest.raises(ConfigError, match="partition: clusters does not yet verify"):
-        dedup(partition="clusters")
+    # auto, with the default verify + medoid: partitioned on distributed runners; the
+    # local runner holds every collection in one process, where one worker is faster
+    for runner in ("dataflow", "flink", "spark", "portable", "dask"):
+        assert dedup().partitioned_on(runner), runner
+    assert not dedup().partitioned_on("direct")
+    assert dedup(partition="clusters").partitioned_on("direct")
+    assert dedup(verify=False, keep="resolution").partitioned_on("dataflow")
+    assert not dedup(partition="none").partitioned_on("dataflow")

@@ -3,6 +3,7 @@ to, the pairs found inside partitions against the exact search, and the recall e
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def test_number_of_clusters_follows_n_and_the_partition_bound():
     assert pt.n_clusters_for(10, 10) == 1
     assert pt.n_clusters_for(11, 10) == 2 * 11 * 4 // 10 + 1
     assert pt.n_clusters_for(10**9, 2_000_000) == 4000
+    assert pt.n_clusters_for(10**9, 2_000_000, probes=2) == 8000
 
 
 def test_recall_from_counts_matches_the_sampled_brute_force_estimate():
@@ -117,3 +119,16 @@ def test_stable_hash_does_not_depend_on_the_process():
         for seed in ("1", "2")
     }
     assert outs == {str(pt.stable_hash("000010001"))}
+
+
+def test_multi_probe_adds_the_next_nearest_centroids_and_finds_more_pairs():
+    p, m = nd.synthetic_hashes(2000, k=10, n_planted=600, n_mirror_planted=100, seed=4)
+    plan = pt.fit_clusterings(p, m, 16, 2, k=10)
+    one = pt.assign(plan, p, m)
+    two = pt.assign(dataclasses.replace(plan, probes=2), p, m)
+    assert all(set(a) < set(b) for a, b in zip(one, two, strict=True))
+    assert max(len(b) for b in two) == 2 * 2 * 2  # clusterings x (pHash, mirror) x probes
+    exact = nd.find_near_duplicates(p, m, 10, mode="exact")
+    found1, _ = pt.partition_pairs(plan, p, m, 10)
+    found2, _ = pt.partition_pairs(dataclasses.replace(plan, probes=2), p, m, 10)
+    assert found1.to_set() < found2.to_set() <= exact.to_set()

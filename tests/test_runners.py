@@ -182,10 +182,8 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
             "runner.temp_location=gs://my-bucket/tmp",
             f"runner.sdk_container_image={image}",
             f"runner.requirements_file={REPO / 'runners' / 'dataflow' / 'requirements.txt'}",
-            # the scalable near-dup graph (it does not verify candidates yet)
+            # the scalable near-dup graph, with the default verification and medoid rule
             "dedup.partition=clusters",
-            "dedup.verify=false",
-            "dedup.keep=resolution",
         ],
     )
     started = time.monotonic()
@@ -208,9 +206,12 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
         "Search/Assign",
         "Search/ByPartition",
         "Search/Search",
+        "Search/JoinA",
+        "Search/Verify",
         "Search/StarRound5/ByNode2",
         "Search/Finish",
         "Search/KeepRule",
+        "Search/NotMerged",
         "Search/Recall",
         "CheckRecall",
     } <= near
