@@ -20,6 +20,7 @@ from mitigate.partition import n_clusters_for, stable_hash
 from mitigate.partition_batch import Batch
 from mitigate.pipeline.near_partitioned import PartitionedSearch, RecallTooLow, check_recall
 from mitigate.pipeline.run import run
+from mitigate.verify import SIG_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
@@ -83,7 +84,7 @@ def _single(items: list[HashItem], **kw) -> tuple[set, dict]:
 
 
 def _with_signatures(items: list[HashItem], seed: int) -> list[HashItem]:
-    """Signatures (opaque 768 bytes): near copies share their group's signature plus
+    """Signatures (opaque SIG_BYTES bytes): near copies share their group's signature plus
     noise (verification merges them); a quarter get a fresh one (look-alikes that
     share a pHash neighbourhood: refused); a few have none (taken on pHash alone)."""
     p = nd.hex_to_uint64([i.phash for i in items])
@@ -91,16 +92,16 @@ def _with_signatures(items: list[HashItem], seed: int) -> list[HashItem]:
     exact = nd.find_near_duplicates(p, m, 10, mode="exact")
     comp = nd.connected_components(len(items), exact.i, exact.j)
     rng = np.random.default_rng(seed)
-    base = {int(c): rng.integers(0, 256, 768) for c in set(comp.tolist())}
+    base = {int(c): rng.integers(0, 256, SIG_BYTES) for c in set(comp.tolist())}
     out = []
     for i, it in enumerate(items):
         r = rng.random()
         if r < 0.05:
             sig = None
         elif r < 0.3:
-            sig = rng.integers(0, 256, 768).astype(np.uint8).tobytes()
+            sig = rng.integers(0, 256, SIG_BYTES).astype(np.uint8).tobytes()
         else:
-            noisy = base[int(comp[i])] + rng.integers(-3, 4, 768)
+            noisy = base[int(comp[i])] + rng.integers(-3, 4, SIG_BYTES)
             sig = np.clip(noisy, 0, 255).astype(np.uint8).tobytes()
         out.append(HashItem(it.key, it.phash, it.mirror, it.resolution, sig))
     return out
