@@ -218,12 +218,13 @@ def bytes_per_unit() -> dict[str, float]:
     shuffled collection, from real elements of 50,000 samples / entries / pairs."""
     from mitigate import partition_batch as pb
     from mitigate.near import HashItem
+    from mitigate.verify import SIG_BYTES
 
     n = 50_000
     p, m = _hashes(n, seed=5)
     keys = np.asarray(_key(1, np.arange(p.size)), dtype=np.str_)
     rng = np.random.default_rng(0)
-    sigs = [rng.integers(0, 256, 768, dtype=np.uint8).tobytes() for _ in range(p.size)]
+    sigs = [rng.integers(0, 256, SIG_BYTES, dtype=np.uint8).tobytes() for _ in range(p.size)]
     res = np.full(p.size, 512, np.int64)
     no_sig = pb.Batch(3, keys, p, m, res, [None] * p.size)
     with_sig = pb.Batch(3, keys, p, m, res, sigs)
