@@ -146,34 +146,14 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
 
-    if args.compare_row_order:
-        nd.mih.SORT_QUERIES_BY_KEY = False
-        before, t_before, _ = measure(lambda: nd.find_near_duplicates(p, m, k, mode="exact"))
-        nd.mih.SORT_QUERIES_BY_KEY = True
-        cpu_before = LAST_CPU[0]
-        row.update(exact_index_order_s=t_before, exact_index_order_cpu_s=cpu_before)
-        print(
-            f"exact MIH, rows in index order (before): {t_before:8.2f} s wall "
-            f"({cpu_before:.2f} s CPU)  {len(before):,} pairs",
-            flush=True,
-        )
     exact, t_exact, mem_exact = measure(lambda: nd.find_near_duplicates(p, m, k, mode="exact"))
     cpu_exact = LAST_CPU[0]
     row.update(exact_s=t_exact, exact_cpu_s=cpu_exact, exact_mib=mem_exact, pairs=len(exact))
-    if args.compare_row_order:
-        assert before.same_as(exact), "row order changed the pair set"
-        print(
-            f"rows in key order vs index order: {cpu_before / cpu_exact:.2f}x CPU, "
-            f"{t_before / t_exact:.2f}x wall, same pair set",
-            flush=True,
-        )
     print(
         f"exact MIH        : {t_exact:8.2f} s wall ({cpu_exact:.2f} s CPU)  peak "
         f"{mem_exact:7.1f} MiB  {len(exact):,} pairs",
         flush=True,
     )
-    if args.exact_only:
-        return row
 
     if n <= args.brute_max:
         brute, t_brute, mem_brute = measure(lambda: nd.brute_force_pairs(p, m, k))
@@ -375,16 +355,6 @@ def main(argv: list[str] | None = None) -> int:
         help="prefix size used to measure brute-force cost for extrapolation",
     )
     parser.add_argument("--no-lsh", dest="lsh", action="store_false", help="skip LSH mode")
-    parser.add_argument(
-        "--compare-row-order",
-        action="store_true",
-        help="also time the exact search with query rows in index order (the previous code)",
-    )
-    parser.add_argument(
-        "--exact-only",
-        action="store_true",
-        help="time only the exact search (no brute force, LSH or keep rule; for 10M)",
-    )
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--recall-samples", type=int, default=2000)
     parser.add_argument(

@@ -255,33 +255,6 @@ def test_exact_every_substring_count(data10: tuple[np.ndarray, np.ndarray, nd.Pa
     assert nd.find_near_duplicates(p, m, 10, mode="exact", plan=loose).same_as(bf)
 
 
-@pytest.mark.parametrize("by_key", [True, False])
-def test_join_row_order_gives_same_matches(
-    by_key: bool,
-    data10: tuple[np.ndarray, np.ndarray, nd.PairSet],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Visiting query rows in key order (the default) or in index order finds the same
-    raw matches of one slot-table join (self queries with the half-ball trick plus
-    mirror queries) and the same pair set as brute force."""
-    p, m, bf = data10
-    groups = nd.collapse_identical(p, m)
-    up, um = groups.node_phash, groups.node_mirror
-    queries = np.concatenate([up, um])
-    n = up.shape[0]
-    args = (mih._substring(up, 16, 16), up, mih._substring(queries, 16, 16), queries, 16)
-    monkeypatch.setattr(mih, "SORT_QUERIES_BY_KEY", by_key)
-    q, u = mih._join_on_keys(*args, np.arange(16, 32), 2, 10, n_self=n, chunk_elems=4096)
-    monkeypatch.setattr(mih, "SORT_QUERIES_BY_KEY", not by_key)
-    q2, u2 = mih._join_on_keys(*args, np.arange(16, 32), 2, 10, n_self=n, chunk_elems=4096)
-    assert np.count_nonzero(q >= n) > 0  # mirror queries matched (mirror-rule copies)
-    assert sorted(zip(q.tolist(), u.tolist(), strict=True)) == sorted(
-        zip(q2.tolist(), u2.tolist(), strict=True)
-    )
-    monkeypatch.setattr(mih, "SORT_QUERIES_BY_KEY", by_key)
-    assert nd.find_near_duplicates(p, m, 10, mode="exact", plan=nd.make_plan(10, 4)).same_as(bf)
-
-
 @pytest.mark.parametrize(("k", "n_sub"), [(0, 1), (1, 1), (3, 2), (5, 2)])
 def test_exact_long_substrings_sorted_index(k: int, n_sub: int) -> None:
     """Substrings longer than DENSE_TABLE_MAX_BITS use the binary-search index."""

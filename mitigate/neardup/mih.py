@@ -13,10 +13,6 @@ from mitigate.neardup.cost import DENSE_TABLE_MAX_BITS, MAX_TABLE_ENTRIES, _slot
 from mitigate.neardup.groups import _ragged_arange
 from mitigate.neardup.plan import MIHPlan
 
-SORT_QUERIES_BY_KEY: bool = True
-"""Visit query rows of a slot-table join in key order (see :func:`_join_on_keys`); the
-benchmark switches it off to measure the previous row order in the same run."""
-
 
 def _substring(hashes: NDArray[np.uint64], start: int, length: int) -> NDArray[np.uint64]:
     shifted = hashes >> np.uint64(start) if start else hashes
@@ -296,18 +292,13 @@ def _join_on_keys(
     index = _SlotIndex(
         index_keys.astype(np.intp), index_full, key_bits, positions, radius, k, probes
     )
-    # Rows are visited in the order of their key (stable, so deterministic): the probes
-    # of neighbouring rows then land on neighbouring table rows (fewer cache and TLB
-    # misses); the result is the same set of matches in another order.
-    by_key = np.argsort(qk, kind="stable") if SORT_QUERIES_BY_KEY else np.arange(nq)
-    self_by_key = by_key[by_key < n_self]
     for bit, sub in work:
         if bit is None:
-            rows = by_key[by_key >= n_self]
+            rows = np.arange(n_self, nq, dtype=np.int64)
         elif bit < 0:
-            rows = self_by_key
+            rows = np.arange(n_self, dtype=np.int64)
         else:
-            rows = self_by_key[(self_keys[self_by_key] >> bit) & 1 == 0]
+            rows = np.flatnonzero((self_keys >> bit) & 1 == 0).astype(np.int64)
         chunk = max(1, chunk_elems // (sub.shape[0] * index.width))
         for c0 in range(0, rows.shape[0], chunk):
             r = rows[c0 : c0 + chunk]
