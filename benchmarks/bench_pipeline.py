@@ -130,8 +130,13 @@ def pipeline_run(
         cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else [])]
         cmd += [*([] if cuts else ["--cuts-off"]), *map(str, shards)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"pipeline run failed (exit {proc.returncode}, {workers} workers, {len(shards)} "
+            f"shards):\n{proc.stderr[-4000:]}"
+        )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # CPU of the child and its worker processes (threads are inside the child).
     result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     small, large = sorted(args.sizes)
-    data = {n: ensure_data(args.data, n, args.long_side) for n in (small, large)}
+    data = {n: ensure_data(args.data.resolve(), n, args.long_side) for n in (small, large)}
     n_base, t_base, cpu_base = baseline(data[small])
     base_rate = n_base / t_base
     base_cpu_ms = cpu_base / n_base * 1000
