@@ -42,8 +42,11 @@ from mitigate.sources import SourceLimits
 log = logging.getLogger(__name__)
 
 
-# Runners whose whole job runs in one local process tree (dedup.partition: auto).
-LOCAL_RUNNERS = frozenset({"direct"})
+# Runners on which dedup.partition: auto keeps the one-worker near-dup graph: the local
+# runner (one process holds every collection anyway) and Beam's Dask runner (its cost per
+# stage makes the ~90-stage partitioned graph many times slower; set clusters there
+# explicitly for more hashes than one worker holds).
+ONE_WORKER_AUTO_RUNNERS = frozenset({"direct", "dask"})
 
 
 class ConfigError(ValueError):
@@ -195,9 +198,9 @@ class DedupConfig(_Strict):
         default="auto",
         description="none: every hash in one worker (ToList). clusters: the partitioned "
         "graph (k-modes clusterings, exact search per partition, distributed components). "
-        "auto: on the local runner (direct) none, since its one process holds every "
-        "collection anyway and the one-worker graph is the faster one there; on every other "
-        "runner the partitioned graph (one exact partition while the hashes fit in "
+        "auto: none on the local runner (direct: its one process holds every collection "
+        "anyway, and the one-worker graph is faster there) and on dask (its cost per stage); "
+        "on every other runner the partitioned graph (one exact partition while the hashes fit in "
         "max_partition_size, clusters beyond). Both graphs verify candidate pairs and "
         "apply dedup.keep the same way.",
     )
@@ -237,7 +240,7 @@ class DedupConfig(_Strict):
         """Whether near-dup search runs the partitioned graph on ``runner`` (a
         ``runner.name``; see ``partition``)."""
         if self.partition == "auto":
-            return runner not in LOCAL_RUNNERS
+            return runner not in ONE_WORKER_AUTO_RUNNERS
         return self.partition == "clusters"
 
     _reference_shards: list = PrivateAttr(default_factory=list)

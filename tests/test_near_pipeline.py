@@ -277,9 +277,10 @@ def test_partitioned_graph_runs_with_verification_and_the_medoid_rule():
 
     # auto, with the default verify + medoid: partitioned on distributed runners; the
     # local runner holds every collection in one process, where one worker is faster
-    for runner in ("dataflow", "flink", "spark", "portable", "dask"):
+    for runner in ("dataflow", "flink", "spark", "portable"):
         assert dedup().partitioned_on(runner), runner
     assert not dedup().partitioned_on("direct")
+    assert not dedup().partitioned_on("dask")  # its per-stage cost; clusters explicitly
     assert dedup(partition="clusters").partitioned_on("direct")
     assert dedup(verify=False, keep="resolution").partitioned_on("dataflow")
     assert not dedup(partition="none").partitioned_on("dataflow")
