@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -179,6 +180,12 @@ class Filter(ABC, Generic[C]):
     def decide(self, record: SampleRecord) -> Drop | None:
         """Decide from stored signals only (``record.scores[self.filter_id]`` and the
         record's size fields). ``None`` means keep."""
+
+
+def config_path(value: str, info: ValidationInfo) -> Path:
+    """A path from a config, resolved against the config's folder (``base_dir`` in the
+    validation context), so the effective config holds it absolute and re-runs anywhere."""
+    return (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
 
 
 def _probability(value: float) -> float:

@@ -29,7 +29,14 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 
 from mitigate import neardup
 from mitigate.filters import register
-from mitigate.filters.base import Drop, Filter, FilterConfig, Score, ScoringItem
+from mitigate.filters.base import (
+    Drop,
+    Filter,
+    FilterConfig,
+    Score,
+    ScoringItem,
+    config_path,
+)
 from mitigate.reasons import Reason
 from mitigate.records import SampleRecord
 
@@ -57,7 +64,7 @@ class BlocklistConfig(FilterConfig):
         """Resolve against the config's folder (so the effective config holds an
         absolute path and can be re-run from anywhere) and read the list: a missing or
         malformed file is an error on ``path``."""
-        path = (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
+        path = config_path(value, info)
         if not path.is_file():
             raise ValueError(f"file not found: {path}")
         _read(path)

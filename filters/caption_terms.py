@@ -27,7 +27,14 @@ from pydantic import (
 )
 
 from mitigate.filters import register
-from mitigate.filters.base import Drop, Filter, FilterConfig, Score, ScoringItem
+from mitigate.filters.base import (
+    Drop,
+    Filter,
+    FilterConfig,
+    Score,
+    ScoringItem,
+    config_path,
+)
 from mitigate.reasons import Reason
 from mitigate.records import SampleRecord
 from mitigate.text import normalize_text, words
@@ -40,7 +47,7 @@ def _check_file(value: str | None, info: ValidationInfo) -> str | None:
     paths and can be re-run from anywhere."""
     if value is None:
         return None
-    path = (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
+    path = config_path(value, info)
     if not path.is_file():
         raise ValueError(f"file not found: {path}")
     return str(path)

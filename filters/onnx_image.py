@@ -51,7 +51,13 @@ from pydantic import (
 )
 
 from mitigate.filters import register
-from mitigate.filters.base import Drop, FilterConfig, ModelFilter, Probability
+from mitigate.filters.base import (
+    Drop,
+    FilterConfig,
+    ModelFilter,
+    Probability,
+    config_path,
+)
 from mitigate.reasons import image_above_threshold
 from mitigate.records import SampleRecord
 
@@ -81,7 +87,7 @@ class ModelFile(BaseModel):
         holds an absolute path and can be re-run from anywhere."""
         if value is None:
             return None
-        return str((Path((info.context or {}).get("base_dir", ".")) / value).resolve())
+        return str(config_path(value, info))
 
     @model_validator(mode="after")
     def _one_way(self) -> ModelFile:
