@@ -145,8 +145,14 @@ def test_a_second_run_into_a_locked_folder_is_refused(finished, tmp_path, sample
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / outdir.LOCK).exists():
         time.sleep(0.02)
-    second = _cli(_run_args([sample_dir / "shard-00000.tar"], out, "--overwrite"), tmp_path)
-    _, err2 = second.communicate(timeout=120)
+    # The first run holds the lock; pause it there so that it cannot finish (and let go
+    # of the lock) before the second run has started: a fast first run made this racy.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = _cli(_run_args([sample_dir / "shard-00000.tar"], out, "--overwrite"), tmp_path)
+        _, err2 = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
     _, err1 = first.communicate(timeout=300)
     assert first.returncode == 0, err1
     assert second.returncode == 2
