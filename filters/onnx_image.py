@@ -207,14 +207,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_cache_dir() -> Path:
-    """Where passed model checks are remembered: ``$MITIGATE_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/mitigate``, else ``~/.cache/mitigate``."""
+def _cache_root() -> Path:
+    """``$MITIGATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mitigate``, else
+    ``~/.cache/mitigate``."""
     root = os.environ.get("MITIGATE_CACHE_DIR")
     if root:
-        return Path(root) / "model-checks"
+        return Path(root)
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "mitigate" / "model-checks"
+    return Path(xdg) / "mitigate"
+
+
+def _check_cache_dir() -> Path:
+    """Where passed model checks are remembered."""
+    return _cache_root() / "model-checks"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so a reader never sees half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _check_key(cfg: OnnxImageConfig) -> str:
@@ -250,10 +263,7 @@ def check_model_once(cfg: OnnxImageConfig) -> None:
         return
     check_model(cfg, open_session(cfg, threads=1))
     try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
-        tmp.write_text(cfg.model_path + "\n", encoding="utf-8")
-        os.replace(tmp, marker)
+        _write_atomically(marker, (cfg.model_path + "\n").encode())
     except OSError as exc:  # an unwritable cache only costs time
         log.debug("model check not remembered (%s): %s", marker, exc)
 
@@ -268,11 +278,38 @@ def open_session(cfg: OnnxImageConfig, threads: int | None = None) -> Any:
     options.log_severity_level = 3
     source: str | bytes = cfg.model_path
     if cfg.embedding_output is not None:
+        cached = _exposed_model_path(cfg)
+        if cached is not None and cached.is_file():
+            try:
+                return ort.InferenceSession(str(cached), sess_options=options, providers=CPU)
+            except Exception as exc:  # a damaged cache file: rebuild it below
+                log.warning("cached model %s unusable (%s); rebuilding it", cached, exc)
         source = _with_output(cfg.model_path, cfg.embedding_output)
+        try:
+            if cached is not None:
+                _write_atomically(cached, source)
+        except OSError as exc:  # an unwritable cache only costs time
+            log.debug("model with exposed output not cached (%s): %s", cached, exc)
     try:
         return ort.InferenceSession(source, sess_options=options, providers=CPU)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ValueError(f"model {cfg.model_path} cannot be loaded: {exc}") from None
+
+
+def _exposed_model_path(cfg: OnnxImageConfig) -> Path | None:
+    """Where the model with ``embedding_output`` exposed is cached. Building it imports
+    ``onnx`` and rewrites the graph (seconds, paid by every worker process of every
+    run); the name covers what the bytes depend on: the model, the tensor, ``onnx``.
+    None when the model's digest is unknown (a config built without validation)."""
+    if not cfg.model_sha256:
+        return None
+    try:
+        onnx_version = importlib.metadata.version("onnx")
+    except importlib.metadata.PackageNotFoundError:
+        onnx_version = None
+    spec = {"model_sha256": cfg.model_sha256, "tensor": cfg.embedding_output, "onnx": onnx_version}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    return _cache_root() / "models" / f"{key}.onnx"
 
 
 def _with_output(path: str, tensor: str) -> bytes:

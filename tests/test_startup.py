@@ -113,3 +113,62 @@ def test_local_match_expands_globs_exactly_as_beam_does(tmp_path: Path) -> None:
     assert (
         len(ours[f"{tmp_path}/**/*.tar"]) == 2 and len(ours[f"{tmp_path}/*.tar"]) == 4
     )  # dotfiles too, as Beam
+
+
+def test_the_model_with_its_embedding_exposed_is_built_once_then_read_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    """Exposing ``embedding_output`` imports ``onnx`` and rewrites the graph; a second
+    process (every worker of every run) opens the cached model instead."""
+    env = {"MITIGATE_CACHE_DIR": str(tmp_path / "cache")}
+    code = (
+        "import numpy as np\n"
+        "from mitigate.config import validate_config\n"
+        "from mitigate.filters.onnx_image import open_session\n"
+        "cfg = validate_config({'filters': [{'name': 'nsfw'}]}).filters[0]\n"
+        "s = open_session(cfg)\n"
+        "x = np.random.default_rng(0).random((2, 224, 224, 3), np.float32) * 255\n"
+        "emb = s.run(['Reshape:0'], {s.get_inputs()[0].name: x})[0]\n"
+        "print(float(np.abs(emb).sum()))\n"
+    )
+    first = _modules_after(code, env)
+    assert "onnx" in first
+    assert len(list((tmp_path / "cache" / "models").glob("*.onnx"))) == 1
+    assert "onnx" not in _modules_after(code, env)
+
+
+def test_a_damaged_cached_model_is_rebuilt_and_scores_stay_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("MITIGATE_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "m.onnx"
+    pooled_linear(model)
+    entry = {
+        "name": "onnx_image",
+        "model": {"path": str(model)},
+        "size": 8,
+        "embedding_output": "pooled",
+    }
+    cfg = validate_config({"filters": [entry]}).filters[0]
+    x = np.random.default_rng(1).random((3, 3, 8, 8), np.float32)
+
+    def outputs() -> list:
+        session = onnx_image.open_session(cfg)
+        return session.run(["logits", "pooled"], {"pixels": x})
+
+    built = outputs()
+    cached = onnx_image._exposed_model_path(cfg)
+    assert cached is not None and cached.is_file()
+    cached_bytes = cached.read_bytes()
+    for got, want in zip(outputs(), built, strict=True):  # from the cache
+        np.testing.assert_array_equal(got, want)
+    cached.write_bytes(b"not a model")
+    for got, want in zip(outputs(), built, strict=True):  # rebuilt
+        np.testing.assert_array_equal(got, want)
+    assert cached.read_bytes() == cached_bytes
+    # Other model bytes under the same path get their own cache entry.
+    pooled_linear(model, layout="NHWC")
+    other = validate_config({"filters": [{**entry, "layout": "NHWC"}]}).filters[0]
+    assert onnx_image._exposed_model_path(other) != cached
