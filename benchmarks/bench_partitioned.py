@@ -39,10 +39,34 @@ from mitigate import partition as pt
 K = 10
 
 
+#: Fraction of each chunk drawn from one dense region (``--hot``): every bit of a fixed
+#: centre flipped with probability 0.25, so pairs inside it are rare (distance ~24) but
+#: the k-modes clusterings put the whole region in one partition per clustering -- the
+#: shape of real data's hot spots, and what makes a partition outgrow its bound.
+HOT = 0.0
+
+
+def _hot(n: int, seed: int) -> np.ndarray:
+    centre = np.uint64(np.random.default_rng(4242).integers(0, 2**63))
+    bits = np.random.default_rng(seed + 77).random((n, 64)) < 0.25
+    weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    return centre ^ (bits * weights).sum(axis=1, dtype=np.uint64)
+
+
 def _hashes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    return nd.synthetic_hashes(
-        int(n * 0.88), k=K, n_planted=int(n * 0.10), n_mirror_planted=int(n * 0.02), seed=seed
+    n_hot = int(n * HOT)
+    rest = n - n_hot
+    p, m = nd.synthetic_hashes(
+        int(rest * 0.88),
+        k=K,
+        n_planted=int(rest * 0.10),
+        n_mirror_planted=int(rest * 0.02),
+        seed=seed,
     )
+    if not n_hot:
+        return p, m
+    hot = _hot(n_hot, seed)
+    return np.r_[p, hot], np.r_[m, hot[::-1]]
 
 
 # ------------------------------------------------------------------ choose (core)
@@ -154,9 +178,11 @@ def beam_child(
                 json.dumps(
                     {
                         "recall": recall,
-                        "partitions": len(sizes),
-                        "largest_partition": max(sizes),
-                        "entries": sum(sizes),
+                        "partitions": sizes["partitions"],
+                        "largest_partition": sizes["largest_partition"],
+                        "entries": sizes["entries"],
+                        "search_tasks": sizes["search_tasks"],
+                        "largest_search": sizes["largest_search"],
                         "candidates": counts["merged"] + counts["refused"],
                         "counts": counts,
                         "clusters_per_clustering": plan.n_clusters,
@@ -209,7 +235,7 @@ def exact_child(n: int, out: str) -> None:
 def _child(args: list[str]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    subprocess.run([sys.executable, __file__, *args, "--out", out], check=True)
+    subprocess.run([sys.executable, __file__, *args, "--hot", str(HOT), "--out", out], check=True)
     return json.loads(Path(out).read_text())
 
 
@@ -312,6 +338,8 @@ def bench_beam(sizes: list[int], max_partition_size: int, clusterings: int, prob
                     "partitions": r["partitions"],
                     "clusters_per_clustering": r["clusters_per_clustering"],
                     "largest_partition": r["largest_partition"],
+                    "search_tasks": r["search_tasks"],
+                    "largest_search": r["largest_search"],
                     "entries_per_sample": round(r["entries"] / n_items, 2),
                     "remaining_edges_after_rounds": r["counts"]["remaining"],
                     "shuffled_bytes_per_sample_hash_only": shuffled_per_sample(
@@ -389,8 +417,11 @@ def main() -> None:
     ap.add_argument("--max-partition-size", type=int, default=20_000)
     ap.add_argument("--partition-sizes", default="20000,200000")
     ap.add_argument("--probes", type=int, default=1)
+    ap.add_argument("--hot", type=float, default=0.0, help="fraction from one dense region")
     ap.add_argument("--out")
     a = ap.parse_args()
+    global HOT
+    HOT = a.hot
     ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
     if a.what == "choose":
         choose(a.n, ints(a.clusters), ints(a.clusterings), a.probes)

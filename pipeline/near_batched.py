@@ -36,6 +36,7 @@ from apache_beam.pvalue import AsSingleton
 
 from mitigate import neardup, partition
 from mitigate import partition_batch as pb
+from mitigate import partition_split as ps
 from mitigate.config import DedupConfig
 from mitigate.near import NOT_MERGED, Decision
 from mitigate.records import Reason
@@ -109,11 +110,11 @@ def _plan(sample: tuple, n: int, dedup: DedupConfig) -> partition.PartitionPlan:
     return dataclasses.replace(plan, probes=min(dedup.probes, plan.n_clusters))
 
 
-def _search(element: tuple[int, Iterable[tuple]], dedup: DedupConfig) -> Iterator[Any]:
-    _, chunks = element
+def _search(element: tuple[ps.Task, Iterable[tuple]], dedup: DedupConfig) -> Iterator[Any]:
+    task, chunks = element
     chunks = list(chunks)
     yield "size", sum(int(c[0].size) for c in chunks)
-    a, b, d = pb.search_chunks(chunks, dedup.k, dedup.mode)
+    a, b, d = ps.task_pairs(task, *pb.search_chunks(chunks, dedup.k, dedup.mode))
     for bid, part in pb.split_by(pb.batch_of(a), a, b, d):
         yield MAIN, (bid, part)
 
@@ -342,6 +343,40 @@ class _RefusedFn(beam.CombineFn):
         }
 
 
+class _SizesFn(beam.CombineFn):
+    """``("partition" | "task", entries)`` -> count, largest and total of each:
+    partitions as the clusterings made them, tasks as searched (an oversized partition
+    is several)."""
+
+    def create_accumulator(self) -> dict[str, tuple[int, int, int]]:
+        return {}
+
+    def add_input(self, acc: dict, tagged: tuple[str, int]) -> dict:
+        tag, n = tagged
+        count, largest, total = acc.get(tag, (0, 0, 0))
+        acc[tag] = (count + 1, max(largest, n), total + n)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict]) -> dict:
+        out: dict[str, tuple[int, int, int]] = {}
+        for acc in accs:
+            for tag, (count, largest, total) in acc.items():
+                c, m, t = out.get(tag, (0, 0, 0))
+                out[tag] = (c + count, max(m, largest), t + total)
+        return out
+
+    def extract_output(self, acc: dict) -> dict[str, int]:
+        partitions, largest, entries = acc.get("partition", (0, 0, 0))
+        tasks, largest_task, _ = acc.get("task", (0, 0, 0))
+        return {
+            "partitions": partitions,
+            "largest_partition": largest,
+            "entries": entries,
+            "search_tasks": tasks,
+            "largest_search": largest_task,
+        }
+
+
 class PartitionedSearch(beam.PTransform):
     """:class:`mitigate.partition_batch.Batch` elements in; near-duplicate and
     not_merged decisions, partition sizes, plan, recall, clusters, counts out."""
@@ -362,17 +397,39 @@ class PartitionedSearch(beam.PTransform):
         )
         plan = fit | "Fit" >> beam.Map(_plan, AsSingleton(n), dedup)
         keyed = batches | "ByBatch" >> beam.Map(lambda b: (b.bid, b))
+        assigned = batches | "Assign" >> beam.FlatMap(pb.assign_chunks, AsSingleton(plan))
+        partition_sizes = (
+            assigned
+            | "EntryCounts" >> beam.Map(lambda part: (part[0], int(part[1][0].size)))
+            | "PartitionSizes" >> beam.CombinePerKey(sum)
+        )
+        blocks = (
+            partition_sizes
+            | "Blocks"
+            >> beam.Map(
+                lambda ps_, mps: (ps_[0], ps.n_blocks(ps_[1], mps)), dedup.max_partition_size
+            )
+            | "Oversized" >> beam.Filter(lambda pb_: pb_[1] > 1)
+            | "BlockDict" >> beam.combiners.ToDict()
+        )
         searched = _route(
-            batches
-            | "Assign" >> beam.FlatMap(pb.assign_chunks, AsSingleton(plan))
-            | "ByPartition" >> beam.GroupByKey()
+            assigned
+            | "Tasks" >> beam.FlatMap(ps.to_tasks, AsSingleton(blocks))
+            | "ByTask" >> beam.GroupByKey()
             | "Search" >> beam.FlatMap(_search, dedup),
             "Search",
             "size",
             MAIN,
         )
         candidates = searched[MAIN]
-        sizes = searched["size"] | "Sizes" >> beam.combiners.ToList()
+        sizes = (
+            (
+                partition_sizes | "TagPartition" >> beam.Map(lambda ps_: ("partition", ps_[1])),
+                searched["size"] | "TagTask" >> beam.Map(lambda n: ("task", n)),
+            )
+            | "AllSizes" >> beam.Flatten()
+            | "Sizes" >> beam.CombineGlobally(_SizesFn())
+        )
         attached = (
             {"batch": keyed, "pairs": candidates}
             | "JoinA" >> beam.CoGroupByKey()

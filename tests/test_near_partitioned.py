@@ -123,7 +123,13 @@ def test_one_partition_decides_exactly_as_the_single_worker_path():
     def check(got: dict) -> None:
         report = _merged(got["report"])
         assert set(got["decisions"]) == want and len(got["decisions"]) == len(want)
-        assert report["sizes"] == [len(items)]
+        assert report["sizes"] == {
+            "partitions": 1,
+            "largest_partition": len(items),
+            "entries": len(items),
+            "search_tasks": 1,
+            "largest_search": len(items),
+        }
         assert report["plan"] == (1, 1)
         assert report["estimate"] == 1.0 and report["queries"] > 300
         for key in ("cluster_sizes", "largest_clusters", "examples_by_distance"):
@@ -141,13 +147,61 @@ def test_many_partitions_with_recall_one_give_the_same_kept_set_and_duplicate_of
     def check(got: dict) -> None:
         report = _merged(got["report"])
         assert report["plan"] == (6, n_clusters_for(len(items), 100))
-        assert len(report["sizes"]) > 100 and max(report["sizes"]) <= 100
+        sizes = report["sizes"]
+        assert sizes["partitions"] > 100 and sizes["largest_partition"] <= 100
+        assert sizes["search_tasks"] == sizes["partitions"]  # none oversized: none split
         assert report["estimate"] == 1.0, report
         assert set(got["decisions"]) == want
         assert report["cluster_sizes"] == want_report["cluster_sizes"]
         assert report["largest_clusters"] == want_report["largest_clusters"]
 
     _search(items, check, partition="clusters", max_partition_size=100, clusterings=6)
+
+
+def _with_hot_region(items: list[HashItem], n_hot: int, seed: int) -> list[HashItem]:
+    """``n_hot`` more items from one dense region (each bit of a centre flipped with
+    probability 0.25): few pairs inside it, but the clusterings put it in one partition."""
+    rng = np.random.default_rng(seed)
+    centre = np.uint64(rng.integers(0, 2**63))
+    bits = rng.random((n_hot, 64)) < 0.25
+    hot = centre ^ (bits * (np.uint64(1) << np.arange(64, dtype=np.uint64))).sum(
+        axis=1, dtype=np.uint64
+    )
+    ph, mh = nd.uint64_to_hex(hot), nd.uint64_to_hex(hot[::-1])
+    return items + [HashItem(f"h{i:05d}", ph[i], mh[i], 2) for i in range(n_hot)]
+
+
+@pytest.mark.slow
+def test_an_oversized_partition_is_searched_in_blocks_with_the_same_decisions(
+    monkeypatch, tmp_path
+):
+    """The same plan searched with and without cutting oversized partitions into blocks
+    gives the same decisions and pairs; with blocks no task holds much over the bound."""
+    import pickle
+
+    from mitigate import partition_split
+
+    items = _with_hot_region(_items(300, seed=4), 260, seed=4)
+
+    def keeper(name: str):
+        def keep(got: dict) -> None:  # runs in the pipeline: the result goes to a file
+            run = {"decisions": set(got["decisions"]), **_merged(got["report"])}
+            (tmp_path / name).write_bytes(pickle.dumps(run))
+
+        return keep
+
+    settings = {"partition": "clusters", "max_partition_size": 100, "clusterings": 6}
+    _search(items, keeper("split"), **settings)
+    monkeypatch.setattr(partition_split, "n_blocks", lambda size, bound: 1)
+    _search(items, keeper("whole"), **settings)
+    split, whole = (pickle.loads((tmp_path / n).read_bytes()) for n in ("split", "whole"))
+    assert split["sizes"]["largest_partition"] > 100  # the hot region outgrew the bound
+    assert split["sizes"]["search_tasks"] > split["sizes"]["partitions"]  # and was split
+    assert split["sizes"]["largest_search"] <= 110 < whole["sizes"]["largest_search"]
+    assert whole["sizes"]["search_tasks"] == whole["sizes"]["partitions"]
+    assert split["decisions"] == whole["decisions"] and len(split["decisions"]) > 100
+    for key in ("merged", "estimate", "cluster_sizes", "largest_clusters"):
+        assert split[key] == whole[key], key
 
 
 @pytest.mark.slow
@@ -160,7 +214,9 @@ def test_verification_and_medoid_in_many_partitions_decide_as_the_single_worker_
 
     def check(got: dict) -> None:
         report = _merged(got["report"])
-        assert len(report["sizes"]) > 100 and max(report["sizes"]) <= 100
+        sizes = report["sizes"]
+        assert sizes["partitions"] > 100 and sizes["largest_partition"] <= 100
+        assert sizes["search_tasks"] == sizes["partitions"]  # none oversized: none split
         assert report["estimate"] == 1.0, report
         assert set(got["decisions"]) == want and len(got["decisions"]) == len(want)
         for key in ("cluster_sizes", "largest_clusters"):
@@ -234,5 +290,6 @@ def test_bundled_data_with_tiny_partitions_reaches_the_golden_states(tmp_path, e
     dedup = summary["dedup"]
     assert dedup["partition"] == "clusters" and dedup["clusterings"] == 8
     assert dedup["partitions"] > 20 and dedup["largest_partition"] <= 8
+    assert dedup["search_tasks"] >= dedup["partitions"]
     assert dedup["pair_recall"]["estimate"] == 1.0
     assert dedup["near_duplicates"] == len(related)

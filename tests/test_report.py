@@ -527,6 +527,11 @@ def test_dedup_section_shows_the_partitions_of_a_partitioned_search(synthetic, t
     assert "Search partitions: clusters" in text
     assert "4,012 partitions (5 clusterings)" in text
     assert "largest holding 1,234,567 hashes" in text
+    assert "searched in blocks" not in text
+    summary["dedup"].update(search_tasks=4040, largest_search=900000)
+    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    text = section_text(parse(report.build_report(out)), "dedup")
+    assert "searched in blocks: 4,040 search tasks, the largest holding 900,000" in text
 
 
 def test_cluster_size_bars_keep_every_cluster():

@@ -72,7 +72,7 @@ def _section_dedup(
             f"<p>Search partitions: <b>{_esc(dedup.get('partition', '?'))}</b>, "
             f"{int(dedup['partitions']):,} partitions ({_esc(dedup.get('clusterings', '?'))} "
             f"clusterings), the largest holding {int(dedup.get('largest_partition') or 0):,} "
-            "hashes.</p>"
+            f"hashes{_split_note(dedup)}.</p>"
         )
     sizes = {int(k): int(v) for k, v in (dedup.get("cluster_sizes") or {}).items()}
     if sizes:
@@ -149,3 +149,14 @@ def _section_dedup(
             )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _split_note(dedup: dict) -> str:
+    """Oversized partitions were searched in blocks: say so, with the largest task."""
+    tasks, partitions = dedup.get("search_tasks"), dedup.get("partitions")
+    if not tasks or not partitions or int(tasks) <= int(partitions):
+        return ""
+    return (
+        f"; partitions above max_partition_size were searched in blocks: {int(tasks):,} "
+        f"search tasks, the largest holding {int(dedup.get('largest_search') or 0):,}"
+    )
