@@ -207,9 +207,10 @@ class DedupConfig(_Strict):
     max_partition_size: int = Field(
         default=2_000_000,
         ge=2,
-        description="Hashes one partition may hold by design (~0.5 KB each in "
+        description="Hashes one search task may hold by design (~0.5 KB each in "
         "a worker, so the default fits a 4 GB worker with room for the search); the "
-        "number of clusters is chosen so the mean partition is a quarter of this.",
+        "number of clusters is chosen so the mean partition is half of this, and a "
+        "partition that outgrows it is searched in blocks.",
     )
     clusterings: int = Field(
         default=5,
@@ -219,12 +220,13 @@ class DedupConfig(_Strict):
         "(pHash and mirror) in each, so more clusterings find more pairs and shuffle more.",
     )
     probes: int = Field(
-        default=1,
+        default=2,
         ge=1,
         le=4,
         description="Nearest centroids a hash goes to in each clustering (multi-probe). "
-        "2 finds more pairs than twice the clusterings at the same shuffle (measured, "
-        "BENCHMARKS.md); clusters per clustering grow with it so partitions keep their size.",
+        "2 (default) finds more pairs than twice the clusterings at the same shuffle "
+        "(measured pair recall 0.98 at 4,096 clusters, the count at 10^9 samples, BENCHMARKS.md); "
+        "clusters per clustering grow with it so partitions keep their size.",
     )
     min_recall: float = Field(
         default=0.9,

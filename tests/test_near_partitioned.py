@@ -146,7 +146,7 @@ def test_many_partitions_with_recall_one_give_the_same_kept_set_and_duplicate_of
 
     def check(got: dict) -> None:
         report = _merged(got["report"])
-        assert report["plan"] == (6, n_clusters_for(len(items), 100))
+        assert report["plan"] == (6, n_clusters_for(len(items), 100, probes=2))
         sizes = report["sizes"]
         assert sizes["partitions"] > 100 and sizes["largest_partition"] <= 100
         assert sizes["search_tasks"] == sizes["partitions"]  # none oversized: none split

@@ -235,7 +235,7 @@ def test_partitioned_mode_decontaminates_and_blocks_as_the_single_worker_mode(pl
     )
     dedup = summary["dedup"]
     assert dedup["pair_recall"]["estimate"] == 1.0, dedup["pair_recall"]
-    assert dedup["partitions"] > 8 and dedup["largest_partition"] <= 40
+    assert dedup["partitions"] > 8 and dedup["largest_search"] <= 44
     none, clusters = _manifest_rows(tmp_path / "none"), _manifest_rows(tmp_path / "clusters")
     assert clusters == none
     assert clusters["g00_original"][:3] == ("duplicate", "eval_overlap", "eval0")
@@ -263,6 +263,7 @@ def test_a_run_below_min_recall_fails_before_writing_a_shard(planted, tmp_path):
         keep="resolution",
         max_partition_size=4,
         clusterings=1,
+        probes=1,
         min_recall=0.99,
     )
     with pytest.raises(Exception, match=r"dedup\.min_recall: measured pair recall 0\.\d+"):

@@ -85,9 +85,10 @@ def test_fit_is_deterministic_and_centroids_partition_their_own_hashes():
 
 def test_number_of_clusters_follows_n_and_the_partition_bound():
     assert pt.n_clusters_for(10, 10) == 1
-    assert pt.n_clusters_for(11, 10) == 2 * 11 * 4 // 10 + 1
-    assert pt.n_clusters_for(10**9, 2_000_000) == 4000
-    assert pt.n_clusters_for(10**9, 2_000_000, probes=2) == 8000
+    # mean partition half the bound: 2 entries a node (pHash, mirror) per probe
+    assert pt.n_clusters_for(11, 10) == 2 * 11 * 2 // 10 + 1
+    assert pt.n_clusters_for(10**9, 2_000_000) == 2000
+    assert pt.n_clusters_for(10**9, 2_000_000, probes=2) == 4000
 
 
 def test_recall_from_counts_matches_the_sampled_brute_force_estimate():
