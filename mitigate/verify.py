@@ -107,7 +107,7 @@ STD_LIMIT = 0.7
 #: (half-size copies of images a few dozen pixels wide, rounded).
 ASPECT_LIMIT = 0.1
 _CONTRAST_FLOOR = 4.0  # luma std (0..255) below which an image counts as flat
-#: Point samples per cell side the signature averages (4 a cell) on large images.
+#: Point samples per cell side the signature averages (4 a cell) from 128 px up.
 SAMPLES = 2
 _CHUNK = 512  # pairs scored at a time (bounded memory: ~16 KB of floats a pair)
 
@@ -133,19 +133,23 @@ def _quantise(planes: Sequence[Image.Image]) -> tuple[bytes, bytes]:
 def signature(image: Image.Image) -> bytes:
     """The :data:`SIG_BYTES`-byte signature of an image (any size and mode).
 
-    An image with a shorter side of at least ``2 * GRID * SAMPLES`` px is point-sampled
-    at ``SAMPLES`` x ``SAMPLES`` pixels a cell on a regular grid (Pillow's NEAREST
-    resize to ``GRID * SAMPLES`` square), each cell the mean of its samples
+    An image with a shorter side of at least ``GRID * SAMPLES`` px (128) is
+    point-sampled at ``SAMPLES`` x ``SAMPLES`` pixels a cell on a regular grid (Pillow's
+    NEAREST resize to ``GRID * SAMPLES`` square), each cell the mean of its samples
     (``reduce``); a smaller one is area-averaged to the cells (BOX). The cells are
     converted to YCbCr (Pillow's conversion, BT.601 as JPEG uses); luma is kept at
     64x64 cells, each chroma plane averaged to 16x16, each plane quantised to 4 bits
     between its own minimum and maximum; the image's width and height close it (the
-    resolution a pair can be compared at, and its aspect ratio).
+    resolution a pair can be compared at, and its aspect ratio). Point samples from
+    128 px rather than area averages over every pixel up to 255 px: measured on the
+    evaluation set, the same precision and recall (k = 14, threshold 1.05: 0.968 and
+    0.970 either way) for less decode time (BENCHMARKS.md, "Near-duplicate
+    verification").
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
     side = GRID * SAMPLES
-    if min(image.size) >= 2 * side:
+    if min(image.size) >= side:
         small = image.resize((side, side), Image.Resampling.NEAREST).reduce(SAMPLES)
     else:
         small = image.resize((GRID, GRID), Image.Resampling.BOX)
