@@ -20,9 +20,12 @@ The labelled set (built here, deterministic):
 Every image goes through the pipeline's decoder (``mitigate.decode.decode_image``,
 fast mode) exactly as a sample would. Candidate pairs are all pairs within ``k``
 (exact search); each method is then a filter over these pairs. Reported per method and
-threshold: pair precision (verified pairs joining one group / verified pairs), recall of
-redundant copies (planted copies joined to their source by a verified pair), and per
-edit kind; and the cost of the signature per image against the decode in the same run.
+threshold: pair precision (verified pairs joining one group / verified pairs; and
+``precflip``, counting mirror-equivalent pairs as duplicates), recall of redundant
+copies (planted copies joined to their source by a verified pair), and per edit kind;
+and the cost of the signature per image against the decode in the same run. With
+``--previous-verify`` an earlier ``verify.py`` is scored on the same images and pairs,
+timed in the same run.
 
     python benchmarks/eval_near_verify.py --ks 10 16 --sweep  # full set
     python benchmarks/eval_near_verify.py --limit 200        # quicker
@@ -38,6 +41,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -109,6 +113,8 @@ class EvalSet:
     mirror: list[int] = field(default_factory=list)
     sigs: list[bytes] = field(default_factory=list)
     dct256: list[bytes] = field(default_factory=list)
+    prev_sigs: list[bytes] = field(default_factory=list)  # --previous-verify's signatures
+    t_prev_sig: float = 0.0
     t_decode: float = 0.0
     t_sig: float = 0.0
 
@@ -132,7 +138,9 @@ def colourful(image: Image.Image) -> bool:
     return float(((hsv[..., 1] >= 90) & (hsv[..., 2] >= 64)).mean()) >= 0.05
 
 
-def build(sources: list[tuple[str, Image.Image]], variant_every: int) -> EvalSet:
+def build(
+    sources: list[tuple[str, Image.Image]], variant_every: int, previous: ModuleType | None = None
+) -> EvalSet:
     ev = EvalSet()
     pixel_group: dict[str, int] = {}
 
@@ -153,6 +161,10 @@ def build(sources: list[tuple[str, Image.Image]], variant_every: int) -> EvalSet
         ev.mirror.append(dec.phash_mirror)
         ev.sigs.append(sig)
         ev.dct256.append(dct256(dec.working))
+        if previous is not None:
+            t3 = time.perf_counter()
+            ev.prev_sigs.append(previous.signature(dec.working))
+            ev.t_prev_sig += time.perf_counter() - t3
 
     n_groups = 0
     for s, (name, image) in enumerate(sources):
@@ -341,6 +353,17 @@ def signature_32(image: Image.Image) -> bytes:
     return y.tobytes() + cb.reduce(2).tobytes() + cr.reduce(2).tobytes()
 
 
+def _load_module(path: Path) -> ModuleType:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("previous_verify", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _print_row(name: str, thr: str, r: dict) -> None:
     print(
         f"{name:<20} {thr:>5} {r['pairs']:>6} {r['false']:>5} {r['precision']:>7.4f} "
@@ -398,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         help="only measure the signature's cost against the decode on these shards' images",
     )
     parser.add_argument(
+        "--previous-verify",
+        type=Path,
+        help="an earlier mitigate/verify.py (e.g. git show be93ec0:mitigate/verify.py > "
+        "/tmp/verify_r2.py): its signatures and scores on the same images and pairs, timed "
+        "in the same run",
+    )
+    parser.add_argument(
         "--search-cost",
         type=int,
         metavar="N",
@@ -413,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     sources = load_sources(args.stamps, args.max_side, args.limit)
-    ev = build(sources, args.variant_every)
+    previous = _load_module(args.previous_verify) if args.previous_verify else None
+    ev = build(sources, args.variant_every, previous)
     n = len(ev.names)
     print(
         f"{len(sources)} sources, {n} images ({sum(k in EDITS for k in ev.kind)} planted "
@@ -423,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cost per image: decode {ev.t_decode / n * 1e3:.2f} ms, signature "
         f"{ev.t_sig / n * 1e3:.3f} ms = {ev.t_sig / ev.t_decode:.1%} of the decode"
+        + (
+            f"; previous signature {ev.t_prev_sig / n * 1e3:.3f} ms = "
+            f"{ev.t_prev_sig / ev.t_decode:.1%}"
+            if previous is not None
+            else ""
+        )
     )
     half = half_of(ev)
     print(f"halves by source: {int((half == 0).sum())} / {int((half == 1).sum())} images")
@@ -457,6 +494,16 @@ def main(argv: list[str] | None = None) -> int:
             "phash only": [("-", np.ones(len(pairs), bool))],
             "verify (default)": [(f"{args.threshold}", verify.verified(scores, args.threshold))],
         }
+        if previous is not None:
+            t1 = time.process_time()
+            prev_scores = previous.pair_scores(pairs.i, pairs.j, ev.prev_sigs)
+            t_prev = time.process_time() - t1
+            print(
+                f"k={k}: previous verification {t_prev / max(1, len(pairs)) * 1e6:.1f} us/pair "
+                f"(this one as the pipeline runs it: {t_verify / max(t_prev, 1e-9):.2f}x)"
+            )
+            thr = previous.DEFAULT_THRESHOLD
+            methods["previous verify"] = [(f"{thr}", prev_scores <= thr)]
         if args.sweep:
             methods["verify"] = [(f"{t:.2f}", scores <= t) for t in (0.6, 0.8, 0.9, 1.1, 1.2, 1.5)]
             methods["dct256 (no mirror)"] = [(str(t), d256 <= t) for t in (20, 30, 40, 50, 60, 70)]
