@@ -164,14 +164,15 @@ class DedupConfig(_Strict):
     )
     verify: bool = Field(
         default=True,
-        description="Check every pHash candidate pair with a finer signature (32x32 YCbCr "
-        "of the decoded image) and merge only pairs that pass; catches look-alikes a "
-        "64-bit pHash cannot tell apart (another letter or digit, another colour).",
+        description="Check every pHash candidate pair with a finer signature (64x64 luma "
+        "and 16x16 chroma of the decoded image) and merge only pairs that pass; catches "
+        "look-alikes a 64-bit pHash cannot tell apart (another letter or digit, another "
+        "colour).",
     )
     verify_threshold: float = Field(
         default=1.0,
         ge=0.0,
-        description="Largest verification score (most changed 1/8-of-the-image window, in "
+        description="Largest verification score (most changed 1/16-of-the-side window, in "
         "units of normalised luma difference) at which a candidate pair is still merged; "
         "lower is stricter (see README for the measurement behind the default).",
     )

@@ -198,7 +198,9 @@ def _verified_keep(
             sub = np.full(len(items), -1, np.int64)
             sub[present] = np.arange(present.shape[0])
             table = verify.as_signatures([sigs[x] for x in present])
-            score[idx] = verify.pair_scores(sub[pairs.i[idx]], sub[pairs.j[idx]], table)
+            score[idx] = verify.pair_scores(
+                sub[pairs.i[idx]], sub[pairs.j[idx]], table, stop_above=threshold
+            )
             ok[idx] = verify.verified(score[idx], threshold)
     edges = neardup.PairSet(pairs.i[ok], pairs.j[ok], pairs.dist[ok])
     keys = [it.key for it in items]

@@ -227,7 +227,10 @@ def verify_b(batch: Batch, parts: Iterable[tuple], threshold: float | None) -> t
     if threshold is not None:
         sig_b = [batch.signatures[x] for x in pos.tolist()]
         both = np.flatnonzero(
-            [x is not None and y is not None for x, y in zip(sig_a, sig_b, strict=True)]
+            [
+                verify.is_signature(x) and verify.is_signature(y)
+                for x, y in zip(sig_a, sig_b, strict=True)
+            ]
         )
         if both.size:
             # the sample with the smaller key first, as the one-worker path scores a
@@ -236,7 +239,9 @@ def verify_b(batch: Batch, parts: Iterable[tuple], threshold: float | None) -> t
             lo = [sig_a[t] if f else sig_b[t] for t, f in zip(both.tolist(), first, strict=True)]
             hi = [sig_b[t] if f else sig_a[t] for t, f in zip(both.tolist(), first, strict=True)]
             n = both.size
-            score[both] = verify.pair_scores(np.arange(n), np.arange(n, 2 * n), lo + hi)
+            score[both] = verify.pair_scores(
+                np.arange(n), np.arange(n, 2 * n), lo + hi, stop_above=threshold
+            )
             ok[both] = verify.verified(score[both], threshold)
     merged = (a[ok], b[ok], d[ok], score[ok])
     refused = (a[~ok], b[~ok], d[~ok], score[~ok], key_a[~ok], key_b[~ok])

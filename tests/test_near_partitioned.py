@@ -12,15 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
+from PIL import Image
 
 from mitigate import neardup as nd
+from mitigate import verify
 from mitigate.config import load_config, validate_config
 from mitigate.near import HashItem, decide_near_duplicates
 from mitigate.partition import n_clusters_for, stable_hash
 from mitigate.partition_batch import Batch
 from mitigate.pipeline.near_partitioned import PartitionedSearch, RecallTooLow, check_recall
 from mitigate.pipeline.run import run
-from mitigate.verify import SIG_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
@@ -84,25 +85,30 @@ def _single(items: list[HashItem], **kw) -> tuple[set, dict]:
 
 
 def _with_signatures(items: list[HashItem], seed: int) -> list[HashItem]:
-    """Signatures (opaque SIG_BYTES bytes): near copies share their group's signature plus
-    noise (verification merges them); a quarter get a fresh one (look-alikes that
-    share a pHash neighbourhood: refused); a few have none (taken on pHash alone)."""
+    """Signatures (verify.signature of small random images): near copies are their
+    group's image plus noise (verification merges them); a quarter get a fresh image
+    (look-alikes that share a pHash neighbourhood: refused); a few have none (taken on
+    pHash alone)."""
     p = nd.hex_to_uint64([i.phash for i in items])
     m = nd.hex_to_uint64([i.mirror for i in items])
     exact = nd.find_near_duplicates(p, m, 10, mode="exact")
     comp = nd.connected_components(len(items), exact.i, exact.j)
     rng = np.random.default_rng(seed)
-    base = {int(c): rng.integers(0, 256, SIG_BYTES) for c in set(comp.tolist())}
+
+    def signature(pixels: np.ndarray) -> bytes:
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        return verify.signature(image.resize((64, 64), Image.Resampling.NEAREST))
+
+    base = {int(c): rng.integers(0, 256, (8, 8, 3)) for c in set(comp.tolist())}
     out = []
     for i, it in enumerate(items):
         r = rng.random()
         if r < 0.05:
             sig = None
         elif r < 0.3:
-            sig = rng.integers(0, 256, SIG_BYTES).astype(np.uint8).tobytes()
+            sig = signature(rng.integers(0, 256, (8, 8, 3)))
         else:
-            noisy = base[int(comp[i])] + rng.integers(-3, 4, SIG_BYTES)
-            sig = np.clip(noisy, 0, 255).astype(np.uint8).tobytes()
+            sig = signature(base[int(comp[i])] + rng.integers(-3, 4, (8, 8, 3)))
         out.append(HashItem(it.key, it.phash, it.mirror, it.resolution, sig))
     return out
 

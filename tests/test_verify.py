@@ -23,8 +23,8 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "near_eval"
 K = 10
 # Floors on the bundled subset (measured values in BENCHMARKS.md, "bundled subset"):
 # regressions in the signature or the score fall below them.
-P_FLOOR = 0.85  # measured 0.877 (pHash alone: 0.530; the 16x16 signature: 0.688)
-R_FLOOR = 0.93  # measured 0.952 (pHash alone: 0.962)
+P_FLOOR = 0.95  # measured 0.984 (pHash alone: 0.528; 32x32 luma: 0.877; 16x16: 0.688)
+R_FLOOR = 0.92  # measured 0.938 (pHash alone: 0.971; 32x32 luma: 0.952)
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _pairs(samples: list[Sample]) -> neardup.PairSet:
 def test_signature_is_compact_and_comes_from_the_single_decode() -> None:
     data = (DATA / "photos-chelsea.jpg").read_bytes()
     decoded = _decode(data)
-    assert len(decoded.signature) == verify.SIG_BYTES == 1536
+    assert len(decoded.signature) == verify.SIG_BYTES == 2314
     assert decoded.signature == verify.signature(decoded.working)
     # any mode works and gives RGB's signature for an RGB-equivalent image
     grey = Image.open(io.BytesIO(data)).convert("L")
@@ -124,11 +124,55 @@ def test_scores_identical_zero_symmetric_and_ordered() -> None:
     assert verify.verified(s).tolist() == [False, False]
 
 
+def test_signature_layout_round_trips_to_the_cells() -> None:
+    """4-bit luma at 64x64 between the plane's own extremes, 16x16 chroma, the size."""
+    image = Image.open(DATA / "flags-redflag.jpg").convert("RGB")
+    sig = verify.signature(image)
+    y, c = verify._unpack(verify.as_signatures([sig]))
+    cells = np.asarray(image.resize((64, 64), Image.Resampling.BOX).convert("YCbCr"), float)
+    step = (cells[..., 0].max() - cells[..., 0].min()) / 15
+    assert np.abs(y[0] - cells[..., 0]).max() <= step / 2 + 1
+    assert c.shape == (1, 2, 16, 16)
+    assert verify._sizes(verify.as_signatures([sig])).tolist() == [list(image.size)]
+
+
+def test_stop_above_keeps_every_decision_and_exact_scores_below_it(
+    evalset: list[Sample], scored: tuple[neardup.PairSet, np.ndarray]
+) -> None:
+    pairs, scores = scored
+    sigs = [s.signature for s in evalset]
+    fast = verify.pair_scores(pairs.i, pairs.j, sigs, stop_above=verify.DEFAULT_THRESHOLD)
+    below = scores <= verify.DEFAULT_THRESHOLD
+    assert below.any() and (~below).any()
+    assert np.array_equal(fast[below], scores[below])
+    # a pair stopped early gets a lower bound that is still above the threshold
+    assert np.all(fast[~below] > verify.DEFAULT_THRESHOLD)
+    assert np.all(fast[~below] <= scores[~below] + 1e-6)
+
+
+def test_a_stretched_copy_is_refused_and_a_tiny_copy_is_compared_coarsely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = Image.open(DATA / "photos-chelsea.jpg").convert("RGB")
+    w, h = image.size
+    base = verify.signature(image)
+    # another frame shape (10% wider) is another image, whatever its content
+    stretched = verify.signature(image.resize((round(w * 1.12), h)))
+    assert verify.score(base, stretched) > verify.DEFAULT_THRESHOLD
+    # a 48 x 32 thumbnail and its half: no detail for 64 cells (scored there, the
+    # pair would be refused: 1.35), compared at 16 (0.45)
+    tiny = image.resize((48, 32))
+    a, b = verify.signature(tiny), verify.signature(tiny.resize((24, 16)))
+    assert verify.score(a, b) <= 0.7
+    monkeypatch.setattr(verify, "PIXELS_PER_CELL", 0.0)  # always 64 cells
+    assert verify.score(a, b) > verify.DEFAULT_THRESHOLD
+
+
 def test_bad_signatures_are_named() -> None:
     good = bytes(verify.SIG_BYTES)
-    with pytest.raises(ValueError, match="signature 1: expected 1536 bytes, got 5 bytes"):
+    with pytest.raises(ValueError, match="signature 1: expected 2314 bytes, got 5 bytes"):
         verify.as_signatures([good, b"short"])
-    with pytest.raises(ValueError, match="signature 0: expected 1536 bytes, got None"):
+    with pytest.raises(ValueError, match="signature 0: expected 2314 bytes, got None"):
         verify.as_signatures([None])
     with pytest.raises(ValueError, match="differ in length"):
         verify.pair_scores([0, 1], [1], [good, good])
@@ -145,8 +189,9 @@ def test_every_edit_kind_is_still_caught(
     evalset: list[Sample], scored: tuple[neardup.PairSet, np.ndarray], edit: str
 ) -> None:
     """Planted copies that pHash proposes as candidates of their original pass
-    verification (>= 90% per edit kind; measured 28/30 for half size of these 192 px
-    images, 21/23 for the 3% crop, all for the others); pHash proposes most of them."""
+    verification (>= 85% per edit kind; measured 26/30 for half size of these 192 px
+    images, 21/23 for the 3% crop, all for the others);
+    pHash proposes most of them."""
     index = {s.key: i for i, s in enumerate(evalset)}
     pairs, scores = scored
     score_of = {(int(a), int(b)): sc for a, b, sc in zip(pairs.i, pairs.j, scores, strict=True)}
@@ -158,7 +203,7 @@ def test_every_edit_kind_is_still_caught(
     ]
     assert len(proposed) >= 0.65 * len(copies), (edit, len(proposed), len(copies))
     passed = sum(sc <= verify.DEFAULT_THRESHOLD for sc in proposed)
-    assert passed >= 0.9 * len(proposed), (edit, passed, len(proposed))
+    assert passed >= 0.85 * len(proposed), (edit, passed, len(proposed))
 
 
 def test_look_alikes_are_refused(
@@ -182,13 +227,12 @@ def test_look_alikes_are_refused(
         kinds.setdefault(kind, []).append(scores[t] > verify.DEFAULT_THRESHOLD)
     # pHash alone proposes look-alikes of every kind (the test would be empty otherwise)
     assert set(kinds) >= {"family", "variant-copy"}
-    # floors below the measured 0.956 / 0.962 / 0.933 (BENCHMARKS.md; the 16x16
-    # signature refused 0.78 / 0.88 / -): glyph-only differences (E vs F: the bottom
-    # rows; two characters in the same box) are partly below the signature's resolution
+    # floors below the measured 1.0 / 0.974 / 1.0 of 501 / 729 / 239 pairs
+    # (BENCHMARKS.md; 32x32 luma refused 0.956 / 0.962 / 0.933, 16x16 0.78 / 0.88 / -)
     assert set(kinds) >= {"family", "variant-copy", "variant-variant"}
-    assert np.mean(kinds["family"]) >= 0.92, np.mean(kinds["family"])
-    assert np.mean(kinds["variant-copy"]) >= 0.93, np.mean(kinds["variant-copy"])
-    assert np.mean(kinds["variant-variant"]) >= 0.9, np.mean(kinds["variant-variant"])
+    assert np.mean(kinds["family"]) >= 0.97, np.mean(kinds["family"])
+    assert np.mean(kinds["variant-copy"]) >= 0.95, np.mean(kinds["variant-copy"])
+    assert np.mean(kinds["variant-variant"]) >= 0.97, np.mean(kinds["variant-variant"])
 
 
 def test_precision_and_recall_floors_on_the_bundled_subset(evalset: list[Sample]) -> None:
@@ -288,7 +332,7 @@ def test_items_without_signature_fall_back_to_phash() -> None:
     h = "ffff0000ffff0000"
     # no signature, or one of another length (stored by a run before the signature
     # changed): the pair is taken on pHash alone, no error
-    old = bytes(768)
+    old = bytes(1536)
     assert not verify.is_signature(old) and verify.is_signature(bytes(verify.SIG_BYTES))
     items = [HashItem("a", h, h, 10, old), HashItem("b", h, h, 10, None)]
     decisions, _ = decide_near_duplicates(
