@@ -331,6 +331,56 @@ def calibrate(seed: int) -> None:
     print(f"COST_LSH_KEY_NS = {t / 20 / x.shape[0] * 1e9:.2f}")
 
 
+def calibrate_compiled(sizes: list[int], seed: int, k: int) -> None:
+    """Fit the COMPILED_* constants of mitigate.neardup.compiled: time the kernel on
+    the benchmark data (unique nodes) for several plans per size and fit the per-probe,
+    per-comparison, per-entry and per-bucket costs by non-negative least squares on
+    relative error."""
+    from scipy.optimize import nnls
+
+    from mitigate import neardup as nd
+    from mitigate.neardup import compiled
+
+    feats: list[np.ndarray] = []
+    times: list[float] = []
+    for n in sizes:
+        p, m = make_data(n, k, seed)
+        g = nd.collapse_identical(p, m)
+        compiled.compiled_self_join(g.node_phash[:64], g.node_mirror[:64], k, nd.make_plan(k, 4))
+        best = compiled.plan_compiled(k, g.n_nodes)
+        plans = {nd.make_plan(k, mm) for mm in (3, 4, 5, 6)} | {best}
+        for plan in sorted(plans, key=lambda pl: (pl.m, pl.lengths)):
+            est = compiled.estimate_compiled_cost_ns(plan, g.n_nodes) * 1e-9
+            if est > 60:  # skip plans the current model says take > 1 min
+                print(f"n={g.n_nodes} {plan.lengths} {plan.radii}: skipped (model {est:.0f} s)")
+                continue
+            cpu = cpu_of(
+                lambda pl=plan, g=g: compiled.compiled_self_join(g.node_phash, g.node_mirror, k, pl)
+            )
+            feats.append(compiled.compiled_cost_terms(plan, g.n_nodes))
+            times.append(cpu * 1e9)
+            print(
+                f"n={g.n_nodes} lengths={plan.lengths} radii={plan.radii}: {cpu:.2f} CPU s "
+                f"(model before fit {est:.2f} s)",
+                flush=True,
+            )
+    a = np.array(feats)
+    b = np.array(times)
+    scale = a.max(axis=0)
+    coef, _ = nnls(a / scale / b[:, None], np.ones_like(b))
+    coef = coef / scale
+    names = [
+        "COMPILED_PROBE_NS",
+        "COMPILED_CANDIDATE_NS",
+        "COMPILED_ENTRY_NS",
+        "COMPILED_BUCKET_NS",
+    ]
+    for name, c in zip(names, coef, strict=True):
+        print(f"{name} = {c:.3f}")
+    rel = (a @ coef - b) / b
+    print("median |rel err| =", float(np.median(np.abs(rel))), " max:", float(np.abs(rel).max()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -365,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write results to this JSON file")
     parser.add_argument("--calibrate", action="store_true", help="fit cost-model constants")
     parser.add_argument(
+        "--calibrate-compiled",
+        action="store_true",
+        help="fit the compiled kernel's cost constants (at --sizes)",
+    )
+    parser.add_argument(
         "--imagededup-worker", nargs=3, metavar=("NPY", "K", "WORKERS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -375,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.calibrate:
         calibrate(args.seed)
+        return 0
+    if args.calibrate_compiled:
+        calibrate_compiled([int(v) for v in args.sizes.split(",")], args.seed, args.k)
         return 0
     import platform
 
