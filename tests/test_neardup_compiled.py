@@ -261,11 +261,12 @@ def test_plan_compiled_is_exact_and_scales() -> None:
             assert compiled.plan_fits_kernel(plan)
             assert sum(r + 1 for r in plan.radii) > k  # pigeonhole: exact
     # longer substrings as the data grows (buckets stay small)
-    small, large = compiled.plan_compiled(10, 1_000_000), compiled.plan_compiled(10, 10_000_000)
-    assert max(large.lengths) > max(small.lengths)
-    assert large.m == 3
-    t = compiled.compiled_cost_terms(small, 1_000_000)
-    assert t.shape == (4,) and np.all(t > 0)
+    small, large = compiled.plan_compiled(10, 20_000), compiled.plan_compiled(10, 1_000_000)
+    assert small.m > large.m == 4
+    assert min(large.lengths) < 16 < max(large.lengths)  # the uneven split measured best
+    t = compiled.compiled_cost_terms(large, 1_000_000)
+    assert t.shape == (5,) and np.all(t[:4] > 0) and t[4] == 0  # 8 MB of hashes: in cache
+    assert compiled.compiled_cost_terms(large, 10_000_000)[4] > 0
 
 
 def test_grouped_masks_cover_the_ball() -> None:

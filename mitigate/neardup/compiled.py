@@ -1,14 +1,14 @@
 """The compiled exact self-join: when to use it, its plan, and the call.
 
 The numpy join (:mod:`.mih`) pays ~200 ns of interpreter and temporary-array work per
-bucket probe; the numba kernel (:mod:`._kernels`) pays a few nanoseconds per probe and
-~1 ns per scanned candidate, so it is 5-10x faster on large inputs (BENCHMARKS.md,
-"Compiled near-dup kernel").  Its costs are also shaped differently -- probes are
+bucket probe; the numba kernel (:mod:`._kernels`) pays ~10 ns per probe and ~0.7 ns
+per scanned candidate, so it is ~5x faster on large inputs (BENCHMARKS.md, "Compiled
+near-dup kernel").  Its costs are also shaped differently -- probes are
 cheap, scanning is what counts -- so it has its own plan (:func:`plan_compiled`).
 
 Both give exactly the pairs of :func:`mitigate.neardup.brute_force_pairs`.  Importing
-numba (~0.5 s) and loading the cached machine code (or compiling it, a few seconds, on
-first use) is only worth it for large searches, so ``engine="auto"`` uses the kernel
+numba and loading the cached machine code (~0.8 s; compiling it on first use, ~10 s)
+is only worth it for large searches, so ``engine="auto"`` uses the kernel
 from :data:`COMPILED_MIN_NODES` unique hashes on.
 """
 
@@ -46,6 +46,11 @@ MAX_COMPILED_SUBSTRINGS: int = 12
 # ``benchmarks/bench_neardup.py --calibrate-compiled``; only ratios choose plans).
 COMPILED_PROBE_NS: float = 10.2
 """One bucket probe: form the value, read two offsets (a cache miss on large tables)."""
+COMPILED_PROBE_MISS_NS: float = 22.0
+"""Extra cost of a probe once the hash array outgrows the caches: 0 up to 8 MiB (1M
+hashes), growing log-linearly to this at 80 MiB (10M).  Fitted to one 10M run (m = 3:
+661 s measured against 316 s without the term, over 15.8G probes); the 300k and 1M
+calibration runs cannot see it."""
 COMPILED_CANDIDATE_NS: float = 0.69
 """One scanned bucket entry: XOR, popcount, compare."""
 COMPILED_ENTRY_NS: float = 356.0
@@ -114,6 +119,7 @@ def compiled_cost_terms(plan: MIHPlan, n_nodes: int, mirrored: bool = True) -> N
     kinds = 2 if mirrored else 1
     probes = comparisons = entries = buckets = 0.0
     n = float(n_nodes)
+    miss = min(1.0, max(0.0, math.log2(max(n, 1.0) * 8.0 / (8 << 20)) / math.log2(10.0)))
     for length, r in zip(plan.lengths, plan.radii, strict=True):
         if r < 0:
             continue
@@ -125,14 +131,20 @@ def compiled_cost_terms(plan: MIHPlan, n_nodes: int, mirrored: bool = True) -> N
         comparisons += n * n / nb * ball
         entries += kinds * n
         buckets += kinds * nb
-    return np.array([probes, comparisons, entries, buckets])
+    return np.array([probes, comparisons, entries, buckets, probes * miss])
 
 
 def estimate_compiled_cost_ns(plan: MIHPlan, n_nodes: int, mirrored: bool = True) -> float:
     """Estimated nanoseconds of the kernel's self-join (:func:`compiled_cost_terms`
     priced with the ``COMPILED_*`` constants), uniformly random hashes."""
     unit = np.array(
-        [COMPILED_PROBE_NS, COMPILED_CANDIDATE_NS, COMPILED_ENTRY_NS, COMPILED_BUCKET_NS]
+        [
+            COMPILED_PROBE_NS,
+            COMPILED_CANDIDATE_NS,
+            COMPILED_ENTRY_NS,
+            COMPILED_BUCKET_NS,
+            COMPILED_PROBE_MISS_NS,
+        ]
     )
     return float(compiled_cost_terms(plan, n_nodes, mirrored) @ unit)
 
@@ -182,8 +194,8 @@ def plan_compiled(k: int, n_nodes: int, mirrored: bool = True) -> MIHPlan:
     """The exact plan with the lowest :func:`estimate_compiled_cost_ns` for the kernel.
 
     For k = 10 and random hashes this is m = 4 substrings of about 16 bits (radii 2,
-    2, 2, 1) around 1M hashes and m = 3 substrings of about 21 bits (radii 3, 3, 2) at
-    10M (BENCHMARKS.md).
+    2, 2, 1; lengths 17, 17, 16-17, 13-14) from ~300k to 10M hashes and 5 shorter ones
+    below (BENCHMARKS.md).
     """
     k = _check_k(k)
     plans = _plans_for(k)
