@@ -1,7 +1,12 @@
-"""Benchmark of mitigate.neardup: exact multi-index hashing vs numpy brute force (and LSH,
-and optionally imagededup) on random 64-bit hashes with planted near duplicates.
+"""Benchmark of mitigate.neardup: exact multi-index hashing -- the compiled kernel and
+the numpy join, same run, same pairs asserted -- vs numpy brute force (and LSH, and
+optionally imagededup) on random 64-bit hashes with planted near duplicates.
 
 Examples::
+
+    python benchmarks/bench_neardup.py --sizes 1000000 --no-lsh    # kernel vs numpy at 1M
+    python benchmarks/bench_neardup.py --sizes 10000000 --no-lsh   # kernel only at 10M
+    python benchmarks/bench_neardup.py --calibrate-compiled --sizes 300000,1000000
 
     python benchmarks/bench_neardup.py --sizes 10000,100000 --k 10
     python benchmarks/bench_neardup.py --sizes 1000000 --brute-max 100000
@@ -146,14 +151,41 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
 
-    exact, t_exact, mem_exact = measure(lambda: nd.find_near_duplicates(p, m, k, mode="exact"))
+    kplan = nd.plan_compiled(k, groups.n_nodes)
+    row.update(kernel_lengths=list(kplan.lengths), kernel_radii=list(kplan.radii))
+    print(f"compiled kernel plan: lengths={kplan.lengths} radii={kplan.radii}", flush=True)
+    exact, t_exact, _ = measure(
+        lambda: nd.find_near_duplicates(p, m, k, mode="exact", engine="compiled"), trace=False
+    )
     cpu_exact = LAST_CPU[0]
-    row.update(exact_s=t_exact, exact_cpu_s=cpu_exact, exact_mib=mem_exact, pairs=len(exact))
+    rss_kernel = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row.update(exact_s=t_exact, exact_cpu_s=cpu_exact, kernel_rss_mib=rss_kernel, pairs=len(exact))
     print(
-        f"exact MIH        : {t_exact:8.2f} s wall ({cpu_exact:.2f} s CPU)  peak "
-        f"{mem_exact:7.1f} MiB  {len(exact):,} pairs",
+        f"exact, compiled  : {t_exact:8.2f} s wall ({cpu_exact:.2f} s CPU)  process max RSS "
+        f"{rss_kernel:7.0f} MiB  {len(exact):,} pairs",
         flush=True,
     )
+    if n <= args.numpy_max:
+        ref, t_np, _ = measure(
+            lambda: nd.find_near_duplicates(p, m, k, mode="exact", engine="numpy"), trace=False
+        )
+        cpu_np = LAST_CPU[0]
+        same = ref.same_as(exact)
+        assert same, "compiled kernel and numpy exact search disagree"
+        rss_np = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        row.update(
+            numpy_s=t_np, numpy_cpu_s=cpu_np, numpy_same=same, speedup_kernel=cpu_np / cpu_exact
+        )
+        print(
+            f"exact, numpy     : {t_np:8.2f} s wall ({cpu_np:.2f} s CPU)  process max RSS "
+            f"{rss_np:7.0f} MiB  same pair set: {same}\n"
+            f"kernel vs numpy  : {cpu_np / cpu_exact:.2f}x CPU, {t_np / t_exact:.2f}x wall",
+            flush=True,
+        )
+    else:
+        np_plan = nd.plan_mih(k, groups.n_nodes, 2 * groups.n_nodes)
+        n_query = groups.n_nodes // 2 + groups.n_nodes
+        row.update(numpy_model_s=nd.estimate_mih_cost_ns(np_plan, groups.n_nodes, n_query) * 1e-9)
 
     if n <= args.brute_max:
         brute, t_brute, mem_brute = measure(lambda: nd.brute_force_pairs(p, m, k))
@@ -173,11 +205,26 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         s = min(n, args.brute_sample)
         _, t_s, _ = measure(lambda: nd.brute_force_pairs(p[:s], m[:s], k))
         per_pair = t_s / (s * (s - 1) / 2)
+        row.update(brute_ns_pair_cpu=LAST_CPU[0] / (s * (s - 1) / 2) * 1e9)
         t_brute = per_pair * n * (n - 1) / 2
         row.update(brute_s=t_brute, brute_extrapolated=True)
         print(
             f"brute force      : {t_brute:8.0f} s  EXTRAPOLATED from {per_pair * 1e9:.2f} "
-            f"ns/pair measured on a {s:,}-item prefix in this run",
+            f"ns/pair measured on a {s:,}-item prefix in this run "
+            f"({row['brute_ns_pair_cpu']:.2f} ns/pair CPU: the machine-speed calibration)",
+            flush=True,
+        )
+    if "numpy_model_s" in row:
+        # The numpy cost model's constants were fitted on a day when brute force cost
+        # COST_BRUTE_PAIR_NS per pair: scale by today's measured brute-force cost.
+        brute_ns = row.get("brute_ns_pair_cpu", per_pair * 1e9)
+        scaled = row["numpy_model_s"] * brute_ns / nd.COST_BRUTE_PAIR_NS
+        row.update(numpy_estimate_s=scaled)
+        print(
+            f"exact, numpy     : not run (N > --numpy-max); ESTIMATE {scaled:.0f} CPU s = cost "
+            f"model {row['numpy_model_s']:.0f} s x (brute force {brute_ns:.2f} ns/pair today "
+            f"/ {nd.COST_BRUTE_PAIR_NS} ns/pair in the model); kernel vs estimate "
+            f"{scaled / cpu_exact:.1f}x",
             flush=True,
         )
     row["speedup"] = t_brute / t_exact
@@ -225,6 +272,8 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
 
+    if n > args.dedup_max:
+        return row
     rank = nd.rank_positions(np.random.default_rng(0).permutation(n))
     keep, t_keep, mem_keep = measure(lambda: nd.deduplicate(p, m, k, rank, mode="exact"))
     cpu_keep = LAST_CPU[0]
@@ -331,6 +380,91 @@ def calibrate(seed: int) -> None:
     print(f"COST_LSH_KEY_NS = {t / 20 / x.shape[0] * 1e9:.2f}")
 
 
+def calibrate_compiled(sizes: list[int], seed: int, k: int) -> None:
+    """Fit the COMPILED_* constants of mitigate.neardup.compiled: time the kernel on
+    the benchmark data (unique nodes) for several plans per size and fit the per-probe,
+    per-comparison, per-entry and per-bucket costs by non-negative least squares on
+    relative error."""
+    from scipy.optimize import nnls
+
+    from mitigate import neardup as nd
+    from mitigate.neardup import compiled
+
+    feats: list[np.ndarray] = []
+    times: list[float] = []
+    for n in sizes:
+        p, m = make_data(n, k, seed)
+        g = nd.collapse_identical(p, m)
+        compiled.compiled_self_join(g.node_phash[:64], g.node_mirror[:64], k, nd.make_plan(k, 4))
+        best = compiled.plan_compiled(k, g.n_nodes)
+        plans = {nd.make_plan(k, mm) for mm in (3, 4, 5, 6)} | {best}
+        for plan in sorted(plans, key=lambda pl: (pl.m, pl.lengths)):
+            est = compiled.estimate_compiled_cost_ns(plan, g.n_nodes) * 1e-9
+            if est > 60:  # skip plans the current model says take > 1 min
+                print(f"n={g.n_nodes} {plan.lengths} {plan.radii}: skipped (model {est:.0f} s)")
+                continue
+            cpu = cpu_of(
+                lambda pl=plan, g=g: compiled.compiled_self_join(g.node_phash, g.node_mirror, k, pl)
+            )
+            feats.append(compiled.compiled_cost_terms(plan, g.n_nodes))
+            times.append(cpu * 1e9)
+            print(
+                f"n={g.n_nodes} lengths={plan.lengths} radii={plan.radii}: {cpu:.2f} CPU s "
+                f"(model before fit {est:.2f} s)",
+                flush=True,
+            )
+    a = np.array(feats)
+    b = np.array(times)
+    scale = np.where(a.max(axis=0) > 0, a.max(axis=0), 1.0)  # a term may be all 0
+    coef, _ = nnls(a / scale / b[:, None], np.ones_like(b))
+    coef = coef / scale
+    names = [
+        "COMPILED_PROBE_NS",
+        "COMPILED_CANDIDATE_NS",
+        "COMPILED_ENTRY_NS",
+        "COMPILED_BUCKET_NS",
+        "COMPILED_PROBE_MISS_NS (0 unless a size above 1M is measured)",
+    ]
+    for name, c in zip(names, coef, strict=True):
+        print(f"{name} = {c:.3f}")
+    rel = (a @ coef - b) / b
+    print("median |rel err| =", float(np.median(np.abs(rel))), " max:", float(np.abs(rel).max()))
+
+
+def first_call(n: int, engine: str, k: int, seed: int) -> None:
+    """Executed in a fresh interpreter: the first exact search of this process
+    (``engine``'s import and load included) and a second one; prints one JSON line."""
+    from mitigate import neardup as nd
+
+    p, m = make_data(n, k, seed)
+    out = {"n": n, "unique": nd.collapse_identical(p, m).n_nodes, "engine": engine}
+    for key in ("first", "second"):
+        _, wall, _ = measure(
+            lambda: nd.find_near_duplicates(p, m, k, mode="exact", engine=engine), trace=False
+        )
+        out[key] = [wall, LAST_CPU[0]]
+    print(json.dumps(out))
+
+
+def crossover(sizes: list[int], k: int, seed: int) -> None:
+    """Where the kernel starts to pay: the first search of a fresh process (numba's
+    import and cached-code load included) with each engine, per size."""
+    print("n, unique | numpy first / second call CPU s | compiled first / second call CPU s")
+    for n in sizes:
+        res = {}
+        for engine in ("numpy", "compiled"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--first-call", str(n), engine]
+            cmd += ["--k", str(k), "--seed", str(seed)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+        a, b = res["numpy"], res["compiled"]
+        print(
+            f"{n:,}, {a['unique']:,} | {a['first'][1]:.3f} / {a['second'][1]:.3f} | "
+            f"{b['first'][1]:.3f} / {b['second'][1]:.3f}",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -355,6 +489,15 @@ def main(argv: list[str] | None = None) -> int:
         help="prefix size used to measure brute-force cost for extrapolation",
     )
     parser.add_argument("--no-lsh", dest="lsh", action="store_false", help="skip LSH mode")
+    parser.add_argument(
+        "--numpy-max",
+        type=int,
+        default=2_000_000,
+        help="run the numpy exact search (compared with the kernel) only up to this N",
+    )
+    parser.add_argument(
+        "--dedup-max", type=int, default=2_000_000, help="run deduplicate only up to this N"
+    )
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--recall-samples", type=int, default=2000)
     parser.add_argument(
@@ -365,6 +508,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write results to this JSON file")
     parser.add_argument("--calibrate", action="store_true", help="fit cost-model constants")
     parser.add_argument(
+        "--calibrate-compiled",
+        action="store_true",
+        help="fit the compiled kernel's cost constants (at --sizes)",
+    )
+    parser.add_argument(
+        "--crossover",
+        action="store_true",
+        help="first-call cost of each exact engine in fresh processes (at --sizes)",
+    )
+    parser.add_argument("--first-call", nargs=2, metavar=("N", "ENGINE"), help=argparse.SUPPRESS)
+    parser.add_argument(
         "--imagededup-worker", nargs=3, metavar=("NPY", "K", "WORKERS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -372,15 +526,34 @@ def main(argv: list[str] | None = None) -> int:
         path, k, workers = args.imagededup_worker
         imagededup_worker(path, int(k), int(workers))
         return 0
+    if args.first_call:
+        first_call(int(args.first_call[0]), args.first_call[1], args.k, args.seed)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.crossover:
+        crossover([int(v) for v in args.sizes.split(",")], args.k, args.seed)
+        return 0
     if args.calibrate:
         calibrate(args.seed)
+        return 0
+    if args.calibrate_compiled:
+        calibrate_compiled([int(v) for v in args.sizes.split(",")], args.seed, args.k)
         return 0
     import platform
 
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, "
         f"{os.cpu_count()} CPUs, load avg {os.getloadavg()}"
+    )
+    from mitigate import neardup as nd
+
+    warm = np.arange(64, dtype=np.uint64)
+    c0, t0 = time.process_time(), time.perf_counter()
+    nd.find_near_duplicates(warm, warm, args.k, mode="exact", engine="compiled")
+    print(
+        f"kernel import + load (or first compile): {time.perf_counter() - t0:.2f} s wall, "
+        f"{time.process_time() - c0:.2f} s CPU (not in the timings below)",
+        flush=True,
     )
     rows = [bench_size(int(s), args) for s in args.sizes.split(",")]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -41,6 +41,10 @@ Search modes (all return :class:`PairSet`, sorted unique pairs ``i < j`` with ``
   (:func:`plan_mih`); buckets are dense "slot tables" (one ``np.take`` of a fixed
   number of stored hashes per probe) for substrings of <= 22 bits and sorted arrays
   with binary search above.
+  From ``COMPILED_MIN_NODES`` unique hashes on (``engine="auto"``) the same search
+  runs in a numba kernel (:mod:`.compiled`, :mod:`._kernels`): CSR buckets, the
+  Hamming ball enumerated per bucket of queries, popcount verification, each pair
+  emitted once by a canonical-discovery rule, its own cost-model plan; same pairs.
   ``m=k+1`` with all radii 0 is the *band* formulation ("k+1 bands, exact match on a
   band"): the band value is a plain grouping key.
 * ``mode="lsh"`` -- bit-sampling LSH over ``L`` tables of ``b`` sampled bit positions
@@ -72,6 +76,7 @@ Modules
 :mod:`.bits` (hash arrays, popcount, pair distance, :class:`PairSet`), :mod:`.brute`
 (reference search), :mod:`.groups` (identical hashes collapsed to nodes), :mod:`.cost`
 (cost model constants), :mod:`.plan` (MIH plans), :mod:`.mih` (bucket tables and joins),
+:mod:`.compiled` (the compiled kernel's plan, engine choice and call; numba imported lazily),
 :mod:`.lsh`, :mod:`.search` (mode choice, :func:`find_near_duplicates`), :mod:`.recall`,
 :mod:`.keeprule` (components, greedy keep), :mod:`.reference` (held-out set matching),
 :mod:`.synthetic` (planted test data).  This package re-exports their public names.
@@ -99,6 +104,13 @@ from mitigate.neardup.bits import (
 from mitigate.neardup.brute import (
     brute_force_join,
     brute_force_pairs,
+)
+from mitigate.neardup.compiled import (
+    COMPILED_MIN_NODES,
+    Engine,
+    compiled_cost_terms,
+    estimate_compiled_cost_ns,
+    plan_compiled,
 )
 from mitigate.neardup.cost import (
     COST_BRUTE_PAIR_NS,
@@ -166,6 +178,7 @@ from mitigate.neardup.synthetic import (
 )
 
 __all__ = [
+    "COMPILED_MIN_NODES",
     "COST_BRUTE_PAIR_NS",
     "COST_BUILD_ENTRY_NS",
     "COST_BUILD_SLOT_NS",
@@ -181,6 +194,7 @@ __all__ = [
     "HASH_BITS",
     "MAX_PROBES_PER_SUBSTRING",
     "MAX_TABLE_ENTRIES",
+    "Engine",
     "HashGroups",
     "KeepResult",
     "LSHParams",
@@ -195,8 +209,10 @@ __all__ = [
     "brute_force_pairs",
     "choose_mode",
     "collapse_identical",
+    "compiled_cost_terms",
     "connected_components",
     "deduplicate",
+    "estimate_compiled_cost_ns",
     "estimate_lsh_cost_ns",
     "estimate_mih_cost_ns",
     "estimate_pair_recall",
@@ -213,6 +229,7 @@ __all__ = [
     "match_reference",
     "pair_distance",
     "pigeonhole_radii",
+    "plan_compiled",
     "plan_lsh",
     "plan_mih",
     "popcount64",

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mitigate.neardup.bits import PairSet, _check_k, canonical_pairs, pair_distance
 from mitigate.neardup.brute import brute_force_pairs
+from mitigate.neardup.compiled import Engine, compiled_self_join, plan_compiled, use_compiled
 from mitigate.neardup.cost import COST_BRUTE_PAIR_NS
 from mitigate.neardup.groups import HashGroups, collapse_identical, expand_node_pairs
 from mitigate.neardup.lsh import (
@@ -68,9 +69,18 @@ def _self_join_queries(n: int, mirrored: bool) -> int:
 
 
 def _self_join_exact(
-    p: NDArray[np.uint64], m: NDArray[np.uint64] | None, k: int, plan: MIHPlan | None
+    p: NDArray[np.uint64],
+    m: NDArray[np.uint64] | None,
+    k: int,
+    plan: MIHPlan | None,
+    engine: Engine = "auto",
 ) -> PairSet:
     n = p.shape[0]
+    if use_compiled(engine, n, plan):
+        kplan = plan if plan is not None else plan_compiled(k, n, m is not None)
+        logger.debug("exact search on %d nodes: compiled kernel, plan %s", n, kplan)
+        a, b = compiled_self_join(p, m, k, kplan)
+        return _finish_node_pairs(a, b, p, m, k)
     queries = p if m is None else np.concatenate([p, m])
     plan = plan if plan is not None else plan_mih(k, n, _self_join_queries(n, m is not None))
     q, u = _mih_join(p, queries, k, plan, n_self=n)
@@ -162,11 +172,15 @@ def find_node_pairs(
     mode: Mode = "auto",
     plan: MIHPlan | None = None,
     lsh: LSHParams | None = None,
+    engine: Engine = "auto",
 ) -> PairSet:
     """Near-duplicate pairs between *distinct* nodes of ``groups`` (node indices).
 
-    ``mode``: ``"exact"`` (MIH, ``plan`` overrides :func:`plan_mih`), ``"lsh"`` (``lsh``
-    overrides :func:`plan_lsh`), ``"brute"`` or ``"auto"`` (:func:`choose_mode`).
+    ``mode``: ``"exact"`` (MIH, ``plan`` overrides :func:`plan_mih` /
+    :func:`plan_compiled`), ``"lsh"`` (``lsh`` overrides :func:`plan_lsh`), ``"brute"``
+    or ``"auto"`` (:func:`choose_mode`).  ``engine`` (exact mode only): ``"compiled"``
+    (the numba kernel), ``"numpy"`` or ``"auto"`` (the kernel from
+    ``COMPILED_MIN_NODES`` nodes on); both give the same pairs.
     """
     k = _check_k(k)
     p, m = groups.node_phash, groups.node_mirror
@@ -177,7 +191,7 @@ def find_node_pairs(
     if mode == "brute":
         return brute_force_pairs(p, m, k)
     if mode == "exact":
-        return _self_join_exact(p, m, k, plan)
+        return _self_join_exact(p, m, k, plan, engine)
     if mode == "lsh":
         return _self_join_lsh(p, m, k, lsh if lsh is not None else plan_lsh(k, n))
     raise ValueError(f"unknown mode {mode!r}")
@@ -191,12 +205,15 @@ def find_near_duplicates(
     mode: Mode = "auto",
     plan: MIHPlan | None = None,
     lsh: LSHParams | None = None,
+    engine: Engine = "auto",
 ) -> PairSet:
     """All item pairs with pair distance ``<= k`` (``"exact"``/``"brute"``: identical to
     :func:`brute_force_pairs`; ``"lsh"``: a subset of it).
 
     Identical ``(phash, mirror)`` values are collapsed before searching and expanded
-    afterwards; the output is quadratic in the size of identical groups.
+    afterwards; the output is quadratic in the size of identical groups.  ``engine``:
+    see :func:`find_node_pairs`.
     """
     groups = collapse_identical(phash, mirror)
-    return expand_node_pairs(groups, find_node_pairs(groups, k, mode=mode, plan=plan, lsh=lsh))
+    found = find_node_pairs(groups, k, mode=mode, plan=plan, lsh=lsh, engine=engine)
+    return expand_node_pairs(groups, found)
