@@ -570,10 +570,17 @@ def test_recall_estimate_extremes(data10: tuple[np.ndarray, np.ndarray, nd.PairS
     assert a == nd.estimate_pair_recall(p, m, 10, bf, n_samples=300, seed=4)
 
 
-def test_choose_mode_rule() -> None:
+def test_choose_mode_rule(monkeypatch) -> None:
+    from mitigate.neardup import compiled
+
     assert nd.choose_mode(500, 10) == "brute"
     assert nd.choose_mode(100_000, 10) == "exact"
     assert nd.choose_mode(1_000_000, 4) == "exact"
+    # priced with the compiled kernel, exact search stays the choice at 10M and 100M
+    assert nd.choose_mode(10_000_000, 10) == "exact"
+    assert nd.choose_mode(100_000_000, 12) == "exact"
+    # without the kernel, the numpy join's cost makes LSH the choice at 10M
+    monkeypatch.setattr(compiled, "compiled_available", lambda: False)
     assert nd.choose_mode(10_000_000, 10) == "lsh"
     assert nd.choose_mode(10_000_000, 10, max_exact_slowdown=100.0) == "exact"
 

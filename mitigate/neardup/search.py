@@ -10,7 +10,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from mitigate.neardup.bits import PairSet, _check_k, canonical_pairs, pair_distance
 from mitigate.neardup.brute import brute_force_pairs
-from mitigate.neardup.compiled import Engine, compiled_self_join, plan_compiled, use_compiled
+from mitigate.neardup.compiled import (
+    Engine,
+    compiled_self_join,
+    estimate_compiled_cost_ns,
+    plan_compiled,
+    use_compiled,
+)
 from mitigate.neardup.cost import COST_BRUTE_PAIR_NS
 from mitigate.neardup.groups import HashGroups, collapse_identical, expand_node_pairs
 from mitigate.neardup.lsh import (
@@ -145,12 +151,20 @@ def choose_mode(
     ~2-3 up to 10M (switch at ~19M); k=10 the ratio is 1.3 at 100k, 2.3 at 1M
     (benchmark, same run: 1.5 and 2.3), 3.0 at 3M and 5.1 at 10M, so with the default
     factor 4 the switch to LSH happens at ~6M unique hashes; k=12 switches at ~3.7M.
+    From ``COMPILED_MIN_NODES`` unique hashes the exact search runs in the compiled
+    kernel (:mod:`.compiled`), and its own cost model prices it: ~5x below the numpy
+    join at 1M, so exact stays the choice at every size the models cover (measured at
+    10M: 590 CPU-s, BENCHMARKS.md); the numpy rule above applies only where numba is
+    missing.
     """
     k = _check_k(k)
     if n < 2:
         return "exact"
     n_query = _self_join_queries(n, True)
-    exact = estimate_mih_cost_ns(plan_mih(k, n, n_query), n, n_query)
+    if use_compiled("auto", n, None):  # the search will run in the kernel: price that
+        exact = estimate_compiled_cost_ns(plan_compiled(k, n, True), n, True)
+    else:
+        exact = estimate_mih_cost_ns(plan_mih(k, n, n_query), n, n_query)
     brute = COST_BRUTE_PAIR_NS * n * (n - 1) / 2
     if brute <= exact:
         return "brute"
