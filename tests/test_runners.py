@@ -204,7 +204,9 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
     assert {
         "Search/Fit",
         "Search/Assign",
-        "Search/ByPartition",
+        "Search/Tasks",
+        "Search/BlockDict",
+        "Search/ByTask",
         "Search/Search",
         "Search/JoinA",
         "Search/Verify",
