@@ -338,23 +338,7 @@ def test_exact_equals_python_hypothesis(
 ) -> None:
     """Clustered random hashes: copies of a few bases with a few flipped bits, some
     taken from the base's mirror, some exact duplicates (hot values)."""
-    rng = np.random.default_rng(len(derived))
-    pb = [*base]
-    mb = [int(v) for v in rng.integers(0, U64_MAX, size=len(base), dtype=np.uint64, endpoint=True)]
-    p, m = list(pb), list(mb)
-    for b, flips, use_mirror, dup in derived:
-        b %= len(base)
-        mask = sum(1 << f for f in set(flips))
-        if dup:
-            p.append(pb[b])
-            m.append(mb[b])
-        elif use_mirror:
-            p.append(mb[b] ^ mask)
-            m.append(pb[b] ^ mask)
-        else:
-            p.append(pb[b] ^ mask)
-            m.append(mb[b] ^ (mask >> 1))
-    pa, ma = np.array(p, np.uint64), np.array(m, np.uint64)
+    pa, ma = nd.clustered_hashes(base, derived)
     ref = py_pairs(pa, ma, k)
     assert nd.find_near_duplicates(pa, ma, k, mode="exact").to_set() == ref
     assert nd.brute_force_pairs(pa, ma, k).to_set() == ref

@@ -139,24 +139,8 @@ def test_kernel_equals_brute_force_hypothesis(
 ) -> None:
     """Clustered hashes: copies of a few bases with a few flipped bits (some from the
     base's mirror, some identical), any k, any number of substrings."""
-    rng = np.random.default_rng(len(derived))
-    pb = [*base]
-    mb = [int(v) for v in rng.integers(0, U64_MAX, size=len(base), dtype=np.uint64, endpoint=True)]
-    p, m = list(pb), list(mb)
-    for b, flips, use_mirror, dup in derived:
-        b %= len(base)
-        mask = sum(1 << f for f in set(flips))
-        if dup:
-            p.append(pb[b])
-            m.append(mb[b])
-        elif use_mirror:
-            p.append(mb[b] ^ mask)
-            m.append(pb[b] ^ mask)
-        else:
-            p.append(pb[b] ^ mask)
-            m.append(mb[b] ^ (mask >> 1))
-    pa = np.array(p, np.uint64)
-    ma = np.array(m, np.uint64) if with_mirror else None
+    pa, ma_all = nd.clustered_hashes(base, derived)
+    ma = ma_all if with_mirror else None
     plan = nd.make_plan(k, m_sub) if m_sub <= k + 1 else None
     if plan is None:  # more substrings than k + 1: the tail is not probed
         parts = nd.split_bits(m_sub)

@@ -174,6 +174,7 @@ from mitigate.neardup.search import (
     find_node_pairs,
 )
 from mitigate.neardup.synthetic import (
+    clustered_hashes,
     synthetic_hashes,
 )
 
@@ -208,6 +209,7 @@ __all__ = [
     "brute_force_join",
     "brute_force_pairs",
     "choose_mode",
+    "clustered_hashes",
     "collapse_identical",
     "compiled_cost_terms",
     "connected_components",

@@ -81,3 +81,31 @@ def synthetic_hashes(
     allm = np.concatenate(m)
     perm = rng.permutation(allp.shape[0])
     return allp[perm], allm[perm]
+
+
+def clustered_hashes(
+    base: Sequence[int], derived: Sequence[tuple[int, Sequence[int], bool, bool]]
+) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+    """Clustered ``(phash, mirror)`` for property tests: the ``base`` pHashes (mirrors
+    drawn at random, seeded by ``len(derived)``), then one item per ``(b, flips,
+    use_mirror, dup)`` of ``derived``: an exact copy of base ``b`` (``dup``: a hot
+    value), its mirror with the ``flips`` bits flipped (``use_mirror``: a mirror-rule
+    neighbour), or its pHash with those bits flipped."""
+    rng = np.random.default_rng(len(derived))
+    hi = np.iinfo(np.uint64).max
+    pb = [int(v) for v in base]
+    mb = [int(v) for v in rng.integers(0, hi, size=len(pb), dtype=np.uint64, endpoint=True)]
+    p, m = list(pb), list(mb)
+    for b, flips, use_mirror, dup in derived:
+        b %= len(pb)
+        mask = sum(1 << f for f in set(flips))
+        if dup:
+            p.append(pb[b])
+            m.append(mb[b])
+        elif use_mirror:
+            p.append(mb[b] ^ mask)
+            m.append(pb[b] ^ mask)
+        else:
+            p.append(pb[b] ^ mask)
+            m.append(mb[b] ^ (mask >> 1))
+    return np.array(p, np.uint64), np.array(m, np.uint64)
