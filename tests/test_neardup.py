@@ -14,6 +14,7 @@ import math
 import neardup_keys as nk
 import numpy as np
 import pytest
+from hash_strategies import BASE, DERIVED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -321,16 +322,8 @@ def test_underpowered_plan_misses_pairs(data10: tuple[np.ndarray, np.ndarray, nd
 
 @HSET
 @given(
-    base=st.lists(st.integers(0, U64_MAX), min_size=1, max_size=6),
-    derived=st.lists(
-        st.tuples(
-            st.integers(0, 5),
-            st.lists(st.integers(0, 63), max_size=12),
-            st.booleans(),
-            st.booleans(),
-        ),
-        max_size=40,
-    ),
+    base=BASE,
+    derived=DERIVED,
     k=st.integers(0, 12),
 )
 def test_exact_equals_python_hypothesis(

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from hash_strategies import BASE, DERIVED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,16 +117,8 @@ def test_kernel_on_sparse_hashes(k: int) -> None:
 
 @HSET
 @given(
-    base=st.lists(st.integers(0, U64_MAX), min_size=1, max_size=6),
-    derived=st.lists(
-        st.tuples(
-            st.integers(0, 5),
-            st.lists(st.integers(0, 63), max_size=12),
-            st.booleans(),
-            st.booleans(),
-        ),
-        max_size=40,
-    ),
+    base=BASE,
+    derived=DERIVED,
     k=st.integers(0, 12),
     with_mirror=st.booleans(),
     m_sub=st.integers(3, 8),
