@@ -14,7 +14,7 @@ import math
 import neardup_keys as nk
 import numpy as np
 import pytest
-from hash_strategies import BASE, DERIVED
+from hash_strategies import BASE, DERIVED, planted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,19 +53,6 @@ def py_pairs(p: np.ndarray, m: np.ndarray | None, k: int) -> set[tuple[int, int,
         if d <= k:
             out.add((i, j, d))
     return out
-
-
-def planted(seed: int = 0, k: int = 10, n_random: int = 1500) -> tuple[np.ndarray, np.ndarray]:
-    return nd.synthetic_hashes(
-        n_random,
-        k=k,
-        n_planted=4 * (k + 1) * 5,
-        n_mirror_planted=2 * (k + 1) * 5,
-        n_chains=3,
-        chain_length=6,
-        hot_sizes=(60, 7, 2),
-        seed=seed,
-    )
 
 
 def greedy_reference(

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from hash_strategies import BASE, DERIVED
+from hash_strategies import planted as shared_planted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,18 +27,7 @@ HSET = settings(
 
 
 def planted(seed: int, k: int, n_random: int = 1200) -> tuple[np.ndarray, np.ndarray]:
-    """Random hashes plus planted neighbours at every distance 0..k (pHash and mirror
-    rule), chains and hot identical groups."""
-    return nd.synthetic_hashes(
-        n_random,
-        k=k,
-        n_planted=4 * (k + 1) * 5,
-        n_mirror_planted=2 * (k + 1) * 5,
-        n_chains=3,
-        chain_length=6,
-        hot_sizes=(60, 7, 2),
-        seed=seed,
-    )
+    return shared_planted(seed, k, n_random)
 
 
 def kernel_plans(k: int) -> list[nd.MIHPlan]:
