@@ -25,6 +25,10 @@ trip the local runner skips, ``runners/local.py``): their before/after in the sa
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
     python benchmarks/bench_pipeline.py --sizes 1600 6400 --long-side 1024 \
         --workers 2 --mode multi_threading --compare-before
+    python benchmarks/bench_pipeline.py --sizes 1600 6400 --long-side 1024 \
+        --workers 2 --mode processes
+
+Every "1 worker" row decodes in its one process (``decode.processes=1``).
 """
 
 from __future__ import annotations
@@ -103,8 +107,15 @@ def child(
             "terms_file: terms/violence.txt}]",
             "rebalance.embedding_filter=null",
         ]
-    if workers > 1:
-        overrides += [f"runner.direct_num_workers={workers}", f"runner.direct_running_mode={mode}"]
+    if mode == "processes":  # one Beam worker, `workers` decode processes (decode_pool)
+        overrides += [f"decode.processes={workers}"]
+    else:
+        overrides += ["decode.processes=1"]
+        if workers > 1:
+            overrides += [
+                f"runner.direct_num_workers={workers}",
+                f"runner.direct_running_mode={mode}",
+            ]
     config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
     started = time.perf_counter()
     summary = run(config)
@@ -162,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         default="multi_processing",
-        choices=["in_memory", "multi_threading", "multi_processing"],
-        help="the parallel run's direct_running_mode",
+        choices=["in_memory", "multi_threading", "multi_processing", "processes"],
+        help="the parallel run's direct_running_mode, or `processes`: one Beam worker "
+        "with --workers decode processes (decode.processes)",
     )
     parser.add_argument(
         "--nsfw", action="store_true", help="also run the large size with the nsfw filter"

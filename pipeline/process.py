@@ -1,0 +1,177 @@
+"""ProcessChunk: a chunk of samples read, decoded once, scored by every filter, decided.
+
+::
+
+    chunk ─ Decode (bytes, sha256, one decode, hashes, signature, pixel filters; in a
+            pool of decode processes where configured: mitigate/decode_pool.py)
+          ─ ScoreWithModel per model filter (RunInference; inline in Decode on Dask)
+          ─ Decide (filter decisions in config order; pixels dropped)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
+
+from mitigate import progress, stages
+from mitigate.config import Config, DecodeConfig
+from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_processes
+from mitigate.filters import Filter, FilterConfig, ModelFilter, ScoringItem, build_filter
+from mitigate.filters.probe import apply_heads, backbones, is_head
+from mitigate.pipeline import fs
+from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
+from mitigate.records import SampleRecord
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "mitigate"
+# Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
+# batching (BatchElements) relies on: there, model filters run inside Decode instead,
+# batched per chunk, with the same handler code and results.
+INLINE_MODEL_RUNNERS = frozenset({"dask"})
+
+
+class Decode(beam.DoFn):
+    """Read a chunk's bytes, decode each image once, compute signals, and score with
+    every filter that needs no model. Model filters follow in RunInference, or, with
+    ``inline_models``, run here on the chunk as one batch, the model shared per process
+    (for runners that drop finish_bundle output, which RunInference's batching uses)."""
+
+    def __init__(
+        self,
+        filters: Sequence[FilterConfig],
+        decode: DecodeConfig,
+        inline_models: bool = False,
+        processes: tuple[int, int] = (1, 0),
+    ) -> None:
+        self.filter_configs = list(filters)
+        self.decode = decode
+        self.inline_models = inline_models
+        # (worker processes, samples decoded here first): mitigate.decode_pool
+        self.processes, self.warmup = processes
+        self._shared = Shared() if inline_models else None
+        self._filters: list[Filter] = []
+        self._pool: DecodePool | None = None
+
+    def setup(self) -> None:
+        built = [build_filter(c) for c in self.filter_configs]
+        # heads read a model's embedding: they are scored in Decide, after the models
+        self._filters = [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
+        for flt in self._filters:
+            flt.setup()
+        self._models: list[tuple[FilterModelHandler, Any, bool]] = []
+        if self.inline_models:
+            for cfg, flt in zip(self.filter_configs, built, strict=True):
+                if isinstance(flt, ModelFilter):
+                    handle = self._shared.acquire(
+                        lambda f=flt: _ModelHolder(f.load_model()), tag=flt.filter_id
+                    )
+                    keep = _keeps_embedding(cfg, self.filter_configs)
+                    self._models.append((FilterModelHandler(flt), handle.model, keep))
+        self._samples = Metrics.counter(NAMESPACE, "samples_processed")
+        self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
+        self._crashed = Metrics.counter(NAMESPACE, "decoder_crashes")
+        self._seen = 0
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _signals(self, payloads: list[tuple[SampleRecord, bytes | None]]) -> list[ScoringItem]:
+        """compute_signals + score_items, here or in the pool (same items either way)."""
+        self._seen += len(payloads)
+        if self.processes < 2 or self._seen <= self.warmup:
+            items = stages.compute_signals(payloads, self.decode, self._filters)
+            stages.score_items(items, self._filters)
+            return items
+        if self._pool is None:
+            models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
+            self._pool = DecodePool(
+                self.processes,
+                self.decode,
+                [f.config for f in self._filters],
+                keep_images=models,
+            )
+        crashed = self._pool.crashed
+        try:
+            items, _ = self._pool.run(payloads)
+        except PoolUnavailable as exc:
+            log.warning("decoding in this process instead of %d: %s", self.processes, exc)
+            self._pool.close()
+            self._pool, self.processes = None, 1
+            self._seen -= len(payloads)
+            return self._signals(payloads)
+        self._crashed.inc(self._pool.crashed - crashed)
+        return items
+
+    def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
+        _, records = element
+        payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
+        items = self._signals(payloads)
+        for handler, model, keep in self._models:
+            fid = handler.filter_id
+            items = [
+                attach(result, fid, keep)
+                for start in range(0, len(items), handler.batch_size)
+                for result in handler.run_inference(
+                    items[start : start + handler.batch_size], model
+                )
+            ]
+        self._samples.inc(len(items))
+        self._decoded.inc(sum(1 for item in items if item.record.phash is not None))
+        progress.emit("processed", len(items))
+        yield from items
+
+
+class _ModelHolder:
+    """Weak-referenceable box for a model in Beam's per-process ``Shared`` cache."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+
+class Decide(beam.DoFn):
+    """Every score is in: apply the filters' decisions (config order), drop the pixels."""
+
+    def __init__(self, filters: Sequence[FilterConfig]) -> None:
+        self.filter_configs = list(filters)
+
+    def setup(self) -> None:
+        self._filters = [build_filter(c) for c in self.filter_configs]
+        self._heads = [f for f in self._filters if is_head(f)]
+
+    def process(self, item: ScoringItem) -> Iterator[SampleRecord]:
+        yield stages.decide(apply_heads(item.record, self._heads), self._filters)
+
+
+def _keeps_embedding(cfg: FilterConfig, filters: Sequence[FilterConfig]) -> bool:
+    """A model filter's embedding stays on the record when it is stored or a head reads it."""
+    return cfg.stores_embeddings or cfg.filter_id in backbones(filters)
+
+
+class ProcessChunk(beam.PTransform):
+    """Decode once, score with every filter (models through RunInference), decide."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        # each step below gets only the config sections it reads
+        self.filters = list(config.filters)
+        self.decode = config.decode
+        self.inline = config.runner.name in INLINE_MODEL_RUNNERS
+        self.processes = plan_processes(config.decode, config.runner)
+
+    def expand(self, chunks: beam.PCollection) -> beam.PCollection:
+        decode = Decode(self.filters, self.decode, self.inline, self.processes)
+        items = chunks | "Decode" >> beam.ParDo(decode)
+        if not self.inline:
+            for cfg in self.filters:
+                flt = build_filter(cfg)
+                if isinstance(flt, ModelFilter):
+                    items = items | ScoreWithModel(flt, _keeps_embedding(cfg, self.filters))
+        return items | "Decide" >> beam.ParDo(Decide(self.filters))
