@@ -214,6 +214,14 @@ class _Worker:
             self.proc.wait()
 
 
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """Work handed to the workers by :meth:`DecodePool.send`."""
+
+    shares: list[list[Payload]]
+    sent: list[bool]
+
+
 class DecodePool:
     """``processes`` decode workers for one decode config and filter list.
 
@@ -264,6 +272,13 @@ class DecodePool:
         """Items (as :func:`~mitigate.stages.compute_signals` then
         :func:`~mitigate.stages.score_items` give them, in input order) and how many
         were decoded."""
+        return self.receive(self.send(payloads))
+
+    def send(self, payloads: Sequence[Payload]) -> Ticket:
+        """Hand ``payloads`` to the workers (one share each) and return at once; the
+        caller may work while they decode, then :meth:`receive` the ticket. One ticket
+        at a time: a worker never has two requests (a reply it cannot write while the
+        caller blocks writing the next request would deadlock)."""
         shares = split_evenly(payloads, self.processes)
         sent: list[bool] = []
         for w, share in enumerate(shares):
@@ -273,11 +288,15 @@ class DecodePool:
             except OSError:  # the worker died between chunks
                 self._drop(w)
                 sent.append(False)
+        return Ticket(shares, sent)
+
+    def receive(self, ticket: Ticket) -> tuple[list[ScoringItem], int]:
+        """The items of a :meth:`send`, in input order, and how many were decoded."""
         items: list[ScoringItem] = []
         decoded = 0
-        for w, share in enumerate(shares):
+        for w, share in enumerate(ticket.shares):
             got: tuple[list[ScoringItem], int] | None = None
-            if sent[w]:
+            if ticket.sent[w]:
                 try:
                     got = self._worker(w).receive()
                 except (OSError, EOFError, pickle.UnpicklingError):

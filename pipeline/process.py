@@ -16,7 +16,9 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
+from apache_beam.utils.windowed_value import WindowedValue
 
 from mitigate import progress, stages
 from mitigate.config import Config, DecodeConfig
@@ -57,6 +59,11 @@ class Decode(beam.DoFn):
         self._shared = Shared() if inline_models else None
         self._filters: list[Filter] = []
         self._pool: DecodePool | None = None
+        # Decoded items whose downstream steps wait for the next chunk's hand-off to the
+        # pool, so the pool decodes while this worker runs them (emitted at the latest
+        # in finish_bundle; not where a runner drops finish_bundle output)
+        self.overlap = not inline_models
+        self._held: list[ScoringItem] = []
 
     def setup(self) -> None:
         built = [build_filter(c) for c in self.filter_configs]
@@ -83,37 +90,63 @@ class Decode(beam.DoFn):
             self._pool.close()
             self._pool = None
 
-    def _signals(self, payloads: list[tuple[SampleRecord, bytes | None]]) -> list[ScoringItem]:
-        """compute_signals + score_items, here or in the pool (same items either way)."""
-        self._seen += len(payloads)
-        if self.processes < 2 or self._seen <= self.warmup:
-            items = stages.compute_signals(payloads, self.decode, self._filters)
-            stages.score_items(items, self._filters)
-            return items
+    def _pooled(self) -> DecodePool | None:
+        """The decode pool, once this worker has decoded its warm-up share itself."""
+        if self.processes < 2 or self._seen < self.warmup:
+            return None
         if self._pool is None:
             models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
-            self._pool = DecodePool(
-                self.processes,
-                self.decode,
-                [f.config for f in self._filters],
-                keep_images=models,
-            )
-        crashed = self._pool.crashed
-        try:
-            items, _ = self._pool.run(payloads)
-        except PoolUnavailable as exc:
-            log.warning("decoding in this process instead of %d: %s", self.processes, exc)
+            configs = [f.config for f in self._filters]
+            self._pool = DecodePool(self.processes, self.decode, configs, keep_images=models)
+        return self._pool
+
+    def _give_up_pool(self, exc: PoolUnavailable) -> None:
+        log.warning("decoding in this process instead of %d: %s", self.processes, exc)
+        if self._pool is not None:
             self._pool.close()
-            self._pool, self.processes = None, 1
-            self._seen -= len(payloads)
-            return self._signals(payloads)
-        self._crashed.inc(self._pool.crashed - crashed)
+        self._pool, self.processes = None, 1
+
+    def _here(self, payloads: list[tuple[SampleRecord, bytes | None]]) -> list[ScoringItem]:
+        items = stages.compute_signals(payloads, self.decode, self._filters)
+        stages.score_items(items, self._filters)
         return items
 
     def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
         _, records = element
         payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
-        items = self._signals(payloads)
+        pool = self._pooled()
+        self._seen += len(payloads)
+        held, self._held = self._held, []
+        if pool is None:
+            yield from self._finish(held)
+            yield from self._finish(self._here(payloads))
+            return
+        try:
+            ticket = pool.send(payloads)
+            if self.overlap:  # the steps after Decode run on the last chunk meanwhile
+                yield from self._finish(held)
+                held = []
+            crashed = pool.crashed
+            items, _ = pool.receive(ticket)
+            self._crashed.inc(pool.crashed - crashed)
+        except PoolUnavailable as exc:
+            self._give_up_pool(exc)
+            items = self._here(payloads)
+        yield from self._finish(held)
+        if self.overlap and self._pool is not None:
+            self._held = items
+        else:
+            yield from self._finish(items)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        held, self._held = self._held, []
+        for item in self._finish(held):
+            yield GlobalWindows.windowed_value(item)
+
+    def _finish(self, items: list[ScoringItem]) -> Iterator[ScoringItem]:
+        """Inline model filters, counters, then the items downstream."""
+        if not items:
+            return
         for handler, model, keep in self._models:
             fid = handler.filter_id
             items = [
