@@ -7,7 +7,7 @@ report show. Plain functions over light (key, hashes, size) items; the search it
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ def decide_near_duplicates(
     n_largest: int = 6,
     verify_threshold: float | None = None,
     keep_rule: str = "resolution",
+    score_pairs: Callable[..., np.ndarray] = verify.pair_scores,
 ) -> tuple[list[Decision], dict[str, Any]]:
     """Decide which items are near duplicates (of each other, or of a reference).
 
@@ -74,7 +75,9 @@ def decide_near_duplicates(
     at most the threshold (pairs where an item has no signature are taken on pHash
     alone); a kept item whose closest candidate was refused gets a ``not_merged``
     decision carrying that evidence. ``search=False`` only decontaminates (no
-    near-duplicate search among the items). Returns the decisions and a report for
+    near-duplicate search among the items). ``score_pairs`` scores candidate pairs
+    (:func:`mitigate.verify.pair_scores`, or a drop-in that spreads them over processes,
+    :func:`mitigate.workers.parallel_pair_scores`). Returns the decisions and a report for
     ``summary.json``.
     """
     items = sorted(items, key=lambda i: i.key)
@@ -115,7 +118,7 @@ def decide_near_duplicates(
         result = neardup.deduplicate(p, m, k, rank, mode=chosen)
     else:
         result, rank, scores, refused = _verified_keep(
-            items, p, m, k, chosen, verify_threshold, keep_rule
+            items, p, m, k, chosen, verify_threshold, keep_rule, score_pairs
         )
         report["verify"] = {
             "threshold": verify_threshold,
@@ -178,6 +181,7 @@ def _verified_keep(
     mode: str,
     threshold: float | None,
     keep_rule: str,
+    score_pairs: Callable[..., np.ndarray] = verify.pair_scores,
 ) -> tuple[
     neardup.KeepResult, np.ndarray, dict[tuple[int, int], float], list[tuple[int, int, int, float]]
 ]:
@@ -198,7 +202,7 @@ def _verified_keep(
             sub = np.full(len(items), -1, np.int64)
             sub[present] = np.arange(present.shape[0])
             table = verify.as_signatures([sigs[x] for x in present])
-            score[idx] = verify.pair_scores(
+            score[idx] = score_pairs(
                 sub[pairs.i[idx]], sub[pairs.j[idx]], table, stop_above=threshold
             )
             ok[idx] = verify.verified(score[idx], threshold)
@@ -207,7 +211,7 @@ def _verified_keep(
     resolution = [it.resolution for it in items]
     if keep_rule == "medoid":
         component = neardup.connected_components(len(items), edges.i, edges.j)
-        central = keep.centrality(component, keys, p, m, sigs)
+        central = keep.centrality(component, keys, p, m, sigs, score_pairs)
         rank = keep.keep_rank("medoid", keys, resolution, central)
     else:
         rank = keep.keep_rank(keep_rule, keys, resolution)

@@ -32,6 +32,7 @@ from apache_beam.pvalue import AsList, AsSingleton
 
 from mitigate import output, progress, stages
 from mitigate.config import Config, InputConfig
+from mitigate.decode_pool import plan_processes
 from mitigate.filters import FilterConfig, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
 from mitigate.layout import Layout
@@ -402,7 +403,10 @@ def _finish(
     records = _exact_dedup(records, config.dedup.exact)
     if config.dedup.near or config.dedup.against:
         records, near_report = records | "NearDedup" >> NearDedup(
-            config.dedup, config.decode, config.runner.name
+            config.dedup,
+            config.decode,
+            config.runner.name,
+            plan_processes(config.decode, config.runner)[0],
         )
     else:
         near_report = pipeline | "NoNearDedup" >> beam.Create([])

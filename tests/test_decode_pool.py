@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mitigate import decode_pool, stages
+from mitigate import decode_pool, stages, workers
 from mitigate.config import Config, DecodeConfig, RunnerConfig, load_config
 from mitigate.decode_pool import DecodePool, plan_processes, split_evenly
 from mitigate.filters import build_filter
@@ -67,7 +67,7 @@ def test_split_evenly_keeps_order_and_balances() -> None:
 
 def test_plan_processes() -> None:
     direct = RunnerConfig()
-    cores = decode_pool.usable_cores()
+    cores = workers.usable_cores()
     assert plan_processes(DecodeConfig(processes=3), direct) == (3, 0)
     assert plan_processes(DecodeConfig(), direct) == (
         min(cores, decode_pool.MAX_AUTO_PROCESSES),
@@ -213,7 +213,7 @@ def test_workers_that_cannot_start_make_the_run_decode_in_process(
 ) -> None:
     from mitigate.pipeline.run import run
 
-    monkeypatch.setattr(decode_pool, "_BOOT", "import sys; sys.exit(3)")
+    monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(3)")
     no_model = ["filters=[{name: image_quality}]", "rebalance.enabled=false"]
     outs = {}
     for procs in (1, 2):
