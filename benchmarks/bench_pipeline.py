@@ -37,11 +37,13 @@ import argparse
 import io
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -117,9 +119,11 @@ def child(
                 f"runner.direct_running_mode={mode}",
             ]
     config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
+    sampler = SubprocessRss()
     started = time.perf_counter()
     summary = run(config)
     wall = time.perf_counter() - started
+    sampler.stop()
     print(
         json.dumps(
             {
@@ -127,10 +131,51 @@ def child(
                 "kept": summary["counts"]["kept"]["total"],
                 "wall": wall,
                 "rss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                # ru_maxrss of children counts what a child had mapped from this
+                # process before its exec; the sampler reads each one's own VmRSS
+                "rss_workers_mb": max(
+                    sampler.peak_mb,
+                    0 if mode == "processes" else _children_maxrss_mb(),
+                ),
             }
         )
     )
+
+
+def _children_maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+class SubprocessRss:
+    """Largest resident set of any subprocess of this process (decode and scoring
+    workers), sampled from /proc every 0.1 s while the run lasts (Linux)."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        me = os.getpid()
+        while not self._done.wait(0.1):
+            for children in Path(f"/proc/{me}/task").glob("*/children"):
+                try:
+                    pids = children.read_text().split()
+                except OSError:
+                    continue
+                for pid in pids:
+                    try:
+                        status = Path(f"/proc/{pid}/status").read_text()
+                    except OSError:
+                        continue
+                    for line in status.splitlines():
+                        if line.startswith("VmRSS:"):
+                            self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def pipeline_run(
