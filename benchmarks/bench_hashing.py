@@ -20,8 +20,10 @@ Before timing, every output is compared: the new pHash pairs (fast and exact mod
 signatures must equal the old ones byte for byte on every image, or the script stops.
 
     python benchmarks/bench_hashing.py data/sample/shard-0000*.tar
-    python benchmarks/make_bench_data.py --n 400 --long-side 1024
+    python benchmarks/make_bench_data.py --out bench_data/n400-1024px --n 400 --long-side 1024
     python benchmarks/bench_hashing.py bench_data/n400-1024px/shard-0000[0-3].tar
+    python benchmarks/bench_hashing.py data/sample/shard-0000*.tar --rounds 1 \\
+        --check-dir /usr/share/tuxpaint/stamps
 """
 
 from __future__ import annotations
@@ -129,11 +131,43 @@ def check_identical(
                 raise SystemExit(f"image {i}: new output differs from the old one")
 
 
+def check_folder(folder: Path) -> int:
+    """Identity only, on every PNG and JPEG under ``folder`` (e.g. the Tux Paint stamps:
+    every Pillow mode they come in) at its size, doubled and at 1/9: the pHash pairs in
+    both modes and the signature, old vs new. Returns the number of images checked."""
+    n = 0
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg")):
+        with Image.open(path) as image:
+            image.load()
+            w, h = image.size
+            for im in (
+                image,
+                image.resize((w * 2, h * 2)),
+                image.resize((max(1, w // 9), max(1, h // 9))),
+            ):
+                for exact in (True, False):
+                    if hashing.phash_pair(im, exact=exact) != old.phash_pair(im, exact=exact):
+                        raise SystemExit(f"{path} {im.size}: pHash pair differs (exact={exact})")
+                if verify.signature(im) != old.signature(im):
+                    raise SystemExit(f"{path} {im.size}: signature differs")
+                n += 1
+    return n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shards", nargs="+", type=Path)
     parser.add_argument("--rounds", type=int, default=6, help="timing rounds (old and new each)")
+    parser.add_argument(
+        "--check-dir",
+        type=Path,
+        help="also check old == new on every PNG/JPEG under this folder (e.g. "
+        "/usr/share/tuxpaint/stamps), no timing",
+    )
     args = parser.parse_args()
+    if args.check_dir:
+        n = check_folder(args.check_dir)
+        print(f"{n} images under {args.check_dir}: pHash pairs and signatures identical")
 
     images = load(args.shards)
     if not images:
