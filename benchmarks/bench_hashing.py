@@ -14,7 +14,9 @@ round by round, and their ratio:
 * the verification signature of the working image, and inside it the quantisation;
 * the whole ``decode_image`` (old: with the old pHash pair and signature swapped in);
 * issue 12's cost figure: the signature as a share of the rest of the decode path, as
-  ``eval_near_verify.py --cost-shards`` computes it, old and new.
+  ``eval_near_verify.py --cost-shards`` computes it, old and new;
+* what hashing over a chunk would save: the new DCTs, medians and bits of 256 samples in
+  one call against one call a sample (the decoder does not do this yet).
 
 Before timing, every output is compared: the new pHash pairs (fast and exact mode) and
 signatures must equal the old ones byte for byte on every image, or the script stops.
