@@ -142,6 +142,29 @@ def child(
     )
 
 
+_SPIN = (
+    "import time\nt = time.perf_counter()\nsum(range(40_000_000))\nprint(time.perf_counter() - t)"
+)
+
+
+def parallel_capacity(processes: int = 2) -> float:
+    """How many times one process's throughput ``processes`` CPU-bound processes get
+    together on this machine now (``processes`` on a machine whose cores are all free
+    and real; less where virtual CPUs share physical ones or other jobs run): the
+    ceiling of any "N workers vs 1" ratio measured in the same run."""
+
+    def spin(n: int) -> float:
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
+            for _ in range(n)
+        ]
+        return max(float(p.communicate()[0]) for p in procs)
+
+    one = min(spin(1) for _ in range(2))
+    many = min(spin(processes) for _ in range(2))
+    return processes * one / many
+
+
 def _children_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -243,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     small, large = sorted(args.sizes)
     data = {n: ensure_data(args.data.resolve(), n, args.long_side) for n in (small, large)}
+    capacity = parallel_capacity(args.workers)
     n_base, t_base, cpu_base = baseline(data[small])
     base_rate = n_base / t_base
     base_cpu_ms = cpu_base / n_base * 1000
@@ -265,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{base_rate:.1f} samples/s wall, {base_cpu_ms:.2f} ms CPU per sample"
     )
     print(f"parallel: direct_num_workers={args.workers}, {args.mode}; medians of {args.repeat}")
+    print(
+        f"machine: {args.workers} CPU-bound processes get {capacity:.2f}x the throughput of one "
+        f"(measured before the runs: the ceiling of 'x 1 worker wall')"
+    )
+    final_capacity = parallel_capacity(args.workers)
+    print(f"machine, measured again after the runs: {final_capacity:.2f}x")
     print(
         f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'cuts':>5} {'wall s':>7} {'CPU s':>7} "
         f"{'CPU ms/sample':>13} {'samples/s/core':>15} {'x base wall':>11} {'x base CPU':>10} "
