@@ -152,8 +152,8 @@ def test_a_run_with_decode_processes_writes_what_one_process_writes(tmp_path: Pa
     assert outs[1] and outs[1] == outs[2]
 
 
-def test_auto_starts_the_pool_only_after_the_warm_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_auto_starts_the_pool_only_after_the_warm_up_and_only_if_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from mitigate.pipeline import process
     from mitigate.pipeline.run import run
@@ -176,7 +176,14 @@ def test_auto_starts_the_pool_only_after_the_warm_up(
     cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'b'}", *no_model])
     run(cfg)
     assert started == [2]
-    assert _outputs(tmp_path / "a") == _outputs(tmp_path / "b")
+    assert _outputs(tmp_path / "a") and _outputs(tmp_path / "a") == _outputs(tmp_path / "b")
+    # workers that cannot start: the run decodes in process, with a warning
+    monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(3)")
+    cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'c'}", *no_model])
+    run(cfg)
+    assert "decoding in this process instead of 2" in caplog.text
+    assert "exit status 3" in caplog.text
+    assert _outputs(tmp_path / "a") == _outputs(tmp_path / "c")
 
 
 def test_workers_exit_when_the_process_that_started_them_dies(tmp_path: Path) -> None:
@@ -206,25 +213,6 @@ def test_workers_exit_when_the_process_that_started_them_dies(tmp_path: Path) ->
         time.sleep(0.2)
         alive = [p for p in pids if _alive(p)]
     assert alive == []
-
-
-def test_workers_that_cannot_start_make_the_run_decode_in_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from mitigate.pipeline.run import run
-
-    monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(3)")
-    no_model = ["filters=[{name: image_quality}]", "rebalance.enabled=false"]
-    outs = {}
-    for procs in (1, 2):
-        out = tmp_path / str(procs)
-        overrides = [f"output.path={out}", f"decode.processes={procs}", *no_model]
-        cfg, _ = load_config(DEFAULT, overrides)
-        run(cfg)
-        outs[procs] = _outputs(out)
-    assert outs[1] and outs[1] == outs[2]
-    assert "decoding in this process instead of 2" in caplog.text
-    assert "exit status 3" in caplog.text
 
 
 def _alive(pid: int) -> bool:
