@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from near_edits import EDITS, VARIANTS, jpeg
 
-from mitigate import neardup, verify
+from mitigate import centre, hashing, neardup, verify
 from mitigate.decode import DecodedImage, decode_image
 
 LOG = logging.getLogger("eval_near_verify")
@@ -111,6 +111,7 @@ class EvalSet:
     source: list[int] = field(default_factory=list)  # index of the source's original
     phash: list[int] = field(default_factory=list)
     mirror: list[int] = field(default_factory=list)
+    centre: list[str] = field(default_factory=list)  # phash_centre (32 hex digits)
     sigs: list[bytes] = field(default_factory=list)
     dct256: list[bytes] = field(default_factory=list)
     prev_sigs: list[bytes] = field(default_factory=list)  # --previous-verify's signatures
@@ -159,6 +160,8 @@ def build(
         ev.source.append(source)
         ev.phash.append(dec.phash)
         ev.mirror.append(dec.phash_mirror)
+        assert dec.centre is not None
+        ev.centre.append(hashing.to_hex_pair(*dec.centre))
         ev.sigs.append(sig)
         ev.dct256.append(dct256(dec.working))
         if previous is not None:
@@ -188,12 +191,18 @@ def build(
     return ev
 
 
-def evaluate(ev: EvalSet, k: int) -> tuple[neardup.PairSet, np.ndarray]:
+def evaluate(
+    ev: EvalSet, k: int, use_centre: bool = False
+) -> tuple[neardup.PairSet, np.ndarray, np.ndarray]:
+    """Candidate pairs (exact search; with ``use_centre`` both views, as the pipeline
+    proposes them with verification on), whether each joins one group, and its views."""
     p = neardup.as_hashes(ev.phash)
     m = neardup.as_hashes(ev.mirror)
-    pairs = neardup.find_near_duplicates(p, m, k, mode="exact")
+    pairs, views = centre.candidate_pairs(
+        p, m, ev.centre if use_centre else None, ev.sigs, k, mode="exact"
+    )
     group = np.asarray(ev.group)
-    return pairs, group[pairs.i] == group[pairs.j]
+    return pairs, group[pairs.i] == group[pairs.j], views
 
 
 def half_of(ev: EvalSet) -> np.ndarray:
@@ -292,7 +301,7 @@ def cost(shards: list[Path], repeat: int = 5) -> int:
                             images.append(data)
             except tarfile.ReadError:
                 pass  # a truncated shard (the sample data plants one): use what was read
-    t_decode = t_sig = t_area = t_32 = 0.0
+    t_decode = t_sig = t_area = t_32 = t_centre = 0.0
     for _ in range(repeat):
         for data in images:
             t0 = time.process_time()
@@ -306,6 +315,10 @@ def cost(shards: list[Path], repeat: int = 5) -> int:
             signature_32(dec.working)
             t_32 += time.process_time() - t3
             t_area += t3 - t2
+            thumb = hashing.gray_thumbnail(dec.working, exact=False)
+            t4 = time.process_time()
+            hashing.centre_pair_from_thumbnail(thumb)
+            t_centre += time.process_time() - t4
             t_sig += t2 - t1
             t_decode += t1 - t0
     n = len(images) * repeat
@@ -316,6 +329,11 @@ def cost(shards: list[Path], repeat: int = 5) -> int:
         f"signature {t_sig / n * 1e3:.3f} ms = {t_sig / rest:.1%} of the rest of the decode; "
         f"the 32x32 signature (second round) {t_32 / n * 1e3:.3f} ms = {t_32 / rest:.1%}; "
         f"the 16x16 area-averaged one (first) {t_area / n * 1e3:.3f} ms = {t_area / rest:.1%}"
+    )
+    print(
+        f"centre hash and its mirror (from pHash's thumbnail, inside the decode path): "
+        f"{t_centre / n * 1e3:.3f} ms = {t_centre / (t_decode - t_centre):.1%} of the decode "
+        f"path without it"
     )
     return 0
 
@@ -366,7 +384,7 @@ def _load_module(path: Path) -> ModuleType:
 
 def _print_row(name: str, thr: str, r: dict) -> None:
     print(
-        f"{name:<20} {thr:>5} {r['pairs']:>6} {r['false']:>5} {r['precision']:>7.4f} "
+        f"{name:<24} {thr:>5} {r['pairs']:>6} {r['false']:>5} {r['precision']:>7.4f} "
         f"{r['precision_flip']:>7.4f} {r['recall']:>7.4f} {r['pair_recall']:>7.4f} "
         + " ".join(f"{r[e]:>12.3f}" for e in EDITS)
         + "  "
@@ -413,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
         help="pick the threshold on one half of the sources, report on the other",
     )
     parser.add_argument("--target-recall", type=float, default=0.97)
+    parser.add_argument(
+        "--centre-view",
+        action="store_true",
+        help="every k twice: pHash candidates only, and with the centre view's (the "
+        "pipeline's default with verification; mitigate.centre); rows tagged +centre",
+    )
     parser.add_argument("--show-false", type=int, default=0, help="list N false merges")
     parser.add_argument(
         "--cost-shards",
@@ -463,10 +487,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     half = half_of(ev)
     print(f"halves by source: {int((half == 0).sum())} / {int((half == 1).sum())} images")
-    for k in args.ks:
+    runs = [(k, c) for k in args.ks for c in ((False, True) if args.centre_view else (False,))]
+    for k, use_centre in runs:
         t1 = time.perf_counter()
-        pairs, same = evaluate(ev, k)
-        print(f"k={k}: exact candidate search {time.perf_counter() - t1:.2f} s")
+        pairs, same, views = evaluate(ev, k, use_centre)
+        tag = "+centre" if use_centre else ""
+        print(
+            f"k={k}{tag}: exact candidate search {time.perf_counter() - t1:.2f} s, "
+            f"{len(pairs)} candidates, {int((views == centre.CENTRE).sum())} from the centre "
+            f"view only ({int((same & (views == centre.CENTRE)).sum())} true)"
+        )
         # CPU time of the process (other processes on a shared machine do not count)
         t1 = time.process_time()
         scores = verify.pair_scores(pairs.i, pairs.j, ev.sigs)
@@ -491,8 +521,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         methods: dict[str, list[tuple[str, np.ndarray]]] = {
-            "phash only": [("-", np.ones(len(pairs), bool))],
-            "verify (default)": [(f"{args.threshold}", verify.verified(scores, args.threshold))],
+            f"phash only{tag}": [("-", np.ones(len(pairs), bool))],
+            f"verify (default){tag}": [
+                (f"{args.threshold}", verify.verified(scores, args.threshold))
+            ],
         }
         if previous is not None:
             t1 = time.process_time()
@@ -505,10 +537,12 @@ def main(argv: list[str] | None = None) -> int:
             thr = previous.DEFAULT_THRESHOLD
             methods["previous verify"] = [(f"{thr}", prev_scores <= thr)]
         if args.sweep:
-            methods["verify"] = [(f"{t:.2f}", scores <= t) for t in (0.6, 0.8, 0.9, 1.1, 1.2, 1.5)]
+            methods[f"verify{tag}"] = [
+                (f"{t:.2f}", scores <= t) for t in (0.6, 0.8, 0.9, 1.1, 1.2, 1.5)
+            ]
             methods["dct256 (no mirror)"] = [(str(t), d256 <= t) for t in (20, 30, 40, 50, 60, 70)]
         header = (
-            f"{'method':<20} {'thr':>5} {'pairs':>6} {'false':>5} {'prec':>7} {'precflip':>7} "
+            f"{'method':<24} {'thr':>5} {'pairs':>6} {'false':>5} {'prec':>7} {'precflip':>7} "
             f"{'recall':>7} {'pairrec':>7} "
         )
         print(header + " ".join(f"{e:>12}" for e in EDITS) + "  false merges by kind")

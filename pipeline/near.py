@@ -59,6 +59,7 @@ def _decide(
         search=dedup.near,
         verify_threshold=dedup.verify_threshold if dedup.verify else None,
         keep_rule=dedup.keep,
+        centre_view=dedup.centre_view,
     )
     if dedup.near:
         from mitigate.pipeline.near_partitioned import check_recall
@@ -123,7 +124,9 @@ class NearDedup(beam.PTransform):
             pending
             | "HashItems"
             >> beam.Map(
-                lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution, r.signature)
+                lambda r: HashItem(
+                    r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
+                )
             )
             | "AllHashes" >> beam.combiners.ToList()
         )

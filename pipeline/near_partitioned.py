@@ -252,7 +252,9 @@ class PartitionedNearDedup(beam.PTransform):
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
         items = pending | "HashItems" >> beam.Map(
-            lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution, r.signature)
+            lambda r: HashItem(
+                r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
+            )
         )
         shard_refs = (
             pipeline
