@@ -112,6 +112,7 @@ class EvalSet:
     phash: list[int] = field(default_factory=list)
     mirror: list[int] = field(default_factory=list)
     centre: list[str] = field(default_factory=list)  # phash_centre (32 hex digits)
+    thumbs: list[np.ndarray] = field(default_factory=list)  # pHash's 32x32 grey thumbnail
     sigs: list[bytes] = field(default_factory=list)
     dct256: list[bytes] = field(default_factory=list)
     prev_sigs: list[bytes] = field(default_factory=list)  # --previous-verify's signatures
@@ -162,6 +163,7 @@ def build(
         ev.mirror.append(dec.phash_mirror)
         assert dec.centre is not None
         ev.centre.append(hashing.to_hex_pair(*dec.centre))
+        ev.thumbs.append(hashing.gray_thumbnail(dec.working, exact=False))
         ev.sigs.append(sig)
         ev.dct256.append(dct256(dec.working))
         if previous is not None:
@@ -203,6 +205,47 @@ def evaluate(
     )
     group = np.asarray(ev.group)
     return pairs, group[pairs.i] == group[pairs.j], views
+
+
+def centre_variant(thumb: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> str:
+    """The centre hash pair (hex) of another thumbnail window: the alternatives the
+    window was chosen among (``--windows``); the default window gives
+    :func:`mitigate.hashing.centre_pair_from_thumbnail`'s bits."""
+    window = np.asarray(thumb, np.float64)[rows[0] : rows[1], cols[0] : cols[1]]
+    low = np.round(
+        hashing._dct_rows(window.shape[0]) @ window @ hashing._dct_rows(window.shape[1]).T, 6
+    )
+    flipped = low * hashing._ODD_COLUMNS
+    med, fmed = hashing._median64(low), hashing._median64(flipped)
+    return hashing.to_hex_pair(
+        hashing._bits_to_int(low > med), hashing._bits_to_int(flipped > fmed)
+    )
+
+
+def variants(ev: EvalSet, k: int, windows: list[str], gates: list[str], threshold: float) -> None:
+    """Recall and precision with the centre view from other thumbnail windows
+    (``ROW0:ROW1:COL0:COL1``) and aspect gates (a number, or ``none``), verification
+    at ``threshold``: the measurements the defaults were chosen by. Rows are named by
+    the window and the number of candidate pairs (``c``)."""
+    p, m = neardup.as_hashes(ev.phash), neardup.as_hashes(ev.mirror)
+    group = np.asarray(ev.group)
+    default_gate = centre.ASPECT_GATE
+    print(f"k={k}: centre view variants (threshold {threshold})")
+    for spec in windows:
+        r0, r1, c0, c1 = (int(x) for x in spec.split(":"))
+        hexes = [centre_variant(t, (r0, r1), (c0, c1)) for t in ev.thumbs]
+        if (r0, r1) == hashing.CENTRE_ROWS and (c0, c1) == hashing.CENTRE_COLS:
+            assert hexes == ev.centre  # the pipeline's own centre hashes
+        for gate in gates:
+            centre.ASPECT_GATE = np.inf if gate == "none" else float(gate)
+            try:
+                pairs, _ = centre.candidate_pairs(p, m, hexes, ev.sigs, k, mode="exact")
+            finally:
+                centre.ASPECT_GATE = default_gate
+            same = group[pairs.i] == group[pairs.j]
+            ok = verify.pair_scores(pairs.i, pairs.j, ev.sigs, stop_above=threshold) <= threshold
+            name = f"{r0}:{r1}x{c0}:{c1} {len(pairs)}c"  # window, candidate pairs
+            _print_row(name, gate, metrics(ev, pairs, same, ok))
 
 
 def half_of(ev: EvalSet) -> np.ndarray:
@@ -441,6 +484,20 @@ def main(argv: list[str] | None = None) -> int:
         help="every k twice: pHash candidates only, and with the centre view's (the "
         "pipeline's default with verification; mitigate.centre); rows tagged +centre",
     )
+    parser.add_argument(
+        "--windows",
+        nargs="+",
+        default=[],
+        metavar="R0:R1:C0:C1",
+        help="also score the centre view from these 32x32 thumbnail windows (rows, "
+        "columns; e.g. 4:28:4:28 4:28:2:30), at the first of --ks",
+    )
+    parser.add_argument(
+        "--gates",
+        nargs="+",
+        default=[str(centre.ASPECT_GATE)],
+        help="aspect gates for --windows (|log aspect ratio| or none)",
+    )
     parser.add_argument("--show-false", type=int, default=0, help="list N false merges")
     parser.add_argument(
         "--cost-shards",
@@ -489,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
     )
+    if args.windows:
+        variants(ev, args.ks[0], args.windows, args.gates, args.threshold)
     half = half_of(ev)
     print(f"halves by source: {int((half == 0).sum())} / {int((half == 1).sum())} images")
     runs = [(k, c) for k in args.ks for c in ((False, True) if args.centre_view else (False,))]
