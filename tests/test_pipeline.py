@@ -319,6 +319,7 @@ def test_redecide_drops_exactly_what_a_fresh_run_would(sample_run, tmp_path):
     assert summary["source_issues"] == run_summary_issues(out)
 
 
+@pytest.mark.slow
 def test_redecide_reads_a_manifest_written_before_the_centre_view(sample_run, tmp_path):
     """A run's manifest without the phash_centre column (as written before it existed):
     redecide still decides near duplicates, on pHash only, to the same states."""
