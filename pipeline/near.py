@@ -83,12 +83,16 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
             yield dataclasses.replace(
                 record,
                 verify_score=d.verify_score,
-                detail=f"not merged: pHash within {d.distance} bits of {d.duplicate_of!r} "
+                detail=f"not merged: within {d.distance} bits of {d.duplicate_of!r} on pHash "
+                f"or the centre view "
                 f"but verification score {d.verify_score:.3f} > threshold (different images)",
             )
             continue
         what = "a reference image" if d.reason == Reason.EVAL_OVERLAP else "a kept sample"
         verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
+        # a verified pair may come from the centre view (mitigate.centre): its distance is
+        # the smaller of the two views'; unverified pairs and reference matches are pHash's
+        hashes = "pHash" if d.verify_score is None else "pHash or centre view"
         yield dataclasses.replace(
             record,
             state=DUPLICATE,
@@ -96,7 +100,7 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
             duplicate_of=d.duplicate_of,
             distance=d.distance,
             verify_score=d.verify_score,
-            detail=f"pHash within {d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
+            detail=f"{hashes} within {d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
         )
 
 
