@@ -140,11 +140,14 @@ def decide_near_duplicates(
     if chosen == "lsh":
         found = neardup.find_near_duplicates(p, m, k, mode="lsh")
         est = neardup.estimate_pair_recall(p, m, k, found, n_samples=recall_samples)
-        report["pair_recall"] = {
-            "estimate": None if np.isnan(est.recall) else float(est.recall),
-            "ci": [float(est.ci_low), float(est.ci_high)],
-            "queries": est.n_queries,
-        }
+        report["pair_recall"] = _recall_report(est)
+        if report.get("verify", {}).get("centre_view"):  # the centre view's LSH search too
+            c, cm, present = centre.centre_arrays([it.centre for it in items])
+            if int(present.sum()) >= 2:
+                c, cm = c[present], cm[present]
+                found = neardup.find_near_duplicates(c, cm, k, mode="lsh")
+                est = neardup.estimate_pair_recall(c, cm, k, found, n_samples=recall_samples)
+                report["pair_recall_centre"] = _recall_report(est)
     by_distance: dict[int, list[list[str]]] = collections.defaultdict(list)
     for i in np.flatnonzero(~result.keep):
         j = int(result.duplicate_of[i])
@@ -176,6 +179,14 @@ def decide_near_duplicates(
         examples_by_distance={str(d): v for d, v in sorted(by_distance.items())},
     )
     return decisions, report
+
+
+def _recall_report(est: neardup.RecallEstimate) -> dict[str, Any]:
+    return {
+        "estimate": None if np.isnan(est.recall) else float(est.recall),
+        "ci": [float(est.ci_low), float(est.ci_high)],
+        "queries": est.n_queries,
+    }
 
 
 def _verified_keep(

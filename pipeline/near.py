@@ -66,8 +66,9 @@ def _decide(
 
         report.update(partition="none", partitions=1, largest_partition=report["items"])
         report["clusterings"] = 1
-        if report.get("pair_recall"):
-            check_recall(report["pair_recall"], dedup)
+        for view in ("pair_recall", "pair_recall_centre"):  # centre: LSH mode with it on
+            if report.get(view):
+                check_recall(report[view], dedup)
     return decisions, report
 
 

@@ -233,6 +233,17 @@ def test_centre_view_removes_more_copies_and_old_items_fall_back_to_phash() -> N
     assert rep["verify"]["centre_view"] is False
 
 
+def test_lsh_mode_measures_the_centre_views_recall_too() -> None:
+    items = _items_from_images()
+    kw = {"verify_threshold": verify.DEFAULT_THRESHOLD, "keep_rule": "medoid", "mode": "lsh"}
+    _, report = decide_near_duplicates(items, K, **kw)
+    est = report["pair_recall_centre"]
+    assert est["queries"] > 0 and 0.5 <= est["estimate"] <= 1.0
+    assert report["pair_recall"]["queries"] > 0
+    _, off = decide_near_duplicates(items, K, centre_view=False, **kw)
+    assert "pair_recall_centre" not in off
+
+
 def test_manifest_without_the_column_reads_as_no_centre_hash() -> None:
     record = SampleRecord(key="a", source="s.tar", index=0, phash="0" * 16, phash_mirror="f" * 16)
     record.phash_centre = hashing.to_hex_pair(5, 6)
