@@ -25,6 +25,10 @@ trip the local runner skips, ``runners/local.py``): their before/after in the sa
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
     python benchmarks/bench_pipeline.py --sizes 1600 6400 --long-side 1024 \
         --workers 2 --mode multi_threading --compare-before
+    python benchmarks/bench_pipeline.py --sizes 1600 6400 --long-side 1024 \
+        --workers 2 --mode processes
+
+Every "1 worker" row decodes in its one process (``decode.processes=1``).
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ import argparse
 import io
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,12 +109,21 @@ def child(
             "terms_file: terms/violence.txt}]",
             "rebalance.embedding_filter=null",
         ]
-    if workers > 1:
-        overrides += [f"runner.direct_num_workers={workers}", f"runner.direct_running_mode={mode}"]
+    if mode == "processes":  # one Beam worker, `workers` decode processes (decode_pool)
+        overrides += [f"decode.processes={workers}"]
+    else:
+        overrides += ["decode.processes=1"]
+        if workers > 1:
+            overrides += [
+                f"runner.direct_num_workers={workers}",
+                f"runner.direct_running_mode={mode}",
+            ]
     config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
+    sampler = SubprocessRss()
     started = time.perf_counter()
     summary = run(config)
     wall = time.perf_counter() - started
+    sampler.stop()
     print(
         json.dumps(
             {
@@ -116,10 +131,51 @@ def child(
                 "kept": summary["counts"]["kept"]["total"],
                 "wall": wall,
                 "rss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                # ru_maxrss of children counts what a child had mapped from this
+                # process before its exec; the sampler reads each one's own VmRSS
+                "rss_workers_mb": max(
+                    sampler.peak_mb,
+                    0 if mode == "processes" else _children_maxrss_mb(),
+                ),
             }
         )
     )
+
+
+def _children_maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+class SubprocessRss:
+    """Largest resident set of any subprocess of this process (decode and scoring
+    workers), sampled from /proc every 0.1 s while the run lasts (Linux)."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        me = os.getpid()
+        while not self._done.wait(0.1):
+            for children in Path(f"/proc/{me}/task").glob("*/children"):
+                try:
+                    pids = children.read_text().split()
+                except OSError:
+                    continue
+                for pid in pids:
+                    try:
+                        status = Path(f"/proc/{pid}/status").read_text()
+                    except OSError:
+                        continue
+                    for line in status.splitlines():
+                        if line.startswith("VmRSS:"):
+                            self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def pipeline_run(
@@ -162,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         default="multi_processing",
-        choices=["in_memory", "multi_threading", "multi_processing"],
-        help="the parallel run's direct_running_mode",
+        choices=["in_memory", "multi_threading", "multi_processing", "processes"],
+        help="the parallel run's direct_running_mode, or `processes`: one Beam worker "
+        "with --workers decode processes (decode.processes)",
     )
     parser.add_argument(
         "--nsfw", action="store_true", help="also run the large size with the nsfw filter"

@@ -148,6 +148,14 @@ class DecodeConfig(_Strict):
         description="fast: pHash of the reduced decode (within a few bits of imagehash). "
         "exact: full decode, bit-identical to imagehash.phash.",
     )
+    processes: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        default="auto",
+        description="Processes that decode and hash images inside each Beam worker. auto: "
+        "on the direct runner with one worker, one per usable CPU core, started once a "
+        "worker has decoded a few hundred samples itself (small runs never start them); "
+        "on other runners 1 (their workers already use the cores). Outputs are identical "
+        "for every value.",
+    )
 
 
 class DedupConfig(_Strict):

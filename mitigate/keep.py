@@ -15,7 +15,7 @@ by key only, so the cost stays ``O(group size x MEDOID_ANCHORS)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,37 +32,59 @@ def centrality(
     phash: NDArray[np.uint64],
     mirror: NDArray[np.uint64],
     signatures: Sequence[bytes | None],
+    score_pairs: Callable[..., NDArray[np.float64]] = verify.pair_scores,
 ) -> NDArray[np.float64]:
     """Mean distance of each item to the other members of its component (0 when alone).
 
     Distances are verification scores when every member of the component has a
-    signature, else pHash pair distances in bits."""
+    signature, else pHash pair distances in bits. The scores of all components are
+    computed in one ``score_pairs`` call (:func:`mitigate.verify.pair_scores`, or a
+    drop-in that spreads them over processes); scores are per pair, so the result does
+    not depend on how the pairs are batched."""
     n = len(keys)
     out = np.zeros(n, dtype=np.float64)
     members: dict[int, list[int]] = {}
     for i, c in enumerate(component.tolist()):
         members.setdefault(c, []).append(i)
+    scored: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
+    counted: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
+    in_groups: list[int] = []
     for group in members.values():
         if len(group) < 2:
             continue
         group.sort(key=lambda x: keys[x])
+        in_groups.extend(group)
         anchors = group[:MEDOID_ANCHORS]
         gi = np.repeat(np.asarray(group, np.int64), len(anchors))
         ga = np.tile(np.asarray(anchors, np.int64), len(group))
         off = gi != ga
-        gi, ga = gi[off], ga[off]
+        pair = (gi[off], ga[off])
         if all(verify.is_signature(signatures[x]) for x in group):
-            sub = {x: t for t, x in enumerate(group)}
-            sigs = verify.as_signatures([signatures[x] for x in group])
-            d = verify.pair_scores([sub[x] for x in gi], [sub[x] for x in ga], sigs)
+            scored.append(pair)
         else:
-            d = neardup.pair_distance(phash[gi], mirror[gi], phash[ga], mirror[ga]).astype(
-                np.float64
-            )
-        total = np.bincount(gi, weights=d, minlength=n)
-        count = np.bincount(gi, minlength=n)
-        idx = np.asarray(group)
-        out[idx] = total[idx] / np.maximum(count[idx], 1)
+            counted.append(pair)
+    total = np.zeros(n, dtype=np.float64)
+    count = np.zeros(n, dtype=np.int64)
+    if scored:
+        gi = np.concatenate([p[0] for p in scored])
+        ga = np.concatenate([p[1] for p in scored])
+        # the table in key order, as a component's own table was: a pair is scored with
+        # the item first in the table as the reference (verify.pair_scores)
+        used = sorted(set(gi.tolist()), key=lambda x: keys[x])
+        pos = np.zeros(n, dtype=np.int64)
+        pos[used] = np.arange(len(used))
+        sigs = verify.as_signatures([signatures[x] for x in used])
+        d = score_pairs(pos[gi], pos[ga], sigs)
+        total += np.bincount(gi, weights=d, minlength=n)
+        count += np.bincount(gi, minlength=n)
+    if counted:
+        gi = np.concatenate([p[0] for p in counted])
+        ga = np.concatenate([p[1] for p in counted])
+        d = neardup.pair_distance(phash[gi], mirror[gi], phash[ga], mirror[ga]).astype(np.float64)
+        total += np.bincount(gi, weights=d, minlength=n)
+        count += np.bincount(gi, minlength=n)
+    idx = np.asarray(in_groups, dtype=np.int64)
+    out[idx] = total[idx] / np.maximum(count[idx], 1)
     return out
 
 

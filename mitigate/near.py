@@ -7,7 +7,7 @@ report show. Plain functions over light (key, hashes, size) items; the search it
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ def decide_near_duplicates(
     n_largest: int = 6,
     verify_threshold: float | None = None,
     keep_rule: str = "resolution",
+    score_pairs: Callable[..., np.ndarray] = verify.pair_scores,
     centre_view: bool = True,
 ) -> tuple[list[Decision], dict[str, Any]]:
     """Decide which items are near duplicates (of each other, or of a reference).
@@ -79,7 +80,9 @@ def decide_near_duplicates(
     candidates of the centre view (:mod:`mitigate.centre`: items with a centre hash,
     frames that agree); a pair's distance is then the smaller of its views'.
     ``search=False`` only decontaminates (no
-    near-duplicate search among the items). Returns the decisions and a report for
+    near-duplicate search among the items). ``score_pairs`` scores candidate pairs
+    (:func:`mitigate.verify.pair_scores`, or a drop-in that spreads them over processes,
+    :func:`mitigate.workers.parallel_pair_scores`). Returns the decisions and a report for
     ``summary.json``.
     """
     items = sorted(items, key=lambda i: i.key)
@@ -121,7 +124,7 @@ def decide_near_duplicates(
     else:
         use_centre = centre_view and verify_threshold is not None
         result, rank, scores, refused, n_centre = _verified_keep(
-            items, p, m, k, chosen, verify_threshold, keep_rule, use_centre
+            items, p, m, k, chosen, verify_threshold, keep_rule, score_pairs, use_centre
         )
         report["verify"] = {
             "threshold": verify_threshold,
@@ -197,6 +200,7 @@ def _verified_keep(
     mode: str,
     threshold: float | None,
     keep_rule: str,
+    score_pairs: Callable[..., np.ndarray] = verify.pair_scores,
     use_centre: bool = False,
 ) -> tuple[
     neardup.KeepResult,
@@ -226,7 +230,7 @@ def _verified_keep(
             sub = np.full(len(items), -1, np.int64)
             sub[present] = np.arange(present.shape[0])
             table = verify.as_signatures([sigs[x] for x in present])
-            score[idx] = verify.pair_scores(
+            score[idx] = score_pairs(
                 sub[pairs.i[idx]], sub[pairs.j[idx]], table, stop_above=threshold
             )
             ok[idx] = verify.verified(score[idx], threshold)
@@ -235,7 +239,7 @@ def _verified_keep(
     resolution = [it.resolution for it in items]
     if keep_rule == "medoid":
         component = neardup.connected_components(len(items), edges.i, edges.j)
-        central = keep.centrality(component, keys, p, m, sigs)
+        central = keep.centrality(component, keys, p, m, sigs, score_pairs)
         rank = keep.keep_rank("medoid", keys, resolution, central)
     else:
         rank = keep.keep_rank(keep_rule, keys, resolution)

@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
-from apache_beam.utils.shared import Shared
 
 from mitigate import output, progress, stages
-from mitigate.config import Config, DecodeConfig, InputConfig
-from mitigate.filters import Filter, FilterConfig, ModelFilter, ScoringItem, build_filter
+from mitigate.config import Config, InputConfig
+from mitigate.decode_pool import plan_processes
+from mitigate.filters import FilterConfig, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
 from mitigate.layout import Layout
 from mitigate.pipeline import fs
-from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
 from mitigate.pipeline.near import NearDedup
+from mitigate.pipeline.process import NAMESPACE, ProcessChunk
 from mitigate.pipeline.rebalance import Rebalance
 from mitigate.records import KEPT, PENDING, Reason, SampleRecord
 from mitigate.runners import beam_memo
@@ -45,13 +46,10 @@ from mitigate.samples import SampleReader, shard_sample
 from mitigate.sources import SourceIssue, SourceLimits, index_tar
 from mitigate.tables import iter_table, table_format
 
-NAMESPACE = "mitigate"
+log = logging.getLogger(__name__)
+
 # Beam's per-DoFn introspection, memoised: a fixed ~5 s a run otherwise (runners/beam_memo.py)
 beam_memo.install()
-# Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
-# batching (BatchElements) relies on: there, model filters run inside Decode instead,
-# batched per chunk, with the same handler code and results.
-INLINE_MODEL_RUNNERS = frozenset({"dask"})
 # Multi-output DoFns here emit (tag, value) pairs that `split` routes: runners differ in
 # how well they support tagged outputs (Beam's Dask runner mixes them up), plain
 # filters work everywhere.
@@ -117,109 +115,6 @@ class IndexSource(beam.DoFn):
             progress.emit("indexed", len(chunk))
             yield (CHUNKS, (ordinal, chunk))
         progress.emit("sources", 1)
-
-
-class Decode(beam.DoFn):
-    """Read a chunk's bytes, decode each image once, compute signals, and score with
-    every filter that needs no model. Model filters follow in RunInference, or, with
-    ``inline_models``, run here on the chunk as one batch, the model shared per process
-    (for runners that drop finish_bundle output, which RunInference's batching uses)."""
-
-    def __init__(
-        self,
-        filters: Sequence[FilterConfig],
-        decode: DecodeConfig,
-        inline_models: bool = False,
-    ) -> None:
-        self.filter_configs = list(filters)
-        self.decode = decode
-        self.inline_models = inline_models
-        self._shared = Shared() if inline_models else None
-        self._filters: list[Filter] = []
-
-    def setup(self) -> None:
-        built = [build_filter(c) for c in self.filter_configs]
-        # heads read a model's embedding: they are scored in Decide, after the models
-        self._filters = [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
-        for flt in self._filters:
-            flt.setup()
-        self._models: list[tuple[FilterModelHandler, Any, bool]] = []
-        if self.inline_models:
-            for cfg, flt in zip(self.filter_configs, built, strict=True):
-                if isinstance(flt, ModelFilter):
-                    handle = self._shared.acquire(
-                        lambda f=flt: _ModelHolder(f.load_model()), tag=flt.filter_id
-                    )
-                    keep = _keeps_embedding(cfg, self.filter_configs)
-                    self._models.append((FilterModelHandler(flt), handle.model, keep))
-        self._samples = Metrics.counter(NAMESPACE, "samples_processed")
-        self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
-
-    def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
-        _, records = element
-        payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
-        items = stages.compute_signals(payloads, self.decode, self._filters)
-        stages.score_items(items, self._filters)
-        for handler, model, keep in self._models:
-            fid = handler.filter_id
-            items = [
-                attach(result, fid, keep)
-                for start in range(0, len(items), handler.batch_size)
-                for result in handler.run_inference(
-                    items[start : start + handler.batch_size], model
-                )
-            ]
-        self._samples.inc(len(items))
-        self._decoded.inc(sum(1 for item in items if item.image is not None))
-        progress.emit("processed", len(items))
-        yield from items
-
-
-class _ModelHolder:
-    """Weak-referenceable box for a model in Beam's per-process ``Shared`` cache."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-
-class Decide(beam.DoFn):
-    """Every score is in: apply the filters' decisions (config order), drop the pixels."""
-
-    def __init__(self, filters: Sequence[FilterConfig]) -> None:
-        self.filter_configs = list(filters)
-
-    def setup(self) -> None:
-        self._filters = [build_filter(c) for c in self.filter_configs]
-        self._heads = [f for f in self._filters if is_head(f)]
-
-    def process(self, item: ScoringItem) -> Iterator[SampleRecord]:
-        yield stages.decide(apply_heads(item.record, self._heads), self._filters)
-
-
-def _keeps_embedding(cfg: FilterConfig, filters: Sequence[FilterConfig]) -> bool:
-    """A model filter's embedding stays on the record when it is stored or a head reads it."""
-    return cfg.stores_embeddings or cfg.filter_id in backbones(filters)
-
-
-class ProcessChunk(beam.PTransform):
-    """Decode once, score with every filter (models through RunInference), decide."""
-
-    def __init__(self, config: Config) -> None:
-        super().__init__()
-        # each step below gets only the config sections it reads
-        self.filters = list(config.filters)
-        self.decode = config.decode
-        self.inline = config.runner.name in INLINE_MODEL_RUNNERS
-
-    def expand(self, chunks: beam.PCollection) -> beam.PCollection:
-        decode = Decode(self.filters, self.decode, self.inline)
-        items = chunks | "Decode" >> beam.ParDo(decode)
-        if not self.inline:
-            for cfg in self.filters:
-                flt = build_filter(cfg)
-                if isinstance(flt, ModelFilter):
-                    items = items | ScoreWithModel(flt, _keeps_embedding(cfg, self.filters))
-        return items | "Decide" >> beam.ParDo(Decide(self.filters))
 
 
 def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
@@ -508,7 +403,10 @@ def _finish(
     records = _exact_dedup(records, config.dedup.exact)
     if config.dedup.near or config.dedup.against:
         records, near_report = records | "NearDedup" >> NearDedup(
-            config.dedup, config.decode, config.runner.name
+            config.dedup,
+            config.decode,
+            config.runner.name,
+            plan_processes(config.decode, config.runner)[0],
         )
     else:
         near_report = pipeline | "NoNearDedup" >> beam.Create([])

@@ -31,6 +31,7 @@ from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
 from mitigate.pipeline import fs
 from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
 from mitigate.sources import index_tar
+from mitigate.workers import parallel_pair_scores
 
 
 def reference_hashes(path: str, decode: DecodeConfig) -> Iterator[tuple[str, str, str]]:
@@ -48,7 +49,7 @@ def reference_hashes(path: str, decode: DecodeConfig) -> Iterator[tuple[str, str
 
 
 def _decide(
-    items: list[HashItem], shard_refs: list, dedup: DedupConfig
+    items: list[HashItem], shard_refs: list, dedup: DedupConfig, processes: int = 1
 ) -> tuple[list[Any], dict[str, Any]]:
     refs = sorted(shard_refs) + list(dedup.reference_hashes)
     decisions, report = decide_near_duplicates(
@@ -59,6 +60,7 @@ def _decide(
         search=dedup.near,
         verify_threshold=dedup.verify_threshold if dedup.verify else None,
         keep_rule=dedup.keep,
+        score_pairs=parallel_pair_scores(processes),
         centre_view=dedup.centre_view,
     )
     if dedup.near:
@@ -111,10 +113,18 @@ class NearDedup(beam.PTransform):
     ``dedup.partitioned_on(runner)`` picks the partitioned graph
     (:mod:`mitigate.pipeline.near_partitioned`); otherwise the one-worker graph above."""
 
-    def __init__(self, dedup: DedupConfig, decode: DecodeConfig, runner: str = "direct") -> None:
+    def __init__(
+        self,
+        dedup: DedupConfig,
+        decode: DecodeConfig,
+        runner: str = "direct",
+        processes: int = 1,
+    ) -> None:
         super().__init__()
         self.dedup = dedup
         self.decode = decode  # to hash reference shards as the run hashes its input
+        # processes that verify candidate pairs in the one-worker decision (decode.processes)
+        self.processes = processes
         self.partitioned = dedup.partitioned_on(runner)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
@@ -142,7 +152,9 @@ class NearDedup(beam.PTransform):
             | "ReferenceHashes" >> beam.FlatMap(reference_hashes, self.decode)
             | "AllReferences" >> beam.combiners.ToList()
         )
-        decided = items | "Decide" >> beam.Map(_decide, AsSingleton(shard_refs), self.dedup)
+        decided = items | "Decide" >> beam.Map(
+            _decide, AsSingleton(shard_refs), self.dedup, self.processes
+        )
         decisions = decided | "Decisions" >> beam.FlatMap(lambda d: [(x.key, x) for x in d[0]])
         report = decided | "Report" >> beam.Map(lambda d: d[1])
         keyed = pending | "ByKey" >> beam.Map(lambda r: (r.key, r))

@@ -15,7 +15,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from mitigate.config import ConfigError, load_config, validate_config
-from mitigate.pipeline.build import IndexSource, ProcessChunk, _exact_dedup, split
+from mitigate.pipeline.build import IndexSource, _exact_dedup, split
+from mitigate.pipeline.process import ProcessChunk
 from mitigate.pipeline.run import preflight, run
 from mitigate.records import PENDING, SampleRecord
 

@@ -360,7 +360,7 @@ def test_a_head_keeps_its_backbone_embedding_on_the_record_without_storing_it(tm
     import onnx
 
     from mitigate.config import validate_config
-    from mitigate.pipeline.build import _keeps_embedding
+    from mitigate.pipeline.process import _keeps_embedding
 
     rng = np.random.default_rng(0)
     y = np.arange(40) % 2 == 0

@@ -1,0 +1,221 @@
+"""Decoding samples in several processes, so a local run uses every core.
+
+The DirectRunner gives one Beam worker per ``direct_num_workers``, and neither of its
+parallel modes scales here (BENCHMARKS.md, issue 14: 2 threads 1.08x one worker, as the
+per-element Python work holds the GIL; 2 processes 1.09x, as every element crosses gRPC
+and each process imports Beam). The heavy per-sample work, though, is plain Python and C
+over bytes: sha256, the one decode, the hashes, the verification signature and the pixel
+filters (:func:`mitigate.stages.compute_signals`, :func:`~mitigate.stages.score_items`).
+:class:`DecodePool` runs that work for a chunk of samples in a pool of worker processes
+inside one Beam worker; the Beam worker only reads bytes and routes records.
+
+* **Same results.** The workers call the same functions on the same bytes and return
+  the items in input order, so every output is byte-identical to decoding in process
+  (tests compare whole runs).
+* **A crashing decoder costs one sample, not the run.** A sample that kills its worker
+  (a decoder segfault or abort, the kernel's out-of-memory killer) loses that worker's
+  share of the chunk. The share is decoded again one sample at a time on a fresh
+  worker, and the sample that kills its worker again becomes a ``decode_error`` naming
+  the signal; every other sample is processed as usual.
+* Workers are :class:`mitigate.workers.Worker` subprocesses (this interpreter, not
+  :mod:`multiprocessing`; they end with the process that started them), and import
+  only the decode path (~0.5 s each, no Beam).
+* A pool whose workers cannot start (:class:`PoolUnavailable`) makes the caller decode
+  in process instead, with a warning; results are the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from mitigate import stages
+from mitigate.config import DecodeConfig, RunnerConfig
+from mitigate.filters import FilterConfig, ScoringItem, build_filter
+from mitigate.records import Reason, SampleRecord
+from mitigate.workers import PoolUnavailable, Worker, WorkerDied, split_evenly, usable_cores
+
+__all__ = ["DecodePool", "PoolUnavailable", "Ticket", "plan_processes", "split_evenly"]
+
+log = logging.getLogger(__name__)
+
+Payload = tuple[SampleRecord, bytes | None]
+
+WARMUP_SAMPLES: int = 256
+"""With ``decode.processes: auto``, samples a Beam worker decodes itself before it starts
+its pool: a small run finishes before a pool (~0.5 s a process to start) would pay off."""
+
+MAX_AUTO_PROCESSES: int = 32
+
+_CRASH_ENV = "MITIGATE_TEST_DECODER_CRASH_SHA256"
+"""Test hook: a worker that is about to decode an image with this sha256 kills itself
+with SIGSEGV, as a crashing decoder would (tests of the crash path; unset in real runs)."""
+
+
+def plan_processes(decode: DecodeConfig, runner: RunnerConfig) -> tuple[int, int]:
+    """``(processes, warm-up samples)`` for ``decode.processes`` on ``runner``: an
+    explicit number starts at once; ``auto`` is one process per usable core on the
+    direct runner with one Beam worker (after :data:`WARMUP_SAMPLES`), else 1 (none)."""
+    if decode.processes != "auto":
+        return decode.processes, 0
+    if runner.name != "direct" or runner.local_workers() > 1:
+        return 1, 0
+    return min(usable_cores(), MAX_AUTO_PROCESSES), WARMUP_SAMPLES
+
+
+# --------------------------------------------------------------------------------------
+# In a worker
+# --------------------------------------------------------------------------------------
+
+_state: dict[str, Any] = {}  # the decode config, filters and keep_images of this worker
+
+
+def _setup(decode: DecodeConfig, filter_configs: list[FilterConfig], keep_images: bool) -> None:
+    filters = [build_filter(c) for c in filter_configs]
+    for flt in filters:
+        flt.setup()
+    _state.update(decode=decode, filters=filters, keep_images=keep_images)
+
+
+def _crash_if_asked(payloads: Sequence[Payload]) -> None:
+    target = os.environ.get(_CRASH_ENV)
+    if not target:
+        return
+    for _, data in payloads:
+        if data is not None and hashlib.sha256(data).hexdigest() == target:
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _decode_share(payloads: Sequence[Payload]) -> tuple[list[ScoringItem], int]:
+    """What :class:`mitigate.pipeline.process.Decode` does in process, for one share."""
+    _crash_if_asked(payloads)
+    filters = _state["filters"]
+    items = stages.compute_signals(payloads, _state["decode"], filters)
+    stages.score_items(items, filters)
+    decoded = sum(1 for item in items if item.image is not None)
+    if not _state["keep_images"]:
+        items = [ScoringItem(item.record, None) for item in items]
+    return items, decoded
+
+
+# --------------------------------------------------------------------------------------
+# In the Beam worker
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """Work handed to the workers by :meth:`DecodePool.send`."""
+
+    shares: list[list[Payload]]
+    sent: list[bool]
+
+
+class DecodePool:
+    """``processes`` decode workers for one decode config and filter list.
+
+    ``filter_configs`` are the filters scored at decode (no model filters, no heads).
+    ``keep_images``: return the working images (a model filter reads them next);
+    otherwise items come back without pixels, which saves moving them between
+    processes. Workers start at the first :meth:`send` (:class:`PoolUnavailable` if
+    they cannot); :meth:`close` ends them."""
+
+    def __init__(
+        self,
+        processes: int,
+        decode: DecodeConfig,
+        filter_configs: Sequence[FilterConfig],
+        *,
+        keep_images: bool,
+    ) -> None:
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        self.processes = processes
+        self._init = (_setup, (decode, list(filter_configs), keep_images))
+        self.crashed = 0  # samples lost to a decoder crash
+        self._workers: list[Worker | None] = [None] * processes
+
+    def _worker(self, w: int) -> Worker:
+        worker = self._workers[w]
+        if worker is None:
+            worker = self._workers[w] = Worker(self._init)
+        return worker
+
+    def _drop(self, w: int) -> None:
+        worker = self._workers[w]
+        self._workers[w] = None
+        if worker is not None:
+            worker.close()
+
+    def close(self) -> None:
+        for w in range(self.processes):
+            self._drop(w)
+
+    def run(self, payloads: Sequence[Payload]) -> tuple[list[ScoringItem], int]:
+        """Items (as :func:`~mitigate.stages.compute_signals` then
+        :func:`~mitigate.stages.score_items` give them, in input order) and how many
+        were decoded."""
+        return self.receive(self.send(payloads))
+
+    def send(self, payloads: Sequence[Payload]) -> Ticket:
+        """Hand ``payloads`` to the workers (one share each) and return at once; the
+        caller may work while they decode, then :meth:`receive` the ticket (one ticket
+        at a time)."""
+        shares = split_evenly(payloads, self.processes)
+        sent: list[bool] = []
+        for w, share in enumerate(shares):
+            try:
+                self._worker(w).send(_decode_share, share)
+                sent.append(True)
+            except WorkerDied:  # the worker died between chunks
+                self._drop(w)
+                sent.append(False)
+        return Ticket(shares, sent)
+
+    def receive(self, ticket: Ticket) -> tuple[list[ScoringItem], int]:
+        """The items of a :meth:`send`, in input order, and how many were decoded."""
+        items: list[ScoringItem] = []
+        decoded = 0
+        for w, share in enumerate(ticket.shares):
+            got: tuple[list[ScoringItem], int] | None = None
+            if ticket.sent[w]:
+                try:
+                    got = self._worker(w).receive()
+                except WorkerDied as exc:
+                    self._drop(w)
+                    log.warning(
+                        "a decode worker died (%s) on %d samples; decoding them one at a time",
+                        exc.why,
+                        len(share),
+                    )
+            if got is None:
+                got = self._one_at_a_time(w, share)
+            items.extend(got[0])
+            decoded += got[1]
+        return items, decoded
+
+    def _one_at_a_time(self, w: int, share: Sequence[Payload]) -> tuple[list[ScoringItem], int]:
+        items: list[ScoringItem] = []
+        decoded = 0
+        for record, data in share:
+            try:
+                got, n = self._worker(w).call(_decode_share, [(record, data)])
+            except WorkerDied as exc:
+                self._drop(w)
+                self.crashed += 1
+                why = exc.why
+                log.error("the decoder crashed on sample %s (%s): decode_error", record.key, why)
+                failed = record
+                if data is not None:
+                    sha = hashlib.sha256(data).hexdigest()
+                    failed = dataclasses.replace(record, sha256=sha, n_bytes=len(data))
+                detail = f"the decoder crashed on this image (its worker process: {exc.why})"
+                got, n = [ScoringItem(failed.with_error(Reason.DECODE_ERROR, detail), None)], 0
+            items.extend(got)
+            decoded += n
+        return items, decoded

@@ -1,0 +1,210 @@
+"""ProcessChunk: a chunk of samples read, decoded once, scored by every filter, decided.
+
+::
+
+    chunk ─ Decode (bytes, sha256, one decode, hashes, signature, pixel filters; in a
+            pool of decode processes where configured: mitigate/decode_pool.py)
+          ─ ScoreWithModel per model filter (RunInference; inline in Decode on Dask)
+          ─ Decide (filter decisions in config order; pixels dropped)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.shared import Shared
+from apache_beam.utils.windowed_value import WindowedValue
+
+from mitigate import progress, stages
+from mitigate.config import Config, DecodeConfig
+from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_processes
+from mitigate.filters import Filter, FilterConfig, ModelFilter, ScoringItem, build_filter
+from mitigate.filters.probe import apply_heads, backbones, is_head
+from mitigate.pipeline import fs
+from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
+from mitigate.records import SampleRecord
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "mitigate"
+# Beam's Dask runner drops output a DoFn emits from finish_bundle, which RunInference's
+# batching (BatchElements) relies on: there, model filters run inside Decode instead,
+# batched per chunk, with the same handler code and results.
+INLINE_MODEL_RUNNERS = frozenset({"dask"})
+
+
+class Decode(beam.DoFn):
+    """Read a chunk's bytes, decode each image once, compute signals, and score with
+    every filter that needs no model. Model filters follow in RunInference, or, with
+    ``inline_models``, run here on the chunk as one batch, the model shared per process
+    (for runners that drop finish_bundle output, which RunInference's batching uses)."""
+
+    def __init__(
+        self,
+        filters: Sequence[FilterConfig],
+        decode: DecodeConfig,
+        inline_models: bool = False,
+        processes: tuple[int, int] = (1, 0),
+    ) -> None:
+        self.filter_configs = list(filters)
+        self.decode = decode
+        self.inline_models = inline_models
+        # (worker processes, samples decoded here first): mitigate.decode_pool
+        self.processes, self.warmup = processes
+        self._shared = Shared() if inline_models else None
+        self._filters: list[Filter] = []
+        self._pool: DecodePool | None = None
+        # Decoded items whose downstream steps wait for the next chunk's hand-off to the
+        # pool, so the pool decodes while this worker runs them (emitted at the latest
+        # in finish_bundle; not where a runner drops finish_bundle output)
+        self.overlap = not inline_models
+        self._held: list[ScoringItem] = []
+
+    def setup(self) -> None:
+        built = [build_filter(c) for c in self.filter_configs]
+        # heads read a model's embedding: they are scored in Decide, after the models
+        self._filters = [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
+        for flt in self._filters:
+            flt.setup()
+        self._models: list[tuple[FilterModelHandler, Any, bool]] = []
+        if self.inline_models:
+            for cfg, flt in zip(self.filter_configs, built, strict=True):
+                if isinstance(flt, ModelFilter):
+                    handle = self._shared.acquire(
+                        lambda f=flt: _ModelHolder(f.load_model()), tag=flt.filter_id
+                    )
+                    keep = _keeps_embedding(cfg, self.filter_configs)
+                    self._models.append((FilterModelHandler(flt), handle.model, keep))
+        self._samples = Metrics.counter(NAMESPACE, "samples_processed")
+        self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
+        self._crashed = Metrics.counter(NAMESPACE, "decoder_crashes")
+        self._seen = 0
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _pooled(self) -> DecodePool | None:
+        """The decode pool, once this worker has decoded its warm-up share itself."""
+        if self.processes < 2 or self._seen < self.warmup:
+            return None
+        if self._pool is None:
+            models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
+            configs = [f.config for f in self._filters]
+            self._pool = DecodePool(self.processes, self.decode, configs, keep_images=models)
+        return self._pool
+
+    def _give_up_pool(self, exc: PoolUnavailable) -> None:
+        log.warning("decoding in this process instead of %d: %s", self.processes, exc)
+        if self._pool is not None:
+            self._pool.close()
+        self._pool, self.processes = None, 1
+
+    def _here(self, payloads: list[tuple[SampleRecord, bytes | None]]) -> list[ScoringItem]:
+        items = stages.compute_signals(payloads, self.decode, self._filters)
+        stages.score_items(items, self._filters)
+        return items
+
+    def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
+        _, records = element
+        payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
+        pool = self._pooled()
+        self._seen += len(payloads)
+        held, self._held = self._held, []
+        if pool is None:
+            yield from self._finish(held)
+            yield from self._finish(self._here(payloads))
+            return
+        try:
+            ticket = pool.send(payloads)
+            if self.overlap:  # the steps after Decode run on the last chunk meanwhile
+                yield from self._finish(held)
+                held = []
+            crashed = pool.crashed
+            items, _ = pool.receive(ticket)
+            self._crashed.inc(pool.crashed - crashed)
+        except PoolUnavailable as exc:
+            self._give_up_pool(exc)
+            items = self._here(payloads)
+        yield from self._finish(held)
+        if self.overlap and self._pool is not None:
+            self._held = items
+        else:
+            yield from self._finish(items)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        held, self._held = self._held, []
+        for item in self._finish(held):
+            yield GlobalWindows.windowed_value(item)
+
+    def _finish(self, items: list[ScoringItem]) -> Iterator[ScoringItem]:
+        """Inline model filters, counters, then the items downstream."""
+        if not items:
+            return
+        for handler, model, keep in self._models:
+            fid = handler.filter_id
+            items = [
+                attach(result, fid, keep)
+                for start in range(0, len(items), handler.batch_size)
+                for result in handler.run_inference(
+                    items[start : start + handler.batch_size], model
+                )
+            ]
+        self._samples.inc(len(items))
+        self._decoded.inc(sum(1 for item in items if item.record.phash is not None))
+        progress.emit("processed", len(items))
+        yield from items
+
+
+class _ModelHolder:
+    """Weak-referenceable box for a model in Beam's per-process ``Shared`` cache."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+
+class Decide(beam.DoFn):
+    """Every score is in: apply the filters' decisions (config order), drop the pixels."""
+
+    def __init__(self, filters: Sequence[FilterConfig]) -> None:
+        self.filter_configs = list(filters)
+
+    def setup(self) -> None:
+        self._filters = [build_filter(c) for c in self.filter_configs]
+        self._heads = [f for f in self._filters if is_head(f)]
+
+    def process(self, item: ScoringItem) -> Iterator[SampleRecord]:
+        yield stages.decide(apply_heads(item.record, self._heads), self._filters)
+
+
+def _keeps_embedding(cfg: FilterConfig, filters: Sequence[FilterConfig]) -> bool:
+    """A model filter's embedding stays on the record when it is stored or a head reads it."""
+    return cfg.stores_embeddings or cfg.filter_id in backbones(filters)
+
+
+class ProcessChunk(beam.PTransform):
+    """Decode once, score with every filter (models through RunInference), decide."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        # each step below gets only the config sections it reads
+        self.filters = list(config.filters)
+        self.decode = config.decode
+        self.inline = config.runner.name in INLINE_MODEL_RUNNERS
+        self.processes = plan_processes(config.decode, config.runner)
+
+    def expand(self, chunks: beam.PCollection) -> beam.PCollection:
+        decode = Decode(self.filters, self.decode, self.inline, self.processes)
+        items = chunks | "Decode" >> beam.ParDo(decode)
+        if not self.inline:
+            for cfg in self.filters:
+                flt = build_filter(cfg)
+                if isinstance(flt, ModelFilter):
+                    items = items | ScoreWithModel(flt, _keeps_embedding(cfg, self.filters))
+        return items | "Decide" >> beam.ParDo(Decide(self.filters))

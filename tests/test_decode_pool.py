@@ -1,0 +1,237 @@
+"""Decoding in a pool of worker processes (issue 14: a local run uses every core).
+
+The pool must give exactly what decoding in process gives, lose no sample when a
+decoder crashes its worker, never outlive the process that started it, and start only
+where it pays (``decode.processes: auto``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mitigate import decode_pool, stages, workers
+from mitigate.config import Config, DecodeConfig, RunnerConfig, load_config
+from mitigate.decode_pool import DecodePool, plan_processes, split_evenly
+from mitigate.filters import build_filter
+from mitigate.records import ERROR, Reason
+from mitigate.sources import index_tar
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = sorted((REPO / "data" / "sample").glob("shard-*.tar"))
+DEFAULT = REPO / "configs" / "default.yaml"
+COMPARED = ("shards", "manifest", "embeddings")
+
+
+def _payloads(limit: int = 24) -> list:
+    with open(SAMPLE[0], "rb") as f:
+        records = [r for r in index_tar(f, str(SAMPLE[0]), max_image_bytes=10**8)][:limit]
+    return stages.load_payloads(records, lambda p: open(p, "rb"), 10**8)
+
+
+def _pixel_filters(config: Config) -> list:
+    from mitigate.filters import ModelFilter
+    from mitigate.filters.probe import is_head
+
+    built = [build_filter(c) for c in config.filters]
+    return [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    cfg, _ = load_config(DEFAULT, [])
+    return cfg
+
+
+def _in_process(payloads: list, config: Config) -> list:
+    filters = _pixel_filters(config)
+    for f in filters:
+        f.setup()
+    items = stages.compute_signals(payloads, config.decode, filters)
+    stages.score_items(items, filters)
+    return items
+
+
+def test_split_evenly_keeps_order_and_balances() -> None:
+    parts = split_evenly(list(range(10)), 3)
+    assert parts == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert split_evenly([1, 2], 5) == [[1], [2]]
+    assert split_evenly([], 2) == []
+
+
+def test_plan_processes() -> None:
+    direct = RunnerConfig()
+    cores = workers.usable_cores()
+    assert plan_processes(DecodeConfig(processes=3), direct) == (3, 0)
+    assert plan_processes(DecodeConfig(), direct) == (
+        min(cores, decode_pool.MAX_AUTO_PROCESSES),
+        decode_pool.WARMUP_SAMPLES,
+    )
+    # Beam workers already share the cores, and cloud runners have their own workers
+    assert plan_processes(DecodeConfig(), RunnerConfig(direct_num_workers=2)) == (1, 0)
+    portable = RunnerConfig(name="portable", job_endpoint="localhost:8099")
+    assert plan_processes(DecodeConfig(), portable) == (1, 0)
+
+
+@pytest.mark.parametrize("keep_images", [False, True])
+def test_pool_gives_what_decoding_in_process_gives(config: Config, keep_images: bool) -> None:
+    payloads = _payloads()
+    expected = _in_process(payloads, config)
+    filters = [f.config for f in _pixel_filters(config)]
+    pool = DecodePool(2, config.decode, filters, keep_images=keep_images)
+    try:
+        items, decoded = pool.run(payloads)
+    finally:
+        pool.close()
+    assert [i.record for i in items] == [i.record for i in expected]
+    assert decoded == sum(1 for i in expected if i.image is not None) > 0
+    assert any(i.record.scores for i in items)  # the pixel filters scored in the workers
+    if keep_images:
+        assert [i.image.tobytes() if i.image else None for i in items] == [
+            i.image.tobytes() if i.image else None for i in expected
+        ]
+    else:
+        assert all(i.image is None for i in items)
+
+
+def test_a_sample_that_crashes_the_decoder_costs_only_itself(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payloads = _payloads(12)
+    expected = _in_process(payloads, config)
+    victim = [t for t, i in enumerate(expected) if i.image is not None][3]
+    data = payloads[victim][1]
+    monkeypatch.setenv(decode_pool._CRASH_ENV, hashlib.sha256(data).hexdigest())
+    filters = [f.config for f in _pixel_filters(config)]
+    pool = DecodePool(2, config.decode, filters, keep_images=False)
+    try:
+        items, decoded = pool.run(payloads)
+        assert pool.crashed == 1
+        # the pool works on after the crash
+        again, _ = pool.run(payloads[:2])
+    finally:
+        pool.close()
+    assert len(items) == len(payloads)
+    bad = items[victim].record
+    assert bad.state == ERROR and bad.reason == Reason.DECODE_ERROR
+    assert "crashed" in bad.detail and "SIGSEGV" in bad.detail
+    assert bad.sha256 == hashlib.sha256(data).hexdigest()
+    assert bad.key == payloads[victim][0].key
+    for t, item in enumerate(items):
+        if t != victim:
+            assert item.record == expected[t].record
+    assert decoded == sum(1 for i in expected if i.image is not None) - 1
+    assert [i.record for i in again] == [i.record for i in expected[:2]]
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for folder in COMPARED
+        for p in sorted((out / folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_a_run_with_decode_processes_writes_what_one_process_writes(tmp_path: Path) -> None:
+    from mitigate.pipeline.run import run
+
+    outs = {}
+    for procs in (1, 2):
+        out = tmp_path / f"p{procs}"
+        cfg, _ = load_config(DEFAULT, [f"output.path={out}", f"decode.processes={procs}"])
+        run(cfg)
+        outs[procs] = _outputs(out)
+    assert outs[1] and outs[1] == outs[2]
+
+
+def test_auto_starts_the_pool_only_after_the_warm_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mitigate.pipeline import process
+    from mitigate.pipeline.run import run
+
+    started: list[int] = []
+
+    class Recording(DecodePool):
+        def __init__(self, processes, *args, **kwargs) -> None:
+            started.append(processes)
+            super().__init__(processes, *args, **kwargs)
+
+    monkeypatch.setattr(process, "DecodePool", Recording)
+    monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
+    no_model = ["filters=[{name: image_quality}]", "rebalance.enabled=false"]
+    cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'a'}", *no_model])
+    assert cfg.decode.processes == "auto"
+    run(cfg)  # the bundled sample is smaller than the warm-up: decoded in process
+    assert started == []
+    monkeypatch.setattr(decode_pool, "WARMUP_SAMPLES", 10)
+    cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'b'}", *no_model])
+    run(cfg)
+    assert started == [2]
+    assert _outputs(tmp_path / "a") == _outputs(tmp_path / "b")
+
+
+def test_workers_exit_when_the_process_that_started_them_dies(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        from mitigate.config import load_config
+        from mitigate.decode_pool import DecodePool
+        from test_decode_pool import _payloads, _pixel_filters
+        cfg, _ = load_config({str(DEFAULT)!r}, [])
+        pool = DecodePool(2, cfg.decode, [f.config for f in _pixel_filters(cfg)], keep_images=False)
+        pool.run(_payloads(4))
+        print(" ".join(str(w.proc.pid) for w in pool._workers), flush=True)
+        os._exit(0)  # no clean-up: as if the job were killed
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in pids if _alive(p)]
+    assert alive == []
+
+
+def test_workers_that_cannot_start_make_the_run_decode_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mitigate.pipeline.run import run
+
+    monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(3)")
+    no_model = ["filters=[{name: image_quality}]", "rebalance.enabled=false"]
+    outs = {}
+    for procs in (1, 2):
+        out = tmp_path / str(procs)
+        overrides = [f"output.path={out}", f"decode.processes={procs}", *no_model]
+        cfg, _ = load_config(DEFAULT, overrides)
+        run(cfg)
+        outs[procs] = _outputs(out)
+    assert outs[1] and outs[1] == outs[2]
+    assert "decoding in this process instead of 2" in caplog.text
+    assert "exit status 3" in caplog.text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its new parent) counts as gone
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"

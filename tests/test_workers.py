@@ -1,0 +1,149 @@
+"""Worker subprocesses (mitigate/workers.py) and candidate-pair verification spread over
+them: the same scores, the same medoids, and no lost work when a worker cannot start."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mitigate import keep, neardup, stages, verify, workers
+from mitigate.config import load_config
+from mitigate.decode import DecodedImage, decode_image
+from mitigate.near import HashItem, decide_near_duplicates
+from mitigate.sources import index_tar
+
+REPO = Path(__file__).resolve().parents[1]
+SHARD = REPO / "data" / "sample" / "shard-00000.tar"
+
+
+@pytest.fixture(scope="module")
+def decoded() -> list:
+    """(key, pHash, mirror, signature) of the decodable images of a bundled shard."""
+    cfg, _ = load_config(REPO / "configs" / "default.yaml", [])
+    with open(SHARD, "rb") as f:
+        records = list(index_tar(f, str(SHARD), max_image_bytes=10**8))
+    payloads = stages.load_payloads(records, lambda p: open(p, "rb"), 10**8)
+    items = stages.compute_signals(payloads, cfg.decode)
+    out = [
+        (i.record.key, int(i.record.phash, 16), int(i.record.phash_mirror, 16), i.record.signature)
+        for i in items
+        if i.record.signature is not None
+    ]
+    assert len(out) >= 20
+    # and re-encoded copies of some (pairs that verification merges)
+    good = [(r, d) for (r, d), i in zip(payloads, items, strict=True) if i.record.signature]
+    for record, data in good[:10]:
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(data)).convert("RGB").save(buf, "JPEG", quality=60)
+        copy = decode_image(buf.getvalue(), max_pixels=10**8)
+        if isinstance(copy, DecodedImage):
+            out.append((record.key + "~q60", copy.phash, copy.phash_mirror, copy.signature))
+    return out
+
+
+def _all_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    i, j = zip(*itertools.combinations(range(n), 2), strict=True)
+    return np.asarray(i, np.int64), np.asarray(j, np.int64)
+
+
+@pytest.mark.parametrize("stop_above", [None, 1.0])
+def test_parallel_pair_scores_equal_scoring_in_process(
+    decoded: list, monkeypatch: pytest.MonkeyPatch, stop_above: float | None
+) -> None:
+    monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", 0)
+    sigs = [d[3] for d in decoded]
+    i, j = _all_pairs(len(sigs))
+    expected = verify.pair_scores(i, j, sigs, stop_above=stop_above)
+    got = workers.parallel_pair_scores(3)(i, j, sigs, stop_above=stop_above)
+    assert np.array_equal(got, expected)
+    assert (expected <= 1.0).any() and (expected > 1.0).any()  # both decisions present
+
+
+def test_a_worker_that_cannot_start_leaves_its_pairs_to_this_process(
+    decoded: list, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", 0)
+    monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(5)")
+    sigs = [d[3] for d in decoded]
+    i, j = _all_pairs(len(sigs))
+    got = workers.parallel_pair_scores(2)(i, j, sigs)
+    assert np.array_equal(got, verify.pair_scores(i, j, sigs))
+    assert "exit status 5" in caplog.text
+
+
+def test_an_exception_in_a_worker_is_raised_in_the_caller() -> None:
+    w = workers.Worker()
+    try:
+        with pytest.raises(workers.WorkerError, match="ZeroDivisionError"):
+            w.call(divmod, 1, 0)
+        assert w.call(divmod, 7, 2) == (3, 1)  # the worker goes on
+    finally:
+        w.close()
+
+
+def _centrality_per_group(component, keys, phash, mirror, signatures) -> np.ndarray:
+    """The medoid measure scored component by component (the implementation before
+    scoring moved to one call), as the reference."""
+    n = len(keys)
+    out = np.zeros(n)
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(component.tolist()):
+        members.setdefault(c, []).append(i)
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda x: keys[x])
+        anchors = group[: keep.MEDOID_ANCHORS]
+        gi = np.repeat(np.asarray(group), len(anchors))
+        ga = np.tile(np.asarray(anchors), len(group))
+        gi, ga = gi[gi != ga], ga[gi != ga]
+        if all(verify.is_signature(signatures[x]) for x in group):
+            sub = {x: t for t, x in enumerate(group)}
+            table = verify.as_signatures([signatures[x] for x in group])
+            d = verify.pair_scores([sub[x] for x in gi], [sub[x] for x in ga], table)
+        else:
+            d = neardup.pair_distance(phash[gi], mirror[gi], phash[ga], mirror[ga]).astype(float)
+        total = np.bincount(gi, weights=d, minlength=n)
+        count = np.bincount(gi, minlength=n)
+        out[group] = total[group] / np.maximum(count[group], 1)
+    return out
+
+
+def test_centrality_in_one_call_equals_component_by_component(
+    decoded: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", 0)
+    rng = np.random.default_rng(3)
+    n = len(decoded)
+    keys = [d[0] for d in decoded]
+    phash = np.asarray([d[1] for d in decoded], np.uint64)
+    mirror = np.asarray([d[2] for d in decoded], np.uint64)
+    sigs: list[bytes | None] = [d[3] for d in decoded]
+    sigs[4] = None  # its component is measured in pHash bits
+    component = rng.integers(0, n // 4, size=n)
+    component[-3:] = [n, n + 1, n + 2]  # singletons
+    expected = _centrality_per_group(component, keys, phash, mirror, sigs)
+    for score in (verify.pair_scores, workers.parallel_pair_scores(2)):
+        got = keep.centrality(component, keys, phash, mirror, sigs, score)
+        assert np.array_equal(got, expected)
+    assert (expected > 0).sum() >= n // 2
+
+
+def test_near_decisions_are_the_same_with_verification_on_two_processes(
+    decoded: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", 0)
+    items = [HashItem(key, f"{p:016x}", f"{m:016x}", 100, sig) for key, p, m, sig in decoded]
+    # wide k: many candidate pairs, both verified and refused ones
+    args = {"k": 28, "verify_threshold": 1.0, "keep_rule": "medoid"}
+    one, report_one = decide_near_duplicates(items, **args)
+    two, report_two = decide_near_duplicates(
+        items, **args, score_pairs=workers.parallel_pair_scores(2)
+    )
+    assert one == two and report_one == report_two
+    assert report_one["verify"]["merged_pairs"] > 0 and report_one["verify"]["refused_pairs"] > 0
