@@ -137,19 +137,25 @@ def centre_pair_from_thumbnail(thumb: np.ndarray) -> tuple[int, int]:
     frequencies), the same bits as the DCT of the mirrored window (the tests check
     this on real images).
     """
-    window = np.asarray(thumb, dtype=np.float64)[
+    window = np.asarray(thumb)[
         CENTRE_ROWS[0] : CENTRE_ROWS[1], CENTRE_COLS[0] : CENTRE_COLS[1]
-    ]
+    ].astype(np.float64)
     # rounded to 1e-6 (coefficients reach ~1e5): what is zero in exact arithmetic (the
     # odd frequencies of a symmetric image) is zero, not a rounding residue that
     # depends on the BLAS a machine runs
-    low = np.round(_CENTRE_DCT_ROWS @ window @ _CENTRE_DCT_COLS, 6)
-    flipped = low * _ODD_COLUMNS  # odd horizontal frequencies negated
+    return _block_and_mirror_bits(np.round(_CENTRE_DCT_ROWS @ window @ _CENTRE_DCT_COLS, 6))
+
+
+def _block_and_mirror_bits(low: np.ndarray) -> tuple[int, int]:
+    """The hash of an 8x8 DCT block and of its mirror (odd horizontal frequencies
+    negated), each block against its own median."""
+    flipped = low * _ODD_COLUMNS
     return _bits_to_int(low > _median64(low)), _bits_to_int(flipped > _median64(flipped))
 
 
 def _median64(block: np.ndarray) -> float:
-    """``np.median`` of an 8x8 block (the mean of the middle two), ~10x faster."""
+    """``np.median`` of an 8x8 block (the mean of the middle two of a sort), ~10x faster
+    on 64 values (measured: two such sorts beat one sort of both blocks stacked)."""
     s = np.sort(block, axis=None)
     return float((s[31] + s[32]) / 2)
 
