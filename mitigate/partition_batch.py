@@ -243,24 +243,31 @@ def attach_a(
     ]
 
 
-def verify_b(batch: Batch, parts: Iterable[tuple], threshold: float | None) -> tuple[tuple, tuple]:
+def verify_b(
+    batch: Batch, parts: Iterable[tuple], threshold: float | None
+) -> tuple[tuple, tuple, int]:
     """Score the pairs whose larger end is in ``batch``; returns the merged pairs
     ``(a, b, d, score)`` (score NaN when unverified: verification off or a signature
     missing, taken on pHash alone as the one-worker path does) and the refused pairs
-    ``(a, b, d, score, key_a, key_b)``. A pair only the centre view proposed is not a
-    candidate unless both ends have a signature and their frames agree
-    (:func:`mitigate.centre.gate`): it is dropped here, neither merged nor refused, as
-    the one-worker search never proposes it."""
+    ``(a, b, d, score, key_a, key_b)``, and how many of the candidates only the centre
+    view proposed. A pair only the centre view proposed is not a candidate unless both
+    ends have a signature and their frames agree (:func:`mitigate.centre.gate`): it is
+    dropped here, neither merged nor refused, as the one-worker search never proposes
+    it."""
     parts = [p for p in parts if p[0].size]
     if not parts:
         e = np.empty(0, np.int64)
-        return (e, e, np.empty(0, np.uint8), np.empty(0)), (
-            e,
-            e,
-            np.empty(0, np.uint8),
-            np.empty(0),
-            np.empty(0, np.str_),
-            np.empty(0, np.str_),
+        return (
+            (e, e, np.empty(0, np.uint8), np.empty(0)),
+            (
+                e,
+                e,
+                np.empty(0, np.uint8),
+                np.empty(0),
+                np.empty(0, np.str_),
+                np.empty(0, np.str_),
+            ),
+            0,
         )
     a, b, d, key_a = (np.concatenate([p[i] for p in parts]) for i in range(4))
     sig_a = [s for p in parts for s in p[4]]
@@ -273,6 +280,8 @@ def verify_b(batch: Batch, parts: Iterable[tuple], threshold: float | None) -> t
         live = centre.gate(view, centre.log_aspect(sig_a), centre.log_aspect(sig_b_all))
         a, b, d, key_a, pos = a[live], b[live], d[live], key_a[live], pos[live]
         sig_a = [s for s, ok in zip(sig_a, live.tolist(), strict=True) if ok]
+        view = view[live]
+    n_centre = int(np.count_nonzero(view == centre.CENTRE))
     key_b = batch.keys[pos]
     score = np.full(a.size, np.nan)
     ok = np.ones(a.size, dtype=bool)
@@ -297,7 +306,7 @@ def verify_b(batch: Batch, parts: Iterable[tuple], threshold: float | None) -> t
             ok[both] = verify.verified(score[both], threshold)
     merged = (a[ok], b[ok], d[ok], score[ok])
     refused = (a[~ok], b[~ok], d[~ok], score[~ok], key_a[~ok], key_b[~ok])
-    return merged, refused
+    return merged, refused, n_centre
 
 
 # -------------------------------------------------------------------- components

@@ -157,7 +157,9 @@ def _verify(element: tuple[int, dict], threshold: float | None) -> Iterator[Any]
     batch = _one(g, "batch")
     if batch is None:
         return
-    merged, refused = pb.verify_b(batch, g["pairs"], threshold)
+    merged, refused, n_centre = pb.verify_b(batch, g["pairs"], threshold)
+    if n_centre:
+        yield "centre", n_centre
     if merged[0].size:
         yield MAIN, merged
     if refused[0].size:
@@ -461,6 +463,7 @@ class PartitionedSearch(beam.PTransform):
             "Verify",
             MAIN,
             "refused",
+            "centre",
         )
         merged, refused = checked[MAIN], checked["refused"]
 
@@ -550,6 +553,9 @@ class PartitionedSearch(beam.PTransform):
                 _count_arrays(refused, "refused"),
                 _count_arrays(remaining, "remaining"),
                 merged_scored,
+                checked["centre"]
+                | "SumCentre" >> beam.CombineGlobally(sum)
+                | "NameCentre" >> beam.Map(lambda c: ("centre_only_pairs", c)),
             )
             | "Counts" >> beam.Flatten()
             | "CountDict" >> beam.combiners.ToDict()

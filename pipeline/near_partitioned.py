@@ -222,6 +222,8 @@ def _report(
         report["verify"] = {
             "threshold": dedup.verify_threshold,
             "merged_pairs": counts.get("merged_pairs", 0),
+            "centre_view": dedup.centre_view,
+            "centre_only_pairs": counts.get("centre_only_pairs", 0),
             **refused,
         }
     return report

@@ -287,6 +287,7 @@ def test_centre_view_in_many_partitions_decides_as_the_single_worker_path():
         report = _merged(got["report"])
         assert report["estimate"] == 1.0, report
         assert report["sizes"]["partitions"] > 200  # both views' partitions
+        assert report["centre_only_pairs"] == want_report["verify"]["centre_only_pairs"]
         assert set(got["decisions"]) == want and len(got["decisions"]) == len(want)
         for key in ("cluster_sizes", "largest_clusters"):
             assert report[key] == want_report[key], key
