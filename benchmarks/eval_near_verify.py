@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from near_edits import EDITS, VARIANTS, jpeg
 
-from mitigate import neardup, verify
+from mitigate import centre, hashing, neardup, verify
 from mitigate.decode import DecodedImage, decode_image
 
 LOG = logging.getLogger("eval_near_verify")
@@ -111,6 +111,8 @@ class EvalSet:
     source: list[int] = field(default_factory=list)  # index of the source's original
     phash: list[int] = field(default_factory=list)
     mirror: list[int] = field(default_factory=list)
+    centre: list[str] = field(default_factory=list)  # phash_centre (32 hex digits)
+    thumbs: list[np.ndarray] = field(default_factory=list)  # pHash's 32x32 grey thumbnail
     sigs: list[bytes] = field(default_factory=list)
     dct256: list[bytes] = field(default_factory=list)
     prev_sigs: list[bytes] = field(default_factory=list)  # --previous-verify's signatures
@@ -159,6 +161,9 @@ def build(
         ev.source.append(source)
         ev.phash.append(dec.phash)
         ev.mirror.append(dec.phash_mirror)
+        assert dec.centre is not None
+        ev.centre.append(hashing.to_hex_pair(*dec.centre))
+        ev.thumbs.append(hashing.gray_thumbnail(dec.working, exact=False))
         ev.sigs.append(sig)
         ev.dct256.append(dct256(dec.working))
         if previous is not None:
@@ -188,12 +193,55 @@ def build(
     return ev
 
 
-def evaluate(ev: EvalSet, k: int) -> tuple[neardup.PairSet, np.ndarray]:
+def evaluate(
+    ev: EvalSet, k: int, use_centre: bool = False
+) -> tuple[neardup.PairSet, np.ndarray, np.ndarray]:
+    """Candidate pairs (exact search; with ``use_centre`` both views, as the pipeline
+    proposes them with verification on), whether each joins one group, and its views."""
     p = neardup.as_hashes(ev.phash)
     m = neardup.as_hashes(ev.mirror)
-    pairs = neardup.find_near_duplicates(p, m, k, mode="exact")
+    pairs, views = centre.candidate_pairs(
+        p, m, ev.centre if use_centre else None, ev.sigs, k, mode="exact"
+    )
     group = np.asarray(ev.group)
-    return pairs, group[pairs.i] == group[pairs.j]
+    return pairs, group[pairs.i] == group[pairs.j], views
+
+
+def centre_variant(thumb: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> str:
+    """The centre hash pair (hex) of another thumbnail window: the alternatives the
+    window was chosen among (``--windows``); the default window gives
+    :func:`mitigate.hashing.centre_pair_from_thumbnail`'s bits."""
+    window = np.asarray(thumb, np.float64)[rows[0] : rows[1], cols[0] : cols[1]]
+    low = np.round(
+        hashing._dct_rows(window.shape[0]) @ window @ hashing._dct_rows(window.shape[1]).T, 6
+    )
+    return hashing.to_hex_pair(*hashing._block_and_mirror_bits(low))
+
+
+def variants(ev: EvalSet, k: int, windows: list[str], gates: list[str], threshold: float) -> None:
+    """Recall and precision with the centre view from other thumbnail windows
+    (``ROW0:ROW1:COL0:COL1``) and aspect gates (a number, or ``none``), verification
+    at ``threshold``: the measurements the defaults were chosen by. Rows are named by
+    the window and the number of candidate pairs (``c``)."""
+    p, m = neardup.as_hashes(ev.phash), neardup.as_hashes(ev.mirror)
+    group = np.asarray(ev.group)
+    default_gate = centre.ASPECT_GATE
+    print(f"k={k}: centre view variants (threshold {threshold})")
+    for spec in windows:
+        r0, r1, c0, c1 = (int(x) for x in spec.split(":"))
+        hexes = [centre_variant(t, (r0, r1), (c0, c1)) for t in ev.thumbs]
+        if (r0, r1) == hashing.CENTRE_ROWS and (c0, c1) == hashing.CENTRE_COLS:
+            assert hexes == ev.centre  # the pipeline's own centre hashes
+        for gate in gates:
+            centre.ASPECT_GATE = np.inf if gate == "none" else float(gate)
+            try:
+                pairs, _ = centre.candidate_pairs(p, m, hexes, ev.sigs, k, mode="exact")
+            finally:
+                centre.ASPECT_GATE = default_gate
+            same = group[pairs.i] == group[pairs.j]
+            ok = verify.pair_scores(pairs.i, pairs.j, ev.sigs, stop_above=threshold) <= threshold
+            name = f"{r0}:{r1}x{c0}:{c1} {len(pairs)}c"  # window, candidate pairs
+            _print_row(name, gate, metrics(ev, pairs, same, ok))
 
 
 def half_of(ev: EvalSet) -> np.ndarray:
@@ -292,7 +340,7 @@ def cost(shards: list[Path], repeat: int = 5) -> int:
                             images.append(data)
             except tarfile.ReadError:
                 pass  # a truncated shard (the sample data plants one): use what was read
-    t_decode = t_sig = t_area = t_32 = 0.0
+    t_decode = t_sig = t_area = t_32 = t_centre = t_phash = 0.0
     for _ in range(repeat):
         for data in images:
             t0 = time.process_time()
@@ -306,6 +354,13 @@ def cost(shards: list[Path], repeat: int = 5) -> int:
             signature_32(dec.working)
             t_32 += time.process_time() - t3
             t_area += t3 - t2
+            thumb = hashing.gray_thumbnail(dec.working, exact=False)
+            t4 = time.process_time()
+            hashing.centre_pair_from_thumbnail(thumb)
+            t5 = time.process_time()
+            hashing._phashes(np.stack((thumb, thumb[:, ::-1])))  # as phash_pair does
+            t_phash += time.process_time() - t5
+            t_centre += t5 - t4
             t_sig += t2 - t1
             t_decode += t1 - t0
     n = len(images) * repeat
@@ -316,6 +371,12 @@ def cost(shards: list[Path], repeat: int = 5) -> int:
         f"signature {t_sig / n * 1e3:.3f} ms = {t_sig / rest:.1%} of the rest of the decode; "
         f"the 32x32 signature (second round) {t_32 / n * 1e3:.3f} ms = {t_32 / rest:.1%}; "
         f"the 16x16 area-averaged one (first) {t_area / n * 1e3:.3f} ms = {t_area / rest:.1%}"
+    )
+    print(
+        f"centre hash and its mirror (from pHash's thumbnail, inside the decode path): "
+        f"{t_centre / n * 1e3:.3f} ms = {t_centre / (t_decode - t_centre):.1%} of the decode "
+        f"path without it; pHash and mirror from the same thumbnail "
+        f"{t_phash / n * 1e3:.3f} ms (centre / pHash: {t_centre / t_phash:.2f})"
     )
     return 0
 
@@ -366,7 +427,7 @@ def _load_module(path: Path) -> ModuleType:
 
 def _print_row(name: str, thr: str, r: dict) -> None:
     print(
-        f"{name:<20} {thr:>5} {r['pairs']:>6} {r['false']:>5} {r['precision']:>7.4f} "
+        f"{name:<24} {thr:>5} {r['pairs']:>6} {r['false']:>5} {r['precision']:>7.4f} "
         f"{r['precision_flip']:>7.4f} {r['recall']:>7.4f} {r['pair_recall']:>7.4f} "
         + " ".join(f"{r[e]:>12.3f}" for e in EDITS)
         + "  "
@@ -413,6 +474,26 @@ def main(argv: list[str] | None = None) -> int:
         help="pick the threshold on one half of the sources, report on the other",
     )
     parser.add_argument("--target-recall", type=float, default=0.97)
+    parser.add_argument(
+        "--centre-view",
+        action="store_true",
+        help="every k twice: pHash candidates only, and with the centre view's (the "
+        "pipeline's default with verification; mitigate.centre); rows tagged +centre",
+    )
+    parser.add_argument(
+        "--windows",
+        nargs="+",
+        default=[],
+        metavar="R0:R1:C0:C1",
+        help="also score the centre view from these 32x32 thumbnail windows (rows, "
+        "columns; e.g. 4:28:4:28 4:28:2:30), at the first of --ks",
+    )
+    parser.add_argument(
+        "--gates",
+        nargs="+",
+        default=[str(centre.ASPECT_GATE)],
+        help="aspect gates for --windows (|log aspect ratio| or none)",
+    )
     parser.add_argument("--show-false", type=int, default=0, help="list N false merges")
     parser.add_argument(
         "--cost-shards",
@@ -461,12 +542,20 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
     )
+    if args.windows:
+        variants(ev, args.ks[0], args.windows, args.gates, args.threshold)
     half = half_of(ev)
     print(f"halves by source: {int((half == 0).sum())} / {int((half == 1).sum())} images")
-    for k in args.ks:
+    runs = [(k, c) for k in args.ks for c in ((False, True) if args.centre_view else (False,))]
+    for k, use_centre in runs:
         t1 = time.perf_counter()
-        pairs, same = evaluate(ev, k)
-        print(f"k={k}: exact candidate search {time.perf_counter() - t1:.2f} s")
+        pairs, same, views = evaluate(ev, k, use_centre)
+        tag = "+centre" if use_centre else ""
+        print(
+            f"k={k}{tag}: exact candidate search {time.perf_counter() - t1:.2f} s, "
+            f"{len(pairs)} candidates, {int((views == centre.CENTRE).sum())} from the centre "
+            f"view only ({int((same & (views == centre.CENTRE)).sum())} true)"
+        )
         # CPU time of the process (other processes on a shared machine do not count)
         t1 = time.process_time()
         scores = verify.pair_scores(pairs.i, pairs.j, ev.sigs)
@@ -491,8 +580,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         methods: dict[str, list[tuple[str, np.ndarray]]] = {
-            "phash only": [("-", np.ones(len(pairs), bool))],
-            "verify (default)": [(f"{args.threshold}", verify.verified(scores, args.threshold))],
+            f"phash only{tag}": [("-", np.ones(len(pairs), bool))],
+            f"verify (default){tag}": [
+                (f"{args.threshold}", verify.verified(scores, args.threshold))
+            ],
         }
         if previous is not None:
             t1 = time.process_time()
@@ -505,10 +596,12 @@ def main(argv: list[str] | None = None) -> int:
             thr = previous.DEFAULT_THRESHOLD
             methods["previous verify"] = [(f"{thr}", prev_scores <= thr)]
         if args.sweep:
-            methods["verify"] = [(f"{t:.2f}", scores <= t) for t in (0.6, 0.8, 0.9, 1.1, 1.2, 1.5)]
+            methods[f"verify{tag}"] = [
+                (f"{t:.2f}", scores <= t) for t in (0.6, 0.8, 0.9, 1.1, 1.2, 1.5)
+            ]
             methods["dct256 (no mirror)"] = [(str(t), d256 <= t) for t in (20, 30, 40, 50, 60, 70)]
         header = (
-            f"{'method':<20} {'thr':>5} {'pairs':>6} {'false':>5} {'prec':>7} {'precflip':>7} "
+            f"{'method':<24} {'thr':>5} {'pairs':>6} {'false':>5} {'prec':>7} {'precflip':>7} "
             f"{'recall':>7} {'pairrec':>7} "
         )
         print(header + " ".join(f"{e:>12}" for e in EDITS) + "  false merges by kind")

@@ -184,6 +184,13 @@ class DedupConfig(_Strict):
         "units of normalised luma difference) at which a candidate pair is still merged; "
         "lower is stricter (see README for the measurement behind the default).",
     )
+    centre_view: bool = Field(
+        default=True,
+        description="With verify: also propose as candidates the pairs within k on a "
+        "second hash of the image's centre (pHash of the central 24x28 of its 32x32 "
+        "thumbnail), which watermark bands and border crops hardly move; only pairs "
+        "whose aspect ratios agree within 4%. Ignored without verify.",
+    )
     keep: Literal["medoid", "resolution"] = Field(
         default="medoid",
         description="Which copy of a duplicate group to keep. medoid: the copy nearest to "

@@ -42,6 +42,8 @@ class DecodedImage:
     phash_mirror: int
     working: Image.Image  # RGB, shorter side >= working_size unless the image is smaller
     signature: bytes = b""  # mitigate.verify.signature of the working image
+    # (centre hash, its mirror): hashing.centre_pair_from_thumbnail of pHash's thumbnail
+    centre: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,20 @@ def _decode_opened(
     # Both modes hash with imagehash's greyscale conversion of the image's own mode (alpha
     # ignored, as imagehash does); they differ only in the resolution that is hashed.
     exact = hash_mode == "exact"
-    phash, mirror = hashing.phash_pair(oriented if exact else reduced, exact=exact)
+    phash, mirror, centre, centre_mirror = hashing.phash_views(
+        oriented if exact else reduced, exact=exact
+    )
     working = _to_rgb(reduced)
-    return DecodedImage(width, height, fmt, phash, mirror, working, verify.signature(working))
+    return DecodedImage(
+        width,
+        height,
+        fmt,
+        phash,
+        mirror,
+        working,
+        verify.signature(working),
+        (centre, centre_mirror),
+    )
 
 
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mitigate import hashing, keep, neardup, verify
+from mitigate import centre, hashing, keep, neardup, verify
 from mitigate.records import Reason
 
 EVAL_OVERLAP = Reason.EVAL_OVERLAP
@@ -33,6 +33,7 @@ class HashItem:
     mirror: str
     resolution: int
     signature: bytes | None = None  # mitigate.verify signature; None = pHash only
+    centre: str | None = None  # centre view, 32 hex (mitigate.centre); None = pHash only
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def decide_near_duplicates(
     verify_threshold: float | None = None,
     keep_rule: str = "resolution",
     score_pairs: Callable[..., np.ndarray] = verify.pair_scores,
+    centre_view: bool = True,
 ) -> tuple[list[Decision], dict[str, Any]]:
     """Decide which items are near duplicates (of each other, or of a reference).
 
@@ -74,7 +76,10 @@ def decide_near_duplicates(
     two items only if its verification score (:func:`mitigate.verify.pair_scores`) is
     at most the threshold (pairs where an item has no signature are taken on pHash
     alone); a kept item whose closest candidate was refused gets a ``not_merged``
-    decision carrying that evidence. ``search=False`` only decontaminates (no
+    decision carrying that evidence. With verification, ``centre_view`` adds the
+    candidates of the centre view (:mod:`mitigate.centre`: items with a centre hash,
+    frames that agree); a pair's distance is then the smaller of its views'.
+    ``search=False`` only decontaminates (no
     near-duplicate search among the items). ``score_pairs`` scores candidate pairs
     (:func:`mitigate.verify.pair_scores`, or a drop-in that spreads them over processes,
     :func:`mitigate.workers.parallel_pair_scores`). Returns the decisions and a report for
@@ -117,11 +122,14 @@ def decide_near_duplicates(
         rank[np.asarray(order)] = np.arange(len(items))
         result = neardup.deduplicate(p, m, k, rank, mode=chosen)
     else:
-        result, rank, scores, refused = _verified_keep(
-            items, p, m, k, chosen, verify_threshold, keep_rule, score_pairs
+        use_centre = centre_view and verify_threshold is not None
+        result, rank, scores, refused, n_centre = _verified_keep(
+            items, p, m, k, chosen, verify_threshold, keep_rule, score_pairs, use_centre
         )
         report["verify"] = {
             "threshold": verify_threshold,
+            "centre_view": use_centre,
+            "centre_only_pairs": n_centre,
             "merged_pairs": len(scores),
             "refused_pairs": len(refused),
             "examples_refused": [
@@ -135,11 +143,14 @@ def decide_near_duplicates(
     if chosen == "lsh":
         found = neardup.find_near_duplicates(p, m, k, mode="lsh")
         est = neardup.estimate_pair_recall(p, m, k, found, n_samples=recall_samples)
-        report["pair_recall"] = {
-            "estimate": None if np.isnan(est.recall) else float(est.recall),
-            "ci": [float(est.ci_low), float(est.ci_high)],
-            "queries": est.n_queries,
-        }
+        report["pair_recall"] = _recall_report(est)
+        if report.get("verify", {}).get("centre_view"):  # the centre view's LSH search too
+            c, cm, present = centre.centre_arrays([it.centre for it in items])
+            if int(present.sum()) >= 2:
+                c, cm = c[present], cm[present]
+                found = neardup.find_near_duplicates(c, cm, k, mode="lsh")
+                est = neardup.estimate_pair_recall(c, cm, k, found, n_samples=recall_samples)
+                report["pair_recall_centre"] = _recall_report(est)
     by_distance: dict[int, list[list[str]]] = collections.defaultdict(list)
     for i in np.flatnonzero(~result.keep):
         j = int(result.duplicate_of[i])
@@ -173,6 +184,14 @@ def decide_near_duplicates(
     return decisions, report
 
 
+def _recall_report(est: neardup.RecallEstimate) -> dict[str, Any]:
+    return {
+        "estimate": None if np.isnan(est.recall) else float(est.recall),
+        "ci": [float(est.ci_low), float(est.ci_high)],
+        "queries": est.n_queries,
+    }
+
+
 def _verified_keep(
     items: Sequence[HashItem],
     p: np.ndarray,
@@ -182,15 +201,24 @@ def _verified_keep(
     threshold: float | None,
     keep_rule: str,
     score_pairs: Callable[..., np.ndarray] = verify.pair_scores,
+    use_centre: bool = False,
 ) -> tuple[
-    neardup.KeepResult, np.ndarray, dict[tuple[int, int], float], list[tuple[int, int, int, float]]
+    neardup.KeepResult,
+    np.ndarray,
+    dict[tuple[int, int], float],
+    list[tuple[int, int, int, float]],
+    int,
 ]:
-    """Candidate pairs within k, verified, then the keep rule over the verified pairs.
+    """Candidate pairs within k (of both views with ``use_centre``), verified, then the
+    keep rule over the verified pairs.
 
     Returns the keep result, the rank used, the verification score of every merged
-    (verified) pair and the refused pairs ``(i, j, distance, score)``."""
-    pairs = neardup.find_near_duplicates(p, m, k, mode=mode)
+    (verified) pair, the refused pairs ``(i, j, distance, score)`` and the number of
+    candidates only the centre view proposed."""
     sigs = [it.signature for it in items]
+    centres = [it.centre for it in items] if use_centre else None
+    pairs, views = centre.candidate_pairs(p, m, centres, sigs, k, mode)
+    n_centre = int(np.count_nonzero(views == centre.CENTRE))
     has_sig = np.asarray([verify.is_signature(s) for s in sigs], dtype=bool)
     ok = np.ones(len(pairs), dtype=bool)
     score = np.full(len(pairs), np.nan)
@@ -225,7 +253,7 @@ def _verified_keep(
         (int(a), int(b), int(d), float(sc))
         for a, b, d, sc in zip(pairs.i[~ok], pairs.j[~ok], pairs.dist[~ok], score[~ok], strict=True)
     ]
-    return result, rank, merged, refused
+    return result, rank, merged, refused, n_centre
 
 
 def read_hash_list(path: Path) -> list[tuple[str, str, str | None]]:

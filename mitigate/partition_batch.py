@@ -45,11 +45,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mitigate import keep, neardup, partition, verify
+from mitigate import centre, keep, neardup, partition, verify
 from mitigate.near import HashItem
 
 ID_SHIFT = 32
 I64 = NDArray[np.int64]
+
+#: Partition ids of the centre view (:mod:`mitigate.centre`) start here, so the two
+#: views' partitions are distinct keys of one search step.
+CENTRE_PARTITIONS = 1 << 40
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +66,8 @@ class Batch:
     mirror: NDArray[np.uint64]
     resolution: NDArray[np.int64]
     signatures: list[bytes | None]
+    #: centre view (:func:`mitigate.centre.centre_arrays`); None: no sample has one
+    centre: tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.bool_]] | None = None
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -73,6 +79,7 @@ class Batch:
     @staticmethod
     def of_items(bid: int, items: Sequence[HashItem]) -> Batch:
         items = sorted(items, key=lambda it: it.key)
+        centres = [it.centre for it in items]
         return Batch(
             bid,
             np.asarray([it.key for it in items], dtype=np.str_),
@@ -80,7 +87,20 @@ class Batch:
             neardup.hex_to_uint64([it.mirror for it in items]),
             np.asarray([it.resolution for it in items], dtype=np.int64),
             [it.signature for it in items],
+            None if all(c is None for c in centres) else centre.centre_arrays(centres),
         )
+
+    def view(self, name: str) -> tuple[I64, NDArray[np.uint64], NDArray[np.uint64]]:
+        """``(positions, hash, mirror hash)`` of the samples that have view ``name``
+        (``"phash"``: all; ``"centre"``: those with a centre hash)."""
+        if name == "phash":
+            return np.arange(len(self), dtype=np.int64), self.phash, self.mirror
+        if self.centre is None:
+            e = np.empty(0, np.uint64)
+            return np.empty(0, np.int64), e, e
+        c, cm, present = self.centre
+        rows = np.flatnonzero(present).astype(np.int64)
+        return rows, c[rows], cm[rows]
 
 
 def batch_of(ids: I64) -> I64:
@@ -121,19 +141,25 @@ def stable_hashes(keys: Iterable[str], salt: str = "") -> NDArray[np.uint64]:
 
 def smallest(batch: Batch, size: int, salt: str) -> tuple:
     """The ``size`` samples of a batch with the smallest salted key hash:
-    ``(hash, id, pHash, mirror)`` arrays (merged across batches by :func:`merge_smallest`,
-    so the sample does not depend on batching)."""
+    ``(hash, id, pHash, mirror, centre, centre mirror, has centre)`` arrays (merged
+    across batches by :func:`merge_smallest`, so the sample does not depend on
+    batching; centre hashes 0 and ``has centre`` False where a sample has none)."""
     h = stable_hashes(batch.keys.tolist(), salt)
     sel = np.argsort(h, kind="stable")[:size]
-    return h[sel], batch.ids[sel], batch.phash[sel], batch.mirror[sel]
+    if batch.centre is None:
+        c = cm = np.zeros(len(batch), np.uint64)
+        has = np.zeros(len(batch), bool)
+    else:
+        c, cm, has = batch.centre
+    return h[sel], batch.ids[sel], batch.phash[sel], batch.mirror[sel], c[sel], cm[sel], has[sel]
 
 
 def merge_smallest(parts: Iterable[tuple], size: int) -> tuple:
     parts = [p for p in parts if p is not None and p[0].size]
     if not parts:
         empty = np.empty(0, np.uint64)
-        return empty, np.empty(0, np.int64), empty, empty
-    cat = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+        return empty, np.empty(0, np.int64), empty, empty, empty, empty, np.empty(0, bool)
+    cat = [np.concatenate([p[i] for p in parts]) for i in range(7)]
     sel = np.lexsort((cat[1], cat[0]))[:size]
     return tuple(c[sel] for c in cat)
 
@@ -141,18 +167,27 @@ def merge_smallest(parts: Iterable[tuple], size: int) -> tuple:
 # -------------------------------------------------------------------- partitions
 
 
-def assign_chunks(batch: Batch, plan: partition.PartitionPlan) -> list[tuple[int, tuple]]:
-    """``(partition id, (ids, pHash, mirror))`` for every partition a node of the batch
-    goes to: one element per (batch, partition), not per node."""
-    ids = batch.ids
+def assign_chunks(
+    batch: Batch, plan: partition.PartitionPlan, view: str = "phash"
+) -> list[tuple[int, tuple]]:
+    """``(partition id, (ids, hash, mirror hash))`` for every partition a node of the
+    batch goes to: one element per (batch, partition), not per node. ``view="centre"``:
+    the nodes with a centre hash, partitioned by it (``plan`` fitted on centre hashes),
+    partition ids from :data:`CENTRE_PARTITIONS` on."""
+    rows_of, h, hm = batch.view(view)
+    ids = batch.ids[rows_of]
+    offset = CENTRE_PARTITIONS if view == "centre" else 0
     rows, pids = [], []
-    for node, parts in enumerate(partition.assign(plan, batch.phash, batch.mirror)):
+    for node, parts in enumerate(partition.assign(plan, h, hm) if rows_of.size else []):
         rows.extend([node] * len(parts))
         pids.extend(parts)
-    rows_a, pids_a = np.asarray(rows, np.int64), np.asarray(pids, np.int64)
-    return [
-        (pid, (ids[r], batch.phash[r], batch.mirror[r])) for pid, (r,) in split_by(pids_a, rows_a)
-    ]
+    rows_a, pids_a = np.asarray(rows, np.int64), np.asarray(pids, np.int64) + offset
+    return [(pid, (ids[r], h[r], hm[r])) for pid, (r,) in split_by(pids_a, rows_a)]
+
+
+def view_of_partition(pid: int) -> int:
+    """The view flag (:data:`mitigate.centre.PHASH` or ``CENTRE``) of a partition id."""
+    return centre.CENTRE if pid >= CENTRE_PARTITIONS else centre.PHASH
 
 
 def search_chunks(chunks: Iterable[tuple], k: int, mode: str = "auto") -> tuple[I64, I64, Any]:
@@ -184,43 +219,69 @@ def unique_pairs(a: I64, b: I64, d: np.ndarray) -> tuple[I64, I64, np.ndarray]:
 def attach_a(
     batch: Batch, pairs: Iterable[tuple], with_signature: bool = True
 ) -> list[tuple[int, tuple]]:
-    """The candidate pairs whose smaller end is in ``batch`` (deduplicated), with that
-    end's key and signature (None without verification), keyed by the batch of the
-    other end."""
+    """The candidate pairs ``(a, b, distance[, view])`` whose smaller end is in
+    ``batch``, each once (found in several partitions or by both views: the smaller
+    distance, the views OR-ed; :func:`mitigate.centre.merge_views`), with that end's key
+    and signature (None without verification), keyed by the batch of the other end."""
     pairs = [p for p in pairs if p[0].size]
     if not pairs:
         return []
-    a, b, d = unique_pairs(*(np.concatenate([p[i] for p in pairs]) for i in range(3)))
+    a, b, d, view = centre.merge_views(
+        *(np.concatenate([p[i] for p in pairs]) for i in range(3)),
+        np.concatenate(
+            [p[3] if len(p) > 3 else np.full(p[0].size, centre.PHASH, np.uint8) for p in pairs]
+        ),
+    )
     pos = position(a)
     keys = batch.keys[pos]
     sigs = np.empty(a.size, dtype=object)
     if with_signature:
         sigs[:] = [batch.signatures[x] for x in pos.tolist()]
     return [
-        (bid, (a2, b2, d2, k2, list(s2)))
-        for bid, (a2, b2, d2, k2, s2) in split_by(batch_of(b), a, b, d, keys, sigs)
+        (bid, (a2, b2, d2, k2, list(s2), v2))
+        for bid, (a2, b2, d2, k2, s2, v2) in split_by(batch_of(b), a, b, d, keys, sigs, view)
     ]
 
 
-def verify_b(batch: Batch, parts: Iterable[tuple], threshold: float | None) -> tuple[tuple, tuple]:
+def verify_b(
+    batch: Batch, parts: Iterable[tuple], threshold: float | None
+) -> tuple[tuple, tuple, int]:
     """Score the pairs whose larger end is in ``batch``; returns the merged pairs
     ``(a, b, d, score)`` (score NaN when unverified: verification off or a signature
     missing, taken on pHash alone as the one-worker path does) and the refused pairs
-    ``(a, b, d, score, key_a, key_b)``."""
+    ``(a, b, d, score, key_a, key_b)``, and how many of the candidates only the centre
+    view proposed. A pair only the centre view proposed is not a candidate unless both
+    ends have a signature and their frames agree (:func:`mitigate.centre.gate`): it is
+    dropped here, neither merged nor refused, as the one-worker search never proposes
+    it."""
     parts = [p for p in parts if p[0].size]
     if not parts:
         e = np.empty(0, np.int64)
-        return (e, e, np.empty(0, np.uint8), np.empty(0)), (
-            e,
-            e,
-            np.empty(0, np.uint8),
-            np.empty(0),
-            np.empty(0, np.str_),
-            np.empty(0, np.str_),
+        return (
+            (e, e, np.empty(0, np.uint8), np.empty(0)),
+            (
+                e,
+                e,
+                np.empty(0, np.uint8),
+                np.empty(0),
+                np.empty(0, np.str_),
+                np.empty(0, np.str_),
+            ),
+            0,
         )
     a, b, d, key_a = (np.concatenate([p[i] for p in parts]) for i in range(4))
     sig_a = [s for p in parts for s in p[4]]
+    view = np.concatenate(
+        [p[5] if len(p) > 5 else np.full(p[0].size, centre.PHASH, np.uint8) for p in parts]
+    )
     pos = position(b)
+    if np.any(view == centre.CENTRE):
+        sig_b_all = [batch.signatures[x] for x in pos.tolist()]
+        live = centre.gate(view, centre.log_aspect(sig_a), centre.log_aspect(sig_b_all))
+        a, b, d, key_a, pos = a[live], b[live], d[live], key_a[live], pos[live]
+        sig_a = [s for s, ok in zip(sig_a, live.tolist(), strict=True) if ok]
+        view = view[live]
+    n_centre = int(np.count_nonzero(view == centre.CENTRE))
     key_b = batch.keys[pos]
     score = np.full(a.size, np.nan)
     ok = np.ones(a.size, dtype=bool)
@@ -245,7 +306,7 @@ def verify_b(batch: Batch, parts: Iterable[tuple], threshold: float | None) -> t
             ok[both] = verify.verified(score[both], threshold)
     merged = (a[ok], b[ok], d[ok], score[ok])
     refused = (a[~ok], b[~ok], d[~ok], score[~ok], key_a[~ok], key_b[~ok])
-    return merged, refused
+    return merged, refused, n_centre
 
 
 # -------------------------------------------------------------------- components

@@ -62,6 +62,9 @@ class SampleRecord:
     phash: str | None = None  # 16 hex digits, imagehash's string form
     phash_mirror: str | None = None  # pHash of the horizontally mirrored image
     signature: bytes | None = None  # mitigate.verify signature (verify.SIG_BYTES bytes)
+    # centre-view hash and its mirror (32 hex digits, hashing.to_hex_pair); None in
+    # manifests written before it existed: such samples are searched on pHash only
+    phash_centre: str | None = None
     scores: dict[str, float] = field(default_factory=dict)  # filter id -> score
     score_info: dict[str, str] = field(default_factory=dict)  # filter id -> detail
     # filter id -> image embedding (float16), only for filters that store them

@@ -109,6 +109,8 @@ def compute_signals(
         record.phash = hashing.to_hex(result.phash)
         record.phash_mirror = hashing.to_hex(result.phash_mirror)
         record.signature = result.signature
+        if result.centre is not None:
+            record.phash_centre = hashing.to_hex_pair(*result.centre)
         items.append(ScoringItem(record, result.working))
     return items
 

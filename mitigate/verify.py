@@ -230,6 +230,12 @@ def _sizes(sig: NDArray[np.uint8]) -> NDArray[np.int64]:
     return np.stack([s[:, 0] * 256 + s[:, 1], s[:, 2] * 256 + s[:, 3]], axis=1)
 
 
+def working_sizes(sigs: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """(n, 2) width and height of the working images the signatures (an
+    :func:`as_signatures` table) were computed from."""
+    return _sizes(sigs)
+
+
 _Taps = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]
 
 

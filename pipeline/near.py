@@ -61,14 +61,16 @@ def _decide(
         verify_threshold=dedup.verify_threshold if dedup.verify else None,
         keep_rule=dedup.keep,
         score_pairs=parallel_pair_scores(processes),
+        centre_view=dedup.centre_view,
     )
     if dedup.near:
         from mitigate.pipeline.near_partitioned import check_recall
 
         report.update(partition="none", partitions=1, largest_partition=report["items"])
         report["clusterings"] = 1
-        if report.get("pair_recall"):
-            check_recall(report["pair_recall"], dedup)
+        for view in ("pair_recall", "pair_recall_centre"):  # centre: LSH mode with it on
+            if report.get(view):
+                check_recall(report[view], dedup)
     return decisions, report
 
 
@@ -84,12 +86,16 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
             yield dataclasses.replace(
                 record,
                 verify_score=d.verify_score,
-                detail=f"not merged: pHash within {d.distance} bits of {d.duplicate_of!r} "
+                detail=f"not merged: within {d.distance} bits of {d.duplicate_of!r} on pHash "
+                f"or the centre view "
                 f"but verification score {d.verify_score:.3f} > threshold (different images)",
             )
             continue
         what = "a reference image" if d.reason == Reason.EVAL_OVERLAP else "a kept sample"
         verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
+        # a verified pair may come from the centre view (mitigate.centre): its distance is
+        # the smaller of the two views'; unverified pairs and reference matches are pHash's
+        hashes = "pHash" if d.verify_score is None else "pHash or centre view"
         yield dataclasses.replace(
             record,
             state=DUPLICATE,
@@ -97,7 +103,7 @@ def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
             duplicate_of=d.duplicate_of,
             distance=d.distance,
             verify_score=d.verify_score,
-            detail=f"pHash within {d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
+            detail=f"{hashes} within {d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
         )
 
 
@@ -133,7 +139,9 @@ class NearDedup(beam.PTransform):
             pending
             | "HashItems"
             >> beam.Map(
-                lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution, r.signature)
+                lambda r: HashItem(
+                    r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
+                )
             )
             | "AllHashes" >> beam.combiners.ToList()
         )

@@ -99,11 +99,15 @@ class _ConcatFn(beam.CombineFn):
         return tuple(np.concatenate([p[i] for p in acc]) for i in range(self.width))
 
 
-def _plan(sample: tuple, n: int, dedup: DedupConfig) -> partition.PartitionPlan:
+def _plan(
+    sample: tuple, n: int, dedup: DedupConfig, view: str = "phash"
+) -> partition.PartitionPlan:
     n_clusters = partition.n_clusters_for(n, dedup.max_partition_size, dedup.probes)
     if dedup.partition == "clusters":
         n_clusters = max(n_clusters, 2)
-    _, ids, p, m = sample
+    _, ids, p, m, c, cm, has_c = sample
+    if view == "centre":  # the centre view's partitions: fitted on its own hashes
+        ids, p, m = ids[has_c], c[has_c], cm[has_c]
     order = np.argsort(ids)
     n_clusters = min(n_clusters, np.unique(np.r_[p, m]).size)
     plan = partition.fit_clusterings(p[order], m[order], n_clusters, dedup.clusterings, k=dedup.k)
@@ -115,7 +119,8 @@ def _search(element: tuple[ps.Task, Iterable[tuple]], dedup: DedupConfig) -> Ite
     chunks = list(chunks)
     yield "size", sum(int(c[0].size) for c in chunks)
     a, b, d = ps.task_pairs(task, *pb.search_chunks(chunks, dedup.k, dedup.mode))
-    for bid, part in pb.split_by(pb.batch_of(a), a, b, d):
+    view = np.full(a.size, pb.view_of_partition(task[0]), np.uint8)
+    for bid, part in pb.split_by(pb.batch_of(a), a, b, d, view):
         yield MAIN, (bid, part)
 
 
@@ -152,7 +157,9 @@ def _verify(element: tuple[int, dict], threshold: float | None) -> Iterator[Any]
     batch = _one(g, "batch")
     if batch is None:
         return
-    merged, refused = pb.verify_b(batch, g["pairs"], threshold)
+    merged, refused, n_centre = pb.verify_b(batch, g["pairs"], threshold)
+    if n_centre:
+        yield "centre", n_centre
     if merged[0].size:
         yield MAIN, merged
     if refused[0].size:
@@ -258,19 +265,25 @@ def _not_merged(element: tuple[int, dict]) -> Iterator[Decision]:
         yield Decision(key, NOT_MERGED, other, d, score)
 
 
-def _true_pairs(batch: pb.Batch, sample: tuple, k: int) -> Iterator[tuple]:
-    _, ids, p, m = sample
+def _true_pairs(batch: pb.Batch, sample: tuple, k: int, centre_view: bool) -> Iterator[tuple]:
+    """The sample's true candidates in a batch: within k on pHash, and with the centre
+    view on, within k on the centre view (before the frame gate, as the search is)."""
+    _, ids, p, m, c, cm, has_c = sample
     if ids.size == 0:
         return
     qi, xi, _ = neardup.brute_force_join(p, m, batch.phash, batch.mirror, k)
     q, x = ids[qi], batch.ids[xi]
+    if centre_view:
+        rows, bc, bcm = batch.view("centre")
+        qi, xi, _ = neardup.brute_force_join(c[has_c], cm[has_c], bc, bcm, k)
+        q, x = np.r_[q, ids[has_c][qi]], np.r_[x, batch.ids[rows][xi]]
     keep = q != x
     if keep.any():
         yield q[keep], x[keep]
 
 
 def _found_for_sample(part: tuple[int, tuple], sample: tuple) -> Iterator[tuple]:
-    _, (a, b, _) = part
+    a, b = part[1][0], part[1][1]
     ids = sample[1]
     in_a, in_b = np.isin(a, ids), np.isin(b, ids)
     q, x = np.r_[a[in_a], b[in_b]], np.r_[b[in_a], a[in_b]]
@@ -398,6 +411,14 @@ class PartitionedSearch(beam.PTransform):
         plan = fit | "Fit" >> beam.Map(_plan, AsSingleton(n), dedup)
         keyed = batches | "ByBatch" >> beam.Map(lambda b: (b.bid, b))
         assigned = batches | "Assign" >> beam.FlatMap(pb.assign_chunks, AsSingleton(plan))
+        centre_view = threshold is not None and dedup.centre_view
+        if centre_view:  # the centre view's own partitions, searched by the same steps
+            plan_c = fit | "FitCentre" >> beam.Map(_plan, AsSingleton(n), dedup, "centre")
+            assigned = (
+                assigned,
+                batches
+                | "AssignCentre" >> beam.FlatMap(pb.assign_chunks, AsSingleton(plan_c), "centre"),
+            ) | "BothViews" >> beam.Flatten()
         partition_sizes = (
             assigned
             | "EntryCounts" >> beam.Map(lambda part: (part[0], int(part[1][0].size)))
@@ -442,6 +463,7 @@ class PartitionedSearch(beam.PTransform):
             "Verify",
             MAIN,
             "refused",
+            "centre",
         )
         merged, refused = checked[MAIN], checked["refused"]
 
@@ -451,7 +473,8 @@ class PartitionedSearch(beam.PTransform):
         )
         truth = (
             batches
-            | "TrueNeighbours" >> beam.FlatMap(_true_pairs, AsSingleton(rsample), dedup.k)
+            | "TrueNeighbours"
+            >> beam.FlatMap(_true_pairs, AsSingleton(rsample), dedup.k, centre_view)
             | "AllTrue" >> beam.CombineGlobally(_ConcatFn(2))
         )
         found = (
@@ -530,6 +553,9 @@ class PartitionedSearch(beam.PTransform):
                 _count_arrays(refused, "refused"),
                 _count_arrays(remaining, "remaining"),
                 merged_scored,
+                checked["centre"]
+                | "SumCentre" >> beam.CombineGlobally(sum)
+                | "NameCentre" >> beam.Map(lambda c: ("centre_only_pairs", c)),
             )
             | "Counts" >> beam.Flatten()
             | "CountDict" >> beam.combiners.ToDict()

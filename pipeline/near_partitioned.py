@@ -222,6 +222,8 @@ def _report(
         report["verify"] = {
             "threshold": dedup.verify_threshold,
             "merged_pairs": counts.get("merged_pairs", 0),
+            "centre_view": dedup.centre_view,
+            "centre_only_pairs": counts.get("centre_only_pairs", 0),
             **refused,
         }
     return report
@@ -252,7 +254,9 @@ class PartitionedNearDedup(beam.PTransform):
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
         items = pending | "HashItems" >> beam.Map(
-            lambda r: HashItem(r.key, r.phash, r.phash_mirror, r.resolution, r.signature)
+            lambda r: HashItem(
+                r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
+            )
         )
         shard_refs = (
             pipeline

@@ -4,6 +4,7 @@ recall check, and the bundled data with partitions forced tiny (golden states)."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import apache_beam as beam
@@ -14,8 +15,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 from PIL import Image
 
+from mitigate import centre, verify
 from mitigate import neardup as nd
-from mitigate import verify
 from mitigate.config import load_config, validate_config
 from mitigate.near import HashItem, decide_near_duplicates
 from mitigate.partition import n_clusters_for, stable_hash
@@ -84,20 +85,45 @@ def _single(items: list[HashItem], **kw) -> tuple[set, dict]:
     return {_decision(d) for d in decisions}, report
 
 
+def _with_centre(items: list[HashItem], seed: int) -> list[HashItem]:
+    """Centre-view hashes with planted neighbours of their own (other pairs than the
+    pHash ones); a few items have none (as from an old manifest)."""
+    n = len(items)
+    c, cm = nd.synthetic_hashes(n, k=10, n_planted=n // 3, n_mirror_planted=n // 10, seed=seed)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(c.size)[:n]
+    ch, cmh = nd.uint64_to_hex(c[pick]), nd.uint64_to_hex(cm[pick])
+    return [
+        dataclasses.replace(it, centre=None if rng.random() < 0.05 else ch[i] + cmh[i])
+        for i, it in enumerate(items)
+    ]
+
+
 def _with_signatures(items: list[HashItem], seed: int) -> list[HashItem]:
     """Signatures (verify.signature of small random images): near copies are their
     group's image plus noise (verification merges them); a quarter get a fresh image
     (look-alikes that share a pHash neighbourhood: refused); a few have none (taken on
-    pHash alone)."""
+    pHash alone). Groups join the pairs of both views where items have centre hashes;
+    one item in ten is then a taller image (centre-only pairs with it fail the frame
+    gate)."""
     p = nd.hex_to_uint64([i.phash for i in items])
     m = nd.hex_to_uint64([i.mirror for i in items])
     exact = nd.find_near_duplicates(p, m, 10, mode="exact")
-    comp = nd.connected_components(len(items), exact.i, exact.j)
+    ei, ej = exact.i, exact.j
+    with_centre = [t for t, it in enumerate(items) if it.centre is not None]
+    if with_centre:
+        c, cm, _ = centre.centre_arrays([items[t].centre for t in with_centre])
+        found = nd.find_near_duplicates(c, cm, 10, mode="exact")
+        idx = np.asarray(with_centre)
+        ei, ej = np.r_[ei, idx[found.i]], np.r_[ej, idx[found.j]]
+    comp = nd.connected_components(len(items), ei, ej)
     rng = np.random.default_rng(seed)
+    tall = bool(with_centre)
 
     def signature(pixels: np.ndarray) -> bytes:
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-        return verify.signature(image.resize((64, 64), Image.Resampling.NEAREST))
+        height = 80 if tall and rng.random() < 0.1 else 64
+        return verify.signature(image.resize((64, height), Image.Resampling.NEAREST))
 
     base = {int(c): rng.integers(0, 256, (8, 8, 3)) for c in set(comp.tolist())}
     out = []
@@ -109,7 +135,7 @@ def _with_signatures(items: list[HashItem], seed: int) -> list[HashItem]:
             sig = signature(rng.integers(0, 256, (8, 8, 3)))
         else:
             sig = signature(base[int(comp[i])] + rng.integers(-3, 4, (8, 8, 3)))
-        out.append(HashItem(it.key, it.phash, it.mirror, it.resolution, sig))
+        out.append(dataclasses.replace(it, signature=sig))
     return out
 
 
@@ -231,6 +257,42 @@ def test_verification_and_medoid_in_many_partitions_decide_as_the_single_worker_
         assert report["verify"]["refused_pairs"] == want_report["verify"]["refused_pairs"]
         assert report["merged_pairs"] == want_report["verify"]["merged_pairs"]
         assert report["verify"]["examples_refused"] == want_report["verify"]["examples_refused"]
+
+    _search(
+        items,
+        check,
+        partition="clusters",
+        max_partition_size=100,
+        clusterings=6,
+        verify=True,
+        verify_threshold=1.0,
+        keep="medoid",
+    )
+
+
+@pytest.mark.slow
+def test_centre_view_in_many_partitions_decides_as_the_single_worker_path():
+    """Both views searched in their own partitions, candidates joined, centre-only
+    pairs gated and verified: the same decisions as the one-worker search (recall 1)."""
+    items = _with_signatures(_with_centre(_items(300, seed=2), seed=7), seed=5)
+    want, want_report = _single(items, verify_threshold=1.0, keep_rule="medoid")
+    assert want_report["verify"]["centre_only_pairs"] > 20
+    without, _ = _single(items, verify_threshold=1.0, keep_rule="medoid", centre_view=False)
+    # the centre view's pairs merge more (groups change, so not a superset)
+    assert sum(w[1] == "near_duplicate" for w in want) > sum(
+        w[1] == "near_duplicate" for w in without
+    )
+
+    def check(got: dict) -> None:
+        report = _merged(got["report"])
+        assert report["estimate"] == 1.0, report
+        assert report["sizes"]["partitions"] > 200  # both views' partitions
+        assert report["centre_only_pairs"] == want_report["verify"]["centre_only_pairs"]
+        assert set(got["decisions"]) == want and len(got["decisions"]) == len(want)
+        for key in ("cluster_sizes", "largest_clusters"):
+            assert report[key] == want_report[key], key
+        assert report["verify"]["refused_pairs"] == want_report["verify"]["refused_pairs"]
+        assert report["merged_pairs"] == want_report["verify"]["merged_pairs"]
 
     _search(
         items,

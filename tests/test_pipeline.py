@@ -320,6 +320,35 @@ def test_redecide_drops_exactly_what_a_fresh_run_would(sample_run, tmp_path):
     assert summary["source_issues"] == run_summary_issues(out)
 
 
+@pytest.mark.slow
+def test_redecide_reads_a_manifest_written_before_the_centre_view(sample_run, tmp_path):
+    """A run's manifest without the phash_centre column (as written before it existed):
+    redecide still decides near duplicates, on pHash only, to the same states."""
+    import shutil
+
+    from mitigate.pipeline.run import redecide
+
+    out, _ = sample_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for part in sorted((old / "manifest").glob("*.parquet")):
+        table = pq.read_table(part)
+        assert table.column("phash_centre").null_count < table.num_rows
+        pq.write_table(table.drop_columns(["phash_centre"]), part, compression="zstd")
+    config, _ = load_config(old / "config.yaml", [f"output.path={tmp_path / 're'}"])
+    summary = redecide(config, str(old))
+    assert summary["dedup"]["verify"]["centre_view"] is True
+    assert summary["dedup"]["verify"]["centre_only_pairs"] == 0
+    rows = pq.read_table(tmp_path / "re" / "manifest").to_pylist()
+    before = pq.read_table(out / "manifest").to_pylist()
+    assert all(r["phash_centre"] is None for r in rows)
+    assert sum(r["reason"] == "near_duplicate" for r in rows) > 0
+    states = {(r["key"], r["source"]): (r["state"], r["reason"], r["duplicate_of"]) for r in rows}
+    assert states == {
+        (r["key"], r["source"]): (r["state"], r["reason"], r["duplicate_of"]) for r in before
+    }
+
+
 def run_summary_issues(out: Path) -> list:
     return json.loads((out / "summary.json").read_text())["source_issues"]
 
