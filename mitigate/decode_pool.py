@@ -38,6 +38,7 @@ from mitigate import stages
 from mitigate.config import DecodeConfig, RunnerConfig
 from mitigate.filters import FilterConfig, ScoringItem, build_filter
 from mitigate.records import Reason, SampleRecord
+from mitigate.samples import Opener
 from mitigate.workers import PoolUnavailable, Worker, WorkerDied, split_evenly, usable_cores
 
 __all__ = ["DecodePool", "PoolUnavailable", "Ticket", "plan_processes", "split_evenly"]
@@ -72,14 +73,19 @@ def plan_processes(decode: DecodeConfig, runner: RunnerConfig) -> tuple[int, int
 # In a worker
 # --------------------------------------------------------------------------------------
 
-_state: dict[str, Any] = {}  # the decode config, filters and keep_images of this worker
+_state: dict[str, Any] = {}  # decode config, filters, keep_images, opener of this worker
 
 
-def _setup(decode: DecodeConfig, filter_configs: list[FilterConfig], keep_images: bool) -> None:
+def _setup(
+    decode: DecodeConfig,
+    filter_configs: list[FilterConfig],
+    keep_images: bool,
+    opener: Opener,
+) -> None:
     filters = [build_filter(c) for c in filter_configs]
     for flt in filters:
         flt.setup()
-    _state.update(decode=decode, filters=filters, keep_images=keep_images)
+    _state.update(decode=decode, filters=filters, keep_images=keep_images, opener=opener)
 
 
 def _crash_if_asked(payloads: Sequence[Payload]) -> None:
@@ -91,11 +97,14 @@ def _crash_if_asked(payloads: Sequence[Payload]) -> None:
             os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def _decode_share(payloads: Sequence[Payload]) -> tuple[list[ScoringItem], int]:
-    """What :class:`mitigate.pipeline.process.Decode` does in process, for one share."""
+def _decode_share(records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], int]:
+    """What :class:`mitigate.pipeline.process.Decode` does in process, for one share:
+    the worker reads the samples' bytes itself (no image bytes cross the pipe)."""
+    decode = _state["decode"]
+    payloads = stages.load_payloads(records, _state["opener"], decode.max_image_bytes)
     _crash_if_asked(payloads)
     filters = _state["filters"]
-    items = stages.compute_signals(payloads, _state["decode"], filters)
+    items = stages.compute_signals(payloads, decode, filters)
     stages.score_items(items, filters)
     decoded = sum(1 for item in items if item.image is not None)
     if not _state["keep_images"]:
@@ -112,14 +121,16 @@ def _decode_share(payloads: Sequence[Payload]) -> tuple[list[ScoringItem], int]:
 class Ticket:
     """Work handed to the workers by :meth:`DecodePool.send`."""
 
-    shares: list[list[Payload]]
+    shares: list[list[SampleRecord]]
     sent: list[bool]
 
 
 class DecodePool:
     """``processes`` decode workers for one decode config and filter list.
 
-    ``filter_configs`` are the filters scored at decode (no model filters, no heads).
+    ``filter_configs`` are the filters scored at decode (no model filters, no heads);
+    ``opener`` opens a source for reading (a module-level function: workers read the
+    samples' bytes themselves, as :func:`~mitigate.stages.load_payloads` does).
     ``keep_images``: return the working images (a model filter reads them next);
     otherwise items come back without pixels, which saves moving them between
     processes. Workers start at the first :meth:`send` (:class:`PoolUnavailable` if
@@ -132,11 +143,14 @@ class DecodePool:
         filter_configs: Sequence[FilterConfig],
         *,
         keep_images: bool,
+        opener: Opener,
     ) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
         self.processes = processes
-        self._init = (_setup, (decode, list(filter_configs), keep_images))
+        self._init = (_setup, (decode, list(filter_configs), keep_images, opener))
+        self._opener = opener
+        self._max_bytes = decode.max_image_bytes
         self.crashed = 0  # samples lost to a decoder crash
         self._workers: list[Worker | None] = [None] * processes
 
@@ -156,17 +170,17 @@ class DecodePool:
         for w in range(self.processes):
             self._drop(w)
 
-    def run(self, payloads: Sequence[Payload]) -> tuple[list[ScoringItem], int]:
-        """Items (as :func:`~mitigate.stages.compute_signals` then
-        :func:`~mitigate.stages.score_items` give them, in input order) and how many
-        were decoded."""
-        return self.receive(self.send(payloads))
+    def run(self, records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], int]:
+        """Items (as :func:`~mitigate.stages.load_payloads`, then
+        :func:`~mitigate.stages.compute_signals` and :func:`~mitigate.stages.score_items`
+        give them, in input order) and how many were decoded."""
+        return self.receive(self.send(records))
 
-    def send(self, payloads: Sequence[Payload]) -> Ticket:
-        """Hand ``payloads`` to the workers (one share each) and return at once; the
-        caller may work while they decode, then :meth:`receive` the ticket (one ticket
-        at a time)."""
-        shares = split_evenly(payloads, self.processes)
+    def send(self, records: Sequence[SampleRecord]) -> Ticket:
+        """Hand ``records`` to the workers (one share each) and return at once; the
+        caller may work while they read and decode, then :meth:`receive` the ticket
+        (one ticket at a time)."""
+        shares = split_evenly(records, self.processes)
         sent: list[bool] = []
         for w, share in enumerate(shares):
             try:
@@ -199,21 +213,24 @@ class DecodePool:
             decoded += got[1]
         return items, decoded
 
-    def _one_at_a_time(self, w: int, share: Sequence[Payload]) -> tuple[list[ScoringItem], int]:
+    def _one_at_a_time(
+        self, w: int, share: Sequence[SampleRecord]
+    ) -> tuple[list[ScoringItem], int]:
         items: list[ScoringItem] = []
         decoded = 0
-        for record, data in share:
+        for record in share:
             try:
-                got, n = self._worker(w).call(_decode_share, [(record, data)])
+                got, n = self._worker(w).call(_decode_share, [record])
             except WorkerDied as exc:
                 self._drop(w)
                 self.crashed += 1
                 why = exc.why
                 log.error("the decoder crashed on sample %s (%s): decode_error", record.key, why)
-                failed = record
+                # the record as reading left it (a private copy), with its sha256
+                ((failed, data),) = stages.load_payloads([record], self._opener, self._max_bytes)
                 if data is not None:
                     sha = hashlib.sha256(data).hexdigest()
-                    failed = dataclasses.replace(record, sha256=sha, n_bytes=len(data))
+                    failed = dataclasses.replace(failed, sha256=sha, n_bytes=len(data))
                 detail = f"the decoder crashed on this image (its worker process: {exc.why})"
                 got, n = [ScoringItem(failed.with_error(Reason.DECODE_ERROR, detail), None)], 0
             items.extend(got)

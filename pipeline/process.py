@@ -97,7 +97,9 @@ class Decode(beam.DoFn):
         if self._pool is None:
             models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
             configs = [f.config for f in self._filters]
-            self._pool = DecodePool(self.processes, self.decode, configs, keep_images=models)
+            self._pool = DecodePool(
+                self.processes, self.decode, configs, keep_images=models, opener=fs.open_read
+            )
         return self._pool
 
     def _give_up_pool(self, exc: PoolUnavailable) -> None:
@@ -106,23 +108,23 @@ class Decode(beam.DoFn):
             self._pool.close()
         self._pool, self.processes = None, 1
 
-    def _here(self, payloads: list[tuple[SampleRecord, bytes | None]]) -> list[ScoringItem]:
+    def _here(self, records: list[SampleRecord]) -> list[ScoringItem]:
+        payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
         items = stages.compute_signals(payloads, self.decode, self._filters)
         stages.score_items(items, self._filters)
         return items
 
     def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
         _, records = element
-        payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
         pool = self._pooled()
-        self._seen += len(payloads)
+        self._seen += len(records)
         held, self._held = self._held, []
         if pool is None:
             yield from self._finish(held)
-            yield from self._finish(self._here(payloads))
+            yield from self._finish(self._here(records))
             return
         try:
-            ticket = pool.send(payloads)
+            ticket = pool.send(records)
             if self.overlap:  # the steps after Decode run on the last chunk meanwhile
                 yield from self._finish(held)
                 held = []
@@ -131,7 +133,7 @@ class Decode(beam.DoFn):
             self._crashed.inc(pool.crashed - crashed)
         except PoolUnavailable as exc:
             self._give_up_pool(exc)
-            items = self._here(payloads)
+            items = self._here(records)
         yield from self._finish(held)
         if self.overlap and self._pool is not None:
             self._held = items

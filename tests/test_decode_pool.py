@@ -20,6 +20,7 @@ from mitigate import decode_pool, stages, workers
 from mitigate.config import Config, DecodeConfig, RunnerConfig, load_config
 from mitigate.decode_pool import DecodePool, plan_processes, split_evenly
 from mitigate.filters import build_filter
+from mitigate.pipeline.fs import open_read
 from mitigate.records import ERROR, Reason
 from mitigate.sources import index_tar
 
@@ -29,10 +30,13 @@ DEFAULT = REPO / "configs" / "default.yaml"
 COMPARED = ("shards", "manifest", "embeddings")
 
 
-def _payloads(limit: int = 24) -> list:
+def _records(limit: int = 24) -> list:
     with open(SAMPLE[0], "rb") as f:
-        records = [r for r in index_tar(f, str(SAMPLE[0]), max_image_bytes=10**8)][:limit]
-    return stages.load_payloads(records, lambda p: open(p, "rb"), 10**8)
+        return [r for r in index_tar(f, str(SAMPLE[0]), max_image_bytes=10**8)][:limit]
+
+
+def _payloads(records: list) -> list:
+    return stages.load_payloads(records, open_read, 10**8)
 
 
 def _pixel_filters(config: Config) -> list:
@@ -81,12 +85,13 @@ def test_plan_processes() -> None:
 
 @pytest.mark.parametrize("keep_images", [False, True])
 def test_pool_gives_what_decoding_in_process_gives(config: Config, keep_images: bool) -> None:
-    payloads = _payloads()
+    records = _records()
+    payloads = _payloads(records)
     expected = _in_process(payloads, config)
     filters = [f.config for f in _pixel_filters(config)]
-    pool = DecodePool(2, config.decode, filters, keep_images=keep_images)
+    pool = DecodePool(2, config.decode, filters, keep_images=keep_images, opener=open_read)
     try:
-        items, decoded = pool.run(payloads)
+        items, decoded = pool.run(records)
     finally:
         pool.close()
     assert [i.record for i in items] == [i.record for i in expected]
@@ -103,18 +108,19 @@ def test_pool_gives_what_decoding_in_process_gives(config: Config, keep_images: 
 def test_a_sample_that_crashes_the_decoder_costs_only_itself(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    payloads = _payloads(12)
+    records = _records(12)
+    payloads = _payloads(records)
     expected = _in_process(payloads, config)
     victim = [t for t, i in enumerate(expected) if i.image is not None][3]
     data = payloads[victim][1]
     monkeypatch.setenv(decode_pool._CRASH_ENV, hashlib.sha256(data).hexdigest())
     filters = [f.config for f in _pixel_filters(config)]
-    pool = DecodePool(2, config.decode, filters, keep_images=False)
+    pool = DecodePool(2, config.decode, filters, keep_images=False, opener=open_read)
     try:
-        items, decoded = pool.run(payloads)
+        items, decoded = pool.run(records)
         assert pool.crashed == 1
         # the pool works on after the crash
-        again, _ = pool.run(payloads[:2])
+        again, _ = pool.run(records[:2])
     finally:
         pool.close()
     assert len(items) == len(payloads)
@@ -193,10 +199,12 @@ def test_workers_exit_when_the_process_that_started_them_dies(tmp_path: Path) ->
         sys.path.insert(0, {str(REPO / "tests")!r})
         from mitigate.config import load_config
         from mitigate.decode_pool import DecodePool
-        from test_decode_pool import _payloads, _pixel_filters
+        from mitigate.pipeline.fs import open_read
+        from test_decode_pool import _records, _pixel_filters
         cfg, _ = load_config({str(DEFAULT)!r}, [])
-        pool = DecodePool(2, cfg.decode, [f.config for f in _pixel_filters(cfg)], keep_images=False)
-        pool.run(_payloads(4))
+        filters = [f.config for f in _pixel_filters(cfg)]
+        pool = DecodePool(2, cfg.decode, filters, keep_images=False, opener=open_read)
+        pool.run(_records(4))
         print(" ".join(str(w.proc.pid) for w in pool._workers), flush=True)
         os._exit(0)  # no clean-up: as if the job were killed
         """
