@@ -327,19 +327,9 @@ def metrics(
 def cost(shards: list[Path], repeat: int = 5) -> int:
     """Signature CPU time against the rest of the decode path, per image, same run
     (process CPU time: other processes on a shared machine do not count)."""
-    import tarfile
+    from bench_hashing import load  # benchmarks/: the images that decode, of every shard
 
-    images = []
-    for shard in shards:
-        with tarfile.open(shard) as tar:
-            try:
-                for m in tar:
-                    if m.isfile() and m.name.rsplit(".", 1)[-1] in ("jpg", "png", "webp"):
-                        data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                        if isinstance(decode_image(data, max_pixels=MAX_PIXELS), DecodedImage):
-                            images.append(data)
-            except tarfile.ReadError:
-                pass  # a truncated shard (the sample data plants one): use what was read
+    images = load(shards)
     t_decode = t_sig = t_area = t_32 = t_centre = t_phash = 0.0
     for _ in range(repeat):
         for data in images:

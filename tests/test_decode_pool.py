@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_runners import _outputs  # shards, manifest, embeddings of a run folder
 
 from mitigate import decode_pool, stages, workers
 from mitigate.config import Config, DecodeConfig, RunnerConfig, load_config
@@ -27,7 +28,6 @@ from mitigate.sources import index_tar
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = sorted((REPO / "data" / "sample").glob("shard-*.tar"))
 DEFAULT = REPO / "configs" / "default.yaml"
-COMPARED = ("shards", "manifest", "embeddings")
 
 
 def _records(limit: int = 24) -> list:
@@ -134,15 +134,6 @@ def test_a_sample_that_crashes_the_decoder_costs_only_itself(
             assert item.record == expected[t].record
     assert decoded == sum(1 for i in expected if i.image is not None) - 1
     assert [i.record for i in again] == [i.record for i in expected[:2]]
-
-
-def _outputs(out: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for folder in COMPARED
-        for p in sorted((out / folder).rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.mark.slow

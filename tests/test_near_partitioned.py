@@ -51,6 +51,17 @@ def _batches(items: list[HashItem], n_batches: int = 3) -> list[Batch]:
     return [Batch.of_items(bid, part) for bid, part in sorted(by.items())]
 
 
+# many small partitions, verification and the medoid rule (the default decision path)
+MANY_VERIFIED = {
+    "partition": "clusters",
+    "max_partition_size": 100,
+    "clusterings": 6,
+    "verify": True,
+    "verify_threshold": 1.0,
+    "keep": "medoid",
+}
+
+
 def _search(items: list[HashItem], check, **dedup) -> None:
     rules = {"verify": False, "keep": "resolution"}
     config = validate_config({"dedup": {"k": 10, **rules, **dedup}})
@@ -258,16 +269,7 @@ def test_verification_and_medoid_in_many_partitions_decide_as_the_single_worker_
         assert report["merged_pairs"] == want_report["verify"]["merged_pairs"]
         assert report["verify"]["examples_refused"] == want_report["verify"]["examples_refused"]
 
-    _search(
-        items,
-        check,
-        partition="clusters",
-        max_partition_size=100,
-        clusterings=6,
-        verify=True,
-        verify_threshold=1.0,
-        keep="medoid",
-    )
+    _search(items, check, **MANY_VERIFIED)
 
 
 @pytest.mark.slow
@@ -294,16 +296,7 @@ def test_centre_view_in_many_partitions_decides_as_the_single_worker_path():
         assert report["verify"]["refused_pairs"] == want_report["verify"]["refused_pairs"]
         assert report["merged_pairs"] == want_report["verify"]["merged_pairs"]
 
-    _search(
-        items,
-        check,
-        partition="clusters",
-        max_partition_size=100,
-        clusterings=6,
-        verify=True,
-        verify_threshold=1.0,
-        keep="medoid",
-    )
+    _search(items, check, **MANY_VERIFIED)
 
 
 @pytest.mark.slow
