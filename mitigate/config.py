@@ -16,7 +16,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -406,14 +405,19 @@ class RunnerConfig(_Strict):
     name: Literal["direct", "portable", "dataflow", "flink", "spark", "dask"] = "direct"
     # direct: in-process, threads, or worker processes on this machine
     direct_num_workers: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
-        default=1, description="Local workers; auto: one per CPU core."
+        default=1,
+        description="Local Beam workers. auto: one Beam worker whose decode step uses "
+        "every core (decode.processes), measured faster on one machine than a Beam "
+        "worker per core; a number N: N FnApiRunner workers (decode.processes auto is "
+        "then 1).",
     )
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
 
     def local_workers(self) -> int:
-        """``direct_num_workers`` as a number (``auto``: the machine's CPU count)."""
+        """``direct_num_workers`` as a number of Beam workers (``auto``: one; its decode
+        processes use the cores, :func:`mitigate.decode_pool.plan_processes`)."""
         if self.direct_num_workers == "auto":
-            return max(1, os.cpu_count() or 1)
+            return 1
         return self.direct_num_workers
 
     def local_running_mode(self) -> str:

@@ -6,7 +6,6 @@ grew with the sample (the fit-sample combiner)."""
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 
@@ -82,15 +81,21 @@ class _NotExempt(LocalRunner):
         return False
 
 
-def test_auto_workers_use_every_core_and_more_than_one_worker_leaves_one_thread(
+def test_auto_workers_are_one_beam_worker_decoding_on_every_core_and_more_leave_one_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    from mitigate import decode_pool
+    from mitigate.config import DecodeConfig
+
+    monkeypatch.setattr(decode_pool, "usable_cores", lambda: 6)
     auto = validate_config({"runner": {"direct_num_workers": "auto"}}).runner
-    assert auto.local_workers() == 6
-    assert auto.local_running_mode() == "multi_threading"  # not 6 workers on one thread
+    assert auto.local_workers() == 1
     flags = pipeline_options(auto).get_all_options()
-    assert (flags["direct_num_workers"], flags["direct_running_mode"]) == (6, "multi_threading")
+    assert (flags["direct_num_workers"], flags["direct_running_mode"]) == (1, "in_memory")
+    assert decode_pool.plan_processes(DecodeConfig(), auto)[0] == 6  # the cores decode
+    six = RunnerConfig(direct_num_workers=6)
+    assert six.local_running_mode() == "multi_threading"  # not 6 workers on one thread
+    assert decode_pool.plan_processes(DecodeConfig(), six)[0] == 1
     procs = RunnerConfig(direct_num_workers=2, direct_running_mode="multi_processing")
     assert procs.local_running_mode() == "multi_processing"  # an explicit mode stands
     assert RunnerConfig().local_running_mode() == "in_memory"
