@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mitigate import __version__, progress
 from mitigate.config import Config, ConfigError
+from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
 from mitigate.filters.probe import LinearProbeConfig, is_head
 from mitigate.pipeline import fs, outdir
@@ -194,6 +195,9 @@ def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str,
     for name in ("direct_num_workers", "direct_running_mode", "job_endpoint", "project"):
         if name in in_force:
             runner[name] = in_force[name]
+    if config.runner.name == "direct":  # a number, also where Beam's default (1) is in force
+        runner["direct_num_workers"] = config.runner.local_workers()
+        runner["decode_processes"] = plan_processes(config.decode, config.runner)[0]
     summary["run"] = {
         "runner": runner,
         "wall_seconds": round(elapsed, 3),

@@ -14,6 +14,7 @@ import webdataset as wds
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from mitigate import decode_pool
 from mitigate.config import ConfigError, load_config, validate_config
 from mitigate.pipeline.build import IndexSource, _exact_dedup, split
 from mitigate.pipeline.process import ProcessChunk
@@ -201,7 +202,7 @@ def test_second_run_is_byte_identical(sample_run, tmp_path):
 )
 def test_multi_processing_gives_the_same_output(sample_run, tmp_path, workers, mode):
     # Shard, manifest and embedding bytes of 1 worker, whatever the workers and mode
-    # (auto: one per core) and however the input is chunked.
+    # (auto: one Beam worker, decoding on every core) and however the input is chunked.
     out, _ = sample_run
     config, _ = load_config(
         DEFAULT,
@@ -215,6 +216,10 @@ def test_multi_processing_gives_the_same_output(sample_run, tmp_path, workers, m
     )
     summary = run(config)
     assert summary["run"]["runner"]["direct_num_workers"] == config.runner.local_workers()
+    # auto: one Beam worker whose decode step may use every core
+    assert summary["run"]["runner"]["decode_processes"] == (
+        1 if workers == "2" else min(decode_pool.usable_cores(), decode_pool.MAX_AUTO_PROCESSES)
+    )
     assert summary["runner_options"]["runner"] == "mitigate.runners.local.LocalRunner"
     mine, theirs = _files(out), _files(tmp_path / "mp")
     assert mine.keys() == theirs.keys()
