@@ -195,8 +195,9 @@ def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str,
     for name in ("direct_num_workers", "direct_running_mode", "job_endpoint", "project"):
         if name in in_force:
             runner[name] = in_force[name]
-    if config.runner.name == "direct":  # a number, also where Beam's default (1) is in force
-        runner["direct_num_workers"] = config.runner.local_workers()
+    if config.runner.name == "direct":
+        if "direct_num_workers" not in in_force:  # Beam's default (1) is not listed
+            runner["direct_num_workers"] = config.runner.local_workers()
         runner["decode_processes"] = plan_processes(config.decode, config.runner)[0]
     summary["run"] = {
         "runner": runner,
