@@ -83,8 +83,9 @@ def run(
         sources = preflight(config)
     if config.runner.dry_run:
         return dry_run(config, sources, beam_args)
-    header = _header(config, sources)
     options = pipeline_options(config.runner, beam_args)
+    config = with_flags_in_force(config, options)
+    header = _header(config, sources)
     header["runner_options"] = options_in_force(options)
 
     def work(staged: Config, layout: Layout) -> None:
@@ -93,6 +94,26 @@ def run(
         _execute(pipeline, config)
 
     return _staged(config, work)
+
+
+def with_flags_in_force(config: Config, options: PipelineOptions) -> Config:
+    """``config`` with the local runner's worker flags that Beam flags on the command line
+    (``mitigate run ... -- --direct_num_workers=2``) set over it, so that what depends on
+    them sees them: ``decode.processes: auto`` starts no decode processes under several
+    Beam workers (each would start its own: more processes than cores)."""
+    if config.runner.name != "direct":
+        return config
+    in_force = options.get_all_options(drop_default=True)
+    update = {
+        name: in_force[name]
+        for name in ("direct_num_workers", "direct_running_mode")
+        if in_force.get(name) is not None and in_force[name] != getattr(config.runner, name)
+    }
+    if update.get("direct_num_workers") == 1 and config.runner.direct_num_workers == "auto":
+        del update["direct_num_workers"]  # auto is one Beam worker: the same
+    if not update:
+        return config
+    return config.model_copy(update={"runner": config.runner.model_copy(update=update)})
 
 
 def options_in_force(options: PipelineOptions) -> dict[str, Any]:
@@ -249,6 +270,7 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     ]
     issues = [SourceIssue(**i) for i in previous.get("source_issues", [])]
     options = pipeline_options(config.runner, beam_args)
+    config = with_flags_in_force(config, options)
     header["runner_options"] = options_in_force(options)
     parts = fs.match([Layout(from_path).manifest_parts])
 

@@ -83,6 +83,26 @@ def test_plan_processes() -> None:
     assert plan_processes(DecodeConfig(), portable) == (1, 0)
 
 
+@pytest.mark.parametrize("workers_in_config", [1, "auto"])
+def test_beam_flags_on_the_command_line_reach_the_plan(config: Config, workers_in_config) -> None:
+    """``mitigate run ... -- --direct_num_workers=2``: two Beam workers, so no decode
+    processes (each Beam worker would start its own: four processes on two cores)."""
+    from mitigate.pipeline.run import with_flags_in_force
+    from mitigate.runners import pipeline_options
+
+    config = config.model_copy(
+        update={"runner": RunnerConfig(direct_num_workers=workers_in_config)}
+    )
+    flags = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
+    folded = with_flags_in_force(config, pipeline_options(config.runner, flags))
+    assert folded.runner.local_workers() == 2
+    assert folded.runner.local_running_mode() == "multi_threading"
+    assert plan_processes(folded.decode, folded.runner) == (1, 0)
+    # without flags (or with one that says what the config says) nothing changes
+    for same in ([], ["--direct_num_workers=1"]):
+        assert with_flags_in_force(config, pipeline_options(config.runner, same)) is config
+
+
 @pytest.mark.parametrize("keep_images", [False, True])
 def test_pool_gives_what_decoding_in_process_gives(config: Config, keep_images: bool) -> None:
     records = _records()

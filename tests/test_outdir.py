@@ -91,6 +91,7 @@ def test_overwrite_replaces_only_what_the_previous_run_wrote(finished, tmp_path,
     # the options in force, not the config's defaults
     runner = summary["run"]["runner"]
     assert (runner["direct_num_workers"], runner["direct_running_mode"]) == (2, "multi_threading")
+    assert runner["decode_processes"] == 1  # two Beam workers: no decode processes of their own
     assert summary["input_count"] != json.loads(finished[1]["summary.json"])["input_count"]
     assert not [p for p in out.iterdir() if p.name.startswith(".mitigate")]
 
