@@ -19,8 +19,11 @@ Safety and fidelity, in order:
 from __future__ import annotations
 
 import io
+import logging
+import traceback
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,6 +32,8 @@ from mitigate import hashing, verify
 from mitigate.records import Reason
 from mitigate.sources import IMAGE_FORMATS
 
+LOG = logging.getLogger(__name__)
+_PILLOW_DIR = Path(Image.__file__).resolve().parent
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 or 270 degrees
 
@@ -91,9 +96,45 @@ def decode_image(
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
         # Pillow signals truncated or corrupt data with these (e.g. "image file is
         # truncated", "broken data stream"); anything else is a bug and should raise.
-        return DecodeFailure(Reason.DECODE_ERROR, f"{image.format or 'image'}: {exc}")
+        return DecodeFailure(Reason.DECODE_ERROR, _failure_detail(image.format, exc))
     except MemoryError:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, "out of memory while decoding")
+
+
+_reported: set[tuple[str, str]] = set()  # (exception type, place) logged in this process
+
+
+def _failure_detail(fmt: str | None, exc: Exception) -> str:
+    """The manifest detail of a decode that raised ``exc``.
+
+    Pillow raises ``TypeError`` and ``IndexError`` on some corrupt files too, so they
+    count as bad input, but only when Pillow raised them: raised anywhere else (this
+    package, numpy) they are most likely a bug, which must not pass for a bad image. The
+    sample is still recorded (the run goes on), its detail says where the error came
+    from, and the first occurrence of each place is logged as an error with its
+    traceback."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    if not isinstance(exc, TypeError | IndexError) or where is None:
+        return f"{fmt or 'image'}: {exc}"
+    path = Path(where.filename).resolve()
+    if path.is_relative_to(_PILLOW_DIR):
+        return f"{fmt or 'image'}: {exc}"
+    place = f"{path.parent.name}/{path.name}:{where.lineno}"
+    key = (type(exc).__name__, place)
+    if key not in _reported:
+        _reported.add(key)
+        LOG.error(
+            "unexpected %s at %s while decoding a %s image (a bug, not bad input: please "
+            "report it); the sample is recorded as decode_error",
+            type(exc).__name__,
+            place,
+            fmt or "unknown",
+            exc_info=exc,
+        )
+    return (
+        f"{fmt or 'image'}: unexpected {type(exc).__name__} at {place}, not raised by the "
+        f"image decoder (a bug: please report it): {exc}"
+    )
 
 
 # Magic numbers of formats that are refused (see sources.IMAGE_FORMATS), for a clear

@@ -207,3 +207,35 @@ def test_refused_formats_are_unsupported_not_decoded(fmt, name):
     result = decode_image(buf.getvalue(), max_pixels=10**8)
     assert isinstance(result, DecodeFailure)
     assert result.reason == "unsupported_format" and name in result.detail
+
+
+def test_a_type_error_outside_pillow_is_recorded_as_a_bug_not_as_bad_input(
+    photos, monkeypatch, caplog
+):
+    """A TypeError or IndexError raised by Pillow means corrupt data; raised in this
+    package it is a bug: the sample is still recorded (the run goes on), but its detail
+    says so and where, and the first one is logged as an error with its traceback."""
+    from mitigate import decode as decode_module
+    from mitigate import verify
+
+    data = next(iter(photos.values()))
+
+    def broken_signature(image):  # a programming error in our own code
+        return image.size + 1
+
+    monkeypatch.setattr(verify, "signature", broken_signature)
+    monkeypatch.setattr(decode_module, "_reported", set())
+    with caplog.at_level("ERROR", logger="mitigate.decode"):
+        first = decode_image(data, max_pixels=LIMIT)
+        second = decode_image(data, max_pixels=LIMIT)
+    assert isinstance(first, DecodeFailure) and first.reason == "decode_error"
+    assert "unexpected TypeError at tests/test_decode.py:" in first.detail
+    assert "a bug" in first.detail and first.detail == second.detail
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None  # once per place
+
+    # the same exception type raised inside Pillow (as its plugins do on corrupt data)
+    monkeypatch.setattr(verify, "signature", lambda image: image.getpixel("ab"))
+    pillow = decode_image(data, max_pixels=LIMIT)
+    assert isinstance(pillow, DecodeFailure) and pillow.reason == "decode_error"
+    assert "unexpected" not in pillow.detail and "a bug" not in pillow.detail
