@@ -404,8 +404,10 @@ def pair_scores(
     ``signatures``); smaller = more alike; <= threshold = near duplicates. The score is
     the larger of the most changed window and the global change (module docstring).
 
-    Symmetric: the pair is always scored with the smaller index first, so
-    ``pair_scores([a], [b], s) == pair_scores([b], [a], s)``. Pairs are scored in
+    Symmetric and independent of the table: of the two images, the one whose signature
+    bytes sort first is the one the other is aligned to, so a pair's score depends on
+    the two signatures only, not on their order or position in ``signatures`` (one
+    worker's table and a partition's batch give the same score). Pairs are scored in
     chunks of bounded size (by level, then by the larger index), and only the
     signatures a chunk names are unpacked, so memory beyond ``signatures`` is bounded.
 
@@ -424,7 +426,8 @@ def pair_scores(
     if ii.shape[0] == 0:
         return out
     stop = np.inf if stop_above is None else float(stop_above)
-    lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
+    first = _content_rank(sigs, ii, jj)
+    lo, hi = np.where(first[0] <= first[1], ii, jj), np.where(first[0] <= first[1], jj, ii)
     size = _sizes(sigs)
     shorter = np.minimum(size.min(axis=1)[lo], size.min(axis=1)[hi])
     level = np.full(lo.shape[0], LEVELS[-1], dtype=np.int64)
@@ -459,6 +462,20 @@ def pair_scores(
                 local[m] = _level_scores(a[m], b[m], y, c, lv, stop)
         out[sel] = np.maximum(local, g4)
     return out
+
+
+def _content_rank(
+    sigs: NDArray[np.uint8], i: NDArray[np.int64], j: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rank of the signatures of ``i`` and ``j`` among the rows the pairs name, in the
+    order of their bytes (``memcmp``): consistent across tables, since any subset of
+    signatures sorts alike. Identical signatures share a rank (their score is the same
+    either way)."""
+    used, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
+    rows = np.ascontiguousarray(sigs[used]).view(np.dtype((np.void, sigs.shape[1]))).ravel()
+    _, rank = np.unique(rows, return_inverse=True)
+    rank = rank.reshape(-1)[inv]
+    return rank[: i.shape[0]], rank[i.shape[0] :]
 
 
 def verified(scores: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> NDArray[np.bool_]:

@@ -128,6 +128,35 @@ def test_scores_identical_zero_symmetric_and_ordered() -> None:
     assert verify.verified(s).tolist() == [False, False]
 
 
+def test_a_pairs_score_does_not_depend_on_the_table_holding_it() -> None:
+    """One worker's table (every item, key order) and a partition's batch (a few items,
+    any order) must score a pair alike, or the two search modes could decide apart."""
+    originals = [
+        Image.open(DATA / name).convert("RGB")
+        for name in ("photos-chelsea.jpg", "flags-redflag.jpg", "animals-donkey.jpg")
+    ]
+    sigs: list[bytes] = []
+    for image in originals:
+        sigs.append(verify.signature(image))
+        for edit in ("crop_3", "watermark_10", "flip"):
+            copy = Image.open(io.BytesIO(jpeg(EDITS[edit][0](image), 75))).convert("RGB")
+            sigs.append(verify.signature(copy))
+    n = len(sigs)
+    i, j = np.triu_indices(n, 1)
+    scores = verify.pair_scores(i, j, sigs)
+    assert np.array_equal(scores, verify.pair_scores(j, i, sigs))
+    rng = np.random.default_rng(7)
+    for _ in range(3):  # the same signatures in another order, among others
+        perm = rng.permutation(n)
+        where = np.empty(n, np.int64)
+        where[perm] = np.arange(n)
+        table = [sigs[x] for x in perm] + sigs[:3]
+        assert np.array_equal(verify.pair_scores(where[i], where[j], table), scores)
+    for t, (a, b) in enumerate(zip(i, j, strict=True)):  # a table of just the pair
+        assert verify.pair_scores([0, 1], [1, 0], [sigs[a], sigs[b]]).tolist() == [scores[t]] * 2
+        assert verify.pair_scores([0], [1], [sigs[b], sigs[a]])[0] == scores[t]
+
+
 def test_signature_layout_round_trips_to_the_cells() -> None:
     """4-bit luma at 64x64 between the plane's own extremes, 16x16 chroma, the size."""
     image = Image.open(DATA / "flags-redflag.jpg").convert("RGB")
