@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 
 
 # Runners on which dedup.partition: auto keeps the one-worker near-dup graph: the local
-# runner (one process holds every collection anyway) and Beam's Dask runner (its cost per
-# stage makes the ~90-stage partitioned graph many times slower; set clusters there
-# explicitly for more hashes than one worker holds).
+# runner (one process holds every collection anyway) and Beam's Dask runner (which cannot
+# run the partitioned graph in useful time: clusters is refused there, see
+# _cross_checks).
 ONE_WORKER_AUTO_RUNNERS = frozenset({"direct", "dask"})
 
 
@@ -214,7 +214,8 @@ class DedupConfig(_Strict):
         description="none: every hash in one worker (ToList). clusters: the partitioned "
         "graph (k-modes clusterings, exact search per partition, distributed components). "
         "auto: none on the local runner (direct: its one process holds every collection "
-        "anyway, and the one-worker graph is faster there) and on dask (its cost per stage); "
+        "anyway, and the one-worker graph is faster there) and on dask (which cannot run "
+        "the partitioned graph: clusters is refused there); "
         "on every other runner the partitioned graph (one exact partition while the hashes fit in "
         "max_partition_size, clusters beyond). Both graphs verify candidate pairs and "
         "apply dedup.keep the same way.",
@@ -715,6 +716,16 @@ def _cross_checks(config: Config) -> list[str]:
     errors = []
     by_id = {f.filter_id: f for f in config.filters}
     rb = config.rebalance
+    if config.runner.name == "dask" and config.dedup.near and config.dedup.partition == "clusters":
+        # Measured (session 7): with both candidate views the partitioned graph has ~100
+        # stages, and Beam's Dask runner, which recomputes shared upstream stages per
+        # branch, did not finish the 45 bundled samples in 25 minutes on a 2-process
+        # LocalCluster (18 s on the local runner), warning of inconsistent task graphs.
+        errors.append(
+            "dedup.partition: the dask runner cannot run the partitioned near-dup graph "
+            "(clusters): measured, it did not finish 45 samples in 25 minutes; use "
+            "dedup.partition=none (or auto) on dask, or a portable/Dataflow runner"
+        )
     if not rb.enabled:
         # A disabled section is not checked against the rest of the config: switching
         # rebalancing off must not demand the filters or embeddings it would need.

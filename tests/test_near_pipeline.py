@@ -281,7 +281,7 @@ def test_partitioned_graph_runs_with_verification_and_the_medoid_rule():
     for runner in ("dataflow", "flink", "spark", "portable"):
         assert dedup().partitioned_on(runner), runner
     assert not dedup().partitioned_on("direct")
-    assert not dedup().partitioned_on("dask")  # its per-stage cost; clusters explicitly
+    assert not dedup().partitioned_on("dask")  # it cannot run it: clusters is refused
     assert dedup(partition="clusters").partitioned_on("direct")
     assert dedup(verify=False, keep="resolution").partitioned_on("dataflow")
     assert not dedup(partition="none").partitioned_on("dataflow")

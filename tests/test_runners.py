@@ -169,6 +169,18 @@ def test_dask_refuses_rebalancing_at_config_time():
         load_config(DEFAULT, ["runner.name=dask", "runner.dask_address=tcp://127.0.0.1:1"])
 
 
+def test_dask_refuses_the_partitioned_near_dup_graph_at_config_time():
+    from mitigate.config import ConfigError
+
+    dask = ["runner.name=dask", "runner.dask_address=tcp://127.0.0.1:1", "rebalance.enabled=false"]
+    with pytest.raises(ConfigError, match=r"dedup\.partition: the dask runner cannot run"):
+        load_config(DEFAULT, [*dask, "dedup.partition=clusters"])
+    for fine in ("dedup.partition=auto", "dedup.partition=none"):  # the one-worker graph
+        config, _ = load_config(DEFAULT, [*dask, fine])
+        assert not config.dedup.partitioned_on("dask")
+    load_config(DEFAULT, [*dask, "dedup.partition=clusters", "dedup.near=false"])  # no search
+
+
 def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
     image = "europe-west4-docker.pkg.dev/my-project/mitigate/mitigate:0.1.0"
     config, _ = load_config(
