@@ -426,8 +426,8 @@ def pair_scores(
     if ii.shape[0] == 0:
         return out
     stop = np.inf if stop_above is None else float(stop_above)
-    first = _content_rank(sigs, ii, jj)
-    lo, hi = np.where(first[0] <= first[1], ii, jj), np.where(first[0] <= first[1], jj, ii)
+    first = _bytes_first(sigs, ii, jj)
+    lo, hi = np.where(first, ii, jj), np.where(first, jj, ii)
     size = _sizes(sigs)
     shorter = np.minimum(size.min(axis=1)[lo], size.min(axis=1)[hi])
     level = np.full(lo.shape[0], LEVELS[-1], dtype=np.int64)
@@ -464,18 +464,19 @@ def pair_scores(
     return out
 
 
-def _content_rank(
+def _bytes_first(
     sigs: NDArray[np.uint8], i: NDArray[np.int64], j: NDArray[np.int64]
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Rank of the signatures of ``i`` and ``j`` among the rows the pairs name, in the
-    order of their bytes (``memcmp``): consistent across tables, since any subset of
-    signatures sorts alike. Identical signatures share a rank (their score is the same
-    either way)."""
-    used, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
-    rows = np.ascontiguousarray(sigs[used]).view(np.dtype((np.void, sigs.shape[1]))).ravel()
-    _, rank = np.unique(rows, return_inverse=True)
-    rank = rank.reshape(-1)[inv]
-    return rank[: i.shape[0]], rank[i.shape[0] :]
+) -> NDArray[np.bool_]:
+    """Whether signature ``i[t]``'s bytes sort before or equal to ``j[t]``'s (``memcmp``
+    order): a property of the two signatures alone, whatever table holds them. Compared
+    in chunks of :data:`_CHUNK` pairs (bounded memory: two rows a pair at a time)."""
+    out = np.empty(i.shape[0], dtype=bool)
+    for start in range(0, i.shape[0], _CHUNK):
+        a, b = sigs[i[start : start + _CHUNK]], sigs[j[start : start + _CHUNK]]
+        at = (a != b).argmax(axis=1)  # first differing byte (0 where equal: a tie)
+        rows = np.arange(a.shape[0])
+        out[start : start + _CHUNK] = a[rows, at] <= b[rows, at]
+    return out
 
 
 def verified(scores: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> NDArray[np.bool_]:
