@@ -109,6 +109,10 @@ def with_flags_in_force(config: Config, options: PipelineOptions) -> Config:
         for name in ("direct_num_workers", "direct_running_mode")
         if in_force.get(name) is not None and in_force[name] != getattr(config.runner, name)
     }
+    if update.get("direct_num_workers") == 0:  # Beam: one worker per CPU
+        import multiprocessing
+
+        update["direct_num_workers"] = multiprocessing.cpu_count()
     if update.get("direct_num_workers") == 1 and config.runner.direct_num_workers == "auto":
         del update["direct_num_workers"]  # auto is one Beam worker: the same
     if not update:

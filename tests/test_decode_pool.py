@@ -98,6 +98,11 @@ def test_beam_flags_on_the_command_line_reach_the_plan(config: Config, workers_i
     assert folded.runner.local_workers() == 2
     assert folded.runner.local_running_mode() == "multi_threading"
     assert plan_processes(folded.decode, folded.runner) == (1, 0)
+    # Beam's 0: a worker per CPU
+    zero = with_flags_in_force(config, pipeline_options(config.runner, ["--direct_num_workers=0"]))
+    assert zero.runner.local_workers() == os.cpu_count()
+    if os.cpu_count() > 1:
+        assert plan_processes(zero.decode, zero.runner) == (1, 0)
     # without flags (or with one that says what the config says) nothing changes
     for same in ([], ["--direct_num_workers=1"]):
         assert with_flags_in_force(config, pipeline_options(config.runner, same)) is config
