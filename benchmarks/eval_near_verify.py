@@ -39,6 +39,7 @@ import logging
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -125,9 +126,11 @@ class SignatureTimer:
     """Times :func:`mitigate.verify.signature` where the decode path calls it (with
     pHash's grey image), by wrapping it for the duration of a ``with`` block."""
 
-    def __init__(self) -> None:
+    def __init__(self, signature: Callable[[Image.Image], bytes] | None = None) -> None:
+        """``signature``: what the decode path calls meanwhile (default: its own)."""
         self.seconds = 0.0
-        self._real = verify.signature
+        self._saved = verify.signature
+        self._real = signature or verify.signature
 
     def __enter__(self) -> SignatureTimer:
         real = self._real
@@ -143,7 +146,7 @@ class SignatureTimer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        verify.signature = self._real  # type: ignore[assignment]
+        verify.signature = self._saved  # type: ignore[assignment]
 
 
 def dct256(image: Image.Image) -> bytes:
@@ -353,43 +356,47 @@ def cost(shards: list[Path], previous: ModuleType | None = None, repeat: int = 5
     """Signature CPU time against the rest of the decode path, per image, same run
     (process CPU time: other processes on a shared machine do not count). The signature
     is timed where the decode path calls it (:class:`SignatureTimer`); ``previous``'s
-    (``--previous-verify``) right after each decode, on the same working image."""
+    (``--previous-verify``) likewise, in a second decode of each image with it swapped
+    in, so both are measured in the same place."""
     from bench_hashing import load  # benchmarks/: the images that decode, of every shard
 
     images = load(shards)
-    t_decode = t_prev = t_centre = t_phash = 0.0
-    with SignatureTimer() as timer:
-        for _ in range(repeat):
-            for data in images:
+    t_decode = t_prev_decode = t_centre = t_phash = 0.0
+    timer, prev_timer = SignatureTimer(), SignatureTimer(previous and previous.signature)
+    for _ in range(repeat):
+        for data in images:
+            with timer:
                 t0 = time.process_time()
                 dec = decode_image(data, max_pixels=MAX_PIXELS)
-                t1 = time.process_time()
-                assert isinstance(dec, DecodedImage)
-                t_decode += t1 - t0
-                if previous is not None:
-                    t2 = time.process_time()
-                    previous.signature(dec.working)
-                    t_prev += time.process_time() - t2
-                thumb = hashing.gray_thumbnail(dec.working, exact=False)
-                t4 = time.process_time()
-                hashing.centre_pair_from_thumbnail(thumb)
-                t5 = time.process_time()
-                hashing._phashes(np.stack((thumb, thumb[:, ::-1])))  # as phash_pair does
-                t_phash += time.process_time() - t5
-                t_centre += t5 - t4
+                t_decode += time.process_time() - t0
+            assert isinstance(dec, DecodedImage)
+            if previous is not None:
+                with prev_timer:
+                    t0 = time.process_time()
+                    decode_image(data, max_pixels=MAX_PIXELS)
+                    t_prev_decode += time.process_time() - t0
+            thumb = hashing.gray_thumbnail(dec.working, exact=False)
+            t4 = time.process_time()
+            hashing.centre_pair_from_thumbnail(thumb)
+            t5 = time.process_time()
+            hashing._phashes(np.stack((thumb, thumb[:, ::-1])))  # as phash_pair does
+            t_phash += time.process_time() - t5
+            t_centre += t5 - t4
     n = len(images) * repeat
-    t_sig = timer.seconds
+    t_sig, t_prev = timer.seconds, prev_timer.seconds
     rest = t_decode - t_sig  # the decode path without its signature
     print(
         f"{len(images)} images x {repeat}: decode path {t_decode / n * 1e3:.2f} ms, of which "
         f"signature {t_sig / n * 1e3:.3f} ms = {t_sig / rest:.1%} of the rest of the decode"
-        + (
-            f"; previous signature (after the decode) {t_prev / n * 1e3:.3f} ms = "
-            f"{t_prev / rest:.1%} (new / previous: {t_sig / max(t_prev, 1e-12):.2f})"
-            if previous is not None
-            else ""
-        )
     )
+    if previous is not None:
+        prev_rest = t_prev_decode - t_prev
+        print(
+            f"previous signature (--previous-verify, in the same place): decode path "
+            f"{t_prev_decode / n * 1e3:.2f} ms, of which signature {t_prev / n * 1e3:.3f} ms = "
+            f"{t_prev / prev_rest:.1%} of the rest of the decode; new / previous signature: "
+            f"{t_sig / t_prev:.2f}"
+        )
     print(
         f"centre hash and its mirror (from pHash's thumbnail, inside the decode path): "
         f"{t_centre / n * 1e3:.3f} ms = {t_centre / (t_decode - t_centre):.1%} of the decode "
