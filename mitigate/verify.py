@@ -195,7 +195,7 @@ def signature(image: Image.Image) -> bytes:
     numpy quantisation); the colour arithmetic is the kernel's own, so the bytes are
     not the fourth round's (the luma of a sample mean is within 1 of it, and chroma
     within Pillow's table rounding): a new :data:`SIG_VERSION`. Measured
-    (BENCHMARKS.md, "Fifth round"): the same precision and recall, ~0.5x the CPU time in
+    (BENCHMARKS.md, "Fifth round"): the same precision and recall, ~0.6x the CPU time in
     the decode path.
     """
     if image.mode != "RGB":
