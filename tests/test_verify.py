@@ -111,11 +111,59 @@ def _pairs(samples: list[Sample]) -> neardup.PairSet:
 def test_signature_is_compact_and_comes_from_the_single_decode() -> None:
     data = (DATA / "photos-chelsea.jpg").read_bytes()
     decoded = _decode(data)
-    assert len(decoded.signature) == verify.SIG_BYTES == 2314
+    assert len(decoded.signature) == verify.SIG_BYTES == 2315
+    assert decoded.signature[-1] == verify.SIG_VERSION == 2
     assert decoded.signature == verify.signature(decoded.working)
     # any mode works and gives RGB's signature for an RGB-equivalent image
     grey = Image.open(io.BytesIO(data)).convert("L")
     assert verify.signature(grey) == verify.signature(grey.convert("RGB"))
+
+
+def test_compiled_signature_equals_the_numpy_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel (numba) and the numpy reference give the same bytes: real photos and
+    glyph stamps of every bundled family, every mode, tiny, thin and huge frames."""
+    rng = np.random.default_rng(12)
+    images = [Image.open(p) for p in sorted(DATA.glob("*.jpg"))[::4]]
+    photo = Image.open(DATA / "photos-chelsea.jpg")
+    images += [photo.convert(m) for m in ("L", "P", "RGBA", "CMYK", "I;16")]
+    images += [photo.resize(size) for size in ((1, 1), (3, 200), (127, 128), (128, 127))]
+    images += [photo.resize((2000, 130)), photo.resize((129, 4000))]
+    images += [Image.fromarray(rng.integers(0, 256, (300, 257, 3), dtype=np.uint8))]
+    assert len(images) >= 20
+    compiled = [verify.signature(im) for im in images]
+    assert verify._kernel() is not None  # numba is a core dependency
+    monkeypatch.setattr(verify, "_kernel", lambda: None)
+    for im, sig in zip(images, compiled, strict=True):
+        assert verify.signature(im) == sig, (im.mode, im.size)
+
+
+def test_flat_colours_give_the_bt601_values() -> None:
+    """A flat image's cells are its colour's ITU-R 601-2 luma (Pillow's L, exactly) and
+    BT.601 Cb, Cr (Pillow's YCbCr within its table rounding of 1): the ranges stored."""
+    rng = np.random.default_rng(601)
+    for rgb in [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255)] + [
+        tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(60)
+    ]:
+        image = Image.new("RGB", (200, 150), rgb)
+        sig = verify.signature(image)
+        y_lo, y_hi, b_lo, b_hi, r_lo, r_hi = sig[verify._RANGE_AT : verify._SIZE_AT]
+        assert (y_lo, b_lo, r_lo) == (y_hi, b_hi, r_hi)
+        assert y_lo == image.convert("L").getpixel((0, 0)), rgb
+        _, cb, cr = image.convert("YCbCr").getpixel((0, 0))  # type: ignore[misc]
+        assert abs(b_lo - cb) <= 1 and abs(r_lo - cr) <= 1, rgb
+        assert sig[verify._SIZE_AT :] == bytes((0, 200, 0, 150, verify.SIG_VERSION))
+
+
+def test_a_mirror_image_is_a_near_copy_and_half_size_too() -> None:
+    """Point samples on a grid: the mirror image and a half-size copy of a photo and of
+    a glyph stamp score far below the threshold (measured 0.05-0.3)."""
+    for name in ("photos-chelsea.jpg", "letters-R_filled.jpg"):
+        image = Image.open(DATA / name).convert("RGB")
+        base = verify.signature(image)
+        flipped = verify.signature(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        half = verify.signature(image.resize((image.width // 2, image.height // 2)))
+        assert verify.score(base, flipped) < 0.5 * verify.DEFAULT_THRESHOLD, name
+        assert verify.score(base, half) < 0.7 * verify.DEFAULT_THRESHOLD, name
 
 
 def test_scores_identical_zero_symmetric_and_ordered() -> None:
@@ -203,9 +251,9 @@ def test_a_stretched_copy_is_refused_and_a_tiny_copy_is_compared_coarsely(
 
 def test_bad_signatures_are_named() -> None:
     good = bytes(verify.SIG_BYTES)
-    with pytest.raises(ValueError, match="signature 1: expected 2314 bytes, got 5 bytes"):
+    with pytest.raises(ValueError, match="signature 1: expected 2315 bytes, got 5 bytes"):
         verify.as_signatures([good, b"short"])
-    with pytest.raises(ValueError, match="signature 0: expected 2314 bytes, got None"):
+    with pytest.raises(ValueError, match="signature 0: expected 2315 bytes, got None"):
         verify.as_signatures([None])
     with pytest.raises(ValueError, match="differ in length"):
         verify.pair_scores([0, 1], [1], [good, good])
@@ -376,13 +424,35 @@ def test_refused_pairs_leave_evidence_on_the_kept_sample(evalset: list[Sample]) 
     assert report["verify"]["examples_refused"][0][:2] == sorted([red.key, green.key])
 
 
-def test_items_without_signature_fall_back_to_phash() -> None:
+def test_items_without_signature_fall_back_to_phash(caplog: pytest.LogCaptureFixture) -> None:
     h = "ffff0000ffff0000"
-    # no signature, or one of another length (stored by a run before the signature
-    # changed): the pair is taken on pHash alone, no error
-    old = bytes(1536)
-    assert not verify.is_signature(old) and verify.is_signature(bytes(verify.SIG_BYTES))
-    items = [HashItem("a", h, h, 10, old), HashItem("b", h, h, 10, None)]
+    current = bytes(verify.SIG_BYTES - 1) + bytes([verify.SIG_VERSION])
+    assert verify.is_signature(current)
+    # no signature, or one of another length or version (stored by a run before the
+    # signature changed: the first round's 1,536 bytes, the fourth's 2,314, a 2,315-byte
+    # one of another version): the pair is taken on pHash alone, no error, a warning
+    verify._WARNED.clear()
+    with caplog.at_level("WARNING", logger="mitigate.verify"):
+        for old in (bytes(1536), bytes(2314), bytes(verify.SIG_BYTES), bytes(2314)):
+            assert not verify.is_signature(old)
+            items = [HashItem("a", h, h, 10, old), HashItem("b", h, h, 10, current)]
+            decisions, report = decide_near_duplicates(
+                items,
+                K,
+                mode="exact",
+                verify_threshold=verify.DEFAULT_THRESHOLD,
+                keep_rule="medoid",
+            )
+            assert [(d.key, d.duplicate_of, d.verify_score) for d in decisions] == [
+                ("b", "a", None)
+            ]
+            assert report["verify"]["refused_pairs"] == 0
+    warnings = [r.getMessage() for r in caplog.records if "not of this version" in r.getMessage()]
+    # once a kind a process: 1,536 bytes, 2,314 bytes, version 0
+    assert len(warnings) == 3, warnings
+    assert "2314 bytes is not of this version (2315 bytes, version 2)" in warnings[1]
+    assert "version 0" in warnings[2]
+    items = [HashItem("a", h, h, 10, None), HashItem("b", h, h, 10, None)]
     decisions, _ = decide_near_duplicates(
         items, K, mode="exact", verify_threshold=verify.DEFAULT_THRESHOLD, keep_rule="medoid"
     )
