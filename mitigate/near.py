@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mitigate import centre, hashing, keep, neardup, verify
+from mitigate import centre, hashing, hot, keep, neardup, verify
 from mitigate.records import Reason
 
 EVAL_OVERLAP = Reason.EVAL_OVERLAP
@@ -112,6 +112,9 @@ def decide_near_duplicates(
             near_duplicates=0,
         )
         return decisions, report
+    # hot identical-hash groups: only their leaders are searched (mitigate.hot)
+    all_items = {it.key: it for it in items}
+    items, held, hot_stats = hot.condense(items, verify_threshold, keep_rule, score_pairs)
     p, m = _arrays(items)
     chosen = neardup.choose_mode(len(items), k) if mode == "auto" else mode
     scores: dict[tuple[int, int], float] = {}
@@ -167,13 +170,23 @@ def decide_near_duplicates(
                 closest[x] = (sc, y, d)
     for x, (sc, y, d) in sorted(closest.items()):
         decisions.append(Decision(items[x].key, NOT_MERGED, items[y].key, d, sc))
+    n_hot_dropped = 0
+    if held:
+        hot_decisions, hot_stats = _resolve_hot(
+            held, all_items, decisions, verify_threshold, score_pairs, report, hot_stats
+        )
+        decisions.extend(hot_decisions)
+        n_hot_dropped = sum(d.reason == Reason.NEAR_DUPLICATE for d in hot_decisions)
+    report["hot"] = hot_stats
+    if "verify" in report:
+        report["verify"]["leader_groups"] = hot_stats["groups"]
     members: dict[int, list[int]] = collections.defaultdict(list)
     for i, comp in enumerate(result.component):
         members[int(comp)].append(i)
     sizes = collections.Counter(len(v) for v in members.values() if len(v) > 1)
     largest = sorted((v for v in members.values() if len(v) > 1), key=lambda v: (-len(v), v[0]))
     report.update(
-        near_duplicates=int((~result.keep).sum()),
+        near_duplicates=int((~result.keep).sum()) + n_hot_dropped,
         cluster_sizes={str(s): n for s, n in sorted(sizes.items())},
         largest_clusters=[
             [items[i].key for i in sorted(v, key=lambda i: rank[i])][:12]
@@ -182,6 +195,28 @@ def decide_near_duplicates(
         examples_by_distance={str(d): v for d, v in sorted(by_distance.items())},
     )
     return decisions, report
+
+
+def _resolve_hot(
+    held: Sequence[hot.Role],
+    items: dict[str, HashItem],
+    decisions: Sequence[Decision],
+    threshold: float | None,
+    score_pairs: Callable[..., np.ndarray],
+    report: dict[str, Any],
+    stats: dict[str, int],
+) -> tuple[list[Decision], dict[str, int]]:
+    """Decisions on the followers and orphans of hot groups (:func:`mitigate.hot.resolve`)
+    from the search's decisions on their leaders."""
+    fates = {
+        d.key: (d.reason, d.duplicate_of, d.distance)
+        for d in decisions
+        if d.reason in (Reason.NEAR_DUPLICATE, EVAL_OVERLAP)
+    }
+    keepers = {f[1]: items[f[1]] for f in fates.values() if f[0] == Reason.NEAR_DUPLICATE}
+    use_centre = bool(report.get("verify", {}).get("centre_view"))
+    out, counts = hot.resolve(held, items, fates, keepers, threshold, score_pairs, use_centre)
+    return [Decision(*d) for d in out], hot.add_stats(stats, counts)
 
 
 def _recall_report(est: neardup.RecallEstimate) -> dict[str, Any]:
