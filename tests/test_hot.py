@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mitigate import hashing, hot, verify
+from mitigate import hashing, hot, keep, verify
 from mitigate.config import DecodeConfig, validate_config
 from mitigate.near import HashItem, decide_near_duplicates
 from mitigate.pipeline.near import NearDedup
@@ -307,3 +307,40 @@ def test_both_search_modes_decide_hot_groups_identically(image, copies, look_ali
         assert states[f"look-{name}"][1] == "pending"
     r_kept = [r for r in one if r[0].startswith("r") and r[1] == "pending"]
     assert len(r_kept) == 1
+
+
+# ----------------------------------------------------------------- medoid member side
+
+
+def test_medoid_centrality_scores_members_against_bounded_anchors_in_bounded_chunks():
+    """A component of 200 members with anchors bounded (8 here): 200 x 8 anchor pairs
+    (not all 19,900 pairs), scored in chunks of at most twice CENTRALITY_CHUNK pairs,
+    with the same centrality as in one call; a component with an unsigned member is
+    measured in pHash bits alike."""
+    rng = np.random.default_rng(11)
+    n = 230
+    sigs: list[bytes | None] = []
+    for _ in range(n):
+        px = rng.integers(0, 256, (8, 8, 3))
+        im = Image.fromarray(px.astype(np.uint8)).resize((64, 64), Image.Resampling.NEAREST)
+        sigs.append(verify.signature(im))
+    keys = [f"m{t:04d}" for t in rng.permutation(n)]
+    ph = rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
+    component = np.zeros(n, np.int64)
+    component[200:] = 1
+    sigs[210] = None  # component 1 is measured in pHash bits
+    calls: list[int] = []
+
+    def counting(i, j, s, stop_above=None):
+        calls.append(len(np.asarray(i)))
+        return verify.pair_scores(i, j, s, stop_above=stop_above)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(keep, "MEDOID_ANCHORS", 8)
+        whole = keep.centrality(component, keys, ph, ph, sigs)
+        mp.setattr(keep, "CENTRALITY_CHUNK", 100)
+        chunked = keep.centrality(component, keys, ph, ph, sigs, counting)
+    np.testing.assert_array_equal(chunked, whole)
+    assert sum(calls) == 200 * 8 - 8
+    assert len(calls) > 1 and max(calls) <= 2 * 100
+    assert np.all(whole > 0)

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Hot identical-hash groups: CPU time and peak RSS of the verified near-duplicate
+decision (:func:`mitigate.near.decide_near_duplicates`, one worker, ``dedup.keep``
+medoid and resolution) on N samples that share one pHash, with leaders
+(:mod:`mitigate.hot`) and, where affordable, with every pair verified (the path before
+it: ``hot.HOT_MIN`` set above N), in the same run.
+
+Data: one real photo (``data/near_eval/animals-donkey.jpg``, longer side 160 px);
+``--pool`` distinct real copies of it (JPEG quality 40-95 x brightness 0.90-1.10 x a
+1-pixel shift of the crop window; signatures of the decoded copies, as the pipeline
+computes them) plus 3 look-alikes (a letter, a digit printed on it, recoloured) that
+share its pHash (planted) and must be refused; the N samples cycle through the pool
+(distinct keys; copies beyond the pool repeat a signature, which the leader check
+scores once). Each (N, path) runs in a fresh process so peak RSS is its own; the
+table gives CPU seconds of the decision alone, peak RSS, pairs scored and the kept
+count, and the ratio old / new where both ran.
+
+    python benchmarks/bench_hot.py --sizes 1000 10000 100000 --old-max 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def make_pool(n_pool: int) -> tuple[str, str, list[bytes], list[bytes]]:
+    import near_edits as ne
+
+    from mitigate import hashing, verify
+
+    im = Image.open(ROOT / "data" / "near_eval" / "animals-donkey.jpg").convert("RGB")
+    im.thumbnail((160, 160))
+    p, m = hashing.phash_pair(im)
+    sigs: list[bytes] = []
+    t = 0
+    while len(sigs) < n_pool:
+        q = 40 + t % 56
+        b = 0.90 + 0.2 * ((t // 56) % 11) / 10
+        dx = (t // 616) % 3
+        edited = ne.brightness(b)(im.crop((dx, 0, im.width - 2 + dx, im.height)))
+        sigs.append(verify.signature(Image.open(io.BytesIO(ne.jpeg(edited, q)))))
+        t += 1
+    looks = [verify.signature(ne.VARIANTS[v](im)) for v in ("letter_A", "digit_5", "recolour")]
+    return hashing.to_hex(p), hashing.to_hex(m), sigs, looks
+
+
+def child(args: argparse.Namespace) -> None:
+    from mitigate import hot, verify
+    from mitigate.near import HashItem, decide_near_duplicates
+
+    data = json.loads(Path(args.data).read_text())
+    pool = [bytes.fromhex(s) for s in data["pool"]]
+    items = [
+        HashItem(f"c{t:07d}", data["p"], data["m"], 25600 - t % 7, pool[t % len(pool)])
+        for t in range(args.n)
+    ]
+    items += [
+        HashItem(f"look{t}", data["p"], data["m"], 25600, bytes.fromhex(s))
+        for t, s in enumerate(data["looks"])
+    ]
+    if args.path == "old":
+        hot.HOT_MIN = 10**12  # never hot: every pair of the group verified
+    scored = [0]
+
+    def counting(i, j, sigs, stop_above=None):
+        scored[0] += len(np.asarray(i))
+        return verify.pair_scores(i, j, sigs, stop_above=stop_above)
+
+    rss_items = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.process_time()
+    decisions, report = decide_near_duplicates(
+        items, 10, verify_threshold=1.0, keep_rule=args.rule, score_pairs=counting
+    )
+    cpu = time.process_time() - t0
+    dropped = sum(d.reason == "near_duplicate" for d in decisions)
+    print(
+        json.dumps(
+            {
+                "cpu_s": cpu,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_before_mb": rss_items / 1024,
+                "scored_pairs": scored[0],
+                "kept": len(items) - dropped,
+                "hot": report.get("hot"),
+            }
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--old-max", type=int, default=1000, help="largest N for the old path")
+    ap.add_argument("--pool", type=int, default=2000, help="distinct copies")
+    ap.add_argument("--rules", nargs="+", default=["medoid", "resolution"])
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+    ap.add_argument("--rule", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    t0 = time.time()
+    p, m, pool, looks = make_pool(args.pool)
+    print(
+        f"pool: {len(pool)} distinct copies + {len(looks)} look-alikes, "
+        f"built in {time.time() - t0:.1f} s"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "pool.json"
+        data.write_text(
+            json.dumps(
+                {"p": p, "m": m, "pool": [s.hex() for s in pool], "looks": [s.hex() for s in looks]}
+            )
+        )
+        print(
+            f"{'rule':<10} {'N':>7} {'path':<4} {'CPU s':>8} {'peak RSS MB':>11} "
+            f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}"
+        )
+        for rule in args.rules:
+            for n in args.sizes:
+                got = {}
+                for path in ("new", "old") if n <= args.old_max else ("new",):
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            "--data",
+                            str(data),
+                            "--n",
+                            str(n),
+                            "--path",
+                            path,
+                            "--rule",
+                            rule,
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
+                    got[path] = r = json.loads(out.strip().splitlines()[-1])
+                    ratio = ""
+                    if path == "old":
+                        ratio = f"{r['cpu_s'] / max(got['new']['cpu_s'], 1e-9):.1f}x"
+                    print(
+                        f"{rule:<10} {n:>7} {path:<4} {r['cpu_s']:>8.2f} "
+                        f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>9.0f} "
+                        f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
