@@ -7,8 +7,11 @@ them. Verifying every pair of such a group is quadratic (1,000 copies: ~500k pai
 10^5: 5*10^9). A group of more than :data:`HOT_MIN` samples with identical
 ``(phash, mirror)`` (a *hot group*) is therefore verified against a few *leaders*:
 
-1. *candidates*: the group's first :data:`CANDIDATES` members in keep order
-   (highest resolution, then smallest key; :func:`candidate_order`). Under
+1. *candidates*: the group's first ``CANDIDATES / 2`` members in keep order (highest
+   resolution, then smallest key; :func:`candidate_order`) and its first
+   ``CANDIDATES / 2`` by a stable hash of the key (:func:`sample_order`: a sample of
+   the group, so a kind of copy that is common in the group but not at its top, a
+   crop, a look-alike, is likely among them), in keep order. Under
    ``dedup.keep: medoid`` (with verification and every candidate signed) the candidates
    are re-ordered by their mean verification score to the other candidates (their
    medoid first), then resolution, then key;
@@ -32,7 +35,7 @@ Cost: at most ``CANDIDATES * MAX_LEADERS`` pairs (plus ``CANDIDATES^2 / 2`` for 
 medoid order) per group and ``MAX_LEADERS + 1`` per member, so linear in the group size.
 Precision does not drop: every merge is a verified pair. What recall it can lose
 (compared with verifying all pairs): copies of a look-alike that is not among the
-leaders (it is not among the first ``CANDIDATES`` members, or more than ``MAX_LEADERS``
+leaders (it is not among the candidates, or more than ``MAX_LEADERS``
 distinct images share the hash) are orphans and are not merged with each other; a
 follower is not searched itself, so a near duplicate only it (not its leader) has in
 another hash group, or on the centre view (:mod:`mitigate.centre`), is not found; a
@@ -52,13 +55,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mitigate import centre, neardup, verify
+from mitigate import centre, neardup, partition, verify
 from mitigate.records import Reason
 
 #: A group of more than this many samples with identical ``(phash, mirror)`` is hot.
 #: Groups up to this size are verified pair by pair (at most 2,016 pairs).
 HOT_MIN = 64
-#: Members of a hot group (in keep order) the leaders are chosen from.
+#: Members of a hot group the leaders are chosen from (half the top in keep order, half
+#: a stable sample).
 CANDIDATES = 64
 #: Leaders a hot group has at most (distinct images verified apart in one group).
 MAX_LEADERS = 8
@@ -114,6 +118,23 @@ def candidate_order(item: Item) -> tuple[int, str]:
     return (-int(item.resolution), item.key)
 
 
+def sample_order(item: Item) -> tuple[int, str]:
+    """A deterministic pseudo-random order of a group (stable hash of the key)."""
+    return (partition.stable_hash("hot:" + item.key), item.key)
+
+
+def candidates_of(members: Iterable[Item]) -> list[Item]:
+    """The candidates of a hot group (module docstring) in keep order, from any subset
+    of its members that holds its first ``CANDIDATES / 2`` in :func:`candidate_order`
+    and in :func:`sample_order` (the whole group, or those two tops merged)."""
+    members = list(members)
+    half = CANDIDATES // 2
+    top = sorted(members, key=candidate_order)[:half]
+    sample = sorted(members, key=sample_order)[:half]
+    unique = {it.key: it for it in top + sample}
+    return sorted(unique.values(), key=candidate_order)
+
+
 def hot_groups(items: Iterable[Item]) -> dict[str, list[Item]]:
     """Groups of more than :data:`HOT_MIN` items with identical hashes, by group id."""
     groups: dict[str, list[Item]] = {}
@@ -164,10 +185,10 @@ def choose_leaders(
     keep_rule: str,
     score_pairs: ScorePairs = verify.pair_scores,
 ) -> tuple[list[Item], int]:
-    """The leaders of a hot group (in leader order) from its candidates (any superset
-    of its first :data:`CANDIDATES` members in :func:`candidate_order`), and the number
-    of pairs verified to choose them."""
-    cands = sorted(candidates, key=candidate_order)[:CANDIDATES]
+    """The leaders of a hot group (in leader order) from its candidates (any subset of
+    its members that :func:`candidates_of` accepts), and the number of pairs verified
+    to choose them."""
+    cands = candidates_of(candidates)
     checked = 0
     if (
         keep_rule == "medoid"

@@ -3,14 +3,14 @@
 ::
 
     items ─ count per (pHash, mirror) ─ groups of more than HOT_MIN ─┐ side input
-      ─ first CANDIDATES per hot group (Top.PerKey) ─ leaders ─ dict ─┤ (group -> leaders)
+      ─ candidates per hot group (CombinePerKey) ─ leaders ─ dict ─┤ (group -> leaders)
     batches ─ HotRoles: members of hot groups verified against their leaders
       ─ search: items outside hot groups and leaders ─ (the partitioned search)
       ─ held: followers and orphans (per batch)
     decisions on leaders ─ dict ─┐ keepers of dropped leaders ─ dict ─┐
     held ─ HotResolve ─ decisions on followers and orphans, counters
 
-No worker holds a hot group: the candidates are a bounded Top per group, the leaders a
+No worker holds a hot group: the candidates are a bounded combine per group, the leaders a
 side input (at most MAX_LEADERS samples a hot group), and members are assigned and
 resolved batch by batch. A member's role depends only on its group's leaders, so the
 decisions equal the one-worker path's (:func:`mitigate.near.decide_near_duplicates`).
@@ -46,6 +46,24 @@ def _leader_stats(leaders: dict) -> dict[str, int]:
     return s
 
 
+class CandidatesFn(beam.CombineFn):
+    """A hot group's candidates (:func:`mitigate.hot.candidates_of`): its first
+    ``CANDIDATES / 2`` members in keep order and in sample order, at most
+    ``CANDIDATES`` items an accumulator."""
+
+    def create_accumulator(self) -> list[HashItem]:
+        return []
+
+    def add_input(self, acc: list[HashItem], item: HashItem) -> list[HashItem]:
+        return hot.candidates_of([*acc, item])
+
+    def merge_accumulators(self, accs: Iterable[list[HashItem]]) -> list[HashItem]:
+        return hot.candidates_of([it for acc in accs for it in acc])
+
+    def extract_output(self, acc: list[HashItem]) -> list[HashItem]:
+        return acc
+
+
 class HotLeaders(beam.PTransform):
     """HashItems in; one dict out: hot group id -> (leaders, pairs verified to choose
     them)."""
@@ -66,8 +84,7 @@ class HotLeaders(beam.PTransform):
             items
             | "InHot" >> beam.Filter(lambda it, h: hot.group_of(it) in h, AsSingleton(sizes))
             | "ByGroup" >> beam.Map(lambda it: (hot.group_of(it), it))
-            | "Candidates"
-            >> beam.combiners.Top.PerKey(hot.CANDIDATES, key=hot.candidate_order, reverse=True)
+            | "Candidates" >> beam.CombinePerKey(CandidatesFn())
             | "Leaders" >> beam.Map(_leaders, self.threshold, self.keep_rule)
             | "LeaderDict" >> beam.combiners.ToDict()
         )

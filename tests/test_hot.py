@@ -72,13 +72,13 @@ class _Counting:
 def _hot_items(image, copies, look_alikes, n: int) -> list[HashItem]:
     """``n`` copies of one image sharing its pHash (the copies' own signatures), one
     copy of each look-alike with that same pHash (planted: the case verification is
-    for), and 100 copies of letter_A, one of them at the highest resolution (so it is
-    among the candidates and leads its own copies)."""
+    for), and 300 copies of letter_A at a low resolution (never at the top of the keep
+    order: they get a leader of their own through the candidates' sample)."""
     p, m = _hashes(image)
     items = [HashItem(f"c{t:05d}", p, m, 25600 - t % 7, copies[t % len(copies)]) for t in range(n)]
     items += [HashItem(f"look-{name}", p, m, 25600, s) for name, s in look_alikes.items()]
     a = look_alikes["letter_A"]
-    items += [HashItem(f"a{t:03d}", p, m, 30000 if t == 50 else 100, a) for t in range(100)]
+    items += [HashItem(f"a{t:03d}", p, m, 100, a) for t in range(300)]
     return items
 
 
@@ -100,6 +100,7 @@ def test_5000_copies_are_decided_with_a_bounded_number_of_scored_pairs(
     assert report["hot"]["groups"] == 1 and report["verify"]["leader_groups"] == 1
     assert report["hot"]["members"] == g
     assert report["hot"]["leaders"] == 2  # the image and letter_A
+    assert report["hot"]["orphans"] == 2  # the two single look-alikes
     kept = [it.key for it in items if it.key not in by_key or by_key[it.key].reason == "not_merged"]
     # one copy of the image, one of letter_A, and the two single look-alikes
     assert len(kept) == 4, kept
