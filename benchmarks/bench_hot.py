@@ -6,16 +6,18 @@ medoid and resolution) on N samples that share one pHash, with leaders
 it: ``hot.HOT_MIN`` set above N), in the same run.
 
 Data: one real photo (``data/near_eval/animals-donkey.jpg``, longer side 160 px);
-``--pool`` distinct real copies of it (JPEG quality 40-95 x brightness 0.90-1.10 x a
-1-pixel shift of the crop window; signatures of the decoded copies, as the pipeline
-computes them) plus 3 look-alikes (a letter, a digit printed on it, recoloured) that
-share its pHash (planted) and must be refused; the N samples cycle through the pool
-(distinct keys; copies beyond the pool repeat a signature, which the leader check
-scores once). Each (N, path) runs in a fresh process so peak RSS is its own; the
-table gives CPU seconds of the decision alone, peak RSS, pairs scored and the kept
+``--pool`` real copies of it (JPEG quality 40-95 x brightness 0.90-1.10 in 101 steps
+x a shift of the crop window by 0-2 pixels in x and y; signatures of the decoded
+copies, as the pipeline computes them) plus 3 look-alikes (a letter, a digit printed on
+it, recoloured) that must be refused. Every sample is given the photo's pHash and
+mirror pHash (planted: the case measured is one hash shared by N samples). The N
+samples cycle through the pool (distinct keys; beyond the pool a signature repeats,
+and byte-identical signatures are scored once against a leader). Each (N, path) runs
+in a fresh process so peak RSS is its own; the table gives CPU seconds of the decision
+alone, peak RSS (and before the decision, with the items built), pairs scored, the kept
 count, and the ratio old / new where both ran.
 
-    python benchmarks/bench_hot.py --sizes 1000 10000 100000 --old-max 1000
+    python benchmarks/bench_hot.py --sizes 1000 10000 100000 --old-max 1000 --pool 50000
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ def make_pool(n_pool: int) -> tuple[str, str, list[bytes], list[bytes]]:
     t = 0
     while len(sigs) < n_pool:
         q = 40 + t % 56
-        b = 0.90 + 0.2 * ((t // 56) % 11) / 10
-        dx = (t // 616) % 3
-        edited = ne.brightness(b)(im.crop((dx, 0, im.width - 2 + dx, im.height)))
+        b = 0.90 + 0.2 * ((t // 56) % 101) / 100
+        dx, dy = (t // 5656) % 3, (t // 16968) % 3
+        edited = ne.brightness(b)(im.crop((dx, dy, im.width - 2 + dx, im.height - 2 + dy)))
         sigs.append(verify.signature(Image.open(io.BytesIO(ne.jpeg(edited, q)))))
         t += 1
     looks = [verify.signature(ne.VARIANTS[v](im)) for v in ("letter_A", "digit_5", "recolour")]
@@ -63,7 +65,9 @@ def child(args: argparse.Namespace) -> None:
     from mitigate.near import HashItem, decide_near_duplicates
 
     data = json.loads(Path(args.data).read_text())
-    pool = [bytes.fromhex(s) for s in data["pool"]]
+    table = np.load(Path(args.data).with_suffix(".npy"))
+    pool = [row.tobytes() for row in table]
+    del table
     items = [
         HashItem(f"c{t:07d}", data["p"], data["m"], 25600 - t % 7, pool[t % len(pool)])
         for t in range(args.n)
@@ -102,6 +106,8 @@ def child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from mitigate import verify
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--old-max", type=int, default=1000, help="largest N for the old path")
@@ -119,16 +125,14 @@ def main() -> None:
     t0 = time.time()
     p, m, pool, looks = make_pool(args.pool)
     print(
-        f"pool: {len(pool)} distinct copies + {len(looks)} look-alikes, "
+        f"pool: {len(pool)} copies ({len(set(pool))} distinct signatures) + {len(looks)} "
+        "look-alikes, "
         f"built in {time.time() - t0:.1f} s"
     )
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pool.json"
-        data.write_text(
-            json.dumps(
-                {"p": p, "m": m, "pool": [s.hex() for s in pool], "looks": [s.hex() for s in looks]}
-            )
-        )
+        data.write_text(json.dumps({"p": p, "m": m, "looks": [s.hex() for s in looks]}))
+        np.save(data.with_suffix(".npy"), verify.as_signatures(pool))
         print(
             f"{'rule':<10} {'N':>7} {'path':<4} {'CPU s':>8} {'peak RSS MB':>11} "
             f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}"
