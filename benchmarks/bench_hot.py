@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
         HashItem(f"look{t}", data["p"], data["m"], 25600, bytes.fromhex(s))
         for t, s in enumerate(data["looks"])
     ]
-    if args.path == "old":
+    if args.path in ("old", "part-old"):
         hot.HOT_MIN = 10**12  # never hot: every pair of the group verified
     scored = [0]
 
@@ -84,6 +84,9 @@ def child(args: argparse.Namespace) -> None:
         scored[0] += len(np.asarray(i))
         return verify.pair_scores(i, j, sigs, stop_above=stop_above)
 
+    if args.path.startswith("part"):
+        partitioned(args, items)
+        return
     rss_items = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.process_time()
     decisions, report = decide_near_duplicates(
@@ -105,14 +108,76 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def partitioned(args: argparse.Namespace, items: list) -> None:
+    """The partitioned graph (``dedup.partition: clusters``, other settings default) on
+    the DirectRunner, records in and out (:class:`mitigate.pipeline.near.NearDedup`)."""
+    import apache_beam as beam
+
+    from mitigate.config import DecodeConfig, validate_config
+    from mitigate.pipeline.near import NearDedup
+    from mitigate.records import SampleRecord
+
+    records = [
+        SampleRecord(
+            it.key,
+            "mem://bench",
+            t,
+            width=160,
+            height=it.resolution // 160,
+            phash=it.phash,
+            phash_mirror=it.mirror,
+            signature=it.signature,
+        )
+        for t, it in enumerate(items)
+    ]
+    del items
+    config = validate_config({"dedup": {"partition": "clusters", "keep": args.rule}})
+    # the steps are pickled by value (this is __main__): they report through files
+    res = Path(args.data).with_suffix(f".{args.n}.{args.rule}")
+    rss_items = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.process_time()
+    with beam.Pipeline(runner="DirectRunner") as pl:
+        out, report = pl | beam.Create(records) | NearDedup(config.dedup, DecodeConfig())
+        _ = (
+            out
+            | beam.Filter(lambda r: r.state == "duplicate")
+            | beam.combiners.Count.Globally()
+            | beam.Map(lambda n, f=f"{res}.dropped": Path(f).write_text(str(n)))
+        )
+        _ = report | beam.Map(
+            lambda r, f=f"{res}.hot": Path(f).write_text(json.dumps(r.get("hot")))
+        )
+    cpu = time.process_time() - t0
+    print(
+        json.dumps(
+            {
+                "cpu_s": cpu,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_before_mb": rss_items / 1024,
+                "scored_pairs": -1,
+                "kept": len(records) - int(Path(f"{res}.dropped").read_text()),
+                "hot": json.loads(Path(f"{res}.hot").read_text()),
+            }
+        )
+    )
+
+
 def main() -> None:
     from mitigate import verify
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     ap.add_argument("--old-max", type=int, default=1000, help="largest N for the old path")
     ap.add_argument("--pool", type=int, default=2000, help="distinct copies")
     ap.add_argument("--rules", nargs="+", default=["medoid", "resolution"])
+    ap.add_argument(
+        "--partitioned",
+        type=int,
+        nargs="*",
+        default=[],
+        help="sizes for the partitioned graph on the DirectRunner (CPU includes Beam)",
+    )
+    ap.add_argument("--part-old-max", type=int, default=0, help="largest N, old path there")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -137,38 +202,48 @@ def main() -> None:
             f"{'rule':<10} {'N':>7} {'path':<4} {'CPU s':>8} {'peak RSS MB':>11} "
             f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}"
         )
-        for rule in args.rules:
-            for n in args.sizes:
-                got = {}
-                for path in ("new", "old") if n <= args.old_max else ("new",):
-                    out = subprocess.run(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--child",
-                            "--data",
-                            str(data),
-                            "--n",
-                            str(n),
-                            "--path",
-                            path,
-                            "--rule",
-                            rule,
-                        ],
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                    ).stdout
-                    got[path] = r = json.loads(out.strip().splitlines()[-1])
-                    ratio = ""
-                    if path == "old":
-                        ratio = f"{r['cpu_s'] / max(got['new']['cpu_s'], 1e-9):.1f}x"
-                    print(
-                        f"{rule:<10} {n:>7} {path:<4} {r['cpu_s']:>8.2f} "
-                        f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>9.0f} "
-                        f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}",
-                        flush=True,
-                    )
+        runs = [
+            (rule, n, ("new", "old") if n <= args.old_max else ("new",))
+            for rule in args.rules
+            for n in args.sizes
+        ]
+        runs += [
+            (rule, n, ("part", "part-old") if n <= args.part_old_max else ("part",))
+            for rule in args.rules
+            for n in args.partitioned
+        ]
+        for rule, n, paths in runs:
+            got = {}
+            for path in paths:
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        "--data",
+                        str(data),
+                        "--n",
+                        str(n),
+                        "--path",
+                        path,
+                        "--rule",
+                        rule,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                got[path] = r = json.loads(out.strip().splitlines()[-1])
+                ratio = ""
+                if path.endswith("old"):
+                    base = got["new" if path == "old" else "part"]["cpu_s"]
+                    ratio = f"{r['cpu_s'] / max(base, 1e-9):.1f}x"
+                print(
+                    f"{rule:<10} {n:>7} {path:<4} {r['cpu_s']:>8.2f} "
+                    f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>9.0f} "
+                    f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
