@@ -65,8 +65,9 @@ def child(args: argparse.Namespace) -> None:
     from mitigate.near import HashItem, decide_near_duplicates
 
     data = json.loads(Path(args.data).read_text())
-    table = np.load(Path(args.data).with_suffix(".npy"))
-    pool = [row.tobytes() for row in table]
+    # memory-mapped: only the rows used (N of them at most) count in this process' RSS
+    table = np.load(Path(args.data).with_suffix(".npy"), mmap_mode="r")
+    pool = [table[t].tobytes() for t in range(min(args.n, table.shape[0]))]
     del table
     items = [
         HashItem(f"c{t:07d}", data["p"], data["m"], 25600 - t % 7, pool[t % len(pool)])
@@ -178,6 +179,7 @@ def main() -> None:
         help="sizes for the partitioned graph on the DirectRunner (CPU includes Beam)",
     )
     ap.add_argument("--part-old-max", type=int, default=0, help="largest N, old path there")
+    ap.add_argument("--cache", help="folder to keep the pool in between runs")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -187,17 +189,18 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    t0 = time.time()
-    p, m, pool, looks = make_pool(args.pool)
-    print(
-        f"pool: {len(pool)} copies ({len(set(pool))} distinct signatures) + {len(looks)} "
-        "look-alikes, "
-        f"built in {time.time() - t0:.1f} s"
-    )
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "pool.json"
-        data.write_text(json.dumps({"p": p, "m": m, "looks": [s.hex() for s in looks]}))
-        np.save(data.with_suffix(".npy"), verify.as_signatures(pool))
+        data = Path(args.cache or tmp) / f"pool{args.pool}.json"
+        if not data.exists():
+            t0 = time.time()
+            p, m, pool, looks = make_pool(args.pool)
+            print(f"pool built in {time.time() - t0:.1f} s")
+            np.save(data.with_suffix(".npy"), verify.as_signatures(pool))
+            data.write_text(json.dumps({"p": p, "m": m, "looks": [s.hex() for s in looks]}))
+        table = np.load(data.with_suffix(".npy"))
+        distinct = np.unique(table, axis=0).shape[0]
+        print(f"pool: {table.shape[0]} copies ({distinct} distinct signatures) + 3 look-alikes")
+        del table
         print(
             f"{'rule':<10} {'N':>7} {'path':<4} {'CPU s':>8} {'peak RSS MB':>11} "
             f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}"
