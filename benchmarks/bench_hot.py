@@ -60,6 +60,15 @@ def make_pool(n_pool: int) -> tuple[str, str, list[bytes], list[bytes]]:
     return hashing.to_hex(p), hashing.to_hex(m), sigs, looks
 
 
+def _peak_rss_mb() -> float:
+    """This process' peak RSS (VmHWM: unlike ru_maxrss it does not carry the parent's
+    peak over the exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: argparse.Namespace) -> None:
     from mitigate import hot, verify
     from mitigate.near import HashItem, decide_near_duplicates
@@ -88,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
     if args.path.startswith("part"):
         partitioned(args, items)
         return
-    rss_items = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_items = _peak_rss_mb()
     t0 = time.process_time()
     decisions, report = decide_near_duplicates(
         items, 10, verify_threshold=1.0, keep_rule=args.rule, score_pairs=counting
@@ -99,8 +108,8 @@ def child(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "cpu_s": cpu,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "rss_before_mb": rss_items / 1024,
+                "peak_rss_mb": _peak_rss_mb(),
+                "rss_before_mb": rss_items,
                 "scored_pairs": scored[0],
                 "kept": len(items) - dropped,
                 "hot": report.get("hot"),
@@ -135,7 +144,7 @@ def partitioned(args: argparse.Namespace, items: list) -> None:
     config = validate_config({"dedup": {"partition": "clusters", "keep": args.rule}})
     # the steps are pickled by value (this is __main__): they report through files
     res = Path(args.data).with_suffix(f".{args.n}.{args.rule}")
-    rss_items = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_items = _peak_rss_mb()
     t0 = time.process_time()
     with beam.Pipeline(runner="DirectRunner") as pl:
         out, report = pl | beam.Create(records) | NearDedup(config.dedup, DecodeConfig())
@@ -153,14 +162,20 @@ def partitioned(args: argparse.Namespace, items: list) -> None:
         json.dumps(
             {
                 "cpu_s": cpu,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "rss_before_mb": rss_items / 1024,
+                "peak_rss_mb": _peak_rss_mb(),
+                "rss_before_mb": rss_items,
                 "scored_pairs": -1,
                 "kept": len(records) - int(Path(f"{res}.dropped").read_text()),
                 "hot": json.loads(Path(f"{res}.hot").read_text()),
             }
         )
     )
+
+
+def _hot_cols(h: dict | None) -> str:
+    if not h or not h.get("groups"):
+        return "-"
+    return "leaders {leaders} orphans {orphans} stranded {stranded}".format(**h)
 
 
 def main() -> None:
@@ -202,8 +217,8 @@ def main() -> None:
         print(f"pool: {table.shape[0]} copies ({distinct} distinct signatures) + 3 look-alikes")
         del table
         print(
-            f"{'rule':<10} {'N':>7} {'path':<4} {'CPU s':>8} {'peak RSS MB':>11} "
-            f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}"
+            f"{'rule':<10} {'N':>7} {'path':<8} {'CPU s':>8} {'peak RSS MB':>11} "
+            f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}  hot"
         )
         runs = [
             (rule, n, ("new", "old") if n <= args.old_max else ("new",))
@@ -242,9 +257,9 @@ def main() -> None:
                     base = got["new" if path == "old" else "part"]["cpu_s"]
                     ratio = f"{r['cpu_s'] / max(base, 1e-9):.1f}x"
                 print(
-                    f"{rule:<10} {n:>7} {path:<4} {r['cpu_s']:>8.2f} "
+                    f"{rule:<10} {n:>7} {path:<8} {r['cpu_s']:>8.2f} "
                     f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>9.0f} "
-                    f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}",
+                    f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}  {_hot_cols(r['hot'])}",
                     flush=True,
                 )
 
