@@ -88,6 +88,13 @@ def decide_near_duplicates(
     items = sorted(items, key=lambda i: i.key)
     decisions: list[Decision] = []
     report: dict[str, Any] = {"k": k, "items": len(items), "references": len(references)}
+    # hot identical-hash groups: only their leaders are matched and searched; the other
+    # members follow them afterwards (mitigate.hot), as in the partitioned graph
+    all_items = {it.key: it for it in items}
+    held: list[hot.Role] = []
+    hot_stats = hot.new_stats()
+    if search:
+        items, held, hot_stats = hot.condense(items, verify_threshold, keep_rule, score_pairs)
     if references and items:
         p, m = _arrays(items)
         rp = neardup.hex_to_uint64([r[1] for r in references])
@@ -111,10 +118,11 @@ def decide_near_duplicates(
             pair_recall=None,
             near_duplicates=0,
         )
+        if search:
+            report["near_duplicates"] = _finish_hot(
+                held, all_items, decisions, verify_threshold, score_pairs, report, hot_stats
+            )
         return decisions, report
-    # hot identical-hash groups: only their leaders are searched (mitigate.hot)
-    all_items = {it.key: it for it in items}
-    items, held, hot_stats = hot.condense(items, verify_threshold, keep_rule, score_pairs)
     p, m = _arrays(items)
     chosen = neardup.choose_mode(len(items), k) if mode == "auto" else mode
     scores: dict[tuple[int, int], float] = {}
@@ -170,16 +178,9 @@ def decide_near_duplicates(
                 closest[x] = (sc, y, d)
     for x, (sc, y, d) in sorted(closest.items()):
         decisions.append(Decision(items[x].key, NOT_MERGED, items[y].key, d, sc))
-    n_hot_dropped = 0
-    if held:
-        hot_decisions, hot_stats = _resolve_hot(
-            held, all_items, decisions, verify_threshold, score_pairs, report, hot_stats
-        )
-        decisions.extend(hot_decisions)
-        n_hot_dropped = sum(d.reason == Reason.NEAR_DUPLICATE for d in hot_decisions)
-    report["hot"] = hot_stats
-    if "verify" in report:
-        report["verify"]["leader_groups"] = hot_stats["groups"]
+    n_hot_dropped = _finish_hot(
+        held, all_items, decisions, verify_threshold, score_pairs, report, hot_stats
+    )
     members: dict[int, list[int]] = collections.defaultdict(list)
     for i, comp in enumerate(result.component):
         members[int(comp)].append(i)
@@ -195,6 +196,32 @@ def decide_near_duplicates(
         examples_by_distance={str(d): v for d, v in sorted(by_distance.items())},
     )
     return decisions, report
+
+
+def _finish_hot(
+    held: Sequence[hot.Role],
+    items: dict[str, HashItem],
+    decisions: list[Decision],
+    threshold: float | None,
+    score_pairs: Callable[..., np.ndarray],
+    report: dict[str, Any],
+    stats: dict[str, int],
+) -> int:
+    """Decide the followers and orphans of hot groups (:func:`mitigate.hot.resolve`)
+    from the decisions on their leaders: appended to ``decisions``; the counters go to
+    ``report`` (``hot``, ``verify.leader_groups``, inherited ``eval_overlap``). Returns
+    the number of members decided ``near_duplicate``."""
+    out: list[Decision] = []
+    if held:
+        out, stats = _resolve_hot(held, items, decisions, threshold, score_pairs, report, stats)
+        decisions.extend(out)
+    n_overlap = sum(d.reason == EVAL_OVERLAP for d in out)
+    if n_overlap:
+        report["eval_overlap"] = report.get("eval_overlap", 0) + n_overlap
+    report["hot"] = stats
+    if "verify" in report:
+        report["verify"]["leader_groups"] = stats["groups"]
+    return sum(d.reason == Reason.NEAR_DUPLICATE for d in out)
 
 
 def _resolve_hot(

@@ -132,12 +132,13 @@ def resolve(
     out, counts = hot.resolve(
         [r for r, _ in held], items, fates, keepers, threshold, use_centre=use_centre
     )
-    n_dup = 0
+    n_dup = n_overlap = 0
     for d in out:
         n_dup += d[1] == Reason.NEAR_DUPLICATE
+        n_overlap += d[1] == Reason.EVAL_OVERLAP
         yield "main", Decision(*d)
     s = hot.add_stats(hot.new_stats(), counts)
-    yield STATS, {**s, "near_duplicates": n_dup}
+    yield STATS, {**s, "near_duplicates": n_dup, "eval_overlap": n_overlap}
 
 
 class StatsFn(beam.CombineFn):
@@ -156,7 +157,7 @@ class StatsFn(beam.CombineFn):
         return out
 
     def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
-        return {**hot.new_stats(), "near_duplicates": 0, **acc}
+        return {**hot.new_stats(), "near_duplicates": 0, "eval_overlap": 0, **acc}
 
 
 def fates_of(decisions: beam.PCollection, leaders: beam.PCollection) -> beam.PCollection:

@@ -356,10 +356,12 @@ class PartitionedNearDedup(beam.PTransform):
 
 def _with_hot(report: dict[str, Any], stats: dict[str, int]) -> dict[str, Any]:
     """The hot-group counters (``hot``; ``verify.leader_groups``) and the near
-    duplicates decided on hot-group members, as the one-worker report has them."""
+    duplicates and eval overlaps decided on hot-group members, as the one-worker report
+    has them."""
     report = dict(report)
     stats = dict(stats)
     report["near_duplicates"] = report.get("near_duplicates", 0) + stats.pop("near_duplicates")
+    report["eval_overlap"] = report.get("eval_overlap", 0) + stats.pop("eval_overlap")
     report["hot"] = stats
     if "verify" in report:
         report["verify"] = {**report["verify"], "leader_groups": stats["groups"]}

@@ -204,7 +204,7 @@ def _records(image, copies, look_alikes) -> list[SampleRecord]:
     """Two hot groups and ordinary samples: 150 copies of the image with its look-alikes
     and a copy at a 1-bit-different pHash with the highest resolution (it outranks the
     group's leader, whose followers are then checked against it); 120 copies of a
-    second image; a few distinct random hashes."""
+    second image; 70 copies of a third; a few distinct random hashes."""
     p, m = _hashes(image)
     other = image.rotate(90)
     p2, m2 = _hashes(other)
@@ -231,6 +231,10 @@ def _records(image, copies, look_alikes) -> list[SampleRecord]:
     out.append(rec("z-best", flipped, m, 400, copies[3]))
     for t in range(120):
         out.append(rec(f"r{t:03d}", p2, m2, 100 + t % 3, sig2))
+    third = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    p3, m3 = _hashes(third)
+    for t in range(70):
+        out.append(rec(f"e{t:03d}", p3, m3, 120, verify.signature(third)))
     rng = np.random.default_rng(3)
     for t in range(30):
         h = hashing.to_hex(int(rng.integers(0, 2**63)))
@@ -250,11 +254,12 @@ def _keep(name: str, values) -> None:
     _GOT[name] = list(values)
 
 
-def _run(records: list[SampleRecord], partition: str) -> tuple[list, list]:
+def _run(records: list[SampleRecord], partition: str, against: Path) -> tuple[list, list]:
     config = validate_config(
         {
             "dedup": {
                 "k": 10,
+                "against": [str(against)],
                 "partition": partition,
                 "max_partition_size": 64,
                 "clusterings": 4,
@@ -287,16 +292,22 @@ def _run(records: list[SampleRecord], partition: str) -> tuple[list, list]:
 
 
 @pytest.mark.slow
-def test_both_search_modes_decide_hot_groups_identically(image, copies, look_alikes):
+def test_both_search_modes_decide_hot_groups_identically(image, copies, look_alikes, tmp_path):
+    """...with a reference list holding the third group's hash: its 70 copies are all
+    eval_overlap (its leader is matched, the members inherit the identical match)."""
     records = _records(image, copies, look_alikes)
-    one, one_report = _run(records, "none")
-    many, many_report = _run(records, "clusters")
+    ref = next(r for r in records if r.key.startswith("e"))
+    against = tmp_path / "eval.txt"
+    against.write_text(f"eval-1,{ref.phash},{ref.phash_mirror}\n")
+    one, one_report = _run(records, "none", against)
+    many, many_report = _run(records, "clusters", against)
     assert sorted(one) == sorted(many)
     one_report, many_report = one_report[0], many_report[0]
     assert many_report["partition"] == "clusters" and many_report["partitions"] > 1
     assert one_report["hot"] == many_report["hot"]
-    assert one_report["hot"]["groups"] == 2
-    assert one_report["verify"]["leader_groups"] == many_report["verify"]["leader_groups"] == 2
+    assert one_report["hot"]["groups"] == 3
+    assert one_report["verify"]["leader_groups"] == many_report["verify"]["leader_groups"] == 3
+    assert one_report["eval_overlap"] == many_report["eval_overlap"] == 70
     assert one_report["near_duplicates"] == many_report["near_duplicates"]
     states = {r[0]: r for r in one}
     assert len(states) == len(records)  # every sample once
@@ -308,6 +319,8 @@ def test_both_search_modes_decide_hot_groups_identically(image, copies, look_ali
         assert states[f"look-{name}"][1] == "pending"
     r_kept = [r for r in one if r[0].startswith("r") and r[1] == "pending"]
     assert len(r_kept) == 1
+    overlap = [r for r in one if r[0].startswith("e")]
+    assert len(overlap) == 70 and all(r[2:4] == ("eval_overlap", "eval-1") for r in overlap)
 
 
 # ----------------------------------------------------------------- medoid member side
