@@ -67,6 +67,9 @@ CANDIDATES = 64
 #: Leaders a hot group has at most (distinct images verified apart in one group).
 MAX_LEADERS = 8
 
+#: Pairs scored in one call (bounded memory: their signature table, ~9 MB).
+SCORE_CHUNK = 4096
+
 #: Role of a member of a hot group.
 LEADER, FOLLOWER, ORPHAN = "leader", "follower", "orphan"
 
@@ -152,7 +155,18 @@ def _scores(
 ) -> np.ndarray:
     """Verification score of each pair ``(a[t], b[t])`` (both signed), each scored with
     the smaller key first as the one-worker path does; pairs with byte-identical
-    signatures (in the same order) are scored once."""
+    signatures (in the same order, within a chunk of :data:`SCORE_CHUNK` pairs) are
+    scored once. Memory beyond the inputs: one chunk's signature table."""
+    out = [
+        _scores_chunk(a[s : s + SCORE_CHUNK], b[s : s + SCORE_CHUNK], threshold, score_pairs)
+        for s in range(0, len(a), SCORE_CHUNK)
+    ]
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def _scores_chunk(
+    a: Sequence[Item], b: Sequence[Item], threshold: float, score_pairs: ScorePairs
+) -> np.ndarray:
     first = [x if x.key < y.key else y for x, y in zip(a, b, strict=True)]
     second = [y if x.key < y.key else x for x, y in zip(a, b, strict=True)]
     table: dict[bytes, int] = {}
