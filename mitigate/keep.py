@@ -10,12 +10,13 @@ Groups are the connected components of the verified pairs. "Nearest" is the mean
 verification score (:mod:`mitigate.verify`) to the other members, or the mean pHash
 pair distance when a member has no signature. A group of more than
 :data:`MEDOID_ANCHORS` members is measured against its first ``MEDOID_ANCHORS`` members
-by key only, so the cost stays ``O(group size x MEDOID_ANCHORS)``.
+by key only, so the cost stays ``O(group size x MEDOID_ANCHORS)``; the pairs are scored
+in chunks of :data:`CENTRALITY_CHUNK`, so memory stays bounded too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +25,9 @@ from mitigate import neardup, verify
 
 KEEP_RULES = ("medoid", "resolution")
 MEDOID_ANCHORS = 64
+#: (member, anchor) pairs scored at a time by :func:`centrality` (bounded memory: the
+#: index arrays and the signature table of one chunk).
+CENTRALITY_CHUNK = 1 << 16
 
 
 def centrality(
@@ -46,8 +50,8 @@ def centrality(
     members: dict[int, list[int]] = {}
     for i, c in enumerate(component.tolist()):
         members.setdefault(c, []).append(i)
-    scored: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
-    counted: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
+    scored: list[tuple[list[int], list[int]]] = []  # (members, anchors) of each group
+    counted: list[tuple[list[int], list[int]]] = []
     in_groups: list[int] = []
     for group in members.values():
         if len(group) < 2:
@@ -55,37 +59,57 @@ def centrality(
         group.sort(key=lambda x: keys[x])
         in_groups.extend(group)
         anchors = group[:MEDOID_ANCHORS]
-        gi = np.repeat(np.asarray(group, np.int64), len(anchors))
-        ga = np.tile(np.asarray(anchors, np.int64), len(group))
-        off = gi != ga
-        pair = (gi[off], ga[off])
         if all(verify.is_signature(signatures[x]) for x in group):
-            scored.append(pair)
+            scored.append((group, anchors))
         else:
-            counted.append(pair)
+            counted.append((group, anchors))
     total = np.zeros(n, dtype=np.float64)
     count = np.zeros(n, dtype=np.int64)
-    if scored:
-        gi = np.concatenate([p[0] for p in scored])
-        ga = np.concatenate([p[1] for p in scored])
+    for gi, ga in _pair_chunks(scored):
         # the table in key order, as a component's own table was: a pair is scored with
-        # the item first in the table as the reference (verify.pair_scores)
-        used = sorted(set(gi.tolist()), key=lambda x: keys[x])
+        # the item first in the table as the reference (verify.pair_scores); a chunk's
+        # table keeps that order, so the scores do not depend on the chunking
+        used = sorted(set(gi.tolist()) | set(ga.tolist()), key=lambda x: keys[x])
         pos = np.zeros(n, dtype=np.int64)
         pos[used] = np.arange(len(used))
         sigs = verify.as_signatures([signatures[x] for x in used])
         d = score_pairs(pos[gi], pos[ga], sigs)
         total += np.bincount(gi, weights=d, minlength=n)
         count += np.bincount(gi, minlength=n)
-    if counted:
-        gi = np.concatenate([p[0] for p in counted])
-        ga = np.concatenate([p[1] for p in counted])
+    for gi, ga in _pair_chunks(counted):
         d = neardup.pair_distance(phash[gi], mirror[gi], phash[ga], mirror[ga]).astype(np.float64)
         total += np.bincount(gi, weights=d, minlength=n)
         count += np.bincount(gi, minlength=n)
     idx = np.asarray(in_groups, dtype=np.int64)
     out[idx] = total[idx] / np.maximum(count[idx], 1)
     return out
+
+
+def _pair_chunks(
+    groups: list[tuple[list[int], list[int]]],
+) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """``(member, anchor)`` pairs (member != anchor) of every group, in chunks of about
+    :data:`CENTRALITY_CHUNK` pairs (a large group is cut by members), so memory beyond
+    the inputs stays bounded whatever the component sizes."""
+    gi_parts: list[NDArray[np.int64]] = []
+    ga_parts: list[NDArray[np.int64]] = []
+    held = 0
+    for group, anchors in groups:
+        a = np.asarray(anchors, np.int64)
+        step = max(1, CENTRALITY_CHUNK // len(anchors))
+        for s in range(0, len(group), step):
+            g = np.asarray(group[s : s + step], np.int64)
+            gi = np.repeat(g, a.size)
+            ga = np.tile(a, g.size)
+            off = gi != ga
+            gi_parts.append(gi[off])
+            ga_parts.append(ga[off])
+            held += int(off.sum())
+            if held >= CENTRALITY_CHUNK:
+                yield np.concatenate(gi_parts), np.concatenate(ga_parts)
+                gi_parts, ga_parts, held = [], [], 0
+    if gi_parts:
+        yield np.concatenate(gi_parts), np.concatenate(ga_parts)
 
 
 def keep_rank(

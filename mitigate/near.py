@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mitigate import centre, hashing, keep, neardup, verify
+from mitigate import centre, hashing, hot, keep, neardup, verify
 from mitigate.records import Reason
 
 EVAL_OVERLAP = Reason.EVAL_OVERLAP
@@ -88,6 +88,13 @@ def decide_near_duplicates(
     items = sorted(items, key=lambda i: i.key)
     decisions: list[Decision] = []
     report: dict[str, Any] = {"k": k, "items": len(items), "references": len(references)}
+    # hot identical-hash groups: only their leaders are matched and searched; the other
+    # members follow them afterwards (mitigate.hot), as in the partitioned graph
+    all_items = {it.key: it for it in items}
+    held: list[hot.Role] = []
+    hot_stats = hot.new_stats()
+    if search:
+        items, held, hot_stats = hot.condense(items, verify_threshold, keep_rule, score_pairs)
     if references and items:
         p, m = _arrays(items)
         rp = neardup.hex_to_uint64([r[1] for r in references])
@@ -111,6 +118,10 @@ def decide_near_duplicates(
             pair_recall=None,
             near_duplicates=0,
         )
+        if search:
+            report["near_duplicates"] = _finish_hot(
+                held, all_items, decisions, verify_threshold, score_pairs, report, hot_stats
+            )
         return decisions, report
     p, m = _arrays(items)
     chosen = neardup.choose_mode(len(items), k) if mode == "auto" else mode
@@ -167,13 +178,16 @@ def decide_near_duplicates(
                 closest[x] = (sc, y, d)
     for x, (sc, y, d) in sorted(closest.items()):
         decisions.append(Decision(items[x].key, NOT_MERGED, items[y].key, d, sc))
+    n_hot_dropped = _finish_hot(
+        held, all_items, decisions, verify_threshold, score_pairs, report, hot_stats
+    )
     members: dict[int, list[int]] = collections.defaultdict(list)
     for i, comp in enumerate(result.component):
         members[int(comp)].append(i)
     sizes = collections.Counter(len(v) for v in members.values() if len(v) > 1)
     largest = sorted((v for v in members.values() if len(v) > 1), key=lambda v: (-len(v), v[0]))
     report.update(
-        near_duplicates=int((~result.keep).sum()),
+        near_duplicates=int((~result.keep).sum()) + n_hot_dropped,
         cluster_sizes={str(s): n for s, n in sorted(sizes.items())},
         largest_clusters=[
             [items[i].key for i in sorted(v, key=lambda i: rank[i])][:12]
@@ -182,6 +196,54 @@ def decide_near_duplicates(
         examples_by_distance={str(d): v for d, v in sorted(by_distance.items())},
     )
     return decisions, report
+
+
+def _finish_hot(
+    held: Sequence[hot.Role],
+    items: dict[str, HashItem],
+    decisions: list[Decision],
+    threshold: float | None,
+    score_pairs: Callable[..., np.ndarray],
+    report: dict[str, Any],
+    stats: dict[str, int],
+) -> int:
+    """Decide the followers and orphans of hot groups (:func:`mitigate.hot.resolve`)
+    from the decisions on their leaders: appended to ``decisions``; the counters go to
+    ``report`` (``hot``, ``verify.leader_groups``, inherited ``eval_overlap``). Returns
+    the number of members decided ``near_duplicate``."""
+    out: list[Decision] = []
+    if held:
+        out, stats = _resolve_hot(held, items, decisions, threshold, score_pairs, report, stats)
+        decisions.extend(out)
+    n_overlap = sum(d.reason == EVAL_OVERLAP for d in out)
+    if n_overlap:
+        report["eval_overlap"] = report.get("eval_overlap", 0) + n_overlap
+    report["hot"] = stats
+    if "verify" in report:
+        report["verify"]["leader_groups"] = stats["groups"]
+    return sum(d.reason == Reason.NEAR_DUPLICATE for d in out)
+
+
+def _resolve_hot(
+    held: Sequence[hot.Role],
+    items: dict[str, HashItem],
+    decisions: Sequence[Decision],
+    threshold: float | None,
+    score_pairs: Callable[..., np.ndarray],
+    report: dict[str, Any],
+    stats: dict[str, int],
+) -> tuple[list[Decision], dict[str, int]]:
+    """Decisions on the followers and orphans of hot groups (:func:`mitigate.hot.resolve`)
+    from the search's decisions on their leaders."""
+    fates = {
+        d.key: (d.reason, d.duplicate_of, d.distance)
+        for d in decisions
+        if d.reason in (Reason.NEAR_DUPLICATE, EVAL_OVERLAP)
+    }
+    keepers = {f[1]: items[f[1]] for f in fates.values() if f[0] == Reason.NEAR_DUPLICATE}
+    use_centre = bool(report.get("verify", {}).get("centre_view"))
+    out, counts = hot.resolve(held, items, fates, keepers, threshold, score_pairs, use_centre)
+    return [Decision(*d) for d in out], hot.add_stats(stats, counts)
 
 
 def _recall_report(est: neardup.RecallEstimate) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mitigate import neardup, partition
 from mitigate import partition_batch as pb
 from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import EVAL_OVERLAP, Decision, HashItem
+from mitigate.pipeline import near_hot
 from mitigate.pipeline.near_batched import STAR_ROUNDS, PartitionedSearch
 from mitigate.records import PENDING
 
@@ -265,9 +266,18 @@ class PartitionedNearDedup(beam.PTransform):
             | "ReferenceHashes" >> beam.FlatMap(reference_hashes, self.decode)
             | "AllReferences" >> beam.combiners.ToList()
         )
+        batched = items | "DeconBatch" >> _Batch()
+        threshold = dedup.verify_threshold if dedup.verify else None
+        if dedup.near:  # hot identical-hash groups: only their leaders are searched
+            leaders = items | "HotLeaders" >> near_hot.HotLeaders(threshold, dedup.keep)
+            condensed = (
+                batched
+                | "HotRoles" >> beam.FlatMap(near_hot.roles, AsSingleton(leaders), threshold)
+                | "RouteHot" >> _Route(near_hot.SEARCH, near_hot.HELD, near_hot.STATS)
+            )
+            batched = condensed[near_hot.SEARCH]
         checked = (
-            items
-            | "DeconBatch" >> _Batch()
+            batched
             | "Decontaminate" >> beam.FlatMap(_decontaminate, AsSingleton(shard_refs), dedup)
             | "RouteDecontaminate" >> _Route("overlap", MAIN)
         )
@@ -302,6 +312,31 @@ class PartitionedNearDedup(beam.PTransform):
                 )
             )
             ok = out["recall"] | "CheckRecall" >> beam.Map(check_recall, dedup)
+            searched = decisions | "SearchDecisions" >> beam.Flatten()
+            fates = near_hot.fates_of(searched, leaders)
+            resolved = (
+                condensed[near_hot.HELD]
+                | "HotResolve"
+                >> beam.FlatMap(
+                    near_hot.resolve,
+                    AsSingleton(fates),
+                    AsSingleton(near_hot.keepers_of(items, fates)),
+                    threshold,
+                    threshold is not None and dedup.centre_view,
+                )
+                | "RouteResolved" >> _Route(MAIN, near_hot.STATS)
+            )
+            decisions.append(resolved[MAIN])
+            hot_stats = (
+                (
+                    near_hot.leader_stats(leaders),
+                    condensed[near_hot.STATS],
+                    resolved[near_hot.STATS],
+                )
+                | "AllHotStats" >> beam.Flatten()
+                | "HotStats" >> beam.CombineGlobally(near_hot.StatsFn())
+            )
+            report = report | "HotReport" >> beam.Map(_with_hot, AsSingleton(hot_stats))
         else:
             report = base | "Report" >> beam.Map(_decontamination_report, dedup)
             ok = pipeline | "NoRecall" >> beam.Create([True])
@@ -317,6 +352,20 @@ class PartitionedNearDedup(beam.PTransform):
             | "Apply" >> beam.FlatMap(lambda e, _ok: _apply(e), AsSingleton(ok))
         )
         return (joined, others) | "Rejoin" >> beam.Flatten(), report
+
+
+def _with_hot(report: dict[str, Any], stats: dict[str, int]) -> dict[str, Any]:
+    """The hot-group counters (``hot``; ``verify.leader_groups``) and the near
+    duplicates and eval overlaps decided on hot-group members, as the one-worker report
+    has them."""
+    report = dict(report)
+    stats = dict(stats)
+    report["near_duplicates"] = report.get("near_duplicates", 0) + stats.pop("near_duplicates")
+    report["eval_overlap"] = report.get("eval_overlap", 0) + stats.pop("eval_overlap")
+    report["hot"] = stats
+    if "verify" in report:
+        report["verify"] = {**report["verify"], "leader_groups": stats["groups"]}
+    return report
 
 
 def _decontamination_report(base: dict, dedup: DedupConfig) -> dict[str, Any]:

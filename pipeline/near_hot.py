@@ -1,0 +1,195 @@
+"""Hot identical-hash groups in the partitioned graph (the rules: :mod:`mitigate.hot`).
+
+::
+
+    items ─ count per (pHash, mirror) ─ groups of more than HOT_MIN ─┐ side input
+      ─ candidates per hot group (CombinePerKey) ─ leaders ─ dict ─┤ (group -> leaders)
+    batches ─ HotRoles: members of hot groups verified against their leaders
+      ─ search: items outside hot groups and leaders ─ (the partitioned search)
+      ─ held: followers and orphans (per batch)
+    decisions on leaders ─ dict ─┐ keepers of dropped leaders ─ dict ─┐
+    held ─ HotResolve ─ decisions on followers and orphans, counters
+
+No worker holds a hot group: the candidates are a bounded combine per group, the leaders a
+side input (at most MAX_LEADERS samples a hot group), and members are assigned and
+resolved batch by batch. A member's role depends only on its group's leaders, so the
+decisions equal the one-worker path's (:func:`mitigate.near.decide_near_duplicates`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import AsSingleton
+
+from mitigate import hot
+from mitigate.near import Decision, HashItem
+from mitigate.records import Reason
+
+SEARCH, HELD, STATS = "search", "held", "stats"
+
+
+def _leaders(
+    element: tuple[str, list[HashItem]], threshold: float | None, keep_rule: str
+) -> tuple[str, tuple[list[HashItem], int]]:
+    group, candidates = element
+    return group, hot.choose_leaders(candidates, threshold, keep_rule)
+
+
+def _leader_stats(leaders: dict) -> dict[str, int]:
+    s = hot.new_stats()
+    s["groups"] = len(leaders)
+    s["leaders"] = sum(len(v[0]) for v in leaders.values())
+    s["verified_pairs"] = sum(v[1] for v in leaders.values())
+    return s
+
+
+class CandidatesFn(beam.CombineFn):
+    """A hot group's candidates (:func:`mitigate.hot.candidates_of`): its first
+    ``CANDIDATES / 2`` members in keep order and in sample order, at most
+    ``CANDIDATES`` items an accumulator."""
+
+    def create_accumulator(self) -> list[HashItem]:
+        return []
+
+    def add_input(self, acc: list[HashItem], item: HashItem) -> list[HashItem]:
+        return hot.candidates_of([*acc, item])
+
+    def merge_accumulators(self, accs: Iterable[list[HashItem]]) -> list[HashItem]:
+        return hot.candidates_of([it for acc in accs for it in acc])
+
+    def extract_output(self, acc: list[HashItem]) -> list[HashItem]:
+        return acc
+
+
+class HotLeaders(beam.PTransform):
+    """HashItems in; one dict out: hot group id -> (leaders, pairs verified to choose
+    them)."""
+
+    def __init__(self, threshold: float | None, keep_rule: str) -> None:
+        super().__init__()
+        self.threshold, self.keep_rule = threshold, keep_rule
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        sizes = (
+            items
+            | "GroupOf" >> beam.Map(lambda it: (hot.group_of(it), 1))
+            | "GroupSize" >> beam.CombinePerKey(sum)
+            | "Hot" >> beam.Filter(lambda kv: kv[1] > hot.HOT_MIN)
+            | "HotDict" >> beam.combiners.ToDict()
+        )
+        return (
+            items
+            | "InHot" >> beam.Filter(lambda it, h: hot.group_of(it) in h, AsSingleton(sizes))
+            | "ByGroup" >> beam.Map(lambda it: (hot.group_of(it), it))
+            | "Candidates" >> beam.CombinePerKey(CandidatesFn())
+            | "Leaders" >> beam.Map(_leaders, self.threshold, self.keep_rule)
+            | "LeaderDict" >> beam.combiners.ToDict()
+        )
+
+
+def roles(
+    element: tuple[int, list[HashItem]], leaders: dict, threshold: float | None
+) -> Iterator[tuple[str, Any]]:
+    """One batch: ``(search, (bid, items))`` for the items that go on to the search,
+    ``(held, [(role, item)])`` for the followers and orphans, ``(stats, counters)``."""
+    bid, items = element
+    by_group: dict[str, list[HashItem]] = {}
+    for it in items:
+        g = hot.group_of(it)
+        if g in leaders:
+            by_group.setdefault(g, []).append(it)
+    if not by_group:
+        yield SEARCH, (bid, items)
+        return
+    held: list[tuple[hot.Role, HashItem]] = []
+    all_roles: list[hot.Role] = []
+    for g in sorted(by_group):
+        members = by_group[g]
+        got = hot.assign(members, leaders[g][0], threshold)
+        all_roles.extend(got)
+        held.extend((r, it) for r, it in zip(got, members, strict=True) if r.role != hot.LEADER)
+    gone = {r.key for r, _ in held}
+    rest = [it for it in items if it.key not in gone]
+    if rest:
+        yield SEARCH, (bid, rest)
+    if held:
+        yield HELD, held
+    yield STATS, hot.role_stats(all_roles)
+
+
+def resolve(
+    held: list[tuple[hot.Role, HashItem]],
+    fates: dict,
+    keepers: dict,
+    threshold: float | None,
+    use_centre: bool,
+) -> Iterator[tuple[str, Any]]:
+    """Decisions on one batch's followers and orphans (tagged ``main``) and counters."""
+    items = {it.key: it for _, it in held}
+    out, counts = hot.resolve(
+        [r for r, _ in held], items, fates, keepers, threshold, use_centre=use_centre
+    )
+    n_dup = n_overlap = 0
+    for d in out:
+        n_dup += d[1] == Reason.NEAR_DUPLICATE
+        n_overlap += d[1] == Reason.EVAL_OVERLAP
+        yield "main", Decision(*d)
+    s = hot.add_stats(hot.new_stats(), counts)
+    yield STATS, {**s, "near_duplicates": n_dup, "eval_overlap": n_overlap}
+
+
+class StatsFn(beam.CombineFn):
+    """Sum of counter dicts (empty input: zeros)."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, acc: dict[str, int], s: dict[str, int]) -> dict[str, int]:
+        return {k: acc.get(k, 0) + s.get(k, 0) for k in set(acc) | set(s)}
+
+    def merge_accumulators(self, accs: Iterable[dict[str, int]]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in accs:
+            out = self.add_input(out, a)
+        return out
+
+    def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
+        return {**hot.new_stats(), "near_duplicates": 0, "eval_overlap": 0, **acc}
+
+
+def fates_of(decisions: beam.PCollection, leaders: beam.PCollection) -> beam.PCollection:
+    """One dict: leader key -> (reason, duplicate_of, distance) of every leader the
+    search did not keep."""
+    keys = leaders | "LeaderKeys" >> beam.Map(
+        lambda d: frozenset(x.key for v in d.values() for x in v[0])
+    )
+    return (
+        decisions
+        | "LeaderFates"
+        >> beam.Filter(
+            lambda d, lk: d.key in lk and d.reason in (Reason.NEAR_DUPLICATE, Reason.EVAL_OVERLAP),
+            AsSingleton(keys),
+        )
+        | "FateKV" >> beam.Map(lambda d: (d.key, (d.reason, d.duplicate_of, d.distance)))
+        | "FateDict" >> beam.combiners.ToDict()
+    )
+
+
+def keepers_of(items: beam.PCollection, fates: beam.PCollection) -> beam.PCollection:
+    """One dict: key -> item of every sample a dropped leader is a near duplicate of."""
+    keys = fates | "KeeperKeys" >> beam.Map(
+        lambda f: frozenset(v[1] for v in f.values() if v[0] == Reason.NEAR_DUPLICATE)
+    )
+    return (
+        items
+        | "Keepers" >> beam.Filter(lambda it, kk: it.key in kk, AsSingleton(keys))
+        | "KeeperKV" >> beam.Map(lambda it: (it.key, it))
+        | "KeeperDict" >> beam.combiners.ToDict()
+    )
+
+
+def leader_stats(leaders: beam.PCollection) -> beam.PCollection:
+    return leaders | "LeaderStats" >> beam.Map(_leader_stats)

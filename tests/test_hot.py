@@ -1,0 +1,360 @@
+"""Hot identical-hash groups (mitigate/hot.py): many samples with one pHash are verified
+against a few leaders, with bounded pairs, sound merges and the same decisions in both
+search modes; groups of at most HOT_MIN samples are decided as before (all pairs)."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import io
+from pathlib import Path
+
+import apache_beam as beam
+import near_edits as ne
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from mitigate import hashing, hot, keep, verify
+from mitigate.config import DecodeConfig, validate_config
+from mitigate.near import HashItem, decide_near_duplicates
+from mitigate.pipeline.near import NearDedup
+from mitigate.records import SampleRecord
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO / "data" / "near_eval" / "animals-donkey.jpg"
+
+
+@pytest.fixture(scope="module")
+def image() -> Image.Image:
+    im = Image.open(SOURCE).convert("RGB")
+    im.thumbnail((160, 160))
+    return im
+
+
+@pytest.fixture(scope="module")
+def copies(image: Image.Image) -> list[bytes]:
+    """Signatures of real re-encoded, lightly brightened copies of one image."""
+    out = []
+    for q in range(40, 96, 5):
+        for b in (0.92, 1.0, 1.08):
+            data = ne.jpeg(ne.brightness(b)(image), q)
+            out.append(verify.signature(Image.open(io.BytesIO(data))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def look_alikes(image: Image.Image) -> dict[str, bytes]:
+    """Different images that look alike (a letter printed on it, recoloured)."""
+    return {n: verify.signature(ne.VARIANTS[n](image)) for n in ("letter_A", "digit_5", "recolour")}
+
+
+def _hashes(image: Image.Image) -> tuple[str, str]:
+    p, m = hashing.phash_pair(image)
+    return hashing.to_hex(p), hashing.to_hex(m)
+
+
+class _Counting:
+    """verify.pair_scores, counting the pairs it scores."""
+
+    def __init__(self) -> None:
+        self.pairs = 0
+
+    def __call__(self, i, j, sigs, stop_above=None):
+        self.pairs += len(np.asarray(i))
+        return verify.pair_scores(i, j, sigs, stop_above=stop_above)
+
+
+def _hot_items(image, copies, look_alikes, n: int) -> list[HashItem]:
+    """``n`` copies of one image sharing its pHash (the copies' own signatures), one
+    copy of each look-alike with that same pHash (planted: the case verification is
+    for), and 300 copies of letter_A at a low resolution (never at the top of the keep
+    order: they get a leader of their own through the candidates' sample)."""
+    p, m = _hashes(image)
+    items = [HashItem(f"c{t:05d}", p, m, 25600 - t % 7, copies[t % len(copies)]) for t in range(n)]
+    items += [HashItem(f"look-{name}", p, m, 25600, s) for name, s in look_alikes.items()]
+    a = look_alikes["letter_A"]
+    items += [HashItem(f"a{t:03d}", p, m, 100, a) for t in range(300)]
+    return items
+
+
+@pytest.mark.parametrize("rule", ["medoid", "resolution"])
+def test_5000_copies_are_decided_with_a_bounded_number_of_scored_pairs(
+    image, copies, look_alikes, rule
+):
+    items = _hot_items(image, copies, look_alikes, 5000)
+    counting = _Counting()
+    decisions, report = decide_near_duplicates(
+        items, 10, verify_threshold=1.0, keep_rule=rule, score_pairs=counting
+    )
+    by_key = {d.key: d for d in decisions}
+    g = len(items)
+    # all pairs would be g * (g - 1) / 2 = 12.9M; leaders bound it linearly
+    bound = hot.CANDIDATES**2 // 2 + hot.CANDIDATES * hot.MAX_LEADERS + g * (hot.MAX_LEADERS + 1)
+    assert counting.pairs <= bound
+    assert report["hot"]["verified_pairs"] <= bound
+    assert report["hot"]["groups"] == 1 and report["verify"]["leader_groups"] == 1
+    assert report["hot"]["members"] == g
+    assert report["hot"]["leaders"] == 2  # the image and letter_A
+    assert report["hot"]["orphans"] == 2  # the two single look-alikes
+    kept = [it.key for it in items if it.key not in by_key or by_key[it.key].reason == "not_merged"]
+    # one copy of the image, one of letter_A, and the two single look-alikes
+    assert len(kept) == 4, kept
+    assert {"look-digit_5", "look-recolour"} <= set(kept)
+    copy_keeper = next(k for k in kept if k.startswith("c"))
+    a_keeper = next(k for k in kept if k.startswith("a"))
+    for it in items:
+        d = by_key.get(it.key)
+        if it.key.startswith("c") and it.key != copy_keeper:
+            assert (d.reason, d.duplicate_of, d.distance) == ("near_duplicate", copy_keeper, 0)
+            assert d.verify_score is not None and d.verify_score <= 1.0
+        if it.key.startswith("a") and it.key != a_keeper:
+            assert d.duplicate_of == a_keeper and d.verify_score <= 1.0
+    for name in ("digit_5", "recolour"):
+        d = by_key[f"look-{name}"]
+        assert d.reason == "not_merged" and d.verify_score > 1.0  # refused, evidence kept
+    assert report["near_duplicates"] == g - 4
+
+
+def _random_groups(draw, max_group: int) -> list[HashItem]:
+    """Random groups of identical pHashes (some within k of each other), random
+    signatures from a few images plus noise, some items without one."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_groups = draw(st.integers(1, 3))
+    base = rng.integers(0, 2**63, dtype=np.int64)
+    images = [rng.integers(0, 256, (8, 8, 3)) for _ in range(3)]
+    items = []
+    for g in range(n_groups):
+        h = int(base) ^ (int(rng.integers(0, 2**8)) if g else 0)  # within 8 bits
+        ph = hashing.to_hex(h)
+        for t in range(draw(st.integers(1, max_group))):
+            r = rng.random()
+            if r < 0.1:
+                sig = None
+            else:
+                px = images[int(rng.integers(0, 3))] + rng.integers(-3, 4, (8, 8, 3))
+                im = Image.fromarray(np.clip(px, 0, 255).astype(np.uint8))
+                sig = verify.signature(im.resize((64, 64), Image.Resampling.NEAREST))
+            items.append(HashItem(f"g{g}-{t:03d}", ph, ph, int(rng.integers(1, 4)), sig))
+    return items
+
+
+@st.composite
+def small_groups(draw):
+    return _random_groups(draw, hot.HOT_MIN)
+
+
+@pytest.mark.slow
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_groups(), st.sampled_from(["medoid", "resolution"]))
+def test_groups_up_to_hot_min_are_decided_exactly_as_all_pairs(items, rule):
+    got = decide_near_duplicates(items, 10, verify_threshold=1.0, keep_rule=rule)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "HOT_MIN", 10**9)  # never hot: every pair verified
+        want = decide_near_duplicates(items, 10, verify_threshold=1.0, keep_rule=rule)
+    assert got[0] == want[0]
+    assert got[1].get("hot", {}).get("groups", 0) == 0
+
+
+@st.composite
+def hot_sized_groups(draw):
+    return _random_groups(draw, 12)
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hot_sized_groups(), st.sampled_from(["medoid", "resolution"]))
+def test_hot_groups_merge_only_verified_pairs_into_kept_samples(items, rule):
+    """With HOT_MIN lowered so these groups are hot: every dropped sample is a near
+    duplicate of a kept one by a pair that verifies (or has an unsigned end), and every
+    sample is decided at most once."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "HOT_MIN", 3)
+        mp.setattr(hot, "CANDIDATES", 4)
+        mp.setattr(hot, "MAX_LEADERS", 2)
+        decisions, report = decide_near_duplicates(items, 10, verify_threshold=1.0, keep_rule=rule)
+    by_key = {it.key: it for it in items}
+    keys = [d.key for d in decisions]
+    assert len(keys) == len(set(keys))
+    decided = {d.key: d for d in decisions}
+    for d in decisions:
+        if d.reason != "near_duplicate":
+            continue
+        keeper = decided.get(d.duplicate_of)
+        assert keeper is None or keeper.reason == "not_merged", d  # the keeper is kept
+        a, b = by_key[d.key], by_key[d.duplicate_of]
+        if verify.is_signature(a.signature) and verify.is_signature(b.signature):
+            first, second = sorted([a, b], key=lambda it: it.key)
+            assert verify.score(first.signature, second.signature) == pytest.approx(d.verify_score)
+            assert d.verify_score <= 1.0
+        else:
+            assert d.verify_score is None
+    if any(len([i for i in items if i.phash == it.phash]) > 3 for it in items):
+        assert report["hot"]["groups"] >= 1
+
+
+# ----------------------------------------------------------------- both search modes
+
+
+def _records(image, copies, look_alikes) -> list[SampleRecord]:
+    """Two hot groups and ordinary samples: 150 copies of the image with its look-alikes
+    and a copy at a 1-bit-different pHash with the highest resolution (it outranks the
+    group's leader, whose followers are then checked against it); 120 copies of a
+    second image; 70 copies of a third; a few distinct random hashes."""
+    p, m = _hashes(image)
+    other = image.rotate(90)
+    p2, m2 = _hashes(other)
+    sig2 = verify.signature(other)
+    flipped = hashing.to_hex(hashing.from_hex(p) ^ 1)
+    out = []
+
+    def rec(key, ph, mh, side, sig):
+        return SampleRecord(
+            key,
+            "mem://x",
+            len(out),
+            width=side,
+            height=side,
+            phash=ph,
+            phash_mirror=mh,
+            signature=sig,
+        )
+
+    for t in range(150):
+        out.append(rec(f"c{t:03d}", p, m, 160 - t % 5, copies[t % len(copies)]))
+    for name, s in look_alikes.items():
+        out.append(rec(f"look-{name}", p, m, 160, s))
+    out.append(rec("z-best", flipped, m, 400, copies[3]))
+    for t in range(120):
+        out.append(rec(f"r{t:03d}", p2, m2, 100 + t % 3, sig2))
+    third = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    p3, m3 = _hashes(third)
+    for t in range(70):
+        out.append(rec(f"e{t:03d}", p3, m3, 120, verify.signature(third)))
+    rng = np.random.default_rng(3)
+    for t in range(30):
+        h = hashing.to_hex(int(rng.integers(0, 2**63)))
+        out.append(rec(f"x{t:02d}", h, h, 50, copies[0]))
+    return out
+
+
+_GOT: dict[str, list] = {}
+
+
+def grab(name: str):
+    """An assert_that check that keeps what it got (the pipeline runs in this process)."""
+    return functools.partial(_keep, name)
+
+
+def _keep(name: str, values) -> None:
+    _GOT[name] = list(values)
+
+
+def _run(records: list[SampleRecord], partition: str, against: Path) -> tuple[list, list]:
+    config = validate_config(
+        {
+            "dedup": {
+                "k": 10,
+                "against": [str(against)],
+                "partition": partition,
+                "max_partition_size": 64,
+                "clusterings": 4,
+                "probes": 2,
+            }
+        }
+    )
+    got = _GOT
+    got.clear()
+
+    with TestPipeline() as pl:
+        out, report = pl | beam.Create(records) | NearDedup(config.dedup, DecodeConfig())
+        assert_that(
+            out
+            | beam.Map(
+                lambda r: (
+                    r.key,
+                    r.state,
+                    r.reason,
+                    r.duplicate_of,
+                    r.distance,
+                    None if r.verify_score is None else round(r.verify_score, 9),
+                )
+            ),
+            grab("records"),
+            label="Records",
+        )
+        assert_that(report, grab("report"), label="Report")
+    return got["records"], got["report"]
+
+
+@pytest.mark.slow
+def test_both_search_modes_decide_hot_groups_identically(image, copies, look_alikes, tmp_path):
+    """...with a reference list holding the third group's hash: its 70 copies are all
+    eval_overlap (its leader is matched, the members inherit the identical match)."""
+    records = _records(image, copies, look_alikes)
+    ref = next(r for r in records if r.key.startswith("e"))
+    against = tmp_path / "eval.txt"
+    against.write_text(f"eval-1,{ref.phash},{ref.phash_mirror}\n")
+    one, one_report = _run(records, "none", against)
+    many, many_report = _run(records, "clusters", against)
+    assert sorted(one) == sorted(many)
+    one_report, many_report = one_report[0], many_report[0]
+    assert many_report["partition"] == "clusters" and many_report["partitions"] > 1
+    assert one_report["hot"] == many_report["hot"]
+    assert one_report["hot"]["groups"] == 3
+    assert one_report["verify"]["leader_groups"] == many_report["verify"]["leader_groups"] == 3
+    assert one_report["eval_overlap"] == many_report["eval_overlap"] == 70
+    assert one_report["near_duplicates"] == many_report["near_duplicates"]
+    states = {r[0]: r for r in one}
+    assert len(states) == len(records)  # every sample once
+    # the 1-bit neighbour outranks the group's leader: copies are its duplicates
+    dup_of = collections.Counter(r[3] for r in one if r[1] == "duplicate")
+    assert dup_of["z-best"] >= 140
+    assert states["z-best"][1] == "pending"  # kept (the later stages say so)
+    for name in ("letter_A", "digit_5", "recolour"):
+        assert states[f"look-{name}"][1] == "pending"
+    r_kept = [r for r in one if r[0].startswith("r") and r[1] == "pending"]
+    assert len(r_kept) == 1
+    overlap = [r for r in one if r[0].startswith("e")]
+    assert len(overlap) == 70 and all(r[2:4] == ("eval_overlap", "eval-1") for r in overlap)
+
+
+# ----------------------------------------------------------------- medoid member side
+
+
+def test_medoid_centrality_scores_members_against_bounded_anchors_in_bounded_chunks():
+    """A component of 200 members with anchors bounded (8 here): 200 x 8 anchor pairs
+    (not all 19,900 pairs), scored in chunks of at most twice CENTRALITY_CHUNK pairs,
+    with the same centrality as in one call; a component with an unsigned member is
+    measured in pHash bits alike."""
+    rng = np.random.default_rng(11)
+    n = 230
+    sigs: list[bytes | None] = []
+    for _ in range(n):
+        px = rng.integers(0, 256, (8, 8, 3))
+        im = Image.fromarray(px.astype(np.uint8)).resize((64, 64), Image.Resampling.NEAREST)
+        sigs.append(verify.signature(im))
+    keys = [f"m{t:04d}" for t in rng.permutation(n)]
+    ph = rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
+    component = np.zeros(n, np.int64)
+    component[200:] = 1
+    sigs[210] = None  # component 1 is measured in pHash bits
+    calls: list[int] = []
+
+    def counting(i, j, s, stop_above=None):
+        calls.append(len(np.asarray(i)))
+        return verify.pair_scores(i, j, s, stop_above=stop_above)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(keep, "MEDOID_ANCHORS", 8)
+        whole = keep.centrality(component, keys, ph, ph, sigs)
+        mp.setattr(keep, "CENTRALITY_CHUNK", 100)
+        chunked = keep.centrality(component, keys, ph, ph, sigs, counting)
+    np.testing.assert_array_equal(chunked, whole)
+    assert sum(calls) == 200 * 8 - 8
+    assert len(calls) > 1 and max(calls) <= 2 * 100
+    assert np.all(whole > 0)
