@@ -451,10 +451,13 @@ def pair_scores(
     ``signatures``); smaller = more alike; <= threshold = near duplicates. The score is
     the larger of the most changed window and the global change (module docstring).
 
-    Symmetric and independent of the table: of the two images, the one whose signature
-    bytes sort first is the one the other is aligned to, so a pair's score depends on
-    the two signatures only, not on their order or position in ``signatures`` (one
-    worker's table and a partition's batch give the same score). Pairs are scored in
+    Symmetric and independent of the table: each image of a pair is aligned to the
+    other and the better alignment counts, so a pair's score depends on the two
+    signatures only, not on their order or position in ``signatures`` (one worker's
+    table and a partition's batch give the same score; before, the later row was
+    aligned to the earlier one, and the evaluation set's key order, original first,
+    flattered recall: 0.961 with the order of the bytes, 0.970 with originals first).
+    Pairs are scored in
     chunks of bounded size (by level, then by the larger index), and only the
     signatures a chunk names are unpacked, so memory beyond ``signatures`` is bounded.
 
@@ -473,8 +476,7 @@ def pair_scores(
     if ii.shape[0] == 0:
         return out
     stop = np.inf if stop_above is None else float(stop_above)
-    first = _bytes_first(sigs, ii, jj)
-    lo, hi = np.where(first, ii, jj), np.where(first, jj, ii)
+    lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
     size = _sizes(sigs)
     shorter = np.minimum(size.min(axis=1)[lo], size.min(axis=1)[hi])
     level = np.full(lo.shape[0], LEVELS[-1], dtype=np.int64)
@@ -506,23 +508,13 @@ def pair_scores(
         for lv in LEVELS:
             m = np.flatnonzero(lv_sel == lv)
             if m.size:
-                local[m] = _level_scores(a[m], b[m], y, c, lv, stop)
+                # either image aligned to the other, the better counting: symmetric,
+                # and a function of the two signatures alone, whatever table holds them
+                local[m] = np.minimum(
+                    _level_scores(a[m], b[m], y, c, lv, stop),
+                    _level_scores(b[m], a[m], y, c, lv, stop),
+                )
         out[sel] = np.maximum(local, g4)
-    return out
-
-
-def _bytes_first(
-    sigs: NDArray[np.uint8], i: NDArray[np.int64], j: NDArray[np.int64]
-) -> NDArray[np.bool_]:
-    """Whether signature ``i[t]``'s bytes sort before or equal to ``j[t]``'s (``memcmp``
-    order): a property of the two signatures alone, whatever table holds them. Compared
-    in chunks of :data:`_CHUNK` pairs (bounded memory: two rows a pair at a time)."""
-    out = np.empty(i.shape[0], dtype=bool)
-    for start in range(0, i.shape[0], _CHUNK):
-        a, b = sigs[i[start : start + _CHUNK]], sigs[j[start : start + _CHUNK]]
-        at = (a != b).argmax(axis=1)  # first differing byte (0 where equal: a tie)
-        rows = np.arange(a.shape[0])
-        out[start : start + _CHUNK] = a[rows, at] <= b[rows, at]
     return out
 
 
