@@ -26,8 +26,9 @@ place* of the two images after forgiving the global edits a copy goes through:
   had);
 * luma is normalised to zero mean and unit contrast per image, so JPEG quality,
   resizing and a brightness change of +-15% cancel;
-* one image is aligned to the other: as is or mirrored, and zoomed by 1, 1.064 or
-  1/1.064 (a 3% border crop each side), the best alignment counting. The six
+* each image is aligned to the other (both ways, so the score is symmetric): as is or
+  mirrored, and zoomed by 1, 1.064 or 1/1.064 (a 3% border crop each side), the best
+  alignment counting. The six
   alignments are scored at 16x16 cells, and the best two of them again at the pair's
   level; the score is the larger of the two levels' best (a pair must match coarse and
   fine), so a caller that only needs the decision skips the fine step for pairs
