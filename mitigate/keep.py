@@ -66,9 +66,8 @@ def centrality(
     total = np.zeros(n, dtype=np.float64)
     count = np.zeros(n, dtype=np.int64)
     for gi, ga in _pair_chunks(scored):
-        # the table in key order, as a component's own table was: a pair is scored with
-        # the item first in the table as the reference (verify.pair_scores); a chunk's
-        # table keeps that order, so the scores do not depend on the chunking
+        # a chunk's table of the signatures it names (a pair's score does not depend on
+        # the table holding it: verify.pair_scores), so the chunking changes no score
         used = sorted(set(gi.tolist()) | set(ga.tolist()), key=lambda x: keys[x])
         pos = np.zeros(n, dtype=np.int64)
         pos[used] = np.arange(len(used))

@@ -208,12 +208,23 @@ def _finish_hot(
     stats: dict[str, int],
 ) -> int:
     """Decide the followers and orphans of hot groups (:func:`mitigate.hot.resolve`)
-    from the decisions on their leaders: appended to ``decisions``; the counters go to
-    ``report`` (``hot``, ``verify.leader_groups``, inherited ``eval_overlap``). Returns
-    the number of members decided ``near_duplicate``."""
+    from the search's decisions on their leaders: appended to ``decisions``; the
+    counters go to ``report`` (``hot``, ``verify.leader_groups``, inherited
+    ``eval_overlap``). Returns the number of members decided ``near_duplicate``."""
     out: list[Decision] = []
     if held:
-        out, stats = _resolve_hot(held, items, decisions, threshold, score_pairs, report, stats)
+        fates = {
+            d.key: (d.reason, d.duplicate_of, d.distance)
+            for d in decisions
+            if d.reason in (Reason.NEAR_DUPLICATE, EVAL_OVERLAP)
+        }
+        keepers = {f[1]: items[f[1]] for f in fates.values() if f[0] == Reason.NEAR_DUPLICATE}
+        use_centre = bool(report.get("verify", {}).get("centre_view"))
+        resolved, counts = hot.resolve(
+            held, items, fates, keepers, threshold, score_pairs, use_centre
+        )
+        out = [Decision(*d) for d in resolved]
+        stats = hot.add_stats(stats, counts)
         decisions.extend(out)
     n_overlap = sum(d.reason == EVAL_OVERLAP for d in out)
     if n_overlap:
@@ -222,28 +233,6 @@ def _finish_hot(
     if "verify" in report:
         report["verify"]["leader_groups"] = stats["groups"]
     return sum(d.reason == Reason.NEAR_DUPLICATE for d in out)
-
-
-def _resolve_hot(
-    held: Sequence[hot.Role],
-    items: dict[str, HashItem],
-    decisions: Sequence[Decision],
-    threshold: float | None,
-    score_pairs: Callable[..., np.ndarray],
-    report: dict[str, Any],
-    stats: dict[str, int],
-) -> tuple[list[Decision], dict[str, int]]:
-    """Decisions on the followers and orphans of hot groups (:func:`mitigate.hot.resolve`)
-    from the search's decisions on their leaders."""
-    fates = {
-        d.key: (d.reason, d.duplicate_of, d.distance)
-        for d in decisions
-        if d.reason in (Reason.NEAR_DUPLICATE, EVAL_OVERLAP)
-    }
-    keepers = {f[1]: items[f[1]] for f in fates.values() if f[0] == Reason.NEAR_DUPLICATE}
-    use_centre = bool(report.get("verify", {}).get("centre_view"))
-    out, counts = hot.resolve(held, items, fates, keepers, threshold, score_pairs, use_centre)
-    return [Decision(*d) for d in out], hot.add_stats(stats, counts)
 
 
 def _recall_report(est: neardup.RecallEstimate) -> dict[str, Any]:
