@@ -11,6 +11,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from lifetime import die_with_parent
+
+# A pytest-xdist worker (addopts run one a core) dies with the pytest that started it:
+# killed, it would otherwise finish its current test first, and a job service with it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    die_with_parent()
 
 # Passed model checks are remembered in a cache folder (filters/onnx_image.py); the
 # suite keeps its own, so it neither reads nor writes the user's.

@@ -4,10 +4,7 @@ must conserve counts and write exactly what the DirectRunner writes."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lifetime import die_with_parent
 
 from mitigate.config import load_config
 from mitigate.pipeline.run import run
@@ -59,13 +57,6 @@ def _wait_for(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the test process dies, however it
-    dies (a killed pytest must not leave a job service running)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @pytest.fixture(scope="module")
 def portable_services(tmp_path_factory):
     """Beam's Python job service and an external worker pool, both on loopback, the
@@ -87,7 +78,7 @@ def portable_services(tmp_path_factory):
             stdout=open(logs / "job.log", "w"),
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         ),
         subprocess.Popen(
             [
@@ -99,7 +90,7 @@ def portable_services(tmp_path_factory):
             stdout=open(logs / "pool.log", "w"),
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         ),
     ]
     try:
