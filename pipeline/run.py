@@ -263,6 +263,7 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
         if f.filter_id not in stored and not isinstance(f, LinearProbeConfig)
     ]
     errors += _head_errors(config, from_path)
+    errors += _signature_errors(config, from_path)
     if errors:
         raise ConfigError(errors)
     outdir.check_output(config.output.path, config.output.overwrite)
@@ -287,6 +288,38 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
         _copy_tree(Layout(from_path).embeddings, layout.embeddings)
 
     return _staged(config, work)
+
+
+def _signature_errors(config: Config, from_path: str) -> list[str]:
+    """With verification on, the run's stored signatures must be of this version: one of
+    another (a run before the signature changed) is never scored against anything, so
+    every candidate pair would merge on pHash alone, the look-alike merges verification
+    exists to stop. One run writes one version, so its first stored signature decides."""
+    if not (config.dedup.near and config.dedup.verify):
+        return []
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from mitigate import verify
+
+    dataset = ds.dataset(Layout(from_path).manifest, format="parquet")
+    if "signature" not in dataset.schema.names:
+        found = "no signatures (its manifest has no signature column)"
+    else:
+        first = dataset.head(1, columns=["signature"], filter=pc.field("signature").is_valid())
+        if not first.num_rows:
+            return []  # no sample was decoded: nothing to verify
+        sig = first.column(0)[0].as_py()
+        if len(sig) == verify.SIG_BYTES and sig[-1] == verify.SIG_VERSION:
+            return []
+        found = f"signatures of another version ({len(sig)} bytes, last byte {sig[-1]})"
+    return [
+        f"dedup.verify: the run in {from_path} stored {found}; this version verifies "
+        f"with {verify.SIG_BYTES}-byte signatures of version {verify.SIG_VERSION}, so "
+        "every near-duplicate candidate would merge on pHash alone. Re-run `mitigate run` "
+        "to store current signatures, or set dedup.verify: false to redecide on pHash "
+        "alone knowingly"
+    ]
 
 
 def _head_errors(config: Config, from_path: str) -> list[str]:

@@ -285,3 +285,40 @@ def test_partitioned_graph_runs_with_verification_and_the_medoid_rule():
     assert dedup(partition="clusters").partitioned_on("direct")
     assert dedup(verify=False, keep="resolution").partitioned_on("dataflow")
     assert not dedup(partition="none").partitioned_on("dataflow")
+
+
+def _stored_run(folder: Path, signatures: list[bytes | None]) -> Path:
+    """A finished run as redecide reads it: a summary and a manifest part whose
+    samples carry ``signatures`` (None: a sample that was not decoded)."""
+    import pyarrow as pa
+
+    (folder / "manifest").mkdir(parents=True)
+    (folder / "summary.json").write_text("{}")
+    table = pa.table(
+        {
+            "key": [f"s{i}" for i in range(len(signatures))],
+            "source": ["data.tar"] * len(signatures),
+            "signature": pa.array(signatures, pa.binary()),
+        }
+    )
+    pq.write_table(table, folder / "manifest" / "part-000000.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("verify_on", [True, False])
+def test_redecide_refuses_to_verify_with_signatures_of_another_version(tmp_path, verify_on):
+    """A run stored before the signature changed (the fourth round's 2,314 bytes) can
+    only be redecided on pHash alone: with dedup.verify on that is refused before any
+    work, naming the field; with it off, this check passes (the run then fails later,
+    on this fake run's missing columns, not on the signatures). A run with current
+    signatures passes it: tests/test_pipeline.py redecides real runs with dedup.verify
+    on, and the one with stale signatures set to off."""
+    old = bytes(2314)
+    stored = _stored_run(tmp_path / "run", [None, old, old])
+    config = _config(tmp_path / "data.tar", tmp_path / "out", verify=verify_on)
+    with pytest.raises(Exception) as err:
+        redecide(config, str(stored))
+    refused = isinstance(err.value, ConfigError) and "dedup.verify" in str(err.value)
+    assert refused == verify_on, err.value
+    if verify_on:
+        assert "2314 bytes" in str(err.value) and not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -352,6 +353,37 @@ def test_redecide_reads_a_manifest_written_before_the_centre_view(sample_run, tm
     assert states == {
         (r["key"], r["source"]): (r["state"], r["reason"], r["duplicate_of"]) for r in before
     }
+
+
+@pytest.mark.slow
+def test_redecide_of_a_run_with_stale_signatures_runs_on_phash_once_told(sample_run, tmp_path):
+    """A run stored before the signature changed (2,314-byte signatures): refused with
+    dedup.verify on (tests/test_near_pipeline.py), redecided on pHash alone with it off,
+    and the near duplicates it finds then are the pHash candidates."""
+    import shutil
+
+    from mitigate.config import ConfigError
+    from mitigate.pipeline.run import redecide
+
+    out, _ = sample_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for part in sorted((old / "manifest").glob("*.parquet")):
+        table = pq.read_table(part)
+        sigs = [None if s is None else s[:2314] for s in table.column("signature").to_pylist()]
+        i = table.schema.get_field_index("signature")
+        table = table.set_column(i, "signature", pa.array(sigs, pa.binary()))
+        pq.write_table(table, part, compression="zstd")
+    config, _ = load_config(old / "config.yaml", [f"output.path={tmp_path / 're'}"])
+    with pytest.raises(ConfigError, match=r"dedup\.verify"):
+        redecide(config, str(old))
+    config, _ = load_config(
+        old / "config.yaml", [f"output.path={tmp_path / 're'}", "dedup.verify=false"]
+    )
+    summary = redecide(config, str(old))
+    assert summary["dedup"]["verify"]["threshold"] is None  # nothing was verified
+    rows = pq.read_table(tmp_path / "re" / "manifest").to_pylist()
+    assert sum(r["reason"] == "near_duplicate" for r in rows) > 0
 
 
 def run_summary_issues(out: Path) -> list:
