@@ -64,8 +64,13 @@ HOT_MIN = 64
 #: Members of a hot group the leaders are chosen from (half the top in keep order, half
 #: a stable sample).
 CANDIDATES = 64
-#: Leaders a hot group has at most (distinct images verified apart in one group).
+#: Leaders a round of a hot group has at most (distinct images verified apart).
 MAX_LEADERS = 8
+#: Rounds of leaders a hot group has at most: the leaders of round ``r > 1`` are chosen
+#: (as those of round 1) among the members that verified against no leader of the
+#: rounds before, so at most ``ROUNDS * MAX_LEADERS`` leaders a group. 1: one round (the
+#: rule before the rounds; benchmarks/bench_hot.py measures both).
+ROUNDS = 3
 
 #: Pairs scored in one call (bounded memory: their signature table, ~9 MB).
 SCORE_CHUNK = 4096
@@ -249,15 +254,30 @@ def assign(
     leaders: Sequence[Item],
     threshold: float | None,
     score_pairs: ScorePairs = verify.pair_scores,
+    prior: Sequence[Role] | None = None,
 ) -> list[Role]:
     """The role of every member of one hot group (any subset of it, e.g. one batch's
-    members: a member's role depends only on the leaders), in ``members`` order."""
+    members: a member's role depends only on the leaders), in ``members`` order.
+
+    ``prior``: the members' roles against the first leaders of ``leaders`` (every one an
+    orphan, e.g. of the rounds before); only the leaders after those are tried then,
+    and the roles equal those of one call with every leader."""
     if not leaders:
         raise ValueError("a hot group needs at least one leader")
     group = group_of(leaders[0])
     lead_keys = {x.key for x in leaders}
+    index = {x.key: t for t, x in enumerate(leaders)}
     out: list[Role | None] = [None] * len(members)
     pending: list[int] = []
+    closest: dict[int, tuple[float, int]] = {}
+    start = 0
+    if prior is not None:
+        if len(prior) != len(members) or any(r.role != ORPHAN for r in prior):
+            raise ValueError("prior roles must be one orphan role a member")
+        start = max((r.checked for r in prior), default=0)
+        for t, r in enumerate(prior):
+            if r.score is not None:
+                closest[t] = (r.score, index[r.leader])
     for t, it in enumerate(members):
         if group_of(it) != group:
             raise ValueError(f"{it.key!r} is not in hot group {group}")
@@ -268,8 +288,9 @@ def assign(
         else:
             pending.append(t)
     # leader by leader, all pending members at once (a verified member stops)
-    closest: dict[int, tuple[float, int]] = {}
     for li, lead in enumerate(leaders):
+        if li < start:
+            continue
         if not pending:
             break
         unsigned = [t for t in pending if not (_signed(members[t]) and _signed(lead))]
@@ -291,6 +312,58 @@ def assign(
         sc, li = closest[t]
         out[t] = Role(members[t].key, group, ORPHAN, leaders[li].key, sc, len(leaders))
     return [r for r in out if r is not None]
+
+
+def orphans(
+    members: Sequence[Item],
+    leaders: Sequence[Item],
+    threshold: float | None,
+    score_pairs: ScorePairs = verify.pair_scores,
+) -> list[Item]:
+    """The members (any subset of one hot group) that verify against none of
+    ``leaders``: those the next round's leaders are chosen among."""
+    if threshold is None:
+        return []
+    roles = assign(members, leaders, threshold, score_pairs)
+    return [it for it, r in zip(members, roles, strict=True) if r.role == ORPHAN]
+
+
+def next_round(
+    candidates: Iterable[Item],
+    leaders: Sequence[Item],
+    checked: int,
+    threshold: float | None,
+    keep_rule: str,
+    score_pairs: ScorePairs = verify.pair_scores,
+) -> tuple[list[Item], int]:
+    """A hot group's leaders and pairs verified after one more round: the leaders
+    chosen (:func:`choose_leaders`) among ``candidates`` (orphans of ``leaders``, any
+    subset of them :func:`candidates_of` accepts), after ``leaders``."""
+    new, more = choose_leaders(candidates, threshold, keep_rule, score_pairs)
+    return [*leaders, *new], checked + more
+
+
+def group_roles(
+    members: Sequence[Item],
+    threshold: float | None,
+    keep_rule: str,
+    score_pairs: ScorePairs = verify.pair_scores,
+) -> tuple[list[Item], int, list[Role]]:
+    """One hot group, whole: its leaders over every round (:data:`ROUNDS`), the pairs
+    verified to choose them, and the role of every member (``members`` order; the
+    same roles as :func:`assign` with those leaders gives)."""
+    leaders, checked = choose_leaders(members, threshold, keep_rule, score_pairs)
+    roles = assign(members, leaders, threshold, score_pairs)
+    for _ in range(1, ROUNDS):
+        idx = [t for t, r in enumerate(roles) if r.role == ORPHAN]
+        if not idx:
+            break
+        left = [members[t] for t in idx]
+        leaders, checked = next_round(left, leaders, checked, threshold, keep_rule, score_pairs)
+        got = assign(left, leaders, threshold, score_pairs, prior=[roles[t] for t in idx])
+        for t, r in zip(idx, got, strict=True):
+            roles[t] = r
+    return leaders, checked, roles
 
 
 def _distance(a: Item, b: Item, use_centre: bool) -> int:
@@ -364,6 +437,52 @@ def resolve(
     return out, {"verified_pairs": checked, "stranded": stranded}
 
 
+#: A cluster of the report (``cluster_sizes``, ``largest_clusters``): its size, its
+#: smallest key, its best-ranked keys (at most :data:`CLUSTER_KEYS`).
+Cluster = tuple[int, str, list[str]]
+#: Keys a cluster of the report lists at most.
+CLUSTER_KEYS = 12
+#: Per leader: how many members follow it, and the first :data:`CLUSTER_KEYS` of their
+#: keys in key order.
+Followers = dict[str, tuple[int, list[str]]]
+
+
+def followers_of(roles: Iterable[Role]) -> Followers:
+    """Per leader, its followers (:data:`Followers`) among ``roles``."""
+    keys: dict[str, list[str]] = {}
+    for r in roles:
+        if r.role == FOLLOWER:
+            keys.setdefault(r.leader, []).append(r.key)
+    return {lead: (len(v), sorted(v)[:CLUSTER_KEYS]) for lead, v in keys.items()}
+
+
+def merge_followers(parts: Iterable[Followers]) -> Followers:
+    """:func:`followers_of` of the union of the roles ``parts`` were made of."""
+    out: Followers = {}
+    for part in parts:
+        for lead, (n, keys) in part.items():
+            m, had = out.get(lead, (0, []))
+            out[lead] = (m + n, sorted(had + keys)[:CLUSTER_KEYS])
+    return out
+
+
+def add_followers(cluster: Cluster, leaders: Sequence[str], followers: Followers) -> Cluster:
+    """A cluster of the searched samples (a connected component of the verified pairs)
+    with the followers of its hot-group leaders counted in: a follower verified against
+    its leader, so it is in the leader's component (stranded followers too; orphans
+    are not). ``leaders``: the cluster's members, in keep-rank order (those that are
+    not leaders are skipped); the listed keys go on with their followers in that
+    order, by key."""
+    size, first, keys = cluster
+    extra = [followers[x] for x in leaders if x in followers]
+    if not extra:
+        return cluster
+    size += sum(n for n, _ in extra)
+    first = min([first, *(ks[0] for _, ks in extra if ks)])
+    listed = [*keys, *(k for _, ks in extra for k in ks)][:CLUSTER_KEYS]
+    return size, first, listed
+
+
 def new_stats() -> dict[str, int]:
     """Counters of the hot-group stage (``summary.json`` ``dedup.hot``)."""
     return {
@@ -409,11 +528,11 @@ def condense(
     roles: list[Role] = []
     for gid in sorted(groups):
         members = sorted(groups[gid], key=lambda it: it.key)
-        leaders, checked = choose_leaders(members, threshold, keep_rule, score_pairs)
+        leaders, checked, got = group_roles(members, threshold, keep_rule, score_pairs)
         stats["groups"] += 1
         stats["leaders"] += len(leaders)
         stats["verified_pairs"] += checked
-        roles.extend(assign(members, leaders, threshold, score_pairs))
+        roles.extend(got)
     stats = add_stats(stats, role_stats(roles))
     held = {r.key for r in roles if r.role != LEADER}
     return [it for it in items if it.key not in held], roles, stats

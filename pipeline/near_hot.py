@@ -3,7 +3,9 @@
 ::
 
     items ─ count per (pHash, mirror) ─ groups of more than HOT_MIN ─┐ side input
-      ─ candidates per hot group (CombinePerKey) ─ leaders ─ dict ─┤ (group -> leaders)
+      ─ candidates per hot group (CombinePerKey) ─ leaders ─ dict ─┐ round 1
+    batches ─ orphans of the leaders so far ─ candidates ─ more leaders ─ dict ─┤
+      (ROUNDS - 1 times; group -> leaders of every round)
     batches ─ HotRoles: members of hot groups verified against their leaders
       ─ search: items outside hot groups and leaders ─ (the partitioned search)
       ─ held: followers and orphans (per batch)
@@ -62,6 +64,55 @@ class CandidatesFn(beam.CombineFn):
 
     def extract_output(self, acc: list[HashItem]) -> list[HashItem]:
         return acc
+
+
+def _orphans(
+    element: tuple[int, list[HashItem]], leaders: dict, threshold: float | None
+) -> Iterator[tuple[str, HashItem]]:
+    """One batch's members of hot groups that verify against no leader so far."""
+    _, items = element
+    by_group: dict[str, list[HashItem]] = {}
+    for it in items:
+        g = hot.group_of(it)
+        if g in leaders:
+            by_group.setdefault(g, []).append(it)
+    for g in sorted(by_group):
+        for it in hot.orphans(by_group[g], leaders[g][0], threshold):
+            yield g, it
+
+
+def _merge_round(previous: dict, new: dict, threshold: float | None, keep_rule: str) -> dict:
+    """Every group's leaders after one more round (``new``: group -> its orphans'
+    candidates)."""
+    out = dict(previous)
+    for g, cands in new.items():
+        out[g] = hot.next_round(cands, *previous[g], threshold, keep_rule)
+    return out
+
+
+def hot_leaders(
+    items: beam.PCollection,
+    batches: beam.PCollection,
+    threshold: float | None,
+    keep_rule: str,
+) -> beam.PCollection:
+    """One dict: hot group id -> (leaders of every round, pairs verified to choose
+    them), as :func:`mitigate.hot.group_roles` chooses them. Each round after the first
+    verifies the members against the leaders so far (a pass over ``batches``)."""
+    leaders = items | "HotLeaders" >> HotLeaders(threshold, keep_rule)
+    if threshold is None:
+        return leaders
+    for r in range(2, hot.ROUNDS + 1):
+        cands = (
+            batches
+            | f"HotOrphans{r}" >> beam.FlatMap(_orphans, AsSingleton(leaders), threshold)
+            | f"HotCandidates{r}" >> beam.CombinePerKey(CandidatesFn())
+            | f"HotCandidateDict{r}" >> beam.combiners.ToDict()
+        )
+        leaders = leaders | f"HotRound{r}" >> beam.Map(
+            _merge_round, AsSingleton(cands), threshold, keep_rule
+        )
+    return leaders
 
 
 class HotLeaders(beam.PTransform):

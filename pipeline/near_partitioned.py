@@ -269,7 +269,7 @@ class PartitionedNearDedup(beam.PTransform):
         batched = items | "DeconBatch" >> _Batch()
         threshold = dedup.verify_threshold if dedup.verify else None
         if dedup.near:  # hot identical-hash groups: only their leaders are searched
-            leaders = items | "HotLeaders" >> near_hot.HotLeaders(threshold, dedup.keep)
+            leaders = near_hot.hot_leaders(items, batched, threshold, dedup.keep)
             condensed = (
                 batched
                 | "HotRoles" >> beam.FlatMap(near_hot.roles, AsSingleton(leaders), threshold)

@@ -94,13 +94,15 @@ def test_5000_copies_are_decided_with_a_bounded_number_of_scored_pairs(
     by_key = {d.key: d for d in decisions}
     g = len(items)
     # all pairs would be g * (g - 1) / 2 = 12.9M; leaders bound it linearly
-    bound = hot.CANDIDATES**2 // 2 + hot.CANDIDATES * hot.MAX_LEADERS + g * (hot.MAX_LEADERS + 1)
+    c, m, r = hot.CANDIDATES, hot.MAX_LEADERS, hot.ROUNDS
+    bound = r * (c**2 // 2 + c * m) + g * (r * m + 1) + 8**2  # + the leaders' search
     assert counting.pairs <= bound
     assert report["hot"]["verified_pairs"] <= bound
     assert report["hot"]["groups"] == 1 and report["verify"]["leader_groups"] == 1
     assert report["hot"]["members"] == g
-    assert report["hot"]["leaders"] == 2  # the image and letter_A
-    assert report["hot"]["orphans"] == 2  # the two single look-alikes
+    # the image and letter_A, then (round 2) the two single look-alikes: searched
+    assert report["hot"]["leaders"] == 4
+    assert report["hot"]["orphans"] == 0
     kept = [it.key for it in items if it.key not in by_key or by_key[it.key].reason == "not_merged"]
     # one copy of the image, one of letter_A, and the two single look-alikes
     assert len(kept) == 4, kept
@@ -195,6 +197,72 @@ def test_hot_groups_merge_only_verified_pairs_into_kept_samples(items, rule):
             assert d.verify_score is None
     if any(len([i for i in items if i.phash == it.phash]) > 3 for it in items):
         assert report["hot"]["groups"] >= 1
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hot_sized_groups())
+def test_rounds_assign_as_one_pass_over_every_rounds_leaders(items):
+    """group_roles assigns round by round (each round tries only its new leaders on the
+    orphans); the partitioned graph assigns each batch once with every round's leaders:
+    the roles must be the same, and every later round's leader an orphan of the rounds
+    before."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "CANDIDATES", 4)
+        mp.setattr(hot, "MAX_LEADERS", 1)
+        members = sorted(items, key=lambda it: it.key)
+        group = [it for it in members if hot.group_of(it) == hot.group_of(members[0])]
+        leaders, _, roles = hot.group_roles(group, 1.0, "resolution")
+        assert roles == hot.assign(group, leaders, 1.0)
+        assert 1 <= len(leaders) <= hot.ROUNDS
+        for r in range(1, len(leaders)):
+            assert leaders[r] in hot.orphans(group, leaders[:r], 1.0)
+        left = hot.orphans(group, leaders, 1.0)
+        assert {r.key for r in roles if r.role == hot.ORPHAN} == {it.key for it in left}
+        if len(leaders) < hot.ROUNDS:
+            assert not left  # a round is left only when nothing is left to lead
+
+
+def _two_images(image: Image.Image, copies: list[bytes], n: int) -> list[HashItem]:
+    """``n`` copies of the image at a high resolution and ``n`` copies of another
+    picture (the image turned) at a low one, all planted on the image's pHash."""
+    p, m = _hashes(image)
+    turned = image.rotate(90)
+    other = [
+        verify.signature(Image.open(io.BytesIO(ne.jpeg(ne.brightness(b)(turned), q))))
+        for q in (50, 70, 90)
+        for b in (0.95, 1.05)
+    ]
+    items = [HashItem(f"c{t:04d}", p, m, 25600, copies[t % len(copies)]) for t in range(n)]
+    items += [HashItem(f"o{t:04d}", p, m, 900, other[t % len(other)]) for t in range(n)]
+    return items
+
+
+@pytest.mark.parametrize("rule", ["medoid", "resolution"])
+def test_orphans_get_leaders_of_their_own_in_later_rounds(image, copies, rule):
+    """One leader a round: the first round's leader is a copy of the image, the other
+    picture's copies verify against none (orphans). One round leaves them all kept;
+    with rounds, the second round's leader is one of them and the rest follow it."""
+    items = _two_images(image, copies, 120)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "MAX_LEADERS", 1)
+        mp.setattr(hot, "ROUNDS", 1)
+        one, one_report = decide_near_duplicates(items, 10, verify_threshold=1.0, keep_rule=rule)
+        mp.setattr(hot, "ROUNDS", 3)
+        more, report = decide_near_duplicates(items, 10, verify_threshold=1.0, keep_rule=rule)
+    assert one_report["hot"]["orphans"] == 120 and one_report["hot"]["leaders"] == 1
+    assert report["hot"]["leaders"] == 2 and report["hot"]["orphans"] == 0
+    dropped = {d.key: d for d in more if d.reason == "near_duplicate"}
+    kept = sorted(it.key for it in items if it.key not in dropped)
+    assert len(kept) == 2 and kept[0].startswith("c") and kept[1].startswith("o"), kept
+    by_key = {it.key: it for it in items}
+    for d in dropped.values():
+        assert d.key[0] == d.duplicate_of[0]  # each picture's copies with their own
+        a, b = sorted([by_key[d.key], by_key[d.duplicate_of]], key=lambda it: it.key)
+        assert verify.score(a.signature, b.signature) == pytest.approx(d.verify_score)
+        assert d.verify_score <= 1.0
+    assert report["near_duplicates"] == 238
+    assert len([d for d in one if d.reason == "near_duplicate"]) == 119
 
 
 # ----------------------------------------------------------------- both search modes
