@@ -80,7 +80,11 @@ def child(args: argparse.Namespace) -> None:
     data = json.loads(Path(args.data).read_text())
     # memory-mapped: only the rows used (N of them at most) count in this process' RSS
     table = np.load(Path(args.data).with_suffix(".npy"), mmap_mode="r")
-    pool = [table[t].tobytes() for t in range(min(args.n, table.shape[0]))]
+    if args.spread and args.n < table.shape[0]:  # N copies spread over the whole pool
+        rows = np.linspace(0, table.shape[0] - 1, args.n).round().astype(int).tolist()
+    else:
+        rows = list(range(min(args.n, table.shape[0])))
+    pool = [table[t].tobytes() for t in rows]
     del table
     items = [
         HashItem(f"c{t:07d}", data["p"], data["m"], 25600 - t % 7, pool[t % len(pool)])
@@ -209,6 +213,12 @@ def main() -> None:
         help="largest N to run with one round of leaders too (path 'one': hot.ROUNDS = 1)",
     )
     ap.add_argument("--cache", help="folder to keep the pool in between runs")
+    ap.add_argument(
+        "--spread",
+        action="store_true",
+        help="N below the pool: copies spread evenly over the pool (every kind of edit) "
+        "instead of its first N",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -227,6 +237,8 @@ def main() -> None:
             np.save(data.with_suffix(".npy"), verify.as_signatures(pool))
             data.write_text(json.dumps({"p": p, "m": m, "looks": [s.hex() for s in looks]}))
         table = np.load(data.with_suffix(".npy"))
+        if not verify.is_signature(table[0].tobytes()):  # a pool of an older signature
+            raise SystemExit(f"{data}: signatures of another version; delete the cache")
         distinct = np.unique(table, axis=0).shape[0]
         print(f"pool: {table.shape[0]} copies ({distinct} distinct signatures) + 3 look-alikes")
         del table
@@ -272,6 +284,7 @@ def main() -> None:
                         path,
                         "--rule",
                         rule,
+                        *(["--spread"] if args.spread else []),
                     ],
                     check=True,
                     capture_output=True,

@@ -13,13 +13,19 @@ them. Verifying every pair of such a group is quadratic (1,000 copies: ~500k pai
    the group, so a kind of copy that is common in the group but not at its top, a
    crop, a look-alike, is likely among them), in keep order. Under
    ``dedup.keep: medoid`` (with verification and every candidate signed) the candidates
-   are re-ordered by their mean verification score to the other candidates (their
-   medoid first), then resolution, then key;
+   are re-ordered by the number of other candidates they verify against (most first),
+   then their mean verification score to the other candidates (the medoid), then
+   resolution, then key;
 2. *leaders* (greedy leader clustering over the candidates in that order): a candidate
    joins the first leader it verifies against (score <= threshold); otherwise it
    becomes a leader while fewer than :data:`MAX_LEADERS` exist;
 3. every other member is verified against the leaders in order and *follows* the first
-   it verifies against; one that verifies against none is an *orphan*.
+   it verifies against; one that verifies against none is an *orphan*;
+4. *rounds* (:func:`group_roles`, at most :data:`ROUNDS`): the orphans are a group of
+   their own for steps 1-3 (their candidates, their leaders, verified against those
+   only), and their new leaders go after the others; the orphans of the last round
+   stay orphans. A member's role is the same as one pass over every round's leaders
+   in order gives (:func:`assign`), which is how the partitioned graph assigns it.
 
 Only the leaders go on to the near-duplicate search (the rest of the pipeline, both
 search modes, unchanged). Afterwards (:func:`resolve`) a follower of a kept leader is a
@@ -31,16 +37,17 @@ against its closest leader. A pair where a sample has no signature is taken on p
 alone, as everywhere (the member follows the first leader); without verification every
 member follows the first leader.
 
-Cost: at most ``CANDIDATES * MAX_LEADERS`` pairs (plus ``CANDIDATES^2 / 2`` for the
-medoid order) per group and ``MAX_LEADERS + 1`` per member, so linear in the group size.
-Precision does not drop: every merge is a verified pair. What recall it can lose
-(compared with verifying all pairs): copies of a look-alike that is not among the
-leaders (it is not among the candidates, or more than ``MAX_LEADERS``
-distinct images share the hash) are orphans and are not merged with each other; a
-follower is not searched itself, so a near duplicate only it (not its leader) has in
-another hash group, or on the centre view (:mod:`mitigate.centre`), is not found; a
-stranded follower stays kept. Groups of at most ``HOT_MIN`` samples are verified pair by
-pair exactly as before.
+Cost: per round at most ``CANDIDATES * MAX_LEADERS`` pairs (plus ``CANDIDATES^2 / 2``
+for the medoid order) per group, and ``ROUNDS * MAX_LEADERS + 1`` per member, so linear
+in the group size. Precision does not drop: every merge is a verified pair. What recall
+it can lose (compared with verifying all pairs): copies of an image that get no leader
+in ``ROUNDS`` rounds (more than ``MAX_LEADERS`` distinct images a round share the hash)
+stay orphans and are not merged with each other; leaders that refuse each other stay
+apart (each kept, and in separate clusters of the report) even where members verify
+against both; a follower is not searched itself, so a near duplicate only it (not its
+leader) has in another hash group, or on the centre view (:mod:`mitigate.centre`), is
+not found; a stranded follower stays kept. Groups of at most ``HOT_MIN`` samples are
+verified pair by pair exactly as before.
 
 Every function here depends only on a group's members and their signatures (not on how
 samples are batched), so the one-worker path (:mod:`mitigate.near`) and the partitioned
@@ -188,13 +195,20 @@ def _scores_chunk(
 
 
 def _medoid_order(cands: list[Item], threshold: float, score_pairs: ScorePairs) -> list[Item]:
-    """Candidates by mean score to the other candidates, then keep order."""
+    """Candidates by the number of other candidates they verify against (most first:
+    the leader that covers most of the group, so copies that refuse each other but
+    both verify against it are not split between leaders), then mean score to the
+    other candidates (the medoid), then keep order."""
     n = len(cands)
     ii, jj = np.triu_indices(n, 1)
     s = _scores([cands[i] for i in ii], [cands[j] for j in jj], np.inf, score_pairs)
     total = np.bincount(ii, weights=s, minlength=n) + np.bincount(jj, weights=s, minlength=n)
     mean = total / max(n - 1, 1)
-    order = sorted(range(n), key=lambda t: (float(mean[t]), candidate_order(cands[t])))
+    ok = verify.verified(s, threshold).astype(np.float64)
+    degree = np.bincount(ii, weights=ok, minlength=n) + np.bincount(jj, weights=ok, minlength=n)
+    order = sorted(
+        range(n), key=lambda t: (-int(degree[t]), float(mean[t]), candidate_order(cands[t]))
+    )
     return [cands[t] for t in order]
 
 

@@ -242,5 +242,55 @@ def keepers_of(items: beam.PCollection, fates: beam.PCollection) -> beam.PCollec
     )
 
 
+class Followers(beam.PTransform):
+    """Held ``[(role, item)]`` batches in; one dict out: per leader that goes on to the
+    search (``overlap``: the decisions of the leaders matched to a reference before
+    it), its followers (:func:`mitigate.hot.followers_of`: count and first keys), for
+    the report's clusters."""
+
+    def __init__(self, overlap: beam.PCollection) -> None:
+        super().__init__()
+        self.overlap = overlap
+
+    def expand(self, held: beam.PCollection) -> beam.PCollection:
+        matched = (
+            self.overlap
+            | "OverlapKey" >> beam.Map(lambda d: frozenset([d.key]))
+            | "OverlapKeys" >> beam.CombineGlobally(lambda sets: frozenset().union(*sets))
+        )
+        return (
+            held
+            | "PerBatch" >> beam.Map(lambda h: hot.followers_of(r for r, _ in h))
+            | "Merge" >> beam.CombineGlobally(hot.merge_followers)
+            | "Searched"
+            >> beam.Map(
+                lambda f, gone: {k: v for k, v in f.items() if k not in gone},
+                AsSingleton(matched),
+            )
+        )
+
+
+def _lone_clusters(followers: hot.Followers, seen: frozenset[str]) -> Iterator[hot.Cluster]:
+    """The clusters of the hot-group leaders that are searched alone (in no component
+    of two or more searched samples): the leader and its followers."""
+    for k in sorted(followers):
+        if k not in seen:
+            yield hot.add_followers((1, k, [k]), [k], followers)
+
+
+def with_lone(
+    clusters: beam.PCollection, seen: beam.PCollection, followers: beam.PCollection
+) -> beam.PCollection:
+    """The search's clusters (followers counted in: ``keep_components``) and those of
+    the leaders it found alone (``seen``: sets of the leaders in its clusters)."""
+    met = seen | "HotSeen" >> beam.CombineGlobally(lambda sets: frozenset().union(*sets))
+    lone = (
+        followers
+        | "HotLoneStage" >> beam.Reshuffle()  # a stage of its own: it waits for met
+        | "HotLone" >> beam.FlatMap(_lone_clusters, AsSingleton(met))
+    )
+    return (clusters, lone) | "HotClusters" >> beam.Flatten()
+
+
 def leader_stats(leaders: beam.PCollection) -> beam.PCollection:
     return leaders | "LeaderStats" >> beam.Map(_leader_stats)

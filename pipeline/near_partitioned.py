@@ -293,7 +293,10 @@ class PartitionedNearDedup(beam.PTransform):
         )
         decisions = [checked["overlap"]]
         if dedup.near:
-            out = checked[MAIN] | "Search" >> PartitionedSearch(dedup)
+            followers = condensed[near_hot.HELD] | "HotFollowers" >> near_hot.Followers(
+                checked["overlap"]
+            )
+            out = checked[MAIN] | "Search" >> PartitionedSearch(dedup, followers)
             decisions.append(out["decisions"])
             report = (
                 pipeline

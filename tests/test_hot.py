@@ -5,6 +5,7 @@ search modes; groups of at most HOT_MIN samples are decided as before (all pairs
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import io
 from pathlib import Path
@@ -120,6 +121,14 @@ def test_5000_copies_are_decided_with_a_bounded_number_of_scored_pairs(
         d = by_key[f"look-{name}"]
         assert d.reason == "not_merged" and d.verify_score > 1.0  # refused, evidence kept
     assert report["near_duplicates"] == g - 4
+    # the report's clusters count the followers (components of the verified pairs):
+    # the image's 5,000 copies, letter_A's 300 copies and its look-alike
+    assert report["cluster_sizes"] == {"301": 1, "5000": 1}
+    big, small = report["largest_clusters"]
+    assert big[0] == copy_keeper and len(big) == hot.CLUSTER_KEYS
+    assert all(k.startswith("c") for k in big)
+    assert small[0] == a_keeper and small[1:] == sorted(small[1:])  # then its followers
+    assert by_key["look-letter_A"].duplicate_of == a_keeper
 
 
 def _random_groups(draw, max_group: int) -> list[HashItem]:
@@ -377,6 +386,8 @@ def test_both_search_modes_decide_hot_groups_identically(image, copies, look_ali
     assert one_report["verify"]["leader_groups"] == many_report["verify"]["leader_groups"] == 3
     assert one_report["eval_overlap"] == many_report["eval_overlap"] == 70
     assert one_report["near_duplicates"] == many_report["near_duplicates"]
+    assert one_report["cluster_sizes"] == many_report["cluster_sizes"]
+    assert one_report["largest_clusters"] == many_report["largest_clusters"]
     states = {r[0]: r for r in one}
     assert len(states) == len(records)  # every sample once
     # the 1-bit neighbour outranks the group's leader: copies are its duplicates
@@ -389,6 +400,40 @@ def test_both_search_modes_decide_hot_groups_identically(image, copies, look_ali
     assert len(r_kept) == 1
     overlap = [r for r in one if r[0].startswith("e")]
     assert len(overlap) == 70 and all(r[2:4] == ("eval_overlap", "eval-1") for r in overlap)
+
+
+@pytest.mark.slow
+def test_both_search_modes_decide_rounds_and_clusters_identically(
+    image, copies, look_alikes, tmp_path
+):
+    """One leader a round, three rounds: the image's copies lead round 1; the turned
+    picture's copies (orphans) round 2; a look-alike round 3; two look-alikes stay
+    orphans. Both graphs decide the same, and the report's clusters count followers."""
+    recs = []
+    for t, it in enumerate(_two_images(image, copies, 80)):
+        side = 160 if it.key.startswith("c") else 30
+        recs.append(
+            SampleRecord(
+                it.key, "mem://r", t, width=side, height=side, phash=it.phash,
+                phash_mirror=it.mirror, signature=it.signature,
+            )
+        )  # fmt: skip
+    for name, sig in look_alikes.items():
+        recs.append(dataclasses.replace(recs[0], key=f"look-{name}", signature=sig))
+    against = tmp_path / "eval.txt"
+    against.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "MAX_LEADERS", 1)
+        one, one_report = _run(recs, "none", against)
+        many, many_report = _run(recs, "clusters", against)
+    assert sorted(one) == sorted(many)
+    one_report, many_report = one_report[0], many_report[0]
+    assert one_report["hot"] == many_report["hot"]
+    assert one_report["hot"]["leaders"] == 3 and one_report["hot"]["orphans"] == 2
+    assert one_report["cluster_sizes"] == many_report["cluster_sizes"] == {"80": 2}
+    assert one_report["largest_clusters"] == many_report["largest_clusters"]
+    kept = sorted(r[0] for r in one if r[1] == "pending")
+    assert [k[0] for k in kept] == ["c", "l", "l", "l", "o"], kept
 
 
 # ----------------------------------------------------------------- medoid member side
