@@ -33,7 +33,9 @@ search modes, unchanged). Afterwards (:func:`resolve`) a follower of a kept lead
 dropped as a duplicate of ``x`` is verified against ``x`` (one more pair) and becomes a
 ``near_duplicate`` of ``x`` if it verifies, else it stays kept with ``not_merged``
 evidence (a *stranded* follower). An orphan stays kept with ``not_merged`` evidence
-against its closest leader. A pair where a sample has no signature is taken on pHash
+against its closest leader. A stranded follower then tries the other kept samples
+within k of it, the kept leaders and keepers of all hot groups
+(:mod:`mitigate.hot_rescue`). A pair where a sample has no signature is taken on pHash
 alone, as everywhere (the member follows the first leader); without verification every
 member follows the first leader.
 
@@ -46,7 +48,8 @@ stay orphans and are not merged with each other; leaders that refuse each other 
 apart (each kept, and in separate clusters of the report) even where members verify
 against both; a follower is not searched itself, so a near duplicate only it (not its
 leader) has in another hash group, or on the centre view (:mod:`mitigate.centre`), is
-not found; a stranded follower stays kept. Groups of at most ``HOT_MIN`` samples are
+not found; a stranded follower that verifies against no kept sample of the hot groups
+stays kept. Groups of at most ``HOT_MIN`` samples are
 verified pair by pair exactly as before.
 
 Every function here depends only on a group's members and their signatures (not on how
@@ -407,7 +410,8 @@ def resolve(
     ``items``: the members named in ``roles``; ``fates``: leader key -> ``(reason,
     duplicate_of, distance)`` for every leader the search did not keep
     (``near_duplicate`` or ``eval_overlap``); ``keepers``: the samples those leaders are
-    near duplicates of. A leader absent from ``fates`` was kept."""
+    near duplicates of. A leader absent from ``fates`` was kept. Stranded followers
+    may then try other kept samples (:func:`mitigate.hot_rescue.rescue`)."""
     out: list[HotDecision] = []
     again: list[tuple[Role, str, Item]] = []
     for r in roles:

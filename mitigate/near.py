@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mitigate import centre, hashing, hot, keep, neardup, verify
+from mitigate import centre, hashing, hot, hot_rescue, keep, neardup, verify
 from mitigate.records import Reason
 
 EVAL_OVERLAP = Reason.EVAL_OVERLAP
@@ -239,6 +239,11 @@ def _finish_hot(
         resolved, counts = hot.resolve(
             held, items, fates, keepers, threshold, score_pairs, use_centre
         )
+        if counts["stranded"] and threshold is not None:  # other kept samples next
+            leaders = [items[r.key] for r in held if r.role == hot.LEADER]
+            others = hot_rescue.kept(leaders, fates, keepers)
+            args = (report["k"], threshold, score_pairs, use_centre, counts)
+            counts = hot_rescue.rescue(resolved, held, items, others, *args)
         out = [Decision(*d) for d in resolved]
         stats = hot.add_stats(stats, counts)
         decisions.extend(out)

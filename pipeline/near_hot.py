@@ -26,7 +26,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
-from mitigate import hot
+from mitigate import hot, hot_rescue
 from mitigate.near import Decision, HashItem
 from mitigate.records import Reason
 
@@ -177,12 +177,20 @@ def resolve(
     keepers: dict,
     threshold: float | None,
     use_centre: bool,
+    leaders: dict | None = None,
+    k: int | None = None,
 ) -> Iterator[tuple[str, Any]]:
-    """Decisions on one batch's followers and orphans (tagged ``main``) and counters."""
+    """Decisions on one batch's followers and orphans (tagged ``main``) and counters
+    (``leaders``: the hot groups' leaders, for :func:`mitigate.hot.kept_for_rescue`)."""
     items = {it.key: it for _, it in held}
     out, counts = hot.resolve(
         [r for r, _ in held], items, fates, keepers, threshold, use_centre=use_centre
     )
+    if counts["stranded"] and threshold is not None and leaders is not None and k is not None:
+        every = [x for v in leaders.values() for x in v[0]]
+        others = hot_rescue.kept(every, fates, keepers)
+        args = (k, threshold, hot.verify.pair_scores, use_centre, counts)
+        counts = hot_rescue.rescue(out, [r for r, _ in held], items, others, *args)
     n_dup = n_overlap = 0
     for d in out:
         n_dup += d[1] == Reason.NEAR_DUPLICATE

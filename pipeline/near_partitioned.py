@@ -326,6 +326,8 @@ class PartitionedNearDedup(beam.PTransform):
                     AsSingleton(near_hot.keepers_of(items, fates)),
                     threshold,
                     threshold is not None and dedup.centre_view,
+                    AsSingleton(leaders),
+                    dedup.k,
                 )
                 | "RouteResolved" >> _Route(MAIN, near_hot.STATS)
             )

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mitigate import hashing, hot, keep, verify
+from mitigate import hashing, hot, hot_rescue, keep, verify
 from mitigate.config import DecodeConfig, validate_config
 from mitigate.near import HashItem, decide_near_duplicates
 from mitigate.pipeline.near import NearDedup
@@ -272,6 +272,43 @@ def test_orphans_get_leaders_of_their_own_in_later_rounds(image, copies, rule):
         assert d.verify_score <= 1.0
     assert report["near_duplicates"] == 238
     assert len([d for d in one if d.reason == "near_duplicate"]) == 119
+
+
+def test_stranded_followers_try_the_other_kept_samples_within_k(image, copies, look_alikes):
+    """A follower refused by its dropped leader's keeper (a look-alike here) is
+    verified against the other kept samples of the hot groups within k (a kept leader
+    of another group), and merged with the first it verifies against; an orphan is
+    left alone; a kept sample beyond k is not tried."""
+    p, m = _hashes(image)
+    far = hashing.to_hex(hashing.from_hex(p) ^ ((1 << 20) - 1))  # 20 bits away
+    lead = HashItem("g-lead", p, m, 100, copies[0])
+    follower = HashItem("g-follower", p, m, 100, copies[1])
+    orphan = HashItem("g-orphan", p, m, 100, copies[2])
+    keeper = HashItem("k-keeper", p, m, 100, look_alikes["letter_A"])
+    beyond = HashItem("a-beyond", far, far, 100, copies[1])
+    other = HashItem("b-other-leader", p, m, 100, copies[3])
+    g = hot.group_of(lead)
+    roles = [
+        hot.Role(lead.key, g, hot.LEADER, lead.key, None, 0),
+        hot.Role(follower.key, g, hot.FOLLOWER, lead.key, 0.1, 1),
+        hot.Role(orphan.key, g, hot.ORPHAN, lead.key, 1.5, 1),
+    ]
+    items = {it.key: it for it in (lead, follower, orphan)}
+    fates = {lead.key: ("near_duplicate", keeper.key, 0)}
+    keepers = {keeper.key: keeper}
+    out, counts = hot.resolve(roles, items, fates, keepers, 1.0)
+    assert counts == {"verified_pairs": 1, "stranded": 1}
+    others = hot_rescue.kept([lead, other, beyond], fates, keepers)
+    assert set(others) == {keeper.key, other.key, beyond.key}  # the dropped leader is not
+    counts = hot_rescue.rescue(
+        out, roles, items, others, 10, 1.0, verify.pair_scores, False, counts
+    )
+    assert counts == {"verified_pairs": 2, "stranded": 0}  # one pair: other (beyond: > k)
+    got = {d[0]: d for d in out}
+    want = verify.score(copies[3], copies[1])  # b-other-leader < g-follower
+    assert got[follower.key][1:4] == ("near_duplicate", other.key, 0)
+    assert got[follower.key][4] == pytest.approx(want) and want <= 1.0
+    assert got[orphan.key][1:3] == ("not_merged", lead.key)
 
 
 # ----------------------------------------------------------------- both search modes
