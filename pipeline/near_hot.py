@@ -10,11 +10,13 @@
       ─ search: items outside hot groups and leaders ─ (the partitioned search)
       ─ held: followers and orphans (per batch)
     decisions on leaders ─ dict ─┐ keepers of dropped leaders ─ dict ─┐
-    held ─ HotResolve ─ decisions on followers and orphans, counters
+    held ─ HotResolve ─ decisions on followers and orphans (stranded followers: the
+      other kept samples next, mitigate.hot_rescue), counters; per leader its
+      followers ─ dict ─ the search's cluster report (followers counted in)
 
 No worker holds a hot group: the candidates are a bounded combine per group, the leaders a
-side input (at most MAX_LEADERS samples a hot group), and members are assigned and
-resolved batch by batch. A member's role depends only on its group's leaders, so the
+side input (at most ROUNDS * MAX_LEADERS samples a hot group), and members are assigned
+and resolved batch by batch. A member's role depends only on its group's leaders, so the
 decisions equal the one-worker path's (:func:`mitigate.near.decide_near_duplicates`).
 """
 
