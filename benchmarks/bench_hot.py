@@ -15,9 +15,13 @@ samples cycle through the pool (distinct keys; beyond the pool a signature repea
 and byte-identical signatures are scored once against a leader). Each (N, path) runs
 in a fresh process so peak RSS is its own; the table gives CPU seconds of the decision
 alone, peak RSS (and before the decision, with the items built), pairs scored, the kept
-count, and the ratio old / new where both ran.
+count, and the ratio old / new where both ran. ``--one-round-max`` runs the sizes up to
+it with one round of leaders too (path ``one``: ``hot.ROUNDS = 1``, the rule before
+the rounds over orphans), in the same run.
 
     python benchmarks/bench_hot.py --sizes 1000 10000 100000 --old-max 1000 --pool 50000
+    python benchmarks/bench_hot.py --sizes 10000 100000 --old-max 0 \
+        --one-round-max 100000 --pool 50000
 """
 
 from __future__ import annotations
@@ -76,7 +80,11 @@ def child(args: argparse.Namespace) -> None:
     data = json.loads(Path(args.data).read_text())
     # memory-mapped: only the rows used (N of them at most) count in this process' RSS
     table = np.load(Path(args.data).with_suffix(".npy"), mmap_mode="r")
-    pool = [table[t].tobytes() for t in range(min(args.n, table.shape[0]))]
+    if args.spread and args.n < table.shape[0]:  # N copies spread over the whole pool
+        rows = np.linspace(0, table.shape[0] - 1, args.n).round().astype(int).tolist()
+    else:
+        rows = list(range(min(args.n, table.shape[0])))
+    pool = [table[t].tobytes() for t in rows]
     del table
     items = [
         HashItem(f"c{t:07d}", data["p"], data["m"], 25600 - t % 7, pool[t % len(pool)])
@@ -88,6 +96,8 @@ def child(args: argparse.Namespace) -> None:
     ]
     if args.path in ("old", "part-old"):
         hot.HOT_MIN = 10**12  # never hot: every pair of the group verified
+    if args.path in ("one", "part-one"):
+        hot.ROUNDS = 1  # one round of leaders: the rule before the rounds
     scored = [0]
 
     def counting(i, j, sigs, stop_above=None):
@@ -175,7 +185,9 @@ def partitioned(args: argparse.Namespace, items: list) -> None:
 def _hot_cols(h: dict | None) -> str:
     if not h or not h.get("groups"):
         return "-"
-    return "leaders {leaders} orphans {orphans} stranded {stranded}".format(**h)
+    return "leaders {leaders} followers {followers} orphans {orphans} stranded {stranded}".format(
+        **h
+    )
 
 
 def main() -> None:
@@ -194,7 +206,19 @@ def main() -> None:
         help="sizes for the partitioned graph on the DirectRunner (CPU includes Beam)",
     )
     ap.add_argument("--part-old-max", type=int, default=0, help="largest N, old path there")
+    ap.add_argument(
+        "--one-round-max",
+        type=int,
+        default=0,
+        help="largest N to run with one round of leaders too (path 'one': hot.ROUNDS = 1)",
+    )
     ap.add_argument("--cache", help="folder to keep the pool in between runs")
+    ap.add_argument(
+        "--spread",
+        action="store_true",
+        help="N below the pool: copies spread evenly over the pool (every kind of edit) "
+        "instead of its first N",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -213,6 +237,8 @@ def main() -> None:
             np.save(data.with_suffix(".npy"), verify.as_signatures(pool))
             data.write_text(json.dumps({"p": p, "m": m, "looks": [s.hex() for s in looks]}))
         table = np.load(data.with_suffix(".npy"))
+        if not verify.is_signature(table[0].tobytes()):  # a pool of an older signature
+            raise SystemExit(f"{data}: signatures of another version; delete the cache")
         distinct = np.unique(table, axis=0).shape[0]
         print(f"pool: {table.shape[0]} copies ({distinct} distinct signatures) + 3 look-alikes")
         del table
@@ -221,12 +247,24 @@ def main() -> None:
             f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}  hot"
         )
         runs = [
-            (rule, n, ("new", "old") if n <= args.old_max else ("new",))
+            (
+                rule,
+                n,
+                ("new",)
+                + (("one",) if n <= args.one_round_max else ())
+                + (("old",) if n <= args.old_max else ()),
+            )
             for rule in args.rules
             for n in args.sizes
         ]
         runs += [
-            (rule, n, ("part", "part-old") if n <= args.part_old_max else ("part",))
+            (
+                rule,
+                n,
+                ("part",)
+                + (("part-one",) if n <= args.one_round_max else ())
+                + (("part-old",) if n <= args.part_old_max else ()),
+            )
             for rule in args.rules
             for n in args.partitioned
         ]
@@ -246,6 +284,7 @@ def main() -> None:
                         path,
                         "--rule",
                         rule,
+                        *(["--spread"] if args.spread else []),
                     ],
                     check=True,
                     capture_output=True,
@@ -253,9 +292,9 @@ def main() -> None:
                 ).stdout
                 got[path] = r = json.loads(out.strip().splitlines()[-1])
                 ratio = ""
-                if path.endswith("old"):
-                    base = got["new" if path == "old" else "part"]["cpu_s"]
-                    ratio = f"{r['cpu_s'] / max(base, 1e-9):.1f}x"
+                if path.endswith(("old", "one")):
+                    base = got["part" if path.startswith("part") else "new"]["cpu_s"]
+                    ratio = f"{r['cpu_s'] / max(base, 1e-9):.2f}x"
                 print(
                     f"{rule:<10} {n:>7} {path:<8} {r['cpu_s']:>8.2f} "
                     f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>9.0f} "

@@ -13,13 +13,19 @@ them. Verifying every pair of such a group is quadratic (1,000 copies: ~500k pai
    the group, so a kind of copy that is common in the group but not at its top, a
    crop, a look-alike, is likely among them), in keep order. Under
    ``dedup.keep: medoid`` (with verification and every candidate signed) the candidates
-   are re-ordered by their mean verification score to the other candidates (their
-   medoid first), then resolution, then key;
+   are re-ordered by the number of other candidates they verify against (most first),
+   then their mean verification score to the other candidates (the medoid), then
+   resolution, then key;
 2. *leaders* (greedy leader clustering over the candidates in that order): a candidate
    joins the first leader it verifies against (score <= threshold); otherwise it
    becomes a leader while fewer than :data:`MAX_LEADERS` exist;
 3. every other member is verified against the leaders in order and *follows* the first
-   it verifies against; one that verifies against none is an *orphan*.
+   it verifies against; one that verifies against none is an *orphan*;
+4. *rounds* (:func:`group_roles`, at most :data:`ROUNDS`): the orphans are a group of
+   their own for steps 1-3 (their candidates, their leaders, verified against those
+   only), and their new leaders go after the others; the orphans of the last round
+   stay orphans. A member's role is the same as one pass over every round's leaders
+   in order gives (:func:`assign`), which is how the partitioned graph assigns it.
 
 Only the leaders go on to the near-duplicate search (the rest of the pipeline, both
 search modes, unchanged). Afterwards (:func:`resolve`) a follower of a kept leader is a
@@ -27,20 +33,24 @@ search modes, unchanged). Afterwards (:func:`resolve`) a follower of a kept lead
 dropped as a duplicate of ``x`` is verified against ``x`` (one more pair) and becomes a
 ``near_duplicate`` of ``x`` if it verifies, else it stays kept with ``not_merged``
 evidence (a *stranded* follower). An orphan stays kept with ``not_merged`` evidence
-against its closest leader. A pair where a sample has no signature is taken on pHash
+against its closest leader. A stranded follower then tries the other kept samples
+within k of it, the kept leaders and keepers of all hot groups
+(:mod:`mitigate.hot_rescue`). A pair where a sample has no signature is taken on pHash
 alone, as everywhere (the member follows the first leader); without verification every
 member follows the first leader.
 
-Cost: at most ``CANDIDATES * MAX_LEADERS`` pairs (plus ``CANDIDATES^2 / 2`` for the
-medoid order) per group and ``MAX_LEADERS + 1`` per member, so linear in the group size.
-Precision does not drop: every merge is a verified pair. What recall it can lose
-(compared with verifying all pairs): copies of a look-alike that is not among the
-leaders (it is not among the candidates, or more than ``MAX_LEADERS``
-distinct images share the hash) are orphans and are not merged with each other; a
-follower is not searched itself, so a near duplicate only it (not its leader) has in
-another hash group, or on the centre view (:mod:`mitigate.centre`), is not found; a
-stranded follower stays kept. Groups of at most ``HOT_MIN`` samples are verified pair by
-pair exactly as before.
+Cost: per round at most ``CANDIDATES * MAX_LEADERS`` pairs (plus ``CANDIDATES^2 / 2``
+for the medoid order) per group, and ``ROUNDS * MAX_LEADERS + 1`` per member, so linear
+in the group size. Precision does not drop: every merge is a verified pair. What recall
+it can lose (compared with verifying all pairs): copies of an image that get no leader
+in ``ROUNDS`` rounds (more than ``MAX_LEADERS`` distinct images a round share the hash)
+stay orphans and are not merged with each other; leaders that refuse each other stay
+apart (each kept, and in separate clusters of the report) even where members verify
+against both; a follower is not searched itself, so a near duplicate only it (not its
+leader) has in another hash group, or on the centre view (:mod:`mitigate.centre`), is
+not found; a stranded follower that verifies against no kept sample of the hot groups
+stays kept. Groups of at most ``HOT_MIN`` samples are
+verified pair by pair exactly as before.
 
 Every function here depends only on a group's members and their signatures (not on how
 samples are batched), so the one-worker path (:mod:`mitigate.near`) and the partitioned
@@ -64,8 +74,13 @@ HOT_MIN = 64
 #: Members of a hot group the leaders are chosen from (half the top in keep order, half
 #: a stable sample).
 CANDIDATES = 64
-#: Leaders a hot group has at most (distinct images verified apart in one group).
+#: Leaders a round of a hot group has at most (distinct images verified apart).
 MAX_LEADERS = 8
+#: Rounds of leaders a hot group has at most: the leaders of round ``r > 1`` are chosen
+#: (as those of round 1) among the members that verified against no leader of the
+#: rounds before, so at most ``ROUNDS * MAX_LEADERS`` leaders a group. 1: one round (the
+#: rule before the rounds; benchmarks/bench_hot.py measures both).
+ROUNDS = 3
 
 #: Pairs scored in one call (bounded memory: their signature table, ~9 MB).
 SCORE_CHUNK = 4096
@@ -183,13 +198,20 @@ def _scores_chunk(
 
 
 def _medoid_order(cands: list[Item], threshold: float, score_pairs: ScorePairs) -> list[Item]:
-    """Candidates by mean score to the other candidates, then keep order."""
+    """Candidates by the number of other candidates they verify against (most first:
+    the leader that covers most of the group, so copies that refuse each other but
+    both verify against it are not split between leaders), then mean score to the
+    other candidates (the medoid), then keep order."""
     n = len(cands)
     ii, jj = np.triu_indices(n, 1)
     s = _scores([cands[i] for i in ii], [cands[j] for j in jj], np.inf, score_pairs)
     total = np.bincount(ii, weights=s, minlength=n) + np.bincount(jj, weights=s, minlength=n)
     mean = total / max(n - 1, 1)
-    order = sorted(range(n), key=lambda t: (float(mean[t]), candidate_order(cands[t])))
+    ok = verify.verified(s, threshold).astype(np.float64)
+    degree = np.bincount(ii, weights=ok, minlength=n) + np.bincount(jj, weights=ok, minlength=n)
+    order = sorted(
+        range(n), key=lambda t: (-int(degree[t]), float(mean[t]), candidate_order(cands[t]))
+    )
     return [cands[t] for t in order]
 
 
@@ -249,15 +271,30 @@ def assign(
     leaders: Sequence[Item],
     threshold: float | None,
     score_pairs: ScorePairs = verify.pair_scores,
+    prior: Sequence[Role] | None = None,
 ) -> list[Role]:
     """The role of every member of one hot group (any subset of it, e.g. one batch's
-    members: a member's role depends only on the leaders), in ``members`` order."""
+    members: a member's role depends only on the leaders), in ``members`` order.
+
+    ``prior``: the members' roles against the first leaders of ``leaders`` (every one an
+    orphan, e.g. of the rounds before); only the leaders after those are tried then,
+    and the roles equal those of one call with every leader."""
     if not leaders:
         raise ValueError("a hot group needs at least one leader")
     group = group_of(leaders[0])
     lead_keys = {x.key for x in leaders}
+    index = {x.key: t for t, x in enumerate(leaders)}
     out: list[Role | None] = [None] * len(members)
     pending: list[int] = []
+    closest: dict[int, tuple[float, int]] = {}
+    start = 0
+    if prior is not None:
+        if len(prior) != len(members) or any(r.role != ORPHAN for r in prior):
+            raise ValueError("prior roles must be one orphan role a member")
+        start = max((r.checked for r in prior), default=0)
+        for t, r in enumerate(prior):
+            if r.score is not None:
+                closest[t] = (r.score, index[r.leader])
     for t, it in enumerate(members):
         if group_of(it) != group:
             raise ValueError(f"{it.key!r} is not in hot group {group}")
@@ -268,8 +305,9 @@ def assign(
         else:
             pending.append(t)
     # leader by leader, all pending members at once (a verified member stops)
-    closest: dict[int, tuple[float, int]] = {}
     for li, lead in enumerate(leaders):
+        if li < start:
+            continue
         if not pending:
             break
         unsigned = [t for t in pending if not (_signed(members[t]) and _signed(lead))]
@@ -291,6 +329,58 @@ def assign(
         sc, li = closest[t]
         out[t] = Role(members[t].key, group, ORPHAN, leaders[li].key, sc, len(leaders))
     return [r for r in out if r is not None]
+
+
+def orphans(
+    members: Sequence[Item],
+    leaders: Sequence[Item],
+    threshold: float | None,
+    score_pairs: ScorePairs = verify.pair_scores,
+) -> list[Item]:
+    """The members (any subset of one hot group) that verify against none of
+    ``leaders``: those the next round's leaders are chosen among."""
+    if threshold is None:
+        return []
+    roles = assign(members, leaders, threshold, score_pairs)
+    return [it for it, r in zip(members, roles, strict=True) if r.role == ORPHAN]
+
+
+def next_round(
+    candidates: Iterable[Item],
+    leaders: Sequence[Item],
+    checked: int,
+    threshold: float | None,
+    keep_rule: str,
+    score_pairs: ScorePairs = verify.pair_scores,
+) -> tuple[list[Item], int]:
+    """A hot group's leaders and pairs verified after one more round: the leaders
+    chosen (:func:`choose_leaders`) among ``candidates`` (orphans of ``leaders``, any
+    subset of them :func:`candidates_of` accepts), after ``leaders``."""
+    new, more = choose_leaders(candidates, threshold, keep_rule, score_pairs)
+    return [*leaders, *new], checked + more
+
+
+def group_roles(
+    members: Sequence[Item],
+    threshold: float | None,
+    keep_rule: str,
+    score_pairs: ScorePairs = verify.pair_scores,
+) -> tuple[list[Item], int, list[Role]]:
+    """One hot group, whole: its leaders over every round (:data:`ROUNDS`), the pairs
+    verified to choose them, and the role of every member (``members`` order; the
+    same roles as :func:`assign` with those leaders gives)."""
+    leaders, checked = choose_leaders(members, threshold, keep_rule, score_pairs)
+    roles = assign(members, leaders, threshold, score_pairs)
+    for _ in range(1, ROUNDS):
+        idx = [t for t, r in enumerate(roles) if r.role == ORPHAN]
+        if not idx:
+            break
+        left = [members[t] for t in idx]
+        leaders, checked = next_round(left, leaders, checked, threshold, keep_rule, score_pairs)
+        got = assign(left, leaders, threshold, score_pairs, prior=[roles[t] for t in idx])
+        for t, r in zip(idx, got, strict=True):
+            roles[t] = r
+    return leaders, checked, roles
 
 
 def _distance(a: Item, b: Item, use_centre: bool) -> int:
@@ -320,7 +410,8 @@ def resolve(
     ``items``: the members named in ``roles``; ``fates``: leader key -> ``(reason,
     duplicate_of, distance)`` for every leader the search did not keep
     (``near_duplicate`` or ``eval_overlap``); ``keepers``: the samples those leaders are
-    near duplicates of. A leader absent from ``fates`` was kept."""
+    near duplicates of. A leader absent from ``fates`` was kept. Stranded followers
+    may then try other kept samples (:func:`mitigate.hot_rescue.rescue`)."""
     out: list[HotDecision] = []
     again: list[tuple[Role, str, Item]] = []
     for r in roles:
@@ -362,6 +453,52 @@ def resolve(
                 out.append((r.key, Reason.NOT_MERGED, x_key, d, float(s[t])))
                 stranded += 1
     return out, {"verified_pairs": checked, "stranded": stranded}
+
+
+#: A cluster of the report (``cluster_sizes``, ``largest_clusters``): its size, its
+#: smallest key, its best-ranked keys (at most :data:`CLUSTER_KEYS`).
+Cluster = tuple[int, str, list[str]]
+#: Keys a cluster of the report lists at most.
+CLUSTER_KEYS = 12
+#: Per leader: how many members follow it, and the first :data:`CLUSTER_KEYS` of their
+#: keys in key order.
+Followers = dict[str, tuple[int, list[str]]]
+
+
+def followers_of(roles: Iterable[Role]) -> Followers:
+    """Per leader, its followers (:data:`Followers`) among ``roles``."""
+    keys: dict[str, list[str]] = {}
+    for r in roles:
+        if r.role == FOLLOWER:
+            keys.setdefault(r.leader, []).append(r.key)
+    return {lead: (len(v), sorted(v)[:CLUSTER_KEYS]) for lead, v in keys.items()}
+
+
+def merge_followers(parts: Iterable[Followers]) -> Followers:
+    """:func:`followers_of` of the union of the roles ``parts`` were made of."""
+    out: Followers = {}
+    for part in parts:
+        for lead, (n, keys) in part.items():
+            m, had = out.get(lead, (0, []))
+            out[lead] = (m + n, sorted(had + keys)[:CLUSTER_KEYS])
+    return out
+
+
+def add_followers(cluster: Cluster, leaders: Sequence[str], followers: Followers) -> Cluster:
+    """A cluster of the searched samples (a connected component of the verified pairs)
+    with the followers of its hot-group leaders counted in: a follower verified against
+    its leader, so it is in the leader's component (stranded followers too; orphans
+    are not). ``leaders``: the cluster's members, in keep-rank order (those that are
+    not leaders are skipped); the listed keys go on with their followers in that
+    order, by key."""
+    size, first, keys = cluster
+    extra = [followers[x] for x in leaders if x in followers]
+    if not extra:
+        return cluster
+    size += sum(n for n, _ in extra)
+    first = min([first, *(ks[0] for _, ks in extra if ks)])
+    listed = [*keys, *(k for _, ks in extra for k in ks)][:CLUSTER_KEYS]
+    return size, first, listed
 
 
 def new_stats() -> dict[str, int]:
@@ -409,11 +546,11 @@ def condense(
     roles: list[Role] = []
     for gid in sorted(groups):
         members = sorted(groups[gid], key=lambda it: it.key)
-        leaders, checked = choose_leaders(members, threshold, keep_rule, score_pairs)
+        leaders, checked, got = group_roles(members, threshold, keep_rule, score_pairs)
         stats["groups"] += 1
         stats["leaders"] += len(leaders)
         stats["verified_pairs"] += checked
-        roles.extend(assign(members, leaders, threshold, score_pairs))
+        roles.extend(got)
     stats = add_stats(stats, role_stats(roles))
     held = {r.key for r in roles if r.role != LEADER}
     return [it for it in items if it.key not in held], roles, stats

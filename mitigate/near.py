@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mitigate import centre, hashing, hot, keep, neardup, verify
+from mitigate import centre, hashing, hot, hot_rescue, keep, neardup, verify
 from mitigate.records import Reason
 
 EVAL_OVERLAP = Reason.EVAL_OVERLAP
@@ -122,6 +122,9 @@ def decide_near_duplicates(
             report["near_duplicates"] = _finish_hot(
                 held, all_items, decisions, verify_threshold, score_pairs, report, hot_stats
             )
+            follow = hot.followers_of(held)
+            alone = [hot.add_followers((1, it.key, [it.key]), [it.key], follow) for it in items]
+            _cluster_report(report, [c for c in alone if c[0] > 1], n_largest)
         return decisions, report
     p, m = _arrays(items)
     chosen = neardup.choose_mode(len(items), k) if mode == "auto" else mode
@@ -184,18 +187,31 @@ def decide_near_duplicates(
     members: dict[int, list[int]] = collections.defaultdict(list)
     for i, comp in enumerate(result.component):
         members[int(comp)].append(i)
-    sizes = collections.Counter(len(v) for v in members.values() if len(v) > 1)
-    largest = sorted((v for v in members.values() if len(v) > 1), key=lambda v: (-len(v), v[0]))
+    # components of the searched samples, a hot-group leader's followers counted in
+    follow = hot.followers_of(held)
+    clusters = []
+    for v in members.values():
+        if len(v) > 1 or items[v[0]].key in follow:
+            ranked = [items[i].key for i in sorted(v, key=lambda i: rank[i])]
+            c = (len(v), items[v[0]].key, ranked[: hot.CLUSTER_KEYS])
+            clusters.append(hot.add_followers(c, [k for k in ranked if k in follow], follow))
     report.update(
         near_duplicates=int((~result.keep).sum()) + n_hot_dropped,
-        cluster_sizes={str(s): n for s, n in sorted(sizes.items())},
-        largest_clusters=[
-            [items[i].key for i in sorted(v, key=lambda i: rank[i])][:12]
-            for v in largest[:n_largest]
-        ],
         examples_by_distance={str(d): v for d, v in sorted(by_distance.items())},
     )
+    _cluster_report(report, [c for c in clusters if c[0] > 1], n_largest)
     return decisions, report
+
+
+def _cluster_report(report: dict[str, Any], clusters: list[hot.Cluster], n_largest: int) -> None:
+    """``cluster_sizes`` and ``largest_clusters`` (largest first, then smallest key) of
+    the clusters ``(size, smallest key, best-ranked keys)``."""
+    sizes = collections.Counter(c[0] for c in clusters)
+    largest = sorted(clusters, key=lambda c: (-c[0], c[1]))[:n_largest]
+    report.update(
+        cluster_sizes={str(s): n for s, n in sorted(sizes.items())},
+        largest_clusters=[c[2] for c in largest],
+    )
 
 
 def _finish_hot(
@@ -223,6 +239,11 @@ def _finish_hot(
         resolved, counts = hot.resolve(
             held, items, fates, keepers, threshold, score_pairs, use_centre
         )
+        if counts["stranded"] and threshold is not None:  # other kept samples next
+            leaders = [items[r.key] for r in held if r.role == hot.LEADER]
+            others = hot_rescue.kept(leaders, fates, keepers)
+            args = (report["k"], threshold, score_pairs, use_centre, counts)
+            counts = hot_rescue.rescue(resolved, held, items, others, *args)
         out = [Decision(*d) for d in resolved]
         stats = hot.add_stats(stats, counts)
         decisions.extend(out)

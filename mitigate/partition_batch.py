@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mitigate import centre, keep, neardup, partition, verify
+from mitigate import centre, hot, keep, neardup, partition, verify
 from mitigate.near import HashItem
 
 ID_SHIFT = 32
@@ -442,16 +442,23 @@ class BucketDecisions:
     dropped: list[tuple[str, str, int, float | None, int]]  # key, keeper, dist, score, id
     clusters: list[tuple[int, str, list[str]]]  # size, smallest key, best-ranked keys
     kept_ids: I64  # kept members (for not_merged)
+    hot_leaders: list[str] = field(default_factory=list)  # leaders in clusters
 
 
 def keep_components(
-    members: list[tuple], edges: list[tuple], rule: str, top: int = 12
+    members: list[tuple],
+    edges: list[tuple],
+    rule: str,
+    top: int = 12,
+    followers: hot.Followers | None = None,
 ) -> BucketDecisions:
     """The keep rule on every component of a bucket, exactly as the one-worker path
     (:func:`mitigate.near.decide_near_duplicates`) applies it to those components
     (ranks restricted to a component keep their order; components are independent).
     ``members`` and ``edges`` as :func:`members_and_edges`
-    emits them."""
+    emits them. ``followers``: per hot-group leader its followers
+    (:func:`mitigate.hot.followers_of`), counted in the clusters of their leaders
+    (:func:`mitigate.hot.add_followers`); the leaders met are listed."""
     if not members:
         return BucketDecisions([], [], np.empty(0, np.int64))
     ids, comp, keys, p, m, res = (np.concatenate([x[i] for x in members]) for i in range(6))
@@ -485,17 +492,21 @@ def keep_components(
         s = score.get((min(i, j), max(i, j)))
         dropped.append((key_list[i], key_list[j], int(result.distance[i]), s, int(ids[i])))
     clusters = []
+    seen: list[str] = []
     for _, (rows,) in split_by(comp, np.arange(n)):
         if rows.size > 1:
             ranked = rows[np.argsort(rank[rows], kind="stable")]
-            clusters.append(
-                (
-                    int(rows.size),
-                    min(key_list[r] for r in rows),
-                    [key_list[r] for r in ranked[:top]],
-                )
+            cluster = (
+                int(rows.size),
+                min(key_list[r] for r in rows),
+                [key_list[r] for r in ranked[:top]],
             )
-    return BucketDecisions(dropped, clusters, ids[result.keep])
+            if followers:
+                leaders = [key_list[r] for r in ranked if key_list[r] in followers]
+                seen.extend(leaders)
+                cluster = hot.add_followers(cluster, leaders, followers)
+            clusters.append(cluster)
+    return BucketDecisions(dropped, clusters, ids[result.keep], seen)
 
 
 def not_merged(

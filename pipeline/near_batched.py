@@ -39,6 +39,7 @@ from mitigate import partition_batch as pb
 from mitigate import partition_split as ps
 from mitigate.config import DedupConfig
 from mitigate.near import NOT_MERGED, Decision
+from mitigate.pipeline import near_hot
 from mitigate.records import Reason
 
 STAR_ROUNDS: int = 6
@@ -140,6 +141,10 @@ def _route(pcoll: beam.PCollection, name: str, *tags: str) -> dict[str, beam.PCo
     }
 
 
+def _side(pcoll: beam.PCollection | None) -> Any:
+    return None if pcoll is None else AsSingleton(pcoll)
+
+
 def _one(grouped: dict, tag: str) -> Any:
     values = list(grouped[tag])
     return values[0] if values else None
@@ -237,18 +242,19 @@ def _members(element: tuple[int, dict], nb: int) -> Iterator[tuple[int, tuple]]:
         yield from pb.members_and_edges(batch, g["label"], g["edge"], nb)
 
 
-def _keep(element: tuple[int, Iterable[tuple]], rule: str) -> Iterator[Any]:
+def _keep(element: tuple[int, Iterable[tuple]], rule: str, followers: Any = None) -> Iterator[Any]:
     _, parts = element
     parts = list(parts)
-    res = pb.keep_components(
-        [p for t, p in parts if t == "member"], [p for t, p in parts if t == "edge"], rule
-    )
+    members, edges = [p for t, p in parts if t == "member"], [p for t, p in parts if t == "edge"]
+    res = pb.keep_components(members, edges, rule, followers=followers)
     for key, keeper, dist, score, _ in res.dropped:
         yield MAIN, Decision(key, Reason.NEAR_DUPLICATE, keeper, dist, score)
     if res.dropped:
         yield "dropped", np.asarray([x[4] for x in res.dropped], np.int64)
     for cluster in res.clusters:
         yield "cluster", cluster
+    if res.hot_leaders:
+        yield "hot_seen", frozenset(res.hot_leaders)
 
 
 def _refused_both(part: tuple, nb: int) -> Iterator[tuple[int, tuple]]:
@@ -394,9 +400,11 @@ class PartitionedSearch(beam.PTransform):
     """:class:`mitigate.partition_batch.Batch` elements in; near-duplicate and
     not_merged decisions, partition sizes, plan, recall, clusters, counts out."""
 
-    def __init__(self, dedup: DedupConfig) -> None:
+    def __init__(self, dedup: DedupConfig, followers: beam.PCollection | None = None) -> None:
+        """``followers``: counted in the clusters (:class:`near_hot.Followers`)."""
         super().__init__()
         self.dedup = dedup
+        self.followers = followers
 
     def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
         from mitigate.pipeline.near_partitioned import _ExamplesFn, _ReportFn
@@ -517,11 +525,12 @@ class PartitionedSearch(beam.PTransform):
             | "JoinMembers" >> beam.CoGroupByKey()
             | "Members" >> beam.FlatMap(_members, AsSingleton(nb))
             | "ByComponent" >> beam.GroupByKey()
-            | "KeepRule" >> beam.FlatMap(_keep, dedup.keep),
+            | "KeepRule" >> beam.FlatMap(_keep, dedup.keep, _side(self.followers)),
             "Keep",
             MAIN,
             "dropped",
             "cluster",
+            "hot_seen",
         )
         evidence = (
             {
@@ -535,7 +544,10 @@ class PartitionedSearch(beam.PTransform):
             | "NotMerged" >> beam.FlatMap(_not_merged)
         )
         decisions = (decided[MAIN], evidence) | "AllDecisions" >> beam.Flatten()
-        clusters = decided["cluster"] | "ClusterReport" >> beam.CombineGlobally(_ReportFn())
+        clusters = decided["cluster"]
+        if self.followers is not None:  # hot-group leaders searched alone, with followers
+            clusters = near_hot.with_lone(clusters, decided["hot_seen"], self.followers)
+        clusters = clusters | "ClusterReport" >> beam.CombineGlobally(_ReportFn())
         examples = decided[MAIN] | "Examples" >> beam.CombineGlobally(_ExamplesFn())
         verify_report = refused | "RefusedReport" >> beam.CombineGlobally(_RefusedFn(12))
         merged_scored = (

@@ -3,16 +3,20 @@
 ::
 
     items ─ count per (pHash, mirror) ─ groups of more than HOT_MIN ─┐ side input
-      ─ candidates per hot group (CombinePerKey) ─ leaders ─ dict ─┤ (group -> leaders)
+      ─ candidates per hot group (CombinePerKey) ─ leaders ─ dict ─┐ round 1
+    batches ─ orphans of the leaders so far ─ candidates ─ more leaders ─ dict ─┤
+      (ROUNDS - 1 times; group -> leaders of every round)
     batches ─ HotRoles: members of hot groups verified against their leaders
       ─ search: items outside hot groups and leaders ─ (the partitioned search)
       ─ held: followers and orphans (per batch)
     decisions on leaders ─ dict ─┐ keepers of dropped leaders ─ dict ─┐
-    held ─ HotResolve ─ decisions on followers and orphans, counters
+    held ─ HotResolve ─ decisions on followers and orphans (stranded followers: the
+      other kept samples next, mitigate.hot_rescue), counters; per leader its
+      followers ─ dict ─ the search's cluster report (followers counted in)
 
 No worker holds a hot group: the candidates are a bounded combine per group, the leaders a
-side input (at most MAX_LEADERS samples a hot group), and members are assigned and
-resolved batch by batch. A member's role depends only on its group's leaders, so the
+side input (at most ROUNDS * MAX_LEADERS samples a hot group), and members are assigned
+and resolved batch by batch. A member's role depends only on its group's leaders, so the
 decisions equal the one-worker path's (:func:`mitigate.near.decide_near_duplicates`).
 """
 
@@ -24,7 +28,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
-from mitigate import hot
+from mitigate import hot, hot_rescue
 from mitigate.near import Decision, HashItem
 from mitigate.records import Reason
 
@@ -62,6 +66,55 @@ class CandidatesFn(beam.CombineFn):
 
     def extract_output(self, acc: list[HashItem]) -> list[HashItem]:
         return acc
+
+
+def _orphans(
+    element: tuple[int, list[HashItem]], leaders: dict, threshold: float | None
+) -> Iterator[tuple[str, HashItem]]:
+    """One batch's members of hot groups that verify against no leader so far."""
+    _, items = element
+    by_group: dict[str, list[HashItem]] = {}
+    for it in items:
+        g = hot.group_of(it)
+        if g in leaders:
+            by_group.setdefault(g, []).append(it)
+    for g in sorted(by_group):
+        for it in hot.orphans(by_group[g], leaders[g][0], threshold):
+            yield g, it
+
+
+def _merge_round(previous: dict, new: dict, threshold: float | None, keep_rule: str) -> dict:
+    """Every group's leaders after one more round (``new``: group -> its orphans'
+    candidates)."""
+    out = dict(previous)
+    for g, cands in new.items():
+        out[g] = hot.next_round(cands, *previous[g], threshold, keep_rule)
+    return out
+
+
+def hot_leaders(
+    items: beam.PCollection,
+    batches: beam.PCollection,
+    threshold: float | None,
+    keep_rule: str,
+) -> beam.PCollection:
+    """One dict: hot group id -> (leaders of every round, pairs verified to choose
+    them), as :func:`mitigate.hot.group_roles` chooses them. Each round after the first
+    verifies the members against the leaders so far (a pass over ``batches``)."""
+    leaders = items | "HotLeaders" >> HotLeaders(threshold, keep_rule)
+    if threshold is None:
+        return leaders
+    for r in range(2, hot.ROUNDS + 1):
+        cands = (
+            batches
+            | f"HotOrphans{r}" >> beam.FlatMap(_orphans, AsSingleton(leaders), threshold)
+            | f"HotCandidates{r}" >> beam.CombinePerKey(CandidatesFn())
+            | f"HotCandidateDict{r}" >> beam.combiners.ToDict()
+        )
+        leaders = leaders | f"HotRound{r}" >> beam.Map(
+            _merge_round, AsSingleton(cands), threshold, keep_rule
+        )
+    return leaders
 
 
 class HotLeaders(beam.PTransform):
@@ -126,12 +179,20 @@ def resolve(
     keepers: dict,
     threshold: float | None,
     use_centre: bool,
+    leaders: dict | None = None,
+    k: int | None = None,
 ) -> Iterator[tuple[str, Any]]:
-    """Decisions on one batch's followers and orphans (tagged ``main``) and counters."""
+    """Decisions on one batch's followers and orphans (tagged ``main``) and counters
+    (``leaders``: the hot groups' leaders, for :func:`mitigate.hot.kept_for_rescue`)."""
     items = {it.key: it for _, it in held}
     out, counts = hot.resolve(
         [r for r, _ in held], items, fates, keepers, threshold, use_centre=use_centre
     )
+    if counts["stranded"] and threshold is not None and leaders is not None and k is not None:
+        every = [x for v in leaders.values() for x in v[0]]
+        others = hot_rescue.kept(every, fates, keepers)
+        args = (k, threshold, hot.verify.pair_scores, use_centre, counts)
+        counts = hot_rescue.rescue(out, [r for r, _ in held], items, others, *args)
     n_dup = n_overlap = 0
     for d in out:
         n_dup += d[1] == Reason.NEAR_DUPLICATE
@@ -189,6 +250,56 @@ def keepers_of(items: beam.PCollection, fates: beam.PCollection) -> beam.PCollec
         | "KeeperKV" >> beam.Map(lambda it: (it.key, it))
         | "KeeperDict" >> beam.combiners.ToDict()
     )
+
+
+class Followers(beam.PTransform):
+    """Held ``[(role, item)]`` batches in; one dict out: per leader that goes on to the
+    search (``overlap``: the decisions of the leaders matched to a reference before
+    it), its followers (:func:`mitigate.hot.followers_of`: count and first keys), for
+    the report's clusters."""
+
+    def __init__(self, overlap: beam.PCollection) -> None:
+        super().__init__()
+        self.overlap = overlap
+
+    def expand(self, held: beam.PCollection) -> beam.PCollection:
+        matched = (
+            self.overlap
+            | "OverlapKey" >> beam.Map(lambda d: frozenset([d.key]))
+            | "OverlapKeys" >> beam.CombineGlobally(lambda sets: frozenset().union(*sets))
+        )
+        return (
+            held
+            | "PerBatch" >> beam.Map(lambda h: hot.followers_of(r for r, _ in h))
+            | "Merge" >> beam.CombineGlobally(hot.merge_followers)
+            | "Searched"
+            >> beam.Map(
+                lambda f, gone: {k: v for k, v in f.items() if k not in gone},
+                AsSingleton(matched),
+            )
+        )
+
+
+def _lone_clusters(followers: hot.Followers, seen: frozenset[str]) -> Iterator[hot.Cluster]:
+    """The clusters of the hot-group leaders that are searched alone (in no component
+    of two or more searched samples): the leader and its followers."""
+    for k in sorted(followers):
+        if k not in seen:
+            yield hot.add_followers((1, k, [k]), [k], followers)
+
+
+def with_lone(
+    clusters: beam.PCollection, seen: beam.PCollection, followers: beam.PCollection
+) -> beam.PCollection:
+    """The search's clusters (followers counted in: ``keep_components``) and those of
+    the leaders it found alone (``seen``: sets of the leaders in its clusters)."""
+    met = seen | "HotSeen" >> beam.CombineGlobally(lambda sets: frozenset().union(*sets))
+    lone = (
+        followers
+        | "HotLoneStage" >> beam.Reshuffle()  # a stage of its own: it waits for met
+        | "HotLone" >> beam.FlatMap(_lone_clusters, AsSingleton(met))
+    )
+    return (clusters, lone) | "HotClusters" >> beam.Flatten()
 
 
 def leader_stats(leaders: beam.PCollection) -> beam.PCollection:

@@ -269,7 +269,7 @@ class PartitionedNearDedup(beam.PTransform):
         batched = items | "DeconBatch" >> _Batch()
         threshold = dedup.verify_threshold if dedup.verify else None
         if dedup.near:  # hot identical-hash groups: only their leaders are searched
-            leaders = items | "HotLeaders" >> near_hot.HotLeaders(threshold, dedup.keep)
+            leaders = near_hot.hot_leaders(items, batched, threshold, dedup.keep)
             condensed = (
                 batched
                 | "HotRoles" >> beam.FlatMap(near_hot.roles, AsSingleton(leaders), threshold)
@@ -293,7 +293,10 @@ class PartitionedNearDedup(beam.PTransform):
         )
         decisions = [checked["overlap"]]
         if dedup.near:
-            out = checked[MAIN] | "Search" >> PartitionedSearch(dedup)
+            followers = condensed[near_hot.HELD] | "HotFollowers" >> near_hot.Followers(
+                checked["overlap"]
+            )
+            out = checked[MAIN] | "Search" >> PartitionedSearch(dedup, followers)
             decisions.append(out["decisions"])
             report = (
                 pipeline
@@ -323,6 +326,8 @@ class PartitionedNearDedup(beam.PTransform):
                     AsSingleton(near_hot.keepers_of(items, fates)),
                     threshold,
                     threshold is not None and dedup.centre_view,
+                    AsSingleton(leaders),
+                    dedup.k,
                 )
                 | "RouteResolved" >> _Route(MAIN, near_hot.STATS)
             )

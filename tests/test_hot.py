@@ -5,6 +5,7 @@ search modes; groups of at most HOT_MIN samples are decided as before (all pairs
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import io
 from pathlib import Path
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mitigate import hashing, hot, keep, verify
+from mitigate import hashing, hot, hot_rescue, keep, verify
 from mitigate.config import DecodeConfig, validate_config
 from mitigate.near import HashItem, decide_near_duplicates
 from mitigate.pipeline.near import NearDedup
@@ -94,13 +95,15 @@ def test_5000_copies_are_decided_with_a_bounded_number_of_scored_pairs(
     by_key = {d.key: d for d in decisions}
     g = len(items)
     # all pairs would be g * (g - 1) / 2 = 12.9M; leaders bound it linearly
-    bound = hot.CANDIDATES**2 // 2 + hot.CANDIDATES * hot.MAX_LEADERS + g * (hot.MAX_LEADERS + 1)
+    c, m, r = hot.CANDIDATES, hot.MAX_LEADERS, hot.ROUNDS
+    bound = r * (c**2 // 2 + c * m) + g * (r * m + 1) + 8**2  # + the leaders' search
     assert counting.pairs <= bound
     assert report["hot"]["verified_pairs"] <= bound
     assert report["hot"]["groups"] == 1 and report["verify"]["leader_groups"] == 1
     assert report["hot"]["members"] == g
-    assert report["hot"]["leaders"] == 2  # the image and letter_A
-    assert report["hot"]["orphans"] == 2  # the two single look-alikes
+    # the image and letter_A, then (round 2) the two single look-alikes: searched
+    assert report["hot"]["leaders"] == 4
+    assert report["hot"]["orphans"] == 0
     kept = [it.key for it in items if it.key not in by_key or by_key[it.key].reason == "not_merged"]
     # one copy of the image, one of letter_A, and the two single look-alikes
     assert len(kept) == 4, kept
@@ -118,6 +121,14 @@ def test_5000_copies_are_decided_with_a_bounded_number_of_scored_pairs(
         d = by_key[f"look-{name}"]
         assert d.reason == "not_merged" and d.verify_score > 1.0  # refused, evidence kept
     assert report["near_duplicates"] == g - 4
+    # the report's clusters count the followers (components of the verified pairs):
+    # the image's 5,000 copies, letter_A's 300 copies and its look-alike
+    assert report["cluster_sizes"] == {"301": 1, "5000": 1}
+    big, small = report["largest_clusters"]
+    assert big[0] == copy_keeper and len(big) == hot.CLUSTER_KEYS
+    assert all(k.startswith("c") for k in big)
+    assert small[0] == a_keeper and small[1:] == sorted(small[1:])  # then its followers
+    assert by_key["look-letter_A"].duplicate_of == a_keeper
 
 
 def _random_groups(draw, max_group: int) -> list[HashItem]:
@@ -195,6 +206,109 @@ def test_hot_groups_merge_only_verified_pairs_into_kept_samples(items, rule):
             assert d.verify_score is None
     if any(len([i for i in items if i.phash == it.phash]) > 3 for it in items):
         assert report["hot"]["groups"] >= 1
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hot_sized_groups())
+def test_rounds_assign_as_one_pass_over_every_rounds_leaders(items):
+    """group_roles assigns round by round (each round tries only its new leaders on the
+    orphans); the partitioned graph assigns each batch once with every round's leaders:
+    the roles must be the same, and every later round's leader an orphan of the rounds
+    before."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "CANDIDATES", 4)
+        mp.setattr(hot, "MAX_LEADERS", 1)
+        members = sorted(items, key=lambda it: it.key)
+        group = [it for it in members if hot.group_of(it) == hot.group_of(members[0])]
+        leaders, _, roles = hot.group_roles(group, 1.0, "resolution")
+        assert roles == hot.assign(group, leaders, 1.0)
+        assert 1 <= len(leaders) <= hot.ROUNDS
+        for r in range(1, len(leaders)):
+            assert leaders[r] in hot.orphans(group, leaders[:r], 1.0)
+        left = hot.orphans(group, leaders, 1.0)
+        assert {r.key for r in roles if r.role == hot.ORPHAN} == {it.key for it in left}
+        if len(leaders) < hot.ROUNDS:
+            assert not left  # a round is left only when nothing is left to lead
+
+
+def _two_images(image: Image.Image, copies: list[bytes], n: int) -> list[HashItem]:
+    """``n`` copies of the image at a high resolution and ``n`` copies of another
+    picture (the image turned) at a low one, all planted on the image's pHash."""
+    p, m = _hashes(image)
+    turned = image.rotate(90)
+    other = [
+        verify.signature(Image.open(io.BytesIO(ne.jpeg(ne.brightness(b)(turned), q))))
+        for q in (50, 70, 90)
+        for b in (0.95, 1.05)
+    ]
+    items = [HashItem(f"c{t:04d}", p, m, 25600, copies[t % len(copies)]) for t in range(n)]
+    items += [HashItem(f"o{t:04d}", p, m, 900, other[t % len(other)]) for t in range(n)]
+    return items
+
+
+@pytest.mark.parametrize("rule", ["medoid", "resolution"])
+def test_orphans_get_leaders_of_their_own_in_later_rounds(image, copies, rule):
+    """One leader a round: the first round's leader is a copy of the image, the other
+    picture's copies verify against none (orphans). One round leaves them all kept;
+    with rounds, the second round's leader is one of them and the rest follow it."""
+    items = _two_images(image, copies, 120)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "MAX_LEADERS", 1)
+        mp.setattr(hot, "ROUNDS", 1)
+        one, one_report = decide_near_duplicates(items, 10, verify_threshold=1.0, keep_rule=rule)
+        mp.setattr(hot, "ROUNDS", 3)
+        more, report = decide_near_duplicates(items, 10, verify_threshold=1.0, keep_rule=rule)
+    assert one_report["hot"]["orphans"] == 120 and one_report["hot"]["leaders"] == 1
+    assert report["hot"]["leaders"] == 2 and report["hot"]["orphans"] == 0
+    dropped = {d.key: d for d in more if d.reason == "near_duplicate"}
+    kept = sorted(it.key for it in items if it.key not in dropped)
+    assert len(kept) == 2 and kept[0].startswith("c") and kept[1].startswith("o"), kept
+    by_key = {it.key: it for it in items}
+    for d in dropped.values():
+        assert d.key[0] == d.duplicate_of[0]  # each picture's copies with their own
+        a, b = sorted([by_key[d.key], by_key[d.duplicate_of]], key=lambda it: it.key)
+        assert verify.score(a.signature, b.signature) == pytest.approx(d.verify_score)
+        assert d.verify_score <= 1.0
+    assert report["near_duplicates"] == 238
+    assert len([d for d in one if d.reason == "near_duplicate"]) == 119
+
+
+def test_stranded_followers_try_the_other_kept_samples_within_k(image, copies, look_alikes):
+    """A follower refused by its dropped leader's keeper (a look-alike here) is
+    verified against the other kept samples of the hot groups within k (a kept leader
+    of another group), and merged with the first it verifies against; an orphan is
+    left alone; a kept sample beyond k is not tried."""
+    p, m = _hashes(image)
+    far = hashing.to_hex(hashing.from_hex(p) ^ ((1 << 20) - 1))  # 20 bits away
+    lead = HashItem("g-lead", p, m, 100, copies[0])
+    follower = HashItem("g-follower", p, m, 100, copies[1])
+    orphan = HashItem("g-orphan", p, m, 100, copies[2])
+    keeper = HashItem("k-keeper", p, m, 100, look_alikes["letter_A"])
+    beyond = HashItem("a-beyond", far, far, 100, copies[1])
+    other = HashItem("b-other-leader", p, m, 100, copies[3])
+    g = hot.group_of(lead)
+    roles = [
+        hot.Role(lead.key, g, hot.LEADER, lead.key, None, 0),
+        hot.Role(follower.key, g, hot.FOLLOWER, lead.key, 0.1, 1),
+        hot.Role(orphan.key, g, hot.ORPHAN, lead.key, 1.5, 1),
+    ]
+    items = {it.key: it for it in (lead, follower, orphan)}
+    fates = {lead.key: ("near_duplicate", keeper.key, 0)}
+    keepers = {keeper.key: keeper}
+    out, counts = hot.resolve(roles, items, fates, keepers, 1.0)
+    assert counts == {"verified_pairs": 1, "stranded": 1}
+    others = hot_rescue.kept([lead, other, beyond], fates, keepers)
+    assert set(others) == {keeper.key, other.key, beyond.key}  # the dropped leader is not
+    counts = hot_rescue.rescue(
+        out, roles, items, others, 10, 1.0, verify.pair_scores, False, counts
+    )
+    assert counts == {"verified_pairs": 2, "stranded": 0}  # one pair: other (beyond: > k)
+    got = {d[0]: d for d in out}
+    want = verify.score(copies[3], copies[1])  # b-other-leader < g-follower
+    assert got[follower.key][1:4] == ("near_duplicate", other.key, 0)
+    assert got[follower.key][4] == pytest.approx(want) and want <= 1.0
+    assert got[orphan.key][1:3] == ("not_merged", lead.key)
 
 
 # ----------------------------------------------------------------- both search modes
@@ -309,6 +423,8 @@ def test_both_search_modes_decide_hot_groups_identically(image, copies, look_ali
     assert one_report["verify"]["leader_groups"] == many_report["verify"]["leader_groups"] == 3
     assert one_report["eval_overlap"] == many_report["eval_overlap"] == 70
     assert one_report["near_duplicates"] == many_report["near_duplicates"]
+    assert one_report["cluster_sizes"] == many_report["cluster_sizes"]
+    assert one_report["largest_clusters"] == many_report["largest_clusters"]
     states = {r[0]: r for r in one}
     assert len(states) == len(records)  # every sample once
     # the 1-bit neighbour outranks the group's leader: copies are its duplicates
@@ -321,6 +437,40 @@ def test_both_search_modes_decide_hot_groups_identically(image, copies, look_ali
     assert len(r_kept) == 1
     overlap = [r for r in one if r[0].startswith("e")]
     assert len(overlap) == 70 and all(r[2:4] == ("eval_overlap", "eval-1") for r in overlap)
+
+
+@pytest.mark.slow
+def test_both_search_modes_decide_rounds_and_clusters_identically(
+    image, copies, look_alikes, tmp_path
+):
+    """One leader a round, three rounds: the image's copies lead round 1; the turned
+    picture's copies (orphans) round 2; a look-alike round 3; two look-alikes stay
+    orphans. Both graphs decide the same, and the report's clusters count followers."""
+    recs = []
+    for t, it in enumerate(_two_images(image, copies, 80)):
+        side = 160 if it.key.startswith("c") else 30
+        recs.append(
+            SampleRecord(
+                it.key, "mem://r", t, width=side, height=side, phash=it.phash,
+                phash_mirror=it.mirror, signature=it.signature,
+            )
+        )  # fmt: skip
+    for name, sig in look_alikes.items():
+        recs.append(dataclasses.replace(recs[0], key=f"look-{name}", signature=sig))
+    against = tmp_path / "eval.txt"
+    against.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot, "MAX_LEADERS", 1)
+        one, one_report = _run(recs, "none", against)
+        many, many_report = _run(recs, "clusters", against)
+    assert sorted(one) == sorted(many)
+    one_report, many_report = one_report[0], many_report[0]
+    assert one_report["hot"] == many_report["hot"]
+    assert one_report["hot"]["leaders"] == 3 and one_report["hot"]["orphans"] == 2
+    assert one_report["cluster_sizes"] == many_report["cluster_sizes"] == {"80": 2}
+    assert one_report["largest_clusters"] == many_report["largest_clusters"]
+    kept = sorted(r[0] for r in one if r[1] == "pending")
+    assert [k[0] for k in kept] == ["c", "l", "l", "l", "o"], kept
 
 
 # ----------------------------------------------------------------- medoid member side
