@@ -68,16 +68,21 @@ class CandidatesFn(beam.CombineFn):
         return acc
 
 
-def _orphans(
-    element: tuple[int, list[HashItem]], leaders: dict, threshold: float | None
-) -> Iterator[tuple[str, HashItem]]:
-    """One batch's members of hot groups that verify against no leader so far."""
-    _, items = element
+def _by_group(items: list[HashItem], leaders: dict) -> dict[str, list[HashItem]]:
+    """A batch's members of the hot groups in ``leaders``, by group (batch order)."""
     by_group: dict[str, list[HashItem]] = {}
     for it in items:
         g = hot.group_of(it)
         if g in leaders:
             by_group.setdefault(g, []).append(it)
+    return by_group
+
+
+def _orphans(
+    element: tuple[int, list[HashItem]], leaders: dict, threshold: float | None
+) -> Iterator[tuple[str, HashItem]]:
+    """One batch's members of hot groups that verify against no leader so far."""
+    by_group = _by_group(element[1], leaders)
     for g in sorted(by_group):
         for it in hot.orphans(by_group[g], leaders[g][0], threshold):
             yield g, it
@@ -149,11 +154,7 @@ def roles(
     """One batch: ``(search, (bid, items))`` for the items that go on to the search,
     ``(held, [(role, item)])`` for the followers and orphans, ``(stats, counters)``."""
     bid, items = element
-    by_group: dict[str, list[HashItem]] = {}
-    for it in items:
-        g = hot.group_of(it)
-        if g in leaders:
-            by_group.setdefault(g, []).append(it)
+    by_group = _by_group(items, leaders)
     if not by_group:
         yield SEARCH, (bid, items)
         return
