@@ -246,25 +246,19 @@ def main() -> None:
             f"{'rule':<10} {'N':>7} {'path':<8} {'CPU s':>8} {'peak RSS MB':>11} "
             f"{'RSS in MB':>9} {'pairs scored':>12} {'kept':>5} {'old/new CPU':>11}  hot"
         )
-        runs = [
-            (
-                rule,
-                n,
-                ("new",)
-                + (("one",) if n <= args.one_round_max else ())
-                + (("old",) if n <= args.old_max else ()),
+
+        def paths(prefix: str, n: int, old_max: int) -> tuple[str, ...]:
+            """The paths one size runs: new, one round and old (where affordable)."""
+            first = "new" if not prefix else "part"
+            return (
+                (first,)
+                + ((prefix + "one",) if n <= args.one_round_max else ())
+                + ((prefix + "old",) if n <= old_max else ())
             )
-            for rule in args.rules
-            for n in args.sizes
-        ]
+
+        runs = [(rule, n, paths("", n, args.old_max)) for rule in args.rules for n in args.sizes]
         runs += [
-            (
-                rule,
-                n,
-                ("part",)
-                + (("part-one",) if n <= args.one_round_max else ())
-                + (("part-old",) if n <= args.part_old_max else ()),
-            )
+            (rule, n, paths("part-", n, args.part_old_max))
             for rule in args.rules
             for n in args.partitioned
         ]
