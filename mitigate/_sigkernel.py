@@ -49,49 +49,35 @@ def _pack_plane(values, n, lo, hi, level, out, at):  # type: ignore[no-untyped-d
 
 
 @njit(cache=True, nogil=True)
-def cells(rgbx, level, size):  # type: ignore[no-untyped-def]
-    """The packed cells and the six range bytes of a signature (``size`` bytes, uint8)
-    from the point samples ``rgbx`` (64 * SAMPLES_Y rows of 64 * SAMPLES_X samples, 4
-    bytes a sample: Pillow's RGBX)."""
+def _add_cell(c, sr, sg, sb, y, csum):  # type: ignore[no-untyped-def]
+    """Luma cell ``c`` (row-major, GRID a row) from its samples' RGB sums; the sums also
+    added to the cell's chroma cell (``csum``: R, G, B sums of each chroma cell)."""
+    y[c] = (LUMA[0] * sr + LUMA[1] * sg + LUMA[2] * sb + (1 << (LUMA_SHIFT - 1))) >> LUMA_SHIFT
+    k = 3 * ((c // GRID // _POOL) * CHROMA_GRID + (c % GRID) // _POOL)
+    csum[k] += sr
+    csum[k + 1] += sg
+    csum[k + 2] += sb
+
+
+@njit(cache=True, nogil=True)
+def _finish(y, csum, level, size):  # type: ignore[no-untyped-def]
+    """The packed cells and the six range bytes (``size`` bytes) from the luma cells and
+    each chroma cell's RGB sums."""
     out = np.empty(size, np.uint8)
-    n = GRID * GRID
-    # RGB sums of each luma cell's samples (int32: at most 4 * 255 a sum)
-    rs, gs, bs = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.int32)
-    y = np.empty(n, np.int32)
-    y_half = np.int32(1 << (LUMA_SHIFT - 1))
-    for i in range(GRID):
-        for j in range(GRID):
-            sr, sg, sb = np.int32(0), np.int32(0), np.int32(0)
-            for a in range(SAMPLES_Y):
-                p = (i * SAMPLES_Y + a) * _ROW + j * SAMPLES_X * 4
-                for t in range(SAMPLES_X):
-                    sr += rgbx[p + 4 * t]
-                    sg += rgbx[p + 4 * t + 1]
-                    sb += rgbx[p + 4 * t + 2]
-            c = i * GRID + j
-            rs[c], gs[c], bs[c] = sr, sg, sb
-            y[c] = (LUMA[0] * sr + LUMA[1] * sg + LUMA[2] * sb + y_half) >> LUMA_SHIFT
-    cb = np.empty(CHROMA_GRID * CHROMA_GRID, np.int32)
-    cr = np.empty(CHROMA_GRID * CHROMA_GRID, np.int32)
-    half = np.int32(1 << (CHROMA_SHIFT - 1))
-    for i in range(CHROMA_GRID):
-        for j in range(CHROMA_GRID):
-            sr, sg, sb = np.int32(0), np.int32(0), np.int32(0)
-            for a in range(_POOL):
-                c = (i * _POOL + a) * GRID + j * _POOL
-                for t in range(_POOL):
-                    sr += rs[c + t]
-                    sg += gs[c + t]
-                    sb += bs[c + t]
-            vb = ((CB[0] * sr + CB[1] * sg + CB[2] * sb + half) >> CHROMA_SHIFT) + 128
-            vr = ((CR[0] * sr + CR[1] * sg + CR[2] * sb + half) >> CHROMA_SHIFT) + 128
-            cb[i * CHROMA_GRID + j] = min(255, max(0, vb))
-            cr[i * CHROMA_GRID + j] = min(255, max(0, vr))
+    n = CHROMA_GRID * CHROMA_GRID
+    cb, cr = np.empty(n, np.int64), np.empty(n, np.int64)
+    half = 1 << (CHROMA_SHIFT - 1)
+    for c in range(n):
+        sr, sg, sb = csum[3 * c], csum[3 * c + 1], csum[3 * c + 2]
+        vb = ((CB[0] * sr + CB[1] * sg + CB[2] * sb + half) >> CHROMA_SHIFT) + 128
+        vr = ((CR[0] * sr + CR[1] * sg + CR[2] * sb + half) >> CHROMA_SHIFT) + 128
+        cb[c] = min(255, max(0, vb))
+        cr[c] = min(255, max(0, vr))
     y_lo, y_hi = y.min(), y.max()
     b_lo, b_hi, r_lo, r_hi = cb.min(), cb.max(), cr.min(), cr.max()
     at = _pack_plane(y, GRID * GRID, y_lo, y_hi, level, out, 0)
-    at = _pack_plane(cb, CHROMA_GRID * CHROMA_GRID, b_lo, b_hi, level, out, at)
-    at = _pack_plane(cr, CHROMA_GRID * CHROMA_GRID, r_lo, r_hi, level, out, at)
+    at = _pack_plane(cb, n, b_lo, b_hi, level, out, at)
+    at = _pack_plane(cr, n, r_lo, r_hi, level, out, at)
     out[at] = y_lo
     out[at + 1] = y_hi
     out[at + 2] = b_lo
@@ -99,3 +85,84 @@ def cells(rgbx, level, size):  # type: ignore[no-untyped-def]
     out[at + 4] = r_lo
     out[at + 5] = r_hi
     return out
+
+
+@njit(cache=True, nogil=True)
+def cells(rgbx, level, size):  # type: ignore[no-untyped-def]
+    """The packed cells and the six range bytes of a signature (``size`` bytes, uint8)
+    from the point samples ``rgbx`` (64 * SAMPLES_Y rows of 64 * SAMPLES_X samples, 4
+    bytes a sample: Pillow's RGBX)."""
+    y = np.empty(GRID * GRID, np.int64)
+    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    for i in range(GRID):
+        for j in range(GRID):
+            sr, sg, sb = 0, 0, 0
+            for a in range(SAMPLES_Y):
+                p = (i * SAMPLES_Y + a) * _ROW + j * SAMPLES_X * 4
+                for t in range(SAMPLES_X):
+                    sr += rgbx[p + 4 * t]
+                    sg += rgbx[p + 4 * t + 1]
+                    sb += rgbx[p + 4 * t + 2]
+            _add_cell(i * GRID + j, sr, sg, sb, y, csum)
+    return _finish(y, csum, level, size)
+
+
+@njit(cache=True, nogil=True)
+def box_cells(rgbx, level, size):  # type: ignore[no-untyped-def]
+    """:func:`cells` of an image under 128 px a side, from its 64 x 64 area averages
+    ``rgbx`` (Pillow's BOX resize, RGBX): each cell's SAMPLES_X * SAMPLES_Y samples are
+    its average repeated (what the NEAREST resize up by whole factors gives), so the
+    sums are the average times their number, without that resize."""
+    y = np.empty(GRID * GRID, np.int64)
+    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    n = SAMPLES_X * SAMPLES_Y
+    for c in range(GRID * GRID):
+        p = 4 * c
+        _add_cell(c, n * rgbx[p], n * rgbx[p + 1], n * rgbx[p + 2], y, csum)
+    return _finish(y, csum, level, size)
+
+
+@njit(cache=True, nogil=True)
+def grey(px, n):  # type: ignore[no-untyped-def]
+    """Pillow's ``convert("L")`` of ``n`` RGB pixels ``px`` (uint32 words, R in the low
+    byte: Pillow's memory on a little-endian machine): ``(R * 19595 + G * 38470 + B *
+    7471 + 0x8000) >> 16`` (its ``L24``), as uint8."""
+    out = np.empty(n, np.uint8)
+    for p in range(n):
+        v = px[p]
+        out[p] = (
+            (v & 255) * LUMA[0] + ((v >> 8) & 255) * LUMA[1] + ((v >> 16) & 255) * LUMA[2] + 0x8000
+        ) >> 16
+    return out
+
+
+@njit(cache=True, nogil=True)
+def grey_and_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
+    """:func:`grey` of an RGB image's pixels ``px`` (``height`` rows of ``width``) and
+    the signature cells of its point samples in the same call, read from ``px`` at
+    Pillow's NEAREST positions for 64 * SAMPLES samples a side (``(2j + 1) * side //
+    (2 * samples)``; both sides >= 64 * SAMPLES): the bytes :func:`cells` gives on
+    Pillow's resize. The samples' rows were just read by the grey pass (warm), so the
+    signature costs little beyond it (BENCHMARKS.md, "Seventh round")."""
+    g = grey(px, width * height)
+    nx, ny = GRID * SAMPLES_X, GRID * SAMPLES_Y
+    cols = np.empty(nx, np.int64)
+    for j in range(nx):
+        cols[j] = (2 * j + 1) * width // (2 * nx)
+    rows = np.empty(ny, np.int64)
+    for j in range(ny):
+        rows[j] = (2 * j + 1) * height // (2 * ny) * width
+    y = np.empty(GRID * GRID, np.int64)
+    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    for i in range(GRID):
+        for j in range(GRID):
+            sr, sg, sb = 0, 0, 0
+            for a in range(SAMPLES_Y):
+                r = rows[i * SAMPLES_Y + a]
+                for t in range(SAMPLES_X):
+                    v = px[r + cols[j * SAMPLES_X + t]]
+                    sr += v & 255
+                    sg += (v >> 8) & 255
+                    sb += (v >> 16) & 255
+            _add_cell(i * GRID + j, sr, sg, sb, y, csum)
+    return g, _finish(y, csum, level, size)

@@ -63,8 +63,12 @@ def decode_image(
     max_pixels: int,
     working_size: int = 256,
     hash_mode: str = "fast",
+    signature: bool = True,
 ) -> DecodedImage | DecodeFailure:
-    """Decode ``data`` once and compute size, hashes and the working image.
+    """Decode ``data`` once and compute size, hashes, the verification signature and the
+    working image. ``signature=False`` leaves the signature out (``b""``: a pair with
+    such a sample is decided on pHash alone), for a caller that never verifies and to
+    measure what the signature costs (``benchmarks/eval_near_verify.py --cost-shards``).
 
     ``hash_mode="exact"`` decodes at full resolution and hashes that, which is
     bit-identical to ``imagehash.phash(ImageOps.exif_transpose(Image.open(f)))``;
@@ -90,7 +94,7 @@ def decode_image(
     except (OSError, ValueError, SyntaxError) as exc:
         return DecodeFailure(Reason.DECODE_ERROR, f"not a readable image: {exc}")
     try:
-        return _decode_opened(image, max_pixels, working_size, hash_mode)
+        return _decode_opened(image, max_pixels, working_size, hash_mode, signature)
     except Image.DecompressionBombError as exc:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, str(exc))
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
@@ -176,7 +180,7 @@ def open_image(data: bytes) -> Image.Image:
 
 
 def _decode_opened(
-    image: Image.Image, max_pixels: int, working_size: int, hash_mode: str
+    image: Image.Image, max_pixels: int, working_size: int, hash_mode: str, signature: bool
 ) -> DecodedImage | DecodeFailure:
     fmt = image.format or "UNKNOWN"
     raw_w, raw_h = image.size
@@ -201,20 +205,21 @@ def _decode_opened(
     # Both modes hash with imagehash's greyscale conversion of the image's own mode (alpha
     # ignored, as imagehash does); they differ only in the resolution that is hashed.
     exact = hash_mode == "exact"
-    phash, mirror, centre, centre_mirror = hashing.phash_views(
-        oriented if exact else reduced, exact=exact
-    )
+    hashed = oriented if exact else reduced
     working = _to_rgb(reduced)
-    return DecodedImage(
-        width,
-        height,
-        fmt,
-        phash,
-        mirror,
-        working,
-        verify.signature(working),
-        (centre, centre_mirror),
+    # An RGB image hashed as it is also verified (the common case): its greyscale image
+    # and signature in one compiled pass, the same bytes as Pillow's two paths.
+    fused = (
+        verify.grey_and_signature(working, with_signature=signature) if hashed is working else None
     )
+    phash, mirror, centre, centre_mirror = hashing.phash_views(
+        hashed if fused is None else fused[0], exact=exact
+    )
+    if fused is not None:
+        sig = fused[1]
+    else:
+        sig = verify.signature(working) if signature else b""
+    return DecodedImage(width, height, fmt, phash, mirror, working, sig, (centre, centre_mirror))
 
 
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:

@@ -15,7 +15,9 @@ the working image the decoder produced anyway (no second decode):
   (The first version, 16x16 for all three planes, merged most planted glyph variants: a
   letter in a box a quarter of the shorter side is 4x4 cells there; the second, 32x32
   luma at 8 bits, still merged a third of them. The fifth computes the fourth's cells
-  in one compiled pass, :func:`signature`.)
+  in one compiled pass, :func:`signature`; the seventh gives the same bytes with pHash's
+  greyscale image, in one pass over the decoded image's memory,
+  :func:`grey_and_signature`.)
 
 The *verification score* of a pair (:func:`pair_scores`) measures *the most changed
 place* of the two images after forgiving the global edits a copy goes through:
@@ -74,7 +76,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from mitigate import sigdef
+from mitigate import sigdef, sigsample
 
 logger = logging.getLogger(__name__)
 
@@ -201,19 +203,60 @@ def signature(image: Image.Image) -> bytes:
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
-    samples = (GRID * sigdef.SAMPLES_X, GRID * sigdef.SAMPLES_Y)
-    if min(image.size) >= 2 * GRID:
-        grid = image.resize(samples, Image.Resampling.NEAREST)
-    else:  # each cell's area average, repeated on its samples (NEAREST up by whole factors)
-        grid = image.resize((GRID, GRID), Image.Resampling.BOX)
-        grid = grid.resize(samples, Image.Resampling.NEAREST)
-    rgbx = grid.tobytes("raw", "RGBX")  # a copy, no packing
-    w, h = (min(v, 65535) for v in image.size)
-    tail = bytes((w >> 8, w & 255, h >> 8, h & 255, SIG_VERSION))
+    tail = _tail(*image.size)
     kernel = _kernel()
+    if min(image.size) < 2 * GRID:  # each cell's area average, repeated on its samples
+        box = image.resize((GRID, GRID), Image.Resampling.BOX).tobytes("raw", "RGBX")
+        if kernel is not None:
+            from mitigate import _sigkernel  # imported by _kernel() already
+
+            return _sigkernel.box_cells(box, _LEVEL, _SIZE_AT).tobytes() + tail
+        cells = np.frombuffer(box, np.uint8).reshape(GRID, 1, GRID, 1, 4)
+        reps = np.ones((1, sigdef.SAMPLES_Y, 1, sigdef.SAMPLES_X, 1), np.uint8)
+        return _cells_numpy((cells * reps).tobytes()) + tail  # NEAREST up by whole factors
+    samples = (GRID * sigdef.SAMPLES_X, GRID * sigdef.SAMPLES_Y)
+    rgbx = image.resize(samples, Image.Resampling.NEAREST).tobytes("raw", "RGBX")  # a copy
     if kernel is None:
         return _cells_numpy(rgbx) + tail
     return kernel(rgbx, _LEVEL, _SIZE_AT).tobytes() + tail
+
+
+def grey_and_signature(
+    image: Image.Image, *, with_signature: bool = True
+) -> tuple[Image.Image, bytes] | None:
+    """Pillow's ``image.convert("L")`` (pHash's greyscale image) and the image's
+    :func:`signature`, both from one compiled pass over the image's own memory
+    (:mod:`mitigate.sigsample`, :func:`mitigate._sigkernel.grey_and_cells`): the same
+    bytes as the two Pillow paths, for the cost of the greyscale conversion alone
+    (BENCHMARKS.md, "Seventh round"). ``with_signature=False`` gives the greyscale image
+    only (the signature ``b""``), from the same pass without the samples.
+
+    None where the pass does not apply, and the caller takes Pillow's paths: an image
+    that is not RGB or has a side under 128 px (the signature's BOX path), no zero-copy
+    view of its memory (:func:`mitigate.sigsample.pixels`), or no numba."""
+    if image.mode != "RGB" or min(image.size) < 2 * GRID or not sigsample.EXACT_GRID:
+        return None
+    kernel = _kernel()
+    pixels = sigsample.pixels(image) if kernel is not None else None
+    if pixels is None:
+        return None
+    from mitigate import _sigkernel  # imported by _kernel() already
+
+    w, h = image.size
+    words = pixels.view(np.uint32)
+    if with_signature:
+        grey, cells = _sigkernel.grey_and_cells(words, w, h, _LEVEL, _SIZE_AT)
+        sig = cells.tobytes() + _tail(w, h)
+    else:
+        grey, sig = _sigkernel.grey(words, w * h), b""
+    # the greyscale image shares the array's memory (frombuffer keeps a reference to it)
+    return Image.frombuffer("L", (w, h), grey, "raw", "L", 0, 1), sig
+
+
+def _tail(w: int, h: int) -> bytes:
+    """The signature's last bytes: width and height (uint16 big-endian) and the version."""
+    w, h = min(w, 65535), min(h, 65535)
+    return bytes((w >> 8, w & 255, h >> 8, h & 255, SIG_VERSION))
 
 
 def as_signatures(signatures: Sequence[bytes | None] | NDArray[np.uint8]) -> NDArray[np.uint8]:

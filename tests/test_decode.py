@@ -220,10 +220,11 @@ def test_a_type_error_outside_pillow_is_recorded_as_a_bug_not_as_bad_input(
 
     data = next(iter(photos.values()))
 
-    def broken_signature(image):  # a programming error in our own code
+    def broken_signature(image, **_):  # a programming error in our own code
         return image.size + 1
 
     monkeypatch.setattr(verify, "signature", broken_signature)
+    monkeypatch.setattr(verify, "grey_and_signature", broken_signature)  # its fused path
     monkeypatch.setattr(decode_module, "_reported", set())
     with caplog.at_level("ERROR", logger="mitigate.decode"):
         first = decode_image(data, max_pixels=LIMIT)
@@ -235,7 +236,11 @@ def test_a_type_error_outside_pillow_is_recorded_as_a_bug_not_as_bad_input(
     assert len(errors) == 1 and errors[0].exc_info is not None  # once per place
 
     # the same exception type raised inside Pillow (as its plugins do on corrupt data)
-    monkeypatch.setattr(verify, "signature", lambda image: image.getpixel("ab"))
+    def pillow_raises(image, **_):
+        return image.getpixel("ab")
+
+    monkeypatch.setattr(verify, "signature", pillow_raises)
+    monkeypatch.setattr(verify, "grey_and_signature", pillow_raises)
     pillow = decode_image(data, max_pixels=LIMIT)
     assert isinstance(pillow, DecodeFailure) and pillow.reason == "decode_error"
     assert "unexpected" not in pillow.detail and "a bug" not in pillow.detail

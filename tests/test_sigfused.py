@@ -1,0 +1,228 @@
+"""pHash's greyscale image and the verification signature in one compiled pass over the
+image's own memory (issue 12, seventh round: ``verify.grey_and_signature``): the same
+bytes as Pillow's ``convert("L")`` and as the signature's Pillow path, on every size,
+on real photos, through the decoder; and every case the pass does not take falls back
+to those paths."""
+
+from __future__ import annotations
+
+import gc
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from mitigate import decode, sigsample, verify
+from mitigate.decode import DecodedImage, decode_image
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "near_eval"
+SIDE = 2 * verify.GRID  # the shorter side from which the signature point-samples
+
+
+def _coded(width: int, height: int) -> Image.Image:
+    """An RGB image whose every pixel names its column and row (R: the column's low
+    byte, B: the row's, G: both high nibbles), so a sample says where it came from."""
+    x, y = np.arange(width), np.arange(height)
+    arr = np.empty((height, width, 3), np.uint8)
+    arr[..., 0] = (x & 255)[None, :]
+    arr[..., 1] = (x >> 8)[None, :] | ((y >> 8) << 4)[:, None]
+    arr[..., 2] = (y & 255)[:, None]
+    return Image.fromarray(arr)
+
+
+def _pillow(image: Image.Image) -> tuple[bytes, bytes]:
+    """What the fused pass replaces: Pillow's greyscale image and the signature's
+    Pillow path (NEAREST resize, a copy, the cells kernel)."""
+    return image.convert("L").tobytes(), verify.signature(image)
+
+
+def _fused(image: Image.Image) -> tuple[bytes, bytes]:
+    out = verify.grey_and_signature(image)
+    assert out is not None, image.size
+    grey, sig = out
+    assert grey.mode == "L" and grey.size == image.size
+    return grey.tobytes(), sig
+
+
+def test_sample_index_is_pillows_nearest_resize_for_every_side_from_128_to_4000() -> None:
+    """The mapping the kernel samples at, ``(2j + 1) * side // 256``, equals Pillow's own
+    NEAREST resize (32-bit pixels, the RGB path) along each axis, for every side length
+    128..4000 and larger odd and prime ones: proved on Pillow, not on a copy of its
+    arithmetic."""
+    nx, ny = sigsample.SAMPLES
+    sizes = [*range(SIDE, 4001), 4093, 7919, 10007, 32749, 65521, 65535, 100003]
+    for size in sizes:
+        line = Image.fromarray(np.arange(size, dtype=np.int32)[None, :])  # mode I, 32-bit
+        got = np.asarray(line.resize((nx, 1), Image.Resampling.NEAREST))[0]
+        assert np.array_equal(got, sigsample.sample_index(size, nx)), size
+        column = Image.fromarray(np.arange(size, dtype=np.int32)[:, None])
+        got = np.asarray(column.resize((1, ny), Image.Resampling.NEAREST))[:, 0]
+        assert np.array_equal(got, sigsample.sample_index(size, ny)), size
+
+
+@settings(max_examples=25, deadline=None)
+@example(width=2048, height=2048)  # exactly one 16 MB block
+@example(width=2049, height=2048)  # one row too many: no view
+@example(width=3989, height=1009)  # primes
+@example(width=128, height=128)  # the smallest side sampled
+@given(
+    width=st.one_of(st.integers(SIDE, 4000), st.sampled_from([128, 129, 131, 997, 2048])),
+    height=st.one_of(st.integers(SIDE, 4000), st.sampled_from([128, 255, 1009, 4000])),
+)
+def test_the_fused_pass_gives_pillows_bytes_at_every_size(width: int, height: int) -> None:
+    """On an image of any size 128..4000 a side whose pixels name their place, the
+    fused pass gives Pillow's greyscale bytes and the signature's bytes; an image over
+    one 16 MB memory block has no zero-copy view and is left to Pillow (None)."""
+    image = _coded(width, height)
+    if width * height * 4 > Image.core.get_block_size():
+        assert sigsample.pixels(image) is None
+        assert verify.grey_and_signature(image) is None
+        return
+    assert _fused(image) == _pillow(image)
+    pixels = sigsample.pixels(image)
+    assert pixels is not None  # and the samples it reads are Pillow's NEAREST samples
+    pillow = image.resize(sigsample.SAMPLES, Image.Resampling.NEAREST).tobytes("raw", "RGBX")
+    assert sigsample.samples_numpy(pixels, width, height) == pillow
+
+
+def _real_images() -> list[Image.Image]:
+    """Every bundled photo as decoded, at its own size and scaled up by 1.7 and 2.9
+    (odd sizes), each also rotated (the other aspect)."""
+    images = []
+    for path in sorted(DATA.glob("*.jpg")):
+        data = path.read_bytes()
+        rgb = Image.open(io.BytesIO(data)).convert("RGB")
+        w, h = rgb.size
+        scaled = [
+            rgb.resize((int(w * f), int(h * f)), Image.Resampling.BICUBIC) for f in (1.7, 2.9)
+        ]
+        for im in (rgb, *scaled):
+            images += [im, im.transpose(Image.Transpose.ROTATE_90)]
+    return images
+
+
+def test_the_fused_pass_gives_pillows_bytes_on_real_photos() -> None:
+    taken = 0
+    for im in _real_images():
+        if min(im.size) < SIDE:
+            assert verify.grey_and_signature(im) is None  # the signature's BOX path
+            continue
+        assert _fused(im) == _pillow(im), im.size
+        taken += 1
+    assert taken >= 100  # 108 of the 192 have both sides >= 128 px
+
+
+@pytest.mark.parametrize("hash_mode", ["fast", "exact"])
+def test_the_decoder_gives_the_same_hashes_and_signature_with_or_without_the_pass(
+    monkeypatch: pytest.MonkeyPatch, hash_mode: str
+) -> None:
+    """Through ``decode_image``, on every bundled photo (re-encoded at 1.7x so the fast
+    mode's draft path runs too): pHash, mirror, centre hashes and the signature are the
+    same with the fused pass as with Pillow's paths; and the pass is taken."""
+    blobs = []
+    for path in sorted(DATA.glob("*.jpg")):
+        rgb = Image.open(path).convert("RGB")
+        big = rgb.resize((int(rgb.width * 1.7), int(rgb.height * 1.7)))
+        buf = io.BytesIO()
+        big.save(buf, "JPEG", quality=90)
+        blobs += [path.read_bytes(), buf.getvalue()]
+    calls: list[tuple[int, int]] = []
+    real = verify.grey_and_signature
+
+    def counted(image: Image.Image, **kw: bool) -> tuple[Image.Image, bytes] | None:
+        out = real(image, **kw)
+        if out is not None:
+            calls.append(image.size)
+        return out
+
+    monkeypatch.setattr(verify, "grey_and_signature", counted)
+    fused = [decode_image(b, max_pixels=10**8, hash_mode=hash_mode) for b in blobs]
+    assert len(calls) >= len(blobs) // 2
+    monkeypatch.setattr(verify, "grey_and_signature", lambda image, **kw: None)
+    pillow = [decode_image(b, max_pixels=10**8, hash_mode=hash_mode) for b in blobs]
+    for a, b in zip(fused, pillow, strict=True):
+        assert isinstance(a, DecodedImage) and isinstance(b, DecodedImage)
+        assert (a.phash, a.phash_mirror, a.centre, a.signature) == (
+            b.phash,
+            b.phash_mirror,
+            b.centre,
+            b.signature,
+        )
+        assert verify.is_signature(a.signature)
+
+
+def test_without_the_signature_the_hashes_stay_and_the_signature_is_empty() -> None:
+    data = (DATA / "photos-chelsea.jpg").read_bytes()
+    full = decode_image(data, max_pixels=10**8)
+    bare = decode_image(data, max_pixels=10**8, signature=False)
+    assert isinstance(full, DecodedImage) and isinstance(bare, DecodedImage)
+    assert verify.is_signature(full.signature) and bare.signature == b""
+    assert (bare.phash, bare.phash_mirror, bare.centre) == (
+        full.phash,
+        full.phash_mirror,
+        full.centre,
+    )
+    photo = Image.open(DATA / "photos-chelsea.jpg").convert("RGB")
+    out = verify.grey_and_signature(photo, with_signature=False)
+    assert out is not None and out[1] == b"" and out[0].tobytes() == photo.convert("L").tobytes()
+
+
+def test_every_case_the_pass_does_not_take_is_left_to_pillow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No view (a Pillow without the Arrow export, rows padded to an alignment), another
+    mode, a side under 128 px, no numba: the pass says None, and the decoder's bytes are
+    the same."""
+    photo = Image.open(DATA / "photos-chelsea.jpg").convert("RGB")
+    assert verify.grey_and_signature(photo) is not None
+
+    class OldPillowImage:  # Pillow < 11.2: its image core has no __arrow_c_array__
+        mode, size, im = "RGB", photo.size, object()
+
+        def load(self) -> None:
+            pass
+
+    assert sigsample.pixels(OldPillowImage()) is None  # type: ignore[arg-type]
+    with monkeypatch.context() as m:
+        m.setattr(Image.core, "get_alignment", lambda: 64)
+        assert sigsample.pixels(photo) is None and verify.grey_and_signature(photo) is None
+    with monkeypatch.context() as m:
+        m.setattr(verify, "_kernel", lambda: None)
+        assert verify.grey_and_signature(photo) is None
+    for mode in ("L", "P", "RGBA", "CMYK", "I;16"):
+        assert verify.grey_and_signature(photo.convert(mode)) is None, mode
+    assert verify.grey_and_signature(photo.resize((127, 300))) is None
+    # through the decoder: a PNG with alpha (working image composited, not hashed as is)
+    buf = io.BytesIO()
+    photo.convert("RGBA").save(buf, "PNG")
+    calls: list[object] = []
+    real = verify.grey_and_signature
+    monkeypatch.setattr(
+        verify, "grey_and_signature", lambda image, **kw: calls.append(image) or real(image, **kw)
+    )
+    out = decode.decode_image(buf.getvalue(), max_pixels=10**8)
+    assert isinstance(out, DecodedImage) and calls == []
+    assert out.signature == verify.signature(out.working)
+
+
+def test_the_view_keeps_the_image_memory_alive() -> None:
+    """The view holds the export, which holds the image's memory: deleting the image and
+    allocating others of the same size does not change what the view reads; and the
+    greyscale image keeps its array."""
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (300, 257, 3), dtype=np.uint8))
+    expected = image.tobytes("raw", "RGBX")
+    grey_expected = image.convert("L").tobytes()
+    pixels = sigsample.pixels(image)
+    out = verify.grey_and_signature(image)
+    assert pixels is not None and not pixels.flags.writeable and out is not None
+    del image
+    gc.collect()
+    others = [Image.new("RGB", (257, 300), (i, i, i)) for i in range(1, 9)]
+    assert pixels.tobytes() == expected
+    assert out[0].tobytes() == grey_expected
+    assert len(others) == 8
