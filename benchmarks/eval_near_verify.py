@@ -564,8 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     previous = _load_module(args.previous_verify) if args.previous_verify else None
-    # numba's import and the kernel's load (once a process) are not a per-sample cost
-    verify.signature(Image.new("RGB", (8, 8)))
+    # numba's import and the kernels' load (once a process) are not a per-sample cost
+    for side in (8, 300):  # the small images' path, Pillow's path and the fused pass
+        verify.signature(Image.new("RGB", (side, side)))
+        for with_signature in (True, False):
+            verify.grey_and_signature(Image.new("RGB", (side, side)), with_signature=with_signature)
     if args.cost_shards:
         return cost(args.cost_shards, previous, args.repeat)
     if args.search_cost:
