@@ -34,7 +34,6 @@ if (GRID, CHROMA_GRID, SAMPLES_X, SAMPLES_Y, LUMA, LUMA_SHIFT, CB, CR, CHROMA_SH
     raise RuntimeError("mitigate._sigkernel's constants differ from mitigate.sigdef's")
 
 _POOL = GRID // CHROMA_GRID  # luma cells a chroma cell side
-_ROW = GRID * SAMPLES_X * 4  # bytes a row of samples (RGBX)
 
 
 @njit(cache=True, nogil=True)
@@ -88,23 +87,33 @@ def _finish(y, csum, level, size):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def cells(rgbx, level, size):  # type: ignore[no-untyped-def]
-    """The packed cells and the six range bytes of a signature (``size`` bytes, uint8)
-    from the point samples ``rgbx`` (64 * SAMPLES_Y rows of 64 * SAMPLES_X samples, 4
-    bytes a sample: Pillow's RGBX)."""
+def _sampled(px, rows, cols, level, size):  # type: ignore[no-untyped-def]
+    """The packed cells and the six range bytes (``size`` bytes) of the point samples
+    ``px[rows[r] + cols[c]]`` (RGB words, R in the low byte), ``64 * SAMPLES_Y`` rows
+    by ``64 * SAMPLES_X`` columns, ``SAMPLES_Y`` x ``SAMPLES_X`` a luma cell."""
     y = np.empty(GRID * GRID, np.int64)
     csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
     for i in range(GRID):
         for j in range(GRID):
             sr, sg, sb = 0, 0, 0
             for a in range(SAMPLES_Y):
-                p = (i * SAMPLES_Y + a) * _ROW + j * SAMPLES_X * 4
+                r = rows[i * SAMPLES_Y + a]
                 for t in range(SAMPLES_X):
-                    sr += rgbx[p + 4 * t]
-                    sg += rgbx[p + 4 * t + 1]
-                    sb += rgbx[p + 4 * t + 2]
+                    v = px[r + cols[j * SAMPLES_X + t]]
+                    sr += v & 255
+                    sg += (v >> 8) & 255
+                    sb += (v >> 16) & 255
             _add_cell(i * GRID + j, sr, sg, sb, y, csum)
     return _finish(y, csum, level, size)
+
+
+@njit(cache=True, nogil=True)
+def cells(words, level, size):  # type: ignore[no-untyped-def]
+    """The packed cells and the six range bytes of a signature (``size`` bytes, uint8)
+    from the point samples ``words`` (64 * SAMPLES_Y rows of 64 * SAMPLES_X samples:
+    Pillow's RGBX bytes read as little-endian 32-bit words)."""
+    nx, ny = GRID * SAMPLES_X, GRID * SAMPLES_Y
+    return _sampled(words, np.arange(ny) * nx, np.arange(nx), level, size)
 
 
 @njit(cache=True, nogil=True)
@@ -152,17 +161,4 @@ def grey_and_cells(px, width, height, level, size):  # type: ignore[no-untyped-d
     rows = np.empty(ny, np.int64)
     for j in range(ny):
         rows[j] = (2 * j + 1) * height // (2 * ny) * width
-    y = np.empty(GRID * GRID, np.int64)
-    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
-    for i in range(GRID):
-        for j in range(GRID):
-            sr, sg, sb = 0, 0, 0
-            for a in range(SAMPLES_Y):
-                r = rows[i * SAMPLES_Y + a]
-                for t in range(SAMPLES_X):
-                    v = px[r + cols[j * SAMPLES_X + t]]
-                    sr += v & 255
-                    sg += (v >> 8) & 255
-                    sb += (v >> 16) & 255
-            _add_cell(i * GRID + j, sr, sg, sb, y, csum)
-    return g, _finish(y, csum, level, size)
+    return g, _sampled(px, rows, cols, level, size)

@@ -69,6 +69,7 @@ many partitions calls :func:`pair_scores` the same way.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -169,6 +170,9 @@ def _cells_numpy(rgbx: bytes) -> bytes:
 @lru_cache(maxsize=1)
 def _kernel() -> Callable[..., NDArray[np.uint8]] | None:
     """The compiled cells kernel, or None (numpy) where numba does not import."""
+    if sys.byteorder != "little":  # pragma: no cover - the kernels read RGBX as words
+        logger.warning("a big-endian machine: signatures are computed in numpy")
+        return None
     try:
         from mitigate import _sigkernel
     except ImportError as err:  # pragma: no cover - numba is a core dependency
@@ -218,7 +222,7 @@ def signature(image: Image.Image) -> bytes:
     rgbx = image.resize(samples, Image.Resampling.NEAREST).tobytes("raw", "RGBX")  # a copy
     if kernel is None:
         return _cells_numpy(rgbx) + tail
-    return kernel(rgbx, _LEVEL, _SIZE_AT).tobytes() + tail
+    return kernel(np.frombuffer(rgbx, np.uint32), _LEVEL, _SIZE_AT).tobytes() + tail
 
 
 def grey_and_signature(
