@@ -174,6 +174,24 @@ def roles(
     yield STATS, hot.role_stats(all_roles)
 
 
+#: The last rescue pool a worker parsed, with the side inputs it came from (held, so
+#: their identities stay theirs): batches resolved against the same side-input objects
+#: parse the pool's hashes once, not once a batch.
+_POOL: list[tuple[dict, dict, dict, hot_rescue.Pool]] = []
+
+
+def _rescue_pool(leaders: dict, fates: dict, keepers: dict) -> hot_rescue.Pool:
+    """The kept samples stranded followers try (:func:`mitigate.hot_rescue.kept`),
+    parsed (:func:`mitigate.hot_rescue.pool_of`) once for these side inputs."""
+    last = _POOL[0] if _POOL else None
+    if last is not None and last[0] is leaders and last[1] is fates and last[2] is keepers:
+        return last[3]
+    every = [x for v in leaders.values() for x in v[0]]
+    pool = hot_rescue.pool_of(hot_rescue.kept(every, fates, keepers))
+    _POOL[:] = [(leaders, fates, keepers, pool)]
+    return pool
+
+
 def resolve(
     held: list[tuple[hot.Role, HashItem]],
     fates: dict,
@@ -184,16 +202,16 @@ def resolve(
     k: int | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Decisions on one batch's followers and orphans (tagged ``main``) and counters
-    (``leaders``: the hot groups' leaders, for :func:`mitigate.hot.kept_for_rescue`)."""
+    (``leaders``: the hot groups' leaders, for the stranded followers' rescue:
+    :func:`_rescue_pool`)."""
     items = {it.key: it for _, it in held}
     out, counts = hot.resolve(
         [r for r, _ in held], items, fates, keepers, threshold, use_centre=use_centre
     )
     if counts["stranded"] and threshold is not None and leaders is not None and k is not None:
-        every = [x for v in leaders.values() for x in v[0]]
-        others = hot_rescue.kept(every, fates, keepers)
         args = (k, threshold, hot.verify.pair_scores, use_centre, counts)
-        counts = hot_rescue.rescue(out, [r for r, _ in held], items, others, *args)
+        pool = _rescue_pool(leaders, fates, keepers)
+        counts = hot_rescue.rescue(out, [r for r, _ in held], items, pool, *args)
     n_dup = n_overlap = 0
     for d in out:
         n_dup += d[1] == Reason.NEAR_DUPLICATE

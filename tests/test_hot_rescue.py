@@ -5,6 +5,8 @@ scoring no more pairs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import hot_rescue_reference as reference
 import numpy as np
 import pytest
@@ -148,3 +150,45 @@ def test_rescue_measures_a_block_of_followers_against_the_pool_at_once(bank):
     assert n > 256 and shapes == [(64, 200)] * (n // 64) + [(n % 64, 200)]
     assert out == want
     assert any(o[1] == Reason.NEAR_DUPLICATE for o in out)
+
+
+def test_partitioned_resolve_parses_the_pool_once_for_the_same_side_inputs(bank):
+    """near_hot.resolve runs once a batch: the pool's hashes are parsed once while the
+    side inputs are the same objects, again when they change; the decisions are those
+    of the rescue given the plain mapping."""
+    from mitigate.pipeline import near_hot
+
+    rng = np.random.default_rng(2)
+    base = int(rng.integers(0, 2**63))
+    lead = _item("lead", base, rng, bank)
+    keeper = dataclasses.replace(lead, key="keeper", signature=bank[11])
+    leaders = {"g": ([lead, *(_item(f"l{t}", base, rng, bank) for t in range(5))], 0)}
+    fates = {"lead": (Reason.NEAR_DUPLICATE, "keeper", 0)}
+    keepers = {"keeper": keeper}
+    held = [
+        (hot.Role(f"f{t}", "g", hot.FOLLOWER, "lead", 0.5, 1), _item(f"f{t}", base, rng, bank))
+        for t in range(30)
+    ]
+    calls: list[int] = []
+    real = hot_rescue.pool_of
+
+    def spy(others):
+        calls.append(len(others))
+        return real(others)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hot_rescue, "pool_of", spy)
+        first = list(near_hot.resolve(held[:15], fates, keepers, 1.0, False, leaders, 10))
+        second = list(near_hot.resolve(held[15:], fates, keepers, 1.0, False, leaders, 10))
+        assert calls == [6]  # 5 kept leaders + the keeper: parsed once for two batches
+        list(near_hot.resolve(held[:15], dict(fates), keepers, 1.0, False, leaders, 10))
+        assert calls == [6, 6]  # other side-input objects: parsed again
+    got = [d for tag, d in first + second if tag == "main"]
+    items = {it.key: it for _, it in held}
+    want, counts = hot.resolve([r for r, _ in held], items, fates, keepers, 1.0)
+    others = hot_rescue.kept(leaders["g"][0], fates, keepers)
+    reference.rescue(
+        want, [r for r, _ in held], items, others, 10, 1.0, verify.pair_scores, False, counts
+    )
+    assert [(d.key, d.reason, d.duplicate_of, d.distance, d.verify_score) for d in got] == want
+    assert any(d.reason == Reason.NEAR_DUPLICATE and d.duplicate_of != "keeper" for d in got)
