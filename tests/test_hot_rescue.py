@@ -6,8 +6,12 @@ scoring no more pairs."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
+from pathlib import Path
 
 import hot_rescue_reference as reference
+import near_edits as ne
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +19,8 @@ from PIL import Image
 from mitigate import hashing, hot, hot_rescue, verify
 from mitigate.near import HashItem
 from mitigate.records import Reason
+
+SOURCE = Path(__file__).resolve().parents[1] / "data" / "near_eval" / "animals-donkey.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +198,82 @@ def test_partitioned_resolve_parses_the_pool_once_for_the_same_side_inputs(bank)
     )
     assert [(d.key, d.reason, d.duplicate_of, d.distance, d.verify_score) for d in got] == want
     assert any(d.reason == Reason.NEAR_DUPLICATE and d.duplicate_of != "keeper" for d in got)
+
+
+_GOT: dict[str, list] = {}
+
+
+def _keep(name: str, values) -> None:
+    _GOT[name] = list(values)
+
+
+def _run_graph(records, partition: str) -> tuple[list, dict]:
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from mitigate.config import DecodeConfig, validate_config
+    from mitigate.pipeline.near import NearDedup
+
+    dedup = {"k": 10, "keep": "resolution", "partition": partition}
+    dedup.update(max_partition_size=64, clusterings=4, probes=2)
+    config = validate_config({"dedup": dedup})
+    _GOT.clear()
+    with TestPipeline() as pl:
+        out, report = pl | beam.Create(records) | NearDedup(config.dedup, DecodeConfig())
+        assert_that(
+            out | beam.Map(lambda r: (r.key, r.state, r.reason, r.duplicate_of, r.distance)),
+            functools.partial(_keep, "records"),
+            label="Records",
+        )
+        assert_that(report, functools.partial(_keep, "report"), label="Report")
+    return sorted(_GOT["records"]), _GOT["report"][0]
+
+
+@pytest.mark.slow
+def test_both_search_modes_rescue_stranded_followers_identically():
+    """A chain of brightness edits of one photo (z ~ a ~ c ~ k, z !~ c, z !~ k): group
+    1 (70 samples, pHash p; copies a and c) leads with a, which the search drops as a
+    near duplicate of z (1 bit away, higher resolution); its c copies are refused by z
+    (stranded) and rescued by the kept leader of group 2 (70 copies k, 3 bits away).
+    One worker and the partitioned graph decide every sample alike."""
+    from mitigate.records import SampleRecord
+
+    im = Image.open(SOURCE).convert("RGB")
+    im.thumbnail((160, 160))
+    sig = {
+        b: verify.signature(Image.open(io.BytesIO(ne.jpeg(ne.brightness(b)(im), 90))))
+        for b in (0.7, 1.08, 1.22, 1.3)
+    }
+    assert verify.score(sig[0.7], sig[1.22]) > 1.0 and verify.score(sig[1.22], sig[1.3]) <= 1.0
+    p, m = (hashing.to_hex(h) for h in hashing.phash_pair(im))
+    near = hashing.to_hex(hashing.from_hex(p) ^ 1)
+    p2 = hashing.to_hex(hashing.from_hex(p) ^ 0b111000)
+    recs: list[SampleRecord] = []
+
+    def rec(key: str, ph: str, side: int, s: bytes) -> None:
+        recs.append(
+            SampleRecord(
+                key, "mem://r", len(recs), width=side, height=side, phash=ph,
+                phash_mirror=m, signature=s,
+            )
+        )  # fmt: skip
+
+    rec("z-best", near, 400, sig[0.7])
+    for t in range(70):
+        rec(f"g1-{t:03d}", p, 160 if t else 161, sig[1.08] if t % 2 == 0 else sig[1.22])
+    for t in range(70):
+        rec(f"g2-{t:03d}", p2, 150 if t else 151, sig[1.3])
+    one, one_report = _run_graph(recs, "none")
+    many, many_report = _run_graph(recs, "clusters")
+    assert one == many
+    assert many_report["partition"] == "clusters" and many_report["partitions"] > 1
+    assert one_report["hot"] == many_report["hot"]
+    assert one_report["hot"]["groups"] == 2 and one_report["hot"]["stranded"] == 0
+    got = {r[0]: r for r in one}
+    assert len(got) == len(recs)
+    assert got["g1-000"][1:4] == ("duplicate", "near_duplicate", "z-best")
+    assert got["g2-000"][1] == "pending"  # the kept leader of group 2
+    rescued = [k for k, r in got.items() if k.startswith("g1") and r[3] == "g2-000"]
+    assert sorted(rescued) == [f"g1-{t:03d}" for t in range(1, 70, 2)]  # the c copies
+    assert all(got[f"g1-{t:03d}"][3] == "z-best" for t in range(2, 70, 2))
