@@ -132,6 +132,7 @@ def child(args: argparse.Namespace) -> None:
                 "scored_pairs": scored[0],
                 "kept": len(items) - dropped,
                 "hot": report.get("hot"),
+                "clusters": report.get("cluster_sizes"),
             }
         )
     )
@@ -213,7 +214,9 @@ def partitioned(args: argparse.Namespace, items: list, partition: str = "cluster
             | beam.Map(lambda v, f=f"{res}.out": Path(f).write_text("\n".join(sorted(v))))
         )
         _ = report | beam.Map(
-            lambda r, f=f"{res}.hot": Path(f).write_text(json.dumps(r.get("hot")))
+            lambda r, f=f"{res}.hot": Path(f).write_text(
+                json.dumps([r.get("hot"), r.get("cluster_sizes")])
+            )
         )
     cpu = time.process_time() - t0
     lines = Path(f"{res}.out").read_text().splitlines()
@@ -226,7 +229,8 @@ def partitioned(args: argparse.Namespace, items: list, partition: str = "cluster
                 "rss_before_mb": rss_items,
                 "scored_pairs": scored[0],
                 "kept": sum(" duplicate " not in x for x in lines),
-                "hot": json.loads(Path(f"{res}.hot").read_text()),
+                "hot": json.loads(Path(f"{res}.hot").read_text())[0],
+                "clusters": json.loads(Path(f"{res}.hot").read_text())[1],
                 "digest": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12],
             }
         )
@@ -349,7 +353,7 @@ def main() -> None:
                     f"{rule:<10} {n:>7} {path:<8} {r['cpu_s']:>8.2f} "
                     f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>9.0f} "
                     f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}  "
-                    f"{_hot_cols(r['hot'])}{same}",
+                    f"{_hot_cols(r['hot'])}{same} clusters {json.dumps(r.get('clusters'))}",
                     flush=True,
                 )
 
