@@ -17,16 +17,22 @@ in a fresh process so peak RSS is its own; the table gives CPU seconds of the de
 alone, peak RSS (and before the decision, with the items built), pairs scored, the kept
 count, and the ratio old / new where both ran. ``--one-round-max`` runs the sizes up to
 it with one round of leaders too (path ``one``: ``hot.ROUNDS = 1``, the rule before
-the rounds over orphans), in the same run.
+the rounds over orphans), in the same run. ``--partitioned`` sizes run through the
+Beam graph on the DirectRunner twice, ``dedup.partition: clusters`` (path ``part``) and
+``none`` (path ``pipe``: one worker), on the same records: CPU, peak RSS, pairs scored
+(every call of the verification kernel counted) and whether every record's decision is
+the same in both.
 
     python benchmarks/bench_hot.py --sizes 1000 10000 100000 --old-max 1000 --pool 50000
     python benchmarks/bench_hot.py --sizes 10000 100000 --old-max 0 \
         --one-round-max 100000 --pool 50000
+    python benchmarks/bench_hot.py --sizes --partitioned 10000 --pool 50000
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import resource
@@ -104,6 +110,9 @@ def child(args: argparse.Namespace) -> None:
         scored[0] += len(np.asarray(i))
         return verify.pair_scores(i, j, sigs, stop_above=stop_above)
 
+    if args.path == "pipe":
+        partitioned(args, items, "none")
+        return
     if args.path.startswith("part"):
         partitioned(args, items)
         return
@@ -123,14 +132,53 @@ def child(args: argparse.Namespace) -> None:
                 "scored_pairs": scored[0],
                 "kept": len(items) - dropped,
                 "hot": report.get("hot"),
+                "clusters": report.get("cluster_sizes"),
             }
         )
     )
 
 
-def partitioned(args: argparse.Namespace, items: list) -> None:
-    """The partitioned graph (``dedup.partition: clusters``, other settings default) on
-    the DirectRunner, records in and out (:class:`mitigate.pipeline.near.NearDedup`)."""
+def count_kernel_pairs() -> list[int]:
+    """Count every pair :func:`mitigate.verify.pair_scores` scores in this process,
+    whoever calls it: the function is replaced wherever a loaded ``mitigate`` module
+    holds it (as an attribute or a default argument). The DirectRunner runs the steps
+    in this process, so the count covers the pipeline's search and hot stages alike."""
+    import importlib
+    import inspect
+
+    from mitigate import verify
+
+    for name in ("mitigate.pipeline.near", "mitigate.pipeline.near_partitioned"):
+        importlib.import_module(name)
+    real = verify.pair_scores
+    scored = [0]
+
+    def counting(i, j, sigs, stop_above=None):
+        scored[0] += len(np.asarray(i).reshape(-1))
+        return real(i, j, sigs, stop_above=stop_above)
+
+    for mod in [m for n, m in list(sys.modules.items()) if n.startswith("mitigate")]:
+        for attr, value in list(vars(mod).items()):
+            if value is real:
+                setattr(mod, attr, counting)
+            fns = [value] if inspect.isfunction(value) else []
+            if inspect.isclass(value):
+                fns += [f for f in vars(value).values() if inspect.isfunction(f)]
+            for f in fns:
+                if f.__defaults__ and any(d is real for d in f.__defaults__):
+                    f.__defaults__ = tuple(counting if d is real else d for d in f.__defaults__)
+                kw = f.__kwdefaults__ or {}
+                for key, d in kw.items():
+                    if d is real:
+                        kw[key] = counting
+    return scored
+
+
+def partitioned(args: argparse.Namespace, items: list, partition: str = "clusters") -> None:
+    """The Beam graph (``dedup.partition``: ``clusters``, the partitioned graph, or
+    ``none``, one worker; other settings default) on the DirectRunner, records in and
+    out (:class:`mitigate.pipeline.near.NearDedup`), pairs scored counted
+    (:func:`count_kernel_pairs`) and a digest of every record's decision."""
     import apache_beam as beam
 
     from mitigate.config import DecodeConfig, validate_config
@@ -151,32 +199,39 @@ def partitioned(args: argparse.Namespace, items: list) -> None:
         for t, it in enumerate(items)
     ]
     del items
-    config = validate_config({"dedup": {"partition": "clusters", "keep": args.rule}})
+    config = validate_config({"dedup": {"partition": partition, "keep": args.rule}})
+    scored = count_kernel_pairs()
     # the steps are pickled by value (this is __main__): they report through files
-    res = Path(args.data).with_suffix(f".{args.n}.{args.rule}")
+    res = Path(args.data).with_suffix(f".{args.n}.{args.rule}.{partition}")
     rss_items = _peak_rss_mb()
     t0 = time.process_time()
     with beam.Pipeline(runner="DirectRunner") as pl:
         out, report = pl | beam.Create(records) | NearDedup(config.dedup, DecodeConfig())
         _ = (
             out
-            | beam.Filter(lambda r: r.state == "duplicate")
-            | beam.combiners.Count.Globally()
-            | beam.Map(lambda n, f=f"{res}.dropped": Path(f).write_text(str(n)))
+            | beam.Map(lambda r: f"{r.key} {r.state} {r.reason} {r.duplicate_of}")
+            | beam.combiners.ToList()
+            | beam.Map(lambda v, f=f"{res}.out": Path(f).write_text("\n".join(sorted(v))))
         )
         _ = report | beam.Map(
-            lambda r, f=f"{res}.hot": Path(f).write_text(json.dumps(r.get("hot")))
+            lambda r, f=f"{res}.hot": Path(f).write_text(
+                json.dumps([r.get("hot"), r.get("cluster_sizes")])
+            )
         )
     cpu = time.process_time() - t0
+    lines = Path(f"{res}.out").read_text().splitlines()
+    assert len(lines) == len(records), (len(lines), len(records))  # every sample once
     print(
         json.dumps(
             {
                 "cpu_s": cpu,
                 "peak_rss_mb": _peak_rss_mb(),
                 "rss_before_mb": rss_items,
-                "scored_pairs": -1,
-                "kept": len(records) - int(Path(f"{res}.dropped").read_text()),
-                "hot": json.loads(Path(f"{res}.hot").read_text()),
+                "scored_pairs": scored[0],
+                "kept": sum(" duplicate " not in x for x in lines),
+                "hot": json.loads(Path(f"{res}.hot").read_text())[0],
+                "clusters": json.loads(Path(f"{res}.hot").read_text())[1],
+                "digest": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12],
             }
         )
     )
@@ -249,9 +304,9 @@ def main() -> None:
 
         def paths(prefix: str, n: int, old_max: int) -> tuple[str, ...]:
             """The paths one size runs: new, one round and old (where affordable)."""
-            first = "new" if not prefix else "part"
+            first = ("new",) if not prefix else ("part", "pipe")  # pipe: one worker, Beam
             return (
-                (first,)
+                first
                 + ((prefix + "one",) if n <= args.one_round_max else ())
                 + ((prefix + "old",) if n <= old_max else ())
             )
@@ -286,13 +341,19 @@ def main() -> None:
                 ).stdout
                 got[path] = r = json.loads(out.strip().splitlines()[-1])
                 ratio = ""
-                if path.endswith(("old", "one")):
-                    base = got["part" if path.startswith("part") else "new"]["cpu_s"]
+                if path.endswith(("old", "one")) or path == "pipe":
+                    base = got["part" if path.startswith("p") else "new"]["cpu_s"]
                     ratio = f"{r['cpu_s'] / max(base, 1e-9):.2f}x"
+                same = ""
+                if path == "pipe":  # the partitioned graph must decide as one worker
+                    same = " decisions " + (
+                        "same" if r["digest"] == got["part"]["digest"] else "DIFFER"
+                    )
                 print(
                     f"{rule:<10} {n:>7} {path:<8} {r['cpu_s']:>8.2f} "
                     f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>9.0f} "
-                    f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}  {_hot_cols(r['hot'])}",
+                    f"{r['scored_pairs']:>12} {r['kept']:>5} {ratio:>11}  "
+                    f"{_hot_cols(r['hot'])}{same} clusters {json.dumps(r.get('clusters'))}",
                     flush=True,
                 )
 

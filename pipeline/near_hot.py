@@ -4,8 +4,9 @@
 
     items ─ count per (pHash, mirror) ─ groups of more than HOT_MIN ─┐ side input
       ─ candidates per hot group (CombinePerKey) ─ leaders ─ dict ─┐ round 1
-    batches ─ orphans of the leaders so far ─ candidates ─ more leaders ─ dict ─┤
-      (ROUNDS - 1 times; group -> leaders of every round)
+    batches ─ orphans of round 1's leaders ─ candidates ─ more leaders ─ dict ─┤
+    orphans ─ orphans of the leaders added since ─ candidates ─ more leaders ─ dict ─┤
+      (ROUNDS - 1 passes in all; group -> leaders of every round)
     batches ─ HotRoles: members of hot groups verified against their leaders
       ─ search: items outside hot groups and leaders ─ (the partitioned search)
       ─ held: followers and orphans (per batch)
@@ -78,14 +79,29 @@ def _by_group(items: list[HashItem], leaders: dict) -> dict[str, list[HashItem]]
     return by_group
 
 
-def _orphans(
-    element: tuple[int, list[HashItem]], leaders: dict, threshold: float | None
-) -> Iterator[tuple[str, HashItem]]:
-    """One batch's members of hot groups that verify against no leader so far."""
-    by_group = _by_group(element[1], leaders)
+def _left(
+    element: tuple[int, list], leaders: dict, threshold: float | None, carried: bool
+) -> Iterator[tuple[int, list[tuple[HashItem, hot.Role]]]]:
+    """One batch's members of hot groups that verify against no leader so far, with
+    their orphan roles, as a batch (none: nothing). ``carried``: the batch is one this
+    step gave in the round before (``(item, role)`` rows: only the leaders after
+    those roles' are tried, as :func:`mitigate.hot.group_roles` does), else a batch of
+    items (the first pass: every member against the first round's leaders)."""
+    bid, rows = element
+    by_group: dict[str, list[tuple[HashItem, hot.Role | None]]] = {}
+    for row in rows:
+        it, role = row if carried else (row, None)
+        g = hot.group_of(it)
+        if g in leaders:
+            by_group.setdefault(g, []).append((it, role))
+    out: list[tuple[HashItem, hot.Role]] = []
     for g in sorted(by_group):
-        for it in hot.orphans(by_group[g], leaders[g][0], threshold):
-            yield g, it
+        members = [it for it, _ in by_group[g]]
+        prior = [r for _, r in by_group[g] if r is not None] if carried else None
+        got = hot.assign(members, leaders[g][0], threshold, prior=prior)
+        out += [(it, r) for it, r in zip(members, got, strict=True) if r.role == hot.ORPHAN]
+    if out:
+        yield bid, out
 
 
 def _merge_round(previous: dict, new: dict, threshold: float | None, keep_rule: str) -> dict:
@@ -104,15 +120,24 @@ def hot_leaders(
     keep_rule: str,
 ) -> beam.PCollection:
     """One dict: hot group id -> (leaders of every round, pairs verified to choose
-    them), as :func:`mitigate.hot.group_roles` chooses them. Each round after the first
-    verifies the members against the leaders so far (a pass over ``batches``)."""
+    them), as :func:`mitigate.hot.group_roles` chooses them. Round 2 verifies every
+    member against round 1's leaders (a pass over ``batches``: its orphans); each later
+    round verifies only those orphans against the leaders added since (a pass over the
+    orphan batches), so a member that follows a leader of round 1 costs one pass."""
     leaders = items | "HotLeaders" >> HotLeaders(threshold, keep_rule)
     if threshold is None:
         return leaders
+    left = batches
     for r in range(2, hot.ROUNDS + 1):
+        # the first pass verifies every member against round 1's leaders; later ones
+        # only the orphans of the pass before against the leaders added since
+        left = left | f"HotOrphans{r}" >> beam.FlatMap(
+            _left, AsSingleton(leaders), threshold, r > 2
+        )
         cands = (
-            batches
-            | f"HotOrphans{r}" >> beam.FlatMap(_orphans, AsSingleton(leaders), threshold)
+            left
+            | f"HotOrphanGroup{r}"
+            >> beam.FlatMap(lambda e: [(hot.group_of(it), it) for it, _ in e[1]])
             | f"HotCandidates{r}" >> beam.CombinePerKey(CandidatesFn())
             | f"HotCandidateDict{r}" >> beam.combiners.ToDict()
         )
@@ -174,6 +199,24 @@ def roles(
     yield STATS, hot.role_stats(all_roles)
 
 
+#: The last rescue pool a worker parsed, with the side inputs it came from (held, so
+#: their identities stay theirs): batches resolved against the same side-input objects
+#: parse the pool's hashes once, not once a batch.
+_POOL: list[tuple[dict, dict, dict, hot_rescue.Pool]] = []
+
+
+def _rescue_pool(leaders: dict, fates: dict, keepers: dict) -> hot_rescue.Pool:
+    """The kept samples stranded followers try (:func:`mitigate.hot_rescue.kept`),
+    parsed (:func:`mitigate.hot_rescue.pool_of`) once for these side inputs."""
+    last = _POOL[0] if _POOL else None
+    if last is not None and last[0] is leaders and last[1] is fates and last[2] is keepers:
+        return last[3]
+    every = [x for v in leaders.values() for x in v[0]]
+    pool = hot_rescue.pool_of(hot_rescue.kept(every, fates, keepers))
+    _POOL[:] = [(leaders, fates, keepers, pool)]
+    return pool
+
+
 def resolve(
     held: list[tuple[hot.Role, HashItem]],
     fates: dict,
@@ -184,16 +227,16 @@ def resolve(
     k: int | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Decisions on one batch's followers and orphans (tagged ``main``) and counters
-    (``leaders``: the hot groups' leaders, for :func:`mitigate.hot.kept_for_rescue`)."""
+    (``leaders``: the hot groups' leaders, for the stranded followers' rescue:
+    :func:`_rescue_pool`)."""
     items = {it.key: it for _, it in held}
     out, counts = hot.resolve(
         [r for r, _ in held], items, fates, keepers, threshold, use_centre=use_centre
     )
     if counts["stranded"] and threshold is not None and leaders is not None and k is not None:
-        every = [x for v in leaders.values() for x in v[0]]
-        others = hot_rescue.kept(every, fates, keepers)
         args = (k, threshold, hot.verify.pair_scores, use_centre, counts)
-        counts = hot_rescue.rescue(out, [r for r, _ in held], items, others, *args)
+        pool = _rescue_pool(leaders, fates, keepers)
+        counts = hot_rescue.rescue(out, [r for r, _ in held], items, pool, *args)
     n_dup = n_overlap = 0
     for d in out:
         n_dup += d[1] == Reason.NEAR_DUPLICATE
