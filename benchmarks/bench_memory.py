@@ -17,6 +17,7 @@ their RSS is not the plain run's, so the plain rows are measured without them.
     python benchmarks/bench_memory.py --data bench_data --sizes 400 1600 6400 --long-side 1024
     python benchmarks/bench_memory.py --data bench_data --sizes 6400 --long-side 1024 --stages
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 --long-side 1024 --tracemalloc
+    python benchmarks/bench_memory.py --data bench_data --sizes 1600 --record-bytes
 """
 
 from __future__ import annotations
@@ -127,6 +128,34 @@ class HeapWatch:
         return {"traced_peak": peak, "snapshot_total": self.best, "top": lines}
 
 
+def record_bytes(shards: list[Path], n: int = 200) -> None:
+    """Encoded size (Beam's coder for the records' PCollections) of the first ``n``
+    decoded samples' records, with and without their verification signature."""
+    from apache_beam.coders.typecoders import registry
+
+    from mitigate import stages
+    from mitigate.config import load_config
+    from mitigate.pipeline import fs
+    from mitigate.pipeline.signatures import without_signature
+    from mitigate.records import SampleRecord
+    from mitigate.sources import index_tar
+
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml", _overrides([str(shards[0])], "unused", True)
+    )
+    coder = registry.get_coder(SampleRecord)
+    with open(shards[0], "rb") as f:
+        records = [r for r in index_tar(f, str(shards[0])) if isinstance(r, SampleRecord)][:n]
+    payloads = stages.load_payloads(records, fs.open_read, config.decode.max_image_bytes)
+    items = [i for i in stages.compute_signals(payloads, config.decode) if i.record.signature]
+    full = sum(len(coder.encode(i.record)) for i in items) / len(items)
+    light = sum(len(coder.encode(without_signature(i.record))) for i in items) / len(items)
+    print(
+        f"record encoded by {type(coder).__name__}, mean of {len(items)} decoded samples: "
+        f"{full:.0f} B with its signature, {light:.0f} B without ({light / full:.2f}x)"
+    )
+
+
 def child(
     shards: list[str],
     out: str,
@@ -228,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="dedup.verify off (default: on, as configs/default.yaml)",
     )
+    parser.add_argument(
+        "--record-bytes",
+        action="store_true",
+        help="only print a record's encoded size with and without its signature",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
@@ -235,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.child:
         child(args.shards, args.out, args.tracemalloc, args.verify, args.stages, args.trim)
+        return 0
+    if args.record_bytes:
+        record_bytes(ensure_data(args.data.resolve(), min(args.sizes), args.long_side))
         return 0
     results = {}
     for n in sorted(args.sizes):
