@@ -163,9 +163,23 @@ def child(
     verify: bool,
     stages: bool,
     trim: bool = False,
+    no_signatures: bool = False,
 ) -> None:
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
+
+    if no_signatures:  # an experiment: what the signatures cost, all in all
+        from mitigate import stages as core
+
+        compute = core.compute_signals
+
+        def unsigned(*args: Any, **kwargs: Any) -> Any:
+            items = compute(*args, **kwargs)
+            for item in items:
+                item.record.signature = None
+            return items
+
+        core.compute_signals = unsigned
 
     config, _ = load_config(REPO / "configs" / "default.yaml", _overrides(shards, out, verify))
     hw = HeapWatch() if heap else None
@@ -189,7 +203,7 @@ def run_child(shards: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         cmd = [sys.executable, __file__, "--child", "--out", str(Path(tmp) / "out")]
         cmd += ["--tracemalloc"] * args.tracemalloc
         cmd += ["--no-verify"] * (not args.verify) + ["--stages"] * args.stages
-        cmd += ["--trim"] * args.trim
+        cmd += ["--trim"] * args.trim + ["--no-signatures"] * args.no_signatures
         proc = subprocess.run([*cmd, *map(str, shards)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -258,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         help="dedup.verify off (default: on, as configs/default.yaml)",
     )
     parser.add_argument(
+        "--no-signatures",
+        action="store_true",
+        help="experiment: no verification signature on any record (implies --no-verify); "
+        "the manifest's signature column is then empty",
+    )
+    parser.add_argument(
         "--record-bytes",
         action="store_true",
         help="only print a record's encoded size with and without its signature",
@@ -268,7 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
-        child(args.shards, args.out, args.tracemalloc, args.verify, args.stages, args.trim)
+        child(
+            args.shards,
+            args.out,
+            args.tracemalloc,
+            args.verify and not args.no_signatures,
+            args.stages,
+            args.trim,
+            args.no_signatures,
+        )
         return 0
     if args.record_bytes:
         record_bytes(ensure_data(args.data.resolve(), min(args.sizes), args.long_side))
