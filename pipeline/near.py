@@ -154,7 +154,7 @@ class NearDedup(beam.PTransform):
                     r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
                 )
             )
-            | "AllHashes" >> beam.combiners.ToList()
+            | "AllHashes" >> Gather()
         )
         shard_refs = (
             pipeline
@@ -177,6 +177,23 @@ class NearDedup(beam.PTransform):
             | "Apply" >> beam.FlatMap(_apply)
         )
         return (joined, others) | "Rejoin" >> beam.Flatten(), report
+
+
+class Gather(beam.PTransform):
+    """All elements as one list, also when there are none; ``beam.combiners.ToList``
+    without its default injection, which hands the whole list to one more step as a
+    side input (one more copy of every item, signatures included, on the local runner:
+    BENCHMARKS.md, "Beam worker memory per sample"). Order is arbitrary, as ToList's."""
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        # one None-valued seed, so that the single group exists when the input is empty
+        seed = pcoll.pipeline | "Seed" >> beam.Create([(None, None)])
+        return (
+            (pcoll | "Keyed" >> beam.Map(lambda x: (None, x)), seed)
+            | "WithSeed" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "List" >> beam.Map(lambda kv: [x for x in kv[1] if x is not None])
+        )
 
 
 def lighten(records: beam.PCollection, light: bool, label: str) -> beam.PCollection:

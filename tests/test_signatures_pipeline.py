@@ -16,6 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from mitigate import stages
 from mitigate.config import load_config
 from mitigate.pipeline import fs
+from mitigate.pipeline.near import Gather
 from mitigate.pipeline.run import run
 from mitigate.pipeline.signatures import (
     WithSignatures,
@@ -138,3 +139,12 @@ def test_records_after_exact_dedup_carry_no_signature_and_outputs_keep_them(
             assert meta["signature"] == row["signature"].hex()
             quarantined += 1
     assert quarantined >= 3  # the filtered captions and the exact duplicate
+
+
+@pytest.mark.parametrize("values", [[], [3, 1, 2]])
+def test_gather_gives_one_list_also_of_nothing(values):
+    """The near-dup items are gathered without ToList's side-input copy; the decision
+    still needs exactly one list when no sample survived to near dedup."""
+    with TestPipeline() as p:
+        out = p | beam.Create(values, reshuffle=False) | Gather() | beam.Map(sorted)
+        assert_that(out, equal_to([sorted(values)]))
