@@ -3,16 +3,17 @@
 A record's signature (``mitigate.verify``, 2,315 bytes) is three quarters of its
 encoded size, and only two steps read it: the near-dup search (its ``HashItem``) and
 the manifest writer (and the quarantine writer, whose sidecars carry the manifest
-row). Every other stage (the key and sha256 groups, the near-dup join, rebalancing, the
-group by source) only moved it: on the local runner, which holds each stage's whole
-input and output in memory, that was most of the worker's growth per sample
-(BENCHMARKS.md, "Beam worker memory per sample (issue 14, stream 14m)").
+row). The stages after exact dedup (the near-dup join, rebalancing, the group by
+source) only moved it, and the local runner holds each stage's whole input and output
+in memory (BENCHMARKS.md, "Beam worker memory per sample (issue 14, stream 14m)").
 
-So right after the records are made, :func:`split_signatures` takes the signature out
-of each record and into a collection of ``(record.order, signature)`` pairs; the steps
-that read it get it back: :class:`WithSignatures` by a join on ``record.order`` (the
-near-dup items, the quarantined records), the manifest writer from
-:class:`SourceSignature` elements grouped with the records of its source. A signature
+So after exact dedup (``pipeline/build.py``), :func:`signature_of` takes each record's
+signature into a collection of ``(record.order, signature)`` pairs, and the records go
+on :func:`without_signature`; the near-dup items are made from the full records in the
+same fused stage (no join). The other readers get it back: the manifest writer from
+:class:`SourceSignature` elements grouped with the records of its source
+(:func:`by_source`, :func:`attach`), the quarantine writer by :class:`WithSignatures`,
+a join on ``record.order``. A signature
 never changes after the decode, and ``record.order`` (source, index) names one input
 occurrence, so every record gets back exactly the signature it had.
 """
@@ -47,15 +48,6 @@ def without_signature(record: SampleRecord) -> SampleRecord:
 def signature_of(record: SampleRecord) -> list[tuple[Order, bytes]]:
     """``[(record.order, signature)]``, or nothing for a record without one."""
     return [] if record.signature is None else [(record.order, record.signature)]
-
-
-def split_signatures(
-    records: beam.PCollection, label: str = "Signatures"
-) -> tuple[beam.PCollection, beam.PCollection]:
-    """(records without signatures, ``(order, signature)`` pairs)."""
-    light = records | f"{label}/Drop" >> beam.Map(without_signature)
-    signatures = records | f"{label}/Take" >> beam.FlatMap(signature_of)
-    return light, signatures
 
 
 def attach(records: Iterable[SampleRecord], signatures: dict[int, bytes]) -> list[SampleRecord]:
