@@ -312,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{one['wall'] / r['wall']:>15.2f} {r['cpu'] / one['cpu']:>15.2f} "
             f"{r['rss_parent_mb']:>19.0f} {r['rss_workers_mb']:>20.0f}"
         )
+    # what grows with the data: the one-worker process's peak RSS between the two sizes
+    one_small, one_large = result[(small, 1, False, True)], result[(large, 1, False, True)]
+    slope = (one_large["rss_parent_mb"] - one_small["rss_parent_mb"]) / (large - small) * 1000
+    print(
+        f"peak RSS slope, 1 worker, {small} -> {large} samples: {slope:.1f} MB per 1,000 "
+        f"samples ({slope * 1024 / 1000:.1f} KB per sample)"
+    )
     return 0
 
 

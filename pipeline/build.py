@@ -15,7 +15,10 @@
       ─ summary.json (after every writer, with the conservation check)
 
 Image bytes exist only inside ``ProcessChunk`` and the shard writer; every shuffle
-moves light records, so memory does not grow with image volume on any runner.
+moves light records, so memory does not grow with image volume on any runner. After
+exact dedup the verification signatures leave the records: the near-dup items take
+theirs in the same stage, the manifest gets them back grouped by source
+(pipeline/signatures.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ from mitigate.pipeline import fs
 from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.process import NAMESPACE, ProcessChunk
 from mitigate.pipeline.rebalance import Rebalance
+from mitigate.pipeline.signatures import (
+    SourceSignature,
+    attach,
+    by_source,
+    signature_of,
+    without_signature,
+)
 from mitigate.records import KEPT, PENDING, Reason, SampleRecord
 from mitigate.runners import beam_memo
 from mitigate.samples import SampleReader, shard_sample
@@ -141,15 +151,29 @@ class WriteManifestPart(beam.DoFn):
     def process(self, element: tuple[int, Iterable[SampleRecord | None]]) -> Iterator[Any]:
         ordinal, group = element
         # None is the marker every source sends, so a source with no sample (an empty
-        # or unreadable file) still gets its (empty) manifest part.
-        records = sorted((r for r in group if r is not None), key=lambda r: r.index)
+        # or unreadable file) still gets its (empty) manifest part; the signatures of
+        # the source's samples come beside its records (pipeline/signatures.py).
+        signatures: dict[int, bytes] = {}
+        light: list[SampleRecord] = []
+        for element in group:
+            if isinstance(element, SourceSignature):
+                signatures[element.index] = element.signature
+            elif element is not None:
+                light.append(element)
+        records = attach(sorted(light, key=lambda r: r.index), signatures)
         with fs.atomic_write(self.layout.manifest_part(ordinal)) as f:
             rows = output.write_manifest(records, self.filter_ids, f)
         for fid in self.embedding_ids:
             with fs.atomic_write(self.layout.embeddings_part(fid, ordinal)) as f:
                 output.write_embeddings(records, fid, f)
-        # written; downstream needs no embeddings (copies: inputs are never mutated)
-        records = [dataclasses.replace(r, embeddings={}) if r.embeddings else r for r in records]
+        # written; downstream needs no embeddings nor signatures (copies: inputs are
+        # never mutated)
+        records = [
+            dataclasses.replace(r, embeddings={}, signature=None)
+            if r.embeddings or r.signature is not None
+            else r
+            for r in records
+        ]
         counts = output.count_states(records)
         for name, n in counts.items():
             Metrics.counter(NAMESPACE, f"state/{name}").inc(n)
@@ -401,14 +425,19 @@ def _finish(
     filter_ids = [f.filter_id for f in config.filters]
     ordinals = {path: i for i, path in enumerate(sources)}
     records = _exact_dedup(records, config.dedup.exact)
+    # From here on the signatures travel beside the records (pipeline/signatures.py):
+    # the near-dup items read them in this stage, the manifest gets them back by source.
+    signatures = records | "Signatures" >> beam.FlatMap(signature_of)
     if config.dedup.near or config.dedup.against:
         records, near_report = records | "NearDedup" >> NearDedup(
             config.dedup,
             config.decode,
             config.runner.name,
             plan_processes(config.decode, config.runner)[0],
+            light=True,
         )
     else:
+        records = records | "WithoutSignatures" >> beam.Map(without_signature)
         near_report = pipeline | "NoNearDedup" >> beam.Create([])
     final = records | "Finalize" >> beam.Map(stages.finalize)
     if config.rebalance.enabled:
@@ -419,16 +448,19 @@ def _finish(
     if config.output.quarantine or config.output.quarantine_duplicates:
         from mitigate.pipeline.quarantine import Quarantine
 
-        _ = final | "Quarantine" >> Quarantine(config.output, config.filters, layout.root, ordinals)
+        _ = final | "Quarantine" >> Quarantine(
+            config.output, config.filters, layout.root, ordinals, signatures
+        )
 
     markers = pipeline | "EverySource" >> beam.Create([(i, None) for i in range(len(sources))])
+    by_source_parts = [
+        final
+        | "BySource" >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals),
+        markers,
+    ]
+    by_source_parts.append(by_source(signatures, ordinals, "SignaturesBySource"))
     written = (
-        (
-            final
-            | "BySource"
-            >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals),
-            markers,
-        )
+        tuple(by_source_parts)
         | "WithEmptySources" >> beam.Flatten()
         | "GroupSource" >> beam.GroupByKey()
         | "Manifest" >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids))

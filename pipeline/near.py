@@ -29,6 +29,7 @@ from mitigate import stages
 from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
 from mitigate.pipeline import fs
+from mitigate.pipeline.signatures import without_signature
 from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
 from mitigate.sources import index_tar
 from mitigate.workers import parallel_pair_scores
@@ -119,8 +120,12 @@ class NearDedup(beam.PTransform):
         decode: DecodeConfig,
         runner: str = "direct",
         processes: int = 1,
+        light: bool = False,
     ) -> None:
         super().__init__()
+        # records out without their signatures (read here, by the items, and taken out
+        # for the manifest by the caller: pipeline/signatures.py)
+        self.light = light
         self.dedup = dedup
         self.decode = decode  # to hash reference shards as the run hashes its input
         # processes that verify candidate pairs in the one-worker decision (decode.processes)
@@ -131,10 +136,16 @@ class NearDedup(beam.PTransform):
         if self.partitioned:
             from mitigate.pipeline.near_partitioned import PartitionedNearDedup
 
-            return records | "Partitioned" >> PartitionedNearDedup(self.dedup, self.decode)
+            return records | "Partitioned" >> PartitionedNearDedup(
+                self.dedup, self.decode, self.light
+            )
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
-        others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
+        others = lighten(
+            records | "Settled" >> beam.Filter(lambda r: r.state != PENDING),
+            self.light,
+            "SettledLight",
+        )
         items = (
             pending
             | "HashItems"
@@ -143,7 +154,7 @@ class NearDedup(beam.PTransform):
                     r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
                 )
             )
-            | "AllHashes" >> beam.combiners.ToList()
+            | "AllHashes" >> Gather()
         )
         shard_refs = (
             pipeline
@@ -157,13 +168,39 @@ class NearDedup(beam.PTransform):
         )
         decisions = decided | "Decisions" >> beam.FlatMap(lambda d: [(x.key, x) for x in d[0]])
         report = decided | "Report" >> beam.Map(lambda d: d[1])
-        keyed = pending | "ByKey" >> beam.Map(lambda r: (r.key, r))
+        keyed = lighten(pending, self.light, "PendingLight") | "ByKey" >> beam.Map(
+            lambda r: (r.key, r)
+        )
         joined = (
             {"record": keyed, "decision": decisions}
             | "Join" >> beam.CoGroupByKey()
             | "Apply" >> beam.FlatMap(_apply)
         )
         return (joined, others) | "Rejoin" >> beam.Flatten(), report
+
+
+class Gather(beam.PTransform):
+    """All elements as one list, also when there are none; ``beam.combiners.ToList``
+    without its default injection, which hands the whole list to one more step as a
+    side input (one more copy of every item, signatures included, on the local runner:
+    BENCHMARKS.md, "Beam worker memory per sample"). Order is arbitrary, as ToList's."""
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        # one None-valued seed, so that the single group exists when the input is empty
+        seed = pcoll.pipeline | "Seed" >> beam.Create([(None, None)])
+        return (
+            (pcoll | "Keyed" >> beam.Map(lambda x: (None, x)), seed)
+            | "WithSeed" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "List" >> beam.Map(lambda kv: [x for x in kv[1] if x is not None])
+        )
+
+
+def lighten(records: beam.PCollection, light: bool, label: str) -> beam.PCollection:
+    """``records`` without their signatures where ``light`` (pipeline/signatures.py)."""
+    if not light:
+        return records
+    return records | label >> beam.Map(without_signature)
 
 
 def _expand_glob(pattern: str) -> list[str]:

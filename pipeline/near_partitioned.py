@@ -242,18 +242,23 @@ class PartitionedNearDedup(beam.PTransform):
     """Records in, records out (survivors decided), plus a one-dict report; the same
     contract as :class:`mitigate.pipeline.near.NearDedup`."""
 
-    def __init__(self, dedup: DedupConfig, decode: DecodeConfig) -> None:
+    def __init__(self, dedup: DedupConfig, decode: DecodeConfig, light: bool = False) -> None:
         super().__init__()
         self.dedup = dedup
         self.decode = decode  # to hash reference shards as the run hashes its input
+        self.light = light  # records out without their signatures (as NearDedup's)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        from mitigate.pipeline.near import _apply, _expand_glob, reference_hashes
+        from mitigate.pipeline.near import _apply, _expand_glob, lighten, reference_hashes
 
         dedup = self.dedup
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
-        others = records | "Settled" >> beam.Filter(lambda r: r.state != PENDING)
+        others = lighten(
+            records | "Settled" >> beam.Filter(lambda r: r.state != PENDING),
+            self.light,
+            "SettledLight",
+        )
         items = pending | "HashItems" >> beam.Map(
             lambda r: HashItem(
                 r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
@@ -350,7 +355,9 @@ class PartitionedNearDedup(beam.PTransform):
             | "AllDecisions" >> beam.Flatten()
             | "DecisionByKey" >> beam.Map(lambda d: (d.key, d))
         )
-        keyed = pending | "ByKey" >> beam.Map(lambda r: (r.key, r))
+        keyed = lighten(pending, self.light, "PendingLight") | "ByKey" >> beam.Map(
+            lambda r: (r.key, r)
+        )
         joined = (
             {"record": keyed, "decision": all_decisions}
             | "Join" >> beam.CoGroupByKey()

@@ -12,6 +12,7 @@ from mitigate import output, quarantine
 from mitigate.config import OutputConfig
 from mitigate.filters import FilterConfig
 from mitigate.pipeline import fs
+from mitigate.pipeline.signatures import WithSignatures
 from mitigate.records import SampleRecord
 from mitigate.samples import SampleReader, shard_sample
 
@@ -54,9 +55,12 @@ class Quarantine(beam.PTransform):
         filters: Sequence[FilterConfig],
         root: str,
         ordinals: dict[str, int],
+        signatures: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self.output = output
+        # (order, signature) pairs taken out of the records (pipeline/signatures.py)
+        self.signatures = signatures
         self.filter_ids = [f.filter_id for f in filters]  # the manifest row's score columns
         self.root = root
         self.ordinals = ordinals
@@ -65,9 +69,13 @@ class Quarantine(beam.PTransform):
         out = self.output
         filter_ids = self.filter_ids
         ordinals = self.ordinals
+        dropped = records | "Dropped" >> beam.Filter(
+            quarantine.wanted, out.quarantine, out.quarantine_duplicates
+        )
+        if self.signatures is not None:  # the sidecars' manifest rows carry them
+            dropped = dropped | "WithSignatures" >> WithSignatures(self.signatures)
         return (
-            records
-            | "Dropped" >> beam.Filter(quarantine.wanted, out.quarantine, out.quarantine_duplicates)
+            dropped
             # embeddings stay out of the shuffle: the shards do not carry them
             | "ByReasonSource"
             >> beam.Map(
