@@ -89,10 +89,10 @@ def merge_views(
 def log_aspect(signatures: Sequence[bytes | None]) -> NDArray[np.float64]:
     """``log(width / height)`` of each signature's working image; NaN without one."""
     out = np.full(len(signatures), np.nan)
-    present = [t for t, s in enumerate(signatures) if verify.is_signature(s)]
+    present = [(t, s) for t, s in enumerate(signatures) if s is not None and verify.is_signature(s)]
     if present:
-        size = verify.working_sizes(verify.as_signatures([signatures[t] for t in present]))
-        out[present] = np.log(np.maximum(size[:, 0], 1) / np.maximum(size[:, 1], 1))
+        size = verify.working_sizes([s for _, s in present])  # 4 bytes each, no table
+        out[[t for t, _ in present]] = np.log(np.maximum(size[:, 0], 1) / np.maximum(size[:, 1], 1))
     return out
 
 

@@ -217,6 +217,23 @@ def test_signature_layout_round_trips_to_the_cells() -> None:
     assert verify._sizes(verify.as_signatures([sig])).tolist() == [list(image.size)]
 
 
+def test_working_sizes_read_the_size_bytes_without_a_table() -> None:
+    """The working sizes (and the centre view's aspect gate) come from each signature's
+    four size bytes: the same as the table's columns, sizes over 255 and clamped at
+    65535 included; a missing or old signature has no aspect."""
+    from mitigate import centre
+
+    sizes = [(300, 200), (1, 1), (256, 255), (65535, 3), (3, 70000)]
+    sigs = [verify.signature(Image.new("RGB", s)) for s in sizes]
+    got = verify.working_sizes(sigs)
+    assert got.tolist() == verify._sizes(verify.as_signatures(sigs)).tolist()
+    assert got.tolist() == [[w, min(h, 65535)] for w, h in sizes]
+    old = sigs[0][:-1] + bytes([verify.SIG_VERSION + 1])
+    aspect = centre.log_aspect([sigs[0], None, old, sigs[3]])
+    assert aspect[0] == pytest.approx(np.log(1.5)) and aspect[3] == pytest.approx(np.log(65535 / 3))
+    assert np.isnan(aspect[1]) and np.isnan(aspect[2])
+
+
 def test_stop_above_keeps_every_decision_and_exact_scores_below_it(
     evalset: list[Sample], scored: tuple[neardup.PairSet, np.ndarray]
 ) -> None:
