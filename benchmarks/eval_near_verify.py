@@ -365,7 +365,7 @@ def metrics(
     }
 
 
-def cost(shards: list[Path], previous: ModuleType | None = None, repeat: int = 5) -> int:
+def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 5) -> int:
     """What the signature costs the decode path, per image (process CPU time: other
     processes on a shared machine do not count), measured as the pipeline runs it: the
     decode with the signature against the same decode without it
@@ -375,10 +375,9 @@ def cost(shards: list[Path], previous: ModuleType | None = None, repeat: int = 5
     off (Pillow's greyscale conversion and the signature's Pillow path, the fifth
     round), the signature timed where it is called (:class:`SignatureTimer`); and
     ``previous``'s (``--previous-verify``) likewise."""
-    from bench_hashing import load  # benchmarks/: the images that decode, of every shard
-
-    images = load(shards)
     t = dict.fromkeys(("with", "bare", "pillow", "prev"), 0.0)
+    # the same two figures for images under 128 px a side (the signature's BOX path)
+    small = {"with": 0.0, "bare": 0.0, "n": 0.0}
     t_centre = t_phash = 0.0
     fused = verify.grey_and_signature
     timer, prev_timer = SignatureTimer(), SignatureTimer(previous and previous.signature)
@@ -395,7 +394,11 @@ def cost(shards: list[Path], previous: ModuleType | None = None, repeat: int = 5
             # neither result is kept (one kept while the other decodes would hand that one
             # colder memory: measured, ~40 us of bias)
             for signature in (False, True) if (i + r) % 2 else (True, False):
-                run("with" if signature else "bare", data, signature=signature)
+                before = t["with"] + t["bare"]
+                out = run("with" if signature else "bare", data, signature=signature)
+                if min(out.working.size) < 2 * verify.GRID:
+                    small["with" if signature else "bare"] += t["with"] + t["bare"] - before
+                    small["n"] += signature
             verify.grey_and_signature = lambda image, **kw: None  # type: ignore[assignment]
             try:
                 with timer:
@@ -419,6 +422,17 @@ def cost(shards: list[Path], previous: ModuleType | None = None, repeat: int = 5
         f"{t['bare'] / n * 1e3:.3f} ms, with it {t['with'] / n * 1e3:.3f} ms: the signature "
         f"costs {marginal / n * 1e3:.3f} ms = {marginal / t['bare']:.1%} of the decode path"
     )
+    if small["n"]:
+        ns, ms = small["n"], small["with"] - small["bare"]
+        print(
+            f"  of which {ns / repeat:.0f} images under 128 px a side: decode path without the "
+            f"signature {small['bare'] / ns * 1e3:.3f} ms, with it {small['with'] / ns * 1e3:.3f}"
+            f" ms: {ms / ns * 1e3:.3f} ms = {ms / small['bare']:.1%}; the others "
+            f"{(marginal - ms) / (n - ns) * 1e3:.3f} ms = "
+            f"{(marginal - ms) / (t['bare'] - small['bare']):.1%}"
+            if n > ns
+            else "  all under 128 px a side"
+        )
     t_sig = timer.seconds
     rest = t["pillow"] - t_sig
     print(
@@ -541,10 +555,16 @@ def main(argv: list[str] | None = None) -> int:
         help="only measure the signature's cost against the decode on these shards' images",
     )
     parser.add_argument(
+        "--cost-stamps",
+        action="store_true",
+        help="only measure the signature's cost against the decode on the labelled set's "
+        "originals (every stamp source, or --limit, at --max-side, JPEG q90)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=5,
-        help="--cost-shards: passes over the images (default 5; more for a small set)",
+        help="--cost-shards/--cost-stamps: passes over the images (default 5)",
     )
     parser.add_argument(
         "--previous-verify",
@@ -569,7 +589,12 @@ def main(argv: list[str] | None = None) -> int:
         for with_signature in (True, False):
             verify.grey_and_signature(Image.new("RGB", (side, side)), with_signature=with_signature)
     if args.cost_shards:
-        return cost(args.cost_shards, previous, args.repeat)
+        from bench_hashing import load  # benchmarks/: the images that decode, of every shard
+
+        return cost(load(args.cost_shards), previous, args.repeat)
+    if args.cost_stamps:
+        stamps = load_sources(args.stamps, args.max_side, args.limit)
+        return cost([jpeg(image, 90) for _, image in stamps], previous, args.repeat)
     if args.search_cost:
         return search_cost(args.search_cost, args.ks)
 

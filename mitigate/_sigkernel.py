@@ -18,6 +18,7 @@ from mitigate import sigdef
 # file, not on the modules it imports, so a change of the definition must change this
 # file (or a stale kernel would be loaded); the check below fails loudly if they drift.
 GRID, CHROMA_GRID, SAMPLES_X, SAMPLES_Y = 64, 16, 2, 2
+BOX_BITS = 22  # mitigate.sigsample.BOX_BITS: Pillow's resampling fixed point
 LUMA, LUMA_SHIFT = (19595, 38470, 7471), 18
 CB, CR, CHROMA_SHIFT = (-11058, -21710, 32768), (32768, -27439, -5329), 22
 if (GRID, CHROMA_GRID, SAMPLES_X, SAMPLES_Y, LUMA, LUMA_SHIFT, CB, CR, CHROMA_SHIFT) != (
@@ -48,14 +49,28 @@ def _pack_plane(values, n, lo, hi, level, out, at):  # type: ignore[no-untyped-d
 
 
 @njit(cache=True, nogil=True)
-def _add_cell(c, sr, sg, sb, y, csum):  # type: ignore[no-untyped-def]
-    """Luma cell ``c`` (row-major, GRID a row) from its samples' RGB sums; the sums also
-    added to the cell's chroma cell (``csum``: R, G, B sums of each chroma cell)."""
-    y[c] = (LUMA[0] * sr + LUMA[1] * sg + LUMA[2] * sb + (1 << (LUMA_SHIFT - 1))) >> LUMA_SHIFT
-    k = 3 * ((c // GRID // _POOL) * CHROMA_GRID + (c % GRID) // _POOL)
-    csum[k] += sr
-    csum[k + 1] += sg
-    csum[k + 2] += sb
+def _cells_of(rgb, level, size):  # type: ignore[no-untyped-def]
+    """The packed cells and the six range bytes (``size`` bytes) from each luma cell's
+    R, G and B sums of its SAMPLES_X * SAMPLES_Y samples (``rgb``: 3 planes of GRID *
+    GRID, row-major): the luma cells, and each chroma cell's sums of its 4 x 4 luma
+    cells, in loops over whole planes (they vectorise)."""
+    n = GRID * GRID
+    r, g, b = rgb[0], rgb[1], rgb[2]
+    y = np.empty(n, np.int64)
+    half = 1 << (LUMA_SHIFT - 1)
+    for c in range(n):
+        y[c] = (LUMA[0] * r[c] + LUMA[1] * g[c] + LUMA[2] * b[c] + half) >> LUMA_SHIFT
+    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    for i in range(GRID):
+        row = (i // _POOL) * CHROMA_GRID
+        for cj in range(CHROMA_GRID):
+            k = 3 * (row + cj)
+            a = i * GRID + cj * _POOL
+            for t in range(_POOL):
+                csum[k] += r[a + t]
+                csum[k + 1] += g[a + t]
+                csum[k + 2] += b[a + t]
+    return _finish(y, csum, level, size)
 
 
 @njit(cache=True, nogil=True)
@@ -91,8 +106,7 @@ def _sampled(px, rows, cols, level, size):  # type: ignore[no-untyped-def]
     """The packed cells and the six range bytes (``size`` bytes) of the point samples
     ``px[rows[r] + cols[c]]`` (RGB words, R in the low byte), ``64 * SAMPLES_Y`` rows
     by ``64 * SAMPLES_X`` columns, ``SAMPLES_Y`` x ``SAMPLES_X`` a luma cell."""
-    y = np.empty(GRID * GRID, np.int64)
-    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    rgb = np.empty((3, GRID * GRID), np.int64)
     for i in range(GRID):
         for j in range(GRID):
             sr, sg, sb = 0, 0, 0
@@ -103,8 +117,9 @@ def _sampled(px, rows, cols, level, size):  # type: ignore[no-untyped-def]
                     sr += v & 255
                     sg += (v >> 8) & 255
                     sb += (v >> 16) & 255
-            _add_cell(i * GRID + j, sr, sg, sb, y, csum)
-    return _finish(y, csum, level, size)
+            c = i * GRID + j
+            rgb[0, c], rgb[1, c], rgb[2, c] = sr, sg, sb
+    return _cells_of(rgb, level, size)
 
 
 @njit(cache=True, nogil=True)
@@ -117,18 +132,95 @@ def cells(words, level, size):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def box_cells(rgbx, level, size):  # type: ignore[no-untyped-def]
-    """:func:`cells` of an image under 128 px a side, from its 64 x 64 area averages
-    ``rgbx`` (Pillow's BOX resize, RGBX): each cell's SAMPLES_X * SAMPLES_Y samples are
-    its average repeated (what the NEAREST resize up by whole factors gives), so the
-    sums are the average times their number, without that resize."""
-    y = np.empty(GRID * GRID, np.int64)
-    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+def _box_bins(size):  # type: ignore[no-untyped-def]
+    """:func:`mitigate.sigsample.box_bins`: each cell's first and end pixel along a side
+    and its fixed-point weight (Pillow's, computed in doubles as Pillow does)."""
+    first, end = np.empty(GRID, np.int64), np.empty(GRID, np.int64)
+    weight = np.empty(GRID, np.int64)
+    for i in range(GRID):
+        if size < GRID:
+            first[i] = (2 * i + 1) * size // (2 * GRID)
+            end[i] = first[i] + 1
+        else:
+            first[i] = (2 * i * size - GRID) // (2 * GRID) + 1
+            end[i] = (2 * (i + 1) * size - GRID) // (2 * GRID) + 1
+        weight[i] = int(0.5 + 1.0 / (end[i] - first[i]) * (1 << BOX_BITS))
+    return first, end, weight
+
+
+@njit(cache=True, nogil=True)
+def _across(px, width, height):  # type: ignore[no-untyped-def]
+    """Pillow's BOX pass across the rows: R, G, B planes of ``height`` x GRID."""
+    out = np.empty((3, height, GRID), np.int64)
+    if width == GRID:  # Pillow does not resample a side that has the size asked
+        for r in range(height):
+            for j in range(GRID):
+                v = px[r * GRID + j]
+                out[0, r, j], out[1, r, j], out[2, r, j] = v & 255, (v >> 8) & 255, (v >> 16) & 255
+        return out
+    first, end, weight = _box_bins(width)
+    half = 1 << (BOX_BITS - 1)
+    if width < 2 * GRID:  # 1 or 2 pixels a cell: read 2 (one pixel twice), weigh by 2**21
+        last = end - 1
+        for r in range(height):
+            base = r * width
+            for j in range(GRID):
+                u, v = px[base + first[j]], px[base + last[j]]
+                out[0, r, j] = ((u & 255) + (v & 255) + 1) >> 1
+                out[1, r, j] = (((u >> 8) & 255) + ((v >> 8) & 255) + 1) >> 1
+                out[2, r, j] = (((u >> 16) & 255) + ((v >> 16) & 255) + 1) >> 1
+        return out
+    for r in range(height):
+        base = r * width
+        for j in range(GRID):
+            sr, sg, sb = 0, 0, 0
+            for x in range(base + first[j], base + end[j]):
+                v = px[x]
+                sr += v & 255
+                sg += (v >> 8) & 255
+                sb += (v >> 16) & 255
+            w = weight[j]
+            out[0, r, j] = min((sr * w + half) >> BOX_BITS, 255)
+            out[1, r, j] = min((sg * w + half) >> BOX_BITS, 255)
+            out[2, r, j] = min((sb * w + half) >> BOX_BITS, 255)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def box_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
+    """:func:`cells` of an image under 128 px a side from its pixels ``px`` (``height``
+    rows of ``width`` RGB words): Pillow's BOX resize to 64 x 64 (its arithmetic, exact:
+    :func:`mitigate.sigsample.box_numpy`), each cell's average standing for its
+    SAMPLES_X * SAMPLES_Y samples (what the NEAREST resize up by whole factors gives)."""
+    across = _across(px, width, height)
     n = SAMPLES_X * SAMPLES_Y
-    for c in range(GRID * GRID):
-        p = 4 * c
-        _add_cell(c, n * rgbx[p], n * rgbx[p + 1], n * rgbx[p + 2], y, csum)
-    return _finish(y, csum, level, size)
+    rgb = np.empty((3, GRID * GRID), np.int64)
+    if height == GRID:
+        for k in range(3):
+            for c in range(GRID * GRID):
+                rgb[k, c] = n * across[k, c // GRID, c % GRID]
+        return _cells_of(rgb, level, size)
+    first, end, weight = _box_bins(height)
+    half = 1 << (BOX_BITS - 1)
+    acc = np.empty(GRID, np.int64)
+    for k in range(3):
+        plane = across[k]
+        for i in range(GRID):
+            acc[:] = 0
+            for r in range(first[i], end[i]):
+                row = plane[r]
+                for j in range(GRID):
+                    acc[j] += row[j]
+            w = weight[i]
+            for j in range(GRID):
+                rgb[k, i * GRID + j] = n * min((acc[j] * w + half) >> BOX_BITS, 255)
+    return _cells_of(rgb, level, size)
+
+
+@njit(cache=True, nogil=True)
+def grey_and_box(px, width, height, level, size):  # type: ignore[no-untyped-def]
+    """:func:`grey` and :func:`box_cells` of an image under 128 px a side, in one call."""
+    return grey(px, width * height), box_cells(px, width, height, level, size)
 
 
 @njit(cache=True, nogil=True)

@@ -4,7 +4,11 @@ both pHash's greyscale image and the verification signature (issue 12, seventh r
 
 The signature's samples are Pillow's NEAREST resize to ``64 * SAMPLES_X`` x ``64 *
 SAMPLES_Y`` (:mod:`mitigate.sigdef`); :func:`sample_index` is that resize's mapping and
-:func:`samples_numpy` the samples' numpy reference (tests compare both with Pillow).
+:func:`samples_numpy` the samples' numpy reference (tests compare both with Pillow). An
+image under 128 px a side is averaged instead, by Pillow's BOX resize to 64 x 64 cells:
+:func:`box_bins` and :func:`box_numpy` are that resize's arithmetic in exact integers
+(the numpy reference of :func:`mitigate._sigkernel.grey_and_box`; tests compare all
+three with Pillow at every size).
 """
 
 from __future__ import annotations
@@ -45,6 +49,52 @@ def samples_numpy(pixels: NDArray[np.uint8], width: int, height: int) -> bytes:
     grid = pixels.reshape(height, width, 4)
     rows, cols = sample_index(height, SAMPLES[1]), sample_index(width, SAMPLES[0])
     return grid[np.ix_(rows, cols)].tobytes()
+
+
+BOX_BITS = 22  # Pillow's fixed point for 8-bit resampling (PRECISION_BITS)
+
+
+def box_bins(size: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """The pixels Pillow's BOX resize of a side of ``size`` pixels to 64 cells averages,
+    as each cell's first and end pixel (exclusive), and its fixed-point weight.
+
+    Pillow weighs pixel ``p`` 1 in cell ``i`` when ``-1/2 < (p + 1/2 - c) / s <= 1/2``,
+    ``c = (i + 1/2) * size / 64`` the cell's centre, ``s = max(size / 64, 1)``: on a side
+    of 64 px or more, the pixels whose centres lie in ``(i, i + 1] * size / 64`` (here in
+    exact integers: ``2 i size < 128 p + 64 <= 2 (i + 1) size``); on a shorter side, the
+    one pixel ``floor(c)``. Each of a cell's ``n`` pixels weighs ``int(0.5 + 2**22 / n)``
+    (Pillow's ``normalize_coeffs_8bpc``, in doubles, as here)."""
+    i = np.arange(GRID, dtype=np.int64)
+    if size < GRID:
+        first = (2 * i + 1) * size // (2 * GRID)
+        end = first + 1
+    else:
+        first = (2 * i * size - GRID) // (2 * GRID) + 1
+        end = (2 * (i + 1) * size - GRID) // (2 * GRID) + 1
+    weight = [int(0.5 + 1.0 / n * (1 << BOX_BITS)) for n in (end - first).tolist()]
+    return first, end, np.asarray(weight, np.int64)
+
+
+def _box_pass(sums: NDArray[np.int64], weight: NDArray[np.int64]) -> NDArray[np.int64]:
+    """One pass of Pillow's resampling: the weighted sum rounded (half up) and clipped."""
+    return np.minimum((sums * weight + (1 << (BOX_BITS - 1))) >> BOX_BITS, 255)
+
+
+def box_numpy(pixels: NDArray[np.uint8], width: int, height: int) -> NDArray[np.int64]:
+    """Pillow's ``resize((64, 64), BOX)`` of an RGB image (64 x 64 x 3, R, G, B) from its
+    RGBX bytes, in numpy: the rows across (each cell's pixel sums times its weight,
+    rounded), then down; a side already 64 px is not resampled (as Pillow skips it)."""
+    grid = pixels.reshape(height, width, 4)[..., :3].astype(np.int64)
+    for axis, size in ((1, width), (0, height)):
+        if size == GRID:
+            continue
+        first, end, weight = box_bins(size)
+        cum = np.concatenate([np.zeros_like(grid.take([0], axis)), grid.cumsum(axis)], axis)
+        sums = cum.take(end, axis) - cum.take(first, axis)
+        shape = [1, 1, 1]
+        shape[axis] = GRID
+        grid = _box_pass(sums, weight.reshape(shape))
+    return grid
 
 
 class _ArrowArray(ctypes.Structure):

@@ -195,26 +195,27 @@ def signature(image: Image.Image) -> bytes:
     height (the resolution a pair can be compared at, and its aspect ratio) and
     :data:`SIG_VERSION`.
 
-    The fourth round's samples and cells, computed in one Pillow resize, one copy of
-    its bytes and one pass of a compiled kernel (:mod:`mitigate._sigkernel`,
-    bit-identical to the numpy reference :func:`_cells_numpy`) instead of seven Pillow
-    and numpy calls (a reduce, the YCbCr conversion, the chroma reduce, copies and a
-    numpy quantisation); the colour arithmetic is the kernel's own, so the bytes are
-    not the fourth round's (the luma of a sample mean is within 1 of it, and chroma
-    within Pillow's table rounding): a new :data:`SIG_VERSION`. Measured
-    (BENCHMARKS.md, "Fifth round"): the same precision and recall, ~0.6x the CPU time in
-    the decode path.
+    The fourth round's samples and cells, computed in one Pillow resize (or, under 128
+    px, the kernel's own exact copy of Pillow's BOX arithmetic,
+    :func:`mitigate._sigkernel.box_cells`, eighth round), one copy of its bytes and one
+    pass of a compiled kernel (:mod:`mitigate._sigkernel`, bit-identical to the numpy
+    reference :func:`_cells_numpy`) instead of seven Pillow and numpy calls; the colour
+    arithmetic is the kernel's own, so the bytes are not the fourth round's: a new
+    :data:`SIG_VERSION`. Measured (BENCHMARKS.md, "Fifth round", "Eighth round"): the
+    same precision and recall, ~0.6x the CPU time in the decode path.
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
     tail = _tail(*image.size)
     kernel = _kernel()
     if min(image.size) < 2 * GRID:  # each cell's area average, repeated on its samples
-        box = image.resize((GRID, GRID), Image.Resampling.BOX).tobytes("raw", "RGBX")
         if kernel is not None:
             from mitigate import _sigkernel  # imported by _kernel() already
 
-            return _sigkernel.box_cells(box, _LEVEL, _SIZE_AT).tobytes() + tail
+            words = np.frombuffer(image.tobytes("raw", "RGBX"), np.uint32)
+            cells = _sigkernel.box_cells(words, *image.size, _LEVEL, _SIZE_AT)
+            return cells.tobytes() + tail  # Pillow's BOX resize, computed in the kernel
+        box = image.resize((GRID, GRID), Image.Resampling.BOX).tobytes("raw", "RGBX")
         cells = np.frombuffer(box, np.uint8).reshape(GRID, 1, GRID, 1, 4)
         reps = np.ones((1, sigdef.SAMPLES_Y, 1, sigdef.SAMPLES_X, 1), np.uint8)
         return _cells_numpy((cells * reps).tobytes()) + tail  # NEAREST up by whole factors
@@ -235,10 +236,13 @@ def grey_and_signature(
     (BENCHMARKS.md, "Seventh round"). ``with_signature=False`` gives the greyscale image
     only (the signature ``b""``), from the same pass without the samples.
 
-    None where the pass does not apply, and the caller takes Pillow's paths: an image
-    that is not RGB or has a side under 128 px (the signature's BOX path), no zero-copy
-    view of its memory (:func:`mitigate.sigsample.pixels`), or no numba."""
-    if image.mode != "RGB" or min(image.size) < 2 * GRID or not sigsample.EXACT_GRID:
+    An image under 128 px a side is averaged (Pillow's BOX resize, exactly, in the same
+    call: :func:`mitigate._sigkernel.grey_and_box`). None where the pass does not apply,
+    and the caller takes Pillow's paths: an image that is not RGB, no zero-copy view of
+    its memory (:func:`mitigate.sigsample.pixels`), no numba, or the greyscale image
+    alone of an image under 128 px (Pillow's conversion is cheaper there)."""
+    small = min(image.size) < 2 * GRID
+    if image.mode != "RGB" or not sigsample.EXACT_GRID or (small and not with_signature):
         return None
     kernel = _kernel()
     pixels = sigsample.pixels(image) if kernel is not None else None
@@ -249,7 +253,8 @@ def grey_and_signature(
     w, h = image.size
     words = pixels.view(np.uint32)
     if with_signature:
-        grey, cells = _sigkernel.grey_and_cells(words, w, h, _LEVEL, _SIZE_AT)
+        fused = _sigkernel.grey_and_box if small else _sigkernel.grey_and_cells
+        grey, cells = fused(words, w, h, _LEVEL, _SIZE_AT)
         sig = cells.tobytes() + _tail(w, h)
     else:
         grey, sig = _sigkernel.grey(words, w * h), b""

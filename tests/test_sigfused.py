@@ -34,10 +34,22 @@ def _coded(width: int, height: int) -> Image.Image:
     return Image.fromarray(arr)
 
 
+def _pillow_signature(image: Image.Image) -> bytes:
+    """The signature from Pillow's own resampling: its NEAREST resize to the samples
+    (a side of 128 px or more), or its BOX resize to the 64 x 64 cells repeated on each
+    cell's 2 x 2 samples (a smaller image); the cells from the numpy reference."""
+    if min(image.size) >= SIDE:
+        rgbx = image.resize(sigsample.SAMPLES, Image.Resampling.NEAREST).tobytes("raw", "RGBX")
+    else:
+        box = np.asarray(image.convert("RGBX").resize((64, 64), Image.Resampling.BOX))
+        rgbx = box.repeat(2, axis=0).repeat(2, axis=1).tobytes()
+    return verify._cells_numpy(rgbx) + verify._tail(*image.size)
+
+
 def _pillow(image: Image.Image) -> tuple[bytes, bytes]:
-    """What the fused pass replaces: Pillow's greyscale image and the signature's
-    Pillow path (NEAREST resize, a copy, the cells kernel)."""
-    return image.convert("L").tobytes(), verify.signature(image)
+    """What the fused pass replaces: Pillow's greyscale image and the signature from
+    Pillow's resampling."""
+    return image.convert("L").tobytes(), _pillow_signature(image)
 
 
 def _fused(image: Image.Image) -> tuple[bytes, bytes]:
@@ -106,14 +118,52 @@ def _real_images() -> list[Image.Image]:
 
 
 def test_the_fused_pass_gives_pillows_bytes_on_real_photos() -> None:
-    taken = 0
+    """Every bundled photo at three scales, both ways round: 108 of the 192 have both
+    sides >= 128 px (point samples), the others are averaged (the BOX path)."""
+    small = 0
     for im in _real_images():
-        if min(im.size) < SIDE:
-            assert verify.grey_and_signature(im) is None  # the signature's BOX path
-            continue
         assert _fused(im) == _pillow(im), im.size
-        taken += 1
-    assert taken >= 100  # 108 of the 192 have both sides >= 128 px
+        assert verify.signature(im) == _pillow_signature(im), im.size
+        small += min(im.size) < SIDE
+    assert 60 <= small <= 100
+
+
+def test_box_numpy_is_pillows_box_resize_at_every_small_size() -> None:
+    """``sigsample.box_numpy`` (and the bins and weights it uses, the kernel's) equals
+    Pillow's ``resize((64, 64), BOX)`` of random images for every side 1..300 against
+    shorter sides that cover every case (under 64 px: one pixel a cell; 64: no pass;
+    65..127: one or two; and long sides up to 4000, both ways round): proved on
+    Pillow's own resize, not on a copy of its arithmetic."""
+    rng = np.random.default_rng(64)
+    shorts = [1, 2, 3, 31, 63, 64, 65, 96, 97, 100, 120, 127]
+    longs = [*range(1, 301), 511, 1000, 4000]
+    for a in longs:
+        for b in shorts:
+            for w, h in ((a, b), (b, a)):
+                im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                want = np.asarray(im.resize((64, 64), Image.Resampling.BOX), np.int64)
+                rgbx = np.frombuffer(im.tobytes("raw", "RGBX"), np.uint8)
+                assert np.array_equal(sigsample.box_numpy(rgbx, w, h), want), (w, h)
+
+
+@settings(max_examples=60, deadline=None)
+@example(width=1, height=1, flip=False)
+@example(width=64, height=64, flip=False)  # Pillow resamples neither side
+@example(width=4000, height=127, flip=True)
+@given(
+    width=st.integers(1, 600),
+    height=st.one_of(st.integers(1, SIDE - 1), st.sampled_from([1, 63, 64, 65, 127])),
+    flip=st.booleans(),
+)
+def test_small_images_get_pillows_box_signature_from_the_kernel(
+    width: int, height: int, flip: bool
+) -> None:
+    """An image with a side under 128 px, its pixels naming their place: the kernel's
+    BOX signature (``verify.signature``) and the fused pass give the bytes of Pillow's
+    BOX resize through the numpy cells, and Pillow's greyscale image."""
+    image = _coded(*((height, width) if flip else (width, height)))
+    assert verify.signature(image) == _pillow_signature(image)
+    assert _fused(image) == _pillow(image)
 
 
 @pytest.mark.parametrize("hash_mode", ["fast", "exact"])
@@ -175,8 +225,8 @@ def test_every_case_the_pass_does_not_take_is_left_to_pillow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No view (a Pillow without the Arrow export, rows padded to an alignment), another
-    mode, a side under 128 px, no numba: the pass says None, and the decoder's bytes are
-    the same."""
+    mode, the greyscale image alone of an image under 128 px, no numba: the pass says
+    None, and the decoder's bytes are the same."""
     photo = Image.open(DATA / "photos-chelsea.jpg").convert("RGB")
     assert verify.grey_and_signature(photo) is not None
 
@@ -195,7 +245,9 @@ def test_every_case_the_pass_does_not_take_is_left_to_pillow(
         assert verify.grey_and_signature(photo) is None
     for mode in ("L", "P", "RGBA", "CMYK", "I;16"):
         assert verify.grey_and_signature(photo.convert(mode)) is None, mode
-    assert verify.grey_and_signature(photo.resize((127, 300))) is None
+    small = photo.resize((127, 300))  # the greyscale image alone: Pillow's is cheaper
+    assert verify.grey_and_signature(small, with_signature=False) is None
+    assert verify.grey_and_signature(small) is not None
     # through the decoder: a PNG with alpha (working image composited, not hashed as is)
     buf = io.BytesIO()
     photo.convert("RGBA").save(buf, "PNG")
