@@ -12,7 +12,6 @@ every shuffle and every runner-side buffer small, whatever the dataset size.
 from __future__ import annotations
 
 import dataclasses
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,25 +109,6 @@ class SampleRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as its field values in field order, without the field names: Beam's
-        fallback coder pickles every record at every stage boundary (and the decode
-        pool through its pipes). ~480 instead of ~780 bytes a light record, and faster
-        to load (BENCHMARKS.md, "Beam run beyond the per-sample steps")."""
-        return (_rebuild, (type(self), _field_values(self)))
-
-
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(SampleRecord))
-_field_values = operator.attrgetter(*_FIELD_NAMES)
-
-
-def _rebuild(cls: type[SampleRecord], values: tuple[Any, ...]) -> SampleRecord:
-    """A record from its pickled field values (as pickle restores any object: its
-    attributes set, ``__init__`` not run)."""
-    record = cls.__new__(cls)
-    record.__dict__.update(zip(_FIELD_NAMES, values, strict=True))
-    return record
 
 
 def keep_rank(record: SampleRecord) -> tuple[int, str, str, int]:
