@@ -20,6 +20,9 @@ per sample over the pipeline's (how many times cheaper per sample the pipeline i
 ``--compare-before`` adds one-worker rows with the fixed-cost cuts of issue 14 switched
 off (Beam's introspection memos, ``runners/beam_memo.py``, and the runner-API round
 trip the local runner skips, ``runners/local.py``): their before/after in the same run.
+``--compare-medoid`` adds rows (one worker and the parallel mode, both sizes) whose
+medoid measure scores pairs as before stream 14c (``mitigate/keep.py``: every ordered
+pair, verified candidates scored again): same outputs, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -81,12 +84,38 @@ def baseline(shards: list[Path]) -> tuple[int, float, float]:
     return n, time.perf_counter() - started, time.process_time() - cpu_started
 
 
+def old_medoid_scoring() -> None:
+    """The medoid measure's pair scoring as before stream 14c: every ordered (member,
+    anchor) pair scored, none reused (the code it replaced, verbatim)."""
+    import numpy as np
+
+    from mitigate import keep, verify
+
+    def ordered(gi, ga, keys, signatures, score_pairs, known):
+        used = sorted(set(gi.tolist()) | set(ga.tolist()), key=lambda x: keys[x])
+        pos = np.zeros(len(keys), dtype=np.int64)
+        pos[used] = np.arange(len(used))
+        sigs = verify.as_signatures([signatures[x] for x in used])
+        return score_pairs(pos[gi], pos[ga], sigs)
+
+    keep._chunk_scores = ordered
+
+
 def child(
-    shards: list[str], out: str, workers: int, mode: str, nsfw: bool, cuts: bool = True
+    shards: list[str],
+    out: str,
+    workers: int,
+    mode: str,
+    nsfw: bool,
+    cuts: bool = True,
+    old_medoid: bool = False,
 ) -> None:
     """Run the pipeline once and print its timing and peak memory as JSON."""
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
+
+    if old_medoid:
+        old_medoid_scoring()
 
     if not cuts:  # the fixed-cost cuts off: Beam's own behaviour
         from mitigate.runners import beam_memo
@@ -202,12 +231,18 @@ class SubprocessRss:
 
 
 def pipeline_run(
-    shards: list[Path], workers: int, mode: str, nsfw: bool, cuts: bool = True
+    shards: list[Path],
+    workers: int,
+    mode: str,
+    nsfw: bool,
+    cuts: bool = True,
+    old_medoid: bool = False,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, __file__, "--child", "--workers", str(workers), "--mode", mode]
         cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else [])]
-        cmd += [*([] if cuts else ["--cuts-off"]), *map(str, shards)]
+        cmd += [*([] if cuts else ["--cuts-off"]), *(["--old-medoid"] if old_medoid else [])]
+        cmd += list(map(str, shards))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -254,14 +289,29 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run one worker at each size with the fixed-cost cuts off",
     )
+    parser.add_argument(
+        "--compare-medoid",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with the medoid measure's pair "
+        "scoring as before stream 14c",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--old-medoid", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cuts-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
-        child(args.shards, args.out, args.workers, args.mode, args.nsfw, not args.cuts_off)
+        child(
+            args.shards,
+            args.out,
+            args.workers,
+            args.mode,
+            args.nsfw,
+            not args.cuts_off,
+            args.old_medoid,
+        )
         return 0
 
     small, large = sorted(args.sizes)
@@ -270,18 +320,20 @@ def main(argv: list[str] | None = None) -> int:
     n_base, t_base, cpu_base = baseline(data[small])
     base_rate = n_base / t_base
     base_cpu_ms = cpu_base / n_base * 1000
-    # (samples, workers, nsfw, fixed-cost cuts on)
-    plan = [(small, 1, False, True), (small, args.workers, False, True)]
-    plan += [(large, 1, False, True), (large, args.workers, False, True)]
+    # (samples, workers, nsfw, fixed-cost cuts on, medoid scoring as now)
+    plan = [(small, 1, False, True, True), (small, args.workers, False, True, True)]
+    plan += [(large, 1, False, True, True), (large, args.workers, False, True, True)]
+    if args.compare_medoid:  # each right after its like, so the pair shares the load
+        plan = [v for row in plan for v in (row, (*row[:4], False))]
     if args.compare_before:
-        plan += [(small, 1, False, False), (large, 1, False, False)]
+        plan += [(small, 1, False, False, True), (large, 1, False, False, True)]
     if args.nsfw:
-        plan += [(large, 1, True, True), (large, args.workers, True, True)]
-    runs: dict[tuple[int, int, bool, bool], list[dict]] = {row: [] for row in plan}
+        plan += [(large, 1, True, True, True), (large, args.workers, True, True, True)]
+    runs: dict[tuple[int, int, bool, bool, bool], list[dict]] = {row: [] for row in plan}
     for _ in range(args.repeat):  # rows alternate, so load changes hit every row alike
-        for n, workers, nsfw, memo in plan:
-            runs[(n, workers, nsfw, memo)].append(
-                pipeline_run(data[n], workers, args.mode, nsfw, memo)
+        for n, workers, nsfw, memo, medoid in plan:
+            runs[(n, workers, nsfw, memo, medoid)].append(
+                pipeline_run(data[n], workers, args.mode, nsfw, memo, not medoid)
             )
     result = {row: sorted(rs, key=lambda r: r["wall"])[len(rs) // 2] for row, rs in runs.items()}
     print(
@@ -296,24 +348,26 @@ def main(argv: list[str] | None = None) -> int:
     final_capacity = parallel_capacity(args.workers)
     print(f"machine, measured again after the runs: {final_capacity:.2f}x")
     print(
-        f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'cuts':>5} {'wall s':>7} {'CPU s':>7} "
-        f"{'CPU ms/sample':>13} {'samples/s/core':>15} {'x base wall':>11} {'x base CPU':>10} "
-        f"{'x 1 worker wall':>15} {'CPU vs 1 worker':>15} "
+        f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'cuts':>5} {'medoid':>6} {'wall s':>7} "
+        f"{'CPU s':>7} {'CPU ms/sample':>13} {'samples/s/core':>15} {'x base wall':>11} "
+        f"{'x base CPU':>10} {'x 1 worker wall':>15} {'CPU vs 1 worker':>15} "
         f"{'peak RSS parent MB':>19} {'peak RSS workers MB':>20}"
     )
-    for (n, workers, nsfw, memo), r in result.items():
+    for (n, workers, nsfw, memo, medoid), r in result.items():
         per_core = r["n"] / r["wall"] / workers
-        one = result[(n, 1, nsfw, memo)] if (n, 1, nsfw, memo) in result else r
+        one = result.get((n, 1, nsfw, memo, medoid), r)
         cpu_ms = r["cpu"] / r["n"] * 1000
         print(
             f"{n:>8} {'yes' if nsfw else 'no':>5} {workers:>7} {'on' if memo else 'off':>5} "
+            f"{'now' if medoid else 'old':>6} "
             f"{r['wall']:>7.1f} {r['cpu']:>7.1f} {cpu_ms:>13.2f} {per_core:>15.1f} "
             f"{per_core / base_rate:>11.2f} {base_cpu_ms / cpu_ms:>10.2f} "
             f"{one['wall'] / r['wall']:>15.2f} {r['cpu'] / one['cpu']:>15.2f} "
             f"{r['rss_parent_mb']:>19.0f} {r['rss_workers_mb']:>20.0f}"
         )
     # what grows with the data: the one-worker process's peak RSS between the two sizes
-    one_small, one_large = result[(small, 1, False, True)], result[(large, 1, False, True)]
+    one_small = result[(small, 1, False, True, True)]
+    one_large = result[(large, 1, False, True, True)]
     slope = (one_large["rss_parent_mb"] - one_small["rss_parent_mb"]) / (large - small) * 1000
     print(
         f"peak RSS slope, 1 worker, {small} -> {large} samples: {slope:.1f} MB per 1,000 "

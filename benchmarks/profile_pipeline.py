@@ -121,8 +121,16 @@ def steps(shards: list[Path]) -> tuple[int, dict[str, float]]:
     return len(records), cpu
 
 
-def child(shards: list[str], out: str, cuts: bool = True, cprofile: str | None = None) -> None:
-    """One in-process run; CPU seconds of its phases as JSON."""
+def child(
+    shards: list[str],
+    out: str,
+    cuts: bool = True,
+    cprofile: str | None = None,
+    extra: list[str] | None = None,
+    split: bool = False,
+) -> None:
+    """One in-process run; CPU seconds of its phases (and with ``split``, of the parts
+    of the Beam run: :func:`install_split`) as JSON."""
     started = time.process_time()
     import apache_beam  # noqa: F401
 
@@ -156,8 +164,10 @@ def child(shards: list[str], out: str, cuts: bool = True, cprofile: str | None =
         "input.chunk_size=32",
         FILTERS,
         "rebalance.embedding_filter=null",
+        *(extra or []),
     ]
     config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
+    parts = install_split() if split else None
     t = time.process_time()
     if cprofile:
         import cProfile
@@ -169,7 +179,103 @@ def child(shards: list[str], out: str, cuts: bool = True, cprofile: str | None =
         summary = run_module.run(config)
     phases["whole run() call"] = time.process_time() - t
     phases["total CPU of the process"] = time.process_time()
-    print(json.dumps({"n": summary["input_count"], "cpu": phases}))
+    print(json.dumps({"n": summary["input_count"], "cpu": phases, "split": parts}))
+
+
+# (label, module, attribute): the parts of the Beam run timed by ``--split``; a part
+# nested in another (indented label) is also inside its parent's figure
+SPLIT = (
+    ("index (IndexSource)", "mitigate.pipeline.build", "IndexSource.process"),
+    (
+        "decode step (read, sha256, decode, hashes, signature, rule filters)",
+        "mitigate.pipeline.process",
+        "Decode._here",
+    ),
+    ("filter decisions (Decide)", "mitigate.pipeline.process", "Decide.process"),
+    ("near-dup decision (one worker)", "mitigate.pipeline.near", "_decide"),
+    ("  candidate search (pHash + centre view)", "mitigate.centre", "candidate_pairs"),
+    ("  verification + medoid: pair scores", "mitigate.verify", "pair_scores"),
+    ("  medoid centrality (its pair scores included)", "mitigate.keep", "centrality"),
+    ("near-dup join (Apply)", "mitigate.pipeline.near", "_apply"),
+    ("rebalancing fit", "mitigate.pipeline.rebalance", "fit"),
+    ("rebalancing raw weights", "mitigate.pipeline.rebalance", "raw_weights"),
+    ("manifest parts (WriteManifestPart)", "mitigate.pipeline.build", "WriteManifestPart.process"),
+    ("output shards (WriteShard)", "mitigate.pipeline.build", "WriteShard.process"),
+    ("summary.json (WriteSummary)", "mitigate.pipeline.build", "WriteSummary.process"),
+)
+
+
+def install_split() -> dict[str, list[float]]:
+    """Wrap the SPLIT functions (and pickle as Beam's fallback coder uses it) with CPU
+    counters; returns ``{label: [seconds, calls]}``, filled while the run goes. A
+    generator's output is taken in full inside its timing. The pickle counters use
+    ``perf_counter`` (a syscall per call would cost as much as a small ``dumps``): the
+    Beam worker runs in this process's one thread, so wall time there is its CPU time
+    on a machine with an idle core."""
+    import functools
+    import importlib
+    import inspect
+    import pickle
+    import types
+
+    from apache_beam.coders import coders
+
+    parts: dict[str, list[float]] = {}
+
+    def wrap(label: str, fn: Callable, clock: Callable[[], float]) -> Callable:
+        acc = parts.setdefault(label, [0.0, 0])
+        is_gen = inspect.isgeneratorfunction(fn)
+
+        # same name and signature: Beam reads process()'s parameters, and cloudpickle
+        # then pickles the wrapper by reference (so its counters stay these)
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            t = clock()
+            try:
+                out = fn(*args, **kwargs)
+                return list(out) if is_gen else out
+            finally:
+                acc[0] += clock() - t
+                acc[1] += 1
+
+        return wrapped
+
+    for label, module, attr in SPLIT:
+        owner = importlib.import_module(module)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, name, wrap(label, getattr(owner, name), time.process_time))
+    # which stage output (or other caller: the output counters' size estimates) pickles
+    # what: a label per (step, type) in parts["crossings: ..."], seconds left at 0
+    from apache_beam.runners.worker import bundle_processor
+
+    writing: list[str | None] = [None]
+    write = bundle_processor.DataOutputOperation.process
+
+    def process(self: Any, value: Any) -> None:
+        writing[0] = str(self.name_context.step_name)
+        try:
+            write(self, value)
+        finally:
+            writing[0] = None
+
+    bundle_processor.DataOutputOperation.process = process
+    timed_dumps = wrap("pickle.dumps (Beam's fallback coder)", pickle.dumps, time.perf_counter)
+
+    def dumps(obj: Any, protocol: int) -> bytes:
+        where = writing[0] or "(not a stage output: size estimates)"
+        label = f"crossings: {type(obj).__name__} written by {where}"
+        parts.setdefault(label, [0.0, 0])[1] += 1
+        return timed_dumps(obj, protocol)
+
+    fast = types.SimpleNamespace(
+        HIGHEST_PROTOCOL=pickle.HIGHEST_PROTOCOL,
+        dumps=dumps,
+        loads=wrap("pickle.loads (Beam's fallback coder)", pickle.loads, time.perf_counter),
+    )
+    coders.pickle = fast  # PickleCoder._create_impl reads it when a coder is first used
+    return parts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,16 +285,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cuts-off", action="store_true", help="whole runs with issue 14's fixed-cost cuts off"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more config override for the whole runs (e.g. decode.processes=1)",
+    )
+    parser.add_argument(
+        "--no-steps",
+        action="store_true",
+        help="skip the per-sample steps alone (they hold every decoded image: GBs at 6,400)",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="time the parts of the Beam run (one more whole run, counters inside)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
-        child(args.shards, args.out, not args.cuts_off, args.cprofile)
+        child(args.shards, args.out, not args.cuts_off, args.cprofile, args.set, args.split)
         return 0
     shards = sorted(args.data.resolve().glob("*.tar"))  # absolute: the config resolves paths
     memo = ["--cuts-off"] if args.cuts_off else []
+    memo += [f"--set={kv}" for kv in args.set]
 
     def whole_run(extra: list[str]) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
@@ -198,23 +322,49 @@ def main(argv: list[str] | None = None) -> int:
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     whole = whole_run([])
-    n, cpu = steps(shards)
+    n, cpu = (whole["n"], {}) if args.no_steps else steps(shards)
     per = 1000 / n
     print(f"{n} samples from {args.data}; CPU ms per sample (one worker)")
-    print("per-sample steps alone:")
-    for name, seconds in cpu.items():
-        print(f"  {name:<42} {seconds * per:7.2f}")
-    inside = sum(cpu.values())
-    print(f"  {'sum':<42} {inside * per:7.2f}")
+    if cpu:
+        print("per-sample steps alone:")
+        for name, seconds in cpu.items():
+            print(f"  {name:<42} {seconds * per:7.2f}")
+        print(f"  {'sum':<42} {sum(cpu.values()) * per:7.2f}")
     print("whole pipeline, one in-process worker (fresh process):")
     for name, seconds in whole["cpu"].items():
         print(f"  {name:<42} {seconds * per:7.2f}   ({seconds:.1f} s)")
-    beam_run = whole["cpu"]["Beam run"]
-    print(f"  {'Beam run minus the per-sample steps':<42} {(beam_run - inside) * per:7.2f}")
+    if cpu:
+        rest = whole["cpu"]["Beam run"] - sum(cpu.values())
+        print(f"  {'Beam run minus the per-sample steps':<42} {rest * per:7.2f}")
+    if args.split:
+        print_split(whole_run(["--split"]), per)
     if args.cprofile:
         whole_run(["--cprofile", args.cprofile])
         print_profile(args.cprofile)
     return 0
+
+
+def print_split(run: dict, per: float) -> None:
+    """The parts of one run's Beam run, CPU ms per sample, and what is left."""
+    beam_run = run["cpu"]["Beam run"]
+    print(f"parts of the Beam run (another fresh process, counters inside: {beam_run:.1f} s)")
+    top = 0.0
+    crossings = {k: v for k, v in run["split"].items() if k.startswith("crossings: ")}
+    for label, (seconds, calls) in run["split"].items():
+        if label in crossings:
+            continue
+        top += 0.0 if label.startswith(" ") else seconds
+        print(f"  {label:<70} {seconds * per:7.2f}   ({seconds:.2f} s, {calls} calls)")
+    rest = beam_run - top
+    print(
+        f"  {'rest: Beam itself (element dispatch, other coders, groups, channels)':<70} "
+        f"{rest * per:7.2f}   ({rest:.2f} s)"
+    )
+    n = 1000 / per
+    total = sum(calls for _, calls in crossings.values())
+    print(f"objects Beam's fallback coder pickled, per sample ({total / n:.2f} in all):")
+    for label, (_, calls) in sorted(crossings.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {calls / n:6.2f}  {label.removeprefix('crossings: ')}")
 
 
 # Beam's repeated introspections (runners/beam_memo.py) and the record coder's pickling

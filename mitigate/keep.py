@@ -11,12 +11,15 @@ verification score (:mod:`mitigate.verify`) to the other members, or the mean pH
 pair distance when a member has no signature. A group of more than
 :data:`MEDOID_ANCHORS` members is measured against its first ``MEDOID_ANCHORS`` members
 by key only, so the cost stays ``O(group size x MEDOID_ANCHORS)``; the pairs are scored
-in chunks of :data:`CENTRALITY_CHUNK`, so memory stays bounded too.
+in chunks of :data:`CENTRALITY_CHUNK`, so memory stays bounded too. A pair's score is
+symmetric, so a pair that is met both ways in a chunk (two anchors) is scored once, and
+a pair whose score the caller knows already (a verified candidate pair) is not scored
+again: the same numbers, each computed once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,14 +40,20 @@ def centrality(
     mirror: NDArray[np.uint64],
     signatures: Sequence[bytes | None],
     score_pairs: Callable[..., NDArray[np.float64]] = verify.pair_scores,
+    known: Mapping[tuple[int, int], float] | None = None,
 ) -> NDArray[np.float64]:
     """Mean distance of each item to the other members of its component (0 when alone).
 
     Distances are verification scores when every member of the component has a
     signature, else pHash pair distances in bits. The scores of all components are
     computed in one ``score_pairs`` call (:func:`mitigate.verify.pair_scores`, or a
-    drop-in that spreads them over processes); scores are per pair, so the result does
-    not depend on how the pairs are batched."""
+    drop-in that spreads them over processes); scores are per pair and symmetric, so the
+    result does not depend on how the pairs are batched or oriented.
+
+    ``known``: verification scores already computed for some pairs ``(i, j)`` (either
+    order), used instead of scoring them again. They must be whole scores, as
+    ``score_pairs`` gives them without ``stop_above`` (a score at or below the
+    ``stop_above`` it was computed with is one: :func:`mitigate.verify.pair_scores`)."""
     n = len(keys)
     out = np.zeros(n, dtype=np.float64)
     members: dict[int, list[int]] = {}
@@ -65,14 +74,10 @@ def centrality(
             counted.append((group, anchors))
     total = np.zeros(n, dtype=np.float64)
     count = np.zeros(n, dtype=np.int64)
+    lookup = _canonical(known)
     for gi, ga in _pair_chunks(scored):
-        # a chunk's table of the signatures it names (a pair's score does not depend on
-        # the table holding it: verify.pair_scores), so the chunking changes no score
-        used = sorted(set(gi.tolist()) | set(ga.tolist()), key=lambda x: keys[x])
-        pos = np.zeros(n, dtype=np.int64)
-        pos[used] = np.arange(len(used))
-        sigs = verify.as_signatures([signatures[x] for x in used])
-        d = score_pairs(pos[gi], pos[ga], sigs)
+        d = _chunk_scores(gi, ga, keys, signatures, score_pairs, lookup)
+        # each member's pairs lie in one chunk, in anchor order: the same sums as ever
         total += np.bincount(gi, weights=d, minlength=n)
         count += np.bincount(gi, minlength=n)
     for gi, ga in _pair_chunks(counted):
@@ -82,6 +87,43 @@ def centrality(
     idx = np.asarray(in_groups, dtype=np.int64)
     out[idx] = total[idx] / np.maximum(count[idx], 1)
     return out
+
+
+def _canonical(known: Mapping[tuple[int, int], float] | None) -> dict[tuple[int, int], float]:
+    """``known`` keyed ``(smaller, larger)``."""
+    return {(min(i, j), max(i, j)): s for (i, j), s in (known or {}).items()}
+
+
+def _chunk_scores(
+    gi: NDArray[np.int64],
+    ga: NDArray[np.int64],
+    keys: Sequence[str],
+    signatures: Sequence[bytes | None],
+    score_pairs: Callable[..., NDArray[np.float64]],
+    known: dict[tuple[int, int], float],
+) -> NDArray[np.float64]:
+    """Score of each pair ``(gi[t], ga[t])``: every unordered pair once, the ``known``
+    ones (keyed ``(smaller, larger)``) not at all."""
+    n = len(keys)
+    ids, inverse = np.unique(np.minimum(gi, ga) * n + np.maximum(gi, ga), return_inverse=True)
+    lo, hi = ids // n, ids % n
+    d = np.empty(ids.shape[0], dtype=np.float64)
+    todo = np.ones(ids.shape[0], dtype=bool)
+    if known:
+        for t, pair in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+            s = known.get(pair)
+            if s is not None:
+                d[t], todo[t] = s, False
+    if todo.any():
+        a, b = lo[todo], hi[todo]
+        # a chunk's table of the signatures it names (a pair's score does not depend on
+        # the table holding it: verify.pair_scores), so the chunking changes no score
+        used = sorted(set(a.tolist()) | set(b.tolist()), key=lambda x: keys[x])
+        pos = np.zeros(len(keys), dtype=np.int64)
+        pos[used] = np.arange(len(used))
+        sigs = verify.as_signatures([signatures[x] for x in used])
+        d[todo] = score_pairs(pos[a], pos[b], sigs)
+    return d[inverse.reshape(-1)]
 
 
 def _pair_chunks(

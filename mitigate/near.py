@@ -309,18 +309,19 @@ def _verified_keep(
     edges = neardup.PairSet(pairs.i[ok], pairs.j[ok], pairs.dist[ok])
     keys = [it.key for it in items]
     resolution = [it.resolution for it in items]
-    if keep_rule == "medoid":
-        component = neardup.connected_components(len(items), edges.i, edges.j)
-        central = keep.centrality(component, keys, p, m, sigs, score_pairs)
-        rank = keep.keep_rank("medoid", keys, resolution, central)
-    else:
-        rank = keep.keep_rank(keep_rule, keys, resolution)
-    result = neardup.greedy_keep(len(items), edges, rank)
+    # verified, so scored in full (at or below stop_above): the medoid measure reuses them
     merged = {
         (int(a), int(b)): float(sc)
         for a, b, sc in zip(edges.i, edges.j, score[ok], strict=True)
         if not np.isnan(sc)
     }
+    if keep_rule == "medoid":
+        component = neardup.connected_components(len(items), edges.i, edges.j)
+        central = keep.centrality(component, keys, p, m, sigs, score_pairs, known=merged)
+        rank = keep.keep_rank("medoid", keys, resolution, central)
+    else:
+        rank = keep.keep_rank(keep_rule, keys, resolution)
+    result = neardup.greedy_keep(len(items), edges, rank)
     refused = [
         (int(a), int(b), int(d), float(sc))
         for a, b, d, sc in zip(pairs.i[~ok], pairs.j[~ok], pairs.dist[~ok], score[~ok], strict=True)

@@ -473,19 +473,20 @@ def keep_components(
         a, b, d, sc = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8), []
     ia, ib = np.searchsorted(ids, a), np.searchsorted(ids, b)
     key_list = keys.tolist()
-    if rule == "medoid":
-        _, comp_local = np.unique(comp, return_inverse=True)
-        central = keep.centrality(comp_local.astype(np.int64), key_list, p, m, sigs)
-        rank = keep.keep_rank("medoid", key_list, res.tolist(), central)
-    else:
-        rank = keep.keep_rank(rule, key_list, res.tolist())
-    edge_set = neardup.PairSet(ia.astype(np.int64), ib.astype(np.int64), np.asarray(d, np.uint8))
-    result = neardup.greedy_keep(n, edge_set, rank)
+    # merged pairs, verified with stop_above=threshold: whole scores, reused by the medoid
     score = {
         (int(x), int(y)): float(s)
         for x, y, s in zip(ia.tolist(), ib.tolist(), np.asarray(sc, float).tolist(), strict=True)
         if not np.isnan(s)
     }
+    if rule == "medoid":
+        _, comp_local = np.unique(comp, return_inverse=True)
+        central = keep.centrality(comp_local.astype(np.int64), key_list, p, m, sigs, known=score)
+        rank = keep.keep_rank("medoid", key_list, res.tolist(), central)
+    else:
+        rank = keep.keep_rank(rule, key_list, res.tolist())
+    edge_set = neardup.PairSet(ia.astype(np.int64), ib.astype(np.int64), np.asarray(d, np.uint8))
+    result = neardup.greedy_keep(n, edge_set, rank)
     dropped = []
     for i in np.flatnonzero(~result.keep).tolist():
         j = int(result.duplicate_of[i])

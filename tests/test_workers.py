@@ -134,6 +134,48 @@ def test_centrality_in_one_call_equals_component_by_component(
     assert (expected > 0).sum() >= n // 2
 
 
+def test_centrality_scores_each_pair_once_and_reuses_the_known_scores(decoded: list) -> None:
+    """Scores are symmetric: the medoid measure scores each unordered pair of a group
+    once (it scored both orders before), and not at all a pair whose whole score the
+    caller knows (verified candidates: at or below the stop_above they were scored
+    with); the centrality values stay exactly those of the reference."""
+    rng = np.random.default_rng(5)
+    n = len(decoded)
+    keys = [d[0] for d in decoded]
+    phash = np.asarray([d[1] for d in decoded], np.uint64)
+    mirror = np.asarray([d[2] for d in decoded], np.uint64)
+    sigs = [d[3] for d in decoded]
+    component = rng.integers(0, n // 5, size=n)
+    originals = n - 10  # the fixture's last 10 are re-encoded copies of its first 10
+    component[originals:] = component[:10]
+    expected = _centrality_per_group(component, keys, phash, mirror, sigs)
+    i, j = _all_pairs(n)
+    same = component[i] == component[j]
+    i, j = i[same], j[same]
+    unordered = int(same.sum())
+    stopped = verify.pair_scores(i, j, sigs, stop_above=1.0)
+    # either order, as a caller may hold them
+    known = {
+        ((a, b) if t % 2 else (b, a)): float(x)
+        for t, (a, b, x) in enumerate(zip(i.tolist(), j.tolist(), stopped.tolist(), strict=True))
+        if x <= 1.0
+    }
+    assert 5 <= len(known) < unordered
+    asked: list[int] = []
+
+    def counting(a, b, table, stop_above=None):
+        asked.append(len(np.asarray(a)))
+        return verify.pair_scores(a, b, table, stop_above=stop_above)
+
+    plain = keep.centrality(component, keys, phash, mirror, sigs, counting)
+    assert np.array_equal(plain, expected)
+    assert sum(asked) == unordered  # each unordered pair once (groups under the anchors)
+    asked.clear()
+    reused = keep.centrality(component, keys, phash, mirror, sigs, counting, known=known)
+    assert np.array_equal(reused, expected)
+    assert sum(asked) == unordered - len(known)
+
+
 def test_near_decisions_are_the_same_with_verification_on_two_processes(
     decoded: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
