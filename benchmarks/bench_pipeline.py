@@ -23,6 +23,9 @@ trip the local runner skips, ``runners/local.py``): their before/after in the sa
 ``--compare-medoid`` adds rows (one worker and the parallel mode, both sizes) whose
 medoid measure scores pairs as before stream 14c (``mitigate/keep.py``: every ordered
 pair, verified candidates scored again): same outputs, the cost before.
+``--compare-graph`` adds rows the same way with the record routing as before stream 14f
+(``benchmarks/old_graph.py``: exact dedup and the one-worker near-dup join split the
+records and rejoined them with Flattens): same outputs, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -109,6 +112,7 @@ def child(
     nsfw: bool,
     cuts: bool = True,
     old_medoid: bool = False,
+    old_graph: bool = False,
 ) -> None:
     """Run the pipeline once and print its timing and peak memory as JSON."""
     from mitigate.config import load_config
@@ -116,6 +120,11 @@ def child(
 
     if old_medoid:
         old_medoid_scoring()
+    if old_graph:
+        sys.path.insert(0, str(HERE))
+        import old_graph as old_graph_module
+
+        old_graph_module.install()
 
     if not cuts:  # the fixed-cost cuts off: Beam's own behaviour
         from mitigate.runners import beam_memo
@@ -237,11 +246,13 @@ def pipeline_run(
     nsfw: bool,
     cuts: bool = True,
     old_medoid: bool = False,
+    old_graph: bool = False,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, __file__, "--child", "--workers", str(workers), "--mode", mode]
         cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else [])]
         cmd += [*([] if cuts else ["--cuts-off"]), *(["--old-medoid"] if old_medoid else [])]
+        cmd += ["--old-graph"] if old_graph else []
         cmd += list(map(str, shards))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -295,7 +306,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also run each size, 1 worker and parallel, with the medoid measure's pair "
         "scoring as before stream 14c",
     )
+    parser.add_argument(
+        "--compare-graph",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with the record routing as before "
+        "stream 14f (benchmarks/old_graph.py)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--old-graph", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--old-medoid", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cuts-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -311,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             args.nsfw,
             not args.cuts_off,
             args.old_medoid,
+            args.old_graph,
         )
         return 0
 
@@ -323,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     # (samples, workers, nsfw, fixed-cost cuts on, medoid scoring as now)
     plan = [(small, 1, False, True, True), (small, args.workers, False, True, True)]
     plan += [(large, 1, False, True, True), (large, args.workers, False, True, True)]
-    if args.compare_medoid:  # each right after its like, so the pair shares the load
+    if args.compare_medoid or args.compare_graph:  # each right after its like (same load)
         plan = [v for row in plan for v in (row, (*row[:4], False))]
     if args.compare_before:
         plan += [(small, 1, False, False, True), (large, 1, False, False, True)]
@@ -333,7 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):  # rows alternate, so load changes hit every row alike
         for n, workers, nsfw, memo, medoid in plan:
             runs[(n, workers, nsfw, memo, medoid)].append(
-                pipeline_run(data[n], workers, args.mode, nsfw, memo, not medoid)
+                pipeline_run(
+                    data[n],
+                    workers,
+                    args.mode,
+                    nsfw,
+                    memo,
+                    not medoid and args.compare_medoid,
+                    not medoid and args.compare_graph,
+                )
             )
     result = {row: sorted(rs, key=lambda r: r["wall"])[len(rs) // 2] for row, rs in runs.items()}
     print(

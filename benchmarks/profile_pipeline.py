@@ -19,6 +19,9 @@ per-element and shuffle costs, exact and near dedup, rebalancing, the summary.
 fresh process; the profiler inflates Python-heavy code, so read its counts and its
 ranking, not its seconds), saves the stats to FILE and prints the top functions by own
 time and the call counts of Beam's repeated introspections (see runners/beam_memo.py).
+``--old-graph`` runs them with the record routing as before stream 14f
+(``benchmarks/old_graph.py``); ``--compare-graph`` prints the ``--split`` parts of
+a run before and after, alternating, ``--rounds`` times each.
 ``--cuts-off`` runs the whole-pipeline processes with the fixed-cost cuts of issue 14 off
 (those memos, and the runner-API round trip the local runner skips): the before.
 
@@ -128,6 +131,7 @@ def child(
     cprofile: str | None = None,
     extra: list[str] | None = None,
     split: bool = False,
+    old_graph: bool = False,
 ) -> None:
     """One in-process run; CPU seconds of its phases (and with ``split``, of the parts
     of the Beam run: :func:`install_split`) as JSON."""
@@ -138,6 +142,11 @@ def child(
     from mitigate.config import load_config
 
     phases = {"imports": time.process_time() - started}
+    if old_graph:
+        sys.path.insert(0, str(HERE))
+        import old_graph as old_graph_module
+
+        old_graph_module.install()
     if not cuts:  # issue 14's fixed-cost cuts off: Beam's own behaviour
         from mitigate.runners import beam_memo
         from mitigate.runners.local import LocalRunner
@@ -302,17 +311,35 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time the parts of the Beam run (one more whole run, counters inside)",
     )
+    parser.add_argument(
+        "--old-graph", action="store_true", help="record routing as before stream 14f"
+    )
+    parser.add_argument(
+        "--compare-graph",
+        action="store_true",
+        help="--split runs before (--old-graph) and after, alternating, --rounds each",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of --compare-graph")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
-        child(args.shards, args.out, not args.cuts_off, args.cprofile, args.set, args.split)
+        child(
+            args.shards,
+            args.out,
+            not args.cuts_off,
+            args.cprofile,
+            args.set,
+            args.split,
+            args.old_graph,
+        )
         return 0
     shards = sorted(args.data.resolve().glob("*.tar"))  # absolute: the config resolves paths
     memo = ["--cuts-off"] if args.cuts_off else []
     memo += [f"--set={kv}" for kv in args.set]
+    memo += ["--old-graph"] if args.old_graph and not args.compare_graph else []
 
     def whole_run(extra: list[str]) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
@@ -321,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
+    if args.compare_graph:
+        compare_graph(args.rounds, lambda extra: whole_run(["--split", *extra]))
+        return 0
     whole = whole_run([])
     n, cpu = (whole["n"], {}) if args.no_steps else steps(shards)
     per = 1000 / n
@@ -342,6 +372,26 @@ def main(argv: list[str] | None = None) -> int:
         whole_run(["--cprofile", args.cprofile])
         print_profile(args.cprofile)
     return 0
+
+
+def compare_graph(rounds: int, split_run: Callable[[list[str]], dict]) -> None:
+    """``--split`` runs with the graph before stream 14f and now, alternating: the
+    Beam run's CPU, pickles per sample, and each run's parts."""
+    rows: list[tuple[str, float, float, float]] = []
+    for r in range(rounds):
+        for label, extra in (("before", ["--old-graph"]), ("now", [])):
+            run = split_run(extra)
+            n = run["n"]
+            per = 1000 / n
+            pickles = sum(c for k, (_, c) in run["split"].items() if k.startswith("crossings: "))
+            beam_run = run["cpu"]["Beam run"]
+            print(f"== round {r + 1}, {label}: {beam_run:.2f} s Beam run")
+            print_split(run, per)
+            total = run["cpu"]["total CPU of the process"]
+            rows.append((label, beam_run * per, pickles / n, total))
+    print("graph   Beam run CPU ms/sample   pickles/sample   process CPU s")
+    for label, ms, pickles, total in rows:
+        print(f"{label:<7} {ms:>22.2f} {pickles:>16.2f} {total:>15.1f}")
 
 
 def print_split(run: dict, per: float) -> None:

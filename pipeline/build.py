@@ -127,17 +127,34 @@ class IndexSource(beam.DoFn):
         progress.emit("sources", 1)
 
 
+def exact_key(record: SampleRecord) -> tuple:
+    """The exact-dedup group of ``record``: its sha256 if it is undecided, else its
+    own (``record.order`` names one input occurrence), so settled records pass through
+    the same GroupByKey alone instead of being split off and rejoined."""
+    if record.state == PENDING:
+        return ("sha256", record.sha256)
+    return ("settled", *record.order)
+
+
+def resolve_exact(element: tuple[tuple, Iterable[SampleRecord]]) -> list[SampleRecord]:
+    """One exact-dedup group out: undecided records resolved, a settled one as it is."""
+    key, group = element
+    if key[0] == "settled":
+        return list(group)
+    return stages.resolve_exact_duplicates(group)
+
+
 def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
-    survivors = records | "Survivors" >> beam.Filter(lambda r: r.state == PENDING)
-    decided = records | "Decided" >> beam.Filter(lambda r: r.state != PENDING)
-    if enabled:
-        survivors = (
-            survivors
-            | "BySha256" >> beam.Map(lambda r: (r.sha256, r))
-            | "GroupSha256" >> beam.GroupByKey()
-            | "ResolveExact" >> beam.FlatMap(lambda kv: stages.resolve_exact_duplicates(kv[1]))
-        )
-    return (survivors, decided) | "Rejoin" >> beam.Flatten()
+    # One GroupByKey of every record, no Flatten: on the local runner a Flatten writes
+    # and reads every record it carries once more (BENCHMARKS.md, "Fewer record encodes")
+    if not enabled:
+        return records
+    return (
+        records
+        | "BySha256" >> beam.Map(lambda r: (exact_key(r), r))
+        | "GroupSha256" >> beam.GroupByKey()
+        | "ResolveExact" >> beam.FlatMap(resolve_exact)
+    )
 
 
 class WriteManifestPart(beam.DoFn):
@@ -440,24 +457,34 @@ def _finish(
         records = records | "WithoutSignatures" >> beam.Map(without_signature)
         near_report = pipeline | "NoNearDedup" >> beam.Create([])
     final = records | "Finalize" >> beam.Map(stages.finalize)
+    # the final records in parts, flattened only by the group by source below (a Flatten
+    # writes and reads every record once more on the local runner)
+    final_parts: tuple[beam.PCollection, ...] = (final,)
     if config.rebalance.enabled:
-        final, rebalance_report = final | "Rebalance" >> Rebalance(config.rebalance, config.filters)
+        final_parts, rebalance_report = final | "Rebalance" >> Rebalance(
+            config.rebalance, config.filters, rejoin=False
+        )
     else:
         rebalance_report = pipeline | "NoRebalance" >> beam.Create([])
 
     if config.output.quarantine or config.output.quarantine_duplicates:
         from mitigate.pipeline.quarantine import Quarantine
 
-        _ = final | "Quarantine" >> Quarantine(
-            config.output, config.filters, layout.root, ordinals, signatures
+        _ = (
+            final_parts
+            | "FinalForQuarantine" >> beam.Flatten()
+            | "Quarantine"
+            >> Quarantine(config.output, config.filters, layout.root, ordinals, signatures)
         )
 
     markers = pipeline | "EverySource" >> beam.Create([(i, None) for i in range(len(sources))])
     by_source_parts = [
-        final
-        | "BySource" >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals),
-        markers,
+        part
+        | f"BySource{i or ''}"
+        >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals)
+        for i, part in enumerate(final_parts)
     ]
+    by_source_parts.append(markers)
     by_source_parts.append(by_source(signatures, ordinals, "SignaturesBySource"))
     written = (
         tuple(by_source_parts)

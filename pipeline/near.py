@@ -6,14 +6,20 @@
     survivors ─ (key, pHash, mirror pHash, resolution) ─ ToList ─┐
     reference shards ─ decode + hash ─ ToList ─┐                  ├─ decide (one worker)
     reference hash lists (from the config) ────┴─ side input ─────┘
-    decisions ─ CoGroupByKey with the survivors ─ duplicate / eval_overlap records
+    decisions ─ one dict (side input) ─ every record looked up by key in one Map
+        ─ duplicate / eval_overlap records
 
 The search runs in one worker over a ``HashItem`` per survivor (key, two pHashes,
 resolution: about 340 bytes as Python objects, so ~340 MB for 1M samples, measured by
 ``benchmarks/hashitem_bytes.py``; exact multi-index search of 1M hashes takes ~60 s, see
 BENCHMARKS.md; with ``dedup.verify`` each item also carries its 1,536-byte verification
 signature, ~1.9 GB for 1M samples). The records themselves do not go to that worker:
-they meet the decisions in a CoGroupByKey by key (one shuffle of the light records).
+they meet the decisions as a side input, one dict of the decisions by key (a decision
+is ~100 bytes and exists only for the items that worker held: smaller than the items).
+Every record, settled or not, passes one Map that looks its key up (pending records
+only), so no record is split off and rejoined: on the local runner a CoGroupByKey is a
+Flatten and a GroupByKey, each an encode and decode of every record it carries, and the
+rejoining Flatten a third (BENCHMARKS.md, "Fewer record encodes").
 """
 
 from __future__ import annotations
@@ -75,37 +81,57 @@ def _decide(
     return decisions, report
 
 
-def _apply(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
-    _, grouped = element
-    decisions = grouped["decision"]
-    for record in grouped["record"]:
-        if not decisions:
-            yield record
-            continue
-        d = decisions[0]
-        if d.reason == NOT_MERGED:
-            yield dataclasses.replace(
-                record,
-                verify_score=d.verify_score,
-                detail=f"not merged: within {d.distance} bits of {d.duplicate_of!r} on pHash "
-                f"or the centre view "
-                f"but verification score {d.verify_score:.3f} > threshold (different images)",
-            )
-            continue
-        what = "a reference image" if d.reason == Reason.EVAL_OVERLAP else "a kept sample"
-        verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
-        # a verified pair may come from the centre view (mitigate.centre): its distance is
-        # the smaller of the two views'; unverified pairs and reference matches are pHash's
-        hashes = "pHash" if d.verify_score is None else "pHash or centre view"
-        yield dataclasses.replace(
+def decisions_by_key(decided: tuple[list[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The one-worker decisions as ``{key: decision}`` (a key has one decision; were
+    there two, the first in the list would stand, where the join took either)."""
+    out: dict[str, Any] = {}
+    for d in decided[0]:
+        out.setdefault(d.key, d)
+    return out
+
+
+def _apply(record: SampleRecord, decisions: dict[str, Any], light: bool) -> SampleRecord:
+    """``record`` with its near-dup decision applied (pending records only; a settled
+    record, e.g. a later duplicate key, is never looked up), without its signature
+    where ``light``."""
+    if light:
+        record = without_signature(record)
+    if record.state != PENDING:
+        return record
+    d = decisions.get(record.key)
+    if d is None:
+        return record
+    if d.reason == NOT_MERGED:
+        return dataclasses.replace(
             record,
-            state=DUPLICATE,
-            reason=d.reason,
-            duplicate_of=d.duplicate_of,
-            distance=d.distance,
             verify_score=d.verify_score,
-            detail=f"{hashes} within {d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
+            detail=f"not merged: within {d.distance} bits of {d.duplicate_of!r} on pHash "
+            f"or the centre view "
+            f"but verification score {d.verify_score:.3f} > threshold (different images)",
         )
+    what = "a reference image" if d.reason == Reason.EVAL_OVERLAP else "a kept sample"
+    verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
+    # a verified pair may come from the centre view (mitigate.centre): its distance is
+    # the smaller of the two views'; unverified pairs and reference matches are pHash's
+    hashes = "pHash" if d.verify_score is None else "pHash or centre view"
+    return dataclasses.replace(
+        record,
+        state=DUPLICATE,
+        reason=d.reason,
+        duplicate_of=d.duplicate_of,
+        distance=d.distance,
+        verify_score=d.verify_score,
+        detail=f"{hashes} within {d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
+    )
+
+
+def apply_joined(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
+    """:func:`_apply` on a CoGroupByKey's group (the partitioned graph, whose decisions
+    are too many for a side input): the records of one key, and its decision if any."""
+    key, grouped = element
+    decisions = {key: grouped["decision"][0]} if grouped["decision"] else {}
+    for record in grouped["record"]:
+        yield _apply(record, decisions, False)
 
 
 class NearDedup(beam.PTransform):
@@ -141,11 +167,6 @@ class NearDedup(beam.PTransform):
             )
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
-        others = lighten(
-            records | "Settled" >> beam.Filter(lambda r: r.state != PENDING),
-            self.light,
-            "SettledLight",
-        )
         items = (
             pending
             | "HashItems"
@@ -166,17 +187,11 @@ class NearDedup(beam.PTransform):
         decided = items | "Decide" >> beam.Map(
             _decide, AsSingleton(shard_refs), self.dedup, self.processes
         )
-        decisions = decided | "Decisions" >> beam.FlatMap(lambda d: [(x.key, x) for x in d[0]])
+        decisions = decided | "Decisions" >> beam.Map(decisions_by_key)
         report = decided | "Report" >> beam.Map(lambda d: d[1])
-        keyed = lighten(pending, self.light, "PendingLight") | "ByKey" >> beam.Map(
-            lambda r: (r.key, r)
-        )
-        joined = (
-            {"record": keyed, "decision": decisions}
-            | "Join" >> beam.CoGroupByKey()
-            | "Apply" >> beam.FlatMap(_apply)
-        )
-        return (joined, others) | "Rejoin" >> beam.Flatten(), report
+        # one Map over every record (no split and rejoin: module docstring)
+        joined = records | "Apply" >> beam.Map(_apply, AsSingleton(decisions), self.light)
+        return joined, report
 
 
 class Gather(beam.PTransform):

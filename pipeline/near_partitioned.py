@@ -249,7 +249,7 @@ class PartitionedNearDedup(beam.PTransform):
         self.light = light  # records out without their signatures (as NearDedup's)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        from mitigate.pipeline.near import _apply, _expand_glob, lighten, reference_hashes
+        from mitigate.pipeline.near import _expand_glob, apply_joined, lighten, reference_hashes
 
         dedup = self.dedup
         pipeline = records.pipeline
@@ -361,7 +361,7 @@ class PartitionedNearDedup(beam.PTransform):
         joined = (
             {"record": keyed, "decision": all_decisions}
             | "Join" >> beam.CoGroupByKey()
-            | "Apply" >> beam.FlatMap(lambda e, _ok: _apply(e), AsSingleton(ok))
+            | "Apply" >> beam.FlatMap(lambda e, _ok: apply_joined(e), AsSingleton(ok))
         )
         return (joined, others) | "Rejoin" >> beam.Flatten(), report
 

@@ -449,14 +449,22 @@ def _finite(value: float) -> float | None:
 
 class Rebalance(beam.PTransform):
     """Final records in, the same records out with kept ones weighted; plus a summary
-    PCollection (one dict) for summary.json."""
+    PCollection (one dict) for summary.json.
 
-    def __init__(self, cfg: RebalanceConfig, filters: Sequence[FilterConfig]) -> None:
+    With ``rejoin=False`` the records come out as two PCollections, ``(weighted kept
+    records, every other record)``, not flattened into one: for a caller that groups
+    them anyway (pipeline/build.py's group by source), as a Flatten on the local runner
+    writes and reads every record once more (BENCHMARKS.md, "Fewer record encodes")."""
+
+    def __init__(
+        self, cfg: RebalanceConfig, filters: Sequence[FilterConfig], rejoin: bool = True
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.filters = list(filters)  # which drops are rebalanced, and their caption terms
+        self.rejoin = rejoin
 
-    def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+    def expand(self, records: beam.PCollection) -> tuple[Any, beam.PCollection]:
         cfg = self.cfg
         harmful = harmful_filter_ids(self.cfg, self.filters)
         emb_id = cfg.embedding_filter
@@ -521,6 +529,8 @@ class Rebalance(beam.PTransform):
                 _with_calibration, AsSingleton(calibration)
             )
         report = report | "EssCheck" >> beam.Map(_ess_check, cfg.ess_warn_fraction)
+        if not self.rejoin:
+            return (weighted, others), report
         return (weighted, others) | "Rejoin" >> beam.Flatten(), report
 
     def _calibrated(
