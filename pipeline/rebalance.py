@@ -449,20 +449,15 @@ def _finite(value: float) -> float | None:
 
 class Rebalance(beam.PTransform):
     """Final records in, the same records out with kept ones weighted; plus a summary
-    PCollection (one dict) for summary.json.
-
-    With ``rejoin=False`` the records come out as two PCollections, ``(weighted kept
-    records, every other record)``, not flattened into one: for a caller that groups
-    them anyway (pipeline/build.py's group by source), as a Flatten on the local runner
-    writes and reads every record once more (BENCHMARKS.md, "Fewer record encodes")."""
+    PCollection (one dict) for summary.json. ``rejoin=False``: the records as two parts,
+    (weighted kept, others), for a caller that groups them anyway (a Flatten less)."""
 
     def __init__(
         self, cfg: RebalanceConfig, filters: Sequence[FilterConfig], rejoin: bool = True
     ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.rejoin = cfg, rejoin
         self.filters = list(filters)  # which drops are rebalanced, and their caption terms
-        self.rejoin = rejoin
 
     def expand(self, records: beam.PCollection) -> tuple[Any, beam.PCollection]:
         cfg = self.cfg
@@ -529,9 +524,8 @@ class Rebalance(beam.PTransform):
                 _with_calibration, AsSingleton(calibration)
             )
         report = report | "EssCheck" >> beam.Map(_ess_check, cfg.ess_warn_fraction)
-        if not self.rejoin:
-            return (weighted, others), report
-        return (weighted, others) | "Rejoin" >> beam.Flatten(), report
+        parts = (weighted, others)  # not rejoined: on the local runner a Flatten is a copy
+        return (parts | "Rejoin" >> beam.Flatten() if self.rejoin else parts), report
 
     def _calibrated(
         self, population: beam.PCollection, raw: beam.PCollection, groups: dict[str, list[str]]
