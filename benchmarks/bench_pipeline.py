@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     final_capacity = parallel_capacity(args.workers)
     print(f"machine, measured again after the runs: {final_capacity:.2f}x")
     print(
-        f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'cuts':>5} {'medoid':>6} {'wall s':>7} "
+        f"{'samples':>8} {'nsfw':>5} {'workers':>7} {'cuts':>5} {'code':>6} {'wall s':>7} "
         f"{'CPU s':>7} {'CPU ms/sample':>13} {'samples/s/core':>15} {'x base wall':>11} "
         f"{'x base CPU':>10} {'x 1 worker wall':>15} {'CPU vs 1 worker':>15} "
         f"{'peak RSS parent MB':>19} {'peak RSS workers MB':>20}"

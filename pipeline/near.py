@@ -81,13 +81,16 @@ def _decide(
     return decisions, report
 
 
-def decisions_by_key(decided: tuple[list[Any], dict[str, Any]]) -> dict[str, Any]:
-    """The one-worker decisions as ``{key: decision}`` (a key has one decision; were
-    there two, the first in the list would stand, where the join took either)."""
+def decisions_by_key(
+    decided: tuple[list[Any], dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``_decide``'s (decisions, report) with the decisions as ``{key: decision}`` (a
+    key has one decision; were there two, the first in the list would stand, where the
+    join took either)."""
     out: dict[str, Any] = {}
     for d in decided[0]:
         out.setdefault(d.key, d)
-    return out
+    return out, decided[1]
 
 
 def _apply(record: SampleRecord, decisions: dict[str, Any], light: bool) -> SampleRecord:
@@ -184,13 +187,19 @@ class NearDedup(beam.PTransform):
             | "ReferenceHashes" >> beam.FlatMap(reference_hashes, self.decode)
             | "AllReferences" >> beam.combiners.ToList()
         )
+        # (decisions by key, report): one element, so the decisions are pickled for Beam's
+        # element-size estimates once, not again for a PCollection of the dict alone
         decided = items | "Decide" >> beam.Map(
-            _decide, AsSingleton(shard_refs), self.dedup, self.processes
+            lambda i, refs, dedup, processes: decisions_by_key(_decide(i, refs, dedup, processes)),
+            AsSingleton(shard_refs),
+            self.dedup,
+            self.processes,
         )
-        decisions = decided | "Decisions" >> beam.Map(decisions_by_key)
         report = decided | "Report" >> beam.Map(lambda d: d[1])
         # one Map over every record (no split and rejoin: module docstring)
-        joined = records | "Apply" >> beam.Map(_apply, AsSingleton(decisions), self.light)
+        joined = records | "Apply" >> beam.Map(
+            lambda r, decided, light: _apply(r, decided[0], light), AsSingleton(decided), self.light
+        )
         return joined, report
 
 

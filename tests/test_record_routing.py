@@ -110,9 +110,11 @@ def test_near_dup_decisions_apply_to_pending_records_only():
                 Decision("b", Reason.NEAR_DUPLICATE, "a", 3, 0.1),
                 Decision("c", NOT_MERGED, "a", 5, 0.7),
             ],
-            {},
+            {"items": 3},
         )
     )
+    assert decisions[1] == {"items": 3}
+    decisions = decisions[0]
     a = _record("a", 0, signature=b"s")
     b = _record("b", 1, signature=b"s")
     c = _record("c", 2)
