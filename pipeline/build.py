@@ -5,7 +5,7 @@
     sources ─ index (one element per shard/table) ─ chunks ─ Reshuffle
       ─ ProcessChunk: read bytes, decode once, signals, filter scores, decisions
       ─ group by key: later duplicate keys are errors
-      ─ group by sha256 (survivors only): exact duplicates
+      ─ group by sha256 (survivors; settled records pass alone): exact duplicates
       ─ NearDedup (dedup.near / dedup.against; pipeline/near.py, one worker, or
         pipeline/near_partitioned.py): near duplicates, eval overlap
       ─ finalize ─ Rebalance (rebalance.enabled; pipeline/rebalance.py): fit on a
@@ -18,7 +18,9 @@ Image bytes exist only inside ``ProcessChunk`` and the shard writer; every shuff
 moves light records, so memory does not grow with image volume on any runner. After
 exact dedup the verification signatures leave the records: the near-dup items take
 theirs in the same stage, the manifest gets them back grouped by source
-(pipeline/signatures.py).
+(pipeline/signatures.py). No step splits the records and rejoins them with a Flatten
+(the local runner encodes every record a Flatten carries once more); the only Flatten
+of records is the group by source's (tests/test_record_routing.py).
 """
 
 from __future__ import annotations
