@@ -61,7 +61,8 @@ flipped copies, as the flip-tolerant rule says they should.
 
 A pair is *verified* (the images are near duplicates) when its score is at most the
 threshold (``dedup.verify_threshold``, default :data:`DEFAULT_THRESHOLD`). The score is
-symmetric and deterministic (numpy, fixed operation order). Everything here is
+symmetric and deterministic (fixed float32 operation order; the windows of
+:mod:`mitigate.localscore` in a compiled kernel with the same bits as numpy). Everything here is
 a plain function over arrays: a search that found candidate pairs in one worker or in
 many partitions calls :func:`pair_scores` the same way.
 """
@@ -77,7 +78,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from mitigate import sigdef, sigsample
+from mitigate import localscore, sigdef, sigsample
 
 logger = logging.getLogger(__name__)
 
@@ -370,20 +371,14 @@ _ALIGNMENTS = [(m, z) for m in (False, True) for z in range(len(ZOOMS))]
 _MATRICES = {(n, al): _align_matrices(n, *al) for n in (*LEVELS, CHROMA_GRID) for al in _ALIGNMENTS}
 
 
-def _band(level: int) -> tuple[NDArray[np.float32], int]:
-    """(band, edge rows): ``band @ d @ band.T`` sums every window of a (level x level)
-    difference map inside the outer ring; ring, window and edge rows scale with the
-    level (RING, WINDOW, EDGE_ROWS are given at GRID cells)."""
+def _window(level: int) -> localscore.Window:
+    """(ring, window side, edge rows) at ``level`` cells a side: RING, WINDOW and
+    EDGE_ROWS are given at GRID cells and scale with the level."""
     f = GRID // level
-    r, w, e = max(1, RING // f), max(2, WINDOW // f), max(1, EDGE_ROWS // f)
-    m = level - 2 * r - w + 1
-    band = np.zeros((m, level), dtype=np.float32)
-    for t in range(m):
-        band[t, r + t : r + t + w] = 1.0 / w
-    return band, e
+    return max(1, RING // f), max(2, WINDOW // f), max(1, EDGE_ROWS // f)
 
 
-_BANDS = {n: _band(n) for n in LEVELS}
+_WINDOWS = {n: _window(n) for n in LEVELS}
 
 
 def _normalise(y: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -409,19 +404,6 @@ def _down(y: NDArray[np.float32], level: int) -> NDArray[np.float32]:
     return pool @ y @ pool.T
 
 
-def _most_changed(d: NDArray[np.float32], level: int) -> NDArray[np.float32]:
-    """Largest window mean of a difference map (p, level, level), without the outer
-    ring, and without the edge rows at the top or at the bottom if that lowers it (a
-    band across one edge is forgiven, not one at each)."""
-    band, e = _BANDS[level]
-    win = band @ d @ band.T
-    row_max = win.max(axis=2)
-    full = row_max.max(axis=1)
-    no_top = row_max[:, e:].max(axis=1)
-    no_bottom = row_max[:, :-e].max(axis=1)
-    return np.minimum(full, np.minimum(no_top, no_bottom))
-
-
 def _aligned(
     y: NDArray[np.float32], c: NDArray[np.float32], level: int, alignment: tuple[bool, int]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -435,21 +417,18 @@ def _aligned(
     return _normalise(y), c
 
 
-def _local(
-    ya: NDArray[np.float32],
-    ca: NDArray[np.float32],
+def _local_at(
+    y: NDArray[np.float32],
+    c: NDArray[np.float32],
+    ia: NDArray[np.int64],
     yb: NDArray[np.float32],
     cb: NDArray[np.float32],
+    ib: NDArray[np.int64],
     level: int,
 ) -> NDArray[np.float32]:
-    """Most changed window of normalised luma ``ya``/``yb`` (p, level, level) and chroma
-    (p, 2, CHROMA_GRID, CHROMA_GRID) of aligned pairs."""
-    d = np.abs(ya - yb)
-    dc = np.abs(ca - cb).sum(axis=1) / CHROMA_UNIT
-    rep = level // CHROMA_GRID
-    # each chroma cell adds to its rep x rep luma cells (in place, no copy)
-    d.reshape(-1, CHROMA_GRID, rep, CHROMA_GRID, rep)[...] += dc[:, :, None, :, None]
-    return _most_changed(d, level)
+    """Most changed window of pairs (image ``ia[t]`` of ``y``/``c``, image ``ib[t]`` of
+    the aligned ``yb``/``cb``) at ``level`` (:mod:`mitigate.localscore`)."""
+    return localscore.local_at(y, c, ia, yb, cb, ib, _WINDOWS[level], CHROMA_UNIT)
 
 
 def _level_scores(
@@ -466,23 +445,22 @@ def _level_scores(
     above ``stop_above`` already). Each image ``b`` is aligned once per alignment, not
     once per pair."""
     coarse_level = LEVELS[-1]
-    ca = c[a]
     coarse = np.empty((a.shape[0], len(_ALIGNMENTS)), dtype=np.float32)
     yc = _down(y, coarse_level)
-    ya = _normalise(yc)[a]
+    yn = _normalise(yc)
     ub, ib = np.unique(b, return_inverse=True)
     for t, al in enumerate(_ALIGNMENTS):
         yb, cb = _aligned(yc[ub], c[ub], coarse_level, al)
-        coarse[:, t] = _local(ya, ca, yb[ib], cb[ib], coarse_level)
+        coarse[:, t] = _local_at(yn, c, a, yb, cb, ib, coarse_level)
     coarse_best = coarse.min(axis=1)
     fine = np.flatnonzero(coarse_best <= stop_above)
     if level == coarse_level or fine.size == 0:
         return coarse_best
-    a, b, ca, coarse = a[fine], b[fine], ca[fine], coarse[fine]
+    a, b, coarse = a[fine], b[fine], coarse[fine]
     # stable: ties keep the order of _ALIGNMENTS (as is first)
     chosen = np.argsort(coarse, axis=1, kind="stable")[:, :FINE_ALIGNMENTS]
     yl = _down(y, level)
-    ya = _normalise(yl)[a]
+    yn = _normalise(yl)
     best = np.full(a.shape[0], np.inf, dtype=np.float32)
     for t, al in enumerate(_ALIGNMENTS):
         sel = np.flatnonzero((chosen == t).any(axis=1))
@@ -490,7 +468,7 @@ def _level_scores(
             continue
         ub, ib = np.unique(b[sel], return_inverse=True)
         yb, cb = _aligned(yl[ub], c[ub], level, al)
-        s = _local(ya[sel], ca[sel], yb[ib], cb[ib], level)
+        s = _local_at(yn, c, a[sel], yb, cb, ib, level)
         best[sel] = np.minimum(best[sel], s)
     coarse_best[fine] = np.maximum(coarse_best[fine], best)
     return coarse_best

@@ -1,0 +1,112 @@
+"""The local part of the verification score: the most changed window of aligned pairs.
+
+:mod:`mitigate.verify` aligns each image of a candidate pair to the other and asks here
+for the largest window mean of their difference map (its module docstring says what is
+forgiven and why). :func:`local_at` takes the pairs as indices into per-image tables, so
+no pair's planes are copied, and runs the compiled kernel (:mod:`mitigate._scorekernel`)
+where numba imports; :func:`local` is the numpy reference, the same float32 operations
+in the same order, so both give the same bits (tests compare them).
+
+A window's mean is summed cell by cell, first row (then first column) to last, each
+cell scaled by ``1 / side`` (a power of two at every level, so exact). Before issue 14's
+kernel these sums were products with a band matrix, whose order was the BLAS library's
+choice; on the OpenBLAS numpy ships here that order is the same one (the scores of the
+labelled set and of 6,400 benchmark samples are identical bit for bit, BENCHMARKS.md),
+and now it no longer depends on the library.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+
+logger = logging.getLogger(__name__)
+
+Window = tuple[int, int, int]
+"""(ring, side, edge rows) of a level: cells left out at each border, the window's
+side, the window rows at the top or bottom that may be forgiven."""
+
+
+def most_changed(d: NDArray[np.float32], window: Window) -> NDArray[np.float32]:
+    """Largest window mean of difference maps ``d`` (p, n, n) inside the outer ring,
+    and without the edge rows at the top or at the bottom if that lowers it (a band
+    across one edge is forgiven, not one at each)."""
+    ring, side, edge = window
+    m = d.shape[-1] - 2 * ring - side + 1
+    coef = np.float32(1.0 / side)
+    rows = coef * d[:, ring : ring + m, :]
+    for k in range(1, side):
+        rows = rows + coef * d[:, ring + k : ring + k + m, :]
+    win = coef * rows[:, :, ring : ring + m]
+    for k in range(1, side):
+        win = win + coef * rows[:, :, ring + k : ring + k + m]
+    row_max = win.max(axis=2)
+    full = row_max.max(axis=1)
+    no_top = row_max[:, edge:].max(axis=1)
+    no_bottom = row_max[:, :-edge].max(axis=1)
+    return np.minimum(full, np.minimum(no_top, no_bottom))
+
+
+def local(
+    ya: NDArray[np.float32],
+    ca: NDArray[np.float32],
+    yb: NDArray[np.float32],
+    cb: NDArray[np.float32],
+    window: Window,
+    chroma_unit: float,
+) -> NDArray[np.float32]:
+    """Most changed window of aligned pairs: normalised luma ``ya``/``yb`` (p, n, n),
+    chroma ``ca``/``cb`` (p, 2, g, g); each chroma cell adds to its (n/g)^2 luma cells."""
+    d = np.abs(ya - yb)
+    dc = np.abs(ca - cb).sum(axis=1) / np.float32(chroma_unit)
+    g = ca.shape[-1]
+    rep = d.shape[-1] // g
+    d.reshape(-1, g, rep, g, rep)[...] += dc[:, :, None, :, None]  # in place, no copy
+    return most_changed(d, window)
+
+
+@lru_cache(maxsize=1)
+def _kernel() -> Callable[..., NDArray[np.float32]] | None:
+    """The compiled kernel, or None (numpy) where numba does not import."""
+    try:
+        from mitigate import _scorekernel
+    except ImportError as err:  # pragma: no cover - numba is a core dependency
+        logger.warning("numba unavailable (%s): pair scores are computed in numpy", err)
+        return None
+    return _scorekernel.local_scores  # type: ignore[no-any-return]
+
+
+def local_at(
+    ya: NDArray[np.float32],
+    ca: NDArray[np.float32],
+    ia: NDArray[np.int64],
+    yb: NDArray[np.float32],
+    cb: NDArray[np.float32],
+    ib: NDArray[np.int64],
+    window: Window,
+    chroma_unit: float,
+    compiled: bool = True,
+) -> NDArray[np.float32]:
+    """:func:`local` of the pairs (``ya[ia[t]]``, ``ca[ia[t]]``) x (``yb[ib[t]]``,
+    ``cb[ib[t]]``), without gathering their planes (compiled; ``compiled=False``, or no
+    numba: gathered, in numpy)."""
+    ring, side, edge = window
+    rows = ya.shape[-1] - 2 * ring - side + 1  # window rows
+    if not (edge >= 1 and rows > 2 * edge):
+        raise ValueError(f"window {window} leaves {rows} window rows: fewer than 2 x edge + 1")
+    kernel = _kernel() if compiled else None
+    if kernel is None:
+        return local(ya[ia], ca[ia], yb[ib], cb[ib], window, chroma_unit)
+    # the kernel reads without bounds checks: every index is checked here
+    for idx, table in ((ia, ya), (ib, yb)):
+        if idx.size and (idx.min() < 0 or idx.max() >= table.shape[0]):
+            raise IndexError(f"pair index out of range 0..{table.shape[0] - 1}")
+    f32, c32, i64 = np.float32, np.ascontiguousarray, np.ascontiguousarray
+    ya, ca, yb, cb = (c32(x, dtype=f32) for x in (ya, ca, yb, cb))
+    ia, ib = (i64(x, dtype=np.int64) for x in (ia, ib))
+    out = np.empty(ia.shape[0], dtype=np.float32)
+    return kernel(ya, ca, ia, yb, cb, ib, ring, side, edge, f32(1.0 / side), f32(chroma_unit), out)
