@@ -26,6 +26,9 @@ pair, verified candidates scored again): same outputs, the cost before.
 ``--compare-graph`` adds rows the same way with the record routing as before stream 14f
 (``benchmarks/old_graph.py``: exact dedup and the one-worker near-dup join split the
 records and rejoined them with Flattens): same outputs, the cost before.
+``--compare-scorer`` adds rows the same way with verification's local part as before
+its compiled kernel (``benchmarks/old_scoring.py``, also in the pair-scoring worker
+processes): same outputs, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -113,6 +116,7 @@ def child(
     cuts: bool = True,
     old_medoid: bool = False,
     old_graph: bool = False,
+    old_scorer: bool = False,
 ) -> None:
     """Run the pipeline once and print its timing and peak memory as JSON."""
     from mitigate.config import load_config
@@ -125,6 +129,11 @@ def child(
         import old_graph as old_graph_module
 
         old_graph_module.install()
+    if old_scorer:
+        sys.path.insert(0, str(HERE))
+        import old_scoring
+
+        old_scoring.install()
 
     if not cuts:  # the fixed-cost cuts off: Beam's own behaviour
         from mitigate.runners import beam_memo
@@ -247,12 +256,14 @@ def pipeline_run(
     cuts: bool = True,
     old_medoid: bool = False,
     old_graph: bool = False,
+    old_scorer: bool = False,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, __file__, "--child", "--workers", str(workers), "--mode", mode]
         cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else [])]
         cmd += [*([] if cuts else ["--cuts-off"]), *(["--old-medoid"] if old_medoid else [])]
         cmd += ["--old-graph"] if old_graph else []
+        cmd += ["--old-scorer"] if old_scorer else []
         cmd += list(map(str, shards))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -312,7 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also run each size, 1 worker and parallel, with the record routing as before "
         "stream 14f (benchmarks/old_graph.py)",
     )
+    parser.add_argument(
+        "--compare-scorer",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with verification's local part as "
+        "before its compiled kernel (benchmarks/old_scoring.py)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--old-scorer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--old-graph", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--old-medoid", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cuts-off", action="store_true", help=argparse.SUPPRESS)
@@ -330,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             not args.cuts_off,
             args.old_medoid,
             args.old_graph,
+            args.old_scorer,
         )
         return 0
 
@@ -342,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     # (samples, workers, nsfw, fixed-cost cuts on, medoid scoring as now)
     plan = [(small, 1, False, True, True), (small, args.workers, False, True, True)]
     plan += [(large, 1, False, True, True), (large, args.workers, False, True, True)]
-    if args.compare_medoid or args.compare_graph:  # each right after its like (same load)
+    # each right after its like (same load)
+    if args.compare_medoid or args.compare_graph or args.compare_scorer:
         plan = [v for row in plan for v in (row, (*row[:4], False))]
     if args.compare_before:
         plan += [(small, 1, False, False, True), (large, 1, False, False, True)]
@@ -360,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                     memo,
                     not medoid and args.compare_medoid,
                     not medoid and args.compare_graph,
+                    not medoid and args.compare_scorer,
                 )
             )
     result = {row: sorted(rs, key=lambda r: r["wall"])[len(rs) // 2] for row, rs in runs.items()}

@@ -84,3 +84,79 @@ def local_scores(ya, ca, ia, yb, cb, ib, ring, side, edge, coef, chroma_unit, ou
         no_bottom = max(top_rows, middle)
         out[t] = coef * (coef * min(full, min(no_top, no_bottom)))
     return out
+
+
+@njit(cache=True, nogil=True)
+def _block_sum(a, lo, n):  # type: ignore[no-untyped-def]
+    """numpy's sum of a block of at most 128 float32 values: eight running sums."""
+    if n < 8:
+        res = np.float32(-0.0)
+        for i in range(lo, lo + n):
+            res = res + a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i, end = 8, n - n % 8
+    while i < end:
+        at = lo + i
+        r0, r1, r2, r3 = r0 + a[at], r1 + a[at + 1], r2 + a[at + 2], r3 + a[at + 3]
+        r4, r5, r6, r7 = r4 + a[at + 4], r5 + a[at + 5], r6 + a[at + 6], r7 + a[at + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res = res + a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_sum(a, n, stack, sums):  # type: ignore[no-untyped-def]
+    """Sum of ``a[:n]`` (float32) in numpy's order for a contiguous reduction: its
+    pairwise summation (blocks of up to 128, :func:`_block_sum`; above that the two
+    halves, split at a multiple of 8, summed apart and added). Without recursion (numba
+    cannot cache recursive functions): ``stack`` (k, 3) int64 and ``sums`` (k,) float32
+    are scratch, k > the depth, log2(n / 128) + 2."""
+    stack[0, 0], stack[0, 1], stack[0, 2] = 0, n, 0  # (start, length, halves pushed)
+    depth, done = 1, 0
+    while depth:
+        lo, m, stage = stack[depth - 1, 0], stack[depth - 1, 1], stack[depth - 1, 2]
+        half = m // 2 - (m // 2) % 8
+        if m <= 128:
+            sums[done] = _block_sum(a, lo, m)
+            done += 1
+            depth -= 1
+        elif stage < 2:  # push the first half, then the second
+            stack[depth - 1, 2] = stage + 1
+            start, length = (lo, half) if stage == 0 else (lo + half, m - half)
+            stack[depth, 0], stack[depth, 1], stack[depth, 2] = start, length, 0
+            depth += 1
+        else:  # both halves summed: add them
+            sums[done - 2] = sums[done - 2] + sums[done - 1]
+            done -= 1
+            depth -= 1
+    return sums[0]
+
+
+@njit(cache=True, nogil=True)
+def normalise(y, floor, out):  # type: ignore[no-untyped-def]
+    """``out[t] = (y[t] - mean) / max(std, floor)`` of each plane of ``y`` (p, n, n),
+    float32, with numpy's mean and std: the same sums in the same order, so the same
+    bits as :func:`mitigate.localscore.normalise_numpy`."""
+    cells = y.shape[1] * y.shape[2]
+    count = np.float32(cells)
+    sq = np.empty(cells, np.float32)
+    stack = np.empty((64, 3), np.int64)
+    sums = np.empty(64, np.float32)
+    for t in range(y.shape[0]):
+        plane = y[t].reshape(cells)
+        mean = _pairwise_sum(plane, cells, stack, sums) / count
+        for i in range(cells):
+            v = plane[i] - mean
+            sq[i] = v * v
+        std = np.sqrt(_pairwise_sum(sq, cells, stack, sums) / count)
+        if std < floor:
+            std = floor
+        o = out[t].reshape(cells)
+        for i in range(cells):
+            o[i] = (plane[i] - mean) / std
+    return out

@@ -18,8 +18,8 @@ and now it no longer depends on the library.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -69,15 +69,35 @@ def local(
     return most_changed(d, window)
 
 
+def normalise_numpy(y: NDArray[np.float32], floor: float) -> NDArray[np.float32]:
+    """Each plane of ``y`` (p, n, n) to zero mean and unit contrast (std at least
+    ``floor``): the numpy reference of :func:`normalise`."""
+    mean = y.mean(axis=(-2, -1), keepdims=True)
+    std = np.maximum(y.std(axis=(-2, -1), keepdims=True), floor)
+    return (y - mean) / std  # type: ignore[no-any-return]
+
+
+def normalise(y: NDArray[np.float32], floor: float, compiled: bool = True) -> NDArray[np.float32]:
+    """:func:`normalise_numpy`, compiled where numba imports: numpy's mean and std are
+    float32 pairwise sums (blocks of 128 in eight running sums), which the kernel
+    repeats in the same order, so the bits are the same (tests compare them; a numpy
+    that changed its order would show there)."""
+    kernel = _kernels() if compiled else None
+    if kernel is None:
+        return normalise_numpy(y, floor)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    return kernel.normalise(y, np.float32(floor), np.empty_like(y))  # type: ignore[no-any-return]
+
+
 @lru_cache(maxsize=1)
-def _kernel() -> Callable[..., NDArray[np.float32]] | None:
-    """The compiled kernel, or None (numpy) where numba does not import."""
+def _kernels() -> ModuleType | None:
+    """The compiled kernels' module, or None (numpy) where numba does not import."""
     try:
         from mitigate import _scorekernel
     except ImportError as err:  # pragma: no cover - numba is a core dependency
         logger.warning("numba unavailable (%s): pair scores are computed in numpy", err)
         return None
-    return _scorekernel.local_scores  # type: ignore[no-any-return]
+    return _scorekernel
 
 
 def local_at(
@@ -98,8 +118,8 @@ def local_at(
     rows = ya.shape[-1] - 2 * ring - side + 1  # window rows
     if not (edge >= 1 and rows > 2 * edge):
         raise ValueError(f"window {window} leaves {rows} window rows: fewer than 2 x edge + 1")
-    kernel = _kernel() if compiled else None
-    if kernel is None:
+    kernels = _kernels() if compiled else None
+    if kernels is None:
         return local(ya[ia], ca[ia], yb[ib], cb[ib], window, chroma_unit)
     # the kernel reads without bounds checks: every index is checked here
     for idx, table in ((ia, ya), (ib, yb)):
@@ -109,4 +129,5 @@ def local_at(
     ya, ca, yb, cb = (c32(x, dtype=f32) for x in (ya, ca, yb, cb))
     ia, ib = (i64(x, dtype=np.int64) for x in (ia, ib))
     out = np.empty(ia.shape[0], dtype=np.float32)
-    return kernel(ya, ca, ia, yb, cb, ib, ring, side, edge, f32(1.0 / side), f32(chroma_unit), out)
+    args = (ring, side, edge, f32(1.0 / side), f32(chroma_unit), out)
+    return kernels.local_scores(ya, ca, ia, yb, cb, ib, *args)  # type: ignore[no-any-return]

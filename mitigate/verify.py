@@ -382,9 +382,7 @@ _WINDOWS = {n: _window(n) for n in LEVELS}
 
 
 def _normalise(y: NDArray[np.float32]) -> NDArray[np.float32]:
-    mean = y.mean(axis=(-2, -1), keepdims=True)
-    std = np.maximum(y.std(axis=(-2, -1), keepdims=True), _CONTRAST_FLOOR)
-    return (y - mean) / std
+    return localscore.normalise(y, _CONTRAST_FLOOR)
 
 
 def _pool(level: int) -> NDArray[np.float32]:

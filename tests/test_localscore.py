@@ -130,7 +130,30 @@ def test_real_pair_scores_are_the_same_compiled_or_in_numpy(
     i, j = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
     i[:n], j[:n] = np.arange(n), np.roll(np.arange(n), 1)  # neighbours: copies of one photo
     compiled = verify.pair_scores(i, j, sigs)
-    monkeypatch.setattr(localscore, "_kernel", lambda: None)
+    monkeypatch.setattr(localscore, "_kernels", lambda: None)
     numpy = verify.pair_scores(i, j, sigs)
     assert np.array_equal(compiled, numpy)
     assert (compiled[:n] <= verify.DEFAULT_THRESHOLD).sum() > n // 4  # copies verify
+
+
+@pytest.mark.parametrize("level", verify.LEVELS)
+def test_normalise_compiled_gives_numpys_mean_and_std_bits(level: int) -> None:
+    rng = np.random.default_rng(20 + level)
+    y = (rng.random((60, level, level)) * 255).astype(np.float32)
+    y[:10] = np.round(y[:10] / 17) * 17  # the 4-bit levels a signature holds
+    y[10:15] = 7.0  # flat: contrast below the floor
+    y[15:20] *= np.float32(0.01)  # faint: std under the floor
+    y[20:25] = verify._down(y[20:25], level) if level == 64 else y[20:25]
+    compiled = localscore.normalise(y, 4.0)
+    numpy = localscore.normalise(y, 4.0, compiled=False)
+    assert np.array_equal(compiled, numpy)
+    assert (compiled[10:15] == 0).all()  # flat planes: zero after the mean
+    np.testing.assert_allclose(compiled[30:].std(axis=(1, 2)), 1.0, rtol=1e-4)
+
+
+def test_normalise_follows_numpys_sum_order_at_other_sizes_too() -> None:
+    """Blocks under 8, a tail after the blocks of 8, halves not at a power of two."""
+    rng = np.random.default_rng(7)
+    for shape in ((3, 2, 3), (3, 3, 3), (2, 50, 50), (2, 100, 90), (1, 200, 200)):
+        y = (rng.random(shape) * 255).astype(np.float32)
+        assert np.array_equal(localscore.normalise(y, 4.0), localscore.normalise(y, 4.0, False))

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Verification of candidate pairs, the compiled local part (``mitigate/localscore.py``,
+``_scorekernel.py``) against the numpy code it replaced (``benchmarks/old_scoring.py``),
+rounds alternating in one process; scores and decisions must be identical.
+
+Two measures on the items of a finished run (its manifest's kept and near-duplicate
+samples, as ``bench_medoid.py`` loads them):
+* the one-worker near-dup decision (candidate search, verification, the medoid measure),
+  in process (``decode.processes`` = 1), CPU seconds;
+* ``verify.pair_scores`` on random pairs of those signatures scored in full (no early
+  stop: every pair reaches the pair's level), CPU microseconds a pair.
+
+    python benchmarks/bench_pipeline.py --child --workers 1 --mode processes \\
+        --out /tmp/run6400 "$PWD"/bench_data/n6400-1024px/*.tar
+    python benchmarks/bench_pair_scores.py /tmp/run6400 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="output folder of a finished run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=10000, help="random pairs scored in full")
+    args = parser.parse_args(argv)
+    import old_scoring
+    from bench_medoid import load_items
+
+    from mitigate import verify
+    from mitigate.config import load_config
+    from mitigate.pipeline.near import _decide
+
+    config, _ = load_config(REPO / "configs" / "default.yaml", [])
+    items = load_items(args.run)
+    table = verify.as_signatures([item.signature for item in items])
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(items), args.pairs), rng.integers(0, len(items), args.pairs)
+    verify.pair_scores(i[:100], j[:100], table)  # the kernels compiled or loaded first
+    cpu: dict[str, dict[str, list[float]]] = {
+        version: {"decide": [], "pairs": []} for version in ("old", "now")
+    }
+    decisions, scores = {}, {}
+    for _ in range(args.rounds):
+        for version in ("old", "now"):
+            (old_scoring.install if version == "old" else old_scoring.uninstall)()
+            started = time.process_time()
+            decisions[version] = _decide(items, [], config.dedup, 1)
+            cpu[version]["decide"].append(time.process_time() - started)
+            started = time.process_time()
+            scores[version] = verify.pair_scores(i, j, table)
+            cpu[version]["pairs"].append(time.process_time() - started)
+    old_scoring.uninstall()
+    assert decisions["now"] == decisions["old"], "decisions differ"
+    assert np.array_equal(scores["now"], scores["old"]), "scores differ"
+    n = len(items)
+    print(f"{n} items from {args.run}; best of {args.rounds} alternating rounds, CPU")
+    best = {v: {k: min(xs) for k, xs in m.items()} for v, m in cpu.items()}
+    for version in ("old", "now"):
+        d, p = best[version]["decide"], best[version]["pairs"]
+        rounds = ", ".join(f"{x:.2f}" for x in cpu[version]["decide"])
+        print(
+            f"  {version}: near-dup decision {d:6.2f} s ({d / n * 1000:.2f} ms a sample; "
+            f"rounds {rounds}); {args.pairs:,} random pairs in full {p / args.pairs * 1e6:6.1f} "
+            f"us a pair"
+        )
+    ratio_d = best["now"]["decide"] / best["old"]["decide"]
+    ratio_p = best["now"]["pairs"] / best["old"]["pairs"]
+    print(f"  now / old: decision {ratio_d:.2f}, pairs in full {ratio_p:.2f}; identical results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
