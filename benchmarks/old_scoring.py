@@ -151,9 +151,13 @@ def score_part(
 _NOW = (verify._level_scores, workers._score_part)
 
 
+def _old_level_scores(*args: object, compiled: bool = True) -> np.ndarray:
+    return _level_scores(*args[:6])  # type: ignore[arg-type]
+
+
 def install() -> None:
     """Score pairs with the old local part here, and in the pair-scoring workers."""
-    verify._level_scores = _level_scores  # type: ignore[assignment]
+    verify._level_scores = _old_level_scores  # type: ignore[assignment]
     workers._score_part = score_part  # type: ignore[assignment]
 
 

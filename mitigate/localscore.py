@@ -18,6 +18,7 @@ and now it no longer depends on the library.
 from __future__ import annotations
 
 import logging
+import sys
 from functools import lru_cache
 from types import ModuleType
 
@@ -87,6 +88,19 @@ def normalise(y: NDArray[np.float32], floor: float, compiled: bool = True) -> ND
         return normalise_numpy(y, floor)
     y = np.ascontiguousarray(y, dtype=np.float32)
     return kernel.normalise(y, np.float32(floor), np.empty_like(y))  # type: ignore[no-any-return]
+
+
+#: Pairs a call scores from which the kernels are used in a process that has not
+#: imported numba yet: importing it and its first call cost ~0.8 s of CPU and ~130 MB
+#: (once a process), and the kernels save ~0.1 ms a pair (BENCHMARKS.md). Where numba
+#: is in already (the signature kernel of an in-process decode), always. The scores are
+#: the same bits either way.
+MIN_COMPILED_PAIRS = 8192
+
+
+def compiled_for(pairs: int) -> bool:
+    """Whether scoring ``pairs`` pairs here is worth the compiled kernels."""
+    return pairs >= MIN_COMPILED_PAIRS or "numba" in sys.modules
 
 
 @lru_cache(maxsize=1)

@@ -381,8 +381,8 @@ def _window(level: int) -> localscore.Window:
 _WINDOWS = {n: _window(n) for n in LEVELS}
 
 
-def _normalise(y: NDArray[np.float32]) -> NDArray[np.float32]:
-    return localscore.normalise(y, _CONTRAST_FLOOR)
+def _normalise(y: NDArray[np.float32], compiled: bool = True) -> NDArray[np.float32]:
+    return localscore.normalise(y, _CONTRAST_FLOOR, compiled)
 
 
 def _pool(level: int) -> NDArray[np.float32]:
@@ -403,7 +403,11 @@ def _down(y: NDArray[np.float32], level: int) -> NDArray[np.float32]:
 
 
 def _aligned(
-    y: NDArray[np.float32], c: NDArray[np.float32], level: int, alignment: tuple[bool, int]
+    y: NDArray[np.float32],
+    c: NDArray[np.float32],
+    level: int,
+    alignment: tuple[bool, int],
+    compiled: bool = True,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """(normalised luma, chroma) of images ``y`` (at ``level``), ``c`` under one
     alignment; luma normalised after the zoom."""
@@ -412,7 +416,7 @@ def _aligned(
         y = left @ y @ right
         left, right = _MATRICES[CHROMA_GRID, alignment]
         c = left @ c @ right
-    return _normalise(y), c
+    return _normalise(y, compiled), c
 
 
 def _local_at(
@@ -423,10 +427,12 @@ def _local_at(
     cb: NDArray[np.float32],
     ib: NDArray[np.int64],
     level: int,
+    compiled: bool,
 ) -> NDArray[np.float32]:
     """Most changed window of pairs (image ``ia[t]`` of ``y``/``c``, image ``ib[t]`` of
     the aligned ``yb``/``cb``) at ``level`` (:mod:`mitigate.localscore`)."""
-    return localscore.local_at(y, c, ia, yb, cb, ib, _WINDOWS[level], CHROMA_UNIT)
+    window = _WINDOWS[level]
+    return localscore.local_at(y, c, ia, yb, cb, ib, window, CHROMA_UNIT, compiled)
 
 
 def _level_scores(
@@ -436,20 +442,21 @@ def _level_scores(
     c: NDArray[np.float32],
     level: int,
     stop_above: float,
+    compiled: bool = True,
 ) -> NDArray[np.float32]:
     """Local score of pairs (a[t], b[t]) (rows of ``y``/``c``, 64x64 luma) at ``level``:
     the best of all alignments at 16 cells, and at least the best of the
     FINE_ALIGNMENTS best of them again at ``level`` (not computed where the first is
     above ``stop_above`` already). Each image ``b`` is aligned once per alignment, not
-    once per pair."""
+    once per pair. ``compiled``: the kernels of :mod:`mitigate.localscore` (same bits)."""
     coarse_level = LEVELS[-1]
     coarse = np.empty((a.shape[0], len(_ALIGNMENTS)), dtype=np.float32)
     yc = _down(y, coarse_level)
-    yn = _normalise(yc)
+    yn = _normalise(yc, compiled)
     ub, ib = np.unique(b, return_inverse=True)
     for t, al in enumerate(_ALIGNMENTS):
-        yb, cb = _aligned(yc[ub], c[ub], coarse_level, al)
-        coarse[:, t] = _local_at(yn, c, a, yb, cb, ib, coarse_level)
+        yb, cb = _aligned(yc[ub], c[ub], coarse_level, al, compiled)
+        coarse[:, t] = _local_at(yn, c, a, yb, cb, ib, coarse_level, compiled)
     coarse_best = coarse.min(axis=1)
     fine = np.flatnonzero(coarse_best <= stop_above)
     if level == coarse_level or fine.size == 0:
@@ -458,15 +465,15 @@ def _level_scores(
     # stable: ties keep the order of _ALIGNMENTS (as is first)
     chosen = np.argsort(coarse, axis=1, kind="stable")[:, :FINE_ALIGNMENTS]
     yl = _down(y, level)
-    yn = _normalise(yl)
+    yn = _normalise(yl, compiled)
     best = np.full(a.shape[0], np.inf, dtype=np.float32)
     for t, al in enumerate(_ALIGNMENTS):
         sel = np.flatnonzero((chosen == t).any(axis=1))
         if sel.size == 0:
             continue
         ub, ib = np.unique(b[sel], return_inverse=True)
-        yb, cb = _aligned(yl[ub], c[ub], level, al)
-        s = _local_at(yn, c, a[sel], yb, cb, ib, level)
+        yb, cb = _aligned(yl[ub], c[ub], level, al, compiled)
+        s = _local_at(yn, c, a[sel], yb, cb, ib, level, compiled)
         best[sel] = np.minimum(best[sel], s)
     coarse_best[fine] = np.maximum(coarse_best[fine], best)
     return coarse_best
@@ -507,6 +514,7 @@ def pair_scores(
     if ii.shape[0] == 0:
         return out
     stop = np.inf if stop_above is None else float(stop_above)
+    compiled = localscore.compiled_for(ii.shape[0])
     lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
     size = _sizes(sigs)
     shorter = np.minimum(size.min(axis=1)[lo], size.min(axis=1)[hi])
@@ -542,8 +550,8 @@ def pair_scores(
                 # either image aligned to the other, the better counting: symmetric,
                 # and a function of the two signatures alone, whatever table holds them
                 local[m] = np.minimum(
-                    _level_scores(a[m], b[m], y, c, lv, stop),
-                    _level_scores(b[m], a[m], y, c, lv, stop),
+                    _level_scores(a[m], b[m], y, c, lv, stop, compiled),
+                    _level_scores(b[m], a[m], y, c, lv, stop, compiled),
                 )
         out[sel] = np.maximum(local, g4)
     return out

@@ -4,6 +4,8 @@ replaced, and the edge rule forgives a band at one edge, not at both."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,7 @@ def test_real_pair_scores_are_the_same_compiled_or_in_numpy(
     rng = np.random.default_rng(5)
     i, j = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
     i[:n], j[:n] = np.arange(n), np.roll(np.arange(n), 1)  # neighbours: copies of one photo
+    monkeypatch.setattr(localscore, "MIN_COMPILED_PAIRS", 0)  # compiled, whatever is imported
     compiled = verify.pair_scores(i, j, sigs)
     monkeypatch.setattr(localscore, "_kernels", lambda: None)
     numpy = verify.pair_scores(i, j, sigs)
@@ -157,3 +160,22 @@ def test_normalise_follows_numpys_sum_order_at_other_sizes_too() -> None:
     for shape in ((3, 2, 3), (3, 3, 3), (2, 50, 50), (2, 100, 90), (1, 200, 200)):
         y = (rng.random(shape) * 255).astype(np.float32)
         assert np.array_equal(localscore.normalise(y, 4.0), localscore.normalise(y, 4.0, False))
+
+
+def test_numba_is_imported_for_many_pairs_only() -> None:
+    """A process that has not imported numba scores a few pairs in numpy (importing it
+    costs more than it saves); from MIN_COMPILED_PAIRS pairs, compiled."""
+    script = (
+        "import sys, numpy as np\n"
+        "from mitigate import localscore, verify\n"
+        "sigs = [bytes(verify.SIG_BYTES - 1) + bytes([verify.SIG_VERSION])] * 3\n"
+        "localscore.MIN_COMPILED_PAIRS = int(sys.argv[1])\n"
+        "verify.pair_scores([0, 1, 2] * 10, [1, 2, 0] * 10, sigs)\n"
+        "print('numba' in sys.modules)\n"
+    )
+    for minimum, imported in ((31, "False"), (30, "True")):
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(minimum)], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == imported
