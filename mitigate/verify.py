@@ -419,22 +419,6 @@ def _aligned(
     return _normalise(y, compiled), c
 
 
-def _local_at(
-    y: NDArray[np.float32],
-    c: NDArray[np.float32],
-    ia: NDArray[np.int64],
-    yb: NDArray[np.float32],
-    cb: NDArray[np.float32],
-    ib: NDArray[np.int64],
-    level: int,
-    compiled: bool,
-) -> NDArray[np.float32]:
-    """Most changed window of pairs (image ``ia[t]`` of ``y``/``c``, image ``ib[t]`` of
-    the aligned ``yb``/``cb``) at ``level`` (:mod:`mitigate.localscore`)."""
-    window = _WINDOWS[level]
-    return localscore.local_at(y, c, ia, yb, cb, ib, window, CHROMA_UNIT, compiled)
-
-
 def _level_scores(
     a: NDArray[np.int64],
     b: NDArray[np.int64],
@@ -453,10 +437,11 @@ def _level_scores(
     coarse = np.empty((a.shape[0], len(_ALIGNMENTS)), dtype=np.float32)
     yc = _down(y, coarse_level)
     yn = _normalise(yc, compiled)
+    window = _WINDOWS[coarse_level], CHROMA_UNIT  # most changed window: localscore
     ub, ib = np.unique(b, return_inverse=True)
     for t, al in enumerate(_ALIGNMENTS):
         yb, cb = _aligned(yc[ub], c[ub], coarse_level, al, compiled)
-        coarse[:, t] = _local_at(yn, c, a, yb, cb, ib, coarse_level, compiled)
+        coarse[:, t] = localscore.local_at(yn, c, a, yb, cb, ib, *window, compiled)
     coarse_best = coarse.min(axis=1)
     fine = np.flatnonzero(coarse_best <= stop_above)
     if level == coarse_level or fine.size == 0:
@@ -466,6 +451,7 @@ def _level_scores(
     chosen = np.argsort(coarse, axis=1, kind="stable")[:, :FINE_ALIGNMENTS]
     yl = _down(y, level)
     yn = _normalise(yl, compiled)
+    window = _WINDOWS[level], CHROMA_UNIT
     best = np.full(a.shape[0], np.inf, dtype=np.float32)
     for t, al in enumerate(_ALIGNMENTS):
         sel = np.flatnonzero((chosen == t).any(axis=1))
@@ -473,7 +459,7 @@ def _level_scores(
             continue
         ub, ib = np.unique(b[sel], return_inverse=True)
         yb, cb = _aligned(yl[ub], c[ub], level, al, compiled)
-        s = _local_at(yn, c, a[sel], yb, cb, ib, level, compiled)
+        s = localscore.local_at(yn, c, a[sel], yb, cb, ib, *window, compiled)
         best[sel] = np.minimum(best[sel], s)
     coarse_best[fine] = np.maximum(coarse_best[fine], best)
     return coarse_best
