@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -17,6 +19,17 @@ from lifetime import die_with_parent
 # killed, it would otherwise finish its current test first, and a job service with it.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     die_with_parent()
+
+# Every temporary folder of this test process and of the processes it starts (Beam's
+# pipeline and job-server temp folders, which Beam leaves behind for pipelines that are
+# built but not run, worker pools, decode workers) goes into one folder, removed when
+# the process exits: the suite does not litter the machine's /tmp.
+# (pytest's own tmp_path folders stay where pytest keeps them for a look afterwards)
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+_TMP_ROOT = tempfile.mkdtemp(prefix="mitigate-tests-")
+os.environ["TMPDIR"] = _TMP_ROOT
+tempfile.tempdir = None  # read TMPDIR again
+atexit.register(shutil.rmtree, _TMP_ROOT, ignore_errors=True)
 
 # Passed model checks are remembered in a cache folder (filters/onnx_image.py); the
 # suite keeps its own, so it neither reads nor writes the user's.

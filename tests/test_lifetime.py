@@ -1,10 +1,12 @@
-"""The suite's own processes: a killed test run leaves nothing running."""
+"""The suite's own processes: a killed test run leaves nothing running, and a finished one
+leaves no temporary folders behind."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ TESTS = Path(__file__).resolve().parent
 
 SLEEPER = """
 import os
+import tempfile
 import time
 
 
@@ -86,3 +89,23 @@ def test_a_killed_pytest_takes_its_xdist_workers_with_it(tmp_path):
         controller.kill()
         if pid_file.exists() and pid_file.read_text() and _running(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), 9)
+
+
+def test_temporary_folders_stay_in_the_test_processs_own_root() -> None:
+    """conftest points TMPDIR at a folder removed when the process exits; Beam's
+    temp folders (left behind by pipelines built but not run) and subprocesses' land
+    there."""
+    import apache_beam as beam
+
+    root = Path(os.environ["TMPDIR"])
+    assert root.name.startswith("mitigate-tests-") and root.is_dir()
+    assert Path(tempfile.gettempdir()) == root
+    pipeline = beam.Pipeline()  # built, never run: Beam keeps its temp folder
+    assert Path(pipeline.local_tempdir).parent == root
+    child = subprocess.run(
+        [sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(child.stdout.strip()) == root
