@@ -43,6 +43,7 @@ Every "1 worker" row decodes in its one process (``decode.processes=1``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import logging
@@ -54,6 +55,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import imagehash
@@ -90,6 +92,11 @@ def baseline(shards: list[Path]) -> tuple[int, float, float]:
     return n, time.perf_counter() - started, time.process_time() - cpu_started
 
 
+#: replaced versions a run can use instead of the code of the tree (``--compare-NAME``):
+#: name -> the module under benchmarks/ that installs it (medoid: a function here)
+OLD_VERSIONS = {"medoid": "", "graph": "old_graph", "scorer": "old_scoring"}
+
+
 def old_medoid_scoring() -> None:
     """The medoid measure's pair scoring as before stream 14c: every ordered (member,
     anchor) pair scored, none reused (the code it replaced, verbatim)."""
@@ -114,26 +121,19 @@ def child(
     mode: str,
     nsfw: bool,
     cuts: bool = True,
-    old_medoid: bool = False,
-    old_graph: bool = False,
-    old_scorer: bool = False,
+    old: Sequence[str] = (),
 ) -> None:
-    """Run the pipeline once and print its timing and peak memory as JSON."""
+    """Run the pipeline once and print its timing and peak memory as JSON; ``old``:
+    names of :data:`OLD_VERSIONS` to run as they were before."""
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
 
-    if old_medoid:
-        old_medoid_scoring()
-    if old_graph:
-        sys.path.insert(0, str(HERE))
-        import old_graph as old_graph_module
-
-        old_graph_module.install()
-    if old_scorer:
-        sys.path.insert(0, str(HERE))
-        import old_scoring
-
-        old_scoring.install()
+    sys.path.insert(0, str(HERE))
+    for name in old:
+        if name == "medoid":
+            old_medoid_scoring()
+        else:  # benchmarks/old_graph.py, benchmarks/old_scoring.py
+            importlib.import_module(OLD_VERSIONS[name]).install()
 
     if not cuts:  # the fixed-cost cuts off: Beam's own behaviour
         from mitigate.runners import beam_memo
@@ -254,16 +254,12 @@ def pipeline_run(
     mode: str,
     nsfw: bool,
     cuts: bool = True,
-    old_medoid: bool = False,
-    old_graph: bool = False,
-    old_scorer: bool = False,
+    old: Sequence[str] = (),
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, __file__, "--child", "--workers", str(workers), "--mode", mode]
         cmd += ["--out", str(Path(tmp) / "out"), *(["--nsfw"] if nsfw else [])]
-        cmd += [*([] if cuts else ["--cuts-off"]), *(["--old-medoid"] if old_medoid else [])]
-        cmd += ["--old-graph"] if old_graph else []
-        cmd += ["--old-scorer"] if old_scorer else []
+        cmd += [*([] if cuts else ["--cuts-off"]), *(f"--old={name}" for name in old)]
         cmd += list(map(str, shards))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -330,9 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         "before its compiled kernel (benchmarks/old_scoring.py)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--old-scorer", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--old-graph", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--old-medoid", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--old", action="append", default=[], choices=OLD_VERSIONS, help=argparse.SUPPRESS
+    )
     parser.add_argument("--cuts-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
@@ -346,9 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             args.mode,
             args.nsfw,
             not args.cuts_off,
-            args.old_medoid,
-            args.old_graph,
-            args.old_scorer,
+            args.old,
         )
         return 0
 
@@ -362,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(small, 1, False, True, True), (small, args.workers, False, True, True)]
     plan += [(large, 1, False, True, True), (large, args.workers, False, True, True)]
     # each right after its like (same load)
-    if args.compare_medoid or args.compare_graph or args.compare_scorer:
+    compared = [name for name in OLD_VERSIONS if getattr(args, f"compare_{name}")]
+    if compared:
         plan = [v for row in plan for v in (row, (*row[:4], False))]
     if args.compare_before:
         plan += [(small, 1, False, False, True), (large, 1, False, False, True)]
@@ -378,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.mode,
                     nsfw,
                     memo,
-                    not medoid and args.compare_medoid,
-                    not medoid and args.compare_graph,
-                    not medoid and args.compare_scorer,
+                    () if medoid else compared,
                 )
             )
     result = {row: sorted(rs, key=lambda r: r["wall"])[len(rs) // 2] for row, rs in runs.items()}
