@@ -25,6 +25,8 @@ from types import ModuleType
 import numpy as np
 from numpy.typing import NDArray
 
+from mitigate import kernels
+
 logger = logging.getLogger(__name__)
 
 Window = tuple[int, int, int]
@@ -105,13 +107,8 @@ def compiled_for(pairs: int) -> bool:
 
 @lru_cache(maxsize=1)
 def _kernels() -> ModuleType | None:
-    """The compiled kernels' module, or None (numpy) where numba does not import."""
-    try:
-        from mitigate import _scorekernel
-    except ImportError as err:  # pragma: no cover - numba is a core dependency
-        logger.warning("numba unavailable (%s): pair scores are computed in numpy", err)
-        return None
-    return _scorekernel
+    """The compiled kernels' module, or None (numpy) where it cannot load."""
+    return kernels.load("mitigate._scorekernel", "pair scores")
 
 
 def local_at(

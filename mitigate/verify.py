@@ -78,7 +78,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from mitigate import localscore, sigdef, sigsample
+from mitigate import kernels, localscore, sigdef, sigsample
 
 logger = logging.getLogger(__name__)
 
@@ -170,16 +170,13 @@ def _cells_numpy(rgbx: bytes) -> bytes:
 
 @lru_cache(maxsize=1)
 def _kernel() -> Callable[..., NDArray[np.uint8]] | None:
-    """The compiled cells kernel, or None (numpy) where numba does not import."""
+    """The compiled cells kernel, or None (numpy) where it cannot load
+    (:mod:`mitigate.kernels`)."""
     if sys.byteorder != "little":  # pragma: no cover - the kernels read RGBX as words
         logger.warning("a big-endian machine: signatures are computed in numpy")
         return None
-    try:
-        from mitigate import _sigkernel
-    except ImportError as err:  # pragma: no cover - numba is a core dependency
-        logger.warning("numba unavailable (%s): signatures are computed in numpy", err)
-        return None
-    return _sigkernel.cells  # type: ignore[no-any-return]
+    module = kernels.load("mitigate._sigkernel", "signatures")
+    return None if module is None else module.cells  # type: ignore[no-any-return]
 
 
 def signature(image: Image.Image) -> bytes:

@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from mitigate.kernels import load
 from mitigate.neardup.bits import HASH_BITS, _check_k
 from mitigate.neardup.cost import _ball_volume
 from mitigate.neardup.plan import MAX_PROBES_PER_SUBSTRING, MIHPlan, pigeonhole_radii
@@ -60,21 +61,21 @@ COMPILED_BUCKET_NS: float = 0.0
 
 
 @lru_cache(maxsize=1)
-def _kernels():  # type: ignore[no-untyped-def]
-    from mitigate.neardup import _kernels as kernels
+def _kernel_module():  # type: ignore[no-untyped-def]
+    return load("mitigate.neardup._kernels", "exact near-dup searches")
 
-    return kernels
+
+def _kernels():  # type: ignore[no-untyped-def]
+    module = _kernel_module()
+    if module is None:
+        raise ImportError("the compiled near-dup kernel is unavailable here (logged)")
+    return module
 
 
 def compiled_available() -> bool:
-    """Whether numba imports (it is a core dependency; a platform without its wheels
-    falls back to the numpy join with a warning)."""
-    try:
-        _kernels()
-    except ImportError as err:  # pragma: no cover - numba is a dependency
-        logger.warning("numba unavailable (%s): the exact near-dup search runs on numpy", err)
-        return False
-    return True
+    """Whether the kernel loads (numba is a core dependency; without it, or without a
+    cache folder it can write, the numpy join runs, with a warning: :mod:`mitigate.kernels`)."""
+    return _kernel_module() is not None
 
 
 def plan_fits_kernel(plan: MIHPlan) -> bool:
