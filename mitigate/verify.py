@@ -61,8 +61,10 @@ flipped copies, as the flip-tolerant rule says they should.
 
 A pair is *verified* (the images are near duplicates) when its score is at most the
 threshold (``dedup.verify_threshold``, default :data:`DEFAULT_THRESHOLD`). The score is
-symmetric and deterministic (fixed float32 operation order; the windows of
-:mod:`mitigate.localscore` in a compiled kernel with the same bits as numpy). Everything here is
+symmetric and deterministic: the windows and each plane's normalisation are summed in a
+fixed float32 order (:mod:`mitigate.localscore`, compiled kernels with the numpy
+reference's bits); the alignments' zoom and the pooling to 32/16 cells are matrix
+products, summed in the BLAS library's order. Everything here is
 a plain function over arrays: a search that found candidate pairs in one worker or in
 many partitions calls :func:`pair_scores` the same way.
 """
