@@ -1,11 +1,14 @@
-"""The local part of the verification score: the most changed window of aligned pairs.
+"""The local part of the verification score: each plane's normalisation and the most
+changed window of aligned pairs.
 
-:mod:`mitigate.verify` aligns each image of a candidate pair to the other and asks here
-for the largest window mean of their difference map (its module docstring says what is
-forgiven and why). :func:`local_at` takes the pairs as indices into per-image tables, so
-no pair's planes are copied, and runs the compiled kernel (:mod:`mitigate._scorekernel`)
-where numba imports; :func:`local` is the numpy reference, the same float32 operations
-in the same order, so both give the same bits (tests compare them).
+:mod:`mitigate.verify` normalises the luma planes (:func:`normalise`), aligns each image
+of a candidate pair to the other and asks here for the largest window mean of their
+difference map (its module docstring says what is forgiven and why). :func:`local_at`
+takes the pairs as indices into per-image tables, so no pair's planes are copied. Both
+run compiled kernels (:mod:`mitigate._scorekernel`) where :func:`compiled_for` says they
+pay; :func:`local` and :func:`normalise_numpy` are the numpy references, the same
+float32 operations in the same order, so both paths give the same bits (tests compare
+them).
 
 A window's mean is summed cell by cell, first row (then first column) to last, each
 cell scaled by ``1 / side`` (a power of two at every level, so exact). Before issue 14's
@@ -17,7 +20,6 @@ and now it no longer depends on the library.
 
 from __future__ import annotations
 
-import logging
 import sys
 from functools import lru_cache
 from types import ModuleType
@@ -26,8 +28,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mitigate import kernels
-
-logger = logging.getLogger(__name__)
 
 Window = tuple[int, int, int]
 """(ring, side, edge rows) of a level: cells left out at each border, the window's
