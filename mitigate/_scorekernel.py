@@ -1,13 +1,16 @@
-"""Compiled (numba) kernel of the local score of aligned pairs (issue 14: the largest
-per-sample step after the decode was this score, as matrix products).
+"""Compiled (numba) kernels of the verification score's local part (issue 14: the
+largest per-sample step after the decode was this score, as numpy and matrix products):
+the most changed window of aligned pairs, and each plane's mean and contrast.
 
-Imported lazily by :mod:`mitigate.localscore` (numba's import costs ~0.5-0.9 s once per
-process; the machine code is cached with ``cache=True``, as :mod:`mitigate._sigkernel`'s).
-Every number it computes is a float32 operation in the order of the numpy reference
-:func:`mitigate.localscore.local` (a window's cells summed first row to last, each
-scaled by the window's ``1 / side``, a power of two, so exact), so both give the same
-bits on every machine; the tests compare them. The geometry comes in as arguments: the
-kernel holds no constant of the score's definition.
+Loaded by :mod:`mitigate.localscore` through :mod:`mitigate.kernels` (numba's import
+and first call cost ~0.8 s once per process; the machine code is cached with
+``cache=True``, as :mod:`mitigate._sigkernel`'s). Every number they compute is a float32
+operation in the order of the numpy references (:func:`mitigate.localscore.local`: a
+window's cells summed first row to last, then first column to last, each scaled by the
+window's ``1 / side``, a power of two, so the scaling can come last exactly;
+:func:`mitigate.localscore.normalise_numpy`: numpy's pairwise sums), so both give the
+same bits; the tests compare them. The geometry comes in as arguments: the kernels hold
+no constant of the score's definition.
 """
 
 from __future__ import annotations
