@@ -136,9 +136,9 @@ def local_at(
     for idx, table in ((ia, ya), (ib, yb)):
         if idx.size and (idx.min() < 0 or idx.max() >= table.shape[0]):
             raise IndexError(f"pair index out of range 0..{table.shape[0] - 1}")
-    f32, c32, i64 = np.float32, np.ascontiguousarray, np.ascontiguousarray
-    ya, ca, yb, cb = (c32(x, dtype=f32) for x in (ya, ca, yb, cb))
-    ia, ib = (i64(x, dtype=np.int64) for x in (ia, ib))
+    f32 = np.float32
+    ya, ca, yb, cb = (np.ascontiguousarray(x, dtype=f32) for x in (ya, ca, yb, cb))
+    ia, ib = (np.ascontiguousarray(x, dtype=np.int64) for x in (ia, ib))
     out = np.empty(ia.shape[0], dtype=np.float32)
     args = (ring, side, edge, f32(1.0 / side), f32(chroma_unit), out)
     return kernels.local_scores(ya, ca, ia, yb, cb, ib, *args)  # type: ignore[no-any-return]
