@@ -18,6 +18,7 @@ their RSS is not the plain run's, so the plain rows are measured without them.
     python benchmarks/bench_memory.py --data bench_data --sizes 6400 --long-side 1024 --stages
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 --long-side 1024 --tracemalloc
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 --record-bytes
+    python benchmarks/bench_memory.py --data bench_data --sizes 1600 6400 --old-pickling
 """
 
 from __future__ import annotations
@@ -148,12 +149,19 @@ def record_bytes(shards: list[Path], n: int = 200) -> None:
         records = [r for r in index_tar(f, str(shards[0])) if isinstance(r, SampleRecord)][:n]
     payloads = stages.load_payloads(records, fs.open_read, config.decode.max_image_bytes)
     items = [i for i in stages.compute_signals(payloads, config.decode) if i.record.signature]
-    full = sum(len(coder.encode(i.record)) for i in items) / len(items)
-    light = sum(len(coder.encode(without_signature(i.record))) for i in items) / len(items)
-    print(
-        f"record encoded by {type(coder).__name__}, mean of {len(items)} decoded samples: "
-        f"{full:.0f} B with its signature, {light:.0f} B without ({light / full:.2f}x)"
-    )
+    sys.path.insert(0, str(HERE))
+    import old_pickling
+
+    for how in ("compact (now)", "pickle's default (old_pickling)"):
+        if how.startswith("pickle"):
+            old_pickling.install()
+        full = sum(len(coder.encode(i.record)) for i in items) / len(items)
+        light = sum(len(coder.encode(without_signature(i.record))) for i in items) / len(items)
+        print(
+            f"record encoded by {type(coder).__name__}, {how}, mean of {len(items)} decoded "
+            f"samples: {full:.0f} B with its signature, {light:.0f} B without ({light / full:.2f}x)"
+        )
+    old_pickling.uninstall()
 
 
 def child(
@@ -164,9 +172,16 @@ def child(
     stages: bool,
     trim: bool = False,
     no_signatures: bool = False,
+    old_pickling: bool = False,
 ) -> None:
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
+
+    if old_pickling:
+        sys.path.insert(0, str(HERE))
+        import old_pickling as old
+
+        old.install()
 
     if no_signatures:  # an experiment: what the signatures cost, all in all
         from mitigate import stages as core
@@ -204,6 +219,7 @@ def run_child(shards: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--tracemalloc"] * args.tracemalloc
         cmd += ["--no-verify"] * (not args.verify) + ["--stages"] * args.stages
         cmd += ["--trim"] * args.trim + ["--no-signatures"] * args.no_signatures
+        cmd += ["--old-pickling"] * args.old_pickling
         proc = subprocess.run([*cmd, *map(str, shards)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -282,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only print a record's encoded size with and without its signature",
     )
+    parser.add_argument(
+        "--old-pickling",
+        action="store_true",
+        help="records, hash items and decisions pickled as before compact_pickling "
+        "(benchmarks/old_pickling.py): the memory before",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
@@ -296,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             args.stages,
             args.trim,
             args.no_signatures,
+            args.old_pickling,
         )
         return 0
     if args.record_bytes:

@@ -29,6 +29,9 @@ records and rejoined them with Flattens): same outputs, the cost before.
 ``--compare-scorer`` adds rows the same way with verification's local part as before
 its compiled kernel (``benchmarks/old_scoring.py``, also in the pair-scoring worker
 processes): same outputs, the cost before.
+``--compare-pickling`` adds rows the same way with records, hash items and decisions
+pickled as pickle's default for a dataclass (``benchmarks/old_pickling.py``, in the Beam
+worker process only): same outputs, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -94,7 +97,12 @@ def baseline(shards: list[Path]) -> tuple[int, float, float]:
 
 #: replaced versions a run can use instead of the code of the tree (``--compare-NAME``):
 #: name -> the module under benchmarks/ that installs it (medoid: a function here)
-OLD_VERSIONS = {"medoid": "", "graph": "old_graph", "scorer": "old_scoring"}
+OLD_VERSIONS = {
+    "medoid": "",
+    "graph": "old_graph",
+    "scorer": "old_scoring",
+    "pickling": "old_pickling",
+}
 
 
 def old_medoid_scoring() -> None:
@@ -132,7 +140,7 @@ def child(
     for name in old:
         if name == "medoid":
             old_medoid_scoring()
-        else:  # benchmarks/old_graph.py, benchmarks/old_scoring.py
+        else:  # benchmarks/old_graph.py, old_scoring.py, old_pickling.py
             importlib.import_module(OLD_VERSIONS[name]).install()
 
     if not cuts:  # the fixed-cost cuts off: Beam's own behaviour
@@ -324,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each size, 1 worker and parallel, with verification's local part as "
         "before its compiled kernel (benchmarks/old_scoring.py)",
+    )
+    parser.add_argument(
+        "--compare-pickling",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with records pickled as before "
+        "compact_pickling (benchmarks/old_pickling.py; the Beam worker process only)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(

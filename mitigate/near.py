@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mitigate import centre, hashing, hot, hot_rescue, keep, neardup, verify
-from mitigate.records import Reason
+from mitigate.records import Reason, compact_pickling
 
 EVAL_OVERLAP = Reason.EVAL_OVERLAP
 BLOCKLIST = Reason.BLOCKLIST
@@ -24,6 +24,7 @@ BLOCKLIST = Reason.BLOCKLIST
 NOT_MERGED = Reason.NOT_MERGED
 
 
+@compact_pickling
 @dataclass(frozen=True)
 class HashItem:
     """What near-duplicate search needs of a sample."""
@@ -36,6 +37,7 @@ class HashItem:
     centre: str | None = None  # centre view, 32 hex (mitigate.centre); None = pHash only
 
 
+@compact_pickling
 @dataclass(frozen=True)
 class Decision:
     key: str

@@ -12,8 +12,10 @@ every shuffle and every runner-side buffer small, whatever the dataset size.
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,7 +29,37 @@ DUPLICATE = "duplicate"
 ERROR = "error"
 FINAL_STATES = (KEPT, FILTERED, DUPLICATE, ERROR)
 
+_T = TypeVar("_T")
 
+
+def compact_pickling(cls: type[_T]) -> type[_T]:
+    """Class decorator for a dataclass whose instances travel between pipeline steps:
+    pickle one as its class and its field values in order, not as a dict of field
+    names and values (pickle's default for a dataclass).
+
+    Beam's coder for these types is a pickle, and a record is encoded and decoded again
+    ~20 times on the local runner (every shuffle and stage boundary), so the names were
+    half of a light record's bytes and of its share of the runner's buffers
+    (``benchmarks/bench_memory.py --record-bytes``; BENCHMARKS.md, "Compact pickles").
+    Unpickling calls the dataclass's ``__init__`` with those values (no
+    ``__post_init__`` may re-derive a field), and a change of the fields changes what
+    an older pickle means: pickles are never stored, only passed within one run.
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if len(fields) < 2 or any(not f.init for f in fields):
+        raise TypeError(
+            f"{cls.__name__}: compact_pickling needs every field in __init__, and two or more"
+        )
+    values: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*(f.name for f in fields))
+
+    def __reduce__(self: Any) -> tuple[type[_T], tuple[Any, ...]]:
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment, method-assign]
+    return cls
+
+
+@compact_pickling
 @dataclass(frozen=True)
 class Member:
     """One tar member of a sample: its extension and where its data lies in the shard."""
@@ -37,6 +69,7 @@ class Member:
     size: int  # bytes
 
 
+@compact_pickling
 @dataclass
 class SampleRecord:
     """Everything the pipeline knows about one input sample, minus its image bytes.
