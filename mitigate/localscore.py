@@ -105,6 +105,14 @@ def compiled_for(pairs: int) -> bool:
     return pairs >= MIN_COMPILED_PAIRS or "numba" in sys.modules
 
 
+def load_kernels(pairs: int) -> None:
+    """Load the compiled kernels now where scoring ``pairs`` pairs would use them, so a
+    caller that scores them in smaller calls (:class:`mitigate.workers.PairScorer`'s
+    chunks) keeps the kernels for all of them."""
+    if compiled_for(pairs):
+        _kernels()
+
+
 @lru_cache(maxsize=1)
 def _kernels() -> ModuleType | None:
     """The compiled kernels' module, or None (numpy) where it cannot load."""

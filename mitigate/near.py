@@ -84,7 +84,7 @@ def decide_near_duplicates(
     ``search=False`` only decontaminates (no
     near-duplicate search among the items). ``score_pairs`` scores candidate pairs
     (:func:`mitigate.verify.pair_scores`, or a drop-in that spreads them over processes,
-    :func:`mitigate.workers.parallel_pair_scores`). Returns the decisions and a report for
+    :class:`mitigate.workers.PairScorer`). Returns the decisions and a report for
     ``summary.json``.
     """
     items = sorted(items, key=lambda i: i.key)

@@ -5,7 +5,7 @@ one found on PATH) that runs calls sent over a pipe: each request is a module-le
 function and its arguments (pickled by reference, so the worker imports only the
 module that function lives in), each reply its result. Users are the decode step
 (:mod:`mitigate.decode_pool`) and the verification of near-duplicate candidate pairs
-(:func:`parallel_pair_scores`).
+(:class:`PairScorer`).
 
 Why not :mod:`multiprocessing`: its ``spawn`` and ``forkserver`` start methods re-run the
 main script of a caller that lacks an ``if __name__ == "__main__"`` guard (a second
@@ -19,13 +19,14 @@ out-of-memory killer) shows as :class:`WorkerDied` with its exit signal.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -39,8 +40,9 @@ _BOOT = (
 )
 
 MIN_PARALLEL_PAIRS: int = 4096
-"""Candidate pairs below which :func:`parallel_pair_scores` scores in process: at
-~0.1-0.2 ms a pair that is under a second, about what starting a worker costs."""
+"""Candidate pairs below which :class:`PairScorer` scores in process (and starts no
+worker): at ~0.1-0.2 ms a pair that is under a second, about what starting a worker
+costs."""
 
 
 class PoolUnavailable(RuntimeError):
@@ -81,8 +83,11 @@ def serve() -> None:
             reply: tuple[bool, Any] = (True, fn(*args))
         except Exception as exc:
             reply = (False, f"{type(exc).__name__}: {exc}")
-        pickle.dump(reply, replies, protocol=5)
-        replies.flush()
+        try:
+            pickle.dump(reply, replies, protocol=5)
+            replies.flush()
+        except OSError:  # the caller closed the pipe without reading this reply
+            return
 
 
 class Worker:
@@ -185,49 +190,152 @@ def _score_part(
     return verify.pair_scores(i, j, table, stop_above=stop_above)
 
 
-def parallel_pair_scores(
-    processes: int,
-) -> Callable[..., np.ndarray]:
-    """A drop-in for :func:`mitigate.verify.pair_scores` that scores on ``processes``
-    worker processes when there are at least :data:`MIN_PARALLEL_PAIRS` pairs. Scores
-    are per pair, so they are identical to scoring in process (tests); each worker gets
-    its pairs and only the signatures they name. A worker that cannot start or dies
-    makes its part be scored in process."""
+def _warm() -> bool:
+    """A scoring worker's first call: import verification and load its compiled
+    kernels (numba's import and cached machine code: ~1 s), before any pair waits."""
+    from PIL import Image
 
-    def score(i: Any, j: Any, signatures: Any, stop_above: float | None = None) -> np.ndarray:
-        from mitigate import verify
+    from mitigate import localscore, verify
+
+    localscore.load_kernels(localscore.MIN_COMPILED_PAIRS)
+    sig = verify.signature(Image.new("RGB", (128, 128), (40, 90, 160)))
+    verify.pair_scores([0], [1], [sig, sig])
+    return True
+
+
+class PairScorer:
+    """A drop-in for :func:`mitigate.verify.pair_scores` that scores on this process and
+    ``processes - 1`` worker processes, for the calls of one near-dup decision (use it
+    as a context manager: the workers end with it).
+
+    A call of at least :data:`MIN_PARALLEL_PAIRS` pairs is cut into chunks; this
+    process and each worker take the next chunk until none is left, so a worker still
+    starting (the first call starts them; ~1 s to import and load the kernels) takes
+    its share once ready and none if it never is, and later calls reuse it warm. A
+    worker gets a chunk's pairs and only the signatures they name. Scores are per pair,
+    so they are identical to scoring in process whatever the chunks (tests). A worker
+    that cannot start, dies or fails leaves its chunk to this process, with a warning.
+    """
+
+    CHUNKS_PER_PROCESS = 6
+    MIN_CHUNK = 512
+
+    def __init__(self, processes: int) -> None:
+        self.processes = max(1, processes)
+        self._workers: list[Worker] = []
+        self._warming: set[int] = set()  # workers (id) whose warm-up reply is unread
+        self._started = False
+        self.worker_pairs = 0  # pairs the workers scored (the rest: this process)
+
+    def __enter__(self) -> PairScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.close()
+            if w.proc.returncode:  # not 0: it ended on its own, not at its pipe's close
+                log.warning("scoring candidate pairs in this process: %s", WorkerDied(w.death()))
+        self._workers, self._warming = [], set()
+
+    def wait_ready(self) -> int:
+        """Start the workers now and wait until each has loaded what it needs; the
+        number ready (the calls do not wait: they start the workers themselves)."""
+        self._start()
+        for w in list(self._workers):
+            if id(w) in self._warming:
+                try:
+                    w.receive()
+                    self._warming.discard(id(w))
+                except (WorkerDied, WorkerError) as exc:
+                    log.warning("scoring candidate pairs in this process: %s", exc)
+                    self._drop(w)
+        return len(self._workers)
+
+    def _drop(self, w: Worker) -> None:
+        self._workers.remove(w)
+        self._warming.discard(id(w))
+        w.close()
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for _ in range(self.processes - 1):
+            try:
+                w = Worker()
+                w.send(_warm)
+            except (PoolUnavailable, WorkerDied) as exc:
+                log.warning("scoring candidate pairs in this process: %s", exc)
+                break
+            self._workers.append(w)
+            self._warming.add(id(w))
+
+    def __call__(
+        self, i: Any, j: Any, signatures: Any, stop_above: float | None = None
+    ) -> np.ndarray:
+        from mitigate import localscore, verify
 
         ii = np.asarray(i, dtype=np.int64).reshape(-1)
         jj = np.asarray(j, dtype=np.int64).reshape(-1)
-        if processes < 2 or ii.shape[0] < MIN_PARALLEL_PAIRS or ii.shape != jj.shape:
+        n = ii.shape[0]
+        if self.processes < 2 or n < MIN_PARALLEL_PAIRS or ii.shape != jj.shape:
             return verify.pair_scores(ii, jj, signatures, stop_above=stop_above)
         table = verify.as_signatures(signatures)
-        bounds = np.linspace(0, ii.shape[0], processes + 1).astype(np.int64)
-        parts = []
-        for lo, hi in itertools.pairwise(bounds):
-            used, inv = np.unique(np.concatenate([ii[lo:hi], jj[lo:hi]]), return_inverse=True)
-            parts.append((inv[: hi - lo], inv[hi - lo :], table[used]))
-        # the first part is scored here while the workers score the others
-        workers: list[Worker | None] = [None]
-        for a, b, sub in parts[1:]:
-            try:
-                w = Worker()
-                w.send(_score_part, a, b, sub, stop_above)
-                workers.append(w)
-            except (PoolUnavailable, WorkerDied) as exc:
-                log.warning("scoring candidate pairs in this process: %s", exc)
-                workers.append(None)
-        out = []
-        for w, (a, b, sub) in zip(workers, parts, strict=True):
-            got = None
-            if w is not None:
-                try:
-                    got = w.receive()
-                except WorkerDied as exc:
-                    log.warning("scoring candidate pairs in this process: %s", exc)
-                finally:
-                    w.close()
-            out.append(got if got is not None else _score_part(a, b, sub, stop_above))
-        return np.concatenate(out)
+        localscore.load_kernels(n)  # this process's chunks as compiled as the whole call
+        self._start()
+        size = max(self.MIN_CHUNK, -(-n // (self.processes * self.CHUNKS_PER_PROCESS)))
+        chunks = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+        results: list[np.ndarray | None] = [None] * len(chunks)
+        lock, taken = threading.Lock(), [0]
 
-    return score
+        def take() -> int | None:
+            with lock:
+                if taken[0] >= len(chunks):
+                    return None
+                taken[0] += 1
+                return taken[0] - 1
+
+        def left() -> bool:
+            with lock:
+                return taken[0] < len(chunks)
+
+        failed: list[Worker] = []
+
+        def feed(w: Worker) -> None:
+            try:
+                if id(w) in self._warming:
+                    while not select.select([w.replies], [], [], 0.05)[0]:
+                        if not left():
+                            return  # still warming: ready for the next call
+                    w.receive()
+                    self._warming.discard(id(w))
+                while (k := take()) is not None:
+                    lo, hi = chunks[k]
+                    used, inv = np.unique(
+                        np.concatenate([ii[lo:hi], jj[lo:hi]]), return_inverse=True
+                    )
+                    w.send(_score_part, inv[: hi - lo], inv[hi - lo :], table[used], stop_above)
+                    results[k] = w.receive()
+                    with lock:
+                        self.worker_pairs += hi - lo
+            except (WorkerDied, WorkerError) as exc:
+                log.warning("scoring candidate pairs in this process: %s", exc)
+                failed.append(w)
+
+        threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in self._workers]
+        for t in threads:
+            t.start()
+        while (k := take()) is not None:
+            lo, hi = chunks[k]
+            results[k] = verify.pair_scores(ii[lo:hi], jj[lo:hi], table, stop_above=stop_above)
+        for t in threads:
+            t.join()
+        for w in failed:
+            self._drop(w)
+        for k, (lo, hi) in enumerate(chunks):  # a failed worker's chunk
+            if results[k] is None:
+                results[k] = verify.pair_scores(ii[lo:hi], jj[lo:hi], table, stop_above=stop_above)
+        return np.concatenate(results)  # type: ignore[arg-type]

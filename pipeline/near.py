@@ -38,7 +38,7 @@ from mitigate.pipeline import fs
 from mitigate.pipeline.signatures import without_signature
 from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
 from mitigate.sources import index_tar
-from mitigate.workers import parallel_pair_scores
+from mitigate.workers import PairScorer
 
 
 def reference_hashes(path: str, decode: DecodeConfig) -> Iterator[tuple[str, str, str]]:
@@ -59,17 +59,18 @@ def _decide(
     items: list[HashItem], shard_refs: list, dedup: DedupConfig, processes: int = 1
 ) -> tuple[list[Any], dict[str, Any]]:
     refs = sorted(shard_refs) + list(dedup.reference_hashes)
-    decisions, report = decide_near_duplicates(
-        items,
-        dedup.k,
-        mode=dedup.mode,
-        references=refs,
-        search=dedup.near,
-        verify_threshold=dedup.verify_threshold if dedup.verify else None,
-        keep_rule=dedup.keep,
-        score_pairs=parallel_pair_scores(processes),
-        centre_view=dedup.centre_view,
-    )
+    with PairScorer(processes) as score_pairs:
+        decisions, report = decide_near_duplicates(
+            items,
+            dedup.k,
+            mode=dedup.mode,
+            references=refs,
+            search=dedup.near,
+            verify_threshold=dedup.verify_threshold if dedup.verify else None,
+            keep_rule=dedup.keep,
+            score_pairs=score_pairs,
+            centre_view=dedup.centre_view,
+        )
     if dedup.near:
         from mitigate.pipeline.near_partitioned import check_recall
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +57,57 @@ def test_parallel_pair_scores_equal_scoring_in_process(
     decoded: list, monkeypatch: pytest.MonkeyPatch, stop_above: float | None
 ) -> None:
     monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", 0)
+    monkeypatch.setattr(workers.PairScorer, "MIN_CHUNK", 16)
     sigs = [d[3] for d in decoded]
     i, j = _all_pairs(len(sigs))
     expected = verify.pair_scores(i, j, sigs, stop_above=stop_above)
-    got = workers.parallel_pair_scores(3)(i, j, sigs, stop_above=stop_above)
+    with workers.PairScorer(3) as score:
+        assert score.wait_ready() == 2
+        got = score(i, j, sigs, stop_above=stop_above)
+        assert 0 < score.worker_pairs < len(i)  # both the workers and this process scored
     assert np.array_equal(got, expected)
     assert (expected <= 1.0).any() and (expected > 1.0).any()  # both decisions present
+
+
+def test_workers_still_starting_take_no_pairs_from_a_short_call_and_serve_the_next(
+    decoded: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call does not wait for workers to start: a short one is scored here alone, and
+    the workers it started stay for the next calls."""
+    monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", 0)
+    monkeypatch.setattr(workers.PairScorer, "MIN_CHUNK", 16)
+    sigs = [d[3] for d in decoded]
+    i, j = _all_pairs(len(sigs))
+    expected = verify.pair_scores(i, j, sigs)  # (this process's kernels loaded first)
+    with workers.PairScorer(2) as score:
+        got = score(i[:40], j[:40], sigs)  # a few ms here; a worker needs ~1 s to start
+        assert score.worker_pairs == 0 and len(score._workers) == 1
+        pid = score._workers[0].proc.pid
+        assert np.array_equal(got, expected[:40])
+        score.wait_ready()
+        got = score(i, j, sigs)
+        assert score.worker_pairs > 0 and score._workers[0].proc.pid == pid  # reused
+    assert np.array_equal(got, expected)
+
+
+def _die(*args: object) -> None:
+    os._exit(3)
+
+
+def test_a_worker_that_dies_mid_call_leaves_its_chunk_to_this_process(
+    decoded: list, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", 0)
+    monkeypatch.setattr(workers.PairScorer, "MIN_CHUNK", 16)
+    monkeypatch.setattr(workers, "_score_part", _die)  # sent by reference: the worker dies
+    sigs = [d[3] for d in decoded]
+    i, j = _all_pairs(len(sigs))
+    with workers.PairScorer(2) as score:
+        assert score.wait_ready() == 1
+        got = score(i, j, sigs)
+        assert score._workers == [] and score.worker_pairs == 0
+    assert np.array_equal(got, verify.pair_scores(i, j, sigs))
+    assert "exit status 3" in caplog.text
 
 
 def test_a_worker_that_cannot_start_leaves_its_pairs_to_this_process(
@@ -71,7 +117,8 @@ def test_a_worker_that_cannot_start_leaves_its_pairs_to_this_process(
     monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(5)")
     sigs = [d[3] for d in decoded]
     i, j = _all_pairs(len(sigs))
-    got = workers.parallel_pair_scores(2)(i, j, sigs)
+    with workers.PairScorer(2) as score:
+        got = score(i, j, sigs)
     assert np.array_equal(got, verify.pair_scores(i, j, sigs))
     assert "exit status 5" in caplog.text
 
@@ -128,9 +175,10 @@ def test_centrality_in_one_call_equals_component_by_component(
     component = rng.integers(0, n // 4, size=n)
     component[-3:] = [n, n + 1, n + 2]  # singletons
     expected = _centrality_per_group(component, keys, phash, mirror, sigs)
-    for score in (verify.pair_scores, workers.parallel_pair_scores(2)):
-        got = keep.centrality(component, keys, phash, mirror, sigs, score)
-        assert np.array_equal(got, expected)
+    with workers.PairScorer(2) as scorer:
+        for score in (verify.pair_scores, scorer):
+            got = keep.centrality(component, keys, phash, mirror, sigs, score)
+            assert np.array_equal(got, expected)
     assert (expected > 0).sum() >= n // 2
 
 
@@ -184,8 +232,7 @@ def test_near_decisions_are_the_same_with_verification_on_two_processes(
     # wide k: many candidate pairs, both verified and refused ones
     args = {"k": 28, "verify_threshold": 1.0, "keep_rule": "medoid"}
     one, report_one = decide_near_duplicates(items, **args)
-    two, report_two = decide_near_duplicates(
-        items, **args, score_pairs=workers.parallel_pair_scores(2)
-    )
+    with workers.PairScorer(2) as score:
+        two, report_two = decide_near_duplicates(items, **args, score_pairs=score)
     assert one == two and report_one == report_two
     assert report_one["verify"]["merged_pairs"] > 0 and report_one["verify"]["refused_pairs"] > 0
