@@ -156,7 +156,6 @@ class DecodeConfig(_Strict):
         "for every value.",
     )
 
-
     @property
     def working_side(self) -> int:
         """``working_size`` as pixels (``auto`` unresolved, i.e. no filter known: the
