@@ -35,6 +35,9 @@ worker process only): same outputs, the cost before.
 ``--compare-working-size`` adds rows the same way with ``decode.working_size=256``, the
 size before ``auto`` (which is 128 without a model filter, 256 with nsfw): pHashes and
 signatures a few bits apart, the cost before.
+``--compare-thumbnail`` adds rows the same way with pHash's 32 x 32 thumbnail by Pillow's
+resize instead of the compiled kernel (``mitigate/thumbnail.py``; in the Beam worker
+process only, so compare one-process rows): same outputs, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -106,6 +109,7 @@ OLD_VERSIONS = {
     "scorer": "old_scoring",
     "pickling": "old_pickling",
     "working_size": "",  # a config value: decode.working_size=256, what auto replaced
+    "thumbnail": "",  # pHash's thumbnail by Pillow's resize, not mitigate/thumbnail.py
 }
 
 
@@ -146,6 +150,10 @@ def child(
             old_medoid_scoring()
         elif name == "working_size":
             pass  # an override below
+        elif name == "thumbnail":  # this process only: compare one-process rows
+            from mitigate import thumbnail
+
+            thumbnail._kernel = lambda: None
         else:  # benchmarks/old_graph.py, old_scoring.py, old_pickling.py
             importlib.import_module(OLD_VERSIONS[name]).install()
 
@@ -352,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each size, 1 worker and parallel, with decode.working_size=256 "
         "(before `auto`; without nsfw auto is 128): different hashes, the cost before",
+    )
+    parser.add_argument(
+        "--compare-thumbnail",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with pHash's thumbnail by Pillow's "
+        "resize (before mitigate/thumbnail.py; the Beam worker process only): same outputs",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(

@@ -254,3 +254,109 @@ def grey_and_cells(px, width, height, level, size):  # type: ignore[no-untyped-d
     for j in range(ny):
         rows[j] = (2 * j + 1) * height // (2 * ny) * width
     return g, _sampled(px, rows, cols, level, size)
+
+
+@njit(cache=True, nogil=True)
+def _lanczos3(x):  # type: ignore[no-untyped-def]
+    """Pillow's Lanczos filter (support 3): ``sinc(x) * sinc(x / 3)``, 0 outside."""
+    if not (-3.0 <= x < 3.0):
+        return 0.0
+    a = 1.0
+    if x != 0.0:
+        y = x * np.pi
+        a = np.sin(y) / y
+    b = 1.0
+    z = x / 3
+    if z != 0.0:
+        z = z * np.pi
+        b = np.sin(z) / z
+    return a * b
+
+
+@njit(cache=True, nogil=True)
+def lanczos_taps(n_in, n_out):  # type: ignore[no-untyped-def]
+    """Pillow's Lanczos taps from ``n_in`` to ``n_out`` pixels along a side, as its
+    resampling computes them in doubles (support 3 input pixels times the scale, the
+    window rounded the same way, normalised by the taps' sum), then in 22-bit fixed
+    point rounded half away from zero: each output pixel's first input pixel and count
+    (``(n_out, 2)``) and its taps (``(n_out, most taps)``, int32)."""
+    scale = np.float64(n_in) / n_out
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    ksize = int(np.ceil(support)) * 2 + 1
+    bounds = np.zeros((n_out, 2), np.int64)
+    weights = np.zeros((n_out, ksize), np.int32)
+    w = np.empty(ksize, np.float64)
+    one = np.float64(1 << BOX_BITS)
+    for xx in range(n_out):
+        center = (xx + 0.5) * scale
+        ss = 1.0 / filterscale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), n_in) - xmin
+        total = 0.0
+        for x in range(xmax):
+            w[x] = _lanczos3((x + xmin - center + 0.5) * ss)
+            total += w[x]
+        for x in range(xmax):
+            v = w[x] / total if total != 0.0 else w[x]
+            weights[xx, x] = int(-0.5 + v * one) if v < 0 else int(0.5 + v * one)
+        bounds[xx, 0], bounds[xx, 1] = xmin, xmax
+    return bounds, weights
+
+
+@njit(cache=True, nogil=True)
+def _clip8(total):  # type: ignore[no-untyped-def]
+    v = total >> BOX_BITS  # the 22-bit fixed point of Pillow's 8-bit resampling
+    return 0 if v < 0 else (255 if v > 255 else v)
+
+
+@njit(cache=True, nogil=True)
+def lanczos(px, width, height, hb, hk, vb, vk):  # type: ignore[no-untyped-def]
+    """Pillow's resize of the ``L`` image ``px`` (``height`` rows of ``width`` bytes) to
+    ``len(hb)`` x ``len(vb)`` with the fixed-point taps of :func:`mitigate.thumbnail.taps`
+    (``hb``/``vb``: each output pixel's first input pixel and tap count; ``hk``/``vk``:
+    the taps): a horizontal pass over the rows the vertical pass reads, then the vertical
+    pass, a side already of the asked size left as it is. Each sum in Pillow's order
+    (taps first to last, from one half); the loops run over whole columns or rows of
+    outputs at a time so that they vectorise."""
+    out_w, out_h = hb.shape[0], vb.shape[0]
+    first = vb[0, 0] if height != out_h else 0
+    last = vb[out_h - 1, 0] + vb[out_h - 1, 1] if height != out_h else height
+    half = np.int32(1 << (BOX_BITS - 1))
+    rows = last - first
+    image = px.reshape(height, width)
+    if width != out_w:
+        cols = np.empty((width, rows), np.int32)  # the rows used, transposed
+        for r in range(rows):
+            for x in range(width):
+                cols[x, r] = image[r + first, x]
+        tmp = np.empty((rows, out_w), np.uint8)
+        acc = np.empty(rows, np.int32)
+        for xx in range(out_w):
+            lo, n = hb[xx, 0], hb[xx, 1]
+            acc[:] = half
+            for x in range(n):
+                w = hk[xx, x]
+                col = cols[lo + x]
+                for r in range(rows):
+                    acc[r] += col[r] * w
+            for r in range(rows):
+                tmp[r, xx] = _clip8(acc[r])
+    else:
+        tmp = image[first:last].copy()
+    if height == out_h:
+        return tmp
+    side = tmp.shape[1]
+    out = np.empty((out_h, side), np.uint8)
+    line = np.empty(side, np.int32)
+    for yy in range(out_h):
+        lo, n = vb[yy, 0] - first, vb[yy, 1]
+        line[:] = half
+        for y in range(n):
+            w = vk[yy, y]
+            row = tmp[lo + y]
+            for xx in range(side):
+                line[xx] += np.int32(row[xx]) * w
+        for xx in range(side):
+            out[yy, xx] = _clip8(line[xx])
+    return out
