@@ -80,7 +80,7 @@ def taps_python(n_in: int, n_out: int = SIDE) -> tuple[NDArray[np.int64], NDArra
     return bounds, weights
 
 
-@lru_cache(maxsize=1024)  # side lengths seen; ~24 bytes a pixel of the side each
+@lru_cache(maxsize=256)  # ~24 bytes a pixel of side each; a miss costs ~30 us at 200 px
 def taps(n_in: int) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
     """:func:`taps_python` to 32 pixels, computed by the kernel module (the same bits:
     tests), cached per side length."""
