@@ -20,7 +20,7 @@ from PIL import Image
 from mitigate import thumbnail
 
 HASH_SIZE = 8  # bits per side: 8x8 = 64-bit hash
-_THUMB = HASH_SIZE * 4  # imagehash's highfreq_factor=4
+_THUMB = thumbnail.SIDE  # HASH_SIZE * 4: imagehash's highfreq_factor=4
 
 
 def gray_thumbnail(image: Image.Image, *, exact: bool = True) -> np.ndarray:

@@ -32,10 +32,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from mitigate import kernels
+from mitigate.sigsample import BOX_BITS  # Pillow's fixed point for 8-bit resampling
 
 SIDE = 32  # imagehash: hash_size 8 x highfreq_factor 4
 _SUPPORT = 3.0  # Lanczos-3
-_BITS = 22  # Pillow's PRECISION_BITS for 8-bit images: 32 - 8 - 2
 
 
 def _sinc(x: float) -> float:
@@ -74,7 +74,7 @@ def taps_python(n_in: int, n_out: int = SIDE) -> tuple[NDArray[np.int64], NDArra
         if total != 0.0:
             w = [v / total for v in w]
         for x, v in enumerate(w):
-            fixed = v * (1 << _BITS)
+            fixed = v * (1 << BOX_BITS)
             weights[xx, x] = int(-0.5 + fixed) if v < 0 else int(0.5 + fixed)
         bounds[xx] = (xmin, xmax)
     return bounds, weights
