@@ -40,6 +40,10 @@ if (GRID, CHROMA_GRID, SAMPLES_X, SAMPLES_Y, LUMA, LUMA_SHIFT, CB, CR, CHROMA_SH
     raise RuntimeError("mitigate._sigkernel's constants differ from mitigate.sigdef's")
 
 _POOL = GRID // CHROMA_GRID  # luma cells a chroma cell side
+# box_cells computes a cell's luma from its average, not its 4 samples' sum: the same
+# value only while there are 4 samples a cell and the luma shift is 18 (16 + log2 4)
+if SAMPLES_X * SAMPLES_Y != 4 or LUMA_SHIFT != 18:  # pragma: no cover - development error
+    raise RuntimeError("mitigate._sigkernel.box_cells assumes 4 samples a cell, shift 18")
 
 
 @njit(cache=True, nogil=True)
@@ -153,27 +157,41 @@ def _box_bins(size):  # type: ignore[no-untyped-def]
     return first, end, weight
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _mean2(u, v):  # type: ignore[no-untyped-def]
+    """Pillow's BOX average of two pixels (RGB words, R in the low byte), each channel
+    ``(a + b + 1) >> 1`` (its arithmetic when two pixels weigh 2**21 each, one pixel
+    twice when a cell has one), R and B in one sum (their 9-bit sums do not meet)."""
+    rb = (((u & 0xFF00FF) + (v & 0xFF00FF) + 0x10001) >> 1) & 0xFF00FF
+    return rb | ((((u & 0xFF00) + (v & 0xFF00) + 0x100) >> 1) & 0xFF00)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weighed(sr, sg, sb, w):  # type: ignore[no-untyped-def]
+    """One cell of a pass of Pillow's BOX resize, its channel sums times the cells'
+    weight, rounded half up and clipped to 255, as an RGB word."""
+    half = 1 << (BOX_BITS - 1)
+    r = min((sr * w + half) >> BOX_BITS, 255)
+    g = min((sg * w + half) >> BOX_BITS, 255)
+    return r | (g << 8) | (min((sb * w + half) >> BOX_BITS, 255) << 16)
+
+
 @njit(cache=True, nogil=True)
-def _across(px, width, height):  # type: ignore[no-untyped-def]
-    """Pillow's BOX pass across the rows: R, G, B planes of ``height`` x GRID."""
-    out = np.empty((3, height, GRID), np.int64)
+def _box_across(px, width, height):  # type: ignore[no-untyped-def]
+    """Pillow's BOX pass across the rows, to GRID cells: ``height`` x GRID RGB words."""
+    out = np.empty((height, GRID), np.uint32)
     if width == GRID:  # Pillow does not resample a side that has the size asked
         for r in range(height):
             for j in range(GRID):
-                v = px[r * GRID + j]
-                out[0, r, j], out[1, r, j], out[2, r, j] = v & 255, (v >> 8) & 255, (v >> 16) & 255
+                out[r, j] = px[r * GRID + j] & 0xFFFFFF
         return out
     first, end, weight = _box_bins(width)
-    half = 1 << (BOX_BITS - 1)
-    if width < 2 * GRID:  # 1 or 2 pixels a cell: read 2 (one pixel twice), weigh by 2**21
+    if width < 2 * GRID:  # 1 or 2 pixels a cell: read 2 (one pixel twice)
         last = end - 1
         for r in range(height):
-            base = r * width
+            row = px[r * width : (r + 1) * width]
             for j in range(GRID):
-                u, v = px[base + first[j]], px[base + last[j]]
-                out[0, r, j] = ((u & 255) + (v & 255) + 1) >> 1
-                out[1, r, j] = (((u >> 8) & 255) + ((v >> 8) & 255) + 1) >> 1
-                out[2, r, j] = (((u >> 16) & 255) + ((v >> 16) & 255) + 1) >> 1
+                out[r, j] = _mean2(np.int64(row[first[j]]), np.int64(row[last[j]]))
         return out
     for r in range(height):
         base = r * width
@@ -184,42 +202,74 @@ def _across(px, width, height):  # type: ignore[no-untyped-def]
                 sr += v & 255
                 sg += (v >> 8) & 255
                 sb += (v >> 16) & 255
-            w = weight[j]
-            out[0, r, j] = min((sr * w + half) >> BOX_BITS, 255)
-            out[1, r, j] = min((sg * w + half) >> BOX_BITS, 255)
-            out[2, r, j] = min((sb * w + half) >> BOX_BITS, 255)
+            out[r, j] = _weighed(sr, sg, sb, weight[j])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def box_words(px, width, height):  # type: ignore[no-untyped-def]
+    """Pillow's ``resize((64, 64), BOX)`` of an RGB image (its arithmetic, exact:
+    :func:`mitigate.sigsample.box_numpy`) from its pixels ``px`` (``height`` rows of
+    ``width`` RGB words): GRID x GRID RGB words, the rows across, then down."""
+    across = _box_across(px, width, height)
+    if height == GRID:
+        return across
+    out = np.empty((GRID, GRID), np.uint32)
+    first, end, weight = _box_bins(height)
+    if height < 2 * GRID:
+        for i in range(GRID):
+            a, b = across[first[i]], across[end[i] - 1]
+            for j in range(GRID):
+                out[i, j] = _mean2(np.int64(a[j]), np.int64(b[j]))
+        return out
+    sums = np.empty((3, GRID), np.int64)
+    for i in range(GRID):
+        sums[:] = 0
+        for r in range(first[i], end[i]):
+            row = across[r]
+            for j in range(GRID):
+                v = np.int64(row[j])
+                sums[0, j] += v & 255
+                sums[1, j] += (v >> 8) & 255
+                sums[2, j] += (v >> 16) & 255
+        for j in range(GRID):
+            out[i, j] = _weighed(sums[0, j], sums[1, j], sums[2, j], weight[i])
     return out
 
 
 @njit(cache=True, nogil=True)
 def box_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
     """:func:`cells` of an image under 128 px a side from its pixels ``px`` (``height``
-    rows of ``width`` RGB words): Pillow's BOX resize to 64 x 64 (its arithmetic, exact:
-    :func:`mitigate.sigsample.box_numpy`), each cell's average standing for its
-    SAMPLES_X * SAMPLES_Y samples (what the NEAREST resize up by whole factors gives)."""
-    across = _across(px, width, height)
-    n = SAMPLES_X * SAMPLES_Y
-    rgb = np.empty((3, GRID * GRID), np.int64)
-    if height == GRID:
-        for k in range(3):
-            for c in range(GRID * GRID):
-                rgb[k, c] = n * across[k, c // GRID, c % GRID]
-        return _cells_of(rgb, level, size)
-    first, end, weight = _box_bins(height)
-    half = 1 << (BOX_BITS - 1)
-    acc = np.empty(GRID, np.int64)
-    for k in range(3):
-        plane = across[k]
-        for i in range(GRID):
-            acc[:] = 0
-            for r in range(first[i], end[i]):
-                row = plane[r]
-                for j in range(GRID):
-                    acc[j] += row[j]
-            w = weight[i]
-            for j in range(GRID):
-                rgb[k, i * GRID + j] = n * min((acc[j] * w + half) >> BOX_BITS, 255)
-    return _cells_of(rgb, level, size)
+    rows of ``width`` RGB words): Pillow's BOX resize to 64 x 64 (:func:`box_words`),
+    each cell's average standing for its SAMPLES_X * SAMPLES_Y samples (what the NEAREST
+    resize up by whole factors gives). A cell's luma, ``(LUMA . (n r, n g, n b) + 2**17)
+    >> 18`` with n = 4 samples, is ``(LUMA . (r, g, b) + 2**15) >> 16`` exactly; the
+    chroma sums are n times the cells'."""
+    words = box_words(px, width, height)
+    n = SAMPLES_X * SAMPLES_Y  # 4: the luma identity above (checked at import)
+    flat = words.reshape(GRID * GRID)
+    y = np.empty(GRID * GRID, np.int64)
+    for c in range(GRID * GRID):
+        v = np.int64(flat[c])
+        y[c] = (
+            (v & 255) * LUMA[0] + ((v >> 8) & 255) * LUMA[1] + (v >> 16) * LUMA[2] + 0x8000
+        ) >> 16
+    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    for i in range(GRID):
+        row = words[i]
+        k0 = (i // _POOL) * CHROMA_GRID
+        for cj in range(CHROMA_GRID):
+            sr, sg, sb = 0, 0, 0
+            for t in range(_POOL):
+                v = np.int64(row[cj * _POOL + t])
+                sr += v & 255
+                sg += (v >> 8) & 255
+                sb += v >> 16
+            k = 3 * (k0 + cj)
+            csum[k] += n * sr
+            csum[k + 1] += n * sg
+            csum[k + 2] += n * sb
+    return _finish(y, csum, level, size)
 
 
 @njit(cache=True, nogil=True)
