@@ -14,7 +14,10 @@ directly.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from mitigate import thumbnail
@@ -23,7 +26,27 @@ HASH_SIZE = 8  # bits per side: 8x8 = 64-bit hash
 _THUMB = thumbnail.SIDE  # HASH_SIZE * 4: imagehash's highfreq_factor=4
 
 
-def gray_thumbnail(image: Image.Image, *, exact: bool = True) -> np.ndarray:
+class Grey(NamedTuple):
+    """pHash's greyscale image as the decode path's fused pass gives it
+    (:func:`mitigate.verify.grey_and_signature`): ``height`` rows of ``width`` bytes,
+    the bytes of Pillow's ``convert("L")``. Hashed without making a Pillow image of it
+    where the thumbnail kernel resizes it (:func:`gray_thumbnail`)."""
+
+    pixels: NDArray[np.uint8]
+    width: int
+    height: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def image(self) -> Image.Image:
+        """The Pillow ``L`` image over the same memory (``frombuffer`` keeps a
+        reference to the array)."""
+        return Image.frombuffer("L", self.size, self.pixels, "raw", "L", 0, 1)
+
+
+def gray_thumbnail(image: Image.Image | Grey, *, exact: bool = True) -> np.ndarray:
     """The 32x32 uint8 greyscale array pHash is computed from.
 
     ``exact`` follows imagehash's steps exactly. Otherwise, for images with a shorter
@@ -33,6 +56,10 @@ def gray_thumbnail(image: Image.Image, *, exact: bool = True) -> np.ndarray:
     more fragile, so they always take the exact path.
     """
     gap = 2.0 if not exact and min(image.size) >= 8 * _THUMB else None
+    if isinstance(image, Grey):
+        if gap is None:  # Pillow's Lanczos resize, the same bytes, compiled
+            return thumbnail.of_pixels(image.pixels, image.width, image.height)
+        image = image.image()
     # convert() of an L image to L is a copy; resize() leaves its input alone
     gray = image if image.mode == "L" else image.convert("L")
     if gap is None:  # Pillow's Lanczos resize, the same bytes, compiled (~3.7x faster)
@@ -164,7 +191,7 @@ def _median64(block: np.ndarray) -> float:
     return float((s[31] + s[32]) / 2)
 
 
-def phash_views(image: Image.Image, *, exact: bool = True) -> tuple[int, int, int, int]:
+def phash_views(image: Image.Image | Grey, *, exact: bool = True) -> tuple[int, int, int, int]:
     """(pHash, mirror pHash, centre hash, mirror centre hash) from one thumbnail.
 
     The first two equal :func:`phash_pair` (same thumbnail, same function); the last

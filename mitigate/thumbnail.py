@@ -103,13 +103,22 @@ def _kernel():  # type: ignore[no-untyped-def]
 def thumbnail(gray: Image.Image) -> NDArray[np.uint8]:
     """``np.asarray(gray.resize((32, 32), Image.Resampling.LANCZOS))`` of an ``L``
     image, computed by the compiled kernel where it loads."""
+    if _kernel() is None or gray.mode != "L":
+        return np.asarray(gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS))
+    return of_pixels(np.frombuffer(gray.tobytes(), np.uint8), *gray.size)
+
+
+def of_pixels(pixels: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:
+    """:func:`thumbnail` of the ``L`` image whose bytes are ``pixels`` (``height`` rows
+    of ``width``, no padding): the decode path's fused pass gives pHash's greyscale
+    image as such an array (:class:`mitigate.hashing.Grey`), and no Pillow image is
+    made of it."""
     kernel = _kernel()
-    width, height = gray.size
-    if kernel is None or gray.mode != "L":
+    if kernel is None:
+        gray = Image.frombuffer("L", (width, height), pixels, "raw", "L", 0, 1)
         return np.asarray(gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS))
     hb, hk = taps(width)
     vb, vk = taps(height)
-    pixels = np.frombuffer(gray.tobytes(), np.uint8)
     if height > width * 100 and height > SIDE:
         # Pillow's resize() takes a very tall image's vertical pass first (two calls,
         # each a single pass); an unchanged side's taps are never read

@@ -80,7 +80,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from mitigate import kernels, localscore, sigdef, sigsample
+from mitigate import hashing, kernels, localscore, sigdef, sigsample
 
 logger = logging.getLogger(__name__)
 
@@ -228,13 +228,14 @@ def signature(image: Image.Image) -> bytes:
 
 def grey_and_signature(
     image: Image.Image, *, with_signature: bool = True
-) -> tuple[Image.Image, bytes] | None:
-    """Pillow's ``image.convert("L")`` (pHash's greyscale image) and the image's
-    :func:`signature`, both from one compiled pass over the image's own memory
-    (:mod:`mitigate.sigsample`, :func:`mitigate._sigkernel.grey_and_cells`): the same
-    bytes as the two Pillow paths, for the cost of the greyscale conversion alone
-    (BENCHMARKS.md, "Seventh round"). ``with_signature=False`` gives the greyscale image
-    only (the signature ``b""``), from the same pass without the samples.
+) -> tuple[hashing.Grey, bytes] | None:
+    """Pillow's ``image.convert("L")`` (pHash's greyscale image, its bytes as a
+    :class:`mitigate.hashing.Grey`) and the image's :func:`signature`, both from one
+    compiled pass over the image's own memory (:mod:`mitigate.sigsample`,
+    :func:`mitigate._sigkernel.grey_and_cells`): the same bytes as the two Pillow paths,
+    for the cost of the greyscale conversion alone (BENCHMARKS.md, "Seventh round").
+    ``with_signature=False`` gives the greyscale image only (the signature ``b""``), from
+    the same pass without the samples.
 
     An image under 128 px a side is averaged (Pillow's BOX resize, exactly, in the same
     call: :func:`mitigate._sigkernel.grey_and_box`). None where the pass does not apply,
@@ -258,8 +259,7 @@ def grey_and_signature(
         sig = cells.tobytes() + _tail(w, h)
     else:
         grey, sig = _sigkernel.grey(words, w * h), b""
-    # the greyscale image shares the array's memory (frombuffer keeps a reference to it)
-    return Image.frombuffer("L", (w, h), grey, "raw", "L", 0, 1), sig
+    return hashing.Grey(grey, w, h), sig
 
 
 def _tail(w: int, h: int) -> bytes:

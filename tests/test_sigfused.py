@@ -56,8 +56,10 @@ def _fused(image: Image.Image) -> tuple[bytes, bytes]:
     out = verify.grey_and_signature(image)
     assert out is not None, image.size
     grey, sig = out
-    assert grey.mode == "L" and grey.size == image.size
-    return grey.tobytes(), sig
+    assert grey.size == image.size and grey.pixels.dtype == np.uint8
+    as_image = grey.image()  # the Pillow image over the same bytes, when one is needed
+    assert as_image.mode == "L" and as_image.tobytes() == grey.pixels.tobytes()
+    return grey.pixels.tobytes(), sig
 
 
 def test_sample_index_is_pillows_nearest_resize_for_every_side_from_128_to_4000() -> None:
@@ -218,7 +220,8 @@ def test_without_the_signature_the_hashes_stay_and_the_signature_is_empty() -> N
     )
     photo = Image.open(DATA / "photos-chelsea.jpg").convert("RGB")
     out = verify.grey_and_signature(photo, with_signature=False)
-    assert out is not None and out[1] == b"" and out[0].tobytes() == photo.convert("L").tobytes()
+    assert out is not None and out[1] == b""
+    assert out[0].pixels.tobytes() == photo.convert("L").tobytes()
 
 
 def test_every_case_the_pass_does_not_take_is_left_to_pillow(
@@ -272,9 +275,14 @@ def test_the_view_keeps_the_image_memory_alive() -> None:
     pixels = sigsample.pixels(image)
     out = verify.grey_and_signature(image)
     assert pixels is not None and not pixels.flags.writeable and out is not None
+    grey_image = out[0].image()
     del image
     gc.collect()
     others = [Image.new("RGB", (257, 300), (i, i, i)) for i in range(1, 9)]
     assert pixels.tobytes() == expected
-    assert out[0].tobytes() == grey_expected
-    assert len(others) == 8
+    assert out[0].pixels.tobytes() == grey_expected
+    del out
+    gc.collect()
+    others += [Image.new("L", (257, 300), i) for i in range(1, 9)]
+    assert grey_image.tobytes() == grey_expected
+    assert len(others) == 16

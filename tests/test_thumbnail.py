@@ -112,3 +112,25 @@ def test_the_kernels_taps_are_the_python_references_for_every_side_to_3000():
         ref_bounds, ref_weights = thumbnail.taps_python(n_in)
         assert np.array_equal(bounds, ref_bounds), n_in
         assert np.array_equal(weights, ref_weights), n_in
+
+
+def test_a_grey_array_hashes_as_its_pillow_image(monkeypatch):
+    """The fused pass hands pHash its greyscale image as an array (``hashing.Grey``):
+    the thumbnail and all four hashes are those of the Pillow image of the same bytes,
+    under 256 px (the kernel reads the array) and above (Pillow's box-reduced path),
+    with the kernel and without it."""
+    sizes = [(60, 40), (127, 300), (256, 198), (512, 384)]
+    for photo in _photos()[:3]:
+        for size in sizes:
+            image = photo.resize(size)
+            grey = hashing.Grey(np.frombuffer(image.tobytes(), np.uint8), *size)
+            for exact in (True, False):
+                assert hashing.phash_views(grey, exact=exact) == hashing.phash_views(
+                    image, exact=exact
+                ), (size, exact)
+            assert np.array_equal(hashing.gray_thumbnail(grey), _pillow(image))
+            assert grey.image().tobytes() == image.tobytes()
+    monkeypatch.setattr(thumbnail, "_kernel", lambda: None)
+    image = _content(90, 70, 8, 1)
+    got = thumbnail.of_pixels(np.frombuffer(image.tobytes(), np.uint8), 90, 70)
+    assert np.array_equal(got, _pillow(image))
