@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mitigate import decode, sigsample, verify
-from mitigate.decode import DecodedImage, decode_image
+from mitigate.decode import DecodedImage, DecodeFailure, decode_image
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "near_eval"
 SIDE = 2 * verify.GRID  # the shorter side from which the signature point-samples
@@ -173,15 +173,19 @@ def test_the_decoder_gives_the_same_hashes_and_signature_with_or_without_the_pas
     monkeypatch: pytest.MonkeyPatch, hash_mode: str
 ) -> None:
     """Through ``decode_image``, on every bundled photo (re-encoded at 1.7x so the fast
-    mode's draft path runs too): pHash, mirror, centre hashes and the signature are the
-    same with the fused pass as with Pillow's paths; and the pass is taken."""
+    mode's draft path runs too, and at 0.3x, under 128 px a side): pHash, mirror, centre
+    hashes and the signature are the same with the fused pass as with Pillow's paths,
+    with the signature and without it; and the pass is taken."""
     blobs = []
     for path in sorted(DATA.glob("*.jpg")):
         rgb = Image.open(path).convert("RGB")
-        big = rgb.resize((int(rgb.width * 1.7), int(rgb.height * 1.7)))
-        buf = io.BytesIO()
-        big.save(buf, "JPEG", quality=90)
-        blobs += [path.read_bytes(), buf.getvalue()]
+        blobs.append(path.read_bytes())
+        for scale in (1.7, 0.3):
+            resized = rgb.resize((int(rgb.width * scale), int(rgb.height * scale)))
+            assert scale > 1 or min(resized.size) < 2 * verify.GRID
+            buf = io.BytesIO()
+            resized.save(buf, "JPEG", quality=90)
+            blobs.append(buf.getvalue())
     calls: list[tuple[int, int]] = []
     real = verify.grey_and_signature
 
@@ -191,12 +195,19 @@ def test_the_decoder_gives_the_same_hashes_and_signature_with_or_without_the_pas
             calls.append(image.size)
         return out
 
+    def decoded() -> list[DecodedImage | DecodeFailure]:
+        return [
+            decode_image(b, max_pixels=10**8, hash_mode=hash_mode, signature=signature)
+            for b in blobs
+            for signature in (True, False)
+        ]
+
     monkeypatch.setattr(verify, "grey_and_signature", counted)
-    fused = [decode_image(b, max_pixels=10**8, hash_mode=hash_mode) for b in blobs]
-    assert len(calls) >= len(blobs) // 2
+    fused = decoded()
+    assert len(calls) >= len(fused) // 2
     monkeypatch.setattr(verify, "grey_and_signature", lambda image, **kw: None)
-    pillow = [decode_image(b, max_pixels=10**8, hash_mode=hash_mode) for b in blobs]
-    for a, b in zip(fused, pillow, strict=True):
+    pillow = decoded()
+    for i, (a, b) in enumerate(zip(fused, pillow, strict=True)):
         assert isinstance(a, DecodedImage) and isinstance(b, DecodedImage)
         assert (a.phash, a.phash_mirror, a.centre, a.signature) == (
             b.phash,
@@ -204,7 +215,7 @@ def test_the_decoder_gives_the_same_hashes_and_signature_with_or_without_the_pas
             b.centre,
             b.signature,
         )
-        assert verify.is_signature(a.signature)
+        assert verify.is_signature(a.signature) if i % 2 == 0 else a.signature == b""
 
 
 def test_without_the_signature_the_hashes_stay_and_the_signature_is_empty() -> None:
@@ -228,8 +239,7 @@ def test_every_case_the_pass_does_not_take_is_left_to_pillow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No view (a Pillow without the Arrow export, rows padded to an alignment), another
-    mode, the greyscale image alone of an image under 128 px, no numba: the pass says
-    None, and the decoder's bytes are the same."""
+    mode, no numba: the pass says None, and the decoder's bytes are the same."""
     photo = Image.open(DATA / "photos-chelsea.jpg").convert("RGB")
     assert verify.grey_and_signature(photo) is not None
 
@@ -248,8 +258,10 @@ def test_every_case_the_pass_does_not_take_is_left_to_pillow(
         assert verify.grey_and_signature(photo) is None
     for mode in ("L", "P", "RGBA", "CMYK", "I;16"):
         assert verify.grey_and_signature(photo.convert(mode)) is None, mode
-    small = photo.resize((127, 300))  # the greyscale image alone: Pillow's is cheaper
-    assert verify.grey_and_signature(small, with_signature=False) is None
+    small = photo.resize((127, 300))  # under 128 px: the greyscale image alone too
+    alone = verify.grey_and_signature(small, with_signature=False)
+    assert alone is not None and alone[1] == b""
+    assert alone[0].pixels.tobytes() == small.convert("L").tobytes()
     assert verify.grey_and_signature(small) is not None
     # through the decoder: a PNG with alpha (working image composited, not hashed as is)
     buf = io.BytesIO()
