@@ -391,6 +391,8 @@ def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 
     t = dict.fromkeys(("with", "bare", "pillow", "prev"), 0.0)
     # the same two figures for images under 128 px a side (the signature's BOX path)
     small = {"with": 0.0, "bare": 0.0, "n": 0.0}
+    # and of those, the ones under 128 px both ways (no pass reads a long side)
+    tiny = {"with": 0.0, "bare": 0.0, "n": 0.0}
     t_centre = t_phash = 0.0
     fused = verify.grey_and_signature
     timer, prev_timer = SignatureTimer(), SignatureTimer(previous and previous.signature)
@@ -411,10 +413,12 @@ def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 
                 before = t["with"] + t["bare"]
                 dec = run("with" if signature else "bare", data, signature=signature)
                 is_small = min(dec.working.size) < 2 * verify.GRID
+                is_tiny = max(dec.working.size) < 2 * verify.GRID
                 del dec  # not kept while the other decodes
-                if is_small:
-                    small["with" if signature else "bare"] += t["with"] + t["bare"] - before
-                    small["n"] += signature
+                for group, member in ((small, is_small), (tiny, is_tiny)):
+                    if member:
+                        group["with" if signature else "bare"] += t["with"] + t["bare"] - before
+                        group["n"] += signature
             verify.grey_and_signature = lambda image, **kw: None  # type: ignore[assignment]
             try:
                 with timer:
@@ -448,6 +452,18 @@ def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 
             f"{(marginal - ms) / (t['bare'] - small['bare']):.1%}"
             if n > ns
             else "  all under 128 px a side"
+        )
+    if tiny["n"]:
+        nt, mt = tiny["n"], tiny["with"] - tiny["bare"]
+        ms = small["with"] - small["bare"]
+        long_side = small["bare"] - tiny["bare"]
+        print(
+            f"    under 128 px both ways ({nt / repeat:.0f}): {mt / nt * 1e3:.3f} ms = "
+            f"{mt / tiny['bare']:.1%}; one side 128 px or more ({(small['n'] - nt) / repeat:.0f})"
+            f": {(ms - mt) / max(small['n'] - nt, 1) * 1e3:.3f} ms = "
+            f"{(ms - mt) / long_side:.1%}"
+            if small["n"] > nt
+            else f"    all {nt / repeat:.0f} under 128 px both ways"
         )
     t_sig = timer.seconds
     rest = t["pillow"] - t_sig
