@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from near_edits import EDITS, VARIANTS, jpeg
 
-from mitigate import centre, hashing, neardup, verify
+from mitigate import _sigkernel, centre, hashing, neardup, sigsample, verify
 from mitigate.decode import DecodedImage, decode_image
 
 LOG = logging.getLogger("eval_near_verify")
@@ -376,7 +376,12 @@ def metrics(
     }
 
 
-def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 5) -> int:
+def cost(
+    images: list[bytes],
+    previous: ModuleType | None = None,
+    repeat: int = 5,
+    kernel: ModuleType | None = None,
+) -> int:
     """What the signature costs the decode path, per image (the calling thread's CPU
     time: other processes on a shared machine do not count, nor do numpy's BLAS threads,
     which spin on after a matrix product and made process CPU time read ~4x the
@@ -387,8 +392,11 @@ def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 
     own to time. For comparison, in the same run: the decode with the fused pass turned
     off (Pillow's greyscale conversion and the signature's Pillow path, the fifth
     round), the signature timed where it is called (:class:`SignatureTimer`); and
-    ``previous``'s (``--previous-verify``) likewise."""
-    t = dict.fromkeys(("with", "bare", "pillow", "prev"), 0.0)
+    ``previous``'s (``--previous-verify``) likewise. ``kernel``, an earlier
+    ``mitigate/_sigkernel.py`` (``--previous-kernel``): a third arm of the alternation,
+    the decode with its fused kernels in place of this tree's, so that an exact kernel
+    change is measured against its predecessor in the same run, image for image."""
+    t = dict.fromkeys(("with", "bare", "pillow", "prev", "kernel"), 0.0)
     # the same two figures for images under 128 px a side (the signature's BOX path)
     small = {"with": 0.0, "bare": 0.0, "n": 0.0}
     # and of those, the ones under 128 px both ways (no pass reads a long side)
@@ -405,19 +413,31 @@ def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 
         assert isinstance(dec, DecodedImage)
         return dec
 
+    arms = ["with", "bare"] + (["kernel"] if kernel is not None else [])
+    fused_kernels = ("grey_and_cells", "grey_and_box", "grey")
+    ours = {name: getattr(_sigkernel, name) for name in fused_kernels}
     for r in range(repeat):
         for i, data in enumerate(images):
             # neither result is kept (one kept while the other decodes would hand that one
-            # colder memory: measured, ~40 us of bias)
-            for signature in (False, True) if (i + r) % 2 else (True, False):
+            # colder memory: measured, ~40 us of bias); the order turns image by image
+            turn = (i + r) % len(arms)
+            for arm in arms[turn:] + arms[:turn]:
+                signature = arm != "bare"
                 before = t["with"] + t["bare"]
-                dec = run("with" if signature else "bare", data, signature=signature)
+                if arm == "kernel":
+                    for name in fused_kernels:
+                        setattr(_sigkernel, name, getattr(kernel, name))
+                try:
+                    dec = run(arm, data, signature=signature)
+                finally:
+                    for name, function in ours.items():
+                        setattr(_sigkernel, name, function)
                 is_small = min(dec.working.size) < 2 * verify.GRID
                 is_tiny = max(dec.working.size) < 2 * verify.GRID
                 del dec  # not kept while the other decodes
                 for group, member in ((small, is_small), (tiny, is_tiny)):
-                    if member:
-                        group["with" if signature else "bare"] += t["with"] + t["bare"] - before
+                    if member and arm != "kernel":
+                        group[arm] += t["with"] + t["bare"] - before
                         group["n"] += signature
             verify.grey_and_signature = lambda image, **kw: None  # type: ignore[assignment]
             try:
@@ -465,6 +485,13 @@ def cost(images: list[bytes], previous: ModuleType | None = None, repeat: int = 
             if small["n"] > nt
             else f"    all {nt / repeat:.0f} under 128 px both ways"
         )
+    if kernel is not None:
+        previous_marginal = t["kernel"] - t["bare"]
+        print(
+            f"previous kernels (--previous-kernel, in the same alternation): the signature "
+            f"costs {previous_marginal / n * 1e3:.3f} ms = {previous_marginal / t['bare']:.1%}"
+            f" of the decode path; this tree's / previous: {marginal / previous_marginal:.2f}"
+        )
     t_sig = timer.seconds
     rest = t["pillow"] - t_sig
     print(
@@ -499,13 +526,14 @@ def search_cost(n: int, ks: list[int]) -> int:
     return 0
 
 
-def _load_module(path: Path) -> ModuleType:
+def _load_module(path: Path, name: str = "previous_verify") -> ModuleType:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("previous_verify", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # importable by name: numba's cache reloads kernels so
     spec.loader.exec_module(module)
     return module
 
@@ -606,6 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         "in the same run",
     )
     parser.add_argument(
+        "--previous-kernel",
+        type=Path,
+        help="--cost-shards/--cost-stamps: an earlier mitigate/_sigkernel.py (e.g. git show "
+        "6d8a210:mitigate/_sigkernel.py > /tmp/sigkernel_prev.py): the decode path with its "
+        "fused kernels, a third arm of the same alternation",
+    )
+    parser.add_argument(
         "--search-cost",
         type=int,
         metavar="N",
@@ -615,6 +650,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     previous = _load_module(args.previous_verify) if args.previous_verify else None
+    previous_kernel = None
+    if args.previous_kernel:
+        previous_kernel = _load_module(args.previous_kernel, "previous_sigkernel")
+        words = sigsample.pixels(Image.new("RGB", (300, 300)))  # compiled before timing,
+        small = sigsample.pixels(Image.new("RGB", (60, 40)))  # for read-only views
+        assert words is not None and small is not None
+        level, size = verify._LEVEL, verify._SIZE_AT
+        previous_kernel.grey_and_cells(words.view(np.uint32), 300, 300, level, size)
+        previous_kernel.grey_and_box(small.view(np.uint32), 60, 40, level, size)
     # numba's import and the kernels' load (once a process) are not a per-sample cost
     for side in (8, 300):  # the small images' path, Pillow's path and the fused pass
         verify.signature(Image.new("RGB", (side, side)))
@@ -623,10 +667,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cost_shards:
         from bench_hashing import load  # benchmarks/: the images that decode, of every shard
 
-        return cost(load(args.cost_shards), previous, args.repeat)
+        return cost(load(args.cost_shards), previous, args.repeat, previous_kernel)
     if args.cost_stamps:
         stamps = load_sources(args.stamps, args.max_side, args.limit)
-        return cost([jpeg(image, 90) for _, image in stamps], previous, args.repeat)
+        return cost(
+            [jpeg(image, 90) for _, image in stamps], previous, args.repeat, previous_kernel
+        )
     if args.search_cost:
         return search_cost(args.search_cost, args.ks)
 

@@ -58,31 +58,6 @@ def _pack_plane(values, n, lo, hi, level, out, at):  # type: ignore[no-untyped-d
 
 
 @njit(cache=True, nogil=True)
-def _cells_of(rgb, level, size):  # type: ignore[no-untyped-def]
-    """The packed cells and the six range bytes (``size`` bytes) from each luma cell's
-    R, G and B sums of its SAMPLES_X * SAMPLES_Y samples (``rgb``: 3 planes of GRID *
-    GRID, row-major): the luma cells, and each chroma cell's sums of its 4 x 4 luma
-    cells, in loops over whole planes (they vectorise)."""
-    n = GRID * GRID
-    r, g, b = rgb[0], rgb[1], rgb[2]
-    y = np.empty(n, np.int64)
-    half = 1 << (LUMA_SHIFT - 1)
-    for c in range(n):
-        y[c] = (LUMA[0] * r[c] + LUMA[1] * g[c] + LUMA[2] * b[c] + half) >> LUMA_SHIFT
-    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
-    for i in range(GRID):
-        row = (i // _POOL) * CHROMA_GRID
-        for cj in range(CHROMA_GRID):
-            k = 3 * (row + cj)
-            a = i * GRID + cj * _POOL
-            for t in range(_POOL):
-                csum[k] += r[a + t]
-                csum[k + 1] += g[a + t]
-                csum[k + 2] += b[a + t]
-    return _finish(y, csum, level, size)
-
-
-@njit(cache=True, nogil=True)
 def _finish(y, csum, level, size):  # type: ignore[no-untyped-def]
     """The packed cells and the six range bytes (``size`` bytes) from the luma cells and
     each chroma cell's RGB sums."""
@@ -114,21 +89,31 @@ def _finish(y, csum, level, size):  # type: ignore[no-untyped-def]
 def _sampled(px, rows, cols, level, size):  # type: ignore[no-untyped-def]
     """The packed cells and the six range bytes (``size`` bytes) of the point samples
     ``px[rows[r] + cols[c]]`` (RGB words, R in the low byte), ``64 * SAMPLES_Y`` rows
-    by ``64 * SAMPLES_X`` columns, ``SAMPLES_Y`` x ``SAMPLES_X`` a luma cell."""
-    rgb = np.empty((3, GRID * GRID), np.int64)
+    by ``64 * SAMPLES_X`` columns, ``SAMPLES_Y`` x ``SAMPLES_X`` a luma cell: each
+    cell's R and B summed in one word (4 samples: 10-bit sums, they do not meet), its
+    luma and its chroma cell's sums taken there, so that no plane of sums is kept (three
+    int64 planes, 96 KB, cost the decode path ~10 us an image in the cache it evicted:
+    BENCHMARKS.md, "Ninth round")."""
+    y = np.empty(GRID * GRID, np.int64)
+    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    half = 1 << (LUMA_SHIFT - 1)
     for i in range(GRID):
+        k0 = (i // _POOL) * CHROMA_GRID
         for j in range(GRID):
-            sr, sg, sb = 0, 0, 0
+            rb, g = 0, 0
             for a in range(SAMPLES_Y):
                 r = rows[i * SAMPLES_Y + a]
                 for t in range(SAMPLES_X):
-                    v = px[r + cols[j * SAMPLES_X + t]]
-                    sr += v & 255
-                    sg += (v >> 8) & 255
-                    sb += (v >> 16) & 255
-            c = i * GRID + j
-            rgb[0, c], rgb[1, c], rgb[2, c] = sr, sg, sb
-    return _cells_of(rgb, level, size)
+                    v = np.int64(px[r + cols[j * SAMPLES_X + t]])
+                    rb += v & 0xFF00FF
+                    g += v & 0xFF00
+            sr, sg, sb = rb & 0xFFFF, g >> 8, rb >> 16
+            y[i * GRID + j] = (LUMA[0] * sr + LUMA[1] * sg + LUMA[2] * sb + half) >> LUMA_SHIFT
+            k = 3 * (k0 + j // _POOL)
+            csum[k] += sr
+            csum[k + 1] += sg
+            csum[k + 2] += sb
+    return _finish(y, csum, level, size)
 
 
 @njit(cache=True, nogil=True)
