@@ -91,8 +91,8 @@ def _sampled(px, rows, cols, level, size):  # type: ignore[no-untyped-def]
     ``px[rows[r] + cols[c]]`` (RGB words, R in the low byte), ``64 * SAMPLES_Y`` rows
     by ``64 * SAMPLES_X`` columns, ``SAMPLES_Y`` x ``SAMPLES_X`` a luma cell: each
     cell's R and B summed in one word (4 samples: 10-bit sums, they do not meet), its
-    luma and its chroma cell's sums taken there, so that no plane of sums is kept (three
-    int64 planes, 96 KB, cost the decode path ~10 us an image in the cache it evicted:
+    luma and its chroma cell's sums taken there, so that no plane of sums is kept (the
+    same bytes as three int64 planes of sums; no measurable change in the decode path:
     BENCHMARKS.md, "Ninth round")."""
     y = np.empty(GRID * GRID, np.int64)
     csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
@@ -229,7 +229,8 @@ def box_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
     each cell's average standing for its SAMPLES_X * SAMPLES_Y samples (what the NEAREST
     resize up by whole factors gives). A cell's luma, ``(LUMA . (n r, n g, n b) + 2**17)
     >> 18`` with n = 4 samples, is ``(LUMA . (r, g, b) + 2**15) >> 16`` exactly; the
-    chroma sums are n times the cells'."""
+    chroma sums are n times the cells'. (:func:`box_words` gives 24-bit words, so
+    ``v >> 16`` is B.)"""
     words = box_words(px, width, height)
     n = SAMPLES_X * SAMPLES_Y  # 4: the luma identity above (checked at import)
     flat = words.reshape(GRID * GRID)
