@@ -1,9 +1,10 @@
 """Decode an image once, safely, into what every consumer needs.
 
 One call of :func:`decode_image` yields the sample's size signals, its perceptual
-hashes and a reduced-size RGB image for pixel filters. Failures never raise: they come
-back as :class:`DecodeFailure` with a fixed reason code, so a bad sample becomes an
-``error`` row and the run goes on.
+hashes and a reduced-size RGB image for pixel filters; :func:`decode_images` the same
+for a chunk of samples, their hashes computed together (the same bits, fewer calls).
+Failures never raise: they come back as :class:`DecodeFailure` with a fixed reason
+code, so a bad sample becomes an ``error`` row and the run goes on.
 
 Safety and fidelity, in order:
 1. the header is parsed first and ``width x height`` checked against ``max_pixels``
@@ -22,6 +23,7 @@ import io
 import logging
 import traceback
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,32 @@ class DecodedImage:
 
 
 @dataclass(frozen=True)
+class _Unhashed:
+    """A decoded image before its hashes: pHash's 32 x 32 thumbnail, to be hashed with
+    the other thumbnails of its chunk (:func:`mitigate.hashing.views_of_thumbnails`)."""
+
+    width: int
+    height: int
+    format: str
+    working: Image.Image
+    signature: bytes
+    thumbnail: np.ndarray
+
+    def hashed(self, views: tuple[int, int, int, int]) -> DecodedImage:
+        phash, mirror, centre, centre_mirror = views
+        return DecodedImage(
+            self.width,
+            self.height,
+            self.format,
+            phash,
+            mirror,
+            self.working,
+            self.signature,
+            (centre, centre_mirror),
+        )
+
+
+@dataclass(frozen=True)
 class DecodeFailure:
     reason: str
     detail: str
@@ -75,6 +103,36 @@ def decode_image(
     ``"fast"`` hashes the reduced decode (a few bits from exact on photos, see the
     tests for the measured bound).
     """
+    return decode_images(
+        [data],
+        max_pixels=max_pixels,
+        working_size=working_size,
+        hash_mode=hash_mode,
+        signature=signature,
+    )[0]
+
+
+def decode_images(
+    datas: Sequence[bytes],
+    *,
+    max_pixels: int,
+    working_size: int = 256,
+    hash_mode: str = "fast",
+    signature: bool = True,
+) -> list[DecodedImage | DecodeFailure]:
+    """:func:`decode_image` of each of ``datas``, in order: each decoded on its own, and
+    the hashes of all in one :func:`mitigate.hashing.views_of_thumbnails` call (the same
+    bits as one image at a time; ~0.04 ms a sample less, BENCHMARKS.md)."""
+    decoded = [_decode_one(data, max_pixels, working_size, hash_mode, signature) for data in datas]
+    thumbs = [r.thumbnail for r in decoded if isinstance(r, _Unhashed)]
+    views = iter(hashing.views_of_thumbnails(np.stack(thumbs)) if thumbs else [])
+    return [r.hashed(next(views)) if isinstance(r, _Unhashed) else r for r in decoded]
+
+
+def _decode_one(
+    data: bytes, max_pixels: int, working_size: int, hash_mode: str, signature: bool
+) -> _Unhashed | DecodeFailure:
+    """One image decoded up to pHash's thumbnail, or why it cannot be."""
     try:
         image = open_image(data)
     except Image.DecompressionBombError as exc:
@@ -181,7 +239,7 @@ def open_image(data: bytes) -> Image.Image:
 
 def _decode_opened(
     image: Image.Image, max_pixels: int, working_size: int, hash_mode: str, signature: bool
-) -> DecodedImage | DecodeFailure:
+) -> _Unhashed | DecodeFailure:
     fmt = image.format or "UNKNOWN"
     raw_w, raw_h = image.size
     if raw_w <= 0 or raw_h <= 0:
@@ -212,14 +270,12 @@ def _decode_opened(
     fused = (
         verify.grey_and_signature(working, with_signature=signature) if hashed is working else None
     )
-    phash, mirror, centre, centre_mirror = hashing.phash_views(
-        hashed if fused is None else fused[0], exact=exact
-    )
+    thumb = hashing.gray_thumbnail(hashed if fused is None else fused[0], exact=exact)
     if fused is not None:
         sig = fused[1]
     else:
         sig = verify.signature(working) if signature else b""
-    return DecodedImage(width, height, fmt, phash, mirror, working, sig, (centre, centre_mirror))
+    return _Unhashed(width, height, fmt, working, sig, thumb)
 
 
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:

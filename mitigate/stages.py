@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from mitigate import hashing
 from mitigate.config import DecodeConfig
-from mitigate.decode import DecodeFailure, decode_image
+from mitigate.decode import DecodedImage, DecodeFailure, decode_images
 from mitigate.filters import Drop, Filter, ScoringItem
 from mitigate.records import (
     DUPLICATE,
@@ -85,7 +85,8 @@ def compute_signals(
     (:meth:`~mitigate.filters.Filter.score_before_decoding`, e.g. a blocklisted sha256)
     is decided here without being decoded; it has no pixels and no pHash.
     """
-    items = []
+    items: list[ScoringItem | None] = []
+    to_decode: list[tuple[int, SampleRecord, bytes]] = []  # (place in items, ...)
     for record, data in records:
         if data is None or record.state == ERROR:
             items.append(ScoringItem(record, None))
@@ -96,23 +97,31 @@ def compute_signals(
         if early is not None:
             items.append(ScoringItem(early, None))
             continue
-        result = decode_image(
-            data,
-            max_pixels=decode.max_pixels,
-            working_size=decode.working_side,
-            hash_mode=decode.hash_mode,
-        )
-        if isinstance(result, DecodeFailure):
-            items.append(ScoringItem(record.with_error(result.reason, result.detail), None))
-            continue
-        record.width, record.height, record.format = result.width, result.height, result.format
-        record.phash = hashing.to_hex(result.phash)
-        record.phash_mirror = hashing.to_hex(result.phash_mirror)
-        record.signature = result.signature
-        if result.centre is not None:
-            record.phash_centre = hashing.to_hex_pair(*result.centre)
-        items.append(ScoringItem(record, result.working))
-    return items
+        to_decode.append((len(items), record, data))
+        items.append(None)
+    # one decode each, the chunk's hashes in one call (decode_images: the same bits)
+    results = decode_images(
+        [data for _, _, data in to_decode],
+        max_pixels=decode.max_pixels,
+        working_size=decode.working_side,
+        hash_mode=decode.hash_mode,
+    )
+    for (at, record, _), result in zip(to_decode, results, strict=True):
+        items[at] = _signals(record, result)
+    return [item for item in items if item is not None]
+
+
+def _signals(record: SampleRecord, result: DecodedImage | DecodeFailure) -> ScoringItem:
+    """The scoring item of a decoded sample: its record with the decode's signals."""
+    if isinstance(result, DecodeFailure):
+        return ScoringItem(record.with_error(result.reason, result.detail), None)
+    record.width, record.height, record.format = result.width, result.height, result.format
+    record.phash = hashing.to_hex(result.phash)
+    record.phash_mirror = hashing.to_hex(result.phash_mirror)
+    record.signature = result.signature
+    if result.centre is not None:
+        record.phash_centre = hashing.to_hex_pair(*result.centre)
+    return ScoringItem(record, result.working)
 
 
 def _decide_before_decoding(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord | None:

@@ -162,3 +162,50 @@ def test_decode_image_gives_what_the_reference_path_gave(photos, monkeypatch):
             assert (a.phash, a.phash_mirror) == (b.phash, b.phash_mirror)
             # the signature is the fifth round's (not the reference's), of the working image
             assert a.signature == verify.signature(a.working), (mode, i)
+
+
+def test_a_stack_of_thumbnails_hashes_as_each_thumbnail_alone(images):
+    """The decoder hashes a chunk's thumbnails in one call (``views_of_thumbnails``):
+    every pHash, mirror pHash and centre pair is what the one-thumbnail functions give
+    (``_phashes`` of the thumbnail and its mirror, ``centre_pair_from_thumbnail``), on
+    fragile thumbnails and on real images' thumbnails, whatever the stack's size."""
+    thumbs = _thumbnails() + [hashing.gray_thumbnail(image) for _, image in images[::4]]
+    want = [
+        (*hashing._phashes(np.stack((t, t[:, ::-1]))), *hashing.centre_pair_from_thumbnail(t))
+        for t in thumbs
+    ]
+    for size in (1, 7, 64, len(thumbs)):
+        got: list[tuple[int, int, int, int]] = []
+        for start in range(0, len(thumbs), size):
+            got += hashing.views_of_thumbnails(np.stack(thumbs[start : start + size]))
+        assert got == want, size
+    assert hashing.views_of_thumbnails(np.empty((0, 32, 32), np.uint8)) == []
+
+
+def test_decode_images_is_decode_image_of_each_in_order(photos):
+    """A chunk decoded together (its hashes in one call) gives each sample what it gives
+    alone, failures in their places."""
+    blobs = list(photos.values())[:8]
+    blobs.insert(2, b"not an image at all")
+    blobs.insert(5, blobs[0][: len(blobs[0]) // 3])  # a truncated JPEG
+    for mode in ("fast", "exact"):
+        got = decode.decode_images(blobs, max_pixels=50_000_000, hash_mode=mode)
+        alone = [decode.decode_image(b, max_pixels=50_000_000, hash_mode=mode) for b in blobs]
+        assert isinstance(got[2], decode.DecodeFailure) and len(got) == len(blobs)
+        for a, b in zip(got, alone, strict=True):
+            assert type(a) is type(b)
+            if isinstance(a, decode.DecodedImage):
+                assert (a.width, a.height, a.format, a.signature, a.centre) == (
+                    b.width,
+                    b.height,
+                    b.format,
+                    b.signature,
+                    b.centre,
+                )
+                assert (a.phash, a.phash_mirror) == (b.phash, b.phash_mirror)
+                assert a.working.tobytes() == b.working.tobytes()
+                views = hashing.phash_views(a.working, exact=False)
+                assert mode == "exact" or views == (a.phash, a.phash_mirror, *a.centre)
+            else:
+                assert a == b
+    assert decode.decode_images([], max_pixels=50_000_000) == []
