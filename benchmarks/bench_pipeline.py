@@ -38,6 +38,9 @@ signatures a few bits apart, the cost before.
 ``--compare-thumbnail`` adds rows the same way with pHash's 32 x 32 thumbnail by Pillow's
 resize instead of the compiled kernel (``mitigate/thumbnail.py``; in the Beam worker
 process only, so compare one-process rows): same outputs, the cost before.
+``--compare-chunk-hashing`` adds rows the same way with the hashes computed one sample
+at a time instead of a chunk's together (``decode.decode_images``; in the Beam worker
+process only, so compare one-process rows): same outputs, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -66,6 +69,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import imagehash
 from PIL import Image, ImageOps
@@ -110,6 +114,7 @@ OLD_VERSIONS = {
     "pickling": "old_pickling",
     "working_size": "",  # a config value: decode.working_size=256, what auto replaced
     "thumbnail": "",  # pHash's thumbnail by Pillow's resize, not mitigate/thumbnail.py
+    "chunk_hashing": "",  # hashes one sample at a time, not a chunk's in one call
 }
 
 
@@ -154,6 +159,13 @@ def child(
             from mitigate import thumbnail
 
             thumbnail._kernel = lambda: None
+        elif name == "chunk_hashing":  # this process only: compare one-process rows
+            from mitigate import decode, stages
+
+            def one_at_a_time(datas: Sequence[bytes], **kw: Any) -> list[Any]:
+                return [decode.decode_image(data, **kw) for data in datas]
+
+            stages.decode_images = one_at_a_time  # type: ignore[assignment]
         else:  # benchmarks/old_graph.py, old_scoring.py, old_pickling.py
             importlib.import_module(OLD_VERSIONS[name]).install()
 
@@ -366,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each size, 1 worker and parallel, with pHash's thumbnail by Pillow's "
         "resize (before mitigate/thumbnail.py; the Beam worker process only): same outputs",
+    )
+    parser.add_argument(
+        "--compare-chunk-hashing",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with the hashes computed one sample "
+        "at a time (before decode.decode_images; the Beam worker process only): same outputs",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
