@@ -41,6 +41,9 @@ process only, so compare one-process rows): same outputs, the cost before.
 ``--compare-chunk-hashing`` adds rows the same way with the hashes computed one sample
 at a time instead of a chunk's together (``decode.decode_images``; in the Beam worker
 process only, so compare one-process rows): same outputs, the cost before.
+``--compare-pool-start`` adds rows the same way with the decode pool's workers started
+one after the other, each waited for (before ``Worker(wait=False)``; compare the
+parallel rows): same outputs, the cost before.
 
     python benchmarks/make_bench_data.py --out bench_data/n3200 --n 3200
     python benchmarks/bench_pipeline.py --data bench_data --sizes 800 3200
@@ -115,6 +118,7 @@ OLD_VERSIONS = {
     "working_size": "",  # a config value: decode.working_size=256, what auto replaced
     "thumbnail": "",  # pHash's thumbnail by Pillow's resize, not mitigate/thumbnail.py
     "chunk_hashing": "",  # hashes one sample at a time, not a chunk's in one call
+    "pool_start": "",  # decode workers started one after the other
 }
 
 
@@ -166,6 +170,13 @@ def child(
                 return [decode.decode_image(data, **kw) for data in datas]
 
             stages.decode_images = one_at_a_time  # type: ignore[assignment]
+        elif name == "pool_start":
+            from mitigate import decode_pool, workers
+
+            def waited(init: Any = None, wait: bool = True) -> workers.Worker:
+                return workers.Worker(init)
+
+            decode_pool.Worker = waited  # type: ignore[assignment,misc]
         else:  # benchmarks/old_graph.py, old_scoring.py, old_pickling.py
             importlib.import_module(OLD_VERSIONS[name]).install()
 
@@ -384,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each size, 1 worker and parallel, with the hashes computed one sample "
         "at a time (before decode.decode_images; the Beam worker process only): same outputs",
+    )
+    parser.add_argument(
+        "--compare-pool-start",
+        action="store_true",
+        help="also run each size, 1 worker and parallel, with the decode workers started one "
+        "after the other (before Worker(wait=False)): same outputs",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(

@@ -157,7 +157,9 @@ class DecodePool:
     def _worker(self, w: int) -> Worker:
         worker = self._workers[w]
         if worker is None:
-            worker = self._workers[w] = Worker(self._init)
+            # not waiting for its start (~0.5 s: the decode path's imports): the workers
+            # a chunk starts boot side by side, not one after the other (BENCHMARKS.md)
+            worker = self._workers[w] = Worker(self._init, wait=False)
         return worker
 
     def _drop(self, w: int) -> None:

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
@@ -93,29 +93,52 @@ def serve() -> None:
 class Worker:
     """One worker subprocess. ``init``: a first call (function, args) made at start, e.g.
     to load what later calls share; :class:`PoolUnavailable` if the worker cannot start
-    or that call fails."""
+    or that call fails. ``wait=False`` returns as soon as the init call is sent, so that
+    several workers start at once: the first :meth:`receive` (or :meth:`ready`) then
+    reads the init's reply first, and raises :class:`PoolUnavailable` if it failed."""
 
-    def __init__(self, init: tuple[Callable[..., Any], tuple[Any, ...]] | None = None) -> None:
+    def __init__(
+        self, init: tuple[Callable[..., Any], tuple[Any, ...]] | None = None, *, wait: bool = True
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.requests: IO[bytes] = self.proc.stdin
         self.replies: IO[bytes] = self.proc.stdout
+        self._starting = False  # the init's reply is unread
         try:
             pickle.dump(list(sys.path), self.requests)
             if init is not None:
-                self.call(init[0], *init[1])
+                self.send(init[0], *init[1])
+                self._starting = True
             else:
                 self.requests.flush()
-        except (WorkerDied, WorkerError, OSError) as exc:
-            self.close()
-            why = f"a worker process ({sys.executable}) failed at start: {exc}"
-            raise PoolUnavailable(why) from None
+        except (WorkerDied, OSError) as exc:
+            self._failed_at_start(exc)
+        if wait:
+            self.ready()
+
+    def _failed_at_start(self, exc: Exception) -> NoReturn:
+        self.close()
+        why = f"a worker process ({sys.executable}) failed at start: {exc}"
+        raise PoolUnavailable(why) from None
+
+    def ready(self) -> None:
+        """Wait for the init call to end (at once if it has, or there is none);
+        :class:`PoolUnavailable` if it failed or the worker died."""
+        if self._starting:
+            self._starting = False
+            try:
+                self._reply()
+            except (WorkerDied, WorkerError) as exc:
+                self._failed_at_start(exc)
 
     def send(self, fn: Callable[..., Any], *args: Any) -> None:
         """Start a call; at most one call in flight per worker (a reply the worker
-        cannot write while the caller blocks writing a second request would deadlock)."""
+        cannot write while the caller blocks writing a second request would deadlock).
+        The one exception: a call sent behind an unread init (``wait=False``), whose
+        reply is a few bytes, which the pipe takes without a reader."""
         try:
             pickle.dump((fn, args), self.requests, protocol=5)
             self.requests.flush()
@@ -123,7 +146,11 @@ class Worker:
             raise WorkerDied(self.death()) from None
 
     def receive(self) -> Any:
-        """The result of the call in flight."""
+        """The result of the call in flight (after the init's, if still unread)."""
+        self.ready()
+        return self._reply()
+
+    def _reply(self) -> Any:
         try:
             ok, value = pickle.load(self.replies)
         except (OSError, EOFError, pickle.UnpicklingError):

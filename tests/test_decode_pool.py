@@ -247,3 +247,37 @@ def _alive(pid: int) -> bool:
     # a zombie (exited, not yet reaped by its new parent) counts as gone
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_chunk_starts_its_workers_side_by_side(config: Config, tmp_path: Path) -> None:
+    """The first chunk hands each worker its share without waiting for any worker to
+    start (~0.5 s each: two took 1.0 s one after the other, BENCHMARKS.md). Here each
+    worker's start call is replaced by one that blocks until this process opens a FIFO
+    for writing, and ``send`` returns before that. (The shares then run without the
+    decode state the real start call sets up, so their replies are errors. A timer
+    opens the FIFO after 60 s, so that a regression fails instead of hanging.)"""
+    import threading
+
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    opened: list[int] = []
+
+    def open_gate() -> None:
+        if not opened:
+            opened.append(os.open(gate, os.O_WRONLY))
+
+    timer = threading.Timer(60, open_gate)
+    timer.start()
+    pool = DecodePool(2, config.decode, [], keep_images=False, opener=open_read)
+    pool._init = (os.open, (str(gate), os.O_RDONLY))  # returns once a writer opens it
+    try:
+        ticket = pool.send(_records(4))
+        assert not opened  # both shares sent while both workers were still starting
+        open_gate()
+        with pytest.raises(workers.WorkerError, match="KeyError"):
+            pool.receive(ticket)
+    finally:
+        timer.cancel()
+        pool.close()
+        for fd in opened:
+            os.close(fd)
