@@ -171,10 +171,11 @@ def child(
 
             stages.decode_images = one_at_a_time  # type: ignore[assignment]
         elif name == "pool_start":
-            from mitigate import decode_pool, workers
+            from mitigate import decode_pool
+            from mitigate.workers import Worker
 
-            def waited(init: Any = None, wait: bool = True) -> workers.Worker:
-                return workers.Worker(init)
+            def waited(init: Any = None, wait: bool = True) -> Worker:
+                return Worker(init)  # each start waited for, as before wait=False
 
             decode_pool.Worker = waited  # type: ignore[assignment,misc]
         else:  # benchmarks/old_graph.py, old_scoring.py, old_pickling.py
