@@ -185,7 +185,7 @@ def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
     ("flags", "beam_level", "relay_level"),
     [([], "CRITICAL", "NOTSET"), (["-v"], "WARNING", "ERROR"), (["-vv"], "NOTSET", "NOTSET")],
 )
-def test_beam_logging_stays_quiet_unless_vv(flags, beam_level, relay_level, monkeypatch):
+def test_beam_logging_stays_quiet_unless_vv(flags, beam_level, relay_level, monkeypatch, tmp_path):
     import logging
 
     beam = logging.getLogger("apache_beam")
@@ -193,7 +193,7 @@ def test_beam_logging_stays_quiet_unless_vv(flags, beam_level, relay_level, monk
     monkeypatch.setattr(beam, "level", logging.NOTSET)
     monkeypatch.setattr(relay, "level", logging.NOTSET)
     monkeypatch.chdir(REPO)
-    assert main([*flags, "validate"]) == 0
+    assert main([*flags, "validate", "--output", str(tmp_path / "out")]) == 0
     assert logging.getLevelName(beam.level) == beam_level
     assert logging.getLevelName(relay.level) == relay_level
 
