@@ -10,6 +10,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,42 @@ def sample_members(
     if meta is not None:
         members.append((f"{key}.json", json.dumps(meta).encode()))
     return members
+
+
+class Gate:
+    """A FIFO that worker start calls block on (``os.open(path, os.O_RDONLY)`` returns
+    once a writer opens it): :meth:`open` lets them through; :attr:`opened` says whether
+    it was. A timer opens it after 60 s, so that a test that waits on it by mistake
+    fails instead of hanging."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self._fds: list[int] = []
+        self._timer = threading.Timer(60, self.open)
+        self._timer.start()
+
+    @property
+    def opened(self) -> bool:
+        return bool(self._fds)
+
+    @property
+    def start_call(self) -> tuple[object, tuple[str, int]]:
+        """A worker's start call (function, args) that blocks until :meth:`open`."""
+        return os.open, (str(self.path), os.O_RDONLY)
+
+    def open(self) -> None:
+        if not self._fds:
+            self._fds.append(os.open(self.path, os.O_WRONLY))
+
+    def close(self) -> None:
+        self._timer.cancel()
+        for fd in self._fds:
+            os.close(fd)
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    g = Gate(tmp_path / "gate")
+    yield g
+    g.close()

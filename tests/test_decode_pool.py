@@ -249,35 +249,20 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
 
 
-def test_a_chunk_starts_its_workers_side_by_side(config: Config, tmp_path: Path) -> None:
+def test_a_chunk_starts_its_workers_side_by_side(config: Config, gate) -> None:
     """The first chunk hands each worker its share without waiting for any worker to
-    start (~0.5 s each: two took 1.0 s one after the other, BENCHMARKS.md). Here each
-    worker's start call is replaced by one that blocks until this process opens a FIFO
-    for writing, and ``send`` returns before that. (The shares then run without the
-    decode state the real start call sets up, so their replies are errors. A timer
-    opens the FIFO after 60 s, so that a regression fails instead of hanging.)"""
-    import threading
-
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    opened: list[int] = []
-
-    def open_gate() -> None:
-        if not opened:
-            opened.append(os.open(gate, os.O_WRONLY))
-
-    timer = threading.Timer(60, open_gate)
-    timer.start()
+    start (~0.5 s each: two took 0.83 s one after the other, BENCHMARKS.md). Here each
+    worker's start call is replaced by one that blocks on a FIFO until this process
+    opens it (the ``gate`` fixture, tests/conftest.py), and ``send`` returns before
+    that. (The shares then run without the decode state the real start call sets up,
+    so their replies are errors.)"""
     pool = DecodePool(2, config.decode, [], keep_images=False, opener=open_read)
-    pool._init = (os.open, (str(gate), os.O_RDONLY))  # returns once a writer opens it
+    pool._init = gate.start_call
     try:
         ticket = pool.send(_records(4))
-        assert not opened  # both shares sent while both workers were still starting
-        open_gate()
+        assert not gate.opened  # both shares sent while both workers were still starting
+        gate.open()
         with pytest.raises(workers.WorkerError, match="KeyError"):
             pool.receive(ticket)
     finally:
-        timer.cancel()
         pool.close()
-        for fd in opened:
-            os.close(fd)

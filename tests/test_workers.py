@@ -238,39 +238,25 @@ def test_near_decisions_are_the_same_with_verification_on_two_processes(
     assert report_one["verify"]["merged_pairs"] > 0 and report_one["verify"]["refused_pairs"] > 0
 
 
-def test_workers_started_without_waiting_boot_side_by_side(tmp_path: Path) -> None:
+def test_workers_started_without_waiting_boot_side_by_side(gate) -> None:
     """``Worker(init, wait=False)`` returns with its init still running, so the decode
     pool's workers boot at once rather than one after the other; a call sent behind the
     init is answered after it; an init that fails surfaces as PoolUnavailable at the
-    first receive. (The inits here block until this process opens a FIFO for writing; a
-    timer opens it after 60 s so that a regression fails instead of hanging.)"""
+    first receive. (The inits here block on a FIFO until this process opens it: the
+    ``gate`` fixture, tests/conftest.py.)"""
     import select
-    import threading
 
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    opened: list[int] = []
-
-    def open_gate() -> None:
-        if not opened:
-            opened.append(os.open(gate, os.O_WRONLY))
-
-    timer = threading.Timer(60, open_gate)
-    timer.start()
-    started = [workers.Worker((os.open, (str(gate), os.O_RDONLY)), wait=False) for _ in range(2)]
+    started = [workers.Worker(gate.start_call, wait=False) for _ in range(2)]
     try:
-        assert not opened  # both constructors returned with their inits blocked
+        assert not gate.opened  # both constructors returned with their inits blocked
         for w in started:
             w.send(divmod, 7, 2)  # queued behind the init
         assert not any(select.select([w.replies], [], [], 0.3)[0] for w in started)
-        open_gate()
+        gate.open()
         assert [w.receive() for w in started] == [(3, 1), (3, 1)]
     finally:
-        timer.cancel()
         for w in started:
             w.close()
-        for fd in opened:
-            os.close(fd)
     failing = workers.Worker((divmod, (1, 0)), wait=False)
     with pytest.raises(workers.PoolUnavailable, match="ZeroDivisionError"):
         failing.receive()
