@@ -160,6 +160,9 @@ _ODD_COLUMNS = np.where(np.arange(HASH_SIZE) % 2 == 1, -1.0, 1.0)
 def centre_pair_from_thumbnail(thumb: np.ndarray) -> tuple[int, int]:
     """(centre hash, centre hash of the mirror image) of a 32x32 greyscale thumbnail.
 
+    One thumbnail at a time, kept as the reference the decoder's stacked
+    :func:`views_of_thumbnails` is tested against (the decoder itself calls that).
+
     The centre hash is pHash's step on the window :data:`CENTRE_ROWS` x
     :data:`CENTRE_COLS` (24 x 28 pixels): the low 8x8 block of its 2-D DCT-II (as two
     small matrix products, only the 64 coefficients used), each compared with the
@@ -202,7 +205,7 @@ def phash_views(image: Image.Image | Grey, *, exact: bool = True) -> tuple[int, 
 def views_of_thumbnails(thumbs: np.ndarray) -> list[tuple[int, int, int, int]]:
     """:func:`phash_views` of each thumbnail of a stack ``(n, 32, 32)``, in a few numpy
     calls for the whole stack (the decoder hashes a chunk's thumbnails together:
-    ~0.04 ms a sample less than one call a sample, BENCHMARKS.md). The same bits as one
+    0.03-0.055 ms a sample less than one call a sample, BENCHMARKS.md). The same bits as one
     thumbnail at a time: pHash is :func:`_phashes` of the stack of thumbnails and their
     mirrors; each centre block is the same two matrix products (``matmul`` over a stack
     runs one product a thumbnail), rounded the same way, and each block's median the
