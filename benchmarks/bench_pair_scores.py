@@ -13,13 +13,19 @@ samples, as ``bench_medoid.py`` loads them):
     python benchmarks/bench_pipeline.py --child --workers 1 --mode processes \\
         --out /tmp/run6400 "$PWD"/bench_data/n6400-1024px/*.tar
     python benchmarks/bench_pair_scores.py /tmp/run6400 --rounds 3
+
+``--previous FILE`` makes the old arm an earlier ``mitigate/verify.py`` instead (``git
+show REV:mitigate/verify.py > FILE``), loaded beside this tree's as a module of its own,
+its ``pair_scores`` put in place of this tree's for its rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +35,32 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 
+def _previous(path: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(install, uninstall) of the ``pair_scores`` of an earlier ``verify.py`` in this
+    process (the one-process decision looks it up in ``mitigate.verify`` at each call)."""
+    from mitigate import verify
+
+    spec = importlib.util.spec_from_file_location("verify_previous", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    now = verify.pair_scores
+
+    def install() -> None:
+        verify.pair_scores = module.pair_scores
+
+    def uninstall() -> None:
+        verify.pair_scores = now
+
+    return install, uninstall
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="output folder of a finished run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=10000, help="random pairs scored in full")
+    parser.add_argument("--previous", type=Path, help="an earlier verify.py as the old arm")
     args = parser.parse_args(argv)
     import old_scoring
     from bench_medoid import load_items
@@ -42,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from mitigate.config import load_config
     from mitigate.pipeline.near import _decide
 
+    install, uninstall = old_scoring.install, old_scoring.uninstall
+    if args.previous is not None:
+        install, uninstall = _previous(args.previous)
     config, _ = load_config(REPO / "configs" / "default.yaml", [])
     items = load_items(args.run)
     table = verify.as_signatures([item.signature for item in items])
@@ -54,18 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     decisions, scores = {}, {}
     for _ in range(args.rounds):
         for version in ("old", "now"):
-            (old_scoring.install if version == "old" else old_scoring.uninstall)()
+            (install if version == "old" else uninstall)()
             started = time.process_time()
             decisions[version] = _decide(items, [], config.dedup, 1)
             cpu[version]["decide"].append(time.process_time() - started)
             started = time.process_time()
             scores[version] = verify.pair_scores(i, j, table)
             cpu[version]["pairs"].append(time.process_time() - started)
-    old_scoring.uninstall()
+    uninstall()
     assert decisions["now"] == decisions["old"], "decisions differ"
     assert np.array_equal(scores["now"], scores["old"]), "scores differ"
     n = len(items)
-    print(f"{n} items from {args.run}; best of {args.rounds} alternating rounds, CPU")
+    old = args.previous or "benchmarks/old_scoring.py"
+    print(f"{n} items from {args.run}; old: {old}; best of {args.rounds} alternating rounds, CPU")
     best = {v: {k: min(xs) for k, xs in m.items()} for v, m in cpu.items()}
     for version in ("old", "now"):
         d, p = best[version]["decide"], best[version]["pairs"]

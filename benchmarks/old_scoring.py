@@ -151,8 +151,10 @@ def score_part(
 _NOW = (verify._level_scores, workers._score_part)
 
 
-def _old_level_scores(*args: object, compiled: bool = True) -> np.ndarray:
-    return _level_scores(*args[:6])  # type: ignore[arg-type]
+def _old_level_scores(
+    a: np.ndarray, b: np.ndarray, planes: verify._Planes, level: int, stop_above: float
+) -> np.ndarray:
+    return _level_scores(a, b, planes.y, planes.c, level, stop_above)
 
 
 def install() -> None:

@@ -419,29 +419,65 @@ def _aligned(
     return _normalise(y, compiled), c
 
 
+class _Planes:
+    """The planes of one chunk of pairs (rows of ``y``, 64x64 luma, and ``c``, chroma),
+    each computed once for every pair of the chunk, both orientations and every level:
+    at 16 cells, every row under every alignment; at a finer level, a row's normalised
+    luma as is, once a pair that reaches that level names the row (a pair stopped at 16
+    cells needs none). Each plane is a function of its row alone, so the scores are the
+    same bits as planes computed per orientation (BENCHMARKS.md, "Pair scores: each
+    plane once a chunk")."""
+
+    def __init__(self, y: NDArray[np.float32], c: NDArray[np.float32], compiled: bool) -> None:
+        self.y, self.c, self.compiled = y, c, compiled
+        self._coarse: list[tuple[NDArray[np.float32], NDArray[np.float32]]] = []
+        self._fine: dict[int, tuple[NDArray[np.float32], NDArray[np.bool_]]] = {}
+
+    def coarse(self) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+        """(normalised luma, chroma) of every row at 16 cells, one pair of planes an
+        alignment (:data:`_ALIGNMENTS`; the first, as is)."""
+        if not self._coarse:
+            yc = _down(self.y, LEVELS[-1])
+            self._coarse = [
+                _aligned(yc, self.c, LEVELS[-1], al, self.compiled) for al in _ALIGNMENTS
+            ]
+        return self._coarse
+
+    def fine(self, level: int, rows: NDArray[np.int64]) -> NDArray[np.float32]:
+        """The table of normalised luma at ``level`` as is, its ``rows`` filled (others
+        as filled before, or unset: a caller reads the rows it named)."""
+        if level not in self._fine:
+            n = self.y.shape[0]
+            table = np.empty((n, level, level), dtype=np.float32)  # pages touched as filled
+            self._fine[level] = table, np.zeros(n, dtype=np.bool_)
+        table, done = self._fine[level]
+        missing = np.unique(rows[~done[rows]])
+        if missing.size:
+            table[missing] = _normalise(_down(self.y[missing], level), self.compiled)
+            done[missing] = True
+        return table
+
+
 def _level_scores(
     a: NDArray[np.int64],
     b: NDArray[np.int64],
-    y: NDArray[np.float32],
-    c: NDArray[np.float32],
+    planes: _Planes,
     level: int,
     stop_above: float,
-    compiled: bool = True,
 ) -> NDArray[np.float32]:
-    """Local score of pairs (a[t], b[t]) (rows of ``y``/``c``, 64x64 luma) at ``level``:
-    the best of all alignments at 16 cells, and at least the best of the
-    FINE_ALIGNMENTS best of them again at ``level`` (not computed where the first is
-    above ``stop_above`` already). Each image ``b`` is aligned once per alignment, not
-    once per pair. ``compiled``: the kernels of :mod:`mitigate.localscore` (same bits)."""
+    """Local score of pairs (a[t], b[t]) (rows of ``planes``) at ``level``, image ``b``
+    aligned to image ``a``: the best of all alignments at 16 cells, and at least the
+    best of the FINE_ALIGNMENTS best of them again at ``level`` (not computed where the
+    first is above ``stop_above`` already). Each image ``b`` is aligned once per
+    alignment at ``level``, not once per pair."""
+    compiled, c = planes.compiled, planes.c
     coarse_level = LEVELS[-1]
     coarse = np.empty((a.shape[0], len(_ALIGNMENTS)), dtype=np.float32)
-    yc = _down(y, coarse_level)
-    yn = _normalise(yc, compiled)
+    aligned = planes.coarse()
+    yn = aligned[0][0]
     window = _WINDOWS[coarse_level], CHROMA_UNIT  # most changed window: localscore
-    ub, ib = np.unique(b, return_inverse=True)
-    for t, al in enumerate(_ALIGNMENTS):
-        yb, cb = _aligned(yc[ub], c[ub], coarse_level, al, compiled)
-        coarse[:, t] = localscore.local_at(yn, c, a, yb, cb, ib, *window, compiled)
+    for t, (yb, cb) in enumerate(aligned):
+        coarse[:, t] = localscore.local_at(yn, c, a, yb, cb, b, *window, compiled)
     coarse_best = coarse.min(axis=1)
     fine = np.flatnonzero(coarse_best <= stop_above)
     if level == coarse_level or fine.size == 0:
@@ -449,16 +485,18 @@ def _level_scores(
     a, b, coarse = a[fine], b[fine], coarse[fine]
     # stable: ties keep the order of _ALIGNMENTS (as is first)
     chosen = np.argsort(coarse, axis=1, kind="stable")[:, :FINE_ALIGNMENTS]
-    yl = _down(y, level)
-    yn = _normalise(yl, compiled)
+    yn = planes.fine(level, a)
     window = _WINDOWS[level], CHROMA_UNIT
     best = np.full(a.shape[0], np.inf, dtype=np.float32)
     for t, al in enumerate(_ALIGNMENTS):
         sel = np.flatnonzero((chosen == t).any(axis=1))
         if sel.size == 0:
             continue
-        ub, ib = np.unique(b[sel], return_inverse=True)
-        yb, cb = _aligned(yl[ub], c[ub], level, al, compiled)
+        if t == 0:  # as is: the rows' own normalised planes
+            yb, cb, ib = planes.fine(level, b[sel]), c, b[sel]
+        else:
+            ub, ib = np.unique(b[sel], return_inverse=True)
+            yb, cb = _aligned(_down(planes.y[ub], level), c[ub], level, al, compiled)
         s = localscore.local_at(yn, c, a[sel], yb, cb, ib, *window, compiled)
         best[sel] = np.minimum(best[sel], s)
     coarse_best[fine] = np.maximum(coarse_best[fine], best)
@@ -516,6 +554,7 @@ def pair_scores(
         used, inv = np.unique(np.concatenate([lo[sel], hi[sel]]), return_inverse=True)
         a, b = inv[: sel.shape[0]], inv[sel.shape[0] :]
         y, c = _unpack(sigs[used])
+        planes = _Planes(y, c, compiled)
         flat = y.reshape(y.shape[0], -1).astype(np.float64)
         log_mean = np.log(flat.mean(axis=1) + 16.0)
         log_std = np.log(flat.std(axis=1) + 8.0)
@@ -536,8 +575,8 @@ def pair_scores(
                 # either image aligned to the other, the better counting: symmetric,
                 # and a function of the two signatures alone, whatever table holds them
                 local[m] = np.minimum(
-                    _level_scores(a[m], b[m], y, c, lv, stop, compiled),
-                    _level_scores(b[m], a[m], y, c, lv, stop, compiled),
+                    _level_scores(a[m], b[m], planes, lv, stop),
+                    _level_scores(b[m], a[m], planes, lv, stop),
                 )
         out[sel] = np.maximum(local, g4)
     return out

@@ -205,6 +205,84 @@ def test_a_pairs_score_does_not_depend_on_the_table_holding_it() -> None:
         assert verify.pair_scores([0], [1], [sigs[b], sigs[a]])[0] == scores[t]
 
 
+def _level_of(sigs: np.ndarray) -> int:
+    shorter = verify._sizes(sigs).min()
+    return max([lv for lv in verify.LEVELS if shorter >= verify.PIXELS_PER_CELL * lv] or [16])
+
+
+def _oriented(sa: bytes, sb: bytes, level: int, stop: float) -> float:
+    """The local score of ``sb`` aligned to ``sa`` at ``level`` from the definition, every
+    plane computed for this pair alone (numpy): the oracle of the chunked scoring, which
+    computes each plane once for all pairs and both orientations of a chunk."""
+    from mitigate import localscore
+
+    y, c = verify._unpack(verify.as_signatures([sa, sb]))
+
+    def at(lv: int, al: tuple[bool, int]) -> float:
+        ya = verify._normalise(verify._down(y[:1], lv), compiled=False)
+        yb, cb = verify._aligned(verify._down(y[1:], lv), c[1:], lv, al, False)
+        window = verify._WINDOWS[lv], verify.CHROMA_UNIT
+        return float(localscore.local(ya, c[:1], yb, cb, *window)[0])
+
+    coarse = [at(16, al) for al in verify._ALIGNMENTS]
+    best = min(coarse)
+    if level == 16 or best > stop:
+        return best
+    order = np.argsort(np.asarray(coarse, np.float32), kind="stable")[: verify.FINE_ALIGNMENTS]
+    return max(best, min(at(level, verify._ALIGNMENTS[t]) for t in order))
+
+
+def _one_pair(sa: bytes, sb: bytes, stop: float) -> float:
+    """A pair's score from the definition (:func:`_oriented` both ways, global change)."""
+    sigs = verify.as_signatures([sa, sb])
+    y, _ = verify._unpack(sigs)
+    flat = y.reshape(2, -1).astype(np.float64)
+    log_mean, log_std = np.log(flat.mean(axis=1) + 16.0), np.log(flat.std(axis=1) + 8.0)
+    w, h = verify._sizes(sigs).T
+    aspect = np.abs(np.diff(np.log(w / h)))[0] / verify.ASPECT_LIMIT
+    g = max(
+        abs(log_mean[0] - log_mean[1]) / verify.MEAN_LIMIT,
+        abs(log_std[0] - log_std[1]) / verify.STD_LIMIT,
+        aspect,
+    )
+    if g**4 > stop:
+        return float(g**4)
+    level = _level_of(sigs)
+    return max(min(_oriented(sa, sb, level, stop), _oriented(sb, sa, level, stop)), g**4)
+
+
+@pytest.mark.parametrize("stop", [verify.DEFAULT_THRESHOLD, None])
+def test_chunked_scores_equal_each_pair_scored_from_the_definition(
+    evalset: list[Sample], scored: tuple[neardup.PairSet, np.ndarray], stop: float | None
+) -> None:
+    """Planes computed once a chunk (shared by its pairs, both orientations and its
+    levels; a finer level's only for the rows a pair reaching it names) give each pair
+    the score of its own planes: pairs near and far, stopped at 16 cells and not, at
+    every level, in one call; and each orientation alone, on a chunk's fresh planes."""
+    pairs, _ = scored
+    rng = np.random.default_rng(3)
+    pick = rng.choice(len(pairs.i), 120, replace=False)
+    i, j = pairs.i[pick], pairs.j[pick]
+    sigs = [s.signature for s in evalset]
+    limit = np.inf if stop is None else stop
+    got = verify.pair_scores(i, j, sigs, stop_above=stop)
+    want = np.asarray([_one_pair(sigs[a], sigs[b], limit) for a, b in zip(i, j, strict=True)])
+    levels = [
+        _level_of(verify.as_signatures([sigs[a], sigs[b]])) for a, b in zip(i, j, strict=True)
+    ]
+    assert set(levels) == {16, 32, 64}
+    assert (want <= verify.DEFAULT_THRESHOLD).any() and (want > 2).any()
+    assert np.array_equal(got, want)
+    used, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
+    y, c = verify._unpack(verify.as_signatures([sigs[u] for u in used]))
+    for lv in verify.LEVELS:  # one orientation: a fine plane read before it was made fails
+        m = np.flatnonzero(np.asarray(levels) == lv)
+        planes = verify._Planes(y, c, compiled=True)
+        one_way = verify._level_scores(inv[: len(i)][m], inv[len(i) :][m], planes, lv, limit)
+        want = [_oriented(sigs[i[t]], sigs[j[t]], lv, limit) for t in m]
+        assert np.array_equal(one_way, np.asarray(want, np.float32)), lv
+
+
 def test_signature_layout_round_trips_to_the_cells() -> None:
     """4-bit luma at 64x64 between the plane's own extremes, 16x16 chroma, the size."""
     image = Image.open(DATA / "flags-redflag.jpg").convert("RGB")
