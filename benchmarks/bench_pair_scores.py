@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Verification of candidate pairs, the compiled local part (``mitigate/localscore.py``,
 ``_scorekernel.py``) against the numpy code it replaced (``benchmarks/old_scoring.py``),
-rounds alternating in one process; scores and decisions must be identical.
+rounds alternating in one process; decisions must be the same, and scores identical or
+(``--previous`` of another arithmetic) within float32 rounding, but for random pairs whose
+fine alignments a near tie at 16 cells changes (counted; none may cross the threshold).
 
 Two measures on the items of a finished run (its manifest's kept and near-duplicate
 samples, as ``bench_medoid.py`` loads them):
@@ -22,6 +24,7 @@ its ``pair_scores`` put in place of this tree's for its rounds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 import time
@@ -53,6 +56,11 @@ def _previous(path: Path) -> tuple[Callable[[], None], Callable[[], None]]:
         verify.pair_scores = now
 
     return install, uninstall
+
+
+def _decided(decision: object) -> tuple[object, ...]:
+    """A decision without its score's float32 rounding."""
+    return dataclasses.astuple(dataclasses.replace(decision, verify_score=None))  # type: ignore[call-overload]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +100,20 @@ def main(argv: list[str] | None = None) -> int:
             scores[version] = verify.pair_scores(i, j, table)
             cpu[version]["pairs"].append(time.process_time() - started)
     uninstall()
-    assert decisions["now"] == decisions["old"], "decisions differ"
-    assert np.array_equal(scores["now"], scores["old"]), "scores differ"
+    same = decisions["now"] == decisions["old"] and np.array_equal(scores["now"], scores["old"])
+    (new, _), (old, _) = decisions["now"], decisions["old"]
+    assert [_decided(d) for d in new] == [_decided(d) for d in old], "decisions differ"
+    # a change in rounding can change which alignments a random pair is scored at finely
+    # (near ties at 16 cells): its score then moves more, but not across the threshold
+    verified = verify.verified(scores["now"]), verify.verified(scores["old"])
+    assert np.array_equal(*verified), "a random pair's verification differs"
+    moved = ~np.isclose(scores["now"], scores["old"], rtol=1e-5, atol=0)
+    got = np.array([d.verify_score for d in new if d.verify_score is not None])
+    was = np.array([d.verify_score for d in old if d.verify_score is not None])
+    np.testing.assert_allclose(got, was, rtol=1e-5, err_msg="evidence scores differ")
+    change = max(
+        np.abs(got - was).max(initial=0), np.abs(scores["now"] - scores["old"])[~moved].max()
+    )
     n = len(items)
     old = args.previous or "benchmarks/old_scoring.py"
     print(f"{n} items from {args.run}; old: {old}; best of {args.rounds} alternating rounds, CPU")
@@ -108,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratio_d = best["now"]["decide"] / best["old"]["decide"]
     ratio_p = best["now"]["pairs"] / best["old"]["pairs"]
-    print(f"  now / old: decision {ratio_d:.2f}, pairs in full {ratio_p:.2f}; identical results")
+    results = "identical results"
+    if not same:
+        results = f"same decisions, scores within {change:.1e}"
+        results += f" but {moved.sum()} random pairs' (none across the threshold)" * bool(
+            moved.any()
+        )
+    print(f"  now / old: decision {ratio_d:.2f}, pairs in full {ratio_p:.2f}; {results}")
     return 0
 
 

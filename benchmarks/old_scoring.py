@@ -2,7 +2,9 @@
 session 11): band-matrix products over gathered planes, numpy's mean and std. A
 verbatim copy of ``mitigate/verify.py`` at 0739579 (``_band`` to ``_level_scores``;
 ``_aligned`` calls the copied ``_normalise``), kept so that benchmarks can run the old
-path beside the new one in the same session.
+path beside the new one in the same session. The alignments' zoom and the pooling are
+that commit's matrix products (``_align_matrices``, ``_pool``: verbatim too), which
+``verify`` replaced with two-tap resampling in session 14.
 
 ``install()`` puts it in place in this process, and makes the near-dup decision's
 worker processes (``mitigate.workers``) score through it too: they import this module
@@ -14,11 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from mitigate import verify, workers
+from mitigate import localscore, verify, workers
 from mitigate.verify import (
     _ALIGNMENTS,
     _CONTRAST_FLOOR,
-    _MATRICES,
     CHROMA_GRID,
     CHROMA_UNIT,
     EDGE_ROWS,
@@ -27,8 +28,41 @@ from mitigate.verify import (
     LEVELS,
     RING,
     WINDOW,
-    _down,
+    ZOOMS,
 )
+
+
+def _align_matrices(n: int, mirrored: bool, z: int) -> tuple[NDArray[np.float32], ...]:
+    """(left, right) with ``left @ x @ right`` = ``x`` (n x n cells) mirrored left to
+    right if ``mirrored``, then zoomed by ``ZOOMS[z]`` (bilinear, separable)."""
+    lo, hi, _, w = localscore.zoom_taps(n, ZOOMS[z])
+    zoom = np.zeros((n, n), dtype=np.float32)
+    np.add.at(zoom, (np.arange(n), lo), 1 - w)
+    np.add.at(zoom, (np.arange(n), hi), w)
+    right = zoom.T.copy()
+    if mirrored:
+        right = right[::-1].copy()  # x @ flip @ zoom.T: columns reversed first
+    return zoom, right
+
+
+_MATRICES = {(n, al): _align_matrices(n, *al) for n in (*LEVELS, CHROMA_GRID) for al in _ALIGNMENTS}
+
+
+def _pool(level: int) -> NDArray[np.float32]:
+    """(level x GRID) matrix: ``pool @ y @ pool.T`` averages y to ``level`` cells a side."""
+    f = GRID // level
+    return np.repeat(np.eye(level, dtype=np.float32), f, axis=1) / f
+
+
+_POOLS = {n: _pool(n) for n in LEVELS}
+
+
+def _down(y: NDArray[np.float32], level: int) -> NDArray[np.float32]:
+    """Luma planes averaged to ``level`` cells a side."""
+    if level == GRID:
+        return y
+    pool = _POOLS[level]
+    return pool @ y @ pool.T
 
 
 def _band(level: int) -> tuple[NDArray[np.float32], int]:

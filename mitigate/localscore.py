@@ -1,5 +1,6 @@
-"""The local part of the verification score: each plane's normalisation and the most
-changed window of aligned pairs.
+"""The local part of the verification score: each plane's normalisation, the
+resampling that aligns and pools the planes, and the most changed window of aligned
+pairs.
 
 :mod:`mitigate.verify` normalises the luma planes (:func:`normalise`), aligns each image
 of a candidate pair to the other and asks here for the largest window mean of their
@@ -90,6 +91,59 @@ def normalise(y: NDArray[np.float32], floor: float, compiled: bool = True) -> ND
         return normalise_numpy(y, floor)
     y = np.ascontiguousarray(y, dtype=np.float32)
     return kernel.normalise(y, np.float32(floor), np.empty_like(y))  # type: ignore[no-any-return]
+
+
+Taps = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]
+"""Two taps a cell along one axis: (first source cell, second, first weight, second
+weight) of each output cell."""
+
+
+def zoom_taps(n: int, zoom: float, mirrored: bool = False) -> Taps:
+    """Linear-interpolation taps along one axis of ``n`` cells: output cell ``t`` is
+    ``x[lo[t]] * (1 - w[t]) + x[hi[t]] * w[t]`` for ``x`` zoomed about its centre by
+    ``zoom`` (> 1 magnifies: the middle 1/zoom of ``x`` fills the output), read from
+    the far end if ``mirrored`` (``x`` mirrored first)."""
+    centres = (np.arange(n) + 0.5 - n / 2) / zoom + n / 2 - 0.5
+    pos = np.clip(centres, 0, n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo).astype(np.float32)
+    if mirrored:
+        lo, hi = n - 1 - lo, n - 1 - hi
+    return lo, hi, np.float32(1) - w, w
+
+
+def half_taps(n: int) -> Taps:
+    """Taps that average pairs of cells: ``n`` (even) cells to ``n // 2``."""
+    half = np.full(n // 2, 0.5, dtype=np.float32)
+    return np.arange(0, n, 2), np.arange(1, n, 2), half, half
+
+
+def resample_numpy(y: NDArray[np.float32], rows: Taps, cols: Taps) -> NDArray[np.float32]:
+    """Each plane of ``y`` (p, n, n) resampled with two taps a cell, rows first, then
+    columns; each output ``first * weight + second * weight`` in float32: the numpy
+    reference of :func:`resample`."""
+    r0, r1, v0, v1 = rows
+    c0, c1, w0, w1 = cols
+    t = y[:, r0, :] * v0[:, None] + y[:, r1, :] * v1[:, None]
+    # in C order: an index along the last axis leaves another layout, and numpy's sums
+    # (normalise_numpy's mean and std) follow the memory's order
+    return np.ascontiguousarray(t[:, :, c0] * w0 + t[:, :, c1] * w1)
+
+
+def resample(
+    y: NDArray[np.float32], rows: Taps, cols: Taps, compiled: bool = True
+) -> NDArray[np.float32]:
+    """:func:`resample_numpy`, compiled where numba imports (the same bits: the tests
+    compare them). The alignments' zoom and mirror and the pooling to coarser levels
+    (:mod:`mitigate.verify`) are such resamplings; as matrix products their sums were
+    in the BLAS library's order, which differs between machines."""
+    kernel = _kernels() if compiled else None
+    if kernel is None:
+        return resample_numpy(y, rows, cols)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    out = np.empty((y.shape[0], rows[0].shape[0], cols[0].shape[0]), dtype=np.float32)
+    return kernel.resample(y, *rows, *cols, out)  # type: ignore[no-any-return]
 
 
 #: Pairs a call scores from which the kernels are used in a process that has not

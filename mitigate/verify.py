@@ -61,10 +61,12 @@ flipped copies, as the flip-tolerant rule says they should.
 
 A pair is *verified* (the images are near duplicates) when its score is at most the
 threshold (``dedup.verify_threshold``, default :data:`DEFAULT_THRESHOLD`). The score is
-symmetric and deterministic: the windows and each plane's normalisation are summed in a
-fixed float32 order (:mod:`mitigate.localscore`, compiled kernels with the numpy
-reference's bits); the alignments' zoom and the pooling to 32/16 cells are matrix
-products, summed in the BLAS library's order. Everything here is
+symmetric and deterministic: the windows, each plane's normalisation, the alignments'
+zoom and mirror and the pooling to 32/16 cells are float32 operations in a fixed order
+(:mod:`mitigate.localscore`, compiled kernels with the numpy reference's bits). (The
+zoom and pooling were matrix products until session 14, summed in the order of the
+machine's BLAS library; their scores differ from these in float32 rounding only, and
+the decisions of the labelled set are the same.) Everything here is
 a plain function over arrays: a search that found candidate pairs in one worker or in
 many partitions calls :func:`pair_scores` the same way.
 """
@@ -339,36 +341,15 @@ def working_sizes(signatures: Sequence[bytes]) -> NDArray[np.int64]:
     return np.frombuffer(raw, ">u2").reshape(-1, 2).astype(np.int64)
 
 
-_Taps = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]
-
-
-def _zoom_taps(n: int, zoom: float) -> _Taps:
-    """Linear-interpolation taps along one axis of ``n`` cells: output cell ``t`` is
-    ``x[lo[t]] * (1 - w[t]) + x[hi[t]] * w[t]`` for ``x`` zoomed about its centre by
-    ``zoom`` (> 1 magnifies: the middle 1/zoom of ``x`` fills the output)."""
-    centres = (np.arange(n) + 0.5 - n / 2) / zoom + n / 2 - 0.5
-    pos = np.clip(centres, 0, n - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n - 1)
-    return lo, hi, (pos - lo).astype(np.float32)
-
-
-def _align_matrices(n: int, mirrored: bool, z: int) -> tuple[NDArray[np.float32], ...]:
-    """(left, right) with ``left @ x @ right`` = ``x`` (n x n cells) mirrored left to
-    right if ``mirrored``, then zoomed by ``ZOOMS[z]`` (bilinear, separable)."""
-    lo, hi, w = _zoom_taps(n, ZOOMS[z])
-    zoom = np.zeros((n, n), dtype=np.float32)
-    np.add.at(zoom, (np.arange(n), lo), 1 - w)
-    np.add.at(zoom, (np.arange(n), hi), w)
-    right = zoom.T.copy()
-    if mirrored:
-        right = right[::-1].copy()  # x @ flip @ zoom.T: columns reversed first
-    return zoom, right
-
-
 #: every alignment tried: (mirrored, index into ZOOMS); as is first
 _ALIGNMENTS = [(m, z) for m in (False, True) for z in range(len(ZOOMS))]
-_MATRICES = {(n, al): _align_matrices(n, *al) for n in (*LEVELS, CHROMA_GRID) for al in _ALIGNMENTS}
+#: (row taps, column taps) of each alignment at each side length: zoomed along both
+#: axes, the columns read from the far end where mirrored
+_ALIGN_TAPS = {
+    (n, (m, z)): (localscore.zoom_taps(n, ZOOMS[z]), localscore.zoom_taps(n, ZOOMS[z], m))
+    for n in (*LEVELS, CHROMA_GRID)
+    for (m, z) in _ALIGNMENTS
+}
 
 
 def _window(level: int) -> localscore.Window:
@@ -385,21 +366,16 @@ def _normalise(y: NDArray[np.float32], compiled: bool = True) -> NDArray[np.floa
     return localscore.normalise(y, _CONTRAST_FLOOR, compiled)
 
 
-def _pool(level: int) -> NDArray[np.float32]:
-    """(level x GRID) matrix: ``pool @ y @ pool.T`` averages y to ``level`` cells a side."""
-    f = GRID // level
-    return np.repeat(np.eye(level, dtype=np.float32), f, axis=1) / f
+_HALF = {n: localscore.half_taps(n) for n in (GRID, GRID // 2, GRID // 4)}
 
 
-_POOLS = {n: _pool(n) for n in LEVELS}
-
-
-def _down(y: NDArray[np.float32], level: int) -> NDArray[np.float32]:
-    """Luma planes averaged to ``level`` cells a side."""
-    if level == GRID:
-        return y
-    pool = _POOLS[level]
-    return pool @ y @ pool.T
+def _down(y: NDArray[np.float32], level: int, compiled: bool = True) -> NDArray[np.float32]:
+    """Luma planes averaged to ``level`` cells a side: halved until there (2 x 2 cells
+    averaged at a time, rows first)."""
+    while y.shape[-1] > level:
+        taps = _HALF[y.shape[-1]]
+        y = localscore.resample(y, taps, taps, compiled)
+    return y
 
 
 def _aligned(
@@ -412,10 +388,10 @@ def _aligned(
     """(normalised luma, chroma) of images ``y`` (at ``level``), ``c`` under one
     alignment; luma normalised after the zoom."""
     if alignment != _ALIGNMENTS[0]:
-        left, right = _MATRICES[level, alignment]
-        y = left @ y @ right
-        left, right = _MATRICES[CHROMA_GRID, alignment]
-        c = left @ c @ right
+        y = localscore.resample(y, *_ALIGN_TAPS[level, alignment], compiled)
+        g = CHROMA_GRID
+        flat = c.reshape(-1, g, g)
+        c = localscore.resample(flat, *_ALIGN_TAPS[g, alignment], compiled).reshape(c.shape)
     return _normalise(y, compiled), c
 
 
@@ -437,7 +413,7 @@ class _Planes:
         """(normalised luma, chroma) of every row at 16 cells, one pair of planes an
         alignment (:data:`_ALIGNMENTS`; the first, as is)."""
         if not self._coarse:
-            yc = _down(self.y, LEVELS[-1])
+            yc = _down(self.y, LEVELS[-1], self.compiled)
             self._coarse = [
                 _aligned(yc, self.c, LEVELS[-1], al, self.compiled) for al in _ALIGNMENTS
             ]
@@ -453,7 +429,7 @@ class _Planes:
         table, done = self._fine[level]
         missing = np.unique(rows[~done[rows]])
         if missing.size:
-            table[missing] = _normalise(_down(self.y[missing], level), self.compiled)
+            table[missing] = _normalise(_down(self.y[missing], level, self.compiled), self.compiled)
             done[missing] = True
         return table
 
@@ -496,7 +472,7 @@ def _level_scores(
             yb, cb, ib = planes.fine(level, b[sel]), c, b[sel]
         else:
             ub, ib = np.unique(b[sel], return_inverse=True)
-            yb, cb = _aligned(_down(planes.y[ub], level), c[ub], level, al, compiled)
+            yb, cb = _aligned(_down(planes.y[ub], level, compiled), c[ub], level, al, compiled)
         s = localscore.local_at(yn, c, a[sel], yb, cb, ib, *window, compiled)
         best[sel] = np.minimum(best[sel], s)
     coarse_best[fine] = np.maximum(coarse_best[fine], best)

@@ -162,6 +162,63 @@ def test_normalise_follows_numpys_sum_order_at_other_sizes_too() -> None:
         assert np.array_equal(localscore.normalise(y, 4.0), localscore.normalise(y, 4.0, False))
 
 
+def _planes(rng: np.random.Generator, n: int) -> np.ndarray:
+    y = (rng.random((40, n, n)) * 255).astype(np.float32)
+    y[:10] = np.round(y[:10] / 17) * 17  # the 4-bit levels a signature holds
+    y[10:20] = (y[10:20] - 128) / 37  # normalised planes
+    return y
+
+
+@pytest.mark.parametrize("n", verify.LEVELS)
+def test_resample_compiled_gives_the_numpy_references_bits(n: int) -> None:
+    """Every alignment's taps and the halving, compiled and in numpy: the same bits (the
+    kernel must not fuse a product into its sum)."""
+    rng = np.random.default_rng(40 + n)
+    y = _planes(rng, n)
+    taps = [localscore.zoom_taps(n, zoom, m) for m in (False, True) for zoom in verify.ZOOMS]
+    taps.append(localscore.half_taps(n))
+    for rows in taps:
+        for cols in taps:
+            if rows[0].shape != cols[0].shape:
+                continue
+            got = localscore.resample(y, rows, cols)
+            numpy = localscore.resample_numpy(y, rows, cols)
+            assert np.array_equal(got, numpy) and numpy.flags.c_contiguous
+            assert np.array_equal(
+                localscore.normalise(got, 4.0), localscore.normalise(numpy, 4.0, False)
+            )
+
+
+def test_alignments_zoom_bilinearly_mirror_exactly_and_levels_average() -> None:
+    """What the taps mean: the mirror alone reverses the columns bit for bit; a zoom is
+    the bilinear zoom about the centre (in float64 here); a coarser level is the mean of
+    its 2 x 2 or 4 x 4 cells."""
+    rng = np.random.default_rng(5)
+    for n in verify.LEVELS:
+        y = _planes(rng, n)
+        mirror = localscore.resample(y, *verify._ALIGN_TAPS[n, (True, 0)])
+        assert np.array_equal(mirror, y[:, :, ::-1])
+        for mirrored in (False, True):
+            for z, zoom in enumerate(verify.ZOOMS):
+                centres = (np.arange(n) + 0.5 - n / 2) / zoom + n / 2 - 0.5
+                pos = np.clip(centres, 0, n - 1)
+                m = np.zeros((n, n))  # the bilinear zoom as a matrix, in float64
+                for t, p in enumerate(pos):
+                    lo = int(np.floor(p))
+                    m[t, lo] += 1 - (p - lo)
+                    m[t, min(lo + 1, n - 1)] += p - lo
+                src = y[:, :, ::-1] if mirrored else y
+                want = m @ src.astype(np.float64) @ m.T
+                got = localscore.resample(y, *verify._ALIGN_TAPS[n, (mirrored, z)])
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    y = _planes(rng, 64)
+    for level in (32, 16):
+        f = 64 // level
+        want = y.astype(np.float64).reshape(-1, level, f, level, f).mean(axis=(2, 4))
+        np.testing.assert_allclose(verify._down(y, level), want, rtol=1e-5, atol=1e-4)
+        assert np.array_equal(verify._down(y, level), verify._down(y, level, compiled=False))
+
+
 def test_numba_is_imported_for_many_pairs_only() -> None:
     """A process that has not imported numba scores a few pairs in numpy (importing it
     costs more than it saves); from MIN_COMPILED_PAIRS pairs, compiled."""
