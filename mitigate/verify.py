@@ -479,6 +479,16 @@ def _level_scores(
     return coarse_best
 
 
+def _groups(lo: NDArray[np.int64], hi: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Each pair's connected component in the graph of the pairs: the pairs among a
+    group of copies share their images, so scored side by side they share planes."""
+    from mitigate.neardup import connected_components
+
+    rows, at = np.unique(np.concatenate([lo, hi]), return_inverse=True)
+    p = lo.shape[0]
+    return connected_components(rows.shape[0], at[:p], at[p:])[at[:p]]
+
+
 def pair_scores(
     i: ArrayLike,
     j: ArrayLike,
@@ -523,8 +533,9 @@ def pair_scores(
         level[shorter >= PIXELS_PER_CELL * lv] = lv
     log_aspect = np.log(np.maximum(size[:, 0], 1) / np.maximum(size[:, 1], 1))
     aspect_change = np.abs(log_aspect[lo] - log_aspect[hi]) / ASPECT_LIMIT
-    # pairs in order of level, then of the larger index: a chunk unpacks few signatures
-    order = np.lexsort((hi, level))
+    # pairs in order of level, then of the group of images they join, then of the larger
+    # index: a chunk unpacks, aligns and normalises few images
+    order = np.lexsort((hi, _groups(lo, hi), level))
     for start in range(0, order.shape[0], _CHUNK):
         sel = order[start : start + _CHUNK]
         used, inv = np.unique(np.concatenate([lo[sel], hi[sel]]), return_inverse=True)
