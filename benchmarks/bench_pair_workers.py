@@ -39,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="output folder of a finished run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--min-parallel-pairs",
+        type=int,
+        default=4096,
+        help="workers.MIN_PARALLEL_PAIRS here (4096: the 6,400-sample decision uses workers)",
+    )
     args = parser.parse_args(argv)
+    from mitigate import workers
+
+    workers.MIN_PARALLEL_PAIRS = args.min_parallel_pairs
     import old_pair_workers
     from bench_medoid import load_items
 

@@ -63,10 +63,9 @@ A pair is *verified* (the images are near duplicates) when its score is at most 
 threshold (``dedup.verify_threshold``, default :data:`DEFAULT_THRESHOLD`). The score is
 symmetric and deterministic: the windows, each plane's normalisation, the alignments'
 zoom and mirror and the pooling to 32/16 cells are float32 operations in a fixed order
-(:mod:`mitigate.localscore`, compiled kernels with the numpy reference's bits). (The
-zoom and pooling were matrix products until session 14, summed in the order of the
-machine's BLAS library; their scores differ from these in float32 rounding only, and
-the decisions of the labelled set are the same.) Everything here is
+(:mod:`mitigate.localscore`, compiled kernels with the numpy reference's bits; the zoom
+and pooling were BLAS matrix products, summed in the machine's order, until session
+14). Everything here is
 a plain function over arrays: a search that found candidate pairs in one worker or in
 many partitions calls :func:`pair_scores` the same way.
 """
@@ -396,13 +395,11 @@ def _aligned(
 
 
 class _Planes:
-    """The planes of one chunk of pairs (rows of ``y``, 64x64 luma, and ``c``, chroma),
-    each computed once for every pair of the chunk, both orientations and every level:
-    at 16 cells, every row under every alignment; at a finer level, a row's normalised
-    luma as is, once a pair that reaches that level names the row (a pair stopped at 16
-    cells needs none). Each plane is a function of its row alone, so the scores are the
-    same bits as planes computed per orientation (BENCHMARKS.md, "Pair scores: each
-    plane once a chunk")."""
+    """A chunk's planes (rows of ``y``, 64x64 luma, and ``c``, chroma), each made once
+    for all its pairs, both orientations and every level: at 16 cells, every row under
+    every alignment; at a finer level, a row's normalised luma as is, once a pair that
+    reaches that level names the row. Each plane is a function of its row alone: the
+    same bits as per orientation (BENCHMARKS.md, "Pair scores: each plane once")."""
 
     def __init__(self, y: NDArray[np.float32], c: NDArray[np.float32], compiled: bool) -> None:
         self.y, self.c, self.compiled = y, c, compiled
@@ -479,14 +476,30 @@ def _level_scores(
     return coarse_best
 
 
-def _groups(lo: NDArray[np.int64], hi: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Each pair's connected component in the graph of the pairs: the pairs among a
-    group of copies share their images, so scored side by side they share planes."""
+def _levels(
+    size: NDArray[np.int64], lo: NDArray[np.int64], hi: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """The level (cells a side) each pair is compared at, from the working sizes."""
+    shorter = np.minimum(size.min(axis=1)[lo], size.min(axis=1)[hi])
+    level = np.full(lo.shape[0], LEVELS[-1], dtype=np.int64)
+    for lv in LEVELS[-2::-1]:
+        level[shorter >= PIXELS_PER_CELL * lv] = lv
+    return level
+
+
+def scoring_order(i: ArrayLike, j: ArrayLike, signatures: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """The order :func:`pair_scores` scores pairs in: by level, then by the group of
+    images they join (connected component), then by the larger index. A chunk of it
+    names few images, and a group of copies' pairs share their planes; a caller that
+    splits a call (:class:`mitigate.workers.PairScorer`) splits in this order."""
     from mitigate.neardup import connected_components
 
+    ii = np.asarray(i, dtype=np.int64).reshape(-1)
+    jj = np.asarray(j, dtype=np.int64).reshape(-1)
+    lo, hi, p = np.minimum(ii, jj), np.maximum(ii, jj), ii.shape[0]
     rows, at = np.unique(np.concatenate([lo, hi]), return_inverse=True)
-    p = lo.shape[0]
-    return connected_components(rows.shape[0], at[:p], at[p:])[at[:p]]
+    group = connected_components(rows.shape[0], at[:p], at[p:])[at[:p]]
+    return np.lexsort((hi, group, _levels(_sizes(as_signatures(signatures)), lo, hi)))
 
 
 def pair_scores(
@@ -506,8 +519,8 @@ def pair_scores(
     aligned to the earlier one, and the evaluation set's key order, original first,
     flattered recall: 0.961 with the order of the bytes, 0.970 with originals first).
     Pairs are scored in
-    chunks of bounded size (by level, then by the larger index), and only the
-    signatures a chunk names are unpacked, so memory beyond ``signatures`` is bounded.
+    chunks of bounded size (in :func:`scoring_order`), and only the signatures a chunk
+    names are unpacked, so memory beyond ``signatures`` is bounded.
 
     With ``stop_above`` (a caller that only needs ``score <= threshold`` passes the
     threshold), a pair whose global change or 16-cell score is above it already is not
@@ -527,15 +540,10 @@ def pair_scores(
     compiled = localscore.compiled_for(ii.shape[0])
     lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
     size = _sizes(sigs)
-    shorter = np.minimum(size.min(axis=1)[lo], size.min(axis=1)[hi])
-    level = np.full(lo.shape[0], LEVELS[-1], dtype=np.int64)
-    for lv in LEVELS[-2::-1]:
-        level[shorter >= PIXELS_PER_CELL * lv] = lv
+    level = _levels(size, lo, hi)
     log_aspect = np.log(np.maximum(size[:, 0], 1) / np.maximum(size[:, 1], 1))
     aspect_change = np.abs(log_aspect[lo] - log_aspect[hi]) / ASPECT_LIMIT
-    # pairs in order of level, then of the group of images they join, then of the larger
-    # index: a chunk unpacks, aligns and normalises few images
-    order = np.lexsort((hi, _groups(lo, hi), level))
+    order = scoring_order(lo, hi, sigs)
     for start in range(0, order.shape[0], _CHUNK):
         sel = order[start : start + _CHUNK]
         used, inv = np.unique(np.concatenate([lo[sel], hi[sel]]), return_inverse=True)

@@ -39,10 +39,12 @@ _BOOT = (
     "from mitigate.workers import serve; serve()"
 )
 
-MIN_PARALLEL_PAIRS: int = 4096
+MIN_PARALLEL_PAIRS: int = 65536
 """Candidate pairs below which :class:`PairScorer` scores in process (and starts no
-worker): at ~0.1-0.2 ms a pair that is under a second, about what starting a worker
-costs."""
+worker): at ~0.06 ms a pair (session 14) that is under ~4 s. A worker's start (~1 s of
+CPU to import and load the kernels) then leaves it too little to take: the 6,400-sample
+decision's 24,943 + 7,961 pairs took 2.24 s with a worker, 2.17 s without
+(BENCHMARKS.md, "Pair scores: ... few groups of images")."""
 
 
 class PoolUnavailable(RuntimeError):
@@ -235,7 +237,9 @@ class PairScorer:
     ``processes - 1`` worker processes, for the calls of one near-dup decision (use it
     as a context manager: the workers end with it).
 
-    A call of at least :data:`MIN_PARALLEL_PAIRS` pairs is cut into chunks; this
+    A call of at least :data:`MIN_PARALLEL_PAIRS` pairs is cut into chunks, in the
+    order :func:`mitigate.verify.scoring_order` gives (a group of copies' pairs in one
+    chunk share their images' planes); this
     process and each worker take the next chunk until none is left, so a worker still
     starting (the first call starts them; ~1 s to import and load the kernels) takes
     its share once ready and none if it never is, and later calls reuse it warm. A
@@ -313,6 +317,9 @@ class PairScorer:
         table = verify.as_signatures(signatures)
         localscore.load_kernels(n)  # this process's chunks as compiled as the whole call
         self._start()
+        # chunks in the order pair_scores scores in: a group of copies' pairs together
+        order = verify.scoring_order(ii, jj, table)
+        ii, jj = ii[order], jj[order]
         size = max(self.MIN_CHUNK, -(-n // (self.processes * self.CHUNKS_PER_PROCESS)))
         chunks = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
         results: list[np.ndarray | None] = [None] * len(chunks)
@@ -365,4 +372,6 @@ class PairScorer:
         for k, (lo, hi) in enumerate(chunks):  # a failed worker's chunk
             if results[k] is None:
                 results[k] = verify.pair_scores(ii[lo:hi], jj[lo:hi], table, stop_above=stop_above)
-        return np.concatenate(results)  # type: ignore[arg-type]
+        out = np.empty(n, dtype=np.float64)
+        out[order] = np.concatenate(results)  # type: ignore[arg-type]
+        return out
