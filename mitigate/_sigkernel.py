@@ -367,10 +367,13 @@ def lanczos(px, width, height, hb, hk, vb, vk):  # type: ignore[no-untyped-def]
     rows = last - first
     image = px.reshape(height, width)
     if width != out_w:
-        cols = np.empty((width, rows), np.int32)  # the rows used, transposed
+        # the rows used, transposed, as bytes: a quarter of the writes of int32, and the
+        # transposition was most of the kernel's time (38 of 67 us on 219 x 256)
+        cols = np.empty((width, rows), np.uint8)
         for r in range(rows):
+            src = image[r + first]
             for x in range(width):
-                cols[x, r] = image[r + first, x]
+                cols[x, r] = src[x]
         tmp = np.empty((rows, out_w), np.uint8)
         acc = np.empty(rows, np.int32)
         for xx in range(out_w):
@@ -380,7 +383,7 @@ def lanczos(px, width, height, hb, hk, vb, vk):  # type: ignore[no-untyped-def]
                 w = hk[xx, x]
                 col = cols[lo + x]
                 for r in range(rows):
-                    acc[r] += col[r] * w
+                    acc[r] += np.int32(col[r]) * w
             for r in range(rows):
                 tmp[r, xx] = _clip8(acc[r])
     else:
