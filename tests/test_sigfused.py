@@ -168,6 +168,19 @@ def test_small_images_get_pillows_box_signature_from_the_kernel(
     assert _fused(image) == _pillow(image)
 
 
+@pytest.mark.parametrize("size", [(16448, 5), (16449 + 64, 3), (3, 16449 + 64), (5, 16448)])
+def test_white_box_cells_of_up_to_257_pixels_and_more_are_pillows(size: tuple[int, int]) -> None:
+    """BOX cells of 257 pixels and more along a long side, on white and near-white
+    images (the largest channel sums: 255 * 257 is the most 16 bits hold, so a kernel
+    that packed R and B in one sum would carry from R into B there): Pillow's bytes.
+    (Such packing was measured in session 14 and not landed: no gain.)"""
+    for colour in ((255, 255, 255), (255, 1, 254)):
+        image = Image.new("RGB", size, colour)
+        image.paste((254, 255, 255), (0, 0, 2, 2))
+        assert verify.signature(image) == _pillow_signature(image), (size, colour)
+        assert _fused(image) == _pillow(image), (size, colour)
+
+
 @pytest.mark.parametrize("hash_mode", ["fast", "exact"])
 def test_the_decoder_gives_the_same_hashes_and_signature_with_or_without_the_pass(
     monkeypatch: pytest.MonkeyPatch, hash_mode: str
