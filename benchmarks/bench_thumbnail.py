@@ -18,22 +18,11 @@ import importlib.util
 import io
 import statistics
 import sys
-import tarfile
 import time
 from pathlib import Path
 
-
-def _jpegs(shards: list[Path], n: int) -> list[bytes]:
-    out: list[bytes] = []
-    for shard in shards:
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                f = tar.extractfile(member) if member.name.endswith((".jpg", ".jpeg")) else None
-                if f is not None:
-                    out.append(f.read())
-                if len(out) >= n:
-                    return out
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_working_size import jpegs  # benchmarks/: the same JPEGs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from mitigate import thumbnail, verify
     from mitigate.decode import decode_images
 
-    datas = _jpegs(args.shards, args.n)
+    datas = jpegs(args.shards, args.n)
     greys = []
     for data in datas:  # pHash's greyscale image, as the decode path's fused pass makes it
         with Image.open(io.BytesIO(data)) as image:
@@ -84,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             for g in greys:
                 f(g.pixels, g.width, g.height)
             us[name].append((time.thread_time() - started) / len(greys) * 1e6)
+    decode_images(datas[:32], max_pixels=10**8, working_size=args.working_size)  # warm
     started = time.thread_time()
     for k in range(0, len(datas), 32):
         decode_images(datas[k : k + 32], max_pixels=10**8, working_size=args.working_size)

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _jpegs(shards: list[Path], n: int) -> list[bytes]:
+def jpegs(shards: list[Path], n: int) -> list[bytes]:
+    """The first ``n`` JPEG members of the shards, their bytes."""
     out: list[bytes] = []
     for shard in shards:
         with tarfile.open(shard) as tar:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from mitigate import verify
     from mitigate.decode import DecodedImage, decode_image
 
-    datas = _jpegs(args.shards, args.n)
+    datas = jpegs(args.shards, args.n)
     big, small = args.sizes
     for data in datas[:20]:  # one-time set-up (plugins, kernels) outside the timing
         for size in (big, small):
