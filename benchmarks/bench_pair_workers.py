@@ -2,7 +2,8 @@
 """The one-worker near-dup decision with its pair scoring on worker processes: now
 (``workers.PairScorer``: workers started once a decision, warm for every call, chunks
 taken as they come) against before (``benchmarks/old_pair_workers.py``: a fresh worker
-per call and part) and against one process, rounds alternating in one run; the
+per call and part), against one process, and with the workers of a decode pool lent to
+it ("lent", as in a local run: ``workers.borrow``), rounds alternating in one run; the
 decisions must be identical.
 
 Wall seconds of ``pipeline.near._decide`` on the items of a finished run (its manifest's
@@ -34,6 +35,22 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _lending_pool(config, processes: int):  # type: ignore[no-untyped-def]
+    """A decode pool that has decoded a few samples, its workers lent (as a local run's
+    are when its near-dup decision starts): the "lent" row's scoring workers."""
+    from mitigate.decode_pool import DecodePool
+    from mitigate.pipeline.fs import open_read
+    from mitigate.sources import index_tar
+
+    shard = REPO / "data" / "sample" / "shard-00000.tar"
+    with open(shard, "rb") as f:
+        records = list(index_tar(f, str(shard), max_image_bytes=10**8))[:8]
+    pool = DecodePool(processes, config.decode, [], keep_images=False, opener=open_read)
+    pool.run(records)
+    pool.lend_idle()
+    return pool
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="output folder of a finished run")
@@ -60,19 +77,29 @@ def main(argv: list[str] | None = None) -> int:
     items = load_items(args.run)
     table = verify.as_signatures([item.signature for item in items[:2]])
     verify.pair_scores([0], [1], table)  # this process's kernels loaded first, for all rows
-    rows = {"1 process": (1, False), "now": (args.processes, False), "old": (args.processes, True)}
+    rows = {
+        "1 process": (1, False),
+        "now": (args.processes, False),
+        "old": (args.processes, True),
+        "lent": (args.processes, False),
+    }
     wall: dict[str, list[float]] = {name: [] for name in rows}
     cpu: dict[str, list[float]] = {name: [] for name in rows}
     decided = {}
     for _ in range(args.rounds):
         for name, (processes, old) in rows.items():
             (old_pair_workers.install if old else old_pair_workers.uninstall)()
+            pool = _lending_pool(config, processes - 1) if name == "lent" else None
             started, c = time.perf_counter(), _cpu()
             decided[name] = _decide(items, [], config.dedup, processes)
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(_cpu() - c)
+            if pool is not None:
+                pool.close()
     old_pair_workers.uninstall()
-    assert decided["now"] == decided["1 process"] == decided["old"], "decisions differ"
+    assert decided["now"] == decided["1 process"] == decided["old"] == decided["lent"], (
+        "decisions differ"
+    )
     print(
         f"{len(items)} items from {args.run}; near-dup decision, medians of {args.rounds} "
         f"alternating rounds ({args.processes} processes for now/old); identical decisions"

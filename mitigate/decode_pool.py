@@ -39,7 +39,15 @@ from mitigate.config import DecodeConfig, RunnerConfig
 from mitigate.filters import FilterConfig, ScoringItem, build_filter
 from mitigate.records import Reason, SampleRecord
 from mitigate.samples import Opener
-from mitigate.workers import PoolUnavailable, Worker, WorkerDied, split_evenly, usable_cores
+from mitigate.workers import (
+    PoolUnavailable,
+    Worker,
+    WorkerDied,
+    lend,
+    reclaim,
+    split_evenly,
+    usable_cores,
+)
 
 __all__ = ["DecodePool", "PoolUnavailable", "Ticket", "plan_processes", "split_evenly"]
 
@@ -156,6 +164,8 @@ class DecodePool:
 
     def _worker(self, w: int) -> Worker:
         worker = self._workers[w]
+        if worker is not None and not reclaim(worker):  # lent and out: go on without it
+            worker = self._workers[w] = None
         if worker is None:
             # not waiting for its start (~0.5 s: the decode path's imports): the workers
             # a chunk starts boot side by side, not one after the other (BENCHMARKS.md)
@@ -165,12 +175,21 @@ class DecodePool:
     def _drop(self, w: int) -> None:
         worker = self._workers[w]
         self._workers[w] = None
-        if worker is not None:
+        if worker is not None and reclaim(worker):  # out: its borrower closes it
             worker.close()
 
     def close(self) -> None:
         for w in range(self.processes):
             self._drop(w)
+
+    def lend_idle(self) -> None:
+        """Lend the started workers to other users of this process
+        (:func:`mitigate.workers.lend`: the one-worker near-dup decision's pair scoring)
+        until this pool's next call takes them back. Call it with no ticket in flight,
+        e.g. at the end of a bundle."""
+        for worker in self._workers:
+            if worker is not None and not worker.starting:
+                lend(worker)
 
     def run(self, records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], int]:
         """Items (as :func:`~mitigate.stages.load_payloads`, then

@@ -46,6 +46,11 @@ CPU to import and load the kernels) then leaves it too little to take: the 6,400
 decision's 24,943 + 7,961 pairs took 2.24 s with a worker, 2.17 s without
 (BENCHMARKS.md, "Pair scores: ... few groups of images")."""
 
+MIN_WARM_PAIRS: int = 4096
+"""The same bound where workers are already up: lent by the decode pool
+(:func:`borrow`: ~0.05 s to load the scoring kernels there) or started by an earlier
+call of the decision."""
+
 
 class PoolUnavailable(RuntimeError):
     """Workers could not be started here (the reason is in the message)."""
@@ -126,6 +131,11 @@ class Worker:
         why = f"a worker process ({sys.executable}) failed at start: {exc}"
         raise PoolUnavailable(why) from None
 
+    @property
+    def starting(self) -> bool:
+        """Whether the init call's reply is still unread (``wait=False``)."""
+        return self._starting
+
     def ready(self) -> None:
         """Wait for the init call to end (at once if it has, or there is none);
         :class:`PoolUnavailable` if it failed or the worker died."""
@@ -192,6 +202,74 @@ class Worker:
             self.proc.wait()
 
 
+# --------------------------------------------------------------------------------------
+# Idle workers lent to other users in this process
+# --------------------------------------------------------------------------------------
+#
+# A local run's decode workers sit idle once the decode stage has ended (the FnApiRunner
+# runs one stage after another), while the one-worker near-dup decision that follows
+# would start workers of its own (~0.6 s each to import and load the kernels). So an
+# owner lends its idle workers (:func:`lend`, between its bundles), a :class:`PairScorer`
+# borrows them (:func:`borrow`) and gives them back when its decision ends
+# (:func:`give_back`); the owner takes a worker back before each use (:func:`reclaim`)
+# and starts another in its place if it is out. A worker is used by one holder at a
+# time, and closed by whoever holds it last.
+
+_loans = threading.Lock()
+_idle: dict[int, Worker] = {}  # lent and free to borrow
+_out: set[int] = set()  # borrowed
+_abandoned: set[int] = set()  # borrowed, and its owner no longer wants it back
+
+
+def lend(worker: Worker) -> None:
+    """Offer an idle ``worker`` (no call in flight, its start read) to other users until
+    its owner takes it back (:func:`reclaim`)."""
+    with _loans:
+        if id(worker) not in _out:
+            _idle[id(worker)] = worker
+
+
+def reclaim(worker: Worker) -> bool:
+    """The owner's ``worker`` back for its own use (or to close it): True unless a
+    borrower holds it. When it is out, the owner goes on without it, and the borrower
+    closes it when it gives it back."""
+    with _loans:
+        if _idle.pop(id(worker), None) is not None or id(worker) not in _out:
+            return True
+        _abandoned.add(id(worker))
+        return False
+
+
+def borrow(n: int) -> list[Worker]:
+    """Up to ``n`` lent workers that are still alive, for the caller's use alone."""
+    with _loans:
+        got = [w for w in _idle.values() if w.proc.poll() is None][:n]
+        for w in got:
+            del _idle[id(w)]
+            _out.add(id(w))
+    return got
+
+
+def lent_workers() -> int:
+    """How many lent workers are free to borrow now."""
+    with _loans:
+        return len(_idle)
+
+
+def give_back(worker: Worker, healthy: bool) -> None:
+    """End a :func:`borrow` of ``worker``. ``healthy``: no call in flight and no failure
+    seen. A worker whose owner went on without it is closed; an unhealthy one is not
+    lent again (its owner finds out at its next call, as after a crash)."""
+    with _loans:
+        _out.discard(id(worker))
+        close = id(worker) in _abandoned
+        _abandoned.discard(id(worker))
+        if healthy and not close:
+            _idle[id(worker)] = worker
+    if close:
+        worker.close()
+
+
 def split_evenly(seq: Sequence[Any], parts: int) -> list[list[Any]]:
     """``seq`` in at most ``parts`` contiguous runs whose lengths differ by at most one."""
     if not len(seq):
@@ -237,13 +315,17 @@ class PairScorer:
     ``processes - 1`` worker processes, for the calls of one near-dup decision (use it
     as a context manager: the workers end with it).
 
-    A call of at least :data:`MIN_PARALLEL_PAIRS` pairs is cut into chunks, in the
-    order :func:`mitigate.verify.scoring_order` gives (a group of copies' pairs in one
-    chunk share their images' planes); this
-    process and each worker take the next chunk until none is left, so a worker still
-    starting (the first call starts them; ~1 s to import and load the kernels) takes
-    its share once ready and none if it never is, and later calls reuse it warm. A
-    worker gets a chunk's pairs and only the signatures they name. Scores are per pair,
+    Its workers are first those lent here (:func:`borrow`: a local run's decode workers,
+    idle by then), given back at :meth:`close`; then, for a call of at least
+    :data:`MIN_PARALLEL_PAIRS` pairs, workers of its own up to ``processes - 1``. A call
+    of at least :data:`MIN_WARM_PAIRS` (with workers at hand) or
+    :data:`MIN_PARALLEL_PAIRS` pairs is cut into chunks, in the order
+    :func:`mitigate.verify.scoring_order` gives (a group of copies' pairs in one chunk
+    share their images' planes); this process and each worker take the next chunk until
+    none is left, so a worker still starting (~1 s to import and load the kernels; ~0.05
+    s for a lent one) takes its share once ready and none if it never is, and later
+    calls reuse it warm. A worker gets a chunk's pairs and only the signatures they
+    name. Scores are per pair,
     so they are identical to scoring in process whatever the chunks (tests). A worker
     that cannot start, dies or fails leaves its chunk to this process, with a warning.
     """
@@ -255,7 +337,9 @@ class PairScorer:
         self.processes = max(1, processes)
         self._workers: list[Worker] = []
         self._warming: set[int] = set()  # workers (id) whose warm-up reply is unread
-        self._started = False
+        self._borrowed: set[int] = set()  # workers (id) lent by their owner (given back)
+        self._started = False  # workers of its own started
+        self._lent_taken = False  # lent workers borrowed
         self.worker_pairs = 0  # pairs the workers scored (the rest: this process)
 
     def __enter__(self) -> PairScorer:
@@ -266,10 +350,23 @@ class PairScorer:
 
     def close(self) -> None:
         for w in self._workers:
+            if id(w) in self._borrowed:
+                give_back(w, self._settle(w))
+                continue
             w.close()
             if w.proc.returncode:  # not 0: it ended on its own, not at its pipe's close
                 log.warning("scoring candidate pairs in this process: %s", WorkerDied(w.death()))
-        self._workers, self._warming = [], set()
+        self._workers, self._warming, self._borrowed = [], set(), set()
+
+    def _settle(self, w: Worker) -> bool:
+        """Read a borrowed worker's unread warm-up reply (its owner's next call must not
+        find it): whether the worker is fit to give back for use."""
+        if id(w) in self._warming:
+            try:
+                w.receive()
+            except (WorkerDied, WorkerError):
+                return False
+        return w.proc.poll() is None
 
     def wait_ready(self) -> int:
         """Start the workers now and wait until each has loaded what it needs; the
@@ -288,19 +385,41 @@ class PairScorer:
     def _drop(self, w: Worker) -> None:
         self._workers.remove(w)
         self._warming.discard(id(w))
-        w.close()
+        if id(w) in self._borrowed:
+            self._borrowed.discard(id(w))
+            give_back(w, healthy=False)
+        else:
+            w.close()
 
-    def _start(self) -> None:
-        if self._started:
+    def _start(self, pairs: int | None = None) -> None:
+        """Borrow lent workers (once), then start the rest of ``processes - 1`` (once, for
+        a call of at least :data:`MIN_PARALLEL_PAIRS` ``pairs``, or None: now)."""
+        if not self._lent_taken:
+            self._lent_taken = True
+            self._borrow()
+        if self._started or (pairs is not None and pairs < MIN_PARALLEL_PAIRS):
             return
         self._started = True
-        for _ in range(self.processes - 1):
+        for _ in range(self.processes - 1 - len(self._workers)):
             try:
                 w = Worker()
                 w.send(_warm)
             except (PoolUnavailable, WorkerDied) as exc:
                 log.warning("scoring candidate pairs in this process: %s", exc)
                 break
+            self._workers.append(w)
+            self._warming.add(id(w))
+
+    def _borrow(self) -> None:
+        for w in borrow(self.processes - 1):
+            self._borrowed.add(id(w))
+            try:
+                w.send(_warm)
+            except WorkerDied as exc:
+                log.warning("scoring candidate pairs in this process: %s", exc)
+                self._borrowed.discard(id(w))
+                give_back(w, healthy=False)
+                continue
             self._workers.append(w)
             self._warming.add(id(w))
 
@@ -312,11 +431,13 @@ class PairScorer:
         ii = np.asarray(i, dtype=np.int64).reshape(-1)
         jj = np.asarray(j, dtype=np.int64).reshape(-1)
         n = ii.shape[0]
-        if self.processes < 2 or n < MIN_PARALLEL_PAIRS or ii.shape != jj.shape:
+        warm = self._workers or (not self._lent_taken and lent_workers())
+        least = min(MIN_WARM_PAIRS, MIN_PARALLEL_PAIRS) if warm else MIN_PARALLEL_PAIRS
+        if self.processes < 2 or n < max(least, 1) or ii.shape != jj.shape:
             return verify.pair_scores(ii, jj, signatures, stop_above=stop_above)
         table = verify.as_signatures(signatures)
         localscore.load_kernels(n)  # this process's chunks as compiled as the whole call
-        self._start()
+        self._start(n)
         # chunks in the order pair_scores scores in: a group of copies' pairs together
         order = verify.scoring_order(ii, jj, table)
         ii, jj = ii[order], jj[order]

@@ -144,6 +144,8 @@ class Decode(beam.DoFn):
         held, self._held = self._held, []
         for item in self._finish(held):
             yield GlobalWindows.windowed_value(item)
+        if self._pool is not None:  # idle until the next bundle: the near-dup scoring's
+            self._pool.lend_idle()
 
     def _finish(self, items: list[ScoringItem]) -> Iterator[ScoringItem]:
         """Inline model filters, counters, then the items downstream."""

@@ -162,16 +162,33 @@ def test_a_sample_that_crashes_the_decoder_costs_only_itself(
 
 
 @pytest.mark.slow
-def test_a_run_with_decode_processes_writes_what_one_process_writes(tmp_path: Path) -> None:
+def test_a_run_with_decode_processes_writes_what_one_process_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also: the near-dup decision's pair scoring borrows the decode workers, idle by
+    then, and the run ends with none of them left lent or alive."""
     from mitigate.pipeline.run import run
 
+    borrowed: list = []
+
+    def borrow(n: int) -> list:
+        got = real_borrow(n)
+        borrowed.extend(got)
+        return got
+
+    real_borrow = workers.borrow
+    monkeypatch.setattr(workers, "borrow", borrow)
+    monkeypatch.setattr(workers, "MIN_WARM_PAIRS", 0)  # the sample's few candidate pairs
     outs = {}
     for procs in (1, 2):
         out = tmp_path / f"p{procs}"
         cfg, _ = load_config(DEFAULT, [f"output.path={out}", f"decode.processes={procs}"])
         run(cfg)
         outs[procs] = _outputs(out)
+        assert len(borrowed) == procs - 1  # the scorer's one worker: the pool's
     assert outs[1] and outs[1] == outs[2]
+    assert workers.lent_workers() == 0
+    assert all(w.proc.wait(timeout=10) is not None for w in borrowed)
 
 
 def test_auto_starts_the_pool_only_after_the_warm_up_and_only_if_it_can(

@@ -261,3 +261,116 @@ def test_workers_started_without_waiting_boot_side_by_side(gate) -> None:
     with pytest.raises(workers.PoolUnavailable, match="ZeroDivisionError"):
         failing.receive()
     assert failing.proc.poll() is not None or failing.proc.wait(timeout=10) is not None
+
+
+# ---------------------------------------------------------------- workers lent between users
+
+
+@pytest.fixture
+def pool():
+    """A started decode pool of two workers (tests/test_decode_pool.py's sample records)."""
+    from test_decode_pool import _records
+
+    from mitigate.decode_pool import DecodePool
+    from mitigate.pipeline.fs import open_read
+
+    cfg, _ = load_config(REPO / "configs" / "default.yaml", [])
+    p = DecodePool(2, cfg.decode, [], keep_images=False, opener=open_read)
+    p.records = _records(8)
+    p.first = [i.record for i in p.run(p.records)[0]]
+    yield p
+    p.close()
+
+
+def _pids(ws: list) -> list[int]:
+    return sorted(w.proc.pid for w in ws if w is not None)
+
+
+def test_a_scorer_borrows_the_decode_pools_idle_workers_and_gives_them_back(
+    decoded: list, pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "MIN_WARM_PAIRS", 0)
+    monkeypatch.setattr(workers.PairScorer, "MIN_CHUNK", 16)
+    sigs = [d[3] for d in decoded]
+    i, j = _all_pairs(len(sigs))
+    expected = verify.pair_scores(i, j, sigs)
+    pids = _pids(pool._workers)
+    # nothing lent yet: a call under MIN_PARALLEL_PAIRS starts no worker
+    with workers.PairScorer(3) as score:
+        assert np.array_equal(score(i, j, sigs), expected)
+        assert score._workers == [] and score.worker_pairs == 0
+    pool.lend_idle()
+    assert workers.lent_workers() == 2
+    with workers.PairScorer(3) as score:
+        assert score.wait_ready() == 2  # the pool's two: none of its own to start
+        assert _pids(score._workers) == pids and workers.lent_workers() == 0
+        got = score(i, j, sigs)
+        assert score.worker_pairs > 0
+    assert np.array_equal(got, expected)
+    assert workers.lent_workers() == 2  # given back, alive
+    again, _ = pool.run(pool.records)  # the owner takes them back
+    assert [i.record for i in again] == pool.first
+    assert _pids(pool._workers) == pids and workers.lent_workers() == 0
+
+
+def test_a_short_call_uses_lent_workers_it_would_not_start(
+    decoded: list, pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between MIN_WARM_PAIRS and MIN_PARALLEL_PAIRS pairs a call is spread only over
+    workers at hand (lent ones here): it starts none of its own."""
+    sigs = [d[3] for d in decoded]
+    i, j = _all_pairs(len(sigs))
+    monkeypatch.setattr(workers, "MIN_WARM_PAIRS", len(i))
+    monkeypatch.setattr(workers, "MIN_PARALLEL_PAIRS", len(i) + 1)
+    monkeypatch.setattr(workers.PairScorer, "MIN_CHUNK", 16)
+    pool.lend_idle()
+    with workers.PairScorer(4) as score:
+        got = score(i, j, sigs)
+        assert _pids(score._workers) == _pids(pool._workers)  # two lent, none started
+    assert np.array_equal(got, verify.pair_scores(i, j, sigs))
+    with workers.PairScorer(4) as score:  # one pair fewer, nothing of it leaves here
+        score(i[1:], j[1:], sigs)
+        assert score._workers == []
+    assert workers.lent_workers() == 2
+
+
+def test_an_owner_goes_on_without_a_lent_worker_that_is_out(decoded: list, pool) -> None:
+    """The pool needs its workers while a scorer holds them: it starts others in their
+    place, and the scorer closes the ones it held (no process is left over)."""
+    pids = _pids(pool._workers)
+    pool.lend_idle()
+    with workers.PairScorer(2) as score:
+        assert score.wait_ready() == 1
+        (held,) = score._workers
+        again, _ = pool.run(pool.records)
+        assert [i.record for i in again] == pool.first
+        now = _pids(pool._workers)
+        assert held.proc.pid not in now and len(set(now) & set(pids)) == 1
+    assert held.proc.wait(timeout=10) is not None  # closed with the scorer
+    assert workers.lent_workers() == 0
+
+
+def test_closing_the_owner_withdraws_its_lent_workers(pool) -> None:
+    started = [w for w in pool._workers if w is not None]
+    pool.lend_idle()
+    pool.close()
+    assert workers.lent_workers() == 0 and workers.borrow(2) == []
+    assert all(w.proc.wait(timeout=10) is not None for w in started)
+
+
+def test_a_borrowed_worker_that_dies_is_not_lent_again(
+    decoded: list, pool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workers, "MIN_WARM_PAIRS", 0)
+    monkeypatch.setattr(workers.PairScorer, "MIN_CHUNK", 16)
+    monkeypatch.setattr(workers, "_score_part", _die)
+    sigs = [d[3] for d in decoded]
+    i, j = _all_pairs(len(sigs))
+    pool.lend_idle()
+    with workers.PairScorer(3) as score:
+        assert score.wait_ready() == 2
+        got = score(i, j, sigs)
+    assert np.array_equal(got, verify.pair_scores(i, j, sigs))
+    assert "exit status 3" in caplog.text and workers.lent_workers() == 0
+    again, _ = pool.run(pool.records)  # the pool finds them dead and starts others
+    assert [i.record for i in again] == pool.first
