@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {name:9s} wall {w:5.2f} s (rounds {each}), x 1 process {base / w:4.2f}; "
             f"CPU with workers {c:5.2f} s"
+            + (
+                " (this process only: lent workers are not ended when timed)"
+                if name == "lent"
+                else ""
+            )
         )
     return 0
 
