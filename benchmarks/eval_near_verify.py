@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from near_edits import EDITS, VARIANTS, jpeg
 
-from mitigate import _sigkernel, centre, hashing, neardup, sigsample, verify
+from mitigate import _sigkernel, centre, hashing, neardup, sigdef, sigmake, sigsample, verify
 from mitigate.decode import DecodedImage, decode_image
 
 LOG = logging.getLogger("eval_near_verify")
@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         words = sigsample.pixels(Image.new("RGB", (300, 300)))  # compiled before timing,
         small = sigsample.pixels(Image.new("RGB", (60, 40)))  # for read-only views
         assert words is not None and small is not None
-        level, size = verify._LEVEL, verify._SIZE_AT
+        level, size = sigmake._LEVEL, sigdef.SIZE_AT
         previous_kernel.grey_and_cells(words.view(np.uint32), 300, 300, level, size)
         previous_kernel.grey_and_box(small.view(np.uint32), 60, 40, level, size)
     # numba's import and the kernels' load (once a process) are not a per-sample cost

@@ -2,12 +2,12 @@
 (issue 12, fifth round) and pHash's 32 x 32 Lanczos thumbnail (:func:`lanczos`,
 :func:`lanczos_taps`, used by :mod:`mitigate.thumbnail`; session 12).
 
-Imported lazily by :func:`mitigate.verify.signature` and :mod:`mitigate.thumbnail`
+Imported lazily by :func:`mitigate.sigmake.signature` and :mod:`mitigate.thumbnail`
 (importing numba costs ~0.5-0.9 s once per process; the machine code is cached with
 ``cache=True``, next to this file when the package folder is writable, else in numba's
 per-user cache folder, or in ``NUMBA_CACHE_DIR``). The cells use integer arithmetic
 only, so their bytes are those of the numpy reference
-:func:`mitigate.verify._cells_numpy` on every machine; the thumbnail's taps are Pillow's
+:func:`mitigate.sigmake._cells_numpy` on every machine; the thumbnail's taps are Pillow's
 doubles and its passes Pillow's integer sums, so its bytes are Pillow's resize (tests
 compare both).
 """

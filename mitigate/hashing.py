@@ -28,7 +28,7 @@ _THUMB = thumbnail.SIDE  # HASH_SIZE * 4: imagehash's highfreq_factor=4
 
 class Grey(NamedTuple):
     """pHash's greyscale image as the decode path's fused pass gives it
-    (:func:`mitigate.verify.grey_and_signature`): ``height`` rows of ``width`` bytes,
+    (:func:`mitigate.sigmake.grey_and_signature`): ``height`` rows of ``width`` bytes,
     the bytes of Pillow's ``convert("L")``. Hashed without making a Pillow image of it
     where the thumbnail kernel resizes it (:func:`gray_thumbnail`)."""
 

@@ -32,3 +32,17 @@ def _chroma(weights: tuple[float, float, float]) -> tuple[int, int, int]:
 
 CB = _chroma((-0.168736, -0.331264, 0.5))
 CR = _chroma((0.5, -0.418688, -0.081312))
+
+# The signature's bytes (:func:`mitigate.sigmake.signature`)
+Y_BYTES = GRID * GRID // 2  # packed luma: 4 bits a cell
+C_BYTES = 2 * CHROMA_GRID * CHROMA_GRID // 2  # packed Cb and Cr: 4 bits a cell
+RANGE_AT = Y_BYTES + C_BYTES  # (min, max) of Y, Cb, Cr: 6 bytes
+SIZE_AT = RANGE_AT + 6  # working width, height: uint16 big-endian each
+VERSION_AT = SIZE_AT + 4
+#: The definition of the cells (the last byte of every signature): 2 = the fifth round's
+#: (:func:`mitigate.sigmake.signature`). The fourth round's signatures had no version
+#: byte (2,314 bytes): see :func:`mitigate.verify.is_signature`.
+SIG_VERSION = 2
+#: Bytes a signature: packed Y, packed Cb + Cr, the three (min, max), width and height,
+#: the version.
+SIG_BYTES = VERSION_AT + 1  # 2315

@@ -1,6 +1,6 @@
 """An RGB image's own memory, read without a copy, for the one compiled pass that gives
 both pHash's greyscale image and the verification signature (issue 12, seventh round:
-:func:`mitigate.verify.grey_and_signature`, kernel :func:`mitigate._sigkernel.grey_and_cells`).
+:func:`mitigate.sigmake.grey_and_signature`, kernel :func:`mitigate._sigkernel.grey_and_cells`).
 
 The signature's samples are Pillow's NEAREST resize to ``64 * SAMPLES_X`` x ``64 *
 SAMPLES_Y`` (:mod:`mitigate.sigdef`); :func:`sample_index` is that resize's mapping and
@@ -43,7 +43,7 @@ def sample_index(size: int, n: int) -> NDArray[np.int64]:
 
 def samples_numpy(pixels: NDArray[np.uint8], width: int, height: int) -> bytes:
     """The bytes of Pillow's NEAREST resize to :data:`SAMPLES` (RGBX, as
-    :func:`mitigate.verify._cells_numpy` takes them) taken from an image's memory
+    :func:`mitigate.sigmake._cells_numpy` takes them) taken from an image's memory
     (:func:`pixels`): with it, the numpy reference of the compiled
     :func:`mitigate._sigkernel.sampled_cells`."""
     grid = pixels.reshape(height, width, 4)

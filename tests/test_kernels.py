@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mitigate import kernels, verify
+from mitigate import kernels, sigmake
 from mitigate.decode import DecodedImage, decode_image
 
 PHOTO = Path(__file__).resolve().parent.parent / "data" / "near_eval" / "animals-donkey.jpg"
@@ -24,7 +24,7 @@ from numba.core import caching, config
 caching.CacheImpl._locator_classes = {locators}
 config.CACHE_DIR = ""
 import numpy as np
-from mitigate import kernels, localscore, verify
+from mitigate import kernels, localscore, sigmake, verify
 from mitigate.decode import decode_image
 from mitigate.neardup import compiled
 """
@@ -72,7 +72,7 @@ def test_without_any_cache_folder_every_kernel_falls_back_to_numpy(tmp_path: Pat
         f"d = decode_image(open({str(PHOTO)!r}, 'rb').read(), max_pixels=10**8)\n"
         "s = verify.pair_scores([0, 0], [0, 1], [d.signature, d.signature])\n"
         "print(json.dumps({'sig': d.signature.hex(), 'scores': s.tolist(),\n"
-        "    'sigkernel': verify._kernel() is not None,\n"
+        "    'sigkernel': sigmake._kernel() is not None,\n"
         "    'scorekernel': localscore._kernels() is not None,\n"
         "    'search': compiled.compiled_available()}))\n",
     )
@@ -91,4 +91,4 @@ def test_the_fallback_folder_is_per_user_under_the_temp_folder() -> None:
     folder = kernels.fallback_cache_dir()
     assert folder.parent == Path(tempfile.gettempdir())
     assert folder.name == f"mitigate-numba-cache-{os.getuid()}"
-    assert verify._kernel() is not None  # here numba has its own folder
+    assert sigmake._kernel() is not None  # here numba has its own folder

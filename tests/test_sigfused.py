@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mitigate import decode, sigsample, verify
+from mitigate import decode, sigmake, sigsample, verify
 from mitigate.decode import DecodedImage, DecodeFailure, decode_image
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "near_eval"
@@ -43,7 +43,7 @@ def _pillow_signature(image: Image.Image) -> bytes:
     else:
         box = np.asarray(image.convert("RGBX").resize((64, 64), Image.Resampling.BOX))
         rgbx = box.repeat(2, axis=0).repeat(2, axis=1).tobytes()
-    return verify._cells_numpy(rgbx) + verify._tail(*image.size)
+    return sigmake._cells_numpy(rgbx) + sigmake._tail(*image.size)
 
 
 def _pillow(image: Image.Image) -> tuple[bytes, bytes]:
@@ -267,7 +267,7 @@ def test_every_case_the_pass_does_not_take_is_left_to_pillow(
         m.setattr(Image.core, "get_alignment", lambda: 64)
         assert sigsample.pixels(photo) is None and verify.grey_and_signature(photo) is None
     with monkeypatch.context() as m:
-        m.setattr(verify, "_kernel", lambda: None)
+        m.setattr(sigmake, "_kernel", lambda: None)
         assert verify.grey_and_signature(photo) is None
     for mode in ("L", "P", "RGBA", "CMYK", "I;16"):
         assert verify.grey_and_signature(photo.convert(mode)) is None, mode

@@ -14,7 +14,7 @@ import pytest
 from near_edits import EDITS, VARIANTS, jpeg
 from PIL import Image
 
-from mitigate import hashing, keep, neardup, verify
+from mitigate import hashing, keep, neardup, sigdef, sigmake, verify
 from mitigate.config import ConfigError, load_config
 from mitigate.decode import DecodedImage, decode_image
 from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
@@ -131,8 +131,8 @@ def test_compiled_signature_equals_the_numpy_reference(monkeypatch: pytest.Monke
     images += [Image.fromarray(rng.integers(0, 256, (300, 257, 3), dtype=np.uint8))]
     assert len(images) >= 20
     compiled = [verify.signature(im) for im in images]
-    assert verify._kernel() is not None  # numba is a core dependency
-    monkeypatch.setattr(verify, "_kernel", lambda: None)
+    assert sigmake._kernel() is not None  # numba is a core dependency
+    monkeypatch.setattr(sigmake, "_kernel", lambda: None)
     for im, sig in zip(images, compiled, strict=True):
         assert verify.signature(im) == sig, (im.mode, im.size)
 
@@ -146,12 +146,12 @@ def test_flat_colours_give_the_bt601_values() -> None:
     ]:
         image = Image.new("RGB", (200, 150), rgb)
         sig = verify.signature(image)
-        y_lo, y_hi, b_lo, b_hi, r_lo, r_hi = sig[verify._RANGE_AT : verify._SIZE_AT]
+        y_lo, y_hi, b_lo, b_hi, r_lo, r_hi = sig[sigdef.RANGE_AT : sigdef.SIZE_AT]
         assert (y_lo, b_lo, r_lo) == (y_hi, b_hi, r_hi)
         assert y_lo == image.convert("L").getpixel((0, 0)), rgb
         _, cb, cr = image.convert("YCbCr").getpixel((0, 0))  # type: ignore[misc]
         assert abs(b_lo - cb) <= 1 and abs(r_lo - cr) <= 1, rgb
-        assert sig[verify._SIZE_AT :] == bytes((0, 200, 0, 150, verify.SIG_VERSION))
+        assert sig[sigdef.SIZE_AT :] == bytes((0, 200, 0, 150, verify.SIG_VERSION))
 
 
 def test_a_mirror_image_is_a_near_copy_and_half_size_too() -> None:
