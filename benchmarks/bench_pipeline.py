@@ -206,6 +206,8 @@ def child(
         overrides += ["decode.working_size=256"]
     if mode == "processes":  # one Beam worker, `workers` decode processes (decode_pool)
         overrides += [f"decode.processes={workers}"]
+    elif mode == "auto":  # one Beam worker, decode.processes: auto
+        overrides += ["decode.processes=auto"]
     else:
         overrides += ["decode.processes=1"]
         if workers > 1:
@@ -230,7 +232,7 @@ def child(
                 # process before its exec; the sampler reads each one's own VmRSS
                 "rss_workers_mb": max(
                     sampler.peak_mb,
-                    0 if mode == "processes" else _children_maxrss_mb(),
+                    0 if mode in ("processes", "auto") else _children_maxrss_mb(),
                 ),
             }
         )
@@ -342,9 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         default="multi_processing",
-        choices=["in_memory", "multi_threading", "multi_processing", "processes"],
+        choices=["in_memory", "multi_threading", "multi_processing", "processes", "auto"],
         help="the parallel run's direct_running_mode, or `processes`: one Beam worker "
-        "with --workers decode processes (decode.processes)",
+        "with --workers decode processes (decode.processes), or `auto`: one Beam worker "
+        "with decode.processes: auto (the default config's: one per core, after a warm-up)",
     )
     parser.add_argument(
         "--nsfw", action="store_true", help="also run the large size with the nsfw filter"

@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 Payload = tuple[SampleRecord, bytes | None]
 
 WARMUP_SAMPLES: int = 256
-"""With ``decode.processes: auto``, samples a Beam worker decodes itself before it starts
-its pool: a small run finishes before a pool (~0.5 s a process to start) would pay off."""
+"""With ``decode.processes: auto``, samples a Beam worker decodes itself before its pool
+takes over: a small run finishes before a pool (~0.5 s a process to start) would pay off.
+The pool's workers boot once half of them are decoded, so their start overlaps the rest."""
 
 MAX_AUTO_PROCESSES: int = 32
 
@@ -181,6 +182,18 @@ class DecodePool:
     def close(self) -> None:
         for w in range(self.processes):
             self._drop(w)
+
+    def booting(self) -> bool:
+        """Whether a started worker is still booting (checked without waiting);
+        :class:`PoolUnavailable` if one failed to."""
+        return not all(w.is_ready() for w in self._workers if w is not None)
+
+    def start(self) -> None:
+        """Boot the workers now without waiting for them (the first :meth:`send` hands
+        them their shares once they are up), e.g. while the caller decodes its warm-up
+        itself; :class:`PoolUnavailable` if one cannot start."""
+        for w in range(self.processes):
+            self._worker(w)
 
     def lend_idle(self) -> None:
         """Lend the started workers to other users of this process

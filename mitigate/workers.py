@@ -136,6 +136,15 @@ class Worker:
         """Whether the init call's reply is still unread (``wait=False``)."""
         return self._starting
 
+    def is_ready(self) -> bool:
+        """Whether the init call has ended, without waiting for it (its reply is read
+        here once it is there); :class:`PoolUnavailable` if it failed or the worker
+        died."""
+        if self._starting and not select.select([self.replies], [], [], 0)[0]:
+            return False
+        self.ready()
+        return True
+
     def ready(self) -> None:
         """Wait for the init call to end (at once if it has, or there is none);
         :class:`PoolUnavailable` if it failed or the worker died."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -59,6 +60,7 @@ class Decode(beam.DoFn):
         self._shared = Shared() if inline_models else None
         self._filters: list[Filter] = []
         self._pool: DecodePool | None = None
+        self._booted: tuple[float, int] | None = None  # (when, samples seen) the pool booted
         # Decoded items whose downstream steps wait for the next chunk's hand-off to the
         # pool, so the pool decodes while this worker runs them (emitted at the latest
         # in finish_bundle; not where a runner drops finish_bundle output)
@@ -91,14 +93,33 @@ class Decode(beam.DoFn):
             self._pool = None
 
     def _pooled(self) -> DecodePool | None:
-        """The decode pool, once this worker has decoded its warm-up share itself."""
-        if self.processes < 2 or self._seen < self.warmup:
+        """The decode pool, once this worker has decoded its warm-up share itself and
+        the pool's workers are up. They boot from half the warm-up on (at the first
+        chunk without one), ~0.5 s each, side by side, while this worker decodes."""
+        if self.processes < 2 or self._seen < self.warmup // 2:
             return None
-        if self._pool is None:
-            models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
-            configs = [f.config for f in self._filters]
-            self._pool = DecodePool(
-                self.processes, self.decode, configs, keep_images=models, opener=fs.open_read
+        try:
+            if self._pool is None:
+                models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
+                configs = [f.config for f in self._filters]
+                self._pool = DecodePool(
+                    self.processes, self.decode, configs, keep_images=models, opener=fs.open_read
+                )
+                self._pool.start()
+                self._booted = (time.perf_counter(), self._seen)
+            if self._seen < self.warmup or self._pool.booting():
+                return None
+        except PoolUnavailable as exc:
+            self._give_up_pool(exc)
+            return None
+        if self._booted is not None:
+            at, seen = self._booted
+            self._booted = None
+            log.info(
+                "%d decode processes up after %.2f s; %d samples decoded here meanwhile",
+                self.processes,
+                time.perf_counter() - at,
+                self._seen - seen,
             )
         return self._pool
 

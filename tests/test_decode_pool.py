@@ -198,13 +198,34 @@ def test_auto_starts_the_pool_only_after_the_warm_up_and_only_if_it_can(
     from mitigate.pipeline.run import run
 
     started: list[int] = []
+    events: list[tuple[str, int]] = []  # ("here", samples decoded in process), "start", "send"
 
     class Recording(DecodePool):
         def __init__(self, processes, *args, **kwargs) -> None:
             started.append(processes)
             super().__init__(processes, *args, **kwargs)
 
+        def start(self) -> None:
+            events.append(("start", 0))
+            super().start()
+
+        def send(self, records):  # type: ignore[no-untyped-def]
+            events.append(("send", len(records)))
+            return super().send(records)
+
+    here = process.Decode._here
+    wait_for: list[str] = []  # "ready": a started pool's workers up, "gone": ended
+
+    def counted(self, records):  # type: ignore[no-untyped-def]
+        events.append(("here", len(records)))
+        items = here(self, records)
+        for w in self._pool._workers if self._pool is not None and wait_for else []:
+            # a long decode here: the booting workers are up (or gone) by its end
+            w.ready() if wait_for == ["ready"] else w.proc.wait(timeout=30)
+        return items
+
     monkeypatch.setattr(process, "DecodePool", Recording)
+    monkeypatch.setattr(process.Decode, "_here", counted)
     monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
     no_model = ["filters=[{name: image_quality}]", "rebalance.enabled=false"]
     cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'a'}", *no_model])
@@ -216,7 +237,20 @@ def test_auto_starts_the_pool_only_after_the_warm_up_and_only_if_it_can(
     run(cfg)
     assert started == [2]
     assert _outputs(tmp_path / "a") and _outputs(tmp_path / "a") == _outputs(tmp_path / "b")
+    # the workers boot from half the warm-up on, while the rest is decoded here
+    events.clear()
+    wait_for[:] = ["ready"]
+    monkeypatch.setattr(decode_pool, "WARMUP_SAMPLES", 24)  # two of the sample's chunks
+    cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'w'}", *no_model])
+    run(cfg)
+    kinds = [kind for kind, _ in events]
+    booted, first_send = kinds.index("start"), kinds.index("send")
+    here_before = [sum(n for kind, n in events[:at] if kind == "here") for at in range(len(events))]
+    assert 12 <= here_before[booted] < 24 <= here_before[first_send], events
+    assert kinds.count("start") == 1 and "here" not in kinds[first_send:]
+    assert _outputs(tmp_path / "a") == _outputs(tmp_path / "w")
     # workers that cannot start: the run decodes in process, with a warning
+    wait_for[:] = ["gone"]
     monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(3)")
     cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'c'}", *no_model])
     run(cfg)
@@ -283,3 +317,55 @@ def test_a_chunk_starts_its_workers_side_by_side(config: Config, gate) -> None:
             pool.receive(ticket)
     finally:
         pool.close()
+
+
+def _gated_setup(path: str, *args: object) -> None:
+    """A decode worker's start call that first blocks on the test's FIFO (the ``gate``
+    fixture): imported by reference in the worker, from this module."""
+    os.close(os.open(path, os.O_RDONLY))
+    decode_pool._setup(*args)  # type: ignore[arg-type]
+
+
+def test_chunks_are_decoded_here_while_the_workers_boot(
+    config: Config, gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers boot from half the warm-up on; chunks after the warm-up are decoded
+    in process until they are up (not waited for), then go to them, with the same
+    items either way."""
+    from mitigate.pipeline import process
+
+    sends: list[int] = []
+
+    class Gated(DecodePool):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._init = (_gated_setup, (str(gate.path), *self._init[1]))
+
+        def send(self, records):  # type: ignore[no-untyped-def]
+            sends.append(len(records))
+            return super().send(records)
+
+    monkeypatch.setattr(process, "DecodePool", Gated)
+    filters = [f.config for f in _pixel_filters(config)]
+    fn = process.Decode(filters, config.decode, processes=(2, 8))
+    fn.setup()
+    records = _records(24)
+    chunks = [records[k : k + 4] for k in range(0, 24, 4)]
+    try:
+        got = [item.record for item in fn.process((0, chunks[0]))]  # 0 seen: here
+        assert fn._pool is None
+        got += [item.record for item in fn.process((1, chunks[1]))]  # 4 seen: boot
+        assert fn._pool is not None and fn._pool.booting() and sends == []
+        for k in (2, 3):  # 8, 12 seen: past the warm-up, the workers still blocked
+            got += [item.record for item in fn.process((k, chunks[k]))]
+        assert sends == [] and fn._pool.booting() and not gate.opened
+        gate.open()
+        for w in fn._pool._workers:
+            w.ready()
+        for k in (4, 5):
+            got += [item.record for item in fn.process((k, chunks[k]))]
+        got += [wv.value.record for wv in fn.finish_bundle()]  # the last chunk, held
+        assert sends == [4, 4]
+    finally:
+        fn.teardown()
+    assert got == [item.record for item in _in_process(_payloads(records), config)]
