@@ -95,6 +95,35 @@ def _setup(
     for flt in filters:
         flt.setup()
     _state.update(decode=decode, filters=filters, keep_images=keep_images, opener=opener)
+    _warm_decode(decode)
+
+
+def _warm_decode(decode: DecodeConfig) -> None:
+    """Load what a worker's first chunk would: numba and the decode path's compiled
+    kernels (~1 s of a worker's first chunk, BENCHMARKS.md, session 15), by decoding two
+    small images, one under 128 px and one over (each kernel path). While a worker
+    boots, the Beam worker decodes in process, so this is no longer waited for. A
+    failure here is left to the real chunks to report."""
+    import io
+
+    from PIL import Image
+
+    from mitigate.decode import decode_images
+
+    try:
+        datas = []
+        for size in ((200, 150), (90, 60)):
+            buf = io.BytesIO()
+            Image.new("RGB", size, (200, 120, 40)).save(buf, "JPEG")
+            datas.append(buf.getvalue())
+        decode_images(
+            datas,
+            max_pixels=decode.max_pixels,
+            working_size=decode.working_side,
+            hash_mode=decode.hash_mode,
+        )
+    except Exception as exc:  # a warm-up only
+        log.debug("decode warm-up failed: %s", exc)
 
 
 def _crash_if_asked(payloads: Sequence[Payload]) -> None:

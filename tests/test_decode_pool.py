@@ -369,3 +369,31 @@ def test_chunks_are_decoded_here_while_the_workers_boot(
     finally:
         fn.teardown()
     assert got == [item.record for item in _in_process(_payloads(records), config)]
+
+
+def _loaded(names: list[str]) -> list[str]:
+    """Which of ``names`` a worker has imported (called in the worker, by reference)."""
+    return [name for name in names if name in sys.modules]
+
+
+def test_a_worker_is_up_with_the_decode_kernels_loaded(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's start call decodes two small images, so numba and the compiled
+    kernels load while it boots (the Beam worker decodes meanwhile), not in its first
+    chunk; a warm-up that fails leaves the start to succeed and the chunks to report."""
+    pool = DecodePool(1, config.decode, [], keep_images=False, opener=open_read)
+    try:
+        pool.start()
+        (worker,) = pool._workers
+        worker.ready()
+        kernels = ["numba", "mitigate._sigkernel"]
+        assert worker.call(_loaded, kernels) == kernels
+    finally:
+        pool.close()
+    called: list[str] = []
+    monkeypatch.setattr(
+        "mitigate.decode.decode_images", lambda *a, **k: called.append("x") or 1 / 0
+    )
+    decode_pool._setup(config.decode, [], False, open_read)  # no exception
+    assert called == ["x"]
