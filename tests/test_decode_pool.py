@@ -167,8 +167,21 @@ def test_a_run_with_decode_processes_writes_what_one_process_writes(
 ) -> None:
     """Also: the near-dup decision's pair scoring borrows the decode workers, idle by
     then, and the run ends with none of them left lent or alive."""
+    from mitigate.pipeline import process
     from mitigate.pipeline.run import run
 
+    here = process.Decode._here
+
+    def waiting(self, records):  # type: ignore[no-untyped-def]
+        """A long decode here: the booting workers are up by its end, so the sample's
+        later chunks go to them (without it, a loaded machine may finish the sample's
+        few chunks here before they are)."""
+        items = here(self, records)
+        for w in self._pool._workers if self._pool is not None else []:
+            w.ready()
+        return items
+
+    monkeypatch.setattr(process.Decode, "_here", waiting)
     borrowed: list = []
 
     def borrow(n: int) -> list:
