@@ -19,7 +19,7 @@ inside one Beam worker; the Beam worker only reads bytes and routes records.
   the signal; every other sample is processed as usual.
 * Workers are :class:`mitigate.workers.Worker` subprocesses (this interpreter, not
   :mod:`multiprocessing`; they end with the process that started them), and import
-  only the decode path (~0.5 s each, no Beam).
+  only the decode path and load its kernels at start (~1-1.5 s each, no Beam).
 * A pool whose workers cannot start (:class:`PoolUnavailable`) makes the caller decode
   in process instead, with a warning; results are the same.
 """
@@ -57,7 +57,7 @@ Payload = tuple[SampleRecord, bytes | None]
 
 WARMUP_SAMPLES: int = 256
 """With ``decode.processes: auto``, samples a Beam worker decodes itself before its pool
-takes over: a small run finishes before a pool (~0.5 s a process to start) would pay off.
+takes over: a small run finishes before a pool (~1 s a process to start) would pay off.
 The pool's workers boot once half of them are decoded, so their start overlaps the rest."""
 
 MAX_AUTO_PROCESSES: int = 32
@@ -197,8 +197,8 @@ class DecodePool:
         if worker is not None and not reclaim(worker):  # lent and out: go on without it
             worker = self._workers[w] = None
         if worker is None:
-            # not waiting for its start (~0.5 s: the decode path's imports): the workers
-            # a chunk starts boot side by side, not one after the other (BENCHMARKS.md)
+            # not waiting for its start (~1 s: the decode path's imports and kernels): the
+            # workers boot side by side, not one after the other (BENCHMARKS.md)
             worker = self._workers[w] = Worker(self._init, wait=False)
         return worker
 

@@ -95,7 +95,8 @@ class Decode(beam.DoFn):
     def _pooled(self) -> DecodePool | None:
         """The decode pool, once this worker has decoded its warm-up share itself and
         the pool's workers are up. They boot from half the warm-up on (at the first
-        chunk without one), ~0.5 s each, side by side, while this worker decodes."""
+        chunk without one), ~1 s each with their kernels, side by side, while this worker
+        decodes."""
         if self.processes < 2 or self._seen < self.warmup // 2:
             return None
         try:
