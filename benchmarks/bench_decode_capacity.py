@@ -45,14 +45,12 @@ def decode_all(paths: list[str], limit: int, chunk: int, part: int = 0) -> dict[
     warm-up chunk."""
     from mitigate import stages
     from mitigate.config import load_config
-    from mitigate.filters import ModelFilter, build_filter
-    from mitigate.filters.probe import is_head
+    from mitigate.filters import build_filter, scored_at_decode
     from mitigate.pipeline.fs import open_read
     from mitigate.sources import index_tar
 
     config, _ = load_config(REPO / "configs" / "default.yaml", [])
-    filters = [build_filter(c) for c in config.filters]
-    filters = [f for f in filters if not isinstance(f, ModelFilter) and not is_head(f)]
+    filters = scored_at_decode(build_filter(c) for c in config.filters)
     for flt in filters:
         flt.setup()
     records = []
@@ -85,14 +83,13 @@ def pool_stage(paths: list[str], limit: int, chunk: int, processes: int) -> dict
 
     from mitigate.config import load_config
     from mitigate.decode_pool import DecodePool
-    from mitigate.filters import ModelFilter, build_filter
-    from mitigate.filters.probe import is_head
+    from mitigate.filters import build_filter, scored_at_decode
     from mitigate.pipeline.fs import open_read
     from mitigate.sources import index_tar
 
     config, _ = load_config(REPO / "configs" / "default.yaml", [])
     built = [build_filter(c) for c in config.filters]
-    filters = [f.config for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
+    filters = [f.config for f in scored_at_decode(built)]
     records = []
     for path in paths:
         with open(path, "rb") as f:

@@ -31,15 +31,14 @@ def measure(data: str) -> dict[str, object]:
 
     from mitigate.config import load_config
     from mitigate.decode_pool import DecodePool
-    from mitigate.filters import ModelFilter, build_filter
-    from mitigate.filters.probe import is_head
+    from mitigate.filters import build_filter, scored_at_decode
     from mitigate.pipeline.fs import open_read
     from mitigate.sources import index_tar
     from mitigate.workers import Worker, _warm
 
     config, _ = load_config(REPO / "configs" / "default.yaml", [])
     built = [build_filter(c) for c in config.filters]
-    filters = [f.config for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
+    filters = [f.config for f in scored_at_decode(built)]
     shard = sorted(Path(data).glob("*.tar"))[0]
     with open(shard, "rb") as f:
         records = list(index_tar(f, str(shard), max_image_bytes=config.decode.max_image_bytes))

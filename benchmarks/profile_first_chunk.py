@@ -26,14 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mitigate import decode_pool
     from mitigate.config import load_config
-    from mitigate.filters import ModelFilter, build_filter
-    from mitigate.filters.probe import is_head
+    from mitigate.filters import build_filter, scored_at_decode
     from mitigate.pipeline.fs import open_read
     from mitigate.sources import index_tar
 
     config, _ = load_config(REPO / "configs" / "default.yaml", [])
-    filters = [build_filter(c) for c in config.filters]
-    filters = [f for f in filters if not isinstance(f, ModelFilter) and not is_head(f)]
+    filters = scored_at_decode(build_filter(c) for c in config.filters)
     for flt in filters:
         flt.setup()
     # decode_pool._setup's state, without its warm-up

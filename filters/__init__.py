@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import TypeVar
 
@@ -27,6 +28,7 @@ __all__ = [
     "get",
     "names",
     "register",
+    "scored_at_decode",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,3 +79,12 @@ def get(name: str) -> type[Filter]:
 def build_filter(config: FilterConfig) -> Filter:
     """Instantiate the filter for a validated config (stores the config only)."""
     return get(config.name)(config)
+
+
+def scored_at_decode(filters: Iterable[Filter]) -> list[Filter]:
+    """The filters the decode step scores itself (in the Beam worker or its decode
+    processes): all but the model filters (scored in RunInference) and the trained
+    heads (scored from a model's embedding in ``Decide``)."""
+    from mitigate.filters.probe import is_head  # (probe imports this package)
+
+    return [f for f in filters if not isinstance(f, ModelFilter) and not is_head(f)]

@@ -24,7 +24,14 @@ from apache_beam.utils.windowed_value import WindowedValue
 from mitigate import progress, stages
 from mitigate.config import Config, DecodeConfig
 from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_processes
-from mitigate.filters import Filter, FilterConfig, ModelFilter, ScoringItem, build_filter
+from mitigate.filters import (
+    Filter,
+    FilterConfig,
+    ModelFilter,
+    ScoringItem,
+    build_filter,
+    scored_at_decode,
+)
 from mitigate.filters.probe import apply_heads, backbones, is_head
 from mitigate.pipeline import fs
 from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
@@ -70,7 +77,7 @@ class Decode(beam.DoFn):
     def setup(self) -> None:
         built = [build_filter(c) for c in self.filter_configs]
         # heads read a model's embedding: they are scored in Decide, after the models
-        self._filters = [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
+        self._filters = scored_at_decode(built)
         for flt in self._filters:
             flt.setup()
         self._models: list[tuple[FilterModelHandler, Any, bool]] = []

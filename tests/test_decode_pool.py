@@ -20,7 +20,7 @@ from test_runners import _outputs  # shards, manifest, embeddings of a run folde
 from mitigate import decode_pool, stages, workers
 from mitigate.config import Config, DecodeConfig, RunnerConfig, load_config
 from mitigate.decode_pool import DecodePool, plan_processes, split_evenly
-from mitigate.filters import build_filter
+from mitigate.filters import build_filter, scored_at_decode
 from mitigate.pipeline.fs import open_read
 from mitigate.records import ERROR, Reason
 from mitigate.sources import index_tar
@@ -40,11 +40,7 @@ def _payloads(records: list) -> list:
 
 
 def _pixel_filters(config: Config) -> list:
-    from mitigate.filters import ModelFilter
-    from mitigate.filters.probe import is_head
-
-    built = [build_filter(c) for c in config.filters]
-    return [f for f in built if not isinstance(f, ModelFilter) and not is_head(f)]
+    return scored_at_decode(build_filter(c) for c in config.filters)
 
 
 @pytest.fixture(scope="module")

@@ -411,3 +411,19 @@ def test_add_filter_appends_a_trained_entry_to_the_config(tmp_path, capsys):
     snippet.write_text("threshold: 0.3\n")
     assert main(base) == 2
     assert "expected a `filters:` list" in capsys.readouterr().err
+
+
+def test_the_decode_step_scores_neither_model_filters_nor_heads(tmp_path):
+    """``filters.scored_at_decode``: the decode step (in process or in its workers)
+    scores the rule filters; models run in RunInference, heads in Decide."""
+    from mitigate.config import load_config
+    from mitigate.filters import build_filter, scored_at_decode
+
+    config, _ = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+    built = [build_filter(c) for c in config.filters]
+    model = {"path": str(_head(tmp_path))}
+    head = LinearProbe(LinearProbeConfig(name="linear_probe", backbone="nsfw", model=model))
+    assert [f.config.name for f in built] == ["nsfw", "image_quality", "caption_terms"]
+    got = scored_at_decode([head, *built])
+    assert [f.config.name for f in got] == ["image_quality", "caption_terms"]
+    assert got == built[1:]
