@@ -1,4 +1,4 @@
-"""Shared page pieces: style, Content Security Policy, escaping, SVG plots as ``data:``
+"""Shared page pieces: style, Content Security Policy, escaping, SVG charts as ``data:``
 URIs, tables and the thumbnail cache.
 """
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import logging
 import math
 from collections.abc import Sequence
@@ -15,11 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from matplotlib import rc_context
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from mitigate.report.data import FilterSpec, _column_f64
+from mitigate.report.svgplot import Chart
 from mitigate.review import Opener, read_image_bytes, thumbnail
 
 log = logging.getLogger(__name__)
@@ -80,30 +77,13 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _svg_uri(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def _plot(fig_fn: Any, *args: Any, alt: str) -> str:
-    """Render a plot to an inline ``<img>`` (SVG with text kept as text, no fonts)."""
-    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "mitigate", "font.size": 9}):
-        # Fixed margins rather than a layout engine: constrained layout doubles the cost.
-        fig = Figure(figsize=(9.0, 2.8))
-        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.17, top=0.93, wspace=0.25)
-        fig_fn(fig, *args)
-        uri = _svg_uri(fig)
+    """Render a chart (``fig_fn(chart, *args)``, :mod:`mitigate.report.svgplot`) to an
+    inline ``<img>``: SVG with text kept as text, as a ``data:`` URI."""
+    chart = Chart()
+    fig_fn(chart, *args)
+    uri = "data:image/svg+xml;base64," + base64.b64encode(chart.svg().encode()).decode()
     return f'<img class="plot" alt="{_esc(alt)}" src="{uri}">'
-
-
-def _log_counts(ax: Any, top: int, label: str) -> None:
-    """Log-scale count axis with plain tick labels (no mathtext: faster, smaller SVG)."""
-    ax.set_yscale("log", nonpositive="clip")
-    ax.set_ylim(0.7, max(top, 1) * 2.0)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else ""))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel(label)
 
 
 def _fmt_num(x: float) -> str:

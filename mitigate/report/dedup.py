@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from mitigate.report.common import _PALETTE, _esc, _log_counts, _plot, _Thumbs
+from mitigate.report.common import _PALETTE, _esc, _plot, _Thumbs
 from mitigate.report.data import cluster_size_bars
+from mitigate.report.svgplot import Chart, log_count_axis
 
 #: Largest near-duplicate clusters shown, and example pairs shown per Hamming distance.
 DEDUP_CLUSTERS_SHOWN = 6
@@ -27,12 +27,20 @@ _MODE_NAMES = {
 }
 
 
-def _cluster_plot(fig: Figure, bars: Sequence[tuple[str, int]]) -> None:
-    ax = fig.add_subplot()
-    ax.bar([b[0] for b in bars], [b[1] for b in bars], color=_PALETTE["duplicate"])
-    _log_counts(ax, max(b[1] for b in bars), "clusters (log)")
-    ax.set_xlabel("cluster size (samples)")
-    ax.spines[["top", "right"]].set_visible(False)
+def _cluster_plot(chart: Chart, bars: Sequence[tuple[str, int]]) -> None:
+    """One bar a cluster size (a category each), on a log count axis."""
+    (ax,) = chart.panels()
+    n = len(bars)
+    ax.set_x(-0.6, n - 0.4)
+    log_count_axis(
+        ax,
+        max(b[1] for b in bars),
+        "clusters (log)",
+        "cluster size (samples)",
+        xticks=list(range(n)),
+        xlabels=[b[0] for b in bars],
+    )
+    ax.bars([k - 0.4 for k in range(n)], [0.8] * n, [b[1] for b in bars], _PALETTE["duplicate"])
 
 
 def _score_note(pair: Sequence[Any]) -> str:

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pyarrow as pa
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from mitigate.report.common import (
     _PALETTE,
     _esc,
     _fmt_num,
-    _log_counts,
     _plot,
     _short_caption,
     _Thumbs,
 )
 from mitigate.report.data import FilterData, FilterSpec, Histogram, _column_f64
+from mitigate.report.svgplot import Chart, histogram
 
 # What a filter's score measures, where the column name alone does not say it.
 _SCORE_LABELS = {
@@ -39,11 +36,11 @@ def _drops(c: float, thr: float, drop_side: str) -> bool:
 
 
 def _hist_plot(
-    fig: Figure, hist: Histogram, thr: float | None, label: str, drop_side: str = "at_or_above"
+    chart: Chart, hist: Histogram, thr: float | None, label: str, drop_side: str = "at_or_above"
 ) -> None:
     """Bars coloured by the side of ``thr`` that drops: ``at_or_above`` it for most
     scores, ``at_or_below`` for a distance (blocklist), ``below`` for a minimum size."""
-    ax = fig.add_subplot()
+    (ax,) = chart.panels()
     centres = (hist.edges[:-1] + hist.edges[1:]) / 2
     colours = [
         _PALETTE["filtered"]
@@ -51,32 +48,18 @@ def _hist_plot(
         else _PALETTE["unfiltered"]
         for c in centres
     ]
-    ax.bar(
-        hist.edges[:-1],
-        hist.counts,
-        width=np.diff(hist.edges),
-        align="edge",
-        color=colours,
-        edgecolor="white",
-        linewidth=0.3,
+    histogram(
+        ax,
+        hist.edges.tolist(),
+        hist.counts.tolist(),
+        colours,
+        ylabel="samples (log)",
+        xlabel=label,
+        also_x=thr,
     )
-    _log_counts(ax, int(hist.counts.max()) if hist.counts.size else 1, "samples (log)")
     if thr is not None:
-        ax.axvline(thr, color="#c62828", linestyle="--", linewidth=1.2)
-        ax.annotate(
-            f"threshold {thr:g}",
-            xy=(thr, 1),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, -10),
-            textcoords="offset points",
-            color="#c62828",
-            fontsize=8,
-        )
-    if np.all(np.diff(hist.edges) == 1.0):  # one bin per integer: integer ticks only
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(hist.edges[0], hist.edges[-1])
-    ax.set_xlabel(label)
-    ax.spines[["top", "right"]].set_visible(False)
+        ax.vline(thr, "#c62828")
+        ax.top_note(thr, f"threshold {thr:g}", "#c62828")
 
 
 def _strip(

@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-from matplotlib.figure import Figure
-
 from mitigate.report.common import _PALETTE, _esc, _f, _pct, _plot, _table, _td
 from mitigate.report.data import Funnel, _share
+from mitigate.report.svgplot import CHAR_WIDTH, Chart, nice_ticks
 
 # ----------------------------------------------------------------------- sections
 
 
-def _funnel_plot(fig: Figure, funnel: Funnel) -> None:
-    ax = fig.add_subplot()
+def _funnel_plot(chart: Chart, funnel: Funnel) -> None:
     labels = ["input"] + [s.label for s in funnel.steps] + ["kept"]
     lefts = [0.0]
     widths = [float(funnel.input_count)]
@@ -27,17 +24,24 @@ def _funnel_plot(fig: Figure, funnel: Funnel) -> None:
     lefts.append(0.0)
     widths.append(float(funnel.kept))
     colours.append(_PALETTE["kept"])
-    y = np.arange(len(labels))[::-1]
-    ax.barh(y, widths, left=lefts, color=colours)
+    # room for the longest step name left of the axis
+    (ax,) = chart.panels(left=max(90.0, 20 + CHAR_WIDTH * max(len(x) for x in labels)))
+    n = len(labels)
+    y = [float(n - 1 - k) for k in range(n)]
+    ax.set_x(0, max(funnel.input_count, 1) * 1.25)
+    ax.set_y(-0.6, n - 0.4)
+    ax.hbars(y, lefts, widths, colours)
     for yi, left, width in zip(y, lefts, widths, strict=True):
         share = _share(int(width), funnel.input_count)
-        ax.text(
-            left + width, yi, f" {int(width):,} ({share:.1%})", va="center", ha="left", fontsize=8
-        )
-    ax.set_yticks(y, labels)
-    ax.set_xlim(0, max(funnel.input_count, 1) * 1.25)
-    ax.set_xlabel("samples")
-    ax.spines[["top", "right"]].set_visible(False)
+        ax.text(left + width, yi, f" {int(width):,} ({share:.1%})", dx=2, dy=4, size=11)
+    ticks = nice_ticks(ax.x0, ax.x1)
+    ax.axes(
+        xticks=ticks,
+        xlabels=[f"{t:,.0f}" if t == int(t) else f"{t:,}" for t in ticks],
+        yticks=y,
+        ylabels=labels,
+        xlabel="samples",
+    )
 
 
 def _section_funnel(summary: Mapping[str, Any], funnel: Funnel) -> str:

@@ -7,73 +7,78 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from matplotlib.figure import Figure
 
-from mitigate.report.common import _PALETTE, _f, _fmt_num, _log_counts, _pct, _plot, _table, _td
+from mitigate.report.common import _PALETTE, _f, _fmt_num, _pct, _plot, _table, _td
 from mitigate.report.data import HISTOGRAM_BINS, _column_f64, _mask
+from mitigate.report.svgplot import Chart, histogram, nice_ticks
 
 
-def _weights_plot(fig: Figure, quantiles: Mapping[str, float], weights: np.ndarray) -> None:
+def _weights_plot(chart: Chart, quantiles: Mapping[str, float], weights: np.ndarray) -> None:
+    """The kept samples' weights: a histogram (left) and their quantiles (right)."""
     qs = sorted((float(p), float(v)) for p, v in quantiles.items())
     if weights.size:
-        ax1, ax2 = fig.subplots(1, 2)
+        ax1, ax2 = chart.panels(2)
         lo, hi = float(weights.min()), float(weights.max())
         if hi <= lo:
             lo, hi = lo - 0.05, hi + 0.05
         counts, edges = np.histogram(weights, bins=HISTOGRAM_BINS, range=(lo, hi))
-        ax1.bar(
-            edges[:-1],
-            counts,
-            width=np.diff(edges),
-            align="edge",
-            color=_PALETTE["reweighted"],
-            edgecolor="white",
-            linewidth=0.3,
+        histogram(
+            ax1,
+            edges.tolist(),
+            counts.tolist(),
+            _PALETTE["reweighted"],
+            ylabel="kept samples (log)",
+            xlabel="weight",
         )
-        _log_counts(ax1, int(counts.max()), "kept samples (log)")
-        ax1.set_xlabel("weight")
-        ax1.spines[["top", "right"]].set_visible(False)
     else:
-        ax2 = fig.add_subplot()
+        (ax2,) = chart.panels()
+    values = [v for _, v in qs] + [1.0]
+    lo, hi = min(values), max(values)
+    pad = 0.08 * (hi - lo) if hi > lo else 0.5
+    ax2.set_x(-0.03, 1.03)
+    ax2.set_y(lo - pad, hi + pad)
+    ax2.hline(1.0, "#888")
     if qs:
-        ax2.plot([p for p, _ in qs], [v for _, v in qs], marker="o", color=_PALETTE["reweighted"])
+        ax2.polyline([p for p, _ in qs], [v for _, v in qs], _PALETTE["reweighted"], marker=True)
         for p, v in qs:
             if p in (0.01, 0.5, 0.99):
-                ax2.annotate(
-                    f"{v:.3g}",
-                    (p, v),
-                    textcoords="offset points",
-                    xytext=(0, 6),
-                    ha="center",
-                    fontsize=7,
-                )
-    ax2.axhline(1.0, color="#888", linewidth=0.8, linestyle=":")
-    ax2.set_xlabel("quantile")
-    ax2.set_ylabel("weight")
-    ax2.set_xlim(-0.03, 1.03)
-    ax2.spines[["top", "right"]].set_visible(False)
+                ax2.text(p, v, f"{v:.3g}", anchor="middle", dy=-7, size=10)
+    ax2.axes(
+        xticks=nice_ticks(0.0, 1.0, 5),
+        yticks=nice_ticks(ax2.y0, ax2.y1, 5),
+        xlabel="quantile",
+        ylabel="weight",
+    )
 
 
-def _probe_plot(fig: Figure, probes: Mapping[str, Mapping[str, Any]]) -> None:
-    ax = fig.add_subplot()
+def _probe_plot(chart: Chart, probes: Mapping[str, Mapping[str, Any]]) -> None:
+    """Per probe group, the share of captions with a probe term: unfiltered, kept, and
+    kept reweighted, side by side."""
+    (ax,) = chart.panels()
     groups = list(probes)
-    x = np.arange(len(groups))
     width = 0.27
     # summary.json's "filtered" is the set after filtering: the kept samples, unweighted.
-    for j, (col, label, colour) in enumerate(
-        (
-            ("unfiltered", "unfiltered", _PALETTE["unfiltered"]),
-            ("filtered", "kept", _PALETTE["filtered"]),
-            ("reweighted", "kept, reweighted", _PALETTE["reweighted"]),
-        )
-    ):
-        vals = [100.0 * float(probes[g].get(col) or 0.0) for g in groups]
-        ax.bar(x + (j - 1) * width, vals, width, label=label, color=colour)
-    ax.set_xticks(x, groups)
-    ax.set_ylabel("captions with a probe term (%)")
-    ax.legend(frameon=False, ncols=3, loc="upper right")
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
-    ax.spines[["top", "right"]].set_visible(False)
+    series = (
+        ("unfiltered", "unfiltered", _PALETTE["unfiltered"]),
+        ("filtered", "kept", _PALETTE["filtered"]),
+        ("reweighted", "kept, reweighted", _PALETTE["reweighted"]),
+    )
+    values = {
+        col: [100.0 * float(probes[g].get(col) or 0.0) for g in groups] for col, _, _ in series
+    }
+    top = max((v for vals in values.values() for v in vals), default=0.0)
+    ax.set_x(-0.6, len(groups) - 0.4)
+    ax.set_y(0.0, (top if top > 0 else 1.0) * 1.3)  # room for the legend
+    for j, (col, _, colour) in enumerate(series):
+        lefts = [k + (j - 1) * width - width / 2 for k in range(len(groups))]
+        ax.bars(lefts, [width] * len(groups), values[col], colour)
+    ax.axes(
+        xticks=list(range(len(groups))),
+        xlabels=groups,
+        yticks=nice_ticks(0.0, ax.y1, 5),
+        ylabel="captions with a probe term (%)",
+    )
+    ax.legend([(label, colour) for _, label, colour in series])
 
 
 def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -> str:
