@@ -60,6 +60,12 @@ WARMUP_SAMPLES: int = 256
 takes over: a small run finishes before a pool (~1 s a process to start) would pay off.
 The pool's workers boot once half of them are decoded, so their start overlaps the rest."""
 
+AUTO_MIN_SAMPLES: int = 4096
+"""With ``decode.processes: auto``, the fewest input samples a run starts a pool for:
+below, its Beam worker decodes them all. On 2 cores, a pool made a run of 1,600
+samples 1.10-1.20x the wall time of one process, of 3,200 0.98x, of 6,400 0.89x
+(BENCHMARKS.md, "decode.processes: auto from 4,096 samples")."""
+
 MAX_AUTO_PROCESSES: int = 32
 
 _CRASH_ENV = "MITIGATE_TEST_DECODER_CRASH_SHA256"
@@ -70,7 +76,8 @@ with SIGSEGV, as a crashing decoder would (tests of the crash path; unset in rea
 def plan_processes(decode: DecodeConfig, runner: RunnerConfig) -> tuple[int, int]:
     """``(processes, warm-up samples)`` for ``decode.processes`` on ``runner``: an
     explicit number starts at once; ``auto`` is one process per usable core on the
-    direct runner with one Beam worker (after :data:`WARMUP_SAMPLES`), else 1 (none)."""
+    direct runner with one Beam worker (after :data:`WARMUP_SAMPLES`, in runs of
+    :data:`AUTO_MIN_SAMPLES` and more: ``pipeline.process.Decode``), else 1 (none)."""
     if decode.processes != "auto":
         return decode.processes, 0
     if runner.name != "direct" or runner.local_workers() > 1:

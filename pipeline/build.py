@@ -346,7 +346,7 @@ def build(
     records = (
         chunks
         | "Distribute" >> beam.Reshuffle()
-        | "Process" >> ProcessChunk(config)
+        | "Process" >> ProcessChunk(config, input_count)
         | "ByKey" >> beam.Map(lambda r: (r.key, r))
         | "GroupKey" >> beam.GroupByKey()
         | "ResolveKeys" >> beam.FlatMap(lambda kv: stages.resolve_duplicate_keys(kv[1]))

@@ -21,7 +21,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.windowed_value import WindowedValue
 
-from mitigate import progress, stages
+from mitigate import decode_pool, progress, stages
 from mitigate.config import Config, DecodeConfig
 from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_processes
 from mitigate.filters import (
@@ -68,6 +68,8 @@ class Decode(beam.DoFn):
         self._filters: list[Filter] = []
         self._pool: DecodePool | None = None
         self._booted: tuple[float, int] | None = None  # (when, samples seen) the pool booted
+        self._total: int | None = None  # the run's input samples, where known
+        self._small_noted = False
         # Decoded items whose downstream steps wait for the next chunk's hand-off to the
         # pool, so the pool decodes while this worker runs them (emitted at the latest
         # in finish_bundle; not where a runner drops finish_bundle output)
@@ -106,6 +108,16 @@ class Decode(beam.DoFn):
         decodes."""
         if self.processes < 2 or self._seen < self.warmup // 2:
             return None
+        if self.warmup and self._total is not None and self._total < decode_pool.AUTO_MIN_SAMPLES:
+            if not self._small_noted:  # auto, and too small a run for a pool to pay off
+                self._small_noted = True
+                log.info(
+                    "%d input samples: decoded in this process (decode.processes: auto "
+                    "starts a pool from %d)",
+                    self._total,
+                    decode_pool.AUTO_MIN_SAMPLES,
+                )
+            return None
         try:
             if self._pool is None:
                 models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
@@ -143,8 +155,13 @@ class Decode(beam.DoFn):
         stages.score_items(items, self._filters)
         return items
 
-    def process(self, element: tuple[int, list[SampleRecord]]) -> Iterator[ScoringItem]:
+    def process(
+        self, element: tuple[int, list[SampleRecord]], total: int | None = None
+    ) -> Iterator[ScoringItem]:
+        """``total``: the run's input samples (a side input where ``decode.processes``
+        is ``auto``), for :meth:`_pooled`."""
         _, records = element
+        self._total = total
         pool = self._pooled()
         self._seen += len(records)
         held, self._held = self._held, []
@@ -224,8 +241,12 @@ def _keeps_embedding(cfg: FilterConfig, filters: Sequence[FilterConfig]) -> bool
 class ProcessChunk(beam.PTransform):
     """Decode once, score with every filter (models through RunInference), decide."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, input_count: beam.PCollection | None = None) -> None:
+        """``input_count``: a one-element collection, the run's input samples; with
+        ``decode.processes: auto`` a run under :data:`mitigate.decode_pool.AUTO_MIN_SAMPLES`
+        then decodes in its Beam worker alone."""
         super().__init__()
+        self.input_count = input_count
         # each step below gets only the config sections it reads
         self.filters = list(config.filters)
         self.decode = config.decode
@@ -234,7 +255,12 @@ class ProcessChunk(beam.PTransform):
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
         decode = Decode(self.filters, self.decode, self.inline, self.processes)
-        items = chunks | "Decode" >> beam.ParDo(decode)
+        auto = self.processes[0] > 1 and self.processes[1] > 0
+        if auto and self.input_count is not None:  # the run's size decides on a pool
+            total = beam.pvalue.AsSingleton(self.input_count)
+            items = chunks | "Decode" >> beam.ParDo(decode, total=total)
+        else:
+            items = chunks | "Decode" >> beam.ParDo(decode)
         if not self.inline:
             for cfg in self.filters:
                 flt = build_filter(cfg)

@@ -7,6 +7,7 @@ where it pays (``decode.processes: auto``)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -242,6 +243,12 @@ def test_auto_starts_the_pool_only_after_the_warm_up_and_only_if_it_can(
     run(cfg)  # the bundled sample is smaller than the warm-up: decoded in process
     assert started == []
     monkeypatch.setattr(decode_pool, "WARMUP_SAMPLES", 10)
+    caplog.set_level(logging.INFO, logger="mitigate.pipeline.process")
+    cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'small'}", *no_model])
+    run(cfg)  # past the warm-up, but a run too small for a pool to pay off
+    assert started == []
+    assert "input samples: decoded in this process (decode.processes: auto" in caplog.text
+    monkeypatch.setattr(decode_pool, "AUTO_MIN_SAMPLES", 1)  # from here on, any run
     cfg, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'b'}", *no_model])
     run(cfg)
     assert started == [2]
@@ -406,3 +413,35 @@ def test_a_worker_is_up_with_the_decode_kernels_loaded(
     )
     decode_pool._setup(config.decode, [], False, open_read)  # no exception
     assert called == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("processes", "total", "pool"),
+    [
+        ((2, 4), decode_pool.AUTO_MIN_SAMPLES - 1, False),  # auto, one sample short
+        ((2, 4), decode_pool.AUTO_MIN_SAMPLES, True),
+        ((2, 4), None, True),  # the run's size unknown (no side input): as before
+        ((2, 0), 8, True),  # a number: the pool whatever the size
+    ],
+)
+def test_auto_starts_a_pool_only_for_a_run_large_enough(
+    config: Config, processes: tuple[int, int], total: int | None, pool: bool
+) -> None:
+    """``decode.processes: auto`` decodes a run of fewer than AUTO_MIN_SAMPLES input
+    samples in the Beam worker alone (a pool's start and pipes cost small runs more than
+    it gains, BENCHMARKS.md); a number of processes always starts them."""
+    from mitigate.pipeline import process
+
+    filters = [f.config for f in _pixel_filters(config)]
+    records = _records(12)
+    fn = process.Decode(filters, config.decode, processes=processes)
+    fn.setup()
+    try:
+        got = []
+        for k in range(3):
+            got += [item.record for item in fn.process((k, records[4 * k : 4 * k + 4]), total)]
+        got += [wv.value.record for wv in fn.finish_bundle()]
+        assert (fn._pool is not None) == pool
+    finally:
+        fn.teardown()
+    assert got == [item.record for item in _in_process(_payloads(records), config)]

@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""Run another benchmark script with ``decode.processes: auto`` starting its pool
+whatever the run's size, as before session 16 (``decode_pool.AUTO_MIN_SAMPLES`` = 0),
+so that the size rule is measured against the same tree.
+
+    python benchmarks/no_auto_min.py benchmarks/bench_pipeline.py --child --mode auto ...
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+from mitigate import decode_pool
+
+decode_pool.AUTO_MIN_SAMPLES = 0
+
+if __name__ == "__main__":
+    script = sys.argv[1]
+    sys.argv = sys.argv[1:]
+    runpy.run_path(script, run_name="__main__")
