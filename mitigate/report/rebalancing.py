@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from mitigate.report.svgplot import Chart, histogram, nice_ticks
 
 def _weights_plot(chart: Chart, quantiles: Mapping[str, float], weights: np.ndarray) -> None:
     """The kept samples' weights: a histogram (left) and their quantiles (right)."""
-    qs = sorted((float(p), float(v)) for p, v in quantiles.items())
+    qs = sorted((float(p), float(v)) for p, v in quantiles.items() if math.isfinite(float(v)))
     if weights.size:
         ax1, ax2 = chart.panels(2)
         lo, hi = float(weights.min()), float(weights.max())

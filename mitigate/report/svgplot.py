@@ -40,8 +40,8 @@ def _esc(text: object) -> str:
 
 
 def nice_ticks(lo: float, hi: float, most: int = 8) -> list[float]:
-    """Tick values on 1, 2, 2.5 or 5 times a power of ten covering [lo, hi], at most
-    ``most`` + 1 of them, at least two where ``hi > lo``."""
+    """Tick values on 1, 2, 2.5 or 5 times a power of ten inside [lo, hi], at most
+    ``most`` + 1 of them and at least one."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / most
@@ -156,18 +156,12 @@ class Panel:
                 )
 
     def vline(self, v: float, colour: str, dash: str = "5,3", width: float = 1.2) -> None:
-        x = _num(self.x(v))
-        self.chart.add(
-            f'<line x1="{x}" y1="{_num(self.top)}" x2="{x}" y2="{_num(self.bottom)}" '
-            f'stroke="{colour}" stroke-width="{width}" stroke-dasharray="{dash}"/>'
-        )
+        x = self.x(v)
+        self.chart.line(x, self.top, x, self.bottom, colour, width, dash)
 
     def hline(self, v: float, colour: str, dash: str = "1,2", width: float = 0.8) -> None:
-        y = _num(self.y(v))
-        self.chart.add(
-            f'<line x1="{_num(self.left)}" y1="{y}" x2="{_num(self.right)}" y2="{y}" '
-            f'stroke="{colour}" stroke-width="{width}" stroke-dasharray="{dash}"/>'
-        )
+        y = self.y(v)
+        self.chart.line(self.left, y, self.right, y, colour, width, dash)
 
     def text(
         self,
@@ -278,6 +272,15 @@ class Chart:
 
     def add(self, element: str, over: bool = False) -> None:
         (self._over if over else self._parts).append(element)
+
+    def line(
+        self, x1: float, y1: float, x2: float, y2: float, colour: str, width: float, dash: str
+    ) -> None:
+        """A dashed line between two points (units)."""
+        self.add(
+            f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" '
+            f'stroke="{colour}" stroke-width="{_num(width)}" stroke-dasharray="{dash}"/>'
+        )
 
     def text(
         self,
