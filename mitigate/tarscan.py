@@ -92,7 +92,7 @@ def _octal(field: bytes) -> int | None:
     text = field.split(b"\x00", 1)[0].strip(b" ")
     if not text:
         return 0
-    if not all(48 <= c <= 55 for c in text):
+    if text.translate(None, b"01234567"):  # anything but octal digits left
         return None
     return int(text, 8)
 

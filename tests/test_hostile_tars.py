@@ -11,6 +11,7 @@ import tarfile
 import pytest
 
 from conftest import sample_members, tar_bytes
+from mitigate import tarscan
 from mitigate.records import ERROR, PENDING, SampleRecord
 from mitigate.sources import SourceIssue, SourceLimits, index_tar, parse_payload
 from mitigate.tarscan import TarProblem, scan_tar
@@ -226,3 +227,23 @@ def test_deeply_nested_sidecar_is_invalid_json(nesting):
     fine = json.dumps({"a": {"b": [1, 2, {"c": 3}]}}).encode()
     out = parse_payload(record, {"jpg": JPG, "txt": b"cap", "json": fine})
     assert not isinstance(out, SampleRecord)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (b"0000644\x00", 0o644),
+        (b"   17 \x00", 0o17),  # space padded
+        (b"\x00" * 8, 0),  # empty: 0
+        (b"0000648\x00", None),  # 8 is no octal digit
+        (b"00+0644\x00", None),  # neither a sign
+        (b"0_644\x00\x00\x00", None),  # nor int()'s underscore
+        (b"0x644\x00\x00\x00", None),
+        (b"\x80" + b"\x00" * 6 + b"\x05", 5),  # GNU base-256
+        (b"\xc0" + b"\x00" * 7, None),  # negative base-256
+    ],
+)
+def test_numeric_header_fields(field, value):
+    """A header's numbers are octal digits (NUL or space padded) or GNU base-256; any
+    other byte makes the field, and so the header, invalid."""
+    assert tarscan._octal(field) == value
