@@ -633,7 +633,32 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
         errors.extend(_dataflow_names(config))
     if errors or config is None:
         raise ConfigError(errors)
+    for warning in _cross_warnings(config):
+        log.warning("%s", warning)
     return _resolve_paths(config, base)
+
+
+def _cross_warnings(config: Config) -> list[str]:
+    """Settings that run but may not do what their user expects: a blocklist of pHash
+    values matched exactly while the pipeline hashes the reduced decode. Its pHash is
+    ``imagehash.phash`` of the full image for 74-91 % of images only, up to 4 bits off
+    for photos and 32 for clip art (BENCHMARKS.md, "Fast pHash against imagehash's"), so
+    hashes from elsewhere are missed."""
+    warnings = []
+    if config.decode.hash_mode != "fast":
+        return warnings
+    for i, flt in enumerate(config.filters):
+        entries = getattr(flt, "entries", None) if flt.name == "blocklist" else None
+        if entries is None or not entries.phash or getattr(flt, "max_distance", 0) > 0:
+            continue
+        warnings.append(
+            f"filters[{i}] (blocklist): {len(entries.phash)} listed pHash value(s) are "
+            "matched exactly (max_distance: 0), but decode.hash_mode: fast hashes the "
+            "reduced decode, which equals imagehash.phash of the full image for only "
+            "74-91 % of images: list the pHash column of this pipeline's manifest, or "
+            "set decode.hash_mode: exact (full decode) or a max_distance"
+        )
+    return warnings
 
 
 _LEGACY_BLOCKLIST = {"blocklist": "path", "blocklist_max_distance": "max_distance"}

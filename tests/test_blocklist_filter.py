@@ -205,3 +205,38 @@ def test_blocklist_drops_of_runs_before_it_was_a_filter_stay_as_they_are():
     new.filter = "blocklist"
     new.scores["blocklist"] = 2.0
     assert not stages.is_settled(new) and stages.reopen(new).state == "pending"
+
+
+@pytest.mark.parametrize(
+    ("lines", "settings", "warned"),
+    [
+        (["phash:" + "0f" * 8], {}, True),  # exact pHash match in fast mode
+        (["phash:" + "0f" * 8], {"max_distance": 4}, False),  # a distance: the user chose
+        (["phash:" + "0f" * 8], {"hash_mode": "exact"}, False),  # full decode: imagehash's
+        (["sha256:" + "ab" * 32], {}, False),  # sha256 only: no pHash to mismatch
+    ],
+)
+def test_a_pHash_blocklist_matched_exactly_in_fast_mode_is_warned_about(
+    tmp_path, caplog, lines, settings, warned
+):
+    """decode.hash_mode: fast hashes the reduced decode, which equals imagehash.phash of
+    the full image for 74-91 % of images (BENCHMARKS.md): listed pHash values from
+    elsewhere, matched at max_distance 0, would miss the rest. The config still loads;
+    the warning names the filter and the ways out."""
+    (tmp_path / "bl.txt").write_text("\n".join(lines) + "\n")
+    entry = {"name": "blocklist", "path": "bl.txt"}
+    if "max_distance" in settings:
+        entry["max_distance"] = settings["max_distance"]
+    raw: dict = {"filters": [entry]}
+    if "hash_mode" in settings:
+        raw["decode"] = {"hash_mode": settings["hash_mode"]}
+    with caplog.at_level(logging.WARNING, logger="mitigate.config"):
+        cfg = validate_config(raw, tmp_path)
+    messages = [r.getMessage() for r in caplog.records if "blocklist" in r.getMessage()]
+    assert cfg.filters[0].name == "blocklist"
+    if warned:
+        assert len(messages) == 1
+        assert messages[0].startswith("filters[0] (blocklist): 1 listed pHash value(s)")
+        assert "decode.hash_mode: exact" in messages[0] and "max_distance" in messages[0]
+    else:
+        assert messages == []
