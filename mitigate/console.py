@@ -16,6 +16,16 @@ if TYPE_CHECKING:
 # Exit status for Ctrl-C (the others are in mitigate.cli).
 EXIT_INTERRUPTED = 130
 
+#: Temporary folders this process's Beam pipelines made (``Pipeline.local_tempdir``,
+#: which only ``Pipeline.run`` removes, at its end): removed on Ctrl-C too, which ends
+#: the process before that (:func:`interruptible`).
+TEMP_DIRS: list[str] = []
+
+
+def own_temp_dir(path: str) -> None:
+    """Note a temporary folder of this process's pipeline for :func:`interruptible`."""
+    TEMP_DIRS.append(path)
+
 
 @contextlib.contextmanager
 def interruptible(out: str) -> Iterator[None]:
@@ -23,8 +33,10 @@ def interruptible(out: str) -> Iterator[None]:
     worker processes do not unwind on KeyboardInterrupt (the main thread can sit in a
     wait that never sees it, and each thread prints its own traceback), so the handler
     removes this run's staging folder and lock (what a later run would otherwise clean
-    up as a crashed run's) and ends the process. Nothing under a final name is touched:
+    up as a crashed run's) and Beam's temporary folders (:data:`TEMP_DIRS`), and ends
+    the process. Nothing under a final name is touched:
     the output folder keeps the previous result, if any."""
+    import shutil
     import signal
 
     def stop(signum: int, frame: Any) -> None:
@@ -34,6 +46,9 @@ def interruptible(out: str) -> Iterator[None]:
             _remove_own_staging(out)
         with contextlib.suppress(Exception):
             os.unlink(os.environ["MITIGATE_PROGRESS_FILE"])
+        for path in TEMP_DIRS:
+            with contextlib.suppress(Exception):
+                shutil.rmtree(path)
         os._exit(EXIT_INTERRUPTED)
 
     try:

@@ -89,11 +89,21 @@ def run(
     header["runner_options"] = options_in_force(options)
 
     def work(staged: Config, layout: Layout) -> None:
-        pipeline = beam.Pipeline(options=options)
+        pipeline = _pipeline(options)
         build(pipeline, staged, sources, header)
         _execute(pipeline, config)
 
     return _staged(config, work)
+
+
+def _pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A Beam pipeline whose temporary folder a Ctrl-C also removes
+    (:func:`mitigate.console.interruptible`: it ends the process before ``run`` would)."""
+    from mitigate import console
+
+    pipeline = beam.Pipeline(options=options)
+    console.own_temp_dir(pipeline.local_tempdir)
+    return pipeline
 
 
 def with_flags_in_force(config: Config, options: PipelineOptions) -> Config:
@@ -280,7 +290,7 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     parts = fs.match([Layout(from_path).manifest_parts])
 
     def work(staged: Config, layout: Layout) -> None:
-        pipeline = beam.Pipeline(options=options)
+        pipeline = _pipeline(options)
         build_redecide(
             pipeline, staged, from_path, next(iter(parts.values())), sources, header, stored, issues
         )

@@ -159,6 +159,8 @@ def test_calibrate_piped_into_head_exits_quietly(run_dir, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
     out = tmp_path / "o"
+    temp = tmp_path / "tmp"  # the run's temporary folder (TMPDIR): Beam's go there
+    temp.mkdir()
     proc = subprocess.Popen(
         [str(EXE), "run", "--input", str(sample_dir / "*.tar"), "--output", str(out)],
         cwd=REPO,
@@ -166,6 +168,7 @@ def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env={**os.environ, "TMPDIR": str(temp)},
     )
     deadline = time.monotonic() + 120
     # wait until the run is under way (its staging folder exists), then Ctrl-C the group
@@ -179,6 +182,8 @@ def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
     assert lines == ["mitigate: interrupted"], err
     # the interrupted run's staging folder and lock are gone; nothing else was written
     assert sorted(p.name for p in out.iterdir()) == []
+    # nor is Beam's temporary folder left behind (only Pipeline.run removes it)
+    assert list(temp.glob("beam-pipeline-temp*")) == []
 
 
 @pytest.mark.parametrize(
