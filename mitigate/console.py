@@ -60,6 +60,7 @@ def interruptible(out: str) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        TEMP_DIRS.clear()  # the run's own: Pipeline.run has removed them by now
 
 
 def _remove_own_staging(out: str) -> None:

@@ -34,10 +34,8 @@ def _funnel_plot(chart: Chart, funnel: Funnel) -> None:
     for yi, left, width in zip(y, lefts, widths, strict=True):
         share = _share(int(width), funnel.input_count)
         ax.text(left + width, yi, f" {int(width):,} ({share:.1%})", dx=2, dy=4, size=11)
-    ticks = nice_ticks(ax.x0, ax.x1)
     ax.axes(
-        xticks=ticks,
-        xlabels=[f"{t:,.0f}" if t == int(t) else f"{t:,}" for t in ticks],
+        xticks=[t for t in nice_ticks(ax.x0, ax.x1) if t == int(t)],  # samples: whole
         yticks=y,
         ylabels=labels,
         xlabel="samples",
