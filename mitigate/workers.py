@@ -76,8 +76,21 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def serve() -> None:
-    """A worker's main loop: calls until the pipe closes."""
+def serve() -> NoReturn:
+    """A worker's main loop: calls until the pipe closes, then the process ends at once.
+    Every reply is flushed when written, so nothing is left to finish; the interpreter's
+    own teardown (numba's and numpy's modules) took ~0.3-0.4 s a worker, which the
+    caller's :meth:`Worker.close` waited for (BENCHMARKS.md, "A worker's exit")."""
+    _serve()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
+
+
+def _serve() -> None:
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the replies

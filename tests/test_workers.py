@@ -133,6 +133,25 @@ def test_an_exception_in_a_worker_is_raised_in_the_caller() -> None:
         w.close()
 
 
+def test_a_closed_worker_ends_at_once_with_its_output_flushed(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the pipe ends the worker without the interpreter's teardown (exit
+    handlers do not run: that teardown is what a caller used to wait for), and what a
+    call printed still reaches stderr."""
+    import atexit
+
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the worker's stdout buffered
+    marker = tmp_path / "teardown-ran"
+    w = workers.Worker()
+    w.call(atexit.register, os.mkdir, str(marker))
+    w.call(print, "printed-by-a-call")  # lost unless flushed before the exit
+    w.close()
+    assert w.proc.returncode == 0
+    assert not marker.exists()
+    assert "printed-by-a-call" in capfd.readouterr().err
+
+
 def _centrality_per_group(component, keys, phash, mirror, signatures) -> np.ndarray:
     """The medoid measure scored component by component (the implementation before
     scoring moved to one call), as the reference."""
