@@ -8,13 +8,15 @@ summary table (counts per state and reason, wall time, throughput).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mitigate.commands import UsageError, cmd_calibrate, cmd_select, cmd_train
 from mitigate.console import EXIT_INTERRUPTED, print_summary
@@ -559,5 +561,33 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def entry() -> NoReturn:
+    """The ``mitigate`` command: :func:`main`, then the process ends without the
+    interpreter's teardown. What that exit does that matters is done first: other
+    threads that are not daemons finish, exit handlers run (logging flushes; Beam stops
+    the job services it started), stdout and stderr are flushed. What is skipped is
+    freeing every module and object one by one: ~0.8-1 s after a run of 1,600 samples,
+    on top of the run itself (BENCHMARKS.md, "The command's exit"). In-process callers
+    use :func:`main`, which returns."""
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse: --help, or a usage error
+        if not isinstance(exc.code, int | None):
+            raise
+        code = exc.code or 0
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`)
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
