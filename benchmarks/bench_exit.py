@@ -38,11 +38,11 @@ def returned():
 {call}
 """
 ENTRY = """
-exit_now = cli._exit_now
+exit_now = cli.exit_now
 def marked(code):
     returned()
     exit_now(code)
-cli._exit_now = marked
+cli.exit_now = marked
 cli.entry()
 """
 MAIN = """

@@ -8,18 +8,16 @@ summary table (counts per state and reason, wall time, throughput).
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import logging
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mitigate.commands import UsageError, cmd_calibrate, cmd_select, cmd_train
-from mitigate.console import EXIT_INTERRUPTED, print_summary
+from mitigate.console import EXIT_INTERRUPTED, exit_now, print_summary
 from mitigate.console import interruptible as _interruptible
 from mitigate.console import live_progress as _live_progress
 
@@ -225,18 +223,31 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mitigate.pipeline.run import preflight, run
+    from mitigate import decode_pool
+    from mitigate.pipeline import fs
+    from mitigate.pipeline.preflight import preflight
 
     config, _ = _load(args)
     sources = preflight(config, protected=[args.config] if args.config else [])
     if config.runner.dry_run:
         import json
 
+        from mitigate.pipeline.run import run
+
         print(json.dumps(run(config, sources, args.beam_args), indent=2))
         return 0
-    with _live_progress(config, sources), _interruptible(config.output.path):
-        with _runtime():
-            summary = run(config, sources, args.beam_args)
+    try:
+        if not args.beam_args:  # (flags after `--` may change the runner's workers)
+            # booted before Beam's import (~1 s), which their start then overlaps
+            opener = fs.open_read
+            decode_pool.boot_for_run(config.decode, config.runner, config.filters, sources, opener)
+        from mitigate.pipeline.run import run
+
+        with _live_progress(config, sources), _interruptible(config.output.path):
+            with _runtime():
+                summary = run(config, sources, args.beam_args)
+    finally:
+        decode_pool.close_early()
     print_summary(summary, Console())
     return 0
 
@@ -575,18 +586,7 @@ def entry() -> NoReturn:
         if not isinstance(exc.code, int | None):
             raise
         code = exc.code or 0
-    _exit_now(code)
-
-
-def _exit_now(code: int) -> NoReturn:
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`)
-            stream.flush()
-    os._exit(code)
+    exit_now(code)
 
 
 if __name__ == "__main__":

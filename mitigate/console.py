@@ -3,12 +3,14 @@ and the summary tables at the end (``mitigate.cli`` uses these for run and redec
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from mitigate.config import Config
@@ -203,3 +205,17 @@ def print_bias_table(report: dict[str, Any], console: Any) -> None:
             f"effective sample size {w['effective_sample_size']:.0f} "
             f"({w['ess_fraction']:.1%}); mode {report['mode']}"
         )
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process as the interpreter's exit would, less its teardown: other
+    threads that are not daemons finish, exit handlers run, stdout and stderr are
+    flushed, then ``os._exit`` (:func:`mitigate.cli.entry`)."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`)
+            stream.flush()
+    os._exit(code)

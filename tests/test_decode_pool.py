@@ -105,6 +105,133 @@ def test_beam_flags_on_the_command_line_reach_the_plan(config: Config, workers_i
         assert with_flags_in_force(config, pipeline_options(config.runner, same)) is config
 
 
+def test_a_run_boots_its_decode_workers_at_its_start_where_it_will_use_a_pool(
+    config: Config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    booted: list[tuple[int, object]] = []
+    monkeypatch.setattr(decode_pool, "boot_early", lambda n, init: booted.append((n, init)))
+    monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
+    shard = tmp_path / "shard.tar"
+    shard.write_bytes(b"\0" * 4096)
+
+    def boots(decode: DecodeConfig, runner: RunnerConfig | None = None, src=None) -> int:
+        booted.clear()
+        runner = runner or RunnerConfig()
+        sources = [str(shard)] if src is None else src
+        n = decode_pool.boot_for_run(decode, runner, config.filters, sources, open_read)
+        assert len(booted) == (1 if n else 0)
+        return n
+
+    assert boots(DecodeConfig(processes=2)) == 2
+    # the init the run's decode step gives its pool: the filters scored at decode, and
+    # the working images kept for the model filter (nsfw) that reads them next
+    want = decode_pool.pool_init(
+        DecodeConfig(processes=2),
+        [f.config for f in _pixel_filters(config)],
+        keep_images=True,
+        opener=open_read,
+    )
+    assert booted[0][1] == want
+    assert boots(DecodeConfig(processes=1)) == 0
+    assert boots(DecodeConfig(processes=2), RunnerConfig(direct_num_workers=2)) == 0
+    portable = RunnerConfig(name="portable", job_endpoint="localhost:8099")
+    assert boots(DecodeConfig(processes=2), portable) == 0
+    # auto: only on enough input bytes, since the sample count is not known yet
+    assert boots(DecodeConfig()) == 0
+    monkeypatch.setattr(decode_pool, "EARLY_AUTO_BYTES", 4096)
+    assert boots(DecodeConfig()) == 2
+    assert boots(DecodeConfig(), src=["gs://bucket/a.tar", str(tmp_path / "gone.tar")]) == 0
+    assert boots(DecodeConfig(), RunnerConfig(direct_num_workers=2)) == 0
+
+
+def test_workers_booted_early_are_taken_by_the_pool_or_closed() -> None:
+    init = (divmod, (7, 2))
+    decode_pool.boot_early(1, init)
+    decode_pool.boot_early(1, init)  # booted already: not twice
+    assert decode_pool.has_early(init) and len(decode_pool._early) == 1
+    worker = decode_pool._early[0][1]
+    assert not decode_pool.has_early((divmod, (7, 3)))
+    decode_pool.close_early()
+    assert not decode_pool.has_early(init)
+    assert worker.proc.returncode == 0
+
+
+def test_a_run_decodes_on_the_workers_booted_at_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``auto`` on enough input bytes: the workers boot before the graph is built, the
+    pool takes them (starting none of its own), decodes even a run smaller than
+    ``AUTO_MIN_SAMPLES`` on them, and writes what one process writes."""
+    from mitigate.pipeline import process
+    from mitigate.pipeline.run import run
+
+    started: list[object] = []
+    sent: list[int] = []
+
+    class Counted(workers.Worker):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            started.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    class Recording(DecodePool):
+        def send(self, records):  # type: ignore[no-untyped-def]
+            sent.append(len(records))
+            return super().send(records)
+
+    here = process.Decode._here
+
+    def waiting(self, records):  # type: ignore[no-untyped-def]
+        """A long decode here: the booting workers are up by its end."""
+        items = here(self, records)
+        for _, w in decode_pool._early:
+            w.ready()
+        for w in self._pool._workers if self._pool is not None else []:
+            w.ready()
+        return items
+
+    monkeypatch.setattr(decode_pool, "Worker", Counted)
+    monkeypatch.setattr(process, "DecodePool", Recording)
+    monkeypatch.setattr(process.Decode, "_here", waiting)
+    monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
+    monkeypatch.setattr(decode_pool, "EARLY_AUTO_BYTES", 1)
+    caplog.set_level(logging.INFO, logger="mitigate.pipeline.process")
+    no_model = ["filters=[{name: image_quality}]", "rebalance.enabled=false"]
+    outs = {}
+    for procs in ("1", "auto"):
+        out = tmp_path / procs
+        cfg, _ = load_config(
+            DEFAULT, [f"output.path={out}", f"decode.processes={procs}", *no_model]
+        )
+        run(cfg)
+        outs[procs] = _outputs(out)
+    assert len(started) == 2 and sum(sent) > 0  # the two booted early, and no other
+    assert "decode.processes: auto starts a pool from" not in caplog.text
+    assert outs["1"] and outs["1"] == outs["auto"]
+    assert decode_pool._early == []
+
+
+def test_the_command_boots_the_decode_workers_before_it_imports_beam(tmp_path: Path) -> None:
+    probe = textwrap.dedent(
+        """
+        import sys
+        from mitigate import cli, decode_pool
+        boot = decode_pool.boot_early
+        def recording(n, init):
+            print("booted", n, "with Beam imported:", "apache_beam" in sys.modules, flush=True)
+            boot(n, init)
+        decode_pool.boot_early = recording
+        sys.exit(cli.main(sys.argv[1:]))
+        """
+    )
+    args = ["run", "--output", str(tmp_path / "out"), "--set", "decode.processes=2"]
+    args += ["--set", "filters=[{name: image_quality}]", "--set", "rebalance.enabled=false"]
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "booted 2 with Beam imported: False" in proc.stdout
+
+
 @pytest.mark.parametrize("keep_images", [False, True])
 def test_pool_gives_what_decoding_in_process_gives(config: Config, keep_images: bool) -> None:
     records = _records()
