@@ -223,31 +223,18 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mitigate import decode_pool
-    from mitigate.pipeline import fs
-    from mitigate.pipeline.preflight import preflight
+    from mitigate.pipeline.run import preflight, run
 
     config, _ = _load(args)
     sources = preflight(config, protected=[args.config] if args.config else [])
     if config.runner.dry_run:
         import json
 
-        from mitigate.pipeline.run import run
-
         print(json.dumps(run(config, sources, args.beam_args), indent=2))
         return 0
-    try:
-        if not args.beam_args:  # (flags after `--` may change the runner's workers)
-            # booted before Beam's import (~1 s), which their start then overlaps
-            opener = fs.open_read
-            decode_pool.boot_for_run(config.decode, config.runner, config.filters, sources, opener)
-        from mitigate.pipeline.run import run
-
-        with _live_progress(config, sources), _interruptible(config.output.path):
-            with _runtime():
-                summary = run(config, sources, args.beam_args)
-    finally:
-        decode_pool.close_early()
+    with _live_progress(config, sources), _interruptible(config.output.path):
+        with _runtime():
+            summary = run(config, sources, args.beam_args)
     print_summary(summary, Console())
     return 0
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from mitigate import stages
 from mitigate.config import DecodeConfig, RunnerConfig
-from mitigate.filters import FilterConfig, ModelFilter, ScoringItem, build_filter, scored_at_decode
+from mitigate.filters import FilterConfig, ScoringItem, build_filter
 from mitigate.records import Reason, SampleRecord
 from mitigate.samples import Opener
 from mitigate.workers import (
@@ -161,102 +161,6 @@ def _decode_share(records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], i
 # In the Beam worker
 # --------------------------------------------------------------------------------------
 
-Init = tuple[Any, tuple[DecodeConfig, list[FilterConfig], bool, Opener]]
-
-EARLY_AUTO_BYTES: int = 256 * 2**20
-"""With ``decode.processes: auto``, the input size (bytes of the local input files) from
-which a local run boots its decode workers at its start (:func:`boot_for_run`), before
-its sample count is known: ~4,096 JPEGs of 1024 px (:data:`AUTO_MIN_SAMPLES`). Workers
-booted early decode whatever the count turns out to be."""
-
-_early: list[tuple[Init, Worker]] = []  # booted at a run's start, not yet taken by a pool
-
-
-def pool_init(
-    decode: DecodeConfig,
-    filter_configs: Sequence[FilterConfig],
-    *,
-    keep_images: bool,
-    opener: Opener,
-) -> Init:
-    """A worker's first call for a :class:`DecodePool` of these arguments."""
-    return (_setup, (decode, list(filter_configs), keep_images, opener))
-
-
-def init_for_filters(decode: DecodeConfig, filters: Sequence[FilterConfig], opener: Opener) -> Init:
-    """The pool's init for a run's whole filter list: the filters scored at decode, and
-    the working images kept when a model filter reads them next (as
-    ``pipeline.process.Decode`` builds its pool)."""
-    built = [build_filter(c) for c in filters]
-    return pool_init(
-        decode,
-        [f.config for f in scored_at_decode(built)],
-        keep_images=any(isinstance(f, ModelFilter) for f in built),
-        opener=opener,
-    )
-
-
-def boot_early(processes: int, init: Init) -> None:
-    """Start ``processes`` workers for ``init`` now, without waiting for them: the pool
-    that a run's decode step makes with the same init takes them (its first chunks then
-    find them up), so their ~1 s start overlaps the run's own start (Beam's import, the
-    graph, the index) instead of its decode. Does nothing for an init already booted.
-    A worker that cannot start is left to the pool to report."""
-    if any(init == i for i, _ in _early):
-        return
-    try:
-        for _ in range(processes):
-            _early.append((init, Worker(init, wait=False)))
-    except PoolUnavailable as exc:
-        log.debug("decode workers not booted early: %s", exc)
-
-
-def boot_for_run(
-    decode: DecodeConfig,
-    runner: RunnerConfig,
-    filters: Sequence[FilterConfig],
-    sources: Sequence[str],
-    opener: Opener,
-) -> int:
-    """:func:`boot_early` where a local run will start a decode pool: an explicit
-    ``decode.processes`` of 2 or more, or ``auto`` on :data:`EARLY_AUTO_BYTES` of local
-    input or more (``auto``'s own rule waits for the sample count). Returns the workers
-    booted."""
-    processes, warmup = plan_processes(decode, runner)
-    if processes < 2 or runner.name != "direct" or runner.local_workers() > 1:
-        return 0
-    if warmup and sum(_local_size(s) for s in sources) < EARLY_AUTO_BYTES:
-        return 0
-    boot_early(processes, init_for_filters(decode, filters, opener))
-    return processes
-
-
-def _local_size(path: str) -> int:
-    try:
-        return os.path.getsize(path) if "://" not in path else 0
-    except OSError:
-        return 0
-
-
-def has_early(init: Init) -> bool:
-    return any(init == i for i, _ in _early)
-
-
-def _take_early(init: Init) -> Worker | None:
-    for k, (i, worker) in enumerate(_early):
-        if i == init:
-            del _early[k]
-            return worker
-    return None
-
-
-def close_early() -> None:
-    """End the workers booted early that no pool took (a run that failed before its
-    decode, or whose decode step was built differently)."""
-    while _early:
-        _, worker = _early.pop()
-        worker.close()
-
 
 @dataclasses.dataclass(frozen=True)
 class Ticket:
@@ -289,7 +193,7 @@ class DecodePool:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
         self.processes = processes
-        self._init = pool_init(decode, filter_configs, keep_images=keep_images, opener=opener)
+        self._init = (_setup, (decode, list(filter_configs), keep_images, opener))
         self._opener = opener
         self._max_bytes = decode.max_image_bytes
         self.crashed = 0  # samples lost to a decoder crash
@@ -300,11 +204,9 @@ class DecodePool:
         if worker is not None and not reclaim(worker):  # lent and out: go on without it
             worker = self._workers[w] = None
         if worker is None:
-            # booted at the run's start (boot_early), or now without waiting for its
-            # start (~1 s: the decode path's imports and kernels): the workers boot side
-            # by side, not one after the other (BENCHMARKS.md)
-            worker = _take_early(self._init) or Worker(self._init, wait=False)
-            self._workers[w] = worker
+            # not waiting for its start (~1 s: the decode path's imports and kernels): the
+            # workers boot side by side, not one after the other (BENCHMARKS.md)
+            worker = self._workers[w] = Worker(self._init, wait=False)
         return worker
 
     def _drop(self, w: int) -> None:

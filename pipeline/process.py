@@ -91,10 +91,6 @@ class Decode(beam.DoFn):
                     )
                     keep = _keeps_embedding(cfg, self.filter_configs)
                     self._models.append((FilterModelHandler(flt), handle.model, keep))
-        if self.processes > 1:
-            init = decode_pool.init_for_filters(self.decode, self.filter_configs, fs.open_read)
-            if decode_pool.has_early(init):  # booted at the run's start: no warm-up, and
-                self.warmup = 0  # auto's sample count no longer matters
         self._samples = Metrics.counter(NAMESPACE, "samples_processed")
         self._decoded = Metrics.counter(NAMESPACE, "samples_decoded")
         self._crashed = Metrics.counter(NAMESPACE, "decoder_crashes")

@@ -13,7 +13,7 @@ import apache_beam as beam
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mitigate import __version__, decode_pool, progress
+from mitigate import __version__, progress
 from mitigate.config import Config, ConfigError
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
@@ -85,9 +85,6 @@ def run(
         return dry_run(config, sources, beam_args)
     options = pipeline_options(config.runner, beam_args)
     config = with_flags_in_force(config, options)
-    # the decode workers boot while Beam builds and starts the graph (the CLI boots
-    # them before it imports Beam: then this finds them booted)
-    decode_pool.boot_for_run(config.decode, config.runner, config.filters, sources, fs.open_read)
     header = _header(config, sources)
     header["runner_options"] = options_in_force(options)
 
@@ -96,10 +93,7 @@ def run(
         build(pipeline, staged, sources, header)
         _execute(pipeline, config)
 
-    try:
-        return _staged(config, work)
-    finally:
-        decode_pool.close_early()
+    return _staged(config, work)
 
 
 def _pipeline(options: PipelineOptions) -> beam.Pipeline:
