@@ -224,6 +224,39 @@ def test_density_ratio_recovers_known_ratio() -> None:
     assert abs(float(x[keep, 0].mean()) - float(x[:, 0].mean())) > 0.03
 
 
+@pytest.mark.parametrize("solver", ["liblinear", "lbfgs"])
+def test_a_fit_over_the_columns_in_use_is_the_fit_over_every_column(solver: str) -> None:
+    """A small fit sample uses a few of the 2^18 hashed caption columns; the fit runs
+    over those alone and must give what the fit over every column gives: zeros in the
+    columns no row uses, the same coefficients in the others (to the solvers' last
+    bits: their sums group the terms by position)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    cfg = FeatureConfig(embedding_dim=64)  # 2^18 caption columns and the embedding's
+    words = [f"w{i}" for i in range(400)]
+    captions = [" ".join(rng.choice(words, 8)) for _ in range(90)]
+    emb = normalize_embeddings(rng.normal(size=(90, cfg.embedding_dim)).astype(np.float32))
+    feats = sp.csr_matrix(cfg.featurize(captions, emb))
+    kept = rng.random(90) < 0.6
+    model = fit_density_ratio(feats, feats[kept], feature_config=cfg, C=1.0, solver=solver)
+    x = sp.vstack([feats, feats[kept]], format="csr", dtype=np.float64)
+    x.sort_indices()
+    y = np.r_[np.ones(90, np.int8), np.zeros(int(kept.sum()), np.int8)]
+    extra = {"intercept_scaling": 10.0} if solver == "liblinear" else {}
+    full = LogisticRegression(
+        C=1.0, solver=solver, max_iter=1000, tol=1e-6, random_state=0, **extra
+    )
+    full.fit(x, y)
+    coef = full.coef_.ravel()
+    used = np.unique(x.indices)
+    assert used.size < cfg.width // 20  # the compact path is the one under test
+    assert np.array_equal(model.coef_indices, np.flatnonzero(coef))
+    assert set(model.coef_indices.tolist()) <= set(used.tolist())
+    np.testing.assert_allclose(model.coef_values, coef[model.coef_indices], rtol=1e-6, atol=1e-9)
+    assert model.intercept == pytest.approx(float(full.intercept_[0]), rel=1e-6, abs=1e-9)
+
+
 def test_prior_correction_for_unequal_class_sizes() -> None:
     n, d = 30_000, 8
     x, _, keep = synthetic_embeddings(n, d, seed=2)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from mitigate.rebalance.features import FeatureConfig
@@ -216,9 +217,11 @@ def fit_density_ratio(
     # One BLAS thread: the solver's dot products are split across threads otherwise, and
     # the split (set per process by the runner, e.g. Dask workers use 1) changes the
     # last bits of the coefficients, hence of every weight.
+    used, x_used = _used_columns(x)
     with threadpool_limits(limits=1):
-        clf.fit(x, y)
-    coef = np.asarray(clf.coef_, dtype=np.float64).ravel()
+        clf.fit(x_used, y)
+    coef = np.zeros(x.shape[1], dtype=np.float64)
+    coef[used] = np.asarray(clf.coef_, dtype=np.float64).ravel()
     nz = np.flatnonzero(coef).astype(np.int32)
     intercept = float(np.asarray(clf.intercept_).ravel()[0])
     logits = np.asarray(x @ coef).ravel() + intercept
@@ -254,6 +257,26 @@ def fit_density_ratio(
             auc,
         )
     return model
+
+
+def _used_columns(x: sp.csr_matrix) -> tuple[NDArray[np.int64] | slice, sp.csr_matrix]:
+    """The columns some row of ``x`` uses, and ``x`` with those columns alone (row order
+    and each row's column order kept). A column that is zero in every row keeps a zero
+    coefficient under the L2 penalty (its gradient is the penalty's alone, zero at the
+    solvers' start), so the fit is the same, but liblinear's iterations run over every
+    column: a fit sample of a few hundred rows uses a few thousand of the 2^18 hashed
+    caption columns, and its fits took ~7x longer over all of them (BENCHMARKS.md,
+    "Rebalancing's fit over the columns in use"). Where most columns are used, ``x``
+    as it is."""
+    seen = np.bincount(x.indices, minlength=x.shape[1]) > 0
+    n_used = int(np.count_nonzero(seen))
+    if n_used > x.shape[1] // 2:
+        return slice(None), x
+    new_index = np.cumsum(seen) - 1
+    indices = new_index[x.indices].astype(x.indices.dtype)
+    return np.flatnonzero(seen), sp.csr_matrix(
+        (x.data, indices, x.indptr), shape=(x.shape[0], n_used)
+    )
 
 
 def fit_density_ratio_from_sample(
