@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Rebalancing's density-ratio fit over the columns in use against the fit over every
-column (issue 14): ``fit_density_ratio`` as it is, and with ``model._used_columns``
-returning the whole matrix (as before session 17), arms alternating, in this process.
+"""Rebalancing's density-ratio fits (issue 14), three arms alternating in this process:
+as they are (over the columns in use; ``C: auto``'s grid on threads), the grid one fit
+at a time (``rebalance_select.MAX_FIT_THREADS`` = 1), and both as before session 17
+(``model._used_columns`` returning the whole matrix, one fit at a time).
 
 The fit sample is synthetic but shaped like a run's: hashed caption terms (the default
 2^18 columns; captions of 6-14 words from a Zipf vocabulary of 20,000) beside a
@@ -23,11 +24,13 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from mitigate import rebalance_select
 from mitigate.rebalance import FeatureConfig, fit_density_ratio, key_hash64, normalize_embeddings
 from mitigate.rebalance import model as model_module
 from mitigate.rebalance_select import DEFAULT_FOLDS, fold_ids, select_C
 
 _NOW = model_module._used_columns
+_THREADS = rebalance_select.MAX_FIT_THREADS
 
 
 def _whole(x: sp.csr_matrix) -> tuple[slice, sp.csr_matrix]:
@@ -55,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     cfg = FeatureConfig(embedding_dim=args.embedding_dim)
-    arms = {"columns in use (now)": _NOW, "every column (before)": _whole}
+    arms = {
+        "now": (_NOW, _THREADS),
+        "grid one at a time": (_NOW, 1),
+        "before (every column)": (_whole, 1),
+    }
     print(f"{'rows':>6} {'columns used':>12} {'arm':<22} {'one fit s':>9} {'C auto s':>9}")
     for rows in args.rows:
         feats, kept, keys = sample(rows, args.embedding_dim, seed=rows)
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         coefs: dict[str, np.ndarray] = {}
         for r in range(args.rounds):
             for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
-                model_module._used_columns = arms[name]
+                model_module._used_columns, rebalance_select.MAX_FIT_THREADS = arms[name]
                 started = time.perf_counter()
                 model = fit_density_ratio(feats, feats[kept], feature_config=cfg, C=0.1)
                 one = time.perf_counter() - started
@@ -76,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                 dense = np.zeros(cfg.width)
                 dense[model.coef_indices] = model.coef_values
                 coefs[name] = dense
-        model_module._used_columns = _NOW
+        model_module._used_columns, rebalance_select.MAX_FIT_THREADS = _NOW, _THREADS
         for name, got in times.items():
             one = statistics.median(g[0] for g in got)
             auto = statistics.median(g[1] for g in got)
             print(f"{rows:>6} {used:>12} {name:<22} {one:>9.3f} {auto:>9.3f}")
-        first, second = coefs.values()
-        print(f"{'':>6} largest coefficient difference: {np.abs(first - second).max():.2e}")
+        first, _, last = coefs.values()
+        print(f"{'':>6} largest coefficient difference: {np.abs(first - last).max():.2e}")
     return 0
 
 

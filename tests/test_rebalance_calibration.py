@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from mitigate import raking as rk
 from mitigate import rebalance as rb
@@ -148,6 +149,40 @@ def test_select_c_prefers_a_weak_model_on_noise_and_a_strong_one_on_signal() -> 
     assert signal.log_loss[signal.C] < signal.log_loss[0.01]
     assert rs.select_C(x, keep, folds, grid, feature_config=cfg) == signal  # deterministic
     assert signal.as_dict()["held_out_log_loss"]["100.0"] == signal.log_loss[100.0]
+
+
+def test_select_c_on_threads_gives_the_one_by_one_losses_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The grid's fits run on threads; the held-out losses must be the ones a loop
+    over the folds and the grid, one fit after the other, sums (the same floats)."""
+    rng = np.random.default_rng(9)
+    n = 1200
+    words = rng.integers(0, 300, size=(n, 4))
+    cfg = rb.FeatureConfig(n_features=2**16)
+    x = sp.csr_matrix(cfg.featurize([" ".join(f"w{j}" for j in row) for row in words]))
+    keep = ~((words < 30).any(axis=1) & (rng.random(n) < 0.8))
+    folds = rs.fold_ids([rb.key_hash64(str(i), 0) for i in range(n)], 3)
+    grid = rs.DEFAULT_C_GRID
+    losses = dict.fromkeys(grid, 0.0)
+    rows = 0
+    for f in range(3):
+        test, train = folds == f, folds != f
+        y = np.r_[np.ones(int(test.sum()), np.int8), np.zeros(int((test & keep).sum()), np.int8)]
+        rows += y.size
+        for c in grid:
+            model = rb.fit_density_ratio(
+                x[train], x[train & keep], C=c, feature_config=cfg, tol=1e-4, warn=False
+            )
+            logits = np.r_[
+                model.decision_function(x[test]), model.decision_function(x[test & keep])
+            ]
+            losses[c] += rs._log_loss(logits, y)
+    monkeypatch.setattr(rs, "usable_cores", lambda: 4)  # threads even on one core
+    got = rs.select_C(x, keep, folds, grid, feature_config=cfg)
+    assert got.log_loss == {c: v / rows for c, v in losses.items()}
+    monkeypatch.setattr(rs, "MAX_FIT_THREADS", 1)
+    assert rs.select_C(x, keep, folds, grid, feature_config=cfg) == got
 
 
 def test_fold_ids_and_bad_grids() -> None:
