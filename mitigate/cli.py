@@ -565,7 +565,7 @@ def entry() -> NoReturn:
     threads that are not daemons finish, exit handlers run (logging flushes; Beam stops
     the job services it started), stdout and stderr are flushed. What is skipped is
     freeing every module and object one by one: ~0.8-1 s after a run of 1,600 samples,
-    on top of the run itself (BENCHMARKS.md, "The command's exit"). In-process callers
+    on top of the run itself (BENCHMARKS.md, "How processes end"). In-process callers
     use :func:`main`, which returns."""
     try:
         code = main()

@@ -37,8 +37,8 @@ DEFAULT_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 #: Default number of folds.
 DEFAULT_FOLDS = 3
 
-#: Most fits of the grid run at once (one thread each; each holds its fold's training
-#: rows: ~1 GB at 50,000 rows with a 1,024-d embedding).
+#: Most fits of the grid run at once (one thread each; each holds copies of its fold's
+#: training rows, by estimate ~1-2 GB at 50,000 rows with a 1,024-d embedding).
 MAX_FIT_THREADS = 4
 
 
@@ -109,33 +109,32 @@ def select_C(
     ids = sorted(set(fold.tolist()))
     if len(ids) < 2:
         raise ValueError("need at least two non-empty folds")
-    parts = []  # each fold's (training rows, their kept rows, held-out rows and labels)
     for f in ids:
-        test, train = fold == f, fold != f
+        train = fold != f
         tr_kept = mask & train
         if not tr_kept.any() or tr_kept.sum() == train.sum():
             raise ValueError(f"fold {f}: its training part lacks a filtered or a kept sample")
-        x_test_u, x_test_f = x[test], x[test & mask]
-        y = np.concatenate(
-            [np.ones(x_test_u.shape[0], dtype=np.int8), np.zeros(x_test_f.shape[0], dtype=np.int8)]
-        )
-        parts.append((x[train], x[tr_kept], x_test_u, x_test_f, y))
-    rows = sum(part[4].size for part in parts)
+    rows = int(fold.size + np.count_nonzero(mask))  # every row held out once, kept rows twice
 
     def held_out_loss(job: tuple[int, float]) -> float:
-        x_train, x_kept, x_test_u, x_test_f, y = parts[job[0]]
+        # the fold's rows are taken here, so that only the running fits hold copies
+        test, train = fold == job[0], fold != job[0]
+        x_test_u, x_test_f = x[test], x[test & mask]
         model = fit_density_ratio(
-            x_train, x_kept, C=job[1], feature_config=feature_config, tol=1e-4, warn=False
+            x[train], x[mask & train], C=job[1], feature_config=feature_config, tol=1e-4, warn=False
         )
         logits = np.concatenate(
             [model.decision_function(x_test_u), model.decision_function(x_test_f)]
+        )
+        y = np.concatenate(
+            [np.ones(x_test_u.shape[0], dtype=np.int8), np.zeros(x_test_f.shape[0], dtype=np.int8)]
         )
         return _log_loss(logits, y)
 
     # The fits are independent and liblinear's solver runs without the GIL: on threads,
     # each fit single-threaded (limited here, once, for all of them: a limit set and
     # restored inside each thread would race), summed in the same order as one by one.
-    jobs = [(k, c) for k in range(len(parts)) for c in values]
+    jobs = [(f, c) for f in ids for c in values]
     threads = max(1, min(len(jobs), usable_cores(), MAX_FIT_THREADS))
     with threadpool_limits(limits=1), ThreadPoolExecutor(threads) as pool:
         job_losses = list(pool.map(held_out_loss, jobs))

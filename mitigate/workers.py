@@ -80,7 +80,7 @@ def serve() -> NoReturn:
     """A worker's main loop: calls until the pipe closes, then the process ends at once.
     Every reply is flushed when written, so nothing is left to finish; the interpreter's
     own teardown (numba's and numpy's modules) took ~0.3-0.4 s a worker, which the
-    caller's :meth:`Worker.close` waited for (BENCHMARKS.md, "A worker's exit")."""
+    caller's :meth:`Worker.close` waited for (BENCHMARKS.md, "How processes end")."""
     _serve()
     for stream in (sys.stdout, sys.stderr):
         try:
