@@ -363,6 +363,14 @@ class RebalanceConfig(_Strict):
         description="Values tried by C: auto.",
     )
     cv_folds: int = Field(default=3, ge=2, le=10, description="Folds for C: auto.")
+    C_patience: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="C: auto climbs C_grid from its weakest value and stops once the "
+        "held-out loss has risen at this many consecutive steps (the stronger values, "
+        "whose fits cost the most, are not fitted); 0 fits every value.",
+    )
     calibrate_groups: list[str] | dict[str, list[str]] = Field(
         default_factory=list,
         description="Groups whose weighted share among kept samples is calibrated (raking, "

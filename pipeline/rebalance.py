@@ -205,7 +205,14 @@ def _select_c(
     """C by k-fold held-out log loss; folds from the key hashes that drew the sample."""
     folds = select.fold_ids([h for h, _, _ in sample], cfg.cv_folds)
     try:
-        chosen = select.select_C(features, kept, folds, cfg.C_grid, feature_config=feature_config)
+        chosen = select.select_C(
+            features,
+            kept,
+            folds,
+            cfg.C_grid,
+            feature_config=feature_config,
+            patience=cfg.C_patience,
+        )
     except ValueError as exc:  # a fold without kept or filtered samples: tiny sample
         fallback = rb.DEFAULT_C
         log.warning("rebalance C auto: %s; using C=%g", exc, fallback)

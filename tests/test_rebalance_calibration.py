@@ -185,6 +185,77 @@ def test_select_c_on_threads_gives_the_one_by_one_losses_bit_for_bit(
     assert rs.select_C(x, keep, folds, grid, feature_config=cfg) == got
 
 
+def test_select_c_stops_climbing_once_the_loss_rose_twice_and_fits_nothing_it_skips(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Noise: the held-out loss falls from C=0.01 to 0.1, then rises at 1 and 10; with
+    patience 2 the climb ends there. The values tried get the losses of the whole
+    grid's run bit for bit, the choice is the same, and C=100 is never fitted, even
+    with threads free to start it early."""
+    rng = np.random.default_rng(4)
+    n = 1500
+    words = rng.integers(0, 200, size=(n, 3))
+    cfg = rb.FeatureConfig(n_features=2**12)
+    x = cfg.featurize([" ".join(f"w{j}" for j in row) for row in words])
+    folds = rs.fold_ids([rb.key_hash64(str(i), 0) for i in range(n)], 3)
+    keep = rng.random(n) > 0.3
+    fitted: list[float] = []
+    real_fit = rs.fit_density_ratio
+
+    def counting_fit(*args, **kwargs):
+        fitted.append(kwargs["C"])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(rs, "fit_density_ratio", counting_fit)
+    monkeypatch.setattr(rs, "usable_cores", lambda: 4)  # threads even on one core
+    whole = rs.select_C(x, keep, folds, rs.DEFAULT_C_GRID, feature_config=cfg, patience=0)
+    assert sorted(fitted) == sorted(list(rs.DEFAULT_C_GRID) * 3) and not whole.not_tried
+    loss = [whole.log_loss[c] for c in rs.DEFAULT_C_GRID]
+    assert loss[1] < loss[0] and loss[1] < loss[2] < loss[3]  # the shape this test needs
+    fitted.clear()
+    climbed = rs.select_C(x, keep, folds, rs.DEFAULT_C_GRID, feature_config=cfg)
+    assert sorted(fitted) == sorted([0.01, 0.1, 1.0, 10.0] * 3)  # not one fit of C=100
+    assert climbed.log_loss == {c: whole.log_loss[c] for c in (0.01, 0.1, 1.0, 10.0)}
+    assert climbed.C == whole.C == 0.1
+    assert climbed.not_tried == (100.0,) and climbed.patience == 2
+    assert climbed.as_dict()["not_tried"] == ["100.0"]
+    assert "not_tried" not in whole.as_dict()
+    fitted.clear()
+    once = rs.select_C(x, keep, folds, rs.DEFAULT_C_GRID, feature_config=cfg, patience=1)
+    assert sorted(fitted) == sorted([0.01, 0.1, 1.0] * 3) and once.not_tried == (10.0, 100.0)
+    assert once.C == 0.1
+    with pytest.raises(ValueError, match="patience"):
+        rs.select_C(x, keep, folds, rs.DEFAULT_C_GRID, feature_config=cfg, patience=-1)
+
+
+@pytest.mark.parametrize(
+    ("losses", "patience", "tried"),
+    [
+        ([5, 4, 4.5, 3, 3.5, 3.6, 1], 2, 6),  # one rise then a fall goes on
+        ([5, 4, 4.5, 3, 3.5, 3.6, 1], 1, 3),
+        ([5, 4, 4.5, 3, 3.5, 3.6, 1], 0, 7),
+        ([5, 4, 4, 4, 1], 1, 5),  # an equal loss is not a rise
+        ([1, 2, 3], 3, 3),  # fewer steps than the patience
+    ],
+)
+def test_the_climb_needs_a_value_only_when_no_earlier_value_can_stop_it(
+    losses: list[float], patience: int, tried: int
+) -> None:
+    climb = rs._Climb(patience)
+    for i, loss in enumerate(losses):
+        if not climb.needed(i):
+            break
+        climb.done(i, loss)
+    assert len(climb.loss) == tried
+    # with a value's loss unknown, the next one is needed only if a step already fell
+    c = rs._Climb(2)
+    c.done(0, 5.0)
+    c.done(1, 6.0)  # rose
+    assert c.needed(2) and not c.needed(3)  # 3 waits: 2 may rise again
+    c.done(2, 5.5)  # fell
+    assert c.needed(3) and c.needed(4)  # a fall at 2 means neither 2 nor 3 stops it
+
+
 def test_fold_ids_and_bad_grids() -> None:
     f = rs.fold_ids([rb.key_hash64(str(i), 0) for i in range(3000)], 3)
     assert sorted(np.bincount(f)) == pytest.approx([1000, 1000, 1000], abs=100)

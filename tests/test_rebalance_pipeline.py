@@ -181,6 +181,36 @@ def test_rebalance_config_is_cross_checked():
         validate_config({"rebalance": {"C_grid": [1.0, 0]}})
     with pytest.raises(ConfigError, match=r"rebalance.C"):
         validate_config({"rebalance": {"C": "best"}})
+    with pytest.raises(ConfigError, match=r"rebalance.C_patience: must be >= 0, got -1"):
+        validate_config({"rebalance": {"C_patience": -1}})
+
+
+def test_the_runs_c_selection_stops_at_its_patience_and_the_report_says_so():
+    """``rebalance.C_patience`` reaches the selection, which the summary and the report
+    then show: the values fitted, and those left out with the reason."""
+    from mitigate import rebalance as rb
+    from mitigate.pipeline import rebalance as stage
+    from mitigate.report.rebalancing import _c_selection_text
+
+    rng = np.random.default_rng(4)
+    n = 1500
+    words = rng.integers(0, 200, size=(n, 3))
+    feature_config = rb.FeatureConfig(n_features=2**12)
+    features = feature_config.featurize([" ".join(f"w{j}" for j in row) for row in words])
+    kept = rng.random(n) > 0.3  # removal independent of the caption: a weak C wins
+    sample = [(rb.key_hash64(str(i), 0), None, None) for i in range(n)]
+    info = {}
+    for patience in (1, 0):
+        cfg = validate_config({"rebalance": {"C_patience": patience}}).rebalance
+        chosen, info[patience] = stage._select_c(sample, features, kept, cfg, feature_config)
+        assert chosen == info[patience]["C"] == 0.1
+    assert list(info[1]["held_out_log_loss"]) == ["0.01", "0.1", "1.0"]
+    assert info[1]["not_tried"] == ["10.0", "100.0"] and info[1]["stopped_after_rises"] == 1
+    assert len(info[0]["held_out_log_loss"]) == 5 and "not_tried" not in info[0]
+    text = _c_selection_text(json.loads(json.dumps(info[1])))
+    assert text.startswith("C=0.1 (3-fold held-out log loss: 0.01: 0.6786, 0.1: 0.6784")
+    assert text.endswith("; not fitted: 10.0, 100.0, the loss having risen 1 step in a row)")
+    assert "not fitted" not in _c_selection_text(info[0])
 
 
 def test_disabled_rebalancing_is_not_cross_checked():

@@ -159,7 +159,15 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
 def _c_selection_text(sel: Mapping[str, Any]) -> str:
     losses = sel.get("held_out_log_loss") or {}
     tried = ", ".join(f"{c}: {float(v):.4f}" for c, v in losses.items())
-    return f"C={sel.get('C')} ({sel.get('folds')}-fold held-out log loss: {tried})"
+    skipped = sel.get("not_tried") or []
+    rises = sel.get("stopped_after_rises")
+    stop = (
+        f"; not fitted: {', '.join(map(str, skipped))}, the loss having risen "
+        f"{rises} step{'' if rises == 1 else 's'} in a row"
+        if skipped
+        else ""
+    )
+    return f"C={sel.get('C')} ({sel.get('folds')}-fold held-out log loss: {tried}{stop})"
 
 
 def _calibration_rows(rebalance: Mapping[str, Any]) -> list[tuple[str, Any]]:
