@@ -16,11 +16,16 @@ For each: the median seconds of each arm, the values fitted, the chosen ``C`` an
 whether every loss the early stop computed is the whole grid's, bit for bit.
 
     python benchmarks/bench_c_climb.py --rows 5000 20000 --rounds 3
+
+``--memory``: instead, one selection (default patience, "no bias") on each size, and the
+process's resident set before it and its peak after (run each size in a fresh process:
+the peak is the process's).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -40,8 +45,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[5000, 20000])
     parser.add_argument("--embedding-dim", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory", action="store_true", help="peak RSS of one selection")
     args = parser.parse_args(argv)
     cfg = FeatureConfig(embedding_dim=args.embedding_dim)
+    if args.memory:
+        for rows in args.rows:
+            feats, kept, keys = sample(rows, args.embedding_dim, seed=rows)
+            hashes = np.array([key_hash64(k, 0) for k in keys], dtype=np.uint64)
+            folds = fold_ids(hashes, DEFAULT_FOLDS)
+            with open("/proc/self/status") as status:
+                rss = int(status.read().split("VmRSS:")[1].split()[0]) // 1024
+            sel = select_C(feats, kept, folds, feature_config=cfg)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            print(
+                f"{rows} rows: RSS {rss} MB before the selection, peak {peak} MB after it "
+                f"({len(sel.log_loss)} values x {DEFAULT_FOLDS} folds fitted, C={sel.C:g})"
+            )
+        return 0
     arms = {f"patience {DEFAULT_PATIENCE} (default)": DEFAULT_PATIENCE, "whole grid": 0}
     print(f"{'rows':>6} {'data':<8} {'arm':<20} {'C auto s':>9} {'values fitted':>13} {'C':>6}")
     for rows in args.rows:

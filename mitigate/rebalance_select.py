@@ -16,10 +16,10 @@ smaller ``C`` (the weaker model). Beam-free and deterministic.
 The grid is climbed from the weakest ``C``: once the mean held-out loss has risen at
 ``patience`` consecutive steps (default 2), the stronger values are not fitted. The
 fits of strong ``C`` take the most solver iterations (at 50,000 rows, ``C`` = 10 and
-100 were ~80 % of the grid's CPU time), and held-out loss rising twice in a row means
-the classifier already overfits. Fits run on threads, but a value is started only once
-it is certain to be needed, so the values tried, and the choice, depend on the losses
-alone, never on which fit ended first.
+100 took ~75 % of the grid's time, BENCHMARKS.md), and a held-out loss rising twice in
+a row means the classifier already overfits. Fits run on threads, but a value is
+started only once it is certain to be needed, so the values tried, and the choice,
+depend on the losses alone, never on which fit ended first.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ DEFAULT_FOLDS = 3
 DEFAULT_PATIENCE = 2
 
 #: Most fits of the grid run at once (one thread each; each holds copies of its fold's
-#: training rows, by estimate ~1-2 GB at 50,000 rows with a 1,024-d embedding).
+#: training rows: ~2.3 GB at 50,000 rows with a 1,024-d embedding, BENCHMARKS.md).
 MAX_FIT_THREADS = 4
 
 
