@@ -34,7 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from mitigate.rebalance import FeatureConfig, fit_density_ratio
+from mitigate.rebalance import FeatureConfig
+from mitigate.rebalance.model import fit_stacked
 from mitigate.workers import usable_cores
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ DEFAULT_FOLDS = 3
 DEFAULT_PATIENCE = 2
 
 #: Most fits of the grid run at once (one thread each; each holds copies of its fold's
-#: training rows: ~2.3 GB at 50,000 rows with a 1,024-d embedding, BENCHMARKS.md).
+#: training rows: ~1.9 GB at 50,000 rows with a 1,024-d embedding, BENCHMARKS.md).
 MAX_FIT_THREADS = 4
 
 
@@ -131,7 +132,8 @@ def select_C(
         raise ValueError(f"C grid must hold positive finite numbers, got {list(grid)}")
     if patience < 0:
         raise ValueError(f"patience must be >= 0, got {patience}")
-    x = sp.csr_matrix(features) if sp.issparse(features) else np.asarray(features)
+    # float64 once, here: each fit then gathers its rows in the solver's dtype in one copy
+    x = sp.csr_matrix(features, dtype=np.float64)
     ids = sorted(set(fold.tolist()))
     if len(ids) < 2:
         raise ValueError("need at least two non-empty folds")
@@ -141,14 +143,27 @@ def select_C(
         if not tr_kept.any() or tr_kept.sum() == train.sum():
             raise ValueError(f"fold {f}: its training part lacks a filtered or a kept sample")
     rows = int(fold.size + np.count_nonzero(mask))  # every row held out once, kept rows twice
+    config = feature_config if feature_config is not None else FeatureConfig()
+    if x.shape[1] != config.width:
+        raise ValueError(
+            f"features have {x.shape[1]} columns, feature_config.width is {config.width}"
+        )
 
     def held_out_loss(job: tuple[int, float]) -> float:
-        # the fold's rows are taken here, so that only the running fits hold copies
+        # the fold's rows are taken here, so that only the running fits hold copies: the
+        # training rows as fit_density_ratio stacks them (unfiltered, then kept), gathered
+        # in one copy
         test, train = fold == job[0], fold != job[0]
-        x_test_u, x_test_f = x[test], x[test & mask]
-        model = fit_density_ratio(
-            x[train], x[mask & train], C=job[1], feature_config=feature_config, tol=1e-4, warn=False
+        unfiltered, filtered = np.flatnonzero(train), np.flatnonzero(train & mask)
+        model = fit_stacked(
+            x[np.concatenate([unfiltered, filtered])],
+            unfiltered.size,
+            C=job[1],
+            feature_config=config,
+            tol=1e-4,
+            warn=False,
         )
+        x_test_u, x_test_f = x[test], x[test & mask]
         logits = np.concatenate(
             [model.decision_function(x_test_u), model.decision_function(x_test_f)]
         )

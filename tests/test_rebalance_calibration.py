@@ -200,13 +200,13 @@ def test_select_c_stops_climbing_once_the_loss_rose_twice_and_fits_nothing_it_sk
     folds = rs.fold_ids([rb.key_hash64(str(i), 0) for i in range(n)], 3)
     keep = rng.random(n) > 0.3
     fitted: list[float] = []
-    real_fit = rs.fit_density_ratio
+    real_fit = rs.fit_stacked
 
     def counting_fit(*args, **kwargs):
         fitted.append(kwargs["C"])
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(rs, "fit_density_ratio", counting_fit)
+    monkeypatch.setattr(rs, "fit_stacked", counting_fit)
     monkeypatch.setattr(rs, "usable_cores", lambda: 4)  # threads even on one core
     whole = rs.select_C(x, keep, folds, rs.DEFAULT_C_GRID, feature_config=cfg, patience=0)
     assert sorted(fitted) == sorted(list(rs.DEFAULT_C_GRID) * 3) and not whole.not_tried
@@ -266,6 +266,8 @@ def test_fold_ids_and_bad_grids() -> None:
         rs.fold_ids([1, 2], 1)
     with pytest.raises(ValueError, match="lacks a filtered or a kept sample"):
         rs.select_C(x, [1, 1, 0, 0], [0, 0, 1, 1], [1.0])
+    with pytest.raises(ValueError, match=r"16 columns, feature_config\.width is 32"):
+        rs.select_C(x, [1, 0, 1, 0], [0, 0, 1, 1], [1.0], feature_config=rb.FeatureConfig(32))
 
 
 # --------------------------------------------------------------------------------------

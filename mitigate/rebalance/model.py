@@ -187,9 +187,6 @@ def fit_density_ratio(
         The fitted model. Same inputs give bit-identical coefficients on the same
         machine and library versions.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-
     config = feature_config if feature_config is not None else FeatureConfig()
     if solver not in ("liblinear", "lbfgs"):
         raise ValueError(f"solver must be 'lbfgs' or 'liblinear', got {solver!r}")
@@ -208,6 +205,43 @@ def fit_density_ratio(
         format="csr",
         dtype=np.float64,
     )
+    return fit_stacked(
+        x,
+        n_u,
+        C=C,
+        feature_config=config,
+        solver=solver,
+        intercept_scaling=intercept_scaling,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        warn=warn,
+    )
+
+
+def fit_stacked(
+    x: sp.csr_matrix,
+    n_u: int,
+    *,
+    C: float,
+    feature_config: FeatureConfig,
+    solver: str = "liblinear",
+    intercept_scaling: float = 10.0,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    random_state: int = 0,
+    warn: bool = True,
+) -> DensityRatioModel:
+    """:func:`fit_density_ratio` on rows already stacked: ``x`` (float64 CSR, the
+    caller's to change: its indices get sorted) holds the ``n_u`` unfiltered rows, then
+    the filtered ones. Model selection gathers each fold's rows this way in one copy
+    (``x[index]``: the same matrix as the stacked pair), where the two classes' slices
+    and their stack were three. Arguments are not checked again."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    config = feature_config
+    n_f = x.shape[0] - n_u
     x.sort_indices()
     y = np.concatenate([np.ones(n_u, dtype=np.int8), np.zeros(n_f, dtype=np.int8)])
     extra = {"intercept_scaling": intercept_scaling} if solver == "liblinear" else {}
@@ -272,8 +306,8 @@ def _used_columns(x: sp.csr_matrix) -> tuple[NDArray[np.int64] | slice, sp.csr_m
     n_used = int(np.count_nonzero(seen))
     if n_used > x.shape[1] // 2:
         return slice(None), x
-    new_index = np.cumsum(seen) - 1
-    indices = new_index[x.indices].astype(x.indices.dtype)
+    new_index = (np.cumsum(seen) - 1).astype(x.indices.dtype)
+    indices = new_index[x.indices]
     return np.flatnonzero(seen), sp.csr_matrix(
         (x.data, indices, x.indptr), shape=(x.shape[0], n_used)
     )
