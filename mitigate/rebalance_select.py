@@ -29,12 +29,14 @@ import math
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from mitigate.rebalance import FeatureConfig
+from mitigate.config import RebalanceConfig
+from mitigate.rebalance import DEFAULT_C, FeatureConfig
 from mitigate.rebalance.model import fit_stacked
 from mitigate.workers import usable_cores
 
@@ -218,6 +220,33 @@ def select_C(
     return CSelection(best, mean, len(ids), not_tried, patience if not_tried else 0)
 
 
+def select_for_run(
+    hashes: Sequence[int],
+    features: sp.spmatrix | np.ndarray,
+    kept: np.ndarray,
+    cfg: RebalanceConfig,
+    feature_config: FeatureConfig,
+) -> tuple[float, dict[str, Any]]:
+    """``rebalance.C: auto`` for a run: folds from the key hashes that drew the fit
+    sample, the config's grid, folds and patience. Returns ``C`` and what the summary
+    records; where no fold split leaves both classes (a tiny sample), the default ``C``
+    and why, with a warning."""
+    folds = fold_ids(hashes, cfg.cv_folds)
+    try:
+        chosen = select_C(
+            features,
+            kept,
+            folds,
+            cfg.C_grid,
+            feature_config=feature_config,
+            patience=cfg.C_patience,
+        )
+    except ValueError as exc:  # a fold without kept or filtered samples: tiny sample
+        logger.warning("rebalance C auto: %s; using C=%g", exc, DEFAULT_C)
+        return DEFAULT_C, {"C": DEFAULT_C, "note": f"selection impossible ({exc}); default C"}
+    return chosen.C, chosen.as_dict()
+
+
 class _Climb:
     """Which values of an ascending grid are certain to be fitted, given the mean
     held-out losses known so far.
@@ -254,4 +283,12 @@ class _Climb:
         self.loss[i] = mean_loss
 
 
-__all__ = ["DEFAULT_C_GRID", "DEFAULT_FOLDS", "CSelection", "fold_ids", "select_C"]
+__all__ = [
+    "DEFAULT_C_GRID",
+    "DEFAULT_FOLDS",
+    "DEFAULT_PATIENCE",
+    "CSelection",
+    "fold_ids",
+    "select_C",
+    "select_for_run",
+]

@@ -190,34 +190,16 @@ def fit(
     features = feature_config.featurize(captions, embeddings)
     c_value = cfg.C
     if c_value == "auto":
-        c_value, info["C_selection"] = _select_c(sample, features, kept, cfg, feature_config)
+        hashes = [h for h, _, _ in sample]
+        c_value, info["C_selection"] = select.select_for_run(
+            hashes, features, kept, cfg, feature_config
+        )
     model = rb.fit_density_ratio_from_sample(
         features, kept, C=float(c_value), feature_config=feature_config
     )
     info["C"] = float(c_value)
     info["train_auc"] = model.train_auc
     return Fitted(model, info)
-
-
-def _select_c(
-    sample: list, features: Any, kept: np.ndarray, cfg: RebalanceConfig, feature_config: Any
-) -> tuple[float, dict[str, Any]]:
-    """C by k-fold held-out log loss; folds from the key hashes that drew the sample."""
-    folds = select.fold_ids([h for h, _, _ in sample], cfg.cv_folds)
-    try:
-        chosen = select.select_C(
-            features,
-            kept,
-            folds,
-            cfg.C_grid,
-            feature_config=feature_config,
-            patience=cfg.C_patience,
-        )
-    except ValueError as exc:  # a fold without kept or filtered samples: tiny sample
-        fallback = rb.DEFAULT_C
-        log.warning("rebalance C auto: %s; using C=%g", exc, fallback)
-        return fallback, {"C": fallback, "note": f"selection impossible ({exc}); default C"}
-    return chosen.C, chosen.as_dict()
 
 
 def raw_weights(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 import tarfile
 from pathlib import Path
@@ -185,11 +186,11 @@ def test_rebalance_config_is_cross_checked():
         validate_config({"rebalance": {"C_patience": -1}})
 
 
-def test_the_runs_c_selection_stops_at_its_patience_and_the_report_says_so():
+def test_the_runs_c_selection_stops_at_its_patience_and_the_report_says_so(caplog):
     """``rebalance.C_patience`` reaches the selection, which the summary and the report
     then show: the values fitted, and those left out with the reason."""
     from mitigate import rebalance as rb
-    from mitigate.pipeline import rebalance as stage
+    from mitigate.rebalance_select import select_for_run
     from mitigate.report.rebalancing import _c_selection_text
 
     rng = np.random.default_rng(4)
@@ -198,11 +199,11 @@ def test_the_runs_c_selection_stops_at_its_patience_and_the_report_says_so():
     feature_config = rb.FeatureConfig(n_features=2**12)
     features = feature_config.featurize([" ".join(f"w{j}" for j in row) for row in words])
     kept = rng.random(n) > 0.3  # removal independent of the caption: a weak C wins
-    sample = [(rb.key_hash64(str(i), 0), None, None) for i in range(n)]
+    hashes = [rb.key_hash64(str(i), 0) for i in range(n)]
     info = {}
     for patience in (1, 0):
         cfg = validate_config({"rebalance": {"C_patience": patience}}).rebalance
-        chosen, info[patience] = stage._select_c(sample, features, kept, cfg, feature_config)
+        chosen, info[patience] = select_for_run(hashes, features, kept, cfg, feature_config)
         assert chosen == info[patience]["C"] == 0.1
     assert list(info[1]["held_out_log_loss"]) == ["0.01", "0.1", "1.0"]
     assert info[1]["not_tried"] == ["10.0", "100.0"] and info[1]["stopped_after_rises"] == 1
@@ -211,6 +212,16 @@ def test_the_runs_c_selection_stops_at_its_patience_and_the_report_says_so():
     assert text.startswith("C=0.1 (3-fold held-out log loss: 0.01: 0.6786, 0.1: 0.6784")
     assert text.endswith("; not fitted: 10.0, 100.0, the loss having risen 1 step in a row)")
     assert "not fitted" not in _c_selection_text(info[0])
+    # a sample too small for every fold to hold both classes: the default C, and why
+    cfg = validate_config({"rebalance": {"cv_folds": 2}}).rebalance
+    tiny = feature_config.featurize(["a b", "c d", "e f", "g h"])
+    with caplog.at_level(logging.WARNING, logger="mitigate.rebalance_select"):
+        chosen, note = select_for_run(
+            [0, 2, 1, 3], tiny, np.array([1, 1, 0, 0], bool), cfg, feature_config
+        )
+    assert chosen == note["C"] == rb.DEFAULT_C
+    assert "lacks a filtered or a kept sample" in note["note"]
+    assert "using C=" in caplog.text
 
 
 def test_disabled_rebalancing_is_not_cross_checked():
