@@ -53,8 +53,18 @@ DEFAULT_FOLDS = 3
 DEFAULT_PATIENCE = 2
 
 #: Most fits of the grid run at once (one thread each; each holds copies of its fold's
-#: training rows: ~1.9 GB at 50,000 rows with a 1,024-d embedding, BENCHMARKS.md).
+#: training rows: ~1.9 GB at 50,000 rows with a 1,024-d embedding, BENCHMARKS.md), and
+#: fewer where the memory the process may still use would not hold them
+#: (:func:`fit_threads`).
 MAX_FIT_THREADS = 4
+
+#: Bytes a running fit holds per stored value of its training rows: the rows gathered
+#: in float64 (12), liblinear's own copy (16), the columns' remap (4), and slack
+#: (measured: ~1.9 GB for ~55 million values at 50,000 rows, BENCHMARKS.md).
+FIT_BYTES_PER_VALUE = 36
+
+#: Share of the memory still available that the grid's fits may take together.
+FIT_MEMORY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -179,7 +189,11 @@ def select_C(
     # restored inside each thread would race), summed in the same order as one by one.
     climb = _Climb(patience)
     jobs = [(f, c) for c in values for f in ids]  # the weakest C first
-    threads = max(1, min(len(jobs), usable_cores(), MAX_FIT_THREADS))
+    per_row = np.diff(x.indptr)  # stored values a row
+    per_fit = FIT_BYTES_PER_VALUE * max(
+        int(per_row[fold != f].sum() + per_row[(fold != f) & mask].sum()) for f in ids
+    )
+    threads = fit_threads(len(jobs), per_fit, available_memory())
     job_losses: dict[tuple[int, float], float] = {}
     with threadpool_limits(limits=1), ThreadPoolExecutor(threads) as pool:
         running: dict[Future[float], tuple[int, float]] = {}
@@ -218,6 +232,60 @@ def select_C(
             ", ".join(f"C={c:g}" for c in not_tried),
         )
     return CSelection(best, mean, len(ids), not_tried, patience if not_tried else 0)
+
+
+def fit_threads(jobs: int, per_fit: int, available: int | None) -> int:
+    """How many of the grid's fits run at once: one a usable core, at most
+    :data:`MAX_FIT_THREADS`, and no more than :data:`FIT_MEMORY_SHARE` of the
+    ``available`` bytes hold at ``per_fit`` bytes each (one at least, which then runs
+    as before: the memory a fit needs is the fit's). ``available`` None: not known."""
+    threads = max(1, min(jobs, usable_cores(), MAX_FIT_THREADS))
+    if available is not None and per_fit > 0:
+        fit = max(1, int(available * FIT_MEMORY_SHARE) // per_fit)
+        if fit < threads:
+            logger.info(
+                "rebalance C auto: %d fits at once, not %d: each holds ~%.1f GB and %.1f GB "
+                "is available",
+                fit,
+                threads,
+                per_fit / 1e9,
+                available / 1e9,
+            )
+            threads = fit
+    return threads
+
+
+def available_memory(root: str = "/") -> int | None:
+    """Bytes this process may still take: the kernel's ``MemAvailable``, and no more
+    than its memory cgroup's limit less its usage (a container's limit; cgroup v2 or
+    v1). None where neither is readable (not Linux). ``root``: for tests."""
+    base = root.rstrip("/")
+    found: list[int] = []
+    try:
+        with open(f"{base}/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (
+        ("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory.current"),
+        (
+            "sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            with open(f"{base}/{limit}", encoding="ascii") as f:
+                text = f.read().strip()
+            if text == "max":
+                continue
+            with open(f"{base}/{usage}", encoding="ascii") as f:
+                found.append(max(0, int(text) - int(f.read().strip())))
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
 
 
 def select_for_run(
@@ -288,6 +356,8 @@ __all__ = [
     "DEFAULT_FOLDS",
     "DEFAULT_PATIENCE",
     "CSelection",
+    "available_memory",
+    "fit_threads",
     "fold_ids",
     "select_C",
     "select_for_run",

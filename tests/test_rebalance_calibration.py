@@ -3,8 +3,10 @@ and the caption-driven corpus of issue 13 on which both are measured."""
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,6 +185,46 @@ def test_select_c_on_threads_gives_the_one_by_one_losses_bit_for_bit(
     assert got.log_loss == {c: v / rows for c, v in losses.items()}
     monkeypatch.setattr(rs, "MAX_FIT_THREADS", 1)
     assert rs.select_C(x, keep, folds, grid, feature_config=cfg) == got
+    monkeypatch.setattr(rs, "MAX_FIT_THREADS", 4)
+    monkeypatch.setattr(rs, "available_memory", lambda: 1)  # room for one fit at a time
+    assert rs.select_C(x, keep, folds, grid, feature_config=cfg) == got
+
+
+def test_the_grids_fits_at_once_are_held_to_the_cores_and_the_memory(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(rs, "usable_cores", lambda: 8)
+    gb = 10**9
+    assert rs.fit_threads(15, 2 * gb, None) == rs.MAX_FIT_THREADS == 4
+    assert rs.fit_threads(3, 2 * gb, 100 * gb) == 3
+    with caplog.at_level(logging.INFO, logger="mitigate.rebalance_select"):
+        assert rs.fit_threads(15, 2 * gb, 10 * gb) == 2  # half of 10 GB holds two
+    assert "2 fits at once, not 4: each holds ~2.0 GB and 10.0 GB is available" in caplog.text
+    assert rs.fit_threads(15, 2 * gb, 1 * gb) == 1  # one fit runs whatever it needs
+    monkeypatch.setattr(rs, "usable_cores", lambda: 1)
+    assert rs.fit_threads(15, 2 * gb, 100 * gb) == 1
+
+
+def test_available_memory_reads_the_kernel_and_a_containers_limit(tmp_path: Path) -> None:
+    def put(relative: str, text: str) -> None:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    assert rs.available_memory(str(tmp_path)) is None  # nothing readable
+    put("proc/meminfo", "MemTotal:  4000 kB\nMemFree:  10 kB\nMemAvailable:  1000 kB\n")
+    assert rs.available_memory(str(tmp_path)) == 1000 * 1024
+    put("sys/fs/cgroup/memory.max", "max\n")  # cgroup v2, no limit
+    put("sys/fs/cgroup/memory.current", "300000\n")
+    assert rs.available_memory(str(tmp_path)) == 1000 * 1024
+    put("sys/fs/cgroup/memory.max", "800000\n")  # a container's limit less its usage
+    assert rs.available_memory(str(tmp_path)) == 500_000
+    put("sys/fs/cgroup/memory/memory.limit_in_bytes", "400000\n")  # cgroup v1
+    put("sys/fs/cgroup/memory/memory.usage_in_bytes", "350000\n")
+    assert rs.available_memory(str(tmp_path)) == 50_000
+    if Path("/proc/meminfo").exists():  # this machine: some, and no more than it has
+        total = next(x for x in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in x)
+        assert 0 < rs.available_memory() <= int(total.split()[1]) * 1024
 
 
 def test_select_c_stops_climbing_once_the_loss_rose_twice_and_fits_nothing_it_skips(
