@@ -9,6 +9,11 @@ image run by a user without a writable home), numba refuses the module at import
 points numba's cache at a folder under the temporary folder and imports again; where
 that fails too, or numba is missing, the caller computes the same results in numpy
 (each kernel has a numpy reference with the same bits), with a warning.
+
+A small run takes those numpy references on purpose (:func:`set_compiled`): numba's
+import and its first load of a cached kernel cost ~0.75 s of a process's time, which
+the kernels win back only over a thousand samples or more (BENCHMARKS.md, "Small runs
+without numba").
 """
 
 from __future__ import annotations
@@ -23,6 +28,26 @@ from types import ModuleType
 logger = logging.getLogger(__name__)
 
 _NO_LOCATOR = "no locator available"
+
+#: Runs of fewer input samples take the kernels' numpy references (the same bits)
+#: instead of loading numba (:func:`set_compiled`); measured break-even ~1,500 samples
+#: of 1024-px JPEGs on one core.
+COMPILED_MIN_SAMPLES = 1024
+
+_compiled = True
+
+
+def set_compiled(on: bool) -> None:
+    """Whether this process's kernels run compiled (the default) or as their numpy
+    references, which give the same bits. The loaders ask :func:`compiled` at each use,
+    so a later run of the process may turn the kernels back on."""
+    global _compiled
+    _compiled = on
+
+
+def compiled() -> bool:
+    """Whether the kernels are wanted compiled (:func:`set_compiled`)."""
+    return _compiled
 
 
 def fallback_cache_dir() -> Path:

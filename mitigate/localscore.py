@@ -167,9 +167,14 @@ def load_kernels(pairs: int) -> None:
         _kernels()
 
 
-@lru_cache(maxsize=1)
 def _kernels() -> ModuleType | None:
-    """The compiled kernels' module, or None (numpy) where it cannot load."""
+    """The compiled kernels' module, or None (numpy) where it cannot load or is not
+    wanted (:func:`mitigate.kernels.set_compiled`)."""
+    return _loaded() if kernels.compiled() else None
+
+
+@lru_cache(maxsize=1)
+def _loaded() -> ModuleType | None:
     return kernels.load("mitigate._scorekernel", "pair scores")
 
 

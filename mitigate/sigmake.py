@@ -67,10 +67,14 @@ def _cells_numpy(rgbx: bytes) -> bytes:
     return qy + qb + qr + bytes((ylo, yhi, blo, bhi, rlo, rhi))
 
 
-@lru_cache(maxsize=1)
 def _kernel() -> Callable[..., NDArray[np.uint8]] | None:
-    """The compiled cells kernel, or None (numpy) where it cannot load
+    """The compiled cells kernel, or None (numpy) where it cannot load or is not wanted
     (:mod:`mitigate.kernels`)."""
+    return _loaded_kernel() if kernels.compiled() else None
+
+
+@lru_cache(maxsize=1)
+def _loaded_kernel() -> Callable[..., NDArray[np.uint8]] | None:
     if sys.byteorder != "little":  # pragma: no cover - the kernels read RGBX as words
         logger.warning("a big-endian machine: signatures are computed in numpy")
         return None

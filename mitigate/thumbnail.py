@@ -90,8 +90,12 @@ def taps(n_in: int) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
     return module.lanczos_taps(n_in, SIDE)  # type: ignore[no-any-return]
 
 
-@lru_cache(maxsize=1)
 def _module():  # type: ignore[no-untyped-def]
+    return _loaded() if kernels.compiled() else None
+
+
+@lru_cache(maxsize=1)
+def _loaded():  # type: ignore[no-untyped-def]
     return kernels.load("mitigate._sigkernel", "thumbnails")
 
 

@@ -21,7 +21,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.windowed_value import WindowedValue
 
-from mitigate import decode_pool, progress, stages
+from mitigate import decode_pool, kernels, progress, stages
 from mitigate.config import Config, DecodeConfig
 from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_processes
 from mitigate.filters import (
@@ -161,6 +161,17 @@ class Decode(beam.DoFn):
         """``total``: the run's input samples (a side input where ``decode.processes``
         is ``auto``), for :meth:`_pooled`."""
         _, records = element
+        if total is not None and self._total is None:
+            # the kernels' numpy references (same bits) where numba's load would not pay
+            small = total < kernels.COMPILED_MIN_SAMPLES
+            kernels.set_compiled(not small)
+            if small:
+                log.info(
+                    "a run of %d samples: kernels as their numpy references, numba not "
+                    "loaded (from %d samples)",
+                    total,
+                    kernels.COMPILED_MIN_SAMPLES,
+                )
         self._total = total
         pool = self._pooled()
         self._seen += len(records)
@@ -251,12 +262,17 @@ class ProcessChunk(beam.PTransform):
         self.filters = list(config.filters)
         self.decode = config.decode
         self.inline = config.runner.name in INLINE_MODEL_RUNNERS
+        self.runs_here = config.runner.name == "direct"
         self.processes = plan_processes(config.decode, config.runner)
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
         decode = Decode(self.filters, self.decode, self.inline, self.processes)
         auto = self.processes[0] > 1 and self.processes[1] > 0
-        if auto and self.input_count is not None:  # the run's size decides on a pool
+        local = self.runs_here
+        if (auto or local) and self.input_count is not None:
+            # the run's size decides on a pool, and on the local runner on numba
+            # (mitigate.kernels.COMPILED_MIN_SAMPLES): in the process that reads the
+            # count, where a distributed runner would wait for every chunk to be counted
             total = beam.pvalue.AsSingleton(self.input_count)
             items = chunks | "Decode" >> beam.ParDo(decode, total=total)
         else:

@@ -13,7 +13,7 @@ import apache_beam as beam
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mitigate import __version__, progress
+from mitigate import __version__, kernels, progress
 from mitigate.config import Config, ConfigError
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
@@ -91,7 +91,10 @@ def run(
     def work(staged: Config, layout: Layout) -> None:
         pipeline = _pipeline(options)
         build(pipeline, staged, sources, header)
-        _execute(pipeline, config)
+        try:
+            _execute(pipeline, config)
+        finally:  # a small run's Decode may have turned them off in this process
+            kernels.set_compiled(True)
 
     return _staged(config, work)
 

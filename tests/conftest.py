@@ -38,6 +38,20 @@ atexit.register(shutil.rmtree, _TMP_ROOT, ignore_errors=True)
 os.environ.setdefault("MITIGATE_CACHE_DIR", tempfile.mkdtemp(prefix="mitigate-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _kernels_compiled_again() -> Iterator[None]:
+    """A small run's Decode turns this process's numba kernels off (their numpy
+    references give the same bits, mitigate.kernels.set_compiled); ``run()`` turns them
+    back on, a pipeline a test builds itself does not: each test starts with them on,
+    so a test of the compiled path never checks numpy against itself."""
+    from mitigate import kernels
+
+    kernels.set_compiled(True)
+    yield
+
+
 SAMPLE = REPO / "data" / "sample"
 
 

@@ -92,3 +92,65 @@ def test_the_fallback_folder_is_per_user_under_the_temp_folder() -> None:
     assert folder.parent == Path(tempfile.gettempdir())
     assert folder.name == f"mitigate-numba-cache-{os.getuid()}"
     assert sigmake._kernel() is not None  # here numba has its own folder
+
+
+def test_kernels_turned_off_give_their_numpy_references_and_back_on() -> None:
+    from mitigate import localscore, thumbnail
+    from mitigate.neardup import compiled
+
+    try:
+        kernels.set_compiled(False)
+        assert not kernels.compiled()
+        assert sigmake._kernel() is None and localscore._kernels() is None
+        assert thumbnail._kernel() is None and not compiled.compiled_available()
+        off = decode_image(PHOTO.read_bytes(), max_pixels=10**8)
+    finally:
+        kernels.set_compiled(True)
+    assert sigmake._kernel() is not None and localscore._kernels() is not None
+    assert thumbnail._kernel() is not None and compiled.compiled_available()
+    on = decode_image(PHOTO.read_bytes(), max_pixels=10**8)
+    assert isinstance(off, DecodedImage) and isinstance(on, DecodedImage)
+    assert (off.signature, off.phash, off.phash_mirror) == (on.signature, on.phash, on.phash_mirror)
+
+
+RUN_SAMPLE = """
+import json, sys
+sys.path.insert(0, {scripts!r})
+from mitigate import kernels
+kernels.COMPILED_MIN_SAMPLES = {threshold}
+from mitigate.cli import main
+from output_digest import digest
+args = ["--verbose", "run", "--config", {config!r}, "--output", {out!r}, "--overwrite"]
+assert main(args) == 0
+files = digest(__import__("pathlib").Path({out!r}))
+print(json.dumps({{"numba": "numba" in sys.modules, "digest": files}}))
+"""
+
+
+def test_a_small_run_does_not_load_numba_and_writes_what_a_compiled_run_writes(
+    tmp_path: Path,
+) -> None:
+    """The bundled sample (49 samples) is below ``COMPILED_MIN_SAMPLES``: its run takes
+    the kernels' numpy references and never imports numba; with the bar at 0 the same
+    run loads the compiled kernels, and every output file is the same."""
+    repo = Path(__file__).resolve().parent.parent
+    got = {}
+    for threshold in (kernels.COMPILED_MIN_SAMPLES, 0):
+        out = tmp_path / "out"  # the same folder: the runs' config.yaml name it
+        script = RUN_SAMPLE.format(
+            scripts=str(repo / "scripts"),
+            threshold=threshold,
+            config=str(repo / "configs" / "default.yaml"),
+            out=str(out),
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        got[threshold] = json.loads(done.stdout.strip().splitlines()[-1])
+        assert ("numba not loaded" in done.stderr) == (threshold > 0)
+    assert got[kernels.COMPILED_MIN_SAMPLES]["numba"] is False
+    assert got[0]["numba"] is True
+    small, compiled_run = got[kernels.COMPILED_MIN_SAMPLES]["digest"], got[0]["digest"]
+    assert len(small) >= 10 and small == compiled_run
+    assert any(line.endswith(".tar") for line in small)  # the shards are compared

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from mitigate.kernels import load
+from mitigate.kernels import compiled, load
 from mitigate.neardup.bits import HASH_BITS, _check_k
 from mitigate.neardup.cost import _ball_volume
 from mitigate.neardup.plan import MAX_PROBES_PER_SUBSTRING, MIHPlan, pigeonhole_radii
@@ -60,8 +60,12 @@ COMPILED_BUCKET_NS: float = 0.0
 """Per bucket value and substring: offsets and the walk over empty buckets."""
 
 
-@lru_cache(maxsize=1)
 def _kernel_module():  # type: ignore[no-untyped-def]
+    return _loaded() if compiled() else None
+
+
+@lru_cache(maxsize=1)
+def _loaded():  # type: ignore[no-untyped-def]
     return load("mitigate.neardup._kernels", "exact near-dup searches")
 
 
