@@ -127,7 +127,8 @@ def select_C(
         folds: fold id per row (:func:`fold_ids`); every fold must leave both classes
             in its training part.
         grid: candidate ``C`` values (> 0).
-        feature_config: passed to :func:`~mitigate.rebalance.fit_density_ratio`.
+        feature_config: the featurisation of ``features`` (its width is checked; default
+            ``FeatureConfig()``), passed to the fits.
         patience: stop climbing the grid (ascending) once the mean held-out loss has
             risen at this many consecutive steps; 0 fits every value.
 

@@ -159,7 +159,8 @@ class Decode(beam.DoFn):
         self, element: tuple[int, list[SampleRecord]], total: int | None = None
     ) -> Iterator[ScoringItem]:
         """``total``: the run's input samples (a side input where ``decode.processes``
-        is ``auto``), for :meth:`_pooled`."""
+        is ``auto`` or the runner is ``direct``), for :meth:`_pooled` and, at the first
+        chunk, whether the kernels run compiled (:data:`mitigate.kernels.COMPILED_MIN_SAMPLES`)."""
         _, records = element
         if total is not None and self._total is None:
             # the kernels' numpy references (same bits) where numba's load would not pay
