@@ -1043,3 +1043,38 @@ def test_the_report_is_built_without_matplotlib(synthetic, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.strip().splitlines()[-1]) >= 5  # funnel, filters, weights, probes
+
+
+def test_a_filters_drop_reasons_are_ordered_by_count_then_name_whatever_the_row_order():
+    """Reasons with the same count were listed in the order their rows came, which the
+    runner's bundling can change between runs: the report must not."""
+    spec = report.FilterSpec("image_quality", "image_quality", "quality", 0.5)
+    rows = [
+        ("a", "filtered", "image_quality", "image_too_small", 0.9),
+        ("b", "filtered", "image_quality", "aspect_ratio_out_of_range", 0.9),
+        ("c", "filtered", "image_quality", "too_blurry", 0.9),
+        ("d", "filtered", "image_quality", "too_blurry", 0.8),
+        ("e", "kept", None, None, 0.1),
+    ]
+    orders = {}
+    for name, order in (("as is", rows), ("reversed", rows[::-1])):
+        keys, states, filters, reasons, scores = zip(*order, strict=True)
+        table = pa.table(
+            {
+                "key": list(keys),
+                "state": list(states),
+                "filter": list(filters),
+                "reason": list(reasons),
+                spec.column: pa.array(scores, type=pa.float64()),
+            }
+        )
+        orders[name] = list(report.filter_data(table, spec, 2).dropped_by_reason.items())
+    assert (
+        orders["as is"]
+        == orders["reversed"]
+        == [
+            ("too_blurry", 2),
+            ("aspect_ratio_out_of_range", 1),
+            ("image_too_small", 1),
+        ]
+    )

@@ -303,7 +303,9 @@ def filter_data(table: pa.Table, spec: FilterSpec, max_thumbs: int) -> FilterDat
         spec=spec,
         histogram=hist,
         dropped=int(mine.sum()),
-        dropped_by_reason={r[0]: n for r, n in sorted(reasons.items(), key=lambda x: -x[1])},
+        dropped_by_reason={
+            r[0]: n for r, n in sorted(reasons.items(), key=lambda x: (-x[1], str(x[0])))
+        },
         at_or_above=at_or_above,
         # kept samples nearest the drop side, and dropped samples nearest the keep side
         top_kept=_top(kept, scores, max_thumbs, descending=not spec.drops_low),
