@@ -34,20 +34,18 @@ _RUN = (
 def command(tree: Path, out: str) -> tuple[float, float]:
     """(wall s, CPU s) of one ``mitigate run`` of ``tree``'s package and config."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    return timed([sys.executable, "-c", _RUN, "run", "--output", out, "--overwrite"], tree, env)
+
+
+def timed(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall s, CPU s) of a command and the processes it starts; stops on a failure."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUN, "run", "--output", out, "--overwrite"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"the run in {tree} failed: {proc.stderr[-2000:]}")
+        raise SystemExit(f"the run in {cwd} failed: {proc.stderr[-2000:]}")
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 

@@ -18,16 +18,15 @@ same config (``--input``). The outputs of the arms are the same files (checked w
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_readme_run import timed  # noqa: E402
 from output_digest import digest  # noqa: E402
 
 _RUN = (
@@ -42,20 +41,9 @@ ARMS = {"now": "now", "compiled": "0", "numpy": str(10**12)}
 def command(bar: str, out: str, data: Path | None) -> tuple[float, float]:
     """(wall s, CPU s) of one ``mitigate run``."""
     extra = ["--input", str(data / "*.tar")] if data else []
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUN, bar, "run", "--output", out, "--overwrite", *extra],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
+    return timed(
+        [sys.executable, "-c", _RUN, bar, "run", "--output", out, "--overwrite", *extra], REPO
     )
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"the run failed: {proc.stderr[-2000:]}")
-    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
