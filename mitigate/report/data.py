@@ -162,9 +162,12 @@ def _share(n: int, total: int) -> float:
 
 
 def _value_counts(table: pa.Table, columns: Sequence[str]) -> dict[tuple[Any, ...], int]:
+    """Rows per value of ``columns``, in the order the values first appear: grouped on
+    one thread, since Arrow's threaded grouping orders its groups as its threads end
+    (seen as a report's reasons of equal count swapping places between two runs)."""
     if table.num_rows == 0:
         return {}
-    grouped = table.group_by(list(columns)).aggregate([([], "count_all")])
+    grouped = table.group_by(list(columns), use_threads=False).aggregate([([], "count_all")])
     cols = [grouped.column(c).to_pylist() for c in columns]
     counts = grouped.column("count_all").to_pylist()
     return {tuple(c[i] for c in cols): n for i, n in enumerate(counts)}
