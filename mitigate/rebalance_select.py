@@ -37,7 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from mitigate.config import RebalanceConfig
 from mitigate.rebalance import DEFAULT_C, FeatureConfig
-from mitigate.rebalance.model import fit_stacked
+from mitigate.rebalance.model import fit_density_ratio, fit_stacked
 from mitigate.workers import usable_cores
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,10 @@ FIT_BYTES_PER_VALUE = 36
 
 #: Share of the memory still available that the grid's fits may take together.
 FIT_MEMORY_SHARE = 0.5
+
+#: The grid's fits are the final fit's (:func:`fit_density_ratio`'s defaults), but for
+#: a looser tolerance.
+_FIT_DEFAULTS: dict[str, Any] = dict(fit_density_ratio.__kwdefaults__ or {})
 
 
 @dataclass(frozen=True)
@@ -171,10 +175,7 @@ def select_C(
         model = fit_stacked(
             x[np.concatenate([unfiltered, filtered])],
             unfiltered.size,
-            C=job[1],
-            feature_config=config,
-            tol=1e-4,
-            warn=False,
+            **{**_FIT_DEFAULTS, "C": job[1], "feature_config": config, "tol": 1e-4, "warn": False},
         )
         x_test_u, x_test_f = x[test], x[test & mask]
         logits = np.concatenate(

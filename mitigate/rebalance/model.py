@@ -225,18 +225,20 @@ def fit_stacked(
     *,
     C: float,
     feature_config: FeatureConfig,
-    solver: str = "liblinear",
-    intercept_scaling: float = 10.0,
-    max_iter: int = 1000,
-    tol: float = 1e-6,
-    random_state: int = 0,
-    warn: bool = True,
+    solver: str,
+    intercept_scaling: float,
+    max_iter: int,
+    tol: float,
+    random_state: int,
+    warn: bool,
 ) -> DensityRatioModel:
     """:func:`fit_density_ratio` on rows already stacked: ``x`` (float64 CSR, the
     caller's to change: its indices get sorted) holds the ``n_u`` unfiltered rows, then
     the filtered ones. Model selection gathers each fold's rows this way in one copy
     (``x[index]``: the same matrix as the stacked pair), where the two classes' slices
-    and their stack were three. Arguments are not checked again."""
+    and their stack were three. Arguments are not checked again, and have no defaults:
+    a caller takes :func:`fit_density_ratio`'s (``fit_density_ratio.__kwdefaults__``),
+    so the two fits cannot drift apart."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
