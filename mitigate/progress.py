@@ -13,8 +13,11 @@ second (:class:`CounterStream`) and :class:`ProgressRenderer` draws:
 
 The names reported: ``indexed`` (samples found by the index pass: the total),
 ``sources`` (source files indexed: the total is final when all are), ``processed``
-(samples decoded and scored) and ``state/<state>`` (final states, as manifest parts are
-written). Nothing here imports Beam.
+(samples decoded and scored), ``state/<state>`` (final states, as manifest parts are
+written), and ``c_grid`` / ``c_grid_size`` (``rebalance.C: auto``'s held-out fits
+settled, fitted or left out by the early stop, of its grid's: minutes at a large fit
+sample, after every sample is processed and before any is written). Nothing here
+imports Beam.
 """
 
 from __future__ import annotations
@@ -156,7 +159,11 @@ class ProgressRenderer:
         else:
             parts.append(f"{done} samples (indexing)")
         parts.append(f"{rate:.1f}/s" if rate else "-/s")
-        if rate and total and final:
+        settled, grid = counts.get("c_grid"), counts.get("c_grid_size")
+        if total and final and done >= total and grid and settled < grid:
+            # no sample moves meanwhile, so no rate: the grid's fits are the progress
+            parts.append(f"choosing C: {settled}/{grid} fits")
+        elif rate and total and final:
             parts.append(f"ETA {_clock((total - done) / rate)}" if done < total else "writing")
         else:
             parts.append(f"{_clock(now - self.started)} elapsed")

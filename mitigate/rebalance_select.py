@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from mitigate import progress
 from mitigate.config import RebalanceConfig
 from mitigate.rebalance import DEFAULT_C, FeatureConfig
 from mitigate.rebalance.model import fit_density_ratio, fit_stacked
@@ -197,6 +198,7 @@ def select_C(
     )
     threads = fit_threads(len(jobs), per_fit, available_memory())
     job_losses: dict[tuple[int, float], float] = {}
+    progress.emit("c_grid_size", len(jobs))  # the live progress line: mitigate.progress
     with threadpool_limits(limits=1), ThreadPoolExecutor(threads) as pool:
         running: dict[Future[float], tuple[int, float]] = {}
         queued = iter(jobs)
@@ -213,11 +215,13 @@ def select_C(
             for future in done:
                 job = running.pop(future)
                 job_losses[job] = future.result()
+                progress.emit("c_grid")
                 if all((f, job[1]) in job_losses for f in ids):
                     total = 0.0
                     for f in ids:  # the one-by-one order: the same float
                         total += job_losses[(f, job[1])]
                     climb.done(values.index(job[1]), total / rows)
+    progress.emit("c_grid", len(jobs) - len(job_losses))  # the fits left out: settled
     mean = {c: climb.loss[i] for i, c in enumerate(values) if i in climb.loss}
     not_tried = tuple(c for c in values if c not in mean)
     best = min(mean, key=lambda c: (mean[c], c))

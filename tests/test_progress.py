@@ -185,3 +185,48 @@ def test_a_log_line_clears_the_terminal_line_first(tmp_path):
         root.removeHandler(handler)
     assert out.getvalue().startswith("\rmitigate 1/5 (20%) samples")
     assert "elapsed\x1b[K\r\x1b[Ka warning\n" in out.getvalue()
+
+
+def test_the_line_shows_the_c_grid_while_it_is_chosen_and_not_once_it_settled():
+    clock, out = FakeClock(), io.StringIO()
+    r = ProgressRenderer(out, terminal=True, sources=1, where="", clock=clock, width=lambda: 200)
+    clock.now += 1
+    r.update(counts(indexed=100, sources=1, processed=50))
+    clock.now += 10
+    done = {"indexed": 100, "sources": 1, "processed": 100}
+    r.update(counts(**done, c_grid_size=15, c_grid=4))
+    assert "100/100 (100%) samples" in out.getvalue().split("\r")[-1]
+    assert "· choosing C: 4/15 fits" in out.getvalue().split("\r")[-1]
+    clock.now += 60  # a minute of fits: no sample processed, no rate, still the grid
+    r.update(counts(**done, c_grid_size=15, c_grid=9))
+    assert "-/s · choosing C: 9/15 fits" in out.getvalue().split("\r")[-1]
+    clock.now += 10
+    r.update(counts(**done, c_grid_size=15, c_grid=15))
+    last = out.getvalue().split("\r")[-1]
+    assert "choosing C" not in last and "elapsed" in last  # the grid settled: as before
+    r.close()
+
+
+def test_the_c_grid_reports_each_fit_and_settles_what_the_early_stop_left_out(
+    tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from mitigate import rebalance as rb
+    from mitigate import rebalance_select as rs
+
+    path = tmp_path / "p.txt"
+    monkeypatch.setenv(progress.ENV, str(path))
+    rng = np.random.default_rng(4)
+    n = 1500
+    words = rng.integers(0, 200, size=(n, 3))
+    cfg = rb.FeatureConfig(n_features=2**12)
+    x = cfg.featurize([" ".join(f"w{j}" for j in row) for row in words])
+    folds = rs.fold_ids([rb.key_hash64(str(i), 0) for i in range(n)], 3)
+    chosen = rs.select_C(x, rng.random(n) > 0.3, folds, feature_config=cfg)
+    assert chosen.not_tried  # the early stop left some out (noise: a weak C wins)
+    got = CounterStream(str(path)).poll()
+    assert got.get("c_grid_size") == 15 and got.get("c_grid") == 15
+    lines = path.read_text().splitlines()
+    fits = [line for line in lines if line == "c_grid 1"]
+    assert len(fits) == 3 * len(chosen.log_loss)  # one line a fit, as it ends
