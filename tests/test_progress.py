@@ -210,20 +210,14 @@ def test_the_line_shows_the_c_grid_while_it_is_chosen_and_not_once_it_settled():
 def test_the_c_grid_reports_each_fit_and_settles_what_the_early_stop_left_out(
     tmp_path, monkeypatch
 ):
-    import numpy as np
+    from fit_samples import noise_fit_sample
 
-    from mitigate import rebalance as rb
     from mitigate import rebalance_select as rs
 
     path = tmp_path / "p.txt"
     monkeypatch.setenv(progress.ENV, str(path))
-    rng = np.random.default_rng(4)
-    n = 1500
-    words = rng.integers(0, 200, size=(n, 3))
-    cfg = rb.FeatureConfig(n_features=2**12)
-    x = cfg.featurize([" ".join(f"w{j}" for j in row) for row in words])
-    folds = rs.fold_ids([rb.key_hash64(str(i), 0) for i in range(n)], 3)
-    chosen = rs.select_C(x, rng.random(n) > 0.3, folds, feature_config=cfg)
+    s = noise_fit_sample()
+    chosen = rs.select_C(s.features, s.kept, s.folds, feature_config=s.config)
     assert chosen.not_tried  # the early stop left some out (noise: a weak C wins)
     got = CounterStream(str(path)).poll()
     assert got.get("c_grid_size") == 15 and got.get("c_grid") == 15

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from fit_samples import noise_fit_sample
 
 from mitigate import raking as rk
 from mitigate import rebalance as rb
@@ -234,13 +235,8 @@ def test_select_c_stops_climbing_once_the_loss_rose_twice_and_fits_nothing_it_sk
     patience 2 the climb ends there. The values tried get the losses of the whole
     grid's run bit for bit, the choice is the same, and C=100 is never fitted, even
     with threads free to start it early."""
-    rng = np.random.default_rng(4)
-    n = 1500
-    words = rng.integers(0, 200, size=(n, 3))
-    cfg = rb.FeatureConfig(n_features=2**12)
-    x = cfg.featurize([" ".join(f"w{j}" for j in row) for row in words])
-    folds = rs.fold_ids([rb.key_hash64(str(i), 0) for i in range(n)], 3)
-    keep = rng.random(n) > 0.3
+    sample = noise_fit_sample()
+    x, keep, folds, cfg = sample.features, sample.kept, sample.folds, sample.config
     fitted: list[float] = []
     real_fit = rs.fit_stacked
 

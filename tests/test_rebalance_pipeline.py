@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from fit_samples import noise_fit_sample
 from PIL import Image
 
 from mitigate.config import ConfigError, validate_config
@@ -193,13 +194,9 @@ def test_the_runs_c_selection_stops_at_its_patience_and_the_report_says_so(caplo
     from mitigate.rebalance_select import select_for_run
     from mitigate.report.rebalancing import _c_selection_text
 
-    rng = np.random.default_rng(4)
-    n = 1500
-    words = rng.integers(0, 200, size=(n, 3))
-    feature_config = rb.FeatureConfig(n_features=2**12)
-    features = feature_config.featurize([" ".join(f"w{j}" for j in row) for row in words])
-    kept = rng.random(n) > 0.3  # removal independent of the caption: a weak C wins
-    hashes = [rb.key_hash64(str(i), 0) for i in range(n)]
+    sample = noise_fit_sample()  # removal independent of the caption: a weak C wins
+    features, kept, hashes = sample.features, sample.kept, sample.hashes
+    feature_config = sample.config
     info = {}
     for patience in (1, 0):
         cfg = validate_config({"rebalance": {"C_patience": patience}}).rebalance
