@@ -76,6 +76,34 @@ def test_local_runner_skips_the_runner_api_round_trip(monkeypatch: pytest.Monkey
     assert rebuilt == ["round trip"]
 
 
+def test_a_local_runs_bundles_wait_for_their_state_sampler_at_most_the_short_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Beam's sampler sleeps up to 200 ms between wakes and a bundle's end joins it: each
+    # stage of a local run (one bundle) waited up to that long, idle
+    import time
+
+    from apache_beam.runners.worker import statesampler
+    from apache_beam.utils.counters import CounterFactory
+
+    from mitigate.runners import local
+
+    init = statesampler.StateSampler.__init__
+    monkeypatch.setattr(init, "__defaults__", (statesampler.DEFAULT_SAMPLING_PERIOD_MS,))
+    assert statesampler.StateSampler("x", CounterFactory()).sampling_period_ms == 200
+    with beam.Pipeline(runner=LocalRunner()) as p:
+        assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x + 1), equal_to([2, 3]))
+    sampler = statesampler.StateSampler("x", CounterFactory())
+    assert sampler.sampling_period_ms == local.SAMPLING_PERIOD_MS == 10
+    sampler.start()
+    time.sleep(1.5)  # long enough for the sleeps to grow to their longest
+    started = time.perf_counter()
+    sampler.stop()
+    assert time.perf_counter() - started < 0.1  # at most ~10 ms; 200 ms before
+    local.short_state_sampling()  # idempotent
+    assert init.__defaults__ == (local.SAMPLING_PERIOD_MS,)
+
+
 class _NotExempt(LocalRunner):
     def is_fnapi_compatible(self) -> bool:
         return False
