@@ -4,7 +4,7 @@
 - A decode worker (``DecodePool``, one process): wall seconds of its boot (the start
   call: imports, filters, and the decode path's kernels, ``decode_pool._warm_decode``)
   and of its first three calls of 16 samples; its CPU seconds in all (from /proc).
-- The pair scorer's warm-up call (``workers._warm``: verification's kernels) in a fresh
+- The pair scorer's warm-up call (``workers.warm_scoring``: verification's kernels) in a fresh
   worker and in a decode worker that has decoded a chunk (what ``PairScorer`` borrows).
 
 Each round runs in a fresh process of its own (numba's import is once a process).
@@ -34,7 +34,7 @@ def measure(data: str) -> dict[str, object]:
     from mitigate.filters import build_filter, scored_at_decode
     from mitigate.pipeline.fs import open_read
     from mitigate.sources import index_tar
-    from mitigate.workers import Worker, _warm
+    from mitigate.workers import Worker, warm_scoring
 
     config, _ = load_config(REPO / "configs" / "default.yaml", [])
     built = [build_filter(c) for c in config.filters]
@@ -65,14 +65,14 @@ def measure(data: str) -> dict[str, object]:
         out["chunks"] = chunks
         out["worker_cpu"] = cpu_of(worker.proc.pid)
         started = time.perf_counter()
-        worker.call(_warm)
+        worker.call(warm_scoring)
         out["warm_in_decode_worker"] = time.perf_counter() - started
     finally:
         pool.close()
     fresh = Worker()
     try:
         started = time.perf_counter()
-        fresh.call(_warm)
+        fresh.call(warm_scoring)
         out["warm_in_fresh_worker"] = time.perf_counter() - started
     finally:
         fresh.close()

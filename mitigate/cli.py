@@ -223,10 +223,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mitigate.pipeline.run import preflight, run
+    from mitigate.decode_pool import prestart_for
+    from mitigate.pipeline.preflight import preflight
 
     config, _ = _load(args)
     sources = preflight(config, protected=[args.config] if args.config else [])
+    # a local run's decode workers boot while this process imports Beam
+    prestart_for(config, sources, extra_beam_args=bool(args.beam_args))
+    from mitigate.pipeline.run import run
+
     if config.runner.dry_run:
         import json
 

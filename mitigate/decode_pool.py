@@ -30,13 +30,21 @@ import dataclasses
 import hashlib
 import logging
 import os
+import pickle
 import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from mitigate import stages
 from mitigate.config import DecodeConfig, RunnerConfig
-from mitigate.filters import FilterConfig, ScoringItem, build_filter
+from mitigate.filters import (
+    FilterConfig,
+    ModelFilter,
+    ScoringItem,
+    build_filter,
+    scored_at_decode,
+)
 from mitigate.records import Reason, SampleRecord
 from mitigate.samples import Opener
 from mitigate.workers import (
@@ -49,7 +57,15 @@ from mitigate.workers import (
     usable_cores,
 )
 
-__all__ = ["DecodePool", "PoolUnavailable", "Ticket", "plan_processes", "split_evenly"]
+__all__ = [
+    "DecodePool",
+    "PoolUnavailable",
+    "Ticket",
+    "plan_processes",
+    "pool_args",
+    "prestart_for",
+    "split_evenly",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +83,13 @@ samples 1.10-1.20x the wall time of one process, of 3,200 0.98x, of 6,400 0.89x
 (BENCHMARKS.md, "decode.processes: auto from 4,096 samples")."""
 
 MAX_AUTO_PROCESSES: int = 32
+
+PRESTART_MIN_BYTES: int = 64 * 2**20
+"""With ``decode.processes: auto``, the input bytes (local tar shards) from which a run
+boots its pool's workers before the pipeline starts (:func:`prestart_for`), while the
+driver imports Beam and builds the graph on one core. Below it, or where the input's
+size is not known that cheaply (tables, remote files), the pool starts as it always did,
+after the warm-up in runs of :data:`AUTO_MIN_SAMPLES` samples and more."""
 
 _CRASH_ENV = "MITIGATE_TEST_DECODER_CRASH_SHA256"
 """Test hook: a worker that is about to decode an image with this sha256 kills itself
@@ -162,12 +185,121 @@ def _decode_share(records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], i
 # --------------------------------------------------------------------------------------
 
 
+def pool_args(
+    decode: DecodeConfig, filter_configs: Sequence[FilterConfig]
+) -> tuple[DecodeConfig, list[FilterConfig], bool]:
+    """A pool's ``(decode, filter configs, keep_images)`` for a run's decode config and
+    filters: the filters scored at decode, and pixels kept where a model filter reads
+    them next."""
+    built = [build_filter(c) for c in filter_configs]
+    models = any(isinstance(f, ModelFilter) for f in built)
+    return decode, [f.config for f in scored_at_decode(built)], models
+
+
+# Workers booted before the pipeline started (prestart_for), by their init call's
+# arguments, until a DecodePool with the same arguments takes them (or the run ends)
+_early = threading.Lock()
+_prestarted: list[tuple[tuple[Any, ...], list[Worker]]] = []
+
+
+def prestart(
+    processes: int,
+    decode: DecodeConfig,
+    filter_configs: Sequence[FilterConfig],
+    *,
+    keep_images: bool,
+    opener: Opener,
+) -> bool:
+    """Boot ``processes`` decode workers now, without waiting for them, for the first
+    :class:`DecodePool` of this process built with the same arguments; False (with a
+    warning) where they cannot start."""
+    args = (decode, list(filter_configs), keep_images, opener)
+    with _early:
+        if any(have == args for have, _ in _prestarted):
+            return True
+        try:
+            workers = []
+            for _ in range(processes):
+                workers.append(Worker((_setup, args), wait=False))
+        except PoolUnavailable as exc:
+            for worker in workers:
+                worker.close()
+            log.warning("decode processes not started early: %s", exc)
+            return False
+        _prestarted.append((args, workers))
+    return True
+
+
+def has_prestarted(
+    decode: DecodeConfig, filter_configs: Sequence[FilterConfig], keep_images: bool, opener: Opener
+) -> bool:
+    """Whether workers booted by :func:`prestart` wait for a pool of these arguments."""
+    args = (decode, list(filter_configs), keep_images, opener)
+    with _early:
+        return any(have == args for have, _ in _prestarted)
+
+
+def _take_prestarted(args: tuple[Any, ...]) -> list[Worker]:
+    with _early:
+        for n, (have, workers) in enumerate(_prestarted):
+            if have == args:
+                del _prestarted[n]
+                return workers
+    return []
+
+
+def close_prestarted() -> int:
+    """Close the booted workers no pool took (the run decoded in process, or failed);
+    how many."""
+    with _early:
+        left = [w for _, workers in _prestarted for w in workers]
+        _prestarted.clear()
+    for worker in left:
+        worker.close()
+    return len(left)
+
+
+def prestart_for(config: Any, sources: Sequence[str], extra_beam_args: bool = False) -> int:
+    """Boot a run's decode workers before its pipeline starts, where its Beam worker will
+    run in this process and start a pool: the direct runner with one Beam worker and
+    ``decode.processes`` a number of 2 or more, or ``auto`` on local tar shards of
+    :data:`PRESTART_MIN_BYTES` or more. ``extra_beam_args``: Beam options on the command
+    line (they may change the workers: nothing is started). How many were started."""
+    from mitigate.pipeline import fs
+
+    runner = config.runner
+    if extra_beam_args or runner.dry_run or runner.name != "direct":
+        return 0
+    processes, _ = plan_processes(config.decode, runner)
+    if processes < 2:
+        return 0
+    if config.decode.processes == "auto":
+        size = 0
+        for path in sources:
+            if "://" in path or not path.endswith(".tar"):
+                return 0  # a table, or a remote file: its samples are not known cheaply
+            try:
+                size += os.path.getsize(path)
+            except OSError:
+                return 0
+        if size < PRESTART_MIN_BYTES:
+            return 0
+    decode, configs, keep = pool_args(config.decode, config.filters)
+    started = prestart(processes, decode, configs, keep_images=keep, opener=fs.open_read)
+    return processes if started else 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Ticket:
-    """Work handed to the workers by :meth:`DecodePool.send`."""
+    """Work handed to the workers by :meth:`DecodePool.send`: each share and the worker
+    it went to (None: not sent, its worker died or could not start)."""
 
     shares: list[list[SampleRecord]]
-    sent: list[bool]
+    sent: list[Worker | None]
+
+    @property
+    def records(self) -> list[SampleRecord]:
+        return [record for share in self.shares for record in share]
 
 
 class DecodePool:
@@ -198,6 +330,13 @@ class DecodePool:
         self._max_bytes = decode.max_image_bytes
         self.crashed = 0  # samples lost to a decoder crash
         self._workers: list[Worker | None] = [None] * processes
+        early = _take_prestarted(self._init[1])
+        self.prestarted = bool(early)  # its workers were booted before the pipeline
+        for w, worker in enumerate(early):
+            if w < processes:
+                self._workers[w] = worker
+            else:
+                worker.close()
 
     def _worker(self, w: int) -> Worker:
         worker = self._workers[w]
@@ -246,30 +385,54 @@ class DecodePool:
         give them, in input order) and how many were decoded."""
         return self.receive(self.send(records))
 
+    def _requests(self, records: Sequence[SampleRecord]) -> list[bytes]:
+        return [
+            pickle.dumps((_decode_share, (share,)), protocol=5)
+            for share in split_evenly(records, self.processes)
+        ]
+
+    def fits_ahead(self, records: Sequence[SampleRecord]) -> bool:
+        """Whether :meth:`send` may hand ``records`` over while a ticket is still in
+        flight: every share's request fits the room its worker's pipe leaves
+        (:meth:`mitigate.workers.Worker.room`). Queued so, a worker starts the next
+        share as soon as it has written its last reply, instead of waiting for the
+        caller to receive every share of the chunk and send the next (the chunks'
+        lockstep)."""
+        for w, request in enumerate(self._requests(records)):
+            worker = self._workers[w]
+            if worker is not None and len(request) > worker.room():
+                return False
+        return True
+
     def send(self, records: Sequence[SampleRecord]) -> Ticket:
         """Hand ``records`` to the workers (one share each) and return at once; the
-        caller may work while they read and decode, then :meth:`receive` the ticket
-        (one ticket at a time)."""
+        caller may work while they read and decode, then :meth:`receive` the ticket.
+        Tickets are received in the order they were sent; a second may be sent before
+        the first is received where :meth:`fits_ahead` allows."""
         shares = split_evenly(records, self.processes)
-        sent: list[bool] = []
-        for w, share in enumerate(shares):
+        sent: list[Worker | None] = []
+        for w, request in enumerate(self._requests(records)):
             try:
-                self._worker(w).send(_decode_share, share)
-                sent.append(True)
+                worker = self._worker(w)
+                worker.send_pickled(request)
+                sent.append(worker)
             except WorkerDied:  # the worker died between chunks
                 self._drop(w)
-                sent.append(False)
+                sent.append(None)
         return Ticket(shares, sent)
 
     def receive(self, ticket: Ticket) -> tuple[list[ScoringItem], int]:
-        """The items of a :meth:`send`, in input order, and how many were decoded."""
+        """The items of a :meth:`send`, in input order, and how many were decoded. A
+        share whose worker died (here, or while an earlier ticket was received) is
+        decoded again one sample at a time."""
         items: list[ScoringItem] = []
         decoded = 0
         for w, share in enumerate(ticket.shares):
             got: tuple[list[ScoringItem], int] | None = None
-            if ticket.sent[w]:
+            worker = ticket.sent[w]
+            if worker is not None and worker is self._workers[w]:
                 try:
-                    got = self._worker(w).receive()
+                    got = worker.receive()
                 except WorkerDied as exc:
                     self._drop(w)
                     log.warning(

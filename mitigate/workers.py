@@ -110,6 +110,30 @@ def _serve() -> None:
             return
 
 
+PIPE_SIZE: int = 1 << 20
+"""Bytes a worker's request pipe is asked to hold (Linux's ``F_SETPIPE_SZ``; 1 MiB is
+the most an unprivileged process may set by default). Requests up to a quarter of what
+it holds may be queued behind a call in flight (:meth:`Worker.room`)."""
+
+
+def _widen_pipe(fd: int) -> int:
+    """The pipe ``fd``'s capacity in bytes, widened to :data:`PIPE_SIZE` where the
+    system allows; 4,096 (the least POSIX promises) where it cannot be read."""
+    import fcntl
+
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+    getsz = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+    if sys.platform != "linux":
+        return 4096
+    try:
+        return int(fcntl.fcntl(fd, setsz, PIPE_SIZE))
+    except OSError:
+        try:
+            return int(fcntl.fcntl(fd, getsz))
+        except OSError:
+            return 4096
+
+
 class Worker:
     """One worker subprocess. ``init``: a first call (function, args) made at start, e.g.
     to load what later calls share; :class:`PoolUnavailable` if the worker cannot start
@@ -126,6 +150,7 @@ class Worker:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.requests: IO[bytes] = self.proc.stdin
         self.replies: IO[bytes] = self.proc.stdout
+        self.pipe_size = _widen_pipe(self.requests.fileno())
         self._starting = False  # the init's reply is unread
         try:
             pickle.dump(list(sys.path), self.requests)
@@ -169,15 +194,28 @@ class Worker:
                 self._failed_at_start(exc)
 
     def send(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Start a call; at most one call in flight per worker (a reply the worker
-        cannot write while the caller blocks writing a second request would deadlock).
-        The one exception: a call sent behind an unread init (``wait=False``), whose
-        reply is a few bytes, which the pipe takes without a reader."""
+        """Start a call; replies come back in the order of the calls. One call in flight
+        per worker, unless the request fits :meth:`room` (see :meth:`send_pickled`): a
+        reply the worker cannot write while the caller blocks writing a further request
+        would deadlock. A call sent behind an unread init (``wait=False``) is such a
+        queued call."""
+        self.send_pickled(pickle.dumps((fn, args), protocol=5))
+
+    def send_pickled(self, request: bytes) -> None:
+        """:meth:`send` of a request pickled already (``pickle.dumps((fn, args))``),
+        e.g. to check its size against :meth:`room` first."""
         try:
-            pickle.dump((fn, args), self.requests, protocol=5)
+            self.requests.write(request)
             self.requests.flush()
         except OSError:
             raise WorkerDied(self.death()) from None
+
+    def room(self) -> int:
+        """Bytes of a request that may be sent while other requests are still unread in
+        the pipe (a call in flight, a second queued behind it, the init): the worker does
+        not read while it writes a reply the caller has not read yet, so a request that
+        did not fit the pipe would deadlock the two."""
+        return self.pipe_size // 4
 
     def receive(self) -> Any:
         """The result of the call in flight (after the init's, if still unread)."""
@@ -319,9 +357,11 @@ def _score_part(
     return verify.pair_scores(i, j, table, stop_above=stop_above)
 
 
-def _warm() -> bool:
+def warm_scoring() -> bool:
     """A scoring worker's first call: import verification and load its compiled
-    kernels (numba's import and cached machine code: ~1 s), before any pair waits."""
+    kernels (numba's import and cached machine code: ~1 s), before any pair waits (also
+    a Beam worker's head start while its decode pool works:
+    ``mitigate.pipeline.process``)."""
     from PIL import Image
 
     from mitigate import localscore, verify
@@ -425,7 +465,7 @@ class PairScorer:
         for _ in range(self.processes - 1 - len(self._workers)):
             try:
                 w = Worker()
-                w.send(_warm)
+                w.send(warm_scoring)
             except (PoolUnavailable, WorkerDied) as exc:
                 log.warning("scoring candidate pairs in this process: %s", exc)
                 break
@@ -436,7 +476,7 @@ class PairScorer:
         for w in borrow(self.processes - 1):
             self._borrowed.add(id(w))
             try:
-                w.send(_warm)
+                w.send(warm_scoring)
             except WorkerDied as exc:
                 log.warning("scoring candidate pairs in this process: %s", exc)
                 self._borrowed.discard(id(w))

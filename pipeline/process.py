@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.windowed_value import WindowedValue
 
-from mitigate import decode_pool, kernels, progress, stages
+from mitigate import decode_pool, kernels, progress, stages, workers
 from mitigate.config import Config, DecodeConfig
 from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_processes
 from mitigate.filters import (
@@ -68,13 +69,15 @@ class Decode(beam.DoFn):
         self._filters: list[Filter] = []
         self._pool: DecodePool | None = None
         self._booted: tuple[float, int] | None = None  # (when, samples seen) the pool booted
+        self._pool_args: tuple[DecodeConfig, list[FilterConfig], bool] | None = None
+        self._early = False  # its workers were booted before the pipeline started
         self._total: int | None = None  # the run's input samples, where known
         self._small_noted = False
-        # Decoded items whose downstream steps wait for the next chunk's hand-off to the
-        # pool, so the pool decodes while this worker runs them (emitted at the latest
-        # in finish_bundle; not where a runner drops finish_bundle output)
+        # A chunk stays in flight in the pool until the next is handed over, so the
+        # pool decodes while this worker runs the steps after Decode (emitted at the
+        # latest in finish_bundle; not where a runner drops finish_bundle output)
         self.overlap = not inline_models
-        self._held: list[ScoringItem] = []
+        self._tickets: list[decode_pool.Ticket] = []  # chunks in flight, oldest first
 
     def setup(self) -> None:
         built = [build_filter(c) for c in self.filter_configs]
@@ -105,29 +108,37 @@ class Decode(beam.DoFn):
         """The decode pool, once this worker has decoded its warm-up share itself and
         the pool's workers are up. They boot from half the warm-up on (at the first
         chunk without one), ~1 s each with their kernels, side by side, while this worker
-        decodes."""
-        if self.processes < 2 or self._seen < self.warmup // 2:
+        decodes. Workers booted before the pipeline started
+        (:func:`mitigate.decode_pool.prestart_for`) are used from the first chunk, with
+        no warm-up, whatever the run's size."""
+        if self.processes < 2:
             return None
-        if self.warmup and self._total is not None and self._total < decode_pool.AUTO_MIN_SAMPLES:
-            if not self._small_noted:  # auto, and too small a run for a pool to pay off
-                self._small_noted = True
-                log.info(
-                    "%d input samples: decoded in this process (decode.processes: auto "
-                    "starts a pool from %d)",
-                    self._total,
-                    decode_pool.AUTO_MIN_SAMPLES,
-                )
-            return None
+        if self._pool_args is None:
+            self._pool_args = decode_pool.pool_args(self.decode, self.filter_configs)
+            self._early = decode_pool.has_prestarted(*self._pool_args, fs.open_read)
+        if not self._early:
+            if self._seen < self.warmup // 2:
+                return None
+            if self.warmup and self._total is not None:
+                if self._total < decode_pool.AUTO_MIN_SAMPLES:
+                    if not self._small_noted:  # auto, too small a run for a pool to pay off
+                        self._small_noted = True
+                        log.info(
+                            "%d input samples: decoded in this process (decode.processes: "
+                            "auto starts a pool from %d)",
+                            self._total,
+                            decode_pool.AUTO_MIN_SAMPLES,
+                        )
+                    return None
         try:
             if self._pool is None:
-                models = any(isinstance(build_filter(c), ModelFilter) for c in self.filter_configs)
-                configs = [f.config for f in self._filters]
+                decode, configs, models = self._pool_args
                 self._pool = DecodePool(
-                    self.processes, self.decode, configs, keep_images=models, opener=fs.open_read
+                    self.processes, decode, configs, keep_images=models, opener=fs.open_read
                 )
                 self._pool.start()
                 self._booted = (time.perf_counter(), self._seen)
-            if self._seen < self.warmup or self._pool.booting():
+            if (not self._early and self._seen < self.warmup) or self._pool.booting():
                 return None
         except PoolUnavailable as exc:
             self._give_up_pool(exc)
@@ -135,10 +146,12 @@ class Decode(beam.DoFn):
         if self._booted is not None:
             at, seen = self._booted
             self._booted = None
+            _preload_scoring()
             log.info(
-                "%d decode processes up after %.2f s; %d samples decoded here meanwhile",
+                "%d decode processes up after %.2f s%s; %d samples decoded here meanwhile",
                 self.processes,
                 time.perf_counter() - at,
+                " of this step (booted before the pipeline)" if self._early else "",
                 self._seen - seen,
             )
         return self._pool
@@ -174,34 +187,56 @@ class Decode(beam.DoFn):
                     kernels.COMPILED_MIN_SAMPLES,
                 )
         self._total = total
-        pool = self._pooled()
+        # a chunk in flight: the pool is in use (a worker that replaced a dead one may
+        # still be booting; its share waits behind its start call)
+        pool = self._pool if self._tickets else self._pooled()
         self._seen += len(records)
-        held, self._held = self._held, []
         if pool is None:
-            yield from self._finish(held)
+            yield from self._finish(self._here(records))
+            return
+        if self._tickets and not (self.overlap and pool.fits_ahead(records)):
+            yield from self._finish(self._collect())
+        if self._pool is None:  # given up while collecting: the rest here
             yield from self._finish(self._here(records))
             return
         try:
-            ticket = pool.send(records)
-            if self.overlap:  # the steps after Decode run on the last chunk meanwhile
-                yield from self._finish(held)
-                held = []
-            crashed = pool.crashed
-            items, _ = pool.receive(ticket)
-            self._crashed.inc(pool.crashed - crashed)
+            self._tickets.append(pool.send(records))
         except PoolUnavailable as exc:
-            self._give_up_pool(exc)
-            items = self._here(records)
-        yield from self._finish(held)
-        if self.overlap and self._pool is not None:
-            self._held = items
-        else:
-            yield from self._finish(items)
+            yield from self._finish(self._abandon(exc, records))
+            return
+        # with overlap, one chunk stays in flight: its workers go on to it while the
+        # steps after Decode run on the chunk before (emitted at the latest in
+        # finish_bundle)
+        if len(self._tickets) > 1 or not self.overlap:
+            yield from self._finish(self._collect())
+
+    def _collect(self) -> list[ScoringItem]:
+        """The items of the oldest chunk in flight; if the pool cannot go on, those of
+        every chunk in flight, decoded here."""
+        assert self._pool is not None
+        ticket = self._tickets.pop(0)
+        crashed = self._pool.crashed
+        try:
+            items, _ = self._pool.receive(ticket)
+        except PoolUnavailable as exc:
+            self._tickets.insert(0, ticket)
+            return self._abandon(exc)
+        self._crashed.inc(self._pool.crashed - crashed)
+        return items
+
+    def _abandon(
+        self, exc: PoolUnavailable, records: Sequence[SampleRecord] = ()
+    ) -> list[ScoringItem]:
+        """Give the pool up: the chunks in flight, then ``records``, decoded here."""
+        pending = [r for ticket in self._tickets for r in ticket.records] + list(records)
+        self._tickets = []
+        self._give_up_pool(exc)
+        return self._here(pending)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        held, self._held = self._held, []
-        for item in self._finish(held):
-            yield GlobalWindows.windowed_value(item)
+        while self._tickets:
+            for item in self._finish(self._collect()):
+                yield GlobalWindows.windowed_value(item)
         if self._pool is not None:  # idle until the next bundle: the near-dup scoring's
             self._pool.lend_idle()
 
@@ -222,6 +257,24 @@ class Decode(beam.DoFn):
         self._decoded.inc(sum(1 for item in items if item.record.phash is not None))
         progress.emit("processed", len(items))
         yield from items
+
+
+def _preload_scoring() -> None:
+    """Load verification's compiled kernels on a thread of this process while its pool
+    decodes: this worker then mostly waits on the pool's pipes, and the near-dup decision
+    after the decode step would otherwise load numba first (~0.6 s on the run's serial
+    path where this worker decoded nothing itself). Nothing where the kernels run as
+    their numpy references (:func:`mitigate.kernels.set_compiled`)."""
+    if not kernels.compiled():
+        return
+
+    def load() -> None:
+        try:
+            workers.warm_scoring()
+        except Exception as exc:  # a head start only: the decision loads them itself
+            log.debug("pair scoring kernels not preloaded: %s", exc)
+
+    threading.Thread(target=load, name="preload-scoring", daemon=True).start()
 
 
 class _ModelHolder:

@@ -13,7 +13,7 @@ import apache_beam as beam
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mitigate import __version__, kernels, progress
+from mitigate import __version__, decode_pool, kernels, progress
 from mitigate.config import Config, ConfigError
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
@@ -85,18 +85,24 @@ def run(
         return dry_run(config, sources, beam_args)
     options = pipeline_options(config.runner, beam_args)
     config = with_flags_in_force(config, options)
-    header = _header(config, sources)
-    header["runner_options"] = options_in_force(options)
+    # the decode workers boot on the other cores while this process builds and starts
+    # the pipeline on one (a no-op where the CLI booted them before importing Beam)
+    decode_pool.prestart_for(config, sources)
+    try:
+        header = _header(config, sources)
+        header["runner_options"] = options_in_force(options)
 
-    def work(staged: Config, layout: Layout) -> None:
-        pipeline = _pipeline(options)
-        build(pipeline, staged, sources, header)
-        try:
-            _execute(pipeline, config)
-        finally:  # a small run's Decode may have turned them off in this process
-            kernels.set_compiled(True)
+        def work(staged: Config, layout: Layout) -> None:
+            pipeline = _pipeline(options)
+            build(pipeline, staged, sources, header)
+            try:
+                _execute(pipeline, config)
+            finally:  # a small run's Decode may have turned them off in this process
+                kernels.set_compiled(True)
 
-    return _staged(config, work)
+        return _staged(config, work)
+    finally:
+        decode_pool.close_prestarted()  # booted, and taken by no pool
 
 
 def _pipeline(options: PipelineOptions) -> beam.Pipeline:

@@ -7,6 +7,7 @@ where it pays (``decode.processes: auto``)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -162,10 +163,20 @@ def test_a_sample_that_crashes_the_decoder_costs_only_itself(
 def test_a_run_with_decode_processes_writes_what_one_process_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Also: the near-dup decision's pair scoring borrows the decode workers, idle by
-    then, and the run ends with none of them left lent or alive."""
+    """Also: the pool's workers were booted before the pipeline started (a number of
+    processes on the local runner), the near-dup decision's pair scoring borrows them,
+    idle by then, and the run ends with none of them left lent or alive."""
     from mitigate.pipeline import process
     from mitigate.pipeline.run import run
+
+    pools: list[DecodePool] = []
+
+    class Recording(DecodePool):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(process, "DecodePool", Recording)
 
     here = process.Decode._here
 
@@ -197,6 +208,8 @@ def test_a_run_with_decode_processes_writes_what_one_process_writes(
         outs[procs] = _outputs(out)
         assert len(borrowed) == procs - 1  # the scorer's one worker: the pool's
     assert outs[1] and outs[1] == outs[2]
+    assert [pool.prestarted for pool in pools] == [True]
+    assert decode_pool._prestarted == []
     assert workers.lent_workers() == 0
     assert all(w.proc.wait(timeout=10) is not None for w in borrowed)
 
@@ -445,3 +458,211 @@ def test_auto_starts_a_pool_only_for_a_run_large_enough(
     finally:
         fn.teardown()
     assert got == [item.record for item in _in_process(_payloads(records), config)]
+
+
+# --------------------------------------------------------------------------------------
+# Workers booted before the pipeline (prestart_for), chunks queued behind a chunk in flight
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_prestarted():
+    """Leaves no booted worker behind for the next test, whatever this one did."""
+    yield
+    decode_pool.close_prestarted()
+
+
+def _pids(workers_: list) -> list[int]:
+    return [w.proc.pid for w in workers_]
+
+
+def test_prestart_for_boots_workers_only_where_a_local_run_will_start_a_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_prestarted
+) -> None:
+    monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
+    sources = [str(p) for p in SAMPLE]
+    two, _ = load_config(DEFAULT, ["decode.processes=2"])
+    assert decode_pool.prestart_for(two, sources, extra_beam_args=True) == 0  # flags may change it
+    assert decode_pool.prestart_for(two, sources) == 2  # a number: whatever the input
+    assert decode_pool.prestart_for(two, sources) == 2  # once: the same workers
+    assert len(decode_pool._prestarted) == 1
+    assert decode_pool.close_prestarted() == 2 and decode_pool._prestarted == []
+    one, _ = load_config(DEFAULT, ["decode.processes=1"])
+    assert decode_pool.prestart_for(one, sources) == 0
+    auto, _ = load_config(DEFAULT, [])
+    assert auto.decode.processes == "auto"
+    assert sum(map(os.path.getsize, sources)) < decode_pool.PRESTART_MIN_BYTES
+    assert decode_pool.prestart_for(auto, sources) == 0  # the bundled sample: too small
+    monkeypatch.setattr(decode_pool, "PRESTART_MIN_BYTES", 1)
+    table = tmp_path / "rows.parquet"
+    table.write_bytes(b"x" * 10)
+    assert decode_pool.prestart_for(auto, [*sources, str(table)]) == 0  # a table's samples
+    assert decode_pool.prestart_for(auto, [*sources, "gs://b/s.tar"]) == 0  # remote
+    several, _ = load_config(DEFAULT, ["runner.direct_num_workers=2"])
+    assert decode_pool.prestart_for(several, sources) == 0  # several Beam workers
+    assert decode_pool.prestart_for(auto, sources) == 2
+    ((args, booted),) = decode_pool._prestarted
+    assert args == (*decode_pool.pool_args(auto.decode, auto.filters), open_read)
+    assert decode_pool.close_prestarted() == 2
+    assert all(w.proc.wait(timeout=10) is not None for w in booted)
+
+
+def test_a_pool_takes_the_workers_booted_for_its_arguments_and_no_others(
+    config: Config, no_prestarted
+) -> None:
+    filters = [f.config for f in _pixel_filters(config)]
+    assert decode_pool.prestart(2, config.decode, filters, keep_images=False, opener=open_read)
+    ((_, booted),) = decode_pool._prestarted
+    other = DecodePool(2, config.decode, filters, keep_images=True, opener=open_read)
+    assert not other.prestarted and other._workers == [None, None]
+    other.close()
+    assert decode_pool.has_prestarted(config.decode, filters, False, open_read)
+    pool = DecodePool(2, config.decode, filters, keep_images=False, opener=open_read)
+    try:
+        assert pool.prestarted and _pids(pool._workers) == _pids(booted)
+        assert not decode_pool.has_prestarted(config.decode, filters, False, open_read)
+        records = _records()
+        items, _ = pool.run(records)
+        assert _pids(pool._workers) == _pids(booted)  # no worker started besides
+    finally:
+        pool.close()
+    assert [i.record for i in items] == [i.record for i in _in_process(_payloads(records), config)]
+    assert decode_pool.close_prestarted() == 0  # the pool took them all
+
+
+def test_a_chunk_queued_behind_another_comes_back_in_order_and_a_crash_costs_one_sample(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tickets in flight: each worker holds a share of the first and one of the
+    second queued in its pipe. The first worker dies on a sample of the first ticket:
+    that sample becomes a decode_error, and its share of the second, lost with it, is
+    decoded again on the worker that replaced it."""
+    records = _records(12)
+    payloads = _payloads(records)
+    expected = _in_process(payloads, config)
+    victim = next(t for t in range(3) if expected[t].image is not None)  # first share
+    filters = [f.config for f in _pixel_filters(config)]
+    pool = DecodePool(2, config.decode, filters, keep_images=False, opener=open_read)
+    monkeypatch.setenv(decode_pool._CRASH_ENV, hashlib.sha256(payloads[victim][1]).hexdigest())
+    try:
+        pool.start()
+        first_workers = list(pool._workers)
+        for worker in first_workers:
+            worker.ready()
+        assert pool.fits_ahead(records[6:])
+        first = pool.send(records[:6])
+        second = pool.send(records[6:])  # before the first is received
+        assert first.sent == second.sent == first_workers
+        items = pool.receive(first)[0] + pool.receive(second)[0]
+        assert pool.crashed == 1
+        assert pool._workers[0] is not first_workers[0] and pool._workers[1] is first_workers[1]
+    finally:
+        pool.close()
+    bad = items[victim].record
+    assert bad.state == ERROR and "SIGSEGV" in bad.detail
+    assert [i.record for t, i in enumerate(items) if t != victim] == [
+        i.record for t, i in enumerate(expected) if t != victim
+    ]
+
+
+def test_a_chunk_waits_for_the_one_in_flight_where_its_request_would_not_fit_the_pipe(
+    config: Config,
+) -> None:
+    """A request queued in a worker's pipe behind a call in flight must fit the pipe: the
+    worker does not read while it writes a reply, and a caller blocked writing would
+    never read that reply."""
+    pool = DecodePool(2, config.decode, [], keep_images=False, opener=open_read)
+    try:
+        pool.start()
+        records = _records(8)
+        assert all(w.pipe_size >= 65536 and w.room() == w.pipe_size // 4 for w in pool._workers)
+        request = len(pool._requests(records)[1])
+        assert pool.fits_ahead(records)
+        pool._workers[1].pipe_size = 4 * request  # room for it exactly
+        assert pool.fits_ahead(records)
+        pool._workers[1].pipe_size = 4 * (request - 1)  # one byte short, for one worker
+        assert not pool.fits_ahead(records)
+    finally:
+        pool.close()
+
+
+def test_the_decode_step_keeps_one_chunk_in_flight_and_emits_every_item_in_order(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Decode`` hands chunk k+1 to the pool before it receives chunk k (where the
+    request fits), and ``finish_bundle`` emits the last chunk; without room, each chunk
+    is received before the next is sent. The items are the same either way."""
+    from mitigate.pipeline import process
+
+    filters = [f.config for f in _pixel_filters(config)]
+    records = _records(16)
+    expected = [i.record for i in _in_process(_payloads(records), config)]
+    here = process.Decode._here
+
+    def waiting(self, records):  # type: ignore[no-untyped-def]
+        items = here(self, records)  # the first chunk: the workers are up by its end
+        for w in self._pool._workers if self._pool is not None else []:
+            w.ready()
+        return items
+
+    monkeypatch.setattr(process.Decode, "_here", waiting)
+    in_flight: list[int] = []  # tickets sent and not received, after each send
+    send, receive = DecodePool.send, DecodePool.receive
+
+    def counted_send(self, records):  # type: ignore[no-untyped-def]
+        ticket = send(self, records)
+        in_flight.append(in_flight[-1] + 1 if in_flight else 1)
+        return ticket
+
+    def counted_receive(self, ticket):  # type: ignore[no-untyped-def]
+        in_flight.append(in_flight[-1] - 1)
+        return receive(self, ticket)
+
+    monkeypatch.setattr(DecodePool, "send", counted_send)
+    monkeypatch.setattr(DecodePool, "receive", counted_receive)
+    for room in (True, False):
+        in_flight.clear()
+        monkeypatch.setattr(DecodePool, "fits_ahead", lambda self, r, room=room: room)
+        fn = process.Decode(filters, config.decode, processes=(2, 0))
+        fn.setup()
+        try:
+            got = []
+            for k in range(4):
+                got += [i.record for i in fn.process((k, records[4 * k : 4 * k + 4]))]
+            got += [wv.value.record for wv in fn.finish_bundle()]
+        finally:
+            fn.teardown()
+        assert got == expected
+        assert fn._tickets == []
+        # the first chunk is decoded here while the workers boot; the next three go to
+        # the pool, the last received in finish_bundle
+        assert in_flight == ([1, 2, 1, 2, 1, 0] if room else [1, 0, 1, 0, 1, 0])
+
+
+@pytest.mark.slow
+def test_the_cli_boots_a_local_runs_decode_workers_before_it_imports_beam(tmp_path: Path) -> None:
+    probe = textwrap.dedent(
+        f"""
+        import json, sys
+        from mitigate import decode_pool
+        calls = []
+        real = decode_pool.prestart_for
+        def recording(*args, **kwargs):
+            started = real(*args, **kwargs)
+            calls.append([started, "apache_beam" in sys.modules])
+            return started
+        decode_pool.prestart_for = recording
+        from mitigate.cli import main
+        code = main(["run", "--config", "configs/default.yaml", "--output", {str(tmp_path / "o")!r},
+                     "--set", "decode.processes=2", "--set", "rebalance.enabled=false",
+                     "--set", "filters=[{{name: image_quality}}]"])
+        print(json.dumps([code, calls]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, calls = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the CLI's, before Beam; run()'s finds them booted
+    assert code == 0 and calls == [[2, False], [2, True]]
