@@ -7,7 +7,6 @@ so two runs, or two runners, can be compared byte for byte.
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections import Counter
@@ -128,22 +127,41 @@ def sidecar(
     return (json.dumps(out, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _header(name: str, size: int) -> bytes:
+    """A member's tar header (a PAX header before it where the name needs one), with
+    the fixed metadata every shard member gets."""
     info = tarfile.TarInfo(name)
-    info.size = len(data)
+    info.size = size
     info.mtime = 0
     info.mode = 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
 
 
 class ShardWriter:
-    """Writes WebDataset samples (image, caption, sidecar) with fixed tar metadata."""
+    """Writes WebDataset samples (image, caption, sidecar) with fixed tar metadata.
+
+    The bytes are those of ``tarfile.open(fileobj, "w|", format=PAX_FORMAT)`` adding
+    each member (tests compare them): its header, the data, NULs to a 512-byte block;
+    at the close two zero blocks and NULs to a 10,240-byte record. Written here, each
+    member goes to the file in at most three writes; ``tarfile``'s stream mode sliced
+    every member through a 10 KB buffer (65 % of the shard writer's time, BENCHMARKS.md,
+    issue 14, session 19)."""
 
     def __init__(self, fileobj: IO[bytes]) -> None:
-        self._tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)
+        self._out = fileobj
+        self._offset = 0
         self.count = 0
+
+    def _add(self, name: str, data: bytes) -> None:
+        header = _header(name, len(data))
+        pad = -len(data) % tarfile.BLOCKSIZE
+        self._out.write(header)
+        self._out.write(data)
+        if pad:
+            self._out.write(tarfile.NUL * pad)
+        self._offset += len(header) + len(data) + pad
 
     def add(
         self,
@@ -156,13 +174,14 @@ class ShardWriter:
     ) -> None:
         """Add one sample; ``key`` overrides the record's (resampled copies)."""
         key = key or record.key
-        _add(self._tar, f"{key}.{record.image_ext}", image)
-        _add(self._tar, f"{key}.txt", caption)
-        _add(self._tar, f"{key}.json", sidecar(record, meta, extra))
+        self._add(f"{key}.{record.image_ext}", image)
+        self._add(f"{key}.txt", caption)
+        self._add(f"{key}.json", sidecar(record, meta, extra))
         self.count += 1
 
     def close(self) -> None:
-        self._tar.close()
+        end = self._offset + 2 * tarfile.BLOCKSIZE
+        self._out.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE))
 
 
 def count_states(records: Iterable[SampleRecord]) -> dict[str, int]:

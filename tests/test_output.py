@@ -6,6 +6,7 @@ import io
 import json
 
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 
 from mitigate.output import ShardWriter, manifest_schema, write_manifest
@@ -64,3 +65,49 @@ def test_manifest_has_a_column_per_filter_and_keeps_order(tmp_path):
     rows = table.to_pylist()
     assert [r["key"] for r in rows] == ["z", "a"]
     assert (rows[1]["score_b"], rows[1]["info_b"], rows[0]["info_b"]) == (2.0, "why", None)
+
+
+def _tarfile_shard(members: list[tuple[str, bytes]]) -> bytes:
+    """What ``tarfile``'s stream mode writes for the same members and metadata (the
+    shard writer before it wrote its own headers)."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],
+        ["a"],
+        ["k1", "dir/k2", "ünïcødé-名前", "x" * 150, "sp ace"],  # PAX headers: long, non-ASCII
+        [f"{i:09d}" for i in range(25)],  # past several 10,240-byte records
+    ],
+)
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 70_000])
+def test_shards_hold_the_bytes_tarfiles_stream_mode_writes(keys: list[str], size: int) -> None:
+    from mitigate.output import sidecar
+
+    buf = io.BytesIO()
+    writer = ShardWriter(buf)
+    members = []
+    for n, key in enumerate(keys):
+        record = _kept(key)
+        image, caption = bytes([n % 251]) * (size + n), f"caption {key} ☃".encode()
+        writer.add(record, image, caption, {"url": key})
+        members += [
+            (f"{key}.jpg", image),
+            (f"{key}.txt", caption),
+            (f"{key}.json", sidecar(record, {"url": key})),
+        ]
+    writer.close()
+    assert buf.getvalue() == _tarfile_shard(members)
+    assert len(buf.getvalue()) % 10240 == 0
