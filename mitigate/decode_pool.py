@@ -264,7 +264,12 @@ def prestart_for(config: Any, sources: Sequence[str], extra_beam_args: bool = Fa
     run in this process and start a pool: the direct runner with one Beam worker and
     ``decode.processes`` a number of 2 or more, or ``auto`` on local tar shards of
     :data:`PRESTART_MIN_BYTES` or more. ``extra_beam_args``: Beam options on the command
-    line (they may change the workers: nothing is started). How many were started."""
+    line (they may change the workers: nothing is started). How many were started.
+
+    ``auto`` boots none where a model filter runs: its inference in the Beam worker uses
+    the cores, and a pool decoding beside it made a 1,600-sample run with the nsfw
+    filter 1.15x slower (BENCHMARKS.md, session 19); such a run keeps the warm-up and
+    the :data:`AUTO_MIN_SAMPLES` rule."""
     from mitigate.pipeline import fs
 
     runner = config.runner
@@ -273,7 +278,10 @@ def prestart_for(config: Any, sources: Sequence[str], extra_beam_args: bool = Fa
     processes, _ = plan_processes(config.decode, runner)
     if processes < 2:
         return 0
+    decode, configs, keep = pool_args(config.decode, config.filters)
     if config.decode.processes == "auto":
+        if keep:  # a model filter's inference takes the cores in the Beam worker
+            return 0
         size = 0
         for path in sources:
             if "://" in path or not path.endswith(".tar"):
@@ -284,7 +292,6 @@ def prestart_for(config: Any, sources: Sequence[str], extra_beam_args: bool = Fa
                 return 0
         if size < PRESTART_MIN_BYTES:
             return 0
-    decode, configs, keep = pool_args(config.decode, config.filters)
     started = prestart(processes, decode, configs, keep_images=keep, opener=fs.open_read)
     return processes if started else 0
 

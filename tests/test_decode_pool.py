@@ -489,7 +489,7 @@ def test_prestart_for_boots_workers_only_where_a_local_run_will_start_a_pool(
     assert decode_pool.close_prestarted() == 2 and decode_pool._prestarted == []
     one, _ = load_config(DEFAULT, ["decode.processes=1"])
     assert decode_pool.prestart_for(one, sources) == 0
-    auto, _ = load_config(DEFAULT, [])
+    auto, _ = load_config(DEFAULT, ["filters=[{name: image_quality}]", "rebalance.enabled=false"])
     assert auto.decode.processes == "auto"
     assert sum(map(os.path.getsize, sources)) < decode_pool.PRESTART_MIN_BYTES
     assert decode_pool.prestart_for(auto, sources) == 0  # the bundled sample: too small
@@ -500,6 +500,9 @@ def test_prestart_for_boots_workers_only_where_a_local_run_will_start_a_pool(
     assert decode_pool.prestart_for(auto, [*sources, "gs://b/s.tar"]) == 0  # remote
     several, _ = load_config(DEFAULT, ["runner.direct_num_workers=2"])
     assert decode_pool.prestart_for(several, sources) == 0  # several Beam workers
+    models, _ = load_config(DEFAULT, [])
+    assert any(f.name == "nsfw" for f in models.filters)
+    assert decode_pool.prestart_for(models, sources) == 0  # inference takes the cores
     assert decode_pool.prestart_for(auto, sources) == 2
     ((args, booted),) = decode_pool._prestarted
     assert args == (*decode_pool.pool_args(auto.decode, auto.filters), open_read)
