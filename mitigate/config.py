@@ -150,10 +150,11 @@ class DecodeConfig(_Strict):
     processes: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
         default="auto",
         description="Processes that decode and hash images inside each Beam worker. auto: "
-        "on the direct runner with one worker, one per usable CPU core, started once a "
-        "worker has decoded a few hundred samples itself (small runs never start them); "
-        "on other runners 1 (their workers already use the cores). Outputs are identical "
-        "for every value.",
+        "on the direct runner with one worker, one per usable CPU core: booted before "
+        "the pipeline starts for local tar shards of 64 MB or more without a model "
+        "filter, else started once a worker has decoded a few hundred samples itself "
+        "(runs under 4,096 samples never start them); on other runners 1 (their workers "
+        "already use the cores). Outputs are identical for every value.",
     )
 
     @property
