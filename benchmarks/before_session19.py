@@ -11,7 +11,6 @@ the same bytes).
 
 from __future__ import annotations
 
-import runpy
 import sys
 from pathlib import Path
 
@@ -30,6 +29,6 @@ local.short_state_sampling = lambda: None  # type: ignore[assignment]
 output.ShardWriter = TarfileWriter  # type: ignore[misc]
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()

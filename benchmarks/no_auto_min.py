@@ -8,14 +8,11 @@ so that the size rule is measured against the same tree.
 
 from __future__ import annotations
 
-import runpy
-import sys
-
 from mitigate import decode_pool
 
 decode_pool.AUTO_MIN_SAMPLES = 0
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()

@@ -10,9 +10,6 @@ replaced by its earlier code (less the lending, which is not part of it).
 
 from __future__ import annotations
 
-import runpy
-import sys
-
 from mitigate.decode_pool import DecodePool
 from mitigate.filters import ModelFilter, build_filter
 from mitigate.pipeline import fs, process
@@ -33,6 +30,6 @@ def _pooled(self):  # type: ignore[no-untyped-def]
 process.Decode._pooled = _pooled  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()

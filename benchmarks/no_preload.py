@@ -8,14 +8,11 @@ one session. Chains with ``no_prestart.py`` and ``no_queue.py``:
 
 from __future__ import annotations
 
-import runpy
-import sys
-
 from mitigate.pipeline import process
 
 process._preload_scoring = lambda: None  # type: ignore[assignment]
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()

@@ -8,14 +8,11 @@ first chunk (or after its warm-up), for an A/B of whole runs in one session.
 
 from __future__ import annotations
 
-import runpy
-import sys
-
 from mitigate import decode_pool
 
 decode_pool.prestart_for = lambda *args, **kwargs: 0  # type: ignore[assignment]
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()

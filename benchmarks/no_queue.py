@@ -10,14 +10,11 @@ received before the next is sent), for an A/B of whole runs in one session. Chai
 
 from __future__ import annotations
 
-import runpy
-import sys
-
 from mitigate.decode_pool import DecodePool
 
 DecodePool.fits_ahead = lambda self, records: False  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()

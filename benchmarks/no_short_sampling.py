@@ -8,14 +8,11 @@ in one session.
 
 from __future__ import annotations
 
-import runpy
-import sys
-
 from mitigate.runners import local
 
 local.short_state_sampling = lambda: None  # type: ignore[assignment]
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()

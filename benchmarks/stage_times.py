@@ -11,7 +11,6 @@ worker processes. CPU is this process's (its threads), not the decode workers'.
 from __future__ import annotations
 
 import atexit
-import runpy
 import sys
 import time
 
@@ -48,6 +47,6 @@ def _show() -> None:
 fn_runner.FnApiRunner._execute_bundle = _timed  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    from wrapping import run_next
+
+    run_next()
