@@ -24,7 +24,7 @@ from mitigate.config import Config, DecodeConfig, RunnerConfig, load_config
 from mitigate.decode_pool import DecodePool, plan_processes, split_evenly
 from mitigate.filters import build_filter, scored_at_decode
 from mitigate.pipeline.fs import open_read
-from mitigate.records import ERROR, Reason
+from mitigate.records import ERROR, Reason, SampleRecord
 from mitigate.sources import index_tar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -669,3 +669,63 @@ def test_the_cli_boots_a_local_runs_decode_workers_before_it_imports_beam(tmp_pa
     code, calls = json.loads(proc.stdout.strip().splitlines()[-1])
     # the CLI's, before Beam; run()'s finds them booted
     assert code == 0 and calls == [[2, False], [2, True]]
+
+
+@pytest.mark.slow
+def test_a_sample_that_crashes_its_decode_worker_in_a_run_is_one_decode_error_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole run with two decode processes, booted before the pipeline, chunks queued
+    behind each other: the sample whose decoding kills its worker becomes one
+    decode_error in the manifest, every other input sample has its one row, and the
+    summary's conservation check holds."""
+    import pyarrow.dataset as ds
+
+    from mitigate.pipeline.run import run
+
+    def booting(self) -> bool:  # every chunk to the pool: wait for its workers once
+        for worker in self._workers:
+            if worker is not None:
+                worker.ready()
+        return False
+
+    monkeypatch.setattr(DecodePool, "booting", booting)
+    records = [r for path in SAMPLE for r in _records_of(path)]
+    payloads = _payloads(records)
+    shas = [hashlib.sha256(d).hexdigest() if d is not None else None for _, d in payloads]
+    victim, data = next(
+        (r, d)
+        for (r, d), sha in list(zip(payloads, shas, strict=True))[len(payloads) // 2 :]
+        if d is not None and shas.count(sha) == 1  # no exact copy of it crashes too
+    )
+
+    def manifest(crash: bool) -> tuple[dict, list[dict]]:
+        if crash:
+            monkeypatch.setenv(decode_pool._CRASH_ENV, hashlib.sha256(data).hexdigest())
+        out = tmp_path / f"crash-{crash}"
+        cfg, _ = load_config(DEFAULT, [f"output.path={out}", "decode.processes=2"])
+        summary = run(cfg)
+        return summary, ds.dataset(out / "manifest", format="parquet").to_table().to_pylist()
+
+    _, clean = manifest(crash=False)
+    summary, rows = manifest(crash=True)
+    assert sorted(r["key"] for r in rows) == sorted(r.key for r in records)  # one row each
+    (bad,) = [r for r in rows if r["key"] == victim.key]
+    assert (bad["state"], bad["reason"]) == (ERROR, Reason.DECODE_ERROR)
+    assert "crashed" in bad["detail"] and "SIGSEGV" in bad["detail"]
+    assert bad["sha256"] == hashlib.sha256(data).hexdigest()
+    (was,) = [r for r in clean if r["key"] == victim.key]
+    assert was["state"] != ERROR  # decoded in the run without the crash
+    decode_errors = {r["key"] for r in clean if r["reason"] == Reason.DECODE_ERROR}
+    assert {r["key"] for r in rows if r["reason"] == Reason.DECODE_ERROR} == {
+        *decode_errors,
+        victim.key,
+    }
+    assert summary["input_count"] == len(records) == summary["manifest_rows"]
+
+
+def _records_of(path: Path) -> list:
+    """The samples of a shard (its source issues left out)."""
+    with open(path, "rb") as f:
+        found = index_tar(f, str(path), max_image_bytes=10**8)
+        return [r for r in found if isinstance(r, SampleRecord)]
