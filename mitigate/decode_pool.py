@@ -202,6 +202,14 @@ _early = threading.Lock()
 _prestarted: list[tuple[tuple[Any, ...], list[Worker]]] = []
 
 
+def _setup_args(
+    decode: DecodeConfig, filter_configs: Sequence[FilterConfig], keep_images: bool, opener: Opener
+) -> tuple[Any, ...]:
+    """A worker's start call's arguments (:func:`_setup`): what a pool and the workers
+    booted for it must agree on."""
+    return (decode, list(filter_configs), keep_images, opener)
+
+
 def prestart(
     processes: int,
     decode: DecodeConfig,
@@ -213,7 +221,7 @@ def prestart(
     """Boot ``processes`` decode workers now, without waiting for them, for the first
     :class:`DecodePool` of this process built with the same arguments; False (with a
     warning) where they cannot start."""
-    args = (decode, list(filter_configs), keep_images, opener)
+    args = _setup_args(decode, filter_configs, keep_images, opener)
     with _early:
         if any(have == args for have, _ in _prestarted):
             return True
@@ -234,7 +242,7 @@ def has_prestarted(
     decode: DecodeConfig, filter_configs: Sequence[FilterConfig], keep_images: bool, opener: Opener
 ) -> bool:
     """Whether workers booted by :func:`prestart` wait for a pool of these arguments."""
-    args = (decode, list(filter_configs), keep_images, opener)
+    args = _setup_args(decode, filter_configs, keep_images, opener)
     with _early:
         return any(have == args for have, _ in _prestarted)
 
@@ -332,7 +340,7 @@ class DecodePool:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
         self.processes = processes
-        self._init = (_setup, (decode, list(filter_configs), keep_images, opener))
+        self._init = (_setup, _setup_args(decode, filter_configs, keep_images, opener))
         self._opener = opener
         self._max_bytes = decode.max_image_bytes
         self.crashed = 0  # samples lost to a decoder crash

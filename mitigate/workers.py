@@ -119,17 +119,15 @@ it holds may be queued behind a call in flight (:meth:`Worker.room`)."""
 def _widen_pipe(fd: int) -> int:
     """The pipe ``fd``'s capacity in bytes, widened to :data:`PIPE_SIZE` where the
     system allows; 4,096 (the least POSIX promises) where it cannot be read."""
-    import fcntl
-
-    setsz = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-    getsz = getattr(fcntl, "F_GETPIPE_SZ", 1032)
     if sys.platform != "linux":
         return 4096
+    import fcntl
+
     try:
-        return int(fcntl.fcntl(fd, setsz, PIPE_SIZE))
+        return int(fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE))
     except OSError:
         try:
-            return int(fcntl.fcntl(fd, getsz))
+            return int(fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032)))
         except OSError:
             return 4096
 
