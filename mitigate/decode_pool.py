@@ -279,6 +279,7 @@ def prestart_for(config: Any, sources: Sequence[str], extra_beam_args: bool = Fa
     filter 1.15x slower (BENCHMARKS.md, session 19); such a run keeps the warm-up and
     the :data:`AUTO_MIN_SAMPLES` rule."""
     from mitigate.pipeline import fs
+    from mitigate.tables import table_format
 
     runner = config.runner
     if extra_beam_args or runner.dry_run or runner.name != "direct":
@@ -292,7 +293,7 @@ def prestart_for(config: Any, sources: Sequence[str], extra_beam_args: bool = Fa
             return 0
         size = 0
         for path in sources:
-            if "://" in path or not path.endswith(".tar"):
+            if "://" in path or table_format(path, config.input.format) != "webdataset":
                 return 0  # a table, or a remote file: its samples are not known cheaply
             try:
                 size += os.path.getsize(path)

@@ -498,6 +498,10 @@ def test_prestart_for_boots_workers_only_where_a_local_run_will_start_a_pool(
     table.write_bytes(b"x" * 10)
     assert decode_pool.prestart_for(auto, [*sources, str(table)]) == 0  # a table's samples
     assert decode_pool.prestart_for(auto, [*sources, "gs://b/s.tar"]) == 0  # remote
+    upper = tmp_path / "SHARD.TAR"  # a shard by its extension, whatever its case
+    upper.write_bytes(b"x" * 10)
+    assert decode_pool.prestart_for(auto, [*sources, str(upper)]) == 2
+    assert decode_pool.close_prestarted() == 2
     several, _ = load_config(DEFAULT, ["runner.direct_num_workers=2"])
     assert decode_pool.prestart_for(several, sources) == 0  # several Beam workers
     models, _ = load_config(DEFAULT, [])
