@@ -24,6 +24,7 @@ from mitigate import sigdef
 # file (or a stale kernel would be loaded); the check below fails loudly if they drift.
 GRID, CHROMA_GRID, SAMPLES_X, SAMPLES_Y = 64, 16, 2, 2
 BOX_BITS = 22  # mitigate.sigsample.BOX_BITS: Pillow's resampling fixed point
+LEVEL_SHIFT = 21  # _pack_plane's reciprocal: exact for every span (see there)
 LUMA, LUMA_SHIFT = (19595, 38470, 7471), 18
 CB, CR, CHROMA_SHIFT = (-11058, -21710, 32768), (32768, -27439, -5329), 22
 if (GRID, CHROMA_GRID, SAMPLES_X, SAMPLES_Y, LUMA, LUMA_SHIFT, CB, CR, CHROMA_SHIFT) != (
@@ -46,21 +47,32 @@ if SAMPLES_X * SAMPLES_Y != 4 or LUMA_SHIFT != 18:  # pragma: no cover - develop
     raise RuntimeError("mitigate._sigkernel.box_cells assumes 4 samples a cell, shift 18")
 
 
-@njit(cache=True, nogil=True)
-def _pack_plane(values, n, lo, hi, level, out, at):  # type: ignore[no-untyped-def]
-    """4-bit levels of ``values[:n]`` between ``lo`` and ``hi`` (``level`` table of
-    mitigate.verify), two a byte, first in the high nibble, written from ``out[at]``."""
-    row = max(hi - lo, 1) * 256 - lo
+@njit(cache=True, nogil=True, inline="always")
+def _pack_plane(values, n, lo, hi, out, at):  # type: ignore[no-untyped-def]
+    """4-bit levels of ``values[:n]`` between ``lo`` and ``hi``, two a byte, first in the
+    high nibble, written from ``out[at]``: the numpy reference's level table
+    (:func:`mitigate.sigmake._level_table`, ``(d * 15 + span // 2) // span`` for ``d``
+    above ``lo``) computed by a multiply and a shift, ``m = ceil(2**21 / span)``: exact
+    while ``(d * 15 + span // 2) * (m * span - 2**21) < 2**21``, which holds for every
+    span and ``d`` up to 255 (3,952 * 254 < 2**21; ``tests/test_sigfused.py`` checks all
+    of them). No table lookup a cell: 0.4x the table's time (BENCHMARKS.md, "Tenth
+    round")."""
+    span = max(hi - lo, 1)
+    half, m = span // 2, ((1 << LEVEL_SHIFT) + span - 1) // span
     for p in range(0, n, 2):
-        out[at] = (level[row + values[p]] << 4) | level[row + values[p + 1]]
-        at += 1
-    return at
+        a = (((values[p] - lo) * 15 + half) * m) >> LEVEL_SHIFT
+        b = (((values[p + 1] - lo) * 15 + half) * m) >> LEVEL_SHIFT
+        out[at + (p >> 1)] = (a << 4) | b
+    return at + (n >> 1)
 
 
 @njit(cache=True, nogil=True)
 def _finish(y, csum, level, size):  # type: ignore[no-untyped-def]
     """The packed cells and the six range bytes (``size`` bytes) from the luma cells and
-    each chroma cell's RGB sums."""
+    each chroma cell's RGB sums. (``level``, the numpy reference's level table, is not
+    read: :func:`_pack_plane` computes its values. The kernels keep it in their call
+    signature, which ``benchmarks/eval_near_verify.py --previous-kernel`` relies on to
+    swap earlier kernels in.)"""
     out = np.empty(size, np.uint8)
     n = CHROMA_GRID * CHROMA_GRID
     cb, cr = np.empty(n, np.int64), np.empty(n, np.int64)
@@ -73,9 +85,9 @@ def _finish(y, csum, level, size):  # type: ignore[no-untyped-def]
         cr[c] = min(255, max(0, vr))
     y_lo, y_hi = y.min(), y.max()
     b_lo, b_hi, r_lo, r_hi = cb.min(), cb.max(), cr.min(), cr.max()
-    at = _pack_plane(y, GRID * GRID, y_lo, y_hi, level, out, 0)
-    at = _pack_plane(cb, n, b_lo, b_hi, level, out, at)
-    at = _pack_plane(cr, n, r_lo, r_hi, level, out, at)
+    at = _pack_plane(y, GRID * GRID, y_lo, y_hi, out, 0)
+    at = _pack_plane(cb, n, b_lo, b_hi, out, at)
+    at = _pack_plane(cr, n, r_lo, r_hi, out, at)
     out[at] = y_lo
     out[at + 1] = y_hi
     out[at + 2] = b_lo
@@ -192,34 +204,60 @@ def _box_across(px, width, height):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def box_words(px, width, height):  # type: ignore[no-untyped-def]
-    """Pillow's ``resize((64, 64), BOX)`` of an RGB image (its arithmetic, exact:
-    :func:`mitigate.sigsample.box_numpy`) from its pixels ``px`` (``height`` rows of
-    ``width`` RGB words): GRID x GRID RGB words, the rows across, then down."""
-    across = _box_across(px, width, height)
-    if height == GRID:
-        return across
-    out = np.empty((GRID, GRID), np.uint32)
-    first, end, weight = _box_bins(height)
-    if height < 2 * GRID:
+def _box_down(rows, n, height):  # type: ignore[no-untyped-def]
+    """Pillow's BOX pass down the columns, to GRID cells: ``rows``, ``height`` x ``n``
+    RGB words, -> GRID x ``n`` 24-bit RGB words (the padding byte cleared)."""
+    out = np.empty((GRID, n), np.uint32)
+    if height == GRID:  # not resampled
         for i in range(GRID):
-            a, b = across[first[i]], across[end[i] - 1]
-            for j in range(GRID):
+            for j in range(n):
+                out[i, j] = rows[i, j] & 0xFFFFFF
+        return out
+    first, end, weight = _box_bins(height)
+    if height < 2 * GRID:  # 1 or 2 rows a cell: read 2 (one row twice)
+        for i in range(GRID):
+            a, b = rows[first[i]], rows[end[i] - 1]
+            for j in range(n):
                 out[i, j] = _mean2(np.int64(a[j]), np.int64(b[j]))
         return out
-    sums = np.empty((3, GRID), np.int64)
+    sums = np.empty((3, n), np.int64)
     for i in range(GRID):
         sums[:] = 0
         for r in range(first[i], end[i]):
-            row = across[r]
-            for j in range(GRID):
+            row = rows[r]
+            for j in range(n):
                 v = np.int64(row[j])
                 sums[0, j] += v & 255
                 sums[1, j] += (v >> 8) & 255
                 sums[2, j] += (v >> 16) & 255
-        for j in range(GRID):
+        for j in range(n):
             out[i, j] = _weighed(sums[0, j], sums[1, j], sums[2, j], weight[i])
     return out
+
+
+@njit(cache=True, nogil=True)
+def box_words(px, width, height):  # type: ignore[no-untyped-def]
+    """Pillow's ``resize((64, 64), BOX)`` of an RGB image (its arithmetic, exact:
+    :func:`mitigate.sigsample.box_numpy`) from its pixels ``px`` (``height`` rows of
+    ``width`` RGB words): GRID x GRID RGB words, the rows across, then down.
+
+    Under 64 px across, Pillow's pass across only repeats pixels (a cell of one pixel:
+    no arithmetic, no rounding), so it commutes with the pass down: this pass runs
+    first, over the ``width`` columns instead of 64, and the columns are repeated
+    after it (same bytes; a tall narrow image's pass across read every row, 64 cells
+    each)."""
+    if width < GRID:
+        down = _box_down(px.reshape((height, width)), width, height)
+        first = _box_bins(width)[0]
+        out = np.empty((GRID, GRID), np.uint32)
+        for i in range(GRID):
+            for j in range(GRID):
+                out[i, j] = down[i, first[j]]
+        return out
+    across = _box_across(px, width, height)
+    if height == GRID:
+        return across
+    return _box_down(across, GRID, height)
 
 
 @njit(cache=True, nogil=True)

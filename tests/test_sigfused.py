@@ -148,6 +148,41 @@ def test_box_numpy_is_pillows_box_resize_at_every_small_size() -> None:
                 assert np.array_equal(sigsample.box_numpy(rgbx, w, h), want), (w, h)
 
 
+def test_the_kernels_box_resize_is_pillows_for_every_width_under_64_px() -> None:
+    """Under 64 px across the kernel runs the pass down first (Pillow's pass across only
+    repeats pixels there, so the two commute): ``box_words`` equals Pillow's
+    ``resize((64, 64), BOX)`` for every width 1..63 against heights that take each of
+    the pass down's cases (a pixel a cell, none, one or two, sums over many rows), on
+    random pixels whose padding byte is set."""
+    from mitigate import _sigkernel
+
+    rng = np.random.default_rng(63)
+    for width in range(1, 64):
+        for height in (1, 2, 40, 63, 64, 65, 100, 127, 128, 129, 354, 1000):
+            im = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            want = np.asarray(im.convert("RGBX").resize((64, 64), Image.Resampling.BOX))
+            words = np.frombuffer(im.tobytes("raw", "RGBX"), np.uint32) | np.uint32(0xFF << 24)
+            got = _sigkernel.box_words(words, width, height).view(np.uint8).reshape(64, 64, 4)
+            assert np.array_equal(got[..., :3], want[..., :3]), (width, height)
+            assert not got[..., 3].any(), (width, height)  # 24-bit words
+
+
+def test_the_kernels_4_bit_levels_are_the_reference_tables_for_every_span() -> None:
+    """The kernel packs a plane's 4-bit levels by a multiply and a shift, not the
+    reference's table (``sigmake._LEVEL``): the same level for every span 1..255 and
+    every value in it, at any plane minimum."""
+    from mitigate import _sigkernel
+
+    for span in range(1, 256):
+        for lo in (0, 255 - span):
+            values = np.arange(lo, lo + span + 1, dtype=np.int64)
+            values = np.concatenate([values, values[-1:]] if len(values) % 2 else [values])
+            out = np.zeros(len(values) // 2, np.uint8)
+            _sigkernel._pack_plane(values, len(values), lo, lo + span, out, 0)
+            levels = sigmake._LEVEL[span * 256 + values - lo]
+            assert np.array_equal(out, (levels[0::2] << 4) | levels[1::2]), (span, lo)
+
+
 @settings(max_examples=60, deadline=None)
 @example(width=1, height=1, flip=False)
 @example(width=64, height=64, flip=False)  # Pillow resamples neither side
