@@ -16,8 +16,9 @@ BENCHMARKS.md; with ``dedup.verify`` each item also carries its 1,536-byte verif
 signature, ~1.9 GB for 1M samples). The records themselves do not go to that worker:
 they meet the decisions as a side input, one dict of the decisions by key (a decision
 is ~100 bytes and exists only for the items that worker held: smaller than the items).
-Every record, settled or not, passes one Map that looks its key up (pending records
-only), so no record is split off and rejoined: on the local runner a CoGroupByKey is a
+Every record, settled or not, passes one Map that looks its key up (pending records,
+and exact duplicates their kept copy's: ``join_key``), so no record is split off and
+rejoined: on the local runner a CoGroupByKey is a
 Flatten and a GroupByKey, each an encode and decode of every record it carries, and the
 rejoining Flatten a third (BENCHMARKS.md, "Fewer record encodes").
 """
@@ -94,14 +95,50 @@ def decisions_by_key(
     return out, decided[1]
 
 
+def join_key(record: SampleRecord) -> str | None:
+    """The key whose near-dup decision ``record`` takes, or None: a pending record its
+    own; an exact duplicate its kept copy's (``duplicate_of``), which near-dedup may
+    remove in turn (:func:`_copy_of_removed`); any other settled record none."""
+    if record.state == PENDING:
+        return record.key
+    if record.state == DUPLICATE and record.reason == Reason.EXACT_DUPLICATE:
+        return record.duplicate_of
+    return None
+
+
+def _copy_of_removed(record: SampleRecord, d: Any) -> SampleRecord:
+    """An exact duplicate whose kept copy near-dedup removed (decision ``d``): it follows
+    that copy, so that ``duplicate_of`` names a kept sample (or, for an eval overlap, the
+    reference) as it does for every other duplicate, not a sample that is gone. Same
+    bytes, so the copy's distance and verification score are its own; the detail names
+    both steps."""
+    what = "a reference image" if d.reason == Reason.EVAL_OVERLAP else "a kept sample"
+    verified = "" if d.verify_score is None else f", verification score {d.verify_score:.3f}"
+    hashes = "pHash" if d.verify_score is None else "pHash or centre view"
+    return dataclasses.replace(
+        record,
+        reason=d.reason,
+        duplicate_of=d.duplicate_of,
+        distance=d.distance,
+        verify_score=d.verify_score,
+        detail=f"same image bytes as {record.duplicate_of!r}, whose {hashes} is within "
+        f"{d.distance} bits of {what}, {d.duplicate_of!r}{verified}",
+    )
+
+
 def _apply(record: SampleRecord, decisions: dict[str, Any], light: bool) -> SampleRecord:
-    """``record`` with its near-dup decision applied (pending records only; a settled
-    record, e.g. a later duplicate key, is never looked up), without its signature
-    where ``light``."""
+    """``record`` with its near-dup decision applied (pending records, and exact
+    duplicates whose kept copy near-dedup removed: :func:`join_key`; any other settled
+    record, e.g. a later duplicate key, is never looked up), without its signature where
+    ``light``."""
     if light:
         record = without_signature(record)
     if record.state != PENDING:
-        return record
+        key = join_key(record)
+        d = None if key is None else decisions.get(key)
+        if d is None or d.reason == NOT_MERGED:
+            return record
+        return _copy_of_removed(record, d)
     d = decisions.get(record.key)
     if d is None:
         return record
@@ -131,7 +168,9 @@ def _apply(record: SampleRecord, decisions: dict[str, Any], light: bool) -> Samp
 
 def apply_joined(element: tuple[str, dict[str, list]]) -> Iterator[SampleRecord]:
     """:func:`_apply` on a CoGroupByKey's group (the partitioned graph, whose decisions
-    are too many for a side input): the records of one key, and its decision if any."""
+    are too many for a side input): the records joined by one key (:func:`join_key`:
+    the pending record of that key and the exact duplicates kept in its favour), and
+    its decision if any."""
     key, grouped = element
     decisions = {key: grouped["decision"][0]} if grouped["decision"] else {}
     for record in grouped["record"]:

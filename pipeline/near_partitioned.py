@@ -249,13 +249,22 @@ class PartitionedNearDedup(beam.PTransform):
         self.light = light  # records out without their signatures (as NearDedup's)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        from mitigate.pipeline.near import _expand_glob, apply_joined, lighten, reference_hashes
+        from mitigate.pipeline.near import (
+            _expand_glob,
+            apply_joined,
+            join_key,
+            lighten,
+            reference_hashes,
+        )
 
         dedup = self.dedup
         pipeline = records.pipeline
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
+        # pending records and exact duplicates meet the decisions (an exact duplicate
+        # its kept copy's: near.join_key); the other settled records pass by
+        joinable = records | "Joinable" >> beam.Filter(lambda r: join_key(r) is not None)
         others = lighten(
-            records | "Settled" >> beam.Filter(lambda r: r.state != PENDING),
+            records | "Settled" >> beam.Filter(lambda r: join_key(r) is None),
             self.light,
             "SettledLight",
         )
@@ -355,8 +364,8 @@ class PartitionedNearDedup(beam.PTransform):
             | "AllDecisions" >> beam.Flatten()
             | "DecisionByKey" >> beam.Map(lambda d: (d.key, d))
         )
-        keyed = lighten(pending, self.light, "PendingLight") | "ByKey" >> beam.Map(
-            lambda r: (r.key, r)
+        keyed = lighten(joinable, self.light, "PendingLight") | "ByKey" >> beam.Map(
+            lambda r: (join_key(r), r)
         )
         joined = (
             {"record": keyed, "decision": all_decisions}

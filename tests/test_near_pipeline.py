@@ -322,3 +322,58 @@ def test_redecide_refuses_to_verify_with_signatures_of_another_version(tmp_path,
     assert refused == verify_on, err.value
     if verify_on:
         assert "2314 bytes" in str(err.value) and not (tmp_path / "out").exists()
+
+
+def _chain(photos: dict[str, bytes], folder: Path) -> tuple[Path, bytes]:
+    """A photo, a half-size copy and a second file of that copy's very bytes (the exact
+    duplicate keeps the half-size copy, which near-dedup then removes in favour of the
+    original), and another photo; the half-size copy's bytes."""
+    first, other = (Image.open(io.BytesIO(d)).convert("RGB") for d in sorted(photos.values())[:2])
+    half = _jpeg(first.resize((first.width // 2, first.height // 2)))
+    samples = [
+        ("a_original", _jpeg(first), "a photo"),
+        ("b_half", half, "a photo"),
+        ("c_same_bytes", half, "a photo"),
+        ("d_other", _jpeg(other), "another photo"),
+    ]
+    return _shard(folder / "chain.tar", samples), half
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("partition", ["none", "clusters"])
+def test_an_exact_duplicate_of_a_sample_near_dedup_removes_names_the_kept_sample(
+    photos, tmp_path, partition
+):
+    """Exact dedup keeps ``b_half`` over ``c_same_bytes``; near-dedup then removes
+    ``b_half`` in favour of ``a_original``. The exact duplicate follows it: its
+    ``duplicate_of`` names the kept sample (as every duplicate's does), with the pair's
+    distance and verification score, and its detail both steps; in the one-worker and
+    the partitioned graph alike. Against an evaluation set holding the copy, both are
+    eval overlaps of the reference."""
+    data, half = _chain(photos, tmp_path)
+    run(_config(data, tmp_path / "out", k=10, partition=partition))
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "out" / "manifest").to_pylist()}
+    assert {k: r["state"] for k, r in rows.items()} == {
+        "a_original": "kept",
+        "b_half": "duplicate",
+        "c_same_bytes": "duplicate",
+        "d_other": "kept",
+    }
+    removed, copy = rows["b_half"], rows["c_same_bytes"]
+    assert (removed["reason"], removed["duplicate_of"]) == ("near_duplicate", "a_original")
+    assert (copy["reason"], copy["duplicate_of"]) == ("near_duplicate", "a_original")
+    assert (copy["distance"], copy["verify_score"]) == (
+        removed["distance"],
+        removed["verify_score"],
+    )
+    assert "same image bytes as 'b_half'" in copy["detail"]
+    assert "'a_original'" in copy["detail"]
+    kept = {k for k, r in rows.items() if r["state"] == "kept"}
+    assert all(r["duplicate_of"] in kept for r in rows.values() if r["state"] == "duplicate")
+
+    evalset = _shard(tmp_path / "eval.tar", [("eval0", half, "x")])
+    run(_config(data, tmp_path / "eval", k=10, partition=partition, against=[str(evalset)]))
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "eval" / "manifest").to_pylist()}
+    for key in ("b_half", "c_same_bytes"):
+        assert (rows[key]["reason"], rows[key]["duplicate_of"]) == ("eval_overlap", "eval0")
+    assert "same image bytes as 'b_half'" in rows["c_same_bytes"]["detail"]
