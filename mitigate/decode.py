@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -146,6 +147,9 @@ def _decode_one(
                 Reason.UNSUPPORTED_FORMAT,
                 f"{refused} data is not an accepted image format (accepted: {accepted})",
             )
+        broken = broken_format(data)
+        if broken:
+            return DecodeFailure(Reason.DECODE_ERROR, broken)
         head = data[:8].hex(" ")
         return DecodeFailure(
             Reason.DECODE_ERROR, f"unrecognised image format (first bytes: {head})"
@@ -225,6 +229,27 @@ def refused_format(data: bytes) -> str | None:
         return "SVG"
     if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"avif", b"heim"):
         return "HEIF/AVIF"
+    return None
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def broken_format(data: bytes) -> str | None:
+    """Why Pillow could not open ``data`` that starts as an accepted format does (a PNG
+    with a bad chunk, a JPEG cut in its header, ...), or None. ``Image.open`` reports
+    any such file as unidentified, dropping its plugin's reason; the plugin whose
+    signature test accepts the first bytes is asked again for it."""
+    for fmt in IMAGE_FORMATS:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        if factory is None or (accept is not None and not accept(data[:16])):
+            continue
+        try:
+            factory(io.BytesIO(data), None).close()
+        except Exception as exc:
+            why = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")  # deterministic details
+            return f"{fmt} data Pillow cannot read: {why}"[:500]
+        return None  # it opens alone: the reason is elsewhere
     return None
 
 

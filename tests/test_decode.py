@@ -167,6 +167,25 @@ def test_bad_images_become_decode_errors(photos, make):
     assert "0x" not in result.detail  # no object addresses: details are deterministic
 
 
+def test_a_file_that_starts_as_an_accepted_format_but_breaks_says_why(photos):
+    """Pillow reports a PNG with a damaged chunk, or a JPEG cut inside its header, as
+    an unidentified file; the detail names the format and the plugin's reason."""
+    png = bytearray(_png(Image.new("RGB", (80, 60), (10, 200, 30))))
+    png[40] ^= 0xFF  # inside the chunk after IHDR: its type no longer reads
+    result = decode_image(bytes(png), max_pixels=LIMIT)
+    assert result.reason == "decode_error"
+    assert result.detail.startswith("PNG data Pillow cannot read: SyntaxError: broken PNG")
+    jpg = next(d for d in photos.values() if Image.open(io.BytesIO(d)).format == "JPEG")
+    result = decode_image(jpg[:5], max_pixels=LIMIT)  # the JPEG signature, then nothing
+    assert result.reason == "decode_error"
+    assert result.detail.startswith("JPEG data Pillow cannot read: ")
+    assert "0x" not in result.detail
+    # bytes no accepted format claims keep the first bytes as their detail
+    assert decode_image(b"GIF7" + bytes(50), max_pixels=LIMIT).detail.startswith(
+        "unrecognised image format (first bytes: 47 49 46 37"
+    )
+
+
 def test_decoding_is_deterministic(photos):
     data = next(iter(photos.values()))
     a, b = _decode(data), _decode(data)
