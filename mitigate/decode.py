@@ -41,6 +41,21 @@ _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 or 270 degrees
 
 
+def _quiet_pillow() -> None:
+    """Ignore Pillow's UserWarnings about damage it reads past (a corrupt EXIF block,
+    truncated metadata): a sample is judged on the pixels it decodes to, and one that
+    fails is recorded with its reason; printed, they only flood a long run's terminal
+    (each new message once per process, across the progress line). Checked at each
+    decode, since a ``warnings.catch_warnings`` block around the first one (a test
+    runner's, a caller's) would drop a filter set once at import."""
+    if _PILLOW_WARNINGS not in warnings.filters:
+        warnings.filterwarnings("ignore", category=UserWarning, module=_PILLOW_MODULES)
+
+
+_PILLOW_MODULES = r"PIL(\.|$)"
+_PILLOW_WARNINGS = ("ignore", None, UserWarning, re.compile(_PILLOW_MODULES), 0)
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     width: int  # as displayed (after EXIF orientation), full resolution
@@ -135,6 +150,7 @@ def _decode_one(
     data: bytes, max_pixels: int, working_size: int, hash_mode: str, signature: bool
 ) -> _Unhashed | DecodeFailure:
     """One image decoded up to pHash's thumbnail, or why it cannot be."""
+    _quiet_pillow()
     try:
         image = open_image(data)
     except Image.DecompressionBombError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import imagehash
@@ -184,6 +185,27 @@ def test_a_file_that_starts_as_an_accepted_format_but_breaks_says_why(photos):
     assert decode_image(b"GIF7" + bytes(50), max_pixels=LIMIT).detail.startswith(
         "unrecognised image format (first bytes: 47 49 46 37"
     )
+
+
+def test_pillows_warnings_about_damage_it_reads_past_are_not_printed(photos):
+    """A JPEG whose EXIF block is corrupt decodes (orientation 1), and Pillow's
+    "Corrupt EXIF data" warning does not reach the terminal."""
+    jpg = next(d for d in photos.values() if Image.open(io.BytesIO(d)).format == "JPEG")
+    exif = Image.Exif()
+    exif[0x0112] = 7
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpg)).convert("RGB").save(buf, "JPEG", exif=exif.tobytes())
+    data = bytearray(buf.getvalue())
+    at = data.find(b"Exif")
+    data[at + 10 : at + 30] = b"\xff" * 20  # the IFD's entry count and first entries
+    with warnings.catch_warnings(record=True) as caught:  # filters as the process has them
+        result = decode_image(bytes(data), max_pixels=LIMIT)
+    assert isinstance(result, DecodedImage)
+    assert not [w for w in caught if "EXIF" in str(w.message)], [str(w.message) for w in caught]
+    with warnings.catch_warnings(record=True) as caught:  # Pillow does warn about it
+        warnings.simplefilter("always")
+        Image.open(io.BytesIO(bytes(data))).getexif()
+    assert any("Corrupt EXIF data" in str(w.message) for w in caught)
 
 
 def test_decoding_is_deterministic(photos):
