@@ -9,8 +9,10 @@ use of anything else.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -31,9 +33,44 @@ def _local(path: str) -> bool:
 def open_read(path: str) -> IO[bytes]:
     """Open for random-access reading; never decompresses (tar offsets are raw bytes)."""
     if _local(path):
-        return open(path, "rb")  # what Beam's LocalFileSystem returns uncompressed
+        return _open_regular(path)  # what Beam's LocalFileSystem returns uncompressed
     FileSystems, CompressionTypes = _beam()
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _open_regular(path: str) -> IO[bytes]:
+    """A local regular file opened for reading (buffered, as ``open(path, "rb")``); any
+    other kind of file is an OSError naming it. An input may name anything: a FIFO would
+    block the open (and every read) until a writer came, hanging the whole run; a
+    device (``/dev/zero``, a terminal) could stream or block forever. The open itself
+    does not block (``O_NONBLOCK``), and the kind is read from the open file, so it
+    cannot change between the test and the read."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file but a {_kind(mode)}: {path!r}")
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def join(base: str, *parts: str) -> str:

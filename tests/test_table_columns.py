@@ -1,5 +1,6 @@
 """Table inputs: the key/image/caption columns are found from the table's schema or
-header before any work, common names are accepted, and a missing column is named."""
+header before any work, common names are accepted, and a missing column is named; an
+input or image path that is no regular file (a FIFO) is an error, not a hang."""
 
 from __future__ import annotations
 
@@ -133,3 +134,98 @@ def test_a_run_on_a_table_without_its_image_column_finishes_with_a_report(tmp_pa
     assert [i["reason"] for i in summary["source_issues"]] == ["missing_image"]
     assert "set input.image_column" in summary["source_issues"][0]["detail"]
     assert (tmp_path / "out" / "report.html").stat().st_size > 0
+
+
+def _unblock(fifo: Path) -> None:
+    """Open ``fifo``'s write end without blocking, so that a reader the code under test
+    left blocked in ``open`` (the bug) wakes up instead of hanging the suite."""
+    import os
+
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # no reader waiting: nothing to wake
+        pass
+
+
+def test_only_regular_files_are_opened_for_reading(tmp_path):
+    """``fs.open_read`` refuses a FIFO (whose open would block until a writer came) and
+    a character device (which streams forever) with an OSError naming the kind, at
+    once; a directory is the usual IsADirectoryError; a regular file reads as ever."""
+    import os
+    import threading
+
+    from mitigate.pipeline import fs
+
+    fifo = tmp_path / "image.jpg"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            fs.open_read(str(fifo)).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    if thread.is_alive():
+        _unblock(fifo)
+    assert outcome and isinstance(outcome[0], OSError), "the open blocked or succeeded"
+    assert "not a regular file but a FIFO" in str(outcome[0])
+    with pytest.raises(OSError, match="not a regular file but a character device"):
+        fs.open_read("/dev/zero")
+    with pytest.raises(IsADirectoryError):
+        fs.open_read(str(tmp_path))
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    with fs.open_read(str(tmp_path / "a.bin")) as f:
+        assert f.read() == b"abc" and f.seek(1) == 1 and f.read() == b"bc"
+
+
+def test_a_run_whose_table_names_a_fifo_and_whose_inputs_include_one_goes_on(tmp_path, photos):
+    """An image path that is a FIFO is the sample's ``read_error``, and an input shard
+    that is one a source issue; the run finishes and lists every other sample."""
+    import os
+    import threading
+
+    from mitigate.pipeline.run import run
+
+    image = next(iter(photos.values()))
+    (tmp_path / "good.jpg").write_bytes(image)
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    rows = [
+        {"key": "good", "image": "good.jpg", "caption": "a photo"},
+        {"key": "fifo", "image": "fifo.jpg", "caption": "a pipe"},
+    ]
+    table = _write(tmp_path / "t.jsonl", rows)
+    config = validate_config(
+        {
+            "input": {"paths": [str(table)]},
+            "output": {"path": str(tmp_path / "out")},
+            "filters": [],
+            "rebalance": {"enabled": False},
+        }
+    )
+    done: list[dict] = []
+    inputs = [str(table), str(tmp_path / "fifo.jsonl")]
+    thread = threading.Thread(target=lambda: done.append(run(config, inputs)), daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    if thread.is_alive():
+        _unblock(tmp_path / "fifo.jpg")
+        _unblock(tmp_path / "fifo.jsonl")
+        thread.join(timeout=60)
+    assert done, "the run hung on a FIFO"
+    summary = done[0]
+    assert summary["counts"]["kept"]["total"] == 1
+    assert summary["counts"]["error"]["reasons"] == {"read_error": 1}
+    issues = summary["source_issues"]
+    assert [(i["source"], i["reason"]) for i in issues] == [
+        (str(tmp_path / "fifo.jsonl"), "read_error")
+    ]
+    assert "not a regular file but a FIFO" in issues[0]["detail"]
+    manifest = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
+    fifo_row = next(r for r in manifest if r["key"] == "fifo")
+    assert "not a regular file but a FIFO" in fifo_row["detail"]
