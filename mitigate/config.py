@@ -567,11 +567,24 @@ _RANGE_MESSAGES = {
 }
 
 
+# pydantic names each branch of a union in an error's location ("constrained-int",
+# "literal['auto']", "function-after[...]", "int", ...); field names never look so
+_TYPE_TAGS = frozenset({"int", "float", "str", "bool", "none", "list", "dict", "tuple"})
+
+
+def _union_branch(part: Any) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or "-" in part)
+
+
 def _messages(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...]) -> list[str]:
-    out = []
+    """One line a field: its location as the user wrote it (``decode.processes``, not
+    pydantic's union branches), what it must be (each branch of a union, joined by
+    "or"), and the value given where the message does not already show it."""
+    fields: dict[tuple[Any, ...], tuple[list[str], str]] = {}
     for err in exc.errors():
         loc = tuple(err["loc"])
         kind = err["type"]
+        got = ""
         if kind == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
             valid = ", ".join(sorted(owner.model_fields)) if owner else "?"
@@ -582,10 +595,23 @@ def _messages(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, .
             ctx = err.get("ctx", {})
             msg = _RANGE_MESSAGES[kind].format(**ctx) if kind in _RANGE_MESSAGES else err["msg"]
             msg = msg.removeprefix("Value error, ")
-            if "input" in err and not isinstance(err["input"], dict | list):
-                msg += f", got {err['input']!r}"
-        out.append(f"{_loc(prefix + loc)}: {msg}")
-    return out
+            value = err.get("input")
+            shown = isinstance(value, str) and len(value) > 3 and value in msg  # a path
+            if "input" in err and not isinstance(value, dict | list) and not shown:
+                got = f", got {value!r}"
+        where = tuple(p for p in loc if not _union_branch(p))
+        msgs, _ = fields.setdefault(where, ([], got))
+        if msg not in msgs:
+            msgs.append(msg)
+    # a union's branches after the first read on: "must be >= 1 or input should be 'auto'"
+    return [
+        f"{_loc(prefix + where)}: "
+        + " or ".join(
+            m[0].lower() + m[1:] if k and m.startswith("Input") else m for k, m in enumerate(msgs)
+        )
+        + got
+        for where, (msgs, got) in fields.items()
+    ]
 
 
 def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:

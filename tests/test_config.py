@@ -58,6 +58,12 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
         ({"runner": {"name": "spark"}}, "runner: runner 'spark' needs job_endpoint"),
         ({"runner": {"name": "sparky"}}, "runner.name: Input should be 'direct', 'portable'"),
         ({"runner": {"dry_run": True}}, "runner: dry_run is a Dataflow option"),
+        # a union's branches on one line, at the field's own name (no pydantic branch tags)
+        (
+            {"decode": {"processes": -3}},
+            "decode.processes: must be >= 1 or input should be 'auto', got -3",
+        ),
+        ({"dedup": {"k": 3.5}}, "dedup.k: Input should be a valid integer"),
         (
             {"filters": [{"name": "image_quality"}, {"name": "image_quality"}]},
             "filters: id 'image_quality' used twice",
@@ -67,6 +73,16 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
 def test_errors_name_the_field(raw, expected):
     errors = _errors(raw)
     assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_an_error_shows_the_value_given_once():
+    """The value given follows the message, unless the message already names it (a
+    path); a number is shown even when its digits appear in the message."""
+    errors = _errors({"filters": [{"name": "caption_terms", "terms_file": "/nowhere/t.txt"}]})
+    line = next(e for e in errors if e.startswith("filters[0].terms_file"))
+    assert line.count("/nowhere/t.txt") == 1, line
+    assert "dedup.k: must be <= 32, got 33" in _errors({"dedup": {"k": 33}})
+    assert "input.chunk_size: must be >= 1, got 0" in _errors({"input": {"chunk_size": 0}})
 
 
 def test_all_errors_are_reported_at_once():
