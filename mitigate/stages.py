@@ -207,10 +207,18 @@ def decide(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord:
 
 def resolve_duplicate_keys(records: Iterable[SampleRecord]) -> list[SampleRecord]:
     """Records sharing one key: the first occurrence (by source, index) stands; each
-    later one becomes an ``error``/``duplicate_key`` naming the first."""
-    ordered = sorted(records, key=lambda r: r.order)
+    later one becomes an ``error``/``duplicate_key`` naming the first. A record whose
+    key is itself invalid (``invalid_key``: empty, absolute, ``..``) owns no key and
+    keeps its own error: two empty keys are two invalid keys, not a duplicate."""
+    out: list[SampleRecord] = []
+    keyed: list[SampleRecord] = []
+    for rec in records:
+        (out if rec.reason == Reason.INVALID_KEY else keyed).append(rec)
+    if not keyed:
+        return out
+    ordered = sorted(keyed, key=lambda r: r.order)
     first = ordered[0]
-    out = [first]
+    out.append(first)
     for rec in ordered[1:]:
         detail = f"key {rec.key!r} already used at {first.source} (sample {first.index})"
         out.append(rec.with_error(Reason.DUPLICATE_KEY, detail))

@@ -91,12 +91,12 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
 
         return list(pq.ParquetFile(fileobj).schema_arrow.names)
     if fmt == "csv":
-        text = io.TextIOWrapper(fileobj, encoding="utf-8", newline="")
+        text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline="")
         return next(csv.reader(text), [])
     if fmt == "jsonl":
         for raw in fileobj:
             if raw.strip():
-                row = json.loads(raw.decode("utf-8"))
+                row = json.loads(raw.decode("utf-8-sig"))
                 if not isinstance(row, dict):
                     raise ValueError("the first line is not a JSON object")
                 return list(row)
@@ -125,12 +125,14 @@ def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
         for batch in pq.ParquetFile(fileobj).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
     elif fmt == "jsonl":
-        # Line by line in bytes, so one line that is not UTF-8 is one bad row.
+        # Line by line in bytes, so one line that is not UTF-8 is one bad row. CSV and
+        # JSONL are read as "utf-8-sig": a byte-order mark, which Windows tools write at
+        # the start of a file, is no part of the first column's name or line.
         for lineno, raw in enumerate(fileobj, 1):
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw.decode("utf-8"))
+                row = json.loads(raw.decode("utf-8-sig"))
             except UnicodeDecodeError as exc:
                 yield f"line {lineno}: not UTF-8: {exc}"
                 continue
@@ -142,7 +144,7 @@ def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
                 continue
             yield row if isinstance(row, dict) else f"line {lineno}: not a JSON object"
     elif fmt == "csv":
-        yield from csv.DictReader(io.TextIOWrapper(fileobj, encoding="utf-8", newline=""))
+        yield from csv.DictReader(io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline=""))
     else:
         raise ValueError(f"unknown table format {fmt!r}")
 
@@ -177,6 +179,14 @@ def resolve_image_path(image: str, root: str) -> str | None:
     else:
         inside = norm_root == "/" or norm == norm_root or norm.startswith(norm_root + "/")
     return prefix + norm if inside else None
+
+
+def _not_text(column: str, value: Any) -> str:
+    """Why a row's ``column`` holds no usable text: empty (or null), or another type."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"column {column!r} is empty"
+    kind = type(value).__name__
+    return f"column {column!r} holds {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text"
 
 
 def iter_table(
@@ -226,12 +236,12 @@ def iter_table(
                 continue
             image = row.get(image_column)
             if not isinstance(image, str) or not image.strip():
-                detail = absent.get("image_column") or f"column {image_column!r} is empty"
+                detail = absent.get("image_column") or _not_text(image_column, image)
                 yield rec.with_error(Reason.MISSING_IMAGE, detail)
                 continue
             caption = row.get(caption_column)
             if not isinstance(caption, str) or not caption.strip():
-                detail = absent.get("caption_column") or f"column {caption_column!r} is empty"
+                detail = absent.get("caption_column") or _not_text(caption_column, caption)
                 yield rec.with_error(Reason.MISSING_CAPTION, detail)
                 continue
             n_caption = len(caption.encode("utf-8", "surrogatepass"))

@@ -30,6 +30,23 @@ def test_later_duplicate_keys_are_errors_naming_the_first():
     assert "a.tar (sample 2)" in out[1].detail
 
 
+def test_records_whose_key_is_invalid_keep_their_own_error_and_own_no_key():
+    """Empty keys (a table's null or "" key) are each an ``invalid_key``, not a
+    ``duplicate_key`` of one another, and a later valid record is not held against
+    them; a valid key repeated is still a duplicate."""
+    invalid = [
+        _rec("", "t.jsonl", i).with_error("invalid_key", "column 'key': empty key") for i in (3, 1)
+    ]
+    out = stages.resolve_duplicate_keys([*invalid, _rec("", "t.jsonl", 7)])
+    assert sorted((r.index, r.reason) for r in out) == [
+        (1, "invalid_key"),
+        (3, "invalid_key"),
+        (7, None),
+    ]
+    out = stages.resolve_duplicate_keys([_rec("k", index=2), _rec("k", index=1)])
+    assert sorted((r.index, r.reason) for r in out) == [(1, None), (2, "duplicate_key")]
+
+
 def test_exact_duplicates_keep_highest_resolution_then_smallest_key():
     recs = [
         _rec("b", width=10, height=10, sha256="h"),

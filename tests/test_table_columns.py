@@ -14,7 +14,7 @@ import pytest
 from mitigate.cli import main
 from mitigate.config import validate_config
 from mitigate.sources import SourceIssue
-from mitigate.tables import iter_table, resolve_columns
+from mitigate.tables import iter_table, resolve_columns, table_problems
 
 DEFAULTS = {"key_column": "key", "image_column": "image", "caption_column": "caption"}
 
@@ -229,3 +229,39 @@ def test_a_run_whose_table_names_a_fifo_and_whose_inputs_include_one_goes_on(tmp
     manifest = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
     fifo_row = next(r for r in manifest if r["key"] == "fifo")
     assert "not a regular file but a FIFO" in fifo_row["detail"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_byte_order_mark_is_no_part_of_the_first_column(tmp_path, fmt):
+    """CSV and JSONL written by Windows tools start with a UTF-8 byte-order mark: the
+    first column is still found by its name and every row read."""
+    rows = [
+        {"key": "a", "image": "a.jpg", "caption": "x"},
+        {"key": "b", "image": "b.jpg", "caption": "y"},
+    ]
+    path = _write(tmp_path / f"t.{fmt}", rows)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    with open(path, "rb") as f:
+        assert table_problems(f, fmt, DEFAULTS) == (DEFAULTS, [])
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), fmt, **DEFAULTS))
+    assert [(r.key, r.state, r.caption) for r in records] == [
+        ("a", "pending", "x"),
+        ("b", "pending", "y"),
+    ]
+
+
+def test_a_cell_of_another_type_says_so_not_that_it_is_empty(tmp_path):
+    rows = [
+        {"key": "a", "image": 5, "caption": "x"},
+        {"key": "b", "image": "b.jpg", "caption": {"text": "y"}},
+        {"key": "c", "image": "c.jpg", "caption": None},
+    ]
+    path = _write(tmp_path / "t.jsonl", rows)
+    with open(path, "rb") as f:
+        details = [r.detail for r in iter_table(f, str(path), "jsonl", **DEFAULTS)]
+    assert details == [
+        "column 'image' holds an int, not text",
+        "column 'caption' holds a dict, not text",
+        "column 'caption' is empty",
+    ]
