@@ -322,7 +322,10 @@ def _with_output(path: str, tensor: str) -> bytes:
     """The model with an intermediate tensor added as a graph output."""
     import onnx
 
-    model = onnx.load(path)
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf's DecodeError and kin: not a model file
+        raise ValueError(f"model {path} cannot be loaded: {type(exc).__name__}: {exc}") from None
     if not any(o.name == tensor for o in model.graph.output):
         produced = {name for node in model.graph.node for name in node.output}
         if tensor not in produced:

@@ -123,11 +123,16 @@ def test_spec_errors_stop_at_config_time_naming_filter_and_mismatch(tmp_path, sp
     assert text.startswith("filters[0]")
 
 
-def test_not_an_onnx_file_is_a_config_error(tmp_path):
+@pytest.mark.parametrize(
+    "extra", [{}, {"embedding_output": "features"}], ids=["plain", "embedding"]
+)
+def test_not_an_onnx_file_is_a_config_error(tmp_path, extra):
+    """Also where the model is first read by ``onnx`` to expose an embedding tensor
+    (protobuf's DecodeError, not onnxruntime's): a config error at the filter."""
     (tmp_path / "m.onnx").write_bytes(b"not a model")
-    with pytest.raises(ConfigError, match="cannot be loaded"):
+    with pytest.raises(ConfigError, match=r"filters\[0\]: model .* cannot be loaded"):
         validate_config(
-            {"filters": [{"name": "onnx_image", "model": {"path": "m.onnx"}}]}, tmp_path
+            {"filters": [{"name": "onnx_image", "model": {"path": "m.onnx"}, **extra}]}, tmp_path
         )
 
 
