@@ -64,7 +64,9 @@ def previous_outputs(out: str) -> list[str] | None:
 def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
     """Refuse, before any work, an output folder the run must not write into.
 
-    ``protected`` are files the run reads (the --config file): never replaced.
+    ``protected`` are files the run reads (the --config file, its inputs): never
+    replaced, nor any file inside a folder the run replaces (an input shard that is
+    the previous run's output shard).
     """
     if _local(out):
         if os.path.exists(out) and not os.path.isdir(out):
@@ -78,7 +80,13 @@ def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
             )
     for path in protected:
         for name in (*OUTPUT_NAMES, SUMMARY):
-            if _local(out) and os.path.abspath(path) == os.path.abspath(os.path.join(out, name)):
+            target = os.path.abspath(os.path.join(out, name))
+            read = os.path.abspath(path)
+            if (
+                _local(out)
+                and _local(path)
+                and (read == target or read.startswith(target + os.sep))
+            ):
                 raise ConfigError(
                     [
                         f"output.path: the run would replace {path}, which it reads; "

@@ -22,7 +22,7 @@ def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
 
     A Dataflow dry run works offline: remote inputs are taken as given (not listed) and
     the output folder is not inspected. ``protected`` are files the run reads (its
-    config file), which the output must not replace.
+    config file), which the output must not replace; nor may it replace an input.
     """
     from mitigate.runners.extras import missing_extra
 
@@ -50,7 +50,7 @@ def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
         raise ConfigError(errors)
     if dry:
         return sorted(set(sources))
-    outdir.check_output(config.output.path, config.output.overwrite, protected)
+    outdir.check_output(config.output.path, config.output.overwrite, [*protected, *sources])
     return sorted(set(sources))
 
 

@@ -114,6 +114,23 @@ def test_the_config_file_itself_is_protected(finished, tmp_path):
         outdir.check_output(str(out), True, protected=[str(out / "config.yaml")])
 
 
+def test_an_input_inside_what_the_run_replaces_is_refused(finished, tmp_path):
+    """Re-running on the previous run's own output shards into the same folder with
+    --overwrite would replace the inputs it reads: refused before any work, naming the
+    file; an input beside the output folder's names is not in the way."""
+    out = _copy(finished[0], tmp_path / "out")
+    shard = next((out / "shards").glob("*.tar"))
+    proc = _cli(_run_args([shard], out, "--overwrite"), tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert f"the run would replace {shard}, which it reads" in err
+    beside = out / "mine.tar"
+    beside.write_bytes(shard.read_bytes())
+    outdir.check_output(str(out), True, protected=[str(beside)])
+    with pytest.raises(ConfigError, match="which it reads"):
+        outdir.check_output(str(out), True, protected=[str(out / "shards" / "x" / "y.tar")])
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_sigkill_leaves_the_previous_result_or_nothing(finished, tmp_path, sample_dir, overwrite):
     out = _copy(finished[0], tmp_path / "out") if overwrite else tmp_path / "out"
