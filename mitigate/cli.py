@@ -492,6 +492,8 @@ def _one_line(exc: BaseException) -> str:
     """The message of an error, never a bare errno (``FileNotFoundError(2, ...)``)."""
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, UnicodeError):  # its first argument is the codec's name alone
+        return str(exc)
     if exc.args and isinstance(exc.args[0], str):
         return exc.args[0]
     return str(exc) or type(exc).__name__

@@ -335,7 +335,7 @@ def read_hash_list(path: Path) -> list[tuple[str, str, str | None]]:
     """A reference hash list: one sample a line, ``phash`` or ``key,phash[,mirror]``
     (16 hex digits each, as imagehash writes them); ``#`` comments."""
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -368,7 +368,7 @@ class Blocklist:
         """Lines of 64 hex digits are sha256, of 16 hex digits pHash; an optional
         ``sha256:``/``phash:`` prefix says so explicitly; ``#`` comments."""
         sha, ph = set(), set()
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
             value = line.split("#", 1)[0].strip().lower()
             if not value:
                 continue

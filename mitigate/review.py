@@ -91,19 +91,26 @@ def read_labels(path: str | Path) -> dict[str, bool]:
             f"{path}: no such labels file (a key,label CSV, e.g. the labels.csv that "
             "`mitigate select`'s contact sheet downloads)"
         )
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"key", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs a header with columns key,label")
-        for line, row in enumerate(reader, start=2):
-            value = (row["label"] or "").strip().lower()
-            if value not in _TRUE | _FALSE:
-                hint = " (ambiguous: say harmful or benign)" if value in _AMBIGUOUS else ""
-                raise ValueError(
-                    f"{path}:{line}: label {row['label']!r} is not one of {LABEL_VALUES}{hint}"
-                )
-            out[row["key"]] = value in _TRUE
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" export starts with a byte-order mark
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        try:
+            _read_label_rows(csv.DictReader(f), path, out)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
     return out
+
+
+def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bool]) -> None:
+    if not reader.fieldnames or not {"key", "label"} <= set(reader.fieldnames):
+        raise ValueError(f"{path}: needs a header with columns key,label")
+    for line, row in enumerate(reader, start=2):
+        value = (row["label"] or "").strip().lower()
+        if value not in _TRUE | _FALSE:
+            hint = " (ambiguous: say harmful or benign)" if value in _AMBIGUOUS else ""
+            raise ValueError(
+                f"{path}:{line}: label {row['label']!r} is not one of {LABEL_VALUES}{hint}"
+            )
+        out[row["key"]] = value in _TRUE
 
 
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:

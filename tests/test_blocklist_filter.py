@@ -240,3 +240,18 @@ def test_a_pHash_blocklist_matched_exactly_in_fast_mode_is_warned_about(
         assert "decode.hash_mode: exact" in messages[0] and "max_distance" in messages[0]
     else:
         assert messages == []
+
+
+def test_a_hash_list_written_with_a_byte_order_mark_reads_its_first_line(tmp_path):
+    """Lists saved by Windows editors start with a byte-order mark: the first hash is
+    still read (not refused as "not a sha256"), in a blocklist and a reference list."""
+    from mitigate.near import Blocklist, read_hash_list
+
+    sha = "ab" * 32
+    (tmp_path / "bl.txt").write_bytes(
+        b"\xef\xbb\xbf" + f"{sha}\r\nphash:00ff00ff00ff00ff\r\n".encode()
+    )
+    listed = Blocklist.read(tmp_path / "bl.txt")
+    assert listed.sha256 == frozenset({sha}) and listed.phash == frozenset({0x00FF00FF00FF00FF})
+    (tmp_path / "ref.csv").write_bytes(b"\xef\xbb\xbfref1,00ff00ff00ff00ff\n")
+    assert read_hash_list(tmp_path / "ref.csv") == [("ref1", "00ff00ff00ff00ff", None)]

@@ -180,6 +180,24 @@ def test_read_labels_accepts_common_spellings(tmp_path):
     assert review.read_labels(path) == {"a": True, "b": False, "c": True, "d": False}
 
 
+def test_read_labels_takes_a_spreadsheets_byte_order_mark_and_names_other_encodings(tmp_path):
+    """A "CSV UTF-8" export from a spreadsheet starts with a byte-order mark: its
+    header is still key,label. A file in another encoding is named as such."""
+    path = tmp_path / "l.csv"
+    path.write_bytes(b"\xef\xbb\xbfkey,label\r\na,1\r\nb,benign\r\n")
+    assert review.read_labels(path) == {"a": True, "b": False}
+    path.write_bytes("key,label\nstra\u00dfe,1\n".encode("utf-16"))
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        review.read_labels(path)
+
+
+def test_the_cli_shows_a_decoding_error_whole_not_its_codec_name():
+    from mitigate.cli import _one_line
+
+    exc = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    assert _one_line(exc) == str(exc) and "can't decode byte 0xff" in _one_line(exc)
+
+
 def test_blurred_contact_sheet_images_stay_inside_their_cards():
     from mitigate.review import SheetEntry, contact_sheet
 
