@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the samples an active-learning round should label next",
         description="Choose samples to label: 'uncertain' (scores nearest the threshold), "
         "'positives' (a spread sample of predicted positives, for false-positive review at "
-        "a near-100%%-recall --threshold), or 'neighbours' (samples scored below threshold "
+        "a near-100%-recall --threshold), or 'neighbours' (samples scored below threshold "
         "whose stored embeddings are nearest known positives: likely misses). Writes "
         "selection.csv and a self-contained contact_sheet.html whose buttons export "
         "labels.csv for `mitigate calibrate`.",
