@@ -156,6 +156,15 @@ class DecodeConfig(_Strict):
         "(runs under 4,096 samples never start them); on other runners 1 (their workers "
         "already use the cores). Outputs are identical for every value.",
     )
+    isolate: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Decode in worker processes, never in the Beam worker itself, so that "
+        "an image that crashes a decoder (a native library's fault) is one decode_error "
+        "and the run goes on, instead of taking the Beam worker down (on a cloud runner: "
+        "its bundle retried until the job fails). With processes 1, one decode process "
+        "a Beam worker. auto: true on every runner but direct (where processes auto "
+        "starts a pool from 4,096 samples and a crash ends only the local run).",
+    )
 
     @property
     def working_side(self) -> int:

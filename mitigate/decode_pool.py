@@ -108,6 +108,15 @@ def plan_processes(decode: DecodeConfig, runner: RunnerConfig) -> tuple[int, int
     return min(usable_cores(), MAX_AUTO_PROCESSES), WARMUP_SAMPLES
 
 
+def plan_isolation(decode: DecodeConfig, runner: RunnerConfig) -> bool:
+    """Whether ``decode.isolate`` keeps every decode out of the Beam worker: ``auto``
+    on every runner but ``direct``, where a decoder crash would take a cloud worker down
+    with its bundle, retried until the job fails."""
+    if decode.isolate != "auto":
+        return bool(decode.isolate)
+    return runner.name != "direct"
+
+
 # --------------------------------------------------------------------------------------
 # In a worker
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from mitigate import decode_pool, kernels, progress, stages, workers
 from mitigate.config import Config, DecodeConfig
-from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_processes
+from mitigate.decode_pool import DecodePool, PoolUnavailable, plan_isolation, plan_processes
 from mitigate.filters import (
     Filter,
     FilterConfig,
@@ -59,12 +59,16 @@ class Decode(beam.DoFn):
         decode: DecodeConfig,
         inline_models: bool = False,
         processes: tuple[int, int] = (1, 0),
+        isolate: bool = False,
     ) -> None:
         self.filter_configs = list(filters)
         self.decode = decode
         self.inline_models = inline_models
         # (worker processes, samples decoded here first): mitigate.decode_pool
         self.processes, self.warmup = processes
+        # decode.isolate: every chunk to the pool (one process at least), none decoded
+        # here, also while its workers boot (a chunk waits in the pipe behind the boot)
+        self.isolate = isolate
         self._shared = Shared() if inline_models else None
         self._filters: list[Filter] = []
         self._pool: DecodePool | None = None
@@ -111,12 +115,12 @@ class Decode(beam.DoFn):
         decodes. Workers booted before the pipeline started
         (:func:`mitigate.decode_pool.prestart_for`) are used from the first chunk, with
         no warm-up, whatever the run's size."""
-        if self.processes < 2:
+        if self.processes < 2 and not self.isolate:
             return None
         if self._pool_args is None:
             self._pool_args = decode_pool.pool_args(self.decode, self.filter_configs)
             self._early = decode_pool.has_prestarted(*self._pool_args, fs.open_read)
-        if not self._early:
+        if not self._early and not self.isolate:
             if self._seen < self.warmup // 2:
                 return None
             if self.warmup and self._total is not None:
@@ -138,12 +142,14 @@ class Decode(beam.DoFn):
                 )
                 self._pool.start()
                 self._booted = (time.perf_counter(), self._seen)
-            if (not self._early and self._seen < self.warmup) or self._pool.booting():
+            if self.isolate:
+                self._pool.booting()  # PoolUnavailable if a worker could not start
+            elif (not self._early and self._seen < self.warmup) or self._pool.booting():
                 return None
         except PoolUnavailable as exc:
             self._give_up_pool(exc)
             return None
-        if self._booted is not None:
+        if self._booted is not None and not (self.isolate and self._pool.booting()):
             at, seen = self._booted
             self._booted = None
             _preload_scoring()
@@ -160,7 +166,7 @@ class Decode(beam.DoFn):
         log.warning("decoding in this process instead of %d: %s", self.processes, exc)
         if self._pool is not None:
             self._pool.close()
-        self._pool, self.processes = None, 1
+        self._pool, self.processes, self.isolate = None, 1, False
 
     def _here(self, records: list[SampleRecord]) -> list[ScoringItem]:
         payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
@@ -318,9 +324,10 @@ class ProcessChunk(beam.PTransform):
         self.inline = config.runner.name in INLINE_MODEL_RUNNERS
         self.runs_here = config.runner.name == "direct"
         self.processes = plan_processes(config.decode, config.runner)
+        self.isolate = plan_isolation(config.decode, config.runner)
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
-        decode = Decode(self.filters, self.decode, self.inline, self.processes)
+        decode = Decode(self.filters, self.decode, self.inline, self.processes, self.isolate)
         auto = self.processes[0] > 1 and self.processes[1] > 0
         local = self.runs_here
         if (auto or local) and self.input_count is not None:

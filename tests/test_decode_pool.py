@@ -400,6 +400,47 @@ def test_chunks_are_decoded_here_while_the_workers_boot(
     assert got == [item.record for item in _in_process(_payloads(records), config)]
 
 
+def test_an_isolated_decode_sends_every_chunk_also_while_its_worker_boots(
+    config: Config, gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``decode.isolate`` with one process: no chunk is decoded in the Beam worker, not
+    even while the decode worker is still blocked in its start (the chunk waits in its
+    pipe); the items are those of the in-process decode."""
+    from mitigate.pipeline import process
+
+    sends: list[int] = []
+
+    class Gated(DecodePool):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._init = (_gated_setup, (str(gate.path), *self._init[1]))
+
+        def send(self, records):  # type: ignore[no-untyped-def]
+            sends.append(len(records))
+            return super().send(records)
+
+    def not_here(self, records):  # type: ignore[no-untyped-def]
+        raise AssertionError("a chunk was decoded in the Beam worker")
+
+    monkeypatch.setattr(process, "DecodePool", Gated)
+    monkeypatch.setattr(process.Decode, "_here", not_here)
+    filters = [f.config for f in _pixel_filters(config)]
+    fn = process.Decode(filters, config.decode, processes=(1, 0), isolate=True)
+    fn.setup()
+    records = _records(12)
+    try:
+        got = [item.record for item in fn.process((0, records[:4]))]
+        assert sends == [4] and fn._pool.booting() and not gate.opened and got == []
+        gate.open()
+        got += [item.record for item in fn.process((1, records[4:8]))]
+        got += [item.record for item in fn.process((2, records[8:]))]
+        got += [wv.value.record for wv in fn.finish_bundle()]
+        assert sends == [4, 4, 4]
+    finally:
+        fn.teardown()
+    assert got == [item.record for item in _in_process(_payloads(records), config)]
+
+
 def _loaded(names: list[str]) -> list[str]:
     """Which of ``names`` a worker has imported (called in the worker, by reference)."""
     return [name for name in names if name in sys.modules]
@@ -675,14 +716,37 @@ def test_the_cli_boots_a_local_runs_decode_workers_before_it_imports_beam(tmp_pa
     assert code == 0 and calls == [[2, False], [2, True]]
 
 
+def test_isolation_is_on_wherever_a_crash_would_take_a_cloud_worker_down() -> None:
+    from mitigate.config import DecodeConfig, RunnerConfig
+
+    runners = {
+        "direct": RunnerConfig(),
+        "dataflow": RunnerConfig(
+            name="dataflow", project="p", region="r", temp_location="gs://b/t"
+        ),
+        "portable": RunnerConfig(name="portable", job_endpoint="localhost:8099"),
+    }
+    auto = {name: decode_pool.plan_isolation(DecodeConfig(), r) for name, r in runners.items()}
+    assert auto == {"direct": False, "dataflow": True, "portable": True}
+    for value in (True, False):
+        decode = DecodeConfig(isolate=value)
+        assert {decode_pool.plan_isolation(decode, r) for r in runners.values()} == {value}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "settings",
+    [["decode.processes=2"], ["decode.processes=1", "decode.isolate=true"]],
+    ids=["two-processes", "isolated-one-process"],
+)
 def test_a_sample_that_crashes_its_decode_worker_in_a_run_is_one_decode_error_and_the_run_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: list[str]
 ) -> None:
     """A whole run with two decode processes, booted before the pipeline, chunks queued
-    behind each other: the sample whose decoding kills its worker becomes one
-    decode_error in the manifest, every other input sample has its one row, and the
-    summary's conservation check holds."""
+    behind each other, or with one isolated decode process (``decode.isolate``: no
+    chunk decoded in the Beam worker, whose crash would end the run): the sample whose
+    decoding kills its worker becomes one decode_error in the manifest, every other
+    input sample has its one row, and the summary's conservation check holds."""
     import pyarrow.dataset as ds
 
     from mitigate.pipeline.run import run
@@ -707,7 +771,7 @@ def test_a_sample_that_crashes_its_decode_worker_in_a_run_is_one_decode_error_an
         if crash:
             monkeypatch.setenv(decode_pool._CRASH_ENV, hashlib.sha256(data).hexdigest())
         out = tmp_path / f"crash-{crash}"
-        cfg, _ = load_config(DEFAULT, [f"output.path={out}", "decode.processes=2"])
+        cfg, _ = load_config(DEFAULT, [f"output.path={out}", *settings])
         summary = run(cfg)
         return summary, ds.dataset(out / "manifest", format="parquet").to_table().to_pylist()
 
