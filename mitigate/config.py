@@ -156,6 +156,14 @@ class DecodeConfig(_Strict):
         "(runs under 4,096 samples never start them); on other runners 1 (their workers "
         "already use the cores). Outputs are identical for every value.",
     )
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a decode process may take for one sample before it is "
+        "stopped and the sample becomes a decode_error (an image that makes a decoder "
+        "spin). Applies where decoding runs in decode processes (decode.isolate, or "
+        "processes above 1), not in the Beam worker itself, which nothing could stop.",
+    )
     isolate: bool | Literal["auto"] = Field(
         default="auto",
         description="Decode in worker processes, never in the Beam worker itself, so that "

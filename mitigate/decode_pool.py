@@ -33,6 +33,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,6 +95,11 @@ after the warm-up in runs of :data:`AUTO_MIN_SAMPLES` samples and more."""
 _CRASH_ENV = "MITIGATE_TEST_DECODER_CRASH_SHA256"
 """Test hook: a worker that is about to decode an image with this sha256 kills itself
 with SIGSEGV, as a crashing decoder would (tests of the crash path; unset in real runs)."""
+
+_HANG_ENV = "MITIGATE_TEST_DECODER_HANG_SHA256"
+"""Test hook: a worker that is about to decode an image with this sha256 sleeps a
+minute, as a decoder spinning on a hostile image would (tests of ``decode.timeout``: a
+minute, so that a broken limit fails them in bounded time)."""
 
 
 def plan_processes(decode: DecodeConfig, runner: RunnerConfig) -> tuple[int, int]:
@@ -166,12 +172,15 @@ def _warm_decode(decode: DecodeConfig) -> None:
 
 
 def _crash_if_asked(payloads: Sequence[Payload]) -> None:
-    target = os.environ.get(_CRASH_ENV)
-    if not target:
+    crash, hang = os.environ.get(_CRASH_ENV), os.environ.get(_HANG_ENV)
+    if not (crash or hang):
         return
     for _, data in payloads:
-        if data is not None and hashlib.sha256(data).hexdigest() == target:
+        sha = None if data is None else hashlib.sha256(data).hexdigest()
+        if sha is not None and sha == crash:
             os.kill(os.getpid(), signal.SIGSEGV)
+        if sha is not None and sha == hang:
+            time.sleep(60)
 
 
 def _decode_share(records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], int]:
@@ -353,7 +362,8 @@ class DecodePool:
         self._init = (_setup, _setup_args(decode, filter_configs, keep_images, opener))
         self._opener = opener
         self._max_bytes = decode.max_image_bytes
-        self.crashed = 0  # samples lost to a decoder crash
+        self._limit = decode.timeout  # seconds a sample (a share: its slowest one)
+        self.crashed = 0  # samples lost to a decoder crash or its time limit
         self._workers: list[Worker | None] = [None] * processes
         early = _take_prestarted(self._init[1])
         self.prestarted = bool(early)  # its workers were booted before the pipeline
@@ -457,7 +467,10 @@ class DecodePool:
             worker = ticket.sent[w]
             if worker is not None and worker is self._workers[w]:
                 try:
-                    got = worker.receive()
+                    # one sample's limit for the whole share: a share of normal images
+                    # takes milliseconds, so one past it holds a slow image, which the
+                    # one-at-a-time decode below then finds
+                    got = worker.receive(self._limit)
                 except WorkerDied as exc:
                     self._drop(w)
                     log.warning(
@@ -477,19 +490,28 @@ class DecodePool:
         items: list[ScoringItem] = []
         decoded = 0
         for record in share:
+            worker = self._worker(w)
             try:
-                got, n = self._worker(w).call(_decode_share, [record])
+                worker.send(_decode_share, [record])
+                got, n = worker.receive(self._limit)
             except WorkerDied as exc:
                 self._drop(w)
                 self.crashed += 1
-                why = exc.why
-                log.error("the decoder crashed on sample %s (%s): decode_error", record.key, why)
+                log.error(
+                    "decoding sample %s ended its worker (%s): decode_error", record.key, exc.why
+                )
                 # the record as reading left it (a private copy), with its sha256
                 ((failed, data),) = stages.load_payloads([record], self._opener, self._max_bytes)
                 if data is not None:
                     sha = hashlib.sha256(data).hexdigest()
                     failed = dataclasses.replace(failed, sha256=sha, n_bytes=len(data))
-                detail = f"the decoder crashed on this image (its worker process: {exc.why})"
+                if worker.stopped_after is not None:
+                    detail = (
+                        f"decoding this image took more than decode.timeout "
+                        f"({worker.stopped_after:g} s); its worker process was stopped"
+                    )
+                else:
+                    detail = f"the decoder crashed on this image (its worker process: {exc.why})"
                 got, n = [ScoringItem(failed.with_error(Reason.DECODE_ERROR, detail), None)], 0
             items.extend(got)
             decoded += n

@@ -613,6 +613,47 @@ def test_a_chunk_queued_behind_another_comes_back_in_order_and_a_crash_costs_one
     ]
 
 
+def test_a_sample_whose_decode_hangs_is_stopped_at_the_time_limit_and_costs_itself_only(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``decode.timeout``: a worker that does not reply within the limit (here, the test
+    hook's minute-long sleep on one image, as a decoder spinning on a hostile image would)
+    is killed; its share, and the share of the next chunk queued behind it, are decoded
+    again one sample at a time, and the image it hung on becomes a decode_error that
+    names the limit. Every other sample is what the in-process decode gives."""
+    records = _records(12)
+    payloads = _payloads(records)
+    expected = _in_process(payloads, config)
+    victim = next(t for t in range(3, 6) if expected[t].image is not None)  # first ticket
+    filters = [f.config for f in _pixel_filters(config)]
+    decode = config.decode.model_copy(update={"timeout": 1.5})
+    pool = DecodePool(2, decode, filters, keep_images=False, opener=open_read)
+    monkeypatch.setenv(decode_pool._HANG_ENV, hashlib.sha256(payloads[victim][1]).hexdigest())
+    try:
+        pool.start()
+        first_workers = list(pool._workers)
+        for worker in first_workers:
+            worker.ready()
+        started = time.perf_counter()
+        first = pool.send(records[:6])
+        second = pool.send(records[6:])
+        items = pool.receive(first)[0] + pool.receive(second)[0]
+        took = time.perf_counter() - started
+        assert pool.crashed == 1
+        assert pool._workers[1] is not first_workers[1] and pool._workers[0] is first_workers[0]
+        assert first_workers[1].stopped_after == 1.5 and first_workers[1].proc.returncode < 0
+    finally:
+        pool.close()
+    assert took < 30  # two limits and a worker's boot, not the hook's minute
+    bad = items[victim].record
+    assert bad.state == ERROR and bad.reason == Reason.DECODE_ERROR
+    assert "took more than decode.timeout (1.5 s)" in bad.detail
+    assert bad.sha256 == hashlib.sha256(payloads[victim][1]).hexdigest()
+    assert [i.record for t, i in enumerate(items) if t != victim] == [
+        i.record for t, i in enumerate(expected) if t != victim
+    ]
+
+
 def test_a_chunk_waits_for_the_one_in_flight_where_its_request_would_not_fit_the_pipe(
     config: Config,
 ) -> None:
