@@ -27,11 +27,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn
 
 import numpy as np
+
+from mitigate.watchdog import WATCHDOG
 
 log = logging.getLogger(__name__)
 
@@ -133,51 +134,6 @@ def _widen_pipe(fd: int) -> int:
             return 4096
 
 
-class _Watchdog:
-    """Stops workers whose reply is overdue (:meth:`Worker.receive`'s ``limit``): one
-    daemon thread a process, started at the first limit, sleeping until the nearest
-    deadline. (A timer thread a call cost ~0.25 ms each, on the Beam worker's thread.)"""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._due: dict[int, tuple[float, Worker, float]] = {}
-        self._thread: threading.Thread | None = None
-        self._tokens = 0
-        self._asleep_until: float | None = None  # the thread's wake-up (None: no deadline)
-
-    def watch(self, worker: Worker, limit: float) -> int:
-        with self._cond:
-            self._tokens += 1
-            due = time.monotonic() + limit
-            self._due[self._tokens] = (due, worker, limit)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
-                self._thread.start()
-            elif self._asleep_until is None or due < self._asleep_until:
-                self._cond.notify()  # only where it would otherwise wake too late
-            return self._tokens
-
-    def unwatch(self, token: int) -> None:
-        with self._cond:
-            self._due.pop(token, None)
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                for token, (due, worker, limit) in list(self._due.items()):
-                    if due <= now:
-                        del self._due[token]
-                        worker.stopped_after = limit
-                        worker.proc.kill()
-                nearest = min((due for due, _, _ in self._due.values()), default=None)
-                self._asleep_until = nearest
-                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
-
-
-_WATCHDOG = _Watchdog()
-
-
 class Worker:
     """One worker subprocess. ``init``: a first call (function, args) made at start, e.g.
     to load what later calls share; :class:`PoolUnavailable` if the worker cannot start
@@ -270,11 +226,11 @@ class Worker:
         self.ready()
         if limit is None:
             return self._reply()
-        token = _WATCHDOG.watch(self, limit)
+        token = WATCHDOG.watch(self.proc, limit, self._stopped)
         try:
             return self._reply()
         finally:
-            _WATCHDOG.unwatch(token)
+            WATCHDOG.unwatch(token)
 
     def _reply(self) -> Any:
         try:
@@ -288,6 +244,9 @@ class Worker:
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         self.send(fn, *args)
         return self.receive()
+
+    def _stopped(self, limit: float) -> None:
+        self.stopped_after = limit
 
     def death(self) -> str:
         """Why the worker is gone: its exit status or signal, or the time limit it was
