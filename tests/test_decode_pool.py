@@ -355,15 +355,9 @@ def _gated_setup(path: str, *args: object) -> None:
     decode_pool._setup(*args)  # type: ignore[arg-type]
 
 
-def test_chunks_are_decoded_here_while_the_workers_boot(
-    config: Config, gate, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The workers boot from half the warm-up on; chunks after the warm-up are decoded
-    in process until they are up (not waited for), then go to them, with the same
-    items either way."""
-    from mitigate.pipeline import process
-
-    sends: list[int] = []
+def _gated_pool(gate, sends: list[int]) -> type[DecodePool]:  # type: ignore[no-untyped-def]
+    """A DecodePool whose workers block in their start on the test's FIFO (the ``gate``
+    fixture) and that notes the size of every chunk it is sent in ``sends``."""
 
     class Gated(DecodePool):
         def __init__(self, *args, **kwargs) -> None:
@@ -373,6 +367,20 @@ def test_chunks_are_decoded_here_while_the_workers_boot(
         def send(self, records):  # type: ignore[no-untyped-def]
             sends.append(len(records))
             return super().send(records)
+
+    return Gated
+
+
+def test_chunks_are_decoded_here_while_the_workers_boot(
+    config: Config, gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers boot from half the warm-up on; chunks after the warm-up are decoded
+    in process until they are up (not waited for), then go to them, with the same
+    items either way."""
+    from mitigate.pipeline import process
+
+    sends: list[int] = []
+    Gated = _gated_pool(gate, sends)
 
     monkeypatch.setattr(process, "DecodePool", Gated)
     filters = [f.config for f in _pixel_filters(config)]
@@ -409,15 +417,7 @@ def test_an_isolated_decode_sends_every_chunk_also_while_its_worker_boots(
     from mitigate.pipeline import process
 
     sends: list[int] = []
-
-    class Gated(DecodePool):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self._init = (_gated_setup, (str(gate.path), *self._init[1]))
-
-        def send(self, records):  # type: ignore[no-untyped-def]
-            sends.append(len(records))
-            return super().send(records)
+    Gated = _gated_pool(gate, sends)
 
     def not_here(self, records):  # type: ignore[no-untyped-def]
         raise AssertionError("a chunk was decoded in the Beam worker")
@@ -578,6 +578,18 @@ def test_a_pool_takes_the_workers_booted_for_its_arguments_and_no_others(
     assert decode_pool.close_prestarted() == 0  # the pool took them all
 
 
+def _ready_pool(decode: DecodeConfig, config: Config) -> tuple[DecodePool, list[workers.Worker]]:
+    """A two-worker pool with the config's pixel filters, its workers up (a test hook's
+    variable must be set before: the workers inherit the environment at their start)."""
+    filters = [f.config for f in _pixel_filters(config)]
+    pool = DecodePool(2, decode, filters, keep_images=False, opener=open_read)
+    pool.start()
+    workers = [w for w in pool._workers if w is not None]
+    for worker in workers:
+        worker.ready()
+    return pool, workers
+
+
 def test_a_chunk_queued_behind_another_comes_back_in_order_and_a_crash_costs_one_sample(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -589,14 +601,9 @@ def test_a_chunk_queued_behind_another_comes_back_in_order_and_a_crash_costs_one
     payloads = _payloads(records)
     expected = _in_process(payloads, config)
     victim = next(t for t in range(3) if expected[t].image is not None)  # first share
-    filters = [f.config for f in _pixel_filters(config)]
-    pool = DecodePool(2, config.decode, filters, keep_images=False, opener=open_read)
     monkeypatch.setenv(decode_pool._CRASH_ENV, hashlib.sha256(payloads[victim][1]).hexdigest())
+    pool, first_workers = _ready_pool(config.decode, config)
     try:
-        pool.start()
-        first_workers = list(pool._workers)
-        for worker in first_workers:
-            worker.ready()
         assert pool.fits_ahead(records[6:])
         first = pool.send(records[:6])
         second = pool.send(records[6:])  # before the first is received
@@ -625,15 +632,9 @@ def test_a_sample_whose_decode_hangs_is_stopped_at_the_time_limit_and_costs_itse
     payloads = _payloads(records)
     expected = _in_process(payloads, config)
     victim = next(t for t in range(3, 6) if expected[t].image is not None)  # first ticket
-    filters = [f.config for f in _pixel_filters(config)]
-    decode = config.decode.model_copy(update={"timeout": 1.5})
-    pool = DecodePool(2, decode, filters, keep_images=False, opener=open_read)
     monkeypatch.setenv(decode_pool._HANG_ENV, hashlib.sha256(payloads[victim][1]).hexdigest())
+    pool, first_workers = _ready_pool(config.decode.model_copy(update={"timeout": 1.5}), config)
     try:
-        pool.start()
-        first_workers = list(pool._workers)
-        for worker in first_workers:
-            worker.ready()
         started = time.perf_counter()
         first = pool.send(records[:6])
         second = pool.send(records[6:])
