@@ -171,15 +171,18 @@ def _warm_decode(decode: DecodeConfig) -> None:
         log.debug("decode warm-up failed: %s", exc)
 
 
-def _crash_if_asked(payloads: Sequence[Payload]) -> None:
+def _fault_if_asked(payloads: Sequence[Payload]) -> None:
+    """The test hooks :data:`_CRASH_ENV` and :data:`_HANG_ENV` (unset in real runs)."""
     crash, hang = os.environ.get(_CRASH_ENV), os.environ.get(_HANG_ENV)
     if not (crash or hang):
         return
     for _, data in payloads:
-        sha = None if data is None else hashlib.sha256(data).hexdigest()
-        if sha is not None and sha == crash:
+        if data is None:
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        if sha == crash:
             os.kill(os.getpid(), signal.SIGSEGV)
-        if sha is not None and sha == hang:
+        if sha == hang:
             time.sleep(60)
 
 
@@ -188,7 +191,7 @@ def _decode_share(records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], i
     the worker reads the samples' bytes itself (no image bytes cross the pipe)."""
     decode = _state["decode"]
     payloads = stages.load_payloads(records, _state["opener"], decode.max_image_bytes)
-    _crash_if_asked(payloads)
+    _fault_if_asked(payloads)
     filters = _state["filters"]
     items = stages.compute_signals(payloads, decode, filters)
     stages.score_items(items, filters)
