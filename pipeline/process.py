@@ -120,6 +120,7 @@ class Decode(beam.DoFn):
         if self._pool_args is None:
             self._pool_args = decode_pool.pool_args(self.decode, self.filter_configs)
             self._early = decode_pool.has_prestarted(*self._pool_args, fs.open_read)
+        booting = False  # an isolated pool's workers still starting (chunks wait for them)
         if not self._early and not self.isolate:
             if self._seen < self.warmup // 2:
                 return None
@@ -142,14 +143,14 @@ class Decode(beam.DoFn):
                 )
                 self._pool.start()
                 self._booted = (time.perf_counter(), self._seen)
-            if self.isolate:
-                self._pool.booting()  # PoolUnavailable if a worker could not start
+            if self.isolate:  # PoolUnavailable if a worker could not start
+                booting = self._pool.booting()
             elif (not self._early and self._seen < self.warmup) or self._pool.booting():
                 return None
         except PoolUnavailable as exc:
             self._give_up_pool(exc)
             return None
-        if self._booted is not None and not (self.isolate and self._pool.booting()):
+        if self._booted is not None and not (self.isolate and booting):
             at, seen = self._booted
             self._booted = None
             _preload_scoring()
