@@ -38,6 +38,9 @@ def open_read(path: str) -> IO[bytes]:
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # not on Windows, where a FIFO is no path
+
+
 def _open_regular(path: str) -> IO[bytes]:
     """A local regular file opened for reading (buffered, as ``open(path, "rb")``); any
     other kind of file is an OSError naming it. An input may name anything: a FIFO would
@@ -45,15 +48,14 @@ def _open_regular(path: str) -> IO[bytes]:
     device (``/dev/zero``, a terminal) could stream or block forever. The open itself
     does not block (``O_NONBLOCK``), and the kind is read from the open file, so it
     cannot change between the test and the read."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
+    fd = os.open(path, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         if not stat.S_ISREG(mode):
             raise OSError(f"not a regular file but a {_kind(mode)}: {path!r}")
-        if flags & getattr(os, "O_NONBLOCK", 0):
+        if _NONBLOCK:
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

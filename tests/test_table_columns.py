@@ -5,6 +5,8 @@ input or image path that is no regular file (a FIFO) is an error, not a hang."""
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -139,8 +141,6 @@ def test_a_run_on_a_table_without_its_image_column_finishes_with_a_report(tmp_pa
 def _unblock(fifo: Path) -> None:
     """Open ``fifo``'s write end without blocking, so that a reader the code under test
     left blocked in ``open`` (the bug) wakes up instead of hanging the suite."""
-    import os
-
     try:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     except OSError:  # no reader waiting: nothing to wake
@@ -151,9 +151,6 @@ def test_only_regular_files_are_opened_for_reading(tmp_path):
     """``fs.open_read`` refuses a FIFO (whose open would block until a writer came) and
     a character device (which streams forever) with an OSError naming the kind, at
     once; a directory is the usual IsADirectoryError; a regular file reads as ever."""
-    import os
-    import threading
-
     from mitigate.pipeline import fs
 
     fifo = tmp_path / "image.jpg"
@@ -186,9 +183,6 @@ def test_only_regular_files_are_opened_for_reading(tmp_path):
 def test_a_run_whose_table_names_a_fifo_and_whose_inputs_include_one_goes_on(tmp_path, photos):
     """An image path that is a FIFO is the sample's ``read_error``, and an input shard
     that is one a source issue; the run finishes and lists every other sample."""
-    import os
-    import threading
-
     from mitigate.pipeline.run import run
 
     image = next(iter(photos.values()))
