@@ -47,7 +47,7 @@ from bench_pipeline import ensure_data  # noqa: E402
 log = logging.getLogger("bench_memory")
 
 
-def _overrides(shards: list[str], out: str, verify: bool) -> list[str]:
+def _overrides(shards: list[str], out: str, verify: bool, spill: str = "auto") -> list[str]:
     return [
         f"input.paths={json.dumps(shards)}",
         f"output.path={out}",
@@ -58,6 +58,7 @@ def _overrides(shards: list[str], out: str, verify: bool) -> list[str]:
         "rebalance.embedding_filter=null",
         "decode.processes=1",
         f"dedup.verify={'true' if verify else 'false'}",
+        f"runner.spill_signatures={spill}",
     ]
 
 
@@ -173,6 +174,7 @@ def child(
     trim: bool = False,
     no_signatures: bool = False,
     old_pickling: bool = False,
+    spill: str = "auto",
 ) -> None:
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
@@ -196,7 +198,9 @@ def child(
 
         core.compute_signals = unsigned
 
-    config, _ = load_config(REPO / "configs" / "default.yaml", _overrides(shards, out, verify))
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml", _overrides(shards, out, verify, spill)
+    )
     hw = HeapWatch() if heap else None
     sw = StageWatch(trim) if stages or trim else None
     started = time.perf_counter()
@@ -220,6 +224,7 @@ def run_child(shards: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--no-verify"] * (not args.verify) + ["--stages"] * args.stages
         cmd += ["--trim"] * args.trim + ["--no-signatures"] * args.no_signatures
         cmd += ["--old-pickling"] * args.old_pickling
+        cmd += ["--spill-signatures", args.spill_signatures]
         proc = subprocess.run([*cmd, *map(str, shards)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -304,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         help="records, hash items and decisions pickled as before compact_pickling "
         "(benchmarks/old_pickling.py): the memory before",
     )
+    parser.add_argument(
+        "--spill-signatures",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="runner.spill_signatures (auto: on, the local runner's default; false: the "
+        "signatures in Beam's collections, as before session 21)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
@@ -319,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             args.trim,
             args.no_signatures,
             args.old_pickling,
+            args.spill_signatures,
         )
         return 0
     if args.record_bytes:

@@ -462,6 +462,14 @@ class RunnerConfig(_Strict):
         "then 1).",
     )
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+    spill_signatures: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Keep verification signatures in files of the run's staging folder "
+        "instead of Beam's collections (the local runner holds every collection in "
+        "memory: 27 KB a sample with them, 12 without). Needs the one-worker near-dup "
+        "search and a folder every worker reaches. auto: true on direct where near-dup "
+        "search runs in one worker.",
+    )
 
     def local_workers(self) -> int:
         """``direct_num_workers`` as a number of Beam workers (``auto``: one; its decode
@@ -545,6 +553,14 @@ class Config(_Strict):
             max_sidecar_bytes=self.decode.max_sidecar_bytes,
             name_encoding=self.input.name_encoding,
         )
+
+    def spills_signatures(self) -> bool:
+        """Whether signatures wait in files (``runner.spill_signatures``), not in
+        Beam's collections (mitigate/pipeline/sigstore.py)."""
+        one_worker = not self.dedup.partitioned_on(self.runner.name)
+        if self.runner.spill_signatures == "auto":
+            return self.runner.name == "direct" and one_worker
+        return self.runner.spill_signatures and one_worker
 
     def effective(self) -> dict[str, Any]:
         """The config as plain data, every default filled in (written beside output)."""
@@ -827,6 +843,13 @@ def _cross_checks(config: Config) -> list[str]:
             "dedup.partition: the dask runner cannot run the partitioned near-dup graph "
             "(clusters): measured, it did not finish 45 samples in 25 minutes; use "
             "dedup.partition=none (or auto) on dask, or a portable/Dataflow runner"
+        )
+    if config.runner.spill_signatures is True and config.dedup.partitioned_on(config.runner.name):
+        errors.append(
+            "runner.spill_signatures: true needs the one-worker near-dup search, but "
+            f"dedup.partition is {config.dedup.partition} on {config.runner.name} (the "
+            "partitioned search carries signatures in its batches); set "
+            "dedup.partition: none or spill_signatures: auto"
         )
     if not rb.enabled:
         # A disabled section is not checked against the rest of the config: switching

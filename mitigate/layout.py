@@ -26,6 +26,9 @@ QUARANTINE = "quarantine"
 CONFIG = "config.yaml"
 REPORT = "report.html"
 SUMMARY = "summary.json"
+#: Verification signatures while the run lasts (mitigate/pipeline/sigstore.py); deleted
+#: before the output is swapped in, so never part of a finished run.
+SIGNATURE_STORE = "_signatures"
 #: Every top-level entry a run may write except the summary (which is written last).
 OUTPUT_NAMES = (SHARDS, MANIFEST, EMBEDDINGS, QUARANTINE, CONFIG, REPORT)
 #: Manifest part file names (``part-000000.parquet`` ...).
@@ -56,6 +59,10 @@ class Layout:
     @property
     def manifest(self) -> str:
         return join(self.root, MANIFEST)
+
+    @property
+    def signature_store(self) -> str:
+        return join(self.root, SIGNATURE_STORE)
 
     @property
     def summary(self) -> str:

@@ -35,6 +35,9 @@ class HashItem:
     resolution: int
     signature: bytes | None = None  # mitigate.verify signature; None = pHash only
     centre: str | None = None  # centre view, 32 hex (mitigate.centre); None = pHash only
+    # where the signature waits in the run's signature store until the decision reads it
+    # (mitigate/pipeline/sigstore.py); None: ``signature`` is the signature
+    ref: bytes | None = None
 
 
 @compact_pickling

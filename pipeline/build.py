@@ -41,7 +41,7 @@ from mitigate.decode_pool import plan_processes
 from mitigate.filters import FilterConfig, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
 from mitigate.layout import Layout
-from mitigate.pipeline import fs
+from mitigate.pipeline import fs, sigstore
 from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.process import NAMESPACE, ProcessChunk
 from mitigate.pipeline.rebalance import Rebalance
@@ -162,10 +162,17 @@ def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
 class WriteManifestPart(beam.DoFn):
     """All records of one source -> manifest/part-NNNNNN.parquet, sorted by index."""
 
-    def __init__(self, layout: Layout, filter_ids: list[str], embedding_ids: list[str]) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        filter_ids: list[str],
+        embedding_ids: list[str],
+        store: str | None = None,
+    ) -> None:
         self.layout = layout
         self.filter_ids = filter_ids
         self.embedding_ids = embedding_ids
+        self.store = store  # signatures read from files (pipeline/sigstore.py), or beside
 
     def process(self, element: tuple[int, Iterable[SampleRecord | None]]) -> Iterator[Any]:
         ordinal, group = element
@@ -179,6 +186,8 @@ class WriteManifestPart(beam.DoFn):
                 signatures[element.index] = element.signature
             elif element is not None:
                 light.append(element)
+        if self.store is not None and light:
+            signatures = sigstore.read_source(self.store, light[0].source)
         records = attach(sorted(light, key=lambda r: r.index), signatures)
         with fs.atomic_write(self.layout.manifest_part(ordinal)) as f:
             rows = output.write_manifest(records, self.filter_ids, f)
@@ -359,10 +368,17 @@ class ReadRunPart(beam.DoFn):
     """One manifest part of a finished run -> its records, with the stored embeddings
     of that part attached (rows of ``embeddings/<id>/part-N.npy`` align with it)."""
 
-    def __init__(self, source_run: str, stored_filters: list[str], embedding_ids: list[str]):
+    def __init__(
+        self,
+        source_run: str,
+        stored_filters: list[str],
+        embedding_ids: list[str],
+        store: str | None = None,
+    ):
         self.source_run = source_run
         self.stored_filters = stored_filters
         self.embedding_ids = embedding_ids
+        self.store = store  # the signatures go there (pipeline/sigstore.py), not downstream
 
     def process(self, part: str) -> Iterator[SampleRecord]:
         import io
@@ -377,12 +393,16 @@ class ReadRunPart(beam.DoFn):
             )
             for fid in self.embedding_ids
         }
+        records = []
         for i, row in enumerate(rows):
             record = output.record_from_row(row, self.stored_filters)
             for fid, matrix in matrices.items():
                 if matrix.shape[1] and np.isfinite(matrix[i]).all():
                     record.embeddings[fid] = matrix[i]
-            yield record
+            records.append(record)
+        if self.store is not None:
+            records = sigstore.spill(self.store, records)
+        yield from records
 
 
 def build_redecide(
@@ -407,7 +427,8 @@ def build_redecide(
     records = (
         pipeline
         | "ManifestParts" >> beam.Create(parts)
-        | "ReadParts" >> beam.ParDo(ReadRunPart(source_run, stored_filters, read_ids))
+        | "ReadParts"
+        >> beam.ParDo(ReadRunPart(source_run, stored_filters, read_ids, sigstore.location(config)))
         | "Redecide" >> beam.ParDo(Redecide(config.filters))
     )
     input_count = records | "InputCount" >> beam.combiners.Count.Globally()
@@ -444,9 +465,13 @@ def _finish(
     filter_ids = [f.filter_id for f in config.filters]
     ordinals = {path: i for i, path in enumerate(sources)}
     records = _exact_dedup(records, config.dedup.exact)
-    # From here on the signatures travel beside the records (pipeline/signatures.py):
-    # the near-dup items read them in this stage, the manifest gets them back by source.
-    signatures = records | "Signatures" >> beam.FlatMap(signature_of)
+    store = sigstore.location(config)
+    signatures = None
+    if store is None:
+        # From here on the signatures travel beside the records (pipeline/signatures.py):
+        # the near-dup items read them in this stage, the manifest gets them back by
+        # source. (With a store they left the records at the decode: pipeline/sigstore.py.)
+        signatures = records | "Signatures" >> beam.FlatMap(signature_of)
     if config.dedup.near or config.dedup.against:
         records, near_report = records | "NearDedup" >> NearDedup(
             config.dedup,
@@ -454,6 +479,7 @@ def _finish(
             config.runner.name,
             plan_processes(config.decode, config.runner)[0],
             light=True,
+            store=store,
         )
     else:
         records = records | "WithoutSignatures" >> beam.Map(without_signature)
@@ -476,7 +502,7 @@ def _finish(
             final_parts
             | "FinalForQuarantine" >> beam.Flatten()
             | "Quarantine"
-            >> Quarantine(config.output, config.filters, layout.root, ordinals, signatures)
+            >> Quarantine(config.output, config.filters, layout.root, ordinals, signatures, store)
         )
 
     markers = pipeline | "EverySource" >> beam.Create([(i, None) for i in range(len(sources))])
@@ -487,12 +513,13 @@ def _finish(
         for i, part in enumerate(final_parts)
     ]
     by_source_parts.append(markers)
-    by_source_parts.append(by_source(signatures, ordinals, "SignaturesBySource"))
+    if signatures is not None:
+        by_source_parts.append(by_source(signatures, ordinals, "SignaturesBySource"))
     written = (
         tuple(by_source_parts)
         | "WithEmptySources" >> beam.Flatten()
         | "GroupSource" >> beam.GroupByKey()
-        | "Manifest" >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids))
+        | "Manifest" >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids, store))
     )
     routed = split(written, "RouteManifest", [PARTS, KEPT_TAG])
     parts, kept = routed[PARTS], routed[KEPT_TAG]

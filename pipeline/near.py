@@ -35,7 +35,7 @@ from apache_beam.pvalue import AsSingleton
 from mitigate import stages
 from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
-from mitigate.pipeline import fs
+from mitigate.pipeline import fs, sigstore
 from mitigate.pipeline.signatures import without_signature
 from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
 from mitigate.sources import index_tar
@@ -57,8 +57,15 @@ def reference_hashes(path: str, decode: DecodeConfig) -> Iterator[tuple[str, str
 
 
 def _decide(
-    items: list[HashItem], shard_refs: list, dedup: DedupConfig, processes: int = 1
+    items: list[HashItem],
+    shard_refs: list,
+    dedup: DedupConfig,
+    processes: int = 1,
+    store: str | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
+    """``store``: where the items' signatures wait (their ``ref``; pipeline/sigstore.py)."""
+    if store is not None:
+        items = sigstore.fill(store, items)
     refs = sorted(shard_refs) + list(dedup.reference_hashes)
     with PairScorer(processes) as score_pairs:
         decisions, report = decide_near_duplicates(
@@ -190,8 +197,12 @@ class NearDedup(beam.PTransform):
         runner: str = "direct",
         processes: int = 1,
         light: bool = False,
+        store: str | None = None,
     ) -> None:
         super().__init__()
+        # the run's signature store (runner.spill_signatures): the records carry no
+        # signature, their items a ref to it, read back by the one-worker decision
+        self.store = store
         # records out without their signatures (read here, by the items, and taken out
         # for the manifest by the caller: pipeline/signatures.py)
         self.light = light
@@ -212,12 +223,7 @@ class NearDedup(beam.PTransform):
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         items = (
             pending
-            | "HashItems"
-            >> beam.Map(
-                lambda r: HashItem(
-                    r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
-                )
-            )
+            | "HashItems" >> beam.Map(_item, self.store is not None)
             | "AllHashes" >> Gather()
         )
         shard_refs = (
@@ -230,10 +236,13 @@ class NearDedup(beam.PTransform):
         # (decisions by key, report): one element, so the decisions are pickled for Beam's
         # element-size estimates once, not again for a PCollection of the dict alone
         decided = items | "Decide" >> beam.Map(
-            lambda i, refs, dedup, processes: decisions_by_key(_decide(i, refs, dedup, processes)),
+            lambda i, refs, dedup, processes, store: decisions_by_key(
+                _decide(i, refs, dedup, processes, store)
+            ),
             AsSingleton(shard_refs),
             self.dedup,
             self.processes,
+            self.store,
         )
         report = decided | "Report" >> beam.Map(lambda d: d[1])
         # one Map over every record (no split and rejoin: module docstring)
@@ -241,6 +250,20 @@ class NearDedup(beam.PTransform):
             lambda r, decided, light: _apply(r, decided[0], light), AsSingleton(decided), self.light
         )
         return joined, report
+
+
+def _item(r: SampleRecord, stored: bool) -> HashItem:
+    """A pending record's item; with ``stored`` signatures its ``ref`` instead of a
+    signature (the record has none: pipeline/sigstore.py)."""
+    return HashItem(
+        r.key,
+        r.phash,
+        r.phash_mirror,
+        r.resolution,
+        r.signature,
+        r.phash_centre,
+        sigstore.ref(r) if stored else None,
+    )
 
 
 class Gather(beam.PTransform):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -34,7 +35,7 @@ from mitigate.filters import (
     scored_at_decode,
 )
 from mitigate.filters.probe import apply_heads, backbones, is_head
-from mitigate.pipeline import fs
+from mitigate.pipeline import fs, sigstore
 from mitigate.pipeline.inference import FilterModelHandler, ScoreWithModel, attach
 from mitigate.records import SampleRecord
 
@@ -60,8 +61,11 @@ class Decode(beam.DoFn):
         inline_models: bool = False,
         processes: tuple[int, int] = (1, 0),
         isolate: bool = False,
+        store: str | None = None,
     ) -> None:
         self.filter_configs = list(filters)
+        # runner.spill_signatures: the signatures go to this store, not downstream
+        self.store = store
         self.decode = decode
         self.inline_models = inline_models
         # (worker processes, samples decoded here first): mitigate.decode_pool
@@ -260,6 +264,9 @@ class Decode(beam.DoFn):
                     items[start : start + handler.batch_size], model
                 )
             ]
+        if self.store is not None:
+            records = sigstore.spill(self.store, [item.record for item in items])
+            items = [dataclasses.replace(i, record=r) for i, r in zip(items, records, strict=True)]
         self._samples.inc(len(items))
         self._decoded.inc(sum(1 for item in items if item.record.phash is not None))
         progress.emit("processed", len(items))
@@ -326,9 +333,12 @@ class ProcessChunk(beam.PTransform):
         self.runs_here = config.runner.name == "direct"
         self.processes = plan_processes(config.decode, config.runner)
         self.isolate = plan_isolation(config.decode, config.runner)
+        self.store = sigstore.location(config)  # runner.spill_signatures
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
-        decode = Decode(self.filters, self.decode, self.inline, self.processes, self.isolate)
+        decode = Decode(
+            self.filters, self.decode, self.inline, self.processes, self.isolate, self.store
+        )
         auto = self.processes[0] > 1 and self.processes[1] > 0
         local = self.runs_here
         if (auto or local) and self.input_count is not None:

@@ -11,8 +11,8 @@ from apache_beam.metrics import Metrics
 from mitigate import output, quarantine
 from mitigate.config import OutputConfig
 from mitigate.filters import FilterConfig
-from mitigate.pipeline import fs
-from mitigate.pipeline.signatures import WithSignatures
+from mitigate.pipeline import fs, sigstore
+from mitigate.pipeline.signatures import WithSignatures, attach
 from mitigate.records import SampleRecord
 from mitigate.samples import SampleReader, shard_sample
 
@@ -22,14 +22,20 @@ NAMESPACE = "mitigate"
 class WriteQuarantine(beam.DoFn):
     """All quarantined records of one (reason, source) -> their shards (atomic)."""
 
-    def __init__(self, root: str, filter_ids: list[str], per_shard: int) -> None:
+    def __init__(
+        self, root: str, filter_ids: list[str], per_shard: int, store: str | None = None
+    ) -> None:
         self.root = root
         self.filter_ids = filter_ids
         self.per_shard = per_shard
+        self.store = store  # the signatures for the sidecars' rows (pipeline/sigstore.py)
 
     def process(self, element: tuple[tuple[str, int], Iterable[SampleRecord]]) -> Iterator[dict]:
         (reason, ordinal), group = element
-        for number, records in enumerate(quarantine.chunks(list(group), self.per_shard)):
+        group = list(group)
+        if self.store is not None and group:
+            group = attach(group, sigstore.read_source(self.store, group[0].source))
+        for number, records in enumerate(quarantine.chunks(group, self.per_shard)):
             name = fs.join(self.root, quarantine.shard_path(reason, ordinal, number))
             with fs.atomic_write(name) as f:
                 writer = output.ShardWriter(f)
@@ -56,11 +62,14 @@ class Quarantine(beam.PTransform):
         root: str,
         ordinals: dict[str, int],
         signatures: beam.PCollection | None = None,
+        store: str | None = None,
     ) -> None:
         super().__init__()
         self.output = output
-        # (order, signature) pairs taken out of the records (pipeline/signatures.py)
+        # (order, signature) pairs taken out of the records (pipeline/signatures.py), or
+        # the store they wait in (pipeline/sigstore.py)
         self.signatures = signatures
+        self.store = store
         self.filter_ids = [f.filter_id for f in filters]  # the manifest row's score columns
         self.root = root
         self.ordinals = ordinals
@@ -83,5 +92,5 @@ class Quarantine(beam.PTransform):
             )
             | "GroupReasonSource" >> beam.GroupByKey()
             | "WriteQuarantine"
-            >> beam.ParDo(WriteQuarantine(self.root, filter_ids, out.samples_per_shard))
+            >> beam.ParDo(WriteQuarantine(self.root, filter_ids, out.samples_per_shard, self.store))
         )

@@ -65,6 +65,8 @@ def _staged(config: Config, work: Callable[[Config, Layout], None]) -> dict[str,
                 update={"output": config.output.model_copy(update={"path": staging})}
             )
             work(staged, layout)
+            # signatures kept in files while the run lasted (pipeline/sigstore.py)
+            fs.delete_tree(layout.signature_store)
             summary = _finish_summary(layout, config, time.perf_counter() - started)
             outdir.swap_in(out, staging)
         except BaseException:

@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from mitigate import stages
 from mitigate.config import load_config
-from mitigate.pipeline import fs
+from mitigate.pipeline import build, fs, sigstore
 from mitigate.pipeline.near import Gather
 from mitigate.pipeline.run import run
 from mitigate.pipeline.signatures import (
@@ -84,23 +84,45 @@ def _signatures_by_occurrence(shards: list[str]) -> dict[tuple[str, int], bytes 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("partition", ["none", "clusters"])
+@pytest.mark.parametrize(
+    "partition, spill", [("none", "auto"), ("none", "false"), ("clusters", "auto")]
+)
 def test_records_after_exact_dedup_carry_no_signature_and_outputs_keep_them(
-    tmp_path, monkeypatch, partition
+    tmp_path, monkeypatch, partition, spill
 ):
     """Regression (issue 14, stream 14m): the 2,315-byte signature rode on every record
     through every later stage, three quarters of each record's bytes. The records the
     rebalancing and manifest stages see must not carry it, and the manifest and the
-    quarantine sidecars must still hold each sample's own signature."""
+    quarantine sidecars must still hold each sample's own signature. With the signatures
+    in files (``runner.spill_signatures``, on by default here with the one-worker
+    search) no record carries one after the decode, exact dedup included, and the
+    decision's items carry a ref to theirs; the store is gone when the run ends."""
     seen = tmp_path / "seen.jsonl"
     finalize = stages.finalize
+    resolve = build.resolve_exact
+    filled: list[int] = []
+
+    def spy(where: str, record: SampleRecord) -> None:
+        with open(seen, "a") as f:  # a file: the runner may run this in a copy of it
+            f.write(json.dumps([where, record.key, record.signature is not None]) + "\n")
 
     def spying_finalize(record: SampleRecord) -> SampleRecord:
-        with open(seen, "a") as f:  # a file: the runner may run this in a copy of it
-            f.write(json.dumps([record.key, record.signature is not None]) + "\n")
+        spy("final", record)
         return finalize(record)
 
+    def spying_resolve(element):
+        for record in element[1]:
+            spy("exact", record)
+        return resolve(element)
+
+    def spying_fill(store, items):
+        filled.append((sum(it.ref is not None for it in items), len(items)))
+        return fill(store, items)
+
+    fill = sigstore.fill
     monkeypatch.setattr(stages, "finalize", spying_finalize)
+    monkeypatch.setattr(build, "resolve_exact", spying_resolve)
+    monkeypatch.setattr(sigstore, "fill", spying_fill)
     out = tmp_path / "out"
     config, _ = load_config(
         DEFAULT,
@@ -109,15 +131,31 @@ def test_records_after_exact_dedup_carry_no_signature_and_outputs_keep_them(
             f"dedup.partition={partition}",
             "output.quarantine=true",
             "output.quarantine_duplicates=true",
+            f"runner.spill_signatures={spill}",
             *NO_MODEL,
         ],
     )
+    spilled = partition == "none" and spill == "auto"
+    assert config.spills_signatures() is spilled
     run(config)
 
     flags = [json.loads(line) for line in seen.read_text().splitlines()]
     rows = pq.read_table(out / "manifest").to_pylist()
-    assert len(flags) == len(rows) > 0
-    assert not any(carried for _, carried in flags)
+    final = [carried for where, _, carried in flags if where == "final"]
+    assert len(final) == len(rows) > 0
+    assert not any(final)
+    exact = [carried for where, _, carried in flags if where == "exact"]
+    assert len(exact) == len(rows)
+    assert any(exact) is not spilled  # before exact dedup: only where not spilled
+    # the decision read its items' signatures from the store (every item had a ref;
+    # every kept sample was an item)
+    kept = sum(r["state"] == "kept" for r in rows)
+    if spilled:
+        ((refs, items),) = filled
+        assert refs == items >= kept > 0
+    else:
+        assert filled == []
+    assert not list(tmp_path.rglob("_signatures")) and not list(tmp_path.rglob("*.sig"))
 
     expected = _signatures_by_occurrence(
         sorted(str(p) for p in (REPO / "data/sample").glob("*.tar"))
