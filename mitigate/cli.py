@@ -121,10 +121,47 @@ def _added_filters(args: argparse.Namespace) -> list[str]:
     return [f"filters={json.dumps(entries)}"]
 
 
+#: ``--set`` keys whose value is a path (or a list of paths) of the run's data, resolved
+#: against the working directory like ``--input``/``--output`` (a path in a config file
+#: resolves against the file's folder, which for the packaged default is inside the
+#: installed package: ``--set output.path=o`` would have written there).
+_WORKING_DIR_PATHS = frozenset({("input", "paths"), ("output", "path"), ("dedup", "against")})
+
+
+def _from_working_dir(overrides: list[str]) -> list[str]:
+    """``overrides`` with the relative local paths of :data:`_WORKING_DIR_PATHS` made
+    absolute against the working directory (other overrides unchanged)."""
+    import json
+
+    from mitigate.config import parse_override
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
+            return str(Path(value).resolve())
+        return value
+
+    out = []
+    for text in overrides:
+        parts, value = parse_override(text)
+        field = tuple(parts[:2])
+        if field in _WORKING_DIR_PATHS and (len(parts) == 2 or parts[2:3][0].isdigit()):
+            text = f"{'.'.join(parts)}={json.dumps(absolute(value))}"
+        out.append(text)
+    return out
+
+
+def _sets_input(overrides: list[str]) -> bool:
+    from mitigate.config import parse_override
+
+    return any(tuple(parse_override(o)[0][:2]) == ("input", "paths") for o in overrides)
+
+
 def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     # The packaged default (when no --config) first: --add-filter extends its filters.
     packaged = _packaged_default(args) if args.config is None else []
-    overrides = packaged + _added_filters(args) + list(args.overrides)
+    overrides = packaged + _added_filters(args) + _from_working_dir(list(args.overrides))
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
@@ -155,7 +192,7 @@ def _packaged_default(args: argparse.Namespace) -> list[str]:
     args.config = str(path)
     if not packaged:
         return []
-    if not args.input:
+    if not args.input and not _sets_input(args.overrides):
         raise ConfigError(
             [
                 f"--input: no --config given and no {DEFAULT_CONFIG} in this folder, so "

@@ -56,6 +56,58 @@ def test_outside_a_checkout_validate_uses_the_packaged_config(
     assert f"output: {tmp_path / 'out'}" in out
 
 
+def test_outside_a_checkout_input_and_output_may_come_by_set_relative_to_the_working_dir(
+    tmp_path, monkeypatch, capsys, sample_dir
+):
+    # Regression: --set input.paths was refused ("pass --input"), and --set output.path=o
+    # resolved against the packaged config's folder, inside the installed package
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.tar").write_bytes((sample_dir / "shard-00000.tar").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--set", "input.paths=[data/a.tar]", "--set", "output.path=o"]) == 0
+    out = capsys.readouterr().out
+    assert "config OK: 1 input file(s)" in out
+    assert f"output: {tmp_path / 'o'}" in out
+
+
+def test_set_paths_of_the_data_resolve_against_the_working_dir_and_file_paths_against_the_file(
+    tmp_path, monkeypatch, sample_dir
+):
+    from mitigate.cli import _load, build_parser
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "terms.txt").write_text("knife\n")
+    (conf / "c.yaml").write_text(
+        "filters:\n  - {name: caption_terms, category: violence, terms_file: terms.txt}\n"
+        "output:\n  path: from-file\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.tar").write_bytes((sample_dir / "shard-00000.tar").read_bytes())
+    monkeypatch.chdir(work)
+    args = build_parser().parse_args(
+        [
+            "validate",
+            "--config",
+            str(conf / "c.yaml"),
+            "--set",
+            "input.paths=[a.tar, gs://bucket/b.tar]",
+            "--set",
+            "dedup.against=[a.tar]",
+        ]
+    )
+    config, _ = _load(args)
+    assert config.input.paths == [str(work / "a.tar"), "gs://bucket/b.tar"]
+    assert config.dedup.against == [str(work / "a.tar")]
+    assert config.output.path == str(conf / "from-file")  # the file's own path: its folder
+    assert config.filters[0].terms_file == str(conf / "terms.txt")
+    args = build_parser().parse_args(
+        ["validate", "--config", str(conf / "c.yaml"), "--set", "output.path=o"]
+    )
+    assert _load(args)[0].output.path == str(work / "o")
+
+
 @pytest.mark.slow
 def test_installed_cli_runs_from_a_folder_without_configs(tmp_path, sample_dir):
     exe = Path(sys.executable).parent / "mitigate"
