@@ -90,9 +90,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     import csv
 
-    import numpy as np
-
-    from mitigate import review, select
+    from mitigate import review, runtable, select
     from mitigate.pipeline import fs
 
     entry = _scored_filter(args.from_dir, args.filter, "--from")
@@ -109,9 +107,10 @@ def cmd_select(args: argparse.Namespace) -> int:
         )
     threshold = args.threshold if args.threshold is not None else float(entry["threshold"])
     column = f"score_{args.filter}"
-    table = review.load_manifest(args.from_dir)
-    keys = table.column("key").to_pylist()
-    scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    # the key and score columns only, no Python object a row (mitigate/runtable.py)
+    run = runtable.RunTable(args.from_dir, ["key", column])
+    keys = run.keys()
+    scores = run.numbers(column)
     notes: dict[int, str] = {}
     if args.strategy == "uncertain":
         picked = select.select_uncertain(keys, scores, threshold, args.n)
@@ -125,11 +124,19 @@ def cmd_select(args: argparse.Namespace) -> int:
             )
         labels = review.read_labels(args.positives)
         positives = [k for k, v in labels.items() if v]
-        embeddings = review.load_embeddings(args.from_dir, args.filter)
-        found = select.select_neighbours(keys, embeddings, positives, scores, threshold, args.n)
+        embeddings = runtable.PartedEmbeddings(run, args.filter)
+        found = select.select_neighbours(
+            keys,
+            embeddings,
+            positives,
+            scores,
+            threshold,
+            args.n,
+            positive_rows=keys.rows_of(positives),
+        )
         picked = [i for i, _, _ in found]
         notes = {i: f"like {keys[j]} (cosine {sim:.3f})" for i, j, sim in found}
-    rows = table.to_pylist()
+    rows = dict(zip(picked, run.rows(picked), strict=True))  # the picked rows alone
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "selection.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

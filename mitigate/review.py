@@ -26,7 +26,6 @@ from PIL import Image, ImageFilter
 
 from mitigate import layout
 from mitigate.decode import open_image
-from mitigate.layout import Layout
 from mitigate.output import record_from_row
 from mitigate.samples import Opener, SampleReader
 
@@ -52,19 +51,6 @@ def load_manifest(out_dir: str | Path, columns: Sequence[str] | None = None) -> 
         for p in manifest_parts(out_dir)
     ]
     return pa.concat_tables(tables)
-
-
-def load_embeddings(out_dir: str | Path, filter_id: str) -> np.ndarray:
-    """Embeddings of ``filter_id`` aligned row for row with :func:`load_manifest`."""
-    rows = []
-    for part in manifest_parts(out_dir):
-        path = Path(Layout(str(out_dir)).embeddings_beside(filter_id, part.name))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no embeddings for {filter_id!r} in {out_dir} (set store_embeddings: true)"
-            )
-        rows.append(np.load(path, mmap_mode="r"))
-    return np.concatenate(rows).astype(np.float32)
 
 
 def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:

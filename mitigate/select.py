@@ -227,6 +227,7 @@ def select_neighbours(
     n: int,
     *,
     chunk_size: int | None = None,
+    positive_rows: Sequence[int] | None = None,
 ) -> list[tuple[int, int, float]]:
     """Samples scoring below the threshold that look most like known positives.
 
@@ -263,6 +264,9 @@ def select_neighbours(
         n: How many candidates to return, ``>= 0``.
         chunk_size: Candidate rows per chunk; default keeps the ``chunk x P`` similarity
             block at most :data:`DEFAULT_BLOCK_ELEMENTS` elements (and at most 8192 rows).
+        positive_rows: The rows whose key is in ``positive_keys``, where the caller has
+            found them (e.g. :meth:`mitigate.runtable.ArrowKeys.rows_of`); otherwise every
+            key is read once here.
 
     Returns:
         ``(index, index_of_positive, similarity)`` tuples: row index of the candidate,
@@ -285,7 +289,9 @@ def select_neighbours(
 
     # Known positives, in (key, index) order so that argmax breaks ties by key.
     wanted = set(positive_keys)
-    pos_idx = sorted((i for i, k in enumerate(keys) if k in wanted), key=lambda i: (keys[i], i))
+    if positive_rows is None:
+        positive_rows = [i for i, k in enumerate(keys) if k in wanted]
+    pos_idx = sorted((int(i) for i in positive_rows), key=lambda i: (keys[i], i))
     missing = len(wanted) - len({keys[i] for i in pos_idx})
     if missing:
         logger.warning("select_neighbours: %d positive key(s) not in keys, ignored", missing)

@@ -1,0 +1,177 @@
+"""A finished run's manifest and embeddings, read for a tool that looks at every row
+(``mitigate select``) in memory without a Python object a row.
+
+``mitigate select`` read the whole manifest (every column, the 2,315-byte signatures
+included) and turned every row into a dict, and the neighbours strategy copied every
+embedding into one float32 matrix: 9.9 KB a row for ``uncertain`` and 12 KB for
+``neighbours`` (peak RSS 1.7 / 2.4 GB at 160,000 rows: BENCHMARKS.md, "select over a
+large run"), so a run of 10**7 samples could not be reviewed on one machine. Here:
+
+* :class:`RunTable` reads only the columns asked for, as Arrow arrays (a key costs its
+  UTF-8 bytes and an offset, a score 8 bytes), and gives the keys as a sequence that
+  makes a Python string only when one is read (:class:`ArrowKeys`);
+* :meth:`RunTable.rows` reads the few rows a tool shows, a part at a time;
+* :class:`PartedEmbeddings` is the run's embeddings as one ``(N, D)`` array over the
+  parts' memory-mapped ``.npy`` files: a slice or a list of rows reads those rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mitigate.layout import Layout
+from mitigate.review import manifest_parts
+
+#: Columns never read for a row a tool shows (the verification signature: 2,315 bytes).
+_NOT_SHOWN = frozenset({"signature"})
+
+
+class ArrowKeys(Sequence[str]):
+    """The run's keys, one Arrow string array; an item is made a ``str`` when read."""
+
+    def __init__(self, column: pa.ChunkedArray | pa.Array) -> None:
+        self._array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return self._array[index].to_pylist()
+        return self._array[int(index)].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self._array), 65536):  # a batch of strings at a time
+            yield from self._array[start : start + 65536].to_pylist()
+
+    def rows_of(self, wanted: Iterable[str]) -> np.ndarray:
+        """Row indices whose key is one of ``wanted``, ascending (no Python loop over rows)."""
+        values = pa.array(sorted(set(wanted)), type=self._array.type)
+        hits = pc.is_in(self._array, value_set=values)
+        return np.flatnonzero(hits.to_numpy(zero_copy_only=False))
+
+
+class RunTable:
+    """Some columns of every manifest part of a run, in part order (input order)."""
+
+    def __init__(self, out_dir: str | Path, columns: Sequence[str]) -> None:
+        self.out_dir = Path(out_dir)
+        self.parts = manifest_parts(out_dir)
+        tables = [pq.read_table(p, columns=list(columns)) for p in self.parts]
+        self.counts = np.asarray([t.num_rows for t in tables], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        self.table = pa.concat_tables(tables) if tables else None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def keys(self) -> ArrowKeys:
+        assert self.table is not None
+        return ArrowKeys(self.table.column("key"))
+
+    def numbers(self, column: str) -> np.ndarray:
+        """``column`` as float64, NaN where a cell is null."""
+        assert self.table is not None
+        values = self.table.column(column).combine_chunks()
+        return pc.fill_null(values.cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+
+    def rows(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Manifest rows ``indices`` (every column but the signature) as dicts, in the
+        order given; only the parts holding them are read, one at a time."""
+        where = np.asarray(indices, dtype=np.int64)
+        out: list[dict[str, Any] | None] = [None] * len(where)
+        part_of = np.searchsorted(self.starts, where, side="right") - 1
+        for part in np.unique(part_of).tolist():
+            at = np.flatnonzero(part_of == part)
+            file = pq.ParquetFile(self.parts[part])
+            columns = [c for c in file.schema_arrow.names if c not in _NOT_SHOWN]
+            local = where[at] - self.starts[part]
+            for slot, row in zip(
+                at.tolist(), file.read(columns=columns).take(local).to_pylist(), strict=True
+            ):
+                out[slot] = row
+        return [r for r in out if r is not None]
+
+
+class _NpyRows:
+    """Rows of one 2-D C-order ``.npy`` file, read on demand (no memory map: the pages a
+    map touches count in the process's resident set, ~2 KB a row here)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if header is None:
+                raise ValueError(f"{path}: .npy format version {version} is not read here")
+            shape, fortran, dtype = header(f)
+            self.offset = f.tell()
+        if len(shape) != 2 or fortran:
+            raise ValueError(f"{path}: not a 2-D C-order matrix (shape {shape})")
+        self.rows, self.width = shape
+        self.dtype = np.dtype(dtype)
+
+    def read(self, first: int, stop: int) -> np.ndarray:
+        """Rows ``first`` to ``stop - 1``."""
+        row_bytes = self.width * self.dtype.itemsize
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + first * row_bytes)
+            data = f.read((stop - first) * row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape(stop - first, self.width)
+
+
+class PartedEmbeddings:
+    """One filter's stored embeddings of a run as an ``(N, D)`` array over the parts'
+    ``.npy`` files: reading a slice or a list of rows reads those rows from the files (as
+    float32). Rows align with :class:`RunTable` (each part's file must have as many rows
+    as its manifest part)."""
+
+    def __init__(self, table: RunTable, filter_id: str) -> None:
+        layout = Layout(str(table.out_dir))
+        self._parts = []
+        for part, rows in zip(table.parts, table.counts.tolist(), strict=True):
+            path = Path(layout.embeddings_beside(filter_id, part.name))
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no embeddings for {filter_id!r} in {table.out_dir} "
+                    "(set store_embeddings: true)"
+                )
+            matrix = _NpyRows(path)
+            if matrix.rows != rows:
+                raise ValueError(f"{path}: {matrix.rows} rows for {rows} manifest rows")
+            self._parts.append(matrix)
+        self._starts = table.starts
+        widths = {m.width for m in self._parts if m.rows}
+        if len(widths) > 1:
+            raise ValueError(f"embeddings of {filter_id!r} differ in width across parts: {widths}")
+        self.shape = (int(table.starts[-1]), widths.pop() if widths else 0)
+
+    def __getitem__(self, item: slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        if isinstance(item, slice):
+            start, stop, step = item.indices(self.shape[0])
+            rows = np.arange(start, stop, step)
+        else:
+            rows = np.asarray(item, dtype=np.int64)
+        out = np.empty((rows.shape[0], self.shape[1]), dtype=np.float32)
+        part_of = np.searchsorted(self._starts, rows, side="right") - 1
+        for part in np.unique(part_of).tolist():
+            at = np.flatnonzero(part_of == part)
+            local = rows[at] - self._starts[part]
+            first = int(local.min())
+            # one read from the first to the last row asked for in this part
+            out[at] = self._parts[part].read(first, int(local.max()) + 1)[local - first]
+        return out
