@@ -1,5 +1,5 @@
 """A finished run's manifest and embeddings, read for a tool that looks at every row
-(``mitigate select``) in memory without a Python object a row.
+(``mitigate select``, ``mitigate train``) in memory without a Python object a row.
 
 ``mitigate select`` read the whole manifest (every column, the 2,315-byte signatures
 included) and turned every row into a dict, and the neighbours strategy copied every
@@ -142,7 +142,7 @@ class PartedEmbeddings:
 
     def __init__(self, table: RunTable, filter_id: str) -> None:
         layout = Layout(str(table.out_dir))
-        self._parts = []
+        self._parts: list[_NpyRows] = []
         for part, rows in zip(table.parts, table.counts.tolist(), strict=True):
             path = Path(layout.embeddings_beside(filter_id, part.name))
             if not path.is_file():
@@ -155,12 +155,15 @@ class PartedEmbeddings:
                 raise ValueError(f"{path}: {matrix.rows} rows for {rows} manifest rows")
             self._parts.append(matrix)
         self._starts = table.starts
-        widths = {m.width for m in self._parts if m.rows}
+        # a part whose samples all failed may hold 0-wide rows: NaN rows of the others' width
+        widths = {m.width for m in self._parts if m.rows and m.width}
         if len(widths) > 1:
             raise ValueError(f"embeddings of {filter_id!r} differ in width across parts: {widths}")
         self.shape = (int(table.starts[-1]), widths.pop() if widths else 0)
 
-    def __getitem__(self, item: slice | Sequence[int] | np.ndarray) -> np.ndarray:
+    def __getitem__(self, item: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        if isinstance(item, int | np.integer):
+            return self[[int(item)]][0]
         if isinstance(item, slice):
             start, stop, step = item.indices(self.shape[0])
             rows = np.arange(start, stop, step)
@@ -171,7 +174,22 @@ class PartedEmbeddings:
         for part in np.unique(part_of).tolist():
             at = np.flatnonzero(part_of == part)
             local = rows[at] - self._starts[part]
+            if not self._parts[part].width:
+                out[at] = np.nan
+                continue
             first = int(local.min())
             # one read from the first to the last row asked for in this part
             out[at] = self._parts[part].read(first, int(local.max()) + 1)[local - first]
         return out
+
+
+class RowSubset:
+    """Rows ``rows`` of a :class:`PartedEmbeddings` as an ``(len(rows), D)`` array for
+    code that reads it a slice at a time (e.g. :func:`mitigate.train.standardiser`)."""
+
+    def __init__(self, parent: PartedEmbeddings, rows: np.ndarray) -> None:
+        self.parent, self.rows = parent, rows
+        self.shape = (int(rows.shape[0]), parent.shape[1])
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        return self.parent[self.rows[item]]

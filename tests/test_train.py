@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from mitigate import output, train
+from mitigate import output, runtable, train
 from mitigate.cli import main
 from mitigate.filters.probe import LinearProbe, LinearProbeConfig, apply_heads, check_heads
 from mitigate.records import ERROR, KEPT, SampleRecord
@@ -224,6 +224,27 @@ def test_output_is_refused_unless_overwrite(tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "mine"
     assert main(_train_args(run, labels, out, "--overwrite")) == 0
     assert not (out / "keep.txt").exists() and (out / "thing.onnx").is_file()
+
+
+def test_run_embeddings_are_read_from_the_part_files_not_held_in_memory(tmp_path):
+    """Regression (scale): the keys were a Python list and every embedding one dense
+    matrix (5.8 KB a row, 3.4 GB at 640,000 rows); now an Arrow array and rows read from
+    the files when asked for. A part whose samples all failed has 0-wide rows: NaN."""
+    failed = (3, *range(40, 80))  # one sample of part 0, every sample of part 1
+    run_dir, keys, _ = make_run(tmp_path, n=120, parts=3, failed=failed)
+    run = train.load_run_embeddings(run_dir, "emb")
+    assert isinstance(run.embeddings, runtable.PartedEmbeddings)
+    assert isinstance(run.keys, runtable.ArrowKeys) and list(run.keys) == keys
+    files = sorted((run_dir / "embeddings" / "emb").glob("*.npy"))
+    assert np.load(files[1]).shape == (40, 0)
+    dense = np.concatenate(
+        [m if m.shape[1] else np.full((len(m), DIM), np.nan) for m in map(np.load, files)]
+    ).astype(np.float32)
+    assert run.embeddings.shape == dense.shape
+    np.testing.assert_array_equal(run.embeddings[:], dense)
+    np.testing.assert_array_equal(run.embeddings[[119, 0, 41]], dense[[119, 0, 41]])
+    np.testing.assert_array_equal(run.embeddings[7], dense[7])
+    assert run.has_embedding.tolist() == [i not in failed for i in range(120)]
 
 
 @pytest.mark.parametrize(
