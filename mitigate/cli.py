@@ -14,21 +14,21 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
+from mitigate.cli_config import DEFAULT_CONFIG, _load
 from mitigate.commands import UsageError, cmd_calibrate, cmd_select, cmd_train
 from mitigate.console import EXIT_INTERRUPTED, exit_now, print_summary
 from mitigate.console import interruptible as _interruptible
 from mitigate.console import live_progress as _live_progress
 
 if TYPE_CHECKING:
-    from mitigate.config import Config
+    pass
 
 # Start-up: no heavy module (the config models, numpy, Beam, onnxruntime) is imported at
 # module level, so `mitigate --help` costs argparse alone; each command imports what it
 # needs (tests/test_startup.py checks this).
 
-DEFAULT_CONFIG = "configs/default.yaml"
 # Exit status: 0 done; 2 nothing was started (bad config or usage, or an output folder
 # that is occupied, locked or not writable); 1 the run started and failed; 130 Ctrl-C.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERRUPTED (130), console.py
@@ -90,117 +90,6 @@ def _config_args(
         help="append the `filters:` entries of a YAML snippet (e.g. NAME.yaml from "
         "`mitigate train`) to the config's filters (repeatable; before any --set)",
     )
-
-
-def _added_filters(args: argparse.Namespace) -> list[str]:
-    """An override setting ``filters`` to the config file's list plus every
-    ``--add-filter`` snippet's entries (none without ``--add-filter``)."""
-    import json
-
-    import yaml
-
-    from mitigate.config import ConfigError
-
-    if not getattr(args, "add_filter", None):
-        return []
-    try:
-        base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
-    except (OSError, yaml.YAMLError):
-        return []  # load_config reports the config file's own problem
-    entries = list((base or {}).get("filters") or []) if isinstance(base, dict) else []
-    for path in args.add_filter:
-        try:
-            snippet = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError([f"--add-filter {path}: cannot read it: {exc}"]) from None
-        if not isinstance(snippet, dict) or not isinstance(snippet.get("filters"), list):
-            raise ConfigError(
-                [f"--add-filter {path}: expected a `filters:` list (as `mitigate train` writes)"]
-            )
-        entries += snippet["filters"]
-    return [f"filters={json.dumps(entries)}"]
-
-
-#: ``--set`` keys whose value is a path (or a list of paths) of the run's data, resolved
-#: against the working directory like ``--input``/``--output`` (a path in a config file
-#: resolves against the file's folder, which for the packaged default is inside the
-#: installed package: ``--set output.path=o`` would have written there).
-_WORKING_DIR_PATHS = frozenset({("input", "paths"), ("output", "path"), ("dedup", "against")})
-
-
-def _from_working_dir(overrides: list[str]) -> list[str]:
-    """``overrides`` with the relative local paths of :data:`_WORKING_DIR_PATHS` made
-    absolute against the working directory (other overrides unchanged)."""
-    import json
-
-    from mitigate.config import parse_override
-
-    def absolute(value: Any) -> Any:
-        if isinstance(value, list):
-            return [absolute(v) for v in value]
-        if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
-            return str(Path(value).resolve())
-        return value
-
-    out = []
-    for text in overrides:
-        parts, value = parse_override(text)
-        field = tuple(parts[:2])
-        if field in _WORKING_DIR_PATHS and (len(parts) == 2 or parts[2:3][0].isdigit()):
-            text = f"{'.'.join(parts)}={json.dumps(absolute(value))}"
-        out.append(text)
-    return out
-
-
-def _sets_input(overrides: list[str]) -> bool:
-    from mitigate.config import parse_override
-
-    return any(tuple(parse_override(o)[0][:2]) == ("input", "paths") for o in overrides)
-
-
-def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    # The packaged default (when no --config) first: --add-filter extends its filters.
-    packaged = _packaged_default(args) if args.config is None else []
-    overrides = packaged + _added_filters(args) + _from_working_dir(list(args.overrides))
-    # Command-line paths are relative to the working directory, unlike paths in a file.
-    if args.input:
-        quoted = ", ".join(
-            repr(str(Path(p).resolve()) if "://" not in p else p) for p in args.input
-        )
-        overrides.append(f"input.paths=[{quoted}]")
-    if args.output:
-        out = args.output if "://" in args.output else str(Path(args.output).resolve())
-        overrides.append(f"output.path={out!r}")
-    if getattr(args, "overwrite", False):
-        overrides.append("output.overwrite=true")
-    if getattr(args, "runner", None):
-        overrides.append(f"runner.name={args.runner}")
-    if getattr(args, "dry_run", False):
-        overrides.append("runner.dry_run=true")
-    from mitigate.config import load_config
-
-    return load_config(args.config, overrides)
-
-
-def _packaged_default(args: argparse.Namespace) -> list[str]:
-    """Point ``args.config`` at the default config (see :mod:`mitigate.defaults`);
-    the packaged copy names no data, so it needs --input and writes to ./out."""
-    from mitigate.config import ConfigError
-    from mitigate.defaults import resolve_default_config
-
-    path, packaged = resolve_default_config()
-    args.config = str(path)
-    if not packaged:
-        return []
-    if not args.input and not _sets_input(args.overrides):
-        raise ConfigError(
-            [
-                f"--input: no --config given and no {DEFAULT_CONFIG} in this folder, so "
-                "there is no input: pass --input 'PATH_OR_GLOB', or write a config with "
-                "`mitigate init` and pass --config"
-            ]
-        )
-    return [] if args.output else [f"output.path={str(Path('out').resolve())!r}"]
 
 
 def cmd_redecide(args: argparse.Namespace) -> int:
