@@ -251,7 +251,22 @@ def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str,
         "samples_per_second": round(summary["input_count"] / elapsed, 2) if elapsed else None,
     }
     fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
-    write_html_report(layout.root, shown_as=config.output.path)
+    try:
+        write_html_report(layout.root, shown_as=config.output.path)
+    except Exception as exc:
+        # The report is a view of a complete output: its failure (a bug on unusual data,
+        # memory on a huge run) must not discard the run, which is swapped in without it.
+        log.warning(
+            "report.html not written (%s: %s); the run's output is complete: write it "
+            "later with `mitigate report %s`",
+            type(exc).__name__,
+            exc,
+            config.output.path,
+        )
+        # (report.html stays in "outputs": the name is the run's, for `mitigate report`
+        # to write and a later --overwrite to replace)
+        summary["report_error"] = f"{type(exc).__name__}: {exc}"
+        fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
 
 

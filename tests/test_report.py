@@ -1078,3 +1078,39 @@ def test_a_filters_drop_reasons_are_ordered_by_count_then_name_whatever_the_row_
             ("image_too_small", 1),
         ]
     )
+
+
+def test_a_report_that_fails_costs_the_report_not_the_run(tmp_path, monkeypatch, caplog):
+    """Regression: the report is written inside the run's staging folder before the swap,
+    so an exception in it (a bug on unusual data, memory on a huge run) discarded the
+    whole finished output. Now the output is swapped in without report.html, the
+    summary says why, `mitigate report` writes it later, and a later run may replace
+    that folder (report.html is still among the run's outputs)."""
+    from mitigate.cli import main
+    from mitigate.pipeline import run as run_module
+
+    def broken(*args, **kwargs):
+        raise MemoryError("a report of too many rows")
+
+    monkeypatch.setattr(run_module, "write_html_report", broken)
+    out = tmp_path / "out"
+    config, _ = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "default.yaml",
+        [f"output.path={out}", "filters=[{name: image_quality}]", "rebalance.enabled=false"],
+    )
+    with caplog.at_level("WARNING"):
+        summary = run(config)
+    assert "report.html not written (MemoryError: a report of too many rows)" in caplog.text
+    assert f"mitigate report {out}" in caplog.text
+    stored = json.loads((out / "summary.json").read_text())
+    assert stored == summary and "report.html" in stored["outputs"]
+    assert stored["report_error"] == "MemoryError: a report of too many rows"
+    assert (out / "manifest").is_dir() and not (out / "report.html").exists()
+    assert stored["input_count"] > 0
+    monkeypatch.undo()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").is_file()
+    again = run(
+        config.model_copy(update={"output": config.output.model_copy(update={"overwrite": True})})
+    )
+    assert "report_error" not in again and (out / "report.html").is_file()
