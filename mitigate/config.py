@@ -67,7 +67,7 @@ class InputConfig(_Strict):
         description="Files or globs (any Beam filesystem: local, gs://, s3://, ...).",
     )
     format: Literal["auto", "webdataset", "parquet", "jsonl", "csv"] = Field(
-        default="auto", description="auto: by extension (.tar, .parquet, .jsonl, .csv)."
+        default="auto", description="auto: by extension (.tar, .parquet, .jsonl, .csv, .tsv)."
     )
     key_column: str = "key"
     image_column: str = Field(default="image", description="Image path, relative to the table.")

@@ -35,6 +35,7 @@ class Reason:
     CAPTION_TOO_LARGE = "caption_too_large"
     JSON_TOO_LARGE = "json_too_large"
     IMAGE_PATH_OUTSIDE_ROOT = "image_path_outside_root"
+    IMAGE_URL = "image_url"  # a table's image is a web address: nothing is downloaded
     # source issues (a stretch of a source file, not one sample)
     DAMAGED_HEADER = "damaged_header"
     MISSING_END_MARKER = "missing_end_marker"
@@ -75,6 +76,7 @@ class Reason:
             CAPTION_TOO_LARGE,
             JSON_TOO_LARGE,
             IMAGE_PATH_OUTSIDE_ROOT,
+            IMAGE_URL,
         }
     )
 

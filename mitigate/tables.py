@@ -1,4 +1,4 @@
-"""Table sources (Parquet, JSONL, CSV): a key column, an image path relative to the
+"""Table sources (Parquet, JSONL, CSV or TSV): a key column, an image path relative to the
 table (or to ``input.image_root``), and a caption, read into light
 :class:`SampleRecord` references like the tar index (no Beam here).
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from mitigate.records import Reason, SampleRecord
@@ -29,7 +30,7 @@ def table_format(path: str, configured: str) -> str:
         "webdataset": (".tar",),
         "parquet": (".parquet", ".pq"),
         "jsonl": (".jsonl", ".ndjson"),
-        "csv": (".csv",),
+        "csv": (".csv", ".tsv"),
     }.items():
         if lower.endswith(suffixes):
             return fmt
@@ -91,8 +92,7 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
 
         return list(pq.ParquetFile(fileobj).schema_arrow.names)
     if fmt == "csv":
-        text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline="")
-        return next(csv.reader(text), [])
+        return next(_csv_rows(fileobj, csv.reader), [])
     if fmt == "jsonl":
         for raw in fileobj:
             if raw.strip():
@@ -144,9 +144,29 @@ def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
                 continue
             yield row if isinstance(row, dict) else f"line {lineno}: not a JSON object"
     elif fmt == "csv":
-        yield from csv.DictReader(io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline=""))
+        yield from _csv_rows(fileobj, csv.DictReader)
     else:
         raise ValueError(f"unknown table format {fmt!r}")
+
+
+#: Delimiters a CSV table may use: the comma, and the semicolon of spreadsheets in
+#: locales whose decimal mark is a comma, the tab of ``.tsv`` files, the bar.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Iterator[Any]:
+    """``reader`` (``csv.reader`` or ``csv.DictReader``) over a CSV table whose
+    delimiter is the one of :data:`CSV_DELIMITERS` its header line holds most often
+    (a comma when it holds none: a one-column table)."""
+    text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline="")
+    header = text.readline()
+    counts = [header.count(d) for d in CSV_DELIMITERS]
+    delimiter = CSV_DELIMITERS[counts.index(max(counts))] if max(counts) else ","
+    return reader(itertools.chain([header], text), delimiter=delimiter)
+
+
+#: Image paths a table may not name: web addresses (the pipeline downloads nothing).
+WEB_SCHEMES = ("http://", "https://", "ftp://")
 
 
 def _split_uri(path: str) -> tuple[str, str]:
@@ -249,6 +269,14 @@ def iter_table(
                 yield rec.with_error(
                     Reason.CAPTION_TOO_LARGE,
                     f"caption of {n_caption} bytes > max_caption_bytes {limits.max_caption_bytes}",
+                )
+                continue
+            if image.lower().startswith(WEB_SCHEMES):
+                yield rec.with_error(
+                    Reason.IMAGE_URL,
+                    f"{image!r} is a web address: images are not downloaded here; fetch "
+                    "them first (e.g. img2dataset, which writes WebDataset tars) and give "
+                    "the tars or a table of local paths",
                 )
                 continue
             path = resolve_image_path(image, root)

@@ -259,3 +259,55 @@ def test_a_cell_of_another_type_says_so_not_that_it_is_empty(tmp_path):
         "column 'caption' holds a dict, not text",
         "column 'caption' is empty",
     ]
+
+
+@pytest.mark.parametrize(
+    "name, delimiter",
+    [("t.csv", ","), ("t.csv", ";"), ("t.tsv", "\t"), ("t.csv", "|"), ("t.csv", "\t")],
+)
+def test_a_csv_table_is_read_with_the_delimiter_its_header_uses(tmp_path, name, delimiter):
+    """Regression: a spreadsheet's semicolon CSV (locales with a decimal comma) was one
+    column 'key;image;caption', and a .tsv file had no format. A quoted cell holding
+    another delimiter, or a line break, stays one cell."""
+    import csv
+
+    path = tmp_path / name
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(["key", "image", "caption"])
+        writer.writerow(["a", "a.jpg", "one, two; three\tfour | five"])
+        writer.writerow(["b", "b.jpg", "first line\nsecond line"])
+    from mitigate.tables import table_format
+
+    fmt = table_format(str(path), "auto")
+    assert fmt == "csv"
+    with open(path, "rb") as f:
+        assert table_problems(f, fmt, DEFAULTS) == (DEFAULTS, [])
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), fmt, **DEFAULTS))
+    assert [(r.key, r.state, r.caption, Path(r.image_path).name) for r in records] == [
+        ("a", "pending", "one, two; three\tfour | five", "a.jpg"),
+        ("b", "pending", "first line\nsecond line", "b.jpg"),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_table_of_web_addresses_says_nothing_is_downloaded(tmp_path, fmt):
+    """A LAION-style table names images by URL: each such row is an image_url error
+    saying what to do (it said 'outside the table's folder, set input.image_root',
+    which cannot help); local rows beside them are read."""
+    rows = [
+        {"key": "u1", "image": "http://example.com/x.jpg", "caption": "a cat"},
+        {"key": "u2", "image": "HTTPS://example.com/y.jpg", "caption": "a dog"},
+        {"key": "l1", "image": "a.jpg", "caption": "a square"},
+    ]
+    path = _write(tmp_path / f"t.{fmt}", rows)
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), fmt, **DEFAULTS))
+    assert [(r.key, r.state, r.reason) for r in records] == [
+        ("u1", "error", "image_url"),
+        ("u2", "error", "image_url"),
+        ("l1", "pending", None),
+    ]
+    assert "is a web address: images are not downloaded here" in records[0].detail
+    assert "img2dataset" in records[0].detail
