@@ -303,7 +303,9 @@ def _verified_keep(
         both = has_sig[pairs.i] & has_sig[pairs.j]
         if both.any():
             idx = np.flatnonzero(both)
-            present = np.flatnonzero(has_sig)
+            # the signatures of the pairs' ends only (where most samples have no near
+            # copy, a small part of them: one table of what is scored, not of every item)
+            present = np.unique(np.concatenate([pairs.i[idx], pairs.j[idx]]))
             sub = np.full(len(items), -1, np.int64)
             sub[present] = np.arange(present.shape[0])
             table = verify.as_signatures([sigs[x] for x in present])
