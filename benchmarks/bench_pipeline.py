@@ -147,6 +147,7 @@ def child(
     nsfw: bool,
     cuts: bool = True,
     old: Sequence[str] = (),
+    sets: Sequence[str] = (),
 ) -> None:
     """Run the pipeline once and print its timing and peak memory as JSON; ``old``:
     names of :data:`OLD_VERSIONS` to run as they were before."""
@@ -215,7 +216,7 @@ def child(
                 f"runner.direct_num_workers={workers}",
                 f"runner.direct_running_mode={mode}",
             ]
-    config, _ = load_config(REPO / "configs" / "default.yaml", overrides)
+    config, _ = load_config(REPO / "configs" / "default.yaml", [*overrides, *sets])
     sampler = SubprocessRss()
     started = time.perf_counter()
     summary = run(config)
@@ -411,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         "--old", action="append", default=[], choices=OLD_VERSIONS, help=argparse.SUPPRESS
     )
     parser.add_argument("--cuts-off", action="store_true", help=argparse.SUPPRESS)
+    # with --child: config overrides after the benchmark's own (e.g. the
+    # runner.spill_signatures=false of BENCHMARKS.md's session-21 rows)
+    parser.add_argument("--set", dest="sets", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -424,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             args.nsfw,
             not args.cuts_off,
             args.old,
+            args.sets,
         )
         return 0
 

@@ -15,9 +15,12 @@
       ─ summary.json (after every writer, with the conservation check)
 
 Image bytes exist only inside ``ProcessChunk`` and the shard writer; every shuffle
-moves light records, so memory does not grow with image volume on any runner. After
-exact dedup the verification signatures leave the records: the near-dup items take
-theirs in the same stage, the manifest gets them back grouped by source
+moves light records, so memory does not grow with image volume on any runner. The
+verification signatures do not ride along: with ``runner.spill_signatures`` (the local
+runner) the decode step writes them to files of the staging folder and the near-dup
+decision, the manifest and the quarantine writers read them back
+(pipeline/sigstore.py); otherwise they leave the records after exact dedup, the near-dup
+items take theirs in the same stage, the manifest gets them back grouped by source
 (pipeline/signatures.py). No step splits the records and rejoins them with a Flatten
 (the local runner encodes every record a Flatten carries once more); the only Flatten
 of records is the group by source's (tests/test_record_routing.py).

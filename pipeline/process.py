@@ -3,7 +3,8 @@
 ::
 
     chunk ─ Decode (bytes, sha256, one decode, hashes, signature, pixel filters; in a
-            pool of decode processes where configured: mitigate/decode_pool.py)
+            pool of decode processes where configured: mitigate/decode_pool.py; the
+            signatures to the run's store with runner.spill_signatures: sigstore.py)
           ─ ScoreWithModel per model filter (RunInference; inline in Decode on Dask)
           ─ Decide (filter decisions in config order; pixels dropped)
 """

@@ -1,4 +1,6 @@
-"""Verification signatures travel beside the records, not inside them.
+"""Verification signatures travel beside the records, not inside them (on runners
+where ``runner.spill_signatures`` is off; on the local runner they wait in files
+instead: :mod:`mitigate.pipeline.sigstore`).
 
 A record's signature (``mitigate.verify``, 2,315 bytes) is three quarters of its
 encoded size, and only two steps read it: the near-dup search (its ``HashItem``) and
