@@ -92,7 +92,10 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
 
         return list(pq.ParquetFile(fileobj).schema_arrow.names)
     if fmt == "csv":
-        return next(_csv_rows(fileobj, csv.reader), [])
+        text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline="")
+        header = text.readline()
+        text.detach()  # the caller's file stays open (the first rows are read next)
+        return next(csv.reader([header], delimiter=_delimiter(header)), [])
     if fmt == "jsonl":
         for raw in fileobj:
             if raw.strip():
@@ -114,7 +117,45 @@ def table_problems(
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
         return {}, [f"cannot read the table's columns: {exc}"]
     used, problems = resolve_columns(present, configured)
-    return used, list(problems.values())
+    found = list(problems.values())
+    if "image_column" in used and not problems:
+        try:
+            fileobj.seek(0)
+            found += _web_addresses(fileobj, fmt, used["image_column"])
+        except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+            found.append(f"cannot read the table's first rows: {exc}")
+    return used, found
+
+
+#: Rows read before any work to tell whether a table names its images by web address.
+URL_SAMPLE_ROWS = 100
+
+
+def _web_addresses(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
+    """A problem when every image of the table's first :data:`URL_SAMPLE_ROWS` rows
+    that has one is a web address (a LAION-style table of URLs: every sample would be an
+    ``image_url`` error); nothing when some are paths (those rows say so one by one)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        batch = next(
+            pq.ParquetFile(fileobj).iter_batches(batch_size=URL_SAMPLE_ROWS, columns=[column]),
+            None,
+        )
+        values = [] if batch is None else batch.column(0).to_pylist()
+    else:
+        rows = itertools.islice(_rows(fileobj, fmt), URL_SAMPLE_ROWS)
+        values = [r.get(column) for r in rows if isinstance(r, dict)]
+    images = [v for v in values if isinstance(v, str) and v.strip()]
+    urls = [v for v in images if v.lower().startswith(WEB_SCHEMES)]
+    if not images or len(urls) < len(images):
+        return []
+    return [
+        f"column {column!r} holds web addresses ({len(urls)} of the first {len(values)} "
+        f"rows, e.g. {urls[0]!r}): images are not downloaded here; fetch them first (e.g. "
+        "img2dataset, which writes WebDataset tars) and give the tars or a table of "
+        "local paths"
+    ]
 
 
 def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
@@ -160,9 +201,12 @@ def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Itera
     (a comma when it holds none: a one-column table)."""
     text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline="")
     header = text.readline()
+    return reader(itertools.chain([header], text), delimiter=_delimiter(header))
+
+
+def _delimiter(header: str) -> str:
     counts = [header.count(d) for d in CSV_DELIMITERS]
-    delimiter = CSV_DELIMITERS[counts.index(max(counts))] if max(counts) else ","
-    return reader(itertools.chain([header], text), delimiter=delimiter)
+    return CSV_DELIMITERS[counts.index(max(counts))] if max(counts) else ","
 
 
 #: Image paths a table may not name: web addresses (the pipeline downloads nothing).

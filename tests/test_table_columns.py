@@ -311,3 +311,25 @@ def test_a_table_of_web_addresses_says_nothing_is_downloaded(tmp_path, fmt):
     ]
     assert "is a web address: images are not downloaded here" in records[0].detail
     assert "img2dataset" in records[0].detail
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_table_whose_images_are_all_web_addresses_stops_before_any_work(tmp_path, fmt, capsys):
+    """Every sample of a table of URLs would be an image_url error: validate (and run)
+    say so before any work, from the first rows; one local path among them lets it run
+    (the URL rows then say it one by one)."""
+    rows = [
+        {"key": f"u{i}", "url": f"https://example.com/{i}.jpg", "caption": "x"} for i in range(150)
+    ]
+    path = _write(tmp_path / f"t.{fmt}", rows)
+    argv = ["validate", "--input", str(path), "--output", str(tmp_path / "out")]
+    argv += ["--set", "input.image_column=url"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"input.paths[0]: {path}: column 'url' holds web addresses (100 of the first 100 "
+        "rows, e.g. 'https://example.com/0.jpg'): images are not downloaded here"
+    ) in err
+    rows[40]["url"] = "local/a.jpg"
+    _write(path, rows)
+    assert main(argv) == 0
