@@ -8,7 +8,7 @@ import base64
 import html
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -120,13 +120,31 @@ def _td(value: Any, num: bool = False) -> str:
 class _Thumbs:
     """Thumbnails of manifest rows, read through ``opener`` and cached per row."""
 
-    def __init__(self, table: pa.Table, opener: Opener) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        opener: Opener,
+        fetch: Callable[[Sequence[int]], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``fetch``: rows by index with every shown column, where ``table`` holds the
+        columns every row needs only (:meth:`mitigate.runtable.RunTable.rows`)."""
         self.table = table
         self.opener = opener
+        self._fetch = fetch
+        self._rows: dict[int, dict[str, Any]] = {}
         self._cache: dict[tuple[int, bool], str] = {}
 
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Read the rows ``indices`` at once (a part at a time), for :meth:`row`."""
+        missing = sorted({int(i) for i in indices} - self._rows.keys())
+        if self._fetch is not None and missing:
+            self._rows.update(zip(missing, self._fetch(missing), strict=True))
+
     def row(self, index: int) -> dict[str, Any]:
-        return self.table.slice(index, 1).to_pylist()[0]
+        if self._fetch is None:
+            return self.table.slice(index, 1).to_pylist()[0]
+        self.prefetch([index])
+        return self._rows[int(index)]
 
     def uri(self, index: int, blur: bool) -> str:
         if (index, blur) not in self._cache:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -100,6 +100,13 @@ def filter_specs(config: Mapping[str, Any], summary: Mapping[str, Any]) -> list[
             )
         )
     return specs
+
+
+#: Columns the report shows for a few rows only (thumbnails, captions, error details):
+#: read for those rows (:class:`mitigate.runtable.RunTable`), not for every row of a run.
+SHOWN_ONLY = frozenset(
+    {"source", "index", "detail", "caption", "image_ext", "image_path", "members"}
+)
 
 
 def manifest_columns(available: Sequence[str], specs: Sequence[FilterSpec]) -> list[str]:
@@ -335,28 +342,38 @@ class ErrorExample:
 
 
 def error_examples(
-    table: pa.Table, per_reason: int = ERROR_EXAMPLES_PER_REASON
+    table: pa.Table,
+    per_reason: int = ERROR_EXAMPLES_PER_REASON,
+    rows: Callable[[Sequence[int]], list[dict[str, Any]]] | None = None,
 ) -> dict[str, list[ErrorExample]]:
-    """Up to ``per_reason`` example rows (input order) per error reason."""
-    errors = table.filter(pa.array(_mask(table, "state", "error")))
-    out: dict[str, list[ErrorExample]] = {}
-    if errors.num_rows == 0:
-        return out
-    reasons = errors.column("reason")
-    for reason in sorted({r for r in pc.unique(reasons).to_pylist() if r is not None}):
-        rows = errors.filter(pc.fill_null(pc.equal(reasons, reason), False)).slice(0, per_reason)
-        keys = rows.column("key").to_pylist()
-        sources = rows.column("source").to_pylist() if "source" in rows.column_names else []
-        details = rows.column("detail").to_pylist() if "detail" in rows.column_names else []
-        out[reason] = [
+    """Up to ``per_reason`` example rows (input order) per error reason. ``rows`` reads
+    the examples' source and detail where ``table`` does not hold those columns."""
+    index = np.flatnonzero(_mask(table, "state", "error"))
+    if index.size == 0 or "reason" not in table.column_names:
+        return {}
+    reasons = table.column("reason").take(pa.array(index)).to_pylist()
+    chosen: dict[str, list[int]] = {}
+    for i, reason in zip(index.tolist(), reasons, strict=True):
+        if reason is not None and len(chosen.setdefault(reason, [])) < per_reason:
+            chosen[reason].append(i)
+    picked = [i for reason in sorted(chosen) for i in chosen[reason]]
+    have = set(table.column_names)
+    if rows is not None and not {"source", "detail"} <= have:
+        shown = dict(zip(picked, rows(picked), strict=True))
+    else:
+        sub = table.take(pa.array(picked, type=pa.int64())).to_pylist() if picked else []
+        shown = dict(zip(picked, sub, strict=True))
+    return {
+        reason: [
             ErrorExample(
-                str(k),
-                str(sources[i] or "") if sources else "",
-                str(details[i] or "") if details else "",
+                str(shown[i]["key"]),
+                str(shown[i].get("source") or ""),
+                str(shown[i].get("detail") or ""),
             )
-            for i, k in enumerate(keys)
+            for i in chosen[reason]
         ]
-    return out
+        for reason in sorted(chosen)
+    }
 
 
 def cluster_size_bars(sizes: Mapping[int, int], max_bars: int = 20) -> list[tuple[str, int]]:

@@ -73,9 +73,11 @@ def _strip(
     reasons = (
         sub.column("reason").to_pylist() if "reason" in sub.column_names else [None] * len(keys)
     )
-    captions = (
-        sub.column("caption").to_pylist() if "caption" in sub.column_names else [None] * len(keys)
-    )
+    if "caption" in sub.column_names:
+        captions = sub.column("caption").to_pylist()
+    else:  # read for the shown rows only (report.data.SHOWN_ONLY)
+        thumbs.prefetch(indices)
+        captions = [thumbs.row(i).get("caption") for i in indices]
     scores = _column_f64(sub, spec.column)
     figs = []
     for i, idx in enumerate(indices):

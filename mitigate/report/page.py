@@ -13,6 +13,7 @@ from mitigate import layout
 from mitigate.report.common import _CSP, _CSS, _blur_rows, _esc, _Thumbs
 from mitigate.report.config import _section_config
 from mitigate.report.data import (
+    SHOWN_ONLY,
     _manifest_schema_names,
     error_examples,
     filter_data,
@@ -28,7 +29,8 @@ from mitigate.report.errors import _section_errors
 from mitigate.report.filters import _section_filters
 from mitigate.report.funnel import _section_funnel
 from mitigate.report.rebalancing import _section_rebalancing
-from mitigate.review import Opener, load_manifest
+from mitigate.review import Opener
+from mitigate.runtable import RunTable
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,11 @@ def build_report(
     config = load_run_config(out_dir)
     specs = filter_specs(config, summary)
     columns = manifest_columns(_manifest_schema_names(out_dir), specs)
-    table = load_manifest(out_dir, columns)
+    # every row's light columns; the shown columns of the shown rows only
+    run = RunTable(out_dir, [c for c in columns if c not in SHOWN_ONLY])
+    table = run.table
     log.info("report: %d manifest rows, %d filters", table.num_rows, len(specs))
-    thumbs = _Thumbs(table, opener or local_open)
+    thumbs = _Thumbs(table, opener or local_open, run.rows)
     funnel = funnel_data(summary, table)
     data = [filter_data(table, s, max_thumbs) for s in specs]
     blur = _blur_rows(table, specs, blur_sexual)
@@ -74,7 +78,7 @@ def build_report(
         _section_filters(table, data, thumbs, blur_sexual),
         _section_dedup(summary.get("dedup"), thumbs, blur, max_thumbs),
         _section_rebalancing(summary.get("rebalance"), table),
-        _section_errors(summary, error_examples(table)),
+        _section_errors(summary, error_examples(table, rows=run.rows)),
         _section_config(summary, out_dir),
     ]
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTION_IDS)
