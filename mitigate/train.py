@@ -187,7 +187,7 @@ class ProbeFit:
     mean: np.ndarray
     scale: np.ndarray
 
-    def predict(self, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    def predict(self, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
         """Probabilities for the rows of ``x`` (float64 math, ``chunk`` rows at a time)."""
         out = np.empty(x.shape[0])
         for s in range(0, x.shape[0], chunk):
@@ -213,14 +213,25 @@ def standardiser(x: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndar
     n = x.shape[0]
     total = np.zeros(x.shape[1])
     for s in range(0, n, chunk):
-        total += x[s : s + chunk].sum(axis=0, dtype=np.float64)
+        total += _rows_sum(x, s, min(s + chunk, n), lambda b: b.astype(np.float64))
     mean = total / n
     sq = np.zeros(x.shape[1])
     for s in range(0, n, chunk):
-        sq += ((x[s : s + chunk] - mean) ** 2).sum(axis=0)
+        sq += _rows_sum(x, s, min(s + chunk, n), lambda b: (b - mean) ** 2)
     scale = np.sqrt(sq / n)
     scale[scale < 1e-6] = 1.0
     return mean, scale
+
+
+def _rows_sum(x: Any, start: int, stop: int, f: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """``f(x[start:stop]).sum(axis=0)`` bit for bit (numpy sums axis 0 row after row),
+    8,192 rows at a time: each block's sum starts from the running one, so the float64
+    temporaries are a block's (64 MB at 1,024 wide), not a 65,536-row chunk's."""
+    acc = None
+    for b in range(start, stop, 8192):
+        part = f(np.asarray(x[b : min(b + 8192, stop)]))
+        acc = part.sum(axis=0) if acc is None else np.concatenate([acc[None], part]).sum(axis=0)
+    return acc
 
 
 def fit_probe(

@@ -448,3 +448,22 @@ def test_the_decode_step_scores_neither_model_filters_nor_heads(tmp_path):
     got = scored_at_decode([head, *built])
     assert [f.config.name for f in got] == ["image_quality", "caption_terms"]
     assert got == built[1:]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_the_standardiser_in_blocks_gives_the_whole_chunks_bits(dtype):
+    """The standardiser sums 8,192 rows at a time (a block's float64 temporaries, not a
+    65,536-row chunk's); the result must be the whole-chunk sums' bit for bit, or a
+    probe trained again would change."""
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(70_001, 24)) * 3 + 1).astype(dtype)
+    mean, scale = train.standardiser(x)
+    total = np.zeros(24)
+    for s in range(0, len(x), 65536):
+        total += x[s : s + 65536].sum(axis=0, dtype=np.float64)
+    ref_mean = total / len(x)
+    sq = np.zeros(24)
+    for s in range(0, len(x), 65536):
+        sq += ((x[s : s + 65536] - ref_mean) ** 2).sum(axis=0)
+    assert np.array_equal(mean, ref_mean)
+    assert np.array_equal(scale, np.sqrt(sq / len(x)))
