@@ -37,6 +37,8 @@ class ArrowKeys(Sequence[str]):
     """The run's keys, one Arrow string array; an item is made a ``str`` when read."""
 
     def __init__(self, column: pa.ChunkedArray | pa.Array) -> None:
+        if pa.types.is_string(column.type):  # 64-bit offsets: past 2 GB of keys in all
+            column = column.cast(pa.large_string())
         self._array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
     def __len__(self) -> int:
@@ -101,7 +103,8 @@ class RunTable:
                 at.tolist(), file.read(columns=columns).take(local).to_pylist(), strict=True
             ):
                 out[slot] = row
-        return [r for r in out if r is not None]
+        assert all(r is not None for r in out)  # every index lies in a part
+        return out  # type: ignore[return-value]
 
 
 class _NpyRows:

@@ -12,11 +12,12 @@ the record on without it; the three readers take them back:
   :func:`fill` reads the signatures of exactly those items (:mod:`mitigate.pipeline.near`);
 * the manifest writer and the quarantine writer, a source at a time (:func:`read_source`).
 
-Layout: ``<store>/<source id>/<first index>-<count>.sig``, the source id 16 hex digits
-of the source path's SHA-1, one file per decoded chunk and source, written whole
-(:func:`mitigate.pipeline.fs.atomic_write`). A retried chunk writes the same file again;
-should a retry group samples otherwise, an index may be in two files, with the same
-bytes (a signature is a function of the image). A file holds entries ``(index: u64,
+Layout: ``<store>/<source id>/<first index>-<count>-<crc>.sig``, the source id 16 hex
+digits of the source path's SHA-1, the CRC-32 of the file's indices (so two different
+sets of samples never share a name), one file per decoded chunk and source, written
+whole (:func:`mitigate.pipeline.fs.atomic_write`). A retried chunk writes the same file
+again; should a retry group samples otherwise, an index may be in two files, with the
+same bytes (a signature is a function of the image). A file holds entries ``(index: u64,
 length: u32, signature)``; a signature may be empty (``b""``: a sample decoded without
 one) and is then stored as empty, while a sample with no signature (``None``) has no
 entry. Every reader runs after a GroupByKey that follows the writes (the decision after
@@ -30,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
+import zlib
 from collections.abc import Iterable, Sequence
 
 from mitigate.config import Config
@@ -71,7 +73,8 @@ def spill(store: str, records: Sequence[SampleRecord]) -> list[SampleRecord]:
             by_source.setdefault(record.source, []).append(record)
     for source, group in by_source.items():
         group.sort(key=lambda r: r.index)
-        name = f"{group[0].index:012d}-{len(group)}.sig"
+        crc = zlib.crc32(b"".join(r.index.to_bytes(8, "little") for r in group))
+        name = f"{group[0].index:012d}-{len(group)}-{crc:08x}.sig"
         parts = [MAGIC]
         for record in group:
             sig = record.signature
