@@ -61,6 +61,20 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """The default config's run on the bundled sample (nsfw with stored embeddings),
+    once a test process, for the tools that read a finished run. Tests read it; one
+    that changes a run copies it first."""
+    from mitigate.config import load_config
+    from mitigate.pipeline.run import run
+
+    out = tmp_path_factory.mktemp("default-run") / "out"
+    config, _ = load_config(REPO / "configs" / "default.yaml", [f"output.path={out}"])
+    run(config)
+    return out
+
+
+@pytest.fixture(scope="session")
 def expected_states() -> list[dict[str, str]]:
     with open(SAMPLE / "expected.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))

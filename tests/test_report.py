@@ -623,11 +623,8 @@ def test_unreadable_images_are_noted_not_fatal(synthetic, caplog):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report-run") / "out"
-    config, _ = load_config(REPO / "configs" / "default.yaml", [f"output.path={out}"])
-    run(config)
-    return out
+def run_dir(default_run: Path) -> Path:
+    return default_run  # tests/conftest.py
 
 
 @pytest.mark.slow

@@ -15,18 +15,14 @@ from PIL import Image
 
 from mitigate import review
 from mitigate.cli import main
-from mitigate.config import load_config, validate_config
-from mitigate.pipeline.run import run
+from mitigate.config import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("review") / "out"
-    config, _ = load_config(REPO / "configs" / "default.yaml", [f"output.path={out}"])
-    run(config)
-    return out
+def run_dir(default_run: Path) -> Path:
+    return default_run  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,13 @@ import pytest
 
 from mitigate import runtable
 from mitigate.cli import main
-from mitigate.config import load_config
-from mitigate.pipeline.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runtable") / "out"
-    config, _ = load_config(REPO / "configs" / "default.yaml", [f"output.path={out}"])
-    run(config)
-    return out
+def run_dir(default_run: Path) -> Path:
+    return default_run  # tests/conftest.py
 
 
 def _whole(run_dir: Path) -> pa.Table:
