@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageFilter
 
@@ -45,12 +44,11 @@ def manifest_parts(out_dir: str | Path) -> list[Path]:
 
 
 def load_manifest(out_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """All manifest rows of a run, in part order (input order)."""
-    tables = [
-        pq.read_table(p, columns=list(columns) if columns else None)
-        for p in manifest_parts(out_dir)
-    ]
-    return pa.concat_tables(tables)
+    """All manifest rows of a run, in part order (input order); every column without
+    ``columns``."""
+    from mitigate.runtable import RunTable
+
+    return RunTable(out_dir, columns).table
 
 
 def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:

@@ -67,10 +67,12 @@ class ArrowKeys(Sequence[str]):
 class RunTable:
     """Some columns of every manifest part of a run, in part order (input order)."""
 
-    def __init__(self, out_dir: str | Path, columns: Sequence[str]) -> None:
+    def __init__(self, out_dir: str | Path, columns: Sequence[str] | None) -> None:
+        """``columns``: those read for every row (None: all of them)."""
         self.out_dir = Path(out_dir)
         self.parts = manifest_parts(out_dir)
-        tables = [pq.read_table(p, columns=list(columns)) for p in self.parts]
+        names = list(columns) if columns else None
+        tables = [pq.read_table(p, columns=names) for p in self.parts]
         self.counts = np.asarray([t.num_rows for t in tables], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.table = pa.concat_tables(tables) if tables else None

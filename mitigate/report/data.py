@@ -110,19 +110,13 @@ SHOWN_ONLY = frozenset(
 
 
 def manifest_columns(available: Sequence[str], specs: Sequence[FilterSpec]) -> list[str]:
-    """The manifest columns the report reads (of those the run has)."""
+    """The manifest columns the report reads for every row (of those the run has); the
+    :data:`SHOWN_ONLY` ones are read for the rows it shows."""
     wanted = [
         "key",
-        "source",
-        "index",
         "state",
         "reason",
-        "detail",
         "filter",
-        "caption",
-        "image_ext",
-        "image_path",
-        "members",
         "weight",
         *(s.column for s in specs),
         *(("width", "height") if any(s.min_side is not None for s in specs) else ()),

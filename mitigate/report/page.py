@@ -13,7 +13,6 @@ from mitigate import layout
 from mitigate.report.common import _CSP, _CSS, _blur_rows, _esc, _Thumbs
 from mitigate.report.config import _section_config
 from mitigate.report.data import (
-    SHOWN_ONLY,
     _manifest_schema_names,
     error_examples,
     filter_data,
@@ -64,9 +63,8 @@ def build_report(
     summary = load_summary(out_dir)
     config = load_run_config(out_dir)
     specs = filter_specs(config, summary)
-    columns = manifest_columns(_manifest_schema_names(out_dir), specs)
-    # every row's light columns; the shown columns of the shown rows only
-    run = RunTable(out_dir, [c for c in columns if c not in SHOWN_ONLY])
+    # every row's light columns; the shown columns of the shown rows only (run.rows)
+    run = RunTable(out_dir, manifest_columns(_manifest_schema_names(out_dir), specs))
     table = run.table
     log.info("report: %d manifest rows, %d filters", table.num_rows, len(specs))
     thumbs = _Thumbs(table, opener or local_open, run.rows)
