@@ -5,6 +5,7 @@
     OUT/
       shards/shard-NNNNNN.tar               kept samples (WebDataset)
       manifest/part-NNNNNN.parquet          one row per input sample, one part per source
+      manifest/part-NNNNNN_BBBBBB.parquet   (and per block of a large source's samples)
       embeddings/<filter id>/part-NNNNNN.npy rows aligned with the manifest part
       quarantine/                           dropped samples, when enabled
       config.yaml  report.html
@@ -33,6 +34,14 @@ SIGNATURE_STORE = "_signatures"
 OUTPUT_NAMES = (SHARDS, MANIFEST, EMBEDDINGS, QUARANTINE, CONFIG, REPORT)
 #: Manifest part file names (``part-000000.parquet`` ...).
 MANIFEST_PATTERN = "part-*.parquet"
+
+
+def part_name(ordinal: int, block: int = 0) -> str:
+    """``part-NNNNNN`` for an input file's first block (every part of a file under
+    ``output.samples_per_manifest_part`` samples), ``part-NNNNNN_BBBBBB`` for its next
+    ones: ``.`` sorts before ``_`` and ``_`` after the digits, so names sort as
+    (file, block), the input order."""
+    return f"part-{ordinal:06d}" + (f"_{block:06d}" if block else "")
 
 
 def join(base: str, *parts: str) -> str:
@@ -79,8 +88,10 @@ class Layout:
     def shard(self, shard_id: int) -> str:
         return join(self.shards, f"shard-{shard_id:06d}.tar")
 
-    def manifest_part(self, ordinal: int) -> str:
-        return join(self.manifest, f"part-{ordinal:06d}.parquet")
+    def manifest_part(self, ordinal: int, block: int = 0) -> str:
+        """Block ``block`` of input file ``ordinal`` (``output.samples_per_manifest_part``
+        rows each); names sort in input order."""
+        return join(self.manifest, f"{part_name(ordinal, block)}.parquet")
 
     @property
     def manifest_parts(self) -> str:
@@ -91,9 +102,9 @@ class Layout:
     def embeddings(self) -> str:
         return join(self.root, EMBEDDINGS)
 
-    def embeddings_part(self, filter_id: str, ordinal: int) -> str:
-        """Rows align with the manifest part of the same number."""
-        return join(self.embeddings, filter_id, f"part-{ordinal:06d}.npy")
+    def embeddings_part(self, filter_id: str, ordinal: int, block: int = 0) -> str:
+        """Rows align with the manifest part of the same name."""
+        return join(self.embeddings, filter_id, f"{part_name(ordinal, block)}.npy")
 
     def embeddings_beside(self, filter_id: str, manifest_part: str) -> str:
         """The embeddings file whose rows align with the manifest part at this path."""

@@ -93,15 +93,31 @@ def write_embeddings(records: Sequence[SampleRecord], filter_id: str, fileobj: I
     return width
 
 
+#: Rows of a manifest part's Parquet row group: the rows are made and written a group
+#: at a time, so writing a part holds one group's rows and Arrow columns, not the
+#: part's (a part of 100,000 rows peaked at 1.26 GB written as one table;
+#: ``benchmarks/bench_manifest_blocks.py``).
+ROW_GROUP_ROWS = 16_384
+
+
 def write_manifest(
     records: Iterable[SampleRecord], filter_ids: Sequence[str], fileobj: IO[bytes]
 ) -> int:
-    """Write records, in the given order, as one Parquet file. Returns the row count."""
+    """Write records, in the given order, as one Parquet file (row groups of
+    :data:`ROW_GROUP_ROWS`). Returns the row count."""
     schema = manifest_schema(filter_ids)
-    rows = [manifest_row(r, filter_ids) for r in records]
-    table = pa.Table.from_pylist(rows, schema=schema)
-    pq.write_table(table, fileobj, compression="zstd")
-    return len(rows)
+    count = 0
+    with pq.ParquetWriter(fileobj, schema, compression="zstd") as writer:
+        rows: list[dict[str, Any]] = []
+        for record in records:
+            rows.append(manifest_row(record, filter_ids))
+            if len(rows) == ROW_GROUP_ROWS:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                count, rows = count + len(rows), []
+        if rows or not count:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+            count += len(rows)
+    return count
 
 
 def sidecar(

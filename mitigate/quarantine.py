@@ -27,9 +27,12 @@ def wanted(record: SampleRecord, filtered: bool, duplicates: bool) -> bool:
     return (filtered and record.state == FILTERED) or (duplicates and record.state == DUPLICATE)
 
 
-def shard_path(reason: str, source_ordinal: int, number: int) -> str:
-    """Relative to the output folder; reason codes are snake_case, safe as names."""
-    return f"{FOLDER}/{reason}/shard-{source_ordinal:06d}-{number:06d}.tar"
+def shard_path(reason: str, source_ordinal: int, number: int, block: int = 0) -> str:
+    """Relative to the output folder; reason codes are snake_case, safe as names. A
+    source's block after its first (``output.samples_per_manifest_part`` samples each)
+    is ``shard-NNNNNN_BBBBBB-nnnnnn.tar``: names sort in input order."""
+    part = f"{source_ordinal:06d}" + (f"_{block:06d}" if block else "")
+    return f"{FOLDER}/{reason}/shard-{part}-{number:06d}.tar"
 
 
 def manifest_extra(record: SampleRecord, filter_ids: Sequence[str]) -> dict[str, Any]:

@@ -162,8 +162,18 @@ def _exact_dedup(records: beam.PCollection, enabled: bool) -> beam.PCollection:
     )
 
 
+PartKey = tuple[int, int]
+"""(source ordinal, block): a manifest part; block ``index // samples_per_manifest_part``."""
+
+
+def part_key(ordinal: int, index: int, per_part: int) -> PartKey:
+    """The manifest part of sample ``index`` of source ``ordinal``."""
+    return ordinal, index // per_part
+
+
 class WriteManifestPart(beam.DoFn):
-    """All records of one source -> manifest/part-NNNNNN.parquet, sorted by index."""
+    """The records of one block of a source (``output.samples_per_manifest_part``
+    samples) -> manifest/part-NNNNNN[_BBBBBB].parquet, sorted by index."""
 
     def __init__(
         self,
@@ -171,17 +181,20 @@ class WriteManifestPart(beam.DoFn):
         filter_ids: list[str],
         embedding_ids: list[str],
         store: str | None = None,
+        per_part: int = 1,
     ) -> None:
         self.layout = layout
         self.filter_ids = filter_ids
         self.embedding_ids = embedding_ids
         self.store = store  # signatures read from files (pipeline/sigstore.py), or beside
+        self.per_part = per_part
 
-    def process(self, element: tuple[int, Iterable[SampleRecord | None]]) -> Iterator[Any]:
-        ordinal, group = element
-        # None is the marker every source sends, so a source with no sample (an empty
-        # or unreadable file) still gets its (empty) manifest part; the signatures of
-        # the source's samples come beside its records (pipeline/signatures.py).
+    def process(self, element: tuple[PartKey, Iterable[SampleRecord | None]]) -> Iterator[Any]:
+        (ordinal, block), group = element
+        # None is the marker every source sends to its first block, so a source with no
+        # sample (an empty or unreadable file) still gets its (empty) manifest part; the
+        # signatures of the block's samples come beside its records
+        # (pipeline/signatures.py).
         signatures: dict[int, bytes] = {}
         light: list[SampleRecord] = []
         for element in group:
@@ -190,12 +203,15 @@ class WriteManifestPart(beam.DoFn):
             elif element is not None:
                 light.append(element)
         if self.store is not None and light:
-            signatures = sigstore.read_source(self.store, light[0].source)
+            first = block * self.per_part
+            signatures = sigstore.read_source(
+                self.store, light[0].source, first, first + self.per_part
+            )
         records = attach(sorted(light, key=lambda r: r.index), signatures)
-        with fs.atomic_write(self.layout.manifest_part(ordinal)) as f:
+        with fs.atomic_write(self.layout.manifest_part(ordinal, block)) as f:
             rows = output.write_manifest(records, self.filter_ids, f)
         for fid in self.embedding_ids:
-            with fs.atomic_write(self.layout.embeddings_part(fid, ordinal)) as f:
+            with fs.atomic_write(self.layout.embeddings_part(fid, ordinal, block)) as f:
                 output.write_embeddings(records, fid, f)
         # written; downstream needs no embeddings nor signatures (copies: inputs are
         # never mutated)
@@ -211,27 +227,30 @@ class WriteManifestPart(beam.DoFn):
             progress.emit(f"state/{name}", n)
         kept = [r for r in records if r.state == KEPT]
         to_write = sum(output.copies_of(r) for r in kept)
-        yield (PARTS, {"part": ordinal, "rows": rows, "counts": counts, "to_write": to_write})
+        yield (
+            PARTS,
+            {"part": [ordinal, block], "rows": rows, "counts": counts, "to_write": to_write},
+        )
         if kept:
-            yield (KEPT_TAG, (ordinal, kept))
+            yield (KEPT_TAG, ((ordinal, block), kept))
 
 
-def _offsets(counts: dict[int, int]) -> dict[int, int]:
-    """Global index of each source's first kept sample, in source order."""
+def _offsets(counts: dict[PartKey, int]) -> dict[PartKey, int]:
+    """Global index of each part's first kept sample, in input order."""
     out, total = {}, 0
-    for ordinal in sorted(counts):
-        out[ordinal] = total
-        total += counts[ordinal]
+    for key in sorted(counts):
+        out[key] = total
+        total += counts[key]
     return out
 
 
 def _assign_shards(
-    element: tuple[int, list[SampleRecord]], offsets: dict[int, int], per_shard: int
+    element: tuple[PartKey, list[SampleRecord]], offsets: dict[PartKey, int], per_shard: int
 ) -> Iterator[tuple[int, tuple[int, SampleRecord, int]]]:
     """(shard id, (global position, record, copy number)) for every sample to write;
     resampled samples appear once per copy, consecutively."""
-    ordinal, kept = element
-    position = offsets[ordinal]
+    key, kept = element
+    position = offsets[key]
     for record in kept:
         for copy in range(output.copies_of(record)):
             yield position // per_shard, (position, record, copy)
@@ -508,21 +527,26 @@ def _finish(
             >> Quarantine(config.output, config.filters, layout.root, ordinals, signatures, store)
         )
 
-    markers = pipeline | "EverySource" >> beam.Create([(i, None) for i in range(len(sources))])
+    per_part = config.output.samples_per_manifest_part
+    markers = pipeline | "EverySource" >> beam.Create([((i, 0), None) for i in range(len(sources))])
     by_source_parts = [
         part
         | f"BySource{i or ''}"
-        >> beam.Map(lambda r, ordinals: (ordinals[r.source], r), ordinals=ordinals)
+        >> beam.Map(
+            lambda r, ordinals: (part_key(ordinals[r.source], r.index, per_part), r),
+            ordinals=ordinals,
+        )
         for i, part in enumerate(final_parts)
     ]
     by_source_parts.append(markers)
     if signatures is not None:
-        by_source_parts.append(by_source(signatures, ordinals, "SignaturesBySource"))
+        by_source_parts.append(by_source(signatures, ordinals, per_part, "SignaturesBySource"))
     written = (
         tuple(by_source_parts)
         | "WithEmptySources" >> beam.Flatten()
         | "GroupSource" >> beam.GroupByKey()
-        | "Manifest" >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids, store))
+        | "Manifest"
+        >> beam.ParDo(WriteManifestPart(layout, filter_ids, embedding_ids, store, per_part))
     )
     routed = split(written, "RouteManifest", [PARTS, KEPT_TAG])
     parts, kept = routed[PARTS], routed[KEPT_TAG]

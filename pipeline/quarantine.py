@@ -20,23 +20,37 @@ NAMESPACE = "mitigate"
 
 
 class WriteQuarantine(beam.DoFn):
-    """All quarantined records of one (reason, source) -> their shards (atomic)."""
+    """All quarantined records of one reason in one block of a source (its manifest
+    part's samples, ``output.samples_per_manifest_part``) -> their shards (atomic)."""
 
     def __init__(
-        self, root: str, filter_ids: list[str], per_shard: int, store: str | None = None
+        self,
+        root: str,
+        filter_ids: list[str],
+        per_shard: int,
+        store: str | None = None,
+        per_part: int = 1,
     ) -> None:
         self.root = root
         self.filter_ids = filter_ids
         self.per_shard = per_shard
         self.store = store  # the signatures for the sidecars' rows (pipeline/sigstore.py)
+        self.per_part = per_part
 
-    def process(self, element: tuple[tuple[str, int], Iterable[SampleRecord]]) -> Iterator[dict]:
-        (reason, ordinal), group = element
+    def process(
+        self, element: tuple[tuple[str, int, int], Iterable[SampleRecord]]
+    ) -> Iterator[dict]:
+        (reason, ordinal, block), group = element
         group = list(group)
         if self.store is not None and group:
-            group = attach(group, sigstore.read_source(self.store, group[0].source))
+            first = block * self.per_part
+            signatures = sigstore.read_source(
+                self.store, group[0].source, first, first + self.per_part
+            )
+            group = attach(group, signatures)
         for number, records in enumerate(quarantine.chunks(group, self.per_shard)):
-            name = fs.join(self.root, quarantine.shard_path(reason, ordinal, number))
+            path = quarantine.shard_path(reason, ordinal, number, block)
+            name = fs.join(self.root, path)
             with fs.atomic_write(name) as f:
                 writer = output.ShardWriter(f)
                 try:
@@ -49,7 +63,7 @@ class WriteQuarantine(beam.DoFn):
                 finally:
                     writer.close()
             Metrics.counter(NAMESPACE, f"quarantined/{reason}").inc(writer.count)
-            yield {"shard": quarantine.shard_path(reason, ordinal, number), "samples": writer.count}
+            yield {"shard": path, "samples": writer.count}
 
 
 class Quarantine(beam.PTransform):
@@ -78,6 +92,7 @@ class Quarantine(beam.PTransform):
         out = self.output
         filter_ids = self.filter_ids
         ordinals = self.ordinals
+        per_part = out.samples_per_manifest_part
         dropped = records | "Dropped" >> beam.Filter(
             quarantine.wanted, out.quarantine, out.quarantine_duplicates
         )
@@ -88,9 +103,14 @@ class Quarantine(beam.PTransform):
             # embeddings stay out of the shuffle: the shards do not carry them
             | "ByReasonSource"
             >> beam.Map(
-                lambda r: ((r.reason, ordinals[r.source]), dataclasses.replace(r, embeddings={}))
+                lambda r: (
+                    (r.reason, ordinals[r.source], r.index // per_part),
+                    dataclasses.replace(r, embeddings={}),
+                )
             )
             | "GroupReasonSource" >> beam.GroupByKey()
             | "WriteQuarantine"
-            >> beam.ParDo(WriteQuarantine(self.root, filter_ids, out.samples_per_shard, self.store))
+            >> beam.ParDo(
+                WriteQuarantine(self.root, filter_ids, out.samples_per_shard, self.store, per_part)
+            )
         )

@@ -65,11 +65,15 @@ def attach(records: Iterable[SampleRecord], signatures: dict[int, bytes]) -> lis
 
 
 def by_source(
-    signatures: beam.PCollection, ordinals: dict[str, int], label: str
+    signatures: beam.PCollection, ordinals: dict[str, int], per_part: int, label: str
 ) -> beam.PCollection:
-    """``(source ordinal, SourceSignature)`` elements, to group with a source's records."""
+    """``((source ordinal, block), SourceSignature)`` elements, to group with the
+    records of their manifest part (``index // per_part`` is the block)."""
     return signatures | label >> beam.Map(
-        lambda kv, ordinals: (ordinals[kv[0][0]], SourceSignature(kv[0][1], kv[1])),
+        lambda kv, ordinals: (
+            (ordinals[kv[0][0]], kv[0][1] // per_part),
+            SourceSignature(kv[0][1], kv[1]),
+        ),
         ordinals=ordinals,
     )
 

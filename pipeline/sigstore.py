@@ -10,9 +10,11 @@ the record on without it; the three readers take them back:
 
 * the one-worker near-dup decision: its items carry a 16-byte :func:`ref` and
   :func:`fill` reads the signatures of exactly those items (:mod:`mitigate.pipeline.near`);
-* the manifest writer and the quarantine writer, a source at a time (:func:`read_source`).
+* the manifest writer and the quarantine writer, a source's block of indices at a time
+  (:func:`read_source`: only the files whose indices meet the block are read).
 
-Layout: ``<store>/<source id>/<first index>-<count>-<crc>.sig``, the source id 16 hex
+Layout: ``<store>/<source id>/<first index>-<last index>-<count>-<crc>.sig``, the source
+id 16 hex
 digits of the source path's SHA-1, the CRC-32 of the file's indices (so two different
 sets of samples never share a name), one file per decoded chunk and source, written
 whole (:func:`mitigate.pipeline.fs.atomic_write`). A retried chunk writes the same file
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
@@ -74,7 +77,7 @@ def spill(store: str, records: Sequence[SampleRecord]) -> list[SampleRecord]:
     for source, group in by_source.items():
         group.sort(key=lambda r: r.index)
         crc = zlib.crc32(b"".join(r.index.to_bytes(8, "little") for r in group))
-        name = f"{group[0].index:012d}-{len(group)}-{crc:08x}.sig"
+        name = f"{group[0].index:012d}-{group[-1].index:012d}-{len(group)}-{crc:08x}.sig"
         parts = [MAGIC]
         for record in group:
             sig = record.signature
@@ -101,15 +104,34 @@ def _entries(path: str) -> Iterable[tuple[int, bytes]]:
         pos += length
 
 
-def _files(store: str, sid: bytes) -> list[str]:
-    return next(iter(fs.match([fs.join(_folder(store, sid), "*.sig")]).values()))
+def _span(path: str) -> tuple[int, int]:
+    """The first and last index a store file holds, from its name."""
+    first, last = path.rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1].split("-")[:2]
+    return int(first), int(last)
 
 
-def read_source(store: str, source: str) -> dict[int, bytes]:
-    """Every stored signature of ``source``, by sample index."""
+def _files(store: str, sid: bytes, start: int = 0, stop: int | None = None) -> list[str]:
+    """The store files of source ``sid`` holding an index in ``start`` .. ``stop - 1``."""
+    paths = next(iter(fs.match([fs.join(_folder(store, sid), "*.sig")]).values()))
+    out = []
+    for path in paths:
+        first, last = _span(path)
+        if last >= start and (stop is None or first < stop):
+            out.append(path)
+    return out
+
+
+def read_source(
+    store: str, source: str, start: int = 0, stop: int | None = None
+) -> dict[int, bytes]:
+    """The stored signatures of ``source`` by sample index: every one, or those of
+    indices ``start`` .. ``stop - 1`` (a manifest part's block; only the files whose
+    indices meet it are read)."""
     out: dict[int, bytes] = {}
-    for path in _files(store, source_id(source)):
-        out.update(_entries(path))
+    for path in _files(store, source_id(source), start, stop):
+        for index, sig in _entries(path):
+            if index >= start and (stop is None or index < stop):
+                out[index] = sig
     return out
 
 
@@ -122,7 +144,7 @@ def read_refs(store: str, refs: Iterable[bytes]) -> dict[bytes, bytes]:
         wanted.setdefault(sid, set()).add(index)
     out: dict[bytes, bytes] = {}
     for sid, indices in wanted.items():
-        for path in _files(store, sid):
+        for path in _files(store, sid, min(indices), max(indices) + 1):
             for index, sig in _entries(path):
                 if index in indices:
                     out[_REF.pack(sid, index)] = sig

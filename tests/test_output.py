@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from mitigate import output
 from mitigate.output import ShardWriter, manifest_schema, write_manifest
 from mitigate.records import KEPT, SampleRecord
 
@@ -65,6 +66,23 @@ def test_manifest_has_a_column_per_filter_and_keeps_order(tmp_path):
     rows = table.to_pylist()
     assert [r["key"] for r in rows] == ["z", "a"]
     assert (rows[1]["score_b"], rows[1]["info_b"], rows[0]["info_b"]) == (2.0, "why", None)
+
+
+def test_manifest_rows_are_written_a_row_group_at_a_time(monkeypatch):
+    # a part's rows are made and written a group at a time (not the whole part as one
+    # table): the same rows, in order, in groups of ROW_GROUP_ROWS
+    monkeypatch.setattr(output, "ROW_GROUP_ROWS", 4)
+    recs = [_kept(f"k{i:02d}") for i in range(11)]
+    buf = io.BytesIO()
+    assert write_manifest(recs, ["a", "b"], buf) == 11
+    file = pq.ParquetFile(io.BytesIO(buf.getvalue()))
+    assert [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)] == [4, 4, 3]
+    assert [r["key"] for r in file.read().to_pylist()] == [r.key for r in recs]
+    # no records: an empty part with the whole schema
+    empty = io.BytesIO()
+    assert write_manifest([], ["a", "b"], empty) == 0
+    table = pq.read_table(io.BytesIO(empty.getvalue()))
+    assert table.num_rows == 0 and table.schema == manifest_schema(["a", "b"])
 
 
 def _tarfile_shard(members: list[tuple[str, bytes]]) -> bytes:

@@ -43,8 +43,26 @@ def test_spilled_signatures_read_back_by_source_and_the_records_leave_without_th
     files = sorted(p.relative_to(store).as_posix() for p in Path(store).rglob("*.sig"))
     a, b = sigstore.source_id("a.tar").hex(), sigstore.source_id("b.tar").hex()
     assert [f.rsplit("-", 1)[0] for f in files] == sorted(
-        [f"{a}/000000000003-2", f"{b}/000000000000-1"]
+        [f"{a}/000000000003-000000000005-2", f"{b}/000000000000-000000000000-1"]
     )
+
+
+def test_a_block_of_indices_reads_only_the_files_that_hold_some(tmp_path):
+    # a manifest part of a large source (output.samples_per_manifest_part) reads its
+    # block's signatures, not the whole source's
+    store = str(tmp_path / "store")
+    for first in (0, 10, 20):
+        sigstore.spill(store, [_record("s.tar", i, bytes([i])) for i in range(first, first + 10)])
+    assert sigstore.read_source(store, "s.tar", 10, 20) == {i: bytes([i]) for i in range(10, 20)}
+    assert sigstore.read_source(store, "s.tar", 15, 25) == {i: bytes([i]) for i in range(15, 25)}
+    assert sigstore.read_source(store, "s.tar", 30, 40) == {}
+    # the files outside the block are not opened: damaged, they do not fail its read
+    for path in Path(store).rglob("*.sig"):
+        if not path.name.startswith("000000000010-"):
+            path.write_bytes(b"damaged")
+    assert sigstore.read_source(store, "s.tar", 10, 20) == {i: bytes([i]) for i in range(10, 20)}
+    with pytest.raises(ValueError, match="not a signature file"):
+        sigstore.read_source(store, "s.tar")
 
 
 def test_a_retried_or_regrouped_chunk_reads_back_the_same_signatures(tmp_path):
