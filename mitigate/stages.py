@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from mitigate import hashing
 from mitigate.config import DecodeConfig
@@ -205,44 +205,58 @@ def decide(record: SampleRecord, filters: Sequence[Filter]) -> SampleRecord:
     return dataclasses.replace(record, state=PENDING, reason=None, detail=None, filter=None)
 
 
-def resolve_duplicate_keys(records: Iterable[SampleRecord]) -> list[SampleRecord]:
+def _reiterable(records: Iterable[SampleRecord]) -> Iterable[SampleRecord]:
+    """``records`` if they can be read twice (a list, a GroupByKey's values), else a list."""
+    return list(records) if isinstance(records, Iterator) else records
+
+
+def resolve_duplicate_keys(records: Iterable[SampleRecord]) -> Iterator[SampleRecord]:
     """Records sharing one key: the first occurrence (by source, index) stands; each
     later one becomes an ``error``/``duplicate_key`` naming the first. A record whose
     key is itself invalid (``invalid_key``: empty, absolute, ``..``) owns no key and
-    keeps its own error: two empty keys are two invalid keys, not a duplicate."""
-    out: list[SampleRecord] = []
-    keyed: list[SampleRecord] = []
+    keeps its own error: two empty keys are two invalid keys, not a duplicate.
+
+    Two passes over ``records`` (a GroupByKey's values are read again, not held): a key
+    that a million samples share (a table whose key column is constant) costs no memory
+    a sample. The records come out in the order they came in."""
+    records = _reiterable(records)
+    keyed = (r.order for r in records if r.reason != Reason.INVALID_KEY)
+    first = min(keyed, default=None)
+    if first is None:
+        yield from records
+        return
+    detail = f"already used at {first[0]} (sample {first[1]})"
     for rec in records:
-        (out if rec.reason == Reason.INVALID_KEY else keyed).append(rec)
-    if not keyed:
-        return out
-    ordered = sorted(keyed, key=lambda r: r.order)
-    first = ordered[0]
-    out.append(first)
-    for rec in ordered[1:]:
-        detail = f"key {rec.key!r} already used at {first.source} (sample {first.index})"
-        out.append(rec.with_error(Reason.DUPLICATE_KEY, detail))
-    return out
+        if rec.reason == Reason.INVALID_KEY or rec.order == first:
+            yield rec
+        else:
+            yield rec.with_error(Reason.DUPLICATE_KEY, f"key {rec.key!r} {detail}")
 
 
-def resolve_exact_duplicates(records: Iterable[SampleRecord]) -> list[SampleRecord]:
+def resolve_exact_duplicates(records: Iterable[SampleRecord]) -> Iterator[SampleRecord]:
     """Records with identical image bytes: keep the best by :func:`keep_rank` (highest
-    resolution, then smallest key); the others become ``duplicate`` of it."""
-    ordered = sorted(records, key=keep_rank)
-    best = ordered[0]
-    out = [best]
-    for rec in ordered[1:]:
-        out.append(
-            dataclasses.replace(
-                rec,
-                state=DUPLICATE,
-                reason=Reason.EXACT_DUPLICATE,
-                detail=f"same image bytes (sha256 {best.sha256}) as {best.key!r}",
-                duplicate_of=best.key,
-                distance=0,
-            )
+    resolution, then smallest key); the others become ``duplicate`` of it.
+
+    Two passes over ``records``, as :func:`resolve_duplicate_keys`: one image that a
+    million samples share (a crawl's placeholder image) costs no memory a sample. The
+    records come out in the order they came in."""
+    records = _reiterable(records)
+    best = min((keep_rank(r) for r in records), default=None)
+    if best is None:
+        return
+    key = best[1]
+    for rec in records:
+        if keep_rank(rec) == best:
+            yield rec
+            continue
+        yield dataclasses.replace(
+            rec,
+            state=DUPLICATE,
+            reason=Reason.EXACT_DUPLICATE,
+            detail=f"same image bytes (sha256 {rec.sha256}) as {key!r}",
+            duplicate_of=key,
+            distance=0,
         )
-    return out
 
 
 def reopen(record: SampleRecord) -> SampleRecord:
