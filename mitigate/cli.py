@@ -124,7 +124,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from mitigate.pipeline.preflight import preflight
 
     config, _ = _load(args)
-    sources = preflight(config, protected=[args.config] if args.config else [])
+    sources = preflight(config, protected=[args.config] if args.config else [], strict=True)
     names = ", ".join(f.filter_id for f in config.filters) or "none"
     print(
         f"config OK: {len(sources)} input file(s), filters: {names}, output: {config.output.path}"

@@ -190,7 +190,9 @@ def _decode_share(records: Sequence[SampleRecord]) -> tuple[list[ScoringItem], i
     """What :class:`mitigate.pipeline.process.Decode` does in process, for one share:
     the worker reads the samples' bytes itself (no image bytes cross the pipe)."""
     decode = _state["decode"]
-    payloads = stages.load_payloads(records, _state["opener"], decode.max_image_bytes)
+    payloads = stages.load_payloads(
+        records, _state["opener"], decode.max_image_bytes, decode.max_caption_bytes
+    )
     _fault_if_asked(payloads)
     filters = _state["filters"]
     items = stages.compute_signals(payloads, decode, filters)
@@ -365,6 +367,7 @@ class DecodePool:
         self._init = (_setup, _setup_args(decode, filter_configs, keep_images, opener))
         self._opener = opener
         self._max_bytes = decode.max_image_bytes
+        self._max_caption_bytes = decode.max_caption_bytes
         self._limit = decode.timeout  # seconds a sample (a share: its slowest one)
         self.crashed = 0  # samples lost to a decoder crash or its time limit
         self._workers: list[Worker | None] = [None] * processes
@@ -504,7 +507,9 @@ class DecodePool:
                     "decoding sample %s ended its worker (%s): decode_error", record.key, exc.why
                 )
                 # the record as reading left it (a private copy), with its sha256
-                ((failed, data),) = stages.load_payloads([record], self._opener, self._max_bytes)
+                ((failed, data),) = stages.load_payloads(
+                    [record], self._opener, self._max_bytes, self._max_caption_bytes
+                )
                 if data is not None:
                     sha = hashlib.sha256(data).hexdigest()
                     failed = dataclasses.replace(failed, sha256=sha, n_bytes=len(data))

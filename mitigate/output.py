@@ -140,7 +140,13 @@ def sidecar(
         out[SIDECAR_KEY]["weight"] = record.weight
     if extra:
         out[SIDECAR_KEY].update(extra)
-    return (json.dumps(out, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    text = json.dumps(out, sort_keys=True, ensure_ascii=False) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # a lone surrogate in the input sidecar (its JSON escaped half of a pair, as a
+        # string cut in the middle of an emoji): the same values, escaped as they came
+        return (json.dumps(out, sort_keys=True) + "\n").encode("ascii")
 
 
 def _header(name: str, size: int) -> bytes:

@@ -36,6 +36,8 @@ class Reason:
     JSON_TOO_LARGE = "json_too_large"
     IMAGE_PATH_OUTSIDE_ROOT = "image_path_outside_root"
     IMAGE_URL = "image_url"  # a table's image is a web address: nothing is downloaded
+    # a table's image path that is not text (bytes that are not UTF-8, a lone surrogate)
+    INVALID_IMAGE_PATH = "invalid_image_path"
     # source issues (a stretch of a source file, not one sample)
     DAMAGED_HEADER = "damaged_header"
     MISSING_END_MARKER = "missing_end_marker"
@@ -77,6 +79,7 @@ class Reason:
             JSON_TOO_LARGE,
             IMAGE_PATH_OUTSIDE_ROOT,
             IMAGE_URL,
+            INVALID_IMAGE_PATH,
         }
     )
 

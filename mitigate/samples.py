@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import IO
 
 from mitigate.records import SampleRecord
-from mitigate.sources import parse_payload, read_members
+from mitigate.sources import CAPTION_EXTS, JSON_EXT, parse_payload, read_members
 
 Opener = Callable[[str], IO[bytes]]
 
@@ -74,8 +74,8 @@ def shard_sample(reader: SampleReader, record: SampleRecord) -> tuple[bytes, byt
     substitute."""
     if not record.members:
         return reader.file(record.image_path or ""), (record.caption or "").encode(), None
-    data = reader.members(record, {record.image_ext or "", "txt", "json"})
+    data = reader.members(record, {record.image_ext or "", *CAPTION_EXTS, JSON_EXT})
     payload = parse_payload(record, data)
     if isinstance(payload, SampleRecord):
         raise RuntimeError(f"{record.key}: input changed during the run ({payload.detail})")
-    return payload.image, data["txt"], payload.meta
+    return payload.image, payload.caption_bytes, payload.meta

@@ -64,6 +64,13 @@ REFUSED_IMAGE_EXTS = frozenset(
     }
 )
 CAPTION_EXT = "txt"
+#: Members that hold a tar sample's caption, the first present taken: WebDataset's and
+#: img2dataset's ``.txt``, then what other tools write (kohya-style ``.caption``,
+#: ``.text``, ``.cap``). Without one, a string field of the ``.json`` sidecar
+#: (:data:`SIDECAR_CAPTION_FIELDS`, the first present). Kept shards always hold it as
+#: ``KEY.txt``.
+CAPTION_EXTS = (CAPTION_EXT, "caption", "text", "cap")
+SIDECAR_CAPTION_FIELDS = ("caption", "text", "prompt", "txt")
 JSON_EXT = "json"
 MAX_MEMBERS_PER_SAMPLE = 16
 # WebDataset's convention: the key is the path up to the first dot of the basename.
@@ -94,11 +101,40 @@ class SourceLimits:
     name_encoding: str | None = None  # tried for member names that are not UTF-8
 
 
+#: A surrogate code point alone: in text read with ``surrogateescape`` (a CSV table,
+#: a tar name), a byte that is not UTF-8 (U+DC80-U+DCFF); in JSON, half of a pair
+#: escaped on its own (``"\\ud83c"``, where a string was cut inside an emoji). Neither is
+#: a character: a manifest column or output file cannot hold it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def not_text(surrogate: str) -> str:
+    """What a lone surrogate found in text stands for, for an error's detail."""
+    code = ord(surrogate)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"byte 0x{code - 0xDC00:02x}"
+    return f"a lone surrogate U+{code:04X}"
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as an escape (``\\xe9`` for a byte
+    that is not UTF-8, ``\\ud83c`` for half a pair): a name a manifest can hold."""
+
+    def escaped(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return LONE_SURROGATE.sub(escaped, text)
+
+
 def key_problem(key: str) -> str | None:
     """Why ``key`` is unusable as a sample key, or None. Keys become member names in
     the output shards, so anything that could act as a path escape is refused."""
     if not key:
         return "empty key"
+    surrogate = LONE_SURROGATE.search(key)
+    if surrogate:
+        return f"key is not UTF-8 text ({not_text(surrogate.group())})"
     if "\x00" in key or "\\" in key:
         return "key contains a NUL or backslash"
     if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
@@ -190,14 +226,17 @@ def _structure_problem(record: SampleRecord, limits: SourceLimits) -> tuple[str,
         return Reason.IMAGE_TOO_LARGE, (
             f"{image.size} bytes > max_image_bytes {limits.max_image_bytes}"
         )
-    caption = next((m for m in record.members if m.ext == CAPTION_EXT), None)
-    if caption is None:
-        return Reason.MISSING_CAPTION, "no .txt member"
-    if caption.size > limits.max_caption_bytes:
+    caption = caption_member(record)
+    sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
+    if caption is None and sidecar is None:
+        exts = ", ".join(m.ext for m in record.members)
+        return Reason.MISSING_CAPTION, (
+            f"no caption member ({_CAPTION_NAMES}) and no .json sidecar (members: {exts})"
+        )
+    if caption is not None and caption.size > limits.max_caption_bytes:
         return Reason.CAPTION_TOO_LARGE, (
             f"caption of {caption.size} bytes > max_caption_bytes {limits.max_caption_bytes}"
         )
-    sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
     if sidecar is not None and sidecar.size > limits.max_sidecar_bytes:
         return Reason.JSON_TOO_LARGE, (
             f"sidecar .json of {sidecar.size} bytes > max_sidecar_bytes {limits.max_sidecar_bytes}"
@@ -303,11 +342,26 @@ def index_tar(
         yield _finish(current, limits)
 
 
+_CAPTION_NAMES = ", ".join(f".{ext}" for ext in CAPTION_EXTS)
+
+
+def _from(ext: str) -> str:
+    """`` (.caption)`` where a caption came from a member other than ``.txt``."""
+    return "" if ext == CAPTION_EXT else f" (.{ext})"
+
+
+def caption_member(record: SampleRecord) -> Member | None:
+    """The member holding ``record``'s caption (:data:`CAPTION_EXTS`), or None."""
+    by_ext = {m.ext: m for m in record.members}
+    return next((by_ext[ext] for ext in CAPTION_EXTS if ext in by_ext), None)
+
+
 @dataclass(frozen=True)
 class Payload:
     image: bytes
     caption: str
     meta: dict[str, Any] | None
+    caption_bytes: bytes = b""  # as a kept shard's KEY.txt holds it
 
 
 def read_members(fileobj: IO[bytes], record: SampleRecord, exts: set[str]) -> dict[str, bytes]:
@@ -355,17 +409,46 @@ def parse_sidecar(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     return meta, None
 
 
-def parse_payload(record: SampleRecord, data: dict[str, bytes]) -> Payload | SampleRecord:
-    """Check caption and sidecar of a tar sample; an error record if either is bad."""
-    try:
-        caption = data[CAPTION_EXT].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return record.with_error(Reason.INVALID_CAPTION_ENCODING, f"caption is not UTF-8: {exc}")
+def parse_payload(
+    record: SampleRecord, data: dict[str, bytes], max_caption_bytes: int | None = None
+) -> Payload | SampleRecord:
+    """Check caption and sidecar of a tar sample; an error record if either is bad.
+
+    The caption is the first caption member present (:data:`CAPTION_EXTS`), else the
+    sidecar's first string field of :data:`SIDECAR_CAPTION_FIELDS`, held to
+    ``max_caption_bytes`` as a member is (a member's size is checked at the index)."""
+    ext = next((e for e in CAPTION_EXTS if e in data), None)
+    raw, caption = (data[ext], "") if ext is not None else (b"", "")
+    if ext is not None:
+        try:
+            caption = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            detail = f"caption{_from(ext)} is not UTF-8: {exc}"
+            return record.with_error(Reason.INVALID_CAPTION_ENCODING, detail)
     meta = None
     if JSON_EXT in data:
         meta, problem = parse_sidecar(data[JSON_EXT])
         if problem:
             return record.with_error(Reason.INVALID_JSON, problem)
+    if ext is None:
+        values = meta or {}
+        field = next((f for f in SIDECAR_CAPTION_FIELDS if isinstance(values.get(f), str)), None)
+        if field is None:
+            return record.with_error(
+                Reason.MISSING_CAPTION,
+                f"no caption member ({_CAPTION_NAMES}) and the .json sidecar has no string "
+                f"field {'/'.join(SIDECAR_CAPTION_FIELDS)}",
+            )
+        # a lone surrogate (JSON escapes half of a pair where a string was cut inside an
+        # emoji) is no character: U+FFFD stands for it, the sidecar keeps the original
+        caption = LONE_SURROGATE.sub("\ufffd", values[field])
+        raw = caption.encode("utf-8")
+        if max_caption_bytes is not None and len(raw) > max_caption_bytes:
+            return record.with_error(
+                Reason.CAPTION_TOO_LARGE,
+                f"caption (.json {field!r}) of {len(raw)} bytes > max_caption_bytes "
+                f"{max_caption_bytes}",
+            )
     if not caption.strip():
         return record.with_error(Reason.MISSING_CAPTION, "caption is empty")
-    return Payload(data[record.image_ext or ""], caption, meta)
+    return Payload(data[record.image_ext or ""], caption, meta, raw)

@@ -25,11 +25,14 @@ from mitigate.records import (
     keep_rank,
 )
 from mitigate.samples import Opener, SampleReader
-from mitigate.sources import CAPTION_EXT, IMAGE_EXTS, JSON_EXT, parse_payload
+from mitigate.sources import CAPTION_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
 
 
 def load_payloads(
-    records: Sequence[SampleRecord], open_source: Opener, max_image_bytes: int
+    records: Sequence[SampleRecord],
+    open_source: Opener,
+    max_image_bytes: int,
+    max_caption_bytes: int | None = None,
 ) -> list[tuple[SampleRecord, bytes | None]]:
     """Read the image bytes (and check caption/sidecar) of records from one source.
 
@@ -45,8 +48,8 @@ def load_payloads(
                 continue
             try:
                 if record.members:
-                    data = reader.members(record, {*IMAGE_EXTS, CAPTION_EXT, JSON_EXT})
-                    payload = parse_payload(record, data)
+                    data = reader.members(record, {*IMAGE_EXTS, *CAPTION_EXTS, JSON_EXT})
+                    payload = parse_payload(record, data, max_caption_bytes)
                     if isinstance(payload, SampleRecord):
                         out.append((payload, None))
                         continue

@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from mitigate.records import Reason, SampleRecord
-from mitigate.sources import SourceIssue, SourceLimits, key_problem
+from mitigate.sources import (
+    LONE_SURROGATE,
+    SourceIssue,
+    SourceLimits,
+    escape_surrogates,
+    key_problem,
+    not_text,
+)
 
 TABLE_FORMATS = ("parquet", "jsonl", "csv")
 
@@ -92,9 +99,9 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
 
         return list(pq.ParquetFile(fileobj).schema_arrow.names)
     if fmt == "csv":
-        text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline="")
-        header = text.readline()
-        text.detach()  # the caller's file stays open (the first rows are read next)
+        # the header line alone is decoded: a text wrapper would decode the next 8 KB
+        # with it, and a byte that is not UTF-8 in a row there is that row's error only
+        header = fileobj.readline().decode("utf-8-sig")
         return next(csv.reader([header], delimiter=_delimiter(header)), [])
     if fmt == "jsonl":
         for raw in fileobj:
@@ -199,7 +206,9 @@ def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Itera
     """``reader`` (``csv.reader`` or ``csv.DictReader``) over a CSV table whose
     delimiter is the one of :data:`CSV_DELIMITERS` its header line holds most often
     (a comma when it holds none: a one-column table)."""
-    text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline="")
+    # bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF), so such a cell is
+    # one row's error (iter_table), not the end of the table
+    text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", errors="surrogateescape", newline="")
     header = text.readline()
     return reader(itertools.chain([header], text), delimiter=_delimiter(header))
 
@@ -292,8 +301,9 @@ def iter_table(
                 for field, problem in absent.items():
                     yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
             key = row.get(key_column)
-            rec = SampleRecord(key=str(key) if key is not None else "", source=source, index=index)
-            problem = key_problem(rec.key)
+            text = str(key) if key is not None else ""
+            rec = SampleRecord(key=escape_surrogates(text), source=source, index=index)
+            problem = key_problem(text)
             if problem:
                 detail = absent.get("key_column") or f"column {key_column!r}: {problem}"
                 yield rec.with_error(Reason.INVALID_KEY, detail)
@@ -303,11 +313,28 @@ def iter_table(
                 detail = absent.get("image_column") or _not_text(image_column, image)
                 yield rec.with_error(Reason.MISSING_IMAGE, detail)
                 continue
+            bad = LONE_SURROGATE.search(image)
+            if bad:
+                yield rec.with_error(
+                    Reason.INVALID_IMAGE_PATH,
+                    f"column {image_column!r}: the path is not UTF-8 text ({not_text(bad.group())}"
+                    "): no manifest can hold it; write the table's paths in UTF-8",
+                )
+                continue
             caption = row.get(caption_column)
             if not isinstance(caption, str) or not caption.strip():
                 detail = absent.get("caption_column") or _not_text(caption_column, caption)
                 yield rec.with_error(Reason.MISSING_CAPTION, detail)
                 continue
+            bad = LONE_SURROGATE.search(caption)
+            if bad and fmt == "csv":  # bytes that are not UTF-8, as a tar's .txt would be
+                yield rec.with_error(
+                    Reason.INVALID_CAPTION_ENCODING,
+                    f"column {caption_column!r}: caption is not UTF-8 ({not_text(bad.group())})",
+                )
+                continue
+            if bad:  # half of a pair escaped in JSON: U+FFFD stands for it
+                caption = LONE_SURROGATE.sub("\ufffd", caption)
             n_caption = len(caption.encode("utf-8", "surrogatepass"))
             if n_caption > limits.max_caption_bytes:
                 yield rec.with_error(

@@ -50,7 +50,9 @@ def reference_hashes(path: str, decode: DecodeConfig) -> Iterator[tuple[str, str
             for r in index_tar(f, path, max_image_bytes=decode.max_image_bytes)
             if isinstance(r, SampleRecord)
         ]
-    payloads = stages.load_payloads(records, fs.open_read, decode.max_image_bytes)
+    payloads = stages.load_payloads(
+        records, fs.open_read, decode.max_image_bytes, decode.max_caption_bytes
+    )
     for item in stages.compute_signals(payloads, decode):
         if item.record.phash is not None:
             yield (item.record.key, item.record.phash, item.record.phash_mirror)

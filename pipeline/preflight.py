@@ -16,13 +16,17 @@ from mitigate.tables import table_format, table_problems
 log = logging.getLogger(__name__)
 
 
-def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
+def preflight(config: Config, protected: Sequence[str] = (), strict: bool = False) -> list[str]:
     """Checks that need the filesystem, done before any work. Returns the sorted input
     files; raises :class:`ConfigError` naming the field at fault.
 
     A Dataflow dry run works offline: remote inputs are taken as given (not listed) and
     the output folder is not inspected. ``protected`` are files the run reads (its
     config file), which the output must not replace; nor may it replace an input.
+
+    ``strict`` (``mitigate validate``): a tar whose first samples carry no caption is an
+    error too; a run only warns (its samples are listed, each ``missing_caption``: a
+    dataset's first tar may hold the images that have none).
     """
     from mitigate.runners.extras import missing_extra
 
@@ -38,13 +42,21 @@ def preflight(config: Config, protected: Sequence[str] = ()) -> list[str]:
         files = matched[pattern]
         if not files:
             errors.append(f"input.paths[{i}]: no file matches {pattern!r}")
+        first_tar = True
         for path in files:
             try:
-                table_format(path, config.input.format)
+                fmt = table_format(path, config.input.format)
             except ValueError as exc:
                 errors.append(f"input.paths[{i}]: {exc}")
                 continue
             errors.extend(f"input.paths[{i}]: {path}: {p}" for p in _table_problems(config, path))
+            if fmt == "webdataset" and first_tar:  # one tar a pattern: they share a writer
+                first_tar = False
+                for problem in _tar_problems(config, path):
+                    if strict:
+                        errors.append(f"input.paths[{i}]: {path}: {problem}")
+                    else:
+                        log.warning("input.paths[%d]: %s: %s", i, path, problem)
         sources.extend(files)
     if errors:
         raise ConfigError(errors)
@@ -81,3 +93,65 @@ def _table_problems(config: Config, path: str) -> list[str]:
                 field,
             )
     return problems
+
+
+#: Samples of a pattern's first tar read before any work to tell whether its samples
+#: carry captions at all.
+CAPTION_SAMPLES = 100
+
+
+def _tar_problems(config: Config, path: str) -> list[str]:
+    """A problem when none of the first :data:`CAPTION_SAMPLES` samples of a tar has a
+    caption (a member of :data:`mitigate.sources.CAPTION_EXTS`, or a sidecar field of
+    :data:`~mitigate.sources.SIDECAR_CAPTION_FIELDS`): every sample would be a
+    ``missing_caption`` error. Tar headers and the samples' sidecars are read, no image."""
+    import itertools
+    import json
+
+    from mitigate.records import SampleRecord
+    from mitigate.sources import (
+        CAPTION_EXTS,
+        JSON_EXT,
+        SIDECAR_CAPTION_FIELDS,
+        caption_member,
+        index_tar,
+        read_members,
+    )
+
+    try:
+        with fs.open_read(path) as f:
+            indexed = index_tar(f, path, limits=config.source_limits())
+            records = [
+                r for r in itertools.islice(indexed, CAPTION_SAMPLES) if isinstance(r, SampleRecord)
+            ]
+            exts: dict[str, None] = {}
+            for record in records:
+                if caption_member(record) is not None:
+                    return []
+                exts.update(dict.fromkeys(m.ext for m in record.members))
+                sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
+                if sidecar is None or sidecar.size > config.decode.max_sidecar_bytes:
+                    continue
+                try:
+                    meta = json.loads(read_members(f, record, {JSON_EXT})[JSON_EXT])
+                except (ValueError, RecursionError, EOFError):
+                    continue
+                if isinstance(meta, dict) and any(
+                    isinstance(meta.get(k), str) for k in SIDECAR_CAPTION_FIELDS
+                ):
+                    return []
+    except OSError as exc:
+        return [f"cannot read: {exc}"]
+    if not records:
+        return []  # an empty or unreadable tar: the run says so as a source issue
+    found = ", ".join(f".{e}" for e in exts) or "none"
+    members = _either([f".{e}" for e in CAPTION_EXTS])
+    fields = _either(list(SIDECAR_CAPTION_FIELDS))
+    return [
+        f"none of its first {len(records)} samples has a caption (members: {found}); a "
+        f"caption is a {members} member, or a string field {fields} of KEY.json"
+    ]
+
+
+def _either(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1]

@@ -175,7 +175,9 @@ class Decode(beam.DoFn):
         self._pool, self.processes, self.isolate = None, 1, False
 
     def _here(self, records: list[SampleRecord]) -> list[ScoringItem]:
-        payloads = stages.load_payloads(records, fs.open_read, self.decode.max_image_bytes)
+        payloads = stages.load_payloads(
+            records, fs.open_read, self.decode.max_image_bytes, self.decode.max_caption_bytes
+        )
         items = stages.compute_signals(payloads, self.decode, self._filters)
         stages.score_items(items, self._filters)
         return items

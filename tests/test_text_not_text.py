@@ -1,0 +1,157 @@
+"""Text that is not text: bytes that are not UTF-8 in a CSV table, and lone surrogates,
+which JSON can escape (half of an emoji's pair, where a string was cut) and Python uses
+for undecodable bytes. Each is one sample's error or a caption with U+FFFD, never a run
+that stops (a JSONL path or a sidecar with one aborted the whole run at the decode or
+the shard writer) nor a table whose later rows are lost (a CSV's one bad byte ended it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mitigate.config import load_config
+from mitigate.pipeline.run import run
+from mitigate.sources import escape_surrogates, key_problem
+from mitigate.tables import iter_table
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = {"key_column": "key", "image_column": "image", "caption_column": "caption"}
+# the cheap filters only: the model is not what these tests are about
+CHEAP = (
+    "filters=[{name: image_quality, min_side: 16, max_aspect_ratio: 4.0}]",
+    "rebalance.enabled=false",
+    "dedup.near=false",
+)
+
+
+def _jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60), (seed * 40 % 256, 90, 200 - seed * 30 % 200)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _run(tmp_path: Path, pattern: str) -> tuple[list[dict], dict]:
+    out = tmp_path / "out"
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [f"input.paths=[{pattern!r}]", f"output.path={str(out)!r}", *CHEAP],
+    )
+    summary = run(config)
+    return pq.read_table(out / "manifest").to_pylist(), summary
+
+
+def test_a_csv_byte_that_is_not_utf8_is_its_rows_error_and_the_rows_after_it_are_read(tmp_path):
+    for i in range(1, 5):
+        (tmp_path / f"x{i}.jpg").write_bytes(_jpeg(i))
+    # the bad bytes lie in the first 8 KB, which the header's read used to decode too
+    (tmp_path / "t.csv").write_bytes(
+        b"key,image,caption\n"
+        b"k1,x1.jpg,caf\xe9 au lait\n"
+        b"k\xe92,x2.jpg,fine\n"
+        b"k3,x\xe93.jpg,fine three\n"
+        b"k4,x4.jpg,fine four\n"
+    )
+    rows, summary = _run(tmp_path, str(tmp_path / "t.csv"))
+    got = [(r["key"], r["state"], r["reason"], r["detail"]) for r in rows]
+    assert got == [
+        (
+            "k1",
+            "error",
+            "invalid_caption_encoding",
+            "column 'caption': caption is not UTF-8 (byte 0xe9)",
+        ),
+        ("k\\xe92", "error", "invalid_key", "column 'key': key is not UTF-8 text (byte 0xe9)"),
+        (
+            "k3",
+            "error",
+            "invalid_image_path",
+            "column 'image': the path is not UTF-8 text (byte 0xe9): no manifest can hold it; "
+            "write the table's paths in UTF-8",
+        ),
+        ("k4", "kept", None, None),
+    ]
+    assert summary["source_issues"] == []
+
+
+def test_lone_surrogates_in_a_jsonl_table(tmp_path):
+    for i in range(1, 4):
+        (tmp_path / f"x{i}.jpg").write_bytes(_jpeg(i))
+    lines = [
+        r'{"key": "a\ud800", "image": "x1.jpg", "caption": "one"}',
+        r'{"key": "b", "image": "x2.jpg", "caption": "beach \ud83c"}',
+        r'{"key": "c", "image": "x\udc00.jpg", "caption": "three"}',
+        r'{"key": "d", "image": "x3.jpg", "caption": "four"}',
+    ]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    rows, _ = _run(tmp_path, str(tmp_path / "t.jsonl"))
+    got = {r["key"]: (r["state"], r["reason"], r["caption"]) for r in rows}
+    assert got == {
+        "a\\ud800": ("error", "invalid_key", None),
+        "b": ("kept", None, "beach \ufffd"),  # the caption stays, U+FFFD for the half pair
+        "c": ("error", "invalid_image_path", None),
+        "d": ("kept", None, "four"),
+    }
+    shard = tmp_path / "out" / "shards" / "shard-000000.tar"
+    with tarfile.open(shard) as tar:
+        assert tar.extractfile("b.txt").read() == "beach \ufffd".encode()
+
+
+def test_a_sidecar_with_a_lone_surrogate_is_written_escaped(tmp_path):
+    members = [
+        ("0.jpg", _jpeg(1)),
+        ("0.txt", b"a photo"),
+        ("0.json", rb'{"url": "x\ud800y", "note": "caf\u00e9"}'),
+        ("1.jpg", _jpeg(2)),
+        ("1.txt", b"another"),
+        ("1.json", b'{"note": "caf\xc3\xa9"}'),
+    ]
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    rows, _ = _run(tmp_path, str(tmp_path / "s.tar"))
+    assert [(r["key"], r["state"]) for r in rows] == [("0", "kept"), ("1", "kept")]
+    with tarfile.open(tmp_path / "out" / "shards" / "shard-000000.tar") as tar:
+        first = tar.extractfile("0.json").read()
+        second = tar.extractfile("1.json").read()
+    # valid UTF-8 (ASCII, escaped) holding the same values as the input's
+    assert json.loads(first.decode("utf-8"))["url"] == "x\ud800y"
+    assert json.loads(first.decode("utf-8"))["note"] == "café"
+    assert b"\\ud800" in first
+    assert "café".encode() in second  # a sidecar without one stays unescaped
+
+
+def test_the_helpers_name_what_they_found():
+    assert escape_surrogates("caf\udce9 a\ud83cb ok") == "caf\\xe9 a\\ud83cb ok"
+    assert key_problem("caf\udce9") == "key is not UTF-8 text (byte 0xe9)"
+    assert key_problem("a\ud83c") == "key is not UTF-8 text (a lone surrogate U+D83C)"
+    assert key_problem("café") is None
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_iter_table_reads_on_past_a_bad_row(tmp_path, fmt):
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "csv":
+        path.write_bytes(
+            b"key,image,caption\n" + b"k0,a.jpg,\xff\xfe\n" * 3000 + b"last,b.jpg,ok\n"
+        )
+    else:
+        path.write_text(
+            "\n".join(
+                [r'{"key": "k0", "image": "a\udc80.jpg", "caption": "x"}'] * 3000
+                + ['{"key": "last", "image": "b.jpg", "caption": "ok"}']
+            )
+            + "\n"
+        )
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), fmt, **DEFAULTS))
+    assert len(records) == 3001  # no source issue: every row is its own record
+    assert records[-1].key == "last" and records[-1].state == "pending"
+    assert {r.state for r in records[:-1]} == {"error"}
