@@ -50,6 +50,9 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "image_column": ("image", "image_path", "path", "file", "filename"),
     "caption_column": ("caption", "text", "txt"),
 }
+#: ``input.key_column`` value (and the default's fallback where a table has no key
+#: column): a row's key is the table's name and its row number, ``train-000000003``.
+ROW_KEY = "#row"
 _MISSING_REASON = {
     "key_column": Reason.INVALID_KEY,
     "image_column": Reason.MISSING_IMAGE,
@@ -76,6 +79,9 @@ def resolve_columns(
         found = [a for a in aliases if a in present] if name == aliases[0] else []
         if found:
             used[field] = found[0]
+            continue
+        if field == "key_column" and name in (aliases[0], ROW_KEY):
+            used[field] = ROW_KEY  # no key column: the row numbers name the rows
             continue
         tried = f" (nor {', '.join(repr(a) for a in aliases[1:])})" if name == aliases[0] else ""
         url = (
@@ -128,7 +134,7 @@ def table_problems(
     if "image_column" in used and not problems:
         try:
             fileobj.seek(0)
-            found += _web_addresses(fileobj, fmt, used["image_column"])
+            found += _unreadable_images(fileobj, fmt, used["image_column"])
         except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
             found.append(f"cannot read the table's first rows: {exc}")
     return used, found
@@ -138,10 +144,12 @@ def table_problems(
 URL_SAMPLE_ROWS = 100
 
 
-def _web_addresses(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
+def _unreadable_images(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
     """A problem when every image of the table's first :data:`URL_SAMPLE_ROWS` rows
     that has one is a web address (a LAION-style table of URLs: every sample would be an
-    ``image_url`` error); nothing when some are paths (those rows say so one by one)."""
+    ``image_url`` error), or when every one of them holds the image's bytes (a Hugging
+    Face datasets Parquet file); nothing when some are paths (those rows say so one by
+    one)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -153,6 +161,9 @@ def _web_addresses(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
     else:
         rows = itertools.islice(_rows(fileobj, fmt), URL_SAMPLE_ROWS)
         values = [r.get(column) for r in rows if isinstance(r, dict)]
+    embedded = [v for v in values if isinstance(v, dict) and v.get("bytes") is not None]
+    if values and len(embedded) == len(values):
+        return [f"{_embedded(column)} (all of the first {len(values)} rows)"]
     images = [v for v in values if isinstance(v, str) and v.strip()]
     urls = [v for v in images if v.lower().startswith(WEB_SCHEMES)]
     if not images or len(urls) < len(images):
@@ -165,12 +176,25 @@ def _web_addresses(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
     ]
 
 
-def _rows(fileobj: IO[bytes], fmt: str) -> Iterator[dict[str, Any] | str]:
-    """Rows of a table as dicts; a string instead of a dict describes a bad row."""
+def _embedded(column: str) -> str:
+    return (
+        f"column {column!r} holds the image's bytes (a Hugging Face datasets Image: "
+        "bytes and path), which are not read here: write the images to files (a table "
+        "of their paths) or to WebDataset tars first"
+    )
+
+
+def _rows(
+    fileobj: IO[bytes], fmt: str, columns: list[str] | None = None
+) -> Iterator[dict[str, Any] | str]:
+    """Rows of a table as dicts; a string instead of a dict describes a bad row.
+    ``columns``: a Parquet table's columns to read (None: all)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(fileobj).iter_batches(batch_size=4096):
+        file = pq.ParquetFile(fileobj)
+        # small batches: a column in use may hold image bytes (a datasets Image)
+        for batch in file.iter_batches(batch_size=256, columns=columns):
             yield from batch.to_pylist()
     elif fmt == "jsonl":
         # Line by line in bytes, so one line that is not UTF-8 is one bad row. CSV and
@@ -285,8 +309,19 @@ def iter_table(
         "caption_column": caption_column,
     }
     absent: dict[str, str] | None = None  # per field: why its column is missing
+    stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    columns = None
+    if fmt == "parquet":  # the schema decides, and only the columns in use are read
+        used, absent = resolve_columns(table_columns(fileobj, fmt), configured)
+        fileobj.seek(0)
+        key_column = used["key_column"]
+        image_column = used["image_column"]
+        caption_column = used["caption_column"]
+        columns = [c for f, c in used.items() if f not in absent and c != ROW_KEY]
+        for field, problem in absent.items():
+            yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
     try:
-        for index, row in enumerate(_rows(fileobj, fmt)):
+        for index, row in enumerate(_rows(fileobj, fmt, columns)):
             if isinstance(row, str):
                 rec = SampleRecord(key=f"{source}#{index}", source=source, index=index)
                 yield rec.with_error(Reason.INVALID_JSON, row)
@@ -300,7 +335,7 @@ def iter_table(
                 caption_column = used["caption_column"]
                 for field, problem in absent.items():
                     yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
-            key = row.get(key_column)
+            key = f"{stem}-{index:09d}" if key_column == ROW_KEY else row.get(key_column)
             text = str(key) if key is not None else ""
             rec = SampleRecord(key=escape_surrogates(text), source=source, index=index)
             problem = key_problem(text)
@@ -309,6 +344,11 @@ def iter_table(
                 yield rec.with_error(Reason.INVALID_KEY, detail)
                 continue
             image = row.get(image_column)
+            if isinstance(image, dict) and isinstance(image.get("path"), str):
+                if image.get("bytes") is not None:
+                    yield rec.with_error(Reason.MISSING_IMAGE, _embedded(image_column))
+                    continue
+                image = image["path"]  # a datasets Image that names its file
             if not isinstance(image, str) or not image.strip():
                 detail = absent.get("image_column") or _not_text(image_column, image)
                 yield rec.with_error(Reason.MISSING_IMAGE, detail)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from mitigate.config import Config, ConfigError
 from mitigate.pipeline import fs, outdir
-from mitigate.tables import table_format, table_problems
+from mitigate.tables import COLUMN_ALIASES, ROW_KEY, table_format, table_problems
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,14 @@ def _table_problems(config: Config, path: str) -> list[str]:
     except OSError as exc:
         return [f"cannot open: {exc}"]
     for field, column in used.items():
-        if column != configured[field] and not problems:
+        if column == ROW_KEY and configured[field] != ROW_KEY and not problems:
+            log.warning(
+                "%s: no key column (%s): a row's key is the table's name and its row "
+                "number (set input.key_column to use a column)",
+                path,
+                ", ".join(repr(c) for c in COLUMN_ALIASES[field]),
+            )
+        elif column != configured[field] and not problems:
             log.warning(
                 "%s: no column %r, using %r (set input.%s to choose)",
                 path,

@@ -333,3 +333,79 @@ def test_a_table_whose_images_are_all_web_addresses_stops_before_any_work(tmp_pa
     rows[40]["url"] = "local/a.jpg"
     _write(path, rows)
     assert main(argv) == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_table_without_a_key_column_names_rows_by_their_number(tmp_path, fmt):
+    rows = [{"image": f"{n}.jpg", "caption": f"cap {n}"} for n in ("a", "b")]
+    path = _write(tmp_path / f"train-part.{fmt}", rows)
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), fmt, **DEFAULTS))
+    assert [(r.key, r.state) for r in records] == [
+        ("train-part-000000000", "pending"),
+        ("train-part-000000001", "pending"),
+    ]
+    # asked for by name, even where a key column exists
+    path = _write(tmp_path / f"k.{fmt}", [{"key": "x", **rows[0]}])
+    with open(path, "rb") as f:
+        (record,) = iter_table(f, str(path), fmt, **{**DEFAULTS, "key_column": "#row"})
+    assert record.key == "k-000000000"
+    # a key column the config names and the table lacks is still an error
+    with open(path, "rb") as f:
+        _, problems = table_problems(f, fmt, {**DEFAULTS, "key_column": "uid"})
+    assert problems and "no column 'uid'" in problems[0]
+
+
+def _datasets_parquet(path: Path, images: list[dict]) -> Path:
+    """A Parquet file as Hugging Face ``datasets`` writes an ``Image`` column."""
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "image": pa.array(images, type=image_type),
+            "text": [f"caption {i}" for i in range(len(images))],
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_a_datasets_image_column_is_read_by_its_path_and_its_bytes_are_named(tmp_path):
+    path = _datasets_parquet(
+        tmp_path / "d.parquet",
+        [{"bytes": None, "path": "a.jpg"}, {"bytes": b"\xff\xd8 jpeg", "path": "b.jpg"}],
+    )
+    with open(path, "rb") as f:
+        first, second = iter_table(f, str(path), "parquet", **DEFAULTS)
+    assert (first.state, first.image_path, first.caption) == (
+        "pending",
+        str(tmp_path / "a.jpg"),
+        "caption 0",
+    )
+    assert (second.state, second.reason) == ("error", "missing_image")
+    assert "holds the image's bytes (a Hugging Face datasets Image" in second.detail
+    # every row's bytes: validate stops before any work
+    only_bytes = _datasets_parquet(tmp_path / "e.parquet", [{"bytes": b"x", "path": "p.jpg"}] * 3)
+    with open(only_bytes, "rb") as f:
+        _, problems = table_problems(f, "parquet", DEFAULTS)
+    assert problems == [
+        "column 'image' holds the image's bytes (a Hugging Face datasets Image: bytes and "
+        "path), which are not read here: write the images to files (a table of their "
+        "paths) or to WebDataset tars first (all of the first 3 rows)"
+    ]
+
+
+def test_only_the_columns_in_use_are_read_from_a_parquet_table(tmp_path, monkeypatch):
+    rows = [{"key": "k", "image": "a.jpg", "caption": "c", "embedding": [0.5] * 512, "extra": "x"}]
+    path = _write(tmp_path / "t.parquet", rows)
+    asked = []
+    original = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        asked.append(kwargs.get("columns"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    with open(path, "rb") as f:
+        (record,) = iter_table(f, str(path), "parquet", **DEFAULTS)
+    assert record.state == "pending" and record.caption == "c"
+    assert asked == [["key", "image", "caption"]]
