@@ -37,6 +37,24 @@ def _tar(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
     return path
 
 
+def _run(path: Path, tmp_path: Path, filters: str, max_caption_bytes: int) -> Path:
+    """A run of the cheap filters on ``path``; its output folder."""
+    out = tmp_path / "out"
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"input.paths=[{str(path)!r}]",
+            f"output.path={str(out)!r}",
+            filters,
+            "rebalance.enabled=false",
+            "dedup.near=false",
+            f"decode.max_caption_bytes={max_caption_bytes}",
+        ],
+    )
+    run(config)
+    return out
+
+
 def _js(value: object) -> bytes:
     return json.dumps(value).encode()
 
@@ -58,19 +76,9 @@ SAMPLES = {
 
 def test_the_caption_comes_from_the_first_member_then_the_sidecar(tmp_path):
     path = _tar(tmp_path / "other-tool.tar", SAMPLES)
-    out = tmp_path / "out"
-    config, _ = load_config(
-        REPO / "configs" / "default.yaml",
-        [
-            f"input.paths=[{str(path)!r}]",
-            f"output.path={str(out)!r}",
-            "filters=[{name: image_quality, min_side: 16, max_aspect_ratio: 4.0}]",
-            "rebalance.enabled=false",
-            "dedup.near=false",
-            "decode.max_caption_bytes=40",
-        ],
+    out = _run(
+        path, tmp_path, "filters=[{name: image_quality, min_side: 16, max_aspect_ratio: 4.0}]", 40
     )
-    run(config)
     rows = {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
     kept = {k: r["caption"] for k, r in rows.items() if r["state"] == "kept"}
     assert kept == {
@@ -116,19 +124,7 @@ def test_a_sidecar_caption_is_held_to_max_caption_bytes(tmp_path):
         tmp_path / "s.tar",
         {"long": {"json": _js({"caption": long})}, "short": {"json": _js({"text": "ok"})}},
     )
-    out = tmp_path / "out"
-    config, _ = load_config(
-        REPO / "configs" / "default.yaml",
-        [
-            f"input.paths=[{str(path)!r}]",
-            f"output.path={str(out)!r}",
-            "filters=[]",
-            "rebalance.enabled=false",
-            "dedup.near=false",
-            "decode.max_caption_bytes=50",
-        ],
-    )
-    run(config)
+    out = _run(path, tmp_path, "filters=[]", 50)
     rows = {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
     assert rows["short"]["state"] == "kept"
     assert (rows["long"]["reason"], rows["long"]["detail"]) == (
