@@ -350,6 +350,12 @@ def _from(ext: str) -> str:
     return "" if ext == CAPTION_EXT else f" (.{ext})"
 
 
+def sidecar_caption_field(meta: dict[str, Any] | None) -> str | None:
+    """The sidecar field holding the caption (:data:`SIDECAR_CAPTION_FIELDS`), or None."""
+    values = meta or {}
+    return next((f for f in SIDECAR_CAPTION_FIELDS if isinstance(values.get(f), str)), None)
+
+
 def caption_member(record: SampleRecord) -> Member | None:
     """The member holding ``record``'s caption (:data:`CAPTION_EXTS`), or None."""
     by_ext = {m.ext: m for m in record.members}
@@ -431,9 +437,8 @@ def parse_payload(
         if problem:
             return record.with_error(Reason.INVALID_JSON, problem)
     if ext is None:
-        values = meta or {}
-        field = next((f for f in SIDECAR_CAPTION_FIELDS if isinstance(values.get(f), str)), None)
-        if field is None:
+        field = sidecar_caption_field(meta)
+        if meta is None or field is None:
             return record.with_error(
                 Reason.MISSING_CAPTION,
                 f"no caption member ({_CAPTION_NAMES}) and the .json sidecar has no string "
@@ -441,7 +446,7 @@ def parse_payload(
             )
         # a lone surrogate (JSON escapes half of a pair where a string was cut inside an
         # emoji) is no character: U+FFFD stands for it, the sidecar keeps the original
-        caption = LONE_SURROGATE.sub("\ufffd", values[field])
+        caption = LONE_SURROGATE.sub("\ufffd", meta[field])
         raw = caption.encode("utf-8")
         if max_caption_bytes is not None and len(raw) > max_caption_bytes:
             return record.with_error(

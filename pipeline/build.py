@@ -203,10 +203,7 @@ class WriteManifestPart(beam.DoFn):
             elif element is not None:
                 light.append(element)
         if self.store is not None and light:
-            first = block * self.per_part
-            signatures = sigstore.read_source(
-                self.store, light[0].source, first, first + self.per_part
-            )
+            signatures = sigstore.read_block(self.store, light[0].source, block, self.per_part)
         records = attach(sorted(light, key=lambda r: r.index), signatures)
         with fs.atomic_write(self.layout.manifest_part(ordinal, block)) as f:
             rows = output.write_manifest(records, self.filter_ids, f)

@@ -123,6 +123,7 @@ def _tar_problems(config: Config, path: str) -> list[str]:
         caption_member,
         index_tar,
         read_members,
+        sidecar_caption_field,
     )
 
     try:
@@ -143,9 +144,7 @@ def _tar_problems(config: Config, path: str) -> list[str]:
                     meta = json.loads(read_members(f, record, {JSON_EXT})[JSON_EXT])
                 except (ValueError, RecursionError, EOFError):
                     continue
-                if isinstance(meta, dict) and any(
-                    isinstance(meta.get(k), str) for k in SIDECAR_CAPTION_FIELDS
-                ):
+                if isinstance(meta, dict) and sidecar_caption_field(meta) is not None:
                     return []
     except OSError as exc:
         return [f"cannot read: {exc}"]

@@ -12,6 +12,7 @@ from mitigate import output, quarantine
 from mitigate.config import OutputConfig
 from mitigate.filters import FilterConfig
 from mitigate.pipeline import fs, sigstore
+from mitigate.pipeline.build import part_key
 from mitigate.pipeline.signatures import WithSignatures, attach
 from mitigate.records import SampleRecord
 from mitigate.samples import SampleReader, shard_sample
@@ -43,10 +44,7 @@ class WriteQuarantine(beam.DoFn):
         (reason, ordinal, block), group = element
         group = list(group)
         if self.store is not None and group:
-            first = block * self.per_part
-            signatures = sigstore.read_source(
-                self.store, group[0].source, first, first + self.per_part
-            )
+            signatures = sigstore.read_block(self.store, group[0].source, block, self.per_part)
             group = attach(group, signatures)
         for number, records in enumerate(quarantine.chunks(group, self.per_shard)):
             path = quarantine.shard_path(reason, ordinal, number, block)
@@ -104,7 +102,7 @@ class Quarantine(beam.PTransform):
             | "ByReasonSource"
             >> beam.Map(
                 lambda r: (
-                    (r.reason, ordinals[r.source], r.index // per_part),
+                    (r.reason, *part_key(ordinals[r.source], r.index, per_part)),
                     dataclasses.replace(r, embeddings={}),
                 )
             )

@@ -135,6 +135,13 @@ def read_source(
     return out
 
 
+def read_block(store: str, source: str, block: int, per_part: int) -> dict[int, bytes]:
+    """The stored signatures of manifest block ``block`` of ``source`` (its indices
+    ``block * per_part`` .. ``(block + 1) * per_part - 1``)."""
+    first = block * per_part
+    return read_source(store, source, first, first + per_part)
+
+
 def read_refs(store: str, refs: Iterable[bytes]) -> dict[bytes, bytes]:
     """The stored signature of each of ``refs`` that has one (read source by source,
     keeping only the signatures asked for)."""
