@@ -70,7 +70,11 @@ class InputConfig(_Strict):
         default="auto", description="auto: by extension (.tar, .parquet, .jsonl, .csv, .tsv)."
     )
     key_column: str = "key"
-    image_column: str = Field(default="image", description="Image path, relative to the table.")
+    image_column: str = Field(
+        default="image",
+        description="Image path, relative to the table, or (Parquet) the "
+        "image's bytes (a binary column, a Hugging Face datasets Image).",
+    )
     caption_column: str = "caption"
     chunk_size: int = Field(
         default=64, ge=1, le=100_000, description="Samples per unit of distributed work."

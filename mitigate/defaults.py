@@ -50,9 +50,10 @@ input:
   # WebDataset shards (KEY.jpg + KEY.txt [+ KEY.json]) or tables (.parquet/.jsonl/.csv)
   # of image path + caption. Globs are expanded; gs:// and s3:// work too.
   paths: ["shards/*.tar"]
-  # Tables only: the columns holding the key, the image path and the caption. When
-  # these are absent, common names are tried (key/id; image/image_path/path;
-  # caption/text/txt) and `validate` names what it found.
+  # Tables only: the columns holding the key, the image path (in Parquet, or the
+  # image's bytes) and the caption. When these are absent, common names are tried
+  # (key/id; image/image_path/path/jpg; caption/text/txt) and `validate` names what it
+  # found.
   # key_column: key
   # image_column: image
   # caption_column: caption

@@ -85,6 +85,9 @@ class SampleRecord:
     members: tuple[Member, ...] = ()
     image_path: str | None = None
     image_ext: str | None = None
+    # a Parquet table's column holding the image's bytes at row ``index`` of ``source``
+    # (a Hugging Face datasets Image, an img2dataset ``jpg`` column); None elsewhere
+    image_column: str | None = None
     caption: str | None = None
     # signals
     n_bytes: int | None = None

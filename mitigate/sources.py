@@ -33,6 +33,9 @@ from mitigate.tarscan import TarProblem, scan_tar
 # hide huge pages, and web-scraped pre-training data hardly ever holds TIFF.
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp"})
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+#: The file extension of each accepted format (a kept image held in a table is written
+#: to its shard as ``KEY.<ext>``).
+FORMAT_EXTS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 # Extensions of image formats that are recognised but not accepted: such a sample is an
 # ``unsupported_format`` error rather than ``missing_image``.
 REFUSED_IMAGE_EXTS = frozenset(

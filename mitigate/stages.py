@@ -25,7 +25,7 @@ from mitigate.records import (
     keep_rank,
 )
 from mitigate.samples import Opener, SampleReader
-from mitigate.sources import CAPTION_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
+from mitigate.sources import CAPTION_EXTS, FORMAT_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
 
 
 def load_payloads(
@@ -37,7 +37,8 @@ def load_payloads(
     """Read the image bytes (and check caption/sidecar) of records from one source.
 
     Tar records are read by member offset from one open handle of their shard; table
-    records by opening their image path. Read failures become ``error`` records.
+    records by opening their image path, or from the table at their row where it holds
+    the images. Read failures become ``error`` records.
     """
     out: list[tuple[SampleRecord, bytes | None]] = []
     with SampleReader(open_source) as reader:
@@ -65,6 +66,8 @@ def load_payloads(
 def _read_image_file(
     record: SampleRecord, reader: SampleReader, max_image_bytes: int
 ) -> tuple[SampleRecord, bytes | None]:
+    if record.image_column is not None:
+        return _read_embedded(record, reader, max_image_bytes)
     path = record.image_path or ""
     try:
         data = reader.file(path, max_image_bytes)
@@ -72,6 +75,25 @@ def _read_image_file(
         return record.with_error(Reason.MISSING_IMAGE, f"image file not found: {path}"), None
     if len(data) > max_image_bytes:
         detail = f"{path} is larger than max_image_bytes {max_image_bytes}"
+        return record.with_error(Reason.IMAGE_TOO_LARGE, detail), None
+    record.n_bytes = len(data)
+    return record, data
+
+
+def _read_embedded(
+    record: SampleRecord, reader: SampleReader, max_image_bytes: int
+) -> tuple[SampleRecord, bytes | None]:
+    """A table's image bytes at ``record``'s row (a Parquet binary or datasets Image)."""
+    where = f"column {record.image_column!r}, row {record.index}"
+    try:
+        data = reader.embedded(record)
+    except (KeyError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        return record.with_error(Reason.READ_ERROR, f"cannot read {where}: {detail}"), None
+    if data is None:
+        return record.with_error(Reason.MISSING_IMAGE, f"{where} holds no image (null)"), None
+    if len(data) > max_image_bytes:
+        detail = f"{where}: {len(data)} bytes > max_image_bytes {max_image_bytes}"
         return record.with_error(Reason.IMAGE_TOO_LARGE, detail), None
     record.n_bytes = len(data)
     return record, data
@@ -119,6 +141,8 @@ def _signals(record: SampleRecord, result: DecodedImage | DecodeFailure) -> Scor
     if isinstance(result, DecodeFailure):
         return ScoringItem(record.with_error(result.reason, result.detail), None)
     record.width, record.height, record.format = result.width, result.height, result.format
+    if record.image_column is not None:  # bytes held in a table: their format names them
+        record.image_ext = FORMAT_EXTS.get(result.format, result.format.lower())
     record.phash = hashing.to_hex(result.phash)
     record.phash_mirror = hashing.to_hex(result.phash_mirror)
     record.signature = result.signature

@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import posixpath
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
@@ -47,7 +48,7 @@ def table_format(path: str, configured: str) -> str:
 # Table columns tried, in order, when the configured column is the default and absent.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "key_column": ("key", "id", "__key__"),
-    "image_column": ("image", "image_path", "path", "file", "filename"),
+    "image_column": ("image", "image_path", "path", "file", "filename", "jpg", "png", "webp"),
     "caption_column": ("caption", "text", "txt"),
 }
 #: ``input.key_column`` value (and the default's fallback where a table has no key
@@ -147,23 +148,20 @@ URL_SAMPLE_ROWS = 100
 def _unreadable_images(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
     """A problem when every image of the table's first :data:`URL_SAMPLE_ROWS` rows
     that has one is a web address (a LAION-style table of URLs: every sample would be an
-    ``image_url`` error), or when every one of them holds the image's bytes (a Hugging
-    Face datasets Parquet file); nothing when some are paths (those rows say so one by
-    one)."""
+    ``image_url`` error); nothing when some are paths (those rows say so one by one) or
+    when the column holds the images' bytes (a Parquet table's binary column or
+    Hugging Face datasets ``Image`` structs, read at decode time)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        batch = next(
-            pq.ParquetFile(fileobj).iter_batches(batch_size=URL_SAMPLE_ROWS, columns=[column]),
-            None,
-        )
+        file = pq.ParquetFile(fileobj)
+        if image_kind(file.schema_arrow, column) is not None:
+            return []
+        batch = next(file.iter_batches(batch_size=URL_SAMPLE_ROWS, columns=[column]), None)
         values = [] if batch is None else batch.column(0).to_pylist()
     else:
         rows = itertools.islice(_rows(fileobj, fmt), URL_SAMPLE_ROWS)
         values = [r.get(column) for r in rows if isinstance(r, dict)]
-    embedded = [v for v in values if isinstance(v, dict) and v.get("bytes") is not None]
-    if values and len(embedded) == len(values):
-        return [f"{_embedded(column)} (all of the first {len(values)} rows)"]
     images = [v for v in values if isinstance(v, str) and v.strip()]
     urls = [v for v in images if v.lower().startswith(WEB_SCHEMES)]
     if not images or len(urls) < len(images):
@@ -176,26 +174,17 @@ def _unreadable_images(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
     ]
 
 
-def _embedded(column: str) -> str:
-    return (
-        f"column {column!r} holds the image's bytes (a Hugging Face datasets Image: "
-        "bytes and path), which are not read here: write the images to files (a table "
-        "of their paths) or to WebDataset tars first"
-    )
-
-
 def _rows(
-    fileobj: IO[bytes], fmt: str, columns: list[str] | None = None
+    fileobj: IO[bytes], fmt: str, columns: list[str] | None = None, image_column: str = ""
 ) -> Iterator[dict[str, Any] | str]:
     """Rows of a table as dicts; a string instead of a dict describes a bad row.
-    ``columns``: a Parquet table's columns to read (None: all)."""
+    ``columns``: a Parquet table's columns to read (None: all; ``image_column``'s bytes
+    are not read, see :func:`_parquet_rows`)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        file = pq.ParquetFile(fileobj)
-        # small batches: a column in use may hold image bytes (a datasets Image)
-        for batch in file.iter_batches(batch_size=256, columns=columns):
-            yield from batch.to_pylist()
+        file = pq.ParquetFile(fileobj, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        yield from _parquet_rows(file, columns or file.schema_arrow.names, image_column)
     elif fmt == "jsonl":
         # Line by line in bytes, so one line that is not UTF-8 is one bad row. CSV and
         # JSONL are read as "utf-8-sig": a byte-order mark, which Windows tools write at
@@ -219,6 +208,162 @@ def _rows(
         yield from _csv_rows(fileobj, csv.DictReader)
     else:
         raise ValueError(f"unknown table format {fmt!r}")
+
+
+class Embedded:
+    """A row's image held in the table itself: its bytes are read at decode time (by
+    :class:`EmbeddedImages`), and their format names the kept shard's member."""
+
+
+EMBEDDED = Embedded()
+
+
+def image_kind(schema: Any, column: str) -> str | None:
+    """How a Parquet column holds images: ``"bytes"`` (a binary column, as img2dataset's
+    ``jpg``), ``"struct"`` (a Hugging Face datasets ``Image``: a struct of ``bytes`` and
+    ``path``, either may be null), None (paths, or the column is absent)."""
+    import pyarrow as pa
+
+    if column not in schema.names:
+        return None
+    kind = schema.field(column).type
+    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
+    if any(test(kind) for test in binary):
+        return "bytes"
+    if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
+        if any(test(kind.field("bytes").type) for test in binary):
+            return "struct"
+    return None
+
+
+#: Rows a Parquet table is read in (a column in use may hold images: a few MB a row).
+PARQUET_BATCH_ROWS = 256
+
+
+def _parquet_rows(file: Any, columns: list[str], image_column: str) -> Iterator[dict[str, Any]]:
+    """Rows of a Parquet table as dicts of ``columns``. Where ``image_column`` holds the
+    images' bytes, they are not read: the row's image is an :class:`Embedded` (with the
+    struct's ``path``); a datasets ``Image`` row whose bytes are null keeps its path (a
+    file, read as a table path is). Whether a row group's structs hold bytes comes from
+    the column statistics' null count; where it is absent or mixed, from the bytes read
+    for that row group."""
+    kind = image_kind(file.schema_arrow, image_column) if image_column in columns else None
+    if kind is None:
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            yield from batch.to_pylist()
+        return
+    rest = [c for c in columns if c != image_column]
+    for group in range(file.num_row_groups):
+        n_rows = file.metadata.row_group(group).num_rows
+        rows = _group_values(file, group, rest) if rest else ({} for _ in range(n_rows))
+        if kind == "bytes":
+            images: Iterator[Any] = itertools.repeat(EMBEDDED)
+        else:
+            paths = (
+                (value or {}).get("path")
+                for value in _group_values(file, group, [f"{image_column}.path"], image_column)
+            )
+            held = _bytes_held(file, group, image_column)
+            images = (EMBEDDED if has else p for p, has in zip(paths, held, strict=True))
+        for row, image in zip(rows, images, strict=False):
+            row[image_column] = image
+            yield row
+
+
+def _group_values(
+    file: Any, group: int, columns: list[str], only: str | None = None
+) -> Iterator[Any]:
+    """One row group's rows as dicts of ``columns`` (or the values of column ``only``)."""
+    for batch in file.iter_batches(
+        batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=columns
+    ):
+        if only is None:
+            yield from batch.to_pylist()
+        else:
+            yield from batch.column(only).to_pylist()
+
+
+def _bytes_held(file: Any, group: int, column: str) -> Iterator[bool]:
+    """Per row of a row group: whether its datasets ``Image`` struct holds bytes."""
+    meta = file.metadata.row_group(group)
+    leaf = f"{column}.bytes"
+    for i in range(meta.num_columns):
+        chunk = meta.column(i)
+        stats = chunk.statistics
+        if chunk.path_in_schema == leaf and stats is not None and stats.has_null_count:
+            if stats.null_count == 0:
+                return itertools.repeat(True, meta.num_rows)
+            if stats.null_count == meta.num_rows:
+                return itertools.repeat(False, meta.num_rows)
+
+    return _bytes_read(file, group, leaf)
+
+
+def _bytes_read(file: Any, group: int, leaf: str) -> Iterator[bool]:
+    for batch in file.iter_batches(
+        batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=[leaf]
+    ):
+        values = batch.column(0).flatten()[0]  # flatten: a null struct holds no bytes
+        yield from values.is_valid().to_pylist()
+
+
+#: Rows of image bytes :class:`EmbeddedImages` holds at a time.
+EMBEDDED_BATCH_ROWS = 16
+#: Bytes read from a Parquet table at a time where its images are read: pages are read
+#: as they are needed, never a whole column chunk (img2dataset writes a shard of
+#: 10,000 images as one row group).
+PARQUET_BUFFER_BYTES = 1 << 20
+
+
+class EmbeddedImages:
+    """The images a Parquet table holds in a column, read by row number. Rows asked for
+    in ascending order (a chunk of samples, a shard's kept samples) read the column once,
+    :data:`EMBEDDED_BATCH_ROWS` rows at a time; a row behind the current one restarts
+    its row group. ``KeyError`` when the table has no such row or column (it changed
+    since it was indexed)."""
+
+    def __init__(self, fileobj: IO[bytes], column: str) -> None:
+        import pyarrow.parquet as pq
+
+        self._file = pq.ParquetFile(fileobj, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        kind = image_kind(self._file.schema_arrow, column)
+        if kind is None:
+            raise KeyError(f"column {column!r} holds no image bytes")
+        self.column = column
+        self._nested = kind == "struct"
+        self._column = f"{column}.bytes" if self._nested else column
+        meta = self._file.metadata
+        self._starts = list(
+            itertools.accumulate(
+                (meta.row_group(g).num_rows for g in range(meta.num_row_groups)), initial=0
+            )
+        )
+        self._batches: Iterator[Any] = iter(())
+        self._start = self._stop = self._group_stop = 0
+        self._values: Any = None
+
+    def get(self, row: int) -> bytes | None:
+        """Row ``row``'s image bytes; None where the table holds none (a null)."""
+        if not self._start <= row < self._stop:
+            self._move_to(row)
+        value = self._values[row - self._start]
+        return value.as_py() if value.is_valid else None
+
+    def _move_to(self, row: int) -> None:
+        if not 0 <= row < self._starts[-1]:
+            raise KeyError(f"the table has no row {row} (it has {self._starts[-1]})")
+        if row < self._start or row >= self._group_stop:
+            group = bisect_right(self._starts, row) - 1
+            self._batches = self._file.iter_batches(
+                batch_size=EMBEDDED_BATCH_ROWS, row_groups=[group], columns=[self._column]
+            )
+            self._stop, self._group_stop = self._starts[group], self._starts[group + 1]
+        while self._stop <= row:
+            batch = next(self._batches)
+            values = batch.column(0)
+            # a struct's bytes: flatten, so a null struct is a null
+            self._values = values.flatten()[0] if self._nested else values
+            self._start, self._stop = self._stop, self._stop + batch.num_rows
 
 
 #: Delimiters a CSV table may use: the comma, and the semicolon of spreadsheets in
@@ -321,7 +466,7 @@ def iter_table(
         for field, problem in absent.items():
             yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
     try:
-        for index, row in enumerate(_rows(fileobj, fmt, columns)):
+        for index, row in enumerate(_rows(fileobj, fmt, columns, image_column)):
             if isinstance(row, str):
                 rec = SampleRecord(key=f"{source}#{index}", source=source, index=index)
                 yield rec.with_error(Reason.INVALID_JSON, row)
@@ -345,15 +490,20 @@ def iter_table(
                 continue
             image = row.get(image_column)
             if isinstance(image, dict) and isinstance(image.get("path"), str):
-                if image.get("bytes") is not None:
-                    yield rec.with_error(Reason.MISSING_IMAGE, _embedded(image_column))
+                if image.get("bytes") is not None:  # bytes in JSON: read from Parquet only
+                    detail = (
+                        f"column {image_column!r} holds the image's bytes in a {fmt} table, "
+                        "which are read from Parquet tables only: write the table as Parquet"
+                    )
+                    yield rec.with_error(Reason.MISSING_IMAGE, detail)
                     continue
                 image = image["path"]  # a datasets Image that names its file
-            if not isinstance(image, str) or not image.strip():
+            embedded = image if isinstance(image, Embedded) else None
+            if embedded is None and (not isinstance(image, str) or not image.strip()):
                 detail = absent.get("image_column") or _not_text(image_column, image)
                 yield rec.with_error(Reason.MISSING_IMAGE, detail)
                 continue
-            bad = LONE_SURROGATE.search(image)
+            bad = None if embedded else LONE_SURROGATE.search(image)
             if bad:
                 yield rec.with_error(
                     Reason.INVALID_IMAGE_PATH,
@@ -381,6 +531,11 @@ def iter_table(
                     Reason.CAPTION_TOO_LARGE,
                     f"caption of {n_caption} bytes > max_caption_bytes {limits.max_caption_bytes}",
                 )
+                continue
+            if embedded is not None:  # the bytes are the table's, at this row: nothing to resolve
+                rec.image_column = image_column
+                rec.caption = caption
+                yield rec
                 continue
             if image.lower().startswith(WEB_SCHEMES):
                 yield rec.with_error(

@@ -26,6 +26,7 @@ def _every_field_set() -> SampleRecord:
         members=(Member("jpg", 512, 86511), Member("txt", 87552, 7)),
         image_path="images/ü.jpg",
         image_ext="jpg",
+        image_column="image",
         caption="A frog on a léaf.",
         n_bytes=86511,
         width=876,

@@ -47,7 +47,8 @@ def test_common_names_stand_in_for_the_default_columns():
 def test_a_missing_column_lists_the_table_s_columns_and_the_setting():
     _, problems = resolve_columns(["key", "url", "caption"], DEFAULTS)
     assert problems == {
-        "image_column": "no column 'image' (nor 'image_path', 'path', 'file', 'filename'); "
+        "image_column": "no column 'image' (nor 'image_path', 'path', 'file', 'filename', "
+        "'jpg', 'png', 'webp'); "
         "the table's columns are 'key', 'url', 'caption': set input.image_column; a 'url' "
         "column holds addresses to download, which mitigate does not do (download first, "
         "e.g. with img2dataset)"
@@ -84,7 +85,8 @@ def test_a_missing_column_at_run_time_is_a_source_issue_and_every_row_says_why(t
     issues = [i for i in items if isinstance(i, SourceIssue)]
     records = [i for i in items if not isinstance(i, SourceIssue)]
     why = (
-        "no column 'image' (nor 'image_path', 'path', 'file', 'filename'); the table's "
+        "no column 'image' (nor 'image_path', 'path', 'file', 'filename', 'jpg', 'png', "
+        "'webp'); the table's "
         "columns are 'key', 'picture', 'caption': set input.image_column"
     )
     assert [(i.reason, i.detail, i.count) for i in issues] == [("missing_image", why, 0)]
@@ -102,8 +104,8 @@ def test_validate_names_a_missing_column_before_any_work(tmp_path, fmt, capsys):
     err = capsys.readouterr().err
     assert (
         f"input.paths[0]: {path}: no column 'image' (nor 'image_path', 'path', 'file', "
-        "'filename'); the table's columns are 'id', 'picture', 'caption': set "
-        "input.image_column"
+        "'filename', 'jpg', 'png', 'webp'); the table's columns are 'id', 'picture', "
+        "'caption': set input.image_column"
     ) in err
     assert main([*argv, "--set", "input.image_column=picture"]) == 0
 
@@ -369,29 +371,38 @@ def _datasets_parquet(path: Path, images: list[dict]) -> Path:
     return path
 
 
-def test_a_datasets_image_column_is_read_by_its_path_and_its_bytes_are_named(tmp_path):
+def test_a_datasets_image_column_is_read_by_its_path_or_at_its_row(tmp_path):
     path = _datasets_parquet(
         tmp_path / "d.parquet",
         [{"bytes": None, "path": "a.jpg"}, {"bytes": b"\xff\xd8 jpeg", "path": "b.jpg"}],
     )
     with open(path, "rb") as f:
         first, second = iter_table(f, str(path), "parquet", **DEFAULTS)
-    assert (first.state, first.image_path, first.caption) == (
+    assert (first.state, first.image_path, first.image_column, first.caption) == (
         "pending",
         str(tmp_path / "a.jpg"),
+        None,
         "caption 0",
     )
-    assert (second.state, second.reason) == ("error", "missing_image")
-    assert "holds the image's bytes (a Hugging Face datasets Image" in second.detail
-    # every row's bytes: validate stops before any work
-    only_bytes = _datasets_parquet(tmp_path / "e.parquet", [{"bytes": b"x", "path": "p.jpg"}] * 3)
-    with open(only_bytes, "rb") as f:
-        _, problems = table_problems(f, "parquet", DEFAULTS)
-    assert problems == [
-        "column 'image' holds the image's bytes (a Hugging Face datasets Image: bytes and "
-        "path), which are not read here: write the images to files (a table of their "
-        "paths) or to WebDataset tars first (all of the first 3 rows)"
-    ]
+    # the bytes are read at decode time (tests/test_embedded_images.py)
+    assert (second.state, second.image_path, second.image_column) == ("pending", None, "image")
+    with open(path, "rb") as f:
+        assert table_problems(f, "parquet", DEFAULTS) == (
+            {**DEFAULTS, "caption_column": "text", "key_column": "#row"},
+            [],
+        )
+
+
+def test_image_bytes_in_a_jsonl_table_are_its_rows_error(tmp_path):
+    rows = [{"key": "a", "image": {"bytes": "/9j/4AAQ", "path": "a.jpg"}, "caption": "c"}]
+    path = _write(tmp_path / "t.jsonl", rows)
+    with open(path, "rb") as f:
+        (record,) = iter_table(f, str(path), "jsonl", **DEFAULTS)
+    assert (record.reason, record.detail) == (
+        "missing_image",
+        "column 'image' holds the image's bytes in a jsonl table, which are read from "
+        "Parquet tables only: write the table as Parquet",
+    )
 
 
 def test_only_the_columns_in_use_are_read_from_a_parquet_table(tmp_path, monkeypatch):

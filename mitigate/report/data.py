@@ -105,7 +105,7 @@ def filter_specs(config: Mapping[str, Any], summary: Mapping[str, Any]) -> list[
 #: Columns the report shows for a few rows only (thumbnails, captions, error details):
 #: read for those rows (:class:`mitigate.runtable.RunTable`), not for every row of a run.
 SHOWN_ONLY = frozenset(
-    {"source", "index", "detail", "caption", "image_ext", "image_path", "members"}
+    {"source", "index", "detail", "caption", "image_ext", "image_path", "image_column", "members"}
 )
 
 
