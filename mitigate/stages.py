@@ -241,7 +241,10 @@ def resolve_duplicate_keys(records: Iterable[SampleRecord]) -> Iterator[SampleRe
     """Records sharing one key: the first occurrence (by source, index) stands; each
     later one becomes an ``error``/``duplicate_key`` naming the first. A record whose
     key is itself invalid (``invalid_key``: empty, absolute, ``..``) owns no key and
-    keeps its own error: two empty keys are two invalid keys, not a duplicate.
+    keeps its own error: two empty keys are two invalid keys, not a duplicate. A later
+    occurrence that is an error already (``decode_error``, ``missing_caption``, ...)
+    keeps its reason, its detail naming the first occurrence too: it is written
+    nowhere, and its own reason says what is wrong with it.
 
     Two passes over ``records`` (a GroupByKey's values are read again, not held): a key
     that a million samples share (a table whose key column is constant) costs no memory
@@ -256,6 +259,8 @@ def resolve_duplicate_keys(records: Iterable[SampleRecord]) -> Iterator[SampleRe
     for rec in records:
         if rec.reason == Reason.INVALID_KEY or rec.order == first:
             yield rec
+        elif rec.state == ERROR:
+            yield dataclasses.replace(rec, detail=f"{rec.detail}; its key is {detail}")
         else:
             yield rec.with_error(Reason.DUPLICATE_KEY, f"key {rec.key!r} {detail}")
 

@@ -48,6 +48,16 @@ def test_records_whose_key_is_invalid_keep_their_own_error_and_own_no_key():
     assert sorted((r.index, r.reason) for r in out) == [(1, None), (2, "duplicate_key")]
 
 
+def test_a_later_occurrence_that_is_an_error_keeps_its_reason_and_names_the_first():
+    broken = _rec("k", index=4).with_error("decode_error", "truncated JPEG")
+    out = list(stages.resolve_duplicate_keys([broken, _rec("k", index=1), _rec("k", index=6)]))
+    assert [(r.index, r.state, r.reason, r.detail) for r in out] == [
+        (4, ERROR, "decode_error", "truncated JPEG; its key is already used at s.tar (sample 1)"),
+        (1, PENDING, None, None),
+        (6, ERROR, "duplicate_key", "key 'k' already used at s.tar (sample 1)"),
+    ]
+
+
 def test_exact_duplicates_keep_highest_resolution_then_smallest_key():
     recs = [
         _rec("b", width=10, height=10, sha256="h"),
