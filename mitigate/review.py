@@ -12,6 +12,7 @@ import base64
 import csv
 import html
 import io
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from mitigate import layout
 from mitigate.decode import open_image
 from mitigate.output import record_from_row
 from mitigate.samples import Opener, SampleReader
+from mitigate.sources import ENCODING_NAMES, text_encoding
+from mitigate.tables import csv_delimiter
 
 # "yes"/"no" are refused: whether "yes" means "harmful" or "fine to keep" depends on the
 # question the labeller was asked, and a silent guess flips every label.
@@ -75,12 +78,18 @@ def read_labels(path: str | Path) -> dict[str, bool]:
             f"{path}: no such labels file (a key,label CSV, e.g. the labels.csv that "
             "`mitigate select`'s contact sheet downloads)"
         )
-    # utf-8-sig: a spreadsheet's "CSV UTF-8" export starts with a byte-order mark
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    # a spreadsheet's "CSV UTF-8" export starts with a byte-order mark, its "Unicode
+    # Text" is UTF-16 with one, tab-separated: the mark names the codec, the header
+    # line the delimiter
+    with open(path, "rb") as raw:
+        codec = text_encoding(raw.read(4))
+    with open(path, newline="", encoding=codec) as f:
         try:
-            _read_label_rows(csv.DictReader(f), path, out)
+            header = f.readline()
+            rows = itertools.chain([header], f)
+            _read_label_rows(csv.DictReader(rows, delimiter=csv_delimiter(header)), path, out)
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+            raise ValueError(f"{path}: not {ENCODING_NAMES[codec]} text ({exc})") from None
     return out
 
 

@@ -16,6 +16,7 @@ whole file (not a tar, cut off) become :class:`SourceIssue` entries for the summ
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import re
@@ -117,6 +118,26 @@ def not_text(surrogate: str) -> str:
     if 0xDC80 <= code <= 0xDCFF:
         return f"byte 0x{code - 0xDC00:02x}"
     return f"a lone surrogate U+{code:04X}"
+
+
+#: Byte-order marks and the codec each names; UTF-32's before UTF-16's (its
+#: little-endian mark starts with UTF-16's). Windows tools write them: Notepad's
+#: "Unicode" and Excel's "Unicode Text" are UTF-16 with a mark.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+BYTE_ORDER_MARKS = tuple(bom for bom, _ in _BOMS)
+ENCODING_NAMES = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
+
+
+def text_encoding(head: bytes) -> str:
+    """The codec of text whose first bytes are ``head``: the one its byte-order mark
+    names (the codec drops the mark), else UTF-8 (``utf-8-sig``, which is UTF-8)."""
+    return next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8-sig")
 
 
 def escape_surrogates(text: str) -> str:
@@ -429,11 +450,14 @@ def parse_payload(
     ext = next((e for e in CAPTION_EXTS if e in data), None)
     raw, caption = (data[ext], "") if ext is not None else (b"", "")
     if ext is not None:
+        codec = text_encoding(raw[:4])
         try:
-            caption = raw.decode("utf-8")
+            caption = raw.decode(codec)
         except UnicodeDecodeError as exc:
-            detail = f"caption{_from(ext)} is not UTF-8: {exc}"
+            detail = f"caption{_from(ext)} is not {ENCODING_NAMES[codec]}: {exc}"
             return record.with_error(Reason.INVALID_CAPTION_ENCODING, detail)
+        if raw.startswith(BYTE_ORDER_MARKS):
+            raw = caption.encode("utf-8")  # kept shards hold the caption in UTF-8, no mark
     meta = None
     if JSON_EXT in data:
         meta, problem = parse_sidecar(data[JSON_EXT])

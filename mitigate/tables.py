@@ -25,6 +25,7 @@ from mitigate.sources import (
     escape_surrogates,
     key_problem,
     not_text,
+    text_encoding,
 )
 
 TABLE_FORMATS = ("parquet", "jsonl", "csv")
@@ -106,10 +107,16 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
 
         return list(pq.ParquetFile(fileobj).schema_arrow.names)
     if fmt == "csv":
-        # the header line alone is decoded: a text wrapper would decode the next 8 KB
-        # with it, and a byte that is not UTF-8 in a row there is that row's error only
-        header = fileobj.readline().decode("utf-8-sig")
-        return next(csv.reader([header], delimiter=_delimiter(header)), [])
+        codec = _peek_encoding(fileobj)
+        if codec == "utf-8-sig":
+            # the header line alone is decoded: a text wrapper would decode the next 8 KB
+            # with it, and a byte that is not UTF-8 in a row there is that row's error only
+            header = fileobj.readline().decode(codec)
+        else:  # UTF-16/32: a line ends in more than one byte
+            text = io.TextIOWrapper(fileobj, encoding=codec, newline="")
+            header = text.readline()
+            text.detach()  # the caller's file stays open
+        return next(csv.reader([header], delimiter=csv_delimiter(header)), [])
     if fmt == "jsonl":
         for raw in fileobj:
             if raw.strip():
@@ -376,13 +383,26 @@ def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Itera
     delimiter is the one of :data:`CSV_DELIMITERS` its header line holds most often
     (a comma when it holds none: a one-column table)."""
     # bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF), so such a cell is
-    # one row's error (iter_table), not the end of the table
-    text = io.TextIOWrapper(fileobj, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    # one row's error (iter_table), not the end of the table. A table with a UTF-16 or
+    # UTF-32 byte-order mark (Excel's "Unicode Text": tab-separated) is read as such.
+    codec = _peek_encoding(fileobj)
+    text = io.TextIOWrapper(fileobj, encoding=codec, errors="surrogateescape", newline="")
     header = text.readline()
-    return reader(itertools.chain([header], text), delimiter=_delimiter(header))
+    return reader(itertools.chain([header], text), delimiter=csv_delimiter(header))
 
 
-def _delimiter(header: str) -> str:
+def _peek_encoding(fileobj: IO[bytes]) -> str:
+    """The codec of a text table by its byte-order mark (:func:`text_encoding`); the
+    file is left where it was."""
+    at = fileobj.tell()
+    head = fileobj.read(4)
+    fileobj.seek(at)
+    return text_encoding(head)
+
+
+def csv_delimiter(header: str) -> str:
+    """The one of :data:`CSV_DELIMITERS` a CSV header line holds most often (a comma
+    when it holds none: a one-column table)."""
     counts = [header.count(d) for d in CSV_DELIMITERS]
     return CSV_DELIMITERS[counts.index(max(counts))] if max(counts) else ","
 

@@ -178,11 +178,14 @@ def test_read_labels_accepts_common_spellings(tmp_path):
 
 def test_read_labels_takes_a_spreadsheets_byte_order_mark_and_names_other_encodings(tmp_path):
     """A "CSV UTF-8" export from a spreadsheet starts with a byte-order mark: its
-    header is still key,label. A file in another encoding is named as such."""
+    header is still key,label. Its "Unicode Text" is UTF-16 with a mark, tab-separated.
+    A file in another encoding is named as such."""
     path = tmp_path / "l.csv"
     path.write_bytes(b"\xef\xbb\xbfkey,label\r\na,1\r\nb,benign\r\n")
     assert review.read_labels(path) == {"a": True, "b": False}
-    path.write_bytes("key,label\nstra\u00dfe,1\n".encode("utf-16"))
+    path.write_bytes("key\tlabel\r\nstra\u00dfe\t1\r\nb\tbenign\r\n".encode("utf-16"))
+    assert review.read_labels(path) == {"stra\u00dfe": True, "b": False}
+    path.write_bytes("key,label\nstra\u00dfe,1\n".encode("latin-1"))
     with pytest.raises(ValueError, match="not UTF-8 text"):
         review.read_labels(path)
 

@@ -113,7 +113,8 @@ def test_non_file_members_and_extensionless_names_are_listed_as_errors():
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        ({"jpg": JPG, "txt": b"\xff\xfe bad"}, "invalid_caption_encoding"),
+        ({"jpg": JPG, "txt": b"caf\xe9"}, "invalid_caption_encoding"),
+        ({"jpg": JPG, "txt": b"\xff\xfe bad!"}, "invalid_caption_encoding"),  # odd UTF-16
         ({"jpg": JPG, "txt": b"ok", "json": b"{not json"}, "invalid_json"),
         ({"jpg": JPG, "txt": b"ok", "json": b"[1, 2]"}, "invalid_json"),
         ({"jpg": JPG, "txt": b"  \n"}, "missing_caption"),

@@ -18,7 +18,7 @@ from PIL import Image
 from mitigate.config import load_config
 from mitigate.pipeline.run import run
 from mitigate.sources import escape_surrogates, key_problem
-from mitigate.tables import iter_table
+from mitigate.tables import iter_table, table_problems
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {"key_column": "key", "image_column": "image", "caption_column": "caption"}
@@ -126,6 +126,56 @@ def test_a_sidecar_with_a_lone_surrogate_is_written_escaped(tmp_path):
     assert json.loads(first.decode("utf-8"))["note"] == "café"
     assert b"\\ud800" in first
     assert "café".encode() in second  # a sidecar without one stays unescaped
+
+
+def test_captions_with_a_byte_order_mark_are_read_and_kept_in_utf8(tmp_path):
+    """Windows tools write captions with a byte-order mark (Notepad's "Unicode" is
+    UTF-16): the mark names the codec and is no part of the caption; kept shards hold
+    the caption in UTF-8. Bytes the mark's codec cannot read are the sample's error."""
+    caption = "Straße at night, 夜"
+    texts = [
+        b"\xef\xbb\xbf" + caption.encode(),
+        caption.encode("utf-16"),  # Python writes the mark, little-endian here
+        b"\xfe\xff" + caption.encode("utf-16-be"),
+        caption.encode("utf-32"),
+        caption.encode("utf-16")[:-1],  # cut inside a character
+    ]
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for i, text in enumerate(texts):
+            for name, data in ((f"{i}.jpg", _jpeg(i)), (f"{i}.txt", text)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    rows, _ = _run(tmp_path, str(tmp_path / "s.tar"))
+    assert [(r["state"], r["caption"]) for r in rows[:4]] == [("kept", caption)] * 4
+    assert (rows[4]["reason"], rows[4]["detail"].split(":")[0]) == (
+        "invalid_caption_encoding",
+        "caption is not UTF-16",
+    )
+    with tarfile.open(tmp_path / "out" / "shards" / "shard-000000.tar") as tar:
+        written = [tar.extractfile(f"{i}.txt").read() for i in range(4)]
+    assert written == [caption.encode()] * 4
+
+
+def test_a_utf16_tab_separated_table_is_read(tmp_path):
+    """Excel's "Unicode Text": UTF-16 with a byte-order mark, tab-separated, CRLF."""
+    (tmp_path / "a.jpg").write_bytes(_jpeg(1))
+    text = "key\timage\tcaption\r\nk1\ta.jpg\tun café, 夜\r\nk2\tb.jpg\tsecond\r\n"
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode("utf-16"))
+    with open(path, "rb") as f:
+        used, problems = table_problems(f, "csv", DEFAULTS)
+        # (the header read by a text reader that left the file open: the first rows
+        # are read after it, and a closed file would be a problem here)
+        assert (used, problems) == (DEFAULTS, [])
+    with open(path, "rb") as f:
+        first, second = iter_table(f, str(path), "csv", **DEFAULTS)
+    assert (first.key, first.image_path, first.caption) == (
+        "k1",
+        str(tmp_path / "a.jpg"),
+        "un café, 夜",
+    )
+    assert (second.key, second.caption) == ("k2", "second")
 
 
 def test_the_helpers_name_what_they_found():
