@@ -43,7 +43,16 @@ def table_format(path: str, configured: str) -> str:
     }.items():
         if lower.endswith(suffixes):
             return fmt
+    if lower.endswith(COMPRESSED_TARS):
+        raise ValueError(
+            f"{path!r} is a compressed tar: shards are read by offset, so decompress it "
+            "first (e.g. gunzip, unzstd) and give the .tar"
+        )
     raise ValueError(f"cannot tell the format of {path!r} from its extension; set input.format")
+
+
+#: Compressed tars (WebDataset reads them in order; shards here are read by offset).
+COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz", ".tar.lz4")
 
 
 # Table columns tried, in order, when the configured column is the default and absent.

@@ -204,9 +204,27 @@ def _cut_in_header(pos: int, size: int) -> TarProblem:
     )
 
 
+#: Magic numbers of the compressions a tar is commonly written with.
+_COMPRESSIONS = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
+
+
+def compression(head: bytes) -> str | None:
+    """The compression whose magic number starts ``head`` (a file's first bytes)."""
+    return next((name for magic, name in _COMPRESSIONS if head.startswith(magic)), None)
+
+
 def _not_a_tar(head: bytes) -> str:
-    if head[:2] == b"\x1f\x8b":
-        return "gzip-compressed, not a plain tar (decompress it first: shards are read by offset)"
+    packed = compression(head)
+    if packed:
+        return (
+            f"{packed}-compressed, not a plain tar (decompress it first: shards are read by offset)"
+        )
     return f"no valid tar header found (first bytes: {head[:8].hex(' ')})"
 
 

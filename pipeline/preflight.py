@@ -125,9 +125,17 @@ def _tar_problems(config: Config, path: str) -> list[str]:
         read_members,
         sidecar_caption_field,
     )
+    from mitigate.tarscan import compression
 
     try:
         with fs.open_read(path) as f:
+            packed = compression(f.read(8))
+            if packed:
+                return [
+                    f"{packed}-compressed, not a plain tar: shards are read by offset, so "
+                    "decompress it first"
+                ]
+            f.seek(0)
             indexed = index_tar(f, path, limits=config.source_limits())
             records = [
                 r for r in itertools.islice(indexed, CAPTION_SAMPLES) if isinstance(r, SampleRecord)

@@ -35,6 +35,25 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.mark.parametrize("name", ["s.tar.gz", "s.TGZ", "s.tar.zst"])
+def test_a_compressed_tar_is_named_as_such_before_any_work(tmp_path, capsys, name):
+    (tmp_path / name).write_bytes(b"\x1f\x8b\x08\x00")
+    assert main(["validate", "--input", str(tmp_path / name), "--output", str(tmp_path)]) != 0
+    assert "is a compressed tar: shards are read by offset, so decompress it" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_compressed_tar_named_tar_stops_validate(tmp_path, capsys):
+    import gzip
+
+    (tmp_path / "s.tar").write_bytes(gzip.compress(b"\x00" * 4096, mtime=0))
+    assert main(["validate", "--input", str(tmp_path / "s.tar"), "--output", str(tmp_path)])
+    assert "s.tar: gzip-compressed, not a plain tar: shards are read by offset, so " in (
+        capsys.readouterr().err
+    )
+
+
 def test_common_names_stand_in_for_the_default_columns():
     used, problems = resolve_columns(["id", "image_path", "text"], DEFAULTS)
     assert used == {"key_column": "id", "image_column": "image_path", "caption_column": "text"}
