@@ -26,6 +26,7 @@ from mitigate.records import (
 )
 from mitigate.samples import Opener, SampleReader
 from mitigate.sources import CAPTION_EXTS, FORMAT_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
+from mitigate.tables import read_errors
 
 
 def load_payloads(
@@ -87,7 +88,7 @@ def _read_embedded(
     where = f"column {record.image_column!r}, row {record.index}"
     try:
         data = reader.embedded(record)
-    except (KeyError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+    except (KeyError, *read_errors("parquet")) as exc:
         detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         return record.with_error(Reason.READ_ERROR, f"cannot read {where}: {detail}"), None
     if data is None:

@@ -269,21 +269,30 @@ def _parquet_rows(file: Any, columns: list[str], image_column: str) -> Iterator[
             yield from batch.to_pylist()
         return
     rest = [c for c in columns if c != image_column]
+    with_path = kind == "struct" and _has_field(file.schema_arrow, image_column, "path")
     for group in range(file.num_row_groups):
         n_rows = file.metadata.row_group(group).num_rows
         rows = _group_values(file, group, rest) if rest else ({} for _ in range(n_rows))
         if kind == "bytes":
             images: Iterator[Any] = itertools.repeat(EMBEDDED)
         else:
-            paths = (
-                (value or {}).get("path")
-                for value in _group_values(file, group, [f"{image_column}.path"], image_column)
+            paths: Iterator[Any] = (
+                (
+                    (value or {}).get("path")
+                    for value in _group_values(file, group, [f"{image_column}.path"], image_column)
+                )
+                if with_path
+                else itertools.repeat(None, n_rows)  # a struct of bytes alone
             )
             held = _bytes_held(file, group, image_column)
             images = (EMBEDDED if has else p for p, has in zip(paths, held, strict=True))
         for row, image in zip(rows, images, strict=False):
             row[image_column] = image
             yield row
+
+
+def _has_field(schema: Any, column: str, name: str) -> bool:
+    return bool(schema.field(column).type.get_field_index(name) >= 0)
 
 
 def _group_values(
@@ -460,6 +469,18 @@ def _not_text(column: str, value: Any) -> str:
     return f"column {column!r} holds {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text"
 
 
+def read_errors(fmt: str) -> tuple[type[BaseException], ...]:
+    """What reading a table of format ``fmt`` raises for a bad file (not a bug here): a
+    Parquet file's may be any of pyarrow's (``ArrowNotImplementedError`` for an
+    encoding it lacks, ``ArrowTypeError``), not only its ``ValueError`` and ``OSError``."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, UnicodeDecodeError, csv.Error)
+    if fmt == "parquet":
+        import pyarrow as pa
+
+        errors = (*errors, pa.ArrowException)
+    return errors
+
+
 def iter_table(
     fileobj: IO[bytes],
     source: str,
@@ -486,8 +507,13 @@ def iter_table(
     stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     columns = None
     if fmt == "parquet":  # the schema decides, and only the columns in use are read
-        used, absent = resolve_columns(table_columns(fileobj, fmt), configured)
-        fileobj.seek(0)
+        try:
+            present = table_columns(fileobj, fmt)
+            fileobj.seek(0)
+        except read_errors(fmt) as exc:
+            yield SourceIssue(source, Reason.READ_ERROR, f"not a readable Parquet table: {exc}")
+            return
+        used, absent = resolve_columns(present, configured)
         key_column = used["key_column"]
         image_column = used["image_column"]
         caption_column = used["caption_column"]
@@ -585,7 +611,7 @@ def iter_table(
             rec.image_ext = image.rsplit(".", 1)[-1].lower() if "." in image else ""
             rec.caption = caption
             yield rec
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+    except read_errors(fmt) as exc:
         yield SourceIssue(
             source,
             Reason.READ_ERROR,

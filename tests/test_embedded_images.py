@@ -278,3 +278,54 @@ def test_a_manifest_row_of_a_table_image_reads_its_bytes_back(tmp_path, photos):
     assert row["image_column"] == "jpg"
     with SampleReader(_open) as reader:
         assert reader.image(record_from_row(row, [])) == image
+
+
+def test_a_broken_parquet_table_is_a_source_issue_and_the_run_goes_on(tmp_path, photos):
+    """Past validate (a table that changed after it, a remote table): a table that is
+    no Parquet file is the source's read_error, another table's rows are read."""
+    from mitigate.pipeline.run import run
+
+    image = next(iter(photos.values()))
+    good = _img2dataset(tmp_path / "good.parquet", [image])
+    data = _img2dataset(tmp_path / "cut.parquet", [image] * 3).read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    paths = [str(good), str(tmp_path / "cut.parquet")]
+    summary = run(_config(tmp_path / "out", paths), paths)
+    assert summary["counts"]["kept"]["total"] == 1
+    (issue,) = summary["source_issues"]
+    assert (issue["reason"], issue["source"]) == ("read_error", paths[1])
+    assert issue["detail"].startswith("not a readable Parquet table: ")
+
+
+def test_any_arrow_error_is_the_tables_or_the_rows_not_the_runs(tmp_path, photos, monkeypatch):
+    """pyarrow raises more than ValueError/OSError for a bad file (an encoding it
+    lacks: ArrowNotImplementedError): while indexing, the rest of the table is a source
+    issue; while reading a row's image, that row's read_error."""
+    image = next(iter(photos.values()))
+    path = _img2dataset(tmp_path / "t.parquet", [image] * 600)
+    original = pq.ParquetFile.iter_batches
+
+    def fails_later(self, *args, **kwargs):
+        for i, batch in enumerate(original(self, *args, **kwargs)):
+            if i == 1:
+                raise pa.ArrowNotImplementedError("Unsupported encoding: BYTE_STREAM_SPLIT")
+            yield batch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pq.ParquetFile, "iter_batches", fails_later)
+        with open(path, "rb") as f:
+            items = list(iter_table(f, str(path), "parquet", **DEFAULTS))
+    *records, issue = items
+    assert len(records) == 256 and issue.reason == "read_error"
+    assert issue.detail == (
+        "table unreadable after row 255: Unsupported encoding: BYTE_STREAM_SPLIT; the rows "
+        "after it are lost"
+    )
+
+    def unsupported(self, row):
+        raise pa.ArrowNotImplementedError("Unsupported encoding")
+
+    monkeypatch.setattr(EmbeddedImages, "get", unsupported)
+    ((record, data),) = load_payloads(records[:1], _open, max_image_bytes=10**8)
+    assert (record.reason, data) == ("read_error", None)
+    assert record.detail == "cannot read column 'jpg', row 0: Unsupported encoding"
