@@ -329,3 +329,24 @@ def test_any_arrow_error_is_the_tables_or_the_rows_not_the_runs(tmp_path, photos
     ((record, data),) = load_payloads(records[:1], _open, max_image_bytes=10**8)
     assert (record.reason, data) == ("read_error", None)
     assert record.detail == "cannot read column 'jpg', row 0: Unsupported encoding"
+
+
+@pytest.mark.parametrize(
+    "image_type",
+    [
+        pa.large_binary(),
+        pa.struct([("bytes", pa.binary())]),  # no path field
+        pa.struct([("path", pa.string()), ("bytes", pa.large_binary())]),
+    ],
+    ids=["large_binary", "struct_without_path", "large_struct"],
+)
+def test_other_binary_layouts_are_read(tmp_path, photos, image_type):
+    image = next(iter(photos.values()))
+    value = image if image_type == pa.large_binary() else {"bytes": image}
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"image": pa.array([value], image_type), "caption": ["c"]}), path)
+    with open(path, "rb") as f:
+        (record,) = iter_table(f, str(path), "parquet", **DEFAULTS)
+    assert (record.key, record.image_column, record.reason) == ("t-000000000", "image", None)
+    with SampleReader(_open) as reader:
+        assert reader.image(record) == image
