@@ -12,6 +12,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import posixpath
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
@@ -469,6 +470,23 @@ def _not_text(column: str, value: Any) -> str:
     return f"column {column!r} holds {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text"
 
 
+def key_text(value: Any) -> tuple[str, str | None]:
+    """A key cell as text, and why it cannot be a key (None if it can). Text and
+    integers are keys; a float with no fraction is its integer (pandas makes an integer
+    column with a gap float: ``7.0`` is key ``7``); a NaN or null is an empty key; a
+    bool, a list or a dict is no key (the wrong column, most likely)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "", None  # empty: key_problem says so
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        kind = type(value).__name__
+        return str(
+            value
+        ), f"key {value!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text or an integer"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)), None
+    return str(value), None
+
+
 def read_errors(fmt: str) -> tuple[type[BaseException], ...]:
     """What reading a table of format ``fmt`` raises for a bad file (not a bug here): a
     Parquet file's may be any of pyarrow's (``ArrowNotImplementedError`` for an
@@ -536,9 +554,9 @@ def iter_table(
                 for field, problem in absent.items():
                     yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
             key = f"{stem}-{index:09d}" if key_column == ROW_KEY else row.get(key_column)
-            text = str(key) if key is not None else ""
+            text, problem = key_text(key)
             rec = SampleRecord(key=escape_surrogates(text), source=source, index=index)
-            problem = key_problem(text)
+            problem = problem or key_problem(text)
             if problem:
                 detail = absent.get("key_column") or f"column {key_column!r}: {problem}"
                 yield rec.with_error(Reason.INVALID_KEY, detail)

@@ -439,3 +439,34 @@ def test_only_the_columns_in_use_are_read_from_a_parquet_table(tmp_path, monkeyp
         (record,) = iter_table(f, str(path), "parquet", **DEFAULTS)
     assert record.state == "pending" and record.caption == "c"
     assert asked == [["key", "image", "caption"]]
+
+
+def test_key_cells_of_other_types(tmp_path):
+    """Integers are keys; pandas' float for an integer column with a gap is its
+    integer, and its NaN an empty key; a bool or a list is the wrong column."""
+    rows = [
+        {"key": 7.0, "image": "a.jpg", "caption": "c"},
+        {"key": float("nan"), "image": "a.jpg", "caption": "c"},
+        {"key": 2.5, "image": "a.jpg", "caption": "c"},
+    ]
+    path = _write(tmp_path / "t.parquet", rows)
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), "parquet", **DEFAULTS))
+    assert [(r.key, r.reason) for r in records] == [
+        ("7", None),
+        ("", "invalid_key"),
+        ("2.5", None),
+    ]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text(
+        '{"key": true, "image": "a.jpg", "caption": "c"}\n'
+        '{"key": [1], "image": "a.jpg", "caption": "c"}\n'
+        '{"key": 12, "image": "a.jpg", "caption": "c"}\n'
+    )
+    with open(jsonl, "rb") as f:
+        records = list(iter_table(f, str(jsonl), "jsonl", **DEFAULTS))
+    assert [(r.key, r.reason, r.detail) for r in records] == [
+        ("True", "invalid_key", "column 'key': key True is a bool, not text or an integer"),
+        ("[1]", "invalid_key", "column 'key': key [1] is a list, not text or an integer"),
+        ("12", None, None),
+    ]
