@@ -138,6 +138,14 @@ def test_a_datasets_parquet_of_the_sample_is_decided_as_its_tars_are(tmp_path, s
             assert sample[meta["image_ext"]] == images[sample["__key__"]]
             quarantined += 1
     assert quarantined == states["filtered"] + states["duplicate"]
+    # a redecide reads the images from the table again: the same kept shards
+    from mitigate.pipeline.run import redecide
+
+    config, _ = load_config(tmp_path / "table" / "config.yaml", [f"output.path={tmp_path / 're'}"])
+    redecide(config, str(tmp_path / "table"))
+    assert [p.read_bytes() for p in sorted((tmp_path / "re" / "shards").glob("*.tar"))] == [
+        Path(p).read_bytes() for p in shards
+    ]
     thumbs = [
         (out / "report.html").read_text().count("data:image/")
         for out in (tmp_path / "tars", tmp_path / "table")
