@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -283,7 +282,9 @@ def run_child(out: str, repeat: int) -> dict:
         "bytes": path.stat().st_size,
         "imgs": page.count("<img "),
         "thumbs": page.count("data:image/jpeg"),
-        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # VmHWM: ru_maxrss survives exec, so it could read the generating parent's peak
+        "rss_mib": int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
+        / 1024,
     }
 
 

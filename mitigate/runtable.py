@@ -67,15 +67,20 @@ class ArrowKeys(Sequence[str]):
 class RunTable:
     """Some columns of every manifest part of a run, in part order (input order)."""
 
-    def __init__(self, out_dir: str | Path, columns: Sequence[str] | None) -> None:
-        """``columns``: those read for every row (None: all of them)."""
+    def __init__(
+        self, out_dir: str | Path, columns: Sequence[str] | None, encoded: Sequence[str] = ()
+    ) -> None:
+        """``columns``: those read for every row (None: all of them); ``encoded``: those
+        of them read dictionary-encoded (a few distinct strings, as ``state``: 4 bytes
+        a row, not the string's), one dictionary for the whole table."""
         self.out_dir = Path(out_dir)
         self.parts = manifest_parts(out_dir)
         names = list(columns) if columns else None
-        tables = [pq.read_table(p, columns=names) for p in self.parts]
+        encode = [c for c in encoded if names is None or c in names] or None
+        tables = [pq.read_table(p, columns=names, read_dictionary=encode) for p in self.parts]
         self.counts = np.asarray([t.num_rows for t in tables], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
-        self.table = pa.concat_tables(tables) if tables else None
+        self.table = pa.concat_tables(tables).unify_dictionaries() if tables else None
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -89,6 +94,27 @@ class RunTable:
         assert self.table is not None
         values = self.table.column(column).combine_chunks()
         return pc.fill_null(values.cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+
+    def key_rows(self, keys: Iterable[str]) -> list[tuple[int, str, str]]:
+        """(row index, key, state) of every row whose key is one of ``keys``, ascending;
+        the key and state columns are read a part at a time, not kept."""
+        values = pa.array(sorted(set(keys)), type=pa.string())
+        out: list[tuple[int, str, str]] = []
+        if len(values) == 0:
+            return out
+        for part, start in zip(self.parts, self.starts.tolist(), strict=False):
+            table = pq.read_table(part, columns=["key", "state"])
+            hits = pc.is_in(table.column("key"), value_set=values)
+            at = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
+            if at.size:
+                found = table.take(pa.array(at))
+                out += zip(
+                    (at + start).tolist(),
+                    found.column("key").to_pylist(),
+                    found.column("state").to_pylist(),
+                    strict=True,
+                )
+        return out
 
     def rows(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """Manifest rows ``indices`` (every column but the signature) as dicts, in the

@@ -125,12 +125,16 @@ class _Thumbs:
         table: pa.Table,
         opener: Opener,
         fetch: Callable[[Sequence[int]], list[dict[str, Any]]] | None = None,
+        find: Callable[[Sequence[str]], list[tuple[int, str, str]]] | None = None,
     ) -> None:
         """``fetch``: rows by index with every shown column, where ``table`` holds the
-        columns every row needs only (:meth:`mitigate.runtable.RunTable.rows`)."""
+        columns every row needs only (:meth:`mitigate.runtable.RunTable.rows`);
+        ``find``: (row, key, state) of the rows with some keys, where ``table`` has no
+        key column (:meth:`mitigate.runtable.RunTable.key_rows`)."""
         self.table = table
         self.opener = opener
         self._fetch = fetch
+        self._find = find
         self._rows: dict[int, dict[str, Any]] = {}
         self._cache: dict[tuple[int, bool], str] = {}
 
@@ -160,21 +164,25 @@ class _Thumbs:
     def index_of(self, keys: Sequence[str]) -> dict[str, int]:
         """Row index of each key found; of several rows with one key, the first row
         that is not an error (a repeated key is an error row)."""
-        wanted = pa.array(sorted(set(keys)), type=pa.string())
-        if len(wanted) == 0:
-            return {}
-        hits = np.flatnonzero(
-            pc.is_in(self.table.column("key"), value_set=wanted).to_numpy(zero_copy_only=False)
-        )
-        states = self.table.column("state").take(pa.array(hits)).to_pylist()
-        found = self.table.column("key").take(pa.array(hits)).to_pylist()
+        matches = self._find(keys) if self._find is not None else self._scan(keys)
         out: dict[str, int] = {}
         out_state: dict[str, str] = {}
-        for i, key, state in zip(hits, found, states, strict=True):
+        for i, key, state in matches:
             if key not in out or (state != "error" and out_state[key] == "error"):
                 out[key] = int(i)
                 out_state[key] = state
         return out
+
+    def _scan(self, keys: Sequence[str]) -> list[tuple[int, str, str]]:
+        """(row, key, state) of the rows of ``table`` (with its key column) with ``keys``."""
+        wanted = pa.array(sorted(set(keys)), type=pa.string())
+        if len(wanted) == 0:
+            return []
+        mask = pc.is_in(self.table.column("key"), value_set=wanted)
+        hits = np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist()
+        states = self.table.column("state").take(pa.array(hits, type=pa.int64())).to_pylist()
+        found = self.table.column("key").take(pa.array(hits, type=pa.int64())).to_pylist()
+        return list(zip(hits, found, states, strict=True))
 
     def figure(self, index: int | None, key: str, blur: bool, lines: Sequence[str]) -> str:
         if index is None:

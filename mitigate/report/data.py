@@ -105,7 +105,17 @@ def filter_specs(config: Mapping[str, Any], summary: Mapping[str, Any]) -> list[
 #: Columns the report shows for a few rows only (thumbnails, captions, error details):
 #: read for those rows (:class:`mitigate.runtable.RunTable`), not for every row of a run.
 SHOWN_ONLY = frozenset(
-    {"source", "index", "detail", "caption", "image_ext", "image_path", "image_column", "members"}
+    {
+        "key",
+        "source",
+        "index",
+        "detail",
+        "caption",
+        "image_ext",
+        "image_path",
+        "image_column",
+        "members",
+    }
 )
 
 
@@ -113,7 +123,6 @@ def manifest_columns(available: Sequence[str], specs: Sequence[FilterSpec]) -> l
     """The manifest columns the report reads for every row (of those the run has); the
     :data:`SHOWN_ONLY` ones are read for the rows it shows."""
     wanted = [
-        "key",
         "state",
         "reason",
         "filter",
@@ -123,6 +132,10 @@ def manifest_columns(available: Sequence[str], specs: Sequence[FilterSpec]) -> l
     ]
     have = set(available)
     return [c for c in wanted if c in have]
+
+
+#: Columns the report reads for every row as dictionary indices (a few distinct values).
+ENCODED = ("state", "reason", "filter")
 
 
 def _manifest_schema_names(out_dir: str | Path) -> list[str]:

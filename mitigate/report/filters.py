@@ -68,7 +68,11 @@ def _strip(
     if not indices:
         return '<p class="note">none</p>'
     sub = table.take(pa.array(indices, type=pa.int64()))
-    keys = sub.column("key").to_pylist()
+    if "key" in sub.column_names:
+        keys = sub.column("key").to_pylist()
+    else:  # read for the shown rows only (report.data.SHOWN_ONLY)
+        thumbs.prefetch(indices)
+        keys = [thumbs.row(i)["key"] for i in indices]
     states = sub.column("state").to_pylist()
     reasons = (
         sub.column("reason").to_pylist() if "reason" in sub.column_names else [None] * len(keys)

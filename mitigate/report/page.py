@@ -13,6 +13,7 @@ from mitigate import layout
 from mitigate.report.common import _CSP, _CSS, _blur_rows, _esc, _Thumbs
 from mitigate.report.config import _section_config
 from mitigate.report.data import (
+    ENCODED,
     _manifest_schema_names,
     error_examples,
     filter_data,
@@ -64,10 +65,10 @@ def build_report(
     config = load_run_config(out_dir)
     specs = filter_specs(config, summary)
     # every row's light columns; the shown columns of the shown rows only (run.rows)
-    run = RunTable(out_dir, manifest_columns(_manifest_schema_names(out_dir), specs))
+    run = RunTable(out_dir, manifest_columns(_manifest_schema_names(out_dir), specs), ENCODED)
     table = run.table
     log.info("report: %d manifest rows, %d filters", table.num_rows, len(specs))
-    thumbs = _Thumbs(table, opener or local_open, run.rows)
+    thumbs = _Thumbs(table, opener or local_open, run.rows, run.key_rows)
     funnel = funnel_data(summary, table)
     data = [filter_data(table, s, max_thumbs) for s in specs]
     blur = _blur_rows(table, specs, blur_sexual)
