@@ -428,8 +428,16 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "beam_args", None) and args.beam_args[0] == "--":
-        args.beam_args = args.beam_args[1:]
+    extra = getattr(args, "beam_args", None)
+    if extra and extra[0] == "--":
+        args.beam_args = extra[1:]
+    elif extra:  # e.g. an unquoted glob: the shell gave the second file and the rest here
+        shown = " ".join(extra)
+        parser.error(
+            f"unexpected arguments: {shown[:200]}{'...' if len(shown) > 200 else ''}; a "
+            "glob the shell expanded? quote it (--input 'data/*.tar'); Beam options go "
+            "after `--`"
+        )
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

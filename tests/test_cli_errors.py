@@ -214,3 +214,24 @@ def test_the_resource_module_warning_is_dropped():
     text = "Resource module is not available for current platform, memory usage cannot be fetched."
     assert not _quiet_beam_import_noise(record(text))
     assert _quiet_beam_import_noise(record("a real warning"))
+
+
+def test_an_unquoted_glob_is_refused_not_half_read(tmp_path, capsys, monkeypatch):
+    """The shell expands `--input *.parquet`: the second file and every option after it
+    reached run's Beam options, so it read one table and wrote to the default folder
+    with the default filters. Now it stops, saying what to do; Beam options after `--`
+    still pass."""
+    called: list[list[str]] = []
+    monkeypatch.setattr("mitigate.cli.cmd_run", lambda args: called.append(args.beam_args) or 0)
+    for name in ("a.parquet", "b.parquet"):
+        (tmp_path / name).write_bytes(b"")
+    argv = ["run", "--input", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--output", str(tmp_path / "out"), "--set", "dedup.k=4"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unexpected arguments: " in err and "b.parquet --output" in err
+    assert "quote it (--input 'data/*.tar')" in err
+    assert not called
+    assert main([*argv[:3], "--", "--direct_num_workers=2"]) == 0
+    assert called == [["--direct_num_workers=2"]]
