@@ -358,3 +358,34 @@ def test_other_binary_layouts_are_read(tmp_path, photos, image_type):
     assert (record.key, record.image_column, record.reason) == ("t-000000000", "image", None)
     with SampleReader(_open) as reader:
         assert reader.image(record) == image
+
+
+def test_a_table_images_kept_member_is_named_by_its_format_not_its_file_name(tmp_path, photos):
+    """A JPEG at ``a.txt`` was written as ``KEY.txt`` beside the caption's ``KEY.txt``
+    (two members of one name); a PNG at ``b.jpg`` as ``KEY.jpg``; ``c`` as ``KEY.``."""
+    from mitigate.pipeline.run import run
+
+    jpeg = next(d for d in photos.values() if d[:2] == b"\xff\xd8")
+    png = next(d for d in photos.values() if d[:4] == b"\x89PNG")
+    names = {"a.txt": jpeg, "b.jpg": png, "c": jpeg, "d.tar.gz": png}
+    for name, data in names.items():
+        (tmp_path / name).write_bytes(data)
+    table = tmp_path / "t.jsonl"
+    table.write_text(
+        "".join(
+            json.dumps({"key": f"k{i}", "image": name, "caption": f"photo {i}"}) + "\n"
+            for i, name in enumerate(names)
+        )
+    )
+    run(_config(tmp_path / "out", [str(table)], "dedup.exact=false", "dedup.near=false"))
+    with tarfile.open(tmp_path / "out" / "shards" / "shard-000000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    assert sorted(members) == sorted(
+        f"k{i}.{ext}"
+        for i, ext in enumerate(["jpg", "png", "jpg", "png"])
+        for ext in (ext, "json", "txt")
+    )
+    assert [members[f"k{i}.{e}"] for i, e in enumerate(["jpg", "png", "jpg", "png"])] == list(
+        names.values()
+    )
+    assert members["k0.txt"] == b"photo 0"
