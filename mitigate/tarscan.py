@@ -20,6 +20,7 @@ No Beam here; everything works on any seekable binary file object.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -82,6 +83,9 @@ class TarProblem:
     detail: str
     headers: int = 0  # damaged member headers (each is one member whose data is lost)
     probable_name: bytes | None = None  # name field of a damaged header, untrusted
+
+
+_DECIMAL = re.compile(rb"[0-9]+")
 
 
 def _octal(field: bytes) -> int | None:
@@ -337,14 +341,21 @@ def scan_tar(
         merged = {**global_pax, **pax}
         if b"path" in merged:
             name = merged[b"path"]
-        if b"size" in merged:
-            try:
-                size = int(merged[b"size"])
-            except ValueError:
-                pass
+        # a size of decimal digits only: int() reads "-1536", "+5" and "1_0" too, and a
+        # negative size took the scan back to this header, for ever (GNU tar refuses it
+        # and reads on with the header's own size, as here)
+        if _DECIMAL.fullmatch(merged.get(b"size", b"")):
+            size = int(merged[b"size"])
             after = data_at + _padded(size)
+        # GNU tar's sparse files in PAX form (formats 0.x and 1.0): the data is chunks
+        # without their holes (1.0: after a map), not the file; the real name is a record
+        sparse = any(k.startswith(b"GNU.sparse.") for k in merged)
+        if sparse and b"GNU.sparse.name" in merged:
+            name = merged[b"GNU.sparse.name"]
         long_name, pax = None, {}
-        if typeflag in _FILE_TYPES:
+        if sparse:
+            kind = _KIND_NAMES[ord("S")]
+        elif typeflag in _FILE_TYPES:
             kind = "file"
         elif typeflag == _DIR_TYPE:
             kind = "directory"

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import tarfile
+import threading
 
 import pytest
 
@@ -248,3 +249,64 @@ def test_numeric_header_fields(field, value):
     """A header's numbers are octal digits (NUL or space padded) or GNU base-256; any
     other byte makes the field, and so the header, invalid."""
     assert tarscan._octal(field) == value
+
+
+def _pax(records: dict[bytes, bytes]) -> bytes:
+    """A PAX extended header block for the next member, written by hand (tarfile
+    refuses to write a size that is not a number)."""
+    body = b""
+    for key, value in records.items():
+        record = b" " + key + b"=" + value + b"\n"
+        n = len(record) + 1
+        while len(str(n)) + len(record) != n:
+            n += 1
+        body += str(n).encode() + record
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, len(body)
+    return info.tobuf(tarfile.USTAR_FORMAT) + body + bytes(-len(body) % 512)
+
+
+def _member(name: str, data: bytes) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512)
+
+
+@pytest.mark.parametrize("size", [b"-1536", b"-1", b"+4", b"1_0", b"12abc"])
+def test_a_pax_size_that_is_no_decimal_number_is_ignored_not_followed(size):
+    """A negative PAX size took the scan back to its own header, for ever (a hang of
+    validate and run); GNU tar refuses it and reads on with the header's size."""
+    data = _member("ok.jpg", JPG) + _member("ok.txt", b"fine")
+    data += _pax({b"size": size}) + _member("bad.jpg", JPG) + _member("bad.txt", b"b")
+    data += _member("after.jpg", JPG) + _member("after.txt", b"after") + bytes(1024)
+    done: list = []
+    scan = threading.Thread(target=lambda: done.append(_index(data)), daemon=True)
+    scan.start()
+    scan.join(60)
+    assert done, "the scan did not end"
+    ((records, issues),) = done
+    assert [(r.key, r.state, r.n_bytes) for r in records] == [
+        ("ok", PENDING, len(JPG)),
+        ("bad", PENDING, len(JPG)),
+        ("after", PENDING, len(JPG)),
+    ]
+    assert [m.size for m in records[1].members] == [len(JPG), 1] and not issues
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        {b"GNU.sparse.size": b"4096", b"GNU.sparse.numblocks": b"1", b"GNU.sparse.offset": b"0"},
+        {b"GNU.sparse.major": b"1", b"GNU.sparse.minor": b"0", b"GNU.sparse.name": b"sp.jpg"},
+    ],
+    ids=["format-0.0", "format-1.0"],
+)
+def test_gnu_sparse_files_in_pax_form_are_unsupported_members_not_misread(records):
+    """Sparse 0.0 was read as the file: its data chunks without their holes (other
+    bytes, another sha256); 1.0 as a member named GNUSparseFile.N/sp.jpg."""
+    name = "sp.jpg" if b"GNU.sparse.name" not in records else "GNUSparseFile.10222/sp.jpg"
+    data = _pax(records) + _member(name, JPG) + _member("sp.txt", b"caption")
+    data += _member("z.jpg", JPG) + _member("z.txt", b"z") + bytes(1024)
+    found, issues = _index(data)
+    assert [(r.key, r.reason) for r in found] == [("sp", "unsupported_member"), ("z", None)]
+    assert "is a GNU sparse file" in found[0].detail and not issues
