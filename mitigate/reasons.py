@@ -42,6 +42,8 @@ class Reason:
     DAMAGED_HEADER = "damaged_header"
     MISSING_END_MARKER = "missing_end_marker"
     TRAILING_DATA = "trailing_data"
+    # members an operating system adds (macOS ._ AppleDouble files, .DS_Store, ...)
+    OS_METADATA = "os_metadata"
     # duplicates (state "duplicate")
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
@@ -83,7 +85,7 @@ class Reason:
         }
     )
 
-    SOURCE_ISSUES = frozenset({DAMAGED_HEADER, MISSING_END_MARKER, TRAILING_DATA})
+    SOURCE_ISSUES = frozenset({DAMAGED_HEADER, MISSING_END_MARKER, TRAILING_DATA, OS_METADATA})
     DUPLICATES = frozenset({EXACT_DUPLICATE, NEAR_DUPLICATE, EVAL_OVERLAP})
     FILTER_DROPS = frozenset(
         {

@@ -20,6 +20,7 @@ import codecs
 import dataclasses
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -279,6 +280,13 @@ _ISSUE_REASONS = {
 }
 
 
+#: Keys a tar's index holds open: a member joins its key's sample wherever it lies within
+#: this many keys of the sample's first member. GNU tar and bsdtar write a folder in its
+#: directory order (unsorted unless ``--sort=name``), so a sample's image and caption may
+#: lie apart; a shard of img2dataset (10,000 samples) is grouped whole. About 0.5 KB a key.
+KEY_WINDOW = 100_000
+
+
 def index_tar(
     fileobj: IO[bytes],
     source: str,
@@ -286,7 +294,8 @@ def index_tar(
     max_image_bytes: int | None = None,
     limits: SourceLimits | None = None,
 ) -> Iterator[SampleRecord | SourceIssue]:
-    """Index a tar shard: one record per sample, plus source issues, in file order.
+    """Index a tar shard: one record per sample (members grouped by key, see
+    :data:`KEY_WINDOW`), plus source issues, in the order the keys first appear.
 
     Nothing is extracted and no member name is used as a path. A damaged header is
     skipped (the archive is read on from the next valid header) and reported with the
@@ -297,24 +306,38 @@ def index_tar(
         limits = SourceLimits()
     if max_image_bytes is not None:
         limits = dataclasses.replace(limits, max_image_bytes=max_image_bytes)
-    current: _Building | None = None
+    # samples being built, by key, oldest first: a member joins its key's sample
+    # wherever it lies within KEY_WINDOW keys of the sample's first member
+    building: OrderedDict[str, _Building] = OrderedDict()
+    last: _Building | None = None  # the sample of the last member read
+    cut = False  # the shard ends inside a member or a header
+    skipped = 0  # operating-system files (is_os_metadata)
     index = 0
     complete = 0
     damage_note = ""
+
+    def finished(sample: _Building) -> SampleRecord:
+        nonlocal complete
+        # the sample a cut went through is not complete if the cut did it harm
+        complete += not (cut and sample is last and sample.problem is not None)
+        return _finish(sample, limits)
+
     for item in scan_tar(fileobj):
         if isinstance(item, TarProblem):
             reason = _ISSUE_REASONS[item.kind]
             if item.kind in ("truncated", "truncated_header"):
-                if current is not None:
+                cut = True
+                if last is not None:
                     if item.kind == "truncated":  # inside this sample's member data
-                        current.fail(
+                        last.fail(
                             Reason.TRUNCATED_SHARD, f"shard ends inside this sample: {item.detail}"
                         )
                     else:  # in the next header: this sample may lack a later member
-                        current.note += " (the shard is cut off right after it)"
-                    yield _finish(current, limits)
-                    complete += current.problem is None
-                    current = None
+                        last.note += " (the shard is cut off right after it)"
+                while building:
+                    yield finished(building.popitem(last=False)[1])
+                if skipped:
+                    yield _os_metadata_issue(source, skipped)
                 yield SourceIssue(
                     source,
                     reason,
@@ -329,20 +352,25 @@ def index_tar(
             yield SourceIssue(source, reason, detail, count)
             if item.kind == "damaged_header":
                 damage_note = f" (a damaged tar header precedes it at byte {item.start})"
-                if current is not None:
-                    current.note = current.note or damage_note
+                if last is not None:
+                    last.note = last.note or damage_note
             continue
         if item.kind == "directory":
             continue
         name, name_problem = decode_name(item.raw_name, limits.name_encoding)
+        if is_os_metadata(name):
+            skipped += 1
+            continue
         key, ext = split_name(name)
-        if current is None or key != current.record.key:
-            if current is not None:
-                yield _finish(current, limits)
-                index += 1
-                complete += 1
+        current = building.get(key)
+        if current is None:
+            if len(building) >= KEY_WINDOW:
+                yield finished(building.popitem(last=False)[1])
             current = _Building(SampleRecord(key=key, source=source, index=index), note=damage_note)
+            building[key] = current
+            index += 1
             damage_note = ""
+        last = current
         if name_problem:
             current.fail(Reason.INVALID_KEY, name_problem)
         if not item.is_file:
@@ -362,8 +390,33 @@ def index_tar(
             )
             continue
         current.record.members = (*members, Member(ext, item.offset, item.size))
-    if current is not None:
-        yield _finish(current, limits)
+    while building:
+        yield finished(building.popitem(last=False)[1])
+    if skipped:
+        yield _os_metadata_issue(source, skipped)
+
+
+#: Files an operating system adds beside a user's files, never a sample's member.
+_OS_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "icon\r"})
+
+
+def is_os_metadata(name: str) -> bool:
+    """Whether a member is an operating system's file: macOS AppleDouble ``._NAME``
+    (bsdtar on macOS writes one before each file), ``.DS_Store``, a ``__MACOSX/``
+    folder, Windows' ``Thumbs.db`` and ``desktop.ini``."""
+    parts = name.split("/")
+    base = parts[-1]
+    return base.startswith("._") or base.lower() in _OS_FILES or "__MACOSX" in parts[:-1]
+
+
+def _os_metadata_issue(source: str, skipped: int) -> SourceIssue:
+    return SourceIssue(
+        source,
+        Reason.OS_METADATA,
+        f"{skipped} operating-system file(s) skipped (macOS ._ AppleDouble, .DS_Store, "
+        "__MACOSX/, Thumbs.db, desktop.ini): no sample's member",
+        count=skipped,
+    )
 
 
 _CAPTION_NAMES = ", ".join(f".{ext}" for ext in CAPTION_EXTS)

@@ -310,3 +310,56 @@ def test_gnu_sparse_files_in_pax_form_are_unsupported_members_not_misread(record
     found, issues = _index(data)
     assert [(r.key, r.reason) for r in found] == [("sp", "unsupported_member"), ("z", None)]
     assert "is a GNU sparse file" in found[0].detail and not issues
+
+
+def test_members_of_a_key_are_grouped_wherever_they_lie():
+    """GNU tar and bsdtar write a folder in directory order: a sample's members need
+    not be next to each other (each split into a missing_caption and a missing_image)."""
+    members = [("a.jpg", JPG), ("b.txt", b"bee"), ("c.json", b"{}"), ("a.txt", b"ay")]
+    members += [("b.jpg", JPG), ("c.jpg", JPG), ("c.txt", b"sea")]
+    records, issues = _index(tar_bytes(members))
+    assert [(r.key, r.index, r.state, sorted(m.ext for m in r.members)) for r in records] == [
+        ("a", 0, PENDING, ["jpg", "txt"]),
+        ("b", 1, PENDING, ["jpg", "txt"]),
+        ("c", 2, PENDING, ["jpg", "json", "txt"]),
+    ]
+    assert not issues
+    # read back by offset: each sample's own caption
+    for record, caption in zip(records, [b"ay", b"bee", b"sea"], strict=True):
+        data = {m.ext: m for m in record.members}
+        assert (
+            tar_bytes(members)[data["txt"].offset : data["txt"].offset + 3].rstrip(b"\x00")
+            == caption
+        )
+
+
+def test_a_key_that_comes_back_past_the_window_is_a_second_sample(monkeypatch):
+    from mitigate import sources
+
+    monkeypatch.setattr(sources, "KEY_WINDOW", 2)
+    members = [("a.jpg", JPG), ("b.jpg", JPG), ("b.txt", b"b"), ("c.jpg", JPG), ("c.txt", b"c")]
+    members += [("a.txt", b"late")]
+    records, _ = _index(tar_bytes(members))
+    assert [(r.key, r.index, r.reason) for r in records] == [
+        ("a", 0, "missing_caption"),  # left the window when c came
+        ("b", 1, None),
+        ("c", 2, None),
+        ("a", 3, "missing_image"),  # the same key again: duplicate_key later
+    ]
+
+
+def test_operating_system_files_are_skipped_and_counted():
+    """macOS bsdtar writes an AppleDouble ._NAME before each file: every sample was
+    split and every ._ file was an invalid_key sample."""
+    members = [
+        ("._a.jpg", b"\x00\x05\x16\x07"),
+        ("a.jpg", JPG),
+        ("._a.txt", b"x"),
+        ("a.txt", b"ay"),
+    ]
+    members += [(".DS_Store", b"x"), ("__MACOSX/._b.jpg", b"x"), ("Thumbs.db", b"x")]
+    members += [("sub/desktop.ini", b"x"), ("b.jpg", JPG), ("b.txt", b"bee")]
+    records, issues = _index(tar_bytes(members))
+    assert [(r.key, r.state) for r in records] == [("a", PENDING), ("b", PENDING)]
+    assert [(i.reason, i.count) for i in issues] == [("os_metadata", 6)]
+    assert issues[0].detail.startswith("6 operating-system file(s) skipped (macOS ._ AppleDouble")
