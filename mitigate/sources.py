@@ -135,6 +135,12 @@ BYTE_ORDER_MARKS = tuple(bom for bom, _ in _BOMS)
 ENCODING_NAMES = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
 
 
+#: Why a caption with a NUL character is refused (no text has one; UTF-16 without a
+#: byte-order mark, read as UTF-8, has one after every ASCII letter and passed the
+#: caption filters as such).
+NUL_IN_TEXT = "holds NUL characters: not text (UTF-16 without a byte-order mark?)"
+
+
 def text_encoding(head: bytes) -> str:
     """The codec of text whose first bytes are ``head``: the one its byte-order mark
     names (the codec drops the mark), else UTF-8 (``utf-8-sig``, which is UTF-8)."""
@@ -534,6 +540,9 @@ def parse_payload(
                 f"caption (.json {field!r}) of {len(raw)} bytes > max_caption_bytes "
                 f"{max_caption_bytes}",
             )
+    if "\x00" in caption:
+        where = _from(ext) if ext is not None else f" (.json {sidecar_caption_field(meta)!r})"
+        return record.with_error(Reason.INVALID_CAPTION_ENCODING, f"caption{where} {NUL_IN_TEXT}")
     if not caption.strip():
         return record.with_error(Reason.MISSING_CAPTION, "caption is empty")
     return Payload(data[record.image_ext or ""], caption, meta, raw)

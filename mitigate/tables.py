@@ -21,6 +21,7 @@ from typing import IO, Any
 from mitigate.records import Reason, SampleRecord
 from mitigate.sources import (
     LONE_SURROGATE,
+    NUL_IN_TEXT,
     SourceIssue,
     SourceLimits,
     escape_surrogates,
@@ -595,6 +596,10 @@ def iter_table(
                     Reason.INVALID_CAPTION_ENCODING,
                     f"column {caption_column!r}: caption is not UTF-8 ({not_text(bad.group())})",
                 )
+                continue
+            if "\x00" in caption:
+                detail = f"column {caption_column!r}: caption {NUL_IN_TEXT}"
+                yield rec.with_error(Reason.INVALID_CAPTION_ENCODING, detail)
                 continue
             if bad:  # half of a pair escaped in JSON: U+FFFD stands for it
                 caption = LONE_SURROGATE.sub("\ufffd", caption)

@@ -205,3 +205,33 @@ def test_iter_table_reads_on_past_a_bad_row(tmp_path, fmt):
     assert len(records) == 3001  # no source issue: every row is its own record
     assert records[-1].key == "last" and records[-1].state == "pending"
     assert {r.state for r in records[:-1]} == {"error"}
+
+
+def test_a_caption_with_nul_characters_is_no_text(tmp_path):
+    """UTF-16 without a byte-order mark reads as UTF-8 with a NUL after each ASCII
+    letter: it was kept, and a caption-term filter matched nothing in it."""
+    from mitigate.records import SampleRecord
+    from mitigate.sources import parse_payload
+
+    record = SampleRecord(key="k", source="s", index=0, image_ext="jpg")
+    jpg = _jpeg(1)
+    for data, where in [
+        ({"jpg": jpg, "txt": "beheading".encode("utf-16-le")}, ""),
+        ({"jpg": jpg, "caption": b"a\x00b"}, " (.caption)"),
+        ({"jpg": jpg, "json": b'{"caption": "a\\u0000b"}'}, " (.json 'caption')"),
+    ]:
+        out = parse_payload(record, data)
+        assert (out.reason, out.detail) == (
+            "invalid_caption_encoding",
+            f"caption{where} holds NUL characters: not text (UTF-16 without a byte-order mark?)",
+        )
+    table = tmp_path / "t.jsonl"
+    (tmp_path / "a.jpg").write_bytes(jpg)
+    table.write_text(json.dumps({"key": "k", "image": "a.jpg", "caption": "a\x00b"}) + "\n")
+    with open(table, "rb") as f:
+        (row,) = iter_table(f, str(table), "jsonl", **DEFAULTS)
+    assert (row.reason, row.detail) == (
+        "invalid_caption_encoding",
+        "column 'caption': caption holds NUL characters: not text (UTF-16 without a "
+        "byte-order mark?)",
+    )
