@@ -38,12 +38,16 @@ class Reason:
     IMAGE_URL = "image_url"  # a table's image is a web address: nothing is downloaded
     # a table's image path that is not text (bytes that are not UTF-8, a lone surrogate)
     INVALID_IMAGE_PATH = "invalid_image_path"
+    # a CSV row whose quoted cell ran on over lines that look like rows (a quote left open)
+    INVALID_ROW = "invalid_row"
     # source issues (a stretch of a source file, not one sample)
     DAMAGED_HEADER = "damaged_header"
     MISSING_END_MARKER = "missing_end_marker"
     TRAILING_DATA = "trailing_data"
     # members an operating system adds (macOS ._ AppleDouble files, .DS_Store, ...)
     OS_METADATA = "os_metadata"
+    # CSV lines read into one quoted cell (a quote left open): rows that are not listed
+    SWALLOWED_ROWS = "swallowed_rows"
     # duplicates (state "duplicate")
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
@@ -82,10 +86,13 @@ class Reason:
             IMAGE_PATH_OUTSIDE_ROOT,
             IMAGE_URL,
             INVALID_IMAGE_PATH,
+            INVALID_ROW,
         }
     )
 
-    SOURCE_ISSUES = frozenset({DAMAGED_HEADER, MISSING_END_MARKER, TRAILING_DATA, OS_METADATA})
+    SOURCE_ISSUES = frozenset(
+        {DAMAGED_HEADER, MISSING_END_MARKER, TRAILING_DATA, OS_METADATA, SWALLOWED_ROWS}
+    )
     DUPLICATES = frozenset({EXACT_DUPLICATE, NEAR_DUPLICATE, EVAL_OVERLAP})
     FILTER_DROPS = frozenset(
         {

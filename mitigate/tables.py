@@ -16,6 +16,7 @@ import math
 import posixpath
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 from mitigate.records import Reason, SampleRecord
@@ -223,7 +224,7 @@ def _rows(
                 continue
             yield row if isinstance(row, dict) else f"line {lineno}: not a JSON object"
     elif fmt == "csv":
-        yield from _csv_rows(fileobj, csv.DictReader)
+        yield from _csv_dicts(fileobj)
     else:
         raise ValueError(f"unknown table format {fmt!r}")
 
@@ -398,6 +399,41 @@ class EmbeddedImages:
 CSV_DELIMITERS = (",", ";", "\t", "|")
 
 
+@dataclass(frozen=True)
+class OpenQuote:
+    """A CSV row whose quoted cell ran from line ``first`` to ``last`` over ``rows``
+    lines that look like rows of their own (as many delimiters as the header): a quote
+    that opened a cell and was never closed where the writer meant it to be."""
+
+    first: int
+    last: int
+    rows: int
+
+
+def _csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
+    """The rows of a CSV table as dicts; an :class:`OpenQuote` before a row that holds
+    other rows. Quoted cells over several lines are CSV (a caption with a line break);
+    a stray ``"`` at the start of a cell makes the reader take every line up to the
+    next quote as that cell, and those rows were lost without a word."""
+    reader = _csv_rows(fileobj, csv.DictReader)
+    assert isinstance(reader, csv.DictReader)
+    end = 1  # the header's last line
+    for row in reader:
+        first, end = end + 1, reader.line_num
+        if end > first:
+            delimiter = reader.reader.dialect.delimiter
+            need = max(len(reader.fieldnames or ()) - 1, 1)
+            rows = sum(
+                line.count(delimiter) >= need
+                for value in row.values()
+                if isinstance(value, str)
+                for line in value.split("\n")[1:]
+            )
+            if rows:
+                yield OpenQuote(first, end, rows)
+        yield row
+
+
 def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Iterator[Any]:
     """``reader`` (``csv.reader`` or ``csv.DictReader``) over a CSV table whose
     delimiter is the one of :data:`CSV_DELIMITERS` its header line holds most often
@@ -540,7 +576,12 @@ def iter_table(
         for field, problem in absent.items():
             yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
     try:
-        for index, row in enumerate(_rows(fileobj, fmt, columns, image_column)):
+        quote: OpenQuote | None = None
+        for row in _rows(fileobj, fmt, columns, image_column):
+            if isinstance(row, OpenQuote):  # the row it precedes holds other rows
+                quote = row
+                continue
+            index += 1
             if isinstance(row, str):
                 rec = SampleRecord(key=f"{source}#{index}", source=source, index=index)
                 yield rec.with_error(Reason.INVALID_JSON, row)
@@ -558,6 +599,23 @@ def iter_table(
             text, problem = key_text(key)
             rec = SampleRecord(key=escape_surrogates(text), source=source, index=index)
             problem = problem or key_problem(text)
+            if quote is not None:
+                yield rec.with_error(
+                    Reason.INVALID_ROW,
+                    f"lines {quote.first}-{quote.last}: a quoted cell runs over {quote.rows} "
+                    'line(s) that look like rows of their own: a quote (") at the start of a '
+                    "cell that is not closed there? Those rows are read as this one",
+                )
+                yield SourceIssue(
+                    source,
+                    Reason.SWALLOWED_ROWS,
+                    f"lines {quote.first + 1}-{quote.last}: {quote.rows} row(s) read into "
+                    f"one quoted cell of row {index} (its key {text!r}); quote the cell, or "
+                    'double a quote inside it ("")',
+                    count=quote.rows,
+                )
+                quote = None
+                continue
             if problem:
                 detail = absent.get("key_column") or f"column {key_column!r}: {problem}"
                 yield rec.with_error(Reason.INVALID_KEY, detail)

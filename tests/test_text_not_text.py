@@ -17,7 +17,7 @@ from PIL import Image
 
 from mitigate.config import load_config
 from mitigate.pipeline.run import run
-from mitigate.sources import escape_surrogates, key_problem
+from mitigate.sources import SourceIssue, escape_surrogates, key_problem
 from mitigate.tables import iter_table, table_problems
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,3 +235,36 @@ def test_a_caption_with_nul_characters_is_no_text(tmp_path):
         "column 'caption': caption holds NUL characters: not text (UTF-16 without a "
         "byte-order mark?)",
     )
+
+
+def test_a_csv_quote_left_open_is_named_with_the_rows_it_swallowed(tmp_path):
+    """A caption starting with a stray quote made the reader take the lines up to the
+    next quote as that cell: the rows in them vanished, with no word, and the row
+    holding them was kept with their text as its caption."""
+    (tmp_path / "a.jpg").write_bytes(_jpeg(1))
+    lines = ["key,image,caption", "k0,a.jpg,plain", 'k1,a.jpg,"Best photo ever']
+    lines += [f"k{i},a.jpg,caption {i}" for i in range(2, 6)]
+    lines += [
+        'k6,a.jpg,a 12" ruler',
+        "k7,a.jpg,last",
+        'k8,a.jpg,"two\nlines, fine"',
+        "k9,a.jpg,end",
+    ]
+    table = tmp_path / "t.csv"
+    table.write_text("\n".join(lines) + "\n")
+    with open(table, "rb") as f:
+        items = list(iter_table(f, str(table), "csv", **DEFAULTS))
+    records = [i for i in items if not isinstance(i, SourceIssue)]
+    issues = [i for i in items if isinstance(i, SourceIssue)]
+    assert [(r.key, r.index, r.reason) for r in records] == [
+        ("k0", 0, None),
+        ("k1", 1, "invalid_row"),
+        ("k7", 2, None),
+        ("k8", 3, None),  # a quoted caption over two lines is CSV, not a lost row
+        ("k9", 4, None),
+    ]
+    # k2-k5 and k6, whose quote closed the cell
+    assert records[1].detail.startswith("lines 3-8: a quoted cell runs over 5 line(s) that look")
+    assert [(i.reason, i.count) for i in issues] == [("swallowed_rows", 5)]
+    assert issues[0].detail.startswith("lines 4-8: 5 row(s) read into one quoted cell of row 1")
+    assert records[3].caption == "two\nlines, fine"
