@@ -132,7 +132,10 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
     if fmt == "jsonl":
         for raw in fileobj:
             if raw.strip():
-                row = json.loads(raw.decode("utf-8-sig"))
+                try:
+                    row = json.loads(raw.decode("utf-8-sig"))
+                except RecursionError:
+                    raise ValueError("the first line is JSON nested too deeply") from None
                 if not isinstance(row, dict):
                     raise ValueError("the first line is not a JSON object")
                 return list(row)
@@ -394,6 +397,9 @@ class EmbeddedImages:
             self._start, self._stop = self._stop, self._stop + batch.num_rows
 
 
+#: The largest CSV cell read (the rest of the table is lost after a larger one).
+CSV_CELL_BYTES = 64 << 20
+
 #: Delimiters a CSV table may use: the comma, and the semicolon of spreadsheets in
 #: locales whose decimal mark is a comma, the tab of ``.tsv`` files, the bar.
 CSV_DELIMITERS = (",", ";", "\t", "|")
@@ -441,6 +447,9 @@ def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Itera
     # bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF), so such a cell is
     # one row's error (iter_table), not the end of the table. A table with a UTF-16 or
     # UTF-32 byte-order mark (Excel's "Unicode Text": tab-separated) is read as such.
+    # a cell up to 64 MiB is read (the csv module's limit is 128 KiB: one long caption
+    # ended the table); one over the caption limit is that row's caption_too_large
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_CELL_BYTES))
     codec = _peek_encoding(fileobj)
     text = io.TextIOWrapper(fileobj, encoding=codec, errors="surrogateescape", newline="")
     header = text.readline()
@@ -483,6 +492,8 @@ def resolve_image_path(image: str, root: str) -> str | None:
     absolute paths and URIs must lie inside it. ``..`` is resolved lexically first, so
     no row can make the pipeline read a file outside the folder the user named.
     """
+    if image.lower().startswith("file://") and "://" not in root:
+        image = image[len("file://") :]  # a local file named as a URI: its path
     root_prefix, root_path = _split_uri(root)
     absolute = "://" in image or image.startswith("/")
     prefix, path = (
@@ -519,6 +530,8 @@ def key_text(value: Any) -> tuple[str, str | None]:
         return str(
             value
         ), f"key {value!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text or an integer"
+    if isinstance(value, float) and math.isinf(value):
+        return str(value), f"key {value!r} is no number a key can be"
     if isinstance(value, float) and value.is_integer():
         return str(int(value)), None
     return str(value), None

@@ -235,6 +235,9 @@ def test_table_format_by_extension():
         ("gs://b/data/../secret.jpg", "gs://b/data", None),
         ("a.jpg", ".", "a.jpg"),
         ("../a.jpg", ".", None),
+        ("file:///d/sub/a.jpg", "/d", "/d/sub/a.jpg"),  # a local file as a URI
+        ("FILE:///etc/passwd", "/d", None),
+        ("file:///d/a.jpg", "gs://b/d", None),
     ],
 )
 def test_image_paths_stay_inside_their_root(image, root, expected):

@@ -462,6 +462,7 @@ def test_key_cells_of_other_types(tmp_path):
         '{"key": true, "image": "a.jpg", "caption": "c"}\n'
         '{"key": [1], "image": "a.jpg", "caption": "c"}\n'
         '{"key": 12, "image": "a.jpg", "caption": "c"}\n'
+        '{"key": 1e400, "image": "a.jpg", "caption": "c"}\n'
     )
     with open(jsonl, "rb") as f:
         records = list(iter_table(f, str(jsonl), "jsonl", **DEFAULTS))
@@ -469,4 +470,5 @@ def test_key_cells_of_other_types(tmp_path):
         ("True", "invalid_key", "column 'key': key True is a bool, not text or an integer"),
         ("[1]", "invalid_key", "column 'key': key [1] is a list, not text or an integer"),
         ("12", None, None),
+        ("inf", "invalid_key", "column 'key': key inf is no number a key can be"),
     ]

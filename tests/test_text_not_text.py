@@ -268,3 +268,22 @@ def test_a_csv_quote_left_open_is_named_with_the_rows_it_swallowed(tmp_path):
     assert [(i.reason, i.count) for i in issues] == [("swallowed_rows", 5)]
     assert issues[0].detail.startswith("lines 4-8: 5 row(s) read into one quoted cell of row 1")
     assert records[3].caption == "two\nlines, fine"
+
+
+def test_a_long_csv_cell_is_its_rows_caption_too_large_not_the_tables_end(tmp_path):
+    """The csv module stops at a 128 KiB cell: the rows after it were lost."""
+    (tmp_path / "a.jpg").write_bytes(_jpeg(1))
+    long = "word " * 40_000  # 200 KB
+    table = tmp_path / "t.csv"
+    table.write_text(f"key,image,caption\nk0,a.jpg,{long}\nk1,a.jpg,fine\n")
+    with open(table, "rb") as f:
+        records = list(iter_table(f, str(table), "csv", **DEFAULTS))
+    assert [(r.key, r.reason) for r in records] == [("k0", "caption_too_large"), ("k1", None)]
+
+
+def test_deep_json_on_a_tables_first_line_is_named_not_a_crash(tmp_path):
+    table = tmp_path / "t.jsonl"
+    table.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with open(table, "rb") as f:
+        _, problems = table_problems(f, "jsonl", DEFAULTS)
+    assert problems == ["cannot read the table's columns: the first line is JSON nested too deeply"]
