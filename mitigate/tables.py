@@ -249,11 +249,21 @@ def image_kind(schema: Any, column: str) -> str | None:
     if column not in schema.names:
         return None
     kind = schema.field(column).type
-    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
-    if any(test(kind) for test in binary):
+    binary = (
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+        pa.types.is_fixed_size_binary,
+        pa.types.is_binary_view,
+    )
+
+    def holds_bytes(typ: Any) -> bool:  # a dictionary of binary values too (polars, duckdb)
+        typ = typ.value_type if pa.types.is_dictionary(typ) else typ
+        return any(test(typ) for test in binary)
+
+    if holds_bytes(kind):
         return "bytes"
     if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
-        if any(test(kind.field("bytes").type) for test in binary):
+        if holds_bytes(kind.field("bytes").type):
             return "struct"
     return None
 
@@ -523,6 +533,8 @@ def key_text(value: Any) -> tuple[str, str | None]:
     integers are keys; a float with no fraction is its integer (pandas makes an integer
     column with a gap float: ``7.0`` is key ``7``); a NaN or null is an empty key; a
     bool, a list or a dict is no key (the wrong column, most likely)."""
+    if isinstance(value, bytes):  # a string column written without its UTF-8 annotation
+        value = value.decode("utf-8", "surrogateescape")  # not UTF-8: key_problem says so
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "", None  # empty: key_problem says so
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -657,12 +669,15 @@ def iter_table(
                 )
                 continue
             caption = row.get(caption_column)
+            raw_caption = isinstance(caption, bytes)  # a string column without UTF-8 annotation
+            if raw_caption:
+                caption = caption.decode("utf-8", "surrogateescape")
             if not isinstance(caption, str) or not caption.strip():
                 detail = absent.get("caption_column") or _not_text(caption_column, caption)
                 yield rec.with_error(Reason.MISSING_CAPTION, detail)
                 continue
             bad = LONE_SURROGATE.search(caption)
-            if bad and fmt == "csv":  # bytes that are not UTF-8, as a tar's .txt would be
+            if bad and (fmt == "csv" or raw_caption):  # bytes that are not UTF-8, as in a .txt
                 yield rec.with_error(
                     Reason.INVALID_CAPTION_ENCODING,
                     f"column {caption_column!r}: caption is not UTF-8 ({not_text(bad.group())})",

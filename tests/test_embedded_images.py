@@ -345,14 +345,21 @@ def test_any_arrow_error_is_the_tables_or_the_rows_not_the_runs(tmp_path, photos
         pa.large_binary(),
         pa.struct([("bytes", pa.binary())]),  # no path field
         pa.struct([("path", pa.string()), ("bytes", pa.large_binary())]),
+        pa.dictionary(pa.int32(), pa.binary()),  # polars' and duckdb's categorical blobs
+        pa.binary_view(),
     ],
-    ids=["large_binary", "struct_without_path", "large_struct"],
+    ids=["large_binary", "struct_without_path", "large_struct", "dictionary", "binary_view"],
 )
 def test_other_binary_layouts_are_read(tmp_path, photos, image_type):
     image = next(iter(photos.values()))
-    value = image if image_type == pa.large_binary() else {"bytes": image}
+    value = {"bytes": image} if pa.types.is_struct(image_type) else image
+    column = (
+        pa.array([value], pa.binary()).dictionary_encode()
+        if pa.types.is_dictionary(image_type)
+        else pa.array([value], image_type)
+    )
     path = tmp_path / "t.parquet"
-    pq.write_table(pa.table({"image": pa.array([value], image_type), "caption": ["c"]}), path)
+    pq.write_table(pa.table({"image": column, "caption": ["c"]}), path)
     with open(path, "rb") as f:
         (record,) = iter_table(f, str(path), "parquet", **DEFAULTS)
     assert (record.key, record.image_column, record.reason) == ("t-000000000", "image", None)
@@ -389,3 +396,25 @@ def test_a_table_images_kept_member_is_named_by_its_format_not_its_file_name(tmp
         names.values()
     )
     assert members["k0.txt"] == b"photo 0"
+
+
+def test_string_columns_written_as_bytes_are_text(tmp_path, photos):
+    """Old Hive, Impala and Spark write strings as binary without the UTF-8
+    annotation: keys were "a bytes", captions missing."""
+    image = next(iter(photos.values()))
+    path = tmp_path / "t.parquet"
+    table = pa.table(
+        {
+            "key": pa.array([b"k0", b"k\xe91", b"k2"], pa.binary()),
+            "caption": pa.array([b"caf\xc3\xa9 au lait", b"x", b"caf\xe9"], pa.binary()),
+            "jpg": pa.array([image] * 3, pa.binary()),
+        }
+    )
+    pq.write_table(table, path)
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), "parquet", **DEFAULTS))
+    assert [(r.key, r.reason, r.caption) for r in records] == [
+        ("k0", None, "café au lait"),
+        ("k\\xe91", "invalid_key", None),
+        ("k2", "invalid_caption_encoding", None),
+    ]
