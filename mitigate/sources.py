@@ -172,7 +172,7 @@ def key_problem(key: str) -> str | None:
         return "key is an absolute path or has an empty, '.' or '..' segment"
     if any(part.startswith(".") for part in key.split("/")):
         return "key has a hidden ('.'-prefixed) name"
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key):  # C0, DEL and C1 controls
         return "key contains a control character"
     return None
 

@@ -223,12 +223,37 @@ def compression(head: bytes) -> str | None:
     return next((name for magic, name in _COMPRESSIONS if head.startswith(magic)), None)
 
 
-def _not_a_tar(head: bytes) -> str:
+#: Archives of other formats, by the magic number at their start.
+_ARCHIVES = (
+    (b"PK\x03\x04", "a zip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"070701", "a cpio archive"),
+    (b"070702", "a cpio archive"),
+    (b"070707", "a cpio archive"),
+    (b"\xc7\x71", "a cpio archive"),
+    (b"\x71\xc7", "a cpio archive"),
+)
+
+
+def other_archive(head: bytes) -> str | None:
+    """What a file that is no tar is, by its first bytes: ``"gzip-compressed"``, ``"a
+    zip archive"``, ... (None: not one of those)."""
     packed = compression(head)
     if packed:
+        return f"{packed}-compressed"
+    return next((name for magic, name in _ARCHIVES if head.startswith(magic)), None)
+
+
+def _not_a_tar(head: bytes) -> str:
+    if compression(head):
         return (
-            f"{packed}-compressed, not a plain tar (decompress it first: shards are read by offset)"
+            f"{other_archive(head)}, not a plain tar (decompress it first: shards are read "
+            "by offset)"
         )
+    other = other_archive(head)
+    if other:
+        return f"{other}, not a tar (write the samples to a tar: tar -cf, webdataset)"
     return f"no valid tar header found (first bytes: {head[:8].hex(' ')})"
 
 

@@ -125,16 +125,18 @@ def _tar_problems(config: Config, path: str) -> list[str]:
         read_members,
         sidecar_caption_field,
     )
-    from mitigate.tarscan import compression
+    from mitigate.tarscan import compression, other_archive
 
     try:
         with fs.open_read(path) as f:
-            packed = compression(f.read(8))
-            if packed:
+            head = f.read(8)
+            if compression(head):
                 return [
-                    f"{packed}-compressed, not a plain tar: shards are read by offset, so "
+                    f"{other_archive(head)}, not a plain tar: shards are read by offset, so "
                     "decompress it first"
                 ]
+            if other_archive(head):
+                return [f"{other_archive(head)}, not a tar: write the samples to a tar first"]
             f.seek(0)
             indexed = index_tar(f, path, limits=config.source_limits())
             records = [

@@ -102,9 +102,18 @@ def test_shard_cut_inside_a_header():
         (b"", "empty file"),
         (gzip.compress(b"x" * 2000, mtime=0), "gzip-compressed"),
         (b"\x28\xb5\x2f\xfd" + b"x" * 2000, "zstd-compressed"),
+        (b"PK\x03\x04" + b"x" * 2000, "a zip archive, not a tar"),
+        (b"070701" + b"0" * 2000, "a cpio archive, not a tar"),
         (b"not a tar at all" * 100, "no valid tar header"),
     ],
-    ids=["empty", "gzip", "zstd", "text"],  # stable ids: pytest-xdist workers must collect alike
+    ids=[
+        "empty",
+        "gzip",
+        "zstd",
+        "zip",
+        "cpio",
+        "text",
+    ],  # stable ids: pytest-xdist workers must collect alike
 )
 def test_files_that_are_no_tar_are_one_issue(data, fragment):
     records, issues = _index(data)

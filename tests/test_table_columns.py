@@ -52,6 +52,11 @@ def test_a_compressed_tar_named_tar_stops_validate(tmp_path, capsys):
     assert "s.tar: gzip-compressed, not a plain tar: shards are read by offset, so " in (
         capsys.readouterr().err
     )
+    (tmp_path / "s.tar").write_bytes(b"PK\x03\x04" + bytes(4096))  # a zip named .tar
+    assert main(["validate", "--input", str(tmp_path / "s.tar"), "--output", str(tmp_path)])
+    assert "s.tar: a zip archive, not a tar: write the samples to a tar first" in (
+        capsys.readouterr().err
+    )
 
 
 def test_common_names_stand_in_for_the_default_columns():

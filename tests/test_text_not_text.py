@@ -182,6 +182,9 @@ def test_the_helpers_name_what_they_found():
     assert escape_surrogates("caf\udce9 a\ud83cb ok") == "caf\\xe9 a\\ud83cb ok"
     assert key_problem("caf\udce9") == "key is not UTF-8 text (byte 0xe9)"
     assert key_problem("a\ud83c") == "key is not UTF-8 text (a lone surrogate U+D83C)"
+    # C1 controls: latin-1 gives them for bytes 0x80-0x9F of a cp437 or cp1252 name
+    assert key_problem("\x80a") == "key contains a control character"
+    assert key_problem("caf\xe9") is None
     assert key_problem("café") is None
 
 
