@@ -51,8 +51,18 @@ def table_format(path: str, configured: str) -> str:
             f"{path!r} is a compressed tar: shards are read by offset, so decompress it "
             "first (e.g. gunzip, unzstd) and give the .tar"
         )
+    inner, dot, packing = lower.rpartition(".")
+    if dot and packing in COMPRESSIONS and inner.endswith(TABLE_SUFFIXES):
+        raise ValueError(
+            f"{path!r} is a compressed table: decompress it first (e.g. gunzip, unzstd) "
+            "and give the table"
+        )
     raise ValueError(f"cannot tell the format of {path!r} from its extension; set input.format")
 
+
+#: File name suffixes of compressions, and of the tables one may hold.
+COMPRESSIONS = frozenset({"gz", "zst", "bz2", "xz", "lz4", "zip"})
+TABLE_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".csv", ".tsv")
 
 #: Compressed tars (WebDataset reads them in order; shards here are read by offset).
 COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz", ".tar.lz4")
@@ -130,10 +140,10 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
             text.detach()  # the caller's file stays open
         return next(csv.reader([header], delimiter=csv_delimiter(header)), [])
     if fmt == "jsonl":
-        for raw in fileobj:
+        for raw in _jsonl_lines(fileobj):
             if raw.strip():
                 try:
-                    row = json.loads(raw.decode("utf-8-sig"))
+                    row = json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
                 except RecursionError:
                     raise ValueError("the first line is JSON nested too deeply") from None
                 if not isinstance(row, dict):
@@ -196,6 +206,25 @@ def _unreadable_images(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
     ]
 
 
+def _jsonl_lines(fileobj: IO[bytes]) -> Iterator[bytes | str]:
+    """A JSONL table's lines: bytes (UTF-8, so that one line that is not is one bad
+    row), or text where a byte-order mark says UTF-16 or UTF-32 (PowerShell's ``>``
+    writes UTF-16)."""
+    # no `yield from`: closing this generator would close the file it reads (a caller
+    # that stops after the first line seeks the file again)
+    codec = _peek_encoding(fileobj)
+    if codec == "utf-8-sig":
+        for line in fileobj:
+            yield line
+        return
+    text = io.TextIOWrapper(fileobj, encoding=codec, newline=None)
+    try:
+        for line in text:
+            yield line
+    finally:
+        text.detach()  # the caller's file stays open
+
+
 def _rows(
     fileobj: IO[bytes], fmt: str, columns: list[str] | None = None, image_column: str = ""
 ) -> Iterator[dict[str, Any] | str]:
@@ -211,11 +240,11 @@ def _rows(
         # Line by line in bytes, so one line that is not UTF-8 is one bad row. CSV and
         # JSONL are read as "utf-8-sig": a byte-order mark, which Windows tools write at
         # the start of a file, is no part of the first column's name or line.
-        for lineno, raw in enumerate(fileobj, 1):
+        for lineno, raw in enumerate(_jsonl_lines(fileobj), 1):
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw.decode("utf-8-sig"))
+                row = json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
             except UnicodeDecodeError as exc:
                 yield f"line {lineno}: not UTF-8: {exc}"
                 continue

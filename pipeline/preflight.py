@@ -7,6 +7,7 @@ second (:mod:`mitigate.pipeline.fs` serves local paths without Beam).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from mitigate.config import Config, ConfigError
@@ -44,6 +45,12 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
             errors.append(f"input.paths[{i}]: no file matches {pattern!r}")
         first_tar = True
         for path in files:
+            if "://" not in path and os.path.isdir(path):
+                errors.append(
+                    f"input.paths[{i}]: {path} is a folder: give its files "
+                    f"({os.path.join(path, '*.tar')!r}, or *.parquet, ...)"
+                )
+                continue
             try:
                 fmt = table_format(path, config.input.format)
             except ValueError as exc:

@@ -290,3 +290,35 @@ def test_deep_json_on_a_tables_first_line_is_named_not_a_crash(tmp_path):
     with open(table, "rb") as f:
         _, problems = table_problems(f, "jsonl", DEFAULTS)
     assert problems == ["cannot read the table's columns: the first line is JSON nested too deeply"]
+
+
+def test_a_utf16_jsonl_table_is_read(tmp_path):
+    """PowerShell's `>` writes UTF-16 with a byte-order mark."""
+    (tmp_path / "a.jpg").write_bytes(_jpeg(1))
+    table = tmp_path / "t.jsonl"
+    rows = [{"key": "k0", "image": "a.jpg", "caption": "un café"}, {"key": "k1"}]
+    table.write_bytes("\r\n".join(json.dumps(r) for r in rows).encode("utf-16") + b"")
+    with open(table, "rb") as f:
+        assert table_problems(f, "jsonl", DEFAULTS) == (DEFAULTS, [])
+    with open(table, "rb") as f:
+        first, second = iter_table(f, str(table), "jsonl", **DEFAULTS)
+    assert (first.key, first.caption, first.reason) == ("k0", "un café", None)
+    assert (second.key, second.reason) == ("k1", "missing_image")
+
+
+@pytest.mark.parametrize("name", ["t.csv.gz", "t.JSONL.zst", "t.parquet.bz2"])
+def test_a_compressed_table_is_named_as_such(tmp_path, name, capsys):
+    from mitigate.cli import main
+
+    (tmp_path / name).write_bytes(b"\x1f\x8b\x08\x00")
+    assert main(["validate", "--input", str(tmp_path / name), "--output", str(tmp_path / "o")])
+    assert "is a compressed table: decompress it first" in capsys.readouterr().err
+
+
+def test_a_folder_given_as_input_is_named_as_such(tmp_path, capsys):
+    from mitigate.cli import main
+
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "a.tar").write_bytes(b"")
+    assert main(["validate", "--input", str(tmp_path / "shards"), "--output", str(tmp_path / "o")])
+    assert f"{tmp_path / 'shards'} is a folder: give its files (" in capsys.readouterr().err
