@@ -283,8 +283,7 @@ def run_child(out: str, repeat: int) -> dict:
         "imgs": page.count("<img "),
         "thumbs": page.count("data:image/jpeg"),
         # VmHWM: ru_maxrss survives exec, so it could read the generating parent's peak
-        "rss_mib": int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
-        / 1024,
+        "rss_mib": int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024,
     }
 
 
