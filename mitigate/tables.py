@@ -9,11 +9,13 @@ Column names are checked from the schema or header before any work
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import itertools
 import json
 import math
 import posixpath
+import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -164,13 +166,59 @@ def table_problems(
         return {}, [f"cannot read the table's columns: {exc}"]
     used, problems = resolve_columns(present, configured)
     found = list(problems.values())
-    if "image_column" in used and not problems:
+    for field, column in used.items():
+        if field not in problems and present.count(column) > 1:
+            found.append(
+                f"column {column!r} appears {present.count(column)} times: which one is "
+                f"input.{field} cannot be told; rename the others"
+            )
+    if fmt == "parquet" and not found:
+        fileobj.seek(0)
+        found += _type_problems(fileobj, used)
+    if "image_column" in used and not found:
         try:
             fileobj.seek(0)
             found += _unreadable_images(fileobj, fmt, used["image_column"])
         except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
             found.append(f"cannot read the table's first rows: {exc}")
     return used, found
+
+
+def _type_problems(fileobj: IO[bytes], used: dict[str, str]) -> list[str]:
+    """A Parquet key or caption column of a type no row of it can be read as: every
+    row would be the same error (a list of captions a row, timestamp keys)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.ParquetFile(fileobj).schema_arrow
+    found = []
+    for field, allowed, what in (
+        ("key_column", _key_type, "text or integers"),
+        ("caption_column", _text_type, "text, one caption a row"),
+    ):
+        column = used.get(field)
+        if column is None or column == ROW_KEY or column not in schema.names:
+            continue
+        kind = schema.field(column).type
+        if not allowed(pa, kind):
+            found.append(
+                f"column {column!r} holds {kind} values, not {what}: set input.{field}"
+                + (" (or keep one caption of each list)" if pa.types.is_list(kind) else "")
+            )
+    return found
+
+
+def _text_type(pa: Any, kind: Any) -> bool:
+    kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    tests = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+    return any(test(kind) for test in (*tests, *binary)) or pa.types.is_null(kind)
+
+
+def _key_type(pa: Any, kind: Any) -> bool:
+    numbers = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    uuid = getattr(kind, "extension_name", None) == "arrow.uuid"
+    return _text_type(pa, kind) or any(test(kind) for test in numbers) or uuid
 
 
 #: Rows read before any work to tell whether a table names its images by web address.
@@ -564,6 +612,10 @@ def key_text(value: Any) -> tuple[str, str | None]:
     bool, a list or a dict is no key (the wrong column, most likely)."""
     if isinstance(value, bytes):  # a string column written without its UTF-8 annotation
         value = value.decode("utf-8", "surrogateescape")  # not UTF-8: key_problem says so
+    if isinstance(value, uuid.UUID):  # duckdb's and Spark's UUID ids
+        return str(value), None
+    if isinstance(value, decimal.Decimal) and value.is_finite():  # DECIMAL(18, 0) ids
+        return str(int(value)) if value == value.to_integral_value() else str(value), None
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "", None  # empty: key_problem says so
     if isinstance(value, bool) or not isinstance(value, str | int | float):

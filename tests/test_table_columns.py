@@ -477,3 +477,63 @@ def test_key_cells_of_other_types(tmp_path):
         ("12", None, None),
         ("inf", "invalid_key", "column 'key': key inf is no number a key can be"),
     ]
+
+
+def test_validate_names_columns_no_row_can_be_read_from(tmp_path):
+    """A list of captions a row (COCO style) or timestamp keys made every row the same
+    error after validate said the config was fine; a column named twice was taken
+    last-wins without a word."""
+    import datetime
+
+    lists = tmp_path / "l.parquet"
+    pq.write_table(
+        pa.table({"key": ["a"], "image": ["a.jpg"], "caption": pa.array([["one", "two"]])}), lists
+    )
+    stamps = tmp_path / "s.parquet"
+    when = datetime.datetime(2024, 1, 1)
+    pq.write_table(pa.table({"key": [when], "image": ["a.jpg"], "caption": ["c"]}), stamps)
+    twice = tmp_path / "d.csv"
+    twice.write_text("key,image,caption,caption\na,a.jpg,one,two\n")
+    found = {}
+    for path, fmt in ((lists, "parquet"), (stamps, "parquet"), (twice, "csv")):
+        with open(path, "rb") as f:
+            found[path.name] = table_problems(f, fmt, DEFAULTS)[1]
+    assert found == {
+        "l.parquet": [
+            "column 'caption' holds list<element: string> values, not text, one caption a "
+            "row: set input.caption_column (or keep one caption of each list)"
+        ],
+        "s.parquet": [
+            "column 'key' holds timestamp[us] values, not text or integers: set input.key_column"
+        ],
+        "d.csv": [
+            "column 'caption' appears 2 times: which one is input.caption_column cannot be "
+            "told; rename the others"
+        ],
+    }
+
+
+def test_uuid_and_decimal_keys_are_keys(tmp_path):
+    import decimal
+    import uuid
+
+    ids = [uuid.UUID(int=7), uuid.UUID(int=8)]
+    path = tmp_path / "t.parquet"
+    table = pa.table(
+        {
+            "key": pa.array([i.bytes for i in ids], pa.uuid()),
+            "id2": pa.array([decimal.Decimal(12), decimal.Decimal("1.5")], pa.decimal128(18, 1)),
+            "image": ["a.jpg", "a.jpg"],
+            "caption": ["c", "c"],
+        }
+    )
+    pq.write_table(table, path)
+    with open(path, "rb") as f:
+        assert table_problems(f, "parquet", DEFAULTS)[1] == []
+    with open(path, "rb") as f:
+        assert [r.key for r in iter_table(f, str(path), "parquet", **DEFAULTS)] == [
+            str(i) for i in ids
+        ]
+    with open(path, "rb") as f:
+        records = iter_table(f, str(path), "parquet", **{**DEFAULTS, "key_column": "id2"})
+        assert [r.key for r in records] == ["12", "1.5"]
