@@ -17,6 +17,7 @@ import math
 import posixpath
 import uuid
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -630,6 +631,36 @@ def key_text(value: Any) -> tuple[str, str | None]:
     return str(value), None
 
 
+def row_names(sources: Sequence[str]) -> dict[str, str]:
+    """What names the rows of each table without a key column: its file name without
+    the extension, or, where tables share one (duckdb and Spark write a partitioned
+    table as ``key=a/data_0.parquet``, ``key=b/data_0.parquet``), the fewest trailing
+    folders that tell them apart (``key=a/data_0``), the extension kept where only it
+    does (``t.csv``, ``t.parquet``). A lone table's keys stay its file name's."""
+
+    def segments(path: str, extension: bool) -> list[str]:
+        parts = [p for p in path.split("://", 1)[-1].split("/") if p]
+        if not extension and "." in parts[-1]:
+            parts[-1] = parts[-1].rsplit(".", 1)[0]
+        return parts
+
+    names: dict[str, str] = {}
+    left = dict.fromkeys(sources)  # ordered, and removing one costs O(1)
+    for extension in (False, True):
+        split = {s: segments(s, extension) for s in sources}
+        depth = 1
+        while left and depth <= max(len(p) for p in split.values()):
+            tails = {s: "/".join(p[-depth:]) for s, p in split.items()}
+            counts = Counter(tails.values())
+            for source in [s for s in left if counts[tails[s]] == 1]:
+                names[source] = tails[source]
+                del left[source]
+            depth += 1
+    for source in left:  # the same path twice
+        names[source] = "/".join(segments(source, True))
+    return names
+
+
 def read_errors(fmt: str) -> tuple[type[BaseException], ...]:
     """What reading a table of format ``fmt`` raises for a bad file (not a bug here): a
     Parquet file's may be any of pyarrow's (``ArrowNotImplementedError`` for an
@@ -652,9 +683,12 @@ def iter_table(
     caption_column: str,
     image_root: str | None = None,
     limits: SourceLimits | None = None,
+    row_name: str | None = None,
 ) -> Iterator[SampleRecord | SourceIssue]:
     """Yield one record per table row. Image paths are relative to ``image_root``
-    (default: the table's folder); a path that leaves it is an error, never read."""
+    (default: the table's folder); a path that leaves it is an error, never read.
+    ``row_name``: what names the rows of a table without a key column (default the
+    table's file name without its extension; see :func:`row_names`)."""
     limits = limits or SourceLimits()
     folder = source.rsplit("/", 1)[0] if "/" in source else "."
     root = image_root or folder
@@ -665,7 +699,7 @@ def iter_table(
         "caption_column": caption_column,
     }
     absent: dict[str, str] | None = None  # per field: why its column is missing
-    stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    stem = row_name or source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     columns = None
     if fmt == "parquet":  # the schema decides, and only the columns in use are read
         try:

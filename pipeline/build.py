@@ -59,7 +59,7 @@ from mitigate.records import KEPT, PENDING, Reason, SampleRecord
 from mitigate.runners import beam_memo
 from mitigate.samples import SampleReader, shard_sample
 from mitigate.sources import SourceIssue, SourceLimits, index_tar
-from mitigate.tables import iter_table, table_format
+from mitigate.tables import iter_table, row_names, table_format
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,16 @@ def split(tagged: beam.PCollection, label: str, tags: list[str]) -> dict[str, be
 class IndexSource(beam.DoFn):
     """One source file -> chunks of light records (and source-level issues)."""
 
-    def __init__(self, input_cfg: InputConfig, limits: SourceLimits) -> None:
+    def __init__(
+        self, input_cfg: InputConfig, limits: SourceLimits, row_names: dict[str, str] | None = None
+    ) -> None:
         self.input_cfg = input_cfg
         self.limits = limits
+        self.row_names = row_names or {}
 
     @classmethod
-    def of(cls, config: Config) -> IndexSource:
-        return cls(config.input, config.source_limits())
+    def of(cls, config: Config, sources: list[str] | None = None) -> IndexSource:
+        return cls(config.input, config.source_limits(), row_names(sources or []))
 
     def process(self, element: tuple[int, str]) -> Iterator[Any]:
         ordinal, path = element
@@ -114,6 +117,7 @@ class IndexSource(beam.DoFn):
                         caption_column=cfg.caption_column,
                         image_root=cfg.image_root,
                         limits=limits,
+                        row_name=self.row_names.get(path),
                     )
                 for item in items:
                     if isinstance(item, SourceIssue):
@@ -362,7 +366,7 @@ def build(
     indexed = (
         pipeline
         | "Sources" >> beam.Create(list(enumerate(sources)))
-        | "Index" >> beam.ParDo(IndexSource.of(config))
+        | "Index" >> beam.ParDo(IndexSource.of(config, sources))
     )
     routed = split(indexed, "Route", [CHUNKS, ISSUES])
     chunks, issues = routed[CHUNKS], routed[ISSUES]

@@ -537,3 +537,47 @@ def test_uuid_and_decimal_keys_are_keys(tmp_path):
     with open(path, "rb") as f:
         records = iter_table(f, str(path), "parquet", **{**DEFAULTS, "key_column": "id2"})
         assert [r.key for r in records] == ["12", "1.5"]
+
+
+def test_partitioned_tables_without_a_key_column_get_keys_that_tell_them_apart(tmp_path, photos):
+    """duckdb's PARTITION_BY and Spark's partitionBy write key=a/data_0.parquet,
+    key=b/data_0.parquet: their row keys were all data_0-000000000, ... and every table
+    but the first was duplicate_key."""
+    from mitigate.pipeline.run import run
+    from mitigate.tables import row_names
+
+    images = iter(photos.values())
+    paths = []
+    for part in ("a", "b"):
+        folder = tmp_path / f"key={part}"
+        folder.mkdir()
+        for i in range(2):
+            (folder / f"{i}.jpg").write_bytes(next(images))
+        paths.append(
+            _write(
+                folder / "data_0.parquet",
+                [{"image": f"{i}.jpg", "caption": f"photo {part}{i}"} for i in range(2)],
+            )
+        )
+    assert row_names([str(p) for p in paths]) == {
+        str(paths[0]): "key=a/data_0",
+        str(paths[1]): "key=b/data_0",
+    }
+    assert row_names([str(paths[0])]) == {str(paths[0]): "data_0"}  # a lone table's as before
+    config = validate_config(
+        {
+            "input": {"paths": [str(tmp_path / "*" / "data_0.parquet")]},
+            "output": {"path": str(tmp_path / "out")},
+            "filters": [{"name": "image_quality"}],
+            "rebalance": {"enabled": False},
+            "dedup": {"exact": False, "near": False},
+        }
+    )
+    run(config)
+    rows = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
+    assert sorted((r["key"], r["reason"]) for r in rows) == [
+        ("key=a/data_0-000000000", None),
+        ("key=a/data_0-000000001", None),
+        ("key=b/data_0-000000000", None),
+        ("key=b/data_0-000000001", None),
+    ]
