@@ -81,7 +81,7 @@ class TarProblem:
     start: int
     end: int
     detail: str
-    headers: int = 0  # damaged member headers (each is one member whose data is lost)
+    headers: int | None = 0  # damaged member headers (each one member lost); None: unknown
     probable_name: bytes | None = None  # name field of a damaged header, untrusted
 
 
@@ -193,6 +193,19 @@ class _Reader:
             pos += max(len(chunk) - BLOCK, BLOCK)  # overlap: a header may span chunks
         return None
 
+    def next_nonzero_block(self, pos: int) -> int | None:
+        """Offset of the first block at or after ``pos`` (a block boundary) holding a
+        byte that is not zero; None if the file is zeros to its end."""
+        while pos < self.size:
+            chunk = self.read(pos, _SCAN_CHUNK)
+            if not chunk:
+                return None
+            stripped = chunk.lstrip(b"\x00")
+            if stripped:
+                return pos + (len(chunk) - len(stripped)) // BLOCK * BLOCK
+            pos += len(chunk)
+        return None
+
     def all_zero_from(self, pos: int) -> bool:
         while pos < self.size:
             chunk = self.read(pos, _SCAN_CHUNK)
@@ -271,6 +284,7 @@ def scan_tar(
     pax: dict[bytes, bytes] = {}
     global_pax: dict[bytes, bytes] = {}
     seen_header = False
+    ustar = False  # a header with the ustar magic seen: damage can be resynchronised
     while True:
         block = reader.read(pos, BLOCK)
         if not block:
@@ -295,6 +309,12 @@ def scan_tar(
             if not seen_header:
                 if reader.all_zero_from(pos):
                     return  # an empty archive: only end-of-archive blocks
+            # another archive right after this one's end blocks (`cat` of two tars): its
+            # first header, a v7 one too (next_header finds ustar headers only)
+            after_end = reader.next_nonzero_block(pos + BLOCK)
+            if after_end is not None and _plausible(reader.read(after_end, BLOCK), strict=False):
+                pos = after_end
+                continue
             nxt = reader.next_header(pos + BLOCK)
             if nxt is None:
                 if not reader.all_zero_from(pos):
@@ -323,7 +343,9 @@ def scan_tar(
                 f"damaged tar header at byte {pos} (bad checksum); skipped bytes "
                 f"{pos}-{end} to the next valid header"
                 + ("" if nxt is not None else " (none: the rest of the file)"),
-                headers=1,
+                # one member in a ustar archive (the next ustar header is the next
+                # member's); in a v7 one (no magic to find) the members skipped are unknown
+                headers=1 if ustar else None,
                 probable_name=name,
             )
             long_name, pax = None, {}
@@ -333,6 +355,7 @@ def scan_tar(
             continue
 
         seen_header = True
+        ustar = ustar or block[257:262] == b"ustar"
         typeflag = block[156]
         size = _octal(block[124:136]) or 0
         data_at = pos + BLOCK

@@ -372,3 +372,34 @@ def test_operating_system_files_are_skipped_and_counted():
     assert [(r.key, r.state) for r in records] == [("a", PENDING), ("b", PENDING)]
     assert [(i.reason, i.count) for i in issues] == [("os_metadata", 6)]
     assert issues[0].detail.startswith("6 operating-system file(s) skipped (macOS ._ AppleDouble")
+
+
+def _v7(name: str, data: bytes) -> bytes:
+    """A member with a v7 header: no ustar magic (old tars, some embedded tools)."""
+    header = bytearray(_member(name, data)[:512])
+    header[257:265] = bytes(8)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header) + data + bytes(-len(data) % 512)
+
+
+def test_v7_archives_joined_with_cat_are_read_on():
+    """Only a ustar header was looked for after an end-of-archive marker: the second
+    archive's samples were lost, said to be trailing data that held no member."""
+    first = _v7("a.jpg", JPG) + _v7("a.txt", b"ay") + bytes(1024)
+    second = _v7("b.jpg", JPG) + _v7("b.txt", b"bee") + bytes(10240 - 1024)
+    records, issues = _index(first + second)
+    assert [(r.key, r.state) for r in records] == [("a", PENDING), ("b", PENDING)]
+    assert not issues
+
+
+def test_damage_in_a_v7_archive_counts_what_is_lost_as_unknown():
+    """No magic to resynchronise on: the rest of the file is skipped, not one member."""
+    members = _v7("a.jpg", JPG) + _v7("a.txt", b"ay")
+    damaged = bytearray(_v7("b.jpg", JPG))
+    damaged[0:4] = b"XXXX"  # the name changed, the checksum no longer holds
+    data = members + bytes(damaged) + _v7("b.txt", b"bee") + _v7("c.jpg", JPG) + bytes(1024)
+    records, issues = _index(data)
+    assert [r.key for r in records] == ["a"]
+    assert [(i.reason, i.count) for i in issues] == [("damaged_header", None)]
+    assert "(none: the rest of the file)" in issues[0].detail
