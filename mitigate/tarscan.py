@@ -316,6 +316,11 @@ def scan_tar(
                 pos = after_end
                 continue
             nxt = reader.next_header(pos + BLOCK)
+            if nxt is None and not seen_header:  # zeros, then no tar at all (an ISO image)
+                iso = reader.read(0x8001, 5) == b"CD001"
+                detail = "an ISO 9660 image, not a tar" if iso else "no tar header after zeros"
+                yield TarProblem("not_a_tar", 0, reader.size, detail)
+                return
             if nxt is None:
                 if not reader.all_zero_from(pos):
                     yield TarProblem(

@@ -105,6 +105,8 @@ def test_shard_cut_inside_a_header():
         (b"PK\x03\x04" + b"x" * 2000, "a zip archive, not a tar"),
         (b"070701" + b"0" * 2000, "a cpio archive, not a tar"),
         (b"not a tar at all" * 100, "no valid tar header"),
+        (bytes(0x8001) + b"CD001" + bytes(4096), "an ISO 9660 image, not a tar"),
+        (bytes(4096) + b"garbage" * 100, "no tar header after zeros"),
     ],
     ids=[
         "empty",
@@ -113,6 +115,8 @@ def test_shard_cut_inside_a_header():
         "zip",
         "cpio",
         "text",
+        "iso",
+        "zeros-then-garbage",
     ],  # stable ids: pytest-xdist workers must collect alike
 )
 def test_files_that_are_no_tar_are_one_issue(data, fragment):
