@@ -29,7 +29,7 @@ from mitigate.decode import open_image
 from mitigate.output import record_from_row
 from mitigate.samples import Opener, SampleReader
 from mitigate.sources import ENCODING_NAMES, text_encoding
-from mitigate.tables import csv_delimiter
+from mitigate.tables import csv_dialect
 
 # "yes"/"no" are refused: whether "yes" means "harmful" or "fine to keep" depends on the
 # question the labeller was asked, and a silent guess flips every label.
@@ -87,7 +87,7 @@ def read_labels(path: str | Path) -> dict[str, bool]:
         try:
             header = f.readline()
             rows = itertools.chain([header], f)
-            _read_label_rows(csv.DictReader(rows, delimiter=csv_delimiter(header)), path, out)
+            _read_label_rows(csv.DictReader(rows, **csv_dialect(header)), path, out)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: not {ENCODING_NAMES[codec]} text ({exc})") from None
     return out

@@ -73,7 +73,9 @@ def _read_image_file(
     try:
         data = reader.file(path, max_image_bytes)
     except FileNotFoundError:
-        return record.with_error(Reason.MISSING_IMAGE, f"image file not found: {path}"), None
+        hint = " (a Windows path? write / between folders)" if "\\" in path else ""
+        detail = f"image file not found: {path!r}{hint}"
+        return record.with_error(Reason.MISSING_IMAGE, detail), None
     if len(data) > max_image_bytes:
         detail = f"{path} is larger than max_image_bytes {max_image_bytes}"
         return record.with_error(Reason.IMAGE_TOO_LARGE, detail), None

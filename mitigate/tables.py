@@ -104,6 +104,9 @@ def resolve_columns(
             used[field] = name
             continue
         found = [a for a in aliases if a in present] if name == aliases[0] else []
+        if not found:  # "Image", " caption ": a name as a spreadsheet user typed it
+            wanted = aliases if name == aliases[0] else (name,)
+            found = [c for a in wanted for c in present if c.strip().lower() == a.lower()]
         if found:
             used[field] = found[0]
             continue
@@ -114,7 +117,7 @@ def resolve_columns(
         url = (
             "; a 'url' column holds addresses to download, which mitigate does not do "
             "(download first, e.g. with img2dataset)"
-            if field == "image_column" and "url" in present
+            if field == "image_column" and "url" in (c.strip().lower() for c in present)
             else ""
         )
         problems[field] = (
@@ -141,7 +144,7 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
             text = io.TextIOWrapper(fileobj, encoding=codec, newline="")
             header = text.readline()
             text.detach()  # the caller's file stays open
-        return next(csv.reader([header], delimiter=csv_delimiter(header)), [])
+        return next(csv.reader([header], **csv_dialect(header)), [])
     if fmt == "jsonl":
         for raw in _jsonl_lines(fileobj):
             if raw.strip():
@@ -541,7 +544,7 @@ def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Itera
     codec = _peek_encoding(fileobj)
     text = io.TextIOWrapper(fileobj, encoding=codec, errors="surrogateescape", newline="")
     header = text.readline()
-    return reader(itertools.chain([header], text), delimiter=csv_delimiter(header))
+    return reader(itertools.chain([header], text), **csv_dialect(header))
 
 
 def _peek_encoding(fileobj: IO[bytes]) -> str:
@@ -551,6 +554,14 @@ def _peek_encoding(fileobj: IO[bytes]) -> str:
     head = fileobj.read(4)
     fileobj.seek(at)
     return text_encoding(head)
+
+
+def csv_dialect(header: str) -> dict[str, Any]:
+    """The ``csv`` reader's arguments for a table with this header line: its
+    delimiter, and spaces after one skipped where the header has them (``key, image,
+    caption`` as typed by hand: every cell after the first begins with a space)."""
+    delimiter = csv_delimiter(header)
+    return {"delimiter": delimiter, "skipinitialspace": f"{delimiter} " in header}
 
 
 def csv_delimiter(header: str) -> str:

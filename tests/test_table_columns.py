@@ -581,3 +581,43 @@ def test_partitioned_tables_without_a_key_column_get_keys_that_tell_them_apart(t
         ("key=b/data_0-000000000", None),
         ("key=b/data_0-000000001", None),
     ]
+
+
+def test_column_names_as_a_spreadsheet_user_types_them(tmp_path):
+    """`Key, Image, Caption` (capitals, a space after each comma) named no column."""
+    used, problems = resolve_columns(["Key", " Image", " Caption "], DEFAULTS)
+    assert problems == {}
+    assert used == {"key_column": "Key", "image_column": " Image", "caption_column": " Caption "}
+    _, problems = resolve_columns(["id", "URL", "text"], DEFAULTS)
+    assert "a 'url' column holds addresses to download" in problems["image_column"]
+
+
+def test_a_windows_path_that_names_no_file_says_so(tmp_path):
+    from mitigate.stages import load_payloads
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"\xff\xd8")
+    path = _write(tmp_path / "t.jsonl", [{"key": "k", "image": "images\\a.jpg", "caption": "c"}])
+    with open(path, "rb") as f:
+        (record,) = iter_table(f, str(path), "jsonl", **DEFAULTS)
+    ((out, _),) = load_payloads([record], lambda p: open(p, "rb"), max_image_bytes=10**6)
+    windows = str(tmp_path) + "/images\\a.jpg"
+    assert (out.reason, out.detail) == (
+        "missing_image",
+        f"image file not found: {windows!r} (a Windows path? write / between folders)",
+    )
+
+
+def test_a_csv_typed_with_a_space_after_each_comma_is_read(tmp_path, photos):
+    (tmp_path / "a.jpg").write_bytes(next(iter(photos.values())))
+    path = tmp_path / "t.csv"
+    path.write_text('Key, Image, Caption\nk0, a.jpg, "a photo, with a comma"\n')
+    with open(path, "rb") as f:
+        assert table_problems(f, "csv", DEFAULTS)[1] == []
+    with open(path, "rb") as f:
+        (record,) = iter_table(f, str(path), "csv", **DEFAULTS)
+    assert (record.key, record.image_path, record.caption) == (
+        "k0",
+        str(tmp_path / "a.jpg"),
+        "a photo, with a comma",
+    )
