@@ -29,7 +29,7 @@ from mitigate.decode import open_image
 from mitigate.output import record_from_row
 from mitigate.samples import Opener, SampleReader
 from mitigate.sources import ENCODING_NAMES, text_encoding
-from mitigate.tables import csv_dialect
+from mitigate.table_rows import csv_dialect
 
 # "yes"/"no" are refused: whether "yes" means "harmful" or "fine to keep" depends on the
 # question the labeller was asked, and a silent guess flips every label.

@@ -17,7 +17,7 @@ from typing import IO
 
 from mitigate.records import SampleRecord
 from mitigate.sources import CAPTION_EXTS, JSON_EXT, parse_payload, read_members
-from mitigate.tables import EmbeddedImages
+from mitigate.table_rows import EmbeddedImages
 
 Opener = Callable[[str], IO[bytes]]
 

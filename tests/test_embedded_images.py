@@ -20,7 +20,8 @@ from mitigate.output import record_from_row
 from mitigate.records import SampleRecord
 from mitigate.samples import SampleReader
 from mitigate.stages import load_payloads
-from mitigate.tables import EmbeddedImages, iter_table, table_problems
+from mitigate.table_rows import EmbeddedImages
+from mitigate.tables import iter_table, table_problems
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {"key_column": "key", "image_column": "image", "caption_column": "caption"}

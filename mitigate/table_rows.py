@@ -1,0 +1,331 @@
+"""Reading a table's rows (no Beam): Parquet, with the images a column may hold read by
+row at decode time (:class:`EmbeddedImages`); CSV, by the delimiter and encoding its
+header and byte-order mark say, a quote left open named (:class:`OpenQuote`); JSONL,
+line by line. :mod:`mitigate.tables` makes records of the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from mitigate.sources import text_encoding
+
+
+def jsonl_lines(fileobj: IO[bytes]) -> Iterator[bytes | str]:
+    """A JSONL table's lines: bytes (UTF-8, so that one line that is not is one bad
+    row), or text where a byte-order mark says UTF-16 or UTF-32 (PowerShell's ``>``
+    writes UTF-16)."""
+    # no `yield from`: closing this generator would close the file it reads (a caller
+    # that stops after the first line seeks the file again)
+    codec = peek_encoding(fileobj)
+    if codec == "utf-8-sig":
+        for line in fileobj:
+            yield line
+        return
+    text = io.TextIOWrapper(fileobj, encoding=codec, newline=None)
+    try:
+        for line in text:
+            yield line
+    finally:
+        text.detach()  # the caller's file stays open
+
+
+def read_rows(
+    fileobj: IO[bytes], fmt: str, columns: list[str] | None = None, image_column: str = ""
+) -> Iterator[dict[str, Any] | str]:
+    """Rows of a table as dicts; a string instead of a dict describes a bad row.
+    ``columns``: a Parquet table's columns to read (None: all; ``image_column``'s bytes
+    are not read, see :func:`_parquet_rows`)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(fileobj, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        yield from _parquet_rows(file, columns or file.schema_arrow.names, image_column)
+    elif fmt == "jsonl":
+        # Line by line in bytes, so one line that is not UTF-8 is one bad row. CSV and
+        # JSONL are read as "utf-8-sig": a byte-order mark, which Windows tools write at
+        # the start of a file, is no part of the first column's name or line.
+        for lineno, raw in enumerate(jsonl_lines(fileobj), 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
+            except UnicodeDecodeError as exc:
+                yield f"line {lineno}: not UTF-8: {exc}"
+                continue
+            except json.JSONDecodeError as exc:
+                yield f"line {lineno}: not valid JSON: {exc}"
+                continue
+            except RecursionError:
+                yield f"line {lineno}: JSON nested too deeply"
+                continue
+            yield row if isinstance(row, dict) else f"line {lineno}: not a JSON object"
+    elif fmt == "csv":
+        yield from csv_dicts(fileobj)
+    else:
+        raise ValueError(f"unknown table format {fmt!r}")
+
+
+class Embedded:
+    """A row's image held in the table itself: its bytes are read at decode time (by
+    :class:`EmbeddedImages`), and their format names the kept shard's member."""
+
+
+EMBEDDED = Embedded()
+
+
+def image_kind(schema: Any, column: str) -> str | None:
+    """How a Parquet column holds images: ``"bytes"`` (a binary column, as img2dataset's
+    ``jpg``), ``"struct"`` (a Hugging Face datasets ``Image``: a struct of ``bytes`` and
+    ``path``, either may be null), None (paths, or the column is absent)."""
+    import pyarrow as pa
+
+    if column not in schema.names:
+        return None
+    kind = schema.field(column).type
+    binary = (
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+        pa.types.is_fixed_size_binary,
+        pa.types.is_binary_view,
+    )
+
+    def holds_bytes(typ: Any) -> bool:  # a dictionary of binary values too (polars, duckdb)
+        typ = typ.value_type if pa.types.is_dictionary(typ) else typ
+        return any(test(typ) for test in binary)
+
+    if holds_bytes(kind):
+        return "bytes"
+    if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
+        if holds_bytes(kind.field("bytes").type):
+            return "struct"
+    return None
+
+
+#: Rows a Parquet table is read in (a column in use may hold images: a few MB a row).
+PARQUET_BATCH_ROWS = 256
+
+
+def _parquet_rows(file: Any, columns: list[str], image_column: str) -> Iterator[dict[str, Any]]:
+    """Rows of a Parquet table as dicts of ``columns``. Where ``image_column`` holds the
+    images' bytes, they are not read: the row's image is an :class:`Embedded` (with the
+    struct's ``path``); a datasets ``Image`` row whose bytes are null keeps its path (a
+    file, read as a table path is). Whether a row group's structs hold bytes comes from
+    the column statistics' null count; where it is absent or mixed, from the bytes read
+    for that row group."""
+    kind = image_kind(file.schema_arrow, image_column) if image_column in columns else None
+    if kind is None:
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            yield from batch.to_pylist()
+        return
+    rest = [c for c in columns if c != image_column]
+    with_path = kind == "struct" and _has_field(file.schema_arrow, image_column, "path")
+    for group in range(file.num_row_groups):
+        n_rows = file.metadata.row_group(group).num_rows
+        rows = _group_values(file, group, rest) if rest else ({} for _ in range(n_rows))
+        if kind == "bytes":
+            images: Iterator[Any] = itertools.repeat(EMBEDDED)
+        else:
+            paths: Iterator[Any] = (
+                (
+                    (value or {}).get("path")
+                    for value in _group_values(file, group, [f"{image_column}.path"], image_column)
+                )
+                if with_path
+                else itertools.repeat(None, n_rows)  # a struct of bytes alone
+            )
+            held = _bytes_held(file, group, image_column)
+            images = (EMBEDDED if has else p for p, has in zip(paths, held, strict=True))
+        for row, image in zip(rows, images, strict=False):
+            row[image_column] = image
+            yield row
+
+
+def _has_field(schema: Any, column: str, name: str) -> bool:
+    return bool(schema.field(column).type.get_field_index(name) >= 0)
+
+
+def _group_values(
+    file: Any, group: int, columns: list[str], only: str | None = None
+) -> Iterator[Any]:
+    """One row group's rows as dicts of ``columns`` (or the values of column ``only``)."""
+    for batch in file.iter_batches(
+        batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=columns
+    ):
+        if only is None:
+            yield from batch.to_pylist()
+        else:
+            yield from batch.column(only).to_pylist()
+
+
+def _bytes_held(file: Any, group: int, column: str) -> Iterator[bool]:
+    """Per row of a row group: whether its datasets ``Image`` struct holds bytes."""
+    meta = file.metadata.row_group(group)
+    leaf = f"{column}.bytes"
+    for i in range(meta.num_columns):
+        chunk = meta.column(i)
+        stats = chunk.statistics
+        if chunk.path_in_schema == leaf and stats is not None and stats.has_null_count:
+            if stats.null_count == 0:
+                return itertools.repeat(True, meta.num_rows)
+            if stats.null_count == meta.num_rows:
+                return itertools.repeat(False, meta.num_rows)
+
+    return _bytes_read(file, group, leaf)
+
+
+def _bytes_read(file: Any, group: int, leaf: str) -> Iterator[bool]:
+    for batch in file.iter_batches(
+        batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=[leaf]
+    ):
+        values = batch.column(0).flatten()[0]  # flatten: a null struct holds no bytes
+        yield from values.is_valid().to_pylist()
+
+
+#: Rows of image bytes :class:`EmbeddedImages` holds at a time.
+EMBEDDED_BATCH_ROWS = 16
+#: Bytes read from a Parquet table at a time where its images are read: pages are read
+#: as they are needed, never a whole column chunk (img2dataset writes a shard of
+#: 10,000 images as one row group).
+PARQUET_BUFFER_BYTES = 1 << 20
+
+
+class EmbeddedImages:
+    """The images a Parquet table holds in a column, read by row number. Rows asked for
+    in ascending order (a chunk of samples, a shard's kept samples) read the column once,
+    :data:`EMBEDDED_BATCH_ROWS` rows at a time; a row behind the current one restarts
+    its row group. ``KeyError`` when the table has no such row or column (it changed
+    since it was indexed)."""
+
+    def __init__(self, fileobj: IO[bytes], column: str) -> None:
+        import pyarrow.parquet as pq
+
+        self._file = pq.ParquetFile(fileobj, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        kind = image_kind(self._file.schema_arrow, column)
+        if kind is None:
+            raise KeyError(f"column {column!r} holds no image bytes")
+        self.column = column
+        self._nested = kind == "struct"
+        self._column = f"{column}.bytes" if self._nested else column
+        meta = self._file.metadata
+        self._starts = list(
+            itertools.accumulate(
+                (meta.row_group(g).num_rows for g in range(meta.num_row_groups)), initial=0
+            )
+        )
+        self._batches: Iterator[Any] = iter(())
+        self._start = self._stop = self._group_stop = 0
+        self._values: Any = None
+
+    def get(self, row: int) -> bytes | None:
+        """Row ``row``'s image bytes; None where the table holds none (a null)."""
+        if not self._start <= row < self._stop:
+            self._move_to(row)
+        value = self._values[row - self._start]
+        return value.as_py() if value.is_valid else None
+
+    def _move_to(self, row: int) -> None:
+        if not 0 <= row < self._starts[-1]:
+            raise KeyError(f"the table has no row {row} (it has {self._starts[-1]})")
+        if row < self._start or row >= self._group_stop:
+            group = bisect_right(self._starts, row) - 1
+            self._batches = self._file.iter_batches(
+                batch_size=EMBEDDED_BATCH_ROWS, row_groups=[group], columns=[self._column]
+            )
+            self._stop, self._group_stop = self._starts[group], self._starts[group + 1]
+        while self._stop <= row:
+            batch = next(self._batches)
+            values = batch.column(0)
+            # a struct's bytes: flatten, so a null struct is a null
+            self._values = values.flatten()[0] if self._nested else values
+            self._start, self._stop = self._stop, self._stop + batch.num_rows
+
+
+#: The largest CSV cell read (the rest of the table is lost after a larger one).
+CSV_CELL_BYTES = 64 << 20
+
+#: Delimiters a CSV table may use: the comma, and the semicolon of spreadsheets in
+#: locales whose decimal mark is a comma, the tab of ``.tsv`` files, the bar.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+@dataclass(frozen=True)
+class OpenQuote:
+    """A CSV row whose quoted cell ran from line ``first`` to ``last`` over ``rows``
+    lines that look like rows of their own (as many delimiters as the header): a quote
+    that opened a cell and was never closed where the writer meant it to be."""
+
+    first: int
+    last: int
+    rows: int
+
+
+def csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
+    """The rows of a CSV table as dicts; an :class:`OpenQuote` before a row that holds
+    other rows. Quoted cells over several lines are CSV (a caption with a line break);
+    a stray ``"`` at the start of a cell makes the reader take every line up to the
+    next quote as that cell, and those rows were lost without a word."""
+    reader = _csv_rows(fileobj, csv.DictReader)
+    assert isinstance(reader, csv.DictReader)
+    end = 1  # the header's last line
+    for row in reader:
+        first, end = end + 1, reader.line_num
+        if end > first:
+            delimiter = reader.reader.dialect.delimiter
+            need = max(len(reader.fieldnames or ()) - 1, 1)
+            rows = sum(
+                line.count(delimiter) >= need
+                for value in row.values()
+                if isinstance(value, str)
+                for line in value.split("\n")[1:]
+            )
+            if rows:
+                yield OpenQuote(first, end, rows)
+        yield row
+
+
+def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Iterator[Any]:
+    """``reader`` (``csv.reader`` or ``csv.DictReader``) over a CSV table whose
+    delimiter is the one of :data:`CSV_DELIMITERS` its header line holds most often
+    (a comma when it holds none: a one-column table)."""
+    # bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF), so such a cell is
+    # one row's error (iter_table), not the end of the table. A table with a UTF-16 or
+    # UTF-32 byte-order mark (Excel's "Unicode Text": tab-separated) is read as such.
+    # a cell up to 64 MiB is read (the csv module's limit is 128 KiB: one long caption
+    # ended the table); one over the caption limit is that row's caption_too_large
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_CELL_BYTES))
+    codec = peek_encoding(fileobj)
+    text = io.TextIOWrapper(fileobj, encoding=codec, errors="surrogateescape", newline="")
+    header = text.readline()
+    return reader(itertools.chain([header], text), **csv_dialect(header))
+
+
+def peek_encoding(fileobj: IO[bytes]) -> str:
+    """The codec of a text table by its byte-order mark (:func:`text_encoding`); the
+    file is left where it was."""
+    at = fileobj.tell()
+    head = fileobj.read(4)
+    fileobj.seek(at)
+    return text_encoding(head)
+
+
+def csv_dialect(header: str) -> dict[str, Any]:
+    """The ``csv`` reader's arguments for a table with this header line: its
+    delimiter, and spaces after one skipped where the header has them (``key, image,
+    caption`` as typed by hand: every cell after the first begins with a space)."""
+    delimiter = csv_delimiter(header)
+    return {"delimiter": delimiter, "skipinitialspace": f"{delimiter} " in header}
+
+
+def csv_delimiter(header: str) -> str:
+    """The one of :data:`CSV_DELIMITERS` a CSV header line holds most often (a comma
+    when it holds none: a one-column table)."""
+    counts = [header.count(d) for d in CSV_DELIMITERS]
+    return CSV_DELIMITERS[counts.index(max(counts))] if max(counts) else ","
