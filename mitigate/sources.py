@@ -210,22 +210,33 @@ def decode_name(raw: bytes, fallback: str | None) -> tuple[str, str | None]:
     return shown, f"member name {raw!r} is not UTF-8{hint}"
 
 
-@dataclass
 class _Building:
-    """A sample being assembled from consecutive members of one key."""
+    """A sample being assembled from the members of one key: light (~0.3 KB with its
+    members), since :data:`KEY_WINDOW` of them may be open; its record is made when
+    it is finished."""
 
-    record: SampleRecord
-    problem: tuple[str, str] | None = None  # (reason, detail) found while indexing
-    note: str = ""  # damage nearby, added to the detail of an error
+    __slots__ = ("index", "key", "members", "note", "problem")
+
+    def __init__(self, key: str, index: int, note: str = "") -> None:
+        self.key = key
+        self.index = index
+        self.members: list[tuple[str, int, int]] = []  # (ext, offset, size): no object
+        self.problem: tuple[str, str] | None = None  # (reason, detail) found while indexing
+        self.note = note  # damage nearby, added to the detail of an error
 
     def fail(self, reason: str, detail: str) -> None:
         if self.problem is None:
             self.problem = (reason, detail)
 
 
-def _finish(building: _Building, limits: SourceLimits) -> SampleRecord:
+def _finish(building: _Building, source: str, limits: SourceLimits) -> SampleRecord:
     """Structural checks on one sample's members (everything that needs no data)."""
-    record = building.record
+    record = SampleRecord(
+        key=building.key,
+        source=source,
+        index=building.index,
+        members=tuple(Member(*m) for m in building.members),
+    )
     error = building.problem or _structure_problem(record, limits)
     if error is None:
         return record
@@ -326,7 +337,7 @@ def index_tar(
         nonlocal complete
         # the sample a cut went through is not complete if the cut did it harm
         complete += not (cut and sample is last and sample.problem is not None)
-        return _finish(sample, limits)
+        return _finish(sample, source, limits)
 
     for item in scan_tar(fileobj):
         if isinstance(item, TarProblem):
@@ -372,7 +383,7 @@ def index_tar(
         if current is None:
             if len(building) >= KEY_WINDOW:
                 yield finished(building.popitem(last=False)[1])
-            current = _Building(SampleRecord(key=key, source=source, index=index), note=damage_note)
+            current = _Building(key, index, damage_note)
             building[key] = current
             index += 1
             damage_note = ""
@@ -384,8 +395,8 @@ def index_tar(
                 Reason.UNSUPPORTED_MEMBER, f"{name!r} is a {item.kind}; only regular files are read"
             )
             continue
-        members = current.record.members
-        if any(m.ext == ext for m in members):
+        members = current.members
+        if any(m[0] == ext for m in members):
             current.fail(
                 Reason.DUPLICATE_MEMBER, f"two members named {name!r} (or differing only in case)"
             )
@@ -395,7 +406,7 @@ def index_tar(
                 Reason.TOO_MANY_MEMBERS, f"more than {MAX_MEMBERS_PER_SAMPLE} members with this key"
             )
             continue
-        current.record.members = (*members, Member(ext, item.offset, item.size))
+        members.append((ext, item.offset, item.size))
     while building:
         yield finished(building.popitem(last=False)[1])
     if skipped:
