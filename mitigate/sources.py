@@ -300,7 +300,7 @@ _ISSUE_REASONS = {
 #: Keys a tar's index holds open: a member joins its key's sample wherever it lies within
 #: this many keys of the sample's first member. GNU tar and bsdtar write a folder in its
 #: directory order (unsorted unless ``--sort=name``), so a sample's image and caption may
-#: lie apart; a shard of img2dataset (10,000 samples) is grouped whole. About 0.5 KB a key.
+#: lie apart; a shard of img2dataset (10,000 samples) is grouped whole. ~0.9 KB a key.
 KEY_WINDOW = 100_000
 
 

@@ -26,7 +26,7 @@ from mitigate.records import (
 )
 from mitigate.samples import Opener, SampleReader
 from mitigate.sources import CAPTION_EXTS, FORMAT_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
-from mitigate.tables import read_errors
+from mitigate.tables import read_errors, shown
 
 
 def load_payloads(
@@ -60,7 +60,9 @@ def load_payloads(
                 else:
                     out.append(_read_image_file(record, reader, max_image_bytes))
             except (OSError, EOFError) as exc:
-                out.append((record.with_error(Reason.READ_ERROR, f"cannot read: {exc}"), None))
+                name = getattr(exc, "filename", None)
+                why = f"{exc.strerror}: {shown(str(name))}" if name and exc.strerror else exc
+                out.append((record.with_error(Reason.READ_ERROR, f"cannot read: {why}"), None))
     return out
 
 
@@ -74,7 +76,7 @@ def _read_image_file(
         data = reader.file(path, max_image_bytes)
     except FileNotFoundError:
         hint = " (a Windows path? write / between folders)" if "\\" in path else ""
-        detail = f"image file not found: {path!r}{hint}"
+        detail = f"image file not found: {shown(path)}{hint}"
         return record.with_error(Reason.MISSING_IMAGE, detail), None
     if len(data) > max_image_bytes:
         detail = f"{path} is larger than max_image_bytes {max_image_bytes}"

@@ -302,6 +302,18 @@ def resolve_image_path(image: str, root: str) -> str | None:
     return prefix + norm if inside else None
 
 
+#: Characters of a cell an error's detail quotes (a base64 image in a path column is
+#: ~100 KB, and each row's detail repeated it).
+SHOWN_CHARS = 200
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for an error's detail, cut to :data:`SHOWN_CHARS` characters."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}... ({len(value):,} characters)"
+
+
 def _not_text(column: str, value: Any) -> str:
     """Why a row's ``column`` holds no usable text: empty (or null), or another type."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -523,7 +535,7 @@ def iter_table(
             if image.lower().startswith(WEB_SCHEMES):
                 yield rec.with_error(
                     Reason.IMAGE_URL,
-                    f"{image!r} is a web address: images are not downloaded here; fetch "
+                    f"{shown(image)} is a web address: images are not downloaded here; fetch "
                     "them first (e.g. img2dataset, which writes WebDataset tars) and give "
                     "the tars or a table of local paths",
                 )
@@ -532,7 +544,8 @@ def iter_table(
             if path is None:
                 yield rec.with_error(
                     Reason.IMAGE_PATH_OUTSIDE_ROOT,
-                    f"{image!r} is outside {root} (set input.image_root to allow another folder)",
+                    f"{shown(image)} is outside {root} (set input.image_root to allow another "
+                    "folder)",
                 )
                 continue
             rec.image_path = path

@@ -621,3 +621,23 @@ def test_a_csv_typed_with_a_space_after_each_comma_is_read(tmp_path, photos):
         str(tmp_path / "a.jpg"),
         "a photo, with a comma",
     )
+
+
+def test_a_huge_cell_is_cut_in_its_rows_detail(tmp_path):
+    """A base64 image or a data URI in a path column: each row's detail held all of
+    it (~100 KB a row)."""
+    from mitigate.stages import load_payloads
+
+    blob = "A" * 100_000
+    rows = [
+        {"key": "a", "image": "/9j/" + blob, "caption": "c"},
+        {"key": "b", "image": "data:image/jpeg;base64," + blob, "caption": "c"},
+    ]
+    path = _write(tmp_path / "t.jsonl", rows)
+    with open(path, "rb") as f:
+        first, second = iter_table(f, str(path), "jsonl", **DEFAULTS)
+    ((second, _),) = load_payloads([second], lambda p: open(p, "rb"), max_image_bytes=10**6)
+    assert first.reason == "image_path_outside_root" and len(first.detail) < 400
+    assert "... (100,004 characters)" in first.detail
+    assert second.reason == "read_error" and len(second.detail) < 400
+    assert second.detail.startswith("cannot read: File name too long: ")
