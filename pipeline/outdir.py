@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -53,12 +54,45 @@ def previous_outputs(out: str) -> list[str] | None:
     if not fs.exists(summary):
         return None
     try:
-        listed = json.loads(fs.read_bytes(summary)).get("outputs")
+        loaded = json.loads(fs.read_bytes(summary))
     except (OSError, ValueError):
-        listed = None
+        return None  # not a summary a run wrote: its folder is not a run's
+    if not isinstance(loaded, dict) or not _RUN_SUMMARY_KEYS <= loaded.keys():
+        return None  # another tool's summary.json (e.g. {"accuracy": 0.91})
+    listed = loaded.get("outputs")
     if not isinstance(listed, list):  # written before summaries listed their outputs
         listed = [*OUTPUT_NAMES, SUMMARY]
     return [n for n in listed if n in (*OUTPUT_NAMES, SUMMARY)]
+
+
+#: Keys every run's summary.json has: a folder whose summary.json lacks one is no run's.
+_RUN_SUMMARY_KEYS = frozenset({"input_count", "counts", "conservation"})
+
+#: The files a run writes inside its folders (path below the folder): --overwrite
+#: replaces those folders whole, so any other file in one stops it.
+_RUN_FILES = {
+    layout.SHARDS: re.compile(r"shard-[0-9_-]+\.tar"),
+    layout.MANIFEST: re.compile(r"part-[0-9_]+\.parquet"),
+    layout.EMBEDDINGS: re.compile(r"[^/]+/part-[0-9_]+\.npy"),
+    layout.QUARANTINE: re.compile(r"[a-z0-9_]+/shard-[0-9_-]+\.tar"),
+}
+
+
+def foreign_files(out: str, names: list[str]) -> list[str]:
+    """Files inside the run folders ``names`` of a local ``out`` that no run writes
+    (a user's README.md in shards/), as paths below ``out``."""
+    found = []
+    for name in names:
+        pattern = _RUN_FILES.get(name)
+        top = os.path.join(out, name)
+        if pattern is None or not _local(out) or not os.path.isdir(top):
+            continue
+        for folder, _, files in os.walk(top):
+            for file in files:
+                below = os.path.relpath(os.path.join(folder, file), top).replace(os.sep, "/")
+                if not pattern.fullmatch(below):
+                    found.append(f"{name}/{below}")
+    return sorted(found)
 
 
 def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
@@ -108,6 +142,15 @@ def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
             [
                 f"output.path: {out} holds a previous run ({fs.join(out, SUMMARY)}); "
                 "choose another folder or pass --overwrite"
+            ]
+        )
+    stray = foreign_files(out, previous or [])
+    if stray:
+        shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+        raise ConfigError(
+            [
+                f"output.path: {out} holds {shown} inside a previous run's folders, which no "
+                "run writes: --overwrite replaces those folders whole; move them first"
             ]
         )
 

@@ -108,6 +108,29 @@ def test_files_the_run_did_not_create_are_never_replaced(tmp_path, sample_dir):
     assert (out / "config.yaml").read_text() == "# my own config\n"
 
 
+def test_another_tools_summary_or_a_users_file_in_a_run_folder_stops_overwrite(finished, tmp_path):
+    """A summary.json of another tool made the folder a "previous run" and --overwrite
+    replaced the user's config.yaml and shards/ and manifest/ whole; a file a user put
+    inside a real run's shards/ went with it."""
+    out = tmp_path / "theirs"
+    (out / "shards").mkdir(parents=True)
+    (out / "summary.json").write_text('{"accuracy": 0.91}')
+    (out / "shards" / "README.md").write_text("mine")
+    assert outdir.previous_outputs(str(out)) is None
+    with pytest.raises(ConfigError, match=r"already holds shards, summary\.json, not written by"):
+        outdir.check_output(str(out), overwrite=True)
+    run = _copy(finished[0], tmp_path / "run")
+    outdir.check_output(str(run), overwrite=True)  # a run's own files only: fine
+    (run / "shards" / "README.md").write_text("mine")
+    (run / "manifest" / "other.parquet").write_bytes(b"")
+    with pytest.raises(ConfigError) as refused:
+        outdir.check_output(str(run), overwrite=True)
+    assert "holds manifest/other.parquet, shards/README.md inside a previous run's" in str(
+        refused.value
+    )
+    assert (run / "shards" / "README.md").read_text() == "mine"
+
+
 def test_the_config_file_itself_is_protected(finished, tmp_path):
     out = _copy(finished[0], tmp_path / "out")
     with pytest.raises(ConfigError, match="which it reads"):
