@@ -288,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.95,
         help="confidence level of the intervals (default 0.95)",
     )
-    cal_p.add_argument("--write", metavar="YAML", help="write the config snippet here")
+    cal_p.add_argument("--write", metavar="YAML", help="write the config snippet to this new file")
+    cal_p.add_argument(
+        "--force", action="store_true", help="with --write: replace an existing file"
+    )
     cal_p.set_defaults(func=cmd_calibrate)
 
     sel_p = sub.add_parser(

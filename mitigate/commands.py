@@ -53,6 +53,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     entry = _scored_filter(args.scores, args.filter, "--scores")
     _need_labels("--labels", args.labels)
+    if args.write and Path(args.write).is_dir():
+        raise UsageError(f"--write: {args.write} is a folder; name the YAML file to write")
+    if args.write and Path(args.write).exists() and not args.force:
+        raise UsageError(
+            f"--write: {args.write} exists (a config?); the snippet replaces all of it: "
+            "pass --force to replace it, or name a new file and merge the snippet yourself"
+        )
     labels = review.read_labels(args.labels)
     scored, truth, every, missing = review.calibration_data(args.scores, args.filter, labels)
     if missing:

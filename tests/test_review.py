@@ -67,6 +67,17 @@ def test_calibrate_picks_the_highest_threshold_reaching_the_target(
     assert parsed["filters"][0]["threshold"] == pytest.approx(lowest_positive)
     # the snippet is a valid filter entry
     validate_config({"filters": parsed["filters"]})
+    # an existing file (a whole config) is not replaced by the snippet unless --force
+    args = ["calibrate", "--scores", str(run_dir), "--labels", str(tmp_path / "l.csv")]
+    args += ["--filter", "nsfw", "--target-recall", "1.0", "--write"]
+    config = tmp_path / "config.yaml"
+    config.write_text("# my whole config\n")
+    assert main([*args, str(config)]) == 2
+    assert "--write: " in capsys.readouterr().err and config.read_text() == "# my whole config\n"
+    assert main([*args, str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*args, str(config), "--force"]) == 0
+    assert yaml.safe_load(config.read_text())["filters"][0]["name"] == "nsfw"
 
 
 def test_bad_labels_file_is_a_clear_error(run_dir, tmp_path, capsys):
