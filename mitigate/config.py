@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -431,9 +432,19 @@ class RebalanceConfig(_Strict):
     @field_validator("C_grid")
     @classmethod
     def _positive_grid(cls, value: list[float]) -> list[float]:
-        bad = [c for c in value if not c > 0]
+        bad = [c for c in value if not (c > 0 and math.isfinite(c))]
         if bad:
-            raise ValueError(f"every C must be > 0, got {bad}")
+            raise ValueError(f"every C must be a positive finite number, got {bad}")
+        return value
+
+    @field_validator("C")
+    @classmethod
+    def _positive_c(cls, value: float | str) -> float | str:
+        # the fit checked it, after the whole pipeline had run
+        if value != "auto" and not (
+            isinstance(value, float) and value > 0 and math.isfinite(value)
+        ):
+            raise ValueError("must be a positive finite number or auto")
         return value
 
     def calibration_groups(self) -> dict[str, list[str]]:

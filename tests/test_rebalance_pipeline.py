@@ -179,8 +179,12 @@ def test_rebalance_config_is_cross_checked():
         validate_config({"rebalance": {**on, "calibrate_groups": ["women", "nurses"]}})
     with pytest.raises(ConfigError, match=r"rebalance.calibrate_groups.nurses: give at least"):
         validate_config({"rebalance": {**on, "calibrate_groups": {"nurses": []}}})
-    with pytest.raises(ConfigError, match=r"rebalance.C_grid: .*every C must be > 0"):
+    with pytest.raises(ConfigError, match=r"rebalance.C_grid: .*every C must be a positive"):
         validate_config({"rebalance": {"C_grid": [1.0, 0]}})
+    # a C the fit refuses stopped the run at its end, after all the work
+    for bad in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"rebalance.C: must be a positive finite number"):
+            validate_config({"rebalance": {"C": bad}})
     with pytest.raises(ConfigError, match=r"rebalance.C"):
         validate_config({"rebalance": {"C": "best"}})
     with pytest.raises(ConfigError, match=r"rebalance.C_patience: must be >= 0, got -1"):
