@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -942,6 +943,9 @@ def _is_local_relative(path: str) -> bool:
 
 def _resolve_paths(config: Config, base: Path) -> Config:
     def fix(p: str) -> str:
+        # "~/data" as the README quotes globs: the shell expands no ~ inside quotes, and
+        # the run wrote into a folder named "~" in the working folder
+        p = os.path.expanduser(p) if p.startswith("~") else p
         return str((base / p).resolve()) if _is_local_relative(p) else p
 
     dedup = config.dedup.model_copy(

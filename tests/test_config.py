@@ -214,3 +214,14 @@ def test_absurdly_nested_yaml_is_a_config_error(tmp_path, nesting):
     path.write_text("input: " + nesting * 5000 + "1" + closing * 5000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_config(path)
+
+
+def test_a_quoted_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """The shell expands no ~ inside quotes ('~/data/*.tar' as the README quotes
+    globs): the run wrote into a folder named "~" in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml", ["input.paths=['~/d/*.tar']", "output.path=~/out"]
+    )
+    assert config.input.paths == [str(tmp_path / "d" / "*.tar")]
+    assert config.output.path == str(tmp_path / "out")
