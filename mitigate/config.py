@@ -964,6 +964,26 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``safe_load`` that refuses a key given twice in one mapping: YAML keeps the last
+    one without a word (``threshold: 0.3`` then ``threshold: 0.9`` ran at 0.9)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice in one mapping (line {seen[key] + 1} and "
+                    f"line {key_node.start_mark.line + 1}); YAML would keep the last",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b=value`` (value as YAML) into (['a', 'b'], value)."""
     if "=" not in text:
@@ -1029,6 +1049,8 @@ def load_config(
 def _load_config(
     path: Path | str | None, overrides: list[str] | None
 ) -> tuple[Config, dict[str, Any]]:
+    if path is not None and Path(path).is_dir():
+        raise ConfigError([f"--config: {path} is a folder, not a YAML file"])
     raw: Any = {}
     base = Path(".")
     if path is not None:
@@ -1036,7 +1058,7 @@ def _load_config(
         if not path.is_file():
             raise ConfigError([f"config file not found: {path}"])
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
             raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
         except UnicodeDecodeError as exc:

@@ -225,3 +225,18 @@ def test_a_quoted_tilde_is_the_home_folder(tmp_path, monkeypatch):
     )
     assert config.input.paths == [str(tmp_path / "d" / "*.tar")]
     assert config.output.path == str(tmp_path / "out")
+
+
+def test_a_key_given_twice_in_a_config_is_refused(tmp_path):
+    """YAML keeps the last of two equal keys: a filter's threshold: 0.3 then 0.9 ran
+    at 0.9 after "config OK"."""
+    path = tmp_path / "c.yaml"
+    path.write_text("filters:\n  - name: nsfw\n    threshold: 0.3\n    threshold: 0.9\n")
+    with pytest.raises(
+        ConfigError, match=r"key 'threshold' given twice in one mapping \(line 3 and line 4\)"
+    ):
+        load_config(path, [])
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_config(tmp_path, [])
+    path.write_text("filters:\n  - name: nsfw\n    threshold: 0.3\n  - name: image_quality\n")
+    assert load_config(path, [])  # equal keys in two mappings are no repeat
