@@ -97,6 +97,11 @@ def cmd_redecide(args: argparse.Namespace) -> int:
 
     from mitigate.pipeline.run import redecide
 
+    if args.input:
+        raise UsageError(
+            "--input: redecide reads the inputs the run in --from read (its manifest names "
+            "them, and kept samples are copied from them); it takes no other"
+        )
     if args.config is None:
         args.config = str(Path(args.from_dir) / "config.yaml")
     config, _ = _load(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -300,6 +301,13 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     ]
     errors += _head_errors(config, from_path)
     errors += _signature_errors(config, from_path)
+    gone = [p for p in sources if "://" not in p and not os.path.exists(p)]
+    if gone:  # found only when the shards were written, after all the work
+        errors.append(
+            f"--from: {len(gone)} of the run's {len(sources)} input file(s) are gone, e.g. "
+            f"{', '.join(gone[:3])}: kept samples are copied from them; put them back "
+            "where the run read them"
+        )
     if errors:
         raise ConfigError(errors)
     outdir.check_output(config.output.path, config.output.overwrite)

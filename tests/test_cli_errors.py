@@ -235,3 +235,30 @@ def test_an_unquoted_glob_is_refused_not_half_read(tmp_path, capsys, monkeypatch
     assert not called
     assert main([*argv[:3], "--", "--direct_num_workers=2"]) == 0
     assert called == [["--direct_num_workers=2"]]
+
+
+def test_redecide_names_inputs_that_are_gone_before_any_work(tmp_path, sample_dir, capsys):
+    """It failed at its end, writing the shards, after all the work; and --input was
+    taken and ignored."""
+    import shutil
+
+    from mitigate.config import ConfigError, load_config
+    from mitigate.pipeline.run import redecide, run
+
+    shard = tmp_path / "in" / "shard-00000.tar"
+    shard.parent.mkdir()
+    shutil.copy(sample_dir / "shard-00000.tar", shard)
+    cheap = ["filters=[{name: image_quality}]", "rebalance.enabled=false"]
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [f"input.paths=[{str(shard)!r}]", f"output.path={tmp_path / 'run'}", *cheap],
+    )
+    run(config)
+    shard.rename(tmp_path / "moved.tar")
+    again, _ = load_config(tmp_path / "run" / "config.yaml", [f"output.path={tmp_path / 're'}"])
+    with pytest.raises(ConfigError, match=r"--from: 1 of the run's 1 input file\(s\) are gone"):
+        redecide(again, str(tmp_path / "run"))
+    assert not (tmp_path / "re").exists()
+    argv = ["redecide", "--from", str(tmp_path / "run"), "--output", str(tmp_path / "re")]
+    assert main([*argv, "--input", str(tmp_path / "moved.tar")]) == 2
+    assert "--input: redecide reads the inputs the run in --from read" in capsys.readouterr().err
