@@ -404,6 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
     init_p.add_argument("path", nargs="?", default="mitigate.yaml", metavar="PATH")
     init_p.add_argument("--force", action="store_true", help="overwrite existing files")
     init_p.set_defaults(func=cmd_init)
+    for command in sub.choices.values():  # -v after the command too: `mitigate run -v`
+        command.add_argument(
+            "-v",
+            "--verbose",
+            dest="verbose_after",
+            action="count",
+            default=0,
+            help="as `mitigate -v`: progress details and tracebacks; -vv: Beam's logging too",
+        )
     return parser
 
 
@@ -436,6 +445,7 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose += getattr(args, "verbose_after", 0)
     extra = getattr(args, "beam_args", None)
     if extra and extra[0] == "--":
         args.beam_args = extra[1:]

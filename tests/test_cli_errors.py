@@ -262,3 +262,14 @@ def test_redecide_names_inputs_that_are_gone_before_any_work(tmp_path, sample_di
     argv = ["redecide", "--from", str(tmp_path / "run"), "--output", str(tmp_path / "re")]
     assert main([*argv, "--input", str(tmp_path / "moved.tar")]) == 2
     assert "--input: redecide reads the inputs the run in --from read" in capsys.readouterr().err
+
+
+def test_verbose_is_taken_after_the_command_too(monkeypatch):
+    """Every failure says "run with -v"; `mitigate run -v ...` was an unrecognized
+    argument (only `mitigate -v run ...` was taken)."""
+    seen: list[int] = []
+    monkeypatch.setattr("mitigate.cli.cmd_validate", lambda args: seen.append(args.verbose) or 0)
+    assert main(["validate", "-v"]) == 0
+    assert main(["-v", "validate", "-v"]) == 0
+    assert main(["validate"]) == 0
+    assert seen == [1, 2, 0]
