@@ -13,9 +13,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from mitigate.config import RunnerConfig
+from mitigate.config import ConfigError, RunnerConfig
+
+log = logging.getLogger(__name__)
 
 # What ``--runner`` names for a local run (runners/local.py; Beam imports the class
 # from this dotted path, so naming it here keeps Beam out of `validate`).
@@ -76,4 +79,28 @@ def pipeline_options(runner: RunnerConfig, extra_args: list[str] | None = None) 
     explicit flag on the command line wins over the config."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return PipelineOptions(runner_args(runner) + list(extra_args or []))
+    options = PipelineOptions(runner_args(runner) + list(extra_args or []))
+    if extra_args:
+        # Beam drops the flags it does not know with a warning that is hidden unless -vv
+        # (`-- --set filters=[]` ran the default filters without a word)
+        known = options.get_all_options()
+        unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+        given = {a.lstrip("-").split("=", 1)[0] for a in extra_args if a.startswith("--")}
+        ours = [n for n in unknown if n in _OUR_OPTIONS]
+        if ours:
+            raise ConfigError(
+                [
+                    "after `--`: " + ", ".join(f"--{name}" for name in ours) + " is mitigate's "
+                    "option, not Beam's: put it before `--` (Beam would drop it without a word)"
+                ]
+            )
+        # a runner's own options (Dask's) are known once its module is loaded: a warning
+        for name in (n for n in unknown if n in given):
+            log.warning("Apache Beam knows no option --%s: it is ignored", name)
+    return options
+
+
+#: mitigate's own command-line options, which Beam drops when they follow `--`.
+_OUR_OPTIONS = frozenset(
+    {"set", "input", "output", "config", "overwrite", "force", "runner", "dry_run", "from"}
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,17 @@ def test_an_output_path_that_is_a_file_exits_2(capsys, monkeypatch, tmp_path):
     (tmp_path / "out").write_text("x")
     assert main(["validate", "--output", str(tmp_path / "out")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_beam_options_beam_does_not_know_are_refused_or_said(caplog):
+    """Beam dropped them with a warning hidden unless -vv: a --set put after `--` was
+    lost and the run used the default filters."""
+    from mitigate.config import ConfigError, RunnerConfig
+    from mitigate.runners import pipeline_options
+
+    with pytest.raises(ConfigError, match=r"after `--`: --set is mitigate's option, not Beam's"):
+        pipeline_options(RunnerConfig(), ["--bogus_flag=1", "--set", "filters=[]"])
+    assert pipeline_options(RunnerConfig(), ["--direct_num_workers=3"])
+    with caplog.at_level(logging.WARNING, logger="mitigate.runners"):
+        assert pipeline_options(RunnerConfig(), ["--bogus_flag=1"])
+    assert "Apache Beam knows no option --bogus_flag: it is ignored" in caplog.text
