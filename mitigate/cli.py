@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -115,6 +116,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mitigate.pipeline import fs
     from mitigate.report import write_report
 
+    summary = Path(args.out_dir, "summary.json")
+    if "://" not in args.out_dir:  # a local folder is checked; a remote one is read
+        if not Path(args.out_dir).is_dir():
+            raise UsageError(f"{args.out_dir}: not a folder (give a run's output folder)")
+        if not summary.is_file():
+            raise UsageError(
+                f"{args.out_dir}: not a finished run (no summary.json: a run writes it last, "
+                "so a run that was stopped has none)"
+            )
+        try:
+            json.loads(summary.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{summary}: not a run's summary (not JSON: {exc})") from None
     path = write_report(
         args.out_dir,
         opener=fs.open_read,

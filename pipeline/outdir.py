@@ -112,6 +112,7 @@ def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
             raise ConfigError(
                 [f"output.path: {out} is not writable (no write permission on {probe})"]
             )
+        _creatable(out, probe)
     for path in protected:
         for name in (*OUTPUT_NAMES, SUMMARY):
             target = os.path.abspath(os.path.join(out, name))
@@ -151,6 +152,29 @@ def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
             [
                 f"output.path: {out} holds {shown} inside a previous run's folders, which no "
                 "run writes: --overwrite replaces those folders whole; move them first"
+            ]
+        )
+
+
+def _creatable(out: str, parent: str) -> None:
+    """Whether ``out`` can be made below its nearest existing folder ``parent``, without
+    making it (``validate`` leaves nothing behind): a folder made and removed there
+    (refused in /proc, /sys, a read-only mount), each missing name within the file
+    system's name length. Found here, not after the work."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mitigate-probe-", dir=parent))
+        longest = os.pathconf(parent, "PC_NAME_MAX")
+    except OSError as exc:
+        raise ConfigError([f"output.path: cannot create {out}: {exc.strerror}"]) from None
+    missing = os.path.relpath(os.path.abspath(out), os.path.abspath(parent)).split(os.sep)
+    too_long = [n for n in missing if n != "." and len(os.fsencode(n)) > longest]
+    if too_long:
+        raise ConfigError(
+            [
+                f"output.path: cannot create {out}: the name {too_long[0][:40]!r}... is over "
+                f"{longest} bytes"
             ]
         )
 

@@ -273,3 +273,18 @@ def test_verbose_is_taken_after_the_command_too(monkeypatch):
     assert main(["-v", "validate", "-v"]) == 0
     assert main(["validate"]) == 0
     assert seen == [1, 2, 0]
+
+
+def test_report_on_something_that_is_no_run_says_so(tmp_path, capsys):
+    (tmp_path / "a.tar").write_bytes(b"")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{not json")
+    expected = {
+        "a.tar": "not a folder (give a run's output folder)",
+        "half": "not a finished run (no summary.json: a run writes it last",
+        "bad": "summary.json: not a run's summary (not JSON: ",
+    }
+    for name, message in expected.items():
+        assert main(["report", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err

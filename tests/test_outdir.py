@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -320,3 +321,17 @@ def test_runs_with_no_sample_or_nothing_kept_finish_with_summary_and_report(tmp_
         assert rows == summary["input_count"]
     issues = json.loads((tmp_path / "nothing" / "summary.json").read_text())["source_issues"]
     assert sorted(i["reason"] for i in issues) == ["read_error", "read_error"]
+
+
+def test_an_output_folder_that_cannot_be_made_is_named_before_any_work(tmp_path):
+    """/proc/x and a name over 255 bytes failed after the work, with exit 1; a folder
+    that can be made is not made by the check (validate leaves nothing behind)."""
+    for out, why in (
+        ("/proc/no-such-folder/out", "cannot create /proc/no-such-folder/out: "),
+        (str(tmp_path / ("a" * 300) / "out"), "is over 255 bytes"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            outdir.check_output(out, overwrite=False)
+    fresh = tmp_path / "new" / "out"
+    outdir.check_output(str(fresh), overwrite=False)
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path) == []
