@@ -190,8 +190,13 @@ class Filter(ABC, Generic[C]):
 
 def config_path(value: str, info: ValidationInfo) -> Path:
     """A path from a config, resolved against the config's folder (``base_dir`` in the
-    validation context), so the effective config holds it absolute and re-runs anywhere."""
-    return (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
+    validation context), so the effective config holds it absolute and re-runs anywhere.
+    Where no such file is there but one is in the working folder, that one: a path given
+    with ``--set`` and no ``--config`` was looked for inside the installed package (the
+    default config's folder)."""
+    path = (Path((info.context or {}).get("base_dir", ".")) / value).expanduser().resolve()
+    here = Path(value).expanduser().resolve()
+    return here if not path.exists() and here.exists() else path
 
 
 def _probability(value: float) -> float:

@@ -240,3 +240,21 @@ def test_a_key_given_twice_in_a_config_is_refused(tmp_path):
         load_config(tmp_path, [])
     path.write_text("filters:\n  - name: nsfw\n    threshold: 0.3\n  - name: image_quality\n")
     assert load_config(path, [])  # equal keys in two mappings are no repeat
+
+
+def test_a_terms_file_given_with_set_is_found_in_the_working_folder(tmp_path, monkeypatch):
+    """With no --config the default config's folder (inside the package) was the only
+    place looked in: `--set filters=[{..., terms_file: terms/mine.txt}]` was not found."""
+    (tmp_path / "terms").mkdir()
+    (tmp_path / "terms" / "mine.txt").write_text("zebra\n")
+    monkeypatch.chdir(tmp_path)
+    entry = "{name: caption_terms, category: violence, terms_file: terms/mine.txt}"
+    config, _ = load_config(
+        REPO / "mitigate" / "configs" / "default.yaml",
+        [f"filters=[{entry}]", "rebalance.embedding_filter=null"],
+    )
+    assert config.filters[0].terms_file == str(tmp_path / "terms" / "mine.txt")
+    # the config's folder first: the packaged terms file of the default config
+    default, _ = load_config(REPO / "mitigate" / "configs" / "default.yaml", [])
+    terms = next(f for f in default.filters if f.filter_id == "caption_terms")
+    assert terms.terms_file == str(REPO / "mitigate" / "configs" / "terms" / "violence.txt")
