@@ -135,7 +135,7 @@ def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
         raise ConfigError(
             [
                 f"output.path: {out} already holds {', '.join(foreign)}, not written by a "
-                "mitigate run (no summary.json lists it); choose an empty folder or move it"
+                "mitigate run (no run's summary.json lists it); choose an empty folder or move it"
             ]
         )
     if previous and not overwrite:

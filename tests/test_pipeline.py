@@ -257,7 +257,8 @@ def test_preflight_refuses_missing_inputs_and_a_previous_output(tmp_path):
     with pytest.raises(ConfigError, match=r"input.paths\[0\]: no file matches"):
         preflight(config)
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "summary.json").write_text("{}")
+    run_summary = {"input_count": 0, "counts": {}, "conservation": {"ok": True}}
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(run_summary))
     config = _config(tmp_path)
     with pytest.raises(ConfigError, match=r"holds a previous run.*--overwrite"):
         preflight(config)
