@@ -211,9 +211,9 @@ def decode_name(raw: bytes, fallback: str | None) -> tuple[str, str | None]:
 
 
 class _Building:
-    """A sample being assembled from the members of one key: light (~0.3 KB with its
-    members), since :data:`KEY_WINDOW` of them may be open; its record is made when
-    it is finished."""
+    """A sample being assembled from the members of one key: light (no record, its
+    members as tuples), since :data:`KEY_WINDOW` of them may be open; its record is
+    made when it is finished."""
 
     __slots__ = ("index", "key", "members", "note", "problem")
 

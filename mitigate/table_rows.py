@@ -241,7 +241,9 @@ class EmbeddedImages:
             )
             self._stop, self._group_stop = self._starts[group], self._starts[group + 1]
         while self._stop <= row:
-            batch = next(self._batches)
+            batch = next(self._batches, None)
+            if batch is None:  # the file holds fewer rows than its footer says
+                raise KeyError(f"row {row}: the table's row group ends before it")
             values = batch.column(0)
             # a struct's bytes: flatten, so a null struct is a null
             self._values = values.flatten()[0] if self._nested else values
