@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import posixpath
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -253,6 +254,13 @@ def _unreadable_images(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
         rows = itertools.islice(read_rows(fileobj, fmt), URL_SAMPLE_ROWS)
         values = [r.get(column) for r in rows if isinstance(r, dict)]
     images = [v for v in values if isinstance(v, str) and v.strip()]
+    inline = [v for v in images if inline_image(v)]
+    if images and len(inline) == len(images):
+        return [
+            f"column {column!r} holds images written inline ({len(inline)} of the first "
+            f"{len(values)} rows, e.g. {shown(inline[0][:40])}...: base64 or data: URIs), not "
+            "paths: write them to files, or to a Parquet binary column"
+        ]
     urls = [v for v in images if v.lower().startswith(WEB_SCHEMES)]
     if not images or len(urls) < len(images):
         return []
@@ -305,6 +313,19 @@ def resolve_image_path(image: str, root: str) -> str | None:
 #: Characters of a cell an error's detail quotes (a base64 image in a path column is
 #: ~100 KB, and each row's detail repeated it).
 SHOWN_CHARS = 200
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
+def inline_image(value: str) -> bool:
+    """Whether a path cell holds an image written inline: a ``data:`` URI, or base64
+    text longer than any path and without its dot (a JPEG's starts ``/9j/``, a PNG's
+    ``iVBOR``)."""
+    head = value[:4096]
+    return value[:5].lower() == "data:" or (
+        len(value) > 1024 and "." not in head and bool(_BASE64.fullmatch(head))
+    )
 
 
 def shown(value: str) -> str:
@@ -490,6 +511,13 @@ def iter_table(
             if embedded is None and (not isinstance(image, str) or not image.strip()):
                 detail = absent.get("image_column") or _not_text(image_column, image)
                 yield rec.with_error(Reason.MISSING_IMAGE, detail)
+                continue
+            if embedded is None and inline_image(image):
+                yield rec.with_error(
+                    Reason.INVALID_IMAGE_PATH,
+                    f"column {image_column!r} holds an image written inline "
+                    f"({shown(image[:40])}...: base64 or a data: URI), not a path",
+                )
                 continue
             bad = None if embedded else LONE_SURROGATE.search(image)
             if bad:

@@ -623,11 +623,9 @@ def test_a_csv_typed_with_a_space_after_each_comma_is_read(tmp_path, photos):
     )
 
 
-def test_a_huge_cell_is_cut_in_its_rows_detail(tmp_path):
-    """A base64 image or a data URI in a path column: each row's detail held all of
-    it (~100 KB a row)."""
-    from mitigate.stages import load_payloads
-
+def test_an_image_written_inline_in_a_path_column_is_named_so(tmp_path):
+    """A base64 image or a data URI in a path column was taken for a path (outside the
+    root; "File name too long"), each row's detail holding all of it (~100 KB a row)."""
     blob = "A" * 100_000
     rows = [
         {"key": "a", "image": "/9j/" + blob, "caption": "c"},
@@ -636,8 +634,29 @@ def test_a_huge_cell_is_cut_in_its_rows_detail(tmp_path):
     path = _write(tmp_path / "t.jsonl", rows)
     with open(path, "rb") as f:
         first, second = iter_table(f, str(path), "jsonl", **DEFAULTS)
-    ((second, _),) = load_payloads([second], lambda p: open(p, "rb"), max_image_bytes=10**6)
-    assert first.reason == "image_path_outside_root" and len(first.detail) < 400
-    assert "... (100,004 characters)" in first.detail
-    assert second.reason == "read_error" and len(second.detail) < 400
-    assert second.detail.startswith("cannot read: File name too long: ")
+    # each row says what it holds, in a line, and validate before any work
+    assert [r.reason for r in (first, second)] == ["invalid_image_path"] * 2
+    assert first.detail == (
+        "column 'image' holds an image written inline ('/9j/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAA'...: base64 or a data: URI), not a path"
+    )
+    with open(path, "rb") as f:
+        (problem,) = table_problems(f, "jsonl", DEFAULTS)[1]
+    assert problem.startswith("column 'image' holds images written inline (2 of the first 2")
+    # a long path is no inline image: cut in its detail
+    rows = [{"key": "c", "image": "/" + "d/" * 600 + "a.jpg", "caption": "c"}]
+    path = _write(tmp_path / "u.jsonl", rows)
+    with open(path, "rb") as f:
+        (third,) = iter_table(f, str(path), "jsonl", **DEFAULTS)
+    assert third.reason == "image_path_outside_root" and len(third.detail) < 400
+    assert "... (1,206 characters)" in third.detail
+    # and an OS error's file name too
+    from mitigate.stages import load_payloads
+
+    rows = [{"key": "d", "image": "a" * 3000 + ".jpg", "caption": "c"}]
+    path = _write(tmp_path / "v.jsonl", rows)
+    with open(path, "rb") as f:
+        (fourth,) = iter_table(f, str(path), "jsonl", **DEFAULTS)
+    ((fourth, _),) = load_payloads([fourth], lambda p: open(p, "rb"), max_image_bytes=10**6)
+    assert fourth.reason == "read_error" and len(fourth.detail) < 400
+    assert fourth.detail.startswith("cannot read: File name too long: ")
