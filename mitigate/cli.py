@@ -189,6 +189,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """An argument that counts something: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mitigate",
@@ -274,7 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="show thumbnails of 'sexual'-category filters unblurred",
     )
     rep_p.add_argument(
-        "--max-thumbs", type=int, default=12, help="thumbnails per strip (default 12)"
+        "--max-thumbs",
+        type=_count,
+        default=12,
+        help="thumbnails per strip (default 12; 0: none)",
     )
     rep_p.set_defaults(func=cmd_report)
 

@@ -288,3 +288,10 @@ def test_report_on_something_that_is_no_run_says_so(tmp_path, capsys):
     for name, message in expected.items():
         assert main(["report", str(tmp_path / name)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_negative_thumbnail_count_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path), "--max-thumbs", "-1"])
+    assert exit_.value.code == 2
+    assert "argument --max-thumbs: -1 is below 0" in capsys.readouterr().err
