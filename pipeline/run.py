@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -54,6 +55,20 @@ def _staged(config: Config, work: Callable[[Config, Layout], None]) -> dict[str,
     config pointed at the staging folder; config.yaml records the real output path."""
     out = config.output.path
     started = time.perf_counter()
+    made = "://" not in out and not os.path.exists(out)  # this run makes the folder
+    try:
+        return _staged_in(config, work, out, started)
+    except BaseException:
+        if made:  # a run that failed leaves no empty folder it made
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
+        raise
+
+
+def _staged_in(
+    config: Config, work: Callable[[Config, Layout], None], out: str, started: float
+) -> dict[str, Any]:
+    """:func:`_staged`'s work under the output folder's lock."""
     with outdir.locked(out):
         outdir.recover(out)
         # Checked again under the lock: another run may have finished meanwhile.

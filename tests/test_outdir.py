@@ -335,3 +335,21 @@ def test_an_output_folder_that_cannot_be_made_is_named_before_any_work(tmp_path)
     fresh = tmp_path / "new" / "out"
     outdir.check_output(str(fresh), overwrite=False)
     assert not (tmp_path / "new").exists() and os.listdir(tmp_path) == []
+
+
+def test_a_run_that_fails_leaves_no_empty_folder_it_made(tmp_path):
+    from mitigate.config import validate_config
+    from mitigate.pipeline.run import _staged
+
+    def fails(config, layout):
+        raise RuntimeError("a bundle failed")
+
+    for existed in (False, True):
+        out = tmp_path / f"out-{existed}"
+        if existed:
+            out.mkdir()
+        config = validate_config({"output": {"path": str(out)}})
+        with pytest.raises(RuntimeError, match="a bundle failed"):
+            _staged(config, fails)
+        assert out.exists() == existed  # a folder the user made stays
+        assert not existed or os.listdir(out) == []
