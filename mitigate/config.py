@@ -53,9 +53,18 @@ ONE_WORKER_AUTO_RUNNERS = frozenset({"direct", "dask"})
 class ConfigError(ValueError):
     """A config is invalid; ``errors`` holds one ``field: message`` line per problem."""
 
+    #: The line above the errors (a subclass may say another thing went wrong).
+    heading = "invalid config:"
+
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
-        super().__init__("invalid config:\n  " + "\n  ".join(errors))
+        super().__init__(self.heading + "\n  " + "\n  ".join(errors))
+
+
+class OutputInUse(ConfigError):
+    """Another run holds the output folder's lock: nothing wrong with the config."""
+
+    heading = "output folder in use:"
 
 
 class _Strict(NoBoolNumbers):

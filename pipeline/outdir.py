@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mitigate import layout
-from mitigate.config import ConfigError
+from mitigate.config import ConfigError, OutputInUse
 from mitigate.pipeline import fs
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def locked(out: str) -> Iterator[None]:
                 time.sleep(0.2)
                 holder = _read_lock(path)
             if holder is not None and (holder.host != me.host or _alive(holder.pid)):
-                raise ConfigError(
+                raise OutputInUse(
                     [
                         f"output.path: {out} is in use by another run ({holder.describe()}); "
                         f"wait for it, or remove {path} if that run is gone"

@@ -199,6 +199,7 @@ def test_a_second_run_into_a_locked_folder_is_refused(finished, tmp_path, sample
     assert first.returncode == 0, err1
     assert second.returncode == 2
     assert "is in use by another run (pid" in err2
+    assert "output folder in use:" in err2 and "invalid config" not in err2
     sources = set(pq.read_table(out / "manifest").column("source").to_pylist())
     assert {Path(s).name for s in sources} == {"shard-00001.tar"}  # the first run's input
 
