@@ -501,8 +501,12 @@ def iter_table(
             if isinstance(image, dict) and isinstance(image.get("path"), str):
                 if image.get("bytes") is not None:  # bytes in JSON: read from Parquet only
                     detail = (
-                        f"column {image_column!r} holds the image's bytes in a {fmt} table, "
-                        "which are read from Parquet tables only: write the table as Parquet"
+                        f"column {image_column!r} holds the image's bytes as text (a string "
+                        "field 'bytes'), not binary: write them as a binary field"
+                        if fmt == "parquet"
+                        else f"column {image_column!r} holds the image's bytes in a {fmt} "
+                        "table, which are read from Parquet tables only: write the table as "
+                        "Parquet"
                     )
                     yield rec.with_error(Reason.MISSING_IMAGE, detail)
                     continue

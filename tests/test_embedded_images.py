@@ -419,3 +419,18 @@ def test_string_columns_written_as_bytes_are_text(tmp_path, photos):
         ("k\\xe91", "invalid_key", None),
         ("k2", "invalid_caption_encoding", None),
     ]
+
+
+def test_a_struct_whose_bytes_field_is_text_says_so(tmp_path):
+    """Its detail said the bytes are read "from Parquet tables only", of a Parquet table."""
+    path = tmp_path / "t.parquet"
+    text_bytes = pa.struct([("bytes", pa.string()), ("path", pa.string())])
+    images = pa.array([{"bytes": "/9j/4AAQ", "path": "a.jpg"}], text_bytes)
+    pq.write_table(pa.table({"image": images, "caption": ["c"]}), path)
+    with open(path, "rb") as f:
+        (record,) = iter_table(f, str(path), "parquet", **DEFAULTS)
+    assert (record.reason, record.detail) == (
+        "missing_image",
+        "column 'image' holds the image's bytes as text (a string field 'bytes'), not "
+        "binary: write them as a binary field",
+    )
