@@ -166,7 +166,7 @@ def _decode_one(
         broken = broken_format(data)
         if broken:
             return DecodeFailure(Reason.DECODE_ERROR, broken)
-        head = data[:8].hex(" ")
+        head = data[:8].hex(" ") + _as_text(data)
         return DecodeFailure(
             Reason.DECODE_ERROR, f"unrecognised image format (first bytes: {head})"
         )
@@ -233,6 +233,19 @@ _REFUSED_MAGIC = (
     (b"\xff\x4f\xff\x51", "JPEG 2000"),
     (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
 )
+
+
+def _as_text(data: bytes) -> str:
+    """``, text: '<!DOCTYPE html>...'`` where an "image" starts as text (a crawler's
+    saved error page, a path in a binary table column), else nothing."""
+    try:
+        text = data[:60].decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    if not text.strip() or not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return ""
+    shown = text if len(data) <= 60 else text + "..."
+    return f", text: {shown!r}"
 
 
 def refused_format(data: bytes) -> str | None:

@@ -185,6 +185,15 @@ def test_a_file_that_starts_as_an_accepted_format_but_breaks_says_why(photos):
     assert decode_image(b"GIF7" + bytes(50), max_pixels=LIMIT).detail.startswith(
         "unrecognised image format (first bytes: 47 49 46 37"
     )
+    # bytes that are text say what they read as: a crawler's saved error page, a path
+    page = b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>gone</body>"
+    assert decode_image(page, max_pixels=LIMIT).detail == (
+        "unrecognised image format (first bytes: 3c 21 44 4f 43 54 59 50, text: "
+        "'<!DOCTYPE html><html><head><title>404 Not Found</title></hea...')"
+    )
+    assert decode_image(b"00000001.jpg", max_pixels=LIMIT).detail.endswith(
+        ", text: '00000001.jpg')"
+    )
 
 
 def test_pillows_warnings_about_damage_it_reads_past_are_not_printed(photos):
