@@ -81,6 +81,16 @@ class Embedded:
 EMBEDDED = Embedded()
 
 
+def binary_values(typ: Any) -> bool:
+    """Whether an Arrow type holds variable-length bytes: binary, large or view, or a
+    dictionary of them (polars' and duckdb's categorical blobs)."""
+    import pyarrow as pa
+
+    typ = typ.value_type if pa.types.is_dictionary(typ) else typ
+    tests = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+    return any(test(typ) for test in tests)
+
+
 def image_kind(schema: Any, column: str) -> str | None:
     """How a Parquet column holds images: ``"bytes"`` (a binary column, as img2dataset's
     ``jpg``), ``"struct"`` (a Hugging Face datasets ``Image``: a struct of ``bytes`` and
@@ -90,16 +100,9 @@ def image_kind(schema: Any, column: str) -> str | None:
     if column not in schema.names:
         return None
     kind = schema.field(column).type
-    binary = (
-        pa.types.is_binary,
-        pa.types.is_large_binary,
-        pa.types.is_fixed_size_binary,
-        pa.types.is_binary_view,
-    )
 
-    def holds_bytes(typ: Any) -> bool:  # a dictionary of binary values too (polars, duckdb)
-        typ = typ.value_type if pa.types.is_dictionary(typ) else typ
-        return any(test(typ) for test in binary)
+    def holds_bytes(typ: Any) -> bool:
+        return binary_values(typ) or pa.types.is_fixed_size_binary(typ)
 
     if holds_bytes(kind):
         return "bytes"

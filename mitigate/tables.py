@@ -34,6 +34,7 @@ from mitigate.sources import (
 from mitigate.table_rows import (
     Embedded,
     OpenQuote,
+    binary_values,
     csv_dialect,
     image_kind,
     jsonl_lines,
@@ -220,10 +221,13 @@ def _type_problems(fileobj: IO[bytes], used: dict[str, str]) -> list[str]:
 
 
 def _text_type(pa: Any, kind: Any) -> bool:
+    """Strings (or bytes without the UTF-8 annotation, read as text), a dictionary of
+    them, or a column of nulls only."""
+    if binary_values(kind):
+        return True
     kind = kind.value_type if pa.types.is_dictionary(kind) else kind
     tests = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
-    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
-    return any(test(kind) for test in (*tests, *binary)) or pa.types.is_null(kind)
+    return any(test(kind) for test in tests) or pa.types.is_null(kind)
 
 
 def _key_type(pa: Any, kind: Any) -> bool:
