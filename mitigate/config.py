@@ -135,6 +135,13 @@ class OutputConfig(_Strict):
     quarantine_duplicates: bool = Field(
         default=False, description="Quarantine duplicates too (under their reason)."
     )
+    extra_members: bool = Field(
+        default=True,
+        description="Copy a tar sample's other members (KEY.cls, KEY.npy, masks) into its "
+        "kept or quarantine shard byte for byte. A second caption member (KEY.caption "
+        "beside KEY.txt) is never copied: it was not filtered; KEY.json lists it under "
+        "mitigate.members_not_copied.",
+    )
 
 
 class DecodeConfig(_Strict):

@@ -163,7 +163,8 @@ def _header(name: str, size: int) -> bytes:
 
 
 class ShardWriter:
-    """Writes WebDataset samples (image, caption, sidecar) with fixed tar metadata.
+    """Writes WebDataset samples (image, caption, sidecar, the input's other members)
+    with fixed tar metadata.
 
     The bytes are those of ``tarfile.open(fileobj, "w|", format=PAX_FORMAT)`` adding
     each member (tests compare them): its header, the data, NULs to a 512-byte block;
@@ -178,13 +179,25 @@ class ShardWriter:
         self.count = 0
 
     def _add(self, name: str, data: bytes) -> None:
-        header = _header(name, len(data))
-        pad = -len(data) % tarfile.BLOCKSIZE
+        self._add_chunks(name, len(data), (data,))
+
+    def _add_chunks(self, name: str, size: int, chunks: Iterable[bytes]) -> None:
+        """A member of ``size`` bytes written as ``chunks`` come (flat memory for a
+        member of any size); ``EOFError`` if they do not add up to ``size``."""
+        header = _header(name, size)
         self._out.write(header)
-        self._out.write(data)
+        written = 0
+        for data in chunks:
+            written += len(data)
+            if written > size:
+                break
+            self._out.write(data)
+        if written != size:
+            raise EOFError(f"{name}: {written} bytes where {size} were expected")
+        pad = -size % tarfile.BLOCKSIZE
         if pad:
             self._out.write(tarfile.NUL * pad)
-        self._offset += len(header) + len(data) + pad
+        self._offset += len(header) + size + pad
 
     def add(
         self,
@@ -194,12 +207,21 @@ class ShardWriter:
         meta: dict | None,
         key: str | None = None,
         extra: dict[str, Any] | None = None,
+        members: Iterable[tuple[str, int, Iterable[bytes]]] = (),
+        not_copied: Sequence[str] = (),
     ) -> None:
-        """Add one sample; ``key`` overrides the record's (resampled copies)."""
+        """Add one sample; ``key`` overrides the record's (resampled copies).
+        ``members`` are the sample's other members, ``(ext, size, data chunks)``,
+        written after ``KEY.json``; ``not_copied`` names the caption members left out
+        (the sidecar lists them under ``members_not_copied``)."""
         key = key or record.key
+        if not_copied:
+            extra = {**(extra or {}), "members_not_copied": list(not_copied)}
         self._add(f"{key}.{record.image_ext}", image)
         self._add(f"{key}.txt", caption)
         self._add(f"{key}.json", sidecar(record, meta, extra))
+        for ext, size, chunks in members:
+            self._add_chunks(f"{key}.{ext}", size, chunks)
         self.count += 1
 
     def close(self) -> None:

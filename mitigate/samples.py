@@ -11,12 +11,19 @@ the opener, e.g. ``mitigate.pipeline.fs.open_read`` for ``gs://`` paths).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO
 
-from mitigate.records import SampleRecord
-from mitigate.sources import CAPTION_EXTS, JSON_EXT, parse_payload, read_members
+from mitigate.records import Member, SampleRecord
+from mitigate.sources import (
+    CAPTION_EXTS,
+    JSON_EXT,
+    caption_member,
+    parse_payload,
+    read_members,
+)
 from mitigate.table_rows import EmbeddedImages
 
 Opener = Callable[[str], IO[bytes]]
@@ -43,6 +50,22 @@ class SampleReader:
         """The data of ``record``'s tar members whose extension is in ``exts``; raises
         ``OSError``/``EOFError`` if the shard cannot be read or is shorter than indexed."""
         return read_members(self._open(record.source), record, exts)
+
+    def chunks(self, record: SampleRecord, member: Member) -> Iterator[bytes]:
+        """``member``'s data, :data:`CHUNK_BYTES` at a time (a member of any size is
+        copied in flat memory); ``EOFError`` where the shard is shorter than indexed.
+        Read lazily: consume one member's chunks before asking for the next's."""
+        handle = self._open(record.source)
+        handle.seek(member.offset)
+        left = member.size
+        while left:
+            data = handle.read(min(left, CHUNK_BYTES))
+            if not data:
+                raise EOFError(
+                    f"{member.ext}: expected {member.size} bytes, got {member.size - left}"
+                )
+            left -= len(data)
+            yield data
 
     def embedded(self, record: SampleRecord) -> bytes | None:
         """The image bytes a table holds at ``record``'s row (None where it holds
@@ -87,15 +110,48 @@ class SampleReader:
         self.close()
 
 
-def shard_sample(reader: SampleReader, record: SampleRecord) -> tuple[bytes, bytes, dict | None]:
+CHUNK_BYTES = 1 << 20  # an extra member is copied this many bytes at a time
+
+
+def extra_members(record: SampleRecord) -> tuple[tuple[Member, ...], tuple[str, ...]]:
+    """A tar sample's members besides its image, caption and ``.json`` sidecar, which
+    its output shard copies byte for byte (``KEY.cls``, ``KEY.npy``, a mask), in
+    extension order; and the extensions of the caption members it does not copy: a
+    second caption (``KEY.caption`` beside ``KEY.txt``) was not filtered, so a cleaned
+    shard must not carry it."""
+    used = caption_member(record)
+    copied, refused = [], []
+    for member in record.members:
+        if member.ext in (record.image_ext, JSON_EXT) or member == used:
+            continue
+        (refused if member.ext in CAPTION_EXTS else copied).append(member)
+    copied.sort(key=lambda m: m.ext)
+    return tuple(copied), tuple(sorted(m.ext for m in refused))
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """What an output shard holds of a sample, ready for ``ShardWriter.add``."""
+
+    image: bytes
+    caption: bytes
+    meta: dict | None  # the input's sidecar fields
+    members: tuple[tuple[str, int, Iterator[bytes]], ...] = ()  # (ext, size, data chunks)
+    not_copied: tuple[str, ...] = ()  # caption members left out (see extra_members)
+
+
+def shard_sample(reader: SampleReader, record: SampleRecord, extras: bool = True) -> ShardSample:
     """What an output shard holds of ``record``: the original image bytes, the caption
-    bytes and the sidecar metadata (kept and quarantine shards alike). A tar sample
+    bytes, the sidecar metadata and (``extras``) the tar sample's other members, read
+    as the shard writer writes them (kept and quarantine shards alike). A tar sample
     that no longer parses changed since it was scored: RuntimeError, never a silent
     substitute."""
     if not record.members:
-        return reader.image(record), (record.caption or "").encode(), None
+        return ShardSample(reader.image(record), (record.caption or "").encode(), None)
     data = reader.members(record, {record.image_ext or "", *CAPTION_EXTS, JSON_EXT})
     payload = parse_payload(record, data)
     if isinstance(payload, SampleRecord):
         raise RuntimeError(f"{record.key}: input changed during the run ({payload.detail})")
-    return payload.image, payload.caption_bytes, payload.meta
+    copied, not_copied = extra_members(record) if extras else ((), ())
+    members = tuple((m.ext, m.size, reader.chunks(record, m)) for m in copied)
+    return ShardSample(payload.image, payload.caption_bytes, payload.meta, members, not_copied)

@@ -261,8 +261,9 @@ def _assign_shards(
 class WriteShard(beam.DoFn):
     """Kept records of one output shard -> shards/shard-NNNNNN.tar (atomic)."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, extras: bool = True) -> None:
         self.layout = layout
+        self.extras = extras  # copy the samples' other tar members
 
     def process(
         self, element: tuple[int, Iterable[tuple[int, SampleRecord, int]]]
@@ -275,8 +276,12 @@ class WriteShard(beam.DoFn):
             try:
                 with SampleReader(fs.open_read) as reader:
                     for _, record, copy in members:
-                        image, caption, meta = shard_sample(reader, record)
-                        writer.add(record, image, caption, meta, output.copy_key(record.key, copy))
+                        got = shard_sample(reader, record, self.extras)
+                        key = output.copy_key(record.key, copy)
+                        writer.add(
+                            record, got.image, got.caption, got.meta, key,
+                            members=got.members, not_copied=got.not_copied,
+                        )  # fmt: skip
             finally:
                 writer.close()
         Metrics.counter(NAMESPACE, "samples_written").inc(writer.count)
@@ -564,7 +569,7 @@ def _finish(
             _assign_shards, offsets=AsSingleton(offsets), per_shard=config.output.samples_per_shard
         )
         | "GroupShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShard(layout))
+        | "WriteShards" >> beam.ParDo(WriteShard(layout, config.output.extra_members))
     )
     _ = (
         pipeline

@@ -31,8 +31,10 @@ class WriteQuarantine(beam.DoFn):
         per_shard: int,
         store: str | None = None,
         per_part: int = 1,
+        extras: bool = True,
     ) -> None:
         self.root = root
+        self.extras = extras  # copy the samples' other tar members
         self.filter_ids = filter_ids
         self.per_shard = per_shard
         self.store = store  # the signatures for the sidecars' rows (pipeline/sigstore.py)
@@ -55,9 +57,12 @@ class WriteQuarantine(beam.DoFn):
                     # one reader per shard: one open handle per source, not per sample
                     with SampleReader(fs.open_read) as reader:
                         for record in records:
-                            image, caption, meta = shard_sample(reader, record)
+                            got = shard_sample(reader, record, self.extras)
                             extra = quarantine.manifest_extra(record, self.filter_ids)
-                            writer.add(record, image, caption, meta, extra=extra)
+                            writer.add(
+                                record, got.image, got.caption, got.meta, extra=extra,
+                                members=got.members, not_copied=got.not_copied,
+                            )  # fmt: skip
                 finally:
                     writer.close()
             Metrics.counter(NAMESPACE, f"quarantined/{reason}").inc(writer.count)
@@ -109,6 +114,13 @@ class Quarantine(beam.PTransform):
             | "GroupReasonSource" >> beam.GroupByKey()
             | "WriteQuarantine"
             >> beam.ParDo(
-                WriteQuarantine(self.root, filter_ids, out.samples_per_shard, self.store, per_part)
+                WriteQuarantine(
+                    self.root,
+                    filter_ids,
+                    out.samples_per_shard,
+                    self.store,
+                    per_part,
+                    out.extra_members,
+                )
             )
         )

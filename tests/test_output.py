@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 
 import pyarrow.parquet as pq
 import pytest
@@ -120,12 +121,43 @@ def test_shards_hold_the_bytes_tarfiles_stream_mode_writes(keys: list[str], size
     for n, key in enumerate(keys):
         record = _kept(key)
         image, caption = bytes([n % 251]) * (size + n), f"caption {key} ☃".encode()
-        writer.add(record, image, caption, {"url": key})
+        # the sample's other members come as chunks of any length (the copy of a tar's)
+        extra = bytes(range(256)) * (size // 256 + 1)
+        chunks = [extra[: size // 3], extra[size // 3 : size], extra[size:]]
+        writer.add(
+            record,
+            image,
+            caption,
+            {"url": key},
+            members=[("cls", 1, [b"7"]), ("npy", len(extra), chunks)],
+        )
         members += [
             (f"{key}.jpg", image),
             (f"{key}.txt", caption),
             (f"{key}.json", sidecar(record, {"url": key})),
+            (f"{key}.cls", b"7"),
+            (f"{key}.npy", extra),
         ]
     writer.close()
     assert buf.getvalue() == _tarfile_shard(members)
     assert len(buf.getvalue()) % 10240 == 0
+
+
+@pytest.mark.parametrize("chunks", [[b"abc"], [b"abcde", b"f"], [b"ab", b"cd", b"ef"]])
+def test_an_extra_member_whose_bytes_do_not_add_up_to_its_size_stops_the_shard(chunks):
+    writer = ShardWriter(io.BytesIO())
+    with pytest.raises(EOFError, match=r"k\.npy: \d+ bytes where 4 were expected"):
+        writer.add(_kept("k"), b"I", b"c", None, members=[("npy", 4, chunks)])
+
+
+def test_the_sidecar_lists_the_caption_members_not_copied():
+    buf = io.BytesIO()
+    writer = ShardWriter(buf)
+    writer.add(_kept("k"), b"I", b"c", {"url": "u"}, not_copied=("cap", "caption"))
+    writer.add(_kept("m"), b"I", b"c", {"url": "u"})
+    writer.close()
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        k = json.loads(tar.extractfile("k.json").read())
+        m = json.loads(tar.extractfile("m.json").read())
+    assert k["url"] == "u" and k["mitigate"]["members_not_copied"] == ["cap", "caption"]
+    assert "members_not_copied" not in m["mitigate"]

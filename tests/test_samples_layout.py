@@ -99,8 +99,9 @@ def test_shard_sample_gives_what_a_shard_holds_and_refuses_a_changed_input(tmp_p
     y = SampleRecord("y", str(a), 1, members=(ma["y.jpg"], ma["y.txt"]), image_ext="jpg")
     t = SampleRecord("t", "table.parquet", 0, image_path=str(tmp_path / "t.webp"), caption="c t")
     with SampleReader(CountingOpener()) as reader:
-        image, caption, _ = shard_sample(reader, x)
-        assert (image, caption) == (b"JPEG-x", b"cap x")
-        assert shard_sample(reader, t) == (b"WEBP", b"c t", None)
+        got = shard_sample(reader, x)
+        assert (got.image, got.caption, got.members) == (b"JPEG-x", b"cap x", ())
+        got = shard_sample(reader, t)
+        assert (got.image, got.caption, got.meta, got.members) == (b"WEBP", b"c t", None, ())
         with pytest.raises(RuntimeError, match="y: input changed during the run"):
             shard_sample(reader, y)

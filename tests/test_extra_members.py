@@ -1,0 +1,165 @@
+"""A tar sample's other members (``KEY.cls``, ``KEY.npy``, masks) go into its kept and
+quarantine shard byte for byte; they were dropped, so a cleaned WebDataset lost its
+labels and precomputed arrays. A second caption member, which no filter read, is
+never copied."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from mitigate.config import load_config
+from mitigate.pipeline.run import run
+from mitigate.samples import CHUNK_BYTES, SampleReader, extra_members
+from mitigate.sources import index_tar
+
+REPO = Path(__file__).resolve().parents[1]
+BIG = 2 * CHUNK_BYTES + 12_345  # copied in three chunks
+
+
+def _jpeg(seed: int, side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side * 3 // 4), (seed * 37 % 256, seed * 91 % 256, 120)).save(
+        buf, "JPEG"
+    )
+    return buf.getvalue()
+
+
+def _mask(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (16, 12), seed).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _input(path: Path) -> dict[str, dict[str, bytes]]:
+    """A tar written by webdataset's own writer: samples with a class label, a numpy
+    array, a segmentation mask, a member of several MiB, and a second caption. The
+    sample ``small`` is dropped by ``image_quality``. Returns the members as written."""
+    rng = np.random.default_rng(5)
+    samples = {
+        "a": {"jpg": _jpeg(1, 80), "txt": b"a cat", "cls": b"3", "npy": rng.random(7)},
+        "b": {
+            "jpg": _jpeg(2, 96),
+            "txt": b"a dog",
+            "caption": b"unfiltered words",
+            "seg.png": _mask(2),
+            "bin": rng.integers(0, 256, BIG, dtype=np.uint8).tobytes(),
+            "json": {"url": "https://example.com/b", "license": "CC-BY"},
+        },
+        "c": {"jpg": _jpeg(3, 88), "txt": b"a plain sample"},
+        "small": {"jpg": _jpeg(4, 20), "txt": b"too small", "cls": b"9"},
+    }
+    with wds.TarWriter(str(path)) as sink:
+        for key, members in samples.items():
+            sink.write({"__key__": key, **members})
+    written: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            key, ext = member.name.split(".", 1)
+            written.setdefault(key, {})[ext] = tar.extractfile(member).read()
+    return written
+
+
+def _run(tar: Path, out: Path, *extra: str) -> None:
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"input.paths=[{str(tar)!r}]",
+            f"output.path={str(out)!r}",
+            "filters=[{name: image_quality, min_side: 32, max_aspect_ratio: 4.0}]",
+            "rebalance.enabled=false",
+            "dedup.near=false",
+            "output.quarantine=true",
+            *extra,
+        ],
+    )
+    run(config)
+
+
+def _members(path: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+@pytest.fixture(scope="module")
+def copied(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extras")
+    written = _input(root / "wds.tar")
+    _run(root / "wds.tar", root / "out")
+    return root, written
+
+
+def test_kept_shards_hold_the_other_members_byte_for_byte(copied):
+    root, written = copied
+    rows = {r["key"]: r for r in pq.read_table(root / "out" / "manifest").to_pylist()}
+    assert {k for k, r in rows.items() if r["state"] == "kept"} == {"a", "b", "c"}
+    names = [n for n, _ in _members(root / "out" / "shards" / "shard-000000.tar")]
+    # image, caption, sidecar, then the others by extension; never the second caption
+    assert names == [
+        *("a.jpg", "a.txt", "a.json", "a.cls", "a.npy"),
+        *("b.jpg", "b.txt", "b.json", "b.bin", "b.seg.png"),
+        *("c.jpg", "c.txt", "c.json"),
+    ]
+    data = dict(_members(root / "out" / "shards" / "shard-000000.tar"))
+    for key, ext in [("a", "cls"), ("a", "npy"), ("b", "bin"), ("b", "seg.png"), ("a", "jpg")]:
+        assert data[f"{key}.{ext}"] == written[key][ext], (key, ext)
+    assert len(data["b.bin"]) == BIG
+    sidecar = json.loads(data["b.json"])
+    assert sidecar["license"] == "CC-BY"  # the input's own fields stay
+    assert sidecar["mitigate"]["members_not_copied"] == ["caption"]
+    assert "members_not_copied" not in json.loads(data["a.json"])["mitigate"]
+
+
+def test_webdataset_reads_the_copied_members_back_as_it_wrote_them(copied):
+    root, written = copied
+    shard = str(root / "out" / "shards" / "shard-000000.tar")
+    samples = {s["__key__"]: s for s in wds.WebDataset(shard, shardshuffle=False).decode()}
+    assert samples["a"]["cls"] == 3
+    expected = np.load(io.BytesIO(written["a"]["npy"]))
+    assert np.array_equal(samples["a"]["npy"], expected)
+    assert Image.open(io.BytesIO(samples["b"]["seg.png"])).size == (16, 12)
+    assert "caption" not in samples["b"]
+
+
+def test_quarantine_shards_hold_them_too(copied):
+    root, written = copied
+    (shard,) = (root / "out" / "quarantine").rglob("*.tar")
+    data = dict(_members(shard))
+    assert sorted(data) == ["small.cls", "small.jpg", "small.json", "small.txt"]
+    assert data["small.cls"] == written["small"]["cls"] == b"9"
+    assert json.loads(data["small.json"])["mitigate"]["manifest"]["reason"] == "image_too_small"
+
+
+def test_extra_members_false_writes_image_caption_and_sidecar_only(copied, tmp_path):
+    root, _ = copied
+    _run(root / "wds.tar", tmp_path / "out", "output.extra_members=false")
+    names = [n for n, _ in _members(tmp_path / "out" / "shards" / "shard-000000.tar")]
+    assert names == [f"{k}.{e}" for k in "abc" for e in ("jpg", "txt", "json")]
+
+
+def test_a_member_is_read_a_chunk_at_a_time_and_a_shorter_shard_is_an_error(copied, tmp_path):
+    root, written = copied
+    with open(root / "wds.tar", "rb") as f:
+        records = {r.key: r for r in index_tar(f, str(root / "wds.tar"))}
+    copied_members, not_copied = extra_members(records["b"])
+    assert [m.ext for m in copied_members] == ["bin", "seg.png"] and not_copied == ("caption",)
+    (big,) = [m for m in copied_members if m.ext == "bin"]
+    with SampleReader(lambda p: open(p, "rb")) as reader:
+        chunks = list(reader.chunks(records["b"], big))
+    assert [len(c) for c in chunks] == [CHUNK_BYTES, CHUNK_BYTES, 12_345]
+    assert b"".join(chunks) == written["b"]["bin"]
+    # the shard was cut inside the member after it was indexed
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes((root / "wds.tar").read_bytes()[: big.offset + CHUNK_BYTES + 10])
+    record = records["b"].__class__(**{**records["b"].__dict__, "source": str(cut)})
+    with SampleReader(lambda p: open(p, "rb")) as reader:
+        with pytest.raises(EOFError, match="bin: expected"):
+            list(reader.chunks(record, big))
