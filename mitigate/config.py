@@ -135,6 +135,13 @@ class OutputConfig(_Strict):
     quarantine_duplicates: bool = Field(
         default=False, description="Quarantine duplicates too (under their reason)."
     )
+    table_fields: bool = Field(
+        default=True,
+        description="A table row's other columns (url, license, width, ...) go into its "
+        "kept or quarantine shard's KEY.json and the manifest's row_fields (columns that "
+        "hold bytes excepted); over decode.max_sidecar_bytes as JSON, the row is "
+        "json_too_large.",
+    )
     extra_members: bool = Field(
         default=True,
         description="Copy a tar sample's other members (KEY.cls, KEY.npy, masks) into its "

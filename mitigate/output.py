@@ -48,6 +48,7 @@ _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("signature", pa.binary()),
     ("phash_centre", pa.string()),
     ("image_column", pa.string()),
+    ("row_fields", pa.string()),
 ]
 # Where each member's data lies in the source tar, so later tools (redecide, select)
 # can read a sample's bytes again without re-indexing.

@@ -89,6 +89,8 @@ class SampleRecord:
     # (a Hugging Face datasets Image, an img2dataset ``jpg`` column); None elsewhere
     image_column: str | None = None
     caption: str | None = None
+    # a table row's other columns as one JSON object (tables.row_fields), for KEY.json
+    row_fields: str | None = None
     # signals
     n_bytes: int | None = None
     width: int | None = None  # after EXIF orientation, in pixels

@@ -11,6 +11,7 @@ the opener, e.g. ``mitigate.pipeline.fs.open_read`` for ``gs://`` paths).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -146,8 +147,9 @@ def shard_sample(reader: SampleReader, record: SampleRecord, extras: bool = True
     as the shard writer writes them (kept and quarantine shards alike). A tar sample
     that no longer parses changed since it was scored: RuntimeError, never a silent
     substitute."""
-    if not record.members:
-        return ShardSample(reader.image(record), (record.caption or "").encode(), None)
+    if not record.members:  # a table row: its other columns are the sidecar's fields
+        meta = json.loads(record.row_fields) if record.row_fields else None
+        return ShardSample(reader.image(record), (record.caption or "").encode(), meta)
     data = reader.members(record, {record.image_ext or "", *CAPTION_EXTS, JSON_EXT})
     payload = parse_payload(record, data)
     if isinstance(payload, SampleRecord):

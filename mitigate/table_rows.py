@@ -7,15 +7,21 @@ line by line. :mod:`mitigate.tables` makes records of the rows.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import itertools
 import json
+import logging
+import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from mitigate.sources import text_encoding
+
+log = logging.getLogger(__name__)
 
 
 def jsonl_lines(fileobj: IO[bytes]) -> Iterator[bytes | str]:
@@ -334,3 +340,123 @@ def csv_delimiter(header: str) -> str:
     when it holds none: a one-column table)."""
     counts = [header.count(d) for d in CSV_DELIMITERS]
     return CSV_DELIMITERS[counts.index(max(counts))] if max(counts) else ","
+
+
+def row_names(sources: Sequence[str]) -> dict[str, str]:
+    """What names the rows of each table without a key column: its file name without
+    the extension, or, where tables share one (duckdb and Spark write a partitioned
+    table as ``key=a/data_0.parquet``, ``key=b/data_0.parquet``), the fewest trailing
+    folders that tell them apart (``key=a/data_0``), the extension kept where only it
+    does (``t.csv``, ``t.parquet``). A lone table's keys stay its file name's."""
+
+    def segments(path: str, extension: bool) -> list[str]:
+        parts = [p for p in path.split("://", 1)[-1].split("/") if p]
+        if not extension and "." in parts[-1]:
+            parts[-1] = parts[-1].rsplit(".", 1)[0]
+        return parts
+
+    names: dict[str, str] = {}
+    left = dict.fromkeys(sources)  # ordered, and removing one costs O(1)
+    for extension in (False, True):
+        split = {s: segments(s, extension) for s in sources}
+        depth = 1
+        while left and depth <= max(len(p) for p in split.values()):
+            tails = {s: "/".join(p[-depth:]) for s, p in split.items()}
+            counts = Counter(tails.values())
+            for source in [s for s in left if counts[tails[s]] == 1]:
+                names[source] = tails[source]
+                del left[source]
+            depth += 1
+    for source in left:  # the same path twice
+        names[source] = "/".join(segments(source, True))
+    return names
+
+
+def _holds_bytes(typ: Any) -> bool:
+    """Whether an Arrow type holds variable-length bytes anywhere inside it (a binary
+    column, a datasets ``Image`` struct, a list of them)."""
+    if binary_values(typ):
+        return True
+    if hasattr(typ, "value_type"):  # list, large_list, fixed_size_list, dictionary, map
+        if hasattr(typ, "key_type") and _holds_bytes(typ.key_type):
+            return True
+        return _holds_bytes(typ.value_type)
+    return any(_holds_bytes(typ.field(i).type) for i in range(getattr(typ, "num_fields", 0)))
+
+
+def carried_columns(fileobj: IO[bytes], source: str, used: set[str]) -> list[str]:
+    """A Parquet table's columns besides ``used`` that its records carry into their
+    shards' KEY.json (:func:`row_fields`); a column that holds bytes (a second image, a
+    mask) is not carried, said once in the log (JSON holds no bytes)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.ParquetFile(fileobj).schema_arrow
+    fileobj.seek(0)
+    carried, skipped = [], []
+    for name in schema.names:
+        if name not in used:
+            (skipped if _holds_bytes(schema.field(name).type) else carried).append(name)
+    if skipped:
+        log.warning(
+            "%s: column(s) %s hold bytes, which KEY.json cannot: not carried into the shards "
+            "(the other columns are)",
+            source,
+            ", ".join(map(repr, skipped)),
+        )
+    return carried
+
+
+def _json_value(value: Any) -> Any:
+    """A table value JSON has no type for: dates and times in ISO 8601, others (Decimal,
+    UUID) as their text."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray):  # a CSV/JSONL value never is: a nested one
+        return None
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float in it (at any depth) None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def row_fields(
+    row: dict[Any, Any], used: Sequence[str], limit: int
+) -> tuple[str | None, str | None]:
+    """A table row's columns besides ``used`` (key, image, caption) as one JSON object,
+    sorted by name, for its shard's KEY.json (None where it has none); and the problem
+    where that JSON is over ``limit`` bytes (``decode.max_sidecar_bytes``, the limit of a
+    tar sample's sidecar). A CSV row's cells past its header (the csv module keys them
+    ``None``) are under ``"_extra_cells"``."""
+    fields = {k: v for k, v in row.items() if k not in used and isinstance(k, str)}
+    if row.get(None) is not None:  # a CSV row with more cells than its header
+        fields["_extra_cells"] = row[None]
+    if not fields:
+        return None, None
+    try:
+        text = json.dumps(
+            fields, sort_keys=True, ensure_ascii=False, default=_json_value, allow_nan=False
+        )
+    except ValueError:  # NaN or infinity (a pandas gap), which JSON has no word for: null
+        fields = _finite(fields)
+        text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=_json_value)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a CSV cell that is not UTF-8 (lone surrogates): escaped
+        text = json.dumps(fields, sort_keys=True, default=_json_value)
+        size = len(text)
+    if size > limit:
+        return None, (
+            f"the row's other columns ({', '.join(sorted(fields))}) as JSON: {size} bytes > "
+            f"max_sidecar_bytes {limit}"
+        )
+    return text, None

@@ -17,7 +17,6 @@ import math
 import posixpath
 import re
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
@@ -35,11 +34,13 @@ from mitigate.table_rows import (
     Embedded,
     OpenQuote,
     binary_values,
+    carried_columns,
     csv_dialect,
     image_kind,
     jsonl_lines,
     peek_encoding,
     read_rows,
+    row_fields,
 )
 
 TABLE_FORMATS = ("parquet", "jsonl", "csv")
@@ -372,36 +373,6 @@ def key_text(value: Any) -> tuple[str, str | None]:
     return str(value), None
 
 
-def row_names(sources: Sequence[str]) -> dict[str, str]:
-    """What names the rows of each table without a key column: its file name without
-    the extension, or, where tables share one (duckdb and Spark write a partitioned
-    table as ``key=a/data_0.parquet``, ``key=b/data_0.parquet``), the fewest trailing
-    folders that tell them apart (``key=a/data_0``), the extension kept where only it
-    does (``t.csv``, ``t.parquet``). A lone table's keys stay its file name's."""
-
-    def segments(path: str, extension: bool) -> list[str]:
-        parts = [p for p in path.split("://", 1)[-1].split("/") if p]
-        if not extension and "." in parts[-1]:
-            parts[-1] = parts[-1].rsplit(".", 1)[0]
-        return parts
-
-    names: dict[str, str] = {}
-    left = dict.fromkeys(sources)  # ordered, and removing one costs O(1)
-    for extension in (False, True):
-        split = {s: segments(s, extension) for s in sources}
-        depth = 1
-        while left and depth <= max(len(p) for p in split.values()):
-            tails = {s: "/".join(p[-depth:]) for s, p in split.items()}
-            counts = Counter(tails.values())
-            for source in [s for s in left if counts[tails[s]] == 1]:
-                names[source] = tails[source]
-                del left[source]
-            depth += 1
-    for source in left:  # the same path twice
-        names[source] = "/".join(segments(source, True))
-    return names
-
-
 def read_errors(fmt: str) -> tuple[type[BaseException], ...]:
     """What reading a table of format ``fmt`` raises for a bad file (not a bug here): a
     Parquet file's may be any of pyarrow's (``ArrowNotImplementedError`` for an
@@ -425,11 +396,13 @@ def iter_table(
     image_root: str | None = None,
     limits: SourceLimits | None = None,
     row_name: str | None = None,
+    fields: bool = False,
 ) -> Iterator[SampleRecord | SourceIssue]:
     """Yield one record per table row. Image paths are relative to ``image_root``
     (default: the table's folder); a path that leaves it is an error, never read.
     ``row_name``: what names the rows of a table without a key column (default the
-    table's file name without its extension; see :func:`row_names`)."""
+    table's file name without its extension; see :func:`row_names`). ``fields``: a
+    record carries its row's other columns (:func:`row_fields`, its shard's KEY.json)."""
     limits = limits or SourceLimits()
     folder = source.rsplit("/", 1)[0] if "/" in source else "."
     root = image_root or folder
@@ -454,6 +427,8 @@ def iter_table(
         image_column = used["image_column"]
         caption_column = used["caption_column"]
         columns = [c for f, c in used.items() if f not in absent and c != ROW_KEY]
+        if fields:
+            columns += carried_columns(fileobj, source, set(columns) | {image_column})
         for field, problem in absent.items():
             yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
     try:
@@ -563,6 +538,12 @@ def iter_table(
                     f"caption of {n_caption} bytes > max_caption_bytes {limits.max_caption_bytes}",
                 )
                 continue
+            if fields:
+                used_names = (key_column, image_column, caption_column)
+                rec.row_fields, problem = row_fields(row, used_names, limits.max_sidecar_bytes)
+                if problem:
+                    yield rec.with_error(Reason.JSON_TOO_LARGE, problem)
+                    continue
             if embedded is not None:  # the bytes are the table's, at this row: nothing to resolve
                 rec.image_column = image_column
                 rec.caption = caption

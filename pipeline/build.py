@@ -59,7 +59,8 @@ from mitigate.records import KEPT, PENDING, Reason, SampleRecord
 from mitigate.runners import beam_memo
 from mitigate.samples import SampleReader, shard_sample
 from mitigate.sources import SourceIssue, SourceLimits, index_tar
-from mitigate.tables import iter_table, row_names, table_format
+from mitigate.table_rows import row_names
+from mitigate.tables import iter_table, table_format
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +88,21 @@ class IndexSource(beam.DoFn):
     """One source file -> chunks of light records (and source-level issues)."""
 
     def __init__(
-        self, input_cfg: InputConfig, limits: SourceLimits, row_names: dict[str, str] | None = None
+        self,
+        input_cfg: InputConfig,
+        limits: SourceLimits,
+        row_names: dict[str, str] | None = None,
+        fields: bool = False,
     ) -> None:
         self.input_cfg = input_cfg
         self.limits = limits
         self.row_names = row_names or {}
+        self.fields = fields  # records carry their table row's other columns
 
     @classmethod
     def of(cls, config: Config, sources: list[str] | None = None) -> IndexSource:
-        return cls(config.input, config.source_limits(), row_names(sources or []))
+        names = row_names(sources or [])
+        return cls(config.input, config.source_limits(), names, config.output.table_fields)
 
     def process(self, element: tuple[int, str]) -> Iterator[Any]:
         ordinal, path = element
@@ -118,6 +125,7 @@ class IndexSource(beam.DoFn):
                         image_root=cfg.image_root,
                         limits=limits,
                         row_name=self.row_names.get(path),
+                        fields=self.fields,
                     )
                 for item in items:
                     if isinstance(item, SourceIssue):

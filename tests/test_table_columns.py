@@ -544,7 +544,7 @@ def test_partitioned_tables_without_a_key_column_get_keys_that_tell_them_apart(t
     key=b/data_0.parquet: their row keys were all data_0-000000000, ... and every table
     but the first was duplicate_key."""
     from mitigate.pipeline.run import run
-    from mitigate.tables import row_names
+    from mitigate.table_rows import row_names
 
     images = iter(photos.values())
     paths = []

@@ -115,6 +115,7 @@ SHOWN_ONLY = frozenset(
         "image_path",
         "image_column",
         "members",
+        "row_fields",
     }
 )
 

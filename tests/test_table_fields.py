@@ -1,0 +1,200 @@
+"""A table row's other columns (url, license, width, ...) go into its shard's KEY.json
+and the manifest's ``row_fields``: a tar sample's sidecar always travelled with it, a
+table row's metadata was dropped, so a cleaned set lost its licences and sources."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mitigate.config import load_config
+from mitigate.pipeline.run import redecide, run
+from mitigate.table_rows import row_fields
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _images(folder: Path, n: int) -> list[str]:
+    names = []
+    for i in range(n):
+        side = 20 if i == n - 1 else 80  # the last one is dropped by image_quality
+        Image.new("RGB", (side, side * 3 // 4), (i * 50 % 256, 100, 200 - i * 30)).save(
+            folder / f"img{i}.jpg"
+        )
+        names.append(f"img{i}.jpg")
+    return names
+
+
+def _csv(folder: Path) -> Path:
+    names = _images(folder, 4)
+    lines = ["key,image,caption,url,license"]
+    lines += [f"c{i},{n},a photo {i},https://example.com/{i},CC-BY" for i, n in enumerate(names)]
+    lines[2] += ",a cell past the header"
+    (folder / "t.csv").write_bytes(("\n".join(lines) + "\n").encode() + b"c9,img0.jpg,x,caf\xe9,\n")
+    return folder / "t.csv"
+
+
+def _jsonl(folder: Path) -> Path:
+    names = _images(folder, 4)
+    rows = [
+        {"key": f"j{i}", "image": n, "caption": f"a photo {i}", "meta": {"w": i, "t": ["a"]}}
+        for i, n in enumerate(names)
+    ]
+    rows[1]["score"] = float("nan")  # Python's json writes NaN: read, and written as null
+    (folder / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "t.jsonl"
+
+
+def _parquet(folder: Path) -> Path:
+    names = _images(folder, 4)
+    pq.write_table(
+        pa.table(
+            {
+                "key": [f"p{i}" for i in range(4)],
+                "image": names,
+                "caption": [f"a photo {i}" for i in range(4)],
+                "when": [datetime.datetime(2024, 1, i + 1, 12) for i in range(4)],
+                "price": pa.array([decimal.Decimal("1.50")] * 4, pa.decimal128(5, 2)),
+                "emb": [[0.5 * i, 0.25] for i in range(4)],
+                "mask": [b"\x00\x01"] * 4,  # bytes: JSON holds none
+                "gap": [float("nan"), 1.0, None, 2.0],
+            }
+        ),
+        folder / "t.parquet",
+    )
+    return folder / "t.parquet"
+
+
+EXPECTED = {
+    "csv": {
+        "c0": {"license": "CC-BY", "url": "https://example.com/0"},
+        "c1": {
+            "license": "CC-BY",
+            "url": "https://example.com/1",
+            "_extra_cells": ["a cell past the header"],
+        },
+        "c2": {"license": "CC-BY", "url": "https://example.com/2"},
+    },
+    "jsonl": {
+        "j0": {"meta": {"w": 0, "t": ["a"]}},
+        "j1": {"meta": {"w": 1, "t": ["a"]}, "score": None},
+        "j2": {"meta": {"w": 2, "t": ["a"]}},
+    },
+    "parquet": {
+        f"p{i}": {
+            "when": f"2024-01-0{i + 1}T12:00:00",
+            "price": "1.50",
+            "emb": [0.5 * i, 0.25],
+            "gap": [None, 1.0, None][i],
+        }
+        for i in range(3)
+    },
+}
+
+
+def _run(table: Path, out: Path, *extra: str) -> dict[str, dict]:
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"input.paths=[{str(table)!r}]",
+            f"output.path={str(out)!r}",
+            "filters=[{name: image_quality, min_side: 32, max_aspect_ratio: 4.0}]",
+            "rebalance.enabled=false",
+            "dedup.near=false",
+            "output.quarantine=true",
+            *extra,
+        ],
+    )
+    run(config)
+    return {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
+
+
+def _sidecars(shard: Path) -> dict[str, dict]:
+    with tarfile.open(shard) as tar:
+        return {
+            m.name[: -len(".json")]: json.loads(tar.extractfile(m).read())
+            for m in tar.getmembers()
+            if m.name.endswith(".json")
+        }
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_kept_shards_and_the_manifest_carry_a_rows_other_columns(fmt, tmp_path, caplog):
+    table = {"csv": _csv, "jsonl": _jsonl, "parquet": _parquet}[fmt](tmp_path)
+    with caplog.at_level(logging.WARNING):
+        rows = _run(table, tmp_path / "out")
+    expected = EXPECTED[fmt]
+    sidecars = _sidecars(tmp_path / "out" / "shards" / "shard-000000.tar")
+    assert set(sidecars) == set(expected)
+    for key, fields in expected.items():
+        got = sidecars[key]
+        assert got.pop("mitigate")["source"] == str(table)
+        assert got == fields, key
+        assert json.loads(rows[key]["row_fields"]) == fields
+    # the dropped row's quarantine sidecar has them too
+    (shard,) = (tmp_path / "out" / "quarantine").rglob("*.tar")
+    ((key, sidecar),) = _sidecars(shard).items()
+    assert sidecar["mitigate"]["manifest"]["reason"] == "image_too_small"
+    assert json.loads(rows[key]["row_fields"]) == {
+        k: v for k, v in sidecar.items() if k != "mitigate"
+    }
+    assert ("'mask' hold bytes" in caplog.text) == (fmt == "parquet")
+    if fmt == "csv":  # a cell that is not UTF-8 reaches the manifest escaped (c9 is c0's image)
+        assert (rows["c9"]["state"], rows["c9"]["reason"]) == ("duplicate", "exact_duplicate")
+        assert json.loads(rows["c9"]["row_fields"]) == {"license": "", "url": "caf\udce9"}
+    # a redecide writes the same shards: the fields come from the manifest
+    config, _ = load_config(tmp_path / "out" / "config.yaml", [f"output.path={tmp_path / 're'}"])
+    redecide(config, str(tmp_path / "out"))
+    assert (tmp_path / "re" / "shards" / "shard-000000.tar").read_bytes() == (
+        tmp_path / "out" / "shards" / "shard-000000.tar"
+    ).read_bytes()
+
+
+def test_table_fields_false_leaves_them_out(tmp_path):
+    rows = _run(_parquet(tmp_path), tmp_path / "out", "output.table_fields=false")
+    assert {r["row_fields"] for r in rows.values()} == {None}
+    sidecars = _sidecars(tmp_path / "out" / "shards" / "shard-000000.tar")
+    assert {tuple(s) for s in sidecars.values()} == {("mitigate",)}
+
+
+def test_a_row_whose_columns_are_over_max_sidecar_bytes_is_json_too_large(tmp_path):
+    names = _images(tmp_path, 3)
+    rows = [{"key": "small", "image": names[0], "caption": "c", "note": "x" * 10}]
+    rows += [{"key": "big", "image": names[1], "caption": "c", "note": "x" * 500}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = _run(tmp_path / "t.jsonl", tmp_path / "out", "decode.max_sidecar_bytes=200")
+    assert got["small"]["state"] == "kept"
+    assert (got["big"]["state"], got["big"]["reason"]) == ("error", "json_too_large")
+    assert got["big"]["detail"] == (
+        "the row's other columns (note) as JSON: 512 bytes > max_sidecar_bytes 200"
+    )
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["conservation"]["ok"]
+
+
+def test_row_fields_sorts_names_and_leaves_the_used_columns_out():
+    row = {"key": "k", "image": "a.jpg", "caption": "c", "z": 1, "a": {"b": [float("inf")]}}
+    text, problem = row_fields(row, ("key", "image", "caption"), 1000)
+    assert (text, problem) == ('{"a": {"b": [null]}, "z": 1}', None)
+    assert row_fields({"key": "k"}, ("key",), 10) == (None, None)
+    assert row_fields({"key": "k", "note": "héé"}, ("key",), 1000)[0] == '{"note": "héé"}'
+
+
+def test_webdataset_reads_the_fields_from_the_kept_shard(tmp_path):
+    import webdataset as wds
+
+    _run(_csv(tmp_path), tmp_path / "out")
+    shard = str(tmp_path / "out" / "shards" / "shard-000000.tar")
+    samples = {s["__key__"]: s for s in wds.WebDataset(shard, shardshuffle=False).decode()}
+    assert samples["c0"]["json"]["license"] == "CC-BY"
+    assert Image.open(io.BytesIO(samples["c0"]["jpg"])).size == (80, 60)
