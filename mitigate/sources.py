@@ -20,7 +20,7 @@ import codecs
 import dataclasses
 import json
 import re
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -323,9 +323,13 @@ def index_tar(
         limits = SourceLimits()
     if max_image_bytes is not None:
         limits = dataclasses.replace(limits, max_image_bytes=max_image_bytes)
-    # samples being built, by key, oldest first: a member joins its key's sample
-    # wherever it lies within KEY_WINDOW keys of the sample's first member
-    building: OrderedDict[str, _Building] = OrderedDict()
+    # samples being built, oldest first, and the open one of each key: a member joins
+    # its key's sample wherever it lies within KEY_WINDOW samples of the sample's first
+    # member, unless the sample has that member already and other samples' members came
+    # between (a tar appended to itself, `tar -r`): that member starts another sample of
+    # the key (duplicate_key in a run), the first one complete
+    building: deque[_Building] = deque()
+    open_samples: dict[str, _Building] = {}
     last: _Building | None = None  # the sample of the last member read
     cut = False  # the shard ends inside a member or a header
     skipped = 0  # operating-system files (is_os_metadata)
@@ -352,7 +356,7 @@ def index_tar(
                     else:  # in the next header: this sample may lack a later member
                         last.note += " (the shard is cut off right after it)"
                 while building:
-                    yield finished(building.popitem(last=False)[1])
+                    yield finished(building.popleft())
                 if skipped:
                     yield _os_metadata_issue(source, skipped)
                 yield SourceIssue(
@@ -379,12 +383,22 @@ def index_tar(
             skipped += 1
             continue
         key, ext = split_name(name)
-        current = building.get(key)
+        current = open_samples.get(key)
+        if (
+            current is not None
+            and current is not last
+            and any(m[0] == ext for m in current.members)
+        ):
+            current = None  # its key again after other samples: another sample
         if current is None:
             if len(building) >= KEY_WINDOW:
-                yield finished(building.popitem(last=False)[1])
+                oldest = building.popleft()
+                if open_samples.get(oldest.key) is oldest:
+                    del open_samples[oldest.key]
+                yield finished(oldest)
             current = _Building(key, index, damage_note)
-            building[key] = current
+            building.append(current)
+            open_samples[key] = current
             index += 1
             damage_note = ""
         last = current
@@ -408,7 +422,7 @@ def index_tar(
             continue
         members.append((ext, item.offset, item.size))
     while building:
-        yield finished(building.popitem(last=False)[1])
+        yield finished(building.popleft())
     if skipped:
         yield _os_metadata_issue(source, skipped)
 

@@ -361,6 +361,51 @@ def test_a_key_that_comes_back_past_the_window_is_a_second_sample(monkeypatch):
     ]
 
 
+@pytest.mark.parametrize("how", ["cat", "tar -r"])
+def test_a_tar_appended_to_itself_keeps_the_first_copy(how, tmp_path):
+    """``cat a.tar a.tar`` (GNU tar reads on past the first end marker with -i) and
+    ``tar -r`` of files already in it: with members grouped by key, every sample had
+    two .jpg members, and both copies were lost as duplicate_member. A member a sample
+    has already, read after other samples' members, starts a second sample of the key
+    (duplicate_key in a run); next to each other they stay one sample's duplicate_member."""
+    members = sample_members("a", JPG) + sample_members("b", JPG)
+    if how == "cat":
+        data = tar_bytes(members) + tar_bytes(members)  # its end marker, then itself again
+    else:
+        path = tmp_path / "r.tar"
+        path.write_bytes(tar_bytes(members))
+        with tarfile.open(path, "a") as tar:  # what tar -r does: members after the last
+            for name, body in sample_members("a", JPG + b"v2"):
+                info = tarfile.TarInfo(name)
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+        data = path.read_bytes()
+    records, issues = _index(data)
+    expected = [("a", 0, PENDING, ["jpg", "txt"]), ("b", 1, PENDING, ["jpg", "txt"])]
+    expected += [("a", 2, PENDING, ["jpg", "txt"])]
+    if how == "cat":
+        expected += [("b", 3, PENDING, ["jpg", "txt"])]
+    assert [(r.key, r.index, r.state, sorted(m.ext for m in r.members)) for r in records] == (
+        expected
+    )
+    offsets = [r.members[0].offset for r in records]
+    assert offsets == sorted(offsets) and not issues
+
+
+def test_a_member_repeated_after_another_keys_between_its_own_is_a_second_sample():
+    # unsorted members (GNU tar's directory order) are still one sample each; only a
+    # member the sample already has starts another
+    members = [("a.jpg", JPG), ("b.jpg", JPG), ("a.txt", b"a"), ("b.txt", b"b")]
+    members += [("a.jpg", JPG + b"2"), ("c.jpg", JPG), ("c.txt", b"c"), ("c.jpg", JPG)]
+    records, _ = _index(tar_bytes(members))
+    assert [(r.key, r.index, r.reason) for r in records] == [
+        ("a", 0, None),
+        ("b", 1, None),
+        ("a", 2, "missing_caption"),  # a second a: duplicate_key in a run
+        ("c", 3, "duplicate_member"),  # c.jpg twice, nothing else between: one sample
+    ]
+
+
 def test_operating_system_files_are_skipped_and_counted():
     """macOS bsdtar writes an AppleDouble ._NAME before each file: every sample was
     split and every ._ file was an invalid_key sample."""
