@@ -715,11 +715,13 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
         errors.append(f"filters: must be a list, got {type(raw_filters).__name__}")
         raw_filters = []
     legacy = _legacy_blocklist(raw, raw_filters, context, errors)
+    failed: set[str] = set()  # ids of entries already in error: named by no later check
     for i, entry in enumerate(raw_filters):
         where = f"filters[{i}]"
         if not isinstance(entry, dict) or "name" not in entry:
             errors.append(f"{where}: must be a mapping with a `name` key")
             continue
+        failed.add(str(entry.get("id") or entry["name"]))
         try:
             cls = filter_registry.get(str(entry["name"]))
         except KeyError as exc:
@@ -727,6 +729,7 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
             continue
         try:
             built.append(cls.config_model.model_validate(entry, context=context))
+            failed.discard(str(entry.get("id") or entry["name"]))
         except ValidationError as exc:
             errors.extend(_messages(exc, cls.config_model, ("filters", i)))
     if legacy is not None:
@@ -743,7 +746,7 @@ def validate_config(raw: Any, base_dir: Path | str = ".") -> Config:
     except ValidationError as exc:
         errors.extend(_messages(exc, Config, ()))
     if config is not None:
-        errors.extend(_cross_checks(config))
+        errors.extend(_cross_checks(config, failed))
         errors.extend(check_heads(config.filters))
         errors.extend(_dataflow_names(config))
     if errors or config is None:
@@ -876,8 +879,10 @@ def _dataflow_names(config: Config) -> list[str]:
     return errors
 
 
-def _cross_checks(config: Config) -> list[str]:
-    """Checks that span sections (which filter ids exist, and what they provide)."""
+def _cross_checks(config: Config, failed: set[str] | None = None) -> list[str]:
+    """Checks that span sections (which filter ids exist, and what they provide). A
+    filter id in ``failed`` (its entry has an error of its own) is not said missing."""
+    failed = failed or set()
     errors = []
     by_id = {f.filter_id: f for f in config.filters}
     rb = config.rebalance
@@ -904,13 +909,15 @@ def _cross_checks(config: Config) -> list[str]:
         return errors
     errors.extend(_calibration_checks(rb))
     for i, fid in enumerate(rb.filtered_by or []):
-        if fid not in by_id:
+        if fid not in by_id and fid not in failed:
             errors.append(
                 f"rebalance.filtered_by[{i}]: no filter {fid!r}; filters: {sorted(by_id)}"
             )
     if rb.embedding_filter is not None:
         flt = by_id.get(rb.embedding_filter)
-        if flt is None:
+        if flt is None and rb.embedding_filter in failed:
+            pass  # its filter entry's own error says what is wrong
+        elif flt is None:
             errors.append(
                 f"rebalance.embedding_filter: no filter {rb.embedding_filter!r}; "
                 f"filters: {sorted(by_id)}"

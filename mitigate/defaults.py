@@ -100,8 +100,15 @@ def write_starter(path: Path, force: bool = False) -> list[Path]:
     """Write a commented starter config at ``path`` (a ``.yaml``/``.yml`` file; any
     other path is a folder that gets ``mitigate.yaml``) and, beside it, the violence terms
     list it names (``terms/violence.txt``). Refuses to replace either file unless
-    ``force``. Returns the files written."""
+    ``force``, and a new path with another extension (``my.json`` became a folder).
+    Returns the files written."""
     path = Path(path)
+    if not path.is_dir() and path.suffix and path.suffix.lower() not in (".yaml", ".yml"):
+        raise InitRefused(
+            f"{path} is not a .yaml or .yml file name: the config is YAML; give a PATH "
+            "ending in .yaml or .yml, or a folder (an existing one, or a name without an "
+            "extension)"
+        )
     if path.is_dir() or path.suffix.lower() not in (".yaml", ".yml"):
         path = path / "mitigate.yaml"  # a folder, existing or to be made
     terms = path.parent / TERMS_NAME

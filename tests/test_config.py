@@ -92,6 +92,18 @@ def test_all_errors_are_reported_at_once():
     assert len(errors) == 3
 
 
+def test_a_filter_entry_in_error_is_not_also_said_missing_where_it_is_named():
+    raw = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    raw["filters"][0]["threshold"] = 2  # nsfw, rebalancing's embedding_filter
+    raw["rebalance"] = {**(raw.get("rebalance") or {}), "filtered_by": ["nsfw"]}
+    errors = _errors(raw, REPO / "configs")
+    assert errors == ["filters[0].threshold: must be between 0 and 1, got 2"]
+    del raw["filters"][0]  # gone: then the names that refer to it are wrong
+    errors = _errors(raw, REPO / "configs")
+    assert any(e.startswith("rebalance.embedding_filter: no filter 'nsfw'") for e in errors)
+    assert any(e.startswith("rebalance.filtered_by[0]: no filter 'nsfw'") for e in errors)
+
+
 def test_overrides_parse_values_as_yaml_and_index_lists():
     raw = {"filters": [{"name": "image_quality", "min_side": 10}]}
     out = apply_overrides(

@@ -161,3 +161,11 @@ def test_init_writes_a_starter_that_validates_and_refuses_to_overwrite(
     # a folder gets mitigate.yaml inside it
     assert main(["init", str(tmp_path / "sub")]) == 0
     assert (tmp_path / "sub" / "mitigate.yaml").is_file()
+    # another extension is no folder to make: `init my.json` made the folder my.json
+    capsys.readouterr()
+    assert main(["init", "my.json"]) == 2
+    assert "my.json is not a .yaml or .yml file name" in capsys.readouterr().err
+    assert not (tmp_path / "my.json").exists()
+    (tmp_path / "cfg.d").mkdir()  # an existing folder with a dot in its name is one
+    assert main(["init", "cfg.d"]) == 0
+    assert (tmp_path / "cfg.d" / "mitigate.yaml").is_file()
