@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import math
+import re
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -283,9 +284,9 @@ def csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
     other rows. Quoted cells over several lines are CSV (a caption with a line break);
     a stray ``"`` at the start of a cell makes the reader take every line up to the
     next quote as that cell, and those rows were lost without a word."""
-    reader = _csv_rows(fileobj, csv.DictReader)
+    reader, before = _csv_rows(fileobj, csv.DictReader)
     assert isinstance(reader, csv.DictReader)
-    end = 1  # the header's last line
+    end = 1  # the header's last line (line numbers below are the file's)
     for row in reader:
         first, end = end + 1, reader.line_num
         if end > first:
@@ -295,17 +296,21 @@ def csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
                 line.count(delimiter) >= need
                 for value in row.values()
                 if isinstance(value, str)
-                for line in value.split("\n")[1:]
+                for line in _LINE_END.split(value)[1:]
             )
             if rows:
-                yield OpenQuote(first, end, rows)
+                yield OpenQuote(first + before, end + before, rows)
         yield row
 
 
-def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Iterator[Any]:
+def _csv_rows(
+    fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]
+) -> tuple[Iterator[Any], int]:
     """``reader`` (``csv.reader`` or ``csv.DictReader``) over a CSV table whose
     delimiter is the one of :data:`CSV_DELIMITERS` its header line holds most often
-    (a comma when it holds none: a one-column table)."""
+    (a comma when it holds none: a one-column table), or the one Excel's ``sep=`` line
+    before the header names; and the lines before the header (1 after such a line).
+    Lines may end in CR LF, LF or a lone CR (old Mac spreadsheets)."""
     # bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF), so such a cell is
     # one row's error (iter_table), not the end of the table. A table with a UTF-16 or
     # UTF-32 byte-order mark (Excel's "Unicode Text": tab-separated) is read as such.
@@ -315,7 +320,44 @@ def _csv_rows(fileobj: IO[bytes], reader: Callable[..., Iterator[Any]]) -> Itera
     codec = peek_encoding(fileobj)
     text = io.TextIOWrapper(fileobj, encoding=codec, errors="surrogateescape", newline="")
     header = text.readline()
-    return reader(itertools.chain([header], text), **csv_dialect(header))
+    sep = excel_sep(header)
+    if sep is not None:
+        header = text.readline()
+    return reader(itertools.chain([header], text), **csv_dialect(header, sep)), int(bool(sep))
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+#: Excel's first line naming a CSV's delimiter (``sep=;``), before the header.
+_EXCEL_SEP = re.compile(r"sep=(.)\r?\n?", re.IGNORECASE)
+
+
+def excel_sep(line: str) -> str | None:
+    """The delimiter an Excel ``sep=`` line names, or None if ``line`` is none."""
+    match = _EXCEL_SEP.fullmatch(line)
+    return match.group(1) if match else None
+
+
+def csv_header(fileobj: IO[bytes]) -> tuple[str, dict[str, Any]]:
+    """A CSV table's header line and the ``csv`` reader's arguments for it, reading
+    the header alone (strictly decoded: a byte that is not UTF-8 in a row is that row's
+    error, not the table's), past an Excel ``sep=`` line, whatever the line ends."""
+    codec = peek_encoding(fileobj)
+    if codec == "utf-8-sig":
+        # the first lines only (a table with CR line ends has no LF to stop a readline)
+        lines = fileobj.read(1 << 20).splitlines()[:2] or [b""]
+        header = lines[0].decode(codec)
+        sep = excel_sep(header)
+        if sep is not None:
+            header = lines[1].decode("utf-8") if len(lines) > 1 else ""
+    else:  # UTF-16/32: a line ends in more than one byte
+        text = io.TextIOWrapper(fileobj, encoding=codec, newline="")
+        header = text.readline()
+        sep = excel_sep(header)
+        if sep is not None:
+            header = text.readline()
+        text.detach()  # the caller's file stays open
+    return header.rstrip("\r\n"), csv_dialect(header, sep)
 
 
 def peek_encoding(fileobj: IO[bytes]) -> str:
@@ -327,11 +369,12 @@ def peek_encoding(fileobj: IO[bytes]) -> str:
     return text_encoding(head)
 
 
-def csv_dialect(header: str) -> dict[str, Any]:
+def csv_dialect(header: str, delimiter: str | None = None) -> dict[str, Any]:
     """The ``csv`` reader's arguments for a table with this header line: its
-    delimiter, and spaces after one skipped where the header has them (``key, image,
-    caption`` as typed by hand: every cell after the first begins with a space)."""
-    delimiter = csv_delimiter(header)
+    delimiter (``delimiter``, or the one the header holds most often), and spaces after
+    one skipped where the header has them (``key, image, caption`` as typed by hand:
+    every cell after the first begins with a space)."""
+    delimiter = delimiter or csv_delimiter(header)
     return {"delimiter": delimiter, "skipinitialspace": f"{delimiter} " in header}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import decimal
-import io
 import itertools
 import json
 import math
@@ -35,10 +34,9 @@ from mitigate.table_rows import (
     OpenQuote,
     binary_values,
     carried_columns,
-    csv_dialect,
+    csv_header,
     image_kind,
     jsonl_lines,
-    peek_encoding,
     read_rows,
     row_fields,
 )
@@ -144,16 +142,8 @@ def table_columns(fileobj: IO[bytes], fmt: str) -> list[str]:
 
         return list(pq.ParquetFile(fileobj).schema_arrow.names)
     if fmt == "csv":
-        codec = peek_encoding(fileobj)
-        if codec == "utf-8-sig":
-            # the header line alone is decoded: a text wrapper would decode the next 8 KB
-            # with it, and a byte that is not UTF-8 in a row there is that row's error only
-            header = fileobj.readline().decode(codec)
-        else:  # UTF-16/32: a line ends in more than one byte
-            text = io.TextIOWrapper(fileobj, encoding=codec, newline="")
-            header = text.readline()
-            text.detach()  # the caller's file stays open
-        return next(csv.reader([header], **csv_dialect(header)), [])
+        header, dialect = csv_header(fileobj)
+        return next(csv.reader([header], **dialect), [])
     if fmt == "jsonl":
         for raw in jsonl_lines(fileobj):
             if raw.strip():
@@ -177,6 +167,9 @@ def table_problems(
         present = table_columns(fileobj, fmt)
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
         return {}, [f"cannot read the table's columns: {exc}"]
+    if not present and fmt != "parquet":  # no columns missing: no table at all
+        what = "no header line" if fmt == "csv" else "no row"
+        return {}, [f"the table is empty ({what}): nothing to read"]
     used, problems = resolve_columns(present, configured)
     found = list(problems.values())
     for field, column in used.items():

@@ -273,6 +273,56 @@ def test_a_csv_quote_left_open_is_named_with_the_rows_it_swallowed(tmp_path):
     assert records[3].caption == "two\nlines, fine"
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "codec"),
+    [
+        ("", "\r", "utf-8"),  # "CSV (Macintosh)": lines end in a lone CR
+        ("sep=;\r\n", "\r\n", "utf-8"),  # Excel's line naming the delimiter
+        ("\ufeffsep=;\n", "\n", "utf-8"),
+        ("sep=;\r\n", "\r\n", "utf-16"),
+        ("sep=;\r", "\r", "utf-8"),
+    ],
+)
+def test_csv_tables_with_cr_line_ends_or_an_excel_sep_line_are_read(start, end, codec, tmp_path):
+    """A lone CR ended nothing (validate: "new-line character seen in unquoted field");
+    Excel's ``sep=;`` line was taken for the header (columns 'sep=' and '')."""
+    (tmp_path / "a.jpg").write_bytes(_jpeg(1))
+    delimiter = ";" if "sep" in start else ","
+    lines = ["key,image,caption", "k0,a.jpg,a cat, sitting", 'k1,a.jpg,"open', "k2,a.jpg,x"]
+    lines += ['k3,a.jpg,shut"', "k4,a.jpg,end"]
+    if delimiter == ";":
+        lines = [line.replace(",", ";", 2) for line in lines]
+    else:
+        lines[1] = 'k0,a.jpg,"a cat, sitting"'
+    table = tmp_path / "t.csv"
+    table.write_bytes((start + end.join(lines) + end).encode(codec))
+    with open(table, "rb") as f:
+        used, problems = table_problems(f, "csv", DEFAULTS)
+    assert problems == [] and used["caption_column"] == "caption"
+    with open(table, "rb") as f:
+        items = list(iter_table(f, str(table), "csv", **DEFAULTS))
+    records = [i for i in items if not isinstance(i, SourceIssue)]
+    assert [(r.key, r.reason) for r in records] == [
+        ("k0", None),
+        ("k1", "invalid_row"),  # its open quote holds k2 and k3
+        ("k4", None),
+    ]
+    assert (records[0].caption, records[2].caption) == ("a cat, sitting", "end")
+    shift = 1 if start else 0  # line numbers are the file's, the sep= line counted
+    assert records[1].detail.startswith(f"lines {3 + shift}-{5 + shift}: a quoted cell")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [("t.jsonl", b"", "no row"), ("t.jsonl", b"\n \n", "no row"), ("t.csv", b"", "no header line")],
+)
+def test_an_empty_table_is_said_empty_not_missing_its_columns(name, data, said, tmp_path):
+    (tmp_path / name).write_bytes(data)
+    with open(tmp_path / name, "rb") as f:
+        _, problems = table_problems(f, name.rsplit(".", 1)[1], DEFAULTS)
+    assert problems == [f"the table is empty ({said}): nothing to read"]
+
+
 def test_a_long_csv_cell_is_its_rows_caption_too_large_not_the_tables_end(tmp_path):
     """The csv module stops at a 128 KiB cell: the rows after it were lost."""
     (tmp_path / "a.jpg").write_bytes(_jpeg(1))
