@@ -376,7 +376,7 @@ def index_tar(
                 if last is not None:
                     last.note = last.note or damage_note
             continue
-        if item.kind == "directory":
+        if item.kind in ("directory", "volume label"):  # no sample's member (tar -V labels)
             continue
         name, name_problem = decode_name(item.raw_name, limits.name_encoding)
         if is_os_metadata(name):
@@ -406,7 +406,14 @@ def index_tar(
             current.fail(Reason.INVALID_KEY, name_problem)
         if not item.is_file:
             current.fail(
-                Reason.UNSUPPORTED_MEMBER, f"{name!r} is a {item.kind}; only regular files are read"
+                Reason.UNSUPPORTED_MEMBER,
+                f"{name!r} is a {item.kind}; only regular files are read"
+                + (
+                    " (GNU tar writes a file's second name as a link to the first: "
+                    "--hard-dereference writes the data again)"
+                    if item.kind == "hard link"
+                    else ""
+                ),
             )
             continue
         members = current.members

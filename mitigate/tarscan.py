@@ -33,6 +33,7 @@ _ZERO_BLOCK = bytes(BLOCK)
 # Type flags (POSIX ustar, GNU, PAX).
 _FILE_TYPES = frozenset(b"07\x00")
 _DIR_TYPE = ord("5")
+_GNU_DUMPDIR = ord("D")  # GNU --listed-incremental: a directory with its file list
 _GNU_LONGNAME = ord("L")
 _GNU_LONGLINK = ord("K")
 _PAX_HEADER = ord("x")
@@ -410,7 +411,7 @@ def scan_tar(
             kind = _KIND_NAMES[ord("S")]
         elif typeflag in _FILE_TYPES:
             kind = "file"
-        elif typeflag == _DIR_TYPE:
+        elif typeflag in (_DIR_TYPE, _GNU_DUMPDIR):
             kind = "directory"
         else:
             kind = _KIND_NAMES.get(typeflag, f"member of unknown type {chr(typeflag)!r}")

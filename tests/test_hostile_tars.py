@@ -406,6 +406,33 @@ def test_a_member_repeated_after_another_keys_between_its_own_is_a_second_sample
     ]
 
 
+def test_gnu_incremental_dump_dirs_and_volume_labels_are_no_samples():
+    """`tar --listed-incremental` writes each folder as a 'D' member (its file list as
+    data), `tar -V LABEL` a 'V' member first: each was an error row of its own."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, kind, data in [
+            ("my label", b"V", b""),
+            ("src", b"D", b"Yk0.jpg\x00Yk0.txt\x00\x00"),
+            ("src/k0.jpg", tarfile.REGTYPE, JPG),
+            ("src/k0.txt", tarfile.REGTYPE, b"a caption"),
+            ("src/k1.jpg", tarfile.LNKTYPE, b""),
+            ("src/k1.txt", tarfile.REGTYPE, b"another"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.type, info.size = kind, len(data)
+            if kind == tarfile.LNKTYPE:
+                info.linkname = "src/k0.jpg"
+            tar.addfile(info, io.BytesIO(data))
+    records, issues = _index(buf.getvalue())
+    assert [(r.key, r.state, r.reason) for r in records] == [
+        ("src/k0", PENDING, None),
+        ("src/k1", ERROR, "unsupported_member"),
+    ]
+    assert records[1].detail.endswith("--hard-dereference writes the data again)")
+    assert not issues
+
+
 def test_operating_system_files_are_skipped_and_counted():
     """macOS bsdtar writes an AppleDouble ._NAME before each file: every sample was
     split and every ._ file was an invalid_key sample."""
