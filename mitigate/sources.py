@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from mitigate.records import Member, Reason, SampleRecord
-from mitigate.tarscan import TarProblem, scan_tar
+from mitigate.tarscan import TarMember, TarProblem, scan_tar
 
 # Image formats read, by member extension and by Pillow format name. Decoding is
 # restricted to these plugins, so no input can make Pillow start an external program
@@ -333,6 +333,9 @@ def index_tar(
     last: _Building | None = None  # the sample of the last member read
     cut = False  # the shard ends inside a member or a header
     skipped = 0  # operating-system files (is_os_metadata)
+    # regular files by stored name, kept from the first hard link on (a link names an
+    # earlier member): a tar without one pays nothing for it
+    files: dict[bytes, tuple[int, int]] | None = None
     index = 0
     complete = 0
     damage_note = ""
@@ -378,6 +381,14 @@ def index_tar(
             continue
         if item.kind in ("directory", "volume label"):  # no sample's member (tar -V labels)
             continue
+        if item.kind == "hard link" and item.link is not None:
+            if files is None:
+                files = _files_before(fileobj, item.header_offset)
+            target = files.get(item.link)
+            if target is not None:  # the data of the file it names (GNU tar's second name)
+                item = dataclasses.replace(item, kind="file", offset=target[0], size=target[1])
+        if files is not None and item.is_file:
+            files[item.raw_name] = (item.offset, item.size)
         name, name_problem = decode_name(item.raw_name, limits.name_encoding)
         if is_os_metadata(name):
             skipped += 1
@@ -408,12 +419,7 @@ def index_tar(
             current.fail(
                 Reason.UNSUPPORTED_MEMBER,
                 f"{name!r} is a {item.kind}; only regular files are read"
-                + (
-                    " (GNU tar writes a file's second name as a link to the first: "
-                    "--hard-dereference writes the data again)"
-                    if item.kind == "hard link"
-                    else ""
-                ),
+                + (f" (its target {item.link!r} is no earlier file)" if item.link else ""),
             )
             continue
         members = current.members
@@ -432,6 +438,20 @@ def index_tar(
         yield finished(building.popleft())
     if skipped:
         yield _os_metadata_issue(source, skipped)
+
+
+def _files_before(fileobj: IO[bytes], end: int) -> dict[bytes, tuple[int, int]]:
+    """The regular files of a tar whose headers lie before byte ``end``, by stored
+    name: (data offset, size). Read again from the headers when the first hard link
+    comes (the scan reads by offset, so the caller's scan goes on where it was)."""
+    files = {}
+    for item in scan_tar(fileobj):
+        if isinstance(item, TarMember):
+            if item.header_offset >= end:
+                break
+            if item.is_file:
+                files[item.raw_name] = (item.offset, item.size)
+    return files
 
 
 #: Files an operating system adds beside a user's files, never a sample's member.

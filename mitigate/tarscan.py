@@ -59,6 +59,7 @@ class TarMember:
     offset: int  # byte offset of the data (not the header)
     size: int
     header_offset: int
+    link: bytes | None = None  # a hard link's target: an earlier member's stored name
 
     @property
     def is_file(self) -> bool:
@@ -282,6 +283,7 @@ def scan_tar(
     reader = _Reader(fileobj)
     pos = 0
     long_name: bytes | None = None
+    long_link: bytes | None = None  # GNU 'K': the next member's link target
     pax: dict[bytes, bytes] = {}
     global_pax: dict[bytes, bytes] = {}
     seen_header = False
@@ -354,7 +356,7 @@ def scan_tar(
                 headers=1 if ustar else None,
                 probable_name=name,
             )
-            long_name, pax = None, {}
+            long_name, long_link, pax = None, None, {}
             if nxt is None:
                 return
             pos = nxt
@@ -382,6 +384,8 @@ def scan_tar(
                 data = reader.read(data_at, size)
                 if typeflag == _GNU_LONGNAME:
                     long_name = data.split(b"\x00", 1)[0]
+                elif typeflag == _GNU_LONGLINK:
+                    long_link = data.split(b"\x00", 1)[0]
                 elif typeflag == _PAX_HEADER:
                     pax = _pax_records(data)
                 elif typeflag == _PAX_GLOBAL:
@@ -406,7 +410,10 @@ def scan_tar(
         sparse = any(k.startswith(b"GNU.sparse.") for k in merged)
         if sparse and b"GNU.sparse.name" in merged:
             name = merged[b"GNU.sparse.name"]
-        long_name, pax = None, {}
+        link = None
+        if typeflag == ord("1"):
+            link = merged.get(b"linkpath") or long_link or block[157:257].split(b"\x00", 1)[0]
+        long_name, long_link, pax = None, None, {}
         if sparse:
             kind = _KIND_NAMES[ord("S")]
         elif typeflag in _FILE_TYPES:
@@ -428,5 +435,5 @@ def scan_tar(
                 f"({data_at + size - reader.size} bytes missing)",
             )
             return
-        yield TarMember(name, kind, data_at, size, pos)
+        yield TarMember(name, kind, data_at, size, pos, link)
         pos = after
