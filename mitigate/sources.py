@@ -257,7 +257,16 @@ def _structure_problem(record: SampleRecord, limits: SourceLimits) -> tuple[str,
                 f"image member .{refused[0]} is not an accepted format (accepted: {accepted})"
             )
         exts = ", ".join(repr(m.ext) for m in record.members) or "none"
-        return Reason.MISSING_IMAGE, f"no image member (members: {exts})"
+        dotted = next(
+            (m.ext for m in record.members if m.ext.rsplit(".", 1)[-1] in IMAGE_EXTS), None
+        )
+        hint = (
+            f"; a key ends at the first dot of a name, so {record.key}.{dotted} is key "
+            f"{record.key!r} with the extension {dotted!r}: name the files without inner dots"
+            if dotted
+            else ""
+        )
+        return Reason.MISSING_IMAGE, f"no image member (members: {exts}){hint}"
     if len(images) > 1:
         exts = ", ".join(m.ext for m in images)
         return Reason.MULTIPLE_IMAGES, f"several image members: {exts}"
@@ -406,6 +415,11 @@ def index_tar(
                 oldest = building.popleft()
                 if open_samples.get(oldest.key) is oldest:
                     del open_samples[oldest.key]
+                oldest.note += (
+                    f" (the tar's members of {KEY_WINDOW:,} other samples came before the "
+                    "rest of this one, if it has more: write the tar sorted by name, e.g. "
+                    "tar --sort=name)"
+                )
                 yield finished(oldest)
             current = _Building(key, index, damage_note)
             building.append(current)

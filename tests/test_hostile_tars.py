@@ -189,6 +189,21 @@ def test_odd_member_names(names, expected):
     assert not issues
 
 
+def test_a_name_with_inner_dots_says_where_its_key_ends():
+    members = [("photo.v2.jpg", JPG), ("photo.v2.txt", b"cap"), ("x.y.npy", b"n")]
+    records, _ = _index(tar_bytes(members))
+    assert [(r.key, r.reason) for r in records] == [
+        ("photo", "missing_image"),
+        ("x", "missing_image"),
+    ]
+    assert records[0].detail == (
+        "no image member (members: 'v2.jpg', 'v2.txt'); a key ends at the first dot of a "
+        "name, so photo.v2.jpg is key 'photo' with the extension 'v2.jpg': name the files "
+        "without inner dots"
+    )
+    assert records[1].detail == "no image member (members: 'y.npy')"
+
+
 def test_long_and_pax_names_are_read():
     long_key = "d/" + "x" * 150
     members = sample_members(long_key, JPG) + sample_members("naïve", JPG)
@@ -359,6 +374,11 @@ def test_a_key_that_comes_back_past_the_window_is_a_second_sample(monkeypatch):
         ("c", 2, None),
         ("a", 3, "missing_image"),  # the same key again: duplicate_key later
     ]
+    assert records[0].detail.endswith(
+        "(the tar's members of 2 other samples came before the rest of this one, if it "
+        "has more: write the tar sorted by name, e.g. tar --sort=name)"
+    )
+    assert records[1].detail is None and records[3].detail.startswith("no image member")
 
 
 @pytest.mark.parametrize("how", ["cat", "tar -r"])
