@@ -427,14 +427,11 @@ def _holds_bytes(typ: Any) -> bool:
     return any(_holds_bytes(typ.field(i).type) for i in range(getattr(typ, "num_fields", 0)))
 
 
-def carried_columns(fileobj: IO[bytes], source: str, used: set[str]) -> list[str]:
-    """A Parquet table's columns besides ``used`` that its records carry into their
-    shards' KEY.json (:func:`row_fields`); a column that holds bytes (a second image, a
-    mask) is not carried, said once in the log (JSON holds no bytes)."""
-    import pyarrow.parquet as pq
-
-    schema = pq.ParquetFile(fileobj).schema_arrow
-    fileobj.seek(0)
+def carried_columns(schema: Any, source: str, used: set[str]) -> list[str]:
+    """A Parquet table's columns (``schema``: its Arrow schema) besides ``used`` that its
+    records carry into their shards' KEY.json (:func:`row_fields`); a column that holds
+    bytes (a second image, a mask) is not carried, said once in the log (JSON holds no
+    bytes)."""
     carried, skipped = [], []
     for name in schema.names:
         if name not in used:

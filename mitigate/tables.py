@@ -410,7 +410,10 @@ def iter_table(
     columns = None
     if fmt == "parquet":  # the schema decides, and only the columns in use are read
         try:
-            present = table_columns(fileobj, fmt)
+            import pyarrow.parquet as pq
+
+            schema = pq.ParquetFile(fileobj).schema_arrow  # the footer, read once here
+            present = list(schema.names)
             fileobj.seek(0)
         except read_errors(fmt) as exc:
             yield SourceIssue(source, Reason.READ_ERROR, f"not a readable Parquet table: {exc}")
@@ -421,7 +424,7 @@ def iter_table(
         caption_column = used["caption_column"]
         columns = [c for f, c in used.items() if f not in absent and c != ROW_KEY]
         if fields:
-            columns += carried_columns(fileobj, source, set(columns) | {image_column})
+            columns += carried_columns(schema, source, set(columns) | {image_column})
         for field, problem in absent.items():
             yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
     try:
