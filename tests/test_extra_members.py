@@ -17,7 +17,7 @@ import webdataset as wds
 from PIL import Image
 
 from mitigate.config import load_config
-from mitigate.pipeline.run import run
+from mitigate.pipeline.run import redecide, run
 from mitigate.samples import CHUNK_BYTES, SampleReader, extra_members
 from mitigate.sources import index_tar
 
@@ -136,6 +136,17 @@ def test_quarantine_shards_hold_them_too(copied):
     assert sorted(data) == ["small.cls", "small.jpg", "small.json", "small.txt"]
     assert data["small.cls"] == written["small"]["cls"] == b"9"
     assert json.loads(data["small.json"])["mitigate"]["manifest"]["reason"] == "image_too_small"
+
+
+def test_a_redecide_writes_the_same_shards_from_the_manifest(copied, tmp_path):
+    root, _ = copied
+    config, _ = load_config(root / "out" / "config.yaml", [f"output.path={tmp_path / 're'}"])
+    redecide(config, str(root / "out"))
+    for shard in [
+        "shards/shard-000000.tar",
+        *(str(p.relative_to(root / "out")) for p in (root / "out" / "quarantine").rglob("*.tar")),
+    ]:
+        assert (tmp_path / "re" / shard).read_bytes() == (root / "out" / shard).read_bytes(), shard
 
 
 def test_extra_members_false_writes_image_caption_and_sidecar_only(copied, tmp_path):
