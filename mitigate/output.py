@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mitigate.records import FINAL_STATES, Member, SampleRecord
+from mitigate.table_rows import json_text
 
 SIDECAR_KEY = "mitigate"  # our signals go under this key of KEY.json, beside the input's own
 
@@ -142,7 +143,12 @@ def sidecar(
         out[SIDECAR_KEY]["weight"] = record.weight
     if extra:
         out[SIDECAR_KEY].update(extra)
-    text = json.dumps(out, sort_keys=True, ensure_ascii=False) + "\n"
+    try:
+        text = json.dumps(out, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError:
+        # NaN or infinity (a blocklist score where no entry is near, an input sidecar's
+        # NaN): strict JSON has no word for them, they are null
+        return (json_text(out) + "\n").encode("utf-8")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

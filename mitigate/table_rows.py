@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mitigate.sources import text_encoding
+from mitigate.sources import escape_surrogates, text_encoding
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +45,22 @@ def jsonl_lines(fileobj: IO[bytes]) -> Iterator[bytes | str]:
 
 
 def read_rows(
-    fileobj: IO[bytes], fmt: str, columns: list[str] | None = None, image_column: str = ""
+    fileobj: IO[bytes],
+    fmt: str,
+    columns: list[str] | None = None,
+    image_column: str = "",
+    as_text: Sequence[str] = (),
 ) -> Iterator[dict[str, Any] | str]:
     """Rows of a table as dicts; a string instead of a dict describes a bad row.
     ``columns``: a Parquet table's columns to read (None: all; ``image_column``'s bytes
-    are not read, see :func:`_parquet_rows`)."""
+    are not read, see :func:`_parquet_rows`); of them, ``as_text`` are given as JSON
+    has them (:func:`_plain`: dates and times as text)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         file = pq.ParquetFile(fileobj, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
-        yield from _parquet_rows(file, columns or file.schema_arrow.names, image_column)
+        rows = _parquet_rows(file, columns or file.schema_arrow.names, image_column, as_text)
+        yield from rows
     elif fmt == "jsonl":
         # Line by line in bytes, so one line that is not UTF-8 is one bad row. CSV and
         # JSONL are read as "utf-8-sig": a byte-order mark, which Windows tools write at
@@ -67,7 +73,7 @@ def read_rows(
             except UnicodeDecodeError as exc:
                 yield f"line {lineno}: not UTF-8: {exc}"
                 continue
-            except json.JSONDecodeError as exc:
+            except ValueError as exc:  # JSONDecodeError, an integer of over 4,300 digits
                 yield f"line {lineno}: not valid JSON: {exc}"
                 continue
             except RecursionError:
@@ -123,7 +129,47 @@ def image_kind(schema: Any, column: str) -> str | None:
 PARQUET_BATCH_ROWS = 256
 
 
-def _parquet_rows(file: Any, columns: list[str], image_column: str) -> Iterator[dict[str, Any]]:
+def _plain(batch: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+    """``batch``'s rows, its date, time and timestamp columns among ``names`` as ISO 8601
+    text and its durations as seconds, converted by Arrow: Python's types hold neither
+    nanoseconds (pyarrow then asks for pandas) nor a date past the year 9999 (an
+    OverflowError ended the run); Arrow writes such a value as its out-of-range text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name in names:
+        i = batch.schema.get_field_index(name)
+        if i < 0:
+            continue
+        column, typ = batch.column(i), batch.schema.field(i).type
+        if pa.types.is_duration(typ):
+            per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[typ.unit]
+            seconds = pc.cast(pc.cast(column, pa.int64()), pa.float64())
+            value = pc.divide(seconds, float(per_second))
+        elif pa.types.is_temporal(typ):
+            value = pc.cast(column, pa.string())
+            if pa.types.is_timestamp(typ):
+                value = pc.replace_substring_regex(value, r"^(-?\d+-\d\d-\d\d) ", r"\1T")
+        else:
+            continue
+        batch = batch.set_column(i, name, value)
+    return batch.to_pylist()
+
+
+def temporal(schema: Any, names: Sequence[str]) -> list[str]:
+    """The columns of ``names`` whose values :func:`_plain` converts."""
+    import pyarrow as pa
+
+    return [
+        n
+        for n in names
+        if schema.get_field_index(n) >= 0 and pa.types.is_temporal(schema.field(n).type)
+    ]
+
+
+def _parquet_rows(
+    file: Any, columns: list[str], image_column: str, as_text: Sequence[str] = ()
+) -> Iterator[dict[str, Any]]:
     """Rows of a Parquet table as dicts of ``columns``. Where ``image_column`` holds the
     images' bytes, they are not read: the row's image is an :class:`Embedded` (with the
     struct's ``path``); a datasets ``Image`` row whose bytes are null keeps its path (a
@@ -133,13 +179,17 @@ def _parquet_rows(file: Any, columns: list[str], image_column: str) -> Iterator[
     kind = image_kind(file.schema_arrow, image_column) if image_column in columns else None
     if kind is None:
         for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
-            yield from batch.to_pylist()
+            yield from _plain(batch, as_text)
         return
     rest = [c for c in columns if c != image_column]
     with_path = kind == "struct" and _has_field(file.schema_arrow, image_column, "path")
     for group in range(file.num_row_groups):
         n_rows = file.metadata.row_group(group).num_rows
-        rows = _group_values(file, group, rest) if rest else ({} for _ in range(n_rows))
+        rows = (
+            _group_values(file, group, rest, as_text=as_text)
+            if rest
+            else ({} for _ in range(n_rows))
+        )
         if kind == "bytes":
             images: Iterator[Any] = itertools.repeat(EMBEDDED)
         else:
@@ -163,14 +213,14 @@ def _has_field(schema: Any, column: str, name: str) -> bool:
 
 
 def _group_values(
-    file: Any, group: int, columns: list[str], only: str | None = None
+    file: Any, group: int, columns: list[str], only: str | None = None, as_text: Sequence[str] = ()
 ) -> Iterator[Any]:
     """One row group's rows as dicts of ``columns`` (or the values of column ``only``)."""
     for batch in file.iter_batches(
         batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=columns
     ):
         if only is None:
-            yield from batch.to_pylist()
+            yield from _plain(batch, as_text)
         else:
             yield from batch.column(only).to_pylist()
 
@@ -418,7 +468,9 @@ def row_names(sources: Sequence[str]) -> dict[str, str]:
 def _holds_bytes(typ: Any) -> bool:
     """Whether an Arrow type holds variable-length bytes anywhere inside it (a binary
     column, a datasets ``Image`` struct, a list of them)."""
-    if binary_values(typ):
+    import pyarrow as pa
+
+    if binary_values(typ) or pa.types.is_fixed_size_binary(typ):  # bytes, UUIDs, digests
         return True
     if hasattr(typ, "value_type"):  # list, large_list, fixed_size_list, dictionary, map
         if hasattr(typ, "key_type") and _holds_bytes(typ.key_type):
@@ -433,15 +485,24 @@ def carried_columns(schema: Any, source: str, used: set[str]) -> list[str]:
     bytes (a second image, a mask) is not carried, said once in the log (JSON holds no
     bytes)."""
     carried, skipped = [], []
-    for name in schema.names:
-        if name not in used:
-            (skipped if _holds_bytes(schema.field(name).type) else carried).append(name)
+    names = Counter(schema.names)
+    twice = sorted(n for n, count in names.items() if count > 1 and n not in used)
+    for i, name in enumerate(schema.names):
+        if name not in used and name not in twice:
+            (skipped if _holds_bytes(schema.field(i).type) else carried).append(name)
     if skipped:
         log.warning(
             "%s: column(s) %s hold bytes, which KEY.json cannot: not carried into the shards "
             "(the other columns are)",
             source,
             ", ".join(map(repr, skipped)),
+        )
+    if twice:
+        log.warning(
+            "%s: column name(s) %s appear more than once: not carried into the shards (which "
+            "value is which cannot be told)",
+            source,
+            ", ".join(map(repr, twice)),
         )
     return carried
 
@@ -458,15 +519,34 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float in it (at any depth) None."""
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON holds it, at any depth: a NaN or infinite float is None
+    (JSON has no word for them: Python writes ``NaN``, which JSON readers refuse), a lone
+    surrogate in a string its escape (``\\xe9`` for a byte that was not UTF-8)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return escape_surrogates(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
+
+
+def json_text(value: Any, sort_keys: bool = True) -> str:
+    """``value`` as strict JSON text (UTF-8-encodable), through :func:`json_ready` only
+    where it needs it."""
+    try:
+        text = json.dumps(
+            value, sort_keys=sort_keys, ensure_ascii=False, default=_json_value, allow_nan=False
+        )
+        text.encode("utf-8")
+        return text
+    except (ValueError, UnicodeEncodeError):  # NaN, infinity, a lone surrogate
+        return json.dumps(
+            json_ready(value), sort_keys=sort_keys, ensure_ascii=False, default=_json_value
+        )
 
 
 def row_fields(
@@ -479,21 +559,14 @@ def row_fields(
     ``None``) are under ``"_extra_cells"``."""
     fields = {k: v for k, v in row.items() if k not in used and isinstance(k, str)}
     if row.get(None) is not None:  # a CSV row with more cells than its header
-        fields["_extra_cells"] = row[None]
+        name = "_extra_cells"
+        while name in fields:  # a column of that name
+            name += "_"
+        fields[name] = row[None]
     if not fields:
         return None, None
-    try:
-        text = json.dumps(
-            fields, sort_keys=True, ensure_ascii=False, default=_json_value, allow_nan=False
-        )
-    except ValueError:  # NaN or infinity (a pandas gap), which JSON has no word for: null
-        fields = _finite(fields)
-        text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=_json_value)
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:  # a CSV cell that is not UTF-8 (lone surrogates): escaped
-        text = json.dumps(fields, sort_keys=True, default=_json_value)
-        size = len(text)
+    text = json_text(fields)
+    size = len(text.encode("utf-8"))
     if size > limit:
         return None, (
             f"the row's other columns ({', '.join(sorted(fields))}) as JSON: {size} bytes > "

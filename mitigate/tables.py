@@ -39,6 +39,7 @@ from mitigate.table_rows import (
     jsonl_lines,
     read_rows,
     row_fields,
+    temporal,
 )
 
 TABLE_FORMATS = ("parquet", "jsonl", "csv")
@@ -408,6 +409,7 @@ def iter_table(
     absent: dict[str, str] | None = None  # per field: why its column is missing
     stem = row_name or source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     columns = None
+    as_text: list[str] = []  # carried Parquet columns of dates and times (table_rows._plain)
     if fmt == "parquet":  # the schema decides, and only the columns in use are read
         try:
             import pyarrow.parquet as pq
@@ -424,12 +426,14 @@ def iter_table(
         caption_column = used["caption_column"]
         columns = [c for f, c in used.items() if f not in absent and c != ROW_KEY]
         if fields:
-            columns += carried_columns(schema, source, set(columns) | {image_column})
+            carried = carried_columns(schema, source, set(columns) | {image_column})
+            columns += carried
+            as_text = temporal(schema, carried)
         for field, problem in absent.items():
             yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
     try:
         quote: OpenQuote | None = None
-        for row in read_rows(fileobj, fmt, columns, image_column):
+        for row in read_rows(fileobj, fmt, columns, image_column, as_text):
             if isinstance(row, OpenQuote):  # the row it precedes holds other rows
                 quote = row
                 continue
@@ -569,5 +573,9 @@ def iter_table(
         yield SourceIssue(
             source,
             Reason.READ_ERROR,
-            f"table unreadable after row {index}: {exc}; the rows after it are lost",
+            (
+                f"table unreadable after row {index}: {exc}; the rows after it are lost"
+                if index >= 0
+                else f"table unreadable from its first row: {exc}; its rows are lost"
+            ),
         )

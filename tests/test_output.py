@@ -150,6 +150,25 @@ def test_an_extra_member_whose_bytes_do_not_add_up_to_its_size_stops_the_shard(c
         writer.add(_kept("k"), b"I", b"c", None, members=[("npy", 4, chunks)])
 
 
+def test_sidecars_are_strict_json_without_nan_or_infinity():
+    """A blocklist score where no entry is near is infinite, an input sidecar may hold
+    NaN: Python wrote them as NaN/Infinity, which JSON readers (browsers, serde) refuse."""
+    record = _kept("k")
+    record.scores = {"blocklist": float("inf"), "nsfw": 0.25}
+    text = output.sidecar(record, {"v": float("nan"), "w": [1.0, float("-inf")], "u": "ok"})
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert strict["mitigate"]["scores"] == {"blocklist": None, "nsfw": 0.25}
+    assert (strict["v"], strict["w"], strict["u"]) == (None, [1.0, None], "ok")
+    plain = output.sidecar(_kept("k"), {"u": "ok"})  # nothing to mend: as before
+    assert (
+        plain
+        == (
+            json.dumps({"mitigate": json.loads(plain)["mitigate"], "u": "ok"}, sort_keys=True)
+            + "\n"
+        ).encode()
+    )
+
+
 def test_the_sidecar_lists_the_caption_members_not_copied():
     buf = io.BytesIO()
     writer = ShardWriter(buf)

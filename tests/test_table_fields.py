@@ -67,6 +67,14 @@ def _parquet(folder: Path) -> Path:
                 "price": pa.array([decimal.Decimal("1.50")] * 4, pa.decimal128(5, 2)),
                 "emb": [[0.5 * i, 0.25] for i in range(4)],
                 "mask": [b"\x00\x01"] * 4,  # bytes: JSON holds none
+                "digest": pa.array([bytes(32)] * 4, pa.binary(32)),  # nor these
+                # pandas 2's nanoseconds (Python's datetime has none: pyarrow asked for
+                # pandas and the table was lost), a date past Python's (the run ended)
+                "ns": pa.array(
+                    [1_700_000_000_123_456_780 + i for i in range(4)], pa.timestamp("ns")
+                ),
+                "far": pa.array([2**31 - 1, 0, None, 0], pa.int32()).cast(pa.date32()),
+                "took": pa.array([1500 * i for i in range(4)], pa.duration("ms")),
                 "gap": [float("nan"), 1.0, None, 2.0],
             }
         ),
@@ -92,7 +100,10 @@ EXPECTED = {
     },
     "parquet": {
         f"p{i}": {
-            "when": f"2024-01-0{i + 1}T12:00:00",
+            "when": f"2024-01-0{i + 1}T12:00:00.000000",
+            "ns": f"2023-11-14T22:13:20.12345678{i}",
+            "far": ["<value out of range: 2147483647>", "1970-01-01", None][i],
+            "took": 1.5 * i,
             "price": "1.50",
             "emb": [0.5 * i, 0.25],
             "gap": [None, 1.0, None][i],
@@ -148,10 +159,11 @@ def test_kept_shards_and_the_manifest_carry_a_rows_other_columns(fmt, tmp_path, 
     assert json.loads(rows[key]["row_fields"]) == {
         k: v for k, v in sidecar.items() if k != "mitigate"
     }
-    assert ("'mask' hold bytes" in caplog.text) == (fmt == "parquet")
+    assert ("'mask', 'digest' hold bytes" in caplog.text) == (fmt == "parquet")
     if fmt == "csv":  # a cell that is not UTF-8 reaches the manifest escaped (c9 is c0's image)
         assert (rows["c9"]["state"], rows["c9"]["reason"]) == ("duplicate", "exact_duplicate")
-        assert json.loads(rows["c9"]["row_fields"]) == {"license": "", "url": "caf\udce9"}
+        # as the keys have it: the byte escaped in text, which strict JSON readers take
+        assert json.loads(rows["c9"]["row_fields"]) == {"license": "", "url": "caf\\xe9"}
     # a redecide writes the same shards: the fields come from the manifest
     config, _ = load_config(tmp_path / "out" / "config.yaml", [f"output.path={tmp_path / 're'}"])
     redecide(config, str(tmp_path / "out"))
@@ -182,12 +194,31 @@ def test_a_row_whose_columns_are_over_max_sidecar_bytes_is_json_too_large(tmp_pa
     assert summary["conservation"]["ok"]
 
 
+def test_a_column_named_twice_is_not_carried(tmp_path, caplog):
+    names = _images(tmp_path, 2)
+    table = pa.Table.from_arrays(
+        [pa.array(["d0"]), pa.array([names[0]]), pa.array(["c"]), pa.array(["A"]), pa.array(["B"])],
+        names=["key", "image", "caption", "x", "x"],
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    with caplog.at_level(logging.WARNING):
+        rows = _run(tmp_path / "t.parquet", tmp_path / "out")
+    assert rows["d0"]["state"] == "kept" and rows["d0"]["row_fields"] is None
+    assert "column name(s) 'x' appear more than once: not carried" in caplog.text
+
+
 def test_row_fields_sorts_names_and_leaves_the_used_columns_out():
     row = {"key": "k", "image": "a.jpg", "caption": "c", "z": 1, "a": {"b": [float("inf")]}}
     text, problem = row_fields(row, ("key", "image", "caption"), 1000)
     assert (text, problem) == ('{"a": {"b": [null]}, "z": 1}', None)
     assert row_fields({"key": "k"}, ("key",), 10) == (None, None)
     assert row_fields({"key": "k", "note": "héé"}, ("key",), 1000)[0] == '{"note": "héé"}'
+    # a CSV row's cells past its header, beside a column of the name it would take
+    row = {"key": "k", "_extra_cells": "mine", None: ["past"]}
+    assert json.loads(row_fields(row, ("key",), 1000)[0]) == {
+        "_extra_cells": "mine",
+        "_extra_cells_": ["past"],
+    }
 
 
 def test_webdataset_reads_the_fields_from_the_kept_shard(tmp_path):

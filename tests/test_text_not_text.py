@@ -323,6 +323,20 @@ def test_an_empty_table_is_said_empty_not_missing_its_columns(name, data, said, 
     assert problems == [f"the table is empty ({said}): nothing to read"]
 
 
+def test_a_jsonl_integer_of_thousands_of_digits_is_its_rows_error_not_the_tables_end():
+    """Python refuses to read an integer of over 4,300 digits (a ValueError, not a
+    JSONDecodeError): the table ended there, its later rows lost."""
+    row = b'{"key": "%s", "image": "a.jpg", "caption": "c"%s}\n'
+    data = row % (b"a", b"") + row % (b"b", b', "n": ' + b"9" * 5000) + row % (b"c", b"")
+    items = list(iter_table(io.BytesIO(data), "/t.jsonl", "jsonl", **DEFAULTS))
+    assert [(r.key, r.reason) for r in items] == [
+        ("a", None),
+        ("/t.jsonl#1", "invalid_json"),
+        ("c", None),
+    ]
+    assert items[1].detail.startswith("line 2: not valid JSON: Exceeds the limit (4300 digits)")
+
+
 def test_a_long_csv_cell_is_its_rows_caption_too_large_not_the_tables_end(tmp_path):
     """The csv module stops at a 128 KiB cell: the rows after it were lost."""
     (tmp_path / "a.jpg").write_bytes(_jpeg(1))
