@@ -22,6 +22,7 @@ from mitigate.sources import (
     CAPTION_EXTS,
     JSON_EXT,
     caption_member,
+    key_problem,
     parse_payload,
     read_members,
 )
@@ -63,7 +64,8 @@ class SampleReader:
             data = handle.read(min(left, CHUNK_BYTES))
             if not data:
                 raise EOFError(
-                    f"{member.ext}: expected {member.size} bytes, got {member.size - left}"
+                    f"{record.source}: {record.key}.{member.ext}: expected {member.size} bytes, "
+                    f"got {member.size - left}: the input changed during the run"
                 )
             left -= len(data)
             yield data
@@ -117,17 +119,26 @@ CHUNK_BYTES = 1 << 20  # an extra member is copied this many bytes at a time
 def extra_members(record: SampleRecord) -> tuple[tuple[Member, ...], tuple[str, ...]]:
     """A tar sample's members besides its image, caption and ``.json`` sidecar, which
     its output shard copies byte for byte (``KEY.cls``, ``KEY.npy``, a mask), in
-    extension order; and the extensions of the caption members it does not copy: a
-    second caption (``KEY.caption`` beside ``KEY.txt``) was not filtered, so a cleaned
-    shard must not carry it."""
+    extension order; and the extensions of those it does not copy: a second caption
+    member (``KEY.caption`` beside ``KEY.txt``), which was not filtered, and a name no
+    shard should hold (:func:`unsafe_ext`)."""
     used = caption_member(record)
     copied, refused = [], []
     for member in record.members:
         if member.ext in (record.image_ext, JSON_EXT) or member == used:
             continue
-        (refused if member.ext in CAPTION_EXTS else copied).append(member)
+        unsafe = member.ext in CAPTION_EXTS or unsafe_ext(member.ext)
+        (refused if unsafe else copied).append(member)
     copied.sort(key=lambda m: m.ext)
     return tuple(copied), tuple(sorted(m.ext for m in refused))
+
+
+def unsafe_ext(ext: str) -> bool:
+    """Whether ``KEY.<ext>`` is a name a cleaned shard must not hold: a backslash, a
+    control character or bytes that were not UTF-8 (the rules of keys, :func:`key_problem`:
+    a path escape or a terminal escape where the shard is unpacked), or a name WebDataset
+    keeps for itself (``__key__``, ``__url__``: its reader refuses the shard)."""
+    return ext.startswith("__") or key_problem(f"k.{ext}") is not None
 
 
 @dataclass(frozen=True)
@@ -141,16 +152,23 @@ class ShardSample:
     not_copied: tuple[str, ...] = ()  # caption members left out (see extra_members)
 
 
-def shard_sample(reader: SampleReader, record: SampleRecord, extras: bool = True) -> ShardSample:
+def shard_sample(
+    reader: SampleReader, record: SampleRecord, extras: bool = True, fields: bool = True
+) -> ShardSample:
     """What an output shard holds of ``record``: the original image bytes, the caption
-    bytes, the sidecar metadata and (``extras``) the tar sample's other members, read
-    as the shard writer writes them (kept and quarantine shards alike). A tar sample
-    that no longer parses changed since it was scored: RuntimeError, never a silent
-    substitute."""
+    bytes, the sidecar metadata (with ``fields``, a table row's other columns) and
+    (``extras``) the tar sample's other members, read as the shard writer writes them
+    (kept and quarantine shards alike; ``output.extra_members``/``table_fields``, which
+    a redecide may set otherwise than its run). A tar sample that no longer parses
+    changed since it was scored: RuntimeError, never a silent substitute."""
     if not record.members:  # a table row: its other columns are the sidecar's fields
-        meta = json.loads(record.row_fields) if record.row_fields else None
+        meta = json.loads(record.row_fields) if record.row_fields and fields else None
         return ShardSample(reader.image(record), (record.caption or "").encode(), meta)
-    data = reader.members(record, {record.image_ext or "", *CAPTION_EXTS, JSON_EXT})
+    try:
+        data = reader.members(record, {record.image_ext or "", *CAPTION_EXTS, JSON_EXT})
+    except EOFError as exc:
+        where = f"{record.source}: {record.key}"
+        raise RuntimeError(f"{where}: input changed during the run ({exc})") from None
     payload = parse_payload(record, data)
     if isinstance(payload, SampleRecord):
         raise RuntimeError(f"{record.key}: input changed during the run ({payload.detail})")

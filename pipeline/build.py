@@ -39,7 +39,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
 from mitigate import output, progress, stages
-from mitigate.config import Config, InputConfig
+from mitigate.config import Config, InputConfig, OutputConfig
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import FilterConfig, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
@@ -269,9 +269,10 @@ def _assign_shards(
 class WriteShard(beam.DoFn):
     """Kept records of one output shard -> shards/shard-NNNNNN.tar (atomic)."""
 
-    def __init__(self, layout: Layout, extras: bool = True) -> None:
+    def __init__(self, layout: Layout, output: OutputConfig) -> None:
         self.layout = layout
-        self.extras = extras  # copy the samples' other tar members
+        # copy the samples' other tar members, a table row's other columns
+        self.extras, self.fields = output.extra_members, output.table_fields
 
     def process(
         self, element: tuple[int, Iterable[tuple[int, SampleRecord, int]]]
@@ -284,7 +285,7 @@ class WriteShard(beam.DoFn):
             try:
                 with SampleReader(fs.open_read) as reader:
                     for _, record, copy in members:
-                        got = shard_sample(reader, record, self.extras)
+                        got = shard_sample(reader, record, self.extras, self.fields)
                         key = output.copy_key(record.key, copy)
                         writer.add(
                             record, got.image, got.caption, got.meta, key,
@@ -577,7 +578,7 @@ def _finish(
             _assign_shards, offsets=AsSingleton(offsets), per_shard=config.output.samples_per_shard
         )
         | "GroupShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShard(layout, config.output.extra_members))
+        | "WriteShards" >> beam.ParDo(WriteShard(layout, config.output))
     )
     _ = (
         pipeline

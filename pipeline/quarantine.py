@@ -31,10 +31,11 @@ class WriteQuarantine(beam.DoFn):
         per_shard: int,
         store: str | None = None,
         per_part: int = 1,
-        extras: bool = True,
+        extras: tuple[bool, bool] = (True, True),
     ) -> None:
         self.root = root
-        self.extras = extras  # copy the samples' other tar members
+        # copy the samples' other tar members, a table row's other columns
+        self.extras, self.fields = extras
         self.filter_ids = filter_ids
         self.per_shard = per_shard
         self.store = store  # the signatures for the sidecars' rows (pipeline/sigstore.py)
@@ -57,7 +58,7 @@ class WriteQuarantine(beam.DoFn):
                     # one reader per shard: one open handle per source, not per sample
                     with SampleReader(fs.open_read) as reader:
                         for record in records:
-                            got = shard_sample(reader, record, self.extras)
+                            got = shard_sample(reader, record, self.extras, self.fields)
                             extra = quarantine.manifest_extra(record, self.filter_ids)
                             writer.add(
                                 record, got.image, got.caption, got.meta, extra=extra,
@@ -120,7 +121,7 @@ class Quarantine(beam.PTransform):
                     out.samples_per_shard,
                     self.store,
                     per_part,
-                    out.extra_members,
+                    (out.extra_members, out.table_fields),
                 )
             )
         )

@@ -18,7 +18,7 @@ from PIL import Image
 
 from mitigate.config import load_config
 from mitigate.pipeline.run import redecide, run
-from mitigate.samples import CHUNK_BYTES, SampleReader, extra_members
+from mitigate.samples import CHUNK_BYTES, SampleReader, extra_members, shard_sample
 from mitigate.sources import index_tar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,5 +172,47 @@ def test_a_member_is_read_a_chunk_at_a_time_and_a_shorter_shard_is_an_error(copi
     cut.write_bytes((root / "wds.tar").read_bytes()[: big.offset + CHUNK_BYTES + 10])
     record = records["b"].__class__(**{**records["b"].__dict__, "source": str(cut)})
     with SampleReader(lambda p: open(p, "rb")) as reader:
-        with pytest.raises(EOFError, match="bin: expected"):
+        with pytest.raises(
+            EOFError, match=r"cut.tar: b\.bin: expected \d+ bytes, got \d+: the input changed"
+        ):
             list(reader.chunks(record, big))
+
+
+def test_names_a_shard_must_not_hold_are_not_copied(tmp_path):
+    """Keys are refused with a backslash or a control character (a path escape, a
+    terminal escape where the shard is unpacked); extensions were copied with them, and
+    ``__key__`` made webdataset's reader refuse the cleaned shard."""
+    members = {"jpg": _jpeg(1, 80), "txt": b"a cat", "cls": b"1"}
+    members |= {"x\\..\\evil.bat": b"x", "a\x1b[31mb": b"y", "__key__": b"z", "__url__": b"u"}
+    path = tmp_path / "odd.tar"
+    with tarfile.open(path, "w") as tar:
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"k.{ext}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with open(path, "rb") as f:
+        (record,) = index_tar(f, str(path))
+    copied, not_copied = extra_members(record)
+    assert [m.ext for m in copied] == ["cls"]
+    assert not_copied == ("__key__", "__url__", "a\x1b[31mb", "x\\..\\evil.bat")
+    _run(path, tmp_path / "out")
+    shard = str(tmp_path / "out" / "shards" / "shard-000000.tar")
+    names = [n for n, _ in _members(Path(shard))]
+    assert names == ["k.jpg", "k.txt", "k.json", "k.cls"]
+    (sample,) = wds.WebDataset(shard, shardshuffle=False)
+    assert sample["cls"] == b"1"
+    sidecar = json.loads(dict(_members(Path(shard)))["k.json"])
+    assert sidecar["mitigate"]["members_not_copied"] == list(not_copied)
+
+
+def test_an_input_cut_after_its_index_names_the_sample(copied, tmp_path):
+    root, _ = copied
+    with open(root / "wds.tar", "rb") as f:
+        records = {r.key: r for r in index_tar(f, str(root / "wds.tar"))}
+    image = next(m for m in records["a"].members if m.ext == "jpg")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes((root / "wds.tar").read_bytes()[: image.offset + 10])
+    record = records["a"].__class__(**{**records["a"].__dict__, "source": str(cut)})
+    with SampleReader(lambda p: open(p, "rb")) as reader:
+        with pytest.raises(RuntimeError, match=r"cut.tar: a: input changed during the run \(jpg"):
+            shard_sample(reader, record)

@@ -179,6 +179,18 @@ def test_table_fields_false_leaves_them_out(tmp_path):
     assert {tuple(s) for s in sidecars.values()} == {("mitigate",)}
 
 
+def test_a_redecide_told_table_fields_false_leaves_them_out(tmp_path):
+    _run(_jsonl(tmp_path), tmp_path / "out")
+    overrides = [f"output.path={tmp_path / 're'}", "output.table_fields=false"]
+    config, _ = load_config(tmp_path / "out" / "config.yaml", overrides)
+    redecide(config, str(tmp_path / "out"))
+    sidecars = _sidecars(tmp_path / "re" / "shards" / "shard-000000.tar")
+    assert set(sidecars) == set(EXPECTED["jsonl"])
+    assert {tuple(s) for s in sidecars.values()} == {("mitigate",)}
+    (shard,) = (tmp_path / "re" / "quarantine").rglob("*.tar")
+    assert [tuple(s) for s in _sidecars(shard).values()] == [("mitigate",)]
+
+
 def test_a_row_whose_columns_are_over_max_sidecar_bytes_is_json_too_large(tmp_path):
     names = _images(tmp_path, 3)
     rows = [{"key": "small", "image": names[0], "caption": "c", "note": "x" * 10}]
