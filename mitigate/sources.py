@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from mitigate.records import Member, Reason, SampleRecord
-from mitigate.tarscan import TarMember, TarProblem, scan_tar
+from mitigate.tarscan import TarProblem, files_before, is_os_metadata, scan_tar
 
 # Image formats read, by member extension and by Pillow format name. Decoding is
 # restricted to these plugins, so no input can make Pillow start an external program
@@ -392,7 +392,7 @@ def index_tar(
             continue
         if item.kind == "hard link" and item.link is not None:
             if files is None:
-                files = _files_before(fileobj, item.header_offset)
+                files = files_before(fileobj, item.header_offset)
             target = files.get(item.link)
             if target is not None:  # the data of the file it names (GNU tar's second name)
                 item = dataclasses.replace(item, kind="file", offset=target[0], size=target[1])
@@ -452,33 +452,6 @@ def index_tar(
         yield finished(building.popleft())
     if skipped:
         yield _os_metadata_issue(source, skipped)
-
-
-def _files_before(fileobj: IO[bytes], end: int) -> dict[bytes, tuple[int, int]]:
-    """The regular files of a tar whose headers lie before byte ``end``, by stored
-    name: (data offset, size). Read again from the headers when the first hard link
-    comes (the scan reads by offset, so the caller's scan goes on where it was)."""
-    files = {}
-    for item in scan_tar(fileobj):
-        if isinstance(item, TarMember):
-            if item.header_offset >= end:
-                break
-            if item.is_file:
-                files[item.raw_name] = (item.offset, item.size)
-    return files
-
-
-#: Files an operating system adds beside a user's files, never a sample's member.
-_OS_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "icon\r"})
-
-
-def is_os_metadata(name: str) -> bool:
-    """Whether a member is an operating system's file: macOS AppleDouble ``._NAME``
-    (bsdtar on macOS writes one before each file), ``.DS_Store``, a ``__MACOSX/``
-    folder, Windows' ``Thumbs.db`` and ``desktop.ini``."""
-    parts = name.split("/")
-    base = parts[-1]
-    return base.startswith("._") or base.lower() in _OS_FILES or "__MACOSX" in parts[:-1]
 
 
 def _os_metadata_issue(source: str, skipped: int) -> SourceIssue:

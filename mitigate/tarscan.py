@@ -437,3 +437,30 @@ def scan_tar(
             return
         yield TarMember(name, kind, data_at, size, pos, link)
         pos = after
+
+
+def files_before(fileobj: IO[bytes], end: int) -> dict[bytes, tuple[int, int]]:
+    """The regular files of a tar whose headers lie before byte ``end``, by stored
+    name: (data offset, size). Read again from the headers when the first hard link
+    comes (the scan reads by offset, so the caller's scan goes on where it was)."""
+    files = {}
+    for item in scan_tar(fileobj):
+        if isinstance(item, TarMember):
+            if item.header_offset >= end:
+                break
+            if item.is_file:
+                files[item.raw_name] = (item.offset, item.size)
+    return files
+
+
+#: Files an operating system adds beside a user's files, never a sample's member.
+_OS_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "icon\r"})
+
+
+def is_os_metadata(name: str) -> bool:
+    """Whether a member is an operating system's file: macOS AppleDouble ``._NAME``
+    (bsdtar on macOS writes one before each file), ``.DS_Store``, a ``__MACOSX/``
+    folder, Windows' ``Thumbs.db`` and ``desktop.ini``."""
+    parts = name.split("/")
+    base = parts[-1]
+    return base.startswith("._") or base.lower() in _OS_FILES or "__MACOSX" in parts[:-1]
