@@ -336,6 +336,14 @@ def csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
     next quote as that cell, and those rows were lost without a word."""
     reader, before = _csv_rows(fileobj, csv.DictReader)
     assert isinstance(reader, csv.DictReader)
+    names = reader.fieldnames or []
+    if len(set(names)) < len(names):  # a name twice: each cell kept, as pandas names them
+        seen: Counter[str] = Counter()
+        renamed = []
+        for name in names:
+            renamed.append(f"{name}.{seen[name]}" if seen[name] else name)
+            seen[name] += 1
+        reader.fieldnames = renamed
     end = 1  # the header's last line (line numbers below are the file's)
     for row in reader:
         first, end = end + 1, reader.line_num

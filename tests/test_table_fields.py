@@ -219,6 +219,25 @@ def test_a_column_named_twice_is_not_carried(tmp_path, caplog):
     assert "column name(s) 'x' appear more than once: not carried" in caplog.text
 
 
+def test_a_csv_header_naming_a_column_twice_keeps_both_cells():
+    """The csv module keeps the last cell of a name given twice: the first was lost
+    without a word. As pandas reads such a table, the second is ``url.1``."""
+    from mitigate.table_rows import csv_dicts
+
+    rows = list(csv_dicts(io.BytesIO(b"key,image,caption,url,url,,\nk,a.jpg,c,u1,u2,e1,e2\n")))
+    assert rows == [
+        {
+            "key": "k",
+            "image": "a.jpg",
+            "caption": "c",
+            "url": "u1",
+            "url.1": "u2",
+            "": "e1",
+            ".1": "e2",
+        }
+    ]
+
+
 def test_row_fields_sorts_names_and_leaves_the_used_columns_out():
     row = {"key": "k", "image": "a.jpg", "caption": "c", "z": 1, "a": {"b": [float("inf")]}}
     text, problem = row_fields(row, ("key", "image", "caption"), 1000)
