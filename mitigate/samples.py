@@ -11,6 +11,7 @@ the opener, e.g. ``mitigate.pipeline.fs.open_read`` for ``gs://`` paths).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -160,10 +161,13 @@ def shard_sample(
     (``extras``) the tar sample's other members, read as the shard writer writes them
     (kept and quarantine shards alike; ``output.extra_members``/``table_fields``, which
     a redecide may set otherwise than its run). A tar sample that no longer parses
-    changed since it was scored: RuntimeError, never a silent substitute."""
+    changed since it was scored: RuntimeError, never a silent substitute; so is an image
+    whose bytes are no longer those its sha256 was taken of (rewritten at the same size),
+    so that a shard's ``KEY.json`` always describes the bytes beside it."""
     if not record.members:  # a table row: its other columns are the sidecar's fields
         meta = json.loads(record.row_fields) if record.row_fields and fields else None
-        return ShardSample(reader.image(record), (record.caption or "").encode(), meta)
+        image = _unchanged(record, reader.image(record))
+        return ShardSample(image, (record.caption or "").encode(), meta)
     try:
         data = reader.members(record, {record.image_ext or "", *CAPTION_EXTS, JSON_EXT})
     except EOFError as exc:
@@ -174,4 +178,15 @@ def shard_sample(
         raise RuntimeError(f"{record.key}: input changed during the run ({payload.detail})")
     copied, not_copied = extra_members(record) if extras else ((), ())
     members = tuple((m.ext, m.size, reader.chunks(record, m)) for m in copied)
-    return ShardSample(payload.image, payload.caption_bytes, payload.meta, members, not_copied)
+    image = _unchanged(record, payload.image)
+    return ShardSample(image, payload.caption_bytes, payload.meta, members, not_copied)
+
+
+def _unchanged(record: SampleRecord, image: bytes) -> bytes:
+    """``image``, if it is the bytes the run hashed (or it hashed none)."""
+    if record.sha256 is not None and hashlib.sha256(image).hexdigest() != record.sha256:
+        raise RuntimeError(
+            f"{record.source}: {record.key}: input changed during the run (the image's "
+            f"sha256 is no longer {record.sha256[:12]}...)"
+        )
+    return image

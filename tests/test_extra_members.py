@@ -216,3 +216,30 @@ def test_an_input_cut_after_its_index_names_the_sample(copied, tmp_path):
     with SampleReader(lambda p: open(p, "rb")) as reader:
         with pytest.raises(RuntimeError, match=r"cut.tar: a: input changed during the run \(jpg"):
             shard_sample(reader, record)
+
+
+def test_an_image_rewritten_at_its_size_after_it_was_hashed_is_refused(copied, tmp_path):
+    """A kept shard's KEY.json names the image's sha256: bytes changed since the run
+    hashed them (same size, so the tar still parses) were written under it."""
+    import dataclasses
+    import hashlib
+
+    root, written = copied
+    changed = tmp_path / "changed.tar"
+    data = bytearray((root / "wds.tar").read_bytes())
+    with open(root / "wds.tar", "rb") as f:
+        records = {r.key: r for r in index_tar(f, str(changed))}
+    image = next(m for m in records["c"].members if m.ext == "jpg")
+    sha = hashlib.sha256(written["c"]["jpg"]).hexdigest()
+    record = dataclasses.replace(records["c"], sha256=sha)
+    changed.write_bytes(bytes(data))
+    with SampleReader(lambda p: open(p, "rb")) as reader:
+        assert shard_sample(reader, record).image == written["c"]["jpg"]
+    data[image.offset + image.size - 3] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    with SampleReader(lambda p: open(p, "rb")) as reader:
+        with pytest.raises(
+            RuntimeError,
+            match=r"changed.tar: c: input changed during the run \(the image's sha256 is no longer",
+        ):
+            shard_sample(reader, record)
