@@ -229,6 +229,12 @@ class _Building:
             self.problem = (reason, detail)
 
 
+def _complete(members: list[tuple[str, int, int]]) -> bool:
+    """Whether a sample's members hold an image and a caption (a member or a sidecar)."""
+    exts = {m[0] for m in members}
+    return not exts.isdisjoint(IMAGE_EXTS) and not exts.isdisjoint((*CAPTION_EXTS, JSON_EXT))
+
+
 def _finish(building: _Building, source: str, limits: SourceLimits) -> SampleRecord:
     """Structural checks on one sample's members (everything that needs no data)."""
     record = SampleRecord(
@@ -334,9 +340,10 @@ def index_tar(
         limits = dataclasses.replace(limits, max_image_bytes=max_image_bytes)
     # samples being built, oldest first, and the open one of each key: a member joins
     # its key's sample wherever it lies within KEY_WINDOW samples of the sample's first
-    # member, unless the sample has that member already and other samples' members came
-    # between (a tar appended to itself, `tar -r`): that member starts another sample of
-    # the key (duplicate_key in a run), the first one complete
+    # member, unless the sample has that member already and other samples' members, an
+    # end-of-archive marker or the sample's image and caption came before it (a tar
+    # appended to itself, `tar -r`): that member starts another sample of the key
+    # (duplicate_key in a run), the first one whole
     building: deque[_Building] = deque()
     open_samples: dict[str, _Building] = {}
     last: _Building | None = None  # the sample of the last member read
@@ -404,12 +411,16 @@ def index_tar(
             continue
         key, ext = split_name(name)
         current = open_samples.get(key)
+        if item.joined:  # another archive: a member repeated now is another sample's
+            last = None
         if (
             current is not None
-            and current is not last
             and any(m[0] == ext for m in current.members)
+            and (current is not last or _complete(current.members))
         ):
-            current = None  # its key again after other samples: another sample
+            # its key again after other samples, another archive (`cat`) or after the
+            # sample was whole (`tar -r`/`-u` of the last sample): another sample
+            current = None
         if current is None:
             if len(building) >= KEY_WINDOW:
                 oldest = building.popleft()

@@ -60,6 +60,8 @@ class TarMember:
     size: int
     header_offset: int
     link: bytes | None = None  # a hard link's target: an earlier member's stored name
+    # the first member after an end-of-archive marker: archives joined (`cat`, `tar -A`)
+    joined: bool = False
 
     @property
     def is_file(self) -> bool:
@@ -284,6 +286,7 @@ def scan_tar(
     pos = 0
     long_name: bytes | None = None
     long_link: bytes | None = None  # GNU 'K': the next member's link target
+    joined = False  # an end-of-archive marker lies between this member and the last
     pax: dict[bytes, bytes] = {}
     global_pax: dict[bytes, bytes] = {}
     seen_header = False
@@ -316,7 +319,7 @@ def scan_tar(
             # first header, a v7 one too (next_header finds ustar headers only)
             after_end = reader.next_nonzero_block(pos + BLOCK)
             if after_end is not None and _plausible(reader.read(after_end, BLOCK), strict=False):
-                pos = after_end
+                pos, joined = after_end, True
                 continue
             nxt = reader.next_header(pos + BLOCK)
             if nxt is None and not seen_header:  # zeros, then no tar at all (an ISO image)
@@ -335,7 +338,7 @@ def scan_tar(
                     )
                 return
             # Data after the end marker (archives joined with `cat`): read on.
-            pos = nxt
+            pos, joined = nxt, True
             continue
         if not _plausible(block, strict=False):
             nxt = reader.next_header(pos + BLOCK)
@@ -435,8 +438,8 @@ def scan_tar(
                 f"({data_at + size - reader.size} bytes missing)",
             )
             return
-        yield TarMember(name, kind, data_at, size, pos, link)
-        pos = after
+        yield TarMember(name, kind, data_at, size, pos, link, joined)
+        pos, joined = after, False
 
 
 def files_before(fileobj: IO[bytes], end: int) -> dict[bytes, tuple[int, int]]:

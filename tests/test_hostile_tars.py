@@ -412,17 +412,57 @@ def test_a_tar_appended_to_itself_keeps_the_first_copy(how, tmp_path):
     assert offsets == sorted(offsets) and not issues
 
 
+@pytest.mark.parametrize(
+    ("how", "second"),
+    [
+        ("cat of a one-sample tar", ["jpg", "txt"]),
+        ("tar -r of the last sample", ["jpg", "txt"]),
+        ("tar -u of the last caption", ["txt"]),
+    ],
+)
+def test_the_last_samples_appended_copy_is_a_second_sample(how, second):
+    """With nothing between the copies, the second was read as the first's duplicated
+    members: the whole sample an error (duplicate_member), the first copy lost."""
+    first = tar_bytes(sample_members("a", JPG) + sample_members("z", JPG))
+    if how.startswith("cat"):
+        first = tar_bytes(sample_members("z", JPG))
+        data = first + first  # the end-of-archive marker between them
+    else:  # tar -r/-u write over the end marker: the members follow the last sample's
+        data = first[: first.rindex(b"z.txt") + 1024]  # z.txt's header and data
+        data += tar_bytes([m for m in sample_members("z", JPG + b"v2") if m[0][2:] in second])
+    records, issues = _index(data)
+    zs = [
+        (r.key, r.state, r.reason, sorted(m.ext for m in r.members))
+        for r in records
+        if r.key == "z"
+    ]
+    assert zs[0] == ("z", PENDING, None, ["jpg", "txt"])  # the first copy, whole
+    assert zs[1][:2] == ("z", PENDING if second == ["jpg", "txt"] else ERROR)
+    assert zs[1][3] == second and len(zs) == 2 and not issues
+
+
+def test_an_end_of_archive_marker_parts_two_copies_of_a_sample_not_yet_whole():
+    one = tar_bytes([("k.jpg", JPG)])  # a sample without its caption
+    records, _ = _index(one + one)
+    assert [(r.key, r.reason) for r in records] == [("k", "missing_caption")] * 2
+    records, _ = _index(tar_bytes([("k.jpg", JPG), ("k.jpg", JPG)]))  # one archive
+    assert [(r.key, r.reason) for r in records] == [("k", "duplicate_member")]
+
+
 def test_a_member_repeated_after_another_keys_between_its_own_is_a_second_sample():
     # unsorted members (GNU tar's directory order) are still one sample each; only a
     # member the sample already has starts another
     members = [("a.jpg", JPG), ("b.jpg", JPG), ("a.txt", b"a"), ("b.txt", b"b")]
     members += [("a.jpg", JPG + b"2"), ("c.jpg", JPG), ("c.txt", b"c"), ("c.jpg", JPG)]
+    members += [("d.jpg", JPG), ("d.jpg", JPG), ("d.txt", b"d")]
     records, _ = _index(tar_bytes(members))
     assert [(r.key, r.index, r.reason) for r in records] == [
         ("a", 0, None),
         ("b", 1, None),
         ("a", 2, "missing_caption"),  # a second a: duplicate_key in a run
-        ("c", 3, "duplicate_member"),  # c.jpg twice, nothing else between: one sample
+        ("c", 3, None),  # whole when c.jpg came again (`tar -r` of it): a second c
+        ("c", 4, "missing_caption"),
+        ("d", 5, "duplicate_member"),  # d.jpg twice before its caption: one broken sample
     ]
 
 
