@@ -103,6 +103,11 @@ def write_starter(path: Path, force: bool = False) -> list[Path]:
     ``force``, and a new path with another extension (``my.json`` became a folder).
     Returns the files written."""
     path = Path(path)
+    if path.exists() and not path.is_dir() and path.suffix.lower() not in (".yaml", ".yml"):
+        raise InitRefused(
+            f"{path} is a file, not a .yaml or .yml config nor a folder; give a PATH ending "
+            "in .yaml or .yml, or a folder"
+        )
     if not path.is_dir() and path.suffix and path.suffix.lower() not in (".yaml", ".yml"):
         raise InitRefused(
             f"{path} is not a .yaml or .yml file name: the config is YAML; give a PATH "

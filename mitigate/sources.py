@@ -21,12 +21,19 @@ import dataclasses
 import json
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from mitigate.records import Member, Reason, SampleRecord
-from mitigate.tarscan import TarProblem, files_before, is_os_metadata, scan_tar
+from mitigate.tarscan import (
+    TarProblem,
+    decode_name,
+    files_before,
+    is_os_metadata,
+    scan_tar,
+    split_name,
+)
 
 # Image formats read, by member extension and by Pillow format name. Decoding is
 # restricted to these plugins, so no input can make Pillow start an external program
@@ -79,7 +86,6 @@ SIDECAR_CAPTION_FIELDS = ("caption", "text", "prompt", "txt")
 JSON_EXT = "json"
 MAX_MEMBERS_PER_SAMPLE = 16
 # WebDataset's convention: the key is the path up to the first dot of the basename.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
 @dataclass(frozen=True)
@@ -177,39 +183,6 @@ def key_problem(key: str) -> str | None:
     return None
 
 
-def split_name(name: str) -> tuple[str, str]:
-    """(key, extension) of a member name. A leading ``./`` (what ``tar -C dir .``
-    writes) is dropped. Names that do not follow the WebDataset convention (hidden
-    names, no extension) still get a key, the name up to its last dot, so that the
-    sample is listed (as an error) rather than lost."""
-    while name.startswith("./"):
-        name = name[2:]
-    match = _KEY_EXT.match(name)
-    if match is not None:
-        return match.group(1), match.group(2).lower()
-    folder, slash, base = name.rpartition("/")
-    stem, dot, ext = base.rpartition(".")
-    if not dot or not stem:
-        return name, ext.lower() if dot else ""
-    return folder + slash + stem, ext.lower()
-
-
-def decode_name(raw: bytes, fallback: str | None) -> tuple[str, str | None]:
-    """A member name as text, and a problem if it is not UTF-8 (nor ``fallback``)."""
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError:
-        pass
-    if fallback:
-        try:
-            return raw.decode(fallback), None
-        except UnicodeDecodeError:
-            pass
-    shown = raw.decode("utf-8", "backslashreplace")
-    hint = f" nor {fallback}" if fallback else "; set input.name_encoding (e.g. latin-1) to read it"
-    return shown, f"member name {raw!r} is not UTF-8{hint}"
-
-
 class _Building:
     """A sample being assembled from the members of one key: light (no record, its
     members as tuples), since :data:`KEY_WINDOW` of them may be open; its record is
@@ -250,6 +223,20 @@ def _finish(building: _Building, source: str, limits: SourceLimits) -> SampleRec
     return record.with_error(reason, detail + building.note)
 
 
+def inner_dots(key: str, exts: Sequence[str]) -> str:
+    """A hint where a member's extension holds a dot and ends as an image's, a caption's
+    or a sidecar's (``photo.v2.jpg`` is key ``photo``, extension ``v2.jpg``), else ''."""
+    known = (*IMAGE_EXTS, *CAPTION_EXTS, JSON_EXT)
+    dotted = [e for e in exts if "." in e and e.rsplit(".", 1)[1] in known]
+    if not dotted:
+        return ""
+    shown = ", ".join(repr(e) for e in dotted)
+    return (
+        f"; a key ends at the first dot of a name: key {key!r} has the extension(s) {shown}; "
+        "name the files without inner dots"
+    )
+
+
 def _structure_problem(record: SampleRecord, limits: SourceLimits) -> tuple[str, str] | None:
     problem = key_problem(record.key)
     if problem:
@@ -263,15 +250,7 @@ def _structure_problem(record: SampleRecord, limits: SourceLimits) -> tuple[str,
                 f"image member .{refused[0]} is not an accepted format (accepted: {accepted})"
             )
         exts = ", ".join(repr(m.ext) for m in record.members) or "none"
-        dotted = next(
-            (m.ext for m in record.members if m.ext.rsplit(".", 1)[-1] in IMAGE_EXTS), None
-        )
-        hint = (
-            f"; a key ends at the first dot of a name, so {record.key}.{dotted} is key "
-            f"{record.key!r} with the extension {dotted!r}: name the files without inner dots"
-            if dotted
-            else ""
-        )
+        hint = inner_dots(record.key, [m.ext for m in record.members])
         return Reason.MISSING_IMAGE, f"no image member (members: {exts}){hint}"
     if len(images) > 1:
         exts = ", ".join(m.ext for m in images)
@@ -287,8 +266,9 @@ def _structure_problem(record: SampleRecord, limits: SourceLimits) -> tuple[str,
     sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
     if caption is None and sidecar is None:
         exts = ", ".join(m.ext for m in record.members)
+        hint = inner_dots(record.key, [m.ext for m in record.members])
         return Reason.MISSING_CAPTION, (
-            f"no caption member ({_CAPTION_NAMES}) and no .json sidecar (members: {exts})"
+            f"no caption member ({_CAPTION_NAMES}) and no .json sidecar (members: {exts}){hint}"
         )
     if caption is not None and caption.size > limits.max_caption_bytes:
         return Reason.CAPTION_TOO_LARGE, (

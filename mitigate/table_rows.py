@@ -387,7 +387,7 @@ def _csv_rows(
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 #: Excel's first line naming a CSV's delimiter (``sep=;``), before the header.
-_EXCEL_SEP = re.compile(r"sep=(.)\r?\n?", re.IGNORECASE)
+_EXCEL_SEP = re.compile(r"sep=(.)\1*\r?\n?", re.IGNORECASE)  # `sep=;;;;`: re-saved
 
 
 def excel_sep(line: str) -> str | None:

@@ -467,3 +467,39 @@ def is_os_metadata(name: str) -> bool:
     parts = name.split("/")
     base = parts[-1]
     return base.startswith("._") or base.lower() in _OS_FILES or "__MACOSX" in parts[:-1]
+
+
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name. A leading ``./`` (what ``tar -C dir .``
+    writes) is dropped. Names that do not follow the WebDataset convention (hidden
+    names, no extension) still get a key, the name up to its last dot, so that the
+    sample is listed (as an error) rather than lost."""
+    while name.startswith("./"):
+        name = name[2:]
+    match = _KEY_EXT.match(name)
+    if match is not None:
+        return match.group(1), match.group(2).lower()
+    folder, slash, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem:
+        return name, ext.lower() if dot else ""
+    return folder + slash + stem, ext.lower()
+
+
+def decode_name(raw: bytes, fallback: str | None) -> tuple[str, str | None]:
+    """A member name as text, and a problem if it is not UTF-8 (nor ``fallback``)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        pass
+    if fallback:
+        try:
+            return raw.decode(fallback), None
+        except UnicodeDecodeError:
+            pass
+    shown = raw.decode("utf-8", "backslashreplace")
+    hint = f" nor {fallback}" if fallback else "; set input.name_encoding (e.g. latin-1) to read it"
+    return shown, f"member name {raw!r} is not UTF-8{hint}"

@@ -129,6 +129,7 @@ def _tar_problems(config: Config, path: str) -> list[str]:
         SIDECAR_CAPTION_FIELDS,
         caption_member,
         index_tar,
+        inner_dots,
         read_members,
         sidecar_caption_field,
     )
@@ -173,6 +174,7 @@ def _tar_problems(config: Config, path: str) -> list[str]:
     return [
         f"none of its first {len(records)} samples has a caption (members: {found}); a "
         f"caption is a {members} member, or a string field {fields} of KEY.json"
+        + inner_dots(records[0].key, [m.ext for m in records[0].members])
     ]
 
 

@@ -118,6 +118,20 @@ def test_the_caption_comes_from_the_first_member_then_the_sidecar(tmp_path):
             assert tar.extractfile(f"{key}.txt").read().decode() == caption
 
 
+def test_validate_names_inner_dots_where_no_sample_has_a_caption(tmp_path, capsys):
+    path = tmp_path / "dots.tar"
+    with tarfile.open(path, "w") as tar:
+        for i in range(3):
+            for ext, data in (("v2.jpg", _jpeg(i)), ("v2.txt", b"a caption")):
+                info = tarfile.TarInfo(f"photo{i}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    assert main(["validate", "--input", str(path), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "none of its first 3 samples has a caption (members: .v2.jpg, .v2.txt)" in err
+    assert "key 'photo0' has the extension(s) 'v2.jpg', 'v2.txt'; name the files" in err
+
+
 def test_a_sidecar_caption_is_held_to_max_caption_bytes(tmp_path):
     long = "word " * 20  # 100 bytes
     path = _tar(

@@ -166,6 +166,10 @@ def test_init_writes_a_starter_that_validates_and_refuses_to_overwrite(
     assert main(["init", "my.json"]) == 2
     assert "my.json is not a .yaml or .yml file name" in capsys.readouterr().err
     assert not (tmp_path / "my.json").exists()
+    (tmp_path / "plainfile").write_text("mine")  # a file, not a folder to write into
+    assert main(["init", "plainfile"]) == 2
+    assert "plainfile is a file, not a .yaml or .yml config nor a folder" in capsys.readouterr().err
+    assert (tmp_path / "plainfile").read_text() == "mine"
     (tmp_path / "cfg.d").mkdir()  # an existing folder with a dot in its name is one
     assert main(["init", "cfg.d"]) == 0
     assert (tmp_path / "cfg.d" / "mitigate.yaml").is_file()

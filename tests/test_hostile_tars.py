@@ -191,17 +191,22 @@ def test_odd_member_names(names, expected):
 
 def test_a_name_with_inner_dots_says_where_its_key_ends():
     members = [("photo.v2.jpg", JPG), ("photo.v2.txt", b"cap"), ("x.y.npy", b"n")]
+    members += [("q.jpg", JPG), ("q.en.txt", b"cap")]
     records, _ = _index(tar_bytes(members))
     assert [(r.key, r.reason) for r in records] == [
         ("photo", "missing_image"),
         ("x", "missing_image"),
+        ("q", "missing_caption"),
     ]
     assert records[0].detail == (
         "no image member (members: 'v2.jpg', 'v2.txt'); a key ends at the first dot of a "
-        "name, so photo.v2.jpg is key 'photo' with the extension 'v2.jpg': name the files "
+        "name: key 'photo' has the extension(s) 'v2.jpg', 'v2.txt'; name the files "
         "without inner dots"
     )
     assert records[1].detail == "no image member (members: 'y.npy')"
+    assert records[2].detail.endswith(
+        "key 'q' has the extension(s) 'en.txt'; name the files without inner dots"
+    )
 
 
 def test_long_and_pax_names_are_read():

@@ -281,6 +281,7 @@ def test_a_csv_quote_left_open_is_named_with_the_rows_it_swallowed(tmp_path):
         ("\ufeffsep=;\n", "\n", "utf-8"),
         ("sep=;\r\n", "\r\n", "utf-16"),
         ("sep=;\r", "\r", "utf-8"),
+        ("sep=;;;\r\n", "\r\n", "utf-8"),  # a sheet holding Excel's line, saved again
     ],
 )
 def test_csv_tables_with_cr_line_ends_or_an_excel_sep_line_are_read(start, end, codec, tmp_path):
