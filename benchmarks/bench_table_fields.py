@@ -11,6 +11,7 @@ The images are those of ``bench_data/n{N}-1024px`` (``benchmarks/make_bench_data
 written out once as files beside the table (``bench_data/table-fields-{N}/``).
 
     python benchmarks/bench_table_fields.py --sizes 1600 6400 --repeat 2
+    python benchmarks/bench_table_fields.py --sizes 1600 6400 --repeat 1 --embedding-dim 768
 """
 
 from __future__ import annotations
@@ -27,13 +28,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _table(n: int) -> Path:
-    """bench_data/table-fields-{n}/t.parquet, made from the n-sample bench tars once."""
+def _table(n: int, dim: int = 0) -> Path:
+    """bench_data/table-fields-{n}/t.parquet, made from the n-sample bench tars once
+    (t-emb{dim}.parquet: with a column of ``dim`` float32s a row, an embedding)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder = REPO / "bench_data" / f"table-fields-{n}"
     table = folder / "t.parquet"
+    if dim and not (folder / f"t-emb{dim}.parquet").exists():
+        base = pq.read_table(_table(n))
+        rng = np.random.default_rng(0)
+        emb = rng.standard_normal((base.num_rows, dim)).astype(np.float32)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
+        pq.write_table(base.append_column("embedding", column), folder / f"t-emb{dim}.parquet")
+    if dim:
+        return folder / f"t-emb{dim}.parquet"
     if table.exists():
         return table
     tars = sorted((REPO / "bench_data" / f"n{n}-1024px").glob("*.tar"))
@@ -95,12 +106,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1600, 6400])
     parser.add_argument("--repeat", type=int, default=2, help="runs per arm and size")
     parser.add_argument("--workers", type=int, default=1, help="decode processes")
+    parser.add_argument(
+        "--embedding-dim", type=int, default=0, help="add a column of this many float32s a row"
+    )
     args = parser.parse_args()
     print(f"one Beam worker, {args.workers} decode process(es); medians of {args.repeat}")
     print("| samples | table_fields | wall s | parent RSS MB | manifest MB | shards MB | kept |")
     print("|---|---|---|---|---|---|---|")
     for n in args.sizes:
-        table = _table(n)
+        table = _table(n, args.embedding_dim)
         runs: dict[bool, list[dict]] = {True: [], False: []}
         for _ in range(args.repeat):
             for fields in (False, True):  # alternated: the machine's load hits both
