@@ -139,8 +139,15 @@ class OutputConfig(_Strict):
         default=True,
         description="A table row's other columns (url, license, width, ...) go into its "
         "kept or quarantine shard's KEY.json and the manifest's row_fields (columns that "
-        "hold bytes excepted); over decode.max_sidecar_bytes as JSON, the row is "
-        "json_too_large.",
+        "hold bytes excepted), up to max_table_fields_bytes a row.",
+    )
+    max_table_fields_bytes: int = Field(
+        default=4096,
+        ge=2,
+        le=1024 * 1024,
+        description="Most bytes of a row's carried columns as JSON (they travel with the "
+        "sample through the run): over it, the largest columns are left out, named under "
+        "_not_carried (an embedding a row: join it on the key).",
     )
     extra_members: bool = Field(
         default=True,
@@ -599,6 +606,7 @@ class Config(_Strict):
             max_caption_bytes=self.decode.max_caption_bytes,
             max_sidecar_bytes=self.decode.max_sidecar_bytes,
             name_encoding=self.input.name_encoding,
+            max_table_fields_bytes=self.output.max_table_fields_bytes,
         )
 
     def spills_signatures(self) -> bool:

@@ -110,6 +110,7 @@ class SourceLimits:
     max_caption_bytes: int = 64 * 1024
     max_sidecar_bytes: int = 1024 * 1024
     name_encoding: str | None = None  # tried for member names that are not UTF-8
+    max_table_fields_bytes: int = 4096  # a table row's carried columns (tables.row_fields)
 
 
 #: A surrogate code point alone: in text read with ``surrogateescape`` (a CSV table,

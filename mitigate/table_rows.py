@@ -557,14 +557,18 @@ def json_text(value: Any, sort_keys: bool = True) -> str:
         )
 
 
-def row_fields(
-    row: dict[Any, Any], used: Sequence[str], limit: int
-) -> tuple[str | None, str | None]:
+#: Where a row's fields name the columns left out to keep under the limit.
+NOT_CARRIED = "_not_carried"
+
+
+def row_fields(row: dict[Any, Any], used: Sequence[str], limit: int) -> str | None:
     """A table row's columns besides ``used`` (key, image, caption) as one JSON object,
-    sorted by name, for its shard's KEY.json (None where it has none); and the problem
-    where that JSON is over ``limit`` bytes (``decode.max_sidecar_bytes``, the limit of a
-    tar sample's sidecar). A CSV row's cells past its header (the csv module keys them
-    ``None``) are under ``"_extra_cells"``."""
+    sorted by name, for its shard's KEY.json (None where it has none), of at most
+    ``limit`` bytes (``output.max_table_fields_bytes``): the record carries it through
+    the run, so an embedding a row (768 floats: ~15 KB of JSON) made a run 2.3x slower
+    and its memory grow with the data. Over the limit, the largest columns are left
+    out, their names under :data:`NOT_CARRIED`. A CSV row's cells past its header (the
+    csv module keys them ``None``) are under ``"_extra_cells"``."""
     fields = {k: v for k, v in row.items() if k not in used and isinstance(k, str)}
     if row.get(None) is not None:  # a CSV row with more cells than its header
         name = "_extra_cells"
@@ -572,12 +576,16 @@ def row_fields(
             name += "_"
         fields[name] = row[None]
     if not fields:
-        return None, None
+        return None
     text = json_text(fields)
-    size = len(text.encode("utf-8"))
-    if size > limit:
-        return None, (
-            f"the row's other columns ({', '.join(sorted(fields))}) as JSON: {size} bytes > "
-            f"max_sidecar_bytes {limit}"
-        )
-    return text, None
+    if len(text.encode("utf-8")) <= limit:
+        return text
+    size = {k: len(json_text({k: v}).encode("utf-8")) for k, v in fields.items()}
+    left: list[str] = []
+    for name in sorted(fields, key=lambda k: (-size[k], k)):  # largest first
+        del fields[name]
+        left.append(name)
+        text = json_text({**fields, NOT_CARRIED: sorted(left)})
+        if len(text.encode("utf-8")) <= limit or not fields:
+            return text
+    return text

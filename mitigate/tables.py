@@ -540,10 +540,7 @@ def iter_table(
                 continue
             if fields:
                 used_names = (key_column, image_column, caption_column)
-                rec.row_fields, problem = row_fields(row, used_names, limits.max_sidecar_bytes)
-                if problem:
-                    yield rec.with_error(Reason.JSON_TOO_LARGE, problem)
-                    continue
+                rec.row_fields = row_fields(row, used_names, limits.max_table_fields_bytes)
             if embedded is not None:  # the bytes are the table's, at this row: nothing to resolve
                 rec.image_column = image_column
                 rec.caption = caption
