@@ -153,7 +153,8 @@ class OutputConfig(_Strict):
         default=True,
         description="Copy a tar sample's other members (KEY.cls, KEY.npy, masks) into its "
         "kept or quarantine shard byte for byte. A second caption member (KEY.caption "
-        "beside KEY.txt) is never copied: it was not filtered; KEY.json lists it under "
+        "beside KEY.txt: not filtered) and a name no shard should hold (a backslash or "
+        "control character, __key__) are never copied; KEY.json lists them under "
         "mitigate.members_not_copied.",
     )
 

@@ -219,8 +219,8 @@ class ShardWriter:
     ) -> None:
         """Add one sample; ``key`` overrides the record's (resampled copies).
         ``members`` are the sample's other members, ``(ext, size, data chunks)``,
-        written after ``KEY.json``; ``not_copied`` names the caption members left out
-        (the sidecar lists them under ``members_not_copied``)."""
+        written after ``KEY.json``; ``not_copied`` names the members left out
+        (``samples.extra_members``; the sidecar lists them under ``members_not_copied``)."""
         key = key or record.key
         if not_copied:
             extra = {**(extra or {}), "members_not_copied": list(not_copied)}

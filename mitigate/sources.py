@@ -85,7 +85,6 @@ CAPTION_EXTS = (CAPTION_EXT, "caption", "text", "cap")
 SIDECAR_CAPTION_FIELDS = ("caption", "text", "prompt", "txt")
 JSON_EXT = "json"
 MAX_MEMBERS_PER_SAMPLE = 16
-# WebDataset's convention: the key is the path up to the first dot of the basename.
 
 
 @dataclass(frozen=True)

@@ -535,8 +535,8 @@ def json_ready(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, str):
         return escape_surrogates(value)
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, dict):  # a name too: a CSV header's byte that is not UTF-8
+        return {json_ready(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_ready(v) for v in value]
     return value

@@ -469,6 +469,7 @@ def is_os_metadata(name: str) -> bool:
     return base.startswith("._") or base.lower() in _OS_FILES or "__MACOSX" in parts[:-1]
 
 
+# WebDataset's convention: the key is the path up to the first dot of the basename.
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 

@@ -245,6 +245,9 @@ def test_row_fields_sorts_names_and_leaves_the_used_columns_out():
     assert row_fields(row, ("key", "image", "caption"), 1000) == '{"a": {"b": [null]}, "z": 1}'
     assert row_fields({"key": "k"}, ("key",), 10) is None
     assert row_fields({"key": "k", "note": "héé"}, ("key",), 1000) == '{"note": "héé"}'
+    # a CSV header's byte that is not UTF-8 (read with surrogateescape), beside a NaN
+    got = row_fields({"key": "k", "caf\udce9": "x", "n": float("nan")}, ("key",), 1000)
+    assert got == '{"caf\\\\xe9": "x", "n": null}'
     # a CSV row's cells past its header, beside a column of the name it would take
     row = {"key": "k", "_extra_cells": "mine", None: ["past"]}
     assert json.loads(row_fields(row, ("key",), 1000)) == {
