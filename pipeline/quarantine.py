@@ -31,11 +31,12 @@ class WriteQuarantine(beam.DoFn):
         per_shard: int,
         store: str | None = None,
         per_part: int = 1,
-        extras: tuple[bool, bool] = (True, True),
+        carry: tuple[bool, bool] = (True, True),
     ) -> None:
         self.root = root
-        # copy the samples' other tar members, a table row's other columns
-        self.extras, self.fields = extras
+        # output.extra_members, output.table_fields: copy the samples' other tar members,
+        # a table row's other columns
+        self.extras, self.fields = carry
         self.filter_ids = filter_ids
         self.per_shard = per_shard
         self.store = store  # the signatures for the sidecars' rows (pipeline/sigstore.py)
