@@ -71,7 +71,8 @@ def _config_args(
         "--input",
         action="append",
         metavar="PATH_OR_GLOB",
-        help="input shards or tables, replacing input.paths (repeatable; quote globs)",
+        help="input shards or tables, replacing input.paths (repeatable; quote globs and "
+        "brace sets: 'shard-{000000..000099}.tar')",
     )
     parser.add_argument("--output", metavar="DIR", help="output folder, replacing output.path")
     parser.add_argument(

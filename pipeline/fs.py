@@ -82,16 +82,36 @@ def join(base: str, *parts: str) -> str:
 
 
 def match(patterns: list[str]) -> dict[str, list[str]]:
-    """Expand each pattern to a sorted list of file paths (empty list if none match)."""
+    """Expand each pattern to a sorted list of file paths (empty list if none match).
+    Braces first, as WebDataset and img2dataset name shard sets
+    (``shard-{000000..000099}.tar``, ``{train,val}/*.tar``), then globs."""
     out: dict[str, list[str]] = {}
-    remote = [p for p in patterns if not _local(p)]
+    alternatives = {p: braces(p) for p in patterns}
+    flat = list(dict.fromkeys(a for alts in alternatives.values() for a in alts))
+    remote = [p for p in flat if not _local(p)]
     found = dict(zip(remote, _beam()[0].match(remote), strict=True)) if remote else {}
-    for pattern in patterns:
-        if pattern in found:
-            out[pattern] = sorted(m.path for m in found[pattern].metadata_list)
-        else:
-            out[pattern] = sorted(_match_local(pattern))
+    for pattern, alts in alternatives.items():
+        paths: set[str] = set()
+        for alt in alts:
+            if alt in found:
+                paths.update(m.path for m in found[alt].metadata_list)
+            else:
+                paths.update(_match_local(alt))
+        out[pattern] = sorted(paths)
     return out
+
+
+def braces(pattern: str) -> list[str]:
+    """``pattern``'s brace expansion (bash's: ``{a,b}``, ``{000..099}`` keeping the
+    zero padding, nested); a pattern without a brace pair is itself."""
+    if "{" not in pattern:
+        return [pattern]
+    from braceexpand import braceexpand
+
+    try:
+        return list(dict.fromkeys(braceexpand(pattern)))
+    except ValueError:  # an unbalanced brace: a name, not a pattern
+        return [pattern]
 
 
 def _match_local(pattern: str) -> list[str]:

@@ -43,6 +43,14 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         files = matched[pattern]
         if not files:
             errors.append(f"input.paths[{i}]: no file matches {pattern!r}")
+        elif len(alts := fs.braces(pattern)) > 1:  # shard-{000..099}.tar: each one there?
+            gone = [a for a, found in fs.match(alts).items() if not found]
+            if gone:
+                shown = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
+                errors.append(
+                    f"input.paths[{i}]: {len(gone)} of the {len(alts)} names in {pattern!r} "
+                    f"match no file ({shown}): a shard missing, or the range wrong?"
+                )
         first_tar = True
         for path in files:
             if "://" not in path and os.path.isdir(path):

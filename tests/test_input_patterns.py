@@ -1,0 +1,58 @@
+"""Input patterns as WebDataset and img2dataset users write them: brace sets
+(``shard-{000000..000099}.tar``, ``{train,val}/*.tar``) were "no file matches"."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from mitigate.cli import main
+from mitigate.pipeline import fs
+
+
+def _files(root: Path, names: list[str]) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_braces_expand_before_globs(tmp_path):
+    _files(tmp_path, ["s-00000.tar", "s-00001.tar", "s-00002.tar", "s-00010.tar"])
+    _files(tmp_path, ["train/a.tar", "val/b.tar", "test/c.tar", "a{b}.tar", "a{b.tar"])
+    got = fs.match(
+        [
+            f"{tmp_path}/s-{{00000..00002}}.tar",  # a range keeps its zero padding
+            f"{tmp_path}/{{train,val}}/*.tar",  # a set, then a glob in each
+            f"{tmp_path}/s-{{00000..00001}}.tar",
+            f"{tmp_path}/a{{b}}.tar",  # no comma, no range: a name
+            f"{tmp_path}/a{{b.tar",  # unbalanced: a name
+        ]
+    )
+    assert [[Path(p).relative_to(tmp_path).as_posix() for p in v] for v in got.values()] == [
+        ["s-00000.tar", "s-00001.tar", "s-00002.tar"],
+        ["train/a.tar", "val/b.tar"],
+        ["s-00000.tar", "s-00001.tar"],
+        ["a{b}.tar"],
+        ["a{b.tar"],
+    ]
+    assert fs.braces("x-{1..3}-{a,b}") == ["x-1-a", "x-1-b", "x-2-a", "x-2-b", "x-3-a", "x-3-b"]
+
+
+def test_a_brace_range_runs_and_one_that_names_missing_shards_is_refused(
+    tmp_path, sample_dir, capsys
+):
+    for i in range(3):
+        shutil.copy(sample_dir / f"shard-0000{i}.tar", tmp_path / f"part-{i:06d}.tar")
+    cheap = ["--set", "filters=[]", "--set", "rebalance.enabled=false"]
+    good = str(tmp_path / "part-{000000..000002}.tar")
+    assert main(["run", "--input", good, "--output", str(tmp_path / "o"), *cheap]) == 0
+    sources = set(pq.read_table(tmp_path / "o" / "manifest").column("source").to_pylist())
+    assert sources == {str(tmp_path / f"part-{i:06d}.tar") for i in range(3)}
+    capsys.readouterr()
+    wrong = str(tmp_path / "part-{000000..000004}.tar")
+    assert main(["validate", "--input", wrong, "--output", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert f"2 of the 5 names in {wrong!r} match no file" in err
+    assert "part-000003.tar, " in err and "a shard missing, or the range wrong?" in err
