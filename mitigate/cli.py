@@ -473,17 +473,19 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     args.verbose += getattr(args, "verbose_after", 0)
     extra = getattr(args, "beam_args", None)
-    if extra and extra[0] == "--":
+    if unknown and unknown[0].startswith("-"):  # an option no command has
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and extra[0] == "--" and not unknown:
         args.beam_args = extra[1:]
-    elif extra:  # e.g. an unquoted glob: the shell gave the second file and the rest here
-        shown = " ".join(extra)
+    elif extra or unknown:  # an unquoted glob: the shell gave the second file and the rest
+        shown = " ".join([*(unknown or []), *(extra or [])])
         parser.error(
             f"unexpected arguments: {shown[:200]}{'...' if len(shown) > 200 else ''}; a "
-            "glob the shell expanded? quote it (--input 'data/*.tar'); Beam options go "
-            "after `--`"
+            "glob or brace set the shell expanded? quote it (--input 'data/*.tar', "
+            "'shard-{000000..000099}.tar'); Beam options go after `--`"
         )
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -231,10 +231,20 @@ def test_an_unquoted_glob_is_refused_not_half_read(tmp_path, capsys, monkeypatch
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "unexpected arguments: " in err and "b.parquet --output" in err
-    assert "quote it (--input 'data/*.tar')" in err
+    assert "quote it (--input 'data/*.tar', 'shard-{000000..000099}.tar')" in err
     assert not called
     assert main([*argv[:3], "--", "--direct_num_workers=2"]) == 0
     assert called == [["--direct_num_workers=2"]]
+    # the other commands: argparse said only "unrecognized arguments: b.parquet"
+    for command in (["validate"], ["redecide", "--from", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, *argv[1:]])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "unexpected arguments: " in err and "a glob or brace set the shell expanded?" in err
+    with pytest.raises(SystemExit):  # an option no command has is said so
+        main(["report", str(tmp_path), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_redecide_names_inputs_that_are_gone_before_any_work(tmp_path, sample_dir, capsys):
