@@ -52,7 +52,15 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
                     f"match no file ({shown}): a shard missing, or the range wrong?"
                 )
         first_tar = True
+        tars = {p[: -len(".tar")] for p in files if p.endswith(".tar")}
         for path in files:
+            if (beside := _img2dataset_file(path, tars)) is not None:
+                errors.append(
+                    f"input.paths[{i}]: {path}: img2dataset's {beside}.tar, not "
+                    f"samples: give the tars alone ({pattern!r} matches both; e.g. "
+                    f"{os.path.join(os.path.dirname(path), '*.tar')!r})"
+                )
+                continue
             if "://" not in path and os.path.isdir(path):
                 errors.append(
                     f"input.paths[{i}]: {path} is a folder: give its files "
@@ -79,6 +87,17 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         return sorted(set(sources))
     outdir.check_output(config.output.path, config.output.overwrite, [*protected, *sources])
     return sorted(set(sources))
+
+
+def _img2dataset_file(path: str, tars: set[str]) -> str | None:
+    """What img2dataset writes beside each shard ``N.tar`` (``N.parquet``: its rows'
+    urls and statuses, no images; ``N_stats.json``), as the start of a message; None for
+    any other file."""
+    if path.endswith(".parquet") and path[: -len(".parquet")] in tars:
+        return f"table of the download's urls and statuses beside {path[: -len('.parquet')]}"
+    if path.endswith("_stats.json") and path[: -len("_stats.json")] in tars:
+        return f"download statistics of {path[: -len('_stats.json')]}"
+    return None
 
 
 def _table_problems(config: Config, path: str) -> list[str]:

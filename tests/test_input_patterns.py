@@ -56,3 +56,36 @@ def test_a_brace_range_runs_and_one_that_names_missing_shards_is_refused(
     err = capsys.readouterr().err
     assert f"2 of the 5 names in {wrong!r} match no file" in err
     assert "part-000003.tar, " in err and "a shard missing, or the range wrong?" in err
+
+
+def test_img2dataset_files_beside_its_tars_are_named_not_read_as_tables(
+    tmp_path, sample_dir, capsys
+):
+    """img2dataset writes N.parquet (urls and statuses, no images) and N_stats.json
+    beside each N.tar: `--input 'out/*'` read the table as samples (or said its url
+    column wants downloading "e.g. with img2dataset") and could not tell the json's
+    format."""
+    import json
+
+    import pyarrow as pa
+
+    shutil.copy(sample_dir / "shard-00000.tar", tmp_path / "00000.tar")
+    table = pa.table({"url": ["http://x/1.jpg"], "caption": ["c"], "key": ["000000000"]})
+    pq.write_table(table, tmp_path / "00000.parquet")
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 1}))
+    # a table of no tar's name beside them is a table
+    pq.write_table(
+        pa.table({"key": ["k"], "image": ["x.jpg"], "caption": ["c"]}), tmp_path / "01.parquet"
+    )
+    args = ["validate", "--input", str(tmp_path / "0*"), "--output", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    shard = f"{tmp_path / '00000'}.tar"
+    assert (
+        f"00000.parquet: img2dataset's table of the download's urls and statuses beside "
+        f"{shard}, not samples: give the tars alone"
+    ) in err
+    assert f"00000_stats.json: img2dataset's download statistics of {shard}" in err
+    assert "01.parquet" not in err
+    args[2] = str(tmp_path / "*.tar")
+    assert main(args) == 0
