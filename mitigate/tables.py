@@ -68,6 +68,17 @@ def table_format(path: str, configured: str) -> str:
             f"{path!r} is a compressed table: decompress it first (e.g. gunzip, unzstd) "
             "and give the table"
         )
+    if lower.endswith((".arrow", ".feather", ".ipc")):
+        raise ValueError(
+            f"{path!r} is an Arrow IPC file (Hugging Face datasets' save_to_disk writes "
+            "them), not read here: write the table as Parquet (datasets: "
+            "ds.to_parquet('x.parquet'))"
+        )
+    if lower.endswith(".json"):
+        raise ValueError(
+            f"cannot tell the format of {path!r}: tables are read as JSON Lines (one object "
+            "a line, .jsonl); set input.format=jsonl if it is one"
+        )
     raise ValueError(f"cannot tell the format of {path!r} from its extension; set input.format")
 
 

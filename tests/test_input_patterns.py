@@ -89,3 +89,17 @@ def test_img2dataset_files_beside_its_tars_are_named_not_read_as_tables(
     assert "01.parquet" not in err
     args[2] = str(tmp_path / "*.tar")
     assert main(args) == 0
+
+
+def test_arrow_ipc_files_and_plain_json_are_named():
+    import pytest
+
+    from mitigate.tables import table_format
+
+    with pytest.raises(ValueError, match=r"is an Arrow IPC file \(Hugging Face datasets' save_to"):
+        table_format("/d/data-00000-of-00001.arrow", "auto")
+    with pytest.raises(ValueError, match=r"tables are read as JSON Lines .* input.format=jsonl"):
+        table_format("/d/rows.json", "auto")
+    with pytest.raises(ValueError, match=r"from its extension; set input.format$"):
+        table_format("/d/rows.dat", "auto")
+    assert table_format("/d/rows.json", "jsonl") == "jsonl"
