@@ -498,20 +498,13 @@ def carried_columns(schema: Any, source: str, used: set[str]) -> list[str]:
     for i, name in enumerate(schema.names):
         if name not in used and name not in twice:
             (skipped if _holds_bytes(schema.field(i).type) else carried).append(name)
-    if skipped:
-        log.warning(
-            "%s: column(s) %s hold bytes, which KEY.json cannot: not carried into the shards "
-            "(the other columns are)",
-            source,
-            ", ".join(map(repr, skipped)),
-        )
-    if twice:
-        log.warning(
-            "%s: column name(s) %s appear more than once: not carried into the shards (which "
-            "value is which cannot be told)",
-            source,
-            ", ".join(map(repr, twice)),
-        )
+    for left, why in (
+        (skipped, "hold bytes, which KEY.json cannot"),
+        (twice, "appear more than once: which value is which cannot be told"),
+    ):
+        if left:
+            shown = ", ".join(map(repr, left))
+            log.warning("%s: column(s) %s %s: not carried into the shards", source, shown, why)
     return carried
 
 

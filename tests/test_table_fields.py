@@ -218,7 +218,10 @@ def test_a_column_named_twice_is_not_carried(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         rows = _run(tmp_path / "t.parquet", tmp_path / "out")
     assert rows["d0"]["state"] == "kept" and rows["d0"]["row_fields"] is None
-    assert "column name(s) 'x' appear more than once: not carried" in caplog.text
+    assert (
+        "column(s) 'x' appear more than once: which value is which cannot be told: not carried"
+        in caplog.text
+    )
 
 
 def test_a_csv_header_naming_a_column_twice_keeps_both_cells():
