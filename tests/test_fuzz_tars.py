@@ -230,6 +230,7 @@ def test_hostile_shards_never_lose_a_sample(cases, tmp_path_factory):
     for i, key in enumerate(keys):
         if key in keys[:i]:
             assert rows[i]["state"] == "error", rows[i]
+            assert rows[i]["source"] == rows[keys.index(key)]["source"], rows[i]
     for path, samples, offsets, damage, cut in built:
         issues = [i for i in summary["source_issues"] if i["source"] == str(path)]
         swallowed = sum(i["count"] or 0 for i in issues if i["reason"] == "damaged_header")
