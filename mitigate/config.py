@@ -96,6 +96,13 @@ class InputConfig(_Strict):
         "(default: the table's own folder). Paths that leave it are errors "
         "(image_path_outside_root) and are never read.",
     )
+    key_prefix: Literal["none", "source"] = Field(
+        default="none",
+        description="source: a sample's key starts with its input file's name (the "
+        "fewest trailing folders that tell the inputs apart: train/00000/0000040), so "
+        "inputs that name their samples alike (two img2dataset downloads, both from "
+        "000000000) do not collide as duplicate_key.",
+    )
     name_encoding: str | None = Field(
         default=None,
         description="Tar shards: encoding tried for member names that are not UTF-8 (e.g. "

@@ -261,13 +261,18 @@ def resolve_duplicate_keys(records: Iterable[SampleRecord]) -> Iterator[SampleRe
         yield from records
         return
     detail = f"already used at {first[0]} (sample {first[1]})"
+    alike = (
+        "; inputs that name their samples alike (two img2dataset downloads)? "
+        "input.key_prefix: source keeps both"
+    )
     for rec in records:
         if rec.reason == Reason.INVALID_KEY or rec.order == first:
             yield rec
         elif rec.state == ERROR:
             yield dataclasses.replace(rec, detail=f"{rec.detail}; its key is {detail}")
         else:
-            yield rec.with_error(Reason.DUPLICATE_KEY, f"key {rec.key!r} {detail}")
+            hint = alike if rec.source != first[0] else ""
+            yield rec.with_error(Reason.DUPLICATE_KEY, f"key {rec.key!r} {detail}{hint}")
 
 
 def resolve_exact_duplicates(records: Iterable[SampleRecord]) -> Iterator[SampleRecord]:

@@ -74,6 +74,16 @@ def table_format(path: str, configured: str) -> str:
             "them), not read here: write the table as Parquet (datasets: "
             "ds.to_parquet('x.parquet'))"
         )
+    if lower.endswith((".tfrecord", ".tfrecords")):
+        raise ValueError(
+            f"{path!r} is a TFRecord file, not read here: give WebDataset tars (img2dataset: "
+            "output_format webdataset) or a table of image paths"
+        )
+    if lower.endswith((".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")):
+        raise ValueError(
+            f"{path!r} is an image, not a dataset: give WebDataset tars, or a table (CSV, "
+            "JSONL, Parquet) of key, image path and caption"
+        )
     if lower.endswith(".json"):
         raise ValueError(
             f"cannot tell the format of {path!r}: tables are read as JSON Lines (one object "

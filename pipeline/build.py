@@ -131,6 +131,8 @@ class IndexSource(beam.DoFn):
                     if isinstance(item, SourceIssue):
                         yield (ISSUES, item)
                         continue
+                    if cfg.key_prefix == "source":  # inputs that name their samples alike
+                        item.key = f"{self.row_names[path]}/{item.key}"
                     pending.append(item)
                     if len(pending) >= stages.BALANCE_CHUNKS * cfg.chunk_size:
                         progress.emit("indexed", cfg.chunk_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 from mitigate.config import Config, ConfigError
@@ -53,13 +54,16 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
                 )
         first_tar = True
         tars = {p[: -len(".tar")] for p in files if p.endswith(".tar")}
+        downloads = 0  # img2dataset's files: the first named, then how many more
         for path in files:
             if (beside := _img2dataset_file(path, tars)) is not None:
-                errors.append(
-                    f"input.paths[{i}]: {path}: img2dataset's {beside}.tar, not "
-                    f"samples: give the tars alone ({pattern!r} matches both; e.g. "
-                    f"{os.path.join(os.path.dirname(path), '*.tar')!r})"
-                )
+                downloads += 1
+                if downloads <= 2:
+                    errors.append(
+                        f"input.paths[{i}]: {path}: img2dataset's {beside}, not samples: "
+                        f"give the tars alone ({pattern!r} matches them too; e.g. "
+                        f"{os.path.join(os.path.dirname(path), '*.tar')!r})"
+                    )
                 continue
             if "://" not in path and os.path.isdir(path):
                 errors.append(
@@ -80,6 +84,8 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
                         errors.append(f"input.paths[{i}]: {path}: {problem}")
                     else:
                         log.warning("input.paths[%d]: %s: %s", i, path, problem)
+        if downloads > 2:
+            errors.append(f"input.paths[{i}]: and {downloads - 2} more of img2dataset's files")
         sources.extend(files)
     if errors:
         raise ConfigError(errors)
@@ -91,12 +97,12 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
 
 def _img2dataset_file(path: str, tars: set[str]) -> str | None:
     """What img2dataset writes beside each shard ``N.tar`` (``N.parquet``: its rows'
-    urls and statuses, no images; ``N_stats.json``), as the start of a message; None for
-    any other file."""
+    urls and statuses, no images; ``N_stats.json``, whatever its output format), named
+    for a message; None for any other file."""
     if path.endswith(".parquet") and path[: -len(".parquet")] in tars:
-        return f"table of the download's urls and statuses beside {path[: -len('.parquet')]}"
-    if path.endswith("_stats.json") and path[: -len("_stats.json")] in tars:
-        return f"download statistics of {path[: -len('_stats.json')]}"
+        return f"table of the download's urls and statuses beside {path[: -len('.parquet')]}.tar"
+    if re.fullmatch(r"\d+_stats\.json", os.path.basename(path)):
+        return "download statistics"
     return None
 
 

@@ -85,10 +85,19 @@ def test_img2dataset_files_beside_its_tars_are_named_not_read_as_tables(
         f"00000.parquet: img2dataset's table of the download's urls and statuses beside "
         f"{shard}, not samples: give the tars alone"
     ) in err
-    assert f"00000_stats.json: img2dataset's download statistics of {shard}" in err
+    assert "00000_stats.json: img2dataset's download statistics, not samples" in err
     assert "01.parquet" not in err
     args[2] = str(tmp_path / "*.tar")
     assert main(args) == 0
+    # a download of many shards: two named, then a count (500 shards printed 1,000 lines;
+    # here 6 tables and a statistics file)
+    for n in range(1, 6):
+        shutil.copy(tmp_path / "00000.tar", tmp_path / f"0000{n}.tar")
+        shutil.copy(tmp_path / "00000.parquet", tmp_path / f"0000{n}.parquet")
+    args[2] = str(tmp_path / "0000*")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("img2dataset's") == 3 and "and 5 more of img2dataset's files" in err
 
 
 def test_arrow_ipc_files_and_plain_json_are_named():
@@ -98,8 +107,56 @@ def test_arrow_ipc_files_and_plain_json_are_named():
 
     with pytest.raises(ValueError, match=r"is an Arrow IPC file \(Hugging Face datasets' save_to"):
         table_format("/d/data-00000-of-00001.arrow", "auto")
+    with pytest.raises(ValueError, match=r"is a TFRecord file, not read here"):
+        table_format("/d/00000.tfrecord", "auto")
+    with pytest.raises(ValueError, match=r"is an image, not a dataset: give WebDataset tars"):
+        table_format("/d/00000/000000001.JPG", "auto")
     with pytest.raises(ValueError, match=r"tables are read as JSON Lines .* input.format=jsonl"):
         table_format("/d/rows.json", "auto")
     with pytest.raises(ValueError, match=r"from its extension; set input.format$"):
         table_format("/d/rows.dat", "auto")
     assert table_format("/d/rows.json", "jsonl") == "jsonl"
+
+
+def _download(path: Path, seed: int) -> None:
+    """A tar as an img2dataset download names its samples: 000000000, 000000001, ..."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for i in range(4):
+            buf = io.BytesIO()
+            Image.new("RGB", (64, 48), (seed * 60 + i * 9, 200 - i * 40, seed * 90)).save(
+                buf, "PNG"
+            )
+            for ext, data in (("png", buf.getvalue()), ("txt", f"photo {seed} {i}".encode())):
+                info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_key_prefix_source_keeps_two_downloads_that_name_their_samples_alike(tmp_path):
+    _download(tmp_path / "train" / "00000.tar", 1)
+    _download(tmp_path / "val" / "00000.tar", 2)
+    pattern = str(tmp_path / "{train,val}" / "*.tar")
+    cheap = ["--set", "filters=[]", "--set", "rebalance.enabled=false", "--set", "dedup.near=false"]
+    assert main(["run", "--input", pattern, "--output", str(tmp_path / "a"), *cheap]) == 0
+    rows = pq.read_table(tmp_path / "a" / "manifest").to_pylist()
+    dup = [r for r in rows if r["reason"] == "duplicate_key"]
+    assert len(dup) == 4 and all(r["source"].endswith("val/00000.tar") for r in dup)
+    assert dup[0]["detail"].endswith(
+        "inputs that name their samples alike (two img2dataset downloads)? "
+        "input.key_prefix: source keeps both"
+    )
+    args = ["--set", "input.key_prefix=source"]
+    assert main(["run", "--input", pattern, "--output", str(tmp_path / "b"), *cheap, *args]) == 0
+    rows = pq.read_table(tmp_path / "b" / "manifest").to_pylist()
+    assert {r["state"] for r in rows} == {"kept"}
+    assert sorted(r["key"] for r in rows)[:2] == ["train/00000/000000000", "train/00000/000000001"]
+    import tarfile
+
+    with tarfile.open(tmp_path / "b" / "shards" / "shard-000000.tar") as tar:
+        assert "val/00000/000000003.png" in tar.getnames()
