@@ -42,15 +42,22 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         if pattern not in matched:
             continue
         files = matched[pattern]
+        # {0..3} is 0, 1, 2, 3: shards named 00000 need {00000..00003}
+        padding = (
+            "; a range's numbers are as written: {0..3} is 0, 1, 2, 3 (zero-padded names "
+            "need {00000..00003})"
+            if re.search(r"\{[1-9]?\d*\.\.\d+\}", pattern) and not re.search(r"\{0\d", pattern)
+            else ""
+        )
         if not files:
-            errors.append(f"input.paths[{i}]: no file matches {pattern!r}")
+            errors.append(f"input.paths[{i}]: no file matches {pattern!r}{padding}")
         elif len(alts := fs.braces(pattern)) > 1:  # shard-{000..099}.tar: each one there?
             gone = [a for a, found in fs.match(alts).items() if not found]
             if gone:
                 shown = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
                 errors.append(
                     f"input.paths[{i}]: {len(gone)} of the {len(alts)} names in {pattern!r} "
-                    f"match no file ({shown}): a shard missing, or the range wrong?"
+                    f"match no file ({shown}): a shard missing, or the range wrong?{padding}"
                 )
         first_tar = True
         tars = {p[: -len(".tar")] for p in files if p.endswith(".tar")}

@@ -56,6 +56,11 @@ def test_a_brace_range_runs_and_one_that_names_missing_shards_is_refused(
     err = capsys.readouterr().err
     assert f"2 of the 5 names in {wrong!r} match no file" in err
     assert "part-000003.tar, " in err and "a shard missing, or the range wrong?" in err
+    assert "zero-padded" not in err  # the range is padded
+    unpadded = str(tmp_path / "part-{0..2}.tar")
+    assert main(["validate", "--input", unpadded, "--output", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert f"no file matches {unpadded!r}; a range's numbers are as written: {{0..3}} is 0" in err
 
 
 def test_img2dataset_files_beside_its_tars_are_named_not_read_as_tables(
