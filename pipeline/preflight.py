@@ -94,12 +94,51 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         if downloads > 2:
             errors.append(f"input.paths[{i}]: and {downloads - 2} more of img2dataset's files")
         sources.extend(files)
+    if not errors and config.input.key_prefix == "none":
+        for problem in _shared_first_keys(sorted(set(sources)), config.input.format):
+            if strict:
+                errors.append(f"input.paths: {problem}")
+            else:
+                log.warning("input.paths: %s", problem)
     if errors:
         raise ConfigError(errors)
     if dry:
         return sorted(set(sources))
     outdir.check_output(config.output.path, config.output.overwrite, [*protected, *sources])
     return sorted(set(sources))
+
+
+#: Tars whose first key is compared (:func:`_shared_first_keys`): a header read each.
+FIRST_KEY_TARS = 256
+
+
+def _shared_first_keys(paths: list[str], fmt: str) -> list[str]:
+    """A problem where two tars start with the same key: inputs that name their samples
+    alike (two img2dataset downloads both start at 000000000), whose samples after the
+    first input's would all be ``duplicate_key``. The first member of up to
+    :data:`FIRST_KEY_TARS` tars is read."""
+    from mitigate.tarscan import TarMember, decode_name, scan_tar, split_name
+
+    first: dict[str, str] = {}
+    tars = [p for p in paths if table_format(p, fmt) == "webdataset"][:FIRST_KEY_TARS]
+    for path in tars:
+        try:
+            with fs.open_read(path) as f:
+                member = next((m for m in scan_tar(f) if isinstance(m, TarMember)), None)
+        except OSError:
+            continue  # the run says so, as a source issue
+        if member is None:
+            continue
+        key = split_name(decode_name(member.raw_name, None)[0])[0]
+        if key in first:
+            return [
+                f"{path} starts with the key {key!r}, as {first[key]} does: inputs that "
+                "name their samples alike (two img2dataset downloads, both from "
+                "000000000?) make the later one's samples duplicate_key; set "
+                "input.key_prefix: source to keep both"
+            ]
+        first[key] = path
+    return []
 
 
 def _img2dataset_file(path: str, tars: set[str]) -> str | None:

@@ -143,10 +143,17 @@ def _download(path: Path, seed: int) -> None:
                 tar.addfile(info, io.BytesIO(data))
 
 
-def test_key_prefix_source_keeps_two_downloads_that_name_their_samples_alike(tmp_path):
+def test_key_prefix_source_keeps_two_downloads_that_name_their_samples_alike(tmp_path, capsys):
     _download(tmp_path / "train" / "00000.tar", 1)
     _download(tmp_path / "val" / "00000.tar", 2)
     pattern = str(tmp_path / "{train,val}" / "*.tar")
+    # validate sees it from the tars' first keys; a run warns and goes on
+    out = ["--output", str(tmp_path / "v")]
+    assert main(["validate", "--input", pattern, *out]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'val' / '00000.tar'} starts with the key '000000000', as " in err
+    assert "set input.key_prefix: source to keep both" in err
+    assert main(["validate", "--input", pattern, *out, "--set", "input.key_prefix=source"]) == 0
     cheap = ["--set", "filters=[]", "--set", "rebalance.enabled=false", "--set", "dedup.near=false"]
     assert main(["run", "--input", pattern, "--output", str(tmp_path / "a"), *cheap]) == 0
     rows = pq.read_table(tmp_path / "a" / "manifest").to_pylist()
