@@ -95,6 +95,30 @@ def photos(expected_states) -> dict[str, bytes]:
     return out
 
 
+def quarantine_run(source: Path, out: Path, *extra: str) -> dict[str, dict]:
+    """A run of ``source`` with image_quality alone (shorter side 32 px), quarantine on,
+    no rebalancing nor near-dedup, ``extra`` overrides after; its manifest rows by key."""
+    import pyarrow.parquet as pq
+
+    from mitigate.config import load_config
+    from mitigate.pipeline.run import run
+
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"input.paths=[{str(source)!r}]",
+            f"output.path={str(out)!r}",
+            "filters=[{name: image_quality, min_side: 32, max_aspect_ratio: 4.0}]",
+            "rebalance.enabled=false",
+            "dedup.near=false",
+            "output.quarantine=true",
+            *extra,
+        ],
+    )
+    run(config)
+    return {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
+
+
 def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
     """A tar archive holding ``members`` (name, data) in order."""
     buf = io.BytesIO()

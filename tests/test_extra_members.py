@@ -16,12 +16,12 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from conftest import quarantine_run
 from mitigate.config import load_config
-from mitigate.pipeline.run import redecide, run
+from mitigate.pipeline.run import redecide
 from mitigate.samples import CHUNK_BYTES, SampleReader, extra_members, shard_sample
 from mitigate.sources import index_tar
 
-REPO = Path(__file__).resolve().parents[1]
 BIG = 2 * CHUNK_BYTES + 12_345  # copied in three chunks
 
 
@@ -68,22 +68,6 @@ def _input(path: Path) -> dict[str, dict[str, bytes]]:
     return written
 
 
-def _run(tar: Path, out: Path, *extra: str) -> None:
-    config, _ = load_config(
-        REPO / "configs" / "default.yaml",
-        [
-            f"input.paths=[{str(tar)!r}]",
-            f"output.path={str(out)!r}",
-            "filters=[{name: image_quality, min_side: 32, max_aspect_ratio: 4.0}]",
-            "rebalance.enabled=false",
-            "dedup.near=false",
-            "output.quarantine=true",
-            *extra,
-        ],
-    )
-    run(config)
-
-
 def _members(path: Path) -> list[tuple[str, bytes]]:
     with tarfile.open(path) as tar:
         return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
@@ -93,7 +77,7 @@ def _members(path: Path) -> list[tuple[str, bytes]]:
 def copied(tmp_path_factory):
     root = tmp_path_factory.mktemp("extras")
     written = _input(root / "wds.tar")
-    _run(root / "wds.tar", root / "out")
+    quarantine_run(root / "wds.tar", root / "out")
     return root, written
 
 
@@ -151,7 +135,7 @@ def test_a_redecide_writes_the_same_shards_from_the_manifest(copied, tmp_path):
 
 def test_extra_members_false_writes_image_caption_and_sidecar_only(copied, tmp_path):
     root, _ = copied
-    _run(root / "wds.tar", tmp_path / "out", "output.extra_members=false")
+    quarantine_run(root / "wds.tar", tmp_path / "out", "output.extra_members=false")
     names = [n for n, _ in _members(tmp_path / "out" / "shards" / "shard-000000.tar")]
     assert names == [f"{k}.{e}" for k in "abc" for e in ("jpg", "txt", "json")]
 
@@ -195,7 +179,7 @@ def test_names_a_shard_must_not_hold_are_not_copied(tmp_path):
     copied, not_copied = extra_members(record)
     assert [m.ext for m in copied] == ["cls"]
     assert not_copied == ("__key__", "__url__", "a\x1b[31mb", "x\\..\\evil.bat")
-    _run(path, tmp_path / "out")
+    quarantine_run(path, tmp_path / "out")
     shard = str(tmp_path / "out" / "shards" / "shard-000000.tar")
     names = [n for n, _ in _members(Path(shard))]
     assert names == ["k.jpg", "k.txt", "k.json", "k.cls"]

@@ -17,11 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from conftest import quarantine_run
 from mitigate.config import load_config
-from mitigate.pipeline.run import redecide, run
+from mitigate.pipeline.run import redecide
 from mitigate.table_rows import row_fields
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _images(folder: Path, n: int) -> list[str]:
@@ -113,23 +112,6 @@ EXPECTED = {
 }
 
 
-def _run(table: Path, out: Path, *extra: str) -> dict[str, dict]:
-    config, _ = load_config(
-        REPO / "configs" / "default.yaml",
-        [
-            f"input.paths=[{str(table)!r}]",
-            f"output.path={str(out)!r}",
-            "filters=[{name: image_quality, min_side: 32, max_aspect_ratio: 4.0}]",
-            "rebalance.enabled=false",
-            "dedup.near=false",
-            "output.quarantine=true",
-            *extra,
-        ],
-    )
-    run(config)
-    return {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
-
-
 def _sidecars(shard: Path) -> dict[str, dict]:
     with tarfile.open(shard) as tar:
         return {
@@ -143,7 +125,7 @@ def _sidecars(shard: Path) -> dict[str, dict]:
 def test_kept_shards_and_the_manifest_carry_a_rows_other_columns(fmt, tmp_path, caplog):
     table = {"csv": _csv, "jsonl": _jsonl, "parquet": _parquet}[fmt](tmp_path)
     with caplog.at_level(logging.WARNING):
-        rows = _run(table, tmp_path / "out")
+        rows = quarantine_run(table, tmp_path / "out")
     expected = EXPECTED[fmt]
     sidecars = _sidecars(tmp_path / "out" / "shards" / "shard-000000.tar")
     assert set(sidecars) == set(expected)
@@ -173,14 +155,14 @@ def test_kept_shards_and_the_manifest_carry_a_rows_other_columns(fmt, tmp_path, 
 
 
 def test_table_fields_false_leaves_them_out(tmp_path):
-    rows = _run(_parquet(tmp_path), tmp_path / "out", "output.table_fields=false")
+    rows = quarantine_run(_parquet(tmp_path), tmp_path / "out", "output.table_fields=false")
     assert {r["row_fields"] for r in rows.values()} == {None}
     sidecars = _sidecars(tmp_path / "out" / "shards" / "shard-000000.tar")
     assert {tuple(s) for s in sidecars.values()} == {("mitigate",)}
 
 
 def test_a_redecide_told_table_fields_false_leaves_them_out(tmp_path):
-    _run(_jsonl(tmp_path), tmp_path / "out")
+    quarantine_run(_jsonl(tmp_path), tmp_path / "out")
     overrides = [f"output.path={tmp_path / 're'}", "output.table_fields=false"]
     config, _ = load_config(tmp_path / "out" / "config.yaml", overrides)
     redecide(config, str(tmp_path / "out"))
@@ -200,7 +182,9 @@ def test_a_row_over_max_table_fields_bytes_leaves_its_largest_columns_out(tmp_pa
     rows = [{"key": "small", "image": names[0], "caption": "c", "license": "CC0"}]
     rows += [{"key": "big", "image": names[1], "caption": "c", "license": "CC0", "emb": embedding}]
     (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = _run(tmp_path / "t.jsonl", tmp_path / "out", "output.max_table_fields_bytes=200")
+    got = quarantine_run(
+        tmp_path / "t.jsonl", tmp_path / "out", "output.max_table_fields_bytes=200"
+    )
     assert {r["state"] for r in got.values()} == {"kept"}
     assert json.loads(got["small"]["row_fields"]) == {"license": "CC0"}
     assert json.loads(got["big"]["row_fields"]) == {"license": "CC0", "_not_carried": ["emb"]}
@@ -216,7 +200,7 @@ def test_a_column_named_twice_is_not_carried(tmp_path, caplog):
     )
     pq.write_table(table, tmp_path / "t.parquet")
     with caplog.at_level(logging.WARNING):
-        rows = _run(tmp_path / "t.parquet", tmp_path / "out")
+        rows = quarantine_run(tmp_path / "t.parquet", tmp_path / "out")
     assert rows["d0"]["state"] == "kept" and rows["d0"]["row_fields"] is None
     assert (
         "column(s) 'x' appear more than once: which value is which cannot be told: not carried"
@@ -266,7 +250,7 @@ def test_row_fields_sorts_names_and_leaves_the_used_columns_out():
 def test_webdataset_reads_the_fields_from_the_kept_shard(tmp_path):
     import webdataset as wds
 
-    _run(_csv(tmp_path), tmp_path / "out")
+    quarantine_run(_csv(tmp_path), tmp_path / "out")
     shard = str(tmp_path / "out" / "shards" / "shard-000000.tar")
     samples = {s["__key__"]: s for s in wds.WebDataset(shard, shardshuffle=False).decode()}
     assert samples["c0"]["json"]["license"] == "CC-BY"
