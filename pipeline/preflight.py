@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from mitigate.config import Config, ConfigError
 from mitigate.pipeline import fs, outdir
@@ -117,19 +118,28 @@ def _shared_first_keys(paths: list[str], fmt: str) -> list[str]:
     alike (two img2dataset downloads both start at 000000000), whose samples after the
     first input's would all be ``duplicate_key``. The first member of up to
     :data:`FIRST_KEY_TARS` tars is read."""
-    from mitigate.tarscan import TarMember, decode_name, scan_tar, split_name
+    from mitigate.tarscan import TarMember, decode_name, is_os_metadata, scan_tar, split_name
+
+    def first_name(items: Iterator[Any]) -> str | None:
+        """The name of the first file that may be a sample's (no folder, no ._ file)."""
+        for item in items:
+            if isinstance(item, TarMember) and item.is_file:
+                name = decode_name(item.raw_name, None)[0]
+                if not is_os_metadata(name):
+                    return name
+        return None
 
     first: dict[str, str] = {}
     tars = [p for p in paths if table_format(p, fmt) == "webdataset"][:FIRST_KEY_TARS]
     for path in tars:
         try:
             with fs.open_read(path) as f:
-                member = next((m for m in scan_tar(f) if isinstance(m, TarMember)), None)
+                name = first_name(scan_tar(f))
         except OSError:
             continue  # the run says so, as a source issue
-        if member is None:
+        if name is None:
             continue
-        key = split_name(decode_name(member.raw_name, None)[0])[0]
+        key = split_name(name)[0]
         if key in first:
             return [
                 f"{path} starts with the key {key!r}, as {first[key]} does: inputs that "

@@ -154,6 +154,22 @@ def test_key_prefix_source_keeps_two_downloads_that_name_their_samples_alike(tmp
     assert f"{tmp_path / 'val' / '00000.tar'} starts with the key '000000000', as " in err
     assert "set input.key_prefix: source to keep both" in err
     assert main(["validate", "--input", pattern, *out, "--set", "input.key_prefix=source"]) == 0
+    # tars that begin with a folder entry of the same name (`tar -cf a.tar src` of two
+    # folders named src) are not taken for two downloads: the folder is no sample's
+    import io
+    import tarfile
+
+    for name, key in (("a", "x"), ("b", "y")):
+        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
+            folder = tarfile.TarInfo("src")
+            folder.type = tarfile.DIRTYPE
+            tar.addfile(folder)
+            for ext, data in (("png", b"\x89PNG"), ("txt", b"c")):
+                info = tarfile.TarInfo(f"src/{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    ab = str(tmp_path / "{a,b}.tar")
+    assert main(["validate", "--input", ab, "--output", str(tmp_path / "w")]) == 0
     cheap = ["--set", "filters=[]", "--set", "rebalance.enabled=false", "--set", "dedup.near=false"]
     assert main(["run", "--input", pattern, "--output", str(tmp_path / "a"), *cheap]) == 0
     rows = pq.read_table(tmp_path / "a" / "manifest").to_pylist()
