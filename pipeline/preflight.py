@@ -109,15 +109,17 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
     return sorted(set(sources))
 
 
-#: Tars whose first key is compared (:func:`_shared_first_keys`): a header read each.
+#: Most tars whose first key is compared (:func:`_shared_first_keys`).
 FIRST_KEY_TARS = 256
 
 
 def _shared_first_keys(paths: list[str], fmt: str) -> list[str]:
     """A problem where two tars start with the same key: inputs that name their samples
-    alike (two img2dataset downloads both start at 000000000), whose samples after the
-    first input's would all be ``duplicate_key``. The first member of up to
-    :data:`FIRST_KEY_TARS` tars is read."""
+    alike (two img2dataset downloads, each in its folder, both from 000000000: which of a
+    shard's first samples failed to download differs), whose samples after the first
+    input's would all be ``duplicate_key``. The first header of the first tars of each
+    folder is read (up to 8 a folder, :data:`FIRST_KEY_TARS` in all: a run on remote
+    storage opens few files for it)."""
     from mitigate.tarscan import TarMember, decode_name, is_os_metadata, scan_tar, split_name
 
     def first_name(items: Iterator[Any]) -> str | None:
@@ -129,25 +131,33 @@ def _shared_first_keys(paths: list[str], fmt: str) -> list[str]:
                     return name
         return None
 
-    first: dict[str, str] = {}
-    tars = [p for p in paths if table_format(p, fmt) == "webdataset"][:FIRST_KEY_TARS]
-    for path in tars:
+    def first_key(path: str) -> str | None:
         try:
             with fs.open_read(path) as f:
                 name = first_name(scan_tar(f))
         except OSError:
-            continue  # the run says so, as a source issue
-        if name is None:
-            continue
-        key = split_name(name)[0]
-        if key in first:
-            return [
-                f"{path} starts with the key {key!r}, as {first[key]} does: inputs that "
-                "name their samples alike (two img2dataset downloads, both from "
-                "000000000?) make the later one's samples duplicate_key; set "
-                "input.key_prefix: source to keep both"
-            ]
-        first[key] = path
+            return None  # the run says so, as a source issue
+        return None if name is None else split_name(name)[0]
+
+    folders: dict[str, list[str]] = {}  # a folder's tars, in order (paths come sorted)
+    for path in paths:
+        if table_format(path, fmt) == "webdataset":
+            folders.setdefault(path.rsplit("/", 1)[0] if "/" in path else "", []).append(path)
+    first: dict[str, str] = {}  # key -> the tar it starts
+    each = max(1, min(8, FIRST_KEY_TARS // max(len(folders), 1)))  # tars read a folder
+    for tars in list(folders.values())[:FIRST_KEY_TARS]:
+        for path in tars[:each]:
+            key = first_key(path)
+            if key is None:
+                continue
+            if key in first:
+                return [
+                    f"{path} starts with the key {key!r}, as {first[key]} does: inputs "
+                    "that name their samples alike (two img2dataset downloads, both from "
+                    "000000000?) make the later one's samples duplicate_key; set "
+                    "input.key_prefix: source to keep both"
+                ]
+            first[key] = path
     return []
 
 

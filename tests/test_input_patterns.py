@@ -170,6 +170,21 @@ def test_key_prefix_source_keeps_two_downloads_that_name_their_samples_alike(tmp
                 tar.addfile(info, io.BytesIO(data))
     ab = str(tmp_path / "{a,b}.tar")
     assert main(["validate", "--input", ab, "--output", str(tmp_path / "w")]) == 0
+    # img2dataset skips a failed download: two downloads' first shards may start apart
+    # and their second shards alike (read: the first tars of each folder, not the first)
+    for name, first in (("c", "000000001"), ("d", "000000005")):
+        (tmp_path / name).mkdir()
+        members = [(f"{first}.png", b"\x89PNG"), (f"{first}.txt", b"c")]
+        members += [("000000100.png", b"\x89PNG"), ("000000100.txt", b"c")]
+        for shard, part in enumerate((members[:2], members[2:])):
+            with tarfile.open(tmp_path / name / f"0000{shard}.tar", "w") as tar:
+                for member, data in part:
+                    info = tarfile.TarInfo(member)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    cd = str(tmp_path / "{c,d}" / "*.tar")
+    assert main(["validate", "--input", cd, "--output", str(tmp_path / "w")]) == 2
+    assert "00001.tar starts with the key '000000100', as " in capsys.readouterr().err
     cheap = ["--set", "filters=[]", "--set", "rebalance.enabled=false", "--set", "dedup.near=false"]
     assert main(["run", "--input", pattern, "--output", str(tmp_path / "a"), *cheap]) == 0
     rows = pq.read_table(tmp_path / "a" / "manifest").to_pylist()
