@@ -96,7 +96,8 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
             errors.append(f"input.paths[{i}]: and {downloads - 2} more of img2dataset's files")
         sources.extend(files)
     if not errors and config.input.key_prefix == "none":
-        for problem in _shared_first_keys(sorted(set(sources)), config.input.format):
+        found = sorted({f for files in matched.values() for f in files})  # not a dry run's
+        for problem in _shared_first_keys(found, config.input.format):
             if strict:
                 errors.append(f"input.paths: {problem}")
             else:

@@ -225,3 +225,26 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
     assert env["container_image"] == image
     assert "requirements.txt" in env["staged_files"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dry_run_opens_no_remote_input_for_its_checks(tmp_path):
+    """The checks that read inputs before a run (a tar's captions, tars sharing first
+    keys) read local files only in a dry run: a remote one would wait on the network."""
+    image = "europe-west4-docker.pkg.dev/my-project/mitigate/mitigate:0.1.0"
+    config, _ = load_config(
+        DEFAULT,
+        [
+            "input.paths=['gs://my-bucket/a/{00000..00003}.tar', 'gs://my-bucket/b/*.tar']",
+            "output.path=gs://my-bucket/out",
+            "runner.name=dataflow",
+            "runner.dry_run=true",
+            "runner.project=my-project",
+            "runner.region=europe-west4",
+            "runner.temp_location=gs://my-bucket/tmp",
+            f"runner.sdk_container_image={image}",
+            f"runner.requirements_file={REPO / 'runners' / 'dataflow' / 'requirements.txt'}",
+        ],
+    )
+    started = time.monotonic()
+    job = run(config)
+    assert time.monotonic() - started < 60 and job["dry_run"]
