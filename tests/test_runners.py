@@ -172,19 +172,25 @@ def test_dask_refuses_the_partitioned_near_dup_graph_at_config_time():
     load_config(DEFAULT, [*dask, "dedup.partition=clusters", "dedup.near=false"])  # no search
 
 
+IMAGE = "europe-west4-docker.pkg.dev/my-project/mitigate/mitigate:0.1.0"
+#: A Dataflow dry run's settings: the job is built offline, nothing submitted.
+DATAFLOW_DRY_RUN = [
+    "output.path=gs://my-bucket/out",
+    "runner.name=dataflow",
+    "runner.dry_run=true",
+    "runner.project=my-project",
+    "runner.region=europe-west4",
+    "runner.temp_location=gs://my-bucket/tmp",
+    f"runner.sdk_container_image={IMAGE}",
+    f"runner.requirements_file={REPO / 'runners' / 'dataflow' / 'requirements.txt'}",
+]
+
+
 def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
-    image = "europe-west4-docker.pkg.dev/my-project/mitigate/mitigate:0.1.0"
     config, _ = load_config(
         DEFAULT,
         [
-            "output.path=gs://my-bucket/out",
-            "runner.name=dataflow",
-            "runner.dry_run=true",
-            "runner.project=my-project",
-            "runner.region=europe-west4",
-            "runner.temp_location=gs://my-bucket/tmp",
-            f"runner.sdk_container_image={image}",
-            f"runner.requirements_file={REPO / 'runners' / 'dataflow' / 'requirements.txt'}",
+            *DATAFLOW_DRY_RUN,
             # the scalable near-dup graph, with the default verification and medoid rule
             "dedup.partition=clusters",
         ],
@@ -222,7 +228,7 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
     } <= near
     assert not any(n.startswith("NearDedup/AllHashes") for n in job["transform_names"])
     (env,) = job["environments"]
-    assert env["container_image"] == image
+    assert env["container_image"] == IMAGE
     assert "requirements.txt" in env["staged_files"]
     assert not (tmp_path / "out").exists()
 
@@ -230,19 +236,11 @@ def test_dataflow_dry_run_builds_the_job_offline(tmp_path):
 def test_a_dry_run_opens_no_remote_input_for_its_checks(tmp_path):
     """The checks that read inputs before a run (a tar's captions, tars sharing first
     keys) read local files only in a dry run: a remote one would wait on the network."""
-    image = "europe-west4-docker.pkg.dev/my-project/mitigate/mitigate:0.1.0"
     config, _ = load_config(
         DEFAULT,
         [
             "input.paths=['gs://my-bucket/a/{00000..00003}.tar', 'gs://my-bucket/b/*.tar']",
-            "output.path=gs://my-bucket/out",
-            "runner.name=dataflow",
-            "runner.dry_run=true",
-            "runner.project=my-project",
-            "runner.region=europe-west4",
-            "runner.temp_location=gs://my-bucket/tmp",
-            f"runner.sdk_container_image={image}",
-            f"runner.requirements_file={REPO / 'runners' / 'dataflow' / 'requirements.txt'}",
+            *DATAFLOW_DRY_RUN,
         ],
     )
     started = time.monotonic()
