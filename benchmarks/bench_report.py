@@ -13,10 +13,16 @@ times ``write_report`` end to end (read the manifest columns, histograms, plots,
 thumbnails, HTML, atomic write), ``--repeat`` times, and reports the median and the
 page's size. Generation of the synthetic run is not timed.
 
+``--previous TREE`` also runs another checkout's report (its ``mitigate`` first on
+``PYTHONPATH``) on the same run, alternating with this tree's, prints this tree's time
+and peak memory over the other's, and says whether the two pages are the same bytes.
+
 Usage::
 
     python benchmarks/bench_report.py                  # 10k and 100k rows
     python benchmarks/bench_report.py --sizes 1000000 --repeat 1
+    git worktree add /tmp/wt_old HEAD~1
+    python benchmarks/bench_report.py --sizes 1000000 4000000 --repeat 1 --previous /tmp/wt_old
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -264,7 +271,7 @@ def make_run(out: Path, n: int, max_images: int) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
-def run_child(out: str, repeat: int) -> dict:
+def run_child(out: str, repeat: int, keep: str | None = None) -> dict:
     t0 = time.perf_counter()
     from mitigate import report
 
@@ -275,6 +282,8 @@ def run_child(out: str, repeat: int) -> dict:
         path = report.write_report(out)
         times.append(time.perf_counter() - t0)
     page = path.read_text(encoding="utf-8")
+    if keep:
+        Path(keep).write_text(page, encoding="utf-8")
     return {
         "import_s": imports,
         "report_s": statistics.median(times),
@@ -292,11 +301,16 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per size (median)")
     parser.add_argument("--images", type=int, default=40, help="real photos in the tar")
+    parser.add_argument("--previous", type=Path, help="another checkout to compare with")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--keep", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_child(args.child, args.repeat)))
+        print(json.dumps(run_child(args.child, args.repeat, args.keep)))
         return 0
+    if args.previous is not None and not (args.previous / "mitigate" / "report").is_dir():
+        raise SystemExit(f"--previous: no mitigate/report in {args.previous}")
+    arms = [("this tree", None)] + ([("previous", args.previous)] if args.previous else [])
     rows = []
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -305,26 +319,42 @@ def main() -> int:
             make_run(out, n, args.images)
             gen = time.perf_counter() - t0
             manifest_mb = sum(p.stat().st_size for p in (out / "manifest").iterdir()) / 2**20
-            child = subprocess.run(
-                [sys.executable, __file__, "--child", str(out), "--repeat", str(args.repeat)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            res = json.loads(child.stdout.strip().splitlines()[-1])
-            rows.append((n, gen, manifest_mb, res))
+            for label, tree in arms:
+                env = dict(os.environ)
+                if tree is not None:
+                    env["PYTHONPATH"] = str(tree.resolve())
+                keep = str(Path(tmp, f"page-{len(rows)}.html"))
+                argv = ["--child", str(out), "--repeat", str(args.repeat), "--keep", keep]
+                child = subprocess.run(
+                    [sys.executable, __file__, *argv],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
+                res = json.loads(child.stdout.strip().splitlines()[-1])
+                res["page"] = Path(keep).read_bytes()
+                rows.append((n, label, gen, manifest_mb, res))
     print(
-        "| rows | manifest MB | report s (median) | runs s | page MB | <img> | thumbnails "
+        "| rows | code | manifest MB | report s (median) | runs s | page MB | <img> | thumbnails "
         "| import s | peak RSS MB |"
     )
-    print("|--:|--:|--:|--|--:|--:|--:|--:|--:|")
-    for n, _, manifest_mb, r in rows:
+    print("|--:|--|--:|--:|--|--:|--:|--:|--:|--:|")
+    for n, label, _, manifest_mb, r in rows:
         runs = " ".join(f"{t:.2f}" for t in r["times"])
         print(
-            f"| {n:,} | {manifest_mb:.1f} | {r['report_s']:.2f} | {runs} | "
+            f"| {n:,} | {label} | {manifest_mb:.1f} | {r['report_s']:.2f} | {runs} | "
             f"{r['bytes'] / 2**20:.2f} | {r['imgs']} | {r['thumbs']} | {r['import_s']:.2f} "
             f"| {r['rss_mib']:.0f} |"
         )
+    if args.previous is not None:
+        for i in range(0, len(rows), 2):
+            (n, _, _, _, new), (_, _, _, _, old) = rows[i], rows[i + 1]
+            same = "the same bytes" if new["page"] == old["page"] else "PAGES DIFFER"
+            print(
+                f"{n:,} rows: this tree / previous: time {new['report_s'] / old['report_s']:.2f}x, "
+                f"peak RSS {new['rss_mib'] / old['rss_mib']:.2f}x; pages: {same}"
+            )
     return 0
 
 

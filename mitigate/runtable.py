@@ -82,6 +82,22 @@ class RunTable:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.table = pa.concat_tables(tables).unify_dictionaries() if tables else None
 
+    @classmethod
+    def index(cls, out_dir: str | Path) -> RunTable:
+        """The run's parts and their row counts (from the Parquet footers) with no
+        column read: for :meth:`rows` and :meth:`key_rows` alone (``table`` is None)."""
+        run = cls.__new__(cls)
+        run.out_dir = Path(out_dir)
+        run.parts = manifest_parts(out_dir)
+        counts = []
+        for part in run.parts:
+            with pq.ParquetFile(part) as file:
+                counts.append(file.metadata.num_rows)
+        run.counts = np.asarray(counts, dtype=np.int64)
+        run.starts = np.concatenate([[0], np.cumsum(run.counts)])
+        run.table = None
+        return run
+
     def __len__(self) -> int:
         return int(self.starts[-1])
 

@@ -1120,11 +1120,12 @@ def test_the_report_reads_shown_columns_for_the_shown_rows_only(run_dir, monkeyp
     are read for the thumbnails, captions and error examples it shows. (The page was compared byte
     for byte with the old code's on two runs when this changed: BENCHMARKS.md.)"""
     from mitigate import runtable
+    from mitigate.report import stats
     from mitigate.report.data import SHOWN_ONLY
 
     whole: list[list[str]] = []
     fetched: list[int] = []
-    read_table, rows = pq.read_table, runtable.RunTable.rows
+    read_table, rows, batches = pq.read_table, runtable.RunTable.rows, stats.manifest_batches
 
     def spy_table(source, *args, columns=None, **kwargs):
         whole.append(list(columns or []))
@@ -1134,10 +1135,15 @@ def test_the_report_reads_shown_columns_for_the_shown_rows_only(run_dir, monkeyp
         fetched.extend(indices)
         return rows(self, indices)
 
+    def spy_batches(parts, columns):
+        whole.append(list(columns))
+        return batches(parts, columns)
+
     before = report.build_report(run_dir)  # the page as the report builds it
     full = review.load_manifest(run_dir)
     monkeypatch.setattr(pq, "read_table", spy_table)
     monkeypatch.setattr(runtable.RunTable, "rows", spy_rows)
+    monkeypatch.setattr(stats, "manifest_batches", spy_batches)
     page = report.build_report(run_dir)
     assert page == before
     # every row's columns: no shown-only one, keys neither (read a part at a time to

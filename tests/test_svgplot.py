@@ -16,6 +16,7 @@ from mitigate.report.data import Funnel, FunnelStep, Histogram
 from mitigate.report.filters import _hist_plot
 from mitigate.report.funnel import _funnel_plot
 from mitigate.report.rebalancing import _probe_plot, _weights_plot
+from mitigate.report.stats import weight_histogram
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -167,16 +168,20 @@ def test_grouped_bars_and_legend_of_the_bias_probes():
 
 def test_weights_with_and_without_samples():
     chart = svgplot.Chart()
-    _weights_plot(chart, {"0.01": 0.5, "0.5": 1.0, "0.99": 2.0}, np.array([0.5, 1.0, 1.0, 2.0]))
+    _weights_plot(
+        chart,
+        {"0.01": 0.5, "0.5": 1.0, "0.99": 2.0},
+        weight_histogram(np.array([0.5, 1.0, 1.0, 2.0])),
+    )
     root = _parse(chart)
     assert len(list(root.iter(f"{SVG}polyline"))) == 1
     assert len(list(root.iter(f"{SVG}circle"))) == 3
     assert {"0.5", "1", "2"} <= set(_texts(root))  # the three quantiles' notes
     odd = svgplot.Chart()  # a quantile that is not a number is left out, not drawn as "nan"
-    _weights_plot(odd, {"0.01": float("nan"), "0.5": 1.0}, np.array([1.0]))
+    _weights_plot(odd, {"0.01": float("nan"), "0.5": 1.0}, weight_histogram(np.array([1.0])))
     assert "nan" not in odd.svg() and len(list(_parse(odd).iter(f"{SVG}circle"))) == 1
     empty = svgplot.Chart()
-    _weights_plot(empty, {}, np.array([]))
+    _weights_plot(empty, {}, weight_histogram(np.array([])))
     assert _bars(_parse(empty)) == []
 
 

@@ -25,7 +25,9 @@ by the number of manifest rows. Nothing here imports Beam: image bytes are read 
 an ``opener`` (path -> binary file), by default the local filesystem; pass
 ``mitigate.pipeline.fs.open_read`` for ``gs://`` and friends.
 
-Modules: :mod:`.data` (the numbers, no HTML), :mod:`.common` (shared page pieces), one
+Modules: :mod:`.data` (the numbers' types, no HTML), :mod:`.stats` (the numbers over
+every manifest row, gathered a batch of rows at a time: the report's memory does not
+grow with the run), :mod:`.common` (shared page pieces), one
 module per section (:mod:`.funnel`, :mod:`.filters`, :mod:`.dedup`, :mod:`.rebalancing`,
 :mod:`.errors`, :mod:`.config`) and :mod:`.page` (the page, its atomic write, ``main``).
 """
@@ -45,10 +47,7 @@ from mitigate.report.data import (
     FunnelStep,
     Histogram,
     cluster_size_bars,
-    error_examples,
-    filter_data,
     filter_specs,
-    funnel_data,
     load_run_config,
     load_summary,
     local_open,
@@ -66,6 +65,12 @@ from mitigate.report.page import (
     main,
     write_report,
 )
+from mitigate.report.stats import (
+    ManifestStats,
+    error_examples,
+    filter_data,
+    funnel_data,
+)
 
 __all__ = [
     "DEDUP_CLUSTERS_SHOWN",
@@ -81,6 +86,7 @@ __all__ = [
     "Funnel",
     "FunnelStep",
     "Histogram",
+    "ManifestStats",
     "build_report",
     "cluster_size_bars",
     "error_examples",

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mitigate.report.data import FilterSpec, _column_f64
+from mitigate.report.data import FilterSpec
 from mitigate.report.svgplot import Chart
 from mitigate.review import Opener, read_image_bytes, thumbnail
 
@@ -122,7 +122,7 @@ class _Thumbs:
 
     def __init__(
         self,
-        table: pa.Table,
+        table: pa.Table | None,
         opener: Opener,
         fetch: Callable[[Sequence[int]], list[dict[str, Any]]] | None = None,
         find: Callable[[Sequence[str]], list[tuple[int, str, str]]] | None = None,
@@ -146,6 +146,7 @@ class _Thumbs:
 
     def row(self, index: int) -> dict[str, Any]:
         if self._fetch is None:
+            assert self.table is not None  # a table of every column, or a fetch
             return self.table.slice(index, 1).to_pylist()[0]
         self.prefetch([index])
         return self._rows[int(index)]
@@ -175,6 +176,7 @@ class _Thumbs:
 
     def _scan(self, keys: Sequence[str]) -> list[tuple[int, str, str]]:
         """(row, key, state) of the rows of ``table`` (with its key column) with ``keys``."""
+        assert self.table is not None  # a table with keys, or a find
         wanted = pa.array(sorted(set(keys)), type=pa.string())
         if len(wanted) == 0:
             return []
@@ -203,15 +205,26 @@ def _short_caption(caption: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _blur_rows(table: pa.Table, specs: Sequence[FilterSpec], blur_sexual: bool) -> np.ndarray:
-    """Rows to blur outside the filter strips: a sexual-category score at or above its
-    threshold (whatever the row's state)."""
-    out = np.zeros(table.num_rows, dtype=bool)
-    if not blur_sexual:
-        return out
-    for s in specs:
-        if s.category == "sexual" and s.threshold is not None:
-            scores = _column_f64(table, s.column)
-            with np.errstate(invalid="ignore"):
-                out |= scores >= s.threshold
-    return out
+def blur_of(
+    thumbs: _Thumbs, specs: Sequence[FilterSpec], blur_sexual: bool
+) -> Callable[[int], bool]:
+    """Whether a row's thumbnail outside the filter strips is blurred: a sexual-category
+    score at or above its threshold (whatever the row's state), read from the row."""
+    sexual = [
+        (s.column, s.threshold)
+        for s in specs
+        if blur_sexual and s.category == "sexual" and s.threshold is not None
+    ]
+
+    def blur(index: int) -> bool:
+        if not sexual:
+            return False
+        row = thumbs.row(index)
+        return any(_number(row.get(column)) >= threshold for column, threshold in sexual)
+
+    return blur
+
+
+def _number(value: Any) -> float:
+    """A manifest cell as float (NaN where it is empty)."""
+    return math.nan if value is None else float(value)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -188,43 +188,6 @@ def _value_counts(table: pa.Table, columns: Sequence[str]) -> dict[tuple[Any, ..
     return {tuple(c[i] for c in cols): n for i, n in enumerate(counts)}
 
 
-def funnel_data(summary: Mapping[str, Any], table: pa.Table | None = None) -> Funnel:
-    """The funnel, with every count taken from ``summary.json``. ``table`` (manifest
-    columns ``state``, ``reason``, ``filter``) only attributes the filtered reasons to
-    filters; if its counts disagree with the summary the summary's reasons are shown
-    without filter names and ``consistent`` is False."""
-    total = int(summary["input_count"])
-    counts = summary.get("counts", {})
-    by_filter: dict[tuple[Any, ...], int] = {}
-    consistent = True
-    if table is not None and {"state", "reason", "filter"} <= set(table.column_names):
-        filtered = table.filter(pc.equal(table.column("state"), "filtered"))
-        by_filter = _value_counts(filtered, ["reason", "filter"])
-        per_reason: dict[str, int] = {}
-        for (reason, _), n in by_filter.items():
-            per_reason[reason] = per_reason.get(reason, 0) + n
-        if per_reason != dict(counts.get("filtered", {}).get("reasons", {})):
-            log.warning("manifest filtered counts differ from summary.json; showing the summary")
-            consistent = False
-            by_filter = {}
-    remaining = total
-    steps = []
-    for label, state in _STEPS:
-        entry = counts.get(state, {"total": 0, "reasons": {}})
-        n = int(entry["total"])
-        remaining -= n
-        if state == "filtered" and by_filter:
-            breakdown = [(r, f, c) for (r, f), c in by_filter.items()]
-        else:
-            breakdown = [(r, None, int(c)) for r, c in entry.get("reasons", {}).items()]
-        breakdown.sort(key=lambda b: (-b[2], b[1] or "", b[0]))
-        steps.append(FunnelStep(label, state, n, _share(n, total), remaining, breakdown))
-    kept = int(counts.get("kept", {}).get("total", 0))
-    if kept != remaining:
-        log.warning("summary.json: kept %d != input minus removed %d", kept, remaining)
-    return Funnel(total, steps, kept, _share(kept, total), consistent)
-
-
 @dataclass(frozen=True)
 class Histogram:
     """Counts of a score column's finite values per bin (``edges`` has one more entry)."""
@@ -235,35 +198,65 @@ class Histogram:
     n_missing: int  # rows without a score (errors before scoring)
 
 
-def score_histogram(
-    scores: np.ndarray, threshold: float | None = None, bins: int = HISTOGRAM_BINS
-) -> Histogram:
-    """Histogram of the finite scores. Probability-like scores (all in [0, 1]) get
-    ``bins`` equal bins over [0, 1]; integer scores (counts) one bin per integer;
-    anything else ``bins`` bins over [min, max], widened to include the threshold."""
-    scores = np.asarray(scores, dtype=np.float64)
-    finite = scores[np.isfinite(scores)]
-    n_missing = int(scores.size - finite.size)
-    if finite.size == 0:
-        return Histogram(np.array([0.0, 1.0]), np.zeros(1, dtype=np.int64), 0, n_missing)
-    lo, hi = float(finite.min()), float(finite.max())
+@dataclass
+class ValueRange:
+    """The finite values of a column seen so far: how many, their range, and whether
+    all are integers (what a histogram's bins are chosen from)."""
+
+    n_finite: int = 0
+    n_missing: int = 0  # NaN or null: rows without a value
+    lo: float = math.inf
+    hi: float = -math.inf
+    integer: bool = True
+
+    def add(self, values: np.ndarray) -> np.ndarray:
+        """Count ``values`` (float64) in; returns their finite ones."""
+        finite = values[np.isfinite(values)]
+        self.n_missing += int(values.size - finite.size)
+        if finite.size:
+            self.n_finite += int(finite.size)
+            self.lo = min(self.lo, float(finite.min()))
+            self.hi = max(self.hi, float(finite.max()))
+            self.integer = self.integer and bool(np.all(finite == np.round(finite)))
+        return finite
+
+
+def histogram_edges(
+    values: ValueRange, threshold: float | None = None, bins: int = HISTOGRAM_BINS
+) -> np.ndarray | None:
+    """Bin edges for the finite values (None if there are none). Probability-like
+    scores (all in [0, 1]) get ``bins`` equal bins over [0, 1]; integer scores (counts)
+    one bin per integer; anything else ``bins`` bins over [min, max], widened to
+    include the threshold."""
+    if values.n_finite == 0:
+        return None
+    lo, hi, integer = values.lo, values.hi, values.integer
     if threshold is not None and math.isfinite(threshold):
         lo, hi = min(lo, threshold), max(hi, threshold)
-    integer = bool(np.all(finite == np.round(finite)))
     if integer and lo >= 0.0:
         # Counts start at 0 and span at least 0..1, so the plot shows a count axis (a
         # caption with no match beside one with a match), not one bin at -0.5..0.5.
         lo, hi = 0.0, max(hi, 1.0)
     if lo >= 0.0 and hi <= 1.0 and not integer:
-        edges = np.linspace(0.0, 1.0, bins + 1)
-    elif integer and hi - lo <= 200:
-        edges = np.arange(math.floor(lo) - 0.5, math.ceil(hi) + 1.0, 1.0)
-    else:
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        edges = np.linspace(lo, hi, bins + 1)
+        return np.linspace(0.0, 1.0, bins + 1)
+    if integer and hi - lo <= 200:
+        return np.arange(math.floor(lo) - 0.5, math.ceil(hi) + 1.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def score_histogram(
+    scores: np.ndarray, threshold: float | None = None, bins: int = HISTOGRAM_BINS
+) -> Histogram:
+    """Histogram of the finite scores, binned as :func:`histogram_edges` says."""
+    values = ValueRange()
+    finite = values.add(np.asarray(scores, dtype=np.float64))
+    edges = histogram_edges(values, threshold, bins)
+    if edges is None:
+        return Histogram(np.array([0.0, 1.0]), np.zeros(1, dtype=np.int64), 0, values.n_missing)
     counts, _ = np.histogram(finite, bins=edges)
-    return Histogram(edges, counts.astype(np.int64), int(finite.size), n_missing)
+    return Histogram(edges, counts.astype(np.int64), values.n_finite, values.n_missing)
 
 
 def _column_f64(table: pa.Table, name: str) -> np.ndarray:
@@ -294,94 +287,11 @@ class FilterData:
     side_histogram: Histogram | None = None
 
 
-def _top(indices: np.ndarray, scores: np.ndarray, n: int, descending: bool) -> list[int]:
-    if indices.size == 0 or n <= 0:
-        return []
-    values = scores[indices]
-    order = np.argsort(-values if descending else values, kind="stable")[:n]
-    return [int(i) for i in indices[order]]
-
-
-def filter_data(table: pa.Table, spec: FilterSpec, max_thumbs: int) -> FilterData:
-    """Histogram, drop counts and the rows of the two thumbnail strips of one filter."""
-    scores = _column_f64(table, spec.column)
-    hist = score_histogram(scores, spec.threshold)
-    finite = np.isfinite(scores)
-    mine = _mask(table, "filter", spec.filter_id) & _mask(table, "state", "filtered")
-    reasons = _value_counts(table.filter(pa.array(mine)), ["reason"]) if mine.any() else {}
-    at_or_above = 0
-    if spec.threshold is not None:
-        on_drop_side = (
-            scores[finite] <= spec.threshold if spec.drops_low else scores[finite] >= spec.threshold
-        )
-        at_or_above = int(np.count_nonzero(on_drop_side))
-    kept = np.flatnonzero(_mask(table, "state", "kept") & finite)
-    dropped = np.flatnonzero(mine & finite)
-    return FilterData(
-        spec=spec,
-        histogram=hist,
-        dropped=int(mine.sum()),
-        dropped_by_reason={
-            r[0]: n for r, n in sorted(reasons.items(), key=lambda x: (-x[1], str(x[0])))
-        },
-        at_or_above=at_or_above,
-        # kept samples nearest the drop side, and dropped samples nearest the keep side
-        top_kept=_top(kept, scores, max_thumbs, descending=not spec.drops_low),
-        bottom_dropped=_top(dropped, scores, max_thumbs, descending=spec.drops_low),
-        side_histogram=_side_histogram(table, spec),
-    )
-
-
-def _side_histogram(table: pa.Table, spec: FilterSpec) -> Histogram | None:
-    """Shorter side (px) of each image with a size, against ``min_side``: what
-    image_quality's ``image_too_small`` drops read (its score is the aspect ratio)."""
-    if spec.min_side is None or "width" not in table.column_names:
-        return None
-    side = np.fmin(_column_f64(table, "width"), _column_f64(table, "height"))
-    side[~(side > 0)] = np.nan  # no size: not decoded
-    return score_histogram(side, spec.min_side)
-
-
 @dataclass(frozen=True)
 class ErrorExample:
     key: str
     source: str
     detail: str
-
-
-def error_examples(
-    table: pa.Table,
-    per_reason: int = ERROR_EXAMPLES_PER_REASON,
-    rows: Callable[[Sequence[int]], list[dict[str, Any]]] | None = None,
-) -> dict[str, list[ErrorExample]]:
-    """Up to ``per_reason`` example rows (input order) per error reason. ``rows`` reads
-    the examples' source and detail where ``table`` does not hold those columns."""
-    index = np.flatnonzero(_mask(table, "state", "error"))
-    if index.size == 0 or "reason" not in table.column_names:
-        return {}
-    reasons = table.column("reason").take(pa.array(index)).to_pylist()
-    chosen: dict[str, list[int]] = {}
-    for i, reason in zip(index.tolist(), reasons, strict=True):
-        if reason is not None and len(chosen.setdefault(reason, [])) < per_reason:
-            chosen[reason].append(i)
-    picked = [i for reason in sorted(chosen) for i in chosen[reason]]
-    have = set(table.column_names)
-    if rows is not None and not {"source", "detail"} <= have:
-        shown = dict(zip(picked, rows(picked), strict=True))
-    else:
-        sub = table.take(pa.array(picked, type=pa.int64())).to_pylist() if picked else []
-        shown = dict(zip(picked, sub, strict=True))
-    return {
-        reason: [
-            ErrorExample(
-                str(shown[i]["key"]),
-                str(shown[i].get("source") or ""),
-                str(shown[i].get("detail") or ""),
-            )
-            for i in chosen[reason]
-        ]
-        for reason in sorted(chosen)
-    }
 
 
 def cluster_size_bars(sizes: Mapping[int, int], max_bars: int = 20) -> list[tuple[str, int]]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-import numpy as np
 
 from mitigate.report.common import _PALETTE, _esc, _plot, _Thumbs
 from mitigate.report.data import cluster_size_bars
@@ -51,7 +49,10 @@ def _score_note(pair: Sequence[Any]) -> str:
 
 
 def _section_dedup(
-    dedup: Mapping[str, Any] | None, thumbs: _Thumbs, blur: np.ndarray, max_thumbs: int
+    dedup: Mapping[str, Any] | None,
+    thumbs: _Thumbs,
+    blur: Callable[[int], bool],
+    max_thumbs: int,
 ) -> str:
     if not dedup:
         return (
@@ -106,17 +107,15 @@ def _section_dedup(
     keys += [k for pairs in by_distance.values() for p in pairs for k in p[:2]]
     keys += [k for r in refused for k in r[:2]]
     where = thumbs.index_of(keys)
-    table = thumbs.table
+    thumbs.prefetch(list(where.values()))  # the shown rows, a part at a time
 
     def fig(key: str) -> str:
         idx = where.get(key)
         lines: list[str] = []
         if idx is not None:
-            row = table.slice(idx, 1)
-            state = row.column("state")[0].as_py()
-            reason = row.column("reason")[0].as_py() if "reason" in row.column_names else None
-            lines = [reason or state]
-        return thumbs.figure(idx, key, bool(idx is not None and blur[idx]), lines)
+            row = thumbs.row(idx)
+            lines = [row.get("reason") or row.get("state")]
+        return thumbs.figure(idx, key, idx is not None and blur(idx), lines)
 
     if clusters:
         parts.append(f"<h3>Largest clusters (up to {max_thumbs} members each)</h3>")

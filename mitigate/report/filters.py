@@ -6,17 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pyarrow as pa
-
 from mitigate.report.common import (
     _PALETTE,
     _esc,
     _fmt_num,
+    _number,
     _plot,
     _short_caption,
     _Thumbs,
 )
-from mitigate.report.data import FilterData, FilterSpec, Histogram, _column_f64
+from mitigate.report.data import FilterData, FilterSpec, Histogram
 from mitigate.report.svgplot import Chart, histogram
 
 # What a filter's score measures, where the column name alone does not say it.
@@ -62,41 +61,23 @@ def _hist_plot(
         ax.top_note(thr, f"threshold {thr:g}", "#c62828")
 
 
-def _strip(
-    thumbs: _Thumbs, table: pa.Table, indices: Sequence[int], spec: FilterSpec, blur: bool
-) -> str:
+def _strip(thumbs: _Thumbs, indices: Sequence[int], spec: FilterSpec, blur: bool) -> str:
     if not indices:
         return '<p class="note">none</p>'
-    sub = table.take(pa.array(indices, type=pa.int64()))
-    if "key" in sub.column_names:
-        keys = sub.column("key").to_pylist()
-    else:  # read for the shown rows only (report.data.SHOWN_ONLY)
-        thumbs.prefetch(indices)
-        keys = [thumbs.row(i)["key"] for i in indices]
-    states = sub.column("state").to_pylist()
-    reasons = (
-        sub.column("reason").to_pylist() if "reason" in sub.column_names else [None] * len(keys)
-    )
-    if "caption" in sub.column_names:
-        captions = sub.column("caption").to_pylist()
-    else:  # read for the shown rows only (report.data.SHOWN_ONLY)
-        thumbs.prefetch(indices)
-        captions = [thumbs.row(i).get("caption") for i in indices]
-    scores = _column_f64(sub, spec.column)
+    thumbs.prefetch(indices)  # the shown rows only (report.data.SHOWN_ONLY)
     figs = []
-    for i, idx in enumerate(indices):
+    for idx in indices:
+        row = thumbs.row(idx)
         lines = [
-            f"score {_fmt_num(float(scores[i]))}",
-            reasons[i] or states[i],
-            _short_caption(captions[i]),
+            f"score {_fmt_num(_number(row.get(spec.column)))}",
+            row.get("reason") or row.get("state"),
+            _short_caption(row.get("caption")),
         ]
-        figs.append(thumbs.figure(idx, keys[i], blur, lines))
+        figs.append(thumbs.figure(idx, row["key"], blur, lines))
     return f'<div class="strip">{"".join(figs)}</div>'
 
 
-def _section_filters(
-    table: pa.Table, data: Sequence[FilterData], thumbs: _Thumbs, blur_sexual: bool
-) -> str:
+def _section_filters(data: Sequence[FilterData], thumbs: _Thumbs, blur_sexual: bool) -> str:
     parts = ['<section id="filters"><h2>Filters</h2>']
     if not data:
         parts.append('<p class="note">No filters configured.</p>')
@@ -156,9 +137,9 @@ def _section_filters(
         blur_note = " (blurred: sexual-content filter)" if blur else ""
         high, low = ("Lowest", "Highest") if s.drops_low else ("Highest", "Lowest")
         parts.append(f"<p>{high}-scored <b>kept</b> samples{blur_note}:</p>")
-        parts.append(_strip(thumbs, table, d.top_kept, s, blur))
+        parts.append(_strip(thumbs, d.top_kept, s, blur))
         parts.append(f"<p>{low}-scored <b>dropped</b> samples{blur_note}:</p>")
-        parts.append(_strip(thumbs, table, d.bottom_dropped, s, blur))
+        parts.append(_strip(thumbs, d.bottom_dropped, s, blur))
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)

@@ -10,15 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mitigate import layout
-from mitigate.report.common import _CSP, _CSS, _blur_rows, _esc, _Thumbs
+from mitigate.report.common import _CSP, _CSS, _esc, _Thumbs, blur_of
 from mitigate.report.config import _section_config
 from mitigate.report.data import (
-    ENCODED,
     _manifest_schema_names,
-    error_examples,
-    filter_data,
     filter_specs,
-    funnel_data,
     load_run_config,
     load_summary,
     local_open,
@@ -29,6 +25,7 @@ from mitigate.report.errors import _section_errors
 from mitigate.report.filters import _section_filters
 from mitigate.report.funnel import _section_funnel
 from mitigate.report.rebalancing import _section_rebalancing
+from mitigate.report.stats import ManifestStats, funnel_data
 from mitigate.review import Opener
 from mitigate.runtable import RunTable
 
@@ -64,20 +61,19 @@ def build_report(
     summary = load_summary(out_dir)
     config = load_run_config(out_dir)
     specs = filter_specs(config, summary)
-    # every row's light columns; the shown columns of the shown rows only (run.rows)
-    run = RunTable(out_dir, manifest_columns(_manifest_schema_names(out_dir), specs), ENCODED)
-    table = run.table
-    log.info("report: %d manifest rows, %d filters", table.num_rows, len(specs))
-    thumbs = _Thumbs(table, opener or local_open, run.rows, run.key_rows)
-    funnel = funnel_data(summary, table)
-    data = [filter_data(table, s, max_thumbs) for s in specs]
-    blur = _blur_rows(table, specs, blur_sexual)
+    # every row's light columns, a batch at a time; the shown rows' columns (run.rows)
+    run = RunTable.index(out_dir)
+    columns = manifest_columns(_manifest_schema_names(out_dir), specs)
+    stats = ManifestStats.of_run(run.parts, columns, specs, max_thumbs)
+    log.info("report: %d manifest rows, %d filters", stats.rows, len(specs))
+    thumbs = _Thumbs(None, opener or local_open, run.rows, run.key_rows)
+    blur = blur_of(thumbs, specs, blur_sexual)
     sections = [
-        _section_funnel(summary, funnel),
-        _section_filters(table, data, thumbs, blur_sexual),
+        _section_funnel(summary, funnel_data(summary, stats)),
+        _section_filters(stats.filter_data(), thumbs, blur_sexual),
         _section_dedup(summary.get("dedup"), thumbs, blur, max_thumbs),
-        _section_rebalancing(summary.get("rebalance"), table),
-        _section_errors(summary, error_examples(table, rows=run.rows)),
+        _section_rebalancing(summary.get("rebalance"), stats.weight_histogram()),
+        _section_errors(summary, stats.error_examples(run.rows)),
         _section_config(summary, out_dir),
     ]
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTION_IDS)

@@ -6,27 +6,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from mitigate.report.common import _PALETTE, _f, _fmt_num, _pct, _plot, _table, _td
-from mitigate.report.data import HISTOGRAM_BINS, _column_f64, _mask
+from mitigate.report.data import Histogram
 from mitigate.report.svgplot import Chart, histogram, nice_ticks
 
 
-def _weights_plot(chart: Chart, quantiles: Mapping[str, float], weights: np.ndarray) -> None:
+def _weights_plot(chart: Chart, quantiles: Mapping[str, float], weights: Histogram | None) -> None:
     """The kept samples' weights: a histogram (left) and their quantiles (right)."""
     qs = sorted((float(p), float(v)) for p, v in quantiles.items() if math.isfinite(float(v)))
-    if weights.size:
+    if weights is not None and weights.n_scored:
         ax1, ax2 = chart.panels(2)
-        lo, hi = float(weights.min()), float(weights.max())
-        if hi <= lo:
-            lo, hi = lo - 0.05, hi + 0.05
-        counts, edges = np.histogram(weights, bins=HISTOGRAM_BINS, range=(lo, hi))
         histogram(
             ax1,
-            edges.tolist(),
-            counts.tolist(),
+            weights.edges.tolist(),
+            weights.counts.tolist(),
             _PALETTE["reweighted"],
             ylabel="kept samples (log)",
             xlabel="weight",
@@ -82,7 +75,8 @@ def _probe_plot(chart: Chart, probes: Mapping[str, Mapping[str, Any]]) -> None:
     ax.legend([(label, colour) for _, label, colour in series])
 
 
-def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -> str:
+def _section_rebalancing(rebalance: Mapping[str, Any] | None, weights: Histogram | None) -> str:
+    """``weights``: the kept samples' weights (``ManifestStats.weight_histogram``)."""
     if not rebalance:
         return (
             '<section id="rebalancing"><h2>Rebalancing</h2>'
@@ -117,9 +111,7 @@ def _section_rebalancing(rebalance: Mapping[str, Any] | None, table: pa.Table) -
         kv.append((f"fit: {k}", _fmt_num(v) if isinstance(v, float) else v))
     kv.extend(_calibration_rows(rebalance))
     parts.append(_table(None, [[_td(k), _td(v)] for k, v in kv], cls="kv"))
-    weights = _column_f64(table, "weight")
-    weights = weights[np.isfinite(weights) & _mask(table, "state", "kept")]
-    if w.get("quantiles") or weights.size:
+    if w.get("quantiles") or weights is not None:
         parts.append(
             _plot(
                 _weights_plot,
