@@ -373,3 +373,33 @@ def test_no_beam_import():
         "assert 'apache_beam' not in sys.modules, 'apache_beam imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_calibration_data_reads_a_run_a_part_at_a_time(tmp_path, monkeypatch):
+    """`mitigate calibrate` made a dict of every key of the run (~0.15 KB a row); now
+    each part is read in turn and only labelled keys are kept. Labelled keys in several
+    parts, a key on two scored rows (the later one's score), a key whose row has no
+    score and a key not in the run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mitigate import review
+
+    parts = [
+        {"key": ["a", "b", "c"], "score_nsfw": [0.1, None, 0.5]},
+        {"key": ["d", "a", "e"], "score_nsfw": [0.7, 0.9, float("nan")]},
+        {"key": ["f"], "score_nsfw": [0.3]},
+    ]
+    (tmp_path / "manifest").mkdir()
+    for i, cols in enumerate(parts):
+        pq.write_table(pa.table(cols), tmp_path / "manifest" / f"part-{i:06d}.parquet")
+    read = []
+    read_table = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda p, **kw: read.append(kw) or read_table(p, **kw))
+    labels = {"f": False, "a": True, "b": True, "e": False, "zz": True, "c": False}
+    scored, truth, every, missing = review.calibration_data(tmp_path, "nsfw", labels)
+    assert scored.tolist() == [0.3, 0.9, 0.5]  # f, a (its later row), c: label order
+    assert truth.tolist() == [False, True, False]
+    assert every.tolist() == [0.1, 0.5, 0.7, 0.9, 0.3]  # every finite score, input order
+    assert missing == ["b", "e", "zz"]
+    assert read == [{"columns": ["key", "score_nsfw"]}] * 3  # a part at a time, two columns
