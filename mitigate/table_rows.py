@@ -318,6 +318,11 @@ CSV_CELL_BYTES = 64 << 20
 CSV_DELIMITERS = (",", ";", "\t", "|")
 
 
+#: A CSV row's key (not a column's: not text) for what :func:`csv_dicts` says of a
+#: row with fewer cells than the header, added to the detail of its error if it has one.
+SHORT_ROW = ("short_row",)
+
+
 @dataclass(frozen=True)
 class OpenQuote:
     """A CSV row whose quoted cell ran from line ``first`` to ``last`` over ``rows``
@@ -345,8 +350,16 @@ def csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
             seen[name] += 1
         reader.fieldnames = renamed
     end = 1  # the header's last line (line numbers below are the file's)
+    header = len(reader.fieldnames or ())
     for row in reader:
-        first, end = end + 1, reader.line_num
+        start, (first, end) = end, (end + 1, reader.line_num)
+        cells = sum(value is not None for key, value in row.items() if key is not None)
+        if cells < header and start > 1 and None not in row:
+            row[SHORT_ROW] = (
+                f" (line {first + before} holds {cells} of the header's {header} cells: the"
+                f" rest of the row on line {start + before}, cut by a line break in a cell "
+                "that is not quoted? Quote cells that hold line breaks)"
+            )
         if end > first:
             delimiter = reader.reader.dialect.delimiter
             need = max(len(reader.fieldnames or ()) - 1, 1)

@@ -1,9 +1,8 @@
 """Table sources (Parquet, JSONL, CSV or TSV): a key column, an image path relative to the
-table (or to ``input.image_root``), and a caption, read into light
-:class:`SampleRecord` references like the tar index (no Beam here).
-
-Column names are checked from the schema or header before any work
-(:func:`table_problems`); a default column that is absent falls back to a common name.
+table (or to ``input.image_root``), and a caption, read into light :class:`SampleRecord`
+references like the tar index (no Beam here). Column names are checked from the schema
+or header before any work (:func:`table_problems`); a default column that is absent
+falls back to a common name.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from mitigate.sources import (
     not_text,
 )
 from mitigate.table_rows import (
+    SHORT_ROW,
     Embedded,
     OpenQuote,
     binary_values,
@@ -459,6 +459,7 @@ def iter_table(
                 quote = row
                 continue
             index += 1
+            cut = row.pop(SHORT_ROW, "") if isinstance(row, dict) else ""  # csv_dicts' hint
             if isinstance(row, str):
                 rec = SampleRecord(key=f"{source}#{index}", source=source, index=index)
                 yield rec.with_error(Reason.INVALID_JSON, row)
@@ -495,7 +496,7 @@ def iter_table(
                 continue
             if problem:
                 detail = absent.get("key_column") or f"column {key_column!r}: {problem}"
-                yield rec.with_error(Reason.INVALID_KEY, detail)
+                yield rec.with_error(Reason.INVALID_KEY, detail + cut)
                 continue
             image = row.get(image_column)
             if isinstance(image, dict) and isinstance(image.get("path"), str):
@@ -514,7 +515,7 @@ def iter_table(
             embedded = image if isinstance(image, Embedded) else None
             if embedded is None and (not isinstance(image, str) or not image.strip()):
                 detail = absent.get("image_column") or _not_text(image_column, image)
-                yield rec.with_error(Reason.MISSING_IMAGE, detail)
+                yield rec.with_error(Reason.MISSING_IMAGE, detail + cut)
                 continue
             if embedded is None and inline_image(image):
                 yield rec.with_error(
@@ -537,7 +538,7 @@ def iter_table(
                 caption = caption.decode("utf-8", "surrogateescape")
             if not isinstance(caption, str) or not caption.strip():
                 detail = absent.get("caption_column") or _not_text(caption_column, caption)
-                yield rec.with_error(Reason.MISSING_CAPTION, detail)
+                yield rec.with_error(Reason.MISSING_CAPTION, detail + cut)
                 continue
             bad = LONE_SURROGATE.search(caption)
             if bad and (fmt == "csv" or raw_caption):  # bytes that are not UTF-8, as in a .txt

@@ -660,3 +660,34 @@ def test_an_image_written_inline_in_a_path_column_is_named_so(tmp_path):
     ((fourth, _),) = load_payloads([fourth], lambda p: open(p, "rb"), max_image_bytes=10**6)
     assert fourth.reason == "read_error" and len(fourth.detail) < 400
     assert fourth.detail.startswith("cannot read: File name too long: ")
+
+
+def test_a_row_cut_by_an_unquoted_line_break_says_so_and_ragged_rows_are_read(tmp_path):
+    """A caption with a line break written unquoted (pandas with ``lineterminator="\\r"``
+    quotes only that character) splits its row: the rest is a row of its own, whose
+    error said only "column 'image' is empty". It now names the line and the row it
+    belongs to. Rows that leave trailing cells out, but have the ones in use, are read
+    as before and say nothing."""
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "sep=,\nkey,image,caption,url\n"
+        "a,a.jpg,a dog\non the beach,http://x\n"  # the caption cut: 4 cells, then 2
+        "b,b.jpg,a cat\n"  # ragged: url left out
+        "c,c.jpg,a cow,http://y\n",
+        encoding="utf-8",
+    )
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), "csv", **DEFAULTS))
+    got = [(r.key, r.state, r.reason, r.detail or "") for r in records]
+    assert [g[:3] for g in got] == [
+        ("a", "pending", None),
+        ("on the beach", "error", "missing_caption"),
+        ("b", "pending", None),
+        ("c", "pending", None),
+    ]
+    assert got[1][3] == (
+        "column 'caption' is empty (line 4 holds 2 of the header's 4 cells: the rest of the "
+        "row on line 3, cut by a line break in a cell that is not quoted? Quote cells that "
+        "hold line breaks)"
+    )
+    assert all("line break" not in d for *_, d in got[:1] + got[2:])
