@@ -256,9 +256,23 @@ def refused_format(data: bytes) -> str | None:
     head = data[:256].lstrip().lower()
     if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower():
         return "SVG"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"avif", b"heim"):
-        return "HEIF/AVIF"
+    if data[4:8] == b"ftyp":  # an ISO media file: its major and compatible brands say which
+        end = min(int.from_bytes(data[:4], "big"), 256)
+        brands = {data[8:12]} | {data[i : i + 4] for i in range(16, end - 3, 4)}
+        if brands & _HEIF_BRANDS:  # animated AVIF (avis) and HEIF sequences too
+            return "HEIF/AVIF"
+        if brands & _VIDEO_BRANDS:
+            return "MP4/QuickTime video"
     return None
+
+
+#: ISO media brands of still and animated HEIF/HEIC/AVIF images, and of videos.
+_HEIF_BRANDS = frozenset(
+    b.encode() for b in ("heic heix heim heis hevc hevx hevm hevs mif1 msf1 avif avis avio").split()
+)
+_VIDEO_BRANDS = frozenset(
+    {b"isom", b"iso2", b"mp41", b"mp42", b"avc1", b"qt  ", b"M4V ", b"3gp4", b"3gp5", b"dash"}
+)
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

@@ -296,3 +296,29 @@ def test_a_type_error_outside_pillow_is_recorded_as_a_bug_not_as_bad_input(
     pillow = decode_image(data, max_pixels=LIMIT)
     assert isinstance(pillow, DecodeFailure) and pillow.reason == "decode_error"
     assert "unexpected" not in pillow.detail and "a bug" not in pillow.detail
+
+
+@pytest.mark.parametrize(
+    ("head", "name"),
+    [
+        # avifenc's animated AVIF: major brand avis (was "unrecognised image format")
+        (b"\x00\x00\x00\x2cftypavis\x00\x00\x00\x00avifavismsf1iso8mif1miafMA1B", "HEIF/AVIF"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miafMA1B", "HEIF/AVIF"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIF/AVIF"),
+        (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic", "HEIF/AVIF"),  # brand mif1
+        (b"\x00\x00\x00\x1cftyphevc\x00\x00\x00\x00msf1hevcmif1", "HEIF/AVIF"),  # a sequence
+        (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41", "MP4/QuickTime video"),
+        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  ", "MP4/QuickTime video"),
+    ],
+)
+def test_iso_media_files_are_named_by_their_brands(head, name):
+    result = decode_image(head + b"\x00" * 200, max_pixels=10**8)
+    assert isinstance(result, DecodeFailure)
+    assert result.reason == "unsupported_format" and name in result.detail
+
+
+def test_an_unknown_iso_media_brand_is_not_named():
+    result = decode_image(
+        b"\x00\x00\x00\x14ftypabcd\x00\x00\x00\x00abcd" + bytes(200), max_pixels=10**8
+    )
+    assert isinstance(result, DecodeFailure) and result.reason == "decode_error"
