@@ -153,6 +153,8 @@ def _decode_one(
     _quiet_pillow()
     try:
         image = open_image(data)
+    except RefusedImage as exc:
+        return DecodeFailure(exc.reason, exc.detail)
     except Image.DecompressionBombError as exc:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, str(exc))
     except UnidentifiedImageError:
@@ -232,7 +234,17 @@ _REFUSED_MAGIC = (
     (b"\x00\x00\x01\x00", "ICO"),
     (b"\xff\x4f\xff\x51", "JPEG 2000"),
     (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"II+\x00", "BigTIFF"),
+    (b"MM\x00+", "BigTIFF"),
+    (b"\x1f\x8b", "gzip-compressed (an .svgz?)"),
+    (b"BPG\xfb", "BPG"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"#?RADIANCE", "Radiance HDR"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
 )
+#: Netpbm: P1-P7 and whitespace (PPM, PGM, PBM, PAM).
+_NETPBM = re.compile(rb"P[1-7][ \t\r\n]")
 
 
 def _as_text(data: bytes) -> str:
@@ -254,8 +266,16 @@ def refused_format(data: bytes) -> str | None:
         if data.startswith(magic):
             return name
     head = data[:256].lstrip().lower()
-    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower():
+    markup = (b"<svg", b"<?xml", b"<!--", b"<!doctype svg")
+    if head.startswith(markup) and b"<svg" in data[:4096].lower():
         return "SVG"
+    if _NETPBM.match(data[:3]):
+        return "Netpbm (PPM/PGM/PBM)"
+    if len(data) > 4 and data[0] == 0x0A and data[1] in b"\x00\x02\x03\x04\x05":
+        if data[2] in b"\x00\x01" and data[3] in b"\x01\x02\x04\x08":
+            return "PCX"
+    if data[-18:] == b"TRUEVISION-XFILE.\x00":
+        return "TGA"
     if data[4:8] == b"ftyp":  # an ISO media file: its major and compatible brands say which
         end = min(int.from_bytes(data[:4], "big"), 256)
         brands = {data[8:12]} | {data[i : i + 4] for i in range(16, end - 3, 4)}
@@ -296,11 +316,80 @@ def broken_format(data: bytes) -> str | None:
     return None
 
 
+class RefusedImage(ValueError):
+    """Bytes no reader is to decode, with the reason and detail of their error row."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+#: Scans a progressive JPEG may have. Encoders write ~10 (mozjpeg's searched scripts a
+#: few dozen); each scan is a pass over the whole image, so a file that repeats a tiny
+#: scan 100,000 times (2.9 MB) took 150 s to decode, and its thumbnail in the report as
+#: long again (libjpeg-turbo's own tools offer such a limit: ``djpeg -maxscans``).
+MAX_JPEG_SCANS = 256
+_LOSSLESS_SOF = {0xC3: "SOF3", 0xC7: "SOF7", 0xCB: "SOF11", 0xCF: "SOF15"}
+_PROGRESSIVE_SOF = {0xC2, 0xC6, 0xCA, 0xCE}
+_NO_LENGTH = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI
+
+
+def _jpeg_frame(data: bytes) -> int | None:
+    """The start-of-frame marker of a JPEG (0xC0-0xCF but DHT, JPG and DAC), read from
+    its segment lengths; None where the segments end, or a scan starts, before one."""
+    pos, end = 2, min(len(data), 1 << 22)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        if marker == 0xDA:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def jpeg_refusal(data: bytes) -> RefusedImage | None:
+    """Why a JPEG is not decoded: lossless (libjpeg-turbo 3 decodes it, and decoding one
+    at a reduced scale, as every reader here does, corrupted memory and ended the
+    process: the run, or the report in the driver), or progressive with more than
+    :data:`MAX_JPEG_SCANS` scans; None for other data."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    frame = _jpeg_frame(data)
+    if frame in _LOSSLESS_SOF:
+        return RefusedImage(
+            Reason.UNSUPPORTED_FORMAT,
+            f"lossless JPEG ({_LOSSLESS_SOF[frame]}) is not an accepted kind of JPEG: "
+            "decoding one at a reduced scale crashed the process",
+        )
+    if frame in _PROGRESSIVE_SOF:
+        scans = data.count(b"\xff\xda")  # entropy-coded bytes never hold FF DA
+        if scans > MAX_JPEG_SCANS:
+            return RefusedImage(
+                Reason.DECODE_ERROR,
+                f"progressive JPEG of {scans:,} scans > {MAX_JPEG_SCANS} (encoders write "
+                "about 10; each is a pass over the whole image: decoding would take minutes)",
+            )
+    return None
+
+
 def open_image(data: bytes) -> Image.Image:
     """``Image.open`` restricted to the accepted formats: Pillow tries no other plugin,
     so no input can make it start an external program (its EPS plugin runs
     Ghostscript) or reach a rarely used decoder. Every reader of input images uses
-    this."""
+    this; it raises :class:`RefusedImage` for a JPEG no reader is to decode
+    (:func:`jpeg_refusal`)."""
+    refused = jpeg_refusal(data)
+    if refused is not None:
+        raise refused
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
@@ -333,6 +422,8 @@ def _decode_opened(
     # ignored, as imagehash does); they differ only in the resolution that is hashed.
     exact = hash_mode == "exact"
     hashed = oriented if exact else reduced
+    if hashed.mode in _DEEP_MODES:  # its greyscale scaled: Pillow's clips every value > 255
+        hashed = _grey8(hashed)
     working = _to_rgb(reduced)
     # An RGB image hashed as it is also verified (the common case): its greyscale image
     # and signature in one compiled pass, the same bytes as Pillow's two paths.
@@ -348,10 +439,17 @@ def _decode_opened(
 
 
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:
-    """Shrink by an integer factor while the shorter side stays >= working_size."""
+    """Shrink by an integer factor while the shorter side stays >= working_size. A
+    palette or 1-bit image is converted first (reduce() has no kernel for them): it
+    went on at full size, and a 7000 x 7000 one of 32 KB became a 147 MB RGB working
+    image (24 of them peaked at 5.4 GB)."""
     factor = min(image.size) // working_size
-    if factor < 2 or image.mode in ("P", "1"):
+    if factor < 2:
         return image
+    if image.mode == "P":  # its colours; RGBA where a colour is transparent (_to_rgb)
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
     if image.mode.startswith("I;16"):
         # reduce() has no 16-bit kernel: reduce in 32-bit, then back to the same mode
         # (values fit), so hashing and RGB conversion see what they saw before.
@@ -359,20 +457,29 @@ def _reduce(image: Image.Image, working_size: int) -> Image.Image:
     return image.reduce(factor)
 
 
+#: Greyscale modes of more than 8 bits a pixel.
+_DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+
+
+def _grey8(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float greyscale image as 8-bit greyscale, scaled (16-bit data,
+    and 32-bit data past 255, to 0..255) where Pillow's ``convert("L")`` clips: every
+    16-bit greyscale PNG was white to pHash, and all of them shared one hash."""
+    if image.mode == "F":
+        arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    arr = np.asarray(image, dtype=np.int64)
+    peak = 65535 if image.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+    return Image.fromarray(np.clip(arr * 255 // peak, 0, 255).astype(np.uint8), "L")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Normalise any Pillow mode to 8-bit RGB."""
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(image, dtype=np.int64)
-        # 16-bit data scaled to 8 bits (Pillow's convert would clip at 255).
-        peak = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
-        arr8 = np.clip(arr * 255 // peak, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, "L").convert("RGB")
-    if mode == "F":
-        arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in _DEEP_MODES:
+        return _grey8(image).convert("RGB")
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
         mode = "RGBA"

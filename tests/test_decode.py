@@ -322,3 +322,120 @@ def test_an_unknown_iso_media_brand_is_not_named():
         b"\x00\x00\x00\x14ftypabcd\x00\x00\x00\x00abcd" + bytes(200), max_pixels=10**8
     )
     assert isinstance(result, DecodeFailure) and result.reason == "decode_error"
+
+
+def _photo(size: int = 320) -> Image.Image:
+    """A smooth colour picture with some structure (pHash has bits to set)."""
+    y, x = np.mgrid[0:size, 0:size]
+    rgb = np.stack([x * 255 // size, y * 255 // size, (x * y) % 256], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def _lossless_jpeg_head() -> bytes:
+    """The segments of a lossless JPEG up to its scan, as libjpeg-turbo 3's
+    ``cjpeg -lossless 1`` writes them (SOF3, one Huffman table), then entropy bytes."""
+    sof3 = b"\xff\xc3" + struct.pack(">HBHHB", 11, 8, 16, 16, 1) + b"\x01\x11\x00"
+    dht = b"\xff\xc4" + struct.pack(">H", 21) + b"\x00" + bytes([0, 1] + [0] * 14) + b"\x00"
+    sos = b"\xff\xda" + struct.pack(">HB", 8, 1) + b"\x01\x00" + b"\x01\x00\x00"
+    jfif = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    return b"\xff\xd8" + jfif + sof3 + dht + sos + bytes(64) + b"\xff\xd9"
+
+
+def test_a_lossless_jpeg_is_refused_before_pillow_reads_it(monkeypatch):
+    """Regression (helper-31): Pillow's scaled decode of a lossless JPEG (SOF3, as
+    libjpeg-turbo 3 writes) corrupted memory and aborted the process: the run in the
+    Beam worker, or the driver writing the report's thumbnail. Every reader refuses it
+    before Pillow sees it (here Pillow's open fails the test if it is called)."""
+    from mitigate import review
+    from mitigate.decode import RefusedImage, open_image
+
+    data = _lossless_jpeg_head()
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("Pillow reached"))
+    result = decode_image(data, max_pixels=10**8)
+    assert isinstance(result, DecodeFailure) and result.reason == "unsupported_format"
+    assert "lossless JPEG (SOF3)" in result.detail
+    with pytest.raises(RefusedImage):
+        open_image(data)
+    assert review.thumbnail(data, 64) == ""  # the report's and select's path: no image
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_refused_and_an_ordinary_one_decodes():
+    """Regression (helper-31): a progressive JPEG that repeats a scan 100,000 times
+    (2.9 MB) took 150 s to decode, in small runs with no time limit, and as long again
+    for its thumbnail in the report."""
+    from mitigate.decode import MAX_JPEG_SCANS
+
+    data = _jpeg(_photo(), progressive=True)
+    scans = data.count(b"\xff\xda")
+    assert 2 < scans < MAX_JPEG_SCANS
+    assert isinstance(decode_image(data, max_pixels=10**8), DecodedImage)
+    last = data.rindex(b"\xff\xda")
+    repeated = data[:last] + data[last:-2] * (MAX_JPEG_SCANS + 1) + data[-2:]
+    result = decode_image(repeated, max_pixels=10**8)
+    assert isinstance(result, DecodeFailure) and result.reason == "decode_error"
+    assert f"progressive JPEG of {scans + MAX_JPEG_SCANS:,} scans" in result.detail
+    # a baseline JPEG is not counted (its scans cannot be repeated into a slow decode)
+    assert isinstance(decode_image(_jpeg(_photo()), max_pixels=10**8), DecodedImage)
+
+
+@pytest.mark.parametrize("mode", ["P", "1"])
+def test_a_large_palette_or_1_bit_image_is_reduced_like_any_other(mode):
+    """Regression (helper-31): palette and 1-bit images went on at full size (reduce()
+    has no kernel for them): a 7000 x 7000 one of 32 KB became a 147 MB working image.
+    Now converted, then reduced: the working image is small, and the hashes are those
+    of the same pixels given as RGB (or greyscale)."""
+    photo = _photo(1200)
+    image = photo.quantize(64) if mode == "P" else photo.convert("1")
+    plain = image.convert("RGB" if mode == "P" else "L")
+    datas = []
+    for im in (image, plain):
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        datas.append(buf.getvalue())
+    small, same = (_decode(d, working_size=256) for d in datas)
+    assert small.working.size == same.working.size == (300, 300)
+    assert (small.phash, small.phash_mirror) == (same.phash, same.phash_mirror)
+    assert small.signature == same.signature
+
+
+@pytest.mark.parametrize("hash_mode", ["fast", "exact"])
+def test_16_bit_greyscale_images_are_hashed_scaled_not_clipped(hash_mode):
+    """Regression (helper-31): pHash read a 16-bit greyscale image through Pillow's
+    conversion to 8 bits, which clips at 255: every such image was white, with the
+    blank image's hash (8000000000000000), one identical-hash group of all of them, and
+    never near its 8-bit copy."""
+    grey = np.asarray(_photo(300).convert("L"), dtype=np.uint16)
+    hashes = []
+    for arr in (grey * 257, (255 - grey) * 257, grey):
+        buf = io.BytesIO()
+        Image.fromarray(arr.astype(np.uint16 if arr is not grey else np.uint8)).save(buf, "PNG")
+        hashes.append(_decode(buf.getvalue(), hash_mode=hash_mode).phash)
+    deep, inverted, eight = hashes
+    blank = _decode(_png_of(np.full((300, 300), 65535, np.uint16)), hash_mode=hash_mode).phash
+    assert len({deep, inverted, blank}) == 3
+    assert hashing.hamming(deep, eight) <= 2  # its 8-bit copy
+
+
+def _png_of(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [  # were "unrecognised image format" when named .jpg or .png (helper-31)
+        (b"II+\x00\x08\x00\x00\x00" + bytes(64), "BigTIFF"),
+        (b"P6\n2 2\n255\n" + bytes(12), "Netpbm"),
+        (b"P5 2 2 255\n" + bytes(4), "Netpbm"),
+        (b"\x0a\x05\x01\x08" + bytes(124), "PCX"),
+        (__import__("gzip").compress(b"<svg xmlns='http://www.w3.org/2000/svg'/>"), "gzip"),
+        (b"<!-- drawn by hand -->\n<svg xmlns='http://www.w3.org/2000/svg'/>", "SVG"),
+        (b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN">\n<svg/>', "SVG"),
+        (bytes(40) + b"TRUEVISION-XFILE.\x00", "TGA"),
+    ],
+)
+def test_more_recognised_formats_are_named(data, name):
+    result = decode_image(data, max_pixels=10**8)
+    assert isinstance(result, DecodeFailure)
+    assert result.reason == "unsupported_format" and name in result.detail
