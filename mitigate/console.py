@@ -29,21 +29,50 @@ def own_temp_dir(path: str) -> None:
     TEMP_DIRS.append(path)
 
 
+#: A signal that came during :func:`uninterrupted` (acted on at its end), and whether
+#: one is in progress.
+_DEFERRED: dict[str, Any] = {"active": False, "signal": None}
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """The swap of a finished run's output into its folder: a Ctrl-C or SIGTERM that
+    comes meanwhile takes effect after it (the folder then holds the new result whole;
+    stopped halfway, it held parts of two runs: found by helper-32)."""
+    _DEFERRED["active"] = True
+    try:
+        yield
+    finally:
+        _DEFERRED["active"] = False
+        deferred, _DEFERRED["signal"] = _DEFERRED["signal"], None
+        if deferred is not None:
+            _DEFERRED["swapped"] = True
+            deferred()
+
+
 @contextlib.contextmanager
 def interruptible(out: str) -> Iterator[None]:
-    """Ctrl-C during a run: one line, exit 130, at once. Beam's runner threads and
+    """Ctrl-C (or SIGTERM: ``kill``, ``docker stop``, a CI timeout) during a run: one
+    line, exit 130 (143), at once. Beam's runner threads and
     worker processes do not unwind on KeyboardInterrupt (the main thread can sit in a
     wait that never sees it, and each thread prints its own traceback), so the handler
     removes this run's staging folder and lock (what a later run would otherwise clean
     up as a crashed run's) and Beam's temporary folders (:data:`TEMP_DIRS`), and ends
     the process. Nothing under a final name is touched:
-    the output folder keeps the previous result, if any."""
+    the output folder keeps the previous result, if any (during the final swap the
+    signal waits for it: :func:`uninterrupted`)."""
     import shutil
     import signal
 
     def stop(signum: int, frame: Any) -> None:
+        if _DEFERRED["active"]:
+            _DEFERRED["signal"] = lambda: stop(signum, frame)
+            return
+        what = b"terminated" if signum == signal.SIGTERM else b"interrupted"
+        if _DEFERRED.pop("swapped", False):
+            what += b" after the run's complete output was swapped into " + os.fsencode(out)
         with contextlib.suppress(Exception):
-            os.write(2, b"mitigate: interrupted\n")
+            os.write(2, b"mitigate: " + what + b"\n")
         with contextlib.suppress(Exception):
             _remove_own_staging(out)
         with contextlib.suppress(Exception):
@@ -51,17 +80,18 @@ def interruptible(out: str) -> Iterator[None]:
         for path in TEMP_DIRS:
             with contextlib.suppress(Exception):
                 shutil.rmtree(path)
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
 
     try:
-        previous = signal.signal(signal.SIGINT, stop)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread (an embedding caller): leave it alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         TEMP_DIRS.clear()  # the run's own: Pipeline.run has removed them by now
 
 

@@ -200,6 +200,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holds(holder: LockInfo) -> bool:
+    """Whether the lock's process is alive and is the one that wrote it: a process now
+    under its pid that started after the lock was written is another (the pid reused:
+    a container restarted on the same volume runs this command as pid 1 again, and
+    refused forever; found by helper-32)."""
+    if not _alive(holder.pid):
+        return False
+    started = _process_start(holder.pid)
+    return started is None or started <= holder.started + 2.0  # ticks and btime: ~1 s
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), where /proc tells."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            ticks = int(f.read().rpartition(")")[2].split()[19])  # field 22: starttime
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _read_lock(path: str) -> LockInfo | None:
     try:
         with open(path, encoding="utf-8") as f:
@@ -212,7 +235,8 @@ def _read_lock(path: str) -> LockInfo | None:
 @contextlib.contextmanager
 def locked(out: str) -> Iterator[None]:
     """Hold ``out``'s lock for the block; refuse (ConfigError) while another live run
-    holds it, and take over a lock whose process is gone (same host)."""
+    holds it, and take over a lock whose process is gone (same host), or whose pid a
+    process started since holds (:func:`_holds`)."""
     if not _local(out):
         log.warning("%s is not a local folder: the run is not locked against others", out)
         yield
@@ -229,7 +253,7 @@ def locked(out: str) -> Iterator[None]:
                 # Being written this instant, or garbage: give it a moment.
                 time.sleep(0.2)
                 holder = _read_lock(path)
-            if holder is not None and (holder.host != me.host or _alive(holder.pid)):
+            if holder is not None and (holder.host != me.host or _holds(holder)):
                 raise OutputInUse(
                     [
                         f"output.path: {out} is in use by another run ({holder.describe()}); "
@@ -269,14 +293,25 @@ def recover(out: str) -> None:
     for old in _hidden(out, OLD_PREFIX):
         if not fs.exists(fs.join(out, SUMMARY)) and fs.exists(fs.join(old, SUMMARY)):
             log.warning("restoring the previous result that an interrupted run moved to %s", old)
-            for name in _entries(out):
-                fs.delete_tree(fs.join(out, name))
-            for name in _entries(old):
-                fs.rename(fs.join(old, name), fs.join(out, name))
+            _restore(out, old)
         fs.delete_tree(old)
     for staging in _hidden(out, STAGING_PREFIX):
         log.info("removing the staging folder of an interrupted run: %s", staging)
         fs.delete_tree(staging)
+
+
+def _restore(out: str, old: str) -> None:
+    """Put the entries a swap moved to ``old`` back in ``out``. Its ``summary.json``
+    goes aside first (:func:`swap_in`), so a swap stopped at any step leaves in ``out``
+    the previous run's entries not moved yet (kept) and the new run's moved in: those
+    named as one moved aside, or that the previous run did not write (deleted)."""
+    moved = set(_entries(old))
+    listed = set(previous_outputs(old) or moved)
+    for name in _entries(out):
+        if name in moved or name not in listed:
+            fs.delete_tree(fs.join(out, name))
+    for name in sorted(moved, key=lambda n: n == SUMMARY):  # summary.json last
+        fs.rename(fs.join(old, name), fs.join(out, name))
 
 
 def new_staging(out: str) -> str:
@@ -285,10 +320,14 @@ def new_staging(out: str) -> str:
 
 def swap_in(out: str, staging: str) -> list[str]:
     """Replace the previous run's outputs in ``out`` by the staged ones; returns the
-    names now in place. The previous entries are moved aside first and deleted last."""
+    names now in place. The previous entries are moved aside first (``summary.json``
+    first of them) and deleted last; the staged ones moved in ``summary.json`` last. A
+    swap stopped at any step is undone by the next run's :func:`recover`, and a Ctrl-C
+    or SIGTERM waits for it to end (:func:`mitigate.console.uninterrupted`)."""
     old = fs.join(out, f"{OLD_PREFIX}{uuid.uuid4().hex[:12]}")
     previous = previous_outputs(out) or []
-    for name in previous:
+    # summary.json first: while out has one, what it holds is one run's whole result
+    for name in sorted(previous, key=lambda n: n != SUMMARY):
         if fs.exists(fs.join(out, name)):
             fs.rename(fs.join(out, name), fs.join(old, name))
     staged = _entries(staging)

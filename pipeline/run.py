@@ -15,7 +15,7 @@ import apache_beam as beam
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mitigate import __version__, decode_pool, kernels, progress
+from mitigate import __version__, console, decode_pool, kernels, progress
 from mitigate.config import Config, ConfigError
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
@@ -84,7 +84,8 @@ def _staged_in(
             # signatures kept in files while the run lasted (pipeline/sigstore.py)
             fs.delete_tree(layout.signature_store)
             summary = _finish_summary(layout, config, time.perf_counter() - started)
-            outdir.swap_in(out, staging)
+            with console.uninterrupted():  # a Ctrl-C waits: never half a swap
+                outdir.swap_in(out, staging)
         except BaseException:
             fs.delete_tree(staging)
             raise
@@ -126,8 +127,6 @@ def run(
 def _pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Beam pipeline whose temporary folder a Ctrl-C also removes
     (:func:`mitigate.console.interruptible`: it ends the process before ``run`` would)."""
-    from mitigate import console
-
     pipeline = beam.Pipeline(options=options)
     console.own_temp_dir(pipeline.local_tempdir)
     return pipeline

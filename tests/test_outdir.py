@@ -354,3 +354,129 @@ def test_a_run_that_fails_leaves_no_empty_folder_it_made(tmp_path):
             _staged(config, fails)
         assert out.exists() == existed  # a folder the user made stays
         assert not existed or os.listdir(out) == []
+
+
+def _fake_run(folder: Path, tag: str, names: list[str]) -> dict[str, bytes]:
+    """A run's top-level entries (folders with one file, files) and its summary."""
+    folder.mkdir(parents=True)
+    for name in names:
+        if "." in name:
+            (folder / name).write_text(f"{tag} {name}")
+        else:
+            (folder / name).mkdir()
+            (folder / name / "part-000000.parquet").write_text(f"{tag} {name}")
+    summary = {"input_count": 1, "counts": {}, "conservation": {}, "tag": tag}
+    summary["outputs"] = [*names, "summary.json"]
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return _snapshot(folder)
+
+
+def test_a_swap_stopped_at_any_step_leaves_one_whole_result_after_recovery(tmp_path, monkeypatch):
+    """Regression (helper-32): a Ctrl-C (or a kill) during the final swap left the output
+    folder with parts of two runs, `mitigate report` said it had no manifest, and the
+    next run's recovery deleted the previous result's half it had moved aside. Every
+    step of the swap is stopped in turn here; what recovery leaves is the previous
+    result whole, or (the swap done) the new one whole."""
+    old_names = ["shards", "manifest", "report.html", "config.yaml"]
+    new_names = ["shards", "manifest", "quarantine", "config.yaml", "report.html"]
+    renames = len(old_names) + 1 + len(new_names) + 1
+    real_rename = outdir.fs.rename
+    for stop in range(renames + 1):
+        out = tmp_path / f"out{stop}"
+        before = _fake_run(out, "old", old_names)
+        staging = Path(outdir.new_staging(str(out)))
+        after = _fake_run(staging, "new", new_names)
+        done = []
+
+        def rename(src, dst, stop=stop, done=done):
+            if len(done) == stop:
+                raise KeyboardInterrupt
+            done.append(src)
+            real_rename(src, dst)
+
+        monkeypatch.setattr(outdir.fs, "rename", rename)
+        try:
+            outdir.swap_in(str(out), str(staging))
+            finished = True
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(outdir.fs, "rename", real_rename)
+        assert finished == (stop == renames)
+        outdir.recover(str(out))
+        assert _snapshot(out) == (after if finished else before), stop
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_signal_during_the_swap_waits_for_its_end(tmp_path):
+    """A Ctrl-C or SIGTERM that comes while the swap runs takes effect after it, and
+    says the output is in place; outside it, at once."""
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from mitigate import console\n"
+        "out, sig, inside = sys.argv[1], getattr(signal, sys.argv[2]), sys.argv[3] == '1'\n"
+        "with console.interruptible(out):\n"
+        "    if inside:\n"
+        "        with console.uninterrupted():\n"
+        "            os.kill(os.getpid(), sig)\n"
+        "            Path(out, 'swapped').write_text('whole')\n"
+        "    else:\n"
+        "        os.kill(os.getpid(), sig)\n"
+        "        Path(out, 'never').write_text('')\n"
+    )
+    for sig, code, word in (("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")):
+        for inside in (True, False):
+            out = tmp_path / f"{sig}{inside}"
+            out.mkdir()
+            proc = subprocess.run(
+                [PY, "-c", script, str(out), sig, "1" if inside else "0"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert proc.returncode == code, proc.stderr
+            assert proc.stderr.startswith(f"mitigate: {word}")
+            assert ("swapped into" in proc.stderr) == inside
+            assert [p.name for p in out.iterdir()] == (["swapped"] if inside else [])
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(finished, tmp_path, sample_dir):
+    """Regression (helper-32): `kill PID` (docker stop, a CI timeout) ended a run with no
+    word and left its lock, staging folder and Beam's temporary folder behind."""
+    out = _copy(finished[0], tmp_path / "out")
+    before = _snapshot(out)
+    proc = _cli(_run_args([sample_dir / "shard-00001.tar"], out, "--overwrite"), tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob(".mitigate-staging-*/config.yaml")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "mitigate: terminated" in err
+    assert _snapshot(out) == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_lock_whose_pid_a_newer_process_holds_is_taken_over(tmp_path):
+    """Regression (helper-32): a lock left by a killed run names a pid that a process
+    started since may hold (a container restarted on the same volume runs the command
+    as pid 1 again: the lock named its own pid); it was "in use by another run" until
+    deleted by hand. A lock of a live process that started before it was written still
+    refuses."""
+    out = tmp_path / "out"
+    out.mkdir()
+    host = socket.gethostname()
+    mine = outdir._process_start(os.getpid())
+    assert mine is not None and abs(mine - time.time()) < 3600  # /proc is read
+    for pid, started, refused in (
+        (os.getpid(), mine - 600, False),  # this process's pid, in a lock older than it
+        (1, time.time(), True),  # a live process older than the lock: its holder
+    ):
+        (out / outdir.LOCK).write_text(json.dumps({"pid": pid, "host": host, "started": started}))
+        if refused:
+            with pytest.raises(ConfigError, match=f"pid {pid}"), outdir.locked(str(out)):
+                pass
+            continue
+        with outdir.locked(str(out)):
+            assert json.loads((out / outdir.LOCK).read_text())["started"] > started
