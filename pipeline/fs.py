@@ -84,9 +84,10 @@ def join(base: str, *parts: str) -> str:
 def match(patterns: list[str]) -> dict[str, list[str]]:
     """Expand each pattern to a sorted list of file paths (empty list if none match).
     Braces first, as WebDataset and img2dataset name shard sets
-    (``shard-{000000..000099}.tar``, ``{train,val}/*.tar``), then globs."""
+    (``shard-{000000..000099}.tar``, ``{train,val}/*.tar``), then globs (``/**/`` also
+    as no folder: :func:`_globstar`)."""
     out: dict[str, list[str]] = {}
-    alternatives = {p: braces(p) for p in patterns}
+    alternatives = {p: [g for b in braces(p) for g in _globstar(b)] for p in patterns}
     flat = list(dict.fromkeys(a for alts in alternatives.values() for a in alts))
     remote = [p for p in flat if not _local(p)]
     found = dict(zip(remote, _beam()[0].match(remote), strict=True)) if remote else {}
@@ -112,6 +113,17 @@ def braces(pattern: str) -> list[str]:
         return list(dict.fromkeys(braceexpand(pattern)))
     except ValueError:  # an unbalanced brace: a name, not a pattern
         return [pattern]
+
+
+def _globstar(pattern: str) -> list[str]:
+    """``pattern`` and, where it holds ``/**/``, each way of reading one as no folder:
+    ``data/**/*.tar`` matches ``data/a.tar`` too, as in bash and Python's glob (Beam's
+    ``**`` needs a folder there, and a user's top-level shards went unread)."""
+    head, sep, tail = pattern.partition("/**/")
+    if not sep:
+        return [pattern]
+    rest = _globstar(tail)
+    return [f"{head}/**/{t}" for t in rest] + [f"{head}/{t}" for t in rest]
 
 
 def _match_local(pattern: str) -> list[str]:

@@ -203,3 +203,22 @@ def test_key_prefix_source_keeps_two_downloads_that_name_their_samples_alike(tmp
 
     with tarfile.open(tmp_path / "b" / "shards" / "shard-000000.tar") as tar:
         assert "val/00000/000000003.png" in tar.getnames()
+
+
+def test_a_double_star_folder_also_matches_no_folder(tmp_path):
+    """Regression (helper-32): ``g/**/*.tar`` read ``g/sub/b.tar`` but not ``g/a.tar``
+    (Beam's ``**`` needs a folder there; bash's and Python's match both), so top-level
+    shards were left out without a word. Each ``/**/`` is also read as none."""
+    _files(tmp_path, ["g/a.tar", "g/sub/b.tar", "g/sub/deep/c.tar", "g/sub/x.txt", "h/d.tar"])
+    got = fs.match(
+        [
+            f"{tmp_path}/g/**/*.tar",
+            f"{tmp_path}/**/sub/**/*.tar",  # two of them: every combination
+            f"{tmp_path}/g/*.tar",  # no double star: as before
+        ]
+    )
+    assert [[Path(p).relative_to(tmp_path).as_posix() for p in v] for v in got.values()] == [
+        ["g/a.tar", "g/sub/b.tar", "g/sub/deep/c.tar"],
+        ["g/sub/b.tar", "g/sub/deep/c.tar"],
+        ["g/a.tar"],
+    ]

@@ -106,13 +106,19 @@ def test_local_match_expands_globs_exactly_as_beam_does(tmp_path: Path) -> None:
         f"{tmp_path}/nowhere/*.tar",
         f"{tmp_path}/f[1].tar",
     ]
-    ours = fs.match(patterns)
+    ours = {p: sorted(fs._match_local(p)) for p in patterns}
     beams = FileSystems.match(patterns)
     for pattern, result in zip(patterns, beams, strict=True):
         assert ours[pattern] == sorted(m.path for m in result.metadata_list), pattern
     assert (
         len(ours[f"{tmp_path}/**/*.tar"]) == 2 and len(ours[f"{tmp_path}/*.tar"]) == 4
     )  # dotfiles too, as Beam
+    # fs.match reads a "/**/" also as no folder (bash's and Python's glob): Beam's
+    # matches of both readings
+    both = FileSystems.match([f"{tmp_path}/**/*.tar", f"{tmp_path}/*.tar"])
+    union = sorted({m.path for r in both for m in r.metadata_list})
+    assert fs.match([f"{tmp_path}/**/*.tar"])[f"{tmp_path}/**/*.tar"] == union
+    assert len(union) == 6
 
 
 def test_the_model_with_its_embedding_exposed_is_built_once_then_read_from_the_cache(
