@@ -153,14 +153,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from mitigate.defaults import TERMS_NAME as TERMS_KEPT
     from mitigate.defaults import InitRefused, write_starter
 
     try:
         written = write_starter(Path(args.path), force=args.force)
     except InitRefused as exc:
         raise UsageError(f"init: {exc}") from None
+    kept = "" if len(written) > 1 else f" (its terms list, {TERMS_KEPT}, kept as it is)"
     print(
-        f"wrote {written[0]} and {written[1]}; edit input.paths, then "
+        f"wrote {' and '.join(map(str, written))}{kept}; edit input.paths, then "
         f"`mitigate validate --config {written[0]}`"
     )
     return 0

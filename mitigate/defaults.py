@@ -99,9 +99,10 @@ class InitRefused(Exception):
 def write_starter(path: Path, force: bool = False) -> list[Path]:
     """Write a commented starter config at ``path`` (a ``.yaml``/``.yml`` file; any
     other path is a folder that gets ``mitigate.yaml``) and, beside it, the violence terms
-    list it names (``terms/violence.txt``). Refuses to replace either file unless
-    ``force``, and a new path with another extension (``my.json`` became a folder).
-    Returns the files written."""
+    list it names (``terms/violence.txt``; an existing one is kept, so a second config
+    in a folder shares it). Refuses to replace the config unless ``force``, and a new
+    path with another extension (``my.json`` became a folder). Returns the files
+    written."""
     path = Path(path)
     if path.exists() and not path.is_dir() and path.suffix.lower() not in (".yaml", ".yml"):
         raise InitRefused(
@@ -117,15 +118,17 @@ def write_starter(path: Path, force: bool = False) -> list[Path]:
     if path.is_dir() or path.suffix.lower() not in (".yaml", ".yml"):
         path = path / "mitigate.yaml"  # a folder, existing or to be made
     terms = path.parent / TERMS_NAME
-    if not force:
-        existing = [p for p in (path, terms) if p.exists()]
-        if existing:
-            raise InitRefused(
-                f"{existing[0]} exists; pass --force to overwrite it, or choose another PATH"
-            )
+    if path.exists() and not force:
+        raise InitRefused(f"{path} exists; pass --force to overwrite it, or choose another PATH")
     path.parent.mkdir(parents=True, exist_ok=True)
-    terms.parent.mkdir(parents=True, exist_ok=True)
-    terms.write_bytes((packaged_config_dir() / TERMS_NAME).read_bytes())
+    written = [path]
+    if force or not terms.exists():  # an existing list is kept: a second config shares it
+        terms.parent.mkdir(parents=True, exist_ok=True)
+        terms.write_bytes((packaged_config_dir() / TERMS_NAME).read_bytes())
+        written.append(terms)
     path.write_text(STARTER.format(name=path.name, terms=TERMS_NAME.as_posix()), encoding="utf-8")
-    log.info("wrote %s and %s", path, terms)
-    return [path, terms]
+    log.info(
+        "wrote %s",
+        " and ".join(map(str, written)) + ("" if terms in written else f" (kept {terms})"),
+    )
+    return written

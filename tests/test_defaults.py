@@ -173,3 +173,20 @@ def test_init_writes_a_starter_that_validates_and_refuses_to_overwrite(
     (tmp_path / "cfg.d").mkdir()  # an existing folder with a dot in its name is one
     assert main(["init", "cfg.d"]) == 0
     assert (tmp_path / "cfg.d" / "mitigate.yaml").is_file()
+
+
+def test_a_second_config_in_a_folder_shares_its_terms_list(tmp_path, monkeypatch, capsys):
+    """Regression (helper-32): after `init`, `init my.yaml` was refused because
+    terms/violence.txt existed ("choose another PATH": any path in that folder hit the
+    same file). The list is kept (a user's edits with it) and the config written."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    terms = tmp_path / "terms" / "violence.txt"
+    terms.write_text("my own\n")
+    assert main(["init", "my.yaml"]) == 0
+    assert (tmp_path / "my.yaml").is_file() and terms.read_text() == "my own\n"
+    assert main(["validate", "--config", "my.yaml"]) in (0, 2)  # parses (inputs may miss)
+    assert "unknown key" not in capsys.readouterr().err
+    assert main(["init", "my.yaml"]) == 2  # the config itself is never replaced
+    assert main(["init", "my.yaml", "--force"]) == 0  # --force writes both again
+    assert terms.read_text() != "my own\n"
