@@ -19,6 +19,7 @@ their RSS is not the plain run's, so the plain rows are measured without them.
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 --long-side 1024 --tracemalloc
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 --record-bytes
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 6400 --old-pickling
+    python benchmarks/bench_memory.py --data bench_data --sizes 1600 6400 --nsfw
 """
 
 from __future__ import annotations
@@ -47,15 +48,22 @@ from bench_pipeline import ensure_data  # noqa: E402
 log = logging.getLogger("bench_memory")
 
 
-def _overrides(shards: list[str], out: str, verify: bool, spill: str = "auto") -> list[str]:
+def _overrides(
+    shards: list[str], out: str, verify: bool, spill: str = "auto", nsfw: bool = False
+) -> list[str]:
+    """``nsfw``: the default config's filters (nsfw storing its embeddings, rebalancing
+    on them), not the bench filters."""
+    bench_filters = [
+        "filters=[{name: image_quality}, {name: caption_terms, category: violence, "
+        "terms_file: terms/violence.txt}]",
+        "rebalance.embedding_filter=null",
+    ]
     return [
         f"input.paths={json.dumps(shards)}",
         f"output.path={out}",
         "output.overwrite=true",
         "input.chunk_size=32",
-        "filters=[{name: image_quality}, {name: caption_terms, category: violence, "
-        "terms_file: terms/violence.txt}]",
-        "rebalance.embedding_filter=null",
+        *([] if nsfw else bench_filters),
         "decode.processes=1",
         f"dedup.verify={'true' if verify else 'false'}",
         f"runner.spill_signatures={spill}",
@@ -175,6 +183,7 @@ def child(
     no_signatures: bool = False,
     old_pickling: bool = False,
     spill: str = "auto",
+    nsfw: bool = False,
 ) -> None:
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
@@ -199,7 +208,7 @@ def child(
         core.compute_signals = unsigned
 
     config, _ = load_config(
-        REPO / "configs" / "default.yaml", _overrides(shards, out, verify, spill)
+        REPO / "configs" / "default.yaml", _overrides(shards, out, verify, spill, nsfw)
     )
     hw = HeapWatch() if heap else None
     sw = StageWatch(trim) if stages or trim else None
@@ -224,7 +233,7 @@ def run_child(shards: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--no-verify"] * (not args.verify) + ["--stages"] * args.stages
         cmd += ["--trim"] * args.trim + ["--no-signatures"] * args.no_signatures
         cmd += ["--old-pickling"] * args.old_pickling
-        cmd += ["--spill-signatures", args.spill_signatures]
+        cmd += ["--spill-signatures", args.spill_signatures] + ["--nsfw"] * args.nsfw
         proc = subprocess.run([*cmd, *map(str, shards)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -316,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         help="runner.spill_signatures (auto: on, the local runner's default; false: the "
         "signatures in Beam's collections, as before session 21)",
     )
+    parser.add_argument(
+        "--nsfw",
+        action="store_true",
+        help="the default config's filters: nsfw with its stored embeddings, rebalancing on them",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
@@ -332,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             args.no_signatures,
             args.old_pickling,
             args.spill_signatures,
+            args.nsfw,
         )
         return 0
     if args.record_bytes:
