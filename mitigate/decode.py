@@ -438,13 +438,25 @@ def _decode_opened(
     return _Unhashed(width, height, fmt, working, sig, thumb)
 
 
+#: A reduced image's long side is under twice this many times its short side (or the
+#: working size, if larger).
+MAX_REDUCED_ASPECT = 16
+
+
 def _reduce(image: Image.Image, working_size: int) -> Image.Image:
-    """Shrink by an integer factor while the shorter side stays >= working_size. A
+    """Shrink by an integer factor while the shorter side stays >= working_size, and
+    along the long side of an image more than :data:`MAX_REDUCED_ASPECT` times as long
+    as wide by more (a 1 x 49,000,000 PNG ran out of memory in Pillow's resize for
+    pHash, and took 10 s and 2.7 GB in the compiled kernels: one sample two outcomes). A
     palette or 1-bit image is converted first (reduce() has no kernel for them): it
     went on at full size, and a 7000 x 7000 one of 32 KB became a 147 MB RGB working
     image (24 of them peaked at 5.4 GB)."""
-    factor = min(image.size) // working_size
-    if factor < 2:
+    w, h = image.size
+    factor = max(min(w, h) // working_size, 1)
+    side = max(min(w, h) // factor, working_size) * MAX_REDUCED_ASPECT
+    extra = max(max(w, h) // factor // side, 1)
+    fx, fy = (factor * extra, factor) if w >= h else (factor, factor * extra)
+    if fx < 2 and fy < 2:
         return image
     if image.mode == "P":  # its colours; RGBA where a colour is transparent (_to_rgb)
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -453,8 +465,8 @@ def _reduce(image: Image.Image, working_size: int) -> Image.Image:
     if image.mode.startswith("I;16"):
         # reduce() has no 16-bit kernel: reduce in 32-bit, then back to the same mode
         # (values fit), so hashing and RGB conversion see what they saw before.
-        return image.convert("I").reduce(factor).convert("I;16")
-    return image.reduce(factor)
+        return image.convert("I").reduce((fx, fy)).convert("I;16")
+    return image.reduce((fx, fy))
 
 
 #: Greyscale modes of more than 8 bits a pixel.

@@ -439,3 +439,36 @@ def test_more_recognised_formats_are_named(data, name):
     result = decode_image(data, max_pixels=10**8)
     assert isinstance(result, DecodeFailure)
     assert result.reason == "unsupported_format" and name in result.detail
+
+
+@pytest.mark.parametrize("size", [(2, 600_000), (600_000, 3)])
+def test_an_extremely_long_image_decodes_alike_in_both_kernel_paths(size):
+    """Regression (helper-31): a 1 x 49,000,000 PNG (under max_pixels) ran out of memory
+    in Pillow's resize for pHash (numpy references: error/too_many_pixels) but took 10 s
+    and 2.7 GB in the compiled kernels (kept, then filtered): one sample, two outcomes.
+    The long side is now reduced too, to under 32 times the short one (or the working
+    size), and both paths give the same bits."""
+    from mitigate import kernels
+
+    long_side = max(size)
+    ramp = (np.arange(long_side) * 255 // long_side).astype(np.uint8)
+    arr = np.tile(ramp, (min(size), 1))
+    image = Image.fromarray(arr if size[0] > size[1] else arr.T.copy(), "L")
+    assert image.size == size
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    results = []
+    for compiled in (False, True):
+        kernels.set_compiled(compiled)
+        try:
+            results.append(_decode(buf.getvalue(), working_size=256))
+        finally:
+            kernels.set_compiled(True)
+    slow, fast = results
+    assert (slow.width, slow.height) == (fast.width, fast.height) == size
+    assert (slow.phash, slow.phash_mirror, slow.signature) == (
+        fast.phash,
+        fast.phash_mirror,
+        fast.signature,
+    )
+    assert max(slow.working.size) <= 2 * 16 * 256 and slow.phash != 0x8000000000000000
