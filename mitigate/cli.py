@@ -565,6 +565,9 @@ def entry() -> NoReturn:
         if not isinstance(exc.code, int | None):
             raise
         code = exc.code or 0
+    except KeyboardInterrupt:  # before a command's own handling: while modules import
+        print("mitigate: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     exit_now(code)
 
 

@@ -305,3 +305,19 @@ def test_a_negative_thumbnail_count_is_a_usage_error(tmp_path, capsys):
         main(["report", str(tmp_path), "--max-thumbs", "-1"])
     assert exit_.value.code == 2
     assert "argument --max-thumbs: -1 is below 0" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_130():
+    """Regression (helper-32): a Ctrl-C in the first half second (numpy, pyarrow
+    importing, before a command handles it) printed a traceback and the process died
+    by the signal."""
+    script = (
+        "from mitigate import cli\n"
+        "def main():\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.main = main\n"
+        "cli.entry()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 130
+    assert proc.stderr == "mitigate: interrupted\n"
