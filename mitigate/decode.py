@@ -156,7 +156,7 @@ def _decode_one(
     except RefusedImage as exc:
         return DecodeFailure(exc.reason, exc.detail)
     except Image.DecompressionBombError as exc:
-        return DecodeFailure(Reason.TOO_MANY_PIXELS, str(exc))
+        return DecodeFailure(Reason.TOO_MANY_PIXELS, _bomb_detail(exc, max_pixels))
     except UnidentifiedImageError:
         refused = refused_format(data)
         if refused:
@@ -184,6 +184,15 @@ def _decode_one(
         return DecodeFailure(Reason.DECODE_ERROR, _failure_detail(image.format, exc))
     except MemoryError:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, "out of memory while decoding")
+
+
+def _bomb_detail(exc: Exception, max_pixels: int) -> str:
+    """The detail of an image Pillow refused to open for its size (twice its own limit),
+    in the terms of ``max_pixels`` (it named Pillow's limit, 178,956,970 pixels)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found is None:
+        return str(exc)
+    return f"declares {int(found.group(1)):,} pixels > max_pixels {max_pixels:,}"
 
 
 _reported: set[tuple[str, str]] = set()  # (exception type, place) logged in this process

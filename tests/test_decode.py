@@ -472,3 +472,16 @@ def test_an_extremely_long_image_decodes_alike_in_both_kernel_paths(size):
         fast.signature,
     )
     assert max(slow.working.size) <= 2 * 16 * 256 and slow.phash != 0x8000000000000000
+
+
+def test_an_image_pillow_refuses_for_its_size_is_named_against_max_pixels():
+    """Pillow refuses at open an image of over twice its own limit (178,956,970 pixels),
+    and the detail named that limit, not the run's max_pixels (helper-31)."""
+    png = io.BytesIO()
+    Image.new("1", (1, 1)).save(png, "PNG")
+    data = bytearray(png.getvalue())
+    data[16:24] = struct.pack(">II", 30000, 30000)  # IHDR: 900,000,000 pixels
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    result = decode_image(bytes(data), max_pixels=50_000_000)
+    assert isinstance(result, DecodeFailure) and result.reason == "too_many_pixels"
+    assert result.detail == "declares 900,000,000 pixels > max_pixels 50,000,000"
