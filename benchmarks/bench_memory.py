@@ -20,6 +20,8 @@ their RSS is not the plain run's, so the plain rows are measured without them.
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 --record-bytes
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 6400 --old-pickling
     python benchmarks/bench_memory.py --data bench_data --sizes 1600 6400 --nsfw
+    python benchmarks/bench_memory.py --data bench_data --sizes 1600 6400 --nsfw \
+        --fit-sample 1000 --carry-embeddings
 """
 
 from __future__ import annotations
@@ -184,6 +186,8 @@ def child(
     old_pickling: bool = False,
     spill: str = "auto",
     nsfw: bool = False,
+    carry_embeddings: bool = False,
+    fit_sample: int | None = None,
 ) -> None:
     from mitigate.config import load_config
     from mitigate.pipeline.run import run
@@ -193,6 +197,16 @@ def child(
         import old_pickling as old
 
         old.install()
+
+    if carry_embeddings:  # the stored embeddings in the records, as before session 25
+        from mitigate.pipeline import sigstore
+
+        spill_all = sigstore.spill
+
+        def signatures_only(store: str, records: Any, embeddings: bool = False) -> Any:
+            return spill_all(store, records)
+
+        sigstore.spill = signatures_only
 
     if no_signatures:  # an experiment: what the signatures cost, all in all
         from mitigate import stages as core
@@ -208,7 +222,9 @@ def child(
         core.compute_signals = unsigned
 
     config, _ = load_config(
-        REPO / "configs" / "default.yaml", _overrides(shards, out, verify, spill, nsfw)
+        REPO / "configs" / "default.yaml",
+        _overrides(shards, out, verify, spill, nsfw)
+        + ([f"rebalance.fit_sample_size={fit_sample}"] if fit_sample else []),
     )
     hw = HeapWatch() if heap else None
     sw = StageWatch(trim) if stages or trim else None
@@ -234,6 +250,8 @@ def run_child(shards: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--trim"] * args.trim + ["--no-signatures"] * args.no_signatures
         cmd += ["--old-pickling"] * args.old_pickling
         cmd += ["--spill-signatures", args.spill_signatures] + ["--nsfw"] * args.nsfw
+        cmd += ["--carry-embeddings"] * args.carry_embeddings
+        cmd += ["--fit-sample", str(args.fit_sample)] if args.fit_sample else []
         proc = subprocess.run([*cmd, *map(str, shards)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -330,6 +348,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the default config's filters: nsfw with its stored embeddings, rebalancing on them",
     )
+    parser.add_argument(
+        "--carry-embeddings",
+        action="store_true",
+        help="experiment: stored embeddings ride in the records (not in the run's store), "
+        "as before session 25",
+    )
+    parser.add_argument(
+        "--fit-sample",
+        type=int,
+        help="rebalance.fit_sample_size (the fit's memory grows with it up to the cap, "
+        "50,000 by default: a small one shows the per-sample growth of the rest)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
@@ -347,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             args.old_pickling,
             args.spill_signatures,
             args.nsfw,
+            args.carry_embeddings,
+            args.fit_sample,
         )
         return 0
     if args.record_bytes:

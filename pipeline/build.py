@@ -16,14 +16,14 @@
 
 Image bytes exist only inside ``ProcessChunk`` and the shard writer; every shuffle
 moves light records, so memory does not grow with image volume on any runner. The
-verification signatures do not ride along: with ``runner.spill_signatures`` (the local
-runner) the decode step writes them to files of the staging folder and the near-dup
-decision, the manifest and the quarantine writers read them back
-(pipeline/sigstore.py); otherwise they leave the records after exact dedup, the near-dup
-items take theirs in the same stage, the manifest gets them back grouped by source
-(pipeline/signatures.py). No step splits the records and rejoins them with a Flatten
-(the local runner encodes every record a Flatten carries once more); the only Flatten
-of records is the group by source's (tests/test_record_routing.py).
+verification signatures and stored embeddings do not ride along: with
+``runner.spill_signatures`` (the local runner) the decode step writes them to files of
+the staging folder, and the near-dup decision, rebalancing and the manifest and
+quarantine writers read them back (pipeline/sigstore.py); otherwise the signatures leave
+the records after exact dedup, the near-dup items take theirs in the same stage, the
+manifest gets them back by source (pipeline/signatures.py). No step splits the records
+and rejoins them with a Flatten (the local runner encodes every record a Flatten
+carries once more): the only Flatten of records is the group by source's.
 """
 
 from __future__ import annotations
@@ -205,10 +205,8 @@ class WriteManifestPart(beam.DoFn):
 
     def process(self, element: tuple[PartKey, Iterable[SampleRecord | None]]) -> Iterator[Any]:
         (ordinal, block), group = element
-        # None is the marker every source sends to its first block, so a source with no
-        # sample (an empty or unreadable file) still gets its (empty) manifest part; the
-        # signatures of the block's samples come beside its records
-        # (pipeline/signatures.py).
+        # None: the marker every source sends to its first block (a source without a
+        # sample gets its empty part); signatures come beside records (signatures.py).
         signatures: dict[int, bytes] = {}
         light: list[SampleRecord] = []
         for element in group:
@@ -219,6 +217,10 @@ class WriteManifestPart(beam.DoFn):
         if self.store is not None and light:
             signatures = sigstore.read_block(self.store, light[0].source, block, self.per_part)
         records = attach(sorted(light, key=lambda r: r.index), signatures)
+        if self.store is not None:  # the embeddings the decode step kept in files
+            records = sigstore.with_embeddings(
+                self.store, records, self.embedding_ids, block, self.per_part
+            )
         with fs.atomic_write(self.layout.manifest_part(ordinal, block)) as f:
             rows = output.write_manifest(records, self.filter_ids, f)
         for fid in self.embedding_ids:
@@ -529,7 +531,7 @@ def _finish(
     final_parts: tuple[beam.PCollection, ...] = (final,)
     if config.rebalance.enabled:
         final_parts, rebalance_report = final | "Rebalance" >> Rebalance(
-            config.rebalance, config.filters, rejoin=False
+            config.rebalance, config.filters, rejoin=False, store=store
         )
     else:
         rebalance_report = pipeline | "NoRebalance" >> beam.Create([])

@@ -20,8 +20,9 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.shared import Shared
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from mitigate import decode_pool, kernels, progress, stages, workers
@@ -302,17 +303,45 @@ class _ModelHolder:
 
 
 class Decide(beam.DoFn):
-    """Every score is in: apply the filters' decisions (config order), drop the pixels."""
+    """Every score is in: apply the filters' decisions (config order), drop the pixels.
+    With a ``store`` (``runner.spill_signatures``, where the models ran after the decode
+    step: RunInference) the stored embeddings go there, :data:`SPILL_BATCH` records a
+    file, and the records on without them (the local runner's worker held ~43 KB a
+    sample more with them: BENCHMARKS.md)."""
 
-    def __init__(self, filters: Sequence[FilterConfig]) -> None:
+    def __init__(self, filters: Sequence[FilterConfig], store: str | None = None) -> None:
         self.filter_configs = list(filters)
+        self.store = store
 
     def setup(self) -> None:
         self._filters = [build_filter(c) for c in self.filter_configs]
         self._heads = [f for f in self._filters if is_head(f)]
 
+    def start_bundle(self) -> None:
+        self._held: list[SampleRecord] = []
+
     def process(self, item: ScoringItem) -> Iterator[SampleRecord]:
-        yield stages.decide(apply_heads(item.record, self._heads), self._filters)
+        record = stages.decide(apply_heads(item.record, self._heads), self._filters)
+        if self.store is None:
+            yield record
+            return
+        self._held.append(record)
+        if len(self._held) >= SPILL_BATCH:
+            yield from self._spill()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self.store is not None:
+            for record in self._spill():
+                yield WindowedValue(record, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _spill(self) -> list[SampleRecord]:
+        held, self._held = self._held, []
+        assert self.store is not None
+        return sigstore.spill(self.store, held, embeddings=True) if held else []
+
+
+#: Records whose stored embeddings :class:`Decide` writes to one store file.
+SPILL_BATCH = 64
 
 
 def _keeps_embedding(cfg: FilterConfig, filters: Sequence[FilterConfig]) -> bool:
@@ -357,4 +386,7 @@ class ProcessChunk(beam.PTransform):
                 flt = build_filter(cfg)
                 if isinstance(flt, ModelFilter):
                     items = items | ScoreWithModel(flt, _keeps_embedding(cfg, self.filters))
-        return items | "Decide" >> beam.ParDo(Decide(self.filters))
+        # the embeddings to the store after the heads read them, where the runner keeps
+        # finish_bundle's output (Dask's, with the models inline, does not)
+        store = None if self.inline else self.store
+        return items | "Decide" >> beam.ParDo(Decide(self.filters, store))

@@ -23,7 +23,6 @@ Nothing holds more than the fit sample and fixed-size histograms in one worker.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
@@ -35,20 +34,19 @@ from apache_beam.pvalue import AsSingleton
 
 from mitigate import raking
 from mitigate import rebalance as rb
-from mitigate import rebalance_select as select
 from mitigate.config import RebalanceConfig
 from mitigate.filters import FilterConfig
+from mitigate.pipeline.rebalance_fit import (
+    BottomK,
+    RawWeight,
+    entry_embedding,
+    fit,
+    raw_weights,
+)
 from mitigate.records import FILTERED, KEPT, SampleRecord
 
 log = logging.getLogger(__name__)
 _BATCH = 512
-
-
-class RawWeight(NamedTuple):
-    """A kept record and its raw density ratio (before clipping and scaling)."""
-
-    record: SampleRecord
-    raw: float
 
 
 class PatternWeight(NamedTuple):
@@ -111,110 +109,6 @@ def masked_terms(
         if flt.filter_id in harmful:
             out.update(flt.matched_terms)
     return frozenset(out)
-
-
-def _features(cfg: RebalanceConfig, dim: int, masked: frozenset) -> rb.FeatureConfig:
-    return rb.FeatureConfig(
-        n_features=cfg.n_features,
-        embedding_dim=dim,
-        embedding_weight=cfg.embedding_weight,
-        masked_terms=masked,
-    )
-
-
-def _embedding(record: SampleRecord, filter_id: str | None) -> np.ndarray | None:
-    if filter_id is None:
-        return None
-    emb = record.embeddings.get(filter_id)
-    return None if emb is None else np.asarray(emb, dtype=np.float32)
-
-
-class BottomK(beam.CombineFn):
-    """Deterministic uniform sample of at most ``n`` population records."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
-
-    def create_accumulator(self) -> list:
-        return []
-
-    def add_input(self, acc: list, item: tuple[str, Any]) -> list:
-        """``bottom_k_merge(acc, [entry], n)`` in O(log n): a binary search and one list
-        insert (the accumulator is Beam's to modify), instead of walking the whole
-        sample for every element (issue 14: ~1 ms per sample at a few thousand)."""
-        key, payload = item
-        rank = (rb.key_hash64(key, self.seed), key)
-        if self.n <= 0 or (len(acc) >= self.n and rank >= acc[-1][:2]):
-            return acc
-        at = bisect.bisect_left(acc, rank, key=lambda entry: entry[:2])
-        if at < len(acc) and acc[at][:2] == rank:
-            return acc  # the same key is in already; its entry stays
-        acc.insert(at, (*rank, payload))
-        if len(acc) > self.n:
-            acc.pop()
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[list]) -> list:
-        out: list = []
-        for acc in accs:
-            out = rb.bottom_k_merge(out, acc, self.n)
-        return out
-
-    def extract_output(self, acc: list) -> list:
-        return acc
-
-
-@dataclasses.dataclass(frozen=True)
-class Fitted:
-    """The fitted model (None when the sample cannot support a fit) and fit facts."""
-
-    model: rb.DensityRatioModel | None
-    info: dict[str, Any]
-
-
-def fit(
-    sample: list, cfg: RebalanceConfig, embedding_filter: str | None, masked: frozenset
-) -> Fitted:
-    captions = [p[0] for _, _, p in sample]
-    kept = np.array([p[2] for _, _, p in sample], dtype=bool)
-    info = {"fit_sample": len(sample), "fit_sample_kept": int(kept.sum())}
-    if len(sample) < 2 or kept.all() or not kept.any():
-        info["note"] = "nothing to learn (no filtered or no kept samples in the fit sample)"
-        return Fitted(None, info)
-    embeddings = None
-    dim = 0
-    if embedding_filter is not None:
-        embeddings = np.stack([p[1] for _, _, p in sample])
-        dim = embeddings.shape[1]
-    feature_config = _features(cfg, dim, masked)
-    features = feature_config.featurize(captions, embeddings)
-    c_value = cfg.C
-    if c_value == "auto":
-        hashes = [h for h, _, _ in sample]
-        c_value, info["C_selection"] = select.select_for_run(
-            hashes, features, kept, cfg, feature_config
-        )
-    model = rb.fit_density_ratio_from_sample(
-        features, kept, C=float(c_value), feature_config=feature_config
-    )
-    info["C"] = float(c_value)
-    info["train_auc"] = model.train_auc
-    return Fitted(model, info)
-
-
-def raw_weights(
-    batch: list[SampleRecord], fitted: Fitted, embedding_filter: str | None
-) -> list[RawWeight]:
-    """(record, raw density ratio) for a batch of kept records (featurised together,
-    which is ~25x cheaper per sample than one at a time)."""
-    batch = sorted(batch, key=lambda r: r.order)
-    if fitted.model is None:
-        return [RawWeight(r, 1.0) for r in batch]
-    emb = None
-    if embedding_filter is not None:
-        emb = np.stack([_embedding(r, embedding_filter) for r in batch])
-    raw = fitted.model.weights_for([r.caption for r in batch], emb)
-    return [RawWeight(r, float(v)) for r, v in zip(batch, raw, strict=True)]
 
 
 class ScaleFn(beam.CombineFn):
@@ -442,10 +336,15 @@ class Rebalance(beam.PTransform):
     (weighted kept, others), for a caller that groups them anyway (a Flatten less)."""
 
     def __init__(
-        self, cfg: RebalanceConfig, filters: Sequence[FilterConfig], rejoin: bool = True
+        self,
+        cfg: RebalanceConfig,
+        filters: Sequence[FilterConfig],
+        rejoin: bool = True,
+        store: str | None = None,
     ) -> None:
         super().__init__()
         self.cfg, self.rejoin = cfg, rejoin
+        self.store = store  # where the decode step kept the embeddings (sigstore.py)
         self.filters = list(filters)  # which drops are rebalanced, and their caption terms
 
     def expand(self, records: beam.PCollection) -> tuple[Any, beam.PCollection]:
@@ -456,9 +355,15 @@ class Rebalance(beam.PTransform):
         fitted = (
             population
             | "SampleEntries"
-            >> beam.Map(lambda r: (r.key, (r.caption, _embedding(r, emb_id), r.state == KEPT)))
+            >> beam.Map(
+                lambda r, store: (
+                    r.key,
+                    (r.caption, entry_embedding(r, emb_id, store), r.state == KEPT),
+                ),
+                self.store,
+            )
             | "FitSample" >> beam.CombineGlobally(BottomK(cfg.fit_sample_size, cfg.seed))
-            | "Fit" >> beam.Map(fit, cfg, emb_id, masked_terms(self.cfg, self.filters))
+            | "Fit" >> beam.Map(fit, cfg, emb_id, masked_terms(self.cfg, self.filters), self.store)
         )
         # Filters rather than Partition, and batches formed by a GroupByKey on (source,
         # index block) rather than buffered until finish_bundle: both work on every
@@ -471,7 +376,11 @@ class Rebalance(beam.PTransform):
             | "BatchKey" >> beam.Map(lambda r: ((r.source, r.index // _BATCH), r))
             | "Batches" >> beam.GroupByKey()
             | "RawWeights"
-            >> beam.FlatMap(lambda kv, f: raw_weights(list(kv[1]), f, emb_id), AsSingleton(fitted))
+            >> beam.FlatMap(
+                lambda kv, f, store: raw_weights(list(kv[1]), f, emb_id, store),
+                AsSingleton(fitted),
+                self.store,
+            )
         )
         groups = cfg.calibration_groups()
         calibration = None

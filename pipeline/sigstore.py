@@ -37,6 +37,8 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from mitigate.config import Config
 from mitigate.layout import Layout
 from mitigate.near import HashItem
@@ -63,29 +65,46 @@ def ref(record: SampleRecord) -> bytes:
     return _REF.pack(source_id(record.source), record.index)
 
 
-def _folder(store: str, sid: bytes) -> str:
-    return fs.join(store, sid.hex())
+def _folder(store: str, sid: bytes, kind: str = "") -> str:
+    return fs.join(store, kind, sid.hex()) if kind else fs.join(store, sid.hex())
 
 
-def spill(store: str, records: Sequence[SampleRecord]) -> list[SampleRecord]:
-    """Write the signatures of ``records`` (one file per source among them); the
-    records back without them (copies where they had one)."""
-    by_source: dict[str, list[SampleRecord]] = {}
+def embedding_kind(filter_id: str) -> str:
+    """The store's kind (a folder) of filter ``filter_id``'s stored embeddings."""
+    return f"emb-{filter_id}"
+
+
+def spill(
+    store: str, records: Sequence[SampleRecord], embeddings: bool = False
+) -> list[SampleRecord]:
+    """Write the signatures of ``records`` (one file per source among them) and, with
+    ``embeddings``, their stored embeddings (float16 bytes, a kind a filter); the
+    records back without them (copies where they had any)."""
+    entries: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
     for record in records:
         if record.signature is not None:
-            by_source.setdefault(record.source, []).append(record)
-    for source, group in by_source.items():
-        group.sort(key=lambda r: r.index)
-        crc = zlib.crc32(b"".join(r.index.to_bytes(8, "little") for r in group))
-        name = f"{group[0].index:012d}-{group[-1].index:012d}-{len(group)}-{crc:08x}.sig"
+            entries.setdefault(("", record.source), []).append((record.index, record.signature))
+        if embeddings:
+            for fid, vector in record.embeddings.items():
+                data = np.asarray(vector, dtype=np.float16).tobytes()
+                entries.setdefault((embedding_kind(fid), record.source), []).append(
+                    (record.index, data)
+                )
+    for (kind, source), group in entries.items():
+        group.sort(key=lambda e: e[0])
+        crc = zlib.crc32(b"".join(i.to_bytes(8, "little") for i, _ in group))
+        name = f"{group[0][0]:012d}-{group[-1][0]:012d}-{len(group)}-{crc:08x}.sig"
         parts = [MAGIC]
-        for record in group:
-            sig = record.signature
-            assert sig is not None
-            parts += (_ENTRY.pack(record.index, len(sig)), sig)
-        with fs.atomic_write(fs.join(_folder(store, source_id(source)), name)) as f:
+        for index, data in group:
+            parts += (_ENTRY.pack(index, len(data)), data)
+        with fs.atomic_write(fs.join(_folder(store, source_id(source), kind), name)) as f:
             f.write(b"".join(parts))
-    return [r if r.signature is None else dataclasses.replace(r, signature=None) for r in records]
+    return [
+        r
+        if r.signature is None and not (embeddings and r.embeddings)
+        else dataclasses.replace(r, signature=None, embeddings={} if embeddings else r.embeddings)
+        for r in records
+    ]
 
 
 def _entries(path: str) -> Iterable[tuple[int, bytes]]:
@@ -110,9 +129,11 @@ def _span(path: str) -> tuple[int, int]:
     return int(first), int(last)
 
 
-def _files(store: str, sid: bytes, start: int = 0, stop: int | None = None) -> list[str]:
+def _files(
+    store: str, sid: bytes, start: int = 0, stop: int | None = None, kind: str = ""
+) -> list[str]:
     """The store files of source ``sid`` holding an index in ``start`` .. ``stop - 1``."""
-    paths = next(iter(fs.match([fs.join(_folder(store, sid), "*.sig")]).values()))
+    paths = next(iter(fs.match([fs.join(_folder(store, sid, kind), "*.sig")]).values()))
     out = []
     for path in paths:
         first, last = _span(path)
@@ -122,36 +143,62 @@ def _files(store: str, sid: bytes, start: int = 0, stop: int | None = None) -> l
 
 
 def read_source(
-    store: str, source: str, start: int = 0, stop: int | None = None
+    store: str, source: str, start: int = 0, stop: int | None = None, kind: str = ""
 ) -> dict[int, bytes]:
-    """The stored signatures of ``source`` by sample index: every one, or those of
-    indices ``start`` .. ``stop - 1`` (a manifest part's block; only the files whose
-    indices meet it are read)."""
+    """The stored signatures (or entries of ``kind``) of ``source`` by sample index:
+    every one, or those of indices ``start`` .. ``stop - 1`` (a manifest part's block;
+    only the files whose indices meet it are read)."""
     out: dict[int, bytes] = {}
-    for path in _files(store, source_id(source), start, stop):
+    for path in _files(store, source_id(source), start, stop, kind):
         for index, sig in _entries(path):
             if index >= start and (stop is None or index < stop):
                 out[index] = sig
     return out
 
 
-def read_block(store: str, source: str, block: int, per_part: int) -> dict[int, bytes]:
-    """The stored signatures of manifest block ``block`` of ``source`` (its indices
-    ``block * per_part`` .. ``(block + 1) * per_part - 1``)."""
+def read_block(
+    store: str, source: str, block: int, per_part: int, kind: str = ""
+) -> dict[int, bytes]:
+    """The stored signatures (or entries of ``kind``) of manifest block ``block`` of
+    ``source`` (its indices ``block * per_part`` .. ``(block + 1) * per_part - 1``)."""
     first = block * per_part
-    return read_source(store, source, first, first + per_part)
+    return read_source(store, source, first, first + per_part, kind)
 
 
-def read_refs(store: str, refs: Iterable[bytes]) -> dict[bytes, bytes]:
-    """The stored signature of each of ``refs`` that has one (read source by source,
-    keeping only the signatures asked for)."""
+def vectors(entries: dict[int, bytes]) -> dict[int, np.ndarray]:
+    """Stored embeddings' bytes as their float16 vectors."""
+    return {i: np.frombuffer(b, dtype=np.float16) for i, b in entries.items()}
+
+
+def with_embeddings(
+    store: str, records: Sequence[SampleRecord], filter_ids: Sequence[str], block: int, per: int
+) -> list[SampleRecord]:
+    """Records of one source and manifest block with their stored embeddings put back
+    (copies; an embedding a record carries stays)."""
+    if not records or not filter_ids:
+        return list(records)
+    source = records[0].source
+    found = {
+        fid: vectors(read_block(store, source, block, per, embedding_kind(fid)))
+        for fid in filter_ids
+    }
+    out = []
+    for r in records:
+        extra = {f: v[r.index] for f, v in found.items() if r.index in v and f not in r.embeddings}
+        out.append(dataclasses.replace(r, embeddings={**r.embeddings, **extra}) if extra else r)
+    return out
+
+
+def read_refs(store: str, refs: Iterable[bytes], kind: str = "") -> dict[bytes, bytes]:
+    """The stored signature (or entry of ``kind``) of each of ``refs`` that has one
+    (read source by source, keeping only those asked for)."""
     wanted: dict[bytes, set[int]] = {}
     for r in refs:
         sid, index = _REF.unpack(r)
         wanted.setdefault(sid, set()).add(index)
     out: dict[bytes, bytes] = {}
     for sid, indices in wanted.items():
-        for path in _files(store, sid, min(indices), max(indices) + 1):
+        for path in _files(store, sid, min(indices), max(indices) + 1, kind):
             for index, sig in _entries(path):
                 if index in indices:
                     out[_REF.pack(sid, index)] = sig

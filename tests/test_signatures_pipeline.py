@@ -186,3 +186,45 @@ def test_gather_gives_one_list_also_of_nothing(values):
     with TestPipeline() as p:
         out = p | beam.Create(values, reshuffle=False) | Gather() | beam.Map(sorted)
         assert_that(out, equal_to([sorted(values)]))
+
+
+@pytest.mark.slow
+def test_stored_embeddings_wait_in_the_store_and_the_outputs_are_the_same(tmp_path, monkeypatch):
+    """Regression (memory): with the default config (nsfw storing its 1024-d embeddings,
+    rebalancing on them) the local runner's Beam worker grew 54 KB a sample, 11 KB
+    without the embeddings: they rode on every record through every stage. With the
+    store (``runner.spill_signatures: auto``) no record carries one after the decode;
+    rebalancing (fit sample and raw weights) and the manifest writer read them back:
+    the manifest, the embeddings files and the weights are those of a run that carried
+    them."""
+    seen = tmp_path / "seen.jsonl"
+    finalize = stages.finalize
+
+    def spying_finalize(record: SampleRecord) -> SampleRecord:
+        with open(seen, "a") as f:  # a file: the runner may run this in a copy of it
+            f.write(json.dumps(bool(record.embeddings)) + "\n")
+        return finalize(record)
+
+    monkeypatch.setattr(stages, "finalize", spying_finalize)
+    outs = {}
+    for spill in ("auto", "false"):
+        out = tmp_path / spill
+        config, _ = load_config(DEFAULT, [f"output.path={out}", f"runner.spill_signatures={spill}"])
+        summary = run(config)
+        carried = [json.loads(line) for line in seen.read_text().splitlines()]
+        seen.unlink()
+        assert len(carried) == summary["input_count"]
+        assert any(carried) is (spill == "false")  # decoded samples carry theirs
+        outs[spill] = (out, summary)
+    (auto, a), (false, b) = outs["auto"], outs["false"]
+    assert a["rebalance"]["fit"] == b["rebalance"]["fit"]
+    assert a["rebalance"]["weights"] == b["rebalance"]["weights"]
+    files = sorted(
+        p.relative_to(auto)
+        for p in auto.rglob("*")
+        if p.is_file() and p.suffix in (".parquet", ".npy", ".tar")
+    )
+    assert any(f.suffix == ".npy" for f in files) and any(f.suffix == ".parquet" for f in files)
+    for name in files:
+        assert (auto / name).read_bytes() == (false / name).read_bytes(), name
+    assert not list(tmp_path.rglob("emb-nsfw"))  # the store left with the staging folder

@@ -168,3 +168,43 @@ def test_spilling_with_the_partitioned_search_is_a_config_error_naming_the_field
                 "dedup.partition=clusters",
             ],
         )
+
+
+def test_spilled_embeddings_come_back_by_block_and_by_ref(tmp_path):
+    """The stored embeddings (float16, a kind a filter) leave the records at the decode
+    with ``embeddings=True`` and come back as the same vectors: by manifest block for
+    the manifest writer (an embedding a record carries stays), by ref for the fit
+    sample, by source range for a batch of raw weights."""
+    import numpy as np
+
+    store = str(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    records = []
+    for index in range(6):
+        r = _record("a.tar", index, b"\x01" * 8)
+        if index != 2:  # a sample without one (not decoded)
+            r.embeddings["nsfw"] = rng.standard_normal(16).astype(np.float16)
+        records.append(r)
+    kept = sigstore.spill(store, records)  # signatures only: the embeddings ride on
+    assert all(r.signature is None for r in kept) and kept[0].embeddings
+    out = sigstore.spill(str(tmp_path / "other"), records, embeddings=True)
+    assert all(r.signature is None and not r.embeddings for r in out)
+    assert records[0].embeddings  # the inputs are not changed
+    other = str(tmp_path / "other")
+    back = sigstore.with_embeddings(other, out[:4], ["nsfw"], block=0, per=4)
+    assert [sorted(r.embeddings) for r in back] == [["nsfw"], ["nsfw"], [], ["nsfw"]]
+    for r, orig in zip(back, records, strict=False):
+        if r.embeddings:
+            assert r.embeddings["nsfw"].dtype == np.float16
+            assert np.array_equal(r.embeddings["nsfw"], orig.embeddings["nsfw"])
+    second = sigstore.with_embeddings(other, out[4:], ["nsfw"], block=1, per=4)
+    assert np.array_equal(second[1].embeddings["nsfw"], records[5].embeddings["nsfw"])
+    carried = out[0].copy()
+    carried.embeddings["nsfw"] = np.zeros(16, np.float16)
+    (same,) = sigstore.with_embeddings(other, [carried], ["nsfw"], block=0, per=4)
+    assert not same.embeddings["nsfw"].any()  # its own, not the stored one
+    kind = sigstore.embedding_kind("nsfw")
+    refs = sigstore.read_refs(other, [sigstore.ref(records[3]), sigstore.ref(records[2])], kind)
+    assert list(refs) == [sigstore.ref(records[3])]
+    assert refs[sigstore.ref(records[3])] == records[3].embeddings["nsfw"].tobytes()
+    assert sigstore.read_source(other, "a.tar") == {i: b"\x01" * 8 for i in range(6)}
