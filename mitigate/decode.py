@@ -346,7 +346,7 @@ _NO_LENGTH = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI
 def _jpeg_frame(data: bytes) -> int | None:
     """The start-of-frame marker of a JPEG (0xC0-0xCF but DHT, JPG and DAC), read from
     its segment lengths; None where the segments end, or a scan starts, before one."""
-    pos, end = 2, min(len(data), 1 << 22)
+    pos, end = 2, len(data)  # a hop a segment: metadata of any size is skipped, not read
     while pos + 4 <= end:
         if data[pos] != 0xFF:
             return None

@@ -357,6 +357,11 @@ def test_a_lossless_jpeg_is_refused_before_pillow_reads_it(monkeypatch):
     with pytest.raises(RefusedImage):
         open_image(data)
     assert review.thumbnail(data, 64) == ""  # the report's and select's path: no image
+    # behind 5 MB of metadata (an ICC profile in APP2 segments) the frame is still found
+    app2 = b"\xff\xe2" + (65535).to_bytes(2, "big") + bytes(65533)
+    padded = data[:2] + app2 * 80 + data[2:]
+    result = decode_image(padded, max_pixels=10**8)
+    assert isinstance(result, DecodeFailure) and result.reason == "unsupported_format"
 
 
 def test_a_progressive_jpeg_of_too_many_scans_is_refused_and_an_ordinary_one_decodes():
