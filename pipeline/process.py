@@ -306,8 +306,8 @@ class Decide(beam.DoFn):
     """Every score is in: apply the filters' decisions (config order), drop the pixels.
     With a ``store`` (``runner.spill_signatures``, where the models ran after the decode
     step: RunInference) the stored embeddings go there, :data:`SPILL_BATCH` records a
-    file, and the records on without them (the local runner's worker held ~43 KB a
-    sample more with them: BENCHMARKS.md)."""
+    file, and the records on without them (the local runner's worker grew 18 KB a
+    sample more with them: BENCHMARKS.md, "Stored embeddings in files")."""
 
     def __init__(self, filters: Sequence[FilterConfig], store: str | None = None) -> None:
         self.filter_configs = list(filters)

@@ -13,6 +13,10 @@ the record on without it; the three readers take them back:
 * the manifest writer and the quarantine writer, a source's block of indices at a time
   (:func:`read_source`: only the files whose indices meet the block are read).
 
+The stored embeddings of a filter (``store_embeddings``) wait here too, under
+``<store>/emb-<filter id>/`` in the same layout, written by the ``Decide`` step after
+the models and read back by rebalancing and the manifest writer (:func:`with_embeddings`).
+
 Layout: ``<store>/<source id>/<first index>-<last index>-<count>-<crc>.sig``, the source
 id 16 hex
 digits of the source path's SHA-1, the CRC-32 of the file's indices (so two different
