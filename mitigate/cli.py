@@ -149,6 +149,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(
         f"config OK: {len(sources)} input file(s), filters: {names}, output: {config.output.path}"
     )
+    from mitigate.pipeline.outdir import holder_of
+
+    holder = holder_of(config.output.path)
+    if holder is not None:  # a run now would be refused until that one ends
+        print(
+            f"mitigate: note: {config.output.path} is in use by another run "
+            f"({holder.describe()}): `run` is refused until it ends",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -95,6 +95,14 @@ def foreign_files(out: str, names: list[str]) -> list[str]:
     return sorted(found)
 
 
+def _read_only(path: str) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
     """Refuse, before any work, an output folder the run must not write into.
 
@@ -108,10 +116,11 @@ def check_output(out: str, overwrite: bool, protected: list[str] = ()) -> None:
         probe = out
         while not os.path.exists(probe):
             probe = os.path.dirname(probe) or "."
+        if not os.path.isdir(probe):  # out/sub where out is a file
+            raise ConfigError([f"output.path: {out} lies under {probe}, which is a file"])
         if not os.access(probe, os.W_OK | os.X_OK):
-            raise ConfigError(
-                [f"output.path: {out} is not writable (no write permission on {probe})"]
-            )
+            why = "a read-only file system" if _read_only(probe) else "no write permission"
+            raise ConfigError([f"output.path: {out} is not writable ({why} on {probe})"])
         _creatable(out, probe)
     for path in protected:
         for name in (*OUTPUT_NAMES, SUMMARY):
@@ -230,6 +239,16 @@ def _read_lock(path: str) -> LockInfo | None:
         return LockInfo(int(raw["pid"]), str(raw["host"]), float(raw["started"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def holder_of(out: str) -> LockInfo | None:
+    """The live run that holds ``out``'s lock, if one does (``validate`` says so)."""
+    if not _local(out):
+        return None
+    holder = _read_lock(os.path.join(out, LOCK))
+    if holder is None or (holder.host == socket.gethostname() and not _holds(holder)):
+        return None
+    return holder
 
 
 @contextlib.contextmanager

@@ -480,3 +480,51 @@ def test_a_lock_whose_pid_a_newer_process_holds_is_taken_over(tmp_path):
             continue
         with outdir.locked(str(out)):
             assert json.loads((out / outdir.LOCK).read_text())["started"] > started
+
+
+def test_validate_says_when_a_live_run_holds_the_output(tmp_path, capsys):
+    """Regression (helper-32): `validate` said "config OK" while another run held the
+    output's lock, and the run was then refused. It now says so (exit 0: the config is
+    valid); a stale lock says nothing."""
+    from mitigate.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["validate", "--config", str(REPO / "configs" / "default.yaml"), "--output", str(out)]
+    sleeper = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        lock = {"pid": sleeper.pid, "host": socket.gethostname(), "started": time.time()}
+        (out / outdir.LOCK).write_text(json.dumps(lock))
+        assert main(args) == 0
+        err = capsys.readouterr().err
+        assert f"is in use by another run (pid {sleeper.pid}" in err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main(args) == 0  # its process is gone: a stale lock, taken over by a run
+    assert "in use" not in capsys.readouterr().err
+
+
+def test_an_output_under_a_file_is_named_as_such(tmp_path):
+    """Regression (helper-32): ``--output afile/sub`` (afile a file) was "not writable
+    (no write permission on afile)"."""
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ConfigError, match=r"lies under .*afile, which is a file"):
+        outdir.check_output(str(tmp_path / "afile" / "sub"), False)
+
+
+def test_a_read_only_mount_is_told_from_a_permission(tmp_path, monkeypatch):
+    """A read-only file system was said as "no write permission" (helper-32)."""
+    assert not outdir._read_only(str(tmp_path))
+    real = os.statvfs
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(
+        outdir.os, "statvfs", lambda p: ReadOnly() if p == str(tmp_path) else real(p)
+    )
+    monkeypatch.setattr(outdir.os, "access", lambda p, mode: p != str(tmp_path))
+    with pytest.raises(ConfigError, match="a read-only file system on"):
+        outdir.check_output(str(tmp_path / "out"), False)
