@@ -246,9 +246,13 @@ def holder_of(out: str) -> LockInfo | None:
     if not _local(out):
         return None
     holder = _read_lock(os.path.join(out, LOCK))
-    if holder is None or (holder.host == socket.gethostname() and not _holds(holder)):
-        return None
-    return holder
+    return holder if holder is not None and _in_use(holder) else None
+
+
+def _in_use(holder: LockInfo) -> bool:
+    """Whether a lock is a live run's: one on another host (its process cannot be
+    seen from here), or this host's process that wrote it (:func:`_holds`)."""
+    return holder.host != socket.gethostname() or _holds(holder)
 
 
 @contextlib.contextmanager
@@ -272,7 +276,7 @@ def locked(out: str) -> Iterator[None]:
                 # Being written this instant, or garbage: give it a moment.
                 time.sleep(0.2)
                 holder = _read_lock(path)
-            if holder is not None and (holder.host != me.host or _holds(holder)):
+            if holder is not None and _in_use(holder):
                 raise OutputInUse(
                     [
                         f"output.path: {out} is in use by another run ({holder.describe()}); "
