@@ -77,8 +77,11 @@ class InputConfig(_Strict):
         min_length=1,
         description="Files or globs (any Beam filesystem: local, gs://, s3://, ...).",
     )
-    format: Literal["auto", "webdataset", "parquet", "jsonl", "csv"] = Field(
-        default="auto", description="auto: by extension (.tar, .parquet, .jsonl, .csv, .tsv)."
+    format: Literal["auto", "webdataset", "parquet", "jsonl", "csv", "folder"] = Field(
+        default="auto",
+        description="auto: by extension (.tar, .parquet, .jsonl, .csv, .tsv); a local "
+        "folder that holds no tar or table is a folder of image files and captions. "
+        "folder: every input is such a folder (needed for remote ones, gs://...).",
     )
     key_column: str = "key"
     image_column: str = Field(

@@ -301,8 +301,8 @@ def prestart_for(config: Any, sources: Sequence[str], extra_beam_args: bool = Fa
     the cores, and a pool decoding beside it made a 1,600-sample run with the nsfw
     filter 1.15x slower (BENCHMARKS.md, session 19); such a run keeps the warm-up and
     the :data:`AUTO_MIN_SAMPLES` rule."""
+    from mitigate.formats import table_format
     from mitigate.pipeline import fs
-    from mitigate.tables import table_format
 
     runner = config.runner
     if extra_beam_args or runner.dry_run or runner.name != "direct":

@@ -51,9 +51,14 @@ _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("image_column", pa.string()),
     ("row_fields", pa.string()),
 ]
-# Where each member's data lies in the source tar, so later tools (redecide, select)
-# can read a sample's bytes again without re-indexing.
-_MEMBERS = pa.list_(pa.struct([("ext", pa.string()), ("offset", pa.int64()), ("size", pa.int64())]))
+# Where each member's data lies in the source tar (or, ``name``, which file of a folder
+# source it is), so later tools (redecide, select) can read a sample's bytes again
+# without re-indexing.
+_MEMBERS = pa.list_(
+    pa.struct(
+        [("ext", pa.string()), ("offset", pa.int64()), ("size", pa.int64()), ("name", pa.string())]
+    )
+)
 
 
 def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
@@ -67,7 +72,9 @@ def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
 
 def manifest_row(record: SampleRecord, filter_ids: Sequence[str]) -> dict[str, Any]:
     row = {name: getattr(record, name) for name, _ in _BASE_COLUMNS}
-    row["members"] = [{"ext": m.ext, "offset": m.offset, "size": m.size} for m in record.members]
+    row["members"] = [
+        {"ext": m.ext, "offset": m.offset, "size": m.size, "name": m.name} for m in record.members
+    ]
     for fid in filter_ids:
         row[f"score_{fid}"] = record.scores.get(fid)
         row[f"info_{fid}"] = record.score_info.get(fid)
@@ -78,7 +85,9 @@ def record_from_row(row: dict[str, Any], filter_ids: Sequence[str]) -> SampleRec
     """Rebuild a record from a manifest row (the inverse of :func:`manifest_row`,
     without embeddings, which live in their own files)."""
     fields = {name: row.get(name) for name, _ in _BASE_COLUMNS}
-    members = tuple(Member(m["ext"], m["offset"], m["size"]) for m in row.get("members") or [])
+    members = tuple(
+        Member(m["ext"], m["offset"], m["size"], m.get("name")) for m in row.get("members") or []
+    )
     scores = {f: row[f"score_{f}"] for f in filter_ids if row.get(f"score_{f}") is not None}
     info = {f: row[f"info_{f}"] for f in filter_ids if row.get(f"info_{f}") is not None}
     return SampleRecord(**fields, members=members, scores=scores, score_info=info)

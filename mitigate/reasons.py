@@ -46,6 +46,9 @@ class Reason:
     TRAILING_DATA = "trailing_data"
     # members an operating system adds (macOS ._ AppleDouble files, .DS_Store, ...)
     OS_METADATA = "os_metadata"
+    # a folder source's hidden files and folders (a name starting with a dot), and its
+    # links to folders (not followed)
+    SKIPPED_FILES = "skipped_files"
     # CSV lines read into one quoted cell (a quote left open): rows that are not listed
     SWALLOWED_ROWS = "swallowed_rows"
     # duplicates (state "duplicate")
@@ -91,7 +94,14 @@ class Reason:
     )
 
     SOURCE_ISSUES = frozenset(
-        {DAMAGED_HEADER, MISSING_END_MARKER, TRAILING_DATA, OS_METADATA, SWALLOWED_ROWS}
+        {
+            DAMAGED_HEADER,
+            MISSING_END_MARKER,
+            TRAILING_DATA,
+            OS_METADATA,
+            SKIPPED_FILES,
+            SWALLOWED_ROWS,
+        }
     )
     DUPLICATES = frozenset({EXACT_DUPLICATE, NEAR_DUPLICATE, EVAL_OVERLAP})
     FILTER_DROPS = frozenset(

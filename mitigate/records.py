@@ -62,11 +62,14 @@ def compact_pickling(cls: type[_T]) -> type[_T]:
 @compact_pickling
 @dataclass(frozen=True)
 class Member:
-    """One tar member of a sample: its extension and where its data lies in the shard."""
+    """One member of a sample: its extension and where its data lies: in a tar shard
+    (``name`` None) at ``offset``; in a folder source, the file ``name`` (relative to
+    the folder, as found: ``sub/IMG_1.JPG``, whose ``ext`` is ``jpg``) from its start."""
 
     ext: str
     offset: int  # byte offset of the member's data (not its header) in the shard
     size: int  # bytes
+    name: str | None = None  # a folder source's file (mitigate/folders.py)
 
 
 @compact_pickling

@@ -50,26 +50,28 @@ class SampleReader:
         return self._handle
 
     def members(self, record: SampleRecord, exts: set[str]) -> dict[str, bytes]:
-        """The data of ``record``'s tar members whose extension is in ``exts``; raises
-        ``OSError``/``EOFError`` if the shard cannot be read or is shorter than indexed."""
-        return read_members(self._open(record.source), record, exts)
+        """The data of ``record``'s members whose extension is in ``exts``; raises
+        ``OSError``/``EOFError`` if the shard (a folder's file) cannot be read or is not
+        the size indexed."""
+        if not any(m.name is not None for m in record.members):
+            return read_members(self._open(record.source), record, exts)
+        return {m.ext: b"".join(self.chunks(record, m)) for m in record.members if m.ext in exts}
 
     def chunks(self, record: SampleRecord, member: Member) -> Iterator[bytes]:
         """``member``'s data, :data:`CHUNK_BYTES` at a time (a member of any size is
-        copied in flat memory); ``EOFError`` where the shard is shorter than indexed.
-        Read lazily: consume one member's chunks before asking for the next's."""
-        handle = self._open(record.source)
-        handle.seek(member.offset)
-        left = member.size
-        while left:
-            data = handle.read(min(left, CHUNK_BYTES))
-            if not data:
+        copied in flat memory); ``EOFError`` where the shard is shorter than indexed (a
+        folder's file is not the size indexed). Read lazily: consume one member's chunks
+        before asking for the next's."""
+        if member.name is None:
+            yield from _read_exactly(self._open(record.source), record, member)
+            return
+        with self._opener(record.source + member.name) as handle:  # a folder's file
+            yield from _read_exactly(handle, record, member)
+            if handle.read(1):
                 raise EOFError(
-                    f"{record.source}: {record.key}.{member.ext}: expected {member.size} bytes, "
-                    f"got {member.size - left}: the input changed during the run"
+                    f"{record.source}{member.name}: longer than the {member.size} bytes "
+                    "indexed: the input changed during the run"
                 )
-            left -= len(data)
-            yield data
 
     def embedded(self, record: SampleRecord) -> bytes | None:
         """The image bytes a table holds at ``record``'s row (None where it holds
@@ -115,6 +117,21 @@ class SampleReader:
 
 
 CHUNK_BYTES = 1 << 20  # an extra member is copied this many bytes at a time
+
+
+def _read_exactly(handle: IO[bytes], record: SampleRecord, member: Member) -> Iterator[bytes]:
+    """``member``'s ``size`` bytes from ``offset`` of ``handle``, in chunks."""
+    handle.seek(member.offset)
+    left = member.size
+    while left:
+        data = handle.read(min(left, CHUNK_BYTES))
+        if not data:
+            raise EOFError(
+                f"{record.source}: {record.key}.{member.ext}: expected {member.size} bytes, "
+                f"got {member.size - left}: the input changed during the run"
+            )
+        left -= len(data)
+        yield data
 
 
 def extra_members(record: SampleRecord) -> tuple[tuple[Member, ...], tuple[str, ...]]:

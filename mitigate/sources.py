@@ -183,7 +183,7 @@ def key_problem(key: str) -> str | None:
     return None
 
 
-class _Building:
+class Building:
     """A sample being assembled from the members of one key: light (no record, its
     members as tuples), since :data:`KEY_WINDOW` of them may be open; its record is
     made when it is finished."""
@@ -193,7 +193,7 @@ class _Building:
     def __init__(self, key: str, index: int, note: str = "") -> None:
         self.key = key
         self.index = index
-        self.members: list[tuple[str, int, int]] = []  # (ext, offset, size): no object
+        self.members: list[tuple] = []  # (ext, offset, size[, name]): no object
         self.problem: tuple[str, str] | None = None  # (reason, detail) found while indexing
         self.note = note  # damage nearby, added to the detail of an error
 
@@ -208,7 +208,7 @@ def _complete(members: list[tuple[str, int, int]]) -> bool:
     return not exts.isdisjoint(IMAGE_EXTS) and not exts.isdisjoint((*CAPTION_EXTS, JSON_EXT))
 
 
-def _finish(building: _Building, source: str, limits: SourceLimits) -> SampleRecord:
+def finish_sample(building: Building, source: str, limits: SourceLimits) -> SampleRecord:
     """Structural checks on one sample's members (everything that needs no data)."""
     record = SampleRecord(
         key=building.key,
@@ -324,9 +324,9 @@ def index_tar(
     # end-of-archive marker or the sample's image and caption came before it (a tar
     # appended to itself, `tar -r`): that member starts another sample of the key
     # (duplicate_key in a run), the first one whole
-    building: deque[_Building] = deque()
-    open_samples: dict[str, _Building] = {}
-    last: _Building | None = None  # the sample of the last member read
+    building: deque[Building] = deque()
+    open_samples: dict[str, Building] = {}
+    last: Building | None = None  # the sample of the last member read
     cut = False  # the shard ends inside a member or a header
     skipped = 0  # operating-system files (is_os_metadata)
     # regular files by stored name, kept from the first hard link on (a link names an
@@ -336,11 +336,11 @@ def index_tar(
     complete = 0
     damage_note = ""
 
-    def finished(sample: _Building) -> SampleRecord:
+    def finished(sample: Building) -> SampleRecord:
         nonlocal complete
         # the sample a cut went through is not complete if the cut did it harm
         complete += not (cut and sample is last and sample.problem is not None)
-        return _finish(sample, source, limits)
+        return finish_sample(sample, source, limits)
 
     for item in scan_tar(fileobj):
         if isinstance(item, TarProblem):
@@ -357,7 +357,7 @@ def index_tar(
                 while building:
                     yield finished(building.popleft())
                 if skipped:
-                    yield _os_metadata_issue(source, skipped)
+                    yield os_metadata_issue(source, skipped)
                 yield SourceIssue(
                     source,
                     reason,
@@ -412,7 +412,7 @@ def index_tar(
                     "tar --sort=name)"
                 )
                 yield finished(oldest)
-            current = _Building(key, index, damage_note)
+            current = Building(key, index, damage_note)
             building.append(current)
             open_samples[key] = current
             index += 1
@@ -442,10 +442,10 @@ def index_tar(
     while building:
         yield finished(building.popleft())
     if skipped:
-        yield _os_metadata_issue(source, skipped)
+        yield os_metadata_issue(source, skipped)
 
 
-def _os_metadata_issue(source: str, skipped: int) -> SourceIssue:
+def os_metadata_issue(source: str, skipped: int) -> SourceIssue:
     return SourceIssue(
         source,
         Reason.OS_METADATA,

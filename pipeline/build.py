@@ -39,12 +39,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
 from mitigate import output, progress, stages
-from mitigate.config import Config, InputConfig, OutputConfig
+from mitigate.config import Config, OutputConfig
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import FilterConfig, build_filter
 from mitigate.filters.probe import apply_heads, backbones, is_head
 from mitigate.layout import Layout
 from mitigate.pipeline import fs, sigstore
+from mitigate.pipeline.index import CHUNKS, ISSUES, IndexSource
 from mitigate.pipeline.near import NearDedup
 from mitigate.pipeline.process import NAMESPACE, ProcessChunk
 from mitigate.pipeline.rebalance import Rebalance
@@ -55,12 +56,10 @@ from mitigate.pipeline.signatures import (
     signature_of,
     without_signature,
 )
-from mitigate.records import KEPT, PENDING, Reason, SampleRecord
+from mitigate.records import KEPT, PENDING, SampleRecord
 from mitigate.runners import beam_memo
 from mitigate.samples import SampleReader, shard_sample
-from mitigate.sources import SourceIssue, SourceLimits, index_tar
-from mitigate.table_rows import row_names
-from mitigate.tables import iter_table, table_format
+from mitigate.sources import SourceIssue
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,6 @@ beam_memo.install()
 # Multi-output DoFns here emit (tag, value) pairs that `split` routes: runners differ in
 # how well they support tagged outputs (Beam's Dask runner mixes them up), plain
 # filters work everywhere.
-CHUNKS = "chunks"
-ISSUES = "issues"
 PARTS = "parts"
 KEPT_TAG = "kept"
 
@@ -82,68 +79,6 @@ def split(tagged: beam.PCollection, label: str, tags: list[str]) -> dict[str, be
         | f"{label}[{tag}]" >> beam.FlatMap(lambda tv, t: [tv[1]] if tv[0] == t else [], tag)
         for tag in tags
     }
-
-
-class IndexSource(beam.DoFn):
-    """One source file -> chunks of light records (and source-level issues)."""
-
-    def __init__(
-        self,
-        input_cfg: InputConfig,
-        limits: SourceLimits,
-        row_names: dict[str, str] | None = None,
-        fields: bool = False,
-    ) -> None:
-        self.input_cfg = input_cfg
-        self.limits = limits
-        self.row_names = row_names or {}
-        self.fields = fields  # records carry their table row's other columns
-
-    @classmethod
-    def of(cls, config: Config, sources: list[str] | None = None) -> IndexSource:
-        names = row_names(sources or [])
-        return cls(config.input, config.source_limits(), names, config.output.table_fields)
-
-    def process(self, element: tuple[int, str]) -> Iterator[Any]:
-        ordinal, path = element
-        cfg = self.input_cfg
-        fmt = table_format(path, cfg.format)
-        pending: list[SampleRecord] = []
-        try:
-            with fs.open_read(path) as f:
-                limits = self.limits
-                if fmt == "webdataset":
-                    items = index_tar(f, path, limits=limits)
-                else:
-                    items = iter_table(
-                        f,
-                        path,
-                        fmt,
-                        key_column=cfg.key_column,
-                        image_column=cfg.image_column,
-                        caption_column=cfg.caption_column,
-                        image_root=cfg.image_root,
-                        limits=limits,
-                        row_name=self.row_names.get(path),
-                        fields=self.fields,
-                    )
-                for item in items:
-                    if isinstance(item, SourceIssue):
-                        yield (ISSUES, item)
-                        continue
-                    if cfg.key_prefix == "source":  # inputs that name their samples alike
-                        item.key = f"{self.row_names[path]}/{item.key}"
-                    pending.append(item)
-                    if len(pending) >= stages.BALANCE_CHUNKS * cfg.chunk_size:
-                        progress.emit("indexed", cfg.chunk_size)
-                        yield (CHUNKS, (ordinal, pending[: cfg.chunk_size]))
-                        del pending[: cfg.chunk_size]
-        except OSError as exc:
-            yield (ISSUES, SourceIssue(path, Reason.READ_ERROR, f"cannot open: {exc}"))
-        for chunk in stages.balanced_chunks(pending, cfg.chunk_size):
-            progress.emit("indexed", len(chunk))
-            yield (CHUNKS, (ordinal, chunk))
-        progress.emit("sources", 1)
 
 
 def exact_key(record: SampleRecord) -> tuple:

@@ -184,6 +184,81 @@ def _translate(pattern: str) -> str:
     return r"(?ms)" + out + r"\Z"
 
 
+def walk(root: str, remote: bool | None = None) -> Iterator[list[tuple[str, int, str]]]:
+    """The entries of folder ``root`` at any depth, a folder at a time, each folder's
+    sorted by name (folders in name order, depth first): ``(name relative to root,
+    size, kind)``, kind ``file`` or what else it is (``FIFO``, ``broken link``; a hidden
+    folder and a link to a folder as such, not descended into: see
+    :mod:`mitigate.folders`). Holds one folder's names at a time. A remote ``root``
+    (``gs://...``) is listed by Beam's ``match`` of ``root/**`` (object stores have no
+    folders: every name, then grouped); ``remote=True`` lists a local one so too."""
+    from mitigate import folders
+
+    root = folders.folder_source(root)
+    if remote if remote is not None else not _local(root):
+        yield from _walk_matched(root)
+        return
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        entries, below = [], []
+        try:
+            found = os.scandir(root + rel)
+        except OSError as exc:
+            if not rel:
+                raise
+            yield [(rel, 0, f"{folders.UNREADABLE_FOLDER} ({exc.strerror})")]
+            continue
+        with found:
+            for entry in found:
+                name = rel + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if folders.hidden_folder(entry.name):
+                        entries.append((name + "/", 0, folders.HIDDEN_FOLDER))
+                    else:
+                        below.append((entry.name, name + "/"))
+                    continue
+                try:
+                    info = entry.stat()  # a link's target
+                except OSError:
+                    entries.append((name, 0, "broken link"))
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    entries.append((name, info.st_size, folders.FILE))
+                elif stat.S_ISDIR(info.st_mode):
+                    entries.append((name + "/", 0, folders.FOLDER_LINK))
+                else:
+                    entries.append((name, 0, _kind(info.st_mode)))
+        entries.sort()
+        yield entries
+        pending.extend(path for _, path in sorted(below, reverse=True))
+
+
+def _walk_matched(root: str) -> Iterator[list[tuple[str, int, str]]]:
+    """:func:`walk` through Beam's ``match``: every name under ``root``, grouped by
+    folder, the same order and kinds (object stores hold files only)."""
+    from mitigate import folders
+
+    FileSystems = _beam()[0]
+    found = FileSystems.match([root + "**"])[0].metadata_list
+    by_folder: dict[str, list[tuple[str, int, str]]] = {}
+    for meta in found:
+        name = meta.path[len(root) :].replace("\\", "/") if meta.path.startswith(root) else ""
+        if not name or name.endswith("/"):
+            continue
+        parts = name.split("/")
+        hidden = next((i for i, p in enumerate(parts[:-1]) if folders.hidden_folder(p)), None)
+        if hidden is not None:  # listed once, as walk lists a hidden folder
+            folder = "/".join(parts[:hidden])
+            entry = ("/".join(parts[: hidden + 1]) + "/", 0, folders.HIDDEN_FOLDER)
+        else:
+            folder = "/".join(parts[:-1])
+            entry = (name, int(meta.size_in_bytes), folders.FILE)
+        by_folder.setdefault(folder + "/" if folder else "", []).append(entry)
+    for folder in sorted(by_folder, key=lambda f: f.split("/")):
+        yield sorted(set(by_folder[folder]))
+
+
 def exists(path: str) -> bool:
     if _local(path):
         return os.path.exists(path)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from mitigate.config import Config, ConfigError
+from mitigate.folders import folder_source
+from mitigate.formats import COMPRESSED_TARS, TABLE_SUFFIXES, table_format
 from mitigate.pipeline import fs, outdir
-from mitigate.tables import COLUMN_ALIASES, ROW_KEY, table_format, table_problems
+from mitigate.tables import COLUMN_ALIASES, ROW_KEY, table_problems
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,19 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
     missing = missing_extra(config.runner.name)
     errors = [missing] if missing else []
     dry = config.runner.dry_run
-    local = [p for p in config.input.paths if not (dry and "://" in p)]
+    folders = _folder_inputs(config, errors)
+    local = [p for p in config.input.paths if not (dry and "://" in p) and p not in folders]
     matched = fs.match(local) if local else {}
-    sources: list[str] = [p for p in config.input.paths if p not in matched]
+    sources = [folder_source(p) for p in folders]
+    sources += [p for p in config.input.paths if p not in matched and p not in folders]
     for i, pattern in enumerate(config.input.paths):
+        if pattern in folders and not (dry and "://" in pattern):
+            errors.extend(_output_inside(config, i, pattern))
+            for problem in _folder_problems(config, pattern):
+                if strict:
+                    errors.append(f"input.paths[{i}]: {pattern}: {problem}")
+                else:
+                    log.warning("input.paths[%d]: %s: %s", i, pattern, problem)
         if pattern not in matched:
             continue
         files = matched[pattern]
@@ -74,10 +85,7 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
                     )
                 continue
             if "://" not in path and os.path.isdir(path):
-                errors.append(
-                    f"input.paths[{i}]: {path} is a folder: give its files "
-                    f"({os.path.join(path, '*.tar')!r}, or *.parquet, ...)"
-                )
+                errors.append(f"input.paths[{i}]: {path} is a folder: {_folder_hint(path)}")
                 continue
             try:
                 fmt = table_format(path, config.input.format)
@@ -108,6 +116,98 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         return sorted(set(sources))
     outdir.check_output(config.output.path, config.output.overwrite, [*protected, *sources])
     return sorted(set(sources))
+
+
+def _folder_inputs(config: Config, errors: list[str]) -> list[str]:
+    """The input paths that are folders of image files and captions
+    (:mod:`mitigate.folders`): with ``input.format: folder`` all of them (a local one
+    that is no folder is an error, appended to ``errors``); with ``auto``, a local
+    folder named without a glob that holds no tar nor table at its top level (one that
+    does, named ``data/``, is its files, as before; named ``data``, an error)."""
+    out = []
+    for i, path in enumerate(config.input.paths):
+        local = "://" not in path
+        if config.input.format == "folder":
+            if local and not os.path.isdir(path):
+                what = "no such folder" if not os.path.exists(path) else "not a folder"
+                errors.append(f"input.paths[{i}]: {path}: {what} (input.format is folder)")
+            else:
+                out.append(path)
+        elif (
+            config.input.format == "auto"
+            and local
+            and not re.search(r"[*?\[{]", path)
+            and os.path.isdir(path)
+            and not _datasets_in(path)
+        ):
+            out.append(path)
+    return out
+
+
+def _output_inside(config: Config, i: int, folder: str) -> list[str]:
+    """An error where the output folder lies in input folder ``folder`` (or is it): the
+    next run would read the shards, manifest and report as samples."""
+    out = config.output.path
+    if "://" in out or "://" in folder:
+        return []
+    out, folder = os.path.abspath(out), os.path.abspath(folder)
+    if out != folder and not out.startswith(folder.rstrip(os.sep) + os.sep):
+        return []
+    return [
+        f"output.path: {config.output.path} lies in the input folder {config.input.paths[i]} "
+        f"(input.paths[{i}]), whose every file is read as a sample's: choose an output "
+        "outside it"
+    ]
+
+
+def _datasets_in(folder: str) -> list[str]:
+    """The tars and tables at the top level of ``folder`` (what names it as their
+    folder rather than a folder of samples)."""
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+    except OSError:
+        return []
+    suffixes = (".tar", *COMPRESSED_TARS, *(s for s in TABLE_SUFFIXES if s != ".json"))
+    return [n for n in names if n.lower().endswith(suffixes)]  # a .json is a sidecar
+
+
+def _folder_hint(path: str) -> str:
+    """What to give instead of a folder that holds tars or tables."""
+    found = _datasets_in(path)
+    meta = [n for n in found if n.rsplit(".", 1)[0] == "metadata"]
+    if meta:  # a Hugging Face imagefolder: its metadata table names the images
+        return (
+            f"a Hugging Face imagefolder? give its table ({os.path.join(path, meta[0])!r}: "
+            "its file_name column names the images)"
+        )
+    return (
+        f"it holds {found[0]!r}{' and more' if len(found) > 1 else ''}: give its files "
+        f"({os.path.join(path, '*.tar')!r}, or *.parquet, ...), or set input.format: folder "
+        "to read it as a folder of image files and captions"
+    )
+
+
+def _folder_problems(config: Config, path: str) -> list[str]:
+    """A folder source's problems found before any work: it cannot be listed, or none
+    of its first :data:`CAPTION_SAMPLES` samples has a caption."""
+    import itertools
+
+    from mitigate.folders import index_folder
+    from mitigate.records import SampleRecord
+    from mitigate.samples import SampleReader
+
+    source = folder_source(path)
+    try:
+        indexed = index_folder(fs.walk(source), source, config.source_limits())
+        records = [
+            r for r in itertools.islice(indexed, CAPTION_SAMPLES) if isinstance(r, SampleRecord)
+        ]
+        if not records:
+            return ["no sample in it (no file, or only hidden ones)"]
+        with SampleReader(fs.open_read) as reader:
+            return _caption_problems(config, records, reader.members)
+    except OSError as exc:
+        return [f"cannot read: {exc}"]
 
 
 #: Most tars whose first key is compared (:func:`_shared_first_keys`).
@@ -220,19 +320,9 @@ def _tar_problems(config: Config, path: str) -> list[str]:
     :data:`~mitigate.sources.SIDECAR_CAPTION_FIELDS`): every sample would be a
     ``missing_caption`` error. Tar headers and the samples' sidecars are read, no image."""
     import itertools
-    import json
 
     from mitigate.records import SampleRecord
-    from mitigate.sources import (
-        CAPTION_EXTS,
-        JSON_EXT,
-        SIDECAR_CAPTION_FIELDS,
-        caption_member,
-        index_tar,
-        inner_dots,
-        read_members,
-        sidecar_caption_field,
-    )
+    from mitigate.sources import index_tar, read_members
     from mitigate.tarscan import compression, other_archive
 
     try:
@@ -250,24 +340,43 @@ def _tar_problems(config: Config, path: str) -> list[str]:
             records = [
                 r for r in itertools.islice(indexed, CAPTION_SAMPLES) if isinstance(r, SampleRecord)
             ]
-            exts: dict[str, None] = {}
-            for record in records:
-                if caption_member(record) is not None:
-                    return []
-                exts.update(dict.fromkeys(m.ext for m in record.members))
-                sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
-                if sidecar is None or sidecar.size > config.decode.max_sidecar_bytes:
-                    continue
-                try:
-                    meta = json.loads(read_members(f, record, {JSON_EXT})[JSON_EXT])
-                except (ValueError, RecursionError, EOFError):
-                    continue
-                if isinstance(meta, dict) and sidecar_caption_field(meta) is not None:
-                    return []
+            if not records:
+                return []  # an empty or unreadable tar: the run says so as a source issue
+            return _caption_problems(config, records, lambda r, exts: read_members(f, r, exts))
     except OSError as exc:
         return [f"cannot read: {exc}"]
-    if not records:
-        return []  # an empty or unreadable tar: the run says so as a source issue
+
+
+def _caption_problems(
+    config: Config, records: list[Any], read: Callable[[Any, set[str]], dict[str, bytes]]
+) -> list[str]:
+    """A problem when none of ``records`` (a source's first samples) has a caption: a
+    caption member, or a caption field in its sidecar (read by ``read``)."""
+    import json
+
+    from mitigate.sources import (
+        CAPTION_EXTS,
+        JSON_EXT,
+        SIDECAR_CAPTION_FIELDS,
+        caption_member,
+        inner_dots,
+        sidecar_caption_field,
+    )
+
+    exts: dict[str, None] = {}
+    for record in records:
+        if caption_member(record) is not None:
+            return []
+        exts.update(dict.fromkeys(m.ext for m in record.members))
+        sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
+        if sidecar is None or sidecar.size > config.decode.max_sidecar_bytes:
+            continue
+        try:
+            meta = json.loads(read(record, {JSON_EXT})[JSON_EXT])
+        except (ValueError, RecursionError, EOFError):
+            continue
+        if isinstance(meta, dict) and sidecar_caption_field(meta) is not None:
+            return []
     found = ", ".join(f".{e}" for e in exts) or "none"
     members = _either([f".{e}" for e in CAPTION_EXTS])
     fields = _either(list(SIDECAR_CAPTION_FIELDS))

@@ -108,7 +108,7 @@ def test_img2dataset_files_beside_its_tars_are_named_not_read_as_tables(
 def test_arrow_ipc_files_and_plain_json_are_named():
     import pytest
 
-    from mitigate.tables import table_format
+    from mitigate.formats import table_format
 
     with pytest.raises(ValueError, match=r"is an Arrow IPC file \(Hugging Face datasets' save_to"):
         table_format("/d/data-00000-of-00001.arrow", "auto")

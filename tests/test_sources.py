@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import sample_members, tar_bytes
+from mitigate.formats import table_format
 from mitigate.records import ERROR, PENDING, SampleRecord
 from mitigate.sources import (
     SourceIssue,
@@ -19,7 +20,7 @@ from mitigate.sources import (
     parse_payload,
     read_members,
 )
-from mitigate.tables import iter_table, resolve_image_path, table_format
+from mitigate.tables import iter_table, resolve_image_path
 
 JPG = b"\xff\xd8fake-jpeg-bytes"
 

@@ -129,11 +129,13 @@ def test_no_library_module_is_over_the_line_budget() -> None:
 # (dataclasses.replace / with_error), since Beam forbids mutating a received element.
 RECORD_MUTATORS = {
     "mitigate.sources",
+    "mitigate.folders",  # as sources: a sample being indexed (Building)
     "mitigate.tables",
     "mitigate.output",
     "mitigate.stages",
     "mitigate.pipeline.inference",
     "mitigate.pipeline.build",
+    "mitigate.pipeline.index",  # key_prefix: a record just indexed
     "mitigate.filters.probe",  # apply_heads, on its own copy
 }
 

@@ -72,7 +72,7 @@ def test_a_missing_column_lists_the_table_s_columns_and_the_setting():
     _, problems = resolve_columns(["key", "url", "caption"], DEFAULTS)
     assert problems == {
         "image_column": "no column 'image' (nor 'image_path', 'path', 'file', 'filename', "
-        "'jpg', 'png', 'webp'); "
+        "'file_name', 'jpg', 'png', 'webp'); "
         "the table's columns are 'key', 'url', 'caption': set input.image_column; a 'url' "
         "column holds addresses to download, which mitigate does not do (download first, "
         "e.g. with img2dataset)"
@@ -109,8 +109,8 @@ def test_a_missing_column_at_run_time_is_a_source_issue_and_every_row_says_why(t
     issues = [i for i in items if isinstance(i, SourceIssue)]
     records = [i for i in items if not isinstance(i, SourceIssue)]
     why = (
-        "no column 'image' (nor 'image_path', 'path', 'file', 'filename', 'jpg', 'png', "
-        "'webp'); the table's "
+        "no column 'image' (nor 'image_path', 'path', 'file', 'filename', 'file_name', 'jpg', "
+        "'png', 'webp'); the table's "
         "columns are 'key', 'picture', 'caption': set input.image_column"
     )
     assert [(i.reason, i.detail, i.count) for i in issues] == [("missing_image", why, 0)]
@@ -128,7 +128,7 @@ def test_validate_names_a_missing_column_before_any_work(tmp_path, fmt, capsys):
     err = capsys.readouterr().err
     assert (
         f"input.paths[0]: {path}: no column 'image' (nor 'image_path', 'path', 'file', "
-        "'filename', 'jpg', 'png', 'webp'); the table's columns are 'id', 'picture', "
+        "'filename', 'file_name', 'jpg', 'png', 'webp'); the table's columns are 'id', 'picture', "
         "'caption': set input.image_column"
     ) in err
     assert main([*argv, "--set", "input.image_column=picture"]) == 0
@@ -303,7 +303,7 @@ def test_a_csv_table_is_read_with_the_delimiter_its_header_uses(tmp_path, name, 
         writer.writerow(["key", "image", "caption"])
         writer.writerow(["a", "a.jpg", "one, two; three\tfour | five"])
         writer.writerow(["b", "b.jpg", "first line\nsecond line"])
-    from mitigate.tables import table_format
+    from mitigate.formats import table_format
 
     fmt = table_format(str(path), "auto")
     assert fmt == "csv"

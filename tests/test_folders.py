@@ -1,0 +1,230 @@
+"""Folder sources: a folder of image files with captions beside them (kohya-style
+training folders, img2dataset's ``files`` output, camera dumps), read as a tar is."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mitigate.cli import main
+from mitigate.folders import index_folder
+from mitigate.pipeline import fs
+from mitigate.records import SampleRecord
+from mitigate.samples import SampleReader
+from mitigate.sources import SourceIssue
+
+CHEAP = ["--set", "filters=[]", "--set", "rebalance.enabled=false"]
+
+
+def _photos(sample_dir: Path, n: int) -> list[bytes]:
+    """``n`` real JPEG photos from the bundled sample shards."""
+    out = []
+    with tarfile.open(sample_dir / "shard-00000.tar") as tar:
+        for member in tar.getmembers():
+            if member.name.endswith(".jpg") and len(out) < n:
+                out.append(tar.extractfile(member).read())
+    assert len(out) == n
+    return out
+
+
+def _tree(root: Path, sample_dir: Path) -> dict[str, bytes]:
+    """A folder as users hold them: every kind of sample and of stray file. Returns
+    the image bytes by file name."""
+    photos = _photos(sample_dir, 6)
+    files = {
+        "b.jpg": photos[0],
+        "b.txt": b"a dog on a beach",
+        "a.jpg": photos[1],  # listed before b: the order is by name, not by creation
+        "a.json": json.dumps({"caption": "a red car", "url": "http://x/a.jpg"}).encode(),
+        "a.seg.png": b"not looked at, carried",  # an extra member, as in a tar
+        "IMG_1.JPG": photos[2],  # a camera's upper-case extension
+        "IMG_1.txt": b"a cat",
+        "sub/c.jpg": photos[3],
+        "sub/c.txt": b"a house",
+        "sub/deeper/d.jpg": photos[4],
+        "sub/deeper/d.txt": b"a tree",
+        "orphan.txt": b"a caption without its image",
+        "two.jpg": photos[5],
+        "two.png": photos[5],
+        "two.txt": b"two images",
+        "tiff.tif": b"II*\x00",
+        "tiff.txt": b"refused format",
+        ".hidden.jpg": photos[0],
+        ".git/objects/x.jpg": photos[0],
+        ".DS_Store": b"\x00",
+        "sub/Thumbs.db": b"\x00",
+    }
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return {n: d for n, d in files.items() if n.lower().endswith((".jpg", ".png"))}
+
+
+def _index(root: Path) -> list[SampleRecord | SourceIssue]:
+    source = fs.join(str(root), "")
+    return list(index_folder(fs.walk(source), source))
+
+
+def test_a_folders_files_are_grouped_into_samples_as_a_tars_members(tmp_path, sample_dir):
+    _tree(tmp_path, sample_dir)
+    os.symlink(tmp_path / "sub", tmp_path / "link")  # a link to a folder: not followed
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "broken.jpg")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    items = _index(tmp_path)
+    records = [i for i in items if isinstance(i, SampleRecord)]
+    issues = [i for i in items if isinstance(i, SourceIssue)]
+    got = [(r.key, r.index, r.state, r.reason) for r in records]
+    assert got == [
+        ("IMG_1", 0, "pending", None),
+        ("a", 1, "pending", None),
+        ("b", 2, "pending", None),
+        ("broken", 3, "error", "unsupported_member"),
+        ("fifo", 4, "error", "unsupported_member"),
+        ("orphan", 5, "error", "missing_image"),
+        ("tiff", 6, "error", "unsupported_format"),
+        ("two", 7, "error", "multiple_images"),
+        ("sub/c", 8, "pending", None),
+        ("sub/deeper/d", 9, "pending", None),
+    ]
+    by_key = {r.key: r for r in records}
+    assert [(m.ext, m.name, m.offset) for m in by_key["IMG_1"].members] == [
+        ("jpg", "IMG_1.JPG", 0),
+        ("txt", "IMG_1.txt", 0),
+    ]
+    assert {m.ext: m.name for m in by_key["a"].members} == {
+        "jpg": "a.jpg",
+        "json": "a.json",
+        "seg.png": "a.seg.png",
+    }
+    assert by_key["sub/deeper/d"].members[0].name == "sub/deeper/d.jpg"
+    assert "'fifo.jpg' is a FIFO" in by_key["fifo"].detail
+    assert "broken link" in by_key["broken"].detail
+    assert [(i.reason, i.count) for i in issues] == [("os_metadata", 2), ("skipped_files", 3)]
+    skipped = issues[1].detail
+    assert "1 hidden file(s)" in skipped and "1 hidden folder(s)" in skipped
+    assert "1 link to a folder(s)" in skipped
+
+
+def test_a_folder_is_listed_alike_by_the_local_walk_and_beams_match(tmp_path, sample_dir):
+    # Remote folders (gs://...) are listed through Beam's match of root/**: the same
+    # entries in the same order, so a run reads a folder alike wherever it lies.
+    _tree(tmp_path, sample_dir)
+    for name in ("a-b/x.jpg", "a.b/y.jpg", "a/z.jpg", "a/.cache/w.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    local = list(fs.walk(str(tmp_path)))
+    matched = list(fs.walk(str(tmp_path), remote=True))
+    assert [e for e in local if e] == matched
+    folders = [e[0][0].rstrip("/").rpartition("/")[0] for e in matched]
+    assert folders == ["", "a", "a-b", "a.b", "sub", "sub/deeper"]  # depth first, by name
+
+
+def test_a_file_that_changed_since_it_was_indexed_is_never_read_as_another(tmp_path, sample_dir):
+    _tree(tmp_path, sample_dir)
+    record = next(r for r in _index(tmp_path) if isinstance(r, SampleRecord) and r.key == "b")
+    with SampleReader(fs.open_read) as reader:
+        assert reader.members(record, {"txt"}) == {"txt": b"a dog on a beach"}
+        (tmp_path / "b.txt").write_bytes(b"a dog on a beach, longer now")
+        with pytest.raises(EOFError, match="changed during the run"):
+            reader.members(record, {"txt"})
+        (tmp_path / "b.txt").write_bytes(b"short")
+        with pytest.raises(EOFError, match="changed during the run"):
+            reader.members(record, {"txt"})
+
+
+def test_a_run_on_a_folder_keeps_the_files_bytes_and_accounts_for_every_sample(
+    tmp_path, sample_dir
+):
+    images = _tree(tmp_path / "photos", sample_dir)
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(tmp_path / "photos"), "--output", str(out), *CHEAP]) == 0
+    rows = pq.read_table(out / "manifest").to_pylist()
+    assert sorted(r["key"] for r in rows) == sorted(
+        ["IMG_1", "a", "b", "orphan", "tiff", "two", "sub/c", "sub/deeper/d"]
+    )
+    assert {r["source"] for r in rows} == {f"{tmp_path / 'photos'}/"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["conservation"]["ok"]
+    assert summary["input_count"] == len(rows) == 8
+    assert [(i["reason"], i["count"]) for i in summary["source_issues"]] == [
+        ("os_metadata", 2),
+        ("skipped_files", 2),
+    ]
+    kept = {r["key"] for r in rows if r["state"] == "kept"}
+    assert kept == {"IMG_1", "a", "b", "sub/c", "sub/deeper/d"}
+    shard = {}
+    for path in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(path) as tar:
+            shard.update({m.name: tar.extractfile(m).read() for m in tar.getmembers()})
+    for key, name in (("IMG_1", "IMG_1.JPG"), ("a", "a.jpg"), ("sub/deeper/d", "sub/deeper/d.jpg")):
+        assert shard[f"{key}.jpg"] == images[name]  # the file's bytes, unchanged
+    assert shard["IMG_1.txt"] == b"a cat"
+    assert shard["a.txt"] == b"a red car"  # the sidecar's caption
+    assert json.loads(shard["a.json"])["url"] == "http://x/a.jpg"
+    assert shard["a.seg.png"] == b"not looked at, carried"
+    # a redecide reads the files again through the manifest's member names
+    again = tmp_path / "again"
+    assert main(["redecide", "--from", str(out), "--output", str(again), *CHEAP]) == 0
+    for path in sorted((out / "shards").glob("*.tar")):
+        assert (again / "shards" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_a_folder_input_is_checked_before_any_work(tmp_path, sample_dir, capsys):
+    def validate(*args: str) -> str:
+        capsys.readouterr()
+        code = main(["validate", *args])
+        err = capsys.readouterr().err
+        assert code == (0 if not err.strip() else 2), err
+        return err
+
+    photos = tmp_path / "photos"
+    _tree(photos, sample_dir)
+    assert validate("--input", str(photos), "--output", str(tmp_path / "o")) == ""
+    inside = validate("--input", str(photos), "--output", str(photos / "out"))
+    assert f"output.path: {photos / 'out'} lies in the input folder {photos}" in inside
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for i, photo in enumerate(_photos(sample_dir, 2)):
+        (bare / f"p{i}.jpg").write_bytes(photo)
+    err = validate("--input", str(bare), "--output", str(tmp_path / "o"))
+    assert "none of its first 2 samples has a caption (members: .jpg)" in err
+    empty = tmp_path / "empty"
+    (empty / ".git").mkdir(parents=True)
+    assert "no sample in it" in validate("--input", str(empty), "--output", str(tmp_path / "o"))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "s-0.tar").write_bytes(b"")
+    err = validate("--input", str(shards), "--output", str(tmp_path / "o"))
+    assert f"{shards} is a folder: it holds 's-0.tar': give its files" in err
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "metadata.jsonl").write_text('{"file_name": "p.jpg", "text": "a dog"}\n')
+    err = validate("--input", str(hf), "--output", str(tmp_path / "o"))
+    assert "a Hugging Face imagefolder? give its table" in err and "metadata.jsonl" in err
+    (hf / "p.jpg").write_bytes(_photos(sample_dir, 1)[0])
+    assert validate("--input", str(hf / "metadata.jsonl"), "--output", str(tmp_path / "o")) == ""
+    err = validate(
+        "--input", str(shards / "s-0.tar"), "--output", str(tmp_path / "o"), "--set",
+        "input.format=folder",
+    )  # fmt: skip
+    assert "s-0.tar: not a folder (input.format is folder)" in err
+
+
+def test_a_hugging_face_imagefolder_table_names_its_images_by_file_name(tmp_path, sample_dir):
+    photos = _photos(sample_dir, 2)
+    rows = []
+    for i, photo in enumerate(photos):
+        (tmp_path / "train" / f"{i}.jpg").parent.mkdir(exist_ok=True)
+        (tmp_path / "train" / f"{i}.jpg").write_bytes(photo)
+        rows.append(json.dumps({"file_name": f"{i}.jpg", "text": f"photo {i}"}))
+    (tmp_path / "train" / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    table = str(tmp_path / "train" / "metadata.jsonl")
+    assert main(["run", "--input", table, "--output", str(out), *CHEAP]) == 0
+    got = pq.read_table(out / "manifest", columns=["state", "caption"]).to_pylist()
+    assert got == [{"state": "kept", "caption": "photo 0"}, {"state": "kept", "caption": "photo 1"}]
