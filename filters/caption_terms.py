@@ -132,6 +132,8 @@ class CaptionTerms(Filter[CaptionTermsConfig]):
 
     name = "caption_terms"
     config_model = CaptionTermsConfig
+    # the caption is in the manifest: a redecide matches the terms as configured now
+    scores_from_signals = True
 
     def setup(self) -> None:
         table = self.config._term_table

@@ -515,8 +515,8 @@ def _depth_ok(value: Any, limit: int) -> bool:
 
 def parse_sidecar(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """A ``KEY.json`` sidecar as a dict, or why it is unusable."""
-    try:
-        meta = json.loads(data.decode("utf-8"))
+    try:  # a byte-order mark before it (Windows' Notepad, PowerShell) is no error
+        meta = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, f"sidecar .json: {exc}"
     except RecursionError:

@@ -312,13 +312,17 @@ def test_redecide_drops_exactly_what_a_fresh_run_would(sample_run, tmp_path):
     from mitigate.pipeline.run import redecide
 
     out, _ = sample_run
-    lower = ["output.samples_per_shard=10", "filters.0.threshold=0.1"]
+    # a lower threshold, and a term added to caption_terms (matched again on the
+    # manifest's captions: a redecide kept the run's matches before)
+    lower = ["output.samples_per_shard=10", "filters.0.threshold=0.1", "filters.2.terms=[coffee]"]
     fresh, _ = load_config(DEFAULT, [f"output.path={tmp_path / 'fresh'}", *lower])
     run(fresh)
     again, _ = load_config(out / "config.yaml", [f"output.path={tmp_path / 're'}", *lower])
     summary = redecide(again, str(out))
     assert summary["redecided_from"] == str(out)
     assert summary["counts"]["filtered"]["reasons"]["nsfw_image_above_threshold"] == 2
+    matched = {r["key"]: r["detail"] for r in _manifest(tmp_path / "re")}
+    assert sum('violence:"coffee"' in (d or "") for d in matched.values()) == 1
     fresh_files, re_files = _files(tmp_path / "fresh"), _files(tmp_path / "re")
     assert fresh_files.keys() == re_files.keys()
     for name in fresh_files:

@@ -202,6 +202,20 @@ def test_features_with_embeddings() -> None:
 # --------------------------------------------------------------------------------------
 
 
+def test_captions_without_a_feature_give_weights_of_one_not_a_crash() -> None:
+    # Every caption emoji (its words masked or none): no row has a feature, which
+    # scikit-learn refuses to fit ("0 feature(s)"); that ended the whole run.
+    cfg = FeatureConfig(n_features=16)
+    captions = ["🙂🐶", "🌅", "🎉🎉", "😀"] * 6
+    x = cfg.featurize(captions)
+    assert x.nnz == 0
+    model = fit_density_ratio(x, x[:10], feature_config=cfg)
+    assert model.coef_indices.size == 0
+    assert model.weights(x[:10]) == pytest.approx(np.ones(10), abs=1e-12)
+    sample = fit_density_ratio_from_sample(x, np.arange(24) < 10, feature_config=cfg)
+    assert sample.weights(x[:10]) == pytest.approx(np.ones(10), abs=1e-12)
+
+
 def test_density_ratio_recovers_known_ratio() -> None:
     n, d = 20_000, 8
     x, p_keep, keep = synthetic_embeddings(n, d, seed=1)

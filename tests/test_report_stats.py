@@ -10,7 +10,7 @@ import pytest
 
 from mitigate import report
 from mitigate.report import stats as report_stats
-from mitigate.report.data import FilterSpec, score_histogram
+from mitigate.report.data import FilterSpec, ValueRange, histogram_edges, score_histogram
 
 SPECS = [
     FilterSpec("nsfw", "nsfw", "sexual", 0.3),
@@ -159,3 +159,15 @@ def test_the_report_of_a_run_read_in_small_batches_is_the_same_page(default_run,
     monkeypatch.setattr(report_stats, "manifest_batches", spy)
     assert report.build_report(default_run) == whole
     assert max(seen) == 5 and len(seen) > 4
+
+
+@pytest.mark.parametrize("values", [[0.9999999999999909, 0.9999999999999913], [3.0, 3.0]])
+def test_weights_that_differ_within_rounding_get_bins(values):
+    # numpy cannot cut 40 bins from a span of 4e-16: the report was not written
+    table = pa.table({"state": ["kept"] * len(values), "weight": values})
+    hist = report.ManifestStats.of_table(table).weight_histogram()
+    assert hist.counts.sum() == len(values) and np.all(np.diff(hist.edges) > 0)
+    span = ValueRange()
+    span.add(np.array(values) + 0.5)  # a score of such values: not an integer count
+    edges = histogram_edges(span)
+    assert edges is not None and np.all(np.diff(edges) > 0)

@@ -18,6 +18,7 @@ from mitigate.sources import (
     index_tar,
     key_problem,
     parse_payload,
+    parse_sidecar,
     read_members,
 )
 from mitigate.tables import iter_table, resolve_image_path
@@ -267,3 +268,12 @@ def test_image_root_allows_another_folder_and_captions_have_a_size_limit():
         ("a", None, "/imgs/a.jpg"),
         ("b", "caption_too_large", None),
     ]
+
+
+def test_a_sidecar_with_a_byte_order_mark_is_read():
+    # Windows tools write one; every sample of such a dataset was invalid_json
+    meta = {"caption": "a lake", "url": "http://x/1.jpg"}
+    data = json.dumps(meta).encode()
+    assert parse_sidecar(b"\xef\xbb\xbf" + data) == (meta, None)
+    assert parse_sidecar(data) == (meta, None)
+    assert parse_sidecar(b"\xef\xbb\xbf")[0] is None  # a mark alone is still no JSON

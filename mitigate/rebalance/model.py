@@ -254,12 +254,16 @@ def fit_stacked(
     # the split (set per process by the runner, e.g. Dask workers use 1) changes the
     # last bits of the coefficients, hence of every weight.
     used, x_used = _used_columns(x)
-    with threadpool_limits(limits=1):
-        clf.fit(x_used, y)
     coef = np.zeros(x.shape[1], dtype=np.float64)
-    coef[used] = np.asarray(clf.coef_, dtype=np.float64).ravel()
+    if used.size and n_u and n_f:
+        with threadpool_limits(limits=1):
+            clf.fit(x_used, y)
+        coef[used] = np.asarray(clf.coef_, dtype=np.float64).ravel()
+        intercept = float(np.asarray(clf.intercept_).ravel()[0])
+    else:  # no row has a feature (every caption emoji): nothing tells the classes apart
+        logger.warning("rebalancing: no feature in any sampled row, so every weight is 1")
+        intercept = math.log(max(n_u, 1) / max(n_f, 1))
     nz = np.flatnonzero(coef).astype(np.int32)
-    intercept = float(np.asarray(clf.intercept_).ravel()[0])
     logits = np.asarray(x @ coef).ravel() + intercept
     auc = float(roc_auc_score(y, logits)) if n_u and n_f else float("nan")
     model = DensityRatioModel(
@@ -282,7 +286,7 @@ def fit_stacked(
         n_f,
         C,
         solver,
-        np.asarray(clf.n_iter_).ravel().tolist(),
+        np.asarray(getattr(clf, "n_iter_", 0)).ravel().tolist(),  # not fit: no feature
         nz.size,
         auc,
     )

@@ -241,9 +241,17 @@ def histogram_edges(
         return np.linspace(0.0, 1.0, bins + 1)
     if integer and hi - lo <= 200:
         return np.arange(math.floor(lo) - 0.5, math.ceil(hi) + 1.0, 1.0)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
+    lo, hi = widened(lo, hi, 0.5)
     return np.linspace(lo, hi, bins + 1)
+
+
+def widened(lo: float, hi: float, pad: float) -> tuple[float, float]:
+    """``(lo, hi)``, or ``(lo - pad, hi + pad)`` where the span is too narrow for bins:
+    empty, or within rounding (weights of 0.9999999999999909 and ...913, whose bins
+    numpy cannot cut)."""
+    if hi - lo > 1e-9 * max(1.0, abs(lo), abs(hi)):
+        return lo, hi
+    return lo - pad, hi + pad
 
 
 def score_histogram(

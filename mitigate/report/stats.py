@@ -42,6 +42,7 @@ from mitigate.report.data import (
     _share,
     _value_counts,
     histogram_edges,
+    widened,
 )
 
 log = logging.getLogger(__name__)
@@ -289,10 +290,7 @@ class ManifestStats:
             if f.sides is not None:
                 f.sides.fix_bins()
         if self.weights.n_finite:
-            lo, hi = self.weights.lo, self.weights.hi
-            if hi <= lo:
-                lo, hi = lo - 0.05, hi + 0.05
-            self._weight_bins = (lo, hi)
+            self._weight_bins = widened(self.weights.lo, self.weights.hi, 0.05)
         return bool(
             self._weight_bins
             or any(
