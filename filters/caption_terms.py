@@ -1,9 +1,14 @@
 """``caption_terms``: drop samples whose caption contains a listed word or phrase.
 
 Terms and captions are both normalised with :func:`mitigate.text.normalize_text`
-(NFKC, casefold, zero-width characters removed), then matched as whole words: the term
-``gore`` matches "Gore", "ＧＯＲＥ" and "go\u200bre" but not "gored" or "Algore". A
-phrase matches its words in sequence ("graphic violence").
+(NFKC, casefold, invisible characters removed) and folded (:func:`mitigate.text.fold`:
+accents, look-alike letters), then matched as whole words, in every reading of the
+caption (:func:`readings`: its words, their parts, CamelCase split, letters spelled out)
+and with a plural ``s``/``es`` dropped: the term ``gore`` matches "Gore", "ＧＯＲＥ",
+"go\u200bre", "gоrе" (Cyrillic о, е), "gore's" and "g o r e" but not "gored" or
+"Algore". A phrase matches its words in sequence ("graphic violence"). A term in a
+script written without spaces (CJK, Thai, ...) or with joined particles (Hangul)
+matches anywhere in the caption.
 
 Term lists come inline (``terms:``), from a file (``terms_file:``, one term a line,
 ``#`` starts a comment), or per category (``categories: {violence: {terms_file: ...}}``).
@@ -12,6 +17,7 @@ Files are read when the config is validated, so workers never need the file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,7 +43,7 @@ from mitigate.filters.base import (
 )
 from mitigate.reasons import Reason
 from mitigate.records import SampleRecord
-from mitigate.text import normalize_text, words
+from mitigate.text import fold, normalize_text, words
 
 REASON = Reason.CAPTION_TERM_MATCH
 
@@ -109,6 +115,55 @@ class CaptionTermsConfig(FilterConfig):
         return frozenset(self._term_table)
 
 
+#: Scripts written without spaces between words (CJK, kana, Thai, Lao, Khmer, Myanmar)
+#: or with particles joined to them (Hangul): a term in them matches anywhere.
+_UNSPACED = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uac00-\ud7af"
+    "\uf900-\ufaff\U00020000-\U0002ffff]"
+)
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_POSSESSIVE = re.compile(r"'s$")
+_PARTS = re.compile(r"['\-]")
+
+
+def readings(caption: str, text: str) -> list[list[str]]:
+    """The ways a caption's words are read for terms: its words; each word's parts
+    (``gore's``, ``blood-and-gore``); CamelCase split (``#GraphicViolence``); and runs of
+    three or more single letters joined (``g o r e``, ``g-o-r-e``, ``g.o.r.e``).
+    ``text``: the caption normalised and folded. Only readings that differ are given."""
+    base = words(text)
+    parts = [p for w in base for p in _PARTS.split(_POSSESSIVE.sub("", w)) if p]
+    out = [base]
+    if parts != base:
+        out.append(parts)
+    if _CAMEL.search(caption):
+        out.append(words(fold(normalize_text(_CAMEL.sub(" ", caption)))))
+    joined: list[str] = []
+    run: list[str] = []
+    for p in [*parts, ""]:
+        if len(p) == 1:
+            run.append(p)
+            continue
+        joined += ["".join(run)] if len(run) >= 3 else run
+        run = []
+        joined.append(p)
+    if joined[:-1] != parts:
+        out.append(joined[:-1])
+    return out
+
+
+def _singulars(gram: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``gram`` with its last word's plural ``s`` or ``es`` dropped (``massacres``,
+    ``torches``); none for a word of three letters or fewer, or ending in ``ss``."""
+    last = gram[-1]
+    if len(last) <= 3 or not last.endswith("s") or last.endswith("ss"):
+        return []
+    out = [(*gram[:-1], last[:-1])]
+    if last.endswith("es"):
+        out.append((*gram[:-1], last[:-2]))
+    return out
+
+
 def read_terms_file(path: Path) -> list[str]:
     """Read one term per line; blank lines and ``#`` comments are skipped."""
     if not path.is_file():
@@ -136,21 +191,40 @@ class CaptionTerms(Filter[CaptionTermsConfig]):
     scores_from_signals = True
 
     def setup(self) -> None:
-        table = self.config._term_table
-        self._lengths = sorted({len(k) for k in table}, reverse=True)
+        # terms folded as captions are (accents, look-alikes), each naming its term
+        self._folded: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._unspaced: list[tuple[str, tuple[str, ...]]] = []  # CJK, Thai, Hangul terms
+        for gram in self.config._term_table:
+            folded = tuple(fold(w) for w in gram)
+            self._folded.setdefault(folded, gram)
+            if _UNSPACED.search("".join(gram)):
+                self._unspaced.append(("".join(folded), gram))
+        self._lengths = sorted({len(k) for k in self._folded}, reverse=True)
 
     def match(self, caption: str) -> list[tuple[str, str]]:
-        """Distinct ``(category, term)`` matches in ``caption``, in caption order."""
+        """Distinct ``(category, term)`` matches in ``caption``, in caption order (of
+        the first way of reading it that finds each: :func:`readings`)."""
         if not hasattr(self, "_lengths"):
             self.setup()
-        table = self.config._term_table
-        tokens = words(normalize_text(caption))
+        table, folded = self.config._term_table, self._folded
         found: dict[tuple[str, ...], str] = {}
-        for start in range(len(tokens)):
-            for n in self._lengths:
-                gram = tuple(tokens[start : start + n])
-                if len(gram) == n and gram in table and gram not in found:
-                    found[gram] = table[gram]
+        text = fold(normalize_text(caption))
+        for tokens in readings(caption, text):
+            for start in range(len(tokens)):
+                for n in self._lengths:
+                    gram = tuple(tokens[start : start + n])
+                    if len(gram) < n:
+                        continue
+                    term = folded.get(gram) or next(
+                        (folded[g] for g in _singulars(gram) if g in folded), None
+                    )
+                    if term is not None and term not in found:
+                        found[term] = table[term]
+        if self._unspaced:  # scripts written without spaces: the term anywhere
+            joined = text.replace(" ", "")
+            for needle, term in self._unspaced:
+                if term not in found and needle in joined:
+                    found[term] = table[term]
         return [(cat, " ".join(gram)) for gram, cat in found.items()]
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:

@@ -87,6 +87,49 @@ def test_caption_terms_match_whole_words_after_normalisation(tmp_path):
             assert drop is None, caption
 
 
+# helper-33's evasions of a listed term: each must still match
+EVASIONS = {
+    "invisible": ["go\u034fre", "go\u202ere", "go\ufe0fre", "go\U000e0067re", "go\u3164re"],
+    "look-alikes": ["g\u043er\u0435", "G\u041eR\u0415", "\u0261ore", "g\u03bfre"],
+    "accents": ["g\u00f3re", "go\u0301re", "g\u0336o\u0336r\u0336e\u0336"],
+    "enclosed": ["\U0001f156\U0001f15e\U0001f161\U0001f154"],
+    "word forms": ["the gore's", "gore\u2019s", "gore-soaked", "blood-and-gore", "gores"],
+    "spelled out": ["g o r e", "g-o-r-e", "g.o.r.e", "#GoreFest"],
+}
+INNOCENT = ["he gored the bull", "Algore", "Gor\u00e9e island", "at g\u00f8re", "a b c d"]
+
+
+@pytest.mark.parametrize("caption", [c for v in EVASIONS.values() for c in v])
+def test_caption_terms_see_through_invisible_letters_look_alikes_and_word_forms(caption):
+    flt = _build({"name": "caption_terms", "terms": ["gore", "graphic violence"]})
+    drop = _run(flt, _record(caption=caption))
+    assert drop is not None and drop.detail == 'matched unsafe:"gore"', caption
+
+
+@pytest.mark.parametrize("caption", INNOCENT)
+def test_caption_terms_leave_other_words_alone(caption):
+    flt = _build({"name": "caption_terms", "terms": ["gore", "graphic violence"]})
+    assert _run(flt, _record(caption=caption)) is None
+
+
+def test_caption_terms_phrases_plurals_and_scripts_without_spaces():
+    terms = ["graphic violence", "massacre", "match", "\u6d41\u8840", "\ub300\ud559\uc0b4"]
+    flt = _build({"name": "caption_terms", "terms": terms})
+    found = {
+        "graphic-violence": "graphic violence",
+        "#GraphicViolence": "graphic violence",
+        "two massacres": "massacre",
+        "matches": "match",
+        "\u8def\u4e0a\u306e\u6d41\u8840\u4e8b\u4ef6": "\u6d41\u8840",  # inside a run
+        "\ub300\ud559\uc0b4\uc744 \ubcf4\ub2e4": "\ub300\ud559\uc0b4",  # with a particle
+    }
+    for caption, term in found.items():
+        drop = _run(flt, _record(caption=caption))
+        assert drop is not None and drop.detail == f'matched unsafe:"{term}"', caption
+    for caption in ["graphic novel", "mass", "a glass", "\u6d41\u308c"]:
+        assert _run(flt, _record(caption=caption)) is None, caption
+
+
 def test_caption_terms_categories_and_min_matches():
     flt = _build(
         {

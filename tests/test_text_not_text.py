@@ -386,4 +386,5 @@ def test_a_folder_given_as_input_is_named_as_such(tmp_path, capsys):
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "a.tar").write_bytes(b"")
     assert main(["validate", "--input", str(tmp_path / "shards"), "--output", str(tmp_path / "o")])
-    assert f"{tmp_path / 'shards'} is a folder: give its files (" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'shards'} is a folder: it holds 'a.tar': give its files (" in err

@@ -255,7 +255,7 @@ def fit_stacked(
     # last bits of the coefficients, hence of every weight.
     used, x_used = _used_columns(x)
     coef = np.zeros(x.shape[1], dtype=np.float64)
-    if used.size and n_u and n_f:
+    if x_used.shape[1] and n_u and n_f:
         with threadpool_limits(limits=1):
             clf.fit(x_used, y)
         coef[used] = np.asarray(clf.coef_, dtype=np.float64).ravel()
