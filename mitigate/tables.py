@@ -150,10 +150,56 @@ def table_problems(
     if "image_column" in used and not found:
         try:
             fileobj.seek(0)
-            found += _unreadable_images(fileobj, fmt, used["image_column"])
+            key, image = used.get("key_column", ROW_KEY), used["image_column"]
+            # a Parquet column of the images' bytes is read at decode time, not here
+            paths = fmt != "parquet" or image_kind(_schema(fileobj), image) is None
+            columns = [*([image] if paths else []), *([key] if key != ROW_KEY else [])]
+            first = _first_values(fileobj, fmt, columns) if columns else {}
+            found += _unreadable_images(image, first[image]) if paths else []
+            if key != ROW_KEY and not found:
+                found += _dotted_keys(key, first[key])
         except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
             found.append(f"cannot read the table's first rows: {exc}")
     return used, found
+
+
+def _first_values(fileobj: IO[bytes], fmt: str, columns: list[str]) -> dict[str, list[Any]]:
+    """The ``columns``' values in the table's first :data:`URL_SAMPLE_ROWS` rows (one
+    read: a CSV's or JSONL's reader closes the file)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(fileobj)
+        batch = next(file.iter_batches(batch_size=URL_SAMPLE_ROWS, columns=columns), None)
+        return {c: [] if batch is None else batch.column(c).to_pylist() for c in columns}
+    rows = [r for r in itertools.islice(read_rows(fileobj, fmt), URL_SAMPLE_ROWS)]
+    return {c: [r.get(c) for r in rows if isinstance(r, dict)] for c in columns}
+
+
+def _dotted_keys(column: str, values: list[Any]) -> list[str]:
+    """A problem when every key of the table's first rows holds a dot (file names as
+    keys, ``cat.jpg``: every row would be ``invalid_key``, :func:`dotted_key`)."""
+    keys = [key_text(v)[0] for v in values]
+    dotted = [k for k in keys if k and dotted_key(k)]
+    if not keys or len(dotted) < len(keys):
+        return []
+    return [
+        f"column {column!r} holds keys with a dot ({len(dotted)} of the first {len(keys)} "
+        f"rows, e.g. {dotted[0]!r}): {dotted_key(dotted[0]).partition(': ')[2]}"
+    ]
+
+
+def dotted_key(key: str) -> str | None:
+    """Why a table's key cannot name a kept sample's files: a dot in its name. WebDataset
+    takes a key up to the first dot of a name, so ``cat.jpg.jpg`` and ``cat.jpg.txt``
+    are sample ``cat`` with members ``jpg.jpg`` and ``jpg.txt`` (no image, no caption)."""
+    if "." not in key.rpartition("/")[2]:
+        return None
+    return (
+        f"key {key!r} holds a dot: its shard's files ({key}.jpg, {key}.txt) would be read "
+        f"as sample {key.partition('.')[0]!r} (a key ends at the first dot of a name); use a "
+        'column without dots as input.key_column, or key_column: "#row"'
+    )
 
 
 def _type_problems(fileobj: IO[bytes], used: dict[str, str]) -> list[str]:
@@ -200,23 +246,20 @@ def _key_type(pa: Any, kind: Any) -> bool:
 URL_SAMPLE_ROWS = 100
 
 
-def _unreadable_images(fileobj: IO[bytes], fmt: str, column: str) -> list[str]:
+def _schema(fileobj: IO[bytes]) -> Any:
+    import pyarrow.parquet as pq
+
+    schema = pq.ParquetFile(fileobj).schema_arrow
+    fileobj.seek(0)
+    return schema
+
+
+def _unreadable_images(column: str, values: list[Any]) -> list[str]:
     """A problem when every image of the table's first :data:`URL_SAMPLE_ROWS` rows
     that has one is a web address (a LAION-style table of URLs: every sample would be an
-    ``image_url`` error); nothing when some are paths (those rows say so one by one) or
-    when the column holds the images' bytes (a Parquet table's binary column or
+    ``image_url`` error); nothing when some are paths (those rows say so one by one).
+    Not called for a column of the images' bytes (a Parquet table's binary column or
     Hugging Face datasets ``Image`` structs, read at decode time)."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        file = pq.ParquetFile(fileobj)
-        if image_kind(file.schema_arrow, column) is not None:
-            return []
-        batch = next(file.iter_batches(batch_size=URL_SAMPLE_ROWS, columns=[column]), None)
-        values = [] if batch is None else batch.column(0).to_pylist()
-    else:
-        rows = itertools.islice(read_rows(fileobj, fmt), URL_SAMPLE_ROWS)
-        values = [r.get(column) for r in rows if isinstance(r, dict)]
     images = [v for v in values if isinstance(v, str) and v.strip()]
     inline = [v for v in images if inline_image(v)]
     if images and len(inline) == len(images):
@@ -417,10 +460,11 @@ def iter_table(
                 caption_column = used["caption_column"]
                 for field, problem in absent.items():
                     yield SourceIssue(source, _MISSING_REASON[field], problem, count=0)
-            key = f"{stem}-{index:09d}" if key_column == ROW_KEY else row.get(key_column)
+            row_key = f"{stem.replace('.', '_')}-{index:09d}"  # a dot would split it
+            key = row_key if key_column == ROW_KEY else row.get(key_column)
             text, problem = key_text(key)
             rec = SampleRecord(key=escape_surrogates(text), source=source, index=index)
-            problem = problem or key_problem(text)
+            problem = problem or key_problem(text) or dotted_key(text)
             if quote is not None:
                 yield rec.with_error(
                     Reason.INVALID_ROW,

@@ -460,7 +460,7 @@ def test_key_cells_of_other_types(tmp_path):
     assert [(r.key, r.reason) for r in records] == [
         ("7", None),
         ("", "invalid_key"),
-        ("2.5", None),
+        ("2.5", "invalid_key"),  # a dot: its shard's 2.5.jpg would be sample "2"
     ]
     jsonl = tmp_path / "t.jsonl"
     jsonl.write_text(
@@ -691,3 +691,34 @@ def test_a_row_cut_by_an_unquoted_line_break_says_so_and_ragged_rows_are_read(tm
         "hold line breaks)"
     )
     assert all("line break" not in d for *_, d in got[:1] + got[2:])
+
+
+def test_a_key_with_a_dot_is_refused_as_no_shard_could_name_it(tmp_path, capsys):
+    # helper-33: keys that are file names gave kept shards of cat.jpg.jpg, read by
+    # WebDataset (and this tool) as sample "cat" with members jpg.jpg and jpg.txt
+    from mitigate.cli import main
+
+    rows = [
+        {"key": "cat.jpg", "image": "a.jpg", "caption": "c"},
+        {"key": "sub/img.001", "image": "a.jpg", "caption": "c"},
+        {"key": "v1.2/plain", "image": "a.jpg", "caption": "c"},  # a dot in a folder: fine
+    ]
+    path = _write(tmp_path / "t.jsonl", rows)
+    with open(path, "rb") as f:
+        records = list(iter_table(f, str(path), "jsonl", **DEFAULTS))
+    assert [(r.key, r.reason) for r in records] == [
+        ("cat.jpg", "invalid_key"),
+        ("sub/img.001", "invalid_key"),
+        ("v1.2/plain", None),
+    ]
+    assert "would be read as sample 'cat'" in records[0].detail
+    # a table whose first keys all hold one stops validate; one with some does not
+    dotted = _write(tmp_path / "d.jsonl", rows[:2])
+    assert main(["validate", "--input", str(dotted), "--output", str(tmp_path / "o")]) == 2
+    assert "column 'key' holds keys with a dot (2 of the first 2 rows" in capsys.readouterr().err
+    assert main(["validate", "--input", str(path), "--output", str(tmp_path / "o")]) == 0
+    # a table named with dots names its rows without them
+    named = _write(tmp_path / "train.v2.jsonl", [{"image": "a.jpg", "caption": "c"}])
+    with open(named, "rb") as f:
+        (record,) = iter_table(f, str(named), "jsonl", **{**DEFAULTS, "key_column": "#row"})
+    assert record.key == "train_v2-000000000" and record.reason is None
