@@ -34,6 +34,7 @@ from mitigate.tarscan import (
     scan_tar,
     split_name,
 )
+from mitigate.text import normalize_text
 
 # Image formats read, by member extension and by Pillow format name. Decoding is
 # restricted to these plugins, so no input can make Pillow start an external program
@@ -573,6 +574,6 @@ def parse_payload(
     if "\x00" in caption:
         where = _from(ext) if ext is not None else f" (.json {sidecar_caption_field(meta)!r})"
         return record.with_error(Reason.INVALID_CAPTION_ENCODING, f"caption{where} {NUL_IN_TEXT}")
-    if not caption.strip():
+    if not normalize_text(caption):  # blank, or only characters that render as nothing
         return record.with_error(Reason.MISSING_CAPTION, "caption is empty")
     return Payload(data[record.image_ext or ""], caption, meta, raw)

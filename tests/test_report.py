@@ -1155,3 +1155,10 @@ def test_the_report_reads_shown_columns_for_the_shown_rows_only(run_dir, monkeyp
     assert fetched and len(fetched) == len(set(fetched)) < full.num_rows
     errors = [i for i, s in enumerate(full.column("state").to_pylist()) if s == "error"]
     assert errors and set(errors[:1]) <= set(fetched)  # the first error is an example
+
+
+def test_control_characters_in_text_reach_the_page_as_their_codes():
+    # a caption's terminal escapes (ESC, BEL, C1) were written into the page as they were
+    from mitigate.report.common import _esc
+
+    assert _esc("a\x1b[31mred\x07 <b>\x85\tok\n") == "a\\x1b[31mred\\x07 &lt;b&gt;\\x85\tok\n"

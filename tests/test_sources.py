@@ -120,6 +120,9 @@ def test_non_file_members_and_extensionless_names_are_listed_as_errors():
         ({"jpg": JPG, "txt": b"ok", "json": b"{not json"}, "invalid_json"),
         ({"jpg": JPG, "txt": b"ok", "json": b"[1, 2]"}, "invalid_json"),
         ({"jpg": JPG, "txt": b"  \n"}, "missing_caption"),
+        # only characters that render as nothing: as blank as spaces (helper-33)
+        ({"jpg": JPG, "txt": "\u200b\u200b\u2060".encode()}, "missing_caption"),
+        ({"jpg": JPG, "json": b'{"caption": "\\u200b \\ufe0f"}'}, "missing_caption"),
     ],
 )
 def test_payload_problems(data, reason):

@@ -73,8 +73,14 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 # ------------------------------------------------------------------------ rendering
 
 
+# C0 and C1 controls but tab and newline: a terminal's escapes in a caption (ESC, BEL)
+# shown as their code, not passed into the page
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
+_CONTROLS.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+
+
 def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(str(value).translate(_CONTROLS), quote=True)
 
 
 def _plot(fig_fn: Any, *args: Any, alt: str) -> str:
