@@ -127,12 +127,12 @@ class OutputConfig(_Strict):
     path: str = Field(default="../out", description="Output folder (any Beam filesystem).")
     samples_per_shard: int = Field(default=1000, ge=1, le=10_000_000)
     samples_per_manifest_part: int = Field(
-        default=100_000,
+        default=10_000,
         ge=1,
         le=100_000_000,
         description="Most manifest rows a part holds: an input file with more samples gets "
         "a part per block of this many (input order), so no worker ever holds a whole huge "
-        "table or tar to write its part.",
+        "table, tar or folder to write its part (it holds a block's records).",
     )
     overwrite: bool = Field(
         default=False, description="Replace a previous run's results in `path`."

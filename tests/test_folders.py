@@ -228,3 +228,26 @@ def test_a_hugging_face_imagefolder_table_names_its_images_by_file_name(tmp_path
     assert main(["run", "--input", table, "--output", str(out), *CHEAP]) == 0
     got = pq.read_table(out / "manifest", columns=["state", "caption"]).to_pylist()
     assert got == [{"state": "kept", "caption": "photo 0"}, {"state": "kept", "caption": "photo 1"}]
+
+
+def test_a_sub_folder_that_cannot_be_listed_is_a_source_issue_not_the_end(
+    tmp_path, sample_dir, monkeypatch
+):
+    _tree(tmp_path, sample_dir)
+    real = os.scandir
+
+    def scandir(path):  # as a folder of another user's without read permission (not root)
+        if str(path).endswith("/sub/"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    items = _index(tmp_path)
+    keys = [i.key for i in items if isinstance(i, SampleRecord)]
+    assert "b" in keys and not any(k.startswith("sub/") for k in keys)
+    (issue,) = [i for i in items if isinstance(i, SourceIssue) and i.reason == "read_error"]
+    assert issue.detail == "sub/: unreadable folder (Permission denied): its samples are not read"
+    assert issue.count is None
+    monkeypatch.setattr(os, "scandir", lambda path: scandir(path + "sub/"))
+    with pytest.raises(PermissionError):  # the folder itself: the whole source's read_error
+        _index(tmp_path)

@@ -246,3 +246,16 @@ def test_a_dry_run_opens_no_remote_input_for_its_checks(tmp_path):
     started = time.monotonic()
     job = run(config)
     assert time.monotonic() - started < 60 and job["dry_run"]
+
+
+def test_a_dry_run_takes_a_remote_folder_of_images_as_one_source(tmp_path):
+    # input.format: folder names gs://bucket/photos/ a folder of image files; a dry run
+    # lists nothing remote, and the job reads the folder as one source
+    config, _ = load_config(
+        DEFAULT,
+        ["input.paths=['gs://my-bucket/photos']", "input.format=folder", *DATAFLOW_DRY_RUN],
+    )
+    started = time.monotonic()
+    job = run(config)
+    assert time.monotonic() - started < 60 and job["dry_run"]
+    assert job["inputs"] == ["gs://my-bucket/photos/"]
