@@ -428,6 +428,9 @@ def scan_tar(
             if typeflag in (ord("1"), ord("2")):
                 size = 0  # links carry no data, whatever the size field says
                 after = data_at
+        if typeflag == ord("S") and block[482]:  # old GNU sparse: its map runs on
+            data_at = _after_sparse_map(reader, data_at)  # in blocks before the data
+            after = data_at + _padded(size)
         if kind in ("file", "directory") and data_at + size > reader.size:
             yield TarMember(name, kind, data_at, size, pos)
             yield TarProblem(
@@ -440,6 +443,17 @@ def scan_tar(
             return
         yield TarMember(name, kind, data_at, size, pos, link, joined)
         pos, joined = after, False
+
+
+def _after_sparse_map(reader: _Reader, pos: int) -> int:
+    """Where an old GNU sparse member's data starts: after the extension blocks of its
+    map (21 entries a block, then a flag at byte 504 set while another block follows).
+    GNU tar writes them when a file has more than the header's four holes."""
+    while True:
+        block = reader.read(pos, BLOCK)
+        pos += BLOCK
+        if len(block) < BLOCK or not block[504]:
+            return pos
 
 
 def files_before(fileobj: IO[bytes], end: int) -> dict[bytes, tuple[int, int]]:

@@ -480,7 +480,13 @@ def _with_calibration(report: dict[str, Any], cal: dict[str, Any]) -> dict[str, 
         "iterations": cal.get("iterations"),
         "error": cal["error"],
     }
-    return {**report, "calibration": out}
+    if cal["error"] is None:
+        return {**report, "calibration": out}
+    # not calibrated after all: no group is shown as one, and the summary says why
+    failed = {g: {**row, "calibrated": False} for g, row in probes.items()}
+    warning = f"rebalance.calibrate_groups failed ({cal['error']}): weights are not calibrated"
+    warnings = [*report.get("warnings", []), warning]
+    return {**report, "probes": failed, "warnings": warnings, "calibration": out}
 
 
 def _ess_check(report: dict[str, Any], fraction: float) -> dict[str, Any]:

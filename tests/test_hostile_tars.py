@@ -345,6 +345,33 @@ def test_gnu_sparse_files_in_pax_form_are_unsupported_members_not_misread(record
     assert "is a GNU sparse file" in found[0].detail and not issues
 
 
+def _old_gnu_sparse(name: str, data: bytes, extensions: int) -> bytes:
+    """A GNU sparse member in the old form (type 'S', as ``tar -S --format=gnu`` writes
+    it) whose map runs on in ``extensions`` blocks after the header (a file with more
+    than four holes), then its data."""
+    header = bytearray(_member(name, b"")[:512])
+    header[156:157] = b"S"
+    header[124:136] = b"%011o\x00" % len(data)
+    header[482] = 1  # isextended: a block of the map follows
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    blocks = [bytearray(512) for _ in range(extensions)]
+    for block in blocks[:-1]:
+        block[504] = 1
+    return bytes(header) + b"".join(blocks) + data + bytes(-len(data) % 512)
+
+
+@pytest.mark.parametrize("extensions", [1, 3])
+def test_an_old_gnu_sparse_member_is_skipped_whole_with_its_maps_blocks(extensions):
+    # its data was taken to start right after the header: the scan landed inside it
+    # and reported a damaged header (a member lost) where none was (helper-33)
+    data = _old_gnu_sparse("sp.jpg", JPG, extensions) + _member("sp.txt", b"caption")
+    data += _member("z.jpg", JPG) + _member("z.txt", b"z") + bytes(1024)
+    found, issues = _index(data)
+    assert [(r.key, r.reason) for r in found] == [("sp", "unsupported_member"), ("z", None)]
+    assert "is a GNU sparse file" in found[0].detail and not issues
+
+
 def test_members_of_a_key_are_grouped_wherever_they_lie():
     """GNU tar and bsdtar write a folder in directory order: a sample's members need
     not be next to each other (each split into a missing_caption and a missing_image)."""

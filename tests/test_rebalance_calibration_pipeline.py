@@ -173,3 +173,21 @@ def test_dask_still_refuses_rebalancing_with_calibration():
                 "runner": {"name": "dask", "dask_address": "tcp://127.0.0.1:1"},
             }
         )
+
+
+def test_a_failed_calibration_shows_no_group_as_calibrated_and_warns():
+    # helper-33: the console and the report labelled both groups "(calibrated)" and the
+    # summary's warnings were empty; only calibration.error said it had failed
+    from mitigate.pipeline.rebalance import _with_calibration
+
+    row = {"unfiltered": 0.3, "filtered": 0.2, "reweighted": 0.2, "calibrated": True}
+    report = {"weights": {}, "probes": {"women": dict(row), "men": dict(row)}, "warnings": []}
+    cal = {"groups": ["women", "men"], "unfiltered_shares": {"women": 0.375, "men": 0.3}}
+    failed = _with_calibration(report, {**cal, "error": "group 'women': no kept sample"})
+    assert not any(r["calibrated"] for r in failed["probes"].values())
+    assert failed["warnings"] == [
+        "rebalance.calibrate_groups failed (group 'women': no kept sample): weights are "
+        "not calibrated"
+    ]
+    done = _with_calibration(report, {**cal, "error": None})
+    assert all(r["calibrated"] for r in done["probes"].values()) and not done["warnings"]
