@@ -548,6 +548,12 @@ def parse_payload(
             return record.with_error(Reason.INVALID_CAPTION_ENCODING, detail)
         if raw.startswith(BYTE_ORDER_MARKS):
             raw = caption.encode("utf-8")  # kept shards hold the caption in UTF-8, no mark
+            if max_caption_bytes is not None and len(raw) > max_caption_bytes:
+                return record.with_error(  # UTF-16 CJK: 2 bytes a character, 3 in UTF-8
+                    Reason.CAPTION_TOO_LARGE,
+                    f"caption{_from(ext)} of {len(raw)} bytes in UTF-8 > max_caption_bytes "
+                    f"{max_caption_bytes}",
+                )
     meta = None
     if JSON_EXT in data:
         meta, problem = parse_sidecar(data[JSON_EXT])

@@ -280,3 +280,17 @@ def test_a_sidecar_with_a_byte_order_mark_is_read():
     assert parse_sidecar(b"\xef\xbb\xbf" + data) == (meta, None)
     assert parse_sidecar(data) == (meta, None)
     assert parse_sidecar(b"\xef\xbb\xbf")[0] is None  # a mark alone is still no JSON
+
+
+def test_a_utf16_caption_is_held_to_max_caption_bytes_as_the_utf8_it_becomes():
+    # the index checks the member's bytes: 30,000 CJK characters are 60,002 bytes of
+    # UTF-16 and 90,000 of UTF-8, which the kept shard writes
+    record = SampleRecord(key="k", source="s", index=0, image_ext="jpg")
+    caption = "\u6d41" * 30_000
+    raw = "\ufeff".encode("utf-16-le") + caption.encode("utf-16-le")
+    assert len(raw) == 60_002
+    out = parse_payload(record, {"jpg": JPG, "txt": raw}, max_caption_bytes=65_536)
+    assert isinstance(out, SampleRecord) and out.reason == "caption_too_large"
+    assert "90000 bytes in UTF-8 > max_caption_bytes 65536" in out.detail
+    short = "\ufeff".encode("utf-16-le") + ("\u6d41" * 100).encode("utf-16-le")
+    assert parse_payload(record, {"jpg": JPG, "txt": short}, max_caption_bytes=65_536).caption
