@@ -394,9 +394,35 @@ class TrainResult:
     report: dict[str, Any]
 
 
+#: What a probe's folder holds besides its NAME.onnx and NAME.yaml.
+PROBE_FILES = frozenset({"report.json", "report.md", "review"})
+
+
 def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
+    """Refuse an output that is not empty, unless ``overwrite`` and it is a probe this
+    command wrote: the folder is replaced whole, so anything else in it (the run trained
+    from, a user's files) would be deleted."""
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise TrainError(f"--output: {output} is a file, not a folder")
+    names = sorted(p.name for p in output.iterdir())
+    if not names:
+        return
+    if not overwrite:
         raise TrainError(f"--output: {output} exists and is not empty; pass --overwrite")
+    foreign = [n for n in names if n not in PROBE_FILES and not n.endswith((".onnx", ".yaml"))]
+    try:
+        ours = "out_of_fold" in json.loads((output / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if foreign or not ours:
+        held = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        what = f"holds {held}" if foreign else "has no probe's report.json"
+        raise TrainError(
+            f"--output: {output} {what}: not a probe `mitigate train` wrote, which is all "
+            "--overwrite replaces (the folder is replaced whole); choose another folder"
+        )
 
 
 def train(

@@ -222,8 +222,18 @@ def test_output_is_refused_unless_overwrite(tmp_path, capsys):
     assert main(_train_args(run, labels, out)) == 2
     assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert main(_train_args(run, labels, out, "--overwrite")) == 0
-    assert not (out / "keep.txt").exists() and (out / "thing.onnx").is_file()
+    # --overwrite replaced the folder whole: a user's file, or the run trained from
+    # (helper-34: `--output RUN --overwrite` deleted the run), went with it
+    assert main(_train_args(run, labels, out, "--overwrite")) == 2
+    assert "holds keep.txt: not a probe `mitigate train` wrote" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    assert main(_train_args(run, labels, Path(run), "--overwrite")) == 2
+    assert "not a probe `mitigate train` wrote" in capsys.readouterr().err
+    assert (Path(run) / "manifest").is_dir()
+    (out / "keep.txt").unlink()
+    assert main(_train_args(run, labels, out)) == 0
+    assert main(_train_args(run, labels, out, "--overwrite")) == 0  # a probe: replaced
+    assert (out / "thing.onnx").is_file() and (out / "report.json").is_file()
 
 
 def test_run_embeddings_are_read_from_the_part_files_not_held_in_memory(tmp_path):
