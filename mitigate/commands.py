@@ -97,6 +97,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     import csv
 
+    import numpy as np
+
     from mitigate import review, runtable, select
     from mitigate.pipeline import fs
 
@@ -115,9 +117,11 @@ def cmd_select(args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else float(entry["threshold"])
     column = f"score_{args.filter}"
     # the key and score columns only, no Python object a row (mitigate/runtable.py)
-    run = runtable.RunTable(args.from_dir, ["key", column])
+    run = runtable.RunTable(args.from_dir, ["key", column, "state"])
     keys = run.keys()
-    scores = run.numbers(column)
+    # an error row is no sample to label: a duplicate_key copy (scored, then refused) has
+    # the key of the sample the run holds, and another image (helper-34)
+    scores = np.where(run.is_state("error"), np.nan, run.numbers(column))
     notes: dict[int, str] = {}
     if args.strategy == "uncertain":
         picked = select.select_uncertain(keys, scores, threshold, args.n)

@@ -40,10 +40,41 @@ _AMBIGUOUS = {"yes", "y", "no", "n"}
 
 
 def manifest_parts(out_dir: str | Path) -> list[Path]:
+    """The run's manifest parts, checked whole before a tool reads them: each a Parquet
+    file (its footer read), and, where the run's ``summary.json`` says how many rows it
+    wrote, that many rows in all. A part deleted, cut or copied in from a smaller run
+    stops the tool naming it, rather than leaving its samples out of a calibration, a
+    selection, a probe or a redecided output (helper-34: a redecide dropped a whole
+    input file without a word)."""
+    import pyarrow.parquet as pq
+
     parts = sorted(Path(out_dir, layout.MANIFEST).glob(layout.MANIFEST_PATTERN))
     if not parts:
         raise FileNotFoundError(f"{out_dir} has no manifest (manifest/part-*.parquet)")
+    rows = 0
+    for part in parts:
+        try:
+            rows += pq.ParquetFile(part).metadata.num_rows
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{part}: not a readable manifest part ({exc})") from None
+    expected = _summary_rows(out_dir)
+    if expected is not None and rows != expected:
+        raise ValueError(
+            f"{out_dir}: its manifest parts hold {rows:,} rows, its summary.json says the run "
+            f"wrote {expected:,}: a part is missing or not this run's ({len(parts)} found)"
+        )
     return parts
+
+
+def _summary_rows(out_dir: str | Path) -> int | None:
+    """``manifest_rows`` of the run's summary.json; None without one (a run stopped
+    before it, an older layout)."""
+    try:
+        summary = json.loads(Path(out_dir, layout.SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rows = summary.get("manifest_rows") if isinstance(summary, dict) else None
+    return rows if isinstance(rows, int) else None
 
 
 def load_manifest(out_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
@@ -94,16 +125,31 @@ def read_labels(path: str | Path) -> dict[str, bool]:
 
 
 def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bool]) -> None:
+    """Rows into ``out``; a key labelled twice alike is one label, twice unalike an
+    error naming both lines (the last one won, silently: helper-34 flipped 50 of 146
+    positives so). Header names match whatever their case and spaces (``Key, Label``)."""
+    if reader.fieldnames:
+        reader.fieldnames = [(n or "").strip().lower() for n in reader.fieldnames]
     if not reader.fieldnames or not {"key", "label"} <= set(reader.fieldnames):
         raise ValueError(f"{path}: needs a header with columns key,label")
-    for line, row in enumerate(reader, start=2):
+    first: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
         value = (row["label"] or "").strip().lower()
         if value not in _TRUE | _FALSE:
             hint = " (ambiguous: say harmful or benign)" if value in _AMBIGUOUS else ""
             raise ValueError(
                 f"{path}:{line}: label {row['label']!r} is not one of {LABEL_VALUES}{hint}"
             )
-        out[row["key"]] = value in _TRUE
+        key, label = row["key"], value in _TRUE
+        if key in out and out[key] != label:
+            said = "harmful" if out[key] else "benign"
+            raise ValueError(
+                f"{path}:{line}: key {key!r} is labelled {row['label']!r} here and {said} "
+                f"at line {first[key]}: keep the one that holds"
+            )
+        first.setdefault(key, line)
+        out[key] = label
 
 
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
@@ -156,9 +202,16 @@ function mark(key, value, el) {
   card.classList.toggle('pos', value === 1);
   card.classList.toggle('neg', value === 0);
 }
+// a key as a CSV cell: quoted where it holds a comma, a quote, a line break or edge spaces
+function cell(s) {
+  return /[",\\r\\n]|^\\s|\\s$/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
+function labelsCsv() {
+  const rows = ['key,label'].concat(Object.entries(labels).map(([k, v]) => `${cell(k)},${v}`));
+  return rows.join('\\n') + '\\n';
+}
 function download() {
-  const rows = ['key,label'].concat(Object.entries(labels).map(([k, v]) => `${k},${v}`));
-  const blob = new Blob([rows.join('\\n') + '\\n'], {type: 'text/csv'});
+  const blob = new Blob([labelsCsv()], {type: 'text/csv'});
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
   a.download = 'labels.csv';
@@ -205,7 +258,9 @@ def calibration_data(
 
     The manifest is read a part at a time: every row's score is kept (8 bytes a row:
     the drop fraction is over all of them), keys only where labelled (every key in a
-    dict cost ~0.15 KB a row). A key on several rows takes its last scored row's."""
+    dict cost ~0.15 KB a row). Error rows are no sample of the run: a ``duplicate_key``
+    copy was scored, then refused, and its key names the sample the run holds (whose
+    score a label is about); nor does the drop fraction count them."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -214,9 +269,10 @@ def calibration_data(
     by_key: dict[str, float] = {}
     every: list[np.ndarray] = []
     for part in manifest_parts(out_dir):
-        table = pq.read_table(part, columns=["key", column])
+        table = pq.read_table(part, columns=["key", column, "state"])
         scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-        finite = np.isfinite(scores)
+        error = pc.fill_null(pc.equal(table.column("state"), "error"), False)
+        finite = np.isfinite(scores) & ~error.to_numpy(zero_copy_only=False)
         every.append(scores[finite])
         hits = pc.is_in(table.column("key"), value_set=wanted).to_numpy(zero_copy_only=False)
         at = np.flatnonzero(hits & finite)

@@ -105,6 +105,12 @@ class RunTable:
         assert self.table is not None
         return ArrowKeys(self.table.column("key"))
 
+    def is_state(self, state: str) -> np.ndarray:
+        """Whether each row's ``state`` is ``state`` (the table holds the column)."""
+        assert self.table is not None
+        values = self.table.column("state").combine_chunks()
+        return pc.fill_null(pc.equal(values, state), False).to_numpy(zero_copy_only=False)
+
     def numbers(self, column: str) -> np.ndarray:
         """``column`` as float64, NaN where a cell is null."""
         assert self.table is not None

@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import re
 import shutil
 import tempfile
@@ -56,7 +55,7 @@ import numpy as np
 
 from mitigate import calibrate, review, select
 from mitigate.runtable import ArrowKeys, PartedEmbeddings, RowSubset, RunTable
-from mitigate.train_output import markdown, snippet, write_review
+from mitigate.train_output import finite, markdown, model_sha256, snippet, write_review
 
 log = logging.getLogger(__name__)
 Opener = Callable[[str], IO[bytes]]
@@ -525,7 +524,7 @@ def train(
         "category": category,
         "run": str(Path(from_dir).resolve()),
         "backbone": filter_id,
-        "backbone_model_sha256": _model_sha256(from_dir, filter_id),
+        "backbone_model_sha256": model_sha256(from_dir, filter_id),
         "labels": str(Path(labels_path).resolve()),
         "embedding_dim": int(x.shape[1]),
         "n_run": len(run.keys),
@@ -574,7 +573,7 @@ def train(
             snippet(name, category, filter_id, final_onnx, cal, metrics), encoding="utf-8"
         )
         (work / "report.json").write_text(
-            json.dumps(_finite(report), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            json.dumps(finite(report), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
         (work / "report.md").write_text(markdown(report), encoding="utf-8")
         write_review(work / "review", from_dir, run, report, entry, opener, n_review)
@@ -593,26 +592,3 @@ def train(
         output,
     )
     return TrainResult(output, report)
-
-
-def _model_sha256(from_dir: str | Path, filter_id: str) -> str | None:
-    """The backbone model's sha256 as the run recorded it (summary.json), if it did."""
-    try:
-        summary = json.loads(Path(from_dir, "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    for model in summary.get("models", []):
-        if model.get("filter") == filter_id:
-            return model.get("model_sha256")
-    return None
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: NaN and infinities become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

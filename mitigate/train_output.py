@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,3 +159,26 @@ def write_review(
     blur = entry.get("category") == "sexual" or report["category"] == "sexual"
     page = review.contact_sheet(f"mitigate train: {report['name']}", intro, entries, blur)
     (folder / "contact_sheet.html").write_text(page, encoding="utf-8")
+
+
+def model_sha256(from_dir: str | Path, filter_id: str) -> str | None:
+    """The backbone model's sha256 as the run recorded it (summary.json), if it did."""
+    try:
+        summary = json.loads(Path(from_dir, "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for model in summary.get("models", []):
+        if model.get("filter") == filter_id:
+            return model.get("model_sha256")
+    return None
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

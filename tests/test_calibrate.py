@@ -378,17 +378,22 @@ def test_no_beam_import():
 def test_calibration_data_reads_a_run_a_part_at_a_time(tmp_path, monkeypatch):
     """`mitigate calibrate` made a dict of every key of the run (~0.15 KB a row); now
     each part is read in turn and only labelled keys are kept. Labelled keys in several
-    parts, a key on two scored rows (the later one's score), a key whose row has no
-    score and a key not in the run."""
+    parts, a key on two scored rows (the later a duplicate_key error: not the run's
+    sample, helper-34: calibrate took its score), a key whose row has no score and a key
+    not in the run."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from mitigate import review
 
     parts = [
-        {"key": ["a", "b", "c"], "score_nsfw": [0.1, None, 0.5]},
-        {"key": ["d", "a", "e"], "score_nsfw": [0.7, 0.9, float("nan")]},
-        {"key": ["f"], "score_nsfw": [0.3]},
+        {"key": ["a", "b", "c"], "score_nsfw": [0.1, None, 0.5], "state": ["kept"] * 3},
+        {
+            "key": ["d", "a", "e"],
+            "score_nsfw": [0.7, 0.9, float("nan")],
+            "state": ["filtered", "error", "kept"],
+        },
+        {"key": ["f"], "score_nsfw": [0.3], "state": ["kept"]},
     ]
     (tmp_path / "manifest").mkdir()
     for i, cols in enumerate(parts):
@@ -398,8 +403,8 @@ def test_calibration_data_reads_a_run_a_part_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(pq, "read_table", lambda p, **kw: read.append(kw) or read_table(p, **kw))
     labels = {"f": False, "a": True, "b": True, "e": False, "zz": True, "c": False}
     scored, truth, every, missing = review.calibration_data(tmp_path, "nsfw", labels)
-    assert scored.tolist() == [0.3, 0.9, 0.5]  # f, a (its later row), c: label order
+    assert scored.tolist() == [0.3, 0.1, 0.5]  # f, a (not its error row), c: label order
     assert truth.tolist() == [False, True, False]
-    assert every.tolist() == [0.1, 0.5, 0.7, 0.9, 0.3]  # every finite score, input order
+    assert every.tolist() == [0.1, 0.5, 0.7, 0.3]  # every finite score but errors', in order
     assert missing == ["b", "e", "zz"]
-    assert read == [{"columns": ["key", "score_nsfw"]}] * 3  # a part at a time, two columns
+    assert read == [{"columns": ["key", "score_nsfw", "state"]}] * 3  # a part at a time

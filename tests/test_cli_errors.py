@@ -321,3 +321,72 @@ def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_130():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 130
     assert proc.stderr == "mitigate: interrupted\n"
+
+
+def test_every_tool_refuses_a_run_with_a_part_missing_or_cut(default_run, tmp_path, capsys):
+    # helper-34: with a part deleted, redecide wrote a run of two inputs out of three
+    # (exit 0, "counts add up"), and calibrate and select left its samples out
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(default_run, run)
+    parts = sorted((run / "manifest").glob("part-*.parquet"))
+    assert len(parts) == 3
+    labels = _labels(tmp_path / "l.csv", [("000000000", "1"), ("000000001", "0")])
+    tools = {
+        "calibrate": [
+            "calibrate",
+            "--scores",
+            str(run),
+            "--labels",
+            str(labels),
+            "--filter",
+            "nsfw",
+        ],
+        "select": [
+            "select",
+            "--from",
+            str(run),
+            "--filter",
+            "nsfw",
+            "--output",
+            str(tmp_path / "s"),
+        ],
+        "report": ["report", str(run)],
+        "redecide": ["redecide", "--from", str(run), "--output", str(tmp_path / "re")],
+    }
+    hidden = parts[1].rename(tmp_path / parts[1].name)
+    for name, argv in tools.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert "manifest parts hold 28 rows, its summary.json says the run wrote 49" in err, name
+    parts[1].write_bytes(hidden.read_bytes()[:-100])  # cut: its footer gone
+    for name, argv in tools.items():
+        assert main(argv) == 2, name
+        assert f"{parts[1]}: not a readable manifest part" in capsys.readouterr().err, name
+    assert not (tmp_path / "re").exists() and not (tmp_path / "s").exists()
+
+
+def test_select_offers_no_error_row_to_label(tmp_path, capsys):
+    # helper-34: a duplicate_key copy (scored, then refused) was offered beside the
+    # sample the run holds under that key: two images behind one label
+    import csv
+
+    out = tmp_path / "run"
+    (out / "manifest").mkdir(parents=True)
+    (out / "config.yaml").write_text(
+        yaml.safe_dump({"filters": [{"name": "nsfw", "threshold": 0.3}]})
+    )
+    records = [
+        SampleRecord(key=f"k{i}", source="a.tar", index=i, state="kept", scores={"nsfw": i / 10})
+        for i in range(10)
+    ]
+    copy = SampleRecord(key="k0", source="b.tar", index=0, state="kept", scores={"nsfw": 0.3})
+    records.append(copy.with_error("duplicate_key", "key 'k0' already used at a.tar"))
+    with open(out / "manifest" / "part-000000.parquet", "wb") as f:
+        write_manifest(records, ["nsfw"], f)
+    argv = ["select", "--from", str(out), "--filter", "nsfw", "--n", "3", "--output"]
+    assert main([*argv, str(tmp_path / "s")]) == 0
+    with open(tmp_path / "s" / "selection.csv", newline="") as f:
+        picked = [(r["key"], r["state"]) for r in csv.DictReader(f)]
+    assert picked == [("k3", "kept"), ("k2", "kept"), ("k4", "kept")]

@@ -1162,3 +1162,26 @@ def test_control_characters_in_text_reach_the_page_as_their_codes():
     from mitigate.report.common import _esc
 
     assert _esc("a\x1b[31mred\x07 <b>\x85\tok\n") == "a\\x1b[31mred\\x07 &lt;b&gt;\\x85\tok\n"
+
+
+def test_the_contact_sheets_labels_csv_quotes_its_keys_in_a_browser(tmp_path):
+    # helper-34: key "x,1" was written x,1,0 and read back as key "x" labelled 1
+    binary = require_chromium()
+    keys = ["x,1", 'say "hi"', "line\nbreak", " padded", "plain", "img,036"]
+    entries = [review.SheetEntry(k, 0.5, "a caption", "", "") for k in keys]
+    page = tmp_path / "sheet.html"
+    page.write_text(review.contact_sheet("t", "i", entries, blurred=False), encoding="utf-8")
+    browser = Chromium(binary, str(tmp_path / "profile"))
+    try:
+        session = browser.open(page.as_uri())
+        text = browser.evaluate(
+            session,
+            "document.querySelectorAll('.card').forEach((c, i) => "
+            "c.querySelectorAll('button')[i % 2].click()); labelsCsv()",
+        )
+    finally:
+        browser.close()
+    path = tmp_path / "labels.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    want = {k: i % 2 == 0 for i, k in enumerate(keys)}  # harmful, benign, ...
+    assert review.read_labels(path) == want
