@@ -161,7 +161,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     for i in picked:
         try:
             uri = review.thumbnail(review.read_image_bytes(rows[i], fs.open_read))
-        except (OSError, EOFError, KeyError) as exc:
+        except (OSError, EOFError, KeyError, ValueError) as exc:
             log.warning("%s: image unreadable for the contact sheet: %s", keys[i], exc)
             uri = ""
         entries.append(

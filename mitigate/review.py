@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
 import itertools
@@ -153,9 +154,18 @@ def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bo
 
 
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
-    """A sample's original image bytes, from its tar member or its image path."""
+    """A sample's original image bytes, from its tar member, its file or its image path;
+    ValueError where they are no longer those the run hashed (an input rewritten since:
+    a contact sheet showed the new image under the old sample's score, helper-34)."""
+    record = record_from_row(row, [])
     with SampleReader(opener) as reader:
-        return reader.image(record_from_row(row, []))
+        data = reader.image(record)
+    if record.sha256 is not None and hashlib.sha256(data).hexdigest() != record.sha256:
+        raise ValueError(
+            f"{record.source}: {record.key}: the image changed since the run (its sha256 "
+            f"is no longer {record.sha256[:12]}...)"
+        )
+    return data
 
 
 def thumbnail(data: bytes, size: int = 160, blur: bool = False) -> str:

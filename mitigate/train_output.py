@@ -146,7 +146,7 @@ def write_review(
             writer.writerow([key, f"{score:.6f}", row["state"], row["source"], note])
             try:
                 uri = review.thumbnail(review.read_image_bytes(row, opener))
-            except (OSError, EOFError, KeyError) as exc:
+            except (OSError, EOFError, KeyError, ValueError) as exc:
                 log.warning("%s: image unreadable for the contact sheet: %s", key, exc)
                 uri = ""
             entries.append(review.SheetEntry(key, score, row["caption"] or "", note, uri))

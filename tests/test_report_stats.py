@@ -171,3 +171,29 @@ def test_weights_that_differ_within_rounding_get_bins(values):
     span.add(np.array(values) + 0.5)  # a score of such values: not an integer count
     edges = histogram_edges(span)
     assert edges is not None and np.all(np.diff(edges) > 0)
+
+
+def test_the_funnel_says_when_the_counts_do_not_add_up():
+    # helper-34: an edited summary.json (input 12,345, kept 999) was shown beside
+    # "counts add up"
+    from mitigate.report.funnel import _section_funnel as funnel_section
+
+    table = pa.table({"state": ["kept", "kept", "error"], "reason": [None, None, "decode_error"]})
+    summary = {
+        "input_count": 3,
+        "counts": {"kept": {"total": 2}, "error": {"total": 1, "reasons": {"decode_error": 1}}},
+        "conservation": {"ok": True},
+    }
+    assert report_stats.funnel_data(summary, table).problems == ()
+    edited = {
+        **summary,
+        "input_count": 12_345,
+        "counts": {**summary["counts"], "kept": {"total": 999}},
+    }
+    got = report_stats.funnel_data(edited, table)
+    assert got.problems == (
+        "summary.json: kept 999 != input minus removed 12,344",
+        "the manifest holds 3 rows, summary.json 12,345 input samples",
+    )
+    page = funnel_section(edited, got)
+    assert "counts do not add up" in page and "counts add up<" not in page

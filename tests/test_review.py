@@ -239,3 +239,14 @@ def test_a_key_labelled_twice_unalike_is_an_error_naming_both_lines(tmp_path):
         review.read_labels(path)
     path.write_text('Key, Label\n"a,1",1\nb,0\n"a,1",true\nc,1\n')  # twice alike: one label
     assert review.read_labels(path) == {"a,1": True, "b": False, "c": True}
+
+
+def test_a_sheets_image_is_the_one_the_run_hashed_or_none(run_dir):
+    # helper-34: an input rewritten after the run (same sizes) put the new images on a
+    # contact sheet under the old samples' scores and keys
+    row = next(r for r in pq.read_table(run_dir / "manifest").to_pylist() if r["state"] == "kept")
+    binary = lambda path: open(path, "rb")  # noqa: E731
+    data = review.read_image_bytes(row, binary)
+    assert len(data) == row["n_bytes"]
+    with pytest.raises(ValueError, match="the image changed since the run"):
+        review.read_image_bytes({**row, "sha256": "0" * 64}, binary)

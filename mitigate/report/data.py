@@ -170,6 +170,8 @@ class Funnel:
     kept: int
     kept_share: float
     consistent: bool  # per-filter breakdown from the manifest matches summary.json
+    # where the summary's own counts, or the manifest's rows, do not add up to its input
+    problems: tuple[str, ...] = ()
 
 
 def _share(n: int, total: int) -> float:

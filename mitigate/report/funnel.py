@@ -79,7 +79,9 @@ def _section_funnel(summary: Mapping[str, Any], funnel: Funnel) -> str:
     cons = summary.get("conservation", {})
     ok = cons.get("ok")
     check = (
-        '<span class="ok">counts add up</span>'
+        f'<span class="bad">counts do not add up: {_esc("; ".join(funnel.problems))}</span>'
+        if funnel.problems  # summary.json edited, or not this manifest's
+        else '<span class="ok">counts add up</span>'
         if ok
         else f'<span class="bad">conservation check failed: {_esc(cons.get("problems"))}</span>'
         if ok is False

@@ -384,9 +384,15 @@ def funnel_data(
         breakdown.sort(key=lambda b: (-b[2], b[1] or "", b[0]))
         steps.append(FunnelStep(label, state, n, _share(n, total), remaining, breakdown))
     kept = int(counts.get("kept", {}).get("total", 0))
+    problems = []
     if kept != remaining:
-        log.warning("summary.json: kept %d != input minus removed %d", kept, remaining)
-    return Funnel(total, steps, kept, _share(kept, total), consistent)
+        problems.append(f"summary.json: kept {kept:,} != input minus removed {remaining:,}")
+    rows = stats.rows if stats is not None else None
+    if rows is not None and rows != total:
+        problems.append(f"the manifest holds {rows:,} rows, summary.json {total:,} input samples")
+    for problem in problems:
+        log.warning("%s", problem)
+    return Funnel(total, steps, kept, _share(kept, total), consistent, tuple(problems))
 
 
 def filter_data(table: pa.Table, spec: FilterSpec, max_thumbs: int) -> FilterData:
