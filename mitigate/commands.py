@@ -18,7 +18,6 @@ class UsageError(Exception):
 def _scored_filter(out_dir: str, filter_id: str, flag: str) -> dict[str, Any]:
     """The run's config entry of a filter that has a score and a threshold; a rule
     filter (image_quality) or an unknown id is a usage error naming the scored ones."""
-    import yaml
 
     from mitigate import review
 
@@ -27,7 +26,7 @@ def _scored_filter(out_dir: str, filter_id: str, flag: str) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise UsageError(f"{flag}: {exc.args[0]}") from None
     if entry.get("threshold") is None:
-        raw = yaml.safe_load(Path(out_dir, "config.yaml").read_text(encoding="utf-8"))
+        raw = review.run_config(out_dir)
         scored = [
             e.get("id") or e["name"]
             for e in raw.get("filters", [])
@@ -117,7 +116,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else float(entry["threshold"])
     column = f"score_{args.filter}"
     # the key and score columns only, no Python object a row (mitigate/runtable.py)
-    run = runtable.RunTable(args.from_dir, ["key", column, "state"])
+    run = runtable.RunTable(args.from_dir, ["key", column, "state"], encoded=["state"])
     keys = run.keys()
     # an error row is no sample to label: a duplicate_key copy (scored, then refused) has
     # the key of the sample the run holds, and another image (helper-34)

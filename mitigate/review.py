@@ -86,6 +86,22 @@ def load_manifest(out_dir: str | Path, columns: Sequence[str] | None = None) -> 
     return RunTable(out_dir, columns).table
 
 
+def run_config(out_dir: str | Path) -> dict[str, Any]:
+    """A run's effective ``config.yaml`` as a mapping whose ``filters`` is a list of
+    mappings; ValueError naming the file where it is not (an edited, cut or foreign
+    file: a parser's or an AttributeError's message named nothing)."""
+    path = Path(out_dir, layout.CONFIG)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{path}: not the run's config (not YAML: {first})") from None
+    filters = config.get("filters", []) if isinstance(config, dict) else None
+    if not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters):
+        raise ValueError(f"{path}: not the run's config (no mapping with a filters list)")
+    return config
+
+
 def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:
     """The effective config entry of ``filter_id`` in a run's ``config.yaml``."""
     if not Path(out_dir, layout.CONFIG).is_file():
@@ -93,7 +109,7 @@ def run_filter_config(out_dir: str | Path, filter_id: str) -> dict[str, Any]:
             f"{out_dir}: not the output folder of a finished run (it has no {layout.CONFIG}); "
             "pass the folder that `mitigate run --output` wrote"
         )
-    config = yaml.safe_load(Path(out_dir, layout.CONFIG).read_text(encoding="utf-8"))
+    config = run_config(out_dir)
     for entry in config.get("filters", []):
         if (entry.get("id") or entry["name"]) == filter_id:
             return entry
@@ -278,7 +294,10 @@ def calibration_data(
     wanted = pa.array(sorted(labels), type=pa.string())
     by_key: dict[str, float] = {}
     every: list[np.ndarray] = []
+    from mitigate.runtable import require_columns
+
     for part in manifest_parts(out_dir):
+        require_columns(part, ["key", column, "state"])
         table = pq.read_table(part, columns=["key", column, "state"])
         scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
         error = pc.fill_null(pc.equal(table.column("state"), "error"), False)

@@ -17,6 +17,7 @@ large run"), so a run of 10**7 samples could not be reviewed on one machine. Her
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -77,6 +78,8 @@ class RunTable:
         self.parts = manifest_parts(out_dir)
         names = list(columns) if columns else None
         encode = [c for c in encoded if names is None or c in names] or None
+        for part in self.parts if names else ():
+            require_columns(part, names)
         tables = [pq.read_table(p, columns=names, read_dictionary=encode) for p in self.parts]
         self.counts = np.asarray([t.num_rows for t in tables], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
@@ -157,6 +160,17 @@ class RunTable:
         return out  # type: ignore[return-value]
 
 
+def require_columns(part: Path, columns: Sequence[str]) -> None:
+    """ValueError naming a manifest part without one of ``columns`` (Arrow's own error
+    printed the part's whole schema)."""
+    missing = [c for c in columns if c not in pq.read_schema(part).names]
+    if missing:
+        raise ValueError(
+            f"{part}: no column {', '.join(map(repr, missing))}: not a manifest of a run that "
+            "stored it (a filter's scores are score_<id>)"
+        )
+
+
 class _NpyRows:
     """Rows of one 2-D C-order ``.npy`` file, read on demand (no memory map: the pages a
     map touches count in the process's resident set, ~2 KB a row here)."""
@@ -164,7 +178,10 @@ class _NpyRows:
     def __init__(self, path: Path) -> None:
         self.path = path
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
+            try:
+                version = np.lib.format.read_magic(f)
+            except ValueError as exc:
+                raise ValueError(f"{path}: not a .npy file ({exc})") from None
             header = {
                 (1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0,
@@ -173,10 +190,17 @@ class _NpyRows:
                 raise ValueError(f"{path}: .npy format version {version} is not read here")
             shape, fortran, dtype = header(f)
             self.offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
         if len(shape) != 2 or fortran:
             raise ValueError(f"{path}: not a 2-D C-order matrix (shape {shape})")
         self.rows, self.width = shape
         self.dtype = np.dtype(dtype)
+        need = self.offset + self.rows * self.width * self.dtype.itemsize
+        if size < need:  # cut: its rows' reads came back short ("cannot reshape")
+            raise ValueError(
+                f"{path}: cut short ({size:,} bytes where its {self.rows} x {self.width} "
+                f"rows need {need:,})"
+            )
 
     def read(self, first: int, stop: int) -> np.ndarray:
         """Rows ``first`` to ``stop - 1``."""
@@ -198,11 +222,13 @@ class PartedEmbeddings:
         self._parts: list[_NpyRows] = []
         for part, rows in zip(table.parts, table.counts.tolist(), strict=True):
             path = Path(layout.embeddings_beside(filter_id, part.name))
-            if not path.is_file():
+            if not path.is_file() and not path.parent.is_dir():
                 raise FileNotFoundError(
                     f"no embeddings for {filter_id!r} in {table.out_dir} "
                     "(set store_embeddings: true)"
                 )
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: the run wrote one a manifest part")
             matrix = _NpyRows(path)
             if matrix.rows != rows:
                 raise ValueError(f"{path}: {matrix.rows} rows for {rows} manifest rows")

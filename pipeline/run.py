@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -293,7 +294,22 @@ def stored_run(path: str) -> tuple[dict[str, Any], list[str], list[str]]:
     layout = Layout(path)
     if not fs.exists(layout.summary):
         raise ConfigError([f"--from: {path} holds no finished run (no summary.json)"])
-    summary = json.loads(fs.read_bytes(layout.summary))
+    try:
+        summary = json.loads(fs.read_bytes(layout.summary))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"--from: {layout.summary}: not a run's summary ({exc})"]) from None
+    if "://" not in path:
+        from mitigate.review import manifest_parts
+        from mitigate.runtable import PartedEmbeddings, RunTable
+
+        try:  # every part there, and the rows the run wrote (else inputs left out)
+            manifest_parts(path)
+            table = None
+            for folder in sorted(Path(layout.embeddings).glob("*/")):  # copied to the output
+                table = table or RunTable(path, ["key"])
+                PartedEmbeddings(table, folder.name)  # each part's file there, whole
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError([f"--from: {exc}"]) from None
     dataset = ds.dataset(layout.manifest, format="parquet")
     stored = [c.removeprefix("score_") for c in dataset.schema.names if c.startswith("score_")]
     sources = sorted(set(dataset.to_table(columns=["source"]).column("source").to_pylist()))

@@ -390,3 +390,41 @@ def test_select_offers_no_error_row_to_label(tmp_path, capsys):
     with open(tmp_path / "s" / "selection.csv", newline="") as f:
         picked = [(r["key"], r["state"]) for r in csv.DictReader(f)]
     assert picked == [("k3", "kept"), ("k2", "kept"), ("k4", "kept")]
+
+
+def test_a_damaged_file_of_a_run_is_named_by_the_tool_that_reads_it(default_run, tmp_path, capsys):
+    # helper-34: "cannot reshape array of size 15328", "ParserError: while parsing a
+    # flow node", a JSONDecodeError, a 36-line Arrow schema: none named the file
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    def damaged(name: str) -> Path:
+        return Path(shutil.copytree(default_run, tmp_path / name))
+
+    labels = _labels(tmp_path / "l.csv", [("000000000", "1"), ("000000001", "0")])
+    cut = damaged("cut")
+    npy = cut / "embeddings" / "nsfw" / "part-000001.npy"
+    npy.write_bytes(npy.read_bytes()[:5000])
+    yml = damaged("yml")
+    (yml / "config.yaml").write_text("filters: [{name: nsfw\n")
+    summ = damaged("summ")
+    (summ / "summary.json").write_text("{not json")
+    cols = damaged("cols")
+    part = cols / "manifest" / "part-000000.parquet"
+    pq.write_table(pq.read_table(part).drop(["score_nsfw"]), part)
+    cases = [
+        (["select", "--from", str(cut), "--filter", "nsfw", "--strategy", "neighbours",
+          "--positives", str(labels), "--output", str(tmp_path / "s")], f"{npy}: cut short"),
+        (["redecide", "--from", str(cut), "--output", str(tmp_path / "r1")], f"{npy}: cut short"),
+        (["calibrate", "--scores", str(yml), "--labels", str(labels), "--filter", "nsfw"],
+         f"{yml / 'config.yaml'}: not the run's config (not YAML"),
+        (["redecide", "--from", str(summ), "--output", str(tmp_path / "r2")],
+         f"{summ / 'summary.json'}: not a run's summary"),
+        (["calibrate", "--scores", str(cols), "--labels", str(labels), "--filter", "nsfw"],
+         f"{part}: no column 'score_nsfw'"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) <= 2, (argv, err)

@@ -15,7 +15,6 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
 from mitigate import layout
 
@@ -55,10 +54,11 @@ def load_summary(out_dir: str | Path) -> dict[str, Any]:
 
 def load_run_config(out_dir: str | Path) -> dict[str, Any]:
     """A run's effective ``config.yaml`` (empty dict if the run has none)."""
-    path = Path(out_dir, layout.CONFIG)
-    if not path.is_file():
+    from mitigate.review import run_config
+
+    if not Path(out_dir, layout.CONFIG).is_file():
         return {}
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return run_config(out_dir)
 
 
 @dataclass(frozen=True)
