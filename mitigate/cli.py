@@ -130,12 +130,18 @@ def cmd_report(args: argparse.Namespace) -> int:
             json.loads(summary.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise UsageError(f"{summary}: not a run's summary (not JSON: {exc})") from None
-    path = write_report(
-        args.out_dir,
-        opener=fs.open_read,
-        blur_sexual=not args.no_blur,
-        max_thumbs=args.max_thumbs,
-    )
+    from mitigate.pipeline.outdir import locked
+
+    # the output's lock, as a run holds it: a `run --overwrite` into the folder meanwhile
+    # would have the page describe the run it replaced (helper-34), and one under way
+    # refuses this until it ends
+    with locked(args.out_dir) if "://" not in args.out_dir else contextlib.nullcontext():
+        path = write_report(
+            args.out_dir,
+            opener=fs.open_read,
+            blur_sexual=not args.no_blur,
+            max_thumbs=args.max_thumbs,
+        )
     print(f"report written to {path}")
     return 0
 

@@ -528,3 +528,28 @@ def test_a_read_only_mount_is_told_from_a_permission(tmp_path, monkeypatch):
     monkeypatch.setattr(outdir.os, "access", lambda p, mode: p != str(tmp_path))
     with pytest.raises(ConfigError, match="a read-only file system on"):
         outdir.check_output(str(tmp_path / "out"), False)
+
+
+def test_report_holds_the_outputs_lock_as_a_run_does(default_run, tmp_path, capsys, monkeypatch):
+    # helper-34: a report written while `run --overwrite` replaced the folder described
+    # the run before (124 kept on the page, 132 in summary.json)
+    import shutil
+
+    from mitigate.cli import main
+
+    out = Path(shutil.copytree(default_run, tmp_path / "out"))
+    sleeper = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": sleeper.pid, "host": socket.gethostname(), "started": time.time()}
+        (out / outdir.LOCK).write_text(json.dumps(lock))
+        assert main(["report", str(out)]) == 2
+        assert f"is in use by another run (pid {sleeper.pid}" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (out / outdir.LOCK).unlink()
+    taken = []
+    real = outdir.locked
+    monkeypatch.setattr(outdir, "locked", lambda path: taken.append(path) or real(path))
+    assert main(["report", str(out)]) == 0
+    assert taken == [str(out)] and not (out / outdir.LOCK).exists()
