@@ -61,6 +61,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     labels = review.read_labels(args.labels)
     scored, truth, every, missing = review.calibration_data(args.scores, args.filter, labels)
+    if labels and len(missing) == len(labels):  # "no labelled positives among 0" said nothing
+        spaced = " (keys are matched as written: this file's have spaces around them)"
+        raise UsageError(
+            f"--labels: none of the {len(labels)} labelled key(s) has a {args.filter} score "
+            f"in {args.scores} (e.g. {missing[0]!r}): labels of another run?"
+            + (spaced if any(k != k.strip() for k in missing) else "")
+        )
     if missing:
         log.warning(
             "%d labelled key(s) have no %s score in %s (e.g. %s); ignored",
@@ -134,6 +141,8 @@ def cmd_select(args: argparse.Namespace) -> int:
             )
         labels = review.read_labels(args.positives)
         positives = [k for k, v in labels.items() if v]
+        if not positives:  # 0 samples, exit 0 and no word before
+            raise UsageError(f"--positives: {args.positives} labels no sample harmful")
         embeddings = runtable.PartedEmbeddings(run, args.filter)
         found = select.select_neighbours(
             keys,
@@ -147,7 +156,10 @@ def cmd_select(args: argparse.Namespace) -> int:
         picked = [i for i, _, _ in found]
         notes = {i: f"like {keys[j]} (cosine {sim:.3f})" for i, j, sim in found}
     rows = dict(zip(picked, run.rows(picked), strict=True))  # the picked rows alone
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # under a file, read-only: a usage error, named
+        raise UsageError(f"--output: cannot create {out}: {exc.strerror or exc}") from None
     with open(out / "selection.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["key", "score", "state", "source", "note"])

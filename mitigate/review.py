@@ -152,6 +152,8 @@ def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bo
     first: dict[str, int] = {}
     for row in reader:
         line = reader.line_num
+        if not (row["key"] or "").strip() and not (row["label"] or "").strip():
+            continue  # a spreadsheet's blank row (",")
         value = (row["label"] or "").strip().lower()
         if value not in _TRUE | _FALSE:
             hint = " (ambiguous: say harmful or benign)" if value in _AMBIGUOUS else ""

@@ -461,6 +461,12 @@ def train(
         raise TrainError(f"--from: {from_dir} holds no finished run (no config.yaml)") from None
     if name == filter_id:
         raise TrainError(f"--name: {name!r} is the backbone's id; name the new filter")
+    taken = [f.get("id") or f.get("name") for f in review.run_config(from_dir)["filters"]]
+    if name in taken:  # its snippet could never be added: "id ... used twice"
+        raise TrainError(
+            f"--name: {name!r} is the id of a filter of that run ({', '.join(taken)}); "
+            "name the new filter otherwise"
+        )
     try:
         labels = review.read_labels(labels_path)
     except FileNotFoundError:

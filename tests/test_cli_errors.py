@@ -428,3 +428,29 @@ def test_a_damaged_file_of_a_run_is_named_by_the_tool_that_reads_it(default_run,
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) <= 2, (argv, err)
+
+
+def test_helper_commands_name_what_helper_34_met(run_dir, tmp_path, capsys):
+    # labels of another run (or keys with spaces around them): "no labelled positives
+    # among 0 labelled samples" said nothing of why
+    spaced = _labels(tmp_path / "s.csv", [(" k001 ", "1"), (" k002 ", "0")])
+    argv = ["calibrate", "--scores", str(run_dir), "--labels", str(spaced), "--filter", "nsfw"]
+    assert main(argv) == 2
+    (err,) = _err(capsys)
+    assert "none of the 2 labelled key(s) has a nsfw score" in err and "spaces around" in err
+    # a spreadsheet's blank row is skipped, not the whole file refused
+    blank = tmp_path / "b.csv"
+    blank.write_text("key,label\nk031,1\nk001,0\nk035,1\n,\n")
+    argv = ["calibrate", "--scores", str(run_dir), "--labels", str(blank), "--filter", "nsfw"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    # neighbours of no positive: 0 samples and exit 0 before
+    negatives = _labels(tmp_path / "n.csv", [("k001", "0")])
+    argv = ["select", "--from", str(run_dir), "--filter", "nsfw", "--strategy", "neighbours"]
+    assert main([*argv, "--positives", str(negatives), "--output", str(tmp_path / "o")]) == 2
+    assert _err(capsys) == [f"mitigate: --positives: {negatives} labels no sample harmful"]
+    # an output under a file: NotADirectoryError, exit 1 before
+    (tmp_path / "file").write_text("x")
+    argv = ["select", "--from", str(run_dir), "--filter", "nsfw", "--output"]
+    assert main([*argv, str(tmp_path / "file" / "sub")]) == 2
+    assert "--output: cannot create" in _err(capsys)[0]

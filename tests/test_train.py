@@ -268,6 +268,8 @@ def test_run_embeddings_are_read_from_the_part_files_not_held_in_memory(tmp_path
         ("misaligned", r"--embeddings: .*part-000000.npy has shape \(59, 16\) but part-000000"),
         ("wrong_filter", r"--embeddings: run in .* has no filter 'other'"),
         ("bad_label", r"--labels: .*:3: label 'maybe' is not one of 1/true/harmful/positive"),
+        # its snippet could never be added (helper-34): "id 'thing' used twice"
+        ("taken_name", r"--name: 'thing' is the id of a filter of that run \(emb, thing\)"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, message):
@@ -287,6 +289,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, messag
         names[0], lab[0] = keys[5], 0
     elif case == "missing_file":
         (run / "embeddings" / "emb" / "part-000001.npy").unlink()
+    elif case == "taken_name":
+        config = {
+            "filters": [
+                {"name": "onnx_image", "id": "emb"},
+                {"name": "image_quality", "id": "thing"},
+            ]
+        }
+        (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     elif case == "misaligned":
         path = run / "embeddings" / "emb" / "part-000000.npy"
         np.save(path, np.load(path)[:-1])
