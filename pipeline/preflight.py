@@ -364,9 +364,10 @@ def _caption_problems(
     )
 
     exts: dict[str, None] = {}
+    captioned = [r for r in records if caption_member(r) is not None]
+    if captioned:
+        return _caption_text_problems(config, captioned, read)
     for record in records:
-        if caption_member(record) is not None:
-            return []
         exts.update(dict.fromkeys(m.ext for m in record.members))
         sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
         if sidecar is None or sidecar.size > config.decode.max_sidecar_bytes:
@@ -384,6 +385,34 @@ def _caption_problems(
         f"none of its first {len(records)} samples has a caption (members: {found}); a "
         f"caption is a {members} member, or a string field {fields} of KEY.json"
         + inner_dots(records[0].key, [m.ext for m in records[0].members])
+    ]
+
+
+def _caption_text_problems(
+    config: Config, records: list[Any], read: Callable[[Any, set[str]], dict[str, bytes]]
+) -> list[str]:
+    """A problem when none of ``records``' caption members is text as a run reads it
+    (UTF-8, or UTF-16/32 with a byte-order mark): every sample would be an
+    ``invalid_caption_encoding`` error (a dataset of cp1252 captions passed here, then
+    failed whole, helper-33)."""
+    from mitigate.sources import ENCODING_NAMES, caption_member, text_encoding
+
+    first = None
+    for record in records:
+        member = caption_member(record)
+        if member.size > config.decode.max_caption_bytes:
+            return []  # too large to judge here: the run names it
+        raw = read(record, {member.ext})[member.ext]
+        codec = text_encoding(raw[:4])
+        try:
+            raw.decode(codec)
+            return []
+        except UnicodeDecodeError as exc:
+            first = first or f"{record.key}.{member.ext} is not {ENCODING_NAMES[codec]}: {exc}"
+    return [
+        f"none of its first {len(records)} captions is UTF-8 text (nor UTF-16/32 with a "
+        f"byte-order mark), e.g. {first}: convert them (iconv -f cp1252 -t utf-8), or every "
+        "sample is an invalid_caption_encoding error"
     ]
 
 

@@ -388,3 +388,35 @@ def test_a_folder_given_as_input_is_named_as_such(tmp_path, capsys):
     assert main(["validate", "--input", str(tmp_path / "shards"), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert f"{tmp_path / 'shards'} is a folder: it holds 'a.tar': give its files (" in err
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_validate_stops_where_no_caption_of_the_first_samples_is_text(tmp_path, capsys, folder):
+    # helper-33: 30 cp1252 captions passed validate, then every sample was an error
+    from mitigate.cli import main
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, "JPEG")
+    files = {}
+    for i in range(3):
+        files[f"s{i}.jpg"] = buf.getvalue()
+        files[f"s{i}.txt"] = f"caf\u00e9 \u201cnumber\u201d {i}".encode("cp1252")
+    if folder:
+        given = tmp_path / "photos"
+        given.mkdir()
+        for name, data in files.items():
+            (given / name).write_bytes(data)
+    else:
+        given = tmp_path / "a.tar"
+        with tarfile.open(given, "w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    argv = ["validate", "--input", str(given), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "none of its first 3 captions is UTF-8 text" in err and "s0.txt is not UTF-8" in err
+    if folder:  # one caption of text is enough: the others are the run's errors to name
+        (given / "s1.txt").write_text("a red square", encoding="utf-8")
+        assert main(argv) == 0
