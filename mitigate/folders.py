@@ -28,10 +28,12 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from mitigate.records import Reason, SampleRecord
 from mitigate.sources import (
+    LONE_SURROGATE,
     MAX_MEMBERS_PER_SAMPLE,
     Building,
     SourceIssue,
     SourceLimits,
+    escape_surrogates,
     finish_sample,
     os_metadata_issue,
 )
@@ -92,10 +94,19 @@ def index_folder(
             if base.startswith("."):
                 skipped["hidden file"] += 1
                 continue
+            bad_name = LONE_SURROGATE.search(name) is not None  # bytes that are not UTF-8
+            if bad_name:  # no manifest column could hold it: shown escaped, never read
+                name = escape_surrogates(name)
             key, ext = split_name(name)
             current = samples.get(key)
             if current is None:
                 current = samples[key] = Building(key, 0)
+            if bad_name:
+                current.fail(
+                    Reason.INVALID_KEY,
+                    f"'{name}': the file's name is not UTF-8 (a byte shown as \\xNN); rename "
+                    "it (input.name_encoding applies to tar shards)",
+                )
             if kind != FILE:
                 current.fail(
                     Reason.UNSUPPORTED_MEMBER, f"{name!r} is a {kind}; only regular files are read"

@@ -75,6 +75,8 @@ def test_a_folders_files_are_grouped_into_samples_as_a_tars_members(tmp_path, sa
     os.symlink(tmp_path / "sub", tmp_path / "link")  # a link to a folder: not followed
     os.symlink(tmp_path / "gone.jpg", tmp_path / "broken.jpg")
     os.mkfifo(tmp_path / "fifo.jpg")
+    with open(os.fsencode(tmp_path) + b"/caf\xe9.jpg", "wb") as f:  # a latin-1 name
+        f.write(b"not read")
     items = _index(tmp_path)
     records = [i for i in items if isinstance(i, SampleRecord)]
     issues = [i for i in items if isinstance(i, SourceIssue)]
@@ -84,12 +86,13 @@ def test_a_folders_files_are_grouped_into_samples_as_a_tars_members(tmp_path, sa
         ("a", 1, "pending", None),
         ("b", 2, "pending", None),
         ("broken", 3, "error", "unsupported_member"),
-        ("fifo", 4, "error", "unsupported_member"),
-        ("orphan", 5, "error", "missing_image"),
-        ("tiff", 6, "error", "unsupported_format"),
-        ("two", 7, "error", "multiple_images"),
-        ("sub/c", 8, "pending", None),
-        ("sub/deeper/d", 9, "pending", None),
+        ("caf\\xe9", 4, "error", "invalid_key"),  # escaped: a manifest holds no such byte
+        ("fifo", 5, "error", "unsupported_member"),
+        ("orphan", 6, "error", "missing_image"),
+        ("tiff", 7, "error", "unsupported_format"),
+        ("two", 8, "error", "multiple_images"),
+        ("sub/c", 9, "pending", None),
+        ("sub/deeper/d", 10, "pending", None),
     ]
     by_key = {r.key: r for r in records}
     assert [(m.ext, m.name, m.offset) for m in by_key["IMG_1"].members] == [
@@ -104,6 +107,7 @@ def test_a_folders_files_are_grouped_into_samples_as_a_tars_members(tmp_path, sa
     assert by_key["sub/deeper/d"].members[0].name == "sub/deeper/d.jpg"
     assert "'fifo.jpg' is a FIFO" in by_key["fifo"].detail
     assert "broken link" in by_key["broken"].detail
+    assert by_key["caf\\xe9"].detail.startswith("'caf\\xe9.jpg': the file's name is not UTF-8")
     assert [(i.reason, i.count) for i in issues] == [("os_metadata", 2), ("skipped_files", 3)]
     skipped = issues[1].detail
     assert "1 hidden file(s)" in skipped and "1 hidden folder(s)" in skipped
@@ -141,16 +145,18 @@ def test_a_run_on_a_folder_keeps_the_files_bytes_and_accounts_for_every_sample(
     tmp_path, sample_dir
 ):
     images = _tree(tmp_path / "photos", sample_dir)
+    with open(os.fsencode(tmp_path / "photos") + b"/caf\xe9.jpg", "wb") as f:
+        f.write(images["b.jpg"])  # a name not UTF-8: the run ended in an encoding error
     out = tmp_path / "out"
     assert main(["run", "--input", str(tmp_path / "photos"), "--output", str(out), *CHEAP]) == 0
     rows = pq.read_table(out / "manifest").to_pylist()
     assert sorted(r["key"] for r in rows) == sorted(
-        ["IMG_1", "a", "b", "orphan", "tiff", "two", "sub/c", "sub/deeper/d"]
+        ["IMG_1", "a", "b", "caf\\xe9", "orphan", "tiff", "two", "sub/c", "sub/deeper/d"]
     )
     assert {r["source"] for r in rows} == {f"{tmp_path / 'photos'}/"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["conservation"]["ok"]
-    assert summary["input_count"] == len(rows) == 8
+    assert summary["input_count"] == len(rows) == 9
     assert [(i["reason"], i["count"]) for i in summary["source_issues"]] == [
         ("os_metadata", 2),
         ("skipped_files", 2),
