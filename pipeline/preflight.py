@@ -364,9 +364,9 @@ def _caption_problems(
     )
 
     exts: dict[str, None] = {}
-    captioned = [r for r in records if caption_member(r) is not None]
-    if captioned:
-        return _caption_text_problems(config, captioned, read)
+    if any(caption_member(r) is not None for r in records):  # their text, where readable
+        usable = [r for r in records if caption_member(r) is not None and r.state != "error"]
+        return _caption_text_problems(config, usable, read) if usable else []
     for record in records:
         exts.update(dict.fromkeys(m.ext for m in record.members))
         sidecar = next((m for m in record.members if m.ext == JSON_EXT), None)
@@ -402,7 +402,10 @@ def _caption_text_problems(
         member = caption_member(record)
         if member.size > config.decode.max_caption_bytes:
             return []  # too large to judge here: the run names it
-        raw = read(record, {member.ext})[member.ext]
+        try:
+            raw = read(record, {member.ext})[member.ext]
+        except (OSError, EOFError):  # a cut shard, a file gone: the run says so
+            return []
         codec = text_encoding(raw[:4])
         try:
             raw.decode(codec)

@@ -420,3 +420,25 @@ def test_validate_stops_where_no_caption_of_the_first_samples_is_text(tmp_path, 
     if folder:  # one caption of text is enough: the others are the run's errors to name
         (given / "s1.txt").write_text("a red square", encoding="utf-8")
         assert main(argv) == 0
+
+
+def test_validate_reads_the_captions_of_a_cut_tar_without_failing(tmp_path, capsys):
+    # the caption check reads the first samples' captions: a shard cut inside one is the
+    # run's to report (truncated_shard), never an EOFError of validate's
+    from mitigate.cli import main
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(2):
+            for ext, data in (("jpg", _jpeg(i)), ("txt", f"caption {i}".encode())):
+                info = tarfile.TarInfo(f"s{i}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    cut = data.rindex(b"caption 1") + 4  # inside the last caption
+    (tmp_path / "cut.tar").write_bytes(data[:cut])
+    argv = ["validate", "--input", str(tmp_path / "cut.tar"), "--output", str(tmp_path / "o")]
+    assert main(argv) == 0, capsys.readouterr().err
+    (tmp_path / "only.tar").write_bytes(data[: data.index(b"caption 0") + 4])  # the only one
+    argv = ["validate", "--input", str(tmp_path / "only.tar"), "--output", str(tmp_path / "o")]
+    assert main(argv) == 0, capsys.readouterr().err
