@@ -193,12 +193,14 @@ def dotted_key(key: str) -> str | None:
     """Why a table's key cannot name a kept sample's files: a dot in its name. WebDataset
     takes a key up to the first dot of a name, so ``cat.jpg.jpg`` and ``cat.jpg.txt``
     are sample ``cat`` with members ``jpg.jpg`` and ``jpg.txt`` (no image, no caption)."""
-    if "." not in key.rpartition("/")[2]:
+    folder, slash, name = key.rpartition("/")
+    if "." not in name:
         return None
+    read_as = folder + slash + name.partition(".")[0]
     return (
         f"key {key!r} holds a dot: its shard's files ({key}.jpg, {key}.txt) would be read "
-        f"as sample {key.partition('.')[0]!r} (a key ends at the first dot of a name); use a "
-        'column without dots as input.key_column, or key_column: "#row"'
+        f"as sample {read_as!r} (a key ends at the first dot of a name); use a column "
+        'without dots as input.key_column, or key_column: "#row"'
     )
 
 

@@ -712,6 +712,7 @@ def test_a_key_with_a_dot_is_refused_as_no_shard_could_name_it(tmp_path, capsys)
         ("v1.2/plain", None),
     ]
     assert "would be read as sample 'cat'" in records[0].detail
+    assert "would be read as sample 'sub/img'" in records[1].detail
     # a table whose first keys all hold one stops validate; one with some does not
     dotted = _write(tmp_path / "d.jsonl", rows[:2])
     assert main(["validate", "--input", str(dotted), "--output", str(tmp_path / "o")]) == 2
