@@ -228,7 +228,7 @@ class PartedEmbeddings:
                     "(set store_embeddings: true)"
                 )
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: the run wrote one a manifest part")
+                raise FileNotFoundError(f"{path} is missing (one a manifest part was written)")
             matrix = _NpyRows(path)
             if matrix.rows != rows:
                 raise ValueError(f"{path}: {matrix.rows} rows for {rows} manifest rows")
