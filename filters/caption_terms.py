@@ -165,7 +165,8 @@ def _singulars(gram: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 def read_terms_file(path: Path) -> list[str]:
-    """Read one term per line; blank lines and ``#`` comments are skipped."""
+    """Read one term per line; blank lines and ``#`` comments (a ``#`` that starts the
+    line or follows a space) are skipped."""
     if not path.is_file():
         raise ValueError(f"terms_file not found: {path}")
     try:
@@ -174,10 +175,14 @@ def read_terms_file(path: Path) -> list[str]:
         raise ValueError(f"terms_file {path} is not UTF-8: {exc}") from None
     out = []
     for line in text.splitlines():
-        term = line.split("#", 1)[0].strip()
+        term = _COMMENT.sub("", line).strip()  # "c# programming" keeps its '#'
         if term:
             out.append(term)
     return out
+
+
+#: A comment: ``#`` at the start of a line or after a space, to the line's end.
+_COMMENT = re.compile(r"(?:^|\s)#.*$")
 
 
 @register

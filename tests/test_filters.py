@@ -5,6 +5,7 @@ import pytest
 from mitigate import filters
 from mitigate.config import ConfigError, validate_config
 from mitigate.filters import ScoringItem
+from mitigate.filters.caption_terms import read_terms_file
 from mitigate.records import SampleRecord
 
 
@@ -166,3 +167,9 @@ def test_filters_pickle_with_their_terms(tmp_path):
     clone = pickle.loads(pickle.dumps(flt))
     clone.setup()
     assert _run(clone, _record(caption="gore")).reason == "caption_term_match"
+
+
+def test_a_terms_files_comment_starts_at_a_hash_after_a_space_or_the_line_start(tmp_path):
+    # helper-33: "c# programming" became the term "c" (and filtered "c sharp")
+    (tmp_path / "t.txt").write_text("# a comment\nc# programming\ngore  # why\n  #nsfw\n")
+    assert read_terms_file(tmp_path / "t.txt") == ["c# programming", "gore"]
