@@ -62,7 +62,7 @@ def _from_working_dir(overrides: list[str]) -> list[str]:
         if isinstance(value, list):
             return [absolute(v) for v in value]
         if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
-            return str(Path(value).resolve())
+            return str(Path(value).expanduser().resolve())
         return value
 
     out = []
@@ -88,11 +88,11 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
-            repr(str(Path(p).resolve()) if "://" not in p else p) for p in args.input
+            repr(str(Path(p).expanduser().resolve()) if "://" not in p else p) for p in args.input
         )
         overrides.append(f"input.paths=[{quoted}]")
     if args.output:
-        out = args.output if "://" in args.output else str(Path(args.output).resolve())
+        out = args.output if "://" in args.output else str(Path(args.output).expanduser().resolve())
         overrides.append(f"output.path={out!r}")
     if getattr(args, "overwrite", False):
         overrides.append("output.overwrite=true")

@@ -24,6 +24,7 @@ tar), and hidden files and folders (a name starting with a dot: ``.git``,
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from mitigate.records import Reason, SampleRecord
@@ -49,6 +50,14 @@ FOLDER_LINK = "link to a folder"
 #: A folder that could not be listed (its kind reads ``unreadable folder (Permission
 #: denied)``): its samples are lost, how many unknown.
 UNREADABLE_FOLDER = "unreadable folder"
+#: A sub-folder, listed in its parent's entries (it is descended into, not a member).
+FOLDER = "folder"
+#: A link to a file outside the folder: its sample's unsupported_member, never read.
+LINK_OUTSIDE = "link to a file outside the folder"
+#: img2dataset's own files beside its folders of samples (``output_format=files``): the
+#: shard's table of urls and statuses (``00000.parquet`` beside ``00000/``) and its
+#: statistics (``00000_stats.json``).
+_IMG2DATASET = re.compile(r"(\d+)(?:\.parquet|_stats\.json)")
 
 
 def is_folder(source: str) -> bool:
@@ -78,12 +87,22 @@ def index_folder(
     index = 0
     for entries in listing:
         samples: dict[str, Building] = {}
+        here = {e[0].rstrip("/").rpartition("/")[2] for e in entries if e[2] == FOLDER}
         for name, size, kind in entries:
             base = name.rstrip("/").rpartition("/")[2]
+            if kind == FOLDER:
+                continue
+            download = _IMG2DATASET.fullmatch(base)
+            if download is not None and download.group(1) in here:
+                skipped["img2dataset table or statistics"] += 1
+                continue
             if kind.startswith(UNREADABLE_FOLDER):
                 yield SourceIssue(
                     source, Reason.READ_ERROR, f"{name}: {kind}: its samples are not read"
                 )
+                continue
+            if kind == HIDDEN_FOLDER and base == "__MACOSX":  # macOS' zip folder
+                skipped["os"] += 1
                 continue
             if kind in (HIDDEN_FOLDER, FOLDER_LINK):
                 skipped[kind] += 1
@@ -139,6 +158,7 @@ def index_folder(
             source,
             Reason.SKIPPED_FILES,
             f"{what} skipped: a name starting with a dot is hidden (no sample's file, as "
-            ".git or .ipynb_checkpoints), and links to folders are not followed",
+            ".git or .ipynb_checkpoints), links to folders are not followed, and "
+            "img2dataset's NNNNN.parquet and NNNNN_stats.json beside NNNNN/ hold no sample",
             count=n,
         )

@@ -145,7 +145,8 @@ def extra_members(record: SampleRecord) -> tuple[tuple[Member, ...], tuple[str, 
     for member in record.members:
         if member.ext in (record.image_ext, JSON_EXT) or member == used:
             continue
-        unsafe = member.ext in CAPTION_EXTS or unsafe_ext(member.ext)
+        # a caption by its last extension too (a.de.txt): text no filter read
+        unsafe = member.ext.rpartition(".")[2] in CAPTION_EXTS or unsafe_ext(member.ext)
         (refused if unsafe else copied).append(member)
     copied.sort(key=lambda m: m.ext)
     return tuple(copied), tuple(sorted(m.ext for m in refused))
@@ -193,6 +194,13 @@ def shard_sample(
     payload = parse_payload(record, data)
     if isinstance(payload, SampleRecord):
         raise RuntimeError(f"{record.key}: input changed during the run ({payload.detail})")
+    if record.caption is not None and payload.caption != record.caption:
+        # rewritten at the same size since the filters read it (helper-35: a captioning
+        # tool's edit in place went into a kept shard unfiltered)
+        raise RuntimeError(
+            f"{record.source}: {record.key}: input changed during the run (its caption is "
+            "no longer the one the filters read)"
+        )
     copied, not_copied = extra_members(record) if extras else ((), ())
     members = tuple((m.ext, m.size, reader.chunks(record, m)) for m in copied)
     image = _unchanged(record, payload.image)

@@ -198,6 +198,7 @@ def walk(root: str, remote: bool | None = None) -> Iterator[list[tuple[str, int,
     if remote if remote is not None else not _local(root):
         yield from _walk_matched(root)
         return
+    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
     pending = [""]
     while pending:
         rel = pending.pop()
@@ -217,11 +218,16 @@ def walk(root: str, remote: bool | None = None) -> Iterator[list[tuple[str, int,
                         entries.append((name + "/", 0, folders.HIDDEN_FOLDER))
                     else:
                         below.append((entry.name, name + "/"))
+                        entries.append((name + "/", 0, folders.FOLDER))
                     continue
                 try:
                     info = entry.stat()  # a link's target
                 except OSError:
                     entries.append((name, 0, "broken link"))
+                    continue
+                if entry.is_symlink() and not os.path.realpath(entry.path).startswith(inside):
+                    # an archive's link may name any file: its bytes are never published
+                    entries.append((name, 0, folders.LINK_OUTSIDE))
                     continue
                 if stat.S_ISREG(info.st_mode):
                     entries.append((name, info.st_size, folders.FILE))
@@ -255,6 +261,10 @@ def _walk_matched(root: str) -> Iterator[list[tuple[str, int, str]]]:
             folder = "/".join(parts[:-1])
             entry = (name, int(meta.size_in_bytes), folders.FILE)
         by_folder.setdefault(folder + "/" if folder else "", []).append(entry)
+        for depth in range(1, (hidden if hidden is not None else len(parts) - 1) + 1):
+            parent = "/".join(parts[: depth - 1])  # each folder named in its parent's list
+            sub = ("/".join(parts[:depth]) + "/", 0, folders.FOLDER)
+            by_folder.setdefault(parent + "/" if parent else "", []).append(sub)
     for folder in sorted(by_folder, key=lambda f: f.split("/")):
         yield sorted(set(by_folder[folder]))
 

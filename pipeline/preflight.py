@@ -74,6 +74,7 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         first_tar = True
         tars = {p[: -len(".tar")] for p in files if p.endswith(".tar")}
         downloads = 0  # img2dataset's files: the first named, then how many more
+        images = 0  # image files matched: the first three named, then how many
         for path in files:
             if (beside := _img2dataset_file(path, tars)) is not None:
                 downloads += 1
@@ -90,7 +91,10 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
             try:
                 fmt = table_format(path, config.input.format)
             except ValueError as exc:
-                errors.append(f"input.paths[{i}]: {exc}")
+                image = "is an image, not a dataset" in str(exc)
+                images += image
+                if not image or images <= 3:  # a glob of 2,000 photos said so 2,000 times
+                    errors.append(f"input.paths[{i}]: {exc}")
                 continue
             errors.extend(f"input.paths[{i}]: {path}: {p}" for p in _table_problems(config, path))
             if fmt == "webdataset" and first_tar:  # one tar a pattern: they share a writer
@@ -102,6 +106,12 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
                         log.warning("input.paths[%d]: %s: %s", i, path, problem)
         if downloads > 2:
             errors.append(f"input.paths[{i}]: and {downloads - 2} more of img2dataset's files")
+        if images:
+            folders_of = sorted({os.path.dirname(f) for f in files})
+            errors.append(
+                f"input.paths[{i}]: {pattern!r} matches {images} image(s); to read a folder "
+                f"of image files and captions, give the folder (--input {folders_of[0]!r})"
+            )
         sources.extend(files)
     if not errors and config.input.key_prefix == "none":
         found = sorted({f for files in matched.values() for f in files})  # not a dry run's
@@ -133,14 +143,9 @@ def _folder_inputs(config: Config, errors: list[str]) -> list[str]:
                 errors.append(f"input.paths[{i}]: {path}: {what} (input.format is folder)")
             else:
                 out.append(path)
-        elif (
-            config.input.format == "auto"
-            and local
-            and not re.search(r"[*?\[{]", path)
-            and os.path.isdir(path)
-            and not _datasets_in(path)
-        ):
-            out.append(path)
+        elif config.input.format == "auto" and local and os.path.isdir(path):
+            if not _datasets_in(path):  # a folder that exists: its name is no glob
+                out.append(path)
     return out
 
 
@@ -168,12 +173,14 @@ def _datasets_in(folder: str) -> list[str]:
     except OSError:
         return []
     suffixes = (".tar", *COMPRESSED_TARS, *(s for s in TABLE_SUFFIXES if s != ".json"))
-    return [n for n in names if n.lower().endswith(suffixes)]  # a .json is a sidecar
+    # img2dataset's output_format=files writes NNNNN.parquet (urls, statuses) beside NNNNN/
+    downloads = {f"{n}.parquet" for n in names if n.isdigit() and os.path.isdir(f"{folder}/{n}")}
+    return [n for n in names if n.lower().endswith(suffixes) and n not in downloads]
 
 
 def _folder_hint(path: str) -> str:
     """What to give instead of a folder that holds tars or tables."""
-    found = _datasets_in(path)
+    found = _datasets_in(path) or ["no tar nor table"]  # a glob's folder, say
     meta = [n for n in found if n.rsplit(".", 1)[0] == "metadata"]
     if meta:  # a Hugging Face imagefolder: its metadata table names the images
         return (
@@ -204,6 +211,19 @@ def _folder_problems(config: Config, path: str) -> list[str]:
         ]
         if not records:
             return ["no sample in it (no file, or only hidden ones)"]
+        exts = {m.ext for r in records for m in r.members}
+        tables = sorted(r.key for r in records if r.key.rpartition("/")[2] == "metadata")
+        if tables:  # a Hugging Face imagefolder with splits: data/train/metadata.jsonl
+            return [
+                f"its {tables[0]}.* looks like a Hugging Face imagefolder's table: give the "
+                f"tables ({os.path.join(path, '**', 'metadata.jsonl')!r}), whose file_name "
+                "column names the images"
+            ]
+        if exts and exts <= {"tar", *(x.lstrip(".") for x in TABLE_SUFFIXES)}:
+            return [  # tars in sub-folders (shards/train/*.tar): samples of no image
+                f"its first files are {', '.join(sorted(exts))} files in sub-folders, not "
+                f"images: give them ({os.path.join(path, '**', '*.tar')!r})"
+            ]
         with SampleReader(fs.open_read) as reader:
             return _caption_problems(config, records, reader.members)
     except OSError as exc:

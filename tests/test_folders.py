@@ -257,3 +257,85 @@ def test_a_sub_folder_that_cannot_be_listed_is_a_source_issue_not_the_end(
     monkeypatch.setattr(os, "scandir", lambda path: scandir(path + "sub/"))
     with pytest.raises(PermissionError):  # the folder itself: the whole source's read_error
         _index(tmp_path)
+
+
+def test_helper_35s_folders(tmp_path, sample_dir, capsys, monkeypatch):
+    photo = _photos(sample_dir, 1)[0]
+
+    def files(root: Path, names: dict[str, bytes]) -> Path:
+        for name, data in names.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        return root
+
+    def validate(*args: str) -> str:
+        capsys.readouterr()
+        main(["validate", *args, "--output", str(tmp_path / "o")])
+        return capsys.readouterr().err
+
+    # a link to a file outside the folder is never read (its bytes were published);
+    # one inside is read as the file
+    secret = files(tmp_path, {"secret.txt": b"SECRET-TOKEN"}) / "secret.txt"
+    root = files(tmp_path / "links", {"a.jpg": photo, "b.jpg": photo, "b.txt": b"a cat"})
+    os.symlink(secret, root / "a.txt")
+    os.symlink(root / "b.txt", root / "c.txt")
+    os.symlink(root / "b.jpg", root / "c.jpg")
+    got = {r.key: r for r in _index(root) if isinstance(r, SampleRecord)}
+    assert got["a"].reason == "unsupported_member"
+    assert "'a.txt' is a link to a file outside the folder" in got["a"].detail
+    assert got["c"].reason is None
+    # img2dataset's output_format=files: its tables and statistics beside the folders
+    dl = files(tmp_path / "dl", {"00000/000000000.jpg": photo, "00000/000000000.txt": b"x"})
+    files(dl, {"00000.parquet": b"PAR1", "00000_stats.json": b"{}"})
+    items = _index(dl)
+    assert [r.key for r in items if isinstance(r, SampleRecord)] == ["00000/000000000"]
+    assert "2 img2dataset table or statistics(s)" in items[-1].detail
+    assert validate("--input", str(dl)) == ""
+    # macOS' zip folder is the operating system's
+    mac = files(tmp_path / "mac", {"a.jpg": photo, "a.txt": b"x", "__MACOSX/._a.jpg": b"x"})
+    assert [(i.reason, i.count) for i in _index(mac) if isinstance(i, SourceIssue)] == [
+        ("os_metadata", 1)
+    ]
+    # a folder's name is no glob
+    holiday = files(tmp_path / "Holiday [2023]", {"a.jpg": photo, "a.txt": b"x"})
+    assert validate("--input", str(holiday)) == ""
+    # ~ quoted, as a config file writes it
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert validate("--input", "~/Holiday [2023]") == ""
+    # tars in sub-folders, a Hugging Face imagefolder with splits, a glob of images
+    shards = files(tmp_path / "shards", {"train/a.tar": b"", "val/b.tar": b""})
+    assert "its first files are tar files in sub-folders, not images" in validate(
+        "--input", str(shards)
+    )
+    splits = files(tmp_path / "hf", {"train/metadata.jsonl": b"{}\n", "train/p.jpg": photo})
+    err = validate("--input", str(splits))
+    assert "its train/metadata.* looks like a Hugging Face imagefolder's table" in err
+    many = files(tmp_path / "many", {f"p{i}.jpg": photo for i in range(20)})
+    err = validate("--input", str(many / "*.jpg"))
+    assert err.count("is an image, not a dataset") == 3
+    assert (
+        "matches 20 image(s); to read a folder of image files and captions, give the "
+        f"folder (--input {str(many)!r})" in err
+    )
+
+
+def test_a_caption_rewritten_at_its_size_since_it_was_filtered_stops_the_shard_writer(
+    tmp_path, sample_dir, capsys
+):
+    # helper-35: a captioning tool's edit in place (same size) went into a kept shard
+    # unfiltered, its KEY.json still saying caption_terms 0
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(_photos(sample_dir, 1)[0])
+    (root / "a.txt").write_bytes(b"a quiet street at dawn")
+    (root / "a.de.txt").write_bytes(b"gore und ein massaker")  # a translation: not copied
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(root), "--output", str(out), *CHEAP]) == 0
+    with tarfile.open(next((out / "shards").glob("*.tar"))) as tar:
+        names = tar.getnames()
+        meta = json.loads(tar.extractfile("a.json").read())
+    assert "a.de.txt" not in names and meta["mitigate"]["members_not_copied"] == ["de.txt"]
+    (root / "a.txt").write_bytes(b"gore massacre bloodshe")  # the same 22 bytes
+    capsys.readouterr()
+    assert main(["redecide", "--from", str(out), "--output", str(tmp_path / "re"), *CHEAP]) != 0
+    assert "its caption is no longer the one the filters read" in capsys.readouterr().err
