@@ -39,6 +39,7 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
     errors = [missing] if missing else []
     dry = config.runner.dry_run
     folders = _folder_inputs(config, errors)
+    errors += _nested_folders(config, folders)
     local = [p for p in config.input.paths if not (dry and "://" in p) and p not in folders]
     matched = fs.match(local) if local else {}
     sources = [folder_source(p) for p in folders]
@@ -146,6 +147,24 @@ def _folder_inputs(config: Config, errors: list[str]) -> list[str]:
         elif config.input.format == "auto" and local and os.path.isdir(path):
             if not _datasets_in(path):  # a folder that exists: its name is no glob
                 out.append(path)
+    return out
+
+
+def _nested_folders(config: Config, folders: list[str]) -> list[str]:
+    """An error for a folder input inside another (``photos`` and ``photos/sub``): its
+    samples would be read twice, the second copies exact duplicates (helper-35)."""
+    local = {p: os.path.realpath(p) for p in folders if "://" not in p}
+    out = []
+    for inner, real in local.items():
+        outer = next(
+            (o for o, r in local.items() if o != inner and real.startswith(r + os.sep)), None
+        )
+        if outer is not None:
+            i, j = config.input.paths.index(inner), config.input.paths.index(outer)
+            out.append(
+                f"input.paths[{i}]: {inner} lies in the input folder {outer} (input.paths[{j}]), "
+                "which reads it already: give one of them"
+            )
     return out
 
 

@@ -339,3 +339,17 @@ def test_a_caption_rewritten_at_its_size_since_it_was_filtered_stops_the_shard_w
     capsys.readouterr()
     assert main(["redecide", "--from", str(out), "--output", str(tmp_path / "re"), *CHEAP]) != 0
     assert "its caption is no longer the one the filters read" in capsys.readouterr().err
+
+
+def test_a_folder_input_inside_another_is_refused(tmp_path, sample_dir, capsys):
+    # helper-35: photos and photos/sub were both read, sub's samples twice
+    photo = _photos(sample_dir, 1)[0]
+    for name in ("a", "sub/b"):
+        (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / f"{name}.jpg").write_bytes(photo)
+        (tmp_path / "photos" / f"{name}.txt").write_text("x")
+    outer, inner = tmp_path / "photos", tmp_path / "photos" / "sub"
+    argv = ["validate", "--input", str(outer), "--input", str(inner)]
+    assert main([*argv, "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"input.paths[1]: {inner} lies in the input folder {outer} (input.paths[0])" in err
