@@ -116,6 +116,7 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         sources.extend(files)
     if not errors and config.input.key_prefix == "none":
         found = sorted({f for files in matched.values() for f in files})  # not a dry run's
+        found += [folder_source(p) for p in folders if "://" not in p]
         for problem in _shared_first_keys(found, config.input.format):
             if strict:
                 errors.append(f"input.paths: {problem}")
@@ -254,12 +255,13 @@ FIRST_KEY_TARS = 256
 
 
 def _shared_first_keys(paths: list[str], fmt: str) -> list[str]:
-    """A problem where two tars start with the same key: inputs that name their samples
+    """A problem where two tars (or folders) start with the same key: inputs that name their samples
     alike (two img2dataset downloads, each in its folder, both from 000000000: which of a
     shard's first samples failed to download differs), whose samples after the first
     input's would all be ``duplicate_key``. The first header of the first tars of each
     folder is read (up to 8 a folder, :data:`FIRST_KEY_TARS` in all: a run on remote
     storage opens few files for it)."""
+    from mitigate.records import SampleRecord
     from mitigate.tarscan import TarMember, decode_name, is_os_metadata, scan_tar, split_name
 
     def first_name(items: Iterator[Any]) -> str | None:
@@ -273,6 +275,11 @@ def _shared_first_keys(paths: list[str], fmt: str) -> list[str]:
 
     def first_key(path: str) -> str | None:
         try:
+            if table_format(path, fmt) == "folder":  # its first sample's, as it is read
+                from mitigate.folders import index_folder
+
+                items = index_folder(fs.walk(path), path)
+                return next((r.key for r in items if isinstance(r, SampleRecord)), None)
             with fs.open_read(path) as f:
                 name = first_name(scan_tar(f))
         except OSError:
@@ -281,7 +288,7 @@ def _shared_first_keys(paths: list[str], fmt: str) -> list[str]:
 
     folders: dict[str, list[str]] = {}  # a folder's tars, in order (paths come sorted)
     for path in paths:
-        if table_format(path, fmt) == "webdataset":
+        if table_format(path, fmt) in ("webdataset", "folder"):
             folders.setdefault(path.rsplit("/", 1)[0] if "/" in path else "", []).append(path)
     first: dict[str, str] = {}  # key -> the tar it starts
     each = max(1, min(8, FIRST_KEY_TARS // max(len(folders), 1)))  # tars read a folder

@@ -353,3 +353,18 @@ def test_a_folder_input_inside_another_is_refused(tmp_path, sample_dir, capsys):
     assert main([*argv, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"input.paths[1]: {inner} lies in the input folder {outer} (input.paths[0])" in err
+
+
+def test_two_folders_that_name_their_samples_alike_stop_validate(tmp_path, sample_dir, capsys):
+    # two img2dataset downloads as folders: every sample of the second was duplicate_key
+    # with no word (two tars stopped validate already)
+    photo = _photos(sample_dir, 1)[0]
+    for dl in ("dl1", "dl2"):
+        (tmp_path / dl / "00000").mkdir(parents=True)
+        (tmp_path / dl / "00000" / "000000000.jpg").write_bytes(photo)
+        (tmp_path / dl / "00000" / "000000000.txt").write_text(dl)
+    argv = ["validate", "--input", str(tmp_path / "dl1"), "--input", str(tmp_path / "dl2")]
+    assert main([*argv, "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'dl2'}/ starts with the key '00000/000000000', as" in err
+    assert main([*argv, "--output", str(tmp_path / "o"), "--set", "input.key_prefix=source"]) == 0
