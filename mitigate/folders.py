@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 
 from mitigate.records import Reason, SampleRecord
@@ -117,6 +118,9 @@ def index_folder(
             if bad_name:  # no manifest column could hold it: shown escaped, never read
                 name = escape_surrogates(name)
             key, ext = split_name(name)
+            # one key for a name in either Unicode form: macOS writes café.jpg decomposed
+            # (NFD), a Linux tool its café.txt composed (NFC); they were two samples
+            key = unicodedata.normalize("NFC", key)
             current = samples.get(key)
             if current is None:
                 current = samples[key] = Building(key, 0)

@@ -396,12 +396,14 @@ def _tar_problems(config: Config, path: str) -> list[str]:
 def _caption_problems(
     config: Config, records: list[Any], read: Callable[[Any, set[str]], dict[str, bytes]]
 ) -> list[str]:
-    """A problem when none of ``records`` (a source's first samples) has a caption: a
-    caption member, or a caption field in its sidecar (read by ``read``)."""
+    """A problem when none of ``records`` (a source's first samples) has an image of an
+    accepted format, or a caption: a caption member, or a caption field in its sidecar
+    (read by ``read``)."""
     import json
 
     from mitigate.sources import (
         CAPTION_EXTS,
+        IMAGE_EXTS,
         JSON_EXT,
         SIDECAR_CAPTION_FIELDS,
         caption_member,
@@ -410,6 +412,13 @@ def _caption_problems(
     )
 
     exts: dict[str, None] = {}
+    dots = inner_dots(records[0].key, [m.ext for m in records[0].members])
+    if not dots and not any(m.ext in IMAGE_EXTS for r in records for m in r.members):
+        found = sorted({m.ext for r in records for m in r.members})
+        return [  # an iPhone's HEIC dump, captions alone: every sample an error
+            f"none of its first {len(records)} samples has an image of an accepted format "
+            f"({', '.join(sorted(IMAGE_EXTS))}; found: {', '.join(found) or 'nothing'})"
+        ]
     if any(caption_member(r) is not None for r in records):  # their text, where readable
         usable = [r for r in records if caption_member(r) is not None and r.state != "error"]
         return _caption_text_problems(config, usable, read) if usable else []

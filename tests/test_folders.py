@@ -368,3 +368,26 @@ def test_two_folders_that_name_their_samples_alike_stop_validate(tmp_path, sampl
     err = capsys.readouterr().err
     assert f"{tmp_path / 'dl2'}/ starts with the key '00000/000000000', as" in err
     assert main([*argv, "--output", str(tmp_path / "o"), "--set", "input.key_prefix=source"]) == 0
+
+
+def test_a_folder_of_no_accepted_image_stops_validate_and_unicode_forms_are_one_key(
+    tmp_path, sample_dir, capsys
+):
+    # helper-35: an iPhone's HEIC dump passed validate, then every sample was an error;
+    # an NFD café.jpg (as macOS writes it) beside an NFC café.txt was two error samples
+    heic = tmp_path / "heic"
+    heic.mkdir()
+    for i in range(3):
+        (heic / f"IMG_{i}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+        (heic / f"IMG_{i}.txt").write_text("x")
+    assert main(["validate", "--input", str(heic), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "none of its first 3 samples has an image of an accepted format" in err
+    assert "found: heic, txt" in err
+    forms = tmp_path / "forms"
+    forms.mkdir()
+    (forms / "cafe\u0301.jpg").write_bytes(_photos(sample_dir, 1)[0])  # NFD
+    (forms / "caf\u00e9.txt").write_text("a cafe")  # NFC
+    (record,) = [r for r in _index(forms) if isinstance(r, SampleRecord)]
+    assert (record.key, record.reason) == ("caf\u00e9", None)
+    assert sorted(m.name for m in record.members) == ["cafe\u0301.jpg", "caf\u00e9.txt"]
