@@ -304,10 +304,9 @@ def stored_run(path: str) -> tuple[dict[str, Any], list[str], list[str]]:
 
         try:  # every part there, and the rows the run wrote (else inputs left out)
             manifest_parts(path)
-            table = None
+            index = RunTable.index(path)  # the parts' row counts, no column read
             for folder in sorted(Path(layout.embeddings).glob("*/")):  # copied to the output
-                table = table or RunTable(path, ["key"])
-                PartedEmbeddings(table, folder.name)  # each part's file there, whole
+                PartedEmbeddings(index, folder.name)  # each part's file there, whole
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError([f"--from: {exc}"]) from None
     dataset = ds.dataset(layout.manifest, format="parquet")
