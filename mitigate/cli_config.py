@@ -40,8 +40,25 @@ def _added_filters(args: argparse.Namespace) -> list[str]:
             raise ConfigError(
                 [f"--add-filter {path}: expected a `filters:` list (as `mitigate train` writes)"]
             )
+        have = {_filter_id(e): i for i, e in enumerate(entries) if isinstance(e, dict)}
+        for entry in snippet["filters"]:
+            at = have.get(_filter_id(entry)) if isinstance(entry, dict) else None
+            if at is not None and "threshold" in entry:  # calibrate's snippet: a new threshold
+                raise ConfigError(
+                    [
+                        f"--add-filter {path}: {_filter_id(entry)!r} is filters.{at} of the "
+                        "config already (a `mitigate calibrate` snippet?): --add-filter adds "
+                        f"new filters; give its threshold with --set "
+                        f"filters.{at}.threshold={entry['threshold']}"
+                    ]
+                )
         entries += snippet["filters"]
     return [f"filters={json.dumps(entries)}"]
+
+
+def _filter_id(entry: dict) -> object:
+    """A filter entry's id as the config names it: ``id``, else its ``name``."""
+    return entry.get("id") or entry.get("name")
 
 
 #: ``--set`` keys whose value is a path (or a list of paths) of the run's data, resolved

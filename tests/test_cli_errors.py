@@ -454,3 +454,16 @@ def test_helper_commands_name_what_helper_34_met(run_dir, tmp_path, capsys):
     argv = ["select", "--from", str(run_dir), "--filter", "nsfw", "--output"]
     assert main([*argv, str(tmp_path / "file" / "sub")]) == 2
     assert "--output: cannot create" in _err(capsys)[0]
+
+
+def test_add_filter_of_a_calibrate_snippet_says_to_set_the_threshold(tmp_path, capsys):
+    # helper-34: "id 'nsfw' used twice" and an unrelated rebalance error
+    from mitigate.calibrate import threshold_snippet
+
+    snippet = tmp_path / "t.yaml"
+    snippet.write_text(threshold_snippet("nsfw", 0.125, name="nsfw"))
+    argv = ["validate", "--add-filter", str(snippet), "--output", str(tmp_path / "o")]
+    assert main(argv) == 2
+    (line,) = [x for x in _err(capsys) if "--add-filter" in x]
+    assert f"--add-filter {snippet}: 'nsfw' is filters.0 of the config already" in line
+    assert "--set filters.0.threshold=0.125" in line
