@@ -39,7 +39,7 @@ from mitigate.sources import (
     finish_sample,
     os_metadata_issue,
 )
-from mitigate.tarscan import is_os_metadata, split_name
+from mitigate.tarscan import is_os_folder, is_os_metadata, split_name
 
 #: A listing entry: (name relative to the folder, '/'-separated; size in bytes; kind).
 Entry = tuple[str, int, str]
@@ -72,8 +72,9 @@ def folder_source(path: str) -> str:
 
 
 def hidden_folder(name: str) -> bool:
-    """Whether a folder is not descended into: hidden (``.git``), or macOS' ``__MACOSX``."""
-    return name.startswith(".") or name == "__MACOSX"
+    """Whether a folder is not descended into: hidden (``.git``), or an operating
+    system's (macOS' ``__MACOSX``, an SD card's ``System Volume Information``)."""
+    return name.startswith(".") or is_os_folder(name)
 
 
 def index_folder(
@@ -102,7 +103,7 @@ def index_folder(
                     source, Reason.READ_ERROR, f"{name}: {kind}: its samples are not read"
                 )
                 continue
-            if kind == HIDDEN_FOLDER and base == "__MACOSX":  # macOS' zip folder
+            if kind == HIDDEN_FOLDER and is_os_folder(base):  # __MACOSX, an SD card's
                 skipped["os"] += 1
                 continue
             if kind in (HIDDEN_FOLDER, FOLDER_LINK):

@@ -451,7 +451,7 @@ def os_metadata_issue(source: str, skipped: int) -> SourceIssue:
         source,
         Reason.OS_METADATA,
         f"{skipped} operating-system file(s) skipped (macOS ._ AppleDouble, .DS_Store, "
-        "__MACOSX/, Thumbs.db, desktop.ini): no sample's member",
+        "__MACOSX/, Thumbs.db, desktop.ini, System Volume Information/): no sample's member",
         count=skipped,
     )
 

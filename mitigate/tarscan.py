@@ -471,16 +471,31 @@ def files_before(fileobj: IO[bytes], end: int) -> dict[bytes, tuple[int, int]]:
 
 
 #: Files an operating system adds beside a user's files, never a sample's member.
-_OS_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "icon\r"})
+_OS_FILES = frozenset(
+    {".ds_store", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"}
+)
+#: Folders an operating system keeps beside a user's files (macOS' zip folder; on a
+#: Windows-formatted SD card or USB stick, the volume's and the recycle bin's).
+_OS_FOLDERS = frozenset({"__macosx", "system volume information", "$recycle.bin"})
+
+
+def is_os_folder(name: str) -> bool:
+    """Whether a folder's name is an operating system's (:data:`_OS_FOLDERS`)."""
+    return name.lower() in _OS_FOLDERS
 
 
 def is_os_metadata(name: str) -> bool:
     """Whether a member is an operating system's file: macOS AppleDouble ``._NAME``
     (bsdtar on macOS writes one before each file), ``.DS_Store``, a ``__MACOSX/``
-    folder, Windows' ``Thumbs.db`` and ``desktop.ini``."""
+    folder, Windows' ``Thumbs.db``, ``ehthumbs.db`` and ``desktop.ini``, anything in
+    ``System Volume Information/`` or ``$RECYCLE.BIN/`` (an SD card's)."""
     parts = name.split("/")
     base = parts[-1]
-    return base.startswith("._") or base.lower() in _OS_FILES or "__MACOSX" in parts[:-1]
+    return (
+        base.startswith("._")
+        or base.lower() in _OS_FILES
+        or any(is_os_folder(p) for p in parts[:-1])
+    )
 
 
 # WebDataset's convention: the key is the path up to the first dot of the basename.

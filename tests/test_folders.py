@@ -296,6 +296,13 @@ def test_helper_35s_folders(tmp_path, sample_dir, capsys, monkeypatch):
     assert [(i.reason, i.count) for i in _index(mac) if isinstance(i, SourceIssue)] == [
         ("os_metadata", 1)
     ]
+    # a camera's SD card formatted on Windows: its volume and recycle-bin folders and
+    # Explorer's thumbnail caches are the operating system's, not missing_image samples
+    card = {"DCIM/a.jpg": photo, "DCIM/a.txt": b"x", "DCIM/ehthumbs.db": b"x"}
+    card |= {"System Volume Information/IndexerVolumeGuid": b"x", "$RECYCLE.BIN/d.ini": b"x"}
+    sd = _index(files(tmp_path / "sd", card))
+    assert [r.key for r in sd if isinstance(r, SampleRecord)] == ["DCIM/a"]
+    assert [(i.reason, i.count) for i in sd if isinstance(i, SourceIssue)] == [("os_metadata", 3)]
     # a folder's name is no glob
     holiday = files(tmp_path / "Holiday [2023]", {"a.jpg": photo, "a.txt": b"x"})
     assert validate("--input", str(holiday)) == ""

@@ -578,10 +578,12 @@ def test_operating_system_files_are_skipped_and_counted():
     ]
     members += [(".DS_Store", b"x"), ("__MACOSX/._b.jpg", b"x"), ("Thumbs.db", b"x")]
     members += [("sub/desktop.ini", b"x"), ("b.jpg", JPG), ("b.txt", b"bee")]
+    members += [("card/System Volume Information/WPSettings.dat", b"x")]
+    members += [("card/ehthumbs.db", b"x"), ("$RECYCLE.BIN/$IABC.jpg", b"x")]
     records, issues = _index(tar_bytes(members))
     assert [(r.key, r.state) for r in records] == [("a", PENDING), ("b", PENDING)]
-    assert [(i.reason, i.count) for i in issues] == [("os_metadata", 6)]
-    assert issues[0].detail.startswith("6 operating-system file(s) skipped (macOS ._ AppleDouble")
+    assert [(i.reason, i.count) for i in issues] == [("os_metadata", 9)]
+    assert issues[0].detail.startswith("9 operating-system file(s) skipped (macOS ._ AppleDouble")
 
 
 def _v7(name: str, data: bytes) -> bytes:
