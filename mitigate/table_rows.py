@@ -461,11 +461,12 @@ def row_names(sources: Sequence[str]) -> dict[str, str]:
     the extension, or, where tables share one (duckdb and Spark write a partitioned
     table as ``key=a/data_0.parquet``, ``key=b/data_0.parquet``), the fewest trailing
     folders that tell them apart (``key=a/data_0``), the extension kept where only it
-    does (``t.csv``, ``t.parquet``). A lone table's keys stay its file name's."""
+    does (``t.csv``, ``t.parquet``). A lone table's keys stay its file name's. A folder
+    input (``data.v2/``) has no extension: its name is kept whole."""
 
     def segments(path: str, extension: bool) -> list[str]:
         parts = [p for p in path.split("://", 1)[-1].split("/") if p]
-        if not extension and "." in parts[-1]:
+        if not extension and "." in parts[-1] and not path.endswith("/"):
             parts[-1] = parts[-1].rsplit(".", 1)[0]
         return parts
 

@@ -564,6 +564,10 @@ def test_partitioned_tables_without_a_key_column_get_keys_that_tell_them_apart(t
         str(paths[1]): "key=b/data_0",
     }
     assert row_names([str(paths[0])]) == {str(paths[0]): "data_0"}  # a lone table's as before
+    # a folder input's name has no extension: data.v2/ was prefixed "data"
+    folders = ["/d/data.v2/", "/e/data.v1/"]
+    assert row_names(folders) == {"/d/data.v2/": "data.v2", "/e/data.v1/": "data.v1"}
+    assert row_names(["/d/photos.2024/"]) == {"/d/photos.2024/": "photos.2024"}
     config = validate_config(
         {
             "input": {"paths": [str(tmp_path / "*" / "data_0.parquet")]},
