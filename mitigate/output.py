@@ -70,6 +70,14 @@ def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def missing_columns(names: Sequence[str]) -> list[str]:
+    """The base columns (and ``members``) of this version's manifest not in ``names``:
+    a manifest of another version, whose rows :func:`record_from_row` cannot rebuild
+    (without ``members`` no sample's bytes can be found again)."""
+    have = set(names)
+    return [n for n in [*(name for name, _ in _BASE_COLUMNS), "members"] if n not in have]
+
+
 def manifest_row(record: SampleRecord, filter_ids: Sequence[str]) -> dict[str, Any]:
     row = {name: getattr(record, name) for name, _ in _BASE_COLUMNS}
     row["members"] = [

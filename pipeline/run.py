@@ -16,7 +16,7 @@ import apache_beam as beam
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mitigate import __version__, console, decode_pool, kernels, progress
+from mitigate import __version__, console, decode_pool, kernels, output, progress
 from mitigate.config import Config, ConfigError
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
@@ -310,6 +310,14 @@ def stored_run(path: str) -> tuple[dict[str, Any], list[str], list[str]]:
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError([f"--from: {exc}"]) from None
     dataset = ds.dataset(layout.manifest, format="parquet")
+    missing = output.missing_columns(dataset.schema.names)
+    if missing:  # its rows could not be rebuilt (a bare FileNotFoundError: '' before)
+        raise ConfigError(
+            [
+                f"--from: {path}'s manifest has no column {', '.join(map(repr, missing))}: "
+                "written by another version of mitigate; run `mitigate run` on its inputs"
+            ]
+        )
     stored = [c.removeprefix("score_") for c in dataset.schema.names if c.startswith("score_")]
     sources = sorted(set(dataset.to_table(columns=["source"]).column("source").to_pylist()))
     return summary, stored, sources

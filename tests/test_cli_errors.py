@@ -413,6 +413,9 @@ def test_a_damaged_file_of_a_run_is_named_by_the_tool_that_reads_it(default_run,
     cols = damaged("cols")
     part = cols / "manifest" / "part-000000.parquet"
     pq.write_table(pq.read_table(part).drop(["score_nsfw"]), part)
+    old = damaged("old")  # an older version's layout: no members column (a bare
+    for old_part in (old / "manifest").glob("part-*.parquet"):  # FileNotFoundError: '')
+        pq.write_table(pq.read_table(old_part).drop(["members", "phash_centre"]), old_part)
     cases = [
         (["select", "--from", str(cut), "--filter", "nsfw", "--strategy", "neighbours",
           "--positives", str(labels), "--output", str(tmp_path / "s")], f"{npy}: cut short"),
@@ -423,6 +426,8 @@ def test_a_damaged_file_of_a_run_is_named_by_the_tool_that_reads_it(default_run,
          f"{summ / 'summary.json'}: not a run's summary"),
         (["calibrate", "--scores", str(cols), "--labels", str(labels), "--filter", "nsfw"],
          f"{part}: no column 'score_nsfw'"),
+        (["redecide", "--from", str(old), "--output", str(tmp_path / "r3")],
+         "manifest has no column 'phash_centre', 'members': written by another version"),
     ]  # fmt: skip
     for argv, message in cases:
         assert main(argv) == 2, argv
