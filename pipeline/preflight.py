@@ -41,6 +41,8 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
     folders = _folder_inputs(config, errors)
     errors += _nested_folders(config, folders)
     local = [p for p in config.input.paths if not (dry and "://" in p) and p not in folders]
+    if config.input.format == "folder":  # every input is a folder: a file is refused above
+        local = []
     matched = fs.match(local) if local else {}
     sources = [folder_source(p) for p in folders]
     sources += [p for p in config.input.paths if p not in matched and p not in folders]
@@ -141,7 +143,11 @@ def _folder_inputs(config: Config, errors: list[str]) -> list[str]:
         local = "://" not in path
         if config.input.format == "folder":
             if local and not os.path.isdir(path):
-                what = "no such folder" if not os.path.exists(path) else "not a folder"
+                what = (
+                    "no such folder"
+                    if not os.path.exists(path)
+                    else "not a folder (input.format: auto reads a file by its name)"
+                )
                 errors.append(f"input.paths[{i}]: {path}: {what} (input.format is folder)")
             else:
                 out.append(path)

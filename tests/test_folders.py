@@ -218,7 +218,9 @@ def test_a_folder_input_is_checked_before_any_work(tmp_path, sample_dir, capsys)
         "--input", str(shards / "s-0.tar"), "--output", str(tmp_path / "o"), "--set",
         "input.format=folder",
     )  # fmt: skip
-    assert "s-0.tar: not a folder (input.format is folder)" in err
+    assert "s-0.tar: not a folder (input.format: auto reads a file by its name)" in err
+    # and only that: "unknown table format 'folder'" followed (helper-35)
+    assert err.count("input.paths[") == 1, err
 
 
 def test_a_hugging_face_imagefolder_table_names_its_images_by_file_name(tmp_path, sample_dir):
