@@ -16,6 +16,7 @@ from PIL import Image
 
 from mitigate import verify
 from mitigate.config import ConfigError, validate_config
+from mitigate.output import manifest_schema
 from mitigate.pipeline.run import redecide, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -294,12 +295,15 @@ def _stored_run(folder: Path, signatures: list[bytes | None]) -> Path:
 
     (folder / "manifest").mkdir(parents=True)
     (folder / "summary.json").write_text("{}")
+    n = len(signatures)
+    given = {
+        "key": [f"s{i}" for i in range(n)],
+        "source": ["data.tar"] * n,
+        "signature": signatures,
+    }
+    schema = manifest_schema([])  # every column (the others null), as redecide asks
     table = pa.table(
-        {
-            "key": [f"s{i}" for i in range(len(signatures))],
-            "source": ["data.tar"] * len(signatures),
-            "signature": pa.array(signatures, pa.binary()),
-        }
+        {f.name: pa.array(given.get(f.name, [None] * n), f.type) for f in schema}, schema=schema
     )
     pq.write_table(table, folder / "manifest" / "part-000000.parquet")
     return folder
