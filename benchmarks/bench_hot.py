@@ -191,7 +191,7 @@ def partitioned(args: argparse.Namespace, items: list, partition: str = "cluster
             "mem://bench",
             t,
             width=160,
-            height=it.resolution // 160,
+            height=it.size // 160,  # the items here are sized by pixels alone
             phash=it.phash,
             phash_mirror=it.mirror,
             signature=it.signature,

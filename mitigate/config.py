@@ -289,9 +289,10 @@ class DedupConfig(_Strict):
     keep: Literal["medoid", "resolution"] = Field(
         default="medoid",
         description="Which copy of a duplicate group to keep. medoid: the copy nearest to "
-        "all others (for independent edits of one original, the original), then the "
-        "highest resolution, then the smallest key. resolution: highest resolution, then "
-        "smallest key.",
+        "all others (for independent edits of one original, the original), and among "
+        "the copies as near as it (within 0.1) the largest, then the least compressed "
+        "(JPEG quality), then the smallest key. resolution: the largest (pixels, then "
+        "JPEG quality), then the smallest key.",
     )
     mode: Literal["auto", "exact", "lsh", "brute"] = Field(
         default="auto",

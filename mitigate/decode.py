@@ -67,6 +67,7 @@ class DecodedImage:
     signature: bytes = b""  # mitigate.verify.signature of the working image
     # (centre hash, its mirror): hashing.centre_pair_from_thumbnail of pHash's thumbnail
     centre: tuple[int, int] | None = None
+    quality: int | None = None  # a JPEG's quality (jpeg_quality); None for other formats
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class _Unhashed:
     working: Image.Image
     signature: bytes
     thumbnail: np.ndarray
+    quality: int | None = None
 
     def hashed(self, views: tuple[int, int, int, int]) -> DecodedImage:
         phash, mirror, centre, centre_mirror = views
@@ -92,6 +94,7 @@ class _Unhashed:
             self.working,
             self.signature,
             (centre, centre_mirror),
+            self.quality,
         )
 
 
@@ -404,6 +407,31 @@ def open_image(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
 
 
+#: libjpeg's (IJG) luma quantization table at quality 50 sums to this; its quality
+#: setting scales that table (jcparam.c), so a JPEG's luma table's sum against it gives
+#: the quality the table was made at.
+_IJG_LUMA_SUM = 3688
+
+
+def jpeg_quality(image: Image.Image) -> int | None:
+    """The IJG quality (1-100) a JPEG's luma table was scaled from, as libjpeg scales
+    it (``scale = 5000 / q`` under 50, ``200 - 2q`` from 50), read from the tables Pillow
+    parsed at open (no pixel decoded); None for other formats and a JPEG without one.
+    Encoders that write their own tables (cameras, mozjpeg) get the IJG quality nearest
+    to theirs in size: what the keep rule compares copies by (:mod:`mitigate.keep`)."""
+    tables = getattr(image, "quantization", None)
+    if image.format != "JPEG" or not tables or 0 not in tables:
+        return None
+    total = sum(tables[0])
+    if total <= 0:
+        return None
+    if total <= 64:  # every entry 1: quality 100 (the formula would say 99)
+        return 100
+    scale = 100.0 * total / _IJG_LUMA_SUM
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(min(max(round(quality), 1), 100))
+
+
 def _decode_opened(
     image: Image.Image, max_pixels: int, working_size: int, hash_mode: str, signature: bool
 ) -> _Unhashed | DecodeFailure:
@@ -444,7 +472,7 @@ def _decode_opened(
         sig = fused[1]
     else:
         sig = verify.signature(working) if signature else b""
-    return _Unhashed(width, height, fmt, working, sig, thumb)
+    return _Unhashed(width, height, fmt, working, sig, thumb, jpeg_quality(image))
 
 
 #: A reduced image's long side is under twice this many times its short side (or the

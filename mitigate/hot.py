@@ -99,7 +99,7 @@ class Item(Protocol):
     @property
     def mirror(self) -> str: ...
     @property
-    def resolution(self) -> int: ...
+    def size(self) -> int: ...  # mitigate.keep.size_key: pixels, then bytes
     @property
     def signature(self) -> bytes | None: ...
     @property
@@ -132,8 +132,9 @@ def group_of(item: Item) -> str:
 
 
 def candidate_order(item: Item) -> tuple[int, str]:
-    """Order candidates are drawn in: highest resolution first, then smallest key."""
-    return (-int(item.resolution), item.key)
+    """Order candidates are drawn in: largest first (pixels, then bytes:
+    :func:`mitigate.keep.size_key`), then smallest key."""
+    return (-int(item.size), item.key)
 
 
 def sample_order(item: Item) -> tuple[int, str]:

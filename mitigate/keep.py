@@ -1,10 +1,14 @@
 """Which copy of a near-duplicate group to keep (``dedup.keep``).
 
-``medoid`` (default): the copy nearest to all the others of its group, then the highest
-resolution, then the smallest key. For independent edits of one original (a re-encode, a
-crop, a watermarked copy, ...) every edit is near the original but the edits are farther
-from each other, so the original is the medoid, whatever its size. ``resolution``:
-the highest resolution, then the smallest key (the rule before verification existed).
+``medoid`` (default): the copy nearest to all the others of its group; among the copies
+as near as it (within :data:`MEDOID_TIE`) the largest (pixels, then JPEG quality:
+:func:`size_key`); then the smallest key. For independent edits of one original (a
+re-encode, a crop, a watermarked copy, ...) every edit is near the original but the
+edits are farther from each other, so the original is the medoid or as near as it; the
+means differ by hundredths where the edits are small, so among those the largest and
+least compressed copy stays, not a half-size or a JPEG q40 copy that happened to be a
+hair nearer. ``resolution``: the largest (pixels, then JPEG quality), then the smallest
+key (the rule before verification existed).
 
 Groups are the connected components of the verified pairs. "Nearest" is the mean
 verification score (:mod:`mitigate.verify`) to the other members, or the mean pHash
@@ -28,9 +32,32 @@ from mitigate import neardup, verify
 
 KEEP_RULES = ("medoid", "resolution")
 MEDOID_ANCHORS = 64
+#: Copies whose mean score to the others is within this of their group's most central
+#: copy are equally central (:func:`keep_rank`): the means of independent edits of one
+#: original differ by a few hundredths, and which of them was the smallest was chance
+#: (helper-37: a half-size, a JPEG q40 or a logo copy kept over the original).
+MEDOID_TIE = 0.1
 #: (member, anchor) pairs scored at a time by :func:`centrality` (bounded memory: the
 #: index arrays and the signature table of one chunk).
 CENTRALITY_CHUNK = 1 << 16
+#: A copy's pixels count above its JPEG quality in :func:`size_key`.
+_QUALITY_BITS = 8
+_MAX_PIXELS = (1 << 54) - 1
+
+
+def size_key(pixels: int, quality: int | None) -> int:
+    """The keep order's size of a copy, one int64: its pixels, then its JPEG quality
+    (:func:`mitigate.decode.jpeg_quality`; 100 for a lossless or other format): of two
+    copies of one size, the one compressed less (an original at quality 90 over its
+    re-encode at 40). Not the file's bytes: at one quality a copy with a logo drawn on
+    it, or sharpened, takes more bytes than its original (``benchmarks/eval_keep.py``)."""
+    q = 100 if quality is None else min(max(int(quality), 0), 100)
+    return (min(max(int(pixels), 0), _MAX_PIXELS) << _QUALITY_BITS) | q
+
+
+def pixels_of(size: int) -> int:
+    """The pixels of a :func:`size_key`."""
+    return int(size) >> _QUALITY_BITS
 
 
 def centrality(
@@ -158,8 +185,16 @@ def keep_rank(
     keys: Sequence[str],
     resolution: Sequence[int],
     centrality_values: NDArray[np.float64] | None = None,
+    component: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
-    """Rank positions (0 = kept first) under ``rule``; ties end at the smallest key."""
+    """Rank positions (0 = kept first) under ``rule``; ties end at the smallest key.
+    ``resolution``: each copy's :func:`size_key` (or its pixels).
+
+    ``medoid``: the copies of a group (``component``: a label a group) within
+    :data:`MEDOID_TIE` of its most central copy first, among them the largest
+    (:func:`size_key`: pixels, then JPEG quality), then the most central; then the
+    others by centrality, size and key. Without ``component`` every item is its own group's
+    (centrality, then size, then key)."""
     if rule not in KEEP_RULES:
         raise ValueError(f"unknown keep rule {rule!r}; valid: {', '.join(KEEP_RULES)}")
     n = len(keys)
@@ -170,4 +205,13 @@ def keep_rank(
         return neardup.rank_positions(neg_res, key_pos)
     if centrality_values is None or centrality_values.shape != (n,):
         raise ValueError("the medoid rule needs one centrality value per item")
-    return neardup.rank_positions(centrality_values, neg_res, key_pos)
+    if component is None:
+        return neardup.rank_positions(centrality_values, neg_res, key_pos)
+    _, label = np.unique(np.asarray(component), return_inverse=True)
+    label = label.reshape(-1)
+    best = np.full(int(label.max(initial=-1)) + 1, np.inf)
+    np.minimum.at(best, label, centrality_values)
+    tied = centrality_values <= best[label] + MEDOID_TIE
+    return neardup.rank_positions(
+        ~tied, np.where(tied, neg_res, 0), centrality_values, neg_res, key_pos
+    )

@@ -32,7 +32,7 @@ class HashItem:
     key: str
     phash: str
     mirror: str
-    resolution: int
+    size: int  # the keep order's size: pixels, then file bytes (mitigate.keep.size_key)
     signature: bytes | None = None  # mitigate.verify signature; None = pHash only
     centre: str | None = None  # centre view, 32 hex (mitigate.centre); None = pHash only
     # where the signature waits in the run's signature store until the decision reads it
@@ -136,7 +136,7 @@ def decide_near_duplicates(
     scores: dict[tuple[int, int], float] = {}
     refused: list[tuple[int, int, int, float]] = []
     if verify_threshold is None and keep_rule == "resolution":
-        order = sorted(range(len(items)), key=lambda i: (-items[i].resolution, items[i].key))
+        order = sorted(range(len(items)), key=lambda i: (-items[i].size, items[i].key))
         rank = np.empty(len(items), dtype=np.int64)
         rank[np.asarray(order)] = np.arange(len(items))
         result = neardup.deduplicate(p, m, k, rank, mode=chosen)
@@ -315,7 +315,7 @@ def _verified_keep(
             ok[idx] = verify.verified(score[idx], threshold)
     edges = neardup.PairSet(pairs.i[ok], pairs.j[ok], pairs.dist[ok])
     keys = [it.key for it in items]
-    resolution = [it.resolution for it in items]
+    sizes = [it.size for it in items]
     # verified, so scored in full (at or below stop_above): the medoid measure reuses them
     merged = {
         (int(a), int(b)): float(sc)
@@ -325,9 +325,9 @@ def _verified_keep(
     if keep_rule == "medoid":
         component = neardup.connected_components(len(items), edges.i, edges.j)
         central = keep.centrality(component, keys, p, m, sigs, score_pairs, known=merged)
-        rank = keep.keep_rank("medoid", keys, resolution, central)
+        rank = keep.keep_rank("medoid", keys, sizes, central, component)
     else:
-        rank = keep.keep_rank(keep_rule, keys, resolution)
+        rank = keep.keep_rank(keep_rule, keys, sizes)
     result = neardup.greedy_keep(len(items), edges, rank)
     refused = [
         (int(a), int(b), int(d), float(sc))

@@ -40,6 +40,7 @@ _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("format", pa.string()),
+    ("quality", pa.int32()),
     ("sha256", pa.string()),
     ("phash", pa.string()),
     ("phash_mirror", pa.string()),
@@ -70,12 +71,21 @@ def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+#: Columns a manifest of an earlier version may lack: its rows are read with them null
+#: (``phash_centre``: pHash alone searches those samples; ``quality``: the keep rule
+#: takes every copy as lossless; ``signature``: redecide's own check names it).
+_ADDED_SINCE = frozenset(
+    {"verify_score", "signature", "phash_centre", "image_column", "row_fields", "quality"}
+)
+
+
 def missing_columns(names: Sequence[str]) -> list[str]:
     """The base columns (and ``members``) of this version's manifest not in ``names``:
     a manifest of another version, whose rows :func:`record_from_row` cannot rebuild
     (without ``members`` no sample's bytes can be found again)."""
     have = set(names)
-    return [n for n in [*(name for name, _ in _BASE_COLUMNS), "members"] if n not in have]
+    wanted = [*(name for name, _ in _BASE_COLUMNS if name not in _ADDED_SINCE), "members"]
+    return [n for n in wanted if n not in have]
 
 
 def manifest_row(record: SampleRecord, filter_ids: Sequence[str]) -> dict[str, Any]:

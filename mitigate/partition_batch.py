@@ -64,7 +64,7 @@ class Batch:
     keys: NDArray[np.str_]
     phash: NDArray[np.uint64]
     mirror: NDArray[np.uint64]
-    resolution: NDArray[np.int64]
+    size: NDArray[np.int64]  # mitigate.keep.size_key
     signatures: list[bytes | None]
     #: centre view (:func:`mitigate.centre.centre_arrays`); None: no sample has one
     centre: tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.bool_]] | None = None
@@ -85,7 +85,7 @@ class Batch:
             np.asarray([it.key for it in items], dtype=np.str_),
             neardup.hex_to_uint64([it.phash for it in items]),
             neardup.hex_to_uint64([it.mirror for it in items]),
-            np.asarray([it.resolution for it in items], dtype=np.int64),
+            np.asarray([it.size for it in items], dtype=np.int64),
             [it.signature for it in items],
             None if all(c is None for c in centres) else centre.centre_arrays(centres),
         )
@@ -421,7 +421,7 @@ def members_and_edges(
         batch.keys[pos],
         batch.phash[pos],
         batch.mirror[pos],
-        batch.resolution[pos],
+        batch.size[pos],
         sigs,
     ):
         out.append((bucket, ("member", (uu, ll, kk, pp, mm, rr, list(ss)))))
@@ -482,7 +482,7 @@ def keep_components(
     if rule == "medoid":
         _, comp_local = np.unique(comp, return_inverse=True)
         central = keep.centrality(comp_local.astype(np.int64), key_list, p, m, sigs, known=score)
-        rank = keep.keep_rank("medoid", key_list, res.tolist(), central)
+        rank = keep.keep_rank("medoid", key_list, res.tolist(), central, comp_local)
     else:
         rank = keep.keep_rank(rule, key_list, res.tolist())
     edge_set = neardup.PairSet(ia.astype(np.int64), ib.astype(np.int64), np.asarray(d, np.uint8))

@@ -99,6 +99,9 @@ class SampleRecord:
     width: int | None = None  # after EXIF orientation, in pixels
     height: int | None = None
     format: str | None = None  # Pillow format name (JPEG, PNG, WEBP, ...)
+    # a JPEG's quality (1-100, the IJG scale its luma table was made at:
+    # mitigate.decode.jpeg_quality); None for other formats
+    quality: int | None = None
     sha256: str | None = None
     phash: str | None = None  # 16 hex digits, imagehash's string form
     phash_mirror: str | None = None  # pHash of the horizontally mirrored image

@@ -146,6 +146,7 @@ def _signals(record: SampleRecord, result: DecodedImage | DecodeFailure) -> Scor
     if isinstance(result, DecodeFailure):
         return ScoringItem(record.with_error(result.reason, result.detail), None)
     record.width, record.height, record.format = result.width, result.height, result.format
+    record.quality = result.quality
     if not record.members:  # a table's image: its format names it, not its file name
         record.image_ext = FORMAT_EXTS.get(result.format, result.format.lower())
     record.phash = hashing.to_hex(result.phash)

@@ -32,7 +32,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
-from mitigate import stages
+from mitigate import keep, stages
 from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
 from mitigate.pipeline import fs, sigstore
@@ -261,7 +261,7 @@ def _item(r: SampleRecord, stored: bool) -> HashItem:
         r.key,
         r.phash,
         r.phash_mirror,
-        r.resolution,
+        keep.size_key(r.resolution, r.quality),
         r.signature,
         r.phash_centre,
         sigstore.ref(r) if stored else None,

@@ -26,7 +26,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
-from mitigate import neardup, partition
+from mitigate import keep, neardup, partition
 from mitigate import partition_batch as pb
 from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import EVAL_OVERLAP, Decision, HashItem
@@ -270,7 +270,12 @@ class PartitionedNearDedup(beam.PTransform):
         )
         items = pending | "HashItems" >> beam.Map(
             lambda r: HashItem(
-                r.key, r.phash, r.phash_mirror, r.resolution, r.signature, r.phash_centre
+                r.key,
+                r.phash,
+                r.phash_mirror,
+                keep.size_key(r.resolution, r.quality),
+                r.signature,
+                r.phash_centre,
             )
         )
         shard_refs = (

@@ -33,6 +33,7 @@ def _every_field_set() -> SampleRecord:
         width=876,
         height=1024,
         format="JPEG",
+        quality=87,
         sha256="71" * 32,
         phash="be9f8148c8e4c6b3",
         phash_mirror="ebcac01d9d3192e6",
