@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mitigate import hashing, verify
 from mitigate.records import Reason
@@ -39,6 +39,28 @@ LOG = logging.getLogger(__name__)
 _PILLOW_DIR = Path(Image.__file__).resolve().parent
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 or 270 degrees
+#: the transposition that shows an image of each EXIF orientation upright (Pillow's
+#: ImageOps.exif_transpose table)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1-8), 1 where it has none, an unknown value or
+    an EXIF block Pillow cannot parse (its parser raises struct.error, KeyError, ...
+    on damaged blocks: the image is shown as stored, as viewers do)."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # any damage of the block reads as "no orientation"
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
 def _quiet_pillow() -> None:
@@ -181,12 +203,14 @@ def _decode_one(
         return _decode_opened(image, max_pixels, working_size, hash_mode, signature)
     except Image.DecompressionBombError as exc:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, str(exc))
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
-        # Pillow signals truncated or corrupt data with these (e.g. "image file is
-        # truncated", "broken data stream"); anything else is a bug and should raise.
-        return DecodeFailure(Reason.DECODE_ERROR, _failure_detail(image.format, exc))
     except MemoryError:
         return DecodeFailure(Reason.TOO_MANY_PIXELS, "out of memory while decoding")
+    except Exception as exc:  # one image must not end the run
+        # Pillow signals truncated or corrupt data with OSError, ValueError, SyntaxError,
+        # EOFError, and, from its parsers, IndexError, TypeError, struct.error,
+        # AttributeError...: a damaged EXIF block raised struct.error and ended the run
+        # (helper-38). Raised outside Pillow, it is logged as the bug it likely is.
+        return DecodeFailure(Reason.DECODE_ERROR, _failure_detail(image.format, exc))
 
 
 def _bomb_detail(exc: Exception, max_pixels: int) -> str:
@@ -204,14 +228,16 @@ _reported: set[tuple[str, str]] = set()  # (exception type, place) logged in thi
 def _failure_detail(fmt: str | None, exc: Exception) -> str:
     """The manifest detail of a decode that raised ``exc``.
 
-    Pillow raises ``TypeError`` and ``IndexError`` on some corrupt files too, so they
-    count as bad input, but only when Pillow raised them: raised anywhere else (this
-    package, numpy) they are most likely a bug, which must not pass for a bad image. The
-    sample is still recorded (the run goes on), its detail says where the error came
-    from, and the first occurrence of each place is logged as an error with its
-    traceback."""
+    Pillow raises ``TypeError``, ``IndexError``, ``struct.error``, ``AttributeError``
+    and others on some corrupt files too, so they count as bad input, but only when
+    Pillow raised them: raised anywhere else (this package, numpy) they are most likely
+    a bug, which must not pass for a bad image. The sample is still recorded (the run
+    goes on), its detail says where the error came from, and the first occurrence of
+    each place is logged as an error with its traceback. Pillow's own kinds of bad data
+    (``OSError``, ``ValueError``, ``SyntaxError``, ``EOFError``) are bad input wherever
+    they were raised."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    if not isinstance(exc, TypeError | IndexError) or where is None:
+    if isinstance(exc, OSError | ValueError | SyntaxError | EOFError) or where is None:
         return f"{fmt or 'image'}: {exc}"
     path = Path(where.filename).resolve()
     if path.is_relative_to(_PILLOW_DIR):
@@ -444,7 +470,7 @@ def _decode_opened(
             Reason.TOO_MANY_PIXELS,
             f"{fmt} declares {raw_w}x{raw_h} = {raw_w * raw_h} pixels > max_pixels {max_pixels}",
         )
-    orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    orientation = _orientation(image)
     width, height = (raw_h, raw_w) if orientation in _SWAPS_AXES else (raw_w, raw_h)
 
     if hash_mode == "fast" and fmt == "JPEG":
@@ -452,7 +478,9 @@ def _decode_opened(
         image.draft("RGB", (working_size, working_size))
     image.seek(0)  # animated images: first frame
     image.load()
-    oriented = ImageOps.exif_transpose(image) if orientation != 1 else image
+    # the transposition ImageOps.exif_transpose makes, without the EXIF block it then
+    # rewrites (a damaged tag beside the orientation raised there: helper-38)
+    oriented = image.transpose(_TRANSPOSE[orientation]) if orientation != 1 else image
 
     reduced = _reduce(oriented, working_size)
     # Both modes hash with imagehash's greyscale conversion of the image's own mode (alpha

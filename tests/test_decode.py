@@ -86,6 +86,55 @@ def test_exif_orientation_is_applied_to_size_and_hash(photos):
     assert hashing.hamming(rotated.phash, plain.phash) <= 4
 
 
+def _exif_block(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """A big-endian TIFF block of one IFD: (tag, type, count, 4-byte value) entries."""
+    ifd = struct.pack(">H", len(entries))
+    ifd += b"".join(struct.pack(">HHI", t, ty, c) + v for t, ty, c, v in entries)
+    return b"MM\0\x2a" + struct.pack(">I", 8) + ifd + bytes(4)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [  # an orientation beside a tag of the wrong type: Pillow's exif_transpose rewrote
+        # the block and raised struct.error / AttributeError, and the run ended (helper-38)
+        [(0x0112, 3, 1, b"\0\x06\0\0"), (0x014A, 2, 3, b"ab\0\0")],  # SubIFDs as text
+        [(0x010F, 11, 1, struct.pack(">f", 1.5)), (0x0112, 3, 1, b"\0\x08\0\0")],  # Make a float
+    ],
+)
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_damaged_exif_block_beside_an_orientation_is_one_samples_matter(entries, fmt):
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((64, 48))
+    buf = io.BytesIO()
+    block = _exif_block(entries)
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    stored.save(buf, fmt, exif=b"Exif\0\0" + block if fmt == "JPEG" else block, **extra)
+    got = decode_image(buf.getvalue(), max_pixels=10**7)
+    assert isinstance(got, DecodedImage), got
+    orientation = struct.unpack(">H", next(e for e in entries if e[0] == 0x0112)[3][:2])[0]
+    assert (got.width, got.height) == (48, 64)  # 6 and 8 both turn it a quarter
+    turn = Image.Transpose.ROTATE_270 if orientation == 6 else Image.Transpose.ROTATE_90
+    upright = decode_image(_png(stored.transpose(turn)), max_pixels=10**7)
+    assert isinstance(upright, DecodedImage)
+    assert hashing.hamming(got.phash, upright.phash) <= (6 if fmt == "JPEG" else 0)
+
+
+def test_an_unexpected_error_inside_the_decoder_is_the_samples_decode_error(monkeypatch):
+    """Whatever a decoder raises is the sample's decode_error, never the run's end."""
+    import struct as struct_module
+
+    from PIL import ImageFile
+
+    def broken(self, *args, **kwargs):  # Pillow's own code raising an unlisted kind
+        raise struct_module.error("required argument is not an integer")
+
+    data = _png(Image.new("RGB", (8, 8)))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken)
+    got = decode_image(data, max_pixels=10**7)
+    assert isinstance(got, DecodeFailure) and got.reason == "decode_error"
+    assert "required argument is not an integer" in got.detail
+
+
 @pytest.mark.parametrize("mode", ["CMYK", "P", "PA_TRANSPARENT", "LA", "L", "I;16", "1"])
 def test_modes_normalise_to_rgb(mode):
     rgb = Image.linear_gradient("L").resize((128, 96)).convert("RGB")
