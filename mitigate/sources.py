@@ -518,8 +518,9 @@ def parse_sidecar(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """A ``KEY.json`` sidecar as a dict, or why it is unusable."""
     try:  # a byte-order mark before it (Windows' Notepad, PowerShell) is no error
         meta = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"sidecar .json: {exc}"
+    except ValueError as exc:  # not UTF-8, not JSON; an integer of more than 4,300
+        # digits (Python's limit on converting one) ended the run (helper-38)
+        return None, f"sidecar .json: {str(exc).split('; use sys.')[0]}"
     except RecursionError:
         return None, "sidecar .json is nested too deeply to parse"
     if not isinstance(meta, dict):

@@ -264,6 +264,16 @@ def test_deeply_nested_sidecar_is_invalid_json(nesting):
     assert not isinstance(out, SampleRecord)
 
 
+def test_a_sidecar_integer_python_cannot_read_is_invalid_json():
+    """5,000 digits: valid JSON, but Python refuses to convert it (a ValueError that
+    is no JSONDecodeError): it ended the run (helper-38)."""
+    record = SampleRecord(key="k", source="s", index=0, image_ext="jpg")
+    sidecar = b'{"id": ' + b"7" * 5000 + b"}"
+    out = parse_payload(record, {"jpg": JPG, "txt": b"cap", "json": sidecar})
+    assert isinstance(out, SampleRecord) and out.reason == "invalid_json"
+    assert "4300 digits" in out.detail and "set_int_max_str_digits" not in out.detail
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
