@@ -377,8 +377,11 @@ def _jpeg_frame(data: bytes) -> int | None:
     its segment lengths; None where the segments end, or a scan starts, before one."""
     pos, end = 2, len(data)  # a hop a segment: metadata of any size is skipped, not read
     while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
+        if data[pos] != 0xFF:  # bytes between segments: libjpeg skips them to the next
+            pos = data.find(b"\xff", pos)  # FF ("extraneous bytes"), and so does this:
+            if pos < 0:  # one junk byte had hidden a 60,000-scan JPEG (helper-38)
+                return None
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -397,7 +400,7 @@ def _jpeg_frame(data: bytes) -> int | None:
 def jpeg_refusal(data: bytes) -> RefusedImage | None:
     """Why a JPEG is not decoded: lossless (libjpeg-turbo 3 decodes it, and decoding one
     at a reduced scale, as every reader here does, corrupted memory and ended the
-    process: the run, or the report in the driver), or progressive with more than
+    process: the run, or the report in the driver), or of more than
     :data:`MAX_JPEG_SCANS` scans; None for other data."""
     if not data.startswith(b"\xff\xd8"):
         return None
@@ -408,14 +411,16 @@ def jpeg_refusal(data: bytes) -> RefusedImage | None:
             f"lossless JPEG ({_LOSSLESS_SOF[frame]}) is not an accepted kind of JPEG: "
             "decoding one at a reduced scale crashed the process",
         )
-    if frame in _PROGRESSIVE_SOF:
-        scans = data.count(b"\xff\xda")  # entropy-coded bytes never hold FF DA
-        if scans > MAX_JPEG_SCANS:
-            return RefusedImage(
-                Reason.DECODE_ERROR,
-                f"progressive JPEG of {scans:,} scans > {MAX_JPEG_SCANS} (encoders write "
-                "about 10; each is a pass over the whole image: decoding would take minutes)",
-            )
+    # counted in every JPEG, whatever its frame says or where the walk stopped: a
+    # sequential one has a scan a component (4 at most), a progressive one ~10
+    scans = data.count(b"\xff\xda")  # entropy-coded bytes never hold FF DA
+    if scans > MAX_JPEG_SCANS:
+        kind = "progressive JPEG" if frame in _PROGRESSIVE_SOF else "JPEG"
+        return RefusedImage(
+            Reason.DECODE_ERROR,
+            f"{kind} of {scans:,} scans > {MAX_JPEG_SCANS} (encoders write about 10; "
+            "each is a pass over the whole image: decoding would take minutes)",
+        )
     return None
 
 

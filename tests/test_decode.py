@@ -411,6 +411,9 @@ def test_a_lossless_jpeg_is_refused_before_pillow_reads_it(monkeypatch):
     padded = data[:2] + app2 * 80 + data[2:]
     result = decode_image(padded, max_pixels=10**8)
     assert isinstance(result, DecodeFailure) and result.reason == "unsupported_format"
+    # and behind junk bytes between segments, which libjpeg skips (helper-38)
+    result = decode_image(data[:2] + b"\x00junk" + data[2:], max_pixels=10**8)
+    assert isinstance(result, DecodeFailure) and result.reason == "unsupported_format"
 
 
 def test_a_progressive_jpeg_of_too_many_scans_is_refused_and_an_ordinary_one_decodes():
@@ -428,7 +431,15 @@ def test_a_progressive_jpeg_of_too_many_scans_is_refused_and_an_ordinary_one_dec
     result = decode_image(repeated, max_pixels=10**8)
     assert isinstance(result, DecodeFailure) and result.reason == "decode_error"
     assert f"progressive JPEG of {scans + MAX_JPEG_SCANS:,} scans" in result.detail
-    # a baseline JPEG is not counted (its scans cannot be repeated into a slow decode)
+    # one junk byte between two segments (libjpeg skips it) stopped the walk to the
+    # frame, so the scans went uncounted: decoded for minutes, then kept (helper-38)
+    junk = repeated[:20] + b"\x00" + repeated[20:]
+    assert repeated[20] == 0xFF  # the byte after JFIF's APP0: a marker starts there
+    result = decode_image(junk, max_pixels=10**8)
+    assert isinstance(result, DecodeFailure) and result.reason == "decode_error"
+    assert f"progressive JPEG of {scans + MAX_JPEG_SCANS:,} scans" in result.detail
+    assert isinstance(decode_image(data[:20] + b"\x00" + data[20:], max_pixels=10**8), DecodedImage)
+    # a baseline JPEG has a scan a component: 4 at most, and decodes
     assert isinstance(decode_image(_jpeg(_photo()), max_pixels=10**8), DecodedImage)
 
 
