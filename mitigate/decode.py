@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mitigate import hashing, verify
 from mitigate.records import Reason
-from mitigate.sources import IMAGE_FORMATS
+from mitigate.sources import IMAGE_FORMATS, JPEG_FORMATS
 
 LOG = logging.getLogger(__name__)
 _PILLOW_DIR = Path(Image.__file__).resolve().parent
@@ -451,7 +451,7 @@ def jpeg_quality(image: Image.Image) -> int | None:
     Encoders that write their own tables (cameras, mozjpeg) get the IJG quality nearest
     to theirs in size: what the keep rule compares copies by (:mod:`mitigate.keep`)."""
     tables = getattr(image, "quantization", None)
-    if image.format != "JPEG" or not tables or 0 not in tables:
+    if image.format not in JPEG_FORMATS or not tables or 0 not in tables:
         return None
     total = sum(tables[0])
     if total <= 0:
@@ -478,7 +478,7 @@ def _decode_opened(
     orientation = _orientation(image)
     width, height = (raw_h, raw_w) if orientation in _SWAPS_AXES else (raw_w, raw_h)
 
-    if hash_mode == "fast" and fmt == "JPEG":
+    if hash_mode == "fast" and fmt in JPEG_FORMATS:
         # Scaled IDCT: decode straight to the smallest size with both sides >= working_size.
         image.draft("RGB", (working_size, working_size))
     image.seek(0)  # animated images: first frame

@@ -46,6 +46,11 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 #: The file extension of each accepted format (a kept image held in a table is written
 #: to its shard as ``KEY.<ext>``).
 FORMAT_EXTS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
+# Pillow names a JPEG with a multi-picture index (phones' portrait shots, 3D cameras)
+# MPO: it is a JPEG file (its first picture what a loader shows), written as KEY.jpg
+FORMAT_EXTS["MPO"] = "jpg"
+#: Pillow's formats that are JPEG files (decoded at a reduced scale, a quality read)
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # Extensions of image formats that are recognised but not accepted: such a sample is an
 # ``unsupported_format`` error rather than ``missing_image``.
 REFUSED_IMAGE_EXTS = frozenset(

@@ -555,3 +555,20 @@ def test_an_image_pillow_refuses_for_its_size_is_named_against_max_pixels():
     result = decode_image(bytes(data), max_pixels=50_000_000)
     assert isinstance(result, DecodeFailure) and result.reason == "too_many_pixels"
     assert result.detail == "declares 900,000,000 pixels > max_pixels 50,000,000"
+
+
+def test_a_jpeg_with_a_multi_picture_index_is_a_jpeg():
+    """Pillow names it MPO (phones' portrait shots, 3D cameras): held in a table it was
+    written to its shard as KEY.mpo, which WebDataset loaders do not read as an image,
+    and it missed the reduced-scale decode (helper-38)."""
+    from mitigate.records import SampleRecord
+    from mitigate.stages import _signals
+
+    first = Image.new("RGB", (640, 480), (200, 10, 10))
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[Image.new("RGB", (640, 480))], quality=90)
+    got = decode_image(buf.getvalue(), max_pixels=10**7, working_size=64)
+    assert isinstance(got, DecodedImage) and got.format == "MPO" and got.quality == 90
+    assert max(got.working.size) < 640  # decoded at a reduced scale, as a JPEG is
+    record = SampleRecord(key="k", source="t.parquet", index=0, image_column="jpg")
+    assert _signals(record, got).record.image_ext == "jpg"
