@@ -176,6 +176,10 @@ def _decode_one(
 ) -> _Unhashed | DecodeFailure:
     """One image decoded up to pHash's thumbnail, or why it cannot be."""
     _quiet_pillow()
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and 2 * limit < max_pixels:  # Pillow refuses above twice its
+        # limit at open, whatever max_pixels says (178,956,970): ours is checked there
+        Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
     try:
         image = open_image(data)
     except RefusedImage as exc:

@@ -193,10 +193,18 @@ def test_decompression_bomb_is_rejected_from_the_header_alone():
     assert huge.reason == "too_many_pixels"
 
 
-def test_pixel_limit_is_configurable():
+def test_pixel_limit_is_configurable(monkeypatch):
     data = _png(Image.new("RGB", (100, 100)))
     assert decode_image(data, max_pixels=9_999).reason == "too_many_pixels"
     assert isinstance(decode_image(data, max_pixels=10_000), DecodedImage)
+    # above twice Pillow's own limit too (178,956,970 pixels): Pillow refused at open,
+    # "declares 200,000,000 pixels > max_pixels 300,000,000" (helper-38); here the
+    # header is read and the missing pixel data is the error
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    big = _png_header_only(20_000, 10_000)
+    result = decode_image(big, max_pixels=300_000_000)
+    assert isinstance(result, DecodeFailure) and result.reason == "decode_error", result
+    assert decode_image(big, max_pixels=199_999_999).reason == "too_many_pixels"
 
 
 @pytest.mark.parametrize(
