@@ -21,6 +21,7 @@ from mitigate.config import Config, ConfigError
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
 from mitigate.filters.probe import LinearProbeConfig, is_head
+from mitigate.layout import MANIFEST_PATTERN
 from mitigate.pipeline import fs, outdir
 from mitigate.pipeline.build import Layout, build, build_redecide
 from mitigate.pipeline.preflight import preflight
@@ -358,13 +359,11 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     options = pipeline_options(config.runner, beam_args)
     config = with_flags_in_force(config, options)
     header["runner_options"] = options_in_force(options)
-    parts = fs.match([Layout(from_path).manifest_parts])
+    parts = fs.files_in(Layout(from_path).manifest, MANIFEST_PATTERN)
 
     def work(staged: Config, layout: Layout) -> None:
         pipeline = _pipeline(options)
-        build_redecide(
-            pipeline, staged, from_path, next(iter(parts.values())), sources, header, stored, issues
-        )
+        build_redecide(pipeline, staged, from_path, parts, sources, header, stored, issues)
         _execute(pipeline, config)
         _copy_tree(Layout(from_path).embeddings, layout.embeddings)
 
@@ -409,8 +408,7 @@ def _head_errors(config: Config, from_path: str) -> list[str]:
     import numpy as np
 
     errors = []
-    pattern = fs.join(from_path, "manifest", "part-*.parquet")
-    parts = fs.match([pattern])[pattern]
+    parts = fs.files_in(fs.join(from_path, "manifest"), MANIFEST_PATTERN)
     for i, f in enumerate(config.filters):
         if not isinstance(f, LinearProbeConfig):
             continue
@@ -442,10 +440,7 @@ def _head_errors(config: Config, from_path: str) -> list[str]:
 def _copy_tree(src: str, dst: str) -> None:
     if not fs.exists(src):
         return
-    from apache_beam.io.filesystems import FileSystems
-
-    files = [m.path for m in FileSystems.match([fs.join(src, "**")])[0].metadata_list]
-    for path in sorted(files):
+    for path in fs.files_under(src):
         fs.write_bytes(dst + path[len(src) :], fs.read_bytes(path))
 
 

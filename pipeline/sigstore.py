@@ -137,7 +137,7 @@ def _files(
     store: str, sid: bytes, start: int = 0, stop: int | None = None, kind: str = ""
 ) -> list[str]:
     """The store files of source ``sid`` holding an index in ``start`` .. ``stop - 1``."""
-    paths = next(iter(fs.match([fs.join(_folder(store, sid, kind), "*.sig")]).values()))
+    paths = fs.files_in(_folder(store, sid, kind), "*.sig")
     out = []
     for path in paths:
         first, last = _span(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -472,3 +473,29 @@ def test_add_filter_of_a_calibrate_snippet_says_to_set_the_threshold(tmp_path, c
     (line,) = [x for x in _err(capsys) if "--add-filter" in x]
     assert f"--add-filter {snippet}: 'nsfw' is filters.0 of the config already" in line
     assert "--set filters.0.threshold=0.125" in line
+
+
+def test_runs_in_folders_named_with_glob_characters(default_run, tmp_path, capsys):
+    """A run moved under ``runs [2023]/`` was redecided into an empty run, exit 0, its
+    counts adding up to 0 (the manifest parts found by a glob); a run into an output
+    folder named ``re [1]`` did all its work, then failed deleting its staging folder
+    and left it behind, failing every later run there (helper-36)."""
+    import shutil
+
+    run = tmp_path / "runs [2023]" / "run1"
+    shutil.copytree(default_run, run)
+    out = tmp_path / "re [1]?"
+    assert main(["redecide", "--from", str(run), "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_count"] == 49 and summary["manifest_rows"] == 49
+    assert (
+        summary["samples_written"]
+        == json.loads((run / "summary.json").read_text())["samples_written"]
+    )
+    assert not [p for p in out.iterdir() if p.name.startswith(".mitigate-staging")]
+    assert sorted(p.name for p in (out / "embeddings" / "nsfw").iterdir()) == sorted(
+        p.name for p in (run / "embeddings" / "nsfw").iterdir()
+    )  # copied from the run, not matched as a glob
+    capsys.readouterr()
+    # again into the same folder: a leftover staging folder failed this at once
+    assert main(["redecide", "--from", str(run), "--output", str(out), "--overwrite"]) == 0
