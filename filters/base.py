@@ -8,6 +8,7 @@ object exists) and a :class:`Filter` subclass registered under a short name.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -265,7 +266,12 @@ class ModelFilter(Filter[C]):
                     out[i] = failure
             else:
                 for n, i in enumerate(ok):
-                    out[i] = (float(scores[n]), None if embeddings is None else embeddings[n])
+                    score = float(scores[n])
+                    if not math.isfinite(score):  # NaN >= threshold is False: it was kept
+                        # (fp16 overflow, a broken export; helper-36): not a score at all
+                        out[i] = Failure(f"the model gave {score}, not a finite score")
+                        continue
+                    out[i] = (score, None if embeddings is None else embeddings[n])
         return out
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:

@@ -25,9 +25,11 @@ def pooled_linear(
     batch: bool = True,
     input_name: str = "pixels",
     fail: bool = False,
+    nan: bool = False,
 ) -> Path:
     """Write the model to ``path``; ``fail`` builds one whose output shape is wrong at
-    run time (a Reshape to an impossible size), to exercise failed batches."""
+    run time (a Reshape to an impossible size), to exercise failed batches; ``nan`` one
+    whose logits are all NaN (fp16 overflow, a broken export)."""
     n = "N" if batch else 1
     shape = [n, 3, size, size] if layout == "NCHW" else [n, size, size, 3]
     axes = [2, 3] if layout == "NCHW" else [1, 2]
@@ -46,6 +48,9 @@ def pooled_linear(
     if fail:
         nodes.append(helper.make_node("Reshape", ["logits_raw", "bad_shape"], ["logits"]))
         inits.append(numpy_helper.from_array(np.array([7, 5], dtype=np.int64), "bad_shape"))
+    elif nan:
+        nodes.append(helper.make_node("Mul", ["logits_raw", "nan"], ["logits"]))
+        inits.append(numpy_helper.from_array(np.array([np.nan], dtype=np.float32), "nan"))
     else:
         nodes.append(helper.make_node("Identity", ["logits_raw"], ["logits"]))
     graph = helper.make_graph(nodes, "pooled_linear", [x], [y], initializer=inits)

@@ -29,7 +29,12 @@ RGB = (51, 102, 153)  # uniform test colour; /255 -> 0.2, 0.4, 0.6
 def _filter(tmp_path: Path, **spec):
     model = tmp_path / "m.onnx"
     if not model.exists():
-        pooled_linear(model, layout=spec.get("layout", "NCHW"), fail=spec.pop("fail", False))
+        pooled_linear(
+            model,
+            layout=spec.get("layout", "NCHW"),
+            fail=spec.pop("fail", False),
+            nan=spec.pop("nan", False),
+        )
     entry = {"name": "onnx_image", "id": "tiny", "model": {"path": str(model)}, "size": 8, **spec}
     flt = build_filter(validate_config({"filters": [entry]}).filters[0])
     return flt
@@ -208,6 +213,20 @@ def test_failed_batches_become_error_records_and_the_run_goes_on(tmp_path):
             out | beam.Map(lambda it: (it.record.key, it.record.reason)),
             equal_to([("a", "inference_error"), ("b", "inference_error")]),
         )
+
+
+def test_a_score_that_is_not_a_number_is_an_inference_error(tmp_path):
+    """NaN >= threshold is False: a model whose output is NaN (fp16 overflow, a broken
+    export) had every sample kept, unfiltered, without a word (helper-36)."""
+    flt = _filter(tmp_path, crop="none", nan=True)
+    with TestPipeline() as p:
+        out = p | beam.Create([_item("a"), _item("b")]) | ScoreWithModel(flt, keep_embedding=False)
+        assert_that(
+            out | beam.Map(lambda it: (it.record.key, it.record.reason, it.record.detail)),
+            equal_to([(k, "inference_error", "tiny: the model gave nan, not a finite score")
+                      for k in "ab"]),
+        )  # fmt: skip
+    assert isinstance(flt.predict_batch(flt.load_model(), [_item("c").image])[0], Failure)
 
 
 # --- the real open_nsfw model --------------------------------------------------------------
