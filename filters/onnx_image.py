@@ -249,7 +249,15 @@ def _check_key(cfg: OnnxImageConfig) -> str:
         "model_sha256": cfg.model_sha256,
         "fields": cfg.model_dump(
             mode="json",
-            include={"input_name", "layout", "size", "output", "columns", "embedding_output"},
+            include={
+                "input_name",
+                "layout",
+                "size",
+                "output",
+                "columns",
+                "embedding_output",
+                "batch_size",
+            },
         ),
         "versions": versions,
     }
@@ -355,6 +363,19 @@ def check_model(cfg: OnnxImageConfig, session: Any) -> None:
     shape = list(spec.shape)
     if len(shape) != 4:
         raise ValueError(f"model input {spec.name!r} has shape {shape}, expected 4 dimensions")
+    batch = shape[0]
+    if isinstance(batch, int) and batch > 0 and not batch == cfg.batch_size == 1:
+        # torch.onnx.export without dynamic_axes fixes it: every batch of another size
+        # failed, each sample an inference_error, after validate passed (helper-36)
+        fix = (
+            "set batch_size: 1"
+            if batch == 1
+            else "export it with a dynamic batch axis (a run's last batch is smaller)"
+        )
+        raise ValueError(
+            f"batch_size: model input {spec.name!r} takes batches of exactly {batch} (its "
+            f"first dimension is fixed), not {cfg.batch_size}; {fix}"
+        )
     want = [3, cfg.size, cfg.size] if cfg.layout == "NCHW" else [cfg.size, cfg.size, 3]
     for axis, (got, expected) in enumerate(zip(shape[1:], want, strict=True), start=1):
         if isinstance(got, int) and got != expected:

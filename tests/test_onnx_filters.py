@@ -128,6 +128,26 @@ def test_spec_errors_stop_at_config_time_naming_filter_and_mismatch(tmp_path, sp
     assert text.startswith("filters[0]")
 
 
+def test_a_model_of_a_fixed_batch_size_is_refused_at_config_time_unless_batches_of_one(
+    tmp_path,
+):
+    """torch.onnx.export without dynamic_axes fixes the batch at 1: validate passed,
+    then every batch of 32 failed, each sample an inference_error (helper-36)."""
+    pooled_linear(tmp_path / "m.onnx", batch=False)
+    entry = {"name": "onnx_image", "model": {"path": str(tmp_path / "m.onnx")}, "size": 8}
+    with pytest.raises(ConfigError) as err:
+        validate_config({"filters": [entry]}, tmp_path)
+    assert "filters[0]" in err.value.errors[0]
+    assert (
+        "takes batches of exactly 1 (its first dimension is fixed), not 32; set "
+        in (err.value.errors[0])
+    )
+    config = validate_config({"filters": [{**entry, "batch_size": 1}]}, tmp_path)
+    flt = build_filter(config.filters[0])
+    got = flt.predict_batch(flt.load_model(), [_item("a").image])
+    assert not isinstance(got[0], Failure)
+
+
 @pytest.mark.parametrize(
     "extra", [{}, {"embedding_output": "features"}], ids=["plain", "embedding"]
 )
