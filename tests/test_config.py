@@ -270,3 +270,19 @@ def test_a_terms_file_given_with_set_is_found_in_the_working_folder(tmp_path, mo
     default, _ = load_config(REPO / "mitigate" / "configs" / "default.yaml", [])
     terms = next(f for f in default.filters if f.filter_id == "caption_terms")
     assert terms.terms_file == str(REPO / "mitigate" / "configs" / "terms" / "violence.txt")
+
+
+def test_an_integer_past_2_to_the_53_is_refused_naming_its_field():
+    """image_quality.min_side of 2**63 passed validate; the run did all its work, then
+    failed writing the manifest (Arrow: too large for int64) (helper-36)."""
+    raw = {
+        "filters": [{"name": "image_quality", "min_side": 2**63, "min_bytes": 2**53}],
+        "input": {"chunk_size": -(2**70)},
+        "rebalance": {"seed": 2**63},  # a seed's bits are its own
+    }
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    huge = [e for e in err.value.errors if "out of range (at most 2**53" in e]
+    assert [e.split(":")[0] for e in huge] == ["filters[0].min_side", "input.chunk_size"]
+    ok = {"filters": [{"name": "image_quality", "min_bytes": 2**53}], "rebalance": {"seed": 2**63}}
+    assert validate_config(ok).filters[0].min_bytes == 2**53
