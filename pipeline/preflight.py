@@ -38,6 +38,7 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
     missing = missing_extra(config.runner.name)
     errors = [missing] if missing else []
     dry = config.runner.dry_run
+    errors += _endpoint_errors(config)
     folders = _folder_inputs(config, errors)
     errors += _nested_folders(config, folders)
     local = [p for p in config.input.paths if not (dry and "://" in p) and p not in folders]
@@ -130,6 +131,36 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
         return sorted(set(sources))
     outdir.check_output(config.output.path, config.output.overwrite, [*protected, *sources])
     return sorted(set(sources))
+
+
+#: Seconds to wait for a job service to answer a connection before the run starts.
+ENDPOINT_TIMEOUT = 10.0
+
+
+def _endpoint_errors(config: Config) -> list[str]:
+    """An error where nothing answers at the portable runner's ``job_endpoint``: Beam
+    waited 5 minutes in silence, then failed with an empty ``FutureTimeoutError``
+    (helper-36). ``embed`` (Beam's in-process job service) needs no answer."""
+    import socket
+
+    endpoint = config.runner.job_endpoint
+    if config.runner.name not in ("portable", "flink", "spark") or not endpoint:
+        return []
+    if config.runner.dry_run or endpoint == "embed":
+        return []
+    address = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return [f"runner.job_endpoint: {endpoint!r} is not host:port"]
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ENDPOINT_TIMEOUT).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return [
+            f"runner.job_endpoint: nothing answers at {endpoint} ({why}); start the job "
+            "service there first (README, 'Runners')"
+        ]
+    return []
 
 
 def _folder_inputs(config: Config, errors: list[str]) -> list[str]:

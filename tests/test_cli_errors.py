@@ -499,3 +499,22 @@ def test_runs_in_folders_named_with_glob_characters(default_run, tmp_path, capsy
     capsys.readouterr()
     # again into the same folder: a leftover staging folder failed this at once
     assert main(["redecide", "--from", str(run), "--output", str(out), "--overwrite"]) == 0
+
+
+def test_a_job_endpoint_nothing_answers_at_stops_before_any_work(tmp_path, capsys):
+    """Beam waited 5 minutes in silence, then failed with an empty FutureTimeoutError
+    (helper-36); now the config check connects first, and names the field."""
+    import socket
+
+    sets = ["--set", "runner.name=portable", "--output", str(tmp_path / "o")]
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert main(["validate", *sets, "--set", f"runner.job_endpoint=127.0.0.1:{port}"]) == 0
+    capsys.readouterr()
+    assert main(["run", *sets, "--set", f"runner.job_endpoint=127.0.0.1:{port}"]) == 2
+    err = _err(capsys)
+    assert err[0] == "mitigate: invalid config:" and len(err) == 2, err
+    assert f"runner.job_endpoint: nothing answers at 127.0.0.1:{port}" in err[1]
+    assert not (tmp_path / "o").exists()
