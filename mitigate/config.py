@@ -906,6 +906,11 @@ def _dataflow_names(config: Config) -> list[str]:
     for where, path in remote:
         if path.startswith("gs://") and (problem := _bucket_problem(path)):
             errors.append(f"{where}: {problem}")
+        elif "://" not in path:  # a dry run passed these (helper-36)
+            errors.append(
+                f"{where}: {path} is on this machine's disk, which Dataflow's workers cannot "
+                "read or write: give a gs:// path (copy the data there first)"
+            )
     if r.sdk_container_image:
         ref = r.sdk_container_image.split("@", 1)[0]  # a digest is Docker's to check
         head, _, last = ref.rpartition("/")

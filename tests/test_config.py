@@ -165,7 +165,11 @@ def test_runner_options_map_to_beam_flags():
     from mitigate.runners import runner_args
 
     def args(**runner):
-        return runner_args(validate_config({"runner": runner}).runner)
+        where = {  # Dataflow's workers reach no local path
+            "input": {"paths": ["gs://my-bucket/s/*.tar"]},
+            "output": {"path": "gs://my-bucket/out"},
+        }
+        return runner_args(validate_config({"runner": runner, **where}).runner)
 
     assert args(
         name="flink",

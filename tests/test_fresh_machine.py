@@ -59,6 +59,8 @@ def test_the_readme_dry_run_with_its_placeholders_fails_offline_at_once(capsys):
 )
 def test_dataflow_names_are_checked_offline(field, value):
     good = [
+        "input.paths=['gs://my-bucket/shards/*.tar']",
+        "output.path=gs://my-bucket/out",
         "runner.name=dataflow",
         "runner.project=my-project",
         "runner.region=europe-west4",
@@ -71,11 +73,33 @@ def test_dataflow_names_are_checked_offline(field, value):
     assert [e.split(":")[0] for e in exc.value.errors] == [field]
 
 
+def test_dataflow_refuses_paths_on_this_machines_disk():
+    """A dry run accepted /tmp inputs and a local output, which Dataflow's workers
+    cannot reach (helper-36)."""
+    names = [
+        "runner.name=dataflow",
+        "runner.project=my-project",
+        "runner.region=europe-west4",
+        "runner.temp_location=gs://my-bucket/tmp",
+    ]
+    with pytest.raises(ConfigError) as exc:
+        load_config(DEFAULT, [*names, "output.path=/tmp/out"])
+    fields = [e.split(":")[0] for e in exc.value.errors]
+    assert fields == ["output.path", "input.paths[0]"], exc.value.errors
+    assert "is on this machine's disk, which Dataflow's workers cannot" in exc.value.errors[0]
+
+
 def test_a_missing_extra_names_the_extra_to_install(monkeypatch, capsys):
     assert missing_extra("dataflow") is None and missing_extra("direct") is None
     monkeypatch.setitem(sys.modules, "google.cloud.dataflow", None)
     argv = [
         "validate",
+        "--input",
+        "gs://my-bucket/shards/*.tar",
+        "--output",
+        "gs://my-bucket/out",
+        "--set",
+        "runner.dry_run=true",  # no bucket is listed (no network here)
         "--set",
         "runner.name=dataflow",
         "--set",

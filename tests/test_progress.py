@@ -153,6 +153,8 @@ def test_dataflow_link_is_announced_to_a_listener():
     config, _ = load_config(
         None,
         [
+            "input.paths=['gs://my-bucket/shards/*.tar']",
+            "output.path=gs://my-bucket/out",
             "runner.name=dataflow",
             "runner.project=my-project",
             "runner.region=europe-west4",

@@ -175,6 +175,7 @@ def test_dask_refuses_the_partitioned_near_dup_graph_at_config_time():
 IMAGE = "europe-west4-docker.pkg.dev/my-project/mitigate/mitigate:0.1.0"
 #: A Dataflow dry run's settings: the job is built offline, nothing submitted.
 DATAFLOW_DRY_RUN = [
+    "input.paths=['gs://my-bucket/shards/*.tar']",  # Dataflow's workers read no local disk
     "output.path=gs://my-bucket/out",
     "runner.name=dataflow",
     "runner.dry_run=true",
@@ -239,8 +240,8 @@ def test_a_dry_run_opens_no_remote_input_for_its_checks(tmp_path):
     config, _ = load_config(
         DEFAULT,
         [
-            "input.paths=['gs://my-bucket/a/{00000..00003}.tar', 'gs://my-bucket/b/*.tar']",
             *DATAFLOW_DRY_RUN,
+            "input.paths=['gs://my-bucket/a/{00000..00003}.tar', 'gs://my-bucket/b/*.tar']",
         ],
     )
     started = time.monotonic()
@@ -253,7 +254,7 @@ def test_a_dry_run_takes_a_remote_folder_of_images_as_one_source(tmp_path):
     # lists nothing remote, and the job reads the folder as one source
     config, _ = load_config(
         DEFAULT,
-        ["input.paths=['gs://my-bucket/photos']", "input.format=folder", *DATAFLOW_DRY_RUN],
+        [*DATAFLOW_DRY_RUN, "input.paths=['gs://my-bucket/photos']", "input.format=folder"],
     )
     started = time.monotonic()
     job = run(config)
