@@ -39,6 +39,11 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
     errors = [missing] if missing else []
     dry = config.runner.dry_run
     errors += _endpoint_errors(config)
+    if not config.filters:  # a config whose filters were all commented out (helper-36)
+        log.warning(
+            "filters: none: nothing is filtered, every sample that decodes is kept "
+            "(`mitigate init` writes a config with the default filters)"
+        )
     folders = _folder_inputs(config, errors)
     errors += _nested_folders(config, folders)
     local = [p for p in config.input.paths if not (dry and "://" in p) and p not in folders]

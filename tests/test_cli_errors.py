@@ -518,3 +518,23 @@ def test_a_job_endpoint_nothing_answers_at_stops_before_any_work(tmp_path, capsy
     assert err[0] == "mitigate: invalid config:" and len(err) == 2, err
     assert f"runner.job_endpoint: nothing answers at 127.0.0.1:{port}" in err[1]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_without_filters_says_so(tmp_path, caplog):
+    """A config whose filters were all commented out ran unfiltered without a word
+    (helper-36)."""
+    from mitigate.config import load_config
+    from mitigate.pipeline.preflight import preflight
+
+    sample = str(REPO / "data" / "sample" / "*.tar")
+    config, _ = load_config(
+        None, ["filters=[]", f"output.path={tmp_path / 'o'}", f"input.paths=['{sample}']"]
+    )
+    with caplog.at_level("WARNING"):
+        preflight(config)
+    assert "filters: none: nothing is filtered" in caplog.text
+    caplog.clear()
+    config, _ = load_config(REPO / "configs" / "default.yaml", [f"output.path={tmp_path / 'p'}"])
+    with caplog.at_level("WARNING"):
+        preflight(config)
+    assert "filters: none" not in caplog.text
