@@ -40,6 +40,17 @@ def _added_filters(args: argparse.Namespace) -> list[str]:
             raise ConfigError(
                 [f"--add-filter {path}: expected a `filters:` list (as `mitigate train` writes)"]
             )
+        others = sorted(str(k) for k in snippet if k != "filters")
+        if others:  # dedup: {k: 3} beside the filters was dropped in silence (helper-36)
+            raise ConfigError(
+                [
+                    f"--add-filter {path}: holds {', '.join(others)} beside `filters`; "
+                    "--add-filter adds filters only: give other settings with --set or in "
+                    "the --config file"
+                ]
+            )
+        folder = Path(path).expanduser().resolve().parent
+        snippet["filters"] = [_rebased(e, folder) for e in snippet["filters"]]
         have = {_filter_id(e): i for i, e in enumerate(entries) if isinstance(e, dict)}
         for entry in snippet["filters"]:
             at = have.get(_filter_id(entry)) if isinstance(entry, dict) else None
@@ -54,6 +65,36 @@ def _added_filters(args: argparse.Namespace) -> list[str]:
                 )
         entries += snippet["filters"]
     return [f"filters={json.dumps(entries)}"]
+
+
+def _rebased(entry: Any, folder: Path) -> Any:
+    """A snippet's filter entry with its relative file paths (``model.path``,
+    ``terms_file``, a category's ``terms_file``, a blocklist's ``path``) taken from the
+    snippet's folder, as a config file's are from its own: they were taken from the main
+    config's, which without ``--config`` is inside the installed package (helper-36)."""
+    if not isinstance(entry, dict):
+        return entry
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and "://" not in value:
+            given = Path(value).expanduser()
+            return str(given if given.is_absolute() else folder / given)
+        return value
+
+    out = dict(entry)
+    if isinstance(out.get("model"), dict) and "path" in out["model"]:
+        out["model"] = {**out["model"], "path": absolute(out["model"]["path"])}
+    for key in ("terms_file", "path"):
+        if key in out:
+            out[key] = absolute(out[key])
+    if isinstance(out.get("categories"), dict):
+        out["categories"] = {
+            name: {**c, "terms_file": absolute(c["terms_file"])}
+            if isinstance(c, dict) and "terms_file" in c
+            else c
+            for name, c in out["categories"].items()
+        }
+    return out
 
 
 def _filter_id(entry: dict) -> object:

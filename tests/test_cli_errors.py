@@ -538,3 +538,26 @@ def test_a_run_without_filters_says_so(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         preflight(config)
     assert "filters: none" not in caplog.text
+
+
+def test_an_add_filter_snippets_files_are_found_beside_it(tmp_path, monkeypatch, capsys):
+    """A snippet's relative terms_file (or model path) was looked for beside the main
+    config, which without --config is inside the installed package; a snippet's other
+    settings were dropped in silence (helper-36)."""
+    snippets = tmp_path / "snippets"
+    snippets.mkdir()
+    (snippets / "words.txt").write_text("crossbow\n")
+    snippet = snippets / "extra.yaml"
+    entry = "{name: caption_terms, id: weapons, category: weapons, terms_file: words.txt}"
+    snippet.write_text(f"filters: [{entry}]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no configs/default.yaml here: the packaged default
+    sample = str(REPO / "data" / "sample" / "*.tar")
+    argv = ["validate", "--input", sample, "--output", str(tmp_path / "o")]
+    assert main([*argv, "--add-filter", str(snippet)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    snippet.write_text(f"filters: [{entry}]\ndedup: {{k: 3}}\n")
+    assert main([*argv, "--add-filter", str(snippet)]) == 2
+    (line,) = [x for x in _err(capsys) if "--add-filter" in x]
+    assert "holds dedup beside `filters`; --add-filter adds filters only" in line
