@@ -43,7 +43,7 @@ from mitigate.filters.base import (
 )
 from mitigate.reasons import Reason
 from mitigate.records import SampleRecord
-from mitigate.text import fold, normalize_text, words
+from mitigate.text import UNSPACED, fold, normalize_text, words
 
 REASON = Reason.CAPTION_TERM_MATCH
 
@@ -115,12 +115,7 @@ class CaptionTermsConfig(FilterConfig):
         return frozenset(self._term_table)
 
 
-#: Scripts written without spaces between words (CJK, kana, Thai, Lao, Khmer, Myanmar)
-#: or with particles joined to them (Hangul): a term in them matches anywhere.
-_UNSPACED = re.compile(
-    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uac00-\ud7af"
-    "\uf900-\ufaff\U00020000-\U0002ffff]"
-)
+_UNSPACED = UNSPACED  # a term in such a script matches anywhere
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _POSSESSIVE = re.compile(r"'s$")
 _PARTS = re.compile(r"['\-]")

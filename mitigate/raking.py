@@ -41,7 +41,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mitigate.rebalance.probes import _probe_tokens, caption_word_set
+from mitigate.rebalance.probes import _probe_tokens, matching_groups, unspaced_needles
 from mitigate.rebalance.weights import _EDGES, HIST_BINS, LogHistogram
 
 #: At most this many declared groups (patterns are bit sets: 2**8 cells at most).
@@ -60,8 +60,9 @@ class CalibrationError(ValueError):
 class GroupMatcher:
     """Which declared groups a caption belongs to, as a bit set (its *pattern*).
 
-    Terms are matched as whole words or phrases after normalisation, exactly as the
-    bias report's probes are (:func:`mitigate.rebalance.caption_word_set`), so a
+    Terms are matched as whole words or phrases after normalisation (a term in a
+    script written without spaces anywhere), exactly as the bias report's probes are
+    (:func:`mitigate.rebalance.probes.matching_groups`), so a
     calibrated group and the probe of the same name count the same captions.
 
     Args:
@@ -81,14 +82,13 @@ class GroupMatcher:
             if not terms:
                 raise ValueError(f"group {name!r} has no terms")
         self.max_n = max(len(t) for ts in self.terms for t in ts)
+        self.needles = tuple(unspaced_needles(ts) for ts in self.terms)
 
     def pattern(self, caption: str | None) -> int:
         """Bit set of the groups whose terms occur in ``caption`` (0: none)."""
-        grams = caption_word_set(caption, self.max_n)
         bits = 0
-        for i, terms in enumerate(self.terms):
-            if not terms.isdisjoint(grams):
-                bits |= 1 << i
+        for i in matching_groups(caption, self.terms, self.needles, self.max_n):
+            bits |= 1 << i
         return bits
 
 

@@ -83,6 +83,17 @@ def normalize_text(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+#: Scripts written without spaces between words (CJK, kana, Thai, Lao, Khmer, Myanmar)
+#: or with particles joined to them (Hangul): a run of them is one "word" to
+#: :func:`words`, so a term in them is matched anywhere (caption_terms, the bias
+#: report's probes, calibrated groups) and the rebalancing features read their
+#: characters in pairs.
+UNSPACED = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uac00-\ud7af"
+    "\uf900-\ufaff\U00020000-\U0002ffff]"
+)
+
+
 def words(text: str) -> list[str]:
     """Split already-normalised text into word tokens (see :func:`normalize_text`)."""
     return _word_pattern().findall(text)

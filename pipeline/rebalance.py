@@ -481,7 +481,21 @@ def _with_calibration(report: dict[str, Any], cal: dict[str, Any]) -> dict[str, 
         "error": cal["error"],
     }
     if cal["error"] is None:
-        return {**report, "calibration": out}
+        unmatched = [g for g in names if g in probes and probes[g].get("count_unfiltered") == 0]
+        if not unmatched:
+            return {**report, "calibration": out}
+        # a group no caption holds has nothing to calibrate: not shown as calibrated
+        # (helper-37: "calibrated", share error 0, where its terms matched nothing)
+        shown = {
+            g: {**row, "calibrated": False} if g in unmatched else row for g, row in probes.items()
+        }
+        warning = (
+            f"rebalance.calibrate_groups: {', '.join(unmatched)} matched no caption of the "
+            "unfiltered data: nothing was calibrated for it (check its terms)"
+        )
+        log.warning("%s", warning)
+        warnings = [*report.get("warnings", []), warning]
+        return {**report, "probes": shown, "warnings": warnings, "calibration": out}
     # not calibrated after all: no group is shown as one, and the summary says why
     failed = {g: {**row, "calibrated": False} for g, row in probes.items()}
     warning = f"rebalance.calibrate_groups failed ({cal['error']}): weights are not calibrated"

@@ -11,7 +11,7 @@ from itertools import pairwise
 import numpy as np
 import scipy.sparse as sp
 
-from mitigate.text import normalize_text, words
+from mitigate.text import UNSPACED, normalize_text, words
 
 #: Default number of hashed caption-feature buckets (columns).
 DEFAULT_N_FEATURES = 2**18
@@ -33,6 +33,12 @@ def caption_terms(
     ``masked`` holds word sequences (normalised, as caption filters match them) that
     are cut out, and no bigram spans the cut, so nothing about a masked term (not even
     a new bigram of its neighbours) reaches the features.
+
+    A word in a script written without spaces (Chinese, Japanese, Thai, ...) is a whole
+    run of text, unique to its caption: its characters in pairs are terms too (as
+    ``"女人"`` in ``"一个女人在"``), masked terms cut out of the run first; without them a
+    Chinese caption gave the classifier nothing to learn (helper-37: weights 0.9999 to
+    1.0002 where a term filter had taken 30 % of one group).
     """
     if not caption:
         return []
@@ -40,7 +46,20 @@ def caption_terms(
     segments = _cut(toks, masked) if masked else [toks]
     out = [t for seg in segments for t in seg]
     out += [f"{a} {b}" for seg in segments for a, b in pairwise(seg)]
+    needles = [" ".join(m) for m in masked if UNSPACED.search(" ".join(m))] if masked else []
+    for seg in segments:
+        for tok in seg:
+            if UNSPACED.search(tok):
+                out += _char_pairs(tok, needles)
     return out
+
+
+def _char_pairs(run: str, needles: list[str]) -> list[str]:
+    """Adjacent character pairs of a run of text, none across a masked term."""
+    pieces = [run]
+    for needle in needles:
+        pieces = [p for piece in pieces for p in piece.split(needle)]
+    return [p[i : i + 2] for p in pieces for i in range(len(p) - 1)]
 
 
 def _cut(toks: list[str], masked: frozenset[tuple[str, ...]]) -> list[list[str]]:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from mitigate.text import normalize_text, words
+from mitigate.text import UNSPACED, normalize_text, words
 
 # --------------------------------------------------------------------------------------
 # Probe-term bias report
@@ -42,6 +42,30 @@ def caption_word_set(caption: str | None, max_n: int = 1) -> frozenset[tuple[str
         for i in range(len(toks) - n + 1):
             grams.add(tuple(toks[i : i + n]))
     return frozenset(grams)
+
+
+def unspaced_needles(terms: frozenset[tuple[str, ...]]) -> frozenset[str]:
+    """The terms written in a script without spaces (Chinese, Japanese, Thai, ...), as
+    text: a caption holds them anywhere, not as words of their own (helper-37: the
+    probes 女人 and 男人 matched no Chinese caption, and calibrating them did nothing
+    while the report said it had)."""
+    return frozenset(" ".join(t) for t in terms if UNSPACED.search(" ".join(t)))
+
+
+def matching_groups(
+    caption: str | None,
+    terms: Sequence[frozenset[tuple[str, ...]]],
+    needles: Sequence[frozenset[str]],
+    max_n: int,
+) -> Iterator[int]:
+    """The indices of the groups whose terms ``caption`` holds: as whole words or
+    phrases (:func:`caption_word_set`), or, a term in a script without spaces,
+    anywhere (:func:`unspaced_needles`)."""
+    grams = caption_word_set(caption, max_n)
+    text = normalize_text(caption) if caption and any(needles) else ""
+    for i, group in enumerate(terms):
+        if not group.isdisjoint(grams) or any(n in text for n in needles[i]):
+            yield i
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,7 @@ class ProbeTableAccumulator:
             frozenset(_probe_tokens(t) for t in probes[g]) for g in self.groups
         )
         self.max_n: int = max((len(t) for ts in self.terms for t in ts), default=1)
+        self.needles = tuple(unspaced_needles(ts) for ts in self.terms)
         self.n_unfiltered = 0
         self.n_filtered = 0
         self.weight_filtered = 0.0
@@ -93,10 +118,7 @@ class ProbeTableAccumulator:
         self.weight_hits_filtered = [0.0] * len(self.groups)
 
     def _hits(self, caption: str | None) -> Iterator[int]:
-        grams = caption_word_set(caption, self.max_n)
-        for i, terms in enumerate(self.terms):
-            if not terms.isdisjoint(grams):
-                yield i
+        return matching_groups(caption, self.terms, self.needles, self.max_n)
 
     def add_unfiltered(self, caption: str | None) -> None:
         """Count one unfiltered (all decodable samples) caption."""
@@ -120,6 +142,7 @@ class ProbeTableAccumulator:
             raise ValueError("cannot merge accumulators built with different probes")
         out = ProbeTableAccumulator.__new__(ProbeTableAccumulator)
         out.groups, out.terms, out.max_n = self.groups, self.terms, self.max_n
+        out.needles = self.needles
         out.n_unfiltered = self.n_unfiltered + other.n_unfiltered
         out.n_filtered = self.n_filtered + other.n_filtered
         out.weight_filtered = self.weight_filtered + other.weight_filtered
