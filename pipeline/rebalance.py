@@ -515,4 +515,35 @@ def _ess_check(report: dict[str, Any], fraction: float) -> dict[str, Any]:
         )
         log.warning("rebalance: %s", text)
         warnings.append(text)
+    for text in _gap_warnings(report.get("probes") or {}):
+        log.warning("rebalance: %s", text)
+        warnings.append(text)
     return {**report, "ess_warn_fraction": fraction, "warnings": warnings}
+
+
+#: A probe group's share that filtering moved by at least this much (relative), over at
+#: least :data:`GAP_MIN_COUNT` unfiltered captions, and that the weights moved back by
+#: less than a quarter, is named in the run's warnings.
+GAP_MIN_CHANGE, GAP_MIN_COUNT, GAP_MIN_CLOSED = 0.05, 30, 0.25
+
+
+def _gap_warnings(probes: dict[str, dict[str, Any]]) -> list[str]:
+    """The probe groups whose filtered gap reweighting left (almost) open: the run said
+    nothing where the women share went -14.5 % -> -14.5 % (helper-37)."""
+    out = []
+    for group, row in probes.items():
+        before, after = row.get("change_filtered"), row.get("change_reweighted")
+        if row.get("calibrated") or before is None or after is None:
+            continue
+        if abs(before) < GAP_MIN_CHANGE or (row.get("count_unfiltered") or 0) < GAP_MIN_COUNT:
+            continue
+        closed = 1 - after / before
+        if closed < GAP_MIN_CLOSED:
+            out.append(
+                f"probe {group!r}: filtering changed its share by {before:+.1%} and the "
+                f"weights leave {after:+.1%} ({max(closed, 0):.0%} of the gap closed): the "
+                "dropped captions' own words may explain the removal to the classifier; "
+                "rebalance.calibrate_groups restores declared groups exactly (README, "
+                '"Why calibrate")'
+            )
+    return out

@@ -144,3 +144,31 @@ def test_chinese_groups_are_counted_and_calibrated(chinese_shard, tmp_path):
     assert summary["rebalance"]["probes"]["women"]["calibrated"]
     assert not summary["rebalance"].get("warnings")
     assert _women_share(kept) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_a_probe_gap_the_weights_leave_open_is_warned_about():
+    """The women share went -14.5 % -> -14.5 % and the run said nothing (helper-37)."""
+    from mitigate.pipeline.rebalance import _ess_check
+
+    def row(before, after, count=600, calibrated=False):
+        return {
+            "change_filtered": before,
+            "change_reweighted": after,
+            "count_unfiltered": count,
+            "calibrated": calibrated,
+        }
+
+    probes = {
+        "women": row(-0.145, -0.145),  # left open: warned
+        "men": row(0.12, 0.02),  # mostly closed
+        "cats": row(-0.02, -0.02),  # too small a change to speak of
+        "rare": row(-0.5, -0.5, count=10),  # too few captions
+        "held": row(-0.2, -0.2, calibrated=True),  # calibrated: its own report
+        "none": row(None, None),
+    }
+    report = {"weights": {"ess_fraction": 0.9}, "probes": probes}
+    warnings = _ess_check(report, 0.25)["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "probe 'women': filtering changed its share by -14.5% and the weights leave -14.5% "
+        "(0% of the gap closed)"
+    )
