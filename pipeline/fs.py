@@ -225,14 +225,15 @@ def walk(root: str, remote: bool | None = None) -> Iterator[list[tuple[str, int,
                 except OSError:
                     entries.append((name, 0, "broken link"))
                     continue
+                if stat.S_ISDIR(info.st_mode):  # a link to a folder, in or out: never
+                    entries.append((name + "/", 0, folders.FOLDER_LINK))  # followed
+                    continue
                 if entry.is_symlink() and not os.path.realpath(entry.path).startswith(inside):
                     # an archive's link may name any file: its bytes are never published
                     entries.append((name, 0, folders.LINK_OUTSIDE))
                     continue
                 if stat.S_ISREG(info.st_mode):
                     entries.append((name, info.st_size, folders.FILE))
-                elif stat.S_ISDIR(info.st_mode):
-                    entries.append((name + "/", 0, folders.FOLDER_LINK))
                 else:
                     entries.append((name, 0, _kind(info.st_mode)))
         entries.sort()

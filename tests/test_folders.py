@@ -73,6 +73,9 @@ def _index(root: Path) -> list[SampleRecord | SourceIssue]:
 def test_a_folders_files_are_grouped_into_samples_as_a_tars_members(tmp_path, sample_dir):
     _tree(tmp_path, sample_dir)
     os.symlink(tmp_path / "sub", tmp_path / "link")  # a link to a folder: not followed
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    os.symlink(outside, tmp_path / "outlink")  # out of it too: was a phantom sample (helper-38)
     os.symlink(tmp_path / "gone.jpg", tmp_path / "broken.jpg")
     os.mkfifo(tmp_path / "fifo.jpg")
     with open(os.fsencode(tmp_path) + b"/caf\xe9.jpg", "wb") as f:  # a latin-1 name
@@ -108,10 +111,10 @@ def test_a_folders_files_are_grouped_into_samples_as_a_tars_members(tmp_path, sa
     assert "'fifo.jpg' is a FIFO" in by_key["fifo"].detail
     assert "broken link" in by_key["broken"].detail
     assert by_key["caf\\xe9"].detail.startswith("'caf\\xe9.jpg': the file's name is not UTF-8")
-    assert [(i.reason, i.count) for i in issues] == [("os_metadata", 2), ("skipped_files", 3)]
+    assert [(i.reason, i.count) for i in issues] == [("os_metadata", 2), ("skipped_files", 4)]
     skipped = issues[1].detail
     assert "1 hidden file(s)" in skipped and "1 hidden folder(s)" in skipped
-    assert "1 link to a folder(s)" in skipped
+    assert "2 link to a folder(s)" in skipped
 
 
 def test_a_folder_is_listed_alike_by_the_local_walk_and_beams_match(tmp_path, sample_dir):
