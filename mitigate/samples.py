@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,6 +34,53 @@ from mitigate.table_rows import EmbeddedImages
 
 Opener = Callable[[str], IO[bytes]]
 
+#: A local table's identity: its path, and the inode, size and time of the file there.
+TableKey = tuple[str, str, int, int, int]
+
+
+class _OpenTables:
+    """The image columns of local Parquet tables a process has read, kept open between
+    chunks: a table of one row group (img2dataset's, pyarrow's default of 1M rows a
+    group) was read from its first row for every chunk of its samples, as Parquet has
+    no row offset, so reading it cost rows x chunks (helper-38: 6,000 rows 2-3.6x the
+    time of 500-row groups; 10,000 rows in chunks of 64, ~78 times the rows). Kept, the
+    next chunk of the table's rows goes on from where the last one stopped. A table is
+    known by its path, inode, size and time, so a file replaced at its path is opened
+    anew; at most :data:`OPEN_TABLES` are kept (each with one batch of rows)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._held: OrderedDict[TableKey, tuple[IO[bytes], EmbeddedImages]] = OrderedDict()
+        self._lock = threading.Lock()  # threads of one process take turns at a table
+
+    def take(self, key: TableKey) -> tuple[IO[bytes], EmbeddedImages] | None:
+        with self._lock:
+            return self._held.pop(key, None)
+
+    def give(self, key: TableKey, entry: tuple[IO[bytes], EmbeddedImages]) -> None:
+        with self._lock:
+            stale = [self._held.pop(key)] if key in self._held else []
+            self._held[key] = entry
+            while len(self._held) > self._size:
+                stale.append(self._held.popitem(last=False)[1])
+        for handle, _ in stale:
+            handle.close()
+
+
+OPEN_TABLES = 4
+_TABLES = _OpenTables(OPEN_TABLES)
+
+
+def _table_key(source: str, column: str) -> TableKey | None:
+    """A local table's :data:`TableKey` (None for a remote one or a file not there)."""
+    if "://" in source:
+        return None
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None
+    return (source, column, st.st_ino, st.st_size, st.st_mtime_ns)
+
 
 class SampleReader:
     """Reads samples' bytes through ``opener``; use as a context manager (it keeps the
@@ -41,10 +91,14 @@ class SampleReader:
         self._handle: IO[bytes] | None = None
         self._source: str | None = None
         self._table: EmbeddedImages | None = None  # the source's image column, if read
+        self._table_handle: IO[bytes] | None = None
+        self._table_key: TableKey | None = None  # where it goes back to (_TABLES)
+        self._table_source: tuple[str, str] | None = None
 
     def _open(self, source: str) -> IO[bytes]:
         if self._source != source:
-            self.close()
+            if self._handle is not None:
+                self._handle.close()
             self._handle, self._source = self._opener(source), source
         assert self._handle is not None
         return self._handle
@@ -76,10 +130,31 @@ class SampleReader:
     def embedded(self, record: SampleRecord) -> bytes | None:
         """The image bytes a table holds at ``record``'s row (None where it holds
         none); ``KeyError`` when the table has no such row or image column."""
-        handle = self._open(record.source)
-        if self._table is None or self._table.column != record.image_column:
-            self._table = EmbeddedImages(handle, record.image_column or "")
+        column = record.image_column or ""
+        if self._table is None or self._table_source != (record.source, column):
+            self._release_table()
+            key = _table_key(record.source, column)
+            entry = _TABLES.take(key) if key is not None else None
+            if entry is None:
+                handle = self._opener(record.source)
+                try:
+                    entry = (handle, EmbeddedImages(handle, column))
+                except BaseException:
+                    handle.close()
+                    raise
+            self._table_handle, self._table = entry
+            self._table_key, self._table_source = key, (record.source, column)
         return self._table.get(record.index)
+
+    def _release_table(self) -> None:
+        """The table read last back to :data:`_TABLES` (a local one), else closed."""
+        if self._table is None or self._table_handle is None:
+            return
+        if self._table_key is not None:
+            _TABLES.give(self._table_key, (self._table_handle, self._table))
+        else:
+            self._table_handle.close()
+        self._table = self._table_handle = self._table_key = self._table_source = None
 
     def file(self, path: str, limit: int | None = None) -> bytes:
         """A table sample's image file; at most ``limit + 1`` bytes when ``limit`` is
@@ -102,7 +177,8 @@ class SampleReader:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
-        self._handle, self._source, self._table = None, None, None
+        self._handle, self._source = None, None
+        self._release_table()
 
     def __enter__(self) -> SampleReader:
         return self
