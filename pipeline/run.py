@@ -339,6 +339,7 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     ]
     errors += _head_errors(config, from_path)
     errors += _signature_errors(config, from_path)
+    errors += _fixed_settings(config, from_path)
     gone = [p for p in sources if "://" not in p and not os.path.exists(p)]
     if gone:  # found only when the shards were written, after all the work
         errors.append(
@@ -368,6 +369,53 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
         _copy_tree(Layout(from_path).embeddings, layout.embeddings)
 
     return _staged(config, work)
+
+
+#: Settings a redecide cannot apply: what the run read and how it decoded it (the
+#: manifest holds the outcome). Set in a redecide, they went into its config.yaml and
+#: changed nothing (helper-40: a caption over a lowered max_caption_bytes stayed kept).
+FIXED_SETTINGS = {
+    "input": (
+        "paths",
+        "format",
+        "key_column",
+        "image_column",
+        "caption_column",
+        "image_root",
+        "key_prefix",
+        "name_encoding",
+    ),
+    "decode": (
+        "max_pixels",
+        "max_image_bytes",
+        "max_caption_bytes",
+        "max_sidecar_bytes",
+        "working_size",
+        "hash_mode",
+    ),
+}
+
+
+def _fixed_settings(config: Config, from_path: str) -> list[str]:
+    """An error for each of :data:`FIXED_SETTINGS` that differs from the run's."""
+    try:
+        stored = yaml.safe_load(fs.read_bytes(Layout(from_path).config))
+    except (OSError, yaml.YAMLError):
+        return []  # stored_run and review.run_config name a damaged file
+    if not isinstance(stored, dict):
+        return []
+    now = config.effective()
+    out = []
+    for section, names in FIXED_SETTINGS.items():
+        before = stored.get(section) if isinstance(stored.get(section), dict) else {}
+        for name in names:
+            if name in before and before[name] != now[section][name]:
+                out.append(
+                    f"{section}.{name}: {now[section][name]!r}, the run's {before[name]!r}: "
+                    "redecide re-decides the run's stored signals and cannot change what it "
+                    "read or how it decoded it; `mitigate run` applies it"
+                )
+    return out
 
 
 def _signature_errors(config: Config, from_path: str) -> list[str]:

@@ -561,3 +561,22 @@ def test_an_add_filter_snippets_files_are_found_beside_it(tmp_path, monkeypatch,
     assert main([*argv, "--add-filter", str(snippet)]) == 2
     (line,) = [x for x in _err(capsys) if "--add-filter" in x]
     assert "holds dedup beside `filters`; --add-filter adds filters only" in line
+
+
+def test_redecide_refuses_settings_it_cannot_apply(default_run, tmp_path, capsys):
+    """--set decode.max_caption_bytes or input.paths went into the redecided run's
+    config.yaml and changed nothing: a caption over the new limit stayed kept, the
+    manifest covered inputs the config no longer named (helper-40)."""
+    argv = ["redecide", "--from", str(default_run), "--output", str(tmp_path / "r")]
+    cases = [
+        ("decode.max_caption_bytes=1000", "decode.max_caption_bytes: 1000, the run's 65536"),
+        ("decode.hash_mode=exact", "decode.hash_mode: 'exact', the run's 'fast'"),
+        (f"input.paths=['{default_run}/x.tar']", "input.paths: ["),
+    ]
+    for setting, message in cases:
+        assert main([*argv, "--set", setting]) == 2, setting
+        err = capsys.readouterr().err
+        assert message in err and "cannot change what it read or how it decoded" in err, err
+    assert not (tmp_path / "r").exists()
+    # what it does apply: a threshold, execution settings
+    assert main([*argv, "--set", "filters.0.threshold=0.5", "--set", "decode.processes=1"]) == 0
