@@ -112,6 +112,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.positives:
         _need_labels("--positives", args.positives)
     out = Path(args.output)
+    _not_in_an_input_folder(out, args.from_dir)
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.overwrite):
         raise UsageError(
             f"--output: {out} is a file"
@@ -191,9 +192,23 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_in_an_input_folder(out: Path, run_dir: str) -> None:
+    """UsageError where ``out`` lies in a folder the run read as its input."""
+    from mitigate import review
+
+    folder = review.inside_input_folder(out, review.run_inputs(run_dir))
+    if folder is not None:
+        raise UsageError(
+            f"--output: {out} lies in the input folder {folder} of the run in {run_dir}: "
+            "its next run would read what is written there as samples; choose another folder"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mitigate import train
     from mitigate.pipeline import fs
+
+    _not_in_an_input_folder(Path(args.output), args.from_dir)
 
     result = train.train(
         args.from_dir,

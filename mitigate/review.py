@@ -15,6 +15,7 @@ import html
 import io
 import itertools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,39 @@ def manifest_parts(out_dir: str | Path) -> list[Path]:
             f"wrote {expected:,}: a part is missing or not this run's ({len(parts)} found)"
         )
     return parts
+
+
+def inside_input_folder(out: str | Path, sources: Sequence[str]) -> str | None:
+    """The folder input of ``sources`` (a run's, as its summary lists them: a folder
+    ends in ``/``) that ``out`` lies in, or None: the next run of that folder would read
+    what is written there as samples (helper-40: a redecide's config.yaml and summary
+    became five missing_image samples)."""
+    if "://" in str(out):
+        return None
+    target = os.path.abspath(out)
+    for source in sources:
+        if not source.endswith("/") or "://" in source:
+            continue
+        folder = os.path.abspath(source)
+        if target == folder or target.startswith(folder.rstrip(os.sep) + os.sep):
+            return source
+    return None
+
+
+def run_inputs(out_dir: str | Path) -> list[str]:
+    """The inputs a finished run read: its manifest's sources (none where it has no
+    readable manifest; the tool reading the run then names why)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    found: set[str] = set()
+    for part in sorted(Path(out_dir, layout.MANIFEST).glob(layout.MANIFEST_PATTERN)):
+        try:
+            column = pq.read_table(part, columns=["source"]).column("source")
+        except (OSError, ValueError, KeyError):
+            return []
+        found.update(s for s in pc.unique(column).to_pylist() if isinstance(s, str))
+    return sorted(found)
 
 
 def _summary_rows(out_dir: str | Path) -> int | None:

@@ -340,6 +340,14 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     errors += _head_errors(config, from_path)
     errors += _signature_errors(config, from_path)
     errors += _fixed_settings(config, from_path)
+    from mitigate.review import inside_input_folder
+
+    folder = inside_input_folder(config.output.path, sources)
+    if folder is not None:  # a later run of the folder reads it (helper-40)
+        errors.append(
+            f"output.path: {config.output.path} lies in the input folder {folder} of the run, "
+            "whose every file is read as a sample's: choose an output outside it"
+        )
     gone = [p for p in sources if "://" not in p and not os.path.exists(p)]
     if gone:  # found only when the shards were written, after all the work
         errors.append(

@@ -403,3 +403,41 @@ def test_a_folder_of_no_accepted_image_stops_validate_and_unicode_forms_are_one_
     (record,) = [r for r in _index(forms) if isinstance(r, SampleRecord)]
     assert (record.key, record.reason) == ("caf\u00e9", None)
     assert sorted(m.name for m in record.members) == ["cafe\u0301.jpg", "caf\u00e9.txt"]
+
+
+def test_no_tool_writes_into_the_folder_its_run_read(tmp_path, sample_dir, capsys):
+    """run refused an output inside its input folder; redecide, select and train did
+    not, and the folder's next run read their files as samples (helper-40: five
+    missing_image samples from a redecide's config.yaml, summary.json, ...)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, photo in enumerate(_photos(sample_dir, 3)):
+        (photos / f"p{i}.jpg").write_bytes(photo)
+        (photos / f"p{i}.txt").write_text("a photo")
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(photos), "--output", str(out)]) == 0
+    capsys.readouterr()
+    inside = str(photos / "tools")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("key,label\np0,1\np1,0\n")
+    for argv in (
+        ["redecide", "--from", str(out), "--output", inside],
+        ["select", "--from", str(out), "--filter", "nsfw", "--output", inside],
+        [
+            "train",
+            "--from",
+            str(out),
+            "--embeddings",
+            "nsfw",
+            "--labels",
+            str(labels),
+            "--name",
+            "x",
+            "--output",
+            inside,
+        ],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"lies in the input folder {photos}/" in err, (argv, err)
+    assert not (photos / "tools").exists()
