@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from mitigate.links import RootGuard
 from mitigate.records import Reason, SampleRecord
 from mitigate.sources import (
     LONE_SURROGATE,
@@ -411,7 +410,6 @@ def iter_table(
     limits = limits or SourceLimits()
     folder = source.rsplit("/", 1)[0] if "/" in source else "."
     root = image_root or folder
-    guard = RootGuard(root)
     index = -1
     configured = {
         "key_column": key_column,
@@ -569,13 +567,11 @@ def iter_table(
                 )
                 continue
             path = resolve_image_path(image, root)
-            target = guard.escape(path) if path is not None else None
-            if path is None or target is not None:  # by its name, or a link out of root
-                link = f" by a link (to {shown(target)})" if target is not None else ""
+            if path is None:
                 yield rec.with_error(
                     Reason.IMAGE_PATH_OUTSIDE_ROOT,
-                    f"{shown(image)} is outside {root}{link} (set input.image_root to allow "
-                    "another folder)",
+                    f"{shown(image)} is outside {root} (set input.image_root to allow another "
+                    "folder)",
                 )
                 continue
             rec.image_path = path
