@@ -194,6 +194,32 @@ def test_table_rows(fmt):
     assert got == EXPECTED
 
 
+def test_a_tables_image_paths_follow_links_out_of_its_folder(tmp_path):
+    """Links are followed (unlike a folder input's listing, where a link out is
+    refused): an image folder linked to another disk, a subset folder of links into a
+    master store, are common layouts, and the table names each file (helper-39: every
+    row of both was image_path_outside_root while links out were refused)."""
+    store = tmp_path / "disk2"
+    store.mkdir()
+    (store / "a.png").write_bytes(b"png")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(store, target_is_directory=True)
+    (data / "subset").mkdir()
+    (data / "subset" / "b.png").symlink_to(store / "a.png")
+    rows = [
+        {"key": "a", "image": "images/a.png", "caption": "c"},
+        {"key": "b", "image": "subset/b.png", "caption": "c"},
+    ]
+    table = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    columns = {"key_column": "key", "image_column": "image", "caption_column": "caption"}
+    items = list(iter_table(io.BytesIO(table), str(data / "t.jsonl"), "jsonl", **columns))
+    assert [(r.key, r.reason, r.image_path) for r in items] == [
+        ("a", None, str(data / "images" / "a.png")),
+        ("b", None, str(data / "subset" / "b.png")),
+    ]
+
+
 @pytest.mark.parametrize("bad_line", [b"{oops", b'{"key": "\xff"}'], ids=["json", "utf8"])
 def test_bad_jsonl_line_is_an_error_row_and_the_rest_is_read(bad_line):
     data = (
