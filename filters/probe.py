@@ -30,6 +30,7 @@ the run before any work, naming the filter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 from mitigate.filters import register
 from mitigate.filters.base import Drop, Filter, FilterConfig, Probability, Score, ScoringItem
 from mitigate.filters.onnx_image import CPU, ModelFile, ModelFileConfig
-from mitigate.records import ERROR, SampleRecord
+from mitigate.records import ERROR, Reason, SampleRecord
 
 
 class LinearProbeConfig(ModelFileConfig):
@@ -182,7 +183,15 @@ def apply_heads(record: SampleRecord, heads: Sequence[LinearProbe]) -> SampleRec
     for head in heads:
         emb = record.embeddings.get(head.backbone)
         if emb is not None:
-            out.scores[head.filter_id] = head.score_embedding(emb)
+            score = head.score_embedding(emb)
+            if not math.isfinite(score):  # NaN >= threshold is False: it was kept
+                # (a backbone whose embedding is NaN; helper-39): no score at all
+                return out.with_error(
+                    Reason.INFERENCE_ERROR,
+                    f"{head.filter_id}: the head gave {score}, not a finite score (its "
+                    f"{head.backbone!r} embedding is not finite)",
+                )
+            out.scores[head.filter_id] = score
     return out
 
 

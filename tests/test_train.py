@@ -354,6 +354,12 @@ def test_head_scores_from_the_backbone_embedding_and_decides(tmp_path):
     assert apply_heads(stored, [head]).scores == {"animal": 0.25}
     with pytest.raises(ValueError, match="gives 5-d embeddings, the head takes 4"):
         head.score_embedding(np.ones(5))
+    # a NaN embedding (a backbone's broken export) scored NaN, and NaN >= threshold is
+    # False: it was kept (helper-39); it is the sample's inference_error
+    nan = SampleRecord("e", "s", 4, embeddings={"nsfw": np.full(4, np.nan, np.float16)})
+    got = apply_heads(nan, [head])
+    assert got.state == ERROR and got.reason == "inference_error"
+    assert "animal: the head gave nan, not a finite score" in got.detail
 
 
 def test_head_config_errors_name_the_field(tmp_path):
