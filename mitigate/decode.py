@@ -376,15 +376,17 @@ _PROGRESSIVE_SOF = {0xC2, 0xC6, 0xCA, 0xCE}
 _NO_LENGTH = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI
 
 
-def _jpeg_frame(data: bytes) -> int | None:
-    """The start-of-frame marker of a JPEG (0xC0-0xCF but DHT, JPG and DAC), read from
-    its segment lengths; None where the segments end, or a scan starts, before one."""
+def _jpeg_frame(data: bytes) -> tuple[int | None, int | None]:
+    """The start-of-frame marker of a JPEG (0xC0-0xCF but DHT, JPG and DAC) and where its
+    first scan starts (its SOS marker), read from its segment lengths; None for either
+    that the segments do not reach (they end, or a scan starts before a frame)."""
+    frame = None
     pos, end = 2, len(data)  # a hop a segment: metadata of any size is skipped, not read
     while pos + 4 <= end:
         if data[pos] != 0xFF:  # bytes between segments: libjpeg skips them to the next
             pos = data.find(b"\xff", pos)  # FF ("extraneous bytes"), and so does this:
             if pos < 0:  # one junk byte had hidden a 60,000-scan JPEG (helper-38)
-                return None
+                return frame, None
             continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
@@ -393,12 +395,12 @@ def _jpeg_frame(data: bytes) -> int | None:
         if marker in _NO_LENGTH:
             pos += 2
             continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return marker
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and frame is None:
+            frame = marker
         if marker == 0xDA:
-            return None
+            return frame, pos
         pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    return None
+    return frame, None
 
 
 def jpeg_refusal(data: bytes) -> RefusedImage | None:
@@ -408,7 +410,7 @@ def jpeg_refusal(data: bytes) -> RefusedImage | None:
     :data:`MAX_JPEG_SCANS` scans; None for other data."""
     if not data.startswith(b"\xff\xd8"):
         return None
-    frame = _jpeg_frame(data)
+    frame, first_scan = _jpeg_frame(data)
     if frame in _LOSSLESS_SOF:
         return RefusedImage(
             Reason.UNSUPPORTED_FORMAT,
@@ -417,7 +419,11 @@ def jpeg_refusal(data: bytes) -> RefusedImage | None:
         )
     # counted in every JPEG, whatever its frame says or where the walk stopped: a
     # sequential one has a scan a component (4 at most), a progressive one ~10
-    scans = data.count(b"\xff\xda")  # entropy-coded bytes never hold FF DA
+    # up to the image's end (FF D9: entropy-coded bytes hold neither marker), not into
+    # data after it: a phone's motion photo appends an MP4 of ~20 MB, where FF DA comes
+    # about every 64 KiB (helper-39)
+    end = data.find(b"\xff\xd9", first_scan) if first_scan is not None else -1
+    scans = data.count(b"\xff\xda", 0, end if end >= 0 else len(data))
     if scans > MAX_JPEG_SCANS:
         kind = "progressive JPEG" if frame in _PROGRESSIVE_SOF else "JPEG"
         return RefusedImage(

@@ -449,6 +449,10 @@ def test_a_progressive_jpeg_of_too_many_scans_is_refused_and_an_ordinary_one_dec
     assert isinstance(decode_image(data[:20] + b"\x00" + data[20:], max_pixels=10**8), DecodedImage)
     # a baseline JPEG has a scan a component: 4 at most, and decodes
     assert isinstance(decode_image(_jpeg(_photo()), max_pixels=10**8), DecodedImage)
+    # scans are counted up to the image's end: a phone's motion photo appends an MP4
+    # (~20 MB, FF DA about every 64 KiB) after it, and was refused (helper-39)
+    motion = _jpeg(_photo()) + b"\x00\x00\x00\x18ftypmp42" + b"\xff\xda\x12" * 400
+    assert isinstance(decode_image(motion, max_pixels=10**8), DecodedImage)
 
 
 @pytest.mark.parametrize("mode", ["P", "1"])
