@@ -33,6 +33,7 @@ import argparse
 import collections
 import dataclasses
 import hashlib
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,25 @@ COPIES: dict[str, tuple[Callable[[Image.Image], Image.Image], int]] = {
     "sharpen": (lambda im: im.filter(ImageFilter.UnsharpMask(radius=2, percent=150)), 90),
     "jpeg_q60": (lambda im: im, 60),
 }
+
+
+#: helper-39's: a third-size thumbnail (saved at q50) upscaled to twice the original's
+#: size (blurry, 4x the pixels: a scraped repost), and a PNG of a q30 re-encode
+def _upscaled(image: Image.Image) -> Image.Image:
+    small = image.resize((max(1, image.width // 3), max(1, image.height // 3)))
+    thumb = Image.open(io.BytesIO(jpeg(small, 50)))
+    return thumb.resize((image.width * 2, image.height * 2), Image.Resampling.BICUBIC)
+
+
+HARD = ("upscaled_2x", "png_of_q30")
+
+
+def hard_copy(edit: str, image: Image.Image) -> bytes:
+    if edit == "upscaled_2x":
+        return jpeg(_upscaled(image), 80)
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(image, 30))).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def sources(stamps: Path | None, every: int, max_side: int) -> list[tuple[str, Image.Image]]:
@@ -124,15 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups-per", type=int, default=3)
     ap.add_argument("--ties", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--hard", action="store_true", help="helper-39's copies too (an upscale, a PNG of q30)"
+    )
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
     groups: list[list[tuple[HashItem, str, int, int]]] = []
-    names = list(COPIES)
+    names = list(COPIES) + (list(HARD) if args.hard else [])
     for name, image in sources(args.stamps, args.stamp_every, args.max_side):
         made = {"original": item(f"{name}#original", jpeg(image, args.original_quality))}
         for edit, (fn, quality) in COPIES.items():
             made[edit] = item(f"{name}#{edit}", jpeg(fn(image), quality))
+        if args.hard:
+            for edit in HARD:
+                made[edit] = item(f"{name}#{edit}", hard_copy(edit, image))
         for g in range(args.groups_per):
             size = 1 + (g * len(names)) // max(1, args.groups_per - 1) if g else 1
             size = min(size, len(names))
@@ -147,12 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for group in groups:
                 items = [
-                    it
-                    if size_key == "quality"
-                    else dataclasses.replace(
-                        it, size=(px << 32) | nb if size_key == "bytes" else keep.size_key(px, 100)
-                    )
-                    for it, _, px, nb in group
+                    it if size_key == "quality" else dataclasses.replace(it, size=px << 8 | 100)
+                    for it, _, px, _ in group
                 ]
                 decisions, _ = decide_near_duplicates(
                     items, 10, verify_threshold=verify.DEFAULT_THRESHOLD, keep_rule=rule
@@ -176,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return kept_kinds
 
     rows = [("resolution", 0.0, "pixels"), ("resolution", 0.0, "quality")]
-    rows += [("medoid", t, key) for key in ("pixels", "bytes", "quality") for t in args.ties]
+    rows += [("medoid", t, key) for key in ("pixels", "quality") for t in args.ties]
     print("| rule | tie | size key | groups | original kept | pairs | 3+ copies | in its place |")
     print("|---|--:|---|--:|--:|--:|--:|---|")
     for rule, tie, size_key in rows:
@@ -186,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         others = ", ".join(f"{k} {v}" for k, v in got.most_common() if k != "original")
         pairs = f"{parts.get('pair:ok', 0)}/{parts.get('pair:n', 0)}"
         more = f"{parts.get('more:ok', 0)}/{parts.get('more:n', 0)}"
-        size = {"bytes": "pixels, bytes", "pixels": "pixels", "quality": "pixels, JPEG quality"}
-        size = size[size_key]
+        size = {"pixels": "pixels", "quality": "JPEG quality, pixels"}[size_key]
         shown = f"{tie:g}" if rule == "medoid" else "-"
         print(
             f"| {rule} | {shown} | {size} | {n} | {got['original']} "

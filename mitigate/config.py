@@ -290,9 +290,9 @@ class DedupConfig(_Strict):
         default="medoid",
         description="Which copy of a duplicate group to keep. medoid: the copy nearest to "
         "all others (for independent edits of one original, the original), and among "
-        "the copies as near as it (within 0.1) the largest, then the least compressed "
-        "(JPEG quality), then the smallest key. resolution: the largest (pixels, then "
-        "JPEG quality), then the smallest key.",
+        "the copies as near as it (within 0.05) the least compressed (JPEG quality, "
+        "where all of them are JPEGs), then the largest, then the smallest key. "
+        "resolution: the largest (pixels, then JPEG quality), then the smallest key.",
     )
     mode: Literal["auto", "exact", "lsh", "brute"] = Field(
         default="auto",

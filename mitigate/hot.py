@@ -99,7 +99,7 @@ class Item(Protocol):
     @property
     def mirror(self) -> str: ...
     @property
-    def size(self) -> int: ...  # mitigate.keep.size_key: pixels, then bytes
+    def size(self) -> int: ...  # mitigate.keep.size_key: pixels, then JPEG quality
     @property
     def signature(self) -> bytes | None: ...
     @property
@@ -132,7 +132,7 @@ def group_of(item: Item) -> str:
 
 
 def candidate_order(item: Item) -> tuple[int, str]:
-    """Order candidates are drawn in: largest first (pixels, then bytes:
+    """Order candidates are drawn in: largest first (pixels, then JPEG quality:
     :func:`mitigate.keep.size_key`), then smallest key."""
     return (-int(item.size), item.key)
 

@@ -1,14 +1,17 @@
 """Which copy of a near-duplicate group to keep (``dedup.keep``).
 
 ``medoid`` (default): the copy nearest to all the others of its group; among the copies
-as near as it (within :data:`MEDOID_TIE`) the largest (pixels, then JPEG quality:
-:func:`size_key`); then the smallest key. For independent edits of one original (a
-re-encode, a crop, a watermarked copy, ...) every edit is near the original but the
-edits are farther from each other, so the original is the medoid or as near as it; the
-means differ by hundredths where the edits are small, so among those the largest and
-least compressed copy stays, not a half-size or a JPEG q40 copy that happened to be a
-hair nearer. ``resolution``: the largest (pixels, then JPEG quality), then the smallest
-key (the rule before verification existed).
+as near as it (within :data:`MEDOID_TIE`) the least compressed (a JPEG's quality, where
+every one of them is a JPEG), then the largest (:func:`size_key`); then the smallest key.
+For independent edits of one original (a re-encode, a crop, a watermarked copy, ...)
+every edit is near the original but the edits are farther from each other, so the
+original is the medoid or as near as it; the means differ by hundredths where the edits
+are small, so among those the original (less compressed than its re-encodes, larger
+than its downscaled copies) stays, not a half-size or JPEG q40 copy that happened to be
+a hair nearer. Quality comes before pixels there, so a blurry upscaled repost (more
+pixels, re-encoded) does not win, and counts only among JPEGs (a PNG re-save of a q30
+copy is no lossless original). ``resolution``: the largest (pixels, then JPEG quality,
+a PNG's as 100), then the smallest key (the rule before verification existed).
 
 Groups are the connected components of the verified pairs. "Nearest" is the mean
 verification score (:mod:`mitigate.verify`) to the other members, or the mean pHash
@@ -35,8 +38,9 @@ MEDOID_ANCHORS = 64
 #: Copies whose mean score to the others is within this of their group's most central
 #: copy are equally central (:func:`keep_rank`): the means of independent edits of one
 #: original differ by a few hundredths, and which of them was the smallest was chance
-#: (helper-37: a half-size, a JPEG q40 or a logo copy kept over the original).
-MEDOID_TIE = 0.1
+#: (helper-37: a half-size, a JPEG q40 or a logo copy kept over the original); 0.1 let
+#: a blurry upscale in (helper-39; ``benchmarks/eval_keep.py --hard``).
+MEDOID_TIE = 0.05
 #: (member, anchor) pairs scored at a time by :func:`centrality` (bounded memory: the
 #: index arrays and the signature table of one chunk).
 CENTRALITY_CHUNK = 1 << 16
@@ -46,13 +50,17 @@ _MAX_PIXELS = (1 << 54) - 1
 
 
 def size_key(pixels: int, quality: int | None) -> int:
-    """The keep order's size of a copy, one int64: its pixels, then its JPEG quality
-    (:func:`mitigate.decode.jpeg_quality`; 100 for a lossless or other format): of two
-    copies of one size, the one compressed less (an original at quality 90 over its
-    re-encode at 40). Not the file's bytes: at one quality a copy with a logo drawn on
-    it, or sharpened, takes more bytes than its original (``benchmarks/eval_keep.py``)."""
-    q = 100 if quality is None else min(max(int(quality), 0), 100)
+    """A copy's pixels and JPEG quality in one int64, as the keep rule reads them
+    (:func:`keep_rank`): ``pixels << 8 | quality``, quality 1-100 from the file's
+    tables (:func:`mitigate.decode.jpeg_quality`), 0 where unknown (another format:
+    a PNG may be an original or a re-save of a JPEG at 30)."""
+    q = 0 if quality is None else min(max(int(quality), 1), 100)
     return (min(max(int(pixels), 0), _MAX_PIXELS) << _QUALITY_BITS) | q
+
+
+def _split(sizes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(pixels, quality; 0 unknown) of :func:`size_key` values."""
+    return sizes >> _QUALITY_BITS, sizes & ((1 << _QUALITY_BITS) - 1)
 
 
 def pixels_of(size: int) -> int:
@@ -191,27 +199,34 @@ def keep_rank(
     ``resolution``: each copy's :func:`size_key` (or its pixels).
 
     ``medoid``: the copies of a group (``component``: a label a group) within
-    :data:`MEDOID_TIE` of its most central copy first, among them the largest
-    (:func:`size_key`: pixels, then JPEG quality), then the most central; then the
-    others by centrality, size and key. Without ``component`` every item is its own group's
-    (centrality, then size, then key)."""
+    :data:`MEDOID_TIE` of its most central copy first, among them the least compressed
+    (JPEG quality, where each of them has one), then the largest, then the most
+    central; then the others by centrality, size and key. Without ``component`` every
+    item is its own group's (centrality, then pixels, then quality, then key)."""
     if rule not in KEEP_RULES:
         raise ValueError(f"unknown keep rule {rule!r}; valid: {', '.join(KEEP_RULES)}")
     n = len(keys)
     # keys rank by string order; np.unique gives the position of each key in that order
     _, key_pos = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
-    neg_res = -np.asarray(resolution, dtype=np.int64)
-    if rule == "resolution":
-        return neardup.rank_positions(neg_res, key_pos)
+    pixels, quality = _split(np.asarray(resolution, dtype=np.int64))
+    if rule == "resolution":  # an unknown quality (a PNG) counts as lossless here
+        return neardup.rank_positions(-pixels, -np.where(quality > 0, quality, 100), key_pos)
     if centrality_values is None or centrality_values.shape != (n,):
         raise ValueError("the medoid rule needs one centrality value per item")
     if component is None:
-        return neardup.rank_positions(centrality_values, neg_res, key_pos)
+        return neardup.rank_positions(centrality_values, -pixels, -quality, key_pos)
     _, label = np.unique(np.asarray(component), return_inverse=True)
     label = label.reshape(-1)
-    best = np.full(int(label.max(initial=-1)) + 1, np.inf)
+    groups = int(label.max(initial=-1)) + 1
+    best = np.full(groups, np.inf)
     np.minimum.at(best, label, centrality_values)
     tied = centrality_values <= best[label] + MEDOID_TIE
+    # the quality only where every tied copy of the group has one (JPEGs alike): a PNG
+    # re-save of a q30 copy, taken as lossless, beat its q95 original (helper-39)
+    unknown = np.zeros(groups, dtype=bool)
+    np.logical_or.at(unknown, label[tied & (quality == 0)], True)
+    q_tied = np.where(tied & ~unknown[label], quality, 0)
+    p_tied = np.where(tied, pixels, 0)
     return neardup.rank_positions(
-        ~tied, np.where(tied, neg_res, 0), centrality_values, neg_res, key_pos
+        ~tied, -q_tied, -p_tied, centrality_values, -pixels, -quality, key_pos
     )

@@ -32,7 +32,7 @@ class HashItem:
     key: str
     phash: str
     mirror: str
-    size: int  # the keep order's size: pixels, then file bytes (mitigate.keep.size_key)
+    size: int  # pixels and JPEG quality (mitigate.keep.size_key)
     signature: bytes | None = None  # mitigate.verify signature; None = pHash only
     centre: str | None = None  # centre view, 32 hex (mitigate.centre); None = pHash only
     # where the signature waits in the run's signature store until the decision reads it
