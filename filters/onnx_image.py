@@ -372,9 +372,14 @@ def check_model(cfg: OnnxImageConfig, session: Any) -> None:
             if batch == 1
             else "export it with a dynamic batch axis (a run's last batch is smaller)"
         )
+        given = (
+            f"not {cfg.batch_size}"
+            if batch != cfg.batch_size
+            else "and a run's last batch is smaller"
+        )
         raise ValueError(
             f"batch_size: model input {spec.name!r} takes batches of exactly {batch} (its "
-            f"first dimension is fixed), not {cfg.batch_size}; {fix}"
+            f"first dimension is fixed), {given}; {fix}"
         )
     want = [3, cfg.size, cfg.size] if cfg.layout == "NCHW" else [cfg.size, cfg.size, 3]
     for axis, (got, expected) in enumerate(zip(shape[1:], want, strict=True), start=1):

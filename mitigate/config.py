@@ -903,6 +903,9 @@ def _dataflow_names(config: Config) -> list[str]:
     remote = [("output.path", config.output.path)] + [
         (f"input.paths[{i}]", p) for i, p in enumerate(config.input.paths)
     ]
+    if config.input.image_root:  # the workers read a table's images from it (helper-39)
+        remote.append(("input.image_root", config.input.image_root))
+    remote += [(f"dedup.against[{i}]", p) for i, p in enumerate(config.dedup.against or [])]
     for where, path in remote:
         if path.startswith("gs://") and (problem := _bucket_problem(path)):
             errors.append(f"{where}: {problem}")

@@ -153,10 +153,12 @@ def _endpoint_errors(config: Config) -> list[str]:
         return []
     if config.runner.dry_run or endpoint == "embed":
         return []
-    address = endpoint.split("://", 1)[-1].rstrip("/")
+    address = endpoint.rstrip("/")
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        return [f"runner.job_endpoint: {endpoint!r} is not host:port"]
+    if ":/" in endpoint or not port.isdigit() or not host or (":" in host and host[0] != "["):
+        # a gRPC target of another form (dns:///h:p, ipv6:[::1]:p, unix:...): gRPC reads
+        # it, and Beam passes it on as given (helper-39); only host:port is tried here
+        return []
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=ENDPOINT_TIMEOUT).close()
     except OSError as exc:

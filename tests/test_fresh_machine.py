@@ -87,6 +87,10 @@ def test_dataflow_refuses_paths_on_this_machines_disk():
     fields = [e.split(":")[0] for e in exc.value.errors]
     assert fields == ["output.path", "input.paths[0]"], exc.value.errors
     assert "is on this machine's disk, which Dataflow's workers cannot" in exc.value.errors[0]
+    gs = ["input.paths=['gs://my-bucket/t.parquet']", "output.path=gs://my-bucket/o"]
+    with pytest.raises(ConfigError) as exc:  # a table's images are read from it too
+        load_config(DEFAULT, [*names, *gs, "input.image_root=/tmp/images"])
+    assert [e.split(":")[0] for e in exc.value.errors] == ["input.image_root"]
 
 
 def test_a_missing_extra_names_the_extra_to_install(monkeypatch, capsys):
