@@ -81,7 +81,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     ci = f"{args.confidence:.0%} CI"
     print(
-        f"filter {args.filter}: threshold {result.threshold:.6f} for target recall "
+        # in full (shortest round trip): a rounded-up value, typed into --set, missed
+        # the target recall (0.000574 for 0.00057389: 0.896 < 0.9; helper-40)
+        f"filter {args.filter}: threshold {float(result.threshold)!r} for target recall "
         f"{args.target_recall} ({result.n_pos} positive, {result.n_neg} negative labels)"
     )
     for name, value, interval in (
@@ -235,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"average precision {r['out_of_fold']['average_precision']:.4f}"
     )
     print(
-        f"  threshold {t['threshold']:.6f} for recall >= {t['target_recall']:g}: recall "
+        f"  threshold {float(t['threshold'])!r} for recall >= {t['target_recall']:g}: recall "
         f"{t['recall']:.4f} ({t['recall_ci'][0]:.4f} to {t['recall_ci'][1]:.4f}), drops "
         f"{t['drop_fraction']:.2%} of the run"
     )
