@@ -131,6 +131,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     # an error row is no sample to label: a duplicate_key copy (scored, then refused) has
     # the key of the sample the run holds, and another image (helper-34)
     scores = np.where(run.is_state("error"), np.nan, run.numbers(column))
+    # nor a duplicate: its label is its kept copy's, and one image with 100 copies
+    # filled a selection of 10 with them (helper-40)
+    scores = np.where(run.is_state("duplicate"), np.nan, scores)
     notes: dict[int, str] = {}
     if args.strategy == "uncertain":
         picked = select.select_uncertain(keys, scores, threshold, args.n)

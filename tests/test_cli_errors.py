@@ -384,6 +384,12 @@ def test_select_offers_no_error_row_to_label(tmp_path, capsys):
     ]
     copy = SampleRecord(key="k0", source="b.tar", index=0, state="kept", scores={"nsfw": 0.3})
     records.append(copy.with_error("duplicate_key", "key 'k0' already used at a.tar"))
+    # nor a duplicate (helper-40: 10 of 10 picks were copies of one image)
+    records += [
+        SampleRecord(key=f"d{i}", source="a.tar", index=10 + i, state="duplicate",
+                     reason="near_duplicate", duplicate_of="k3", scores={"nsfw": 0.3})
+        for i in range(5)
+    ]  # fmt: skip
     with open(out / "manifest" / "part-000000.parquet", "wb") as f:
         write_manifest(records, ["nsfw"], f)
     argv = ["select", "--from", str(out), "--filter", "nsfw", "--n", "3", "--output"]
