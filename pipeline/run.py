@@ -360,10 +360,7 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
     outdir.check_output(config.output.path, config.output.overwrite)
     header = _header(config, sources)
     header["redecided_from"] = from_path
-    header["models"] = previous.get("models", [])
-    header["models"] += [
-        m for m in _header(config, sources)["models"] if m.get("name") == "linear_probe"
-    ]
+    header["models"] = _redecided_models(previous.get("models", []), header["models"])
     issues = [SourceIssue(**i) for i in previous.get("source_issues", [])]
     options = pipeline_options(config.runner, beam_args)
     config = with_flags_in_force(config, options)
@@ -377,6 +374,31 @@ def redecide(config: Config, from_path: str, beam_args: list[str] | None = None)
         _copy_tree(Layout(from_path).embeddings, layout.embeddings)
 
     return _staged(config, work)
+
+
+def _redecided_models(before: list[dict], now: list[dict]) -> list[dict]:
+    """The models of a redecided run: the run's (their stored scores are used), each
+    head of the config in place of the run's entry of that filter (a redecide of a
+    redecided run listed the head twice: helper-40). A head whose file changed since
+    the run is said so: it is scored anew, and a threshold calibrated on the run's
+    scores was the old head's."""
+    heads = [m for m in now if m.get("name") == "linear_probe"]
+    by_filter = {m.get("filter"): m for m in before}
+    for head in heads:
+        old = by_filter.get(head.get("filter"))
+        was, is_now = (old or {}).get("model_sha256"), head.get("model_sha256")
+        if was and is_now and was != is_now:
+            log.warning(
+                "filter %r: its head %s changed since the run (sha256 %s... then, %s... "
+                "now): it is scored anew from the stored embeddings; a threshold "
+                "calibrated on the run's scores was the old head's",
+                head.get("filter"),
+                head.get("model_file"),
+                was[:12],
+                is_now[:12],
+            )
+    ids = {m.get("filter") for m in heads}
+    return [m for m in before if m.get("filter") not in ids] + heads
 
 
 #: Settings a redecide cannot apply: what the run read and how it decoded it (the

@@ -131,6 +131,10 @@ def test_redecide_with_the_trained_filter_equals_a_fresh_run(animal_run):
     assert len(caught) / len(positives) >= HELD_OUT_RECALL_FLOOR
     assert all(r["score_animal"] is not None for r in rows if r["state"] != "error")
     assert summary["models"][-1]["name"] == "linear_probe"
+    # a redecide of the redecided run lists the head once (it was twice: helper-40)
+    twice, _ = load_config(_config_file(root, root / "re2", [entry]), [])
+    models = redecide(twice, str(root / "re"))["models"]
+    assert [m["filter"] for m in models].count("animal") == 1
 
 
 @pytest.mark.slow
