@@ -119,6 +119,7 @@ def decide_near_duplicates(
             mode="none",
             cluster_sizes={},
             largest_clusters=[],
+            largest_cluster_sizes=[],
             examples_by_distance={},
             pair_recall=None,
             near_duplicates=0,
@@ -216,6 +217,9 @@ def _cluster_report(report: dict[str, Any], clusters: list[hot.Cluster], n_large
     report.update(
         cluster_sizes={str(s): n for s, n in sorted(sizes.items())},
         largest_clusters=[c[2] for c in largest],
+        # a cluster's size: its keys above are its best-ranked few (a hot group of 78
+        # was shown as "12 samples": helper-40)
+        largest_cluster_sizes=[c[0] for c in largest],
     )
 
 

@@ -159,6 +159,7 @@ class _ReportFn(beam.CombineFn):
         return {
             "cluster_sizes": {str(s): n for s, n in sorted(sizes.items())},
             "largest_clusters": [c[2] for c in largest],
+            "largest_cluster_sizes": [c[0] for c in largest],
         }
 
 

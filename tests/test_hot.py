@@ -125,6 +125,7 @@ def test_5000_copies_are_decided_with_a_bounded_number_of_scored_pairs(
     # the image's 5,000 copies, letter_A's 300 copies and its look-alike
     assert report["cluster_sizes"] == {"301": 1, "5000": 1}
     big, small = report["largest_clusters"]
+    assert report["largest_cluster_sizes"] == [5000, 301]  # its keys are its first few
     assert big[0] == copy_keeper and len(big) == hot.CLUSTER_KEYS
     assert all(k.startswith("c") for k in big)
     assert small[0] == a_keeper and small[1:] == sorted(small[1:])  # then its followers

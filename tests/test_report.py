@@ -223,6 +223,7 @@ def with_dedup(out: Path, keys: list[str]) -> dict[str, Any]:
     summary["dedup"] = {
         "cluster_sizes": {"2": 7, "3": 2, "5": 1},
         "largest_clusters": [keys[:5], keys[5:8], [keys[8], "not-a-key"]],
+        "largest_cluster_sizes": [78, 3, 2],  # a hot group's keys are its first few
         "examples_by_distance": {
             "0": [[keys[0], keys[1]]],
             "1": [[keys[2], keys[3]], [keys[4], keys[5]]],
@@ -500,6 +501,8 @@ def test_dedup_section_renders_from_a_synthetic_summary(synthetic, tmp_path):
     assert "0.987" in text and "0.962" in text and "0.996" in text
     assert "k = 4" in text and "exact" in text
     assert "10 clusters holding 25 samples" in text
+    # a cluster's size, not the count of the keys listed (helper-40: "12 samples" for 78)
+    assert "78 samples" in text and "… and 73 more" in text
     for d in dedup["examples_by_distance"]:
         assert f"distance {d}" in text
     images = doc.sections["dedup"]["images"]

@@ -96,6 +96,9 @@ def _section_dedup(
         parts.append('<p class="note">No near-duplicate clusters.</p>')
 
     clusters = [list(c) for c in (dedup.get("largest_clusters") or [])][:DEDUP_CLUSTERS_SHOWN]
+    # each cluster's size (its keys are its best-ranked few; runs before session 27
+    # recorded no size: the keys' count stands for it)
+    sizes_of = list(dedup.get("largest_cluster_sizes") or [])
     # example pairs: [keeper, duplicate] or [keeper, duplicate, verification score]
     by_distance = {
         int(d): [list(p) for p in pairs][:DEDUP_PAIRS_PER_DISTANCE]
@@ -119,11 +122,12 @@ def _section_dedup(
 
     if clusters:
         parts.append(f"<h3>Largest clusters (up to {max_thumbs} members each)</h3>")
-        for c in clusters:
-            more = len(c) - max_thumbs
+        for i, c in enumerate(clusters):
+            size = int(sizes_of[i]) if i < len(sizes_of) else len(c)
+            more = size - min(len(c), max_thumbs)
             extra = f'<p class="muted">… and {more:,} more</p>' if more > 0 else ""
             parts.append(
-                f'<div class="cluster"><div class="muted">{len(c):,} samples</div>'
+                f'<div class="cluster"><div class="muted">{size:,} samples</div>'
                 f'<div class="strip">{"".join(fig(k) for k in c[:max_thumbs])}</div>{extra}</div>'
             )
     if by_distance:
