@@ -99,6 +99,35 @@ def hard_copy(edit: str, image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def sample_sources(max_side: int) -> list[tuple[str, Image.Image]]:
+    """The bundled sample's photos (``data/sample/*.tar``, in every install: the test
+    suite's sources), one per distinct image (the sample plants copies of its own)."""
+    import tarfile
+
+    out, seen = [], set()
+    for shard in sorted((HERE.parent / "data" / "sample").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members = []
+            try:  # the sample plants a cut shard: its members up to the cut
+                members.extend(tar)
+            except tarfile.ReadError:
+                pass
+            for member in members:
+                if not member.name.endswith(".jpg"):
+                    continue
+                try:  # the sample plants a cut shard and a broken file
+                    data = tar.extractfile(member).read()
+                    with Image.open(io.BytesIO(data)) as im:
+                        image = _flatten(im, max_side)
+                except (OSError, tarfile.ReadError):
+                    continue
+                digest = hashlib.sha256(image.tobytes()).hexdigest()
+                if min(image.size) >= 64 and digest not in seen:
+                    seen.add(digest)
+                    out.append((f"sample:{member.name}", image))
+    return out
+
+
 def sources(stamps: Path | None, every: int, max_side: int) -> list[tuple[str, Image.Image]]:
     out = []
     sk = _package_dir("skimage") / "data"
@@ -145,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ties", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--sample", action="store_true", help="the bundled sample's photos, not the packages'"
+    )
+    ap.add_argument(
         "--hard", action="store_true", help="helper-39's copies too (an upscale, a PNG of q30)"
     )
     args = ap.parse_args(argv)
@@ -152,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     groups: list[list[tuple[HashItem, str, int, int]]] = []
     names = list(COPIES) + (list(HARD) if args.hard else [])
-    for name, image in sources(args.stamps, args.stamp_every, args.max_side):
+    found = (
+        sample_sources(args.max_side)
+        if args.sample
+        else sources(args.stamps, args.stamp_every, args.max_side)
+    )
+    for name, image in found:
         made = {"original": item(f"{name}#original", jpeg(image, args.original_quality))}
         for edit, (fn, quality) in COPIES.items():
             made[edit] = item(f"{name}#{edit}", jpeg(fn(image), quality))

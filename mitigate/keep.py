@@ -196,7 +196,7 @@ def keep_rank(
     component: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Rank positions (0 = kept first) under ``rule``; ties end at the smallest key.
-    ``resolution``: each copy's :func:`size_key` (or its pixels).
+    ``resolution``: each copy's :func:`size_key` (pixels and JPEG quality).
 
     ``medoid``: the copies of a group (``component``: a label a group) within
     :data:`MEDOID_TIE` of its most central copy first, among them the least compressed
