@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from eval_near_verify import _flatten, _package_dir  # noqa: E402
+from eval_near_verify import _flatten, package_photos  # noqa: E402
 from near_edits import EDITS, jpeg  # noqa: E402
 
 from mitigate import hashing, keep, verify  # noqa: E402
@@ -129,16 +129,7 @@ def sample_sources(max_side: int) -> list[tuple[str, Image.Image]]:
 
 
 def sources(stamps: Path | None, every: int, max_side: int) -> list[tuple[str, Image.Image]]:
-    out = []
-    sk = _package_dir("skimage") / "data"
-    for name in sorted(p.name for p in sk.iterdir() if p.suffix in (".png", ".jpg")):
-        with Image.open(sk / name) as im:
-            if min(im.size) >= 64:
-                out.append((f"skimage:{name}", _flatten(im, max_side)))
-    sl = _package_dir("sklearn") / "datasets" / "images"
-    for name in ("china.jpg", "flower.jpg"):
-        with Image.open(sl / name) as im:
-            out.append((f"sklearn:{name}", _flatten(im, max_side)))
+    out = package_photos(max_side)
     if stamps is not None:
         for path in sorted(stamps.rglob("*.png"))[::every]:
             with Image.open(path) as im:

@@ -90,6 +90,15 @@ def load_sources(stamps: Path, max_side: int, limit: int | None) -> list[tuple[s
     for path in sorted(stamps.rglob("*.png")):
         with Image.open(path) as im:
             out.append((f"stamp:{path.relative_to(stamps)}", _flatten(im, max_side)))
+    out += package_photos(max_side)
+    if limit is not None:
+        out = out[:limit]
+    return out
+
+
+def package_photos(max_side: int) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) of the real photos scikit-image and scikit-learn ship."""
+    out = []
     sk = _package_dir("skimage") / "data"
     for name in sorted(p.name for p in sk.iterdir() if p.suffix in (".png", ".jpg")):
         with Image.open(sk / name) as im:
@@ -99,8 +108,6 @@ def load_sources(stamps: Path, max_side: int, limit: int | None) -> list[tuple[s
     for name in ("china.jpg", "flower.jpg"):
         with Image.open(sl / name) as im:
             out.append((f"sklearn:{name}", _flatten(im, max_side)))
-    if limit is not None:
-        out = out[:limit]
     return out
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
-from mitigate import keep, neardup, partition
+from mitigate import neardup, partition
 from mitigate import partition_batch as pb
 from mitigate.config import DecodeConfig, DedupConfig
 from mitigate.near import EVAL_OVERLAP, Decision, HashItem
@@ -252,6 +252,7 @@ class PartitionedNearDedup(beam.PTransform):
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         from mitigate.pipeline.near import (
             _expand_glob,
+            _item,
             apply_joined,
             join_key,
             lighten,
@@ -269,16 +270,7 @@ class PartitionedNearDedup(beam.PTransform):
             self.light,
             "SettledLight",
         )
-        items = pending | "HashItems" >> beam.Map(
-            lambda r: HashItem(
-                r.key,
-                r.phash,
-                r.phash_mirror,
-                keep.size_key(r.resolution, r.quality),
-                r.signature,
-                r.phash_centre,
-            )
-        )
+        items = pending | "HashItems" >> beam.Map(_item, False)
         shard_refs = (
             pipeline
             | "ReferenceShards" >> beam.Create(list(dedup.reference_shards))
