@@ -149,7 +149,10 @@ def cmd_select(args: argparse.Namespace) -> int:
         positives = [k for k, v in labels.items() if v]
         if not positives:  # 0 samples, exit 0 and no word before
             raise UsageError(f"--positives: {args.positives} labels no sample harmful")
-        embeddings = runtable.PartedEmbeddings(run, args.filter)
+        # a linear probe's embeddings are its backbone's (it stores none of its own:
+        # "no embeddings for 'animal'" refused the README's search for its misses;
+        # helper-40)
+        embeddings = runtable.PartedEmbeddings(run, entry.get("backbone") or args.filter)
         found = select.select_neighbours(
             keys,
             embeddings,

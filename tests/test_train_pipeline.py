@@ -135,6 +135,17 @@ def test_redecide_with_the_trained_filter_equals_a_fresh_run(animal_run):
     twice, _ = load_config(_config_file(root, root / "re2", [entry]), [])
     models = redecide(twice, str(root / "re"))["models"]
     assert [m["filter"] for m in models].count("animal") == 1
+    # the probe's likely misses: its neighbours search reads its backbone's embeddings
+    # ("no embeddings for 'animal'" refused it: helper-40)
+    from mitigate.cli import main
+
+    known = root / "known.csv"
+    known.write_text("key,label\n" + "".join(f"{k},1\n" for k in positives[:3]))
+    argv = ["select", "--from", str(root / "re"), "--filter", "animal", "--strategy"]
+    argv += ["neighbours", "--positives", str(known), "--n", "5", "--output", str(root / "nb")]
+    assert main(argv) == 0
+    picked = (root / "nb" / "selection.csv").read_text().splitlines()[1:]
+    assert 0 < len(picked) <= 5 and all("like " in line for line in picked)
 
 
 @pytest.mark.slow
