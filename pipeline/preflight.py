@@ -216,11 +216,9 @@ def _nested_folders(config: Config, folders: list[str]) -> list[str]:
 def _output_inside(config: Config, i: int, folder: str) -> list[str]:
     """An error where the output folder lies in input folder ``folder`` (or is it): the
     next run would read the shards, manifest and report as samples."""
-    out = config.output.path
-    if "://" in out or "://" in folder:
-        return []
-    out, folder = os.path.abspath(out), os.path.abspath(folder)
-    if out != folder and not out.startswith(folder.rstrip(os.sep) + os.sep):
+    from mitigate.review import inside_input_folder  # the tools' test of a run's folders
+
+    if inside_input_folder(config.output.path, [folder_source(folder)]) is None:
         return []
     return [
         f"output.path: {config.output.path} lies in the input folder {config.input.paths[i]} "
