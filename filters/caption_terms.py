@@ -8,7 +8,10 @@ and with a plural ``s``/``es`` dropped: the term ``gore`` matches "Gore", "Ｇ�
 "go\u200bre", "gоrе" (Cyrillic о, е), "gore's" and "g o r e" but not "gored" or
 "Algore". A phrase matches its words in sequence ("graphic violence"). A term in a
 script written without spaces (CJK, Thai, ...) or with joined particles (Hangul)
-matches anywhere in the caption.
+matches anywhere in the caption. The sample's other captions (a sidecar's or a table
+row's carried ``caption``/``text``/``prompt``/``txt`` that differs:
+:func:`mitigate.sidecar.other_captions`, kept in its shard's ``KEY.json``) are read
+too; a term found only there is named with its field.
 
 Term lists come inline (``terms:``), from a file (``terms_file:``, one term a line,
 ``#`` starts a comment), or per category (``categories: {violence: {terms_file: ...}}``).
@@ -230,9 +233,15 @@ class CaptionTerms(Filter[CaptionTermsConfig]):
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         out = []
         for item in items:
-            matches = self.match(item.record.caption or "")
-            info = "; ".join(f'{cat}:"{term}"' for cat, term in matches)
-            out.append(Score(float(len(matches)), info))
+            # the sidecar's other captions too (a kept KEY.json carries them): a term
+            # counts once, named where first found
+            found: dict[tuple[str, str], str] = {}
+            texts = [("", item.record.caption or ""), *(item.record.other_captions or ())]
+            for field, text in texts:
+                for match in self.match(text):
+                    found.setdefault(match, f" (.json {field!r})" if field else "")
+            info = "; ".join(f'{cat}:"{term}"{where}' for (cat, term), where in found.items())
+            out.append(Score(float(len(found)), info))
         return out
 
     def decide(self, record: SampleRecord) -> Drop | None:

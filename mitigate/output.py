@@ -34,6 +34,7 @@ _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("duplicate_of", pa.string()),
     ("distance", pa.int32()),
     ("caption", pa.string()),
+    ("other_captions", pa.list_(pa.struct([("field", pa.string()), ("text", pa.string())]))),
     ("image_ext", pa.string()),
     ("image_path", pa.string()),
     ("n_bytes", pa.int64()),
@@ -75,7 +76,15 @@ def manifest_schema(filter_ids: Sequence[str]) -> pa.Schema:
 #: (``phash_centre``: pHash alone searches those samples; ``quality``: the keep rule
 #: takes every copy as lossless; ``signature``: redecide's own check names it).
 _ADDED_SINCE = frozenset(
-    {"verify_score", "signature", "phash_centre", "image_column", "row_fields", "quality"}
+    {
+        "verify_score",
+        "signature",
+        "phash_centre",
+        "image_column",
+        "row_fields",
+        "quality",
+        "other_captions",
+    }
 )
 
 
@@ -93,6 +102,7 @@ def manifest_row(record: SampleRecord, filter_ids: Sequence[str]) -> dict[str, A
     row["members"] = [
         {"ext": m.ext, "offset": m.offset, "size": m.size, "name": m.name} for m in record.members
     ]
+    row["other_captions"] = [{"field": f, "text": t} for f, t in record.other_captions or ()]
     for fid in filter_ids:
         row[f"score_{fid}"] = record.scores.get(fid)
         row[f"info_{fid}"] = record.score_info.get(fid)
@@ -103,6 +113,10 @@ def record_from_row(row: dict[str, Any], filter_ids: Sequence[str]) -> SampleRec
     """Rebuild a record from a manifest row (the inverse of :func:`manifest_row`,
     without embeddings, which live in their own files)."""
     fields = {name: row.get(name) for name, _ in _BASE_COLUMNS}
+    others = row.get("other_captions")  # no such key: a manifest of an earlier version
+    fields["other_captions"] = (
+        tuple((o["field"], o["text"]) for o in others or ()) if "other_captions" in row else None
+    )
     members = tuple(
         Member(m["ext"], m["offset"], m["size"], m.get("name")) for m in row.get("members") or []
     )

@@ -92,6 +92,10 @@ class SampleRecord:
     # (a Hugging Face datasets Image, an img2dataset ``jpg`` column); None elsewhere
     image_column: str | None = None
     caption: str | None = None
+    # (field, text) of the sidecar's (or a table row's carried columns') captions that
+    # differ from ``caption`` (mitigate.sidecar.other_captions): read by caption filters
+    # (None: a record rebuilt from a manifest that has no such column)
+    other_captions: tuple[tuple[str, str], ...] | None = ()
     # a table row's other columns as one JSON object (tables.row_fields), for KEY.json
     row_fields: str | None = None
     # signals

@@ -270,7 +270,11 @@ def shard_sample(
     payload = parse_payload(record, data)
     if isinstance(payload, SampleRecord):
         raise RuntimeError(f"{record.key}: input changed during the run ({payload.detail})")
-    if record.caption is not None and payload.caption != record.caption:
+    others = record.other_captions  # None: read from a manifest without the column
+    if record.caption is not None and (payload.caption, payload.others) != (
+        record.caption,
+        payload.others if others is None else others,
+    ):
         # rewritten at the same size since the filters read it (helper-35: a captioning
         # tool's edit in place went into a kept shard unfiltered)
         raise RuntimeError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import json
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,13 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from mitigate.records import Member, Reason, SampleRecord
+from mitigate.sidecar import (  # noqa: F401 (re-exported: the sidecar's rules were here)
+    MAX_JSON_DEPTH,
+    SIDECAR_CAPTION_FIELDS,
+    other_captions,
+    parse_sidecar,
+    sidecar_caption_field,
+)
 from mitigate.tarscan import (
     TarProblem,
     decode_name,
@@ -34,7 +40,7 @@ from mitigate.tarscan import (
     scan_tar,
     split_name,
 )
-from mitigate.text import normalize_text
+from mitigate.text import LONE_SURROGATE, normalize_text
 
 # Image formats read, by member extension and by Pillow format name. Decoding is
 # restricted to these plugins, so no input can make Pillow start an external program
@@ -88,7 +94,6 @@ CAPTION_EXT = "txt"
 #: (:data:`SIDECAR_CAPTION_FIELDS`, the first present). Kept shards always hold it as
 #: ``KEY.txt``.
 CAPTION_EXTS = (CAPTION_EXT, "caption", "text", "cap")
-SIDECAR_CAPTION_FIELDS = ("caption", "text", "prompt", "txt")
 JSON_EXT = "json"
 MAX_MEMBERS_PER_SAMPLE = 16
 
@@ -116,13 +121,6 @@ class SourceLimits:
     max_sidecar_bytes: int = 1024 * 1024
     name_encoding: str | None = None  # tried for member names that are not UTF-8
     max_table_fields_bytes: int = 4096  # a table row's carried columns (tables.row_fields)
-
-
-#: A surrogate code point alone: in text read with ``surrogateescape`` (a CSV table,
-#: a tar name), a byte that is not UTF-8 (U+DC80-U+DCFF); in JSON, half of a pair
-#: escaped on its own (``"\\ud83c"``, where a string was cut inside an emoji). Neither is
-#: a character: a manifest column or output file cannot hold it.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def not_text(surrogate: str) -> str:
@@ -469,12 +467,6 @@ def _from(ext: str) -> str:
     return "" if ext == CAPTION_EXT else f" (.{ext})"
 
 
-def sidecar_caption_field(meta: dict[str, Any] | None) -> str | None:
-    """The sidecar field holding the caption (:data:`SIDECAR_CAPTION_FIELDS`), or None."""
-    values = meta or {}
-    return next((f for f in SIDECAR_CAPTION_FIELDS if isinstance(values.get(f), str)), None)
-
-
 def caption_member(record: SampleRecord) -> Member | None:
     """The member holding ``record``'s caption (:data:`CAPTION_EXTS`), or None."""
     by_ext = {m.ext: m for m in record.members}
@@ -487,6 +479,7 @@ class Payload:
     caption: str
     meta: dict[str, Any] | None
     caption_bytes: bytes = b""  # as a kept shard's KEY.txt holds it
+    others: tuple[tuple[str, str], ...] = ()  # the sidecar's other captions (field, text)
 
 
 def read_members(fileobj: IO[bytes], record: SampleRecord, exts: set[str]) -> dict[str, bytes]:
@@ -500,39 +493,6 @@ def read_members(fileobj: IO[bytes], record: SampleRecord, exts: set[str]) -> di
                 raise EOFError(f"{member.ext}: expected {member.size} bytes, got {len(data)}")
             out[member.ext] = data
     return out
-
-
-MAX_JSON_DEPTH = 64  # sidecars nest a few levels; deeper is hostile or broken
-
-
-def _depth_ok(value: Any, limit: int) -> bool:
-    """Iteratively (no recursion to exhaust) check that ``value`` nests <= limit."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return True
-
-
-def parse_sidecar(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """A ``KEY.json`` sidecar as a dict, or why it is unusable."""
-    try:  # a byte-order mark before it (Windows' Notepad, PowerShell) is no error
-        meta = json.loads(data.decode("utf-8-sig"))
-    except ValueError as exc:  # not UTF-8, not JSON; an integer of more than 4,300
-        # digits (Python's limit on converting one) ended the run (helper-38)
-        return None, f"sidecar .json: {str(exc).split('; use sys.')[0]}"
-    except RecursionError:
-        return None, "sidecar .json is nested too deeply to parse"
-    if not isinstance(meta, dict):
-        return None, f"sidecar .json is a {type(meta).__name__}, not an object"
-    if not _depth_ok(meta, MAX_JSON_DEPTH):
-        return None, f"sidecar .json nests deeper than {MAX_JSON_DEPTH} levels"
-    return meta, None
 
 
 def parse_payload(
@@ -588,4 +548,13 @@ def parse_payload(
         return record.with_error(Reason.INVALID_CAPTION_ENCODING, f"caption{where} {NUL_IN_TEXT}")
     if not normalize_text(caption):  # blank, or only characters that render as nothing
         return record.with_error(Reason.MISSING_CAPTION, "caption is empty")
-    return Payload(data[record.image_ext or ""], caption, meta, raw)
+    others = other_captions(meta, caption)
+    for field, text in others:  # read by the caption filters and kept in the manifest
+        size = len(text.encode("utf-8"))
+        if max_caption_bytes is not None and size > max_caption_bytes:
+            return record.with_error(
+                Reason.CAPTION_TOO_LARGE,
+                f"caption (.json {field!r}) of {size} bytes > max_caption_bytes "
+                f"{max_caption_bytes}",
+            )
+    return Payload(data[record.image_ext or ""], caption, meta, raw, others)

@@ -56,6 +56,7 @@ def load_payloads(
                         out.append((payload, None))
                         continue
                     record.caption = payload.caption
+                    record.other_captions = payload.others
                     out.append((record, payload.image))
                 else:
                     out.append(_read_image_file(record, reader, max_image_bytes))

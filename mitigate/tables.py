@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from mitigate.records import Reason, SampleRecord
+from mitigate.sidecar import carried_captions
 from mitigate.sources import (
     LONE_SURROGATE,
     NUL_IN_TEXT,
@@ -553,6 +554,7 @@ def iter_table(
             if fields:
                 used_names = (key_column, image_column, caption_column)
                 rec.row_fields = row_fields(row, used_names, limits.max_table_fields_bytes)
+                rec.other_captions = carried_captions(rec.row_fields, caption)
             if embedded is not None:  # the bytes are the table's, at this row: nothing to resolve
                 rec.image_column = image_column
                 rec.caption = caption

@@ -11,6 +11,12 @@ import functools
 import re
 import unicodedata
 
+#: A surrogate code point alone: in text read with ``surrogateescape`` (a CSV table,
+#: a tar name), a byte that is not UTF-8 (U+DC80-U+DCFF); in JSON, half of a pair
+#: escaped on its own (``"\\ud83c"``, where a string was cut inside an emoji). Neither is
+#: a character: a manifest column or output file cannot hold it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 # Characters that render as nothing but split a word: every format character (Unicode
 # category Cf: zero-width space and joiners, soft hyphen, bidi controls, tags, the BOM)
 # and the invisible letters and marks of other categories: the combining grapheme

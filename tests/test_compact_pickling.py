@@ -28,6 +28,7 @@ def _every_field_set() -> SampleRecord:
         image_ext="jpg",
         image_column="image",
         caption="A frog on a léaf.",
+        other_captions=(("text", "a frog"),),
         row_fields='{"url": "https://example.com/f.jpg"}',
         n_bytes=86511,
         width=876,

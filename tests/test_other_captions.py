@@ -1,0 +1,181 @@
+"""A sample's other captions: a ``KEY.json`` sidecar (or a table row's carried columns)
+whose ``caption``/``text``/``prompt``/``txt`` differs from the ``KEY.txt`` the filters
+read. A kept shard's ``KEY.json`` keeps the sidecar's fields, so a harmful alt text
+beside a clean recaption shipped unfiltered to any trainer that reads it (session 27's
+notes). The caption filters read them too; the manifest keeps them, so redecide does."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from mitigate.config import load_config
+from mitigate.pipeline.run import run
+from mitigate.sidecar import other_captions
+
+REPO = Path(__file__).resolve().parents[1]
+TERMS = "filters=[{name: caption_terms, terms: [gore]}]"
+
+
+def _jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60), (seed * 37 % 256, seed * 91 % 256, 120)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _tar(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for n, (key, members) in enumerate(samples.items()):
+            for ext, data in {"jpg": _jpeg(n), **members}.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _run(paths: list[Path], out: Path, *extra: str) -> dict[str, dict]:
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"input.paths={[str(p) for p in paths]!r}",
+            f"output.path={str(out)!r}",
+            TERMS,
+            "rebalance.enabled=false",
+            "dedup.near=false",
+            *extra,
+        ],
+    )
+    run(config)
+    return {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
+
+
+def _js(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _samples() -> dict[str, dict[str, bytes]]:
+    return {
+        # the recaption is clean, the alt text in the sidecar is not
+        "alt": {"txt": b"a red square on a wall", "json": _js({"caption": "GORE everywhere"})},
+        "prompt": {"txt": b"a blue square", "json": _js({"prompt": "gore", "url": "x"})},
+        "same": {"txt": b"a green square", "json": _js({"caption": "A green  square"})},
+        "clean": {"txt": b"a grey square", "json": _js({"caption": "a square, grey"})},
+        "nested": {"txt": b"a white square", "json": _js({"meta": {"caption": "gore"}})},
+        "both": {"txt": b"gore", "json": _js({"caption": "more gore"})},
+        "own": {"json": _js({"caption": "a black square", "text": "gore"})},
+    }
+
+
+def test_the_sidecars_other_captions_are_read_by_the_caption_filters(tmp_path):
+    rows = _run([_tar(tmp_path / "a.tar", _samples())], tmp_path / "out")
+    assert rows["alt"]["reason"] == "caption_term_match"
+    assert "(.json 'caption')" in rows["alt"]["info_caption_terms"]
+    assert rows["alt"]["other_captions"] == [{"field": "caption", "text": "GORE everywhere"}]
+    assert rows["prompt"]["reason"] == "caption_term_match"
+    # the caption from the sidecar itself (no .txt): its other fields are the others
+    assert rows["own"]["reason"] == "caption_term_match"
+    assert rows["own"]["other_captions"] == [{"field": "text", "text": "gore"}]
+    # the same text once normalised is no other caption; a nested field is not read
+    assert rows["same"]["other_captions"] == []
+    assert rows["same"]["state"] == rows["nested"]["state"] == "kept"
+    assert rows["clean"]["state"] == "kept"
+    assert rows["clean"]["other_captions"] == [{"field": "caption", "text": "a square, grey"}]
+    # a match in the caption itself names no field, even where the other has it too
+    assert rows["both"]["reason"] == "caption_term_match"
+    assert rows["both"]["info_caption_terms"].endswith('"gore"')
+
+
+def test_redecide_reads_the_other_captions_from_the_manifest(tmp_path):
+    from mitigate.cli import main
+
+    source = _tar(tmp_path / "a.tar", _samples())
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"input.paths=[{str(source)!r}]",
+            f"output.path={str(tmp_path / 'run')!r}",
+            "filters=[{name: caption_terms, terms: [nothing]}]",
+            "rebalance.enabled=false",
+            "dedup.near=false",
+        ],
+    )
+    run(config)
+    code = main(
+        [
+            "redecide",
+            "--from",
+            str(tmp_path / "run"),
+            "--output",
+            str(tmp_path / "re"),
+            "--set",
+            "filters=[{name: caption_terms, terms: [gore]}]",
+        ]
+    )
+    assert code == 0
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "re" / "manifest").to_pylist()}
+    assert rows["alt"]["reason"] == rows["prompt"]["reason"] == "caption_term_match"
+    assert rows["same"]["state"] == "kept"
+
+
+def test_a_table_rows_carried_caption_columns_are_read_too(tmp_path):
+    images = tmp_path / "img"
+    images.mkdir()
+    for n in range(3):
+        (images / f"{n}.jpg").write_bytes(_jpeg(n))
+    table = pa.table(
+        {
+            "image": ["img/0.jpg", "img/1.jpg", "img/2.jpg"],
+            "caption": ["a cat", "a dog", "a bird"],
+            "text": ["a cat", "gore", None],
+            "url": ["u0", "u1", "u2"],
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    rows = _run([tmp_path / "t.parquet"], tmp_path / "out", "output.table_fields=true")
+    by_image = {r["image_path"].rsplit("/", 1)[-1]: r for r in rows.values()}
+    assert by_image["1.jpg"]["reason"] == "caption_term_match"
+    assert "(.json 'text')" in by_image["1.jpg"]["info_caption_terms"]
+    assert by_image["0.jpg"]["state"] == by_image["2.jpg"]["state"] == "kept"
+    # not carried into KEY.json (table_fields off): not read, and nothing ships
+    rows = _run([tmp_path / "t.parquet"], tmp_path / "off", "output.table_fields=false")
+    assert {r["state"] for r in rows.values()} == {"kept"}
+
+
+def test_an_other_caption_over_max_caption_bytes_is_refused(tmp_path):
+    samples = {"big": {"txt": b"a square", "json": _js({"text": "x" * 300})}}
+    rows = _run(
+        [_tar(tmp_path / "a.tar", samples)], tmp_path / "out", "decode.max_caption_bytes=200"
+    )
+    assert rows["big"]["reason"] == "caption_too_large"
+    assert "'text'" in rows["big"]["detail"]
+
+
+def test_other_captions_in_field_order_without_repeats():
+    meta = {"txt": "B", "prompt": "b ", "text": "C", "caption": "a", "other": "D"}
+    assert other_captions(meta, "A") == (("text", "C"), ("prompt", "b "))
+    assert other_captions({"caption": 5, "text": ""}, "A") == ()
+    assert other_captions(None, "A") == ()
+
+
+def test_redecide_of_a_manifest_without_the_column_writes_its_shards(tmp_path):
+    """A run of an earlier version has no ``other_captions`` column: its samples'
+    sidecars are not taken for changed inputs (every kept shard refused)."""
+    from mitigate.cli import main
+
+    source = _tar(tmp_path / "a.tar", _samples())
+    _run([source], tmp_path / "run")
+    for part in (tmp_path / "run" / "manifest").glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["other_captions"]), part)
+    code = main(["redecide", "--from", str(tmp_path / "run"), "--output", str(tmp_path / "re")])
+    assert code == 0
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "re" / "manifest").to_pylist()}
+    assert rows["clean"]["state"] == "kept"
+    with tarfile.open(next((tmp_path / "re" / "shards").glob("*.tar"))) as tar:
+        assert "clean.json" in tar.getnames()
