@@ -19,6 +19,7 @@ from typing import (
     Any,
     ClassVar,
     Generic,
+    Literal,
     NamedTuple,
     TypeVar,
     get_args,
@@ -48,20 +49,43 @@ def _numeric(annotation: Any) -> bool:
     args = get_args(annotation)
     if get_origin(annotation) is Annotated:
         return _numeric(args[0])
-    return bool(args) and any(a in (int, float) for a in args) and bool not in args
+    return bool(args) and bool not in args and any(_numeric(a) for a in args)
+
+
+def _texts_allowed(annotation: Any) -> set[str] | None:
+    """The texts a field takes (its ``Literal`` strings: ``"auto"``), None for any text."""
+    if annotation is str:
+        return None
+    if get_origin(annotation) is Literal:
+        return {a for a in get_args(annotation) if isinstance(a, str)}
+    out: set[str] = set()
+    for arg in (
+        get_args(annotation)[:1] if get_origin(annotation) is Annotated else get_args(annotation)
+    ):
+        allowed = _texts_allowed(arg)
+        if allowed is None:
+            return None
+        out |= allowed
+    return out
 
 
 class NoBoolNumbers(BaseModel):
-    """Base for config models: YAML ``true`` is not the number 1. Pydantic's lax mode
-    would turn ``threshold: true`` into 1.0; here it is an error naming the field."""
+    """Base for config models: YAML ``true`` is not the number 1, nor ``"0.5"`` (quoted:
+    text) the number 0.5. Pydantic's lax mode would turn ``threshold: true`` into 1.0
+    and take the text; here either is an error naming the field."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name is not None:
+        if isinstance(value, (bool, str)) and info.field_name is not None:
             field = cls.model_fields.get(info.field_name)
-            if field is not None and _numeric(field.annotation):
+            if field is None:
+                return value
+            if isinstance(value, bool) and _numeric(field.annotation):
                 raise ValueError("must be a number, not a boolean")
+            texts = _texts_allowed(field.annotation) if isinstance(value, str) else None
+            if texts is not None and value not in texts and _numeric(field.annotation):
+                raise ValueError("must be a number, not text (quoted in YAML?)")
         return value
 
 

@@ -119,7 +119,12 @@ def _from_working_dir(overrides: list[str]) -> list[str]:
     def absolute(value: Any) -> Any:
         if isinstance(value, list):
             return [absolute(v) for v in value]
-        if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
+        if (
+            isinstance(value, str)
+            and value
+            and "://" not in value
+            and not Path(value).is_absolute()
+        ):
             return str(Path(value).expanduser().resolve())
         return value
 
@@ -146,11 +151,13 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
-            repr(str(Path(p).expanduser().resolve()) if "://" not in p else p) for p in args.input
+            repr(str(Path(p).expanduser().resolve()) if "://" not in p and p else p)
+            for p in args.input
         )
         overrides.append(f"input.paths=[{quoted}]")
-    if args.output:
-        out = args.output if "://" in args.output else str(Path(args.output).expanduser().resolve())
+    if args.output is not None:  # "" (an unset variable) is refused by the config
+        out = args.output
+        out = out if "://" in out or not out else str(Path(out).expanduser().resolve())
         overrides.append(f"output.path={out!r}")
     if getattr(args, "overwrite", False):
         overrides.append("output.overwrite=true")
@@ -181,4 +188,4 @@ def _packaged_default(args: argparse.Namespace) -> list[str]:
                 "`mitigate init` and pass --config"
             ]
         )
-    return [] if args.output else [f"output.path={str(Path('out').resolve())!r}"]
+    return [] if args.output is not None else [f"output.path={str(Path('out').resolve())!r}"]

@@ -67,12 +67,16 @@ class OutputInUse(ConfigError):
     heading = "output folder in use:"
 
 
+#: A path: an empty one (an unset shell variable) is no folder, not the config's own
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
 class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InputConfig(_Strict):
-    paths: list[str] = Field(
+    paths: list[NonEmpty] = Field(
         default_factory=lambda: ["../data/sample/*.tar"],
         min_length=1,
         description="Files or globs (any Beam filesystem: local, gs://, s3://, ...).",
@@ -93,7 +97,7 @@ class InputConfig(_Strict):
     chunk_size: int = Field(
         default=64, ge=1, le=100_000, description="Samples per unit of distributed work."
     )
-    image_root: str | None = Field(
+    image_root: NonEmpty | None = Field(
         default=None,
         description="Tables: the folder image paths are relative to, and must stay inside "
         "(default: the table's own folder). Paths that leave it are errors "
@@ -124,7 +128,7 @@ class InputConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    path: str = Field(default="../out", description="Output folder (any Beam filesystem).")
+    path: NonEmpty = Field(default="../out", description="Output folder (any Beam filesystem).")
     samples_per_shard: int = Field(default=1000, ge=1, le=10_000_000)
     samples_per_manifest_part: int = Field(
         default=10_000,
@@ -300,7 +304,7 @@ class DedupConfig(_Strict):
         "lsh: bit-sampling LSH for very large N, its pair recall measured every run; "
         "auto: chosen from N and k.",
     )
-    against: list[str] = Field(
+    against: list[NonEmpty] = Field(
         default_factory=list,
         description="Reference sets (e.g. evaluation sets): WebDataset shards or hash "
         "lists (.txt/.csv: phash or key,phash[,mirror]); training samples within k of "

@@ -30,7 +30,7 @@ def test_default_config_is_valid_and_resolves_paths_against_its_folder():
         ({"decode": {"hash_mode": "slow"}}, "decode.hash_mode: Input should be 'fast' or 'exact'"),
         (
             {"output": {"samples_per_shard": "many"}},
-            "output.samples_per_shard: Input should be a valid integer",
+            "output.samples_per_shard: must be a number, not text",
         ),
         (
             {"input": {"pathz": []}},
@@ -213,6 +213,15 @@ def test_runner_options_map_to_beam_flags():
         ("filters.0.threshold=true", "filters[0].threshold: must be a number, not a boolean"),
         ("decode.max_pixels=true", "decode.max_pixels: must be a number, not a boolean"),
         ("dedup.k=false", "dedup.k: must be a number, not a boolean"),
+        # quoted in YAML: text, which pydantic's lax mode took as the number
+        ("filters.0.threshold='0.5'", "filters[0].threshold: must be a number, not text"),
+        ("decode.max_pixels='1000'", "decode.max_pixels: must be a number, not text"),
+        ("decode.working_size='128'", "decode.working_size: must be a number, not text"),
+        # an empty path (an unset shell variable) is no folder, not the config's own
+        ("output.path=''", "output.path: String should have at least 1 character"),
+        ("input.paths=['']", "input.paths[0]: String should have at least 1 character"),
+        ("input.image_root=''", "input.image_root: String should have at least 1 character"),
+        ("dedup.against=['']", "dedup.against[0]: String should have at least 1 character"),
         ("input.paths.0.x=1", "--set input.paths.0: is a value, not a section"),
         ("input.name_encoding=klingon", "input.name_encoding: unknown encoding 'klingon'"),
     ],
@@ -221,6 +230,26 @@ def test_bad_values_are_config_errors_not_coercions(override, expected):
     with pytest.raises(ConfigError) as exc:
         load_config(REPO / "configs" / "default.yaml", [override])
     assert any(e.startswith(expected) for e in exc.value.errors), exc.value.errors
+
+
+def test_auto_stays_text_where_a_number_field_takes_it():
+    config, _ = load_config(
+        REPO / "configs" / "default.yaml",
+        ["decode.processes=auto", "runner.direct_num_workers=auto"],
+    )
+    assert config.decode.processes == config.runner.direct_num_workers == "auto"
+
+
+def test_an_empty_output_or_input_on_the_command_line_is_refused(tmp_path, capsys, monkeypatch):
+    from mitigate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    sample = str(REPO / "data" / "sample" / "*.tar")
+    assert main(["validate", "--input", sample, "--output", ""]) == 2
+    assert "output.path: String should have at least 1 character" in capsys.readouterr().err
+    assert main(["validate", "--input", ""]) == 2
+    assert "input.paths[0]: String should have at least 1 character" in capsys.readouterr().err
+    assert main(["validate", "--input", sample, "--set", "output.path="]) == 2
 
 
 @pytest.mark.parametrize("nesting", ["[", "{a: "])
