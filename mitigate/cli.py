@@ -370,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--positives", metavar="CSV", help="labels CSV whose positives seed the neighbours strategy"
     )
     sel_p.add_argument(
+        "--exclude",
+        metavar="CSV",
+        action="append",
+        default=[],
+        help="labels CSV whose keys are labelled already: not offered (repeatable; e.g. "
+        "every earlier round's labels.csv)",
+    )
+    sel_p.add_argument(
         "--output",
         default="selection",
         metavar="DIR",

@@ -113,6 +113,10 @@ def cmd_select(args: argparse.Namespace) -> int:
     entry = _scored_filter(args.from_dir, args.filter, "--from")
     if args.positives:
         _need_labels("--positives", args.positives)
+    labelled: list[str] = []
+    for path in args.exclude:
+        _need_labels("--exclude", path)
+        labelled += review.all_key_forms(review.read_labels(path))
     out = Path(args.output)
     _not_in_an_input_folder(out, args.from_dir)
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.overwrite):
@@ -134,6 +138,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     # nor a duplicate: its label is its kept copy's, and one image with 100 copies
     # filled a selection of 10 with them (helper-40)
     scores = np.where(run.is_state("duplicate"), np.nan, scores)
+    scores[keys.rows_of(labelled)] = np.nan  # --exclude: labelled in an earlier round
     notes: dict[int, str] = {}
     if args.strategy == "uncertain":
         picked = select.select_uncertain(keys, scores, threshold, args.n)
@@ -146,7 +151,7 @@ def cmd_select(args: argparse.Namespace) -> int:
                 "(a labels CSV key,label)"
             )
         labels = review.read_labels(args.positives)
-        positives = [k for k, v in labels.items() if v]
+        positives = review.all_key_forms(k for k, v in labels.items() if v)
         if not positives:  # 0 samples, exit 0 and no word before
             raise UsageError(f"--positives: {args.positives} labels no sample harmful")
         # a linear probe's embeddings are its backbone's (it stores none of its own:

@@ -16,7 +16,8 @@ import io
 import itertools
 import json
 import os
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,27 @@ def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bo
         out[key] = label
 
 
+def key_forms(key: str) -> list[str]:
+    """``key`` as written, then its NFC and NFD forms where they differ: a label saved on
+    another system (macOS writes ``café`` decomposed) names the same sample."""
+    forms = [key]
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, key)
+        if other not in forms:
+            forms.append(other)
+    return forms
+
+
+def all_key_forms(keys: Iterable[str]) -> list[str]:
+    """Every :func:`key_forms` of ``keys``: what to look a run's keys up by."""
+    return [form for key in keys for form in key_forms(key)]
+
+
+def run_key(key: str, known: Container[str]) -> str | None:
+    """The run's key a label's ``key`` names (itself, else its other normal form)."""
+    return next((form for form in key_forms(key) if form in known), None)
+
+
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
     """A sample's original image bytes, from its tar member, its file or its image path;
     ValueError where they are no longer those the run hashed (an input rewritten since:
@@ -327,7 +349,7 @@ def calibration_data(
     import pyarrow.parquet as pq
 
     column = f"score_{filter_id}"
-    wanted = pa.array(sorted(labels), type=pa.string())
+    wanted = pa.array(sorted(set(all_key_forms(labels))), type=pa.string())
     by_key: dict[str, float] = {}
     every: list[np.ndarray] = []
     from mitigate.runtable import require_columns
@@ -343,10 +365,11 @@ def calibration_data(
         at = np.flatnonzero(hits & finite)
         keys = table.column("key").take(pa.array(at, type=pa.int64())).to_pylist()
         by_key.update(zip(keys, scores[at].tolist(), strict=True))
-    missing = sorted(k for k in labels if k not in by_key)
-    known = [k for k in labels if k in by_key]
+    at = {k: run_key(k, by_key) for k in labels}
+    missing = sorted(k for k, found in at.items() if found is None)
+    known = [k for k, found in at.items() if found is not None]
     return (
-        np.array([by_key[k] for k in known], dtype=np.float64),
+        np.array([by_key[at[k]] for k in known], dtype=np.float64),  # type: ignore[index]
         np.array([labels[k] for k in known], dtype=bool),
         np.concatenate(every) if every else np.empty(0, dtype=np.float64),
         missing,

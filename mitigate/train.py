@@ -138,18 +138,18 @@ def labelled_rows(run: RunEmbeddings, labels: dict[str, bool], filter_id: str) -
     if not labels:
         raise TrainError("--labels: no labelled rows")
     index: dict[str, int] = {}
-    for i in run.keys.rows_of(labels).tolist():  # the labelled keys' rows only
+    for i in run.keys.rows_of(review.all_key_forms(labels)).tolist():  # theirs only
         key = run.keys[i]
         # a key repeated in the input: the occurrence with an embedding stands
         if key not in index or (run.has_embedding[i] and not run.has_embedding[index[key]]):
             index[key] = i
-    missing = [k for k in labels if k not in index]
-    if missing:
+    at = {k: review.run_key(k, index) for k in labels}  # an NFD label of an NFC key
+    if missing := [k for k, found in at.items() if found is None]:
         raise TrainError(
             f"--labels: {len(missing)} labelled key(s) are not in the run "
             f"(e.g. {', '.join(map(repr, missing[:3]))}); label samples of this run"
         )
-    rows = np.array([index[k] for k in labels], dtype=np.int64)
+    rows = np.array([index[at[k]] for k in labels], dtype=np.int64)  # type: ignore[index]
     empty = [k for k, r in zip(labels, rows, strict=True) if not run.has_embedding[r]]
     if empty:
         raise TrainError(

@@ -257,3 +257,22 @@ def test_a_sheets_image_is_the_one_the_run_hashed_or_none(run_dir):
     assert len(data) == row["n_bytes"]
     with pytest.raises(ValueError, match="the image changed since the run"):
         review.read_image_bytes({**row, "sha256": "0" * 64}, binary)
+
+
+@pytest.mark.slow
+def test_select_exclude_leaves_out_keys_labelled_in_earlier_rounds(run_dir, scores, tmp_path):
+    """A second round offered the first round's samples again (helper-40): --exclude
+    takes the earlier labels files, whatever their labels."""
+    states = {r["key"]: r["state"] for r in pq.read_table(run_dir / "manifest").to_pylist()}
+    ranked = sorted(
+        (k for k in scores if states[k] != "duplicate"), key=lambda k: (abs(scores[k] - 0.05), k)
+    )
+    first = _labels(tmp_path / "r1.csv", {ranked[0]: 1, ranked[1]: 0})
+    second = _labels(tmp_path / "r2.csv", {ranked[2]: 0})
+    out = tmp_path / "sel"
+    args = ["select", "--from", str(run_dir), "--filter", "nsfw", "--n", "4"]
+    args += ["--threshold", "0.05", "--output", str(out)]
+    assert main([*args, "--exclude", str(first), "--exclude", str(second)]) == 0
+    with open(out / "selection.csv", newline="") as f:
+        assert [r["key"] for r in csv.DictReader(f)] == ranked[3:7]
+    assert main([*args, "--overwrite", "--exclude", str(tmp_path / "none.csv")]) == 2
