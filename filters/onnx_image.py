@@ -128,6 +128,7 @@ class ModelFileConfig(FilterConfig):
 
     _model_path: str = PrivateAttr(default="")
     _model_sha256: str = PrivateAttr(default="")
+    _embedding_width: int = PrivateAttr(default=0)  # set by the model check
 
     def _locate_model(self, info: ValidationInfo) -> Path:
         base = Path((info.context or {}).get("base_dir", "."))
@@ -185,6 +186,12 @@ class OnnxImageConfig(ModelFileConfig):
     @property
     def provides_embeddings(self) -> bool:
         return self.embedding_output is not None
+
+    @property
+    def embedding_width(self) -> int:
+        """The width of the model's embedding (one image through it at validation), 0
+        without ``embedding_output``: a head trained on another width is refused."""
+        return self._embedding_width
 
     @property
     def stores_embeddings(self) -> bool:
@@ -273,13 +280,36 @@ def check_model_once(cfg: OnnxImageConfig) -> None:
     a failed one is not, so a bad model or spec fails the same way every time.
     """
     marker = _check_cache_dir() / _check_key(cfg)
-    if marker.is_file():
+    try:  # the model's path, then its embedding's width (a marker before: none)
+        lines = marker.read_text(encoding="utf-8").splitlines() if marker.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    if len(lines) >= 2 and lines[1].isdigit():
+        cfg._embedding_width = int(lines[1])
         return
-    check_model(cfg, open_session(cfg, threads=1))
+    session = open_session(cfg, threads=1)
+    check_model(cfg, session)
+    cfg._embedding_width = embedding_width(cfg, session)
     try:
-        _write_atomically(marker, (cfg.model_path + "\n").encode())
+        _write_atomically(marker, f"{cfg.model_path}\n{cfg._embedding_width}\n".encode())
     except OSError as exc:  # an unwritable cache only costs time
         log.debug("model check not remembered (%s): %s", marker, exc)
+
+
+def embedding_width(cfg: OnnxImageConfig, session: Any) -> int:
+    """The width of ``cfg.embedding_output`` for one blank image (0 without one)."""
+    if cfg.embedding_output is None:
+        return 0
+    from mitigate.filters import build_filter
+
+    side = cfg.pixels_needed
+    image = build_filter(cfg).preprocess(Image.new("RGB", (side, side)))  # type: ignore[attr-defined]
+    input_name = cfg.input_name or session.get_inputs()[0].name
+    try:
+        (out,) = session.run([cfg.embedding_output], {input_name: image[None]})
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"model {cfg.model_path}: one blank image fails: {exc}") from None
+    return int(np.prod(np.shape(out)[1:], dtype=np.int64))
 
 
 def open_session(cfg: OnnxImageConfig, threads: int | None = None) -> Any:

@@ -213,4 +213,9 @@ def check_heads(configs: Sequence[FilterConfig]) -> list[str]:
                 f"filters[{i}].backbone: filter {cfg.backbone!r} has no embedding_output "
                 "to feed a head"
             )
+        elif (width := getattr(target, "embedding_width", 0)) and width != cfg.dim:
+            errors.append(  # found at run time before, every sample an inference_error
+                f"filters[{i}].model: the head takes embeddings {cfg.dim} wide; backbone "
+                f"{cfg.backbone!r} gives {width} (a head trained on another model's?)"
+            )
     return errors

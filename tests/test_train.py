@@ -389,6 +389,18 @@ def test_head_config_errors_name_the_field(tmp_path):
             }
         )
     assert check_heads([]) == []
+    # a head of another width than nsfw's 1024-wide embedding: found at validation
+    # (every sample was an inference_error at run time; helper-36)
+    nsfw = {"name": "nsfw", "store_embeddings": False}
+    with pytest.raises(
+        ConfigError,
+        match=r"filters\[1\].model: the head takes embeddings 4 wide; backbone 'nsfw' gives 1024",
+    ):
+        validate_config({**base, "filters": [nsfw, head]})
+    config = validate_config(
+        {**base, "filters": [nsfw, {**head, "model": {"path": str(_head(tmp_path, 1024))}}]}
+    )
+    assert config.filters[0].embedding_width == 1024
 
 
 def test_many_labels_are_cross_validated_on_a_stratified_sample():
