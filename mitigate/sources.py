@@ -47,7 +47,9 @@ from mitigate.text import LONE_SURROGATE, normalize_text
 # (its EPS plugin runs Ghostscript) or reach a rarely used, lightly hardened decoder.
 # TIFF is left out on purpose: libtiff is a large attack surface, multi-page files can
 # hide huge pages, and web-scraped pre-training data hardly ever holds TIFF.
-IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp"})
+# (``jfif``, ``jpe``: JPEG files as Windows saves web images; ``mpo``: a phone's
+# multi-picture JPEG as its camera names it)
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "jfif", "jpe", "mpo", "png", "webp", "gif", "bmp"})
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 #: The file extension of each accepted format (a kept image held in a table is written
 #: to its shard as ``KEY.<ext>``).

@@ -180,3 +180,21 @@ def test_tars_without_any_caption_fail_validate_and_a_run_warns(tmp_path, capsys
     _tar(tmp_path / "a.tar", {"s0": members, "s1": {"json": _js({"text": "a caption"})}})
     code = main(["validate", *args[:2], "--output", str(tmp_path / "o2")])
     assert code == 0, capsys.readouterr().err
+
+
+def test_jpeg_files_named_as_windows_and_phones_name_them_are_images(tmp_path):
+    """``.jfif`` (how Windows saves a web image), ``.jpe`` and a phone's ``.MPO`` were
+    ``missing_image`` ("no image member")."""
+    samples = {name: {"txt": b"a square"} for name in ("a", "b", "c", "d")}
+    path = tmp_path / "x.tar"
+    with tarfile.open(path, "w") as tar:
+        for n, (key, ext) in enumerate(zip(samples, ("jfif", "jpe", "MPO", "jpg"), strict=True)):
+            for name, data in ((f"{key}.{ext}", _jpeg(n)), (f"{key}.txt", b"a square")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    out = _run(path, tmp_path, "filters=[{name: image_quality, min_side: 8}]", 1000)
+    rows = {r["key"]: r for r in pq.read_table(out / "manifest").to_pylist()}
+    assert {k: r["state"] for k, r in rows.items()} == dict.fromkeys("abcd", "kept")
+    with tarfile.open(next((out / "shards").glob("*.tar"))) as tar:
+        assert {"a.jfif", "b.jpe", "c.mpo", "d.jpg"} <= set(tar.getnames())
