@@ -43,10 +43,14 @@ def package_versions() -> dict[str, str]:
 
 
 def write_config(config: Config, layout: Layout) -> None:
+    effective = config.effective()
+    # --overwrite was this run's permission, not a setting to pass on: a redecide (whose
+    # default config this file is) replaced an existing run in its --output unasked
+    effective["output"]["overwrite"] = False
     text = (
         "# Effective config of this run: every default filled in, paths absolute.\n"
         "# Re-run with: mitigate run --config <this file>\n"
-        + yaml.safe_dump(config.effective(), sort_keys=False, allow_unicode=True)
+        + yaml.safe_dump(effective, sort_keys=False, allow_unicode=True)
     )
     fs.write_bytes(layout.config, text.encode())
 

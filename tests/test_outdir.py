@@ -95,6 +95,14 @@ def test_overwrite_replaces_only_what_the_previous_run_wrote(finished, tmp_path,
     assert runner["decode_processes"] == 1  # two Beam workers: no decode processes of their own
     assert summary["input_count"] != json.loads(finished[1]["summary.json"])["input_count"]
     assert not [p for p in out.iterdir() if p.name.startswith(".mitigate")]
+    # --overwrite is not passed on: a redecide, whose default config is this file,
+    # replaced an existing run in its --output unasked (helper-43)
+    assert "  overwrite: false\n" in (out / "config.yaml").read_text()
+    other = _copy(finished[0], tmp_path / "other")
+    proc = _cli(["redecide", "--from", str(out), "--output", str(other)], tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "--overwrite" in err, err
+    assert _snapshot(other) == finished[1]
 
 
 def test_files_the_run_did_not_create_are_never_replaced(tmp_path, sample_dir):
