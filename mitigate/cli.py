@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from mitigate.cli_config import DEFAULT_CONFIG, _load
 from mitigate.commands import UsageError, cmd_calibrate, cmd_select, cmd_train
-from mitigate.console import EXIT_INTERRUPTED, exit_now, print_summary
+from mitigate.console import EXIT_INTERRUPTED, exit_now, print_summary, stdout_console
 from mitigate.console import interruptible as _interruptible
 from mitigate.console import live_progress as _live_progress
 
@@ -72,7 +72,9 @@ def _config_args(
         action="append",
         metavar="PATH_OR_GLOB",
         help="input shards or tables, replacing input.paths (repeatable; quote globs and "
-        "brace sets: 'shard-{000000..000099}.tar')",
+        "brace sets: 'shard-{000000..000099}.tar')"
+        if default_config
+        else argparse.SUPPRESS,  # redecide reads its run's inputs: refused, with why
     )
     parser.add_argument("--output", metavar="DIR", help="output folder, replacing output.path")
     parser.add_argument(
@@ -95,7 +97,6 @@ def _config_args(
 
 
 def cmd_redecide(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from mitigate.pipeline.run import redecide
 
@@ -109,7 +110,7 @@ def cmd_redecide(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     with _runtime():
         summary = redecide(config, str(Path(args.from_dir).resolve()), args.beam_args)
-    print_summary(summary, Console())
+    print_summary(summary, stdout_console())
     return 0
 
 
@@ -184,7 +185,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from mitigate.decode_pool import prestart_for
     from mitigate.pipeline.preflight import preflight
@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _live_progress(config, sources), _interruptible(config.output.path):
         with _runtime():
             summary = run(config, sources, args.beam_args)
-    print_summary(summary, Console())
+    print_summary(summary, stdout_console())
     return 0
 
 

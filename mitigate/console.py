@@ -164,6 +164,19 @@ def live_progress(config: Config, sources: list[str]) -> Iterator[None]:
         yield
 
 
+def stdout_console() -> Any:
+    """A rich console on stdout whose reader going away (``mitigate run | head``) raises
+    BrokenPipeError, which :func:`mitigate.cli.main` takes as no error: rich's own
+    handling raised ``SystemExit(1)``, a finished run exiting 1 with no word."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console()
+
+
 def print_summary(summary: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 

@@ -158,6 +158,23 @@ def test_calibrate_piped_into_head_exits_quietly(run_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_piped_into_head_exits_0(tmp_path, sample_dir):
+    """rich's console ended a finished run with SystemExit(1), no word (helper-43)."""
+    out = tmp_path / "o"
+    cmd = (
+        f"{EXE} run --input '{sample_dir}/shard-00000.tar' --output {out} --set "
+        "'filters=[{name: image_quality}]' --set rebalance.enabled=false --set "
+        "rebalance.embedding_filter=null 2>/dev/null | head -c 1"
+    )
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=300
+    )
+    assert proc.stdout == "m"  # "mitigate: N input samples"
+    assert proc.returncode == 0
+    assert (out / "summary.json").is_file()
+
+
+@pytest.mark.slow
 def test_ctrl_c_during_a_run_is_one_line_and_exit_130(tmp_path, sample_dir):
     out = tmp_path / "o"
     temp = tmp_path / "tmp"  # the run's temporary folder (TMPDIR): Beam's go there
