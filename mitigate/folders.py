@@ -35,11 +35,11 @@ from mitigate.sources import (
     Building,
     SourceIssue,
     SourceLimits,
-    escape_surrogates,
     finish_sample,
     os_metadata_issue,
 )
 from mitigate.tarscan import is_os_folder, is_os_metadata, split_name
+from mitigate.text import escape_surrogates
 
 #: A listing entry: (name relative to the folder, '/'-separated; size in bytes; kind).
 Entry = tuple[str, int, str]

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mitigate.records import FINAL_STATES, Member, SampleRecord
-from mitigate.table_rows import json_text
+from mitigate.sidecar import json_text
 
 SIDECAR_KEY = "mitigate"  # our signals go under this key of KEY.json, beside the input's own
 

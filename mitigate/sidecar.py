@@ -10,10 +10,13 @@ A table row's carried columns (its ``KEY.json``) are read the same way.
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
+from collections.abc import Sequence
 from typing import Any
 
-from mitigate.text import LONE_SURROGATE, normalize_text
+from mitigate.text import LONE_SURROGATE, escape_surrogates, normalize_text
 
 #: The sidecar's string fields read as a caption, the first present taken where a tar
 #: sample has no caption member; the others (and this one, beside a caption member)
@@ -83,3 +86,75 @@ def carried_captions(row_fields: str | None, caption: str) -> tuple[tuple[str, s
     if not row_fields or not any(f'"{f}"' in row_fields for f in SIDECAR_CAPTION_FIELDS):
         return ()
     return other_captions(json.loads(row_fields), caption)
+
+
+def _json_value(value: Any) -> Any:
+    """A table value JSON has no type for: dates and times in ISO 8601, others (Decimal,
+    UUID) as their text."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray):  # a CSV/JSONL value never is: a nested one
+        return None
+    return str(value)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON holds it, at any depth: a NaN or infinite float is None
+    (JSON has no word for them: Python writes ``NaN``, which JSON readers refuse), a lone
+    surrogate in a string its escape (``\\xe9`` for a byte that was not UTF-8)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return escape_surrogates(value)
+    if isinstance(value, dict):  # a name too: a CSV header's byte that is not UTF-8
+        return {json_ready(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def json_text(value: Any, sort_keys: bool = True) -> str:
+    """``value`` as strict JSON text (UTF-8-encodable), through :func:`json_ready` only
+    where it needs it."""
+    try:
+        text = json.dumps(
+            value, sort_keys=sort_keys, ensure_ascii=False, default=_json_value, allow_nan=False
+        )
+        text.encode("utf-8")
+        return text
+    except (ValueError, UnicodeEncodeError):  # NaN, infinity, a lone surrogate
+        return json.dumps(
+            json_ready(value), sort_keys=sort_keys, ensure_ascii=False, default=_json_value
+        )
+
+
+#: Where a row's fields name the columns left out to keep under the limit.
+NOT_CARRIED = "_not_carried"
+
+
+def row_fields(row: dict[Any, Any], used: Sequence[str], limit: int) -> str | None:
+    """A table row's columns besides ``used`` (key, image, caption) as one JSON object,
+    sorted by name, for its shard's KEY.json (None where it has none), of at most
+    ``limit`` bytes (``output.max_table_fields_bytes``): the record carries it through
+    the run, so an embedding a row (768 floats: ~15 KB of JSON) made a run 2.3x slower
+    and its memory grow with the data. Over the limit, the largest columns are left
+    out, their names under :data:`NOT_CARRIED`. A CSV row's cells past its header (the
+    csv module keys them ``None``) are not: blank ones are nothing, others make the row
+    an ``invalid_row`` (:func:`mitigate.table_rows.too_many_cells`)."""
+    fields = {k: v for k, v in row.items() if k not in used and isinstance(k, str)}
+    if not fields:
+        return None
+    text = json_text(fields)
+    if len(text.encode("utf-8")) <= limit:
+        return text
+    size = {k: len(json_text({k: v}).encode("utf-8")) for k, v in fields.items()}
+    left: list[str] = []
+    for name in sorted(fields, key=lambda k: (-size[k], k)):  # largest first
+        del fields[name]
+        left.append(name)
+        text = json_text({**fields, NOT_CARRIED: sorted(left)})
+        if len(text.encode("utf-8")) <= limit or not fields:
+            return text
+    return text

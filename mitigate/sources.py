@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -157,17 +156,6 @@ def text_encoding(head: bytes) -> str:
     """The codec of text whose first bytes are ``head``: the one its byte-order mark
     names (the codec drops the mark), else UTF-8 (``utf-8-sig``, which is UTF-8)."""
     return next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8-sig")
-
-
-def escape_surrogates(text: str) -> str:
-    """``text`` with each lone surrogate written as an escape (``\\xe9`` for a byte
-    that is not UTF-8, ``\\ud83c`` for half a pair): a name a manifest can hold."""
-
-    def escaped(match: re.Match[str]) -> str:
-        code = ord(match.group())
-        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
-
-    return LONE_SURROGATE.sub(escaped, text)
 
 
 def key_problem(key: str) -> str | None:

@@ -7,12 +7,10 @@ line by line. :mod:`mitigate.tables` makes records of the rows.
 from __future__ import annotations
 
 import csv
-import datetime
 import io
 import itertools
 import json
 import logging
-import math
 import re
 from bisect import bisect_right
 from collections import Counter
@@ -20,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mitigate.sources import escape_surrogates, text_encoding
+from mitigate.sources import text_encoding
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +332,15 @@ class OpenQuote:
     rows: int
 
 
+def too_many_cells(header: int, extra: list[str]) -> str:
+    """Why a CSV row with cells past its header's is refused (helper-41: the tail of an
+    unquoted caption went into KEY.json, the caption filters never read it)."""
+    return (
+        f"{header + len(extra)} cells, the header {header}: a delimiter inside a cell that "
+        "is not quoted (a caption with a comma?) shifts the cells; quote it"
+    )
+
+
 def csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
     """The rows of a CSV table as dicts; an :class:`OpenQuote` before a row that holds
     other rows. Quoted cells over several lines are CSV (a caption with a line break);
@@ -353,6 +360,9 @@ def csv_dicts(fileobj: IO[bytes]) -> Iterator[dict[str, Any] | OpenQuote]:
     header = len(reader.fieldnames or ())
     for row in reader:
         start, (first, end) = end, (end + 1, reader.line_num)
+        values = [v for k, v in row.items() if k is not None] + list(row.get(None) or ())
+        if not any(v.strip() for v in values if isinstance(v, str)):
+            continue  # ",,,": a spreadsheet's empty row, as a blank JSONL line
         cells = sum(value is not None for key, value in row.items() if key is not None)
         if cells < header and start > 1 and None not in row:
             row[SHORT_ROW] = (
@@ -503,9 +513,9 @@ def _holds_bytes(typ: Any) -> bool:
 
 def carried_columns(schema: Any, source: str, used: set[str]) -> list[str]:
     """A Parquet table's columns (``schema``: its Arrow schema) besides ``used`` that its
-    records carry into their shards' KEY.json (:func:`row_fields`); a column that holds
-    bytes (a second image, a mask) is not carried, said once in the log (JSON holds no
-    bytes)."""
+    records carry into their shards' KEY.json (:func:`mitigate.sidecar.row_fields`); a
+    column that holds bytes (a second image, a mask) is not carried, said once in the
+    log (JSON holds no bytes)."""
     carried, skipped = [], []
     names = Counter(schema.names)
     twice = sorted(n for n, count in names.items() if count > 1 and n not in used)
@@ -520,79 +530,3 @@ def carried_columns(schema: Any, source: str, used: set[str]) -> list[str]:
             shown = ", ".join(map(repr, left))
             log.warning("%s: column(s) %s %s: not carried into the shards", source, shown, why)
     return carried
-
-
-def _json_value(value: Any) -> Any:
-    """A table value JSON has no type for: dates and times in ISO 8601, others (Decimal,
-    UUID) as their text."""
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, bytes | bytearray):  # a CSV/JSONL value never is: a nested one
-        return None
-    return str(value)
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` as strict JSON holds it, at any depth: a NaN or infinite float is None
-    (JSON has no word for them: Python writes ``NaN``, which JSON readers refuse), a lone
-    surrogate in a string its escape (``\\xe9`` for a byte that was not UTF-8)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return escape_surrogates(value)
-    if isinstance(value, dict):  # a name too: a CSV header's byte that is not UTF-8
-        return {json_ready(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    return value
-
-
-def json_text(value: Any, sort_keys: bool = True) -> str:
-    """``value`` as strict JSON text (UTF-8-encodable), through :func:`json_ready` only
-    where it needs it."""
-    try:
-        text = json.dumps(
-            value, sort_keys=sort_keys, ensure_ascii=False, default=_json_value, allow_nan=False
-        )
-        text.encode("utf-8")
-        return text
-    except (ValueError, UnicodeEncodeError):  # NaN, infinity, a lone surrogate
-        return json.dumps(
-            json_ready(value), sort_keys=sort_keys, ensure_ascii=False, default=_json_value
-        )
-
-
-#: Where a row's fields name the columns left out to keep under the limit.
-NOT_CARRIED = "_not_carried"
-
-
-def row_fields(row: dict[Any, Any], used: Sequence[str], limit: int) -> str | None:
-    """A table row's columns besides ``used`` (key, image, caption) as one JSON object,
-    sorted by name, for its shard's KEY.json (None where it has none), of at most
-    ``limit`` bytes (``output.max_table_fields_bytes``): the record carries it through
-    the run, so an embedding a row (768 floats: ~15 KB of JSON) made a run 2.3x slower
-    and its memory grow with the data. Over the limit, the largest columns are left
-    out, their names under :data:`NOT_CARRIED`. A CSV row's cells past its header (the
-    csv module keys them ``None``) are under ``"_extra_cells"``."""
-    fields = {k: v for k, v in row.items() if k not in used and isinstance(k, str)}
-    if row.get(None) is not None:  # a CSV row with more cells than its header
-        name = "_extra_cells"
-        while name in fields:  # a column of that name
-            name += "_"
-        fields[name] = row[None]
-    if not fields:
-        return None
-    text = json_text(fields)
-    if len(text.encode("utf-8")) <= limit:
-        return text
-    size = {k: len(json_text({k: v}).encode("utf-8")) for k, v in fields.items()}
-    left: list[str] = []
-    for name in sorted(fields, key=lambda k: (-size[k], k)):  # largest first
-        del fields[name]
-        left.append(name)
-        text = json_text({**fields, NOT_CARRIED: sorted(left)})
-        if len(text.encode("utf-8")) <= limit or not fields:
-            return text
-    return text

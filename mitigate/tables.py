@@ -19,13 +19,12 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from mitigate.records import Reason, SampleRecord
-from mitigate.sidecar import carried_captions
+from mitigate.sidecar import carried_captions, row_fields
 from mitigate.sources import (
     LONE_SURROGATE,
     NUL_IN_TEXT,
     SourceIssue,
     SourceLimits,
-    escape_surrogates,
     key_problem,
     not_text,
 )
@@ -39,9 +38,10 @@ from mitigate.table_rows import (
     image_kind,
     jsonl_lines,
     read_rows,
-    row_fields,
     temporal,
+    too_many_cells,
 )
+from mitigate.text import escape_surrogates
 
 _IMAGES = ("image", "image_path", "path", "file", "filename", "file_name", "jpg", "png", "webp")
 # Table columns tried, in order, when the configured column is the default and absent.
@@ -484,6 +484,10 @@ def iter_table(
                     count=quote.rows,
                 )
                 quote = None
+                continue
+            extra = row.get(None) if fmt == "csv" else None  # a caption's tail, unfiltered
+            if not problem and extra and any(str(c).strip() for c in extra):
+                yield rec.with_error(Reason.INVALID_ROW, too_many_cells(len(row) - 1, extra))
                 continue
             if problem:
                 detail = absent.get("key_column") or f"column {key_column!r}: {problem}"

@@ -17,6 +17,18 @@ import unicodedata
 #: a character: a manifest column or output file cannot hold it.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as an escape (``\\xe9`` for a byte
+    that is not UTF-8, ``\\ud83c`` for half a pair): a name a manifest can hold."""
+
+    def escaped(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return LONE_SURROGATE.sub(escaped, text)
+
+
 # Characters that render as nothing but split a word: every format character (Unicode
 # category Cf: zero-width space and joiners, soft hyphen, bidi controls, tags, the BOM)
 # and the invisible letters and marks of other categories: the combining grapheme

@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import quarantine_run
 from mitigate.config import load_config
 from mitigate.pipeline.run import redecide
-from mitigate.table_rows import row_fields
+from mitigate.sidecar import row_fields
 
 
 def _images(folder: Path, n: int) -> list[str]:
@@ -38,7 +38,9 @@ def _csv(folder: Path) -> Path:
     names = _images(folder, 4)
     lines = ["key,image,caption,url,license"]
     lines += [f"c{i},{n},a photo {i},https://example.com/{i},CC-BY" for i, n in enumerate(names)]
-    lines[2] += ",a cell past the header"
+    lines[2] += ",a cell past the header"  # c1: an invalid_row, its tail never read
+    lines[3] += ",, "  # blank cells past it: nothing
+    lines.insert(4, ",,,,,")  # a spreadsheet's empty row: no sample
     (folder / "t.csv").write_bytes(("\n".join(lines) + "\n").encode() + b"c9,img0.jpg,x,caf\xe9,\n")
     return folder / "t.csv"
 
@@ -85,11 +87,6 @@ def _parquet(folder: Path) -> Path:
 EXPECTED = {
     "csv": {
         "c0": {"license": "CC-BY", "url": "https://example.com/0"},
-        "c1": {
-            "license": "CC-BY",
-            "url": "https://example.com/1",
-            "_extra_cells": ["a cell past the header"],
-        },
         "c2": {"license": "CC-BY", "url": "https://example.com/2"},
     },
     "jsonl": {
@@ -142,6 +139,12 @@ def test_kept_shards_and_the_manifest_carry_a_rows_other_columns(fmt, tmp_path, 
         k: v for k, v in sidecar.items() if k != "mitigate"
     }
     assert ("'mask', 'digest' hold bytes" in caplog.text) == (fmt == "parquet")
+    if fmt == "csv":
+        # a caption with an unquoted comma: refused, not cut with its tail in KEY.json
+        # unfiltered (helper-41); the empty row is no sample
+        assert rows["c1"]["reason"] == "invalid_row"
+        assert rows["c1"]["detail"].startswith("6 cells, the header 5: a delimiter inside")
+        assert len(rows) == 5
     if fmt == "csv":  # a cell that is not UTF-8 reaches the manifest escaped (c9 is c0's image)
         assert (rows["c9"]["state"], rows["c9"]["reason"]) == ("duplicate", "exact_duplicate")
         # as the keys have it: the byte escaped in text, which strict JSON readers take
@@ -235,11 +238,9 @@ def test_row_fields_sorts_names_and_leaves_the_used_columns_out():
     # a CSV header's byte that is not UTF-8 (read with surrogateescape), beside a NaN
     got = row_fields({"key": "k", "caf\udce9": "x", "n": float("nan")}, ("key",), 1000)
     assert got == '{"caf\\\\xe9": "x", "n": null}'
-    # a CSV row's cells past its header, beside a column of the name it would take
-    row = {"key": "k", "_extra_cells": "mine", None: ["past"]}
-    assert json.loads(row_fields(row, ("key",), 1000)) == {
-        "_extra_cells": "mine",
-        "_extra_cells_": ["past"],
+    # a CSV row's blank cells past its header are nothing
+    assert json.loads(row_fields({"key": "k", "a": "1", None: ["", " "]}, ("key",), 99)) == {
+        "a": "1"
     }
     # over the limit: the largest out first (ties by name), until the rest fits
     row = {"key": "k", "a": "x" * 30, "b": "y" * 30, "c": "z" * 5}

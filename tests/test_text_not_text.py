@@ -17,8 +17,9 @@ from PIL import Image
 
 from mitigate.config import load_config
 from mitigate.pipeline.run import run
-from mitigate.sources import SourceIssue, escape_surrogates, key_problem
+from mitigate.sources import SourceIssue, key_problem
 from mitigate.tables import iter_table, table_problems
+from mitigate.text import escape_surrogates
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {"key_column": "key", "image_column": "image", "caption_column": "caption"}
