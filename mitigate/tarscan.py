@@ -441,6 +441,17 @@ def scan_tar(
                 f"({data_at + size - reader.size} bytes missing)",
             )
             return
+        if after > reader.size:  # cut in the padding after the data: no tar ends there
+            yield TarMember(name, kind, data_at, size, pos, link, joined)
+            yield TarProblem(
+                "truncated",
+                pos,
+                reader.size,
+                f"the archive ends inside the padding after a member's data at byte "
+                f"{reader.size} (not a whole 512-byte block: cut, e.g. by `head -c` or "
+                "`split -b`)",
+            )
+            return
         yield TarMember(name, kind, data_at, size, pos, link, joined)
         pos, joined = after, False
 

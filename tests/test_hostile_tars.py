@@ -96,6 +96,21 @@ def test_shard_cut_inside_a_header():
     assert "cut off right after it" in records[-1].detail
 
 
+def test_shard_cut_inside_the_padding_after_a_members_data_is_truncated():
+    """No tar ends there (its size is no whole block): it was reported as a cut at a
+    member boundary, "missing_end_marker" (helper-41: `head -c`, `split -b`)."""
+    full = _five()
+    with tarfile.open(fileobj=io.BytesIO(full)) as tar:
+        member = tar.getmember("k2.jpg")
+    end = member.offset_data + member.size + 7
+    records, issues = _index(full[:end])
+    assert [i.reason for i in issues] == ["truncated_shard"]
+    assert "inside the padding after a member's data" in issues[0].detail
+    assert [(r.key, r.state) for r in records[:2]] == [("k0", PENDING), ("k1", PENDING)]
+    assert (records[2].key, records[2].reason) == ("k2", "truncated_shard")
+    assert records[2].detail.startswith("shard ends inside this sample")
+
+
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
