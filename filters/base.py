@@ -77,16 +77,32 @@ class NoBoolNumbers(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, (bool, str)) and info.field_name is not None:
-            field = cls.model_fields.get(info.field_name)
-            if field is None:
-                return value
-            if isinstance(value, bool) and _numeric(field.annotation):
-                raise ValueError("must be a number, not a boolean")
-            texts = _texts_allowed(field.annotation) if isinstance(value, str) else None
-            if texts is not None and value not in texts and _numeric(field.annotation):
-                raise ValueError("must be a number, not text (quoted in YAML?)")
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None:
+            _check_number(value, field.annotation, "")
         return value
+
+
+def _check_number(value: Any, annotation: Any, where: str) -> None:
+    """ValueError where ``value`` is a boolean or text for a number field, or (a list
+    of numbers: ``C_grid``) holds one."""
+    if isinstance(value, bool) and _numeric(annotation):
+        raise ValueError(f"{where}must be a number, not a boolean")
+    texts = _texts_allowed(annotation) if isinstance(value, str) else None
+    if texts is not None and value not in texts and _numeric(annotation):
+        raise ValueError(f"{where}must be a number, not text (quoted in YAML?)")
+    item_type = _item_type(annotation) if isinstance(value, list | tuple) else None
+    if item_type is not None and _numeric(item_type):
+        for i, item in enumerate(value):
+            _check_number(item, item_type, f"item {i} ")
+
+
+def _item_type(annotation: Any) -> Any:
+    """The item type of a ``list[X]`` field (or of such a list in a union), else None."""
+    args = get_args(annotation)
+    if get_origin(annotation) is list:
+        return args[0] if args else None
+    return next((t for t in map(_item_type, args) if t is not None), None)
 
 
 class FilterConfig(NoBoolNumbers):

@@ -213,6 +213,11 @@ def test_runner_options_map_to_beam_flags():
         ("filters.0.threshold=true", "filters[0].threshold: must be a number, not a boolean"),
         ("decode.max_pixels=true", "decode.max_pixels: must be a number, not a boolean"),
         ("dedup.k=false", "dedup.k: must be a number, not a boolean"),
+        # where the type is a union or a list of numbers too (helper-43)
+        ("decode.processes=true", "decode.processes: must be a number, not a boolean"),
+        ("runner.direct_num_workers=true", "runner.direct_num_workers: must be a number, not"),
+        ("rebalance.C_grid=[0.1, true]", "rebalance.C_grid: item 1 must be a number, not a"),
+        ("rebalance.C_grid=['1']", "rebalance.C_grid: item 0 must be a number, not text"),
         # quoted in YAML: text, which pydantic's lax mode took as the number
         ("filters.0.threshold='0.5'", "filters[0].threshold: must be a number, not text"),
         ("decode.max_pixels='1000'", "decode.max_pixels: must be a number, not text"),
