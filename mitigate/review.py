@@ -31,8 +31,8 @@ from mitigate import layout
 from mitigate.decode import open_image
 from mitigate.output import record_from_row
 from mitigate.samples import Opener, SampleReader
-from mitigate.sources import ENCODING_NAMES, text_encoding
 from mitigate.table_rows import csv_dialect
+from mitigate.text import ENCODING_NAMES, text_encoding
 
 # "yes"/"no" are refused: whether "yes" means "harmful" or "fine to keep" depends on the
 # question the labeller was asked, and a silent guess flips every label.

@@ -16,7 +16,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from mitigate.text import LONE_SURROGATE, escape_surrogates, normalize_text
+from mitigate.text import (
+    ENCODING_NAMES,
+    LONE_SURROGATE,
+    escape_surrogates,
+    normalize_text,
+    text_encoding,
+)
 
 #: The sidecar's string fields read as a caption, the first present taken where a tar
 #: sample has no caption member; the others (and this one, beside a caption member)
@@ -42,8 +48,11 @@ def _depth_ok(value: Any, limit: int) -> bool:
 
 def parse_sidecar(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """A ``KEY.json`` sidecar as a dict, or why it is unusable."""
-    try:  # a byte-order mark before it (Windows' Notepad, PowerShell) is no error
-        meta = json.loads(data.decode("utf-8-sig"))
+    codec = text_encoding(data[:4])  # a byte-order mark: Notepad's UTF-8, PowerShell 5's
+    try:  # UTF-16 (Out-File), as a caption member may be
+        meta = json.loads(data.decode(codec))
+    except UnicodeDecodeError as exc:
+        return None, f"sidecar .json is not {ENCODING_NAMES[codec]} text: {exc}"
     except ValueError as exc:  # not UTF-8, not JSON; an integer of more than 4,300
         # digits (Python's limit on converting one) ended the run (helper-38)
         return None, f"sidecar .json: {str(exc).split('; use sys.')[0]}"

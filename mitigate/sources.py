@@ -16,7 +16,6 @@ whole file (not a tar, cut off) become :class:`SourceIssue` entries for the summ
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -39,7 +38,13 @@ from mitigate.tarscan import (
     scan_tar,
     split_name,
 )
-from mitigate.text import LONE_SURROGATE, normalize_text
+from mitigate.text import (
+    BYTE_ORDER_MARKS,
+    ENCODING_NAMES,
+    LONE_SURROGATE,
+    normalize_text,
+    text_encoding,
+)
 
 # Image formats read, by member extension and by Pillow format name. Decoding is
 # restricted to these plugins, so no input can make Pillow start an external program
@@ -132,30 +137,10 @@ def not_text(surrogate: str) -> str:
     return f"a lone surrogate U+{code:04X}"
 
 
-#: Byte-order marks and the codec each names; UTF-32's before UTF-16's (its
-#: little-endian mark starts with UTF-16's). Windows tools write them: Notepad's
-#: "Unicode" and Excel's "Unicode Text" are UTF-16 with a mark.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-BYTE_ORDER_MARKS = tuple(bom for bom, _ in _BOMS)
-ENCODING_NAMES = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
-
-
 #: Why a caption with a NUL character is refused (no text has one; UTF-16 without a
 #: byte-order mark, read as UTF-8, has one after every ASCII letter and passed the
 #: caption filters as such).
 NUL_IN_TEXT = "holds NUL characters: not text (UTF-16 without a byte-order mark?)"
-
-
-def text_encoding(head: bytes) -> str:
-    """The codec of text whose first bytes are ``head``: the one its byte-order mark
-    names (the codec drops the mark), else UTF-8 (``utf-8-sig``, which is UTF-8)."""
-    return next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8-sig")
 
 
 def key_problem(key: str) -> str | None:

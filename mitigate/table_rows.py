@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mitigate.sources import text_encoding
+from mitigate.text import text_encoding
 
 log = logging.getLogger(__name__)
 

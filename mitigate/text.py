@@ -7,6 +7,7 @@ so that all of them agree on what a "word" is.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 import unicodedata
@@ -16,6 +17,26 @@ import unicodedata
 #: escaped on its own (``"\\ud83c"``, where a string was cut inside an emoji). Neither is
 #: a character: a manifest column or output file cannot hold it.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+#: Byte-order marks and the codec each names; UTF-32's before UTF-16's (its
+#: little-endian mark starts with UTF-16's). Windows tools write them: Notepad's
+#: "Unicode" and Excel's "Unicode Text" are UTF-16 with a mark.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+BYTE_ORDER_MARKS = tuple(bom for bom, _ in _BOMS)
+ENCODING_NAMES = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
+
+
+def text_encoding(head: bytes) -> str:
+    """The codec of text whose first bytes are ``head``: the one its byte-order mark
+    names (the codec drops the mark), else UTF-8 (``utf-8-sig``, which is UTF-8)."""
+    return next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8-sig")
 
 
 def escape_surrogates(text: str) -> str:

@@ -441,7 +441,6 @@ def _caption_problems(
     """A problem when none of ``records`` (a source's first samples) has an image of an
     accepted format, or a caption: a caption member, or a caption field in its sidecar
     (read by ``read``)."""
-    import json
 
     from mitigate.sources import (
         CAPTION_EXTS,
@@ -450,6 +449,7 @@ def _caption_problems(
         SIDECAR_CAPTION_FIELDS,
         caption_member,
         inner_dots,
+        parse_sidecar,
         sidecar_caption_field,
     )
 
@@ -470,8 +470,8 @@ def _caption_problems(
         if sidecar is None or sidecar.size > config.decode.max_sidecar_bytes:
             continue
         try:
-            meta = json.loads(read(record, {JSON_EXT})[JSON_EXT])
-        except (ValueError, RecursionError, EOFError):
+            meta, _ = parse_sidecar(read(record, {JSON_EXT})[JSON_EXT])
+        except EOFError:
             continue
         if isinstance(meta, dict) and sidecar_caption_field(meta) is not None:
             return []
@@ -492,7 +492,8 @@ def _caption_text_problems(
     (UTF-8, or UTF-16/32 with a byte-order mark): every sample would be an
     ``invalid_caption_encoding`` error (a dataset of cp1252 captions passed here, then
     failed whole, helper-33)."""
-    from mitigate.sources import ENCODING_NAMES, caption_member, text_encoding
+    from mitigate.sources import caption_member
+    from mitigate.text import ENCODING_NAMES, text_encoding
 
     first = None
     for record in records:

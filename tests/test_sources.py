@@ -306,6 +306,14 @@ def test_a_sidecar_with_a_byte_order_mark_is_read():
     assert parse_sidecar(b"\xef\xbb\xbf" + data) == (meta, None)
     assert parse_sidecar(data) == (meta, None)
     assert parse_sidecar(b"\xef\xbb\xbf")[0] is None  # a mark alone is still no JSON
+    # PowerShell 5's Out-File writes UTF-16 with a mark (helper-41: invalid_json)
+    text = json.dumps({"caption": "un café", "n": 1}, ensure_ascii=False)
+    for codec in ("utf-16", "utf-16-be", "utf-32"):
+        raw = text.encode(codec)
+        if codec == "utf-16-be":
+            raw = b"\xfe\xff" + raw
+        assert parse_sidecar(raw) == ({"caption": "un café", "n": 1}, None)
+    assert parse_sidecar(b"\xff\xfe{\x00\x00")[1].startswith("sidecar .json is not UTF-16")
 
 
 def test_a_utf16_caption_is_held_to_max_caption_bytes_as_the_utf8_it_becomes():
