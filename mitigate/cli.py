@@ -361,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     sel_p.add_argument("--filter", required=True, help="filter id whose scores to use")
     sel_p.add_argument("--n", type=int, default=500, help="how many samples (default 500)")
     sel_p.add_argument(
-        "--strategy", choices=["uncertain", "positives", "neighbours"], default="uncertain"
+        "--strategy",
+        choices=["uncertain", "positives", "neighbours"],
+        default="uncertain",
+        help="default uncertain",
     )
     sel_p.add_argument(
         "--threshold", type=float, help="threshold to select around (default: the run's)"
@@ -381,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default="selection",
         metavar="DIR",
-        help="where to write selection.csv and contact_sheet.html",
+        help="where to write selection.csv and contact_sheet.html (default selection/)",
     )
     sel_p.add_argument(
         "--no-blur", action="store_true", help="show images of 'sexual'-category filters unblurred"

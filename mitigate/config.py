@@ -941,7 +941,7 @@ def _cross_checks(config: Config, failed: set[str] | None = None) -> list[str]:
     if config.runner.name == "dask" and config.dedup.near and config.dedup.partition == "clusters":
         # Measured (session 7): with both candidate views the partitioned graph has ~100
         # stages, and Beam's Dask runner, which recomputes shared upstream stages per
-        # branch, did not finish the 45 bundled samples in 25 minutes on a 2-process
+        # branch, did not finish the bundled samples (45 then) in 25 minutes on a 2-process
         # LocalCluster (18 s on the local runner), warning of inconsistent task graphs.
         errors.append(
             "dedup.partition: the dask runner cannot run the partitioned near-dup graph "
