@@ -55,7 +55,14 @@ import numpy as np
 
 from mitigate import calibrate, review, select
 from mitigate.runtable import ArrowKeys, PartedEmbeddings, RowSubset, RunTable
-from mitigate.train_output import finite, markdown, model_sha256, snippet, write_review
+from mitigate.train_output import (
+    finite,
+    markdown,
+    model_sha256,
+    output_problem,
+    snippet,
+    write_review,
+)
 
 log = logging.getLogger(__name__)
 Opener = Callable[[str], IO[bytes]]
@@ -394,36 +401,6 @@ class TrainResult:
 
 
 #: What a probe's folder holds besides its NAME.onnx and NAME.yaml.
-PROBE_FILES = frozenset({"report.json", "report.md", "review"})
-
-
-def _check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an output that is not empty, unless ``overwrite`` and it is a probe this
-    command wrote: the folder is replaced whole, so anything else in it (the run trained
-    from, a user's files) would be deleted."""
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise TrainError(f"--output: {output} is a file, not a folder")
-    names = sorted(p.name for p in output.iterdir())
-    if not names:
-        return
-    if not overwrite:
-        raise TrainError(f"--output: {output} exists and is not empty; pass --overwrite")
-    foreign = [n for n in names if n not in PROBE_FILES and not n.endswith((".onnx", ".yaml"))]
-    try:
-        ours = "out_of_fold" in json.loads((output / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        ours = False
-    if foreign or not ours:
-        held = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        what = f"holds {held}" if foreign else "has no probe's report.json"
-        raise TrainError(
-            f"--output: {output} {what}: not a probe `mitigate train` wrote, which is all "
-            "--overwrite replaces (the folder is replaced whole); choose another folder"
-        )
-
-
 def train(
     from_dir: str | Path,
     filter_id: str,
@@ -452,7 +429,8 @@ def train(
             raise TrainError(f"{label}: must match [a-z][a-z0-9_]*, got {value!r}")
     if not 0 < target_recall <= 1:
         raise TrainError(f"--target-recall: must be in (0, 1], got {target_recall}")
-    _check_output(output, overwrite)
+    if problem := output_problem(output, overwrite):
+        raise TrainError(f"--output: {output} {problem}")
     try:
         entry = review.run_filter_config(from_dir, filter_id)
     except KeyError as exc:

@@ -182,3 +182,41 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
+
+
+#: What ``mitigate train`` writes besides ``NAME.onnx`` and ``NAME.yaml``
+PROBE_FILES = frozenset({"report.json", "report.md", "review"})
+REVIEW_FILES = frozenset({"contact_sheet.html", "selection.csv"})  # in review/
+
+
+def output_problem(output: Path, overwrite: bool) -> str | None:
+    """Why ``output`` may not be written: it is not empty, unless ``overwrite`` and it
+    is a probe this command wrote, file for file (the folder is replaced whole, so
+    anything else in it, the run trained from or a user's files, would be deleted:
+    helper-42's ``production.yaml``, a fine-tuned ``*.onnx``, ``review/NOTES.txt``)."""
+    if not output.exists():
+        return None
+    if not output.is_dir():
+        return "is a file, not a folder"
+    names = sorted(p.name for p in output.iterdir())
+    if not names:
+        return None
+    if not overwrite:
+        return "exists and is not empty; pass --overwrite"
+    try:  # the previous probe's name says its files
+        report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+        ours, was = "out_of_fold" in report, str(report.get("name"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        ours, was = False, ""
+    review_dir = output / "review"
+    inside = sorted(p.name for p in review_dir.iterdir()) if review_dir.is_dir() else []
+    foreign = [n for n in names if n not in {*PROBE_FILES, f"{was}.onnx", f"{was}.yaml"}]
+    foreign += [f"review/{n}" for n in inside if n not in REVIEW_FILES]
+    if not foreign and ours:
+        return None
+    held = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    return (
+        f"{f'holds {held}' if foreign else 'has no probe report.json'}: not a probe "
+        "`mitigate train` wrote, which is all --overwrite replaces (the folder is replaced "
+        "whole); choose another folder"
+    )

@@ -234,6 +234,15 @@ def test_output_is_refused_unless_overwrite(tmp_path, capsys):
     assert main(_train_args(run, labels, out)) == 0
     assert main(_train_args(run, labels, out, "--overwrite")) == 0  # a probe: replaced
     assert (out / "thing.onnx").is_file() and (out / "report.json").is_file()
+    # a user's model or config beside the probe's, or notes in review/: not ours, kept
+    # (helper-42: any *.onnx, *.yaml and everything in review/ was deleted)
+    for name in ("production.yaml", "my_finetuned_v3.onnx", "review/NOTES.txt"):
+        (out / name).write_text("mine")
+        assert main(_train_args(run, labels, out, "--overwrite")) == 2
+        assert f"holds {name}: not a probe" in capsys.readouterr().err
+        assert (out / name).read_text() == "mine"
+        (out / name).unlink()
+    assert main(_train_args(run, labels, out, "--overwrite")) == 0
 
 
 def test_run_embeddings_are_read_from_the_part_files_not_held_in_memory(tmp_path):
