@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,20 @@ def _runtime() -> Iterator[None]:
     except (ConfigError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        raise RunFailed(f"{type(exc).__name__}: {exc}") from exc
+        raise RunFailed(f"{type(exc).__name__}: {_cause(str(exc))}") from exc
+
+
+_CAUSE_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+def _cause(message: str) -> str:
+    """A failure's message; where it is a worker's traceback as text (Beam's error from
+    a second worker: "Traceback (most recent call last): ..."), its last error line
+    (``OSError: [Errno 28] No space left on device [while running 'WriteShards']``)."""
+    if not message.lstrip().startswith("Traceback"):
+        return message
+    causes = [line.strip() for line in message.splitlines() if _CAUSE_LINE.fullmatch(line.strip())]
+    return causes[-1] if causes else message
 
 
 def _config_args(

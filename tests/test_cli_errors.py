@@ -606,3 +606,23 @@ def test_redecide_refuses_settings_it_cannot_apply(default_run, tmp_path, capsys
     assert not (tmp_path / "r").exists()
     # what it does apply: a threshold, execution settings
     assert main([*argv, "--set", "filters.0.threshold=0.5", "--set", "decode.processes=1"]) == 0
+
+
+def test_a_workers_traceback_as_text_fails_with_its_last_error_line():
+    """A second Beam worker's failure reaches the run as a RuntimeError whose message
+    is that worker's traceback: the one line read "RuntimeError: Traceback (most
+    recent call last):" (helper-42)."""
+    from mitigate.cli import RunFailed, _runtime
+
+    text = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in f\n    g()\n'
+        "RuntimeError: OSError: [Errno 28] No space left on device [while running 'W']\n"
+    )
+    with pytest.raises(RunFailed) as exc, _runtime():
+        raise RuntimeError(text)
+    assert str(exc.value) == (
+        "RuntimeError: RuntimeError: OSError: [Errno 28] No space left on device "
+        "[while running 'W']"
+    )
+    with pytest.raises(RunFailed, match=r"^ValueError: plain$"), _runtime():
+        raise ValueError("plain")
