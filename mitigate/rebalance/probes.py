@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from mitigate.rebalance.weights import FIXED_BITS
 from mitigate.text import UNSPACED, normalize_text, words
 
 # --------------------------------------------------------------------------------------
@@ -112,10 +113,10 @@ class ProbeTableAccumulator:
         self.needles = tuple(unspaced_needles(ts) for ts in self.terms)
         self.n_unfiltered = 0
         self.n_filtered = 0
-        self.weight_filtered = 0.0
+        self.weight_filtered = 0  # units of 2**-FIXED_BITS
         self.hits_unfiltered = [0] * len(self.groups)
         self.hits_filtered = [0] * len(self.groups)
-        self.weight_hits_filtered = [0.0] * len(self.groups)
+        self.weight_hits_filtered = [0] * len(self.groups)
 
     def _hits(self, caption: str | None) -> Iterator[int]:
         return matching_groups(caption, self.terms, self.needles, self.max_n)
@@ -131,10 +132,11 @@ class ProbeTableAccumulator:
         if not (math.isfinite(weight) and weight >= 0):
             raise ValueError(f"weight must be finite and >= 0, got {weight}")
         self.n_filtered += 1
-        self.weight_filtered += weight
+        units = round(weight * (1 << FIXED_BITS))  # an integer sum: the same in any order
+        self.weight_filtered += units
         for i in self._hits(caption):
             self.hits_filtered[i] += 1
-            self.weight_hits_filtered[i] += weight
+            self.weight_hits_filtered[i] += units
 
     def merge(self, other: ProbeTableAccumulator) -> ProbeTableAccumulator:
         """New accumulator holding the counts of both (same probes required)."""

@@ -320,13 +320,25 @@ def solve_scale(hist: LogHistogram, w_min: float, w_max: float) -> float:
     return math.exp(hi)
 
 
+#: Weights are summed as integers in units of ``2**-FIXED_BITS``: integer sums are the
+#: same in any order, so a run's summary is the same whatever its workers' bundles
+#: (float sums differed in their last digits between runs: helper-42).
+FIXED_BITS = 40
+
+
+def fixed_sum(values: np.ndarray) -> int:
+    """The sum of ``values`` in units of ``2**-FIXED_BITS`` (each rounded once)."""
+    scaled = np.rint(np.asarray(values, dtype=np.float64) * float(1 << FIXED_BITS))
+    return sum(int(v) for v in scaled.tolist())
+
+
 @dataclass
 class WeightStats:
     """Mergeable exact moments plus a histogram, for the summary of final weights."""
 
     n: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
+    total: int = 0  # units of 2**-FIXED_BITS, as total_sq: order-free sums
+    total_sq: int = 0
     minimum: float = math.inf
     maximum: float = -math.inf
     at_min: int = 0  # weights equal to w_min (clipped up)
@@ -337,8 +349,8 @@ class WeightStats:
         w = np.asarray(weights, dtype=np.float64).ravel()
         if w.size:
             self.n += int(w.size)
-            self.total += float(w.sum())
-            self.total_sq += float(np.dot(w, w))
+            self.total += fixed_sum(w)
+            self.total_sq += fixed_sum(w * w)
             self.minimum = min(self.minimum, float(w.min()))
             self.maximum = max(self.maximum, float(w.max()))
             self.at_min += int(np.count_nonzero(w <= w_min))
@@ -361,10 +373,11 @@ class WeightStats:
     def summary(
         self, quantiles: Sequence[float] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
     ) -> dict[str, Any]:
-        ess = self.total**2 / self.total_sq if self.total_sq > 0 else 0.0
+        unit = 1 << FIXED_BITS
+        ess = self.total**2 / (self.total_sq * unit) if self.total_sq > 0 else 0.0
         return {
             "n": self.n,
-            "mean": self.total / self.n if self.n else None,
+            "mean": self.total / (self.n * unit) if self.n else None,
             "min": self.minimum if self.n else None,
             "max": self.maximum if self.n else None,
             "effective_sample_size": ess,
