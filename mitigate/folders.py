@@ -136,11 +136,17 @@ def index_folder(
                     Reason.UNSUPPORTED_MEMBER, f"{name!r} is a {kind}; only regular files are read"
                 )
                 continue
-            if any(m[0] == ext for m in current.members):
+            twin = next((m[3] for m in current.members if m[0] == ext), None)
+            if twin is not None:
+                nfc = unicodedata.normalize("NFC", twin) == unicodedata.normalize("NFC", name)
+                how = "Unicode forms (NFC, NFD)" if nfc else "cases of its extension"
                 current.fail(
                     Reason.DUPLICATE_MEMBER,
-                    f"two files named {name!r} (or differing only in the extension's case)",
+                    f"two files named {twin!r} and {name!r} (one name in two {how})",
                 )
+                # listed too: a second sample of that name (helper-41) is not lost unsaid
+                if len(current.members) < MAX_MEMBERS_PER_SAMPLE:
+                    current.members.append((ext, 0, size, name))
                 continue
             if len(current.members) >= MAX_MEMBERS_PER_SAMPLE:
                 current.fail(

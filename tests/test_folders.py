@@ -403,6 +403,17 @@ def test_a_folder_of_no_accepted_image_stops_validate_and_unicode_forms_are_one_
     (record,) = [r for r in _index(forms) if isinstance(r, SampleRecord)]
     assert (record.key, record.reason) == ("caf\u00e9", None)
     assert sorted(m.name for m in record.members) == ["cafe\u0301.jpg", "caf\u00e9.txt"]
+    # both forms of both names: two samples on Linux, one key here. The error lists
+    # every file, so the second sample is not lost unsaid (helper-41)
+    (forms / "caf\u00e9.jpg").write_bytes(_photos(sample_dir, 2)[1])  # NFC
+    (forms / "cafe\u0301.txt").write_text("a second cafe")  # NFD
+    (forms / "a.JPG").write_bytes(_photos(sample_dir, 1)[0])
+    (forms / "a.jpg").write_bytes(_photos(sample_dir, 2)[1])
+    records = {r.key: r for r in _index(forms) if isinstance(r, SampleRecord)}
+    cafe = records["caf\u00e9"]
+    assert cafe.reason == "duplicate_member" and "Unicode forms (NFC, NFD)" in cafe.detail
+    assert len(cafe.members) == 4
+    assert "cases of its extension" in records["a"].detail
 
 
 def test_no_tool_writes_into_the_folder_its_run_read(tmp_path, sample_dir, capsys):
