@@ -153,10 +153,14 @@ def table_problems(
             fileobj.seek(0)
             key, image = used.get("key_column", ROW_KEY), used["image_column"]
             # a Parquet column of the images' bytes is read at decode time, not here
-            paths = fmt != "parquet" or image_kind(_schema(fileobj), image) is None
+            schema = _schema(fileobj) if fmt == "parquet" else None
+            paths = schema is None or image_kind(schema, image) is None
             columns = [*([image] if paths else []), *([key] if key != ROW_KEY else [])]
             first = _first_values(fileobj, fmt, columns) if columns else {}
             found += _unreadable_images(image, first[image]) if paths else []
+            held = [c for c in schema.names if image_kind(schema, c)] if schema else []
+            if found and held:  # img2dataset's url column beside its jpg bytes (helper-41)
+                found[-1] += f" (the table's {held[0]!r} holds images: input.image_column)"
             if key != ROW_KEY and not found:
                 found += _dotted_keys(key, first[key])
         except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:

@@ -356,6 +356,16 @@ def test_a_table_whose_images_are_all_web_addresses_stops_before_any_work(tmp_pa
         f"input.paths[0]: {path}: column 'url' holds web addresses (100 of the first 100 "
         "rows, e.g. 'https://example.com/0.jpg'): images are not downloaded here"
     ) in err
+    assert "holds images: input.image_column" not in err
+    if fmt == "parquet":  # img2dataset's table: the url beside the jpg's bytes (helper-41)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path).append_column("jpg", pa.array([b"\xff\xd8"] * 150))
+        pq.write_table(table, path)
+        assert main(argv) == 2
+        assert "(the table's 'jpg' holds images: input.image_column)" in capsys.readouterr().err
+        pq.write_table(table.drop_columns(["jpg"]), path)
     rows[40]["url"] = "local/a.jpg"
     _write(path, rows)
     assert main(argv) == 0
