@@ -50,6 +50,12 @@ def table_format(path: str, configured: str) -> str:
             f"{path!r} is an image, not a dataset: give WebDataset tars, or a table (CSV, "
             "JSONL, Parquet) of key, image path and caption"
         )
+    if lower.endswith((".zip", ".7z", ".rar")):
+        raise ValueError(
+            f"{path!r} is a {lower.rsplit('.', 1)[1]} archive, not a tar: shards are read "
+            "by offset, so unpack it and give the folder (input.format: folder reads image "
+            "files and captions), or pack the samples into tars"
+        )
     if lower.endswith(".json"):
         raise ValueError(
             f"cannot tell the format of {path!r}: tables are read as JSON Lines (one object "

@@ -118,6 +118,10 @@ def test_arrow_ipc_files_and_plain_json_are_named():
         table_format("/d/00000/000000001.JPG", "auto")
     with pytest.raises(ValueError, match=r"tables are read as JSON Lines .* input.format=jsonl"):
         table_format("/d/rows.json", "auto")
+    # a zip or 7z was "cannot tell the format ... set input.format", as if one read it
+    for name, kind in (("s.zip", "zip"), ("s.7Z", "7z")):
+        with pytest.raises(ValueError, match=rf"is a {kind} archive, not a tar: .* unpack it"):
+            table_format(f"/d/{name}", "auto")
     with pytest.raises(ValueError, match=r"from its extension; set input.format$"):
         table_format("/d/rows.dat", "auto")
     assert table_format("/d/rows.json", "jsonl") == "jsonl"
