@@ -157,8 +157,13 @@ def key_problem(key: str) -> str | None:
         return "key is an absolute path or has an empty, '.' or '..' segment"
     if any(part.startswith(".") for part in key.split("/")):
         return "key has a hidden ('.'-prefixed) name"
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key):  # C0, DEL and C1 controls
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):  # C0 and DEL
         return "key contains a control character"
+    if any(128 <= ord(c) < 160 for c in key):  # C1: what cp1252's € “ ” are in latin-1
+        return (
+            "key contains a control character (U+0080-U+009F: a Windows name read as "
+            "latin-1? input.name_encoding: cp1252)"
+        )
     return None
 
 

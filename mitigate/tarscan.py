@@ -542,5 +542,10 @@ def decode_name(raw: bytes, fallback: str | None) -> tuple[str, str | None]:
         except UnicodeDecodeError:
             pass
     shown = raw.decode("utf-8", "backslashreplace")
-    hint = f" nor {fallback}" if fallback else "; set input.name_encoding (e.g. latin-1) to read it"
+    hint = (
+        f" nor {fallback}"
+        if fallback
+        else "; set input.name_encoding to read it (cp1252 for names from Windows tools, "
+        "shift_jis for Japanese ones, latin-1 for old GNU tars)"
+    )
     return shown, f"member name {raw!r} is not UTF-8{hint}"

@@ -184,7 +184,11 @@ def test_the_helpers_name_what_they_found():
     assert key_problem("caf\udce9") == "key is not UTF-8 text (byte 0xe9)"
     assert key_problem("a\ud83c") == "key is not UTF-8 text (a lone surrogate U+D83C)"
     # C1 controls: latin-1 gives them for bytes 0x80-0x9F of a cp437 or cp1252 name
-    assert key_problem("\x80a") == "key contains a control character"
+    # (helper-41: the hint said latin-1, which gives them; cp1252 reads € and “”)
+    assert key_problem("\x80a").startswith("key contains a control character (U+0080-U+009F")
+    assert "input.name_encoding: cp1252" in key_problem("\x93a\x94")
+    assert key_problem("a\x1b[2J") == "key contains a control character"
+    assert "\x80a".encode("latin-1").decode("cp1252") == "€a"
     assert key_problem("caf\xe9") is None
     assert key_problem("café") is None
 
