@@ -539,6 +539,7 @@ def train(
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    old: Path | None = None
     try:
         onnx_path = work / f"{name}.onnx"
         import onnx
@@ -561,11 +562,18 @@ def train(
         )
         (work / "report.md").write_text(markdown(report), encoding="utf-8")
         write_review(work / "review", from_dir, run, report, entry, opener, n_review)
-        if output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
+        # the old probe moved aside first, deleted once the new one is in place: a kill
+        # between the two steps left neither (helper-42)
+        old = work.with_name(work.name + ".old") if output.exists() else None
+        if old is not None:
+            output.rename(old)
         work.rename(output)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        if old is not None and old.exists() and not output.exists():
+            old.rename(output)  # the new one failed to take its place: the old goes back
         raise
     log.info(
         "probe %s on %s: out-of-fold ROC AUC %.4f, threshold %r -> %s",
