@@ -22,18 +22,18 @@ def _added_filters(args: argparse.Namespace) -> list[str]:
 
     import yaml
 
-    from mitigate.config import ConfigError
+    from mitigate.config import ConfigError, load_yaml
 
     if not getattr(args, "add_filter", None):
         return []
     try:
-        base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+        base = load_yaml(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
     except (OSError, yaml.YAMLError):
         return []  # load_config reports the config file's own problem
     entries = list((base or {}).get("filters") or []) if isinstance(base, dict) else []
     for path in args.add_filter:
         try:
-            snippet = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            snippet = load_yaml(Path(path).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError([f"--add-filter {path}: cannot read it: {exc}"]) from None
         if not isinstance(snippet, dict) or not isinstance(snippet.get("filters"), list):

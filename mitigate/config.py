@@ -1066,6 +1066,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# An exponent without a dot (``1e-3``) is a number: YAML 1.2 says so, PyYAML (YAML 1.1)
+# reads it as text, which numbers now refuse (helper-44: `threshold: 1e-3` was refused)
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as configs are read: ``safe_load``, a key given twice refused, ``1e-3`` a
+    number."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b=value`` (value as YAML) into (['a', 'b'], value)."""
     if "=" not in text:
@@ -1075,7 +1090,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError([f"--set {text!r}: empty key segment"])
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError([f"--set {key}: value is not valid YAML: {exc}"]) from None
     return parts, parsed
@@ -1140,7 +1155,7 @@ def _load_config(
         if not path.is_file():
             raise ConfigError([f"config file not found: {path}"])
         try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+            raw = load_yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
         except UnicodeDecodeError as exc:

@@ -237,6 +237,22 @@ def test_bad_values_are_config_errors_not_coercions(override, expected):
     assert any(e.startswith(expected) for e in exc.value.errors), exc.value.errors
 
 
+def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(tmp_path):
+    """PyYAML reads 1e-3 as text; refusing text for numbers refused it (helper-44)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "input: {paths: ['*.tar']}\nfilters:\n  - {name: nsfw, threshold: 1e-3}\n"
+        "rebalance: {C: 1E2, w_max: +2e1}\n"
+    )
+    config, _ = load_config(path)
+    assert config.filters[0].threshold == 0.001
+    assert (config.rebalance.C, config.rebalance.w_max) == (100.0, 20.0)
+    config, _ = load_config(path, ["filters.0.threshold=5e-2"])
+    assert config.filters[0].threshold == 0.05
+    with pytest.raises(ConfigError, match=r"threshold: must be a number, not text"):
+        load_config(path, ["filters.0.threshold='1e-3'"])  # quoted: text
+
+
 def test_auto_stays_text_where_a_number_field_takes_it():
     config, _ = load_config(
         REPO / "configs" / "default.yaml",
