@@ -121,6 +121,9 @@ def cmd_redecide(args: argparse.Namespace) -> int:
         )
     if args.config is None:
         args.config = str(Path(args.from_dir) / "config.yaml")
+        # a run's --overwrite is no setting to pass on (runs before f010950 recorded
+        # it: a redecide replaced an existing run in its --output unasked, helper-44)
+        args.overrides = ["output.overwrite=false", *(args.overrides or [])]
     config, _ = _load(args)
     with _runtime():
         summary = redecide(config, str(Path(args.from_dir).resolve()), args.beam_args)

@@ -103,6 +103,13 @@ def test_overwrite_replaces_only_what_the_previous_run_wrote(finished, tmp_path,
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "--overwrite" in err, err
     assert _snapshot(other) == finished[1]
+    # a run of an earlier version recorded overwrite: true: still not passed on
+    text = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(text.replace("  overwrite: false\n", "  overwrite: true\n"))
+    proc = _cli(["redecide", "--from", str(out), "--output", str(other)], tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "--overwrite" in err, err
+    assert _snapshot(other) == finished[1]
 
 
 def test_files_the_run_did_not_create_are_never_replaced(tmp_path, sample_dir):
