@@ -12,17 +12,23 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from mitigate.cli_config import DEFAULT_CONFIG, _load
 from mitigate.commands import UsageError, cmd_calibrate, cmd_select, cmd_train
-from mitigate.console import EXIT_INTERRUPTED, exit_now, print_summary, stdout_console
+from mitigate.console import (
+    EXIT_INTERRUPTED,
+    RunFailed,
+    exit_now,
+    print_summary,
+    stdout_console,
+)
 from mitigate.console import interruptible as _interruptible
 from mitigate.console import live_progress as _live_progress
+from mitigate.console import one_line as _one_line
+from mitigate.console import runtime as _runtime
 
 if TYPE_CHECKING:
     pass
@@ -35,38 +41,6 @@ if TYPE_CHECKING:
 # that is occupied, locked or not writable); 1 the run started and failed; 130 Ctrl-C.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERRUPTED (130), console.py
 log = logging.getLogger("mitigate")
-
-
-class RunFailed(Exception):
-    """A run that had started failed (exit status 1, whatever the underlying error)."""
-
-
-@contextlib.contextmanager
-def _runtime() -> Iterator[None]:
-    """Errors past this point are runtime failures (1), not usage errors (2), even a
-    ValueError from deep inside a run; config errors found late (the output folder
-    locked by a run that started meanwhile) stay config errors."""
-    from mitigate.config import ConfigError
-
-    try:
-        yield
-    except (ConfigError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        raise RunFailed(f"{type(exc).__name__}: {_cause(str(exc))}") from exc
-
-
-_CAUSE_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
-
-
-def _cause(message: str) -> str:
-    """A failure's message; where it is a worker's traceback as text (Beam's error from
-    a second worker: "Traceback (most recent call last): ..."), its last error line
-    (``OSError: [Errno 28] No space left on device [while running 'WriteShards']``)."""
-    if not message.lstrip().startswith("Traceback"):
-        return message
-    causes = [line.strip() for line in message.splitlines() if _CAUSE_LINE.fullmatch(line.strip())]
-    return causes[-1] if causes else message
 
 
 def _config_args(
@@ -503,17 +477,6 @@ _BEAM_NOISE = (
 def _quiet_beam_import_noise(record: logging.LogRecord) -> bool:
     message = record.getMessage()
     return not any(noise in message for noise in _BEAM_NOISE)
-
-
-def _one_line(exc: BaseException) -> str:
-    """The message of an error, never a bare errno (``FileNotFoundError(2, ...)``)."""
-    if isinstance(exc, OSError) and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror or exc}"
-    if isinstance(exc, UnicodeError):  # its first argument is the codec's name alone
-        return str(exc)
-    if exc.args and isinstance(exc.args[0], str):
-        return exc.args[0]
-    return str(exc) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

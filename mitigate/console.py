@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -262,3 +263,46 @@ def exit_now(code: int) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`)
             stream.flush()
     os._exit(code)
+
+
+class RunFailed(Exception):
+    """A run that had started failed (exit status 1, whatever the underlying error)."""
+
+
+@contextlib.contextmanager
+def runtime() -> Iterator[None]:
+    """Errors past this point are runtime failures (1), not usage errors (2), even a
+    ValueError from deep inside a run; config errors found late (the output folder
+    locked by a run that started meanwhile) stay config errors."""
+    from mitigate.config import ConfigError
+
+    try:
+        yield
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise RunFailed(f"{type(exc).__name__}: {_cause(str(exc))}") from exc
+
+
+_CAUSE_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+def _cause(message: str) -> str:
+    """A failure's message; where it is a worker's traceback as text (Beam's error from
+    a second worker: "Traceback (most recent call last): ..."), its last error line
+    (``OSError: [Errno 28] No space left on device [while running 'WriteShards']``)."""
+    if not message.lstrip().startswith("Traceback"):
+        return message
+    causes = [line.strip() for line in message.splitlines() if _CAUSE_LINE.fullmatch(line.strip())]
+    return causes[-1] if causes else message
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of an error, never a bare errno (``FileNotFoundError(2, ...)``)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, UnicodeError):  # its first argument is the codec's name alone
+        return str(exc)
+    if exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc) or type(exc).__name__

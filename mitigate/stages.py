@@ -25,6 +25,7 @@ from mitigate.records import (
     keep_rank,
 )
 from mitigate.samples import Opener, SampleReader
+from mitigate.sidecar import carried_captions, other_captions, parse_sidecar
 from mitigate.sources import CAPTION_EXTS, FORMAT_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
 from mitigate.tables import read_errors, shown
 
@@ -65,6 +66,27 @@ def load_payloads(
                 why = f"{exc.strerror}: {shown(str(name))}" if name and exc.strerror else exc
                 out.append((record.with_error(Reason.READ_ERROR, f"cannot read: {why}"), None))
     return out
+
+
+def fill_other_captions(records: Sequence[SampleRecord], open_source: Opener) -> None:
+    """Each record's other captions where its manifest had no such column (a run before
+    they were read: a redecide kept a sidecar's harmful alt text, helper-44): from a
+    table row's carried columns, or from its tar sample's ``.json`` sidecar, read again.
+    In place: the records are the redecide's own, just rebuilt from their rows."""
+    with SampleReader(open_source) as reader:
+        for record in records:
+            if record.other_captions is not None or record.state == ERROR:
+                continue
+            caption = record.caption or ""
+            if not record.members:
+                record.other_captions = carried_captions(record.row_fields, caption)
+                continue
+            try:
+                data = reader.members(record, {JSON_EXT})
+            except (OSError, EOFError):
+                data = {}  # gone or changed since: the shard writer says so
+            meta = parse_sidecar(data[JSON_EXT])[0] if JSON_EXT in data else None
+            record.other_captions = other_captions(meta, caption)
 
 
 def _read_image_file(

@@ -376,6 +376,8 @@ class ReadRunPart(beam.DoFn):
                 if matrix.shape[1] and np.isfinite(matrix[i]).all():
                     record.embeddings[fid] = matrix[i]
             records.append(record)
+        if rows and "other_captions" not in rows[0]:  # a run of an earlier version
+            stages.fill_other_captions(records, fs.open_read)
         if self.store is not None:
             records = sigstore.spill(self.store, records)
         yield from records

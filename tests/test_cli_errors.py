@@ -612,7 +612,8 @@ def test_a_workers_traceback_as_text_fails_with_its_last_error_line():
     """A second Beam worker's failure reaches the run as a RuntimeError whose message
     is that worker's traceback: the one line read "RuntimeError: Traceback (most
     recent call last):" (helper-42)."""
-    from mitigate.cli import RunFailed, _runtime
+    from mitigate.console import RunFailed
+    from mitigate.console import runtime as _runtime
 
     text = (
         'Traceback (most recent call last):\n  File "x.py", line 1, in f\n    g()\n'

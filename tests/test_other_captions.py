@@ -138,6 +138,16 @@ def test_a_table_rows_carried_caption_columns_are_read_too(tmp_path):
     )
     pq.write_table(table, tmp_path / "t.parquet")
     rows = _run([tmp_path / "t.parquet"], tmp_path / "out", "output.table_fields=true")
+    # a table run of an earlier version: the carried columns are read from row_fields
+    from mitigate.cli import main
+
+    for part in (tmp_path / "out" / "manifest").glob("*.parquet"):
+        pq.write_table(pq.read_table(part).drop_columns(["other_captions"]), part)
+    assert (
+        main(["redecide", "--from", str(tmp_path / "out"), "--output", str(tmp_path / "re")]) == 0
+    )
+    again = {r["key"]: r["reason"] for r in pq.read_table(tmp_path / "re" / "manifest").to_pylist()}
+    assert again == {k: r["reason"] for k, r in rows.items()}
     by_image = {r["image_path"].rsplit("/", 1)[-1]: r for r in rows.values()}
     assert by_image["1.jpg"]["reason"] == "caption_term_match"
     assert "(.json 'text')" in by_image["1.jpg"]["info_caption_terms"]
@@ -179,3 +189,7 @@ def test_redecide_of_a_manifest_without_the_column_writes_its_shards(tmp_path):
     assert rows["clean"]["state"] == "kept"
     with tarfile.open(next((tmp_path / "re" / "shards").glob("*.tar"))) as tar:
         assert "clean.json" in tar.getnames()
+    # the sidecars are read again: their other captions filtered, as a fresh run does
+    # (helper-44: the redecide of an older run kept the harmful alt texts)
+    assert rows["alt"]["reason"] == rows["prompt"]["reason"] == "caption_term_match"
+    assert rows["clean"]["other_captions"] == [{"field": "caption", "text": "a square, grey"}]

@@ -215,7 +215,7 @@ def test_read_labels_takes_a_spreadsheets_byte_order_mark_and_names_other_encodi
 
 
 def test_the_cli_shows_a_decoding_error_whole_not_its_codec_name():
-    from mitigate.cli import _one_line
+    from mitigate.console import one_line as _one_line
 
     exc = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
     assert _one_line(exc) == str(exc) and "can't decode byte 0xff" in _one_line(exc)
