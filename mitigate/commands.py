@@ -116,7 +116,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     labelled: list[str] = []
     for path in args.exclude:
         _need_labels("--exclude", path)
-        labelled += review.all_key_forms(review.read_labels(path))
+        labelled += review.read_labels(path)
     out = Path(args.output)
     _not_in_an_input_folder(out, args.from_dir)
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.overwrite):
@@ -138,7 +138,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     # nor a duplicate: its label is its kept copy's, and one image with 100 copies
     # filled a selection of 10 with them (helper-40)
     scores = np.where(run.is_state("duplicate"), np.nan, scores)
-    scores[keys.rows_of(labelled)] = np.nan  # --exclude: labelled in an earlier round
+    scores[review.rows_of_labels(keys, labelled)] = np.nan  # --exclude: labelled before
     notes: dict[int, str] = {}
     if args.strategy == "uncertain":
         picked = select.select_uncertain(keys, scores, threshold, args.n)
@@ -151,7 +151,7 @@ def cmd_select(args: argparse.Namespace) -> int:
                 "(a labels CSV key,label)"
             )
         labels = review.read_labels(args.positives)
-        positives = review.all_key_forms(k for k, v in labels.items() if v)
+        positives = [k for k, v in labels.items() if v]
         if not positives:  # 0 samples, exit 0 and no word before
             raise UsageError(f"--positives: {args.positives} labels no sample harmful")
         # a linear probe's embeddings are its backbone's (it stores none of its own:
@@ -165,7 +165,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             scores,
             threshold,
             args.n,
-            positive_rows=keys.rows_of(positives),
+            positive_rows=review.rows_of_labels(keys, positives),
         )
         picked = [i for i, _, _ in found]
         notes = {i: f"like {keys[j]} (cosine {sim:.3f})" for i, j, sim in found}

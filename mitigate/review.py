@@ -227,6 +227,39 @@ def run_key(key: str, known: Container[str]) -> str | None:
     return next((form for form in key_forms(key) if form in known), None)
 
 
+def resolve_labels(
+    labels: dict[str, bool], known: Container[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Each label's run key (:func:`run_key`), one label a sample: the same key in two
+    normal forms labelled alike counts once, unalike is a ValueError naming both (it
+    counted as a positive and a negative, helper-44); and the labels no key matches."""
+    found: dict[str, str] = {}
+    first: dict[str, str] = {}  # run key -> the label that named it first
+    missing = []
+    for key in labels:
+        at = run_key(key, known)
+        if at is None:
+            missing.append(key)
+        elif at not in first:
+            first[at], found[key] = key, at
+        elif labels[first[at]] != labels[key]:
+            raise ValueError(
+                f"labels {first[at]!r} and {key!r} name one sample, {at!r} (one key in two "
+                "Unicode forms), and disagree: keep the one that holds"
+            )
+    return found, missing
+
+
+def rows_of_labels(keys: Any, wanted: Iterable[str]) -> Any:
+    """Rows of a run's keys (:class:`mitigate.runtable.ArrowKeys`) that ``wanted`` name:
+    a key as written, else its other normal form (a run may hold both as two samples)."""
+    wanted = list(wanted)
+    exact = keys.rows_of(wanted)
+    held = {keys[i] for i in exact.tolist()}
+    others = [f for k in wanted if k not in held for f in key_forms(k)[1:]]
+    return np.union1d(exact, keys.rows_of(others)) if others else exact
+
+
 def read_image_bytes(row: dict[str, Any], opener: Opener) -> bytes:
     """A sample's original image bytes, from its tar member, its file or its image path;
     ValueError where they are no longer those the run hashed (an input rewritten since:
@@ -365,12 +398,10 @@ def calibration_data(
         at = np.flatnonzero(hits & finite)
         keys = table.column("key").take(pa.array(at, type=pa.int64())).to_pylist()
         by_key.update(zip(keys, scores[at].tolist(), strict=True))
-    at = {k: run_key(k, by_key) for k in labels}
-    missing = sorted(k for k, found in at.items() if found is None)
-    known = [k for k, found in at.items() if found is not None]
+    at, missing = resolve_labels(labels, by_key)
     return (
-        np.array([by_key[at[k]] for k in known], dtype=np.float64),  # type: ignore[index]
-        np.array([labels[k] for k in known], dtype=bool),
+        np.array([by_key[run] for run in at.values()], dtype=np.float64),
+        np.array([labels[k] for k in at], dtype=bool),
         np.concatenate(every) if every else np.empty(0, dtype=np.float64),
-        missing,
+        sorted(missing),
     )

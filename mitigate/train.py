@@ -139,9 +139,12 @@ def load_run_embeddings(out_dir: str | Path, filter_id: str) -> RunEmbeddings:
     return RunEmbeddings(table.keys(), embeddings, has)
 
 
-def labelled_rows(run: RunEmbeddings, labels: dict[str, bool], filter_id: str) -> np.ndarray:
-    """Row index of every labelled key; TrainError when a key is not in the run or its
-    sample has no embedding, or when there are too few of either class."""
+def labelled_rows(
+    run: RunEmbeddings, labels: dict[str, bool], filter_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row index and label of every labelled sample (two normal forms of one key, one
+    label); TrainError when a key is not in the run or its sample has no embedding, or
+    when there are too few of either class."""
     if not labels:
         raise TrainError("--labels: no labelled rows")
     index: dict[str, int] = {}
@@ -150,13 +153,17 @@ def labelled_rows(run: RunEmbeddings, labels: dict[str, bool], filter_id: str) -
         # a key repeated in the input: the occurrence with an embedding stands
         if key not in index or (run.has_embedding[i] and not run.has_embedding[index[key]]):
             index[key] = i
-    at = {k: review.run_key(k, index) for k in labels}  # an NFD label of an NFC key
-    if missing := [k for k, found in at.items() if found is None]:
+    try:  # an NFD label of an NFC key
+        at, missing = review.resolve_labels(labels, index)
+    except ValueError as exc:
+        raise TrainError(f"--labels: {exc}") from None
+    labels = {k: labels[k] for k in at}  # one label a sample
+    if missing:
         raise TrainError(
             f"--labels: {len(missing)} labelled key(s) are not in the run "
             f"(e.g. {', '.join(map(repr, missing[:3]))}); label samples of this run"
         )
-    rows = np.array([index[at[k]] for k in labels], dtype=np.int64)  # type: ignore[index]
+    rows = np.array([index[at[k]] for k in labels], dtype=np.int64)
     empty = [k for k, r in zip(labels, rows, strict=True) if not run.has_embedding[r]]
     if empty:
         raise TrainError(
@@ -173,7 +180,7 @@ def labelled_rows(run: RunEmbeddings, labels: dict[str, bool], filter_id: str) -
             f"--labels: {n_pos} positive and {n_neg} negative labels; at least "
             f"{MIN_PER_CLASS} of each are needed"
         )
-    return rows
+    return rows, np.array(list(labels.values()), dtype=bool)
 
 
 @dataclass
@@ -452,8 +459,7 @@ def train(
     except ValueError as exc:
         raise TrainError(f"--labels: {exc}") from None
     run = load_run_embeddings(from_dir, filter_id)
-    rows = labelled_rows(run, labels, filter_id)
-    y = np.array(list(labels.values()), dtype=bool)
+    rows, y = labelled_rows(run, labels, filter_id)
     x = run.embeddings[rows].astype(np.float32)
 
     # the rows with an embedding, read a chunk at a time by the two passes below

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from mitigate import review
 
@@ -76,7 +77,7 @@ def test_train_finds_the_rows_of_labels_in_the_other_normal_form():
     run = RunEmbeddings(ArrowKeys(pa.array(keys)), None, np.ones(len(keys), dtype=bool))  # type: ignore[arg-type]
     labels = {unicodedata.normalize("NFD", NFC): True, unicodedata.normalize("NFC", NFD): True}
     labels |= {f"k{i}": i < 8 for i in range(20)}
-    rows = labelled_rows(run, labels, "nsfw")
+    rows, _ = labelled_rows(run, labels, "nsfw")
     assert rows[:2].tolist() == [0, 1]
     try:
         labelled_rows(run, {**labels, "gone": False}, "nsfw")
@@ -84,3 +85,26 @@ def test_train_finds_the_rows_of_labels_in_the_other_normal_form():
         assert "1 labelled key(s) are not in the run (e.g. 'gone')" in str(exc)
     else:
         raise AssertionError("a key not in the run was taken")
+
+
+def test_one_sample_labelled_in_both_forms_is_one_label_or_an_error():
+    """helper-44: café in NFC labelled 1 and in NFD labelled 0 counted as a positive and
+    a negative; alike, as two labels of one sample."""
+    composed, decomposed = NFC, unicodedata.normalize("NFD", NFC)
+    found, missing = review.resolve_labels({composed: True, decomposed: True}, {composed})
+    assert found == {composed: composed} and missing == []
+    with pytest.raises(ValueError, match=r"name one sample, .* and disagree"):
+        review.resolve_labels({composed: True, decomposed: False}, {composed})
+    # a run holding both forms as two samples: each label names its own
+    found, _ = review.resolve_labels({composed: True, decomposed: False}, {composed, decomposed})
+    assert found == {composed: composed, decomposed: decomposed}
+
+
+def test_rows_of_labels_take_the_key_as_written_before_its_other_form():
+    from mitigate.runtable import ArrowKeys
+
+    composed, decomposed = NFC, unicodedata.normalize("NFD", NFC)
+    both = ArrowKeys(pa.array([composed, decomposed, "x"]))
+    assert review.rows_of_labels(both, [composed]).tolist() == [0]  # not the NFD sample
+    one = ArrowKeys(pa.array(["x", composed]))
+    assert review.rows_of_labels(one, [decomposed, "x", "gone"]).tolist() == [0, 1]
