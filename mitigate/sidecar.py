@@ -167,3 +167,10 @@ def row_fields(row: dict[Any, Any], used: Sequence[str], limit: int) -> str | No
         if len(text.encode("utf-8")) <= limit or not fields:
             return text
     return text
+
+
+def summary_bytes(summary: Any) -> bytes:
+    """``summary.json``'s bytes: strict JSON, a NaN or infinity written ``null`` (a run
+    that kept nothing wrote its weight quantiles as ``NaN``, which JSON readers refuse:
+    helper-44)."""
+    return json.dumps(json_ready(summary), indent=2, sort_keys=True, allow_nan=False).encode()

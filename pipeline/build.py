@@ -29,7 +29,6 @@ carries once more): the only Flatten of records is the group by source's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -59,6 +58,7 @@ from mitigate.pipeline.signatures import (
 from mitigate.records import KEPT, PENDING, SampleRecord
 from mitigate.runners import beam_memo
 from mitigate.samples import SampleReader, shard_sample
+from mitigate.sidecar import summary_bytes
 from mitigate.sources import SourceIssue
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ class WriteSummary(beam.DoFn):
             summary["rebalance"] = rebalance[0]
         if dedup:
             summary["dedup"] = dedup[0]
-        fs.write_bytes(self.layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
+        fs.write_bytes(self.layout.summary, summary_bytes(summary))
         if problems:
             raise RuntimeError("conservation check failed: " + "; ".join(problems))
         yield summary

@@ -26,6 +26,7 @@ from mitigate.pipeline import fs, outdir
 from mitigate.pipeline.build import Layout, build, build_redecide
 from mitigate.pipeline.preflight import preflight
 from mitigate.runners import pipeline_options
+from mitigate.sidecar import summary_bytes
 from mitigate.sources import SourceIssue
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str,
         "wall_seconds": round(elapsed, 3),
         "samples_per_second": round(summary["input_count"] / elapsed, 2) if elapsed else None,
     }
-    fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
+    fs.write_bytes(layout.summary, summary_bytes(summary))
     try:
         write_html_report(layout.root, shown_as=config.output.path)
     except Exception as exc:
@@ -287,7 +288,7 @@ def _finish_summary(layout: Layout, config: Config, elapsed: float) -> dict[str,
         # (report.html stays in "outputs": the name is the run's, for `mitigate report`
         # to write and a later --overwrite to replace)
         summary["report_error"] = f"{type(exc).__name__}: {exc}"
-        fs.write_bytes(layout.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
+        fs.write_bytes(layout.summary, summary_bytes(summary))
     return summary
 
 

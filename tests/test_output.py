@@ -180,3 +180,32 @@ def test_the_sidecar_lists_the_caption_members_not_copied():
         m = json.loads(tar.extractfile("m.json").read())
     assert k["url"] == "u" and k["mitigate"]["members_not_copied"] == ["cap", "caption"]
     assert "members_not_copied" not in m["mitigate"]
+
+
+def test_summary_json_is_strict_json_when_a_run_keeps_nothing(tmp_path, sample_dir):
+    """A run that kept nothing wrote its weight quantiles as NaN, which JSON readers
+    (JavaScript's JSON.parse) refuse (helper-44)."""
+    from mitigate.config import load_config
+    from mitigate.pipeline.run import run
+    from mitigate.sidecar import summary_bytes
+
+    assert summary_bytes({"q": {"0.5": float("nan")}, "x": [float("inf"), 1.5]}) == (
+        b'{\n  "q": {\n    "0.5": null\n  },\n  "x": [\n    null,\n    1.5\n  ]\n}'
+    )
+    repo = sample_dir.parents[1]
+    config, _ = load_config(
+        repo / "configs" / "default.yaml",
+        [
+            f"input.paths=[{str(sample_dir / 'shard-00000.tar')!r}]",
+            f"output.path={str(tmp_path / 'out')!r}",
+            "filters=[{name: nsfw, store_embeddings: true, threshold: 0.0}]",
+        ],
+    )
+    run(config)
+    text = (tmp_path / "out" / "summary.json").read_text()
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} in summary.json")
+
+    summary = json.loads(text, parse_constant=refuse)
+    assert summary["counts"].get("kept", {"total": 0})["total"] == 0
