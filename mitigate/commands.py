@@ -179,7 +179,13 @@ def cmd_select(args: argparse.Namespace) -> int:
         writer.writerow(["key", "score", "state", "source", "note"])
         for i in picked:
             writer.writerow(
-                [keys[i], f"{scores[i]:.6f}", rows[i]["state"], rows[i]["source"], notes.get(i, "")]
+                [
+                    review.csv_safe(keys[i]),
+                    f"{scores[i]:.6f}",
+                    rows[i]["state"],
+                    review.csv_safe(rows[i]["source"]),
+                    notes.get(i, ""),
+                ]
             )
     blur = entry.get("category") == "sexual" and not args.no_blur
     entries = []

@@ -196,6 +196,8 @@ def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bo
                 f"{path}:{line}: label {row['label']!r} is not one of {LABEL_VALUES}{hint}"
             )
         key, label = row["key"], value in _TRUE
+        if key[:1] == "'" and key[1:2] in FORMULA_STARTS:  # written by csv_safe
+            key = key[1:]
         if key in out and out[key] != label:
             said = "harmful" if out[key] else "benign"
             raise ValueError(
@@ -204,6 +206,17 @@ def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bo
             )
         first.setdefault(key, line)
         out[key] = label
+
+
+#: A cell a spreadsheet takes for a formula when it starts so (``=cmd|' /C calc'!A0``).
+FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+def csv_safe(text: str) -> str:
+    """A key or path as a CSV cell a spreadsheet shows as text: a leading ``'`` where it
+    would start a formula (keys come from the dataset: helper-44), which
+    :func:`read_labels` takes off again."""
+    return "'" + text if text[:1] in FORMULA_STARTS else text
 
 
 def key_forms(key: str) -> list[str]:
@@ -312,19 +325,21 @@ button{margin:2px}
 """
 
 _SHEET_JS = """
-const labels = {};
+const labels = new Map();  // not an object: a key "__proto__" was lost (helper-44)
 function mark(key, value, el) {
-  labels[key] = value;
+  labels.set(key, value);
   const card = el.closest('.card');
   card.classList.toggle('pos', value === 1);
   card.classList.toggle('neg', value === 0);
 }
-// a key as a CSV cell: quoted where it holds a comma, a quote, a line break or edge spaces
+// a key as a CSV cell: a ' before one a spreadsheet would take for a formula (= + - @),
+// quoted where it holds a comma, a quote, a line break or edge spaces
 function cell(s) {
+  if (/^[=+\\-@\\t\\r]/.test(s)) s = "'" + s;
   return /[",\\r\\n]|^\\s|\\s$/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
 }
 function labelsCsv() {
-  const rows = ['key,label'].concat(Object.entries(labels).map(([k, v]) => `${cell(k)},${v}`));
+  const rows = ['key,label'].concat(Array.from(labels, ([k, v]) => `${cell(k)},${v}`));
   return rows.join('\\n') + '\\n';
 }
 function download() {

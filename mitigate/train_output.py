@@ -143,7 +143,8 @@ def write_review(
         writer.writerow(["key", "score", "state", "source", "note"])
         for key, score, note in picked:
             row = rows[key]
-            writer.writerow([key, f"{score:.6f}", row["state"], row["source"], note])
+            source = review.csv_safe(row["source"])
+            writer.writerow([review.csv_safe(key), f"{score:.6f}", row["state"], source, note])
             try:
                 uri = review.thumbnail(review.read_image_bytes(row, opener))
             except (OSError, EOFError, KeyError, ValueError) as exc:

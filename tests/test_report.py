@@ -1171,6 +1171,9 @@ def test_the_contact_sheets_labels_csv_quotes_its_keys_in_a_browser(tmp_path):
     # helper-34: key "x,1" was written x,1,0 and read back as key "x" labelled 1
     binary = require_chromium()
     keys = ["x,1", 'say "hi"', "line\nbreak", " padded", "plain", "img,036"]
+    # helper-44: "__proto__" was lost (an object's prototype, not an entry); keys a
+    # spreadsheet takes for formulas are written with a leading ' and read back without
+    keys += ["__proto__", "=cmd|' /C calc'!A0", "+SUM(1,2)", "-2+3", "@x"]
     entries = [review.SheetEntry(k, 0.5, "a caption", "", "") for k in keys]
     page = tmp_path / "sheet.html"
     page.write_text(review.contact_sheet("t", "i", entries, blurred=False), encoding="utf-8")
@@ -1188,3 +1191,6 @@ def test_the_contact_sheets_labels_csv_quotes_its_keys_in_a_browser(tmp_path):
     path.write_text(text, encoding="utf-8", newline="")
     want = {k: i % 2 == 0 for i, k in enumerate(keys)}  # harmful, benign, ...
     assert review.read_labels(path) == want
+    cells = [line.split(",")[0].strip('"') for line in text.splitlines()[1:]]
+    assert not [c for c in cells if c[:1] in "=+-@"]  # no cell a spreadsheet computes
+    assert review.csv_safe("=A1") == "'=A1" and review.csv_safe("a=b") == "a=b"
