@@ -16,7 +16,9 @@ from mitigate.config import Config, ConfigError
 from mitigate.folders import folder_source
 from mitigate.formats import COMPRESSED_TARS, TABLE_SUFFIXES, table_format
 from mitigate.pipeline import fs, outdir
+from mitigate.sources import not_text
 from mitigate.tables import COLUMN_ALIASES, ROW_KEY, table_problems
+from mitigate.text import LONE_SURROGATE, escape_surrogates
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,13 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
                         f"give the tars alone ({pattern!r} matches them too; e.g. "
                         f"{os.path.join(os.path.dirname(path), '*.tar')!r})"
                     )
+                continue
+            if (bad := LONE_SURROGATE.search(path)) is not None:  # Beam's coder fails on it
+                errors.append(
+                    f"input.paths[{i}]: {escape_surrogates(path)}: the file's name is not "
+                    f"UTF-8 ({not_text(bad.group())}): rename it (e.g. convmv -f cp1252 "
+                    "-t utf-8 --notest)"
+                )
                 continue
             if "://" not in path and os.path.isdir(path):
                 errors.append(f"input.paths[{i}]: {path} is a folder: {_folder_hint(path)}")

@@ -226,3 +226,23 @@ def test_a_double_star_folder_also_matches_no_folder(tmp_path):
         ["g/sub/b.tar", "g/sub/deep/c.tar"],
         ["g/a.tar"],
     ]
+
+
+def test_an_input_file_whose_name_is_not_utf8_stops_before_any_work(tmp_path, capsys):
+    """validate said OK, then the run ended in Beam's coder (UnicodeEncodeError,
+    surrogates not allowed; helper-44)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from mitigate.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    shutil.copy(sample / "shard-00001.tar", tmp_path / "ok.tar")
+    shutil.copy(sample / "shard-00000.tar", os.path.join(os.fsencode(tmp_path), b"caf\xe9.tar"))
+    argv = ["--input", str(tmp_path / "*.tar"), "--output", str(tmp_path / "out")]
+    for command in ("validate", "run"):
+        assert main([command, *argv]) == 2
+        err = capsys.readouterr().err
+        assert "caf\\xe9.tar: the file's name is not UTF-8 (byte 0xe9): rename it" in err
+    assert not (tmp_path / "out").exists()
