@@ -21,6 +21,7 @@ from mitigate.commands import UsageError, cmd_calibrate, cmd_select, cmd_train
 from mitigate.console import (
     EXIT_INTERRUPTED,
     RunFailed,
+    TerminalText,
     exit_now,
     print_summary,
     stdout_console,
@@ -501,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_quiet_beam_import_noise)
+        handler.addFilter(TerminalText())
     from mitigate.config import ConfigError
 
     if not args.verbose:

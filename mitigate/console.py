@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -12,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+
+from mitigate.text import terminal_text
 
 if TYPE_CHECKING:
     from mitigate.config import Config
@@ -178,7 +181,20 @@ def stdout_console() -> Any:
     return _Console()
 
 
+class TerminalText(logging.Filter):
+    """Log lines with a terminal's escapes shown as their codes (an input file named
+    with ESC ] 0 set the terminal's title from a warning: helper-44)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = terminal_text(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
+
+
 def print_summary(summary: dict[str, Any], console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     total = summary["input_count"]
@@ -193,10 +209,9 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         for reason, n in entry["reasons"].items():
             table.add_row("", reason, str(n), f"{n / total:.1%}" if total else "-")
     console.print(table)
-    for issue in summary.get("source_issues", []):
-        console.print(
-            f"[yellow]source issue[/] {issue['source']}: {issue['reason']}: {issue['detail']}"
-        )
+    for issue in summary.get("source_issues", []):  # names from the data: shown, not acted on
+        where = escape(terminal_text(f"{issue['source']}: {issue['reason']}: {issue['detail']}"))
+        console.print(f"[yellow]source issue[/] {where}")
     if "rebalance" in summary:
         print_bias_table(summary["rebalance"], console)
     run = summary.get("run", {})

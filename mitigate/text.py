@@ -39,6 +39,21 @@ def text_encoding(head: bytes) -> str:
     return next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8-sig")
 
 
+#: C0 and C1 controls but tab and newline, each as its code (``\x1b``): a terminal's
+#: escapes (ESC, BEL) in a caption or a file's name are shown, never acted on
+CONTROL_ESCAPES = {
+    c: f"\\x{c:02x}"
+    for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0))
+}
+#: ... and carriage return, which rewrites a terminal's line
+TERMINAL_ESCAPES = {**CONTROL_ESCAPES, 0x0D: "\\x0d"}
+
+
+def terminal_text(text: str) -> str:
+    """``text`` as a terminal may print it (:data:`TERMINAL_ESCAPES`)."""
+    return text.translate(TERMINAL_ESCAPES)
+
+
 def escape_surrogates(text: str) -> str:
     """``text`` with each lone surrogate written as an escape (``\\xe9`` for a byte
     that is not UTF-8, ``\\ud83c`` for half a pair): a name a manifest can hold."""

@@ -627,3 +627,30 @@ def test_a_workers_traceback_as_text_fails_with_its_last_error_line():
     )
     with pytest.raises(RunFailed, match=r"^ValueError: plain$"), _runtime():
         raise ValueError("plain")
+
+
+def test_a_terminals_escapes_in_input_names_are_shown_not_acted_on(tmp_path, capsys):
+    """An input named with ESC ] 0 ... BEL set the terminal's title from a warning and
+    the source-issue line (helper-44)."""
+    import logging
+
+    from mitigate.console import TerminalText, print_summary
+
+    record = logging.LogRecord(
+        "m", logging.WARNING, "f", 1, "%s: cut", ("x\x1b]0;T\x07.tar",), None
+    )
+    assert TerminalText().filter(record) and record.getMessage() == "x\\x1b]0;T\\x07.tar: cut"
+    summary = {
+        "input_count": 1,
+        "counts": {"error": {"total": 1, "reasons": {"truncated_shard": 1}}},
+        "source_issues": [
+            {"source": "a\x1b[31m[b].tar", "reason": "truncated_shard", "detail": "x\r"}
+        ],
+        "shards": [],
+    }
+    from mitigate.console import stdout_console
+
+    print_summary(summary, stdout_console())
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out  # no escape reaches the terminal
+    assert "a\\x1b[31m[b].tar: truncated_shard: x\\x0d" in out

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from mitigate.report.data import FilterSpec
 from mitigate.report.svgplot import Chart
 from mitigate.review import Opener, read_image_bytes, thumbnail
+from mitigate.text import CONTROL_ESCAPES
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,7 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 # C0 and C1 controls but tab and newline: a terminal's escapes in a caption (ESC, BEL)
 # shown as their code, not passed into the page
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
-_CONTROLS.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+_CONTROLS = CONTROL_ESCAPES
 
 
 def _esc(value: Any) -> str:
