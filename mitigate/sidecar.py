@@ -90,6 +90,16 @@ def other_captions(meta: dict[str, Any] | None, caption: str) -> tuple[tuple[str
     return tuple(out)
 
 
+def too_long(others: tuple[tuple[str, str], ...], limit: int | None) -> str | None:
+    """Why one of a sample's other captions is refused: over ``limit`` bytes in UTF-8
+    (``decode.max_caption_bytes``, as the caption itself), else None."""
+    for field, text in others:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if limit is not None and size > limit:
+            return f"caption (.json {field!r}) of {size} bytes > max_caption_bytes {limit}"
+    return None
+
+
 def carried_captions(row_fields: str | None, caption: str) -> tuple[tuple[str, str], ...]:
     """:func:`other_captions` of a table row's carried columns (``row_fields``' JSON)."""
     if not row_fields or not any(f'"{f}"' in row_fields for f in SIDECAR_CAPTION_FIELDS):

@@ -29,6 +29,7 @@ from mitigate.sidecar import (  # noqa: F401 (re-exported: the sidecar's rules w
     other_captions,
     parse_sidecar,
     sidecar_caption_field,
+    too_long,
 )
 from mitigate.tarscan import (
     TarProblem,
@@ -528,13 +529,7 @@ def parse_payload(
         return record.with_error(Reason.INVALID_CAPTION_ENCODING, f"caption{where} {NUL_IN_TEXT}")
     if not normalize_text(caption):  # blank, or only characters that render as nothing
         return record.with_error(Reason.MISSING_CAPTION, "caption is empty")
-    others = other_captions(meta, caption)
-    for field, text in others:  # read by the caption filters and kept in the manifest
-        size = len(text.encode("utf-8"))
-        if max_caption_bytes is not None and size > max_caption_bytes:
-            return record.with_error(
-                Reason.CAPTION_TOO_LARGE,
-                f"caption (.json {field!r}) of {size} bytes > max_caption_bytes "
-                f"{max_caption_bytes}",
-            )
+    others = other_captions(meta, caption)  # read by the caption filters, in the manifest
+    if problem := too_long(others, max_caption_bytes):
+        return record.with_error(Reason.CAPTION_TOO_LARGE, problem)
     return Payload(data[record.image_ext or ""], caption, meta, raw, others)

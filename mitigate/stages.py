@@ -27,7 +27,8 @@ from mitigate.records import (
 from mitigate.samples import Opener, SampleReader
 from mitigate.sidecar import carried_captions, other_captions, parse_sidecar
 from mitigate.sources import CAPTION_EXTS, FORMAT_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
-from mitigate.tables import read_errors, shown
+from mitigate.tables import read_errors
+from mitigate.text import shown
 
 
 def load_payloads(

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from mitigate.records import Reason, SampleRecord
-from mitigate.sidecar import carried_captions, row_fields
+from mitigate.sidecar import carried_captions, row_fields, too_long
 from mitigate.sources import (
     LONE_SURROGATE,
     NUL_IN_TEXT,
@@ -41,7 +41,7 @@ from mitigate.table_rows import (
     temporal,
     too_many_cells,
 )
-from mitigate.text import escape_surrogates
+from mitigate.text import escape_surrogates, shown
 
 _IMAGES = ("image", "image_path", "path", "file", "filename", "file_name", "jpg", "png", "webp")
 # Table columns tried, in order, when the configured column is the default and absent.
@@ -324,11 +324,6 @@ def resolve_image_path(image: str, root: str) -> str | None:
     return prefix + norm if inside else None
 
 
-#: Characters of a cell an error's detail quotes (a base64 image in a path column is
-#: ~100 KB, and each row's detail repeated it).
-SHOWN_CHARS = 200
-
-
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
 
 
@@ -340,13 +335,6 @@ def inline_image(value: str) -> bool:
     return value[:5].lower() == "data:" or (
         len(value) > 1024 and "." not in head and bool(_BASE64.fullmatch(head))
     )
-
-
-def shown(value: str) -> str:
-    """``value`` quoted for an error's detail, cut to :data:`SHOWN_CHARS` characters."""
-    if len(value) <= SHOWN_CHARS:
-        return repr(value)
-    return f"{value[:SHOWN_CHARS]!r}... ({len(value):,} characters)"
 
 
 def _not_text(column: str, value: Any) -> str:
@@ -563,6 +551,9 @@ def iter_table(
                 used_names = (key_column, image_column, caption_column)
                 rec.row_fields = row_fields(row, used_names, limits.max_table_fields_bytes)
                 rec.other_captions = carried_captions(rec.row_fields, caption)
+                if problem := too_long(rec.other_captions, limits.max_caption_bytes):
+                    yield rec.with_error(Reason.CAPTION_TOO_LARGE, problem)
+                    continue
             if embedded is not None:  # the bytes are the table's, at this row: nothing to resolve
                 rec.image_column = image_column
                 rec.caption = caption

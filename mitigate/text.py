@@ -54,6 +54,18 @@ def terminal_text(text: str) -> str:
     return text.translate(TERMINAL_ESCAPES)
 
 
+#: Characters of a cell an error's detail quotes (a base64 image in a path column is
+#: ~100 KB, and each row's detail repeated it).
+SHOWN_CHARS = 200
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for an error's detail, cut to :data:`SHOWN_CHARS` characters."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}... ({len(value):,} characters)"
+
+
 def escape_surrogates(text: str) -> str:
     """``text`` with each lone surrogate written as an escape (``\\xe9`` for a byte
     that is not UTF-8, ``\\ud83c`` for half a pair): a name a manifest can hold."""

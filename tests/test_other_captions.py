@@ -166,6 +166,21 @@ def test_an_other_caption_over_max_caption_bytes_is_refused(tmp_path):
     assert "'text'" in rows["big"]["detail"]
 
 
+def test_a_tables_carried_caption_over_max_caption_bytes_is_refused_as_a_sidecars(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "0.jpg").write_bytes(_jpeg(0))
+    (tmp_path / "img" / "1.jpg").write_bytes(_jpeg(1))
+    table = pa.table(
+        {"image": ["img/0.jpg", "img/1.jpg"], "caption": ["a", "b"], "text": ["x" * 300, "y"]}
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    rows = _run([tmp_path / "t.parquet"], tmp_path / "out", "decode.max_caption_bytes=200")
+    by_row = {r["index"]: r for r in rows.values()}
+    assert by_row[0]["reason"] == "caption_too_large"  # helper-44: kept, unchecked
+    assert "'text'" in by_row[0]["detail"]
+    assert by_row[1]["state"] == "kept"
+
+
 def test_other_captions_in_field_order_without_repeats():
     meta = {"txt": "B", "prompt": "b ", "text": "C", "caption": "a", "other": "D"}
     assert other_captions(meta, "A") == (("text", "C"), ("prompt", "b "))
