@@ -518,6 +518,12 @@ def main(argv: list[str] | None = None) -> int:
             logging.ERROR
         )
     try:
+        # a path given empty (an unset shell variable) is no folder, not the working one
+        # (`select --output ""` wrote there; run's paths are refused by the config)
+        for name in ("output", "from_dir", "scores", "out_dir", "labels", "positives"):
+            if getattr(args, name, None) == "":
+                flag = {"from_dir": "--from", "out_dir": "OUT"}.get(name, f"--{name}")
+                raise UsageError(f"{flag}: an empty path (an unset variable?)")
         code = args.func(args)
         # Flushed here, so that a reader that went away (`| head`) is caught below
         # rather than reported by the interpreter at exit.

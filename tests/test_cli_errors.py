@@ -654,3 +654,40 @@ def test_a_terminals_escapes_in_input_names_are_shown_not_acted_on(tmp_path, cap
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\r" not in out  # no escape reaches the terminal
     assert "a\\x1b[31m[b].tar: truncated_shard: x\\x0d" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["select", "--from", "x", "--filter", "nsfw", "--output", ""], "--output"),
+        (["select", "--from", "", "--filter", "nsfw"], "--from"),
+        (["calibrate", "--scores", "", "--labels", "l.csv", "--filter", "nsfw"], "--scores"),
+        (["report", ""], "OUT"),
+        (
+            [
+                "train",
+                "--from",
+                "r",
+                "--embeddings",
+                "e",
+                "--labels",
+                "",
+                "--name",
+                "n",
+                "--output",
+                "o",
+            ],
+            "--labels",
+        ),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_working_folder(
+    argv, flag, capsys, tmp_path, monkeypatch
+):
+    """`select --output ""` wrote into the working folder (helper-44)."""
+    monkeypatch.chdir(tmp_path)
+    from mitigate.cli import main
+
+    assert main(argv) == 2
+    assert f"mitigate: {flag}: an empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
