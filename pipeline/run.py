@@ -62,13 +62,18 @@ def _staged(config: Config, work: Callable[[Config, Layout], None]) -> dict[str,
     config pointed at the staging folder; config.yaml records the real output path."""
     out = config.output.path
     started = time.perf_counter()
-    made = "://" not in out and not os.path.exists(out)  # this run makes the folder
+    made = []  # the folders this run makes: the output and parents not there yet
+    if "://" not in out:
+        folder = os.path.abspath(out)
+        while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+            made.append(folder)
+            folder = os.path.dirname(folder)
     try:
         return _staged_in(config, work, out, started)
     except BaseException:
-        if made:  # a run that failed leaves no empty folder it made
+        for folder in made:  # a run that failed leaves no empty folder it made
             with contextlib.suppress(OSError):
-                os.rmdir(out)
+                os.rmdir(folder)
         raise
 
 

@@ -369,6 +369,11 @@ def test_a_run_that_fails_leaves_no_empty_folder_it_made(tmp_path):
             _staged(config, fails)
         assert out.exists() == existed  # a folder the user made stays
         assert not existed or os.listdir(out) == []
+    # nor the parents it made for it (helper-42: --output n1/n2/out left n1/n2)
+    deep = tmp_path / "n1" / "n2" / "out"
+    with pytest.raises(RuntimeError, match="a bundle failed"):
+        _staged(validate_config({"output": {"path": str(deep)}}), fails)
+    assert not (tmp_path / "n1").exists()
 
 
 def _fake_run(folder: Path, tag: str, names: list[str]) -> dict[str, bytes]:
