@@ -77,6 +77,8 @@ def interruptible(out: str) -> Iterator[None]:
             what += b" after the run's complete output was swapped into " + os.fsencode(out)
         with contextlib.suppress(Exception):
             os.write(2, b"mitigate: " + what + b"\n")
+        with contextlib.suppress(Exception):  # Beam's worker processes wrote on into the
+            _kill_children()  # staging folder after it was removed (helper-42)
         with contextlib.suppress(Exception):
             _remove_own_staging(out)
         with contextlib.suppress(Exception):
@@ -97,6 +99,23 @@ def interruptible(out: str) -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         TEMP_DIRS.clear()  # the run's own: Pipeline.run has removed them by now
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's child processes (Beam's SDK workers, decode workers),
+    found in ``/proc`` (nothing elsewhere: they end with their connection)."""
+    import signal
+
+    me = str(os.getpid())
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses
+            if stat[stat.rindex(")") + 2 :].split()[1] == me:
+                os.kill(int(entry), signal.SIGKILL)
 
 
 def _remove_own_staging(out: str) -> None:

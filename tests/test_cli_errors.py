@@ -691,3 +691,17 @@ def test_an_empty_path_is_refused_not_taken_for_the_working_folder(
     assert main(argv) == 2
     assert f"mitigate: {flag}: an empty path" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_run_kills_its_child_processes_first():
+    """After a Ctrl-C to the run's process alone, Beam's worker processes wrote on into
+    the staging folder just removed (helper-42): the children go first."""
+    code = (
+        "import subprocess, sys, time\n"
+        "from mitigate.console import _kill_children\n"
+        "kids = [subprocess.Popen(['sleep', '60']) for _ in range(2)]\n"
+        "_kill_children()\n"
+        "print([k.wait(timeout=10) for k in kids])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[-9, -9]", proc.stderr
