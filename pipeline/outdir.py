@@ -294,9 +294,14 @@ def locked(out: str) -> Iterator[None]:
         raise ConfigError([f"output.path: could not lock {out}"])
     try:
         yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException:
+        # the block's error is the one to tell: a folder gone read-only mid-run failed
+        # here too, and that named the lock, not the write that failed (helper-42)
+        with contextlib.suppress(OSError):
             os.unlink(path)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _entries(folder: str) -> list[str]:

@@ -99,7 +99,8 @@ def _staged_in(
             with console.uninterrupted():  # a Ctrl-C waits: never half a swap
                 outdir.swap_in(out, staging)
         except BaseException:
-            fs.delete_tree(staging)
+            with contextlib.suppress(OSError):  # read-only since: the first error tells
+                fs.delete_tree(staging)
             raise
     return summary
 

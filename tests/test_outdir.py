@@ -573,3 +573,23 @@ def test_report_holds_the_outputs_lock_as_a_run_does(default_run, tmp_path, caps
     monkeypatch.setattr(outdir, "locked", lambda path: taken.append(path) or real(path))
     assert main(["report", str(out)]) == 0
     assert taken == [str(out)] and not (out / outdir.LOCK).exists()
+
+
+def test_a_failed_runs_error_is_not_hidden_by_its_cleanup(tmp_path, monkeypatch):
+    """A folder gone read-only mid-run: removing the lock and the staging folder failed
+    too, and the message named the lock, not the write (helper-42)."""
+    from mitigate.config import validate_config
+    from mitigate.pipeline import fs
+    from mitigate.pipeline.run import _staged
+
+    def fails(config, layout):
+        def read_only(*args, **kwargs):
+            raise OSError(30, "Read-only file system")
+
+        monkeypatch.setattr(os, "unlink", read_only)
+        monkeypatch.setattr(fs, "delete_tree", read_only)
+        raise OSError(28, "No space left on device: the shard")
+
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left on device: the shard"):
+        _staged(validate_config({"output": {"path": str(out)}}), fails)
