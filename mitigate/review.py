@@ -60,13 +60,30 @@ def manifest_parts(out_dir: str | Path) -> list[Path]:
             rows += pq.ParquetFile(part).metadata.num_rows
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise ValueError(f"{part}: not a readable manifest part ({exc})") from None
-    expected = _summary_rows(out_dir)
+    expected, sources = _summary_rows(out_dir)
     if expected is not None and rows != expected:
+        gone = _missing_parts([p.stem for p in parts], sources)
+        which = f": {', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''} missing" if gone else ""
         raise ValueError(
             f"{out_dir}: its manifest parts hold {rows:,} rows, its summary.json says the run "
-            f"wrote {expected:,}: a part is missing or not this run's ({len(parts)} found)"
+            f"wrote {expected:,}: a part is missing or not this run's ({len(parts)} found"
+            f"{which})"
         )
     return parts
+
+
+def _missing_parts(names: Sequence[str], sources: int | None) -> list[str]:
+    """Part names a run wrote that ``names`` lack: each input's first part (one an input,
+    ``sources`` of them) and the blocks before a block that is there."""
+    have = set(names)
+    gone = [layout.part_name(i) for i in range(sources or 0) if layout.part_name(i) not in have]
+    for name in names:
+        ordinal, _, block = name.removeprefix("part-").partition("_")
+        if block.isdigit() and ordinal.isdigit():
+            for b in range(1, int(block)):
+                if layout.part_name(int(ordinal), b) not in have:
+                    gone.append(layout.part_name(int(ordinal), b))
+    return sorted(set(gone))
 
 
 def inside_input_folder(out: str | Path, sources: Sequence[str]) -> str | None:
@@ -102,15 +119,18 @@ def run_inputs(out_dir: str | Path) -> list[str]:
     return sorted(found)
 
 
-def _summary_rows(out_dir: str | Path) -> int | None:
-    """``manifest_rows`` of the run's summary.json; None without one (a run stopped
-    before it, an older layout)."""
+def _summary_rows(out_dir: str | Path) -> tuple[int | None, int | None]:
+    """``manifest_rows`` and the number of ``sources`` of the run's summary.json; None
+    without one (a run stopped before it, an older layout)."""
     try:
         summary = json.loads(Path(out_dir, layout.SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    rows = summary.get("manifest_rows") if isinstance(summary, dict) else None
-    return rows if isinstance(rows, int) else None
+        return None, None
+    summary = summary if isinstance(summary, dict) else {}
+    rows, sources = summary.get("manifest_rows"), summary.get("sources")
+    return (rows if isinstance(rows, int) else None), (
+        sources if isinstance(sources, int) else None
+    )
 
 
 def load_manifest(out_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table:

@@ -378,6 +378,7 @@ def test_every_tool_refuses_a_run_with_a_part_missing_or_cut(default_run, tmp_pa
         assert main(argv) == 2, name
         err = capsys.readouterr().err
         assert "manifest parts hold 28 rows, its summary.json says the run wrote 49" in err, name
+        assert f"{parts[1].stem} missing)" in err, name  # the part named (helper-43)
     parts[1].write_bytes(hidden.read_bytes()[:-100])  # cut: its footer gone
     for name, argv in tools.items():
         assert main(argv) == 2, name

@@ -108,3 +108,13 @@ def test_rows_of_labels_take_the_key_as_written_before_its_other_form():
     assert review.rows_of_labels(both, [composed]).tolist() == [0]  # not the NFD sample
     one = ArrowKeys(pa.array(["x", composed]))
     assert review.rows_of_labels(one, [decomposed, "x", "gone"]).tolist() == [0, 1]
+
+
+def test_the_missing_manifest_parts_are_named():
+    names = ["part-000000", "part-000002", "part-000002_000003"]
+    assert review._missing_parts(names, 3) == [
+        "part-000001",
+        "part-000002_000001",
+        "part-000002_000002",
+    ]
+    assert review._missing_parts(names, None) == ["part-000002_000001", "part-000002_000002"]
