@@ -158,7 +158,7 @@ def table_problems(
             columns = [*([image] if paths else []), *([key] if key != ROW_KEY else [])]
             first = _first_values(fileobj, fmt, columns) if columns else {}
             found += _unreadable_images(image, first[image]) if paths else []
-            held = [c for c in schema.names if image_kind(schema, c)] if schema else []
+            held = [f.name for f in schema or () if image_kind(_one(f), f.name)]
             if found and held:  # img2dataset's url column beside its jpg bytes (helper-41)
                 found[-1] += f" (the table's {held[0]!r} holds images: input.image_column)"
             if key != ROW_KEY and not found:
@@ -251,6 +251,13 @@ def _key_type(pa: Any, kind: Any) -> bool:
 
 #: Rows read before any work to tell whether a table names its images by web address.
 URL_SAMPLE_ROWS = 100
+
+
+def _one(field: Any) -> Any:
+    """A schema of ``field`` alone (a table may name two columns alike)."""
+    import pyarrow as pa
+
+    return pa.schema([field])
 
 
 def _schema(fileobj: IO[bytes]) -> Any:

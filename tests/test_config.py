@@ -267,7 +267,7 @@ def test_an_empty_output_or_input_on_the_command_line_is_refused(tmp_path, capsy
     monkeypatch.chdir(tmp_path)
     sample = str(REPO / "data" / "sample" / "*.tar")
     assert main(["validate", "--input", sample, "--output", ""]) == 2
-    assert "output.path: String should have at least 1 character" in capsys.readouterr().err
+    assert "--output: an empty path" in capsys.readouterr().err
     assert main(["validate", "--input", ""]) == 2
     assert "input.paths[0]: String should have at least 1 character" in capsys.readouterr().err
     assert main(["validate", "--input", sample, "--set", "output.path="]) == 2

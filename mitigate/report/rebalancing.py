@@ -13,7 +13,11 @@ from mitigate.report.svgplot import Chart, histogram, nice_ticks
 
 def _weights_plot(chart: Chart, quantiles: Mapping[str, float], weights: Histogram | None) -> None:
     """The kept samples' weights: a histogram (left) and their quantiles (right)."""
-    qs = sorted((float(p), float(v)) for p, v in quantiles.items() if math.isfinite(float(v)))
+    qs = sorted(  # a quantile of no weights is null (NaN before summary.json was strict)
+        (float(p), float(v))
+        for p, v in quantiles.items()
+        if v is not None and math.isfinite(float(v))
+    )
     if weights is not None and weights.n_scored:
         ax1, ax2 = chart.panels(2)
         histogram(
