@@ -115,6 +115,11 @@ def preflight(config: Config, protected: Sequence[str] = (), strict: bool = Fals
                     errors.append(f"input.paths[{i}]: {exc}")
                 continue
             errors.extend(f"input.paths[{i}]: {path}: {p}" for p in _table_problems(config, path))
+            for problem in _csv_encoding_problems(config, path, fmt):
+                if strict:
+                    errors.append(f"input.paths[{i}]: {path}: {problem}")
+                else:
+                    log.warning("input.paths[%d]: %s: %s", i, path, problem)
             if fmt == "webdataset" and first_tar:  # one tar a pattern: they share a writer
                 first_tar = False
                 for problem in _tar_problems(config, path):
@@ -368,6 +373,40 @@ def _img2dataset_file(path: str, tars: set[str]) -> str | None:
     if re.fullmatch(r"\d+_stats\.json", os.path.basename(path)):
         return "download statistics"
     return None
+
+
+def _csv_encoding_problems(config: Config, path: str, fmt: str) -> list[str]:
+    """A CSV table whose first rows' captions that are not ASCII are none of them UTF-8:
+    a cp1252 table (Excel's "CSV (Comma delimited)"), every such row an error one by one
+    (helper-41). ``validate`` stops; a run warns."""
+    if fmt != "csv":
+        return []
+    from mitigate.tables import _first_values
+
+    configured = {
+        "key_column": config.input.key_column,
+        "image_column": config.input.image_column,
+        "caption_column": config.input.caption_column,
+    }
+    try:
+        with fs.open_read(path) as f:
+            used, problems = table_problems(f, fmt, configured)
+        if problems or "caption_column" not in used:
+            return []
+        with fs.open_read(path) as f:  # (reading the header closed the first handle)
+            values = _first_values(f, fmt, [used["caption_column"]])[used["caption_column"]]
+    except (OSError, ValueError, KeyError):
+        return []  # told by the other checks
+    texts = [v for v in values if isinstance(v, str) and not v.isascii()]
+    bad = [v for v in texts if LONE_SURROGATE.search(v)]
+    if not bad or len(bad) < len(texts):
+        return []
+    return [
+        f"{len(bad)} of its first {len(values)} captions are not UTF-8 (e.g. "
+        f"{escape_surrogates(bad[0])[:60]!r}): a cp1252 table, as Excel's \"CSV (Comma "
+        'delimited)" saves? Convert it (iconv -f cp1252 -t utf-8); each such row is '
+        "invalid_caption_encoding"
+    ]
 
 
 def _table_problems(config: Config, path: str) -> list[str]:

@@ -447,3 +447,28 @@ def test_validate_reads_the_captions_of_a_cut_tar_without_failing(tmp_path, caps
     (tmp_path / "only.tar").write_bytes(data[: data.index(b"caption 0") + 4])  # the only one
     argv = ["validate", "--input", str(tmp_path / "only.tar"), "--output", str(tmp_path / "o")]
     assert main(argv) == 0, capsys.readouterr().err
+
+
+def test_a_cp1252_csv_stops_validate_and_a_run_warns(tmp_path, capsys, caplog):
+    """Excel's "CSV (Comma delimited)" is cp1252: validate said OK, then most rows were
+    invalid_caption_encoding one by one (helper-41)."""
+    import logging
+
+    from mitigate.cli import main
+
+    rows = ["key,image,caption"] + [f"k{i},img/{i}.jpg,caf\u00e9 n\u00b0{i}" for i in range(5)]
+    rows.append("k9,img/9.jpg,plain ascii")
+    path = tmp_path / "t.csv"
+    path.write_bytes(("\r\n".join(rows) + "\r\n").encode("cp1252"))
+    argv = ["--input", str(path), "--output", str(tmp_path / "out")]
+    assert main(["validate", *argv]) == 2
+    assert "5 of its first 6 captions are not UTF-8 (e.g. 'caf\\\\xe9" in capsys.readouterr().err
+    path.write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8"))  # the same, in UTF-8
+    assert main(["validate", *argv]) == 0
+    capsys.readouterr()
+    path.write_bytes(("\r\n".join(rows) + "\r\n").encode("cp1252"))
+    with caplog.at_level(logging.WARNING):
+        flags = ["--set", "filters=[{name: caption_terms, terms: [x]}]"]
+        flags += ["--set", "rebalance.enabled=false", "--set", "rebalance.embedding_filter=null"]
+        assert main(["run", *argv, *flags]) == 0
+    assert "a cp1252 table" in caplog.text
