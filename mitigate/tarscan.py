@@ -356,7 +356,8 @@ def scan_tar(
                 + ("" if nxt is not None else " (none: the rest of the file)"),
                 # one member in a ustar archive (the next ustar header is the next
                 # member's); in a v7 one (no magic to find) the members skipped are unknown
-                headers=1 if ustar else None,
+                # (the first header: its own magic, or the next one's, tells)
+                headers=1 if ustar or block[257:262] == b"ustar" else None,
                 probable_name=name,
             )
             long_name, long_link, pax = None, None, {}

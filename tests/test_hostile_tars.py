@@ -55,6 +55,16 @@ def test_corrupt_header_mid_shard_resynchronises_and_reports_the_damage():
     assert f"at byte {at}" in issue.detail
 
 
+def test_a_damaged_first_header_of_a_ustar_tar_is_one_member():
+    """Its count was null (as a v7 archive's): the ustar magic was taken from earlier
+    headers only, and the first has none before it (helper-43)."""
+    data = bytearray(_five())
+    data[3] ^= 0x5A  # the first header's name: bad checksum
+    records, issues = _index(bytes(data))
+    assert [(i.reason, i.count) for i in issues] == [("damaged_header", 1)]
+    assert [r.key for r in records][1:] == ["k1", "k2", "k3", "k4"]
+
+
 def test_a_damaged_header_that_hides_a_whole_sample_is_counted():
     members = [("k0.jpg", JPG), ("k0.txt", b"a"), ("k1.jpg", JPG), ("k2.jpg", JPG)]
     members += [("k2.txt", b"c")]
