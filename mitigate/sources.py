@@ -350,7 +350,8 @@ def index_tar(
                     "anything after the cut is lost",
                 )
                 return
-            count = item.headers if item.kind == "damaged_header" else None
+            # bytes after the end marker that hold no member: nothing lost (count 0)
+            count = {"damaged_header": item.headers, Reason.TRAILING_DATA: 0}.get(item.kind)
             detail = item.detail
             if item.probable_name:
                 detail += f"; the damaged header names {item.probable_name!r}"
