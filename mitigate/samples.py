@@ -25,6 +25,7 @@ from mitigate.records import Member, SampleRecord
 from mitigate.sources import (
     CAPTION_EXTS,
     JSON_EXT,
+    UNREAD,
     caption_member,
     key_problem,
     parse_payload,
@@ -221,8 +222,10 @@ def extra_members(record: SampleRecord) -> tuple[tuple[Member, ...], tuple[str, 
     for member in record.members:
         if member.ext in (record.image_ext, JSON_EXT) or member == used:
             continue
-        # a caption by its last extension too (a.de.txt): text no filter read
+        # a caption by its last extension too (a.de.txt): text no filter read; a member
+        # that is no regular file (sources.UNREAD): nothing to copy
         unsafe = member.ext.rpartition(".")[2] in CAPTION_EXTS or unsafe_ext(member.ext)
+        unsafe = unsafe or member.offset == UNREAD
         (refused if unsafe else copied).append(member)
     copied.sort(key=lambda m: m.ext)
     return tuple(copied), tuple(sorted(m.ext for m in refused))

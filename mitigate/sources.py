@@ -144,6 +144,12 @@ def not_text(surrogate: str) -> str:
 NUL_IN_TEXT = "holds NUL characters: not text (UTF-16 without a byte-order mark?)"
 
 
+#: A :class:`Member` offset for a tar member that is no regular file (sparse, a link)
+#: and that no step reads: its sample keeps it listed, its shards do not copy it.
+UNREAD = -1
+_NEEDED = frozenset({*IMAGE_EXTS, *CAPTION_EXTS, JSON_EXT})
+
+
 def key_problem(key: str) -> str | None:
     """Why ``key`` is unusable as a sample key, or None. Keys become member names in
     the output shards, so anything that could act as a path escape is refused."""
@@ -406,7 +412,10 @@ def index_tar(
         last = current
         if name_problem:
             current.fail(Reason.INVALID_KEY, name_problem)
-        if not item.is_file:
+        # an extra member the sample does not need (a sparse KEY.npy, a link): listed,
+        # never read nor copied (its whole sample was an error: helper-41)
+        unread = not item.is_file and ext.rpartition(".")[2] not in _NEEDED
+        if not item.is_file and not unread:
             current.fail(
                 Reason.UNSUPPORTED_MEMBER,
                 f"{name!r} is a {item.kind}; only regular files are read"
@@ -424,7 +433,7 @@ def index_tar(
                 Reason.TOO_MANY_MEMBERS, f"more than {MAX_MEMBERS_PER_SAMPLE} members with this key"
             )
             continue
-        members.append((ext, item.offset, item.size))
+        members.append((ext, UNREAD, 0) if unread else (ext, item.offset, item.size))
     while building:
         yield finished(building.popleft())
     if skipped:

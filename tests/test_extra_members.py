@@ -227,3 +227,37 @@ def test_an_image_rewritten_at_its_size_after_it_was_hashed_is_refused(copied, t
             match=r"changed.tar: c: input changed during the run \(the image's sha256 is no longer",
         ):
             shard_sample(reader, record)
+
+
+def test_an_extra_member_that_is_no_regular_file_is_listed_not_copied(tmp_path):
+    """GNU tar --sparse (bsdtar by default) stores a file with holes as sparse; a sample
+    with such an extra member (or a link) was an unsupported_member error whole, though
+    its image and caption were fine (helper-41). An image that is a link still is."""
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for key in ("s0", "s1", "s2"):
+        (src / f"{key}.jpg").write_bytes(_jpeg(int(key[1]) + 1, 80))
+        (src / f"{key}.txt").write_text(f"a sample {key}")
+    with open(src / "s0.npy", "wb") as f:  # a hole, then data: stored sparse
+        f.seek(2 * 1024 * 1024)
+        f.write(b"END")
+    (src / "s1.mask").symlink_to("s1.txt")
+    (src / "s2.jpg").unlink()
+    (src / "s2.jpg").symlink_to("s0.jpg")
+    subprocess.run(
+        ["tar", "--sort=name", "--sparse", "--format=posix", "-cf", str(tmp_path / "s.tar"), "."],
+        cwd=src,
+        check=True,
+    )
+    rows = quarantine_run(tmp_path / "s.tar", tmp_path / "out")
+    by_key = {k.removeprefix("./"): r for k, r in rows.items()}
+    assert (by_key["s0"]["state"], by_key["s1"]["state"]) == ("kept", "kept")
+    assert by_key["s2"]["reason"] == "unsupported_member"  # its image: needed, not read
+    data = dict(_members(tmp_path / "out" / "shards" / "shard-000000.tar"))
+    names = {n.removeprefix("./") for n in data}
+    assert {"s0.jpg", "s0.txt", "s1.jpg"} <= names and not {"s0.npy", "s1.mask"} & names
+    sidecars = {n.removeprefix("./"): json.loads(b) for n, b in data.items() if n.endswith(".json")}
+    assert sidecars["s0.json"]["mitigate"]["members_not_copied"] == ["npy"]
+    assert sidecars["s1.json"]["mitigate"]["members_not_copied"] == ["mask"]
