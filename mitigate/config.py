@@ -1068,11 +1068,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 # An exponent without a dot (``1e-3``) is a number: YAML 1.2 says so, PyYAML (YAML 1.1)
 # reads it as text, which numbers now refuse (helper-44: `threshold: 1e-3` was refused)
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """``safe_dump`` that quotes text :func:`load_yaml` would read as a number (a term
+    ``5e2``: PyYAML wrote it bare, and the run's config.yaml read it back as 500.0)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML that :func:`load_yaml` reads back as ``data`` (key order kept)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def load_yaml(text: str) -> Any:

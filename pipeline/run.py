@@ -17,7 +17,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mitigate import __version__, console, decode_pool, kernels, output, progress
-from mitigate.config import Config, ConfigError
+from mitigate.config import Config, ConfigError, dump_yaml
 from mitigate.decode_pool import plan_processes
 from mitigate.filters import ModelFilter, build_filter
 from mitigate.filters.probe import LinearProbeConfig, is_head
@@ -50,8 +50,7 @@ def write_config(config: Config, layout: Layout) -> None:
     effective["output"]["overwrite"] = False
     text = (
         "# Effective config of this run: every default filled in, paths absolute.\n"
-        "# Re-run with: mitigate run --config <this file>\n"
-        + yaml.safe_dump(effective, sort_keys=False, allow_unicode=True)
+        "# Re-run with: mitigate run --config <this file>\n" + dump_yaml(effective)
     )
     fs.write_bytes(layout.config, text.encode())
 

@@ -253,6 +253,16 @@ def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(tmp_path):
         load_config(path, ["filters.0.threshold='1e-3'"])  # quoted: text
 
 
+def test_a_runs_config_yaml_reads_back_text_that_looks_like_an_exponent(tmp_path):
+    """A term "5e2" (quoted by the user) was written bare into the run's config.yaml,
+    and read back as 500.0: the run could not be redecided (helper-45)."""
+    from mitigate.config import dump_yaml, load_yaml
+
+    data = {"terms": ["gore", "5e2", "1E-3"], "w": 5e2, "path": "1e3"}
+    assert load_yaml(dump_yaml(data)) == data
+    assert "- '5e2'" in dump_yaml(data)
+
+
 def test_auto_stays_text_where_a_number_field_takes_it():
     config, _ = load_config(
         REPO / "configs" / "default.yaml",
