@@ -1068,8 +1068,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 # An exponent without a dot (``1e-3``) is a number: YAML 1.2 says so, PyYAML (YAML 1.1)
 # reads it as text, which numbers now refuse (helper-44: `threshold: 1e-3` was refused)
-_EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+# (and ``+.5``, ``.5e1``: a leading dot with a sign or an exponent, which PyYAML misses)
+_EXPONENT = re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?)$"
+)
+_FIRST = list("-+.0123456789")
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, _FIRST)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -1077,7 +1081,7 @@ class _Dumper(yaml.SafeDumper):
     ``5e2``: PyYAML wrote it bare, and the run's config.yaml read it back as 500.0)."""
 
 
-_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, _FIRST)
 
 
 def dump_yaml(data: Any) -> str:

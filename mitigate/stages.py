@@ -25,7 +25,7 @@ from mitigate.records import (
     keep_rank,
 )
 from mitigate.samples import Opener, SampleReader
-from mitigate.sidecar import carried_captions, other_captions, parse_sidecar
+from mitigate.sidecar import carried_captions, other_captions, parse_sidecar, too_long
 from mitigate.sources import CAPTION_EXTS, FORMAT_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
 from mitigate.tables import read_errors
 from mitigate.text import shown
@@ -69,25 +69,33 @@ def load_payloads(
     return out
 
 
-def fill_other_captions(records: Sequence[SampleRecord], open_source: Opener) -> None:
+def fill_other_captions(
+    records: Sequence[SampleRecord], open_source: Opener, max_caption_bytes: int | None = None
+) -> list[SampleRecord]:
     """Each record's other captions where its manifest had no such column (a run before
     they were read: a redecide kept a sidecar's harmful alt text, helper-44): from a
-    table row's carried columns, or from its tar sample's ``.json`` sidecar, read again.
-    In place: the records are the redecide's own, just rebuilt from their rows."""
+    table row's carried columns, or from its tar sample's ``.json`` sidecar, read again,
+    held to ``max_caption_bytes`` as a fresh run holds them. The records are the
+    redecide's own, just rebuilt from their rows: filled in place."""
+    out = []
     with SampleReader(open_source) as reader:
         for record in records:
             if record.other_captions is not None or record.state == ERROR:
+                out.append(record)
                 continue
             caption = record.caption or ""
             if not record.members:
                 record.other_captions = carried_captions(record.row_fields, caption)
-                continue
-            try:
-                data = reader.members(record, {JSON_EXT})
-            except (OSError, EOFError):
-                data = {}  # gone or changed since: the shard writer says so
-            meta = parse_sidecar(data[JSON_EXT])[0] if JSON_EXT in data else None
-            record.other_captions = other_captions(meta, caption)
+            else:
+                try:
+                    data = reader.members(record, {JSON_EXT})
+                except (OSError, EOFError):
+                    data = {}  # gone or changed since: the shard writer says so
+                meta = parse_sidecar(data[JSON_EXT])[0] if JSON_EXT in data else None
+                record.other_captions = other_captions(meta, caption)
+            problem = too_long(record.other_captions, max_caption_bytes)
+            out.append(record.with_error(Reason.CAPTION_TOO_LARGE, problem) if problem else record)
+    return out
 
 
 def _read_image_file(

@@ -350,11 +350,13 @@ class ReadRunPart(beam.DoFn):
         stored_filters: list[str],
         embedding_ids: list[str],
         store: str | None = None,
+        max_caption_bytes: int | None = None,
     ):
         self.source_run = source_run
         self.stored_filters = stored_filters
         self.embedding_ids = embedding_ids
         self.store = store  # the signatures go there (pipeline/sigstore.py), not downstream
+        self.max_caption_bytes = max_caption_bytes
 
     def process(self, part: str) -> Iterator[SampleRecord]:
         import io
@@ -377,7 +379,7 @@ class ReadRunPart(beam.DoFn):
                     record.embeddings[fid] = matrix[i]
             records.append(record)
         if rows and "other_captions" not in rows[0]:  # a run of an earlier version
-            stages.fill_other_captions(records, fs.open_read)
+            records = stages.fill_other_captions(records, fs.open_read, self.max_caption_bytes)
         if self.store is not None:
             records = sigstore.spill(self.store, records)
         yield from records
@@ -406,7 +408,15 @@ def build_redecide(
         pipeline
         | "ManifestParts" >> beam.Create(parts)
         | "ReadParts"
-        >> beam.ParDo(ReadRunPart(source_run, stored_filters, read_ids, sigstore.location(config)))
+        >> beam.ParDo(
+            ReadRunPart(
+                source_run,
+                stored_filters,
+                read_ids,
+                sigstore.location(config),
+                config.decode.max_caption_bytes,
+            )
+        )
         | "Redecide" >> beam.ParDo(Redecide(config.filters))
     )
     input_count = records | "InputCount" >> beam.combiners.Count.Globally()

@@ -249,6 +249,9 @@ def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(tmp_path):
     assert (config.rebalance.C, config.rebalance.w_max) == (100.0, 20.0)
     config, _ = load_config(path, ["filters.0.threshold=5e-2"])
     assert config.filters[0].threshold == 0.05
+    # a leading dot with a sign or an exponent, which PyYAML reads as text (helper-45)
+    config, _ = load_config(path, ["rebalance.w_min=+.1", "filters.0.threshold=.5e-1"])
+    assert (config.rebalance.w_min, config.filters[0].threshold) == (0.1, 0.05)
     with pytest.raises(ConfigError, match=r"threshold: must be a number, not text"):
         load_config(path, ["filters.0.threshold='1e-3'"])  # quoted: text
 

@@ -208,3 +208,20 @@ def test_redecide_of_a_manifest_without_the_column_writes_its_shards(tmp_path):
     # (helper-44: the redecide of an older run kept the harmful alt texts)
     assert rows["alt"]["reason"] == rows["prompt"]["reason"] == "caption_term_match"
     assert rows["clean"]["other_captions"] == [{"field": "caption", "text": "a square, grey"}]
+    # held to max_caption_bytes as a fresh run holds them (helper-45: kept, 100 KB)
+    big = _tar(tmp_path / "big.tar", {"big": {"txt": b"a", "json": _js({"text": "x" * 300})}})
+    _run([big], tmp_path / "run2", "decode.max_caption_bytes=200")
+    (part,) = (tmp_path / "run2" / "manifest").glob("*.parquet")
+    table = pq.read_table(part)
+    assert table.column("reason").to_pylist() == ["caption_too_large"]
+    # as the older version wrote it: kept, no such column
+    table = table.drop_columns(["other_captions"])
+    for name, value in (("state", "kept"), ("reason", None), ("detail", None)):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pa.array([value], table.schema.field(name).type))
+    pq.write_table(table, part)
+    assert (
+        main(["redecide", "--from", str(tmp_path / "run2"), "--output", str(tmp_path / "r2")]) == 0
+    )
+    (row,) = pq.read_table(tmp_path / "r2" / "manifest").to_pylist()
+    assert row["reason"] == "caption_too_large" and "'text'" in row["detail"]
