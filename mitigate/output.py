@@ -20,6 +20,10 @@ import pyarrow.parquet as pq
 from mitigate.records import FINAL_STATES, Member, SampleRecord
 from mitigate.sidecar import json_text
 
+#: JPEG files by other names, written as ``KEY.jpg``: WebDataset's decoders and a
+#: trainer's ``to_tuple("jpg;png")`` know ``jpg`` (helper-45: ``.mpo`` stayed bytes)
+JPEG_NAMES = {"jfif": "jpg", "jpe": "jpg", "mpo": "jpg"}
+
 SIDECAR_KEY = "mitigate"  # our signals go under this key of KEY.json, beside the input's own
 
 _BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
@@ -265,7 +269,8 @@ class ShardWriter:
         key = key or record.key
         if not_copied:
             extra = {**(extra or {}), "members_not_copied": list(not_copied)}
-        self._add(f"{key}.{record.image_ext}", image)
+        ext = record.image_ext or ""
+        self._add(f"{key}.{JPEG_NAMES.get(ext, ext)}", image)
         self._add(f"{key}.txt", caption)
         self._add(f"{key}.json", sidecar(record, meta, extra))
         for ext, size, chunks in members:
