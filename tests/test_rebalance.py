@@ -602,3 +602,17 @@ def test_weight_stats_and_probe_table_are_the_same_in_any_merge_order():
     one = WeightStats().add(w, 0.1, 10.0).summary()
     assert one["mean"] == pytest.approx(w.mean(), rel=1e-12)
     assert one["effective_sample_size"] == pytest.approx(w.sum() ** 2 / (w**2).sum(), rel=1e-9)
+
+
+def test_fixed_sum_is_the_exact_sum_of_the_rounded_values_at_any_size():
+    from mitigate.rebalance.weights import FIXED_BITS, fixed_sum
+
+    rng = np.random.default_rng(9)
+    for values in (
+        rng.lognormal(0, 1, 100_000).clip(0.1, 10),
+        rng.uniform(0, 1e6, 5000) ** 2,  # squares past int64 in fixed point
+        np.full(3_000_000, 10.0),  # many values at the bound: blocks must not overflow
+        np.array([]),
+    ):
+        ref = sum(int(v) for v in np.rint(values * float(1 << FIXED_BITS)).tolist())
+        assert fixed_sum(values) == ref

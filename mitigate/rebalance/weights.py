@@ -328,8 +328,13 @@ FIXED_BITS = 40
 
 def fixed_sum(values: np.ndarray) -> int:
     """The sum of ``values`` in units of ``2**-FIXED_BITS`` (each rounded once)."""
-    scaled = np.rint(np.asarray(values, dtype=np.float64) * float(1 << FIXED_BITS))
-    return sum(int(v) for v in scaled.tolist())
+    scaled = np.rint(np.asarray(values, dtype=np.float64).ravel() * float(1 << FIXED_BITS))
+    top = float(np.abs(scaled).max()) if scaled.size else 0.0
+    if top >= 2.0**62:  # past int64: one Python int a value
+        return sum(int(v) for v in scaled.tolist())
+    exact = scaled.astype(np.int64)
+    step = max(1, int(2.0**62 // max(top, 1.0)))  # no int64 sum of a block overflows
+    return sum(int(exact[i : i + step].sum()) for i in range(0, exact.size, step))
 
 
 @dataclass
