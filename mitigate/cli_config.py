@@ -112,8 +112,6 @@ _WORKING_DIR_PATHS = frozenset({("input", "paths"), ("output", "path"), ("dedup"
 def _from_working_dir(overrides: list[str]) -> list[str]:
     """``overrides`` with the relative local paths of :data:`_WORKING_DIR_PATHS` made
     absolute against the working directory (other overrides unchanged)."""
-    import json
-
     from mitigate.config import parse_override
 
     def absolute(value: Any) -> Any:
@@ -133,9 +131,50 @@ def _from_working_dir(overrides: list[str]) -> list[str]:
         parts, value = parse_override(text)
         field = tuple(parts[:2])
         if field in _WORKING_DIR_PATHS and (len(parts) == 2 or parts[2:3][0].isdigit()):
-            text = f"{'.'.join(parts)}={json.dumps(absolute(value))}"
+            if (shown := _yaml_value(absolute(value))) is not None:
+                text = f"{'.'.join(parts)}={shown}"
         out.append(text)
     return out
+
+
+def _yaml_text(text: str) -> str:
+    """``text`` as a YAML double-quoted scalar that reads back as exactly ``text``.
+
+    ``repr`` wrote a path's characters Python does not print (a no-break space, an
+    ideographic space U+3000, a control character, a byte that is not UTF-8) as
+    ``\\xa0``, which YAML's single quotes keep as four characters: ``--output out``
+    from a folder so named wrote into another folder, one named with a backslash. Here
+    every character YAML may not hold raw (or reads as a line break) is escaped as YAML
+    escapes it, the others are written as they are."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif (
+            0x20 <= code <= 0x7E
+            or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
+            or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
+            or code >= 0x10000
+        ):
+            out.append(ch)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'
+
+
+def _yaml_value(value: Any) -> str | None:
+    """Text, or a list of texts, as YAML that reads back as it (:func:`_yaml_text`:
+    ``json.dumps`` wrote an emoji as two halves of a surrogate pair, which YAML reads
+    as two characters that are no text); None for anything else (a date, a number:
+    its override stays as written, for the config to name its field, where
+    ``json.dumps`` of a date ended the command in a TypeError)."""
+    if isinstance(value, list):
+        items = [_yaml_value(v) for v in value]
+        return None if None in items else "[" + ", ".join(items) + "]"  # type: ignore[arg-type]
+    return _yaml_text(value) if isinstance(value, str) else None
 
 
 def _sets_input(overrides: list[str]) -> bool:
@@ -151,14 +190,14 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
-            repr(str(Path(p).expanduser().resolve()) if "://" not in p and p else p)
+            _yaml_text(str(Path(p).expanduser().resolve()) if "://" not in p and p else p)
             for p in args.input
         )
         overrides.append(f"input.paths=[{quoted}]")
     if args.output is not None:  # "" (an unset variable) is refused by the config
         out = args.output
         out = out if "://" in out or not out else str(Path(out).expanduser().resolve())
-        overrides.append(f"output.path={out!r}")
+        overrides.append(f"output.path={_yaml_text(out)}")
     if getattr(args, "overwrite", False):
         overrides.append("output.overwrite=true")
     if getattr(args, "runner", None):
@@ -188,4 +227,6 @@ def _packaged_default(args: argparse.Namespace) -> list[str]:
                 "`mitigate init` and pass --config"
             ]
         )
-    return [] if args.output is not None else [f"output.path={str(Path('out').resolve())!r}"]
+    return (
+        [] if args.output is not None else [f"output.path={_yaml_text(str(Path('out').resolve()))}"]
+    )

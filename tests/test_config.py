@@ -1,5 +1,6 @@
 """Config validation: every problem names its field; overrides; path resolution."""
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,46 @@ def test_an_integer_past_2_to_the_53_is_refused_naming_its_field():
     assert [e.split(":")[0] for e in huge] == ["filters[0].min_side", "input.chunk_size"]
     ok = {"filters": [{"name": "image_quality", "min_bytes": 2**53}], "rebalance": {"seed": 2**63}}
     assert validate_config(ok).filters[0].min_bytes == 2**53
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["nb\u00a0sp", "ja\u3000dir", "\U0001f4f7 pics", 'it\'s "q"', "back\\slash"],
+)
+def test_command_line_paths_from_a_folder_of_any_name_are_that_folder(
+    tmp_path, monkeypatch, folder
+):
+    """--input/--output/--set paths were written into the overrides with repr(), whose
+    escapes (a no-break space as \\xa0) YAML's single quotes keep: from a folder named
+    with one, the run wrote into another folder, named with a backslash; --set's
+    json.dumps wrote an emoji as two halves of a surrogate pair."""
+    from mitigate.cli_config import _load
+
+    work = tmp_path / folder
+    (work / "in").mkdir(parents=True)
+    (work / "in" / "a.tar").write_bytes(b"")
+    monkeypatch.chdir(work)
+    args = argparse.Namespace(
+        config=str(REPO / "configs" / "default.yaml"),
+        input=["in/a.tar"],
+        output="out",
+        overrides=["dedup.against=[in/a.tar]"],
+        add_filter=[],
+    )
+    config, _ = _load(args)
+    assert config.input.paths == [str(work / "in" / "a.tar")]
+    assert config.output.path == str(work / "out")
+    assert config.dedup.against == [str(work / "in" / "a.tar")]
+    args.input, args.output, args.overrides = None, None, ["output.path=o"]
+    assert _load(args)[0].output.path == str(work / "o")
+
+
+def test_a_date_as_a_set_path_is_an_error_naming_the_field(tmp_path, monkeypatch, capsys):
+    """`--set output.path=2024-01-01` (YAML reads a date) ended in a TypeError of
+    json.dumps, exit 1 and no field named."""
+    from mitigate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    sample = str(REPO / "data" / "sample" / "*.tar")
+    assert main(["validate", "--input", sample, "--set", "output.path=2024-01-01"]) == 2
+    assert "output.path: Input should be a valid string" in capsys.readouterr().err
