@@ -413,8 +413,9 @@ def index_tar(
         if name_problem:
             current.fail(Reason.INVALID_KEY, name_problem)
         # an extra member the sample does not need (a sparse KEY.npy, a link): listed,
-        # never read nor copied (its whole sample was an error: helper-41)
-        unread = not item.is_file and ext.rpartition(".")[2] not in _NEEDED
+        # never read nor copied (its whole sample was an error: helper-41); a mask
+        # KEY.seg.png or a translation KEY.de.txt is no image nor caption of it either
+        unread = not item.is_file and ext not in _NEEDED
         if not item.is_file and not unread:
             current.fail(
                 Reason.UNSUPPORTED_MEMBER,

@@ -261,3 +261,27 @@ def test_an_extra_member_that_is_no_regular_file_is_listed_not_copied(tmp_path):
     sidecars = {n.removeprefix("./"): json.loads(b) for n, b in data.items() if n.endswith(".json")}
     assert sidecars["s0.json"]["mitigate"]["members_not_copied"] == ["npy"]
     assert sidecars["s1.json"]["mitigate"]["members_not_copied"] == ["mask"]
+
+
+def test_a_link_named_as_a_mask_or_a_translation_is_an_extra_member_too(tmp_path):
+    """A link KEY.seg.png (a mask) or KEY.de.txt (a translation) was read by its last
+    extension as the sample's image or caption: the whole sample an unsupported_member
+    error, where a link KEY.mask beside it was listed and the sample kept."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for key in ("s1", "s2"):
+        (src / f"{key}.jpg").write_bytes(_jpeg(int(key[1]) + 1, 80))
+        (src / f"{key}.txt").write_text(f"a sample {key}")
+    (src / "s1.seg.png").symlink_to("s1.jpg")
+    (src / "s2.de.txt").symlink_to("s2.txt")
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for path in sorted(src.iterdir()):
+            tar.add(path, arcname=path.name)
+    rows = quarantine_run(tmp_path / "s.tar", tmp_path / "out")
+    assert (rows["s1"]["state"], rows["s2"]["state"]) == ("kept", "kept"), rows
+    data = dict(_members(tmp_path / "out" / "shards" / "shard-000000.tar"))
+    assert {"s1.jpg", "s1.txt", "s2.jpg", "s2.txt"} <= set(data)
+    assert not {"s1.seg.png", "s2.de.txt"} & set(data)
+    sidecars = {n: json.loads(b) for n, b in data.items() if n.endswith(".json")}
+    assert sidecars["s1.json"]["mitigate"]["members_not_copied"] == ["seg.png"]
+    assert sidecars["s2.json"]["mitigate"]["members_not_copied"] == ["de.txt"]
