@@ -28,6 +28,12 @@ EXIT_INTERRUPTED = 130
 TEMP_DIRS: list[str] = []
 
 
+#: The folders this process's run made for its output (the output folder and the
+#: parents that were not there), innermost first: an interrupted run removes those
+#: left empty, as a failed one does (``pipeline.run._staged``).
+MADE_DIRS: list[str] = []
+
+
 def own_temp_dir(path: str) -> None:
     """Note a temporary folder of this process's pipeline for :func:`interruptible`."""
     TEMP_DIRS.append(path)
@@ -86,6 +92,9 @@ def interruptible(out: str) -> Iterator[None]:
         for path in TEMP_DIRS:
             with contextlib.suppress(Exception):
                 shutil.rmtree(path)
+        for folder in MADE_DIRS:  # empty once its staging and lock are gone
+            with contextlib.suppress(Exception):
+                os.rmdir(folder)
         os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
 
     try:

@@ -67,6 +67,7 @@ def _staged(config: Config, work: Callable[[Config, Layout], None]) -> dict[str,
         while not os.path.exists(folder) and os.path.dirname(folder) != folder:
             made.append(folder)
             folder = os.path.dirname(folder)
+    console.MADE_DIRS[:] = made  # and one interrupted (it ends the process at once)
     try:
         return _staged_in(config, work, out, started)
     except BaseException:
@@ -74,6 +75,8 @@ def _staged(config: Config, work: Callable[[Config, Layout], None]) -> dict[str,
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
         raise
+    finally:
+        console.MADE_DIRS.clear()
 
 
 def _staged_in(

@@ -593,3 +593,32 @@ def test_a_failed_runs_error_is_not_hidden_by_its_cleanup(tmp_path, monkeypatch)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="No space left on device: the shard"):
         _staged(validate_config({"output": {"path": str(out)}}), fails)
+
+
+def test_an_interrupted_run_leaves_no_empty_folder_it_made(tmp_path):
+    """Ctrl-C ends the process from its handler (os._exit), past _staged's clean-up of
+    a failed run: --output n1/n2/out interrupted left n1/n2/out, empty, behind. A
+    folder that was there stays."""
+    script = (
+        "import os, signal, sys\n"
+        "from mitigate import console\n"
+        "from mitigate.config import validate_config\n"
+        "from mitigate.pipeline.run import _staged\n"
+        "out = sys.argv[1]\n"
+        "def work(config, layout):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "with console.interruptible(out):\n"
+        "    _staged(validate_config({'output': {'path': out}}), work)\n"
+    )
+    (tmp_path / "there").mkdir()
+    for out, left in (
+        (tmp_path / "n1" / "n2" / "out", tmp_path / "n1"),
+        (tmp_path / "there" / "out", tmp_path / "there" / "out"),
+    ):
+        proc = subprocess.run(
+            [PY, "-c", script, str(out)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 130, proc.stderr
+        assert "mitigate: interrupted" in proc.stderr
+        assert not left.exists()
+    assert (tmp_path / "there").is_dir()
