@@ -216,7 +216,7 @@ def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bo
                 f"{path}:{line}: label {row['label']!r} is not one of {LABEL_VALUES}{hint}"
             )
         key, label = row["key"], value in _TRUE
-        if key[:1] == "'" and key[1:2] in FORMULA_STARTS:  # written by csv_safe
+        if key[:1] == "'" and key[1:2] in _AFTER_MARK:  # written by csv_safe
             key = key[1:]
         if key in out and out[key] != label:
             said = "harmful" if out[key] else "benign"
@@ -230,13 +230,17 @@ def _read_label_rows(reader: csv.DictReader, path: str | Path, out: dict[str, bo
 
 #: A cell a spreadsheet takes for a formula when it starts so (``=cmd|' /C calc'!A0``).
 FORMULA_STARTS = frozenset("=+-@\t\r")
+#: What follows a ``'`` that :func:`csv_safe` wrote: a formula's start, or a key's own
+#: ``'`` before one (``'-5``, which read back as ``-5``: another sample's key)
+_AFTER_MARK = FORMULA_STARTS | {"'"}
 
 
 def csv_safe(text: str) -> str:
     """A key or path as a CSV cell a spreadsheet shows as text: a leading ``'`` where it
     would start a formula (keys come from the dataset: helper-44), which
     :func:`read_labels` takes off again."""
-    return "'" + text if text[:1] in FORMULA_STARTS else text
+    mark = text[:1] in FORMULA_STARTS or (text[:1] == "'" and text[1:2] in _AFTER_MARK)
+    return "'" + text if mark else text
 
 
 def key_forms(key: str) -> list[str]:
@@ -355,7 +359,7 @@ function mark(key, value, el) {
 // a key as a CSV cell: a ' before one a spreadsheet would take for a formula (= + - @),
 // quoted where it holds a comma, a quote, a line break or edge spaces
 function cell(s) {
-  if (/^[=+\\-@\\t\\r]/.test(s)) s = "'" + s;
+  if (/^([=+\\-@\\t\\r]|'[=+\\-@\\t\\r'])/.test(s)) s = "'" + s;  // as csv_safe
   return /[",\\r\\n]|^\\s|\\s$/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
 }
 function labelsCsv() {

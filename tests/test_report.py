@@ -4,6 +4,7 @@ as a browser shows it (headless Chromium driven over the DevTools protocol)."""
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -1174,6 +1175,7 @@ def test_the_contact_sheets_labels_csv_quotes_its_keys_in_a_browser(tmp_path):
     # helper-44: "__proto__" was lost (an object's prototype, not an entry); keys a
     # spreadsheet takes for formulas are written with a leading ' and read back without
     keys += ["__proto__", "=cmd|' /C calc'!A0", "+SUM(1,2)", "-2+3", "@x"]
+    keys += ["'-5", "''=x", "'plain"]  # a key's own ' before a formula's start: kept
     entries = [review.SheetEntry(k, 0.5, "a caption", "", "") for k in keys]
     page = tmp_path / "sheet.html"
     page.write_text(review.contact_sheet("t", "i", entries, blurred=False), encoding="utf-8")
@@ -1194,3 +1196,17 @@ def test_the_contact_sheets_labels_csv_quotes_its_keys_in_a_browser(tmp_path):
     cells = [line.split(",")[0].strip('"') for line in text.splitlines()[1:]]
     assert not [c for c in cells if c[:1] in "=+-@"]  # no cell a spreadsheet computes
     assert review.csv_safe("=A1") == "'=A1" and review.csv_safe("a=b") == "a=b"
+
+
+def test_a_key_that_starts_with_a_quote_reads_back_as_itself(tmp_path):
+    """csv_safe wrote key '-5 as it is, and read_labels took its ' for the mark before a
+    formula: the label named sample -5 (another sample, or none)."""
+    keys = ["'-5", "-5", "'=x", "''-x", "'", "'plain", "=A1", "plain"]
+    path = tmp_path / "labels.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["key", "label"])
+        writer.writerows([review.csv_safe(k), i % 2] for i, k in enumerate(keys))
+    assert review.read_labels(path) == {k: i % 2 == 1 for i, k in enumerate(keys)}
+    assert [review.csv_safe(k)[:1] for k in ("'-5", "'plain", "plain")] == ["'", "'", "p"]
+    assert review.csv_safe("'plain") == "'plain"  # no mark: nothing a spreadsheet computes
