@@ -177,6 +177,26 @@ def _yaml_value(value: Any) -> str | None:
     return _yaml_text(value) if isinstance(value, str) else None
 
 
+def _utf8_path(field: str, path: str, resolve: bool = False) -> str:
+    """``path`` (made absolute with ``resolve``), refused where its name is not UTF-8
+    (bytes Python holds as lone surrogates, which no YAML text can carry): the file's
+    name is what to change."""
+    from mitigate.text import LONE_SURROGATE, escape_surrogates
+
+    if LONE_SURROGATE.search(path):
+        from mitigate.config import ConfigError
+
+        raise ConfigError(
+            [
+                f"{field}: {escape_surrogates(path)}: the name is not UTF-8: rename it "
+                "(e.g. convmv -f cp1252 -t utf-8 --notest)"
+            ]
+        )
+    if resolve and "://" not in path and path:
+        return str(Path(path).expanduser().resolve())
+    return path
+
+
 def _sets_input(overrides: list[str]) -> bool:
     from mitigate.config import parse_override
 
@@ -190,14 +210,13 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
-            _yaml_text(str(Path(p).expanduser().resolve()) if "://" not in p and p else p)
-            for p in args.input
+            _yaml_text(_utf8_path(f"input.paths[{i}]", p, True)) for i, p in enumerate(args.input)
         )
         overrides.append(f"input.paths=[{quoted}]")
     if args.output is not None:  # "" (an unset variable) is refused by the config
         out = args.output
         out = out if "://" in out or not out else str(Path(out).expanduser().resolve())
-        overrides.append(f"output.path={_yaml_text(out)}")
+        overrides.append(f"output.path={_yaml_text(_utf8_path('output.path', out))}")
     if getattr(args, "overwrite", False):
         overrides.append("output.overwrite=true")
     if getattr(args, "runner", None):

@@ -246,3 +246,27 @@ def test_an_input_file_whose_name_is_not_utf8_stops_before_any_work(tmp_path, ca
         err = capsys.readouterr().err
         assert "caf\\xe9.tar: the file's name is not UTF-8 (byte 0xe9): rename it" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_input_or_output_named_exactly_in_another_encoding_is_refused_naming_it(
+    tmp_path, capsys
+):
+    """A path given as it is (no glob) reached YAML as an escape of a lone surrogate,
+    which YAML refused as 'unable to parse raw data' (helper-47)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from mitigate.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    bad = os.path.join(os.fsencode(tmp_path), b"caf\xe9.tar")
+    shutil.copy(sample / "shard-00000.tar", bad)
+    argv = ["validate", "--input", os.fsdecode(bad), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "input.paths[0]: " in err and "caf\\xe9.tar: the name is not UTF-8: rename it" in err
+    out = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"r\xe9sultats"))
+    assert main(["validate", "--input", str(sample / "*.tar"), "--output", out]) == 2
+    assert "output.path: " in capsys.readouterr().err
+    assert not os.path.exists(out)
