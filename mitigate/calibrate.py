@@ -394,6 +394,20 @@ def calibrate(
 # --------------------------------------------------------------------------------------
 
 
+def yaml_text(text: str) -> str:
+    """``text`` as YAML that configs read back as that text: bare where it is plain
+    (``nsfw``), else double-quoted (a filter named ``no`` read back as ``False``, a
+    category ``1e3`` as a number)."""
+    from mitigate.config import load_yaml
+    from mitigate.text import yaml_quoted
+
+    try:
+        plain = load_yaml(text) == text and "#" not in text and text.strip() == text
+    except Exception:  # any YAML error: quote it
+        plain = False
+    return text if plain else yaml_quoted(text)
+
+
 def yaml_float(value: float) -> str:
     """A YAML float literal that ``yaml.safe_load`` reads back as exactly ``value``.
 
@@ -497,11 +511,11 @@ def threshold_snippet(
         ]
     lines.append("filters:")
     if name is None:
-        lines.append(f"  - id: {filter_id}")
+        lines.append(f"  - id: {yaml_text(filter_id)}")
     else:
-        lines.append(f"  - name: {name}")
+        lines.append(f"  - name: {yaml_text(name)}")
         if filter_id != name:
-            lines.append(f"    id: {filter_id}")
+            lines.append(f"    id: {yaml_text(filter_id)}")
     lines.append(f"    threshold: {yaml_float(t)}")
     return "\n".join(lines) + "\n"
 
@@ -516,4 +530,5 @@ __all__ = [
     "threshold_for_recall",
     "threshold_snippet",
     "yaml_float",
+    "yaml_text",
 ]

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mitigate.text import yaml_quoted
+
 if TYPE_CHECKING:
     from mitigate.config import Config
 
@@ -137,34 +139,6 @@ def _from_working_dir(overrides: list[str]) -> list[str]:
     return out
 
 
-def _yaml_text(text: str) -> str:
-    """``text`` as a YAML double-quoted scalar that reads back as exactly ``text``.
-
-    ``repr`` wrote a path's characters Python does not print (a no-break space, an
-    ideographic space U+3000, a control character, a byte that is not UTF-8) as
-    ``\\xa0``, which YAML's single quotes keep as four characters: ``--output out``
-    from a folder so named wrote into another folder, one named with a backslash. Here
-    every character YAML may not hold raw (or reads as a line break) is escaped as YAML
-    escapes it, the others are written as they are."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif (
-            0x20 <= code <= 0x7E
-            or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
-            or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
-            or code >= 0x10000
-        ):
-            out.append(ch)
-        elif code <= 0xFF:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return '"' + "".join(out) + '"'
-
-
 def _yaml_value(value: Any) -> str | None:
     """Text, or a list of texts, as YAML that reads back as it (:func:`_yaml_text`:
     ``json.dumps`` wrote an emoji as two halves of a surrogate pair, which YAML reads
@@ -174,7 +148,7 @@ def _yaml_value(value: Any) -> str | None:
     if isinstance(value, list):
         items = [_yaml_value(v) for v in value]
         return None if None in items else "[" + ", ".join(items) + "]"  # type: ignore[arg-type]
-    return _yaml_text(value) if isinstance(value, str) else None
+    return yaml_quoted(value) if isinstance(value, str) else None
 
 
 def _utf8_path(field: str, path: str, resolve: bool = False) -> str:
@@ -210,13 +184,13 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     # Command-line paths are relative to the working directory, unlike paths in a file.
     if args.input:
         quoted = ", ".join(
-            _yaml_text(_utf8_path(f"input.paths[{i}]", p, True)) for i, p in enumerate(args.input)
+            yaml_quoted(_utf8_path(f"input.paths[{i}]", p, True)) for i, p in enumerate(args.input)
         )
         overrides.append(f"input.paths=[{quoted}]")
     if args.output is not None:  # "" (an unset variable) is refused by the config
         out = args.output
         out = out if "://" in out or not out else str(Path(out).expanduser().resolve())
-        overrides.append(f"output.path={_yaml_text(_utf8_path('output.path', out))}")
+        overrides.append(f"output.path={yaml_quoted(_utf8_path('output.path', out))}")
     if getattr(args, "overwrite", False):
         overrides.append("output.overwrite=true")
     if getattr(args, "runner", None):
@@ -247,5 +221,7 @@ def _packaged_default(args: argparse.Namespace) -> list[str]:
             ]
         )
     return (
-        [] if args.output is not None else [f"output.path={_yaml_text(str(Path('out').resolve()))}"]
+        []
+        if args.output is not None
+        else [f"output.path={yaml_quoted(str(Path('out').resolve()))}"]
     )

@@ -1066,14 +1066,38 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# An exponent without a dot (``1e-3``) is a number: YAML 1.2 says so, PyYAML (YAML 1.1)
-# reads it as text, which numbers now refuse (helper-44: `threshold: 1e-3` was refused)
-# (and ``+.5``, ``.5e1``: a leading dot with a sign or an exponent, which PyYAML misses)
-_EXPONENT = re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?)$"
+# Numbers as YAML 1.2 reads them, not PyYAML's YAML 1.1: an exponent without a dot
+# (``1e-3``) is a number (helper-44: `threshold: 1e-3` was refused as text), so are
+# ``+.5`` and ``.5e1``; ``010`` is ten, not octal eight, and ``1:30`` is text, not the
+# base-60 number 90 (helper-47: `decode.timeout: 1:30` ran with 90 s); ``0x10`` and
+# ``0o10`` are hex and octal.
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_INT12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$")
+_FLOAT12 = re.compile(
+    r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+    r"|[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
 )
+_EXPONENT = _FLOAT12  # the dumper quotes text that reads as a number here
 _FIRST = list("-+.0123456789")
-_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, _FIRST)
+
+
+def _int12(loader: yaml.SafeLoader, node: Any) -> int:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+    base = {"0x": 16, "0o": 8}.get(digits[:2], 10)
+    return sign * int(digits[2:] if base != 10 else digits, base)
+
+
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(_INT, _INT12, list("-+0123456789"))
+_UniqueKeyLoader.add_implicit_resolver(_FLOAT, _FLOAT12, _FIRST)
+_UniqueKeyLoader.add_constructor(_INT, _int12)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -1081,7 +1105,8 @@ class _Dumper(yaml.SafeDumper):
     ``5e2``: PyYAML wrote it bare, and the run's config.yaml read it back as 500.0)."""
 
 
-_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, _FIRST)
+_Dumper.add_implicit_resolver(_FLOAT, _FLOAT12, _FIRST)
+_Dumper.add_implicit_resolver(_INT, _INT12, list("-+0123456789"))
 
 
 def dump_yaml(data: Any) -> str:

@@ -212,3 +212,31 @@ def _unmask(match: re.Match[str]) -> str:
     if all(ord(c) in _LOOKALIKES_CLOSE for c in word):
         return word.translate(_LOOKALIKES_CLOSE)
     return word
+
+
+def yaml_quoted(text: str) -> str:
+    """``text`` as a YAML double-quoted scalar that reads back as exactly ``text``.
+
+    ``repr`` wrote a path's characters Python does not print (a no-break space, an
+    ideographic space U+3000, a control character, a byte that is not UTF-8) as
+    ``\\xa0``, which YAML's single quotes keep as four characters: ``--output out``
+    from a folder so named wrote into another folder, one named with a backslash. Here
+    every character YAML may not hold raw (or reads as a line break) is escaped as YAML
+    escapes it, the others are written as they are."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif (
+            0x20 <= code <= 0x7E
+            or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
+            or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
+            or code >= 0x10000
+        ):
+            out.append(ch)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'

@@ -39,8 +39,8 @@ def snippet(
     return (
         head
         + body
-        + f"    category: {category}\n"
-        + f"    backbone: {backbone}\n"
+        + f"    category: {calibrate.yaml_text(category)}\n"
+        + f"    backbone: {calibrate.yaml_text(backbone)}\n"
         + f"    model: {{path: {json.dumps(str(onnx_path))}}}\n"
     )
 

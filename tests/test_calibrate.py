@@ -334,6 +334,31 @@ def test_threshold_snippet_is_valid_yaml():
     assert text.endswith("\n")
 
 
+def test_a_snippet_quotes_a_name_yaml_reads_as_another_value():
+    """`train --name no` wrote `id: no`, read back as False (helper-47)."""
+    from mitigate.config import load_yaml
+
+    for name in ("no", "on", "null", "true", "off", "yes"):
+        assert load_yaml(threshold_snippet(name, 0.5))["filters"][0]["id"] == name
+        entry = load_yaml(threshold_snippet(name, 0.5, name="linear_probe"))["filters"][0]
+        assert (entry["name"], entry["id"]) == ("linear_probe", name)
+    assert "- id: nsfw\n" in threshold_snippet("nsfw", 0.5)  # plain names stay bare
+    from pathlib import Path
+
+    from mitigate.train_output import snippet
+
+    text = snippet(
+        "no",
+        "off",
+        "yes",
+        Path("/p/no.onnx"),
+        _result(),
+        {"roc_auc": 0.9, "average_precision": 0.8},
+    )
+    entry = load_yaml(text)["filters"][0]
+    assert (entry["id"], entry["category"], entry["backbone"]) == ("no", "off", "yes")
+
+
 def test_threshold_snippet_variants(caplog):
     assert yaml.safe_load(threshold_snippet("nsfw", 1e-05)) == {
         "filters": [{"id": "nsfw", "threshold": 1e-05}]

@@ -257,6 +257,25 @@ def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(tmp_path):
         load_config(path, ["filters.0.threshold='1e-3'"])  # quoted: text
 
 
+def test_integers_are_read_as_yaml_1_2_reads_them(tmp_path):
+    """PyYAML's YAML 1.1 read 010 as octal 8 and 1:30 as the base-60 number 90
+    (helper-47: `decode.timeout: 1:30` passed as 90 s)."""
+    from mitigate.config import dump_yaml, load_yaml
+
+    assert load_yaml("[010, 0x10, 0o10, -0x1f, 1_000, +3, 0b11, '1:30', 1:30]") == [
+        10, 16, 8, -31, 1000, 3, "0b11", "1:30", "1:30"
+    ]  # fmt: skip
+    path = tmp_path / "c.yaml"
+    path.write_text("input: {paths: ['*.tar']}\ndecode: {timeout: 1:30}\n")
+    with pytest.raises(ConfigError, match=r"decode.timeout"):
+        load_config(path)
+    path.write_text("input: {paths: ['*.tar']}\noutput: {samples_per_shard: 010}\n")
+    assert load_config(path)[0].output.samples_per_shard == 10
+    # text that reads as a number is quoted where a run's config.yaml is written
+    data = {"terms": ["0o10", "010", "0x1F", "1:30"]}
+    assert load_yaml(dump_yaml(data)) == data
+
+
 def test_a_runs_config_yaml_reads_back_text_that_looks_like_an_exponent(tmp_path):
     """A term "5e2" (quoted by the user) was written bare into the run's config.yaml,
     and read back as 500.0: the run could not be redecided (helper-45)."""
