@@ -16,9 +16,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from mitigate.reasons import Reason
 from mitigate.text import (
     ENCODING_NAMES,
     LONE_SURROGATE,
+    NUL_IN_TEXT,
     escape_surrogates,
     normalize_text,
     text_encoding,
@@ -90,13 +92,18 @@ def other_captions(meta: dict[str, Any] | None, caption: str) -> tuple[tuple[str
     return tuple(out)
 
 
-def too_long(others: tuple[tuple[str, str], ...], limit: int | None) -> str | None:
-    """Why one of a sample's other captions is refused: over ``limit`` bytes in UTF-8
-    (``decode.max_caption_bytes``, as the caption itself), else None."""
+def refused(others: tuple[tuple[str, str], ...], limit: int | None) -> tuple[str, str] | None:
+    """(reason, detail) where one of a sample's other captions is refused as the caption
+    itself would be: over ``limit`` bytes in UTF-8 (``decode.max_caption_bytes``), or
+    holding a NUL (helper-47: ``g\\u0000ore`` passed the caption filters), else None."""
     for field, text in others:
         size = len(text.encode("utf-8", "surrogatepass"))
         if limit is not None and size > limit:
-            return f"caption (.json {field!r}) of {size} bytes > max_caption_bytes {limit}"
+            return Reason.CAPTION_TOO_LARGE, (
+                f"caption (.json {field!r}) of {size} bytes > max_caption_bytes {limit}"
+            )
+        if "\x00" in text:
+            return Reason.INVALID_CAPTION_ENCODING, f"caption (.json {field!r}) {NUL_IN_TEXT}"
     return None
 
 

@@ -28,8 +28,8 @@ from mitigate.sidecar import (  # noqa: F401 (re-exported: the sidecar's rules w
     SIDECAR_CAPTION_FIELDS,
     other_captions,
     parse_sidecar,
+    refused,
     sidecar_caption_field,
-    too_long,
 )
 from mitigate.tarscan import (
     TarProblem,
@@ -43,6 +43,7 @@ from mitigate.text import (
     BYTE_ORDER_MARKS,
     ENCODING_NAMES,
     LONE_SURROGATE,
+    NUL_IN_TEXT,
     normalize_text,
     text_encoding,
 )
@@ -136,12 +137,6 @@ def not_text(surrogate: str) -> str:
     if 0xDC80 <= code <= 0xDCFF:
         return f"byte 0x{code - 0xDC00:02x}"
     return f"a lone surrogate U+{code:04X}"
-
-
-#: Why a caption with a NUL character is refused (no text has one; UTF-16 without a
-#: byte-order mark, read as UTF-8, has one after every ASCII letter and passed the
-#: caption filters as such).
-NUL_IN_TEXT = "holds NUL characters: not text (UTF-16 without a byte-order mark?)"
 
 
 #: A :class:`Member` offset for a tar member that is no regular file (sparse, a link)
@@ -541,6 +536,6 @@ def parse_payload(
     if not normalize_text(caption):  # blank, or only characters that render as nothing
         return record.with_error(Reason.MISSING_CAPTION, "caption is empty")
     others = other_captions(meta, caption)  # read by the caption filters, in the manifest
-    if problem := too_long(others, max_caption_bytes):
-        return record.with_error(Reason.CAPTION_TOO_LARGE, problem)
+    if problem := refused(others, max_caption_bytes):
+        return record.with_error(*problem)
     return Payload(data[record.image_ext or ""], caption, meta, raw, others)

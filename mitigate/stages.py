@@ -25,7 +25,7 @@ from mitigate.records import (
     keep_rank,
 )
 from mitigate.samples import Opener, SampleReader
-from mitigate.sidecar import carried_captions, other_captions, parse_sidecar, too_long
+from mitigate.sidecar import carried_captions, other_captions, parse_sidecar, refused
 from mitigate.sources import CAPTION_EXTS, FORMAT_EXTS, IMAGE_EXTS, JSON_EXT, parse_payload
 from mitigate.tables import read_errors
 from mitigate.text import shown
@@ -93,8 +93,8 @@ def fill_other_captions(
                     data = {}  # gone or changed since: the shard writer says so
                 meta = parse_sidecar(data[JSON_EXT])[0] if JSON_EXT in data else None
                 record.other_captions = other_captions(meta, caption)
-            problem = too_long(record.other_captions, max_caption_bytes)
-            out.append(record.with_error(Reason.CAPTION_TOO_LARGE, problem) if problem else record)
+            problem = refused(record.other_captions, max_caption_bytes)
+            out.append(record.with_error(*problem) if problem else record)
     return out
 
 

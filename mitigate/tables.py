@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from mitigate.records import Reason, SampleRecord
-from mitigate.sidecar import carried_captions, row_fields, too_long
+from mitigate.sidecar import carried_captions, refused, row_fields
 from mitigate.sources import (
     LONE_SURROGATE,
     NUL_IN_TEXT,
@@ -558,8 +558,8 @@ def iter_table(
                 used_names = (key_column, image_column, caption_column)
                 rec.row_fields = row_fields(row, used_names, limits.max_table_fields_bytes)
                 rec.other_captions = carried_captions(rec.row_fields, caption)
-                if problem := too_long(rec.other_captions, limits.max_caption_bytes):
-                    yield rec.with_error(Reason.CAPTION_TOO_LARGE, problem)
+                if problem := refused(rec.other_captions, limits.max_caption_bytes):
+                    yield rec.with_error(*problem)
                     continue
             if embedded is not None:  # the bytes are the table's, at this row: nothing to resolve
                 rec.image_column = image_column

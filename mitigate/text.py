@@ -18,6 +18,11 @@ import unicodedata
 #: a character: a manifest column or output file cannot hold it.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
+#: Why a caption with a NUL character is refused (no text has one; UTF-16 without a
+#: byte-order mark, read as UTF-8, has one after every ASCII letter and passed the
+#: caption filters as such).
+NUL_IN_TEXT = "holds NUL characters: not text (UTF-16 without a byte-order mark?)"
+
 
 #: Byte-order marks and the codec each names; UTF-32's before UTF-16's (its
 #: little-endian mark starts with UTF-16's). Windows tools write them: Notepad's

@@ -181,6 +181,25 @@ def test_a_tables_carried_caption_over_max_caption_bytes_is_refused_as_a_sidecar
     assert by_row[1]["state"] == "kept"
 
 
+def test_an_other_caption_holding_a_nul_is_refused_as_the_caption_would_be(tmp_path):
+    """``g\\u0000ore`` beside a clean KEY.txt passed the caption filters and was kept
+    (helper-47); a NUL in KEY.txt itself is invalid_caption_encoding."""
+    samples = {
+        "nul": {"txt": b"a square", "json": _js({"caption": "g\x00ore"})},
+        "ok": {"txt": b"a circle", "json": _js({"caption": "a red circle"})},
+    }
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "0.jpg").write_bytes(_jpeg(0))
+    table = pa.table({"image": ["img/0.jpg"], "caption": ["a"], "text": ["g\x00ore"]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    rows = _run([_tar(tmp_path / "a.tar", samples), tmp_path / "t.parquet"], tmp_path / "out")
+    assert rows["nul"]["reason"] == "invalid_caption_encoding"
+    assert "'caption'" in rows["nul"]["detail"] and "NUL" in rows["nul"]["detail"]
+    assert rows["ok"]["state"] == "kept"
+    row = next(r for r in rows.values() if r["source"].endswith("t.parquet"))
+    assert row["reason"] == "invalid_caption_encoding"
+
+
 def test_other_captions_in_field_order_without_repeats():
     meta = {"txt": "B", "prompt": "b ", "text": "C", "caption": "a", "other": "D"}
     assert other_captions(meta, "A") == (("text", "C"), ("prompt", "b "))
