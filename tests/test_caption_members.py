@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from PIL import Image
+from tar_samples import jpeg, write_tar
 
 from mitigate.cli import main
 from mitigate.config import load_config
@@ -19,22 +19,6 @@ from mitigate.pipeline.run import run
 from mitigate.sources import SourceLimits, index_tar
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (80, 60), (seed * 37 % 256, seed * 91 % 256, 120)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _tar(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for n, (key, members) in enumerate(samples.items()):
-            for ext, data in {"jpg": _jpeg(n), **members}.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def _run(path: Path, tmp_path: Path, filters: str, max_caption_bytes: int) -> Path:
@@ -75,7 +59,7 @@ SAMPLES = {
 
 
 def test_the_caption_comes_from_the_first_member_then_the_sidecar(tmp_path):
-    path = _tar(tmp_path / "other-tool.tar", SAMPLES)
+    path = write_tar(tmp_path / "other-tool.tar", SAMPLES)
     out = _run(
         path, tmp_path, "filters=[{name: image_quality, min_side: 16, max_aspect_ratio: 4.0}]", 40
     )
@@ -122,7 +106,7 @@ def test_validate_names_inner_dots_where_no_sample_has_a_caption(tmp_path, capsy
     path = tmp_path / "dots.tar"
     with tarfile.open(path, "w") as tar:
         for i in range(3):
-            for ext, data in (("v2.jpg", _jpeg(i)), ("v2.txt", b"a caption")):
+            for ext, data in (("v2.jpg", jpeg(i)), ("v2.txt", b"a caption")):
                 info = tarfile.TarInfo(f"photo{i}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -134,7 +118,7 @@ def test_validate_names_inner_dots_where_no_sample_has_a_caption(tmp_path, capsy
 
 def test_a_sidecar_caption_is_held_to_max_caption_bytes(tmp_path):
     long = "word " * 20  # 100 bytes
-    path = _tar(
+    path = write_tar(
         tmp_path / "s.tar",
         {"long": {"json": _js({"caption": long})}, "short": {"json": _js({"text": "ok"})}},
     )
@@ -148,7 +132,7 @@ def test_a_sidecar_caption_is_held_to_max_caption_bytes(tmp_path):
 
 
 def test_the_index_checks_the_size_of_the_member_it_takes(tmp_path):
-    path = _tar(tmp_path / "s.tar", {"big": {"caption": b"x" * 100, "json": _js({})}})
+    path = write_tar(tmp_path / "s.tar", {"big": {"caption": b"x" * 100, "json": _js({})}})
     with open(path, "rb") as f:
         (record,) = index_tar(f, str(path))
     assert record.state == "pending"  # the default limit is 64 KB
@@ -162,8 +146,8 @@ def test_the_index_checks_the_size_of_the_member_it_takes(tmp_path):
 
 def test_tars_without_any_caption_fail_validate_and_a_run_warns(tmp_path, capsys, caplog):
     members = {"cls": b"1", "json": _js({"url": "u"})}
-    _tar(tmp_path / "a.tar", {f"s{i}": members for i in range(3)})
-    _tar(tmp_path / "b.tar", {f"t{i}": members for i in range(3)})
+    write_tar(tmp_path / "a.tar", {f"s{i}": members for i in range(3)})
+    write_tar(tmp_path / "b.tar", {f"t{i}": members for i in range(3)})
     args = ["--input", str(tmp_path / "*.tar"), "--output", str(tmp_path / "o")]
     assert main(["validate", *args]) == 2
     err = capsys.readouterr().err
@@ -177,7 +161,7 @@ def test_tars_without_any_caption_fail_validate_and_a_run_warns(tmp_path, capsys
     rows = pq.read_table(tmp_path / "o" / "manifest").to_pylist()
     assert len(rows) == 6 and {r["reason"] for r in rows} == {"missing_caption"}
     # one sample with a caption field among them is enough: the others say why one by one
-    _tar(tmp_path / "a.tar", {"s0": members, "s1": {"json": _js({"text": "a caption"})}})
+    write_tar(tmp_path / "a.tar", {"s0": members, "s1": {"json": _js({"text": "a caption"})}})
     code = main(["validate", *args[:2], "--output", str(tmp_path / "o2")])
     assert code == 0, capsys.readouterr().err
 
@@ -189,7 +173,7 @@ def test_jpeg_files_named_as_windows_and_phones_name_them_are_images(tmp_path):
     path = tmp_path / "x.tar"
     with tarfile.open(path, "w") as tar:
         for n, (key, ext) in enumerate(zip(samples, ("jfif", "jpe", "MPO", "jpg"), strict=True)):
-            for name, data in ((f"{key}.{ext}", _jpeg(n)), (f"{key}.txt", b"a square")):
+            for name, data in ((f"{key}.{ext}", jpeg(n)), (f"{key}.txt", b"a square")):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))

@@ -6,14 +6,13 @@ notes). The caption filters read them too; the manifest keeps them, so redecide 
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
+from tar_samples import jpeg, write_tar
 
 from mitigate.config import load_config
 from mitigate.pipeline.run import run
@@ -21,22 +20,6 @@ from mitigate.sidecar import other_captions
 
 REPO = Path(__file__).resolve().parents[1]
 TERMS = "filters=[{name: caption_terms, terms: [gore]}]"
-
-
-def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (80, 60), (seed * 37 % 256, seed * 91 % 256, 120)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _tar(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for n, (key, members) in enumerate(samples.items()):
-            for ext, data in {"jpg": _jpeg(n), **members}.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def _run(paths: list[Path], out: Path, *extra: str) -> dict[str, dict]:
@@ -73,7 +56,7 @@ def _samples() -> dict[str, dict[str, bytes]]:
 
 
 def test_the_sidecars_other_captions_are_read_by_the_caption_filters(tmp_path):
-    rows = _run([_tar(tmp_path / "a.tar", _samples())], tmp_path / "out")
+    rows = _run([write_tar(tmp_path / "a.tar", _samples())], tmp_path / "out")
     assert rows["alt"]["reason"] == "caption_term_match"
     assert "(.json 'caption')" in rows["alt"]["info_caption_terms"]
     assert rows["alt"]["other_captions"] == [{"field": "caption", "text": "GORE everywhere"}]
@@ -94,7 +77,7 @@ def test_the_sidecars_other_captions_are_read_by_the_caption_filters(tmp_path):
 def test_redecide_reads_the_other_captions_from_the_manifest(tmp_path):
     from mitigate.cli import main
 
-    source = _tar(tmp_path / "a.tar", _samples())
+    source = write_tar(tmp_path / "a.tar", _samples())
     config, _ = load_config(
         REPO / "configs" / "default.yaml",
         [
@@ -127,7 +110,7 @@ def test_a_table_rows_carried_caption_columns_are_read_too(tmp_path):
     images = tmp_path / "img"
     images.mkdir()
     for n in range(3):
-        (images / f"{n}.jpg").write_bytes(_jpeg(n))
+        (images / f"{n}.jpg").write_bytes(jpeg(n))
     table = pa.table(
         {
             "image": ["img/0.jpg", "img/1.jpg", "img/2.jpg"],
@@ -160,7 +143,7 @@ def test_a_table_rows_carried_caption_columns_are_read_too(tmp_path):
 def test_an_other_caption_over_max_caption_bytes_is_refused(tmp_path):
     samples = {"big": {"txt": b"a square", "json": _js({"text": "x" * 300})}}
     rows = _run(
-        [_tar(tmp_path / "a.tar", samples)], tmp_path / "out", "decode.max_caption_bytes=200"
+        [write_tar(tmp_path / "a.tar", samples)], tmp_path / "out", "decode.max_caption_bytes=200"
     )
     assert rows["big"]["reason"] == "caption_too_large"
     assert "'text'" in rows["big"]["detail"]
@@ -168,8 +151,8 @@ def test_an_other_caption_over_max_caption_bytes_is_refused(tmp_path):
 
 def test_a_tables_carried_caption_over_max_caption_bytes_is_refused_as_a_sidecars(tmp_path):
     (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "0.jpg").write_bytes(_jpeg(0))
-    (tmp_path / "img" / "1.jpg").write_bytes(_jpeg(1))
+    (tmp_path / "img" / "0.jpg").write_bytes(jpeg(0))
+    (tmp_path / "img" / "1.jpg").write_bytes(jpeg(1))
     table = pa.table(
         {"image": ["img/0.jpg", "img/1.jpg"], "caption": ["a", "b"], "text": ["x" * 300, "y"]}
     )
@@ -189,10 +172,10 @@ def test_an_other_caption_holding_a_nul_is_refused_as_the_caption_would_be(tmp_p
         "ok": {"txt": b"a circle", "json": _js({"caption": "a red circle"})},
     }
     (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "0.jpg").write_bytes(_jpeg(0))
+    (tmp_path / "img" / "0.jpg").write_bytes(jpeg(0))
     table = pa.table({"image": ["img/0.jpg"], "caption": ["a"], "text": ["g\x00ore"]})
     pq.write_table(table, tmp_path / "t.parquet")
-    rows = _run([_tar(tmp_path / "a.tar", samples), tmp_path / "t.parquet"], tmp_path / "out")
+    rows = _run([write_tar(tmp_path / "a.tar", samples), tmp_path / "t.parquet"], tmp_path / "out")
     assert rows["nul"]["reason"] == "invalid_caption_encoding"
     assert "'caption'" in rows["nul"]["detail"] and "NUL" in rows["nul"]["detail"]
     assert rows["ok"]["state"] == "kept"
@@ -212,7 +195,7 @@ def test_redecide_of_a_manifest_without_the_column_writes_its_shards(tmp_path):
     sidecars are not taken for changed inputs (every kept shard refused)."""
     from mitigate.cli import main
 
-    source = _tar(tmp_path / "a.tar", _samples())
+    source = write_tar(tmp_path / "a.tar", _samples())
     _run([source], tmp_path / "run")
     for part in (tmp_path / "run" / "manifest").glob("*.parquet"):
         table = pq.read_table(part)
@@ -228,7 +211,7 @@ def test_redecide_of_a_manifest_without_the_column_writes_its_shards(tmp_path):
     assert rows["alt"]["reason"] == rows["prompt"]["reason"] == "caption_term_match"
     assert rows["clean"]["other_captions"] == [{"field": "caption", "text": "a square, grey"}]
     # held to max_caption_bytes as a fresh run holds them (helper-45: kept, 100 KB)
-    big = _tar(tmp_path / "big.tar", {"big": {"txt": b"a", "json": _js({"text": "x" * 300})}})
+    big = write_tar(tmp_path / "big.tar", {"big": {"txt": b"a", "json": _js({"text": "x" * 300})}})
     _run([big], tmp_path / "run2", "decode.max_caption_bytes=200")
     (part,) = (tmp_path / "run2" / "manifest").glob("*.parquet")
     table = pq.read_table(part)
