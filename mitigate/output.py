@@ -7,12 +7,10 @@ so two runs, or two runners, can be compared byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import tarfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -313,29 +311,6 @@ def copies_of(record: SampleRecord) -> int:
     return 1 if record.copies is None else record.copies
 
 
-COPY_NAME = re.compile(r"_r[1-9][0-9]*$")
-"""How a resampled copy's key ends (``KEY_r1``): a kept sample's own key that ends so
-may be the name another sample's copy would take (:func:`copy_claims`)."""
-
-
-def copy_key(key: str, copy: int, clashes: frozenset[str] = frozenset()) -> str:
-    """Key of the ``copy``-th copy of a resampled sample: the first keeps its key, the
-    others are ``KEY_r1``, ``KEY_r2``, ...; where that is a kept sample's own key
-    (``clashes``: an input named ``photo`` and ``photo_r1``), ``KEY_rN_`` and 8 hex digits
-    of the key's BLAKE2b, so that no two samples of the shards share a key."""
-    if copy == 0:
-        return key
-    name = f"{key}_r{copy}"
-    if name not in clashes:
-        return name
-    return f"{name}_{hashlib.blake2b(key.encode(), digest_size=4).hexdigest()}"
-
-
-def copy_claims(records: Iterable[SampleRecord]) -> Iterator[tuple[str, bool]]:
-    """(key, is a copy's name) for the kept ``records``: each key a copy would take, and
-    each written sample's own key that looks like one; a key claimed both ways clashes."""
-    for record in records:
-        if copies_of(record) and COPY_NAME.search(record.key):  # written (0 copies: not)
-            yield record.key, False
-        for copy in range(1, copies_of(record)):
-            yield f"{record.key}_r{copy}", True
+def copy_key(key: str, copy: int) -> str:
+    """Key of the ``copy``-th copy of a resampled sample: the first keeps its key."""
+    return key if copy == 0 else f"{key}_r{copy}"

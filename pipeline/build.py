@@ -214,12 +214,9 @@ class WriteShard(beam.DoFn):
         self.extras, self.fields = output.extra_members, output.table_fields
 
     def process(
-        self,
-        element: tuple[int, Iterable[tuple[int, SampleRecord, int]]],
-        clashes: Sequence[str] = (),
+        self, element: tuple[int, Iterable[tuple[int, SampleRecord, int]]]
     ) -> Iterator[dict]:
         shard_id, group = element
-        taken = frozenset(clashes)  # resampled copies' names that are samples' own keys
         members = sorted(group, key=lambda entry: entry[0])
         name = self.layout.shard(shard_id)
         with fs.atomic_write(name) as f:
@@ -228,7 +225,7 @@ class WriteShard(beam.DoFn):
                 with SampleReader(fs.open_read) as reader:
                     for _, record, copy in members:
                         got = shard_sample(reader, record, self.extras, self.fields)
-                        key = output.copy_key(record.key, copy, taken)
+                        key = output.copy_key(record.key, copy)
                         writer.add(
                             record, got.image, got.caption, got.meta, key,
                             members=got.members, not_copied=got.not_copied,
@@ -525,14 +522,6 @@ def _finish(
         | "CountsDict" >> beam.combiners.ToDict()
         | "Offsets" >> beam.Map(_offsets)
     )
-    clashes: Any = ()
-    if config.rebalance.enabled and config.rebalance.mode == "resample":
-        clashes = AsList(
-            kept
-            | "CopyClaims" >> beam.FlatMap(lambda kv: output.copy_claims(kv[1]))
-            | "GroupClaims" >> beam.GroupByKey()
-            | "Clashes" >> beam.FlatMap(lambda kv: [kv[0]] if len(set(kv[1])) == 2 else [])
-        )
     shards = (
         kept
         | "AssignShards"
@@ -540,7 +529,7 @@ def _finish(
             _assign_shards, offsets=AsSingleton(offsets), per_shard=config.output.samples_per_shard
         )
         | "GroupShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShard(layout, config.output), clashes=clashes)
+        | "WriteShards" >> beam.ParDo(WriteShard(layout, config.output))
     )
     _ = (
         pipeline

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import random
-import re
 import tarfile
 from pathlib import Path
 
@@ -164,49 +163,6 @@ def test_resample_mode_writes_copies_with_expected_count_equal_to_weight(
     keys = [s["__key__"] for s in samples]
     assert len(set(keys)) == len(keys)  # copies get distinct keys: KEY, KEY_r1, ...
     assert summary["conservation"]["ok"]
-
-
-@pytest.fixture(scope="module")
-def copy_named_dataset(biased_dataset, tmp_path_factory) -> Path:
-    """The biased dataset with every odd sample renamed to its even neighbour's key and
-    ``_r1``: the name that neighbour's first resampled copy takes."""
-    folder = tmp_path_factory.mktemp("copy-named")
-    for shard in sorted(biased_dataset.glob("*.tar")):
-        with tarfile.open(shard) as src, tarfile.open(folder / shard.name, "w") as dst:
-            for member in src.getmembers():
-                stem, ext = member.name.split(".", 1)
-                i = int(stem)
-                data = src.extractfile(member).read()
-                member.name = f"{i - 1:06d}_r1.{ext}" if i % 2 else member.name
-                dst.addfile(member, io.BytesIO(data))
-    return folder
-
-
-@pytest.mark.slow
-def test_a_resampled_copy_never_takes_another_samples_key(copy_named_dataset, tmp_path):
-    out = tmp_path / "rs"
-    summary = run(_config(copy_named_dataset, out, mode="resample"))
-    rows = [r for r in pq.read_table(out / "manifest").to_pylist() if r["state"] == "kept"]
-    kept = {r["key"] for r in rows if r["copies"]}  # resampled 0 times: not written
-    # copies of a kept even sample whose odd neighbour, named KEY_r1, was kept too
-    clashing = [r["key"] for r in rows if r["copies"] >= 2 and f"{r['key']}_r1" in kept]
-    assert clashing  # the data makes clashes; else this test checks nothing
-    shards = [str(p) for p in sorted((out / "shards").glob("*.tar"))]
-    samples = list(wds.WebDataset(shards, shardshuffle=False))
-    keys = [s["__key__"] for s in samples]
-    assert len(keys) == summary["samples_written"] == sum(r["copies"] for r in rows)
-    assert len(set(keys)) == len(keys)
-    by_key = {s["__key__"]: s for s in samples}
-    for key in clashing:
-        # KEY_r1 is the other sample; the copy is KEY_r1_ and a hash of KEY
-        assert by_key[f"{key}_r1"]["png"] != by_key[key]["png"]
-        copies = [k for k in keys if re.fullmatch(rf"{key}_r1_[0-9a-f]{{8}}", k)]
-        assert len(copies) == 1
-        assert by_key[copies[0]]["png"] == by_key[key]["png"]
-    # where no sample holds the name, a copy is KEY_r1 as before
-    free = [r["key"] for r in rows if r["copies"] >= 2 and f"{r['key']}_r1" not in kept]
-    assert free
-    assert all(by_key[f"{key}_r1"]["png"] == by_key[key]["png"] for key in free)
 
 
 def test_rebalance_config_is_cross_checked():
