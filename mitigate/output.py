@@ -8,9 +8,10 @@ so two runs, or two runners, can be compared byte for byte.
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -311,6 +312,45 @@ def copies_of(record: SampleRecord) -> int:
     return 1 if record.copies is None else record.copies
 
 
-def copy_key(key: str, copy: int) -> str:
-    """Key of the ``copy``-th copy of a resampled sample: the first keeps its key."""
-    return key if copy == 0 else f"{key}_r{copy}"
+def copy_key(key: str, copy: int, taken: Sequence[int] = ()) -> str:
+    """Key of the ``copy``-th copy of a resampled sample: the first keeps its key, the
+    others are ``KEY_r1``, ``KEY_r2``, ..., skipping the numbers in ``taken`` (those of
+    input samples named ``KEY_rN``: a copy under such a key wrote two samples of one key
+    into the shards, and the manifest's row of that key described the other; helper-48)."""
+    if copy == 0:
+        return key
+    number = 0
+    for _ in range(copy):
+        number += 1
+        while number in taken:
+            number += 1
+    return f"{key}_r{number}"
+
+
+#: An input key that a resampled copy's key could be: ``BASE_rN``.
+_COPY_KEY = re.compile(r"(.+)_r([1-9][0-9]*)", re.DOTALL)
+
+
+def copy_key_claims(records: Iterable[SampleRecord]) -> Iterator[tuple[str, tuple[str, int]]]:
+    """(base key, claim) pairs to group by base key: ``("copies", n)`` for a sample
+    written ``n > 1`` times, ``("key", N)`` for a sample whose key is ``BASE_rN``."""
+    for record in records:
+        n = copies_of(record)
+        if n > 1:
+            yield record.key, ("copies", n)
+        match = _COPY_KEY.fullmatch(record.key)
+        if match is not None:
+            yield match[1], ("key", int(match[2]))
+
+
+def taken_copy_numbers(
+    element: tuple[str, Iterable[tuple[str, int]]],
+) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """(base key, the copy numbers its samples' keys take) for a resampled sample that
+    input samples named ``BASE_rN`` would clash with; nothing for any other key."""
+    base, claims = element
+    claims = list(claims)
+    copies = max((n for kind, n in claims if kind == "copies"), default=0)
+    taken = sorted({n for kind, n in claims if kind == "key"})
+    if copies > 1 and taken:
+        yield base, tuple(taken)

@@ -35,7 +35,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsList, AsSingleton
+from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
 from mitigate import output, progress, stages
 from mitigate.config import Config, OutputConfig
@@ -214,8 +214,11 @@ class WriteShard(beam.DoFn):
         self.extras, self.fields = output.extra_members, output.table_fields
 
     def process(
-        self, element: tuple[int, Iterable[tuple[int, SampleRecord, int]]]
+        self,
+        element: tuple[int, Iterable[tuple[int, SampleRecord, int]]],
+        taken: dict[str, tuple[int, ...]] | None = None,
     ) -> Iterator[dict]:
+        """``taken``: copy numbers input keys take, by resampled key (resample mode)."""
         shard_id, group = element
         members = sorted(group, key=lambda entry: entry[0])
         name = self.layout.shard(shard_id)
@@ -225,7 +228,7 @@ class WriteShard(beam.DoFn):
                 with SampleReader(fs.open_read) as reader:
                     for _, record, copy in members:
                         got = shard_sample(reader, record, self.extras, self.fields)
-                        key = output.copy_key(record.key, copy)
+                        key = output.copy_key(record.key, copy, (taken or {}).get(record.key, ()))
                         writer.add(
                             record, got.image, got.caption, got.meta, key,
                             members=got.members, not_copied=got.not_copied,
@@ -522,6 +525,17 @@ def _finish(
         | "CountsDict" >> beam.combiners.ToDict()
         | "Offsets" >> beam.Map(_offsets)
     )
+    side: dict[str, Any] = {}
+    if config.rebalance.enabled and config.rebalance.mode == "resample":
+        # a copy is keyed KEY_rN: the numbers that input samples' keys take are skipped
+        taken = (
+            final_parts
+            | "FinalForCopyKeys" >> beam.Flatten()
+            | "CopyKeyClaims" >> beam.FlatMap(lambda r: output.copy_key_claims([r]))
+            | "GroupCopyKeys" >> beam.GroupByKey()
+            | "TakenCopyNumbers" >> beam.FlatMap(output.taken_copy_numbers)
+        )
+        side["taken"] = AsDict(taken)
     shards = (
         kept
         | "AssignShards"
@@ -529,7 +543,7 @@ def _finish(
             _assign_shards, offsets=AsSingleton(offsets), per_shard=config.output.samples_per_shard
         )
         | "GroupShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShard(layout, config.output))
+        | "WriteShards" >> beam.ParDo(WriteShard(layout, config.output), **side)
     )
     _ = (
         pipeline

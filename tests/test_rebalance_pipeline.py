@@ -19,6 +19,7 @@ from PIL import Image
 
 from mitigate.config import ConfigError, validate_config
 from mitigate.pipeline.run import run
+from mitigate.rebalance import resample_counts
 
 N = 2400
 SUBJECTS = {
@@ -270,3 +271,53 @@ def test_weight_scale_is_bit_identical_whatever_the_merge_order():
     assert solve_scale(a, 0.1, 10.0) == solve_scale(b, 0.1, 10.0)
     weights = np.clip(solve_scale(a, 0.1, 10.0) * raw, 0.1, 10.0)
     np.testing.assert_allclose(weights, finalize_weights(raw, 0.1, 10.0), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_resampled_copies_skip_keys_that_input_samples_hold(
+    biased_dataset, weighted_run, photos, tmp_path
+):
+    """A copy is keyed KEY_r1, KEY_r2, ...: an input sample already named KEY_r1 (a
+    revision suffix) went into the shard beside the copy of that name, two samples of
+    one key, and the manifest's row of that key described only one of them (helper-48).
+    The copies skip the numbers input keys take."""
+    out, _ = weighted_run
+    kept = [r for r in pq.read_table(out / "manifest").to_pylist() if r["state"] == "kept"]
+    # a sample resampling writes twice (the weights of a resample run are these)
+    counts = resample_counts([r["weight"] for r in kept], [r["key"] for r in kept], seed=0)
+    heavy = max(
+        (r for r, n in zip(kept, counts, strict=True) if n >= 2),
+        key=lambda r: (r["weight"], r["key"]),
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in biased_dataset.glob("*.tar"):
+        (data / shard.name).write_bytes(shard.read_bytes())
+    lamp = next(iter(photos.values()))  # a real photo, other bytes than every sample's
+    with tarfile.open(data / "zz-revisions.tar", "w") as tar:
+        for name, payload in (
+            (f"{heavy['key']}_r1.jpg", lamp),
+            (f"{heavy['key']}_r1.txt", b"a revised photo of a lamp"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    summary = run(_config(data, tmp_path / "rs", mode="resample"))
+    assert summary["conservation"]["ok"]
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "rs" / "manifest").to_pylist()}
+    revision = rows[f"{heavy['key']}_r1"]
+    assert revision["state"] == "kept" and revision["copies"] >= 1
+    copies = rows[heavy["key"]]["copies"]
+    assert copies >= 2  # the scenario: a copy that would be named KEY_r1
+    names = [m.name for m in tarfile.open(tmp_path / "rs" / "shards" / "shard-000000.tar")]
+    assert len(names) == len(set(names))  # no member twice
+    samples = list(
+        wds.WebDataset(str(tmp_path / "rs" / "shards" / "shard-000000.tar"), shardshuffle=False)
+    )
+    keys = [s["__key__"] for s in samples]
+    assert len(keys) == len(set(keys)) == summary["samples_written"]
+    by_key = {s["__key__"]: s for s in samples}
+    assert by_key[f"{heavy['key']}_r1"]["txt"] == b"a revised photo of a lamp"
+    own = [k for k, s in by_key.items() if s["txt"] == by_key[heavy["key"]]["txt"]]
+    copy_keys = {heavy["key"]} | {f"{heavy['key']}_r{n}" for n in range(2, copies + 1)}
+    assert copy_keys <= set(own)
