@@ -580,3 +580,21 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def viewable_rgb(image: Image.Image, size: int) -> Image.Image:
+    """An opened image as the run judged it, for a person to look at: its first frame,
+    turned by its EXIF orientation, alpha composited on white and 16-bit greyscale
+    scaled to 8 bits (:func:`_to_rgb`), reduced by an integer factor while its shorter
+    side stays >= ``size`` (a thumbnail is made from it). A thumbnail that converted the
+    stored pixels straight to RGB showed another picture: a dark stamp on a transparent
+    background as a black square (its hidden pixels, which no filter saw), every 16-bit
+    greyscale PNG white, and a phone photo on its side (helper-48)."""
+    _quiet_pillow()
+    if image.format in JPEG_FORMATS:
+        image.draft("RGB", (size, size))
+    image.seek(0)  # animated images: first frame
+    image.load()
+    orientation = _orientation(image)
+    oriented = image.transpose(_TRANSPOSE[orientation]) if orientation != 1 else image
+    return _to_rgb(_reduce(oriented, size))

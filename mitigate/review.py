@@ -28,7 +28,7 @@ import yaml
 from PIL import Image, ImageFilter
 
 from mitigate import layout
-from mitigate.decode import open_image
+from mitigate.decode import open_image, viewable_rgb
 from mitigate.output import record_from_row
 from mitigate.samples import Opener, SampleReader
 from mitigate.table_rows import csv_dialect
@@ -316,8 +316,8 @@ def thumbnail(data: bytes, size: int = 160, blur: bool = False) -> str:
     """A small JPEG as a data: URI (blurred when asked); empty string if undecodable."""
     try:
         image = open_image(data)  # the accepted formats only, as in the run
-        image.draft("RGB", (size, size))
-        image = image.convert("RGB")
+        # as the run saw it: oriented, alpha on white, 16-bit scaled (helper-48)
+        image = viewable_rgb(image, size)
         image.thumbnail((size, size))
     except (OSError, ValueError, Image.DecompressionBombError):
         return ""
