@@ -130,7 +130,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else float(entry["threshold"])
     column = f"score_{args.filter}"
     # the key and score columns only, no Python object a row (mitigate/runtable.py)
-    run = runtable.RunTable(args.from_dir, ["key", column, "state"], encoded=["state"])
+    run = runtable.RunTable(args.from_dir, ["key", column, "state", "sha256"], encoded=["state"])
     keys = run.keys()
     # an error row is no sample to label: a duplicate_key copy (scored, then refused) has
     # the key of the sample the run holds, and another image (helper-34)
@@ -138,7 +138,16 @@ def cmd_select(args: argparse.Namespace) -> int:
     # nor a duplicate: its label is its kept copy's, and one image with 100 copies
     # filled a selection of 10 with them (helper-40)
     scores = np.where(run.is_state("duplicate"), np.nan, scores)
-    scores[review.rows_of_labels(keys, labelled)] = np.nan  # --exclude: labelled before
+    labelled_rows = review.rows_of_labels(keys, labelled)
+    scores[labelled_rows] = np.nan  # --exclude: labelled before
+    positive_keys: list[str] = []
+    if args.strategy == "neighbours" and args.positives:
+        positive_keys = [k for k, v in review.read_labels(args.positives).items() if v]
+    # nor a byte copy of another candidate or of a labelled sample: copies a filter
+    # dropped are not deduplicated (each is its own filtered row), have its score, and
+    # take its label; three of four `positives` were one image (helper-48)
+    known = np.union1d(labelled_rows, review.rows_of_labels(keys, positive_keys))
+    scores[run.byte_copies(~np.isnan(scores), known)] = np.nan
     notes: dict[int, str] = {}
     if args.strategy == "uncertain":
         picked = select.select_uncertain(keys, scores, threshold, args.n)

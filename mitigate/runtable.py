@@ -120,6 +120,34 @@ class RunTable:
         values = self.table.column(column).combine_chunks()
         return pc.fill_null(values.cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
 
+    def byte_copies(self, candidates: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+        """Rows among ``candidates`` (a bool mask) whose image bytes (``sha256``, which
+        the table holds) are those of an earlier candidate or of a ``labelled`` row
+        (indices): one label answers for every copy. Rows without a sha256 are never
+        copies."""
+        assert self.table is not None
+        sha = self.table.column("sha256").combine_chunks()
+        rows = np.flatnonzero(candidates)
+        picked = sha.take(pa.array(rows, type=pa.int64()))
+        valid = pc.is_valid(picked).to_numpy(zero_copy_only=False)
+        firsts = (
+            pa.table({"sha": picked.filter(pa.array(valid)), "row": rows[valid]})
+            .group_by("sha")
+            .aggregate([("row", "min")])
+            .column("row_min")
+            .to_numpy()
+        )
+        copies = np.array(candidates, dtype=bool, copy=True)
+        copies[firsts] = False
+        copies[rows[~valid]] = False
+        labelled = np.asarray(labelled, dtype=np.int64)
+        if labelled.size:
+            known = pc.drop_null(pc.unique(sha.take(pa.array(labelled))))
+            same = pc.fill_null(pc.is_in(sha, value_set=known), False)
+            copies |= candidates & same.to_numpy(zero_copy_only=False)
+            copies[labelled] = False  # a labelled row is itself, not a copy
+        return copies
+
     def key_rows(self, keys: Iterable[str]) -> list[tuple[int, str, str]]:
         """(row index, key, state) of every row whose key is one of ``keys``, ascending;
         the key and state columns are read a part at a time, not kept."""

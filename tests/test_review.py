@@ -276,3 +276,35 @@ def test_select_exclude_leaves_out_keys_labelled_in_earlier_rounds(run_dir, scor
     with open(out / "selection.csv", newline="") as f:
         assert [r["key"] for r in csv.DictReader(f)] == ranked[3:7]
     assert main([*args, "--overwrite", "--exclude", str(tmp_path / "none.csv")]) == 2
+
+
+@pytest.mark.slow
+def test_select_offers_one_of_byte_identical_filtered_copies(run_dir, tmp_path):
+    """Copies a filter drops are not deduplicated (each is its own filtered row, with the
+    one image's score), so one image filled a selection with its copies, and a copy of
+    a labelled sample came back after --exclude (helper-48). The sample run's exact
+    duplicate pair (000000007, and 000010006 of the same bytes), both dropped at
+    threshold 0, is offered once, and not at all once one copy is labelled."""
+    out = tmp_path / "all-dropped"
+    args = ["redecide", "--from", str(run_dir), "--output", str(out)]
+    assert main([*args, "--set", "filters.0.threshold=0.0"]) == 0
+    rows = pq.read_table(out / "manifest", columns=["key", "state", "sha256"]).to_pylist()
+    by_key = {r["key"]: r for r in rows}
+    pair = ("000000007", "000010006")
+    assert by_key[pair[0]]["sha256"] == by_key[pair[1]]["sha256"]
+    assert {by_key[k]["state"] for k in pair} == {"filtered"}
+
+    def selected(strategy: str, *extra: str) -> list[str]:
+        sel = tmp_path / f"sel-{strategy}-{len(extra)}"
+        args = ["select", "--from", str(out), "--filter", "nsfw", "--n", "100"]
+        assert main([*args, "--strategy", strategy, "--output", str(sel), *extra]) == 0
+        with open(sel / "selection.csv", newline="") as f:
+            return [r["key"] for r in csv.DictReader(f)]
+
+    for strategy in ("positives", "uncertain"):
+        keys = selected(strategy)
+        assert len({by_key[k]["sha256"] for k in keys}) == len(keys)
+        assert pair[0] in keys and pair[1] not in keys  # the first copy in input order
+    # one copy labelled: the other is labelled too
+    keys = selected("positives", "--exclude", str(_labels(tmp_path / "l.csv", {pair[0]: 1})))
+    assert pair[0] not in keys and pair[1] not in keys

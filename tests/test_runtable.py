@@ -132,8 +132,9 @@ def test_select_reads_only_the_key_and_score_columns_of_the_whole_run(
     parts = len(list((run_dir / "manifest").glob("*.parquet")))
     # the sources, for the output folder's check (not inside a folder the run read)
     assert whole_reads[:parts] == [["source"]] * parts
-    # and the state, dictionary-encoded (4 bytes a row): an error row is no sample to label
-    assert whole_reads[parts:] == [["key", "score_nsfw", "state"]] * parts
+    # and the state, dictionary-encoded (4 bytes a row): an error row is no sample to
+    # label; and the sha256, so byte copies of one image are offered once (helper-48)
+    assert whole_reads[parts:] == [["key", "score_nsfw", "state", "sha256"]] * parts
     assert row_reads and all("signature" not in cols for cols in row_reads)
     selected = len((out / "selection.csv").read_text().splitlines()) - 1
     assert 0 < selected <= 3 and shown == [selected]  # only the selected rows in full
