@@ -321,3 +321,51 @@ def test_resampled_copies_skip_keys_that_input_samples_hold(
     own = [k for k, s in by_key.items() if s["txt"] == by_key[heavy["key"]]["txt"]]
     copy_keys = {heavy["key"]} | {f"{heavy['key']}_r{n}" for n in range(2, copies + 1)}
     assert copy_keys <= set(own)
+
+
+@pytest.fixture(scope="module")
+def copy_named_dataset(biased_dataset, tmp_path_factory) -> Path:
+    """The biased dataset with every odd sample renamed to its even neighbour's key and
+    ``_r1``: the name that neighbour's first resampled copy would take."""
+    folder = tmp_path_factory.mktemp("copy-named")
+    for shard in sorted(biased_dataset.glob("*.tar")):
+        with tarfile.open(shard) as src, tarfile.open(folder / shard.name, "w") as dst:
+            for member in src.getmembers():
+                stem, ext = member.name.split(".", 1)
+                data = src.extractfile(member).read()
+                if int(stem) % 2:
+                    member.name = f"{int(stem) - 1:06d}_r1.{ext}"
+                dst.addfile(member, io.BytesIO(data))
+    return folder
+
+
+@pytest.mark.slow
+def test_no_resampled_copy_takes_an_input_samples_key_where_many_would(
+    copy_named_dataset, tmp_path
+):
+    """Half the samples are named as their neighbour's first copy would be: each copy
+    skips KEY_r1, and the shards hold every written sample once, under its own key."""
+    out = tmp_path / "rs"
+    summary = run(_config(copy_named_dataset, out, mode="resample"))
+    rows = pq.read_table(out / "manifest").to_pylist()
+    keys_in = {r["key"] for r in rows}
+    shards = [str(p) for p in sorted((out / "shards").glob("*.tar"))]
+    samples = list(wds.WebDataset(shards, shardshuffle=False))
+    keys = [s["__key__"] for s in samples]
+    written = [r for r in rows if r["state"] == "kept" and r["copies"]]
+    assert len(keys) == summary["samples_written"] == sum(r["copies"] for r in written)
+    assert len(set(keys)) == len(keys)
+    by_key = {s["__key__"]: s for s in samples}
+    resampled = [r for r in written if r["copies"] >= 2 and not r["key"].endswith("_r1")]
+    assert len(resampled) > 50  # the data makes many would-be clashes
+    for r in resampled:
+        key, n = r["key"], r["copies"]
+        copies = [f"{key}_r{c}" for c in range(2, n + 1)]  # KEY_r1 is another sample's
+        assert all(by_key[c]["png"] == by_key[key]["png"] for c in copies)
+        assert f"{key}_r{n + 1}" not in by_key
+        if f"{key}_r1" in by_key:
+            assert by_key[f"{key}_r1"]["png"] != by_key[key]["png"]
+    # a copy's key is never a manifest key (of a sample written or not)
+    copy_keys = set(keys) - {r["key"] for r in written}
+    assert len(copy_keys) == len(keys) - len(written)
+    assert not copy_keys & keys_in
