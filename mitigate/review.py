@@ -31,13 +31,14 @@ from mitigate import layout
 from mitigate.decode import open_image, viewable_rgb
 from mitigate.output import record_from_row
 from mitigate.samples import Opener, SampleReader
-from mitigate.table_rows import csv_dialect
+from mitigate.table_rows import csv_dialect, excel_sep
 from mitigate.text import ENCODING_NAMES, text_encoding
 
 # "yes"/"no" are refused: whether "yes" means "harmful" or "fine to keep" depends on the
 # question the labeller was asked, and a silent guess flips every label.
-_TRUE = {"1", "true", "harmful", "positive"}
-_FALSE = {"0", "false", "benign", "negative"}
+# "1.0"/"0.0": a label column pandas wrote as floats (a column with a gap)
+_TRUE = {"1", "1.0", "true", "harmful", "positive"}
+_FALSE = {"0", "0.0", "false", "benign", "negative"}
 LABEL_VALUES = "1/true/harmful/positive (harmful) or 0/false/benign/negative (benign)"
 _AMBIGUOUS = {"yes", "y", "no", "n"}
 
@@ -189,8 +190,10 @@ def read_labels(path: str | Path) -> dict[str, bool]:
     with open(path, newline="", encoding=codec) as f:
         try:
             header = f.readline()
+            sep = excel_sep(header)  # Excel's "sep=;" line before the header
+            header = f.readline() if sep is not None else header
             rows = itertools.chain([header], f)
-            _read_label_rows(csv.DictReader(rows, **csv_dialect(header)), path, out)
+            _read_label_rows(csv.DictReader(rows, **csv_dialect(header, sep)), path, out)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: not {ENCODING_NAMES[codec]} text ({exc})") from None
     return out

@@ -200,6 +200,16 @@ def test_read_labels_accepts_common_spellings(tmp_path):
     assert review.read_labels(path) == {"a": True, "b": False, "c": True, "d": False}
 
 
+def test_read_labels_takes_excels_sep_line_and_pandas_float_labels(tmp_path):
+    """Excel's "sep=;" line before the header was refused ("needs a header"), pandas'
+    1.0/0.0 as no label (helper-48); tables took both already."""
+    path = tmp_path / "l.csv"
+    path.write_text("sep=;\r\nkey;label\r\na,b;1.0\r\nc;0.0\r\n")
+    assert review.read_labels(path) == {"a,b": True, "c": False}
+    path.write_bytes(b"\xef\xbb\xbfsep=,\nkey,label\nd,1\n")
+    assert review.read_labels(path) == {"d": True}
+
+
 def test_read_labels_takes_a_spreadsheets_byte_order_mark_and_names_other_encodings(tmp_path):
     """A "CSV UTF-8" export from a spreadsheet starts with a byte-order mark: its
     header is still key,label. Its "Unicode Text" is UTF-16 with a mark, tab-separated.
