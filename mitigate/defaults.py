@@ -52,8 +52,8 @@ input:
   paths: ["shards/*.tar"]
   # Tables only: the columns holding the key, the image path (in Parquet, or the
   # image's bytes) and the caption. When these are absent, common names are tried
-  # (key/id; image/image_path/path/jpg; caption/text/txt) and `validate` names what it
-  # found.
+  # (key/id/__key__; image/image_path/path/file/filename/file_name/jpg/png/webp;
+  # caption/text/txt) and `validate` names what it found.
   # key_column: key
   # image_column: image
   # caption_column: caption
@@ -87,7 +87,7 @@ rebalance:
 
 runner:
   name: direct
-  direct_num_workers: 1     # 2+ with direct_running_mode: multi_processing uses more cores
+  direct_num_workers: 1     # a large local run decodes on every core (decode.processes: auto)
   direct_running_mode: in_memory
 """
 
