@@ -75,3 +75,18 @@ def test_a_photo_is_turned_by_its_exif_orientation():
     assert (decoded.width, decoded.height) == (h, w)  # the run's size, as displayed
     tw, th = _thumb(buf.getvalue()).size
     assert th > tw
+
+
+def test_a_decoder_error_of_any_type_leaves_the_card_without_a_picture(monkeypatch):
+    """Pillow's plugins raise more than OSError (struct.error, SyntaxError on damaged
+    blocks); a thumbnail that raised ended the report, select or train."""
+    import struct
+
+    def damaged(image, size):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, "PNG")
+    assert review.thumbnail(buf.getvalue()).startswith("data:image/jpeg;base64,")
+    monkeypatch.setattr(review, "viewable_rgb", damaged)
+    assert review.thumbnail(buf.getvalue()) == ""
