@@ -68,11 +68,13 @@ def _pack_plane(values, n, lo, hi, out, at):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def _finish(y, csum, level, size):  # type: ignore[no-untyped-def]
-    """The packed cells and the six range bytes (``size`` bytes) from the luma cells and
-    each chroma cell's RGB sums. (``level``, the numpy reference's level table, is not
-    read: :func:`_pack_plane` computes its values. The kernels keep it in their call
-    signature, which ``benchmarks/eval_near_verify.py --previous-kernel`` relies on to
-    swap earlier kernels in.)"""
+    """The packed cells and the six range bytes (``size`` bytes) from the luma cells ``y``
+    (int32: its min, max and packing took ~0.6x the time of int64's, 2.6 vs 4.5 us a
+    call in a compiled loop; session 29) and each chroma cell's RGB sums. (``level``,
+    the numpy reference's level table, is not read: :func:`_pack_plane` computes its
+    values. The kernels keep it in their call signature, which
+    ``benchmarks/eval_near_verify.py --previous-kernel`` relies on to swap earlier
+    kernels in.)"""
     out = np.empty(size, np.uint8)
     n = CHROMA_GRID * CHROMA_GRID
     cb, cr = np.empty(n, np.int64), np.empty(n, np.int64)
@@ -106,25 +108,30 @@ def _sampled(px, rows, cols, level, size):  # type: ignore[no-untyped-def]
     luma and its chroma cell's sums taken there, so that no plane of sums is kept (the
     same bytes as three int64 planes of sums; no measurable change in the decode path:
     BENCHMARKS.md, "Ninth round")."""
-    y = np.empty(GRID * GRID, np.int64)
+    y = np.empty(GRID * GRID, np.int32)
     csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
     half = 1 << (LUMA_SHIFT - 1)
     for i in range(GRID):
+        r0, r1 = rows[i * SAMPLES_Y], rows[i * SAMPLES_Y + 1]
         k0 = (i // _POOL) * CHROMA_GRID
-        for j in range(GRID):
-            rb, g = 0, 0
-            for a in range(SAMPLES_Y):
-                r = rows[i * SAMPLES_Y + a]
-                for t in range(SAMPLES_X):
-                    v = np.int64(px[r + cols[j * SAMPLES_X + t]])
-                    rb += v & 0xFF00FF
-                    g += v & 0xFF00
-            sr, sg, sb = rb & 0xFFFF, g >> 8, rb >> 16
-            y[i * GRID + j] = (LUMA[0] * sr + LUMA[1] * sg + LUMA[2] * sb + half) >> LUMA_SHIFT
-            k = 3 * (k0 + j // _POOL)
-            csum[k] += sr
-            csum[k + 1] += sg
-            csum[k + 2] += sb
+        for cj in range(CHROMA_GRID):
+            crb, cg = 0, 0  # the chroma cell's sums over this row of luma cells
+            for t in range(_POOL):
+                j = cj * _POOL + t
+                c0, c1 = cols[j * SAMPLES_X], cols[j * SAMPLES_X + 1]
+                v0, v1 = np.int64(px[r0 + c0]), np.int64(px[r0 + c1])
+                v2, v3 = np.int64(px[r1 + c0]), np.int64(px[r1 + c1])
+                rb = (v0 & 0xFF00FF) + (v1 & 0xFF00FF) + (v2 & 0xFF00FF) + (v3 & 0xFF00FF)
+                g = (v0 & 0xFF00) + (v1 & 0xFF00) + (v2 & 0xFF00) + (v3 & 0xFF00)
+                y[i * GRID + j] = (
+                    LUMA[0] * (rb & 0xFFFF) + LUMA[1] * (g >> 8) + LUMA[2] * (rb >> 16) + half
+                ) >> LUMA_SHIFT
+                crb += rb  # 16 samples: R under 2**12, it does not meet B
+                cg += g
+            k = 3 * (k0 + cj)
+            csum[k] += crb & 0xFFFF
+            csum[k + 1] += cg >> 8
+            csum[k + 2] += crb >> 16
     return _finish(y, csum, level, size)
 
 
@@ -184,11 +191,12 @@ def _box_across(px, width, height):  # type: ignore[no-untyped-def]
         return out
     first, end, weight = _box_bins(width)
     if width < 2 * GRID:  # 1 or 2 pixels a cell: read 2 (one pixel twice)
-        last = end - 1
+        # unsigned indices: numba then adds no wraparound of negative ones (0.7x the time)
+        lo, hi = first.astype(np.uint64), (end - 1).astype(np.uint64)
         for r in range(height):
-            row = px[r * width : (r + 1) * width]
+            base = np.uint64(r * width)
             for j in range(GRID):
-                out[r, j] = _mean2(np.int64(row[first[j]]), np.int64(row[last[j]]))
+                out[r, j] = _mean2(np.uint32(px[base + lo[j]]), np.uint32(px[base + hi[j]]))
         return out
     for r in range(height):
         base = r * width
@@ -271,28 +279,25 @@ def box_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
     ``v >> 16`` is B.)"""
     words = box_words(px, width, height)
     n = SAMPLES_X * SAMPLES_Y  # 4: the luma identity above (checked at import)
-    flat = words.reshape(GRID * GRID)
-    y = np.empty(GRID * GRID, np.int64)
-    for c in range(GRID * GRID):
-        v = np.int64(flat[c])
-        y[c] = (
-            (v & 255) * LUMA[0] + ((v >> 8) & 255) * LUMA[1] + (v >> 16) * LUMA[2] + 0x8000
-        ) >> 16
+    y = np.empty(GRID * GRID, np.int32)
     csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
     for i in range(GRID):
         row = words[i]
         k0 = (i // _POOL) * CHROMA_GRID
         for cj in range(CHROMA_GRID):
-            sr, sg, sb = 0, 0, 0
+            rb, g = 0, 0  # the chroma cell's sums over this row of luma cells
             for t in range(_POOL):
-                v = np.int64(row[cj * _POOL + t])
-                sr += v & 255
-                sg += (v >> 8) & 255
-                sb += v >> 16
+                j = cj * _POOL + t
+                v = np.int64(row[j])
+                y[i * GRID + j] = (
+                    (v & 255) * LUMA[0] + ((v >> 8) & 255) * LUMA[1] + (v >> 16) * LUMA[2] + 0x8000
+                ) >> 16
+                rb += v & 0xFF00FF
+                g += v & 0xFF00
             k = 3 * (k0 + cj)
-            csum[k] += n * sr
-            csum[k + 1] += n * sg
-            csum[k + 2] += n * sb
+            csum[k] += n * (rb & 0xFFFF)
+            csum[k + 1] += n * (g >> 8)
+            csum[k + 2] += n * (rb >> 16)
     return _finish(y, csum, level, size)
 
 

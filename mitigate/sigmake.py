@@ -164,7 +164,9 @@ def grey_and_signature(
     return hashing.Grey(grey, w, h), sig
 
 
+@lru_cache(maxsize=4096)
 def _tail(w: int, h: int) -> bytes:
-    """The signature's last bytes: width and height (uint16 big-endian) and the version."""
+    """The signature's last bytes: width and height (uint16 big-endian) and the version
+    (kept for the sizes seen: ~0.13 against ~0.59 us a call, session 29)."""
     w, h = min(w, 65535), min(h, 65535)
     return bytes((w >> 8, w & 255, h >> 8, h & 255, SIG_VERSION))
