@@ -269,6 +269,66 @@ def box_words(px, width, height):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def _long_side_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
+    """:func:`cells` of an image with one side of 128 px or more and the other under
+    128 px (``px``: ``height`` rows of ``width`` RGB words), SIG_VERSION 3: along the
+    long side Pillow's NEAREST samples (``64 * SAMPLES`` of them, as the point-sampled
+    path takes), along the short side Pillow's BOX resize to 64 cells (1 or 2 pixels a
+    cell); each of a cell's 2 values stands for 2 of its 4 samples. As Pillow:
+    ``resize((128, h), NEAREST).resize((128, 64), BOX)`` (wide; a tall image the other
+    way round), each value repeated on the short side, through the numpy cells. The
+    BOX pass along the long side read every pixel (~16 % of the decode path there;
+    BENCHMARKS.md, "Eleventh round")."""
+    n = GRID * SAMPLES_X  # samples along the long side (SAMPLES_X == SAMPLES_Y)
+    wide = width >= 2 * GRID
+    long_side, short_side = (width, height) if wide else (height, width)
+    first, end, _ = _box_bins(short_side)
+    # a cell's 2 values, each the mean of 2 pixels (one pixel twice), at px[p + q] for
+    # p in (a0, a1) / (b0, b1) and q in (a2, a3) / (b2, b3): wide, the rows of its short
+    # side's cell and its 2 sampled columns; tall, its 2 sampled rows and the columns
+    w = np.uint64(width)
+    pick = np.empty(n, np.uint64)  # the long side's NEAREST samples
+    for s in range(n):
+        pick[s] = (2 * s + 1) * long_side // (2 * n)
+    rows = np.empty((GRID, 4), np.uint64)  # per row of cells
+    cols = np.empty((GRID, 4), np.uint64)  # per column of cells
+    for i in range(GRID):
+        lo, hi = np.uint64(first[i]), np.uint64(end[i] - 1)
+        if wide:
+            rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3] = lo * w, hi * w, lo * w, hi * w
+            cols[i, 0], cols[i, 1] = pick[2 * i], pick[2 * i]
+            cols[i, 2], cols[i, 3] = pick[2 * i + 1], pick[2 * i + 1]
+        else:
+            r0, r1 = pick[2 * i] * w, pick[2 * i + 1] * w
+            rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3] = r0, r0, r1, r1
+            cols[i, 0], cols[i, 1], cols[i, 2], cols[i, 3] = lo, hi, lo, hi
+    y = np.empty(GRID * GRID, np.int32)
+    csum = np.zeros(3 * CHROMA_GRID * CHROMA_GRID, np.int64)
+    half = 1 << (LUMA_SHIFT - 1)
+    for i in range(GRID):
+        p0, p1, p2, p3 = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3]
+        k0 = (i // _POOL) * CHROMA_GRID
+        for cj in range(CHROMA_GRID):
+            crb, cg = 0, 0  # the chroma cell's sums over this row of luma cells
+            for t in range(_POOL):
+                j = cj * _POOL + t
+                u0 = _mean2(np.uint32(px[p0 + cols[j, 0]]), np.uint32(px[p1 + cols[j, 1]]))
+                u1 = _mean2(np.uint32(px[p2 + cols[j, 2]]), np.uint32(px[p3 + cols[j, 3]]))
+                rb = 2 * ((u0 & 0xFF00FF) + (u1 & 0xFF00FF))  # each value 2 samples
+                g = 2 * ((u0 & 0xFF00) + (u1 & 0xFF00))
+                y[i * GRID + j] = (
+                    LUMA[0] * (rb & 0xFFFF) + LUMA[1] * (g >> 8) + LUMA[2] * (rb >> 16) + half
+                ) >> LUMA_SHIFT
+                crb += rb  # 16 samples: R under 2**12, it does not meet B
+                cg += g
+            k = 3 * (k0 + cj)
+            csum[k] += crb & 0xFFFF
+            csum[k + 1] += cg >> 8
+            csum[k + 2] += crb >> 16
+    return _finish(y, csum, level, size)
+
+
+@njit(cache=True, nogil=True)
 def box_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
     """:func:`cells` of an image under 128 px a side from its pixels ``px`` (``height``
     rows of ``width`` RGB words): Pillow's BOX resize to 64 x 64 (:func:`box_words`),
@@ -276,7 +336,10 @@ def box_cells(px, width, height, level, size):  # type: ignore[no-untyped-def]
     resize up by whole factors gives). A cell's luma, ``(LUMA . (n r, n g, n b) + 2**17)
     >> 18`` with n = 4 samples, is ``(LUMA . (r, g, b) + 2**15) >> 16`` exactly; the
     chroma sums are n times the cells'. (:func:`box_words` gives 24-bit words, so
-    ``v >> 16`` is B.)"""
+    ``v >> 16`` is B.) An image with one side of 128 px or more:
+    :func:`_long_side_cells`."""
+    if max(width, height) >= 2 * GRID:
+        return _long_side_cells(px, width, height, level, size)
     words = box_words(px, width, height)
     n = SAMPLES_X * SAMPLES_Y  # 4: the luma identity above (checked at import)
     y = np.empty(GRID * GRID, np.int32)

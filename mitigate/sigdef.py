@@ -40,9 +40,12 @@ RANGE_AT = Y_BYTES + C_BYTES  # (min, max) of Y, Cb, Cr: 6 bytes
 SIZE_AT = RANGE_AT + 6  # working width, height: uint16 big-endian each
 VERSION_AT = SIZE_AT + 4
 #: The definition of the cells (the last byte of every signature): 2 = the fifth round's
-#: (:func:`mitigate.sigmake.signature`). The fourth round's signatures had no version
-#: byte (2,314 bytes): see :func:`mitigate.verify.is_signature`.
-SIG_VERSION = 2
+#: (:func:`mitigate.sigmake.signature`); 3 (session 29) samples the long side of an
+#: image with one side of 128 px or more and the other under it, as the point-sampled
+#: path does, where 2 averaged it (:func:`mitigate.sigmake.box_samples`). The fourth
+#: round's signatures had no version byte (2,314 bytes): see
+#: :func:`mitigate.verify.is_signature`.
+SIG_VERSION = 3
 #: Bytes a signature: packed Y, packed Cb + Cr, the three (min, max), width and height,
 #: the version.
 SIG_BYTES = VERSION_AT + 1  # 2315

@@ -86,8 +86,10 @@ def signature(image: Image.Image) -> bytes:
     """The :data:`SIG_BYTES`-byte signature of an image (any size and mode).
 
     An image with a shorter side of at least 128 px is point-sampled at 2 x 2 pixels a
-    cell on a regular grid (Pillow's NEAREST resize to 128 x 128); a smaller one is
-    area-averaged to the 64 x 64 cells (BOX), each cell's 4 samples its average. Luma,
+    cell on a regular grid (Pillow's NEAREST resize to 128 x 128); one under 128 px both
+    ways is area-averaged to the 64 x 64 cells (BOX), each cell's 4 samples its average;
+    one with a side of 128 px or more and the other under it is point-sampled along the
+    long side and averaged along the short one (:func:`box_samples`, SIG_VERSION 3). Luma,
     64 x 64 cells: the ITU-R 601-2 luma (Pillow's L weights) of the mean of a cell's 4
     samples; chroma, 16 x 16 cells a
     plane: the BT.601 Cb and Cr (as JPEG uses) of the mean of the 64 samples of 4 x 4
@@ -116,15 +118,37 @@ def signature(image: Image.Image) -> bytes:
             words = np.frombuffer(image.tobytes("raw", "RGBX"), np.uint32)
             cells = _sigkernel.box_cells(words, *image.size, _LEVEL, SIZE_AT)
             return cells.tobytes() + tail  # Pillow's BOX resize, computed in the kernel
-        box = image.resize((GRID, GRID), Image.Resampling.BOX).tobytes("raw", "RGBX")
-        cells = np.frombuffer(box, np.uint8).reshape(GRID, 1, GRID, 1, 4)
-        reps = np.ones((1, sigdef.SAMPLES_Y, 1, sigdef.SAMPLES_X, 1), np.uint8)
-        return _cells_numpy((cells * reps).tobytes()) + tail  # NEAREST up by whole factors
+        return _cells_numpy(box_samples(image)) + tail
     samples = (GRID * sigdef.SAMPLES_X, GRID * sigdef.SAMPLES_Y)
     rgbx = image.resize(samples, Image.Resampling.NEAREST).tobytes("raw", "RGBX")  # a copy
     if kernel is None:
         return _cells_numpy(rgbx) + tail
     return kernel(np.frombuffer(rgbx, np.uint32), _LEVEL, SIZE_AT).tobytes() + tail
+
+
+def box_samples(image: Image.Image) -> bytes:
+    """The point samples (RGBX bytes, as :func:`_cells_numpy` takes them) of an RGB image
+    with a side under 128 px, from Pillow's resampling: under 128 px both ways, its BOX
+    resize to the 64 x 64 cells, each cell's value on its 2 x 2 samples (NEAREST up by
+    whole factors); with the other side 128 px or more (SIG_VERSION 3), NEAREST along
+    that side to 128 samples and BOX along the short side to 64 cells, each value on 2
+    samples across the short side (the kernel's
+    :func:`mitigate._sigkernel._long_side_cells`)."""
+    w, h = image.size
+    n = 2 * GRID  # samples a side: SAMPLES_X == SAMPLES_Y == 2
+    shape = (GRID, sigdef.SAMPLES_Y, GRID, sigdef.SAMPLES_X, 4)
+    if w >= n:  # wide
+        part = image.resize((n, h), Image.Resampling.NEAREST)
+        box = part.resize((n, GRID), Image.Resampling.BOX).tobytes("raw", "RGBX")
+        cells = np.frombuffer(box, np.uint8).reshape(GRID, 1, GRID, sigdef.SAMPLES_X, 4)
+    elif h >= n:  # tall
+        part = image.resize((w, n), Image.Resampling.NEAREST)
+        box = part.resize((GRID, n), Image.Resampling.BOX).tobytes("raw", "RGBX")
+        cells = np.frombuffer(box, np.uint8).reshape(GRID, sigdef.SAMPLES_Y, GRID, 1, 4)
+    else:
+        box = image.resize((GRID, GRID), Image.Resampling.BOX).tobytes("raw", "RGBX")
+        cells = np.frombuffer(box, np.uint8).reshape(GRID, 1, GRID, 1, 4)
+    return np.broadcast_to(cells, shape).tobytes()
 
 
 def grey_and_signature(

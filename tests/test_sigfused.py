@@ -36,12 +36,25 @@ def _coded(width: int, height: int) -> Image.Image:
 
 def _pillow_signature(image: Image.Image) -> bytes:
     """The signature from Pillow's own resampling: its NEAREST resize to the samples
-    (a side of 128 px or more), or its BOX resize to the 64 x 64 cells repeated on each
-    cell's 2 x 2 samples (a smaller image); the cells from the numpy reference."""
-    if min(image.size) >= SIDE:
+    (both sides 128 px or more), its BOX resize to the 64 x 64 cells repeated on each
+    cell's 2 x 2 samples (both sides under 128 px), or (one side of 128 px or more, the
+    other under it; SIG_VERSION 3) NEAREST along the long side to 128 samples, then BOX
+    along the short side to 64 cells, each repeated on 2 samples; the cells from the
+    numpy reference."""
+    w, h = image.size
+    rgbx_image = image.convert("RGBX")
+    if min(w, h) >= SIDE:
         rgbx = image.resize(sigsample.SAMPLES, Image.Resampling.NEAREST).tobytes("raw", "RGBX")
+    elif w >= SIDE:
+        part = rgbx_image.resize((SIDE, h), Image.Resampling.NEAREST)
+        box = np.asarray(part.resize((SIDE, 64), Image.Resampling.BOX))
+        rgbx = box.repeat(2, axis=0).tobytes()
+    elif h >= SIDE:
+        part = rgbx_image.resize((w, SIDE), Image.Resampling.NEAREST)
+        box = np.asarray(part.resize((64, SIDE), Image.Resampling.BOX))
+        rgbx = box.repeat(2, axis=1).tobytes()
     else:
-        box = np.asarray(image.convert("RGBX").resize((64, 64), Image.Resampling.BOX))
+        box = np.asarray(rgbx_image.resize((64, 64), Image.Resampling.BOX))
         rgbx = box.repeat(2, axis=0).repeat(2, axis=1).tobytes()
     return sigmake._cells_numpy(rgbx) + sigmake._tail(*image.size)
 
@@ -196,8 +209,9 @@ def test_small_images_get_pillows_box_signature_from_the_kernel(
     width: int, height: int, flip: bool
 ) -> None:
     """An image with a side under 128 px, its pixels naming their place: the kernel's
-    BOX signature (``verify.signature``) and the fused pass give the bytes of Pillow's
-    BOX resize through the numpy cells, and Pillow's greyscale image."""
+    signature (``verify.signature``) and the fused pass give the bytes of Pillow's BOX
+    resize (a long side of 128 px or more: NEAREST along it, then BOX) through the
+    numpy cells, and Pillow's greyscale image."""
     image = _coded(*((height, width) if flip else (width, height)))
     assert verify.signature(image) == _pillow_signature(image)
     assert _fused(image) == _pillow(image)
@@ -208,7 +222,9 @@ def test_white_box_cells_of_up_to_257_pixels_and_more_are_pillows(size: tuple[in
     """BOX cells of 257 pixels and more along a long side, on white and near-white
     images (the largest channel sums: 255 * 257 is the most 16 bits hold, so a kernel
     that packed R and B in one sum would carry from R into B there): Pillow's bytes.
-    (Such packing was measured in session 14 and not landed: no gain.)"""
+    (Such packing was measured in session 14 and not landed: no gain. Since
+    SIG_VERSION 3 such a long side is point-sampled, not averaged: the signature is
+    still Pillow's, through :func:`_pillow_signature`.)"""
     for colour in ((255, 255, 255), (255, 1, 254)):
         image = Image.new("RGB", size, colour)
         image.paste((254, 255, 255), (0, 0, 2, 2))

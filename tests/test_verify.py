@@ -112,7 +112,7 @@ def test_signature_is_compact_and_comes_from_the_single_decode() -> None:
     data = (DATA / "photos-chelsea.jpg").read_bytes()
     decoded = _decode(data)
     assert len(decoded.signature) == verify.SIG_BYTES == 2315
-    assert decoded.signature[-1] == verify.SIG_VERSION == 2
+    assert decoded.signature[-1] == verify.SIG_VERSION == 3
     assert decoded.signature == verify.signature(decoded.working)
     # any mode works and gives RGB's signature for an RGB-equivalent image
     grey = Image.open(io.BytesIO(data)).convert("L")
@@ -548,7 +548,7 @@ def test_items_without_signature_fall_back_to_phash(caplog: pytest.LogCaptureFix
     warnings = [r.getMessage() for r in caplog.records if "not of this version" in r.getMessage()]
     # once a kind a process: 1,536 bytes, 2,314 bytes, version 0
     assert len(warnings) == 3, warnings
-    assert "2314 bytes is not of this version (2315 bytes, version 2)" in warnings[1]
+    assert "2314 bytes is not of this version (2315 bytes, version 3)" in warnings[1]
     assert "version 0" in warnings[2]
     items = [HashItem("a", h, h, 10, None), HashItem("b", h, h, 10, None)]
     decisions, _ = decide_near_duplicates(
