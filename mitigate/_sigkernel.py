@@ -394,10 +394,11 @@ def grey_and_cells(px, width, height, level, size):  # type: ignore[no-untyped-d
     signature costs little beyond it (BENCHMARKS.md, "Seventh round")."""
     g = grey(px, width * height)
     nx, ny = GRID * SAMPLES_X, GRID * SAMPLES_Y
-    cols = np.empty(nx, np.int64)
+    # unsigned: numba adds no wraparound of negative indices to the samples' reads
+    cols = np.empty(nx, np.uint64)
     for j in range(nx):
         cols[j] = (2 * j + 1) * width // (2 * nx)
-    rows = np.empty(ny, np.int64)
+    rows = np.empty(ny, np.uint64)
     for j in range(ny):
         rows[j] = (2 * j + 1) * height // (2 * ny) * width
     return g, _sampled(px, rows, cols, level, size)
