@@ -167,6 +167,11 @@ def is_signature(sig: bytes | None) -> bool:
         return False
     if len(sig) == SIG_BYTES and sig[-1] == SIG_VERSION:
         return True
+    if len(sig) == SIG_BYTES and sig[-1] == 2 and not _mixed_sides(sig):
+        # version 2 differs from 3 only where one side of the working image is 128 px
+        # or more and the other under it: a redecide of a run before version 3 keeps
+        # verification for every other image
+        return True
     kind = (len(sig), sig[-1] if len(sig) == SIG_BYTES else None)
     if kind not in _WARNED:
         _WARNED.add(kind)
@@ -182,6 +187,14 @@ def is_signature(sig: bytes | None) -> bool:
 
 
 _WARNED: set[tuple[int, int | None]] = set()
+
+
+def _mixed_sides(sig: bytes) -> bool:
+    """Whether the working image ``sig`` was computed from has one side of 128 px or
+    more and the other under it (where signature versions 2 and 3 differ)."""
+    width = int.from_bytes(sig[_SIZE_AT : _SIZE_AT + 2], "big")
+    height = int.from_bytes(sig[_SIZE_AT + 2 : _VERSION_AT], "big")
+    return (width >= 2 * GRID) != (height >= 2 * GRID)
 
 
 def _unpack(sig: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:

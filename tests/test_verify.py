@@ -522,6 +522,19 @@ def test_refused_pairs_leave_evidence_on_the_kept_sample(evalset: list[Sample]) 
     assert report["verify"]["examples_refused"][0][:2] == sorted([red.key, green.key])
 
 
+def test_a_version_2_signature_counts_where_version_3_did_not_change_it() -> None:
+    """Version 3 changed only images with one side of 128 px or more and the other under
+    it: a redecide of an older run keeps verification for every other image."""
+    rng = np.random.default_rng(3)
+    for size, mixed in (((100, 90), False), ((300, 200), False), ((200, 90), True)):
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        sig = verify.signature(image)
+        assert verify.is_signature(sig)
+        older = sig[:-1] + bytes([2])
+        assert verify.is_signature(older) is not mixed, size
+        assert not verify.is_signature(sig[:-1] + bytes([1]))
+
+
 def test_items_without_signature_fall_back_to_phash(caplog: pytest.LogCaptureFixture) -> None:
     h = "ffff0000ffff0000"
     current = bytes(verify.SIG_BYTES - 1) + bytes([verify.SIG_VERSION])
