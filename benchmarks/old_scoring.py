@@ -186,8 +186,14 @@ _NOW = (verify._level_scores, workers._score_part)
 
 
 def _old_level_scores(
-    a: np.ndarray, b: np.ndarray, planes: verify._Planes, level: int, stop_above: float
+    a: np.ndarray,
+    b: np.ndarray,
+    planes: verify._Planes,
+    level: int,
+    stop_above: float,
+    as_is: np.ndarray | None = None,  # unmarked signatures only: the old code mirrors all
 ) -> np.ndarray:
+    assert as_is is None or not as_is.any()
     return _level_scores(a, b, planes.y, planes.c, level, stop_above)
 
 

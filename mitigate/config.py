@@ -260,7 +260,8 @@ def _resolve_working_size(config: Config) -> Config:
 class DedupConfig(_Strict):
     exact: bool = Field(default=True, description="Drop samples with identical image bytes.")
     near: bool = Field(
-        default=True, description="Drop near duplicates (pHash or mirror pHash within k)."
+        default=True,
+        description="Drop near duplicates (pHash, or mirror pHash with dedup.mirror, within k).",
     )
     k: int = Field(
         default=10,
@@ -268,6 +269,13 @@ class DedupConfig(_Strict):
         le=32,
         description="Hamming distance, bits of 64, up to which two images are near "
         "duplicates (see README for the measurement behind the default).",
+    )
+    mirror: bool = Field(
+        default=True,
+        description="A horizontally mirrored copy counts as a near duplicate: candidates "
+        "also by one's pHash (and centre view) against the other's mirror hash, and "
+        "verification also tries the pair mirrored. false for data whose mirror image is "
+        "another image (letters b/d and p/q, signs, sign language, text).",
     )
     verify: bool = Field(
         default=True,

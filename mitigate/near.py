@@ -7,6 +7,7 @@ report show. Plain functions over light (key, hashes, size) items; the search it
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,26 @@ class Decision:
     duplicate_of: str  # for not_merged: the candidate verification refused
     distance: int
     verify_score: float | None = None  # None: pair not verified
+
+
+def without_mirror(item: HashItem) -> HashItem:
+    """``item`` as ``dedup.mirror: false`` searches it: its pHash in place of its mirror
+    pHash and its centre hash in place of the centre's mirror, so that every search
+    (one worker, partitions, hot groups, references) finds a pair by the as-is terms
+    alone (``min(H(p, p'), H(p, m'), H(m, p'))`` is ``H(p, p')``), and its signature
+    marked to be verified without mirroring (:func:`mitigate.verify.unmirrored`).
+    The same item again for an item already without."""
+    centre_view = None if item.centre is None else item.centre[:16] * 2
+    signature = verify.unmirrored(item.signature)
+    return dataclasses.replace(item, mirror=item.phash, centre=centre_view, signature=signature)
+
+
+def references(shard_refs: Sequence[tuple], dedup: Any) -> list[tuple[str, str, str | None]]:
+    """Every reference of a run, ``(key, pHash, mirror pHash or None)``: the reference
+    shards' (sorted), then ``dedup.against``'s hash lists'; with ``dedup.mirror`` off
+    without their mirror pHashes (matched on pHash alone)."""
+    refs = sorted(shard_refs) + list(dedup.reference_hashes)
+    return refs if dedup.mirror else [(key, phash, None) for key, phash, _ in refs]
 
 
 def _arrays(items: Sequence[HashItem]) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,10 @@ VERSION_AT = SIZE_AT + 4
 #: round's signatures had no version byte (2,314 bytes): see
 #: :func:`mitigate.verify.is_signature`.
 SIG_VERSION = 3
+#: Set in the version byte of a signature to be compared without mirroring (the cells
+#: the same; ``dedup.mirror: false``, :func:`mitigate.verify.unmirrored`): a near-dup
+#: search marks its own copies, never a stored signature.
+UNMIRRORED = 0x80
 #: Bytes a signature: packed Y, packed Cb + Cr, the three (min, max), width and height,
 #: the version.
 SIG_BYTES = VERSION_AT + 1  # 2315

@@ -57,7 +57,9 @@ Measured limits (BENCHMARKS.md, "Near-duplicate verification"): a change below t
 resolution of the cells is not seen (two glyphs in the same box of a small or very wide
 image; the digits of small coins), and images that are mirror images in all but a
 detail (b and d; Tux Paint's ``_mirror`` stamps, whose text stays readable) pass as
-flipped copies, as the flip-tolerant rule says they should.
+flipped copies, as the flip-tolerant rule says they should. With ``dedup.mirror:
+false`` the search marks its signatures (:func:`unmirrored`) and a pair with a marked
+signature is aligned as is only (the three zooms): a mirror image is then another image.
 
 A pair is *verified* (the images are near duplicates) when its score is at most the
 threshold (``dedup.verify_threshold``, default :data:`DEFAULT_THRESHOLD`). The score is
@@ -94,6 +96,7 @@ __all__ = [
     "scoring_order",
     "signature",
     "to_hex",
+    "unmirrored",
     "verified",
     "working_sizes",
 ]
@@ -108,6 +111,7 @@ _RANGE_AT = sigdef.RANGE_AT
 _SIZE_AT = sigdef.SIZE_AT
 _VERSION_AT = sigdef.VERSION_AT
 SIG_VERSION = sigdef.SIG_VERSION
+_UNMIRRORED = sigdef.UNMIRRORED
 SIG_BYTES = sigdef.SIG_BYTES
 #: Default ``dedup.verify_threshold`` (measured, BENCHMARKS.md).
 DEFAULT_THRESHOLD = 1.0
@@ -165,9 +169,10 @@ def is_signature(sig: bytes | None) -> bool:
     the first such signature of each kind is logged as a warning (once a process)."""
     if sig is None:
         return False
-    if len(sig) == SIG_BYTES and sig[-1] == SIG_VERSION:
+    version = sig[-1] & ~_UNMIRRORED if len(sig) == SIG_BYTES else None
+    if version == SIG_VERSION:
         return True
-    if len(sig) == SIG_BYTES and sig[-1] == 2 and not _mixed_sides(sig):
+    if version == 2 and not _mixed_sides(sig):
         # version 2 differs from 3 only where one side of the working image is 128 px
         # or more and the other under it: a redecide of a run before version 3 keeps
         # verification for every other image
@@ -195,6 +200,16 @@ def _mixed_sides(sig: bytes) -> bool:
     width = int.from_bytes(sig[_SIZE_AT : _SIZE_AT + 2], "big")
     height = int.from_bytes(sig[_SIZE_AT + 2 : _VERSION_AT], "big")
     return (width >= 2 * GRID) != (height >= 2 * GRID)
+
+
+def unmirrored(sig: bytes | None) -> bytes | None:
+    """``sig`` marked to be compared without mirroring (``dedup.mirror: false``): a pair
+    with a marked signature is scored on the as-is alignments alone (:func:`pair_scores`);
+    the version byte's :data:`mitigate.sigdef.UNMIRRORED` bit, the cells unchanged.
+    Anything but a signature :func:`is_signature` takes is returned as it is."""
+    if sig is None or len(sig) != SIG_BYTES or sig[-1] & _UNMIRRORED or not is_signature(sig):
+        return sig
+    return sig[:-1] + bytes((sig[-1] | _UNMIRRORED,))
 
 
 def _unpack(sig: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -227,6 +242,8 @@ def working_sizes(signatures: Sequence[bytes]) -> NDArray[np.int64]:
 
 #: every alignment tried: (mirrored, index into ZOOMS); as is first
 _ALIGNMENTS = [(m, z) for m in (False, True) for z in range(len(ZOOMS))]
+#: which of them are mirrored (not tried for a pair with an :func:`unmirrored` signature)
+_MIRRORED = np.asarray([m for m, _ in _ALIGNMENTS])
 #: (row taps, column taps) of each alignment at each side length: zoomed along both
 #: axes, the columns read from the far end where mirrored
 _ALIGN_TAPS = {
@@ -288,18 +305,19 @@ class _Planes:
 
     def __init__(self, y: NDArray[np.float32], c: NDArray[np.float32], compiled: bool) -> None:
         self.y, self.c, self.compiled = y, c, compiled
-        self._coarse: list[tuple[NDArray[np.float32], NDArray[np.float32]]] = []
+        self._yc: NDArray[np.float32] | None = None
+        self._coarse: dict[int, tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
         self._fine: dict[int, tuple[NDArray[np.float32], NDArray[np.bool_]]] = {}
 
-    def coarse(self) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
-        """(normalised luma, chroma) of every row at 16 cells, one pair of planes an
-        alignment (:data:`_ALIGNMENTS`; the first, as is)."""
-        if not self._coarse:
-            yc = _down(self.y, LEVELS[-1], self.compiled)
-            self._coarse = [
-                _aligned(yc, self.c, LEVELS[-1], al, self.compiled) for al in _ALIGNMENTS
-            ]
-        return self._coarse
+    def coarse(self, t: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(normalised luma, chroma) of every row at 16 cells under alignment ``t`` of
+        :data:`_ALIGNMENTS` (0: as is), made when first asked for."""
+        if t not in self._coarse:
+            if self._yc is None:
+                self._yc = _down(self.y, LEVELS[-1], self.compiled)
+            al = _ALIGNMENTS[t]
+            self._coarse[t] = _aligned(self._yc, self.c, LEVELS[-1], al, self.compiled)
+        return self._coarse[t]
 
     def fine(self, level: int, rows: NDArray[np.int64]) -> NDArray[np.float32]:
         """The table of normalised luma at ``level`` as is, its ``rows`` filled (others
@@ -322,20 +340,28 @@ def _level_scores(
     planes: _Planes,
     level: int,
     stop_above: float,
+    as_is: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.float32]:
     """Local score of pairs (a[t], b[t]) (rows of ``planes``) at ``level``, image ``b``
-    aligned to image ``a``: the best of all alignments at 16 cells, and at least the
+    aligned to image ``a``: the best of all alignments at 16 cells (the unmirrored ones
+    alone where ``as_is``), and at least the
     best of the FINE_ALIGNMENTS best of them again at ``level`` (not computed where the
     first is above ``stop_above`` already). Each image ``b`` is aligned once per
     alignment at ``level``, not once per pair."""
     compiled, c = planes.compiled, planes.c
     coarse_level = LEVELS[-1]
     coarse = np.empty((a.shape[0], len(_ALIGNMENTS)), dtype=np.float32)
-    aligned = planes.coarse()
-    yn = aligned[0][0]
+    yn = planes.coarse(0)[0]
     window = _WINDOWS[coarse_level], CHROMA_UNIT  # most changed window: localscore
-    for t, (yb, cb) in enumerate(aligned):
+    as_is = np.zeros(a.shape[0], dtype=bool) if as_is is None else as_is
+    for t in range(len(_ALIGNMENTS)):
+        if _MIRRORED[t] and as_is.size and as_is.all():
+            coarse[:, t] = np.inf  # not tried: nothing to compute
+            continue
+        yb, cb = planes.coarse(t)
         coarse[:, t] = localscore.local_at(yn, c, a, yb, cb, b, *window, compiled)
+    if as_is.any():  # never among the best: the fine step does not try them either
+        coarse[as_is[:, None] & _MIRRORED[None, :]] = np.inf
     coarse_best = coarse.min(axis=1)
     fine = np.flatnonzero(coarse_best <= stop_above)
     if level == coarse_level or fine.size == 0:
@@ -442,6 +468,8 @@ def pair_scores(
         a, b = inv[: sel.shape[0]], inv[sel.shape[0] :]
         y, c = _unpack(sigs[used])
         planes = _Planes(y, c, compiled)
+        marked = (sigs[used, _VERSION_AT] & _UNMIRRORED) != 0  # unmirrored()
+        as_is = marked[a] | marked[b]
         flat = y.reshape(y.shape[0], -1).astype(np.float64)
         log_mean = np.log(flat.mean(axis=1) + 16.0)
         log_std = np.log(flat.std(axis=1) + 8.0)
@@ -462,8 +490,8 @@ def pair_scores(
                 # either image aligned to the other, the better counting: symmetric,
                 # and a function of the two signatures alone, whatever table holds them
                 local[m] = np.minimum(
-                    _level_scores(a[m], b[m], planes, lv, stop),
-                    _level_scores(b[m], a[m], planes, lv, stop),
+                    _level_scores(a[m], b[m], planes, lv, stop, as_is[m]),
+                    _level_scores(b[m], a[m], planes, lv, stop, as_is[m]),
                 )
         out[sel] = np.maximum(local, g4)
     return out

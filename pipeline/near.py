@@ -34,7 +34,13 @@ from apache_beam.pvalue import AsSingleton
 
 from mitigate import keep, stages
 from mitigate.config import DecodeConfig, DedupConfig
-from mitigate.near import NOT_MERGED, HashItem, decide_near_duplicates
+from mitigate.near import (
+    NOT_MERGED,
+    HashItem,
+    decide_near_duplicates,
+    references,
+    without_mirror,
+)
 from mitigate.pipeline import fs, sigstore
 from mitigate.pipeline.signatures import without_signature
 from mitigate.records import DUPLICATE, PENDING, Reason, SampleRecord
@@ -68,7 +74,9 @@ def _decide(
     """``store``: where the items' signatures wait (their ``ref``; pipeline/sigstore.py)."""
     if store is not None:
         items = sigstore.fill(store, items)
-    refs = sorted(shard_refs) + list(dedup.reference_hashes)
+        if not dedup.mirror:  # the signatures read back: marked as _item marks them
+            items = [without_mirror(it) for it in items]
+    refs = references(shard_refs, dedup)
     with PairScorer(processes) as score_pairs:
         decisions, report = decide_near_duplicates(
             items,
@@ -225,7 +233,7 @@ class NearDedup(beam.PTransform):
         pending = records | "Pending" >> beam.Filter(lambda r: r.state == PENDING)
         items = (
             pending
-            | "HashItems" >> beam.Map(_item, self.store is not None)
+            | "HashItems" >> beam.Map(_item, self.store is not None, self.dedup.mirror)
             | "AllHashes" >> Gather()
         )
         shard_refs = (
@@ -254,10 +262,13 @@ class NearDedup(beam.PTransform):
         return joined, report
 
 
-def _item(r: SampleRecord, stored: bool) -> HashItem:
+def _item(r: SampleRecord, stored: bool, mirror: bool = True) -> HashItem:
     """A pending record's item; with ``stored`` signatures its ``ref`` instead of a
-    signature (the record has none: pipeline/sigstore.py)."""
-    return HashItem(
+    signature (the record has none: pipeline/sigstore.py). Without ``mirror``
+    (``dedup.mirror: false``) its mirror hashes are its own and its signature marked
+    (:func:`mitigate.near.without_mirror`): every search and verification after this,
+    in either graph, then leaves mirror images apart."""
+    item = HashItem(
         r.key,
         r.phash,
         r.phash_mirror,
@@ -266,6 +277,7 @@ def _item(r: SampleRecord, stored: bool) -> HashItem:
         r.phash_centre,
         sigstore.ref(r) if stored else None,
     )
+    return item if mirror else without_mirror(item)
 
 
 class Gather(beam.PTransform):

@@ -29,7 +29,7 @@ from apache_beam.pvalue import AsSingleton
 from mitigate import neardup, partition
 from mitigate import partition_batch as pb
 from mitigate.config import DecodeConfig, DedupConfig
-from mitigate.near import EVAL_OVERLAP, Decision, HashItem
+from mitigate.near import EVAL_OVERLAP, Decision, HashItem, references
 from mitigate.pipeline import near_hot
 from mitigate.pipeline.near_batched import STAR_ROUNDS, PartitionedSearch
 from mitigate.records import PENDING
@@ -99,7 +99,7 @@ def _decontaminate(
     Per item the closest reference (ties to the first) does not depend on the batch, so
     this equals the one-worker match."""
     bid, batch = element
-    refs = sorted(shard_refs) + list(dedup.reference_hashes)
+    refs = references(shard_refs, dedup)
     rest = batch
     if refs and batch:
         p = neardup.hex_to_uint64([i.phash for i in batch])
@@ -270,7 +270,7 @@ class PartitionedNearDedup(beam.PTransform):
             self.light,
             "SettledLight",
         )
-        items = pending | "HashItems" >> beam.Map(_item, False)
+        items = pending | "HashItems" >> beam.Map(_item, False, dedup.mirror)
         shard_refs = (
             pipeline
             | "ReferenceShards" >> beam.Create(list(dedup.reference_shards))
