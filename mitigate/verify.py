@@ -445,6 +445,10 @@ def pair_scores(
     scored further: its score is then that lower bound, still above ``stop_above``, and
     the decision is the same; on the evaluation set this skips the fine step for about
     70% of pHash candidate pairs.
+
+    A pair with a signature marked by :func:`unmirrored` (``dedup.mirror: false``) is
+    aligned as is only (the three zooms, no mirrored alignment); unmarked pairs score
+    as they always did.
     """
     sigs = as_signatures(signatures)
     ii = np.asarray(i, dtype=np.int64).reshape(-1)
