@@ -532,6 +532,11 @@ def test_a_version_2_signature_counts_where_version_3_did_not_change_it() -> Non
         assert verify.is_signature(sig)
         older = sig[:-1] + bytes([2])
         assert verify.is_signature(older) is not mixed, size
+        # dedup.mirror: false marks a signature it takes, of either version
+        marked = verify.unmirrored(older)
+        assert marked[-1] == (0x82 if not mixed else 2)
+        assert verify.is_signature(marked) is not mixed
+        assert verify.unmirrored(sig)[-1] == 0x80 | verify.SIG_VERSION
         assert not verify.is_signature(sig[:-1] + bytes([1]))
 
 
