@@ -328,6 +328,18 @@ def test_redecide_refuses_to_verify_with_signatures_of_another_version(tmp_path,
         assert "2314 bytes" in str(err.value) and not (tmp_path / "out").exists()
 
 
+def test_redecide_verifies_with_version_2_signatures(tmp_path):
+    """A run stored before version 3 (session 29) keeps verification: version 2 differs
+    only for images with one side of 128 px or more and the other under it, which
+    fall back to pHash alone (verify.is_signature)."""
+    v2 = bytes(2314) + bytes([2])
+    stored = _stored_run(tmp_path / "run", [None, v2, v2])
+    config = _config(tmp_path / "data.tar", tmp_path / "out", verify=True)
+    with pytest.raises(Exception) as err:
+        redecide(config, str(stored))
+    assert not (isinstance(err.value, ConfigError) and "dedup.verify" in str(err.value))
+
+
 def _chain(photos: dict[str, bytes], folder: Path) -> tuple[Path, bytes]:
     """A photo, a half-size copy and a second file of that copy's very bytes (the exact
     duplicate keeps the half-size copy, which near-dedup then removes in favour of the
